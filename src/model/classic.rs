@@ -1,0 +1,104 @@
+//! The Radford et al. DCGAN the report discusses: transposed convs with ReLU and BatchNorm in
+//! G, strided convs with LeakyReLU(0.2) in D, no BatchNorm on G's output or D's input.
+
+use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
+use burn::nn::{BatchNorm, PaddingConfig2d};
+use burn::prelude::*;
+use burn::tensor::activation::{leaky_relu, relu, tanh};
+use rand::rngs::StdRng;
+
+use super::{ClassicOptions, init};
+
+/// ConvT(k4, s2, p1) doubles the side; the first ConvT (k4, s1, p0) turns 1x1 into 4x4.
+fn up(rng: &mut StdRng, c_in: usize, c_out: usize, first: bool, device: &Device) -> ConvTranspose2d {
+    let (stride, pad) = if first { (1, 0) } else { (2, 1) };
+    let config = ConvTranspose2dConfig::new([c_in, c_out], [4, 4])
+        .with_stride([stride, stride])
+        .with_padding([pad, pad]);
+    init::conv_transpose2d(rng, config, device)
+}
+
+/// Conv(k4, s2, p1) halves the side; the last one (k4, s1, p0) turns 4x4 into 1x1.
+fn down(rng: &mut StdRng, c_in: usize, c_out: usize, last: bool, device: &Device) -> Conv2d {
+    let (stride, pad) = if last { (1, 0) } else { (2, 1) };
+    let config = Conv2dConfig::new([c_in, c_out], [4, 4])
+        .with_stride([stride, stride])
+        .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+        .with_bias(false);
+    init::conv2d(rng, config, device)
+}
+
+#[derive(Module, Debug)]
+struct UpBlock {
+    conv: ConvTranspose2d,
+    bn: BatchNorm,
+}
+
+#[derive(Module, Debug)]
+pub struct ClassicGenerator {
+    blocks: Vec<UpBlock>,
+    conv_out: ConvTranspose2d,
+}
+
+impl ClassicGenerator {
+    /// With three widths the side goes 1 -> 4 -> 8 -> 16 -> 32.
+    pub fn new(rng: &mut StdRng, opts: &ClassicOptions, device: &Device) -> Self {
+        let mut c_in = opts.latent_dim;
+        let mut blocks = Vec::new();
+        for (i, &c_out) in opts.g_channels.iter().enumerate() {
+            let conv = up(rng, c_in, c_out, i == 0, device);
+            blocks.push(UpBlock { conv, bn: init::batch_norm(rng, c_out, 1e-5, 0.1, device) });
+            c_in = c_out;
+        }
+        ClassicGenerator { blocks, conv_out: up(rng, c_in, 1, false, device) }
+    }
+
+    pub fn forward(&self, z: Tensor<2>) -> Tensor<4> {
+        let [batch, latent] = z.dims();
+        let mut x = z.reshape([batch, latent, 1, 1]);
+        for block in &self.blocks {
+            x = relu(block.bn.forward(block.conv.forward(x)));
+        }
+        tanh(self.conv_out.forward(x))
+    }
+}
+
+#[derive(Module, Debug)]
+struct ClassicDownBlock {
+    conv: Conv2d,
+    bn: Option<BatchNorm>,
+}
+
+#[derive(Module, Debug)]
+pub struct ClassicDiscriminator {
+    blocks: Vec<ClassicDownBlock>,
+    conv_out: Conv2d,
+}
+
+impl ClassicDiscriminator {
+    /// With three widths the side goes 32 -> 16 -> 8 -> 4 -> 1.
+    pub fn new(rng: &mut StdRng, opts: &ClassicOptions, device: &Device) -> Self {
+        let mut c_in = 1;
+        let mut blocks = Vec::new();
+        for (i, &c_out) in opts.d_channels.iter().enumerate() {
+            let conv = down(rng, c_in, c_out, false, device);
+            let bn = (i > 0).then(|| init::batch_norm(rng, c_out, 1e-5, 0.1, device));
+            blocks.push(ClassicDownBlock { conv, bn });
+            c_in = c_out;
+        }
+        ClassicDiscriminator { blocks, conv_out: down(rng, c_in, 1, true, device) }
+    }
+
+    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        let mut x = images;
+        for block in &self.blocks {
+            x = block.conv.forward(x);
+            if let Some(bn) = &block.bn {
+                x = bn.forward(x);
+            }
+            x = leaky_relu(x, 0.2);
+        }
+        let batch = x.dims()[0];
+        self.conv_out.forward(x).reshape([batch, 1])
+    }
+}

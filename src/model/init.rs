@@ -1,0 +1,96 @@
+//! Parameter initialisation and dropout masks drawn from the run's own seeded RNG.
+//!
+//! Burn's initialisers and dropout draw from a process-global generator, which makes runs
+//! depend on thread scheduling; drawing everything from a [`StdRng`] the trainer seeds
+//! per step keeps every run reproducible and every resume exact.
+
+use burn::module::Param;
+use burn::nn::BatchNorm;
+use burn::prelude::*;
+use burn::tensor::TensorData;
+use rand::RngExt;
+use rand::rngs::StdRng;
+use rand_distr::{Distribution, StandardNormal};
+
+/// A tensor of values drawn uniformly from [-bound, bound].
+pub fn uniform<const D: usize>(rng: &mut StdRng, shape: [usize; D], bound: f64, device: &Device) -> Tensor<D> {
+    let n = shape.iter().product();
+    let values: Vec<f32> = (0..n).map(|_| rng.random_range(-bound..bound) as f32).collect();
+    Tensor::from_data(TensorData::new(values, shape), device)
+}
+
+/// A tensor of values drawn from N(mean, std^2).
+pub fn normal<const D: usize>(rng: &mut StdRng, shape: [usize; D], mean: f64, std: f64, device: &Device) -> Tensor<D> {
+    let n = shape.iter().product();
+    let values: Vec<f32> = (0..n)
+        .map(|_| {
+            let x: f64 = StandardNormal.sample(rng);
+            (mean + std * x) as f32
+        })
+        .collect();
+    Tensor::from_data(TensorData::new(values, shape), device)
+}
+
+/// A linear layer initialised as PyTorch's `nn.Linear`: weight and bias U(-k, k), k = 1/sqrt(fan_in).
+pub fn linear(rng: &mut StdRng, d_in: usize, d_out: usize, device: &Device) -> burn::nn::Linear {
+    let bound = 1.0 / (d_in as f64).sqrt();
+    burn::nn::Linear {
+        weight: Param::from_tensor(uniform(rng, [d_in, d_out], bound, device)),
+        bias: Some(Param::from_tensor(uniform(rng, [d_out], bound, device))),
+    }
+}
+
+/// A conv layer with the report's init: weight N(0, 0.02), bias (when present) as PyTorch's
+/// default U(-k, k), k = 1/sqrt(fan_in).
+pub fn conv2d(
+    rng: &mut StdRng,
+    config: burn::nn::conv::Conv2dConfig,
+    device: &Device,
+) -> burn::nn::conv::Conv2d {
+    let mut conv = config.clone().with_bias(config.bias).init(device);
+    let [c_in, c_out] = config.channels;
+    let [kh, kw] = config.kernel_size;
+    conv.weight = Param::from_tensor(normal(rng, [c_out, c_in, kh, kw], 0.0, 0.02, device));
+    if config.bias {
+        let bound = 1.0 / ((c_in * kh * kw) as f64).sqrt();
+        conv.bias = Some(Param::from_tensor(uniform(rng, [c_out], bound, device)));
+    }
+    conv
+}
+
+/// A transposed conv layer without bias, weight N(0, 0.02) (Radford et al.).
+pub fn conv_transpose2d(
+    rng: &mut StdRng,
+    config: burn::nn::conv::ConvTranspose2dConfig,
+    device: &Device,
+) -> burn::nn::conv::ConvTranspose2d {
+    let mut conv = config.clone().with_bias(false).init(device);
+    let [c_in, c_out] = config.channels;
+    let [kh, kw] = config.kernel_size;
+    conv.weight = Param::from_tensor(normal(rng, [c_in, c_out, kh, kw], 0.0, 0.02, device));
+    conv
+}
+
+/// A batch norm with the report's init: gamma N(1, 0.02), beta 0.
+pub fn batch_norm(rng: &mut StdRng, features: usize, epsilon: f64, momentum: f64, device: &Device) -> BatchNorm {
+    let mut bn = burn::nn::BatchNormConfig::new(features)
+        .with_epsilon(epsilon)
+        .with_momentum(momentum)
+        .init(device);
+    bn.gamma = Param::from_tensor(normal(rng, [features], 1.0, 0.02, device));
+    bn
+}
+
+/// Inverted dropout with a host-drawn mask of shape `mask_shape`, broadcast over `x`: a
+/// `[B, C, 1, 1]` mask is PyTorch's Dropout2d, a full-shape mask is plain Dropout.
+pub fn dropout<const D: usize>(x: Tensor<D>, p: f64, mask_shape: [usize; D], rng: &mut StdRng) -> Tensor<D> {
+    if p <= 0.0 {
+        return x;
+    }
+    let keep = 1.0 - p;
+    let scale = (1.0 / keep) as f32;
+    let n: usize = mask_shape.iter().product();
+    let mask: Vec<f32> = (0..n).map(|_| if rng.random_bool(keep) { scale } else { 0.0 }).collect();
+    let mask = Tensor::from_data(TensorData::new(mask, mask_shape), &x.device());
+    x * mask
+}

@@ -1,0 +1,246 @@
+//! The three model families, built at run time from their config values.
+//!
+//! - `gan`: the report's vanilla MLP GAN ([`mlp`]);
+//! - `dcgan`: the report's DCGAN ([`dcgan`]), eps = 0.8 quirk by default;
+//! - `dcgan-classic`: the Radford et al. form the report discusses ([`classic`]).
+//!
+//! Every discriminator returns logits; the trainer applies BCE-with-logits, which equals the
+//! report's `Sigmoid` + `BCELoss` and is numerically safer.
+
+pub mod classic;
+pub mod dcgan;
+pub mod init;
+pub mod mlp;
+
+use burn::prelude::*;
+use rand::rngs::StdRng;
+use serde::{Deserialize, Serialize};
+
+fn default_latent() -> usize {
+    100
+}
+
+/// `[model]` options of the vanilla GAN; defaults are exactly the report's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GanOptions {
+    pub latent_dim: usize,
+    pub g_hidden: Vec<usize>,
+    pub d_hidden: Vec<usize>,
+    pub dropout: f64,
+    pub leaky_slope: f64,
+    /// Keep G's dropout on when drawing samples. The report sampled during training (dropout
+    /// on), and this G uses dropout as a noise source: turning it off collapses diversity.
+    pub sample_dropout: bool,
+}
+
+impl Default for GanOptions {
+    fn default() -> Self {
+        GanOptions {
+            latent_dim: default_latent(),
+            g_hidden: vec![32, 64, 128],
+            d_hidden: vec![128, 64, 32],
+            dropout: 0.3,
+            leaky_slope: 0.01,
+            sample_dropout: true,
+        }
+    }
+}
+
+/// `[model]` options of the report's DCGAN. The defaults reproduce the report, including its
+/// `BatchNorm2d(C, 0.8)` (eps = 0.8, momentum 0.1); the intended setting is
+/// `bn_eps = 1e-5, bn_momentum = 0.2`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DcganOptions {
+    pub latent_dim: usize,
+    pub g_channels: [usize; 2],
+    pub d_channels: Vec<usize>,
+    pub d_dropout: f64,
+    pub bn_eps: f64,
+    pub bn_momentum: f64,
+}
+
+impl Default for DcganOptions {
+    fn default() -> Self {
+        DcganOptions {
+            latent_dim: default_latent(),
+            g_channels: [128, 64],
+            d_channels: vec![16, 32, 64, 128],
+            d_dropout: 0.25,
+            bn_eps: 0.8,
+            bn_momentum: 0.1,
+        }
+    }
+}
+
+/// `[model]` options of the Radford et al. DCGAN (three widths each, 32x32 images).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClassicOptions {
+    pub latent_dim: usize,
+    pub g_channels: [usize; 3],
+    pub d_channels: [usize; 3],
+}
+
+impl Default for ClassicOptions {
+    fn default() -> Self {
+        ClassicOptions { latent_dim: default_latent(), g_channels: [256, 128, 64], d_channels: [64, 128, 256] }
+    }
+}
+
+/// The `[model]` table: `arch` picks the family, the other keys are that family's options.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "arch", rename_all = "kebab-case")]
+pub enum ModelConfig {
+    Gan(GanOptions),
+    Dcgan(DcganOptions),
+    DcganClassic(ClassicOptions),
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig::Dcgan(DcganOptions::default())
+    }
+}
+
+impl ModelConfig {
+    pub fn arch(&self) -> &'static str {
+        match self {
+            ModelConfig::Gan(_) => "gan",
+            ModelConfig::Dcgan(_) => "dcgan",
+            ModelConfig::DcganClassic(_) => "dcgan-classic",
+        }
+    }
+
+    pub fn latent_dim(&self) -> usize {
+        match self {
+            ModelConfig::Gan(o) => o.latent_dim,
+            ModelConfig::Dcgan(o) => o.latent_dim,
+            ModelConfig::DcganClassic(o) => o.latent_dim,
+        }
+    }
+
+    /// Side of the square images the model works on (the data is resized to it at load time).
+    pub fn image_side(&self) -> usize {
+        match self {
+            ModelConfig::Gan(_) => 28,
+            ModelConfig::Dcgan(_) | ModelConfig::DcganClassic(_) => dcgan::SIDE,
+        }
+    }
+
+    /// Whether samples are drawn with G's dropout on.
+    pub fn sample_dropout(&self) -> bool {
+        matches!(self, ModelConfig::Gan(o) if o.sample_dropout)
+    }
+
+    /// Impossible values, as (key, message) pairs; empty when the config is valid.
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        let mut positive = |key: &'static str, values: &[usize]| {
+            if values.is_empty() || values.contains(&0) {
+                out.push((key, format!("must be a non-empty list of positive sizes, got {values:?}")));
+            }
+        };
+        match self {
+            ModelConfig::Gan(o) => {
+                positive("latent_dim", &[o.latent_dim]);
+                positive("g_hidden", &o.g_hidden);
+                positive("d_hidden", &o.d_hidden);
+            }
+            ModelConfig::Dcgan(o) => {
+                positive("latent_dim", &[o.latent_dim]);
+                positive("g_channels", &o.g_channels);
+                positive("d_channels", &o.d_channels);
+                if o.d_channels.len() > 5 {
+                    out.push(("d_channels", format!("at most 5 blocks fit a 32x32 image, got {}", o.d_channels.len())));
+                }
+            }
+            ModelConfig::DcganClassic(o) => {
+                positive("latent_dim", &[o.latent_dim]);
+                positive("g_channels", &o.g_channels);
+                positive("d_channels", &o.d_channels);
+            }
+        }
+        let mut probability = |key: &'static str, p: f64| {
+            if !(0.0..1.0).contains(&p) {
+                out.push((key, format!("must be in [0, 1), got {p}")));
+            }
+        };
+        match self {
+            ModelConfig::Gan(o) => {
+                probability("dropout", o.dropout);
+                if !(o.leaky_slope.is_finite() && o.leaky_slope >= 0.0) {
+                    out.push(("leaky_slope", format!("must be >= 0, got {}", o.leaky_slope)));
+                }
+            }
+            ModelConfig::Dcgan(o) => {
+                probability("d_dropout", o.d_dropout);
+                if !(o.bn_eps.is_finite() && o.bn_eps > 0.0) {
+                    out.push(("bn_eps", format!("must be > 0, got {}", o.bn_eps)));
+                }
+                if !(0.0..=1.0).contains(&o.bn_momentum) {
+                    out.push(("bn_momentum", format!("must be in [0, 1], got {}", o.bn_momentum)));
+                }
+            }
+            ModelConfig::DcganClassic(_) => {}
+        }
+        out
+    }
+
+    /// Builds G and D with the report's initialisation, drawn from `rng`.
+    pub fn build(&self, rng: &mut StdRng, device: &Device) -> (Generator, Discriminator) {
+        match self {
+            ModelConfig::Gan(o) => (
+                Generator::Gan(mlp::MlpGenerator::new(rng, o, device)),
+                Discriminator::Gan(mlp::MlpDiscriminator::new(rng, o, device)),
+            ),
+            ModelConfig::Dcgan(o) => (
+                Generator::Dcgan(dcgan::DcganGenerator::new(rng, o, device)),
+                Discriminator::Dcgan(dcgan::DcganDiscriminator::new(rng, o, device)),
+            ),
+            ModelConfig::DcganClassic(o) => (
+                Generator::Classic(classic::ClassicGenerator::new(rng, o, device)),
+                Discriminator::Classic(classic::ClassicDiscriminator::new(rng, o, device)),
+            ),
+        }
+    }
+}
+
+/// A generator: latent `[B, latent_dim]` -> images `[B, 1, side, side]` in [-1, 1].
+#[derive(Module, Debug)]
+pub enum Generator {
+    Gan(mlp::MlpGenerator),
+    Dcgan(dcgan::DcganGenerator),
+    Classic(classic::ClassicGenerator),
+}
+
+impl Generator {
+    /// `dropout_rng` draws the dropout masks; `None` turns dropout off.
+    pub fn forward(&self, z: Tensor<2>, dropout_rng: Option<&mut StdRng>) -> Tensor<4> {
+        match self {
+            Generator::Gan(g) => g.forward(z, dropout_rng),
+            Generator::Dcgan(g) => g.forward(z),
+            Generator::Classic(g) => g.forward(z),
+        }
+    }
+}
+
+/// A discriminator: images `[B, 1, side, side]` -> logits `[B, 1]`.
+#[derive(Module, Debug)]
+pub enum Discriminator {
+    Gan(mlp::MlpDiscriminator),
+    Dcgan(dcgan::DcganDiscriminator),
+    Classic(classic::ClassicDiscriminator),
+}
+
+impl Discriminator {
+    /// `dropout_rng` draws the dropout masks; `None` turns dropout off.
+    pub fn forward(&self, images: Tensor<4>, dropout_rng: Option<&mut StdRng>) -> Tensor<2> {
+        match self {
+            Discriminator::Gan(d) => d.forward(images, dropout_rng),
+            Discriminator::Dcgan(d) => d.forward(images, dropout_rng),
+            Discriminator::Classic(d) => d.forward(images),
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! A terminal progress bar for one training run.
+
+use std::path::Path;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::train::{Losses, Observer};
+
+/// Shows step, D/G loss, steps/s and ETA; stops the run when `stop` becomes true.
+pub struct ProgressObserver {
+    bar: ProgressBar,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl ProgressObserver {
+    pub fn new(label: &str, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Self {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix} [{bar:30}] {pos}/{len} {msg} {per_sec} ETA {eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(label.to_string());
+        bar.enable_steady_tick(Duration::from_millis(500));
+        ProgressObserver { bar, stop }
+    }
+
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+impl Observer for ProgressObserver {
+    fn started(&mut self, first_step: u64, total_steps: u64) {
+        self.bar.set_length(total_steps);
+        self.bar.set_position(first_step);
+        self.bar.reset_eta();
+    }
+
+    fn step(&mut self, step: u64, losses: Losses) {
+        self.bar.set_position(step);
+        self.bar.set_message(format!("D {:.4} G {:.4}", losses.d, losses.g));
+    }
+
+    fn checkpoint(&mut self, step: u64, path: &Path) {
+        self.bar.println(format!("step {step}: checkpoint {}", path.display()));
+    }
+
+    fn should_stop(&self) -> bool {
+        self.stop.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}

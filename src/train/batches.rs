@@ -1,0 +1,54 @@
+//! Real batches, in a seeded order per epoch, as PyTorch's `DataLoader(shuffle=True)`.
+
+use burn::prelude::*;
+use burn::tensor::TensorData;
+use rand::seq::SliceRandom;
+
+use super::rng::{Stream, rng_for};
+
+/// The training images in [-1, 1] and the order they are served in.
+pub struct Batches {
+    pixels: Vec<f32>,
+    image_len: usize,
+    side: usize,
+    batch_size: usize,
+    seed: u64,
+    /// The permutation of the epoch last served: (epoch, order).
+    order: Option<(u64, Vec<u32>)>,
+}
+
+impl Batches {
+    pub fn new(pixels: Vec<f32>, side: usize, batch_size: usize, seed: u64) -> Self {
+        Batches { pixels, image_len: side * side, side, batch_size, seed, order: None }
+    }
+
+    pub fn len_images(&self) -> usize {
+        self.pixels.len() / self.image_len
+    }
+
+    /// Batches per epoch; the last one may be partial (the report's loader keeps it).
+    pub fn per_epoch(&self) -> u64 {
+        self.len_images().div_ceil(self.batch_size) as u64
+    }
+
+    /// The `index`-th batch since the start of training, as `[B, 1, side, side]`.
+    pub fn batch(&mut self, index: u64, device: &Device) -> Tensor<4> {
+        let per_epoch = self.per_epoch();
+        let (epoch, within) = (index / per_epoch, (index % per_epoch) as usize);
+        let n = self.len_images();
+        if self.order.as_ref().is_none_or(|(e, _)| *e != epoch) {
+            let mut order: Vec<u32> = (0..n as u32).collect();
+            order.shuffle(&mut rng_for(self.seed, Stream::Shuffle, epoch));
+            self.order = Some((epoch, order));
+        }
+        let order = &self.order.as_ref().expect("set above").1;
+        let picked = &order[within * self.batch_size..((within + 1) * self.batch_size).min(n)];
+        let mut values = Vec::with_capacity(picked.len() * self.image_len);
+        for &i in picked {
+            let start = i as usize * self.image_len;
+            values.extend_from_slice(&self.pixels[start..start + self.image_len]);
+        }
+        let shape = [picked.len(), 1, self.side, self.side];
+        Tensor::from_data(TensorData::new(values, shape), device)
+    }
+}

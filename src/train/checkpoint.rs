@@ -1,0 +1,181 @@
+//! Checkpoints: G, D, both optimizers' state and the run's config, written atomically.
+//!
+//! A checkpoint is a directory `checkpoints/step-NNNNNNNN/` holding `generator.bpk`,
+//! `discriminator.bpk`, `generator-optim.bpk`, `discriminator-optim.bpk` (burnpack) and
+//! `checkpoint.json`. It is assembled under a temporary name and renamed into place, so a
+//! directory with the final name is always complete.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use burn::module::Module;
+use burn::optim::ModuleOptimizer;
+use burn::store::ModuleRecord;
+use burn::tensor::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::fsutil::temp_sibling;
+use crate::model::{Discriminator, Generator};
+use crate::spec::RunConfig;
+
+const META: &str = "checkpoint.json";
+const GENERATOR: &str = "generator.bpk";
+const DISCRIMINATOR: &str = "discriminator.bpk";
+const GENERATOR_OPTIM: &str = "generator-optim.bpk";
+const DISCRIMINATOR_OPTIM: &str = "discriminator-optim.bpk";
+
+/// What `checkpoint.json` records besides the weights.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckpointMeta {
+    pub step: u64,
+    pub config: RunConfig,
+}
+
+/// The training state a checkpoint holds.
+pub struct TrainingState<'a> {
+    pub generator: &'a Generator,
+    pub discriminator: &'a Discriminator,
+    pub generator_optim: &'a ModuleOptimizer,
+    pub discriminator_optim: &'a ModuleOptimizer,
+}
+
+/// The directory that holds a run's checkpoints.
+pub fn checkpoints_dir(run_dir: &Path) -> PathBuf {
+    run_dir.join("checkpoints")
+}
+
+fn step_dir(run_dir: &Path, step: u64) -> PathBuf {
+    checkpoints_dir(run_dir).join(format!("step-{step:08}"))
+}
+
+/// Writes a checkpoint for `step` and returns its directory.
+pub fn save(run_dir: &Path, meta: &CheckpointMeta, state: TrainingState) -> anyhow::Result<PathBuf> {
+    let target = step_dir(run_dir, meta.step);
+    let tmp = temp_sibling(&target);
+    let write = || -> anyhow::Result<()> {
+        std::fs::create_dir_all(&tmp)?;
+        let module_bytes = |m: ModuleRecord| m.into_bytes().map_err(|e| anyhow::anyhow!("{e}"));
+        let files: [(&str, Bytes); 4] = [
+            (GENERATOR, module_bytes(state.generator.clone().into_record())?),
+            (DISCRIMINATOR, module_bytes(state.discriminator.clone().into_record())?),
+            (GENERATOR_OPTIM, state.generator_optim.into_bytes().map_err(|e| anyhow::anyhow!("{e}"))?),
+            (DISCRIMINATOR_OPTIM, state.discriminator_optim.into_bytes().map_err(|e| anyhow::anyhow!("{e}"))?),
+        ];
+        for (name, bytes) in files {
+            std::fs::write(tmp.join(name), &bytes[..])?;
+        }
+        std::fs::write(tmp.join(META), serde_json::to_vec_pretty(meta)?)?;
+        if target.exists() {
+            std::fs::remove_dir_all(&target)?;
+        }
+        std::fs::rename(&tmp, &target)?;
+        Ok(())
+    };
+    write().inspect_err(|_| {
+        let _ = std::fs::remove_dir_all(&tmp);
+    })
+    .with_context(|| format!("writing checkpoint {}", target.display()))?;
+    Ok(target)
+}
+
+/// The complete checkpoints of a run, oldest first.
+pub fn list(run_dir: &Path) -> Vec<(u64, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(checkpoints_dir(run_dir)) else { return Vec::new() };
+    let mut found: Vec<(u64, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            let step = name.strip_prefix("step-")?.parse().ok()?;
+            e.path().join(META).is_file().then(|| (step, e.path()))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// Deletes all but the newest `keep` checkpoints (always keeping `protect`).
+pub fn prune(run_dir: &Path, keep: usize, protect: u64) -> anyhow::Result<()> {
+    let all = list(run_dir);
+    let excess = all.len().saturating_sub(keep.max(1));
+    for (step, path) in all.into_iter().take(excess) {
+        if step != protect {
+            std::fs::remove_dir_all(&path).with_context(|| format!("removing {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// A checkpoint directory found from what a user names: a checkpoint directory, its
+/// `checkpoint.json`, or a run directory (its latest checkpoint).
+pub fn resolve(path: &Path) -> anyhow::Result<PathBuf> {
+    if path.is_file() && path.file_name().is_some_and(|n| n == META) {
+        return Ok(path.parent().expect("a file has a parent").to_path_buf());
+    }
+    if path.join(META).is_file() {
+        return Ok(path.to_path_buf());
+    }
+    if let Some((_, latest)) = list(path).pop() {
+        return Ok(latest);
+    }
+    bail!("{}: not a checkpoint, nor a run directory with checkpoints", path.display())
+}
+
+pub fn read_meta(dir: &Path) -> anyhow::Result<CheckpointMeta> {
+    let path = dir.join(META);
+    let text = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_slice(&text).with_context(|| format!("{}: corrupt checkpoint metadata", path.display()))
+}
+
+fn read_bytes(dir: &Path, name: &str) -> anyhow::Result<Bytes> {
+    let path = dir.join(name);
+    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(Bytes::from_bytes_vec(bytes))
+}
+
+fn load_module<M: Module>(module: M, dir: &Path, name: &str) -> anyhow::Result<M> {
+    let record = ModuleRecord::from_bytes(read_bytes(dir, name)?)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join(name).display()))?;
+    module.try_load_record(record).map_err(|e| anyhow::anyhow!("{}: {e}", dir.join(name).display()))
+}
+
+/// Loads the generator's weights into `generator` (built from the checkpoint's config).
+pub fn load_generator(dir: &Path, generator: Generator) -> anyhow::Result<Generator> {
+    load_module(generator, dir, GENERATOR)
+}
+
+/// Loads everything needed to continue training.
+pub fn load_training(
+    dir: &Path,
+    generator: Generator,
+    discriminator: Discriminator,
+    generator_optim: ModuleOptimizer,
+    discriminator_optim: ModuleOptimizer,
+) -> anyhow::Result<(Generator, Discriminator, ModuleOptimizer, ModuleOptimizer)> {
+    let optim = |o: ModuleOptimizer, name: &str| {
+        o.from_bytes(read_bytes(dir, name)?).map_err(|e| anyhow::anyhow!("{}: {e}", dir.join(name).display()))
+    };
+    Ok((
+        load_module(generator, dir, GENERATOR)?,
+        load_module(discriminator, dir, DISCRIMINATOR)?,
+        optim(generator_optim, GENERATOR_OPTIM)?,
+        optim(discriminator_optim, DISCRIMINATOR_OPTIM)?,
+    ))
+}
+
+/// Makes sure a checkpoint can continue a run of `config`: everything but the length of
+/// training and the logging settings must be the same.
+pub fn check_compatible(meta: &CheckpointMeta, config: &RunConfig, dir: &Path) -> anyhow::Result<()> {
+    let essence = |c: &RunConfig| {
+        let mut c = c.clone();
+        (c.train.steps, c.train.epochs, c.log) = (None, None, Default::default());
+        c
+    };
+    if essence(&meta.config) != essence(config) {
+        bail!(
+            "{}: the checkpoint was written by a different config; use a new run directory or \
+             remove the old checkpoints",
+            dir.display()
+        );
+    }
+    Ok(())
+}

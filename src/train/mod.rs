@@ -1,0 +1,314 @@
+//! Training one run: the report's step on burn, with samples, checkpoints and exact resume.
+//!
+//! One step is the report's: a G step (z ~ N(0,1), BCE of D(G(z)) against "real", update G),
+//! then `d_steps` D steps (BCE of D(real) against "real" and of D(fake.detach()) against
+//! "fake", averaged; update D). The first D step uses the G step's fake batch, as the report
+//! does; further D steps draw fresh noise and a fresh real batch.
+
+pub mod batches;
+pub mod checkpoint;
+pub mod loss;
+pub mod rng;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use burn::module::Module;
+use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer, RmsPropConfig};
+use burn::prelude::*;
+use burn::tensor::TensorData;
+use rand::rngs::StdRng;
+use rand_distr::{Distribution, StandardNormal};
+
+use crate::data::{Digits, Split};
+use crate::images::ImageBatch;
+use crate::model::{Discriminator, Generator, ModelConfig};
+use crate::spec::{OptimizerKind, RunConfig, TrainConfig};
+use batches::Batches;
+use checkpoint::{CheckpointMeta, TrainingState};
+use loss::bce_with_logits;
+use rng::{Stream, rng_for};
+
+/// The D and G losses of one step (D's of its last D step).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Losses {
+    pub d: f32,
+    pub g: f32,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Status {
+    Finished,
+    /// A loss became NaN or infinite at `step`; training stopped there.
+    Diverged { step: u64, losses: Losses },
+    /// The observer asked to stop; the last checkpoint is at `step`.
+    Interrupted { step: u64 },
+}
+
+/// The result of [`train`].
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub status: Status,
+    /// Steps done in total (including those before a resume).
+    pub steps: u64,
+    pub resumed_from: Option<u64>,
+    pub last_losses: Option<Losses>,
+    /// Time spent in this call.
+    pub elapsed: Duration,
+    pub final_sample: Option<PathBuf>,
+    pub final_checkpoint: Option<PathBuf>,
+}
+
+/// Receives a run's progress; every method has a do-nothing default.
+pub trait Observer {
+    fn started(&mut self, _first_step: u64, _total_steps: u64) {}
+    fn step(&mut self, _step: u64, _losses: Losses) {}
+    fn sample(&mut self, _step: u64, _path: &Path) {}
+    fn checkpoint(&mut self, _step: u64, _path: &Path) {}
+    /// Polled after each step: `true` checkpoints and stops the run.
+    fn should_stop(&self) -> bool {
+        false
+    }
+}
+
+impl Observer for () {}
+
+/// The device training runs on: the CPU (burn's flex backend) with autodiff.
+pub fn training_device() -> Device {
+    crate::backend::device().autodiff()
+}
+
+fn optimizer(train: &TrainConfig) -> ModuleOptimizer {
+    match train.optimizer {
+        OptimizerKind::Adam => AdamConfig::new()
+            .with_beta_1(train.betas[0] as f32)
+            .with_beta_2(train.betas[1] as f32)
+            .with_epsilon(1e-8)
+            .init(),
+        // PyTorch's RMSprop defaults: alpha 0.99, eps 1e-8, no momentum.
+        OptimizerKind::Rmsprop => RmsPropConfig::new().with_momentum(0.0).with_epsilon(1e-8).init(),
+    }
+}
+
+/// `n` latent vectors from N(0, 1).
+pub fn latents(rng: &mut StdRng, n: usize, latent_dim: usize, device: &Device) -> Tensor<2> {
+    let values: Vec<f32> = (0..n * latent_dim).map(|_| StandardNormal.sample(rng)).collect();
+    Tensor::from_data(TensorData::new(values, [n, latent_dim]), device)
+}
+
+/// Samples `n` images from a generator in evaluation mode (BatchNorm on running statistics);
+/// G's dropout stays on when the model samples that way (see `sample_dropout`).
+pub fn sample(generator: &Generator, model: &ModelConfig, n: usize, seed: u64) -> ImageBatch {
+    let generator = generator.valid();
+    let device = crate::backend::device();
+    let z = latents(&mut rng_for(seed, Stream::Samples, 0), n, model.latent_dim(), &device);
+    let mut dropout_rng = rng_for(seed, Stream::Samples, 1);
+    let images = generator.forward(z, model.sample_dropout().then_some(&mut dropout_rng));
+    let values = images.into_data().try_to_vec::<f32>().expect("generator output is f32");
+    ImageBatch::from_unit(&values, model.image_side())
+}
+
+/// A run in progress.
+struct Trainer {
+    config: RunConfig,
+    device: Device,
+    generator: Generator,
+    discriminator: Discriminator,
+    generator_optim: ModuleOptimizer,
+    discriminator_optim: ModuleOptimizer,
+    batches: Batches,
+}
+
+impl Trainer {
+    fn new(config: &RunConfig, train_images: &Digits) -> Self {
+        let device = training_device();
+        let model = &config.model;
+        let (generator, discriminator) = model.build(&mut rng_for(config.train.seed, Stream::Init, 0), &device);
+        let side = model.image_side();
+        let batches = Batches::new(
+            train_images.resized(side).to_unit_range(),
+            side,
+            config.train.batch_size,
+            config.train.seed,
+        );
+        Trainer {
+            config: config.clone(),
+            device,
+            generator,
+            discriminator,
+            generator_optim: optimizer(&config.train),
+            discriminator_optim: optimizer(&config.train),
+            batches,
+        }
+    }
+
+    /// One G step and `d_steps` D steps; `step` counts from 1.
+    fn step(&mut self, step: u64) -> Losses {
+        let train = &self.config.train;
+        let lr = train.lr;
+        let d_steps = train.d_steps as u64;
+        let latent_dim = self.config.model.latent_dim();
+        let mut rng = rng_for(train.seed, Stream::Step, step);
+        let first_batch = (step - 1) * d_steps;
+
+        let real = self.batches.batch(first_batch, &self.device);
+        let n = real.dims()[0];
+        let z = latents(&mut rng, n, latent_dim, &self.device);
+        let fake = self.generator.forward(z, Some(&mut rng));
+        let g_loss = bce_with_logits(self.discriminator.forward(fake.clone(), Some(&mut rng)), true);
+        let mut grads = g_loss.backward();
+        let grads = GradientsParams::from_module(&mut grads, &self.generator);
+        self.generator = self.generator_optim.step(lr, self.generator.clone(), grads);
+
+        let mut d_loss = None;
+        let (mut real, mut fake) = (real, fake.detach());
+        for k in 0..d_steps {
+            if k > 0 {
+                real = self.batches.batch(first_batch + k, &self.device);
+                let z = latents(&mut rng, real.dims()[0], latent_dim, &self.device);
+                fake = self.generator.forward(z, Some(&mut rng)).detach();
+            }
+            let real_loss = bce_with_logits(self.discriminator.forward(real.clone(), Some(&mut rng)), true);
+            let fake_loss = bce_with_logits(self.discriminator.forward(fake.clone(), Some(&mut rng)), false);
+            let loss = (real_loss + fake_loss).div_scalar(2.0);
+            let mut grads = loss.backward();
+            let grads = GradientsParams::from_module(&mut grads, &self.discriminator);
+            self.discriminator = self.discriminator_optim.step(lr, self.discriminator.clone(), grads);
+            d_loss = Some(loss);
+        }
+        Losses {
+            d: d_loss.expect("d_steps >= 1").into_scalar(),
+            g: g_loss.into_scalar(),
+        }
+    }
+
+    fn save_checkpoint(&self, run_dir: &Path, step: u64) -> anyhow::Result<PathBuf> {
+        let meta = CheckpointMeta { step, config: self.config.clone() };
+        let state = TrainingState {
+            generator: &self.generator,
+            discriminator: &self.discriminator,
+            generator_optim: &self.generator_optim,
+            discriminator_optim: &self.discriminator_optim,
+        };
+        checkpoint::save(run_dir, &meta, state)
+    }
+
+    fn save_sample(&self, run_dir: &Path, step: u64) -> anyhow::Result<PathBuf> {
+        let grid = self.config.log.grid;
+        let images = sample(&self.generator, &self.config.model, grid * grid, self.config.train.seed);
+        let path = run_dir.join("samples").join(format!("step-{step:08}.png"));
+        images.save(&path, grid)?;
+        Ok(path)
+    }
+
+    /// Loads the latest checkpoint of `run_dir`, if any; returns its step.
+    fn resume(&mut self, run_dir: &Path) -> anyhow::Result<Option<u64>> {
+        let Some((step, dir)) = checkpoint::list(run_dir).pop() else { return Ok(None) };
+        let meta = checkpoint::read_meta(&dir)?;
+        checkpoint::check_compatible(&meta, &self.config, &dir)?;
+        let (g, d, go, dop) = checkpoint::load_training(
+            &dir,
+            self.generator.clone(),
+            self.discriminator.clone(),
+            optimizer(&self.config.train),
+            optimizer(&self.config.train),
+        )?;
+        (self.generator, self.discriminator, self.generator_optim, self.discriminator_optim) = (g, d, go, dop);
+        Ok(Some(step))
+    }
+}
+
+/// The per-step loss log `losses.csv` of a run directory.
+struct LossLog {
+    path: PathBuf,
+    writer: std::io::BufWriter<std::fs::File>,
+}
+
+impl LossLog {
+    /// Opens the log, keeping only the rows up to `keep_through` (the step resumed from).
+    fn open(run_dir: &Path, keep_through: u64) -> anyhow::Result<Self> {
+        let path = run_dir.join("losses.csv");
+        let kept: String = std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+            .filter(|l| l.split(',').next().and_then(|s| s.parse::<u64>().ok()).is_some_and(|s| s <= keep_through))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        crate::fsutil::write_atomic(&path, format!("step,d_loss,g_loss\n{kept}").as_bytes())?;
+        let file = std::fs::OpenOptions::new().append(true).open(&path)?;
+        Ok(LossLog { writer: std::io::BufWriter::new(file), path })
+    }
+
+    fn push(&mut self, step: u64, losses: Losses) -> anyhow::Result<()> {
+        writeln!(self.writer, "{step},{},{}", losses.d, losses.g).with_context(|| self.path.display().to_string())
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        self.writer.flush().with_context(|| self.path.display().to_string())
+    }
+}
+
+/// Trains (or resumes) the run of `config` in `run_dir`, reporting to `observer`.
+pub fn train(config: &RunConfig, run_dir: &Path, observer: &mut dyn Observer) -> anyhow::Result<Outcome> {
+    let start = Instant::now();
+    let train_images = Digits::load(&config.data.resolved_dir(), Split::Train)?;
+    let total = config.train.total_steps(train_images.len());
+    let mut trainer = Trainer::new(config, &train_images);
+    drop(train_images);
+    std::fs::create_dir_all(run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    crate::fsutil::write_atomic(&run_dir.join("config.toml"), toml::to_string_pretty(config)?.as_bytes())?;
+
+    let resumed_from = trainer.resume(run_dir)?;
+    let first = resumed_from.unwrap_or(0);
+    let mut log = LossLog::open(run_dir, first)?;
+    let mut outcome = Outcome {
+        status: Status::Finished,
+        steps: first,
+        resumed_from,
+        last_losses: None,
+        elapsed: Duration::ZERO,
+        final_sample: None,
+        final_checkpoint: None,
+    };
+    if resumed_from.is_none() {
+        let path = trainer.save_sample(run_dir, 0)?;
+        observer.sample(0, &path);
+    }
+    observer.started(first, total);
+    let logc = config.log.clone();
+    for step in first + 1..=total {
+        let losses = trainer.step(step);
+        outcome.steps = step;
+        outcome.last_losses = Some(losses);
+        if !(losses.d.is_finite() && losses.g.is_finite()) {
+            outcome.status = Status::Diverged { step, losses };
+            break;
+        }
+        log.push(step, losses)?;
+        observer.step(step, losses);
+        let stop = observer.should_stop();
+        if step % logc.sample_every == 0 || step == total {
+            let path = trainer.save_sample(run_dir, step)?;
+            observer.sample(step, &path);
+            outcome.final_sample = Some(path);
+        }
+        if step % logc.checkpoint_every == 0 || step == total || stop {
+            log.flush()?;
+            let path = trainer.save_checkpoint(run_dir, step)?;
+            checkpoint::prune(run_dir, logc.keep_checkpoints, total)?;
+            observer.checkpoint(step, &path);
+            outcome.final_checkpoint = Some(path);
+        }
+        if stop && step < total {
+            outcome.status = Status::Interrupted { step };
+            break;
+        }
+    }
+    log.flush()?;
+    outcome.elapsed = start.elapsed();
+    Ok(outcome)
+}

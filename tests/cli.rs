@@ -1,0 +1,125 @@
+//! The `runner` binary end to end: data info, train, generate, and its errors.
+
+mod common;
+
+use assert_cmd::Command;
+use common::fixture_dir;
+use predicates::prelude::*;
+
+fn runner() -> Command {
+    Command::cargo_bin("runner").unwrap()
+}
+
+#[test]
+fn data_info_prints_counts_per_split_and_class() {
+    runner()
+        .args(["data", "info", "--data-dir"])
+        .arg(fixture_dir())
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("train     600").and(predicate::str::contains("test      200")));
+}
+
+#[test]
+fn data_info_without_data_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    runner()
+        .args(["data", "info", "--dir"])
+        .arg(dir.path())
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("train-images-idx3-ubyte").and(predicate::str::contains("runner data fetch")));
+}
+
+const TINY_SPEC: &str = r#"
+name = "tiny"
+[model]
+arch = "dcgan"
+latent_dim = 8
+g_channels = [8, 4]
+d_channels = [4, 4, 8, 8]
+[train]
+steps = 6
+batch_size = 8
+[log]
+sample_every = 3
+checkpoint_every = 3
+"#;
+
+#[test]
+fn train_then_generate_png_npy_and_idx() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("tiny.toml");
+    std::fs::write(&spec, TINY_SPEC).unwrap();
+    let run = dir.path().join("run");
+    runner()
+        .arg("train")
+        .arg(&spec)
+        .arg("--out")
+        .arg(&run)
+        .arg("--data-dir")
+        .arg(fixture_dir())
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("finished 6 steps"));
+    for step in [0, 3, 6] {
+        assert!(run.join(format!("samples/step-{step:08}.png")).is_file(), "sample at {step}");
+    }
+    assert!(run.join("checkpoints/step-00000006/generator.bpk").is_file());
+    assert_eq!(std::fs::read_to_string(run.join("losses.csv")).unwrap().lines().count(), 7);
+
+    for name in ["grid.png", "samples.npy", "samples-idx3-ubyte"] {
+        let out = dir.path().join(name);
+        runner()
+            .args(["generate", "--n", "10", "--checkpoint"])
+            .arg(&run)
+            .arg("--out")
+            .arg(&out)
+            .assert()
+            .success();
+        assert!(out.is_file(), "{name}");
+    }
+    let idx = ganrunner::data::idx::read(&dir.path().join("samples-idx3-ubyte")).unwrap();
+    assert_eq!(idx.dims, vec![10, 28, 28], "raw digits are resized back to 28x28");
+    let grid = image::open(dir.path().join("grid.png")).unwrap();
+    assert_eq!((grid.width(), grid.height()), (4 * 34 + 2, 3 * 34 + 2));
+
+    // Running again resumes from the final checkpoint and trains nothing more.
+    runner()
+        .arg("train")
+        .arg(&spec)
+        .arg("--out")
+        .arg(&run)
+        .arg("--data-dir")
+        .arg(fixture_dir())
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("resumed at step 6"));
+}
+
+#[test]
+fn a_bad_spec_names_the_file_key_and_line_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("bad.toml");
+    std::fs::write(&spec, "name = \"bad\"\n[train]\nbatch_size = 0\n").unwrap();
+    runner()
+        .current_dir(dir.path())
+        .arg("train")
+        .arg(&spec)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("bad.toml:3: `train.batch_size` must be at least 1"));
+    assert!(!dir.path().join("results").exists());
+}
+
+#[test]
+fn generate_from_nothing_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    runner()
+        .args(["generate", "--checkpoint"])
+        .arg(dir.path())
+        .args(["--out", "x.png"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("not a checkpoint"));
+}

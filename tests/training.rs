@@ -1,0 +1,121 @@
+//! Training on burn: shapes, losses, determinism, checkpoints, resume and divergence.
+
+mod common;
+
+use common::{tiny_models, tiny_run};
+use ganrunner::model::{GanOptions, ModelConfig};
+use ganrunner::train::{self, Status, rng::{Stream, rng_for}};
+
+fn losses_csv(dir: &std::path::Path) -> String {
+    std::fs::read_to_string(dir.join("losses.csv")).unwrap()
+}
+
+#[test]
+fn every_model_maps_latents_to_images_and_images_to_logits() {
+    let device = ganrunner::backend::device();
+    for model in tiny_models() {
+        let (g, d) = model.build(&mut rng_for(0, Stream::Init, 0), &device);
+        let z = train::latents(&mut rng_for(0, Stream::Step, 0), 3, model.latent_dim(), &device);
+        let images = g.forward(z, None);
+        let side = model.image_side();
+        assert_eq!(images.dims(), [3, 1, side, side], "{}", model.arch());
+        let values = images.clone().into_data().to_vec::<f32>().unwrap();
+        assert!(values.iter().all(|v| (-1.0..=1.0).contains(v)), "tanh output");
+        assert_eq!(d.forward(images, None).dims(), [3, 1], "{}", model.arch());
+    }
+}
+
+#[test]
+fn the_reports_models_have_the_reports_sizes() {
+    let device = ganrunner::backend::device();
+    let count = |m: ModelConfig| {
+        use burn::module::Module;
+        let (g, d) = m.build(&mut rng_for(0, Stream::Init, 0), &device);
+        (g.num_params(), d.num_params())
+    };
+    // PyTorch's counts for the report's models (BatchNorm running stats excluded there,
+    // included in burn's count as 2 x channels each).
+    let (g, d) = count(ModelConfig::Gan(GanOptions::default()));
+    assert_eq!((g, d), (3232 + 2112 + 8320 + 101136, 100480 + 8256 + 2080 + 33));
+    let (g, d) = count(ModelConfig::Dcgan(Default::default()));
+    let bn = |c: usize| 2 * c; // gamma and beta
+    let g_torch = (100 * 8192 + 8192) + bn(128) + (128 * 128 * 9 + 128) + bn(128) + (128 * 64 * 9 + 64) + bn(64) + (64 * 9 + 1);
+    assert_eq!(g, g_torch + 2 * (128 + 128 + 64));
+    let d_torch = (9 * 16 + 16) + (16 * 32 * 9 + 32) + bn(32) + (32 * 64 * 9 + 64) + bn(64) + (64 * 128 * 9 + 128) + bn(128) + 513;
+    assert_eq!(d, d_torch + 2 * (32 + 64 + 128));
+}
+
+#[test]
+fn first_losses_are_near_ln2_and_runs_are_deterministic() {
+    for model in tiny_models() {
+        let arch = model.arch();
+        let config = tiny_run(model, 12);
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let out = train::train(&config, a.path(), &mut ()).unwrap();
+        assert_eq!(out.status, Status::Finished);
+        train::train(&config, b.path(), &mut ()).unwrap();
+        let log = losses_csv(a.path());
+        assert_eq!(log, losses_csv(b.path()), "{arch}: same config and seed, same losses");
+        let first: Vec<f32> = log.lines().nth(1).unwrap().split(',').skip(1).map(|v| v.parse().unwrap()).collect();
+        for loss in first {
+            assert!((0.4..1.2).contains(&loss), "{arch}: first loss {loss} should be near ln 2");
+        }
+        assert_eq!(log.lines().count(), 13, "header + 12 steps");
+        let mut other = config.clone();
+        other.train.seed = 1;
+        let c = tempfile::tempdir().unwrap();
+        train::train(&other, c.path(), &mut ()).unwrap();
+        assert_ne!(log, losses_csv(c.path()), "{arch}: another seed, other losses");
+    }
+}
+
+#[test]
+fn resuming_from_a_checkpoint_equals_an_uninterrupted_run() {
+    for model in tiny_models() {
+        let arch = model.arch();
+        let full = tiny_run(model, 10);
+        let mut half = full.clone();
+        half.train.steps = Some(5);
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        train::train(&full, a.path(), &mut ()).unwrap();
+        train::train(&half, b.path(), &mut ()).unwrap();
+        let resumed = train::train(&full, b.path(), &mut ()).unwrap();
+        assert_eq!(resumed.resumed_from, Some(5), "{arch}");
+        assert_eq!(losses_csv(a.path()), losses_csv(b.path()), "{arch}: resume is exact");
+        let png = |d: &std::path::Path| std::fs::read(d.join("samples/step-00000010.png")).unwrap();
+        assert_eq!(png(a.path()), png(b.path()), "{arch}: same final samples");
+    }
+}
+
+#[test]
+fn a_loaded_checkpoint_draws_the_same_samples() {
+    let config = tiny_run(tiny_models().remove(1), 5);
+    let dir = tempfile::tempdir().unwrap();
+    train::train(&config, dir.path(), &mut ()).unwrap();
+    let (generator, loaded_config, step) = ganrunner::generate::load_generator(dir.path()).unwrap();
+    assert_eq!((step, &loaded_config), (5, &config));
+    let out = dir.path().join("again.png");
+    ganrunner::generate::generate(dir.path(), 25, config.train.seed, &out).unwrap();
+    assert_eq!(
+        std::fs::read(out).unwrap(),
+        std::fs::read(dir.path().join("samples/step-00000005.png")).unwrap(),
+        "the training grid and a grid from the loaded checkpoint match"
+    );
+    let samples = train::sample(&generator, &config.model, 4, 9);
+    assert_eq!(samples.len(), 4);
+}
+
+#[test]
+fn an_exploding_run_stops_as_diverged() {
+    let mut config = tiny_run(tiny_models().remove(0), 50);
+    config.train.lr = 1e30;
+    let dir = tempfile::tempdir().unwrap();
+    let out = train::train(&config, dir.path(), &mut ()).unwrap();
+    match out.status {
+        Status::Diverged { step, losses } => {
+            assert!(step <= 50);
+            assert!(!(losses.d.is_finite() && losses.g.is_finite()));
+        }
+        other => panic!("expected divergence, got {other:?}"),
+    }
+}
