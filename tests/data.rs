@@ -20,7 +20,7 @@ fn loads_the_gzipped_fixture() {
     assert!(unit.iter().all(|v| (-1.0..=1.0).contains(v)));
 }
 
-fn copy_fixture_with(dir: &std::path::Path, corrupt: impl FnOnce(&mut Vec<u8>)) {
+fn copy_fixture_with(dir: &std::path::Path, corrupt: impl Fn(&mut Vec<u8>)) {
     for split in Split::ALL {
         for name in split.file_names() {
             let src = fixture_dir().join(format!("{name}.gz"));
@@ -96,9 +96,13 @@ fn fake_wheel(path: &std::path::Path, pickle: &[u8]) {
 /// A numpy-style protocol-2 pickle of ((x, y), (x, y), (x, y)) with `n` images per split.
 fn tiny_mnist_pickle(n: usize) -> Vec<u8> {
     let mut p = vec![0x80, 2];
-    let mut array = |dtype: &str, data: Vec<u8>| {
-        p.extend_from_slice(b"cnumpy.core.multiarray\n_reconstruct\n(cnumpy\nndarray\nK\x00\x85U\x01btR(K\x01");
-        p.extend_from_slice(b"cnumpy\ndtype\n(U\x02");
+    let array = |p: &mut Vec<u8>, dtype: &str, shape: &[u16], data: Vec<u8>| {
+        p.extend_from_slice(b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85U\x01b\x87R(K\x01(");
+        for &d in shape {
+            p.push(b'M');
+            p.extend_from_slice(&d.to_le_bytes());
+        }
+        p.extend_from_slice(b"tcnumpy\ndtype\nU\x02");
         p.extend_from_slice(dtype.as_bytes());
         p.extend_from_slice(b"K\x00K\x01\x87R\x89T");
         p.extend_from_slice(&(data.len() as u32).to_le_bytes());
@@ -107,11 +111,12 @@ fn tiny_mnist_pickle(n: usize) -> Vec<u8> {
     };
     for _ in 0..3 {
         let pixels: Vec<u8> = (0..n * 784).flat_map(|i| ((i % 256) as f32 / 256.0).to_le_bytes()).collect();
-        array("f4", pixels);
+        array(&mut p, "f4", &[n as u16, 784], pixels);
         let labels: Vec<u8> = (0..n).flat_map(|i| ((i % 10) as i64).to_le_bytes()).collect();
-        array("i8", labels);
+        array(&mut p, "i8", &[n as u16], labels);
+        p.push(0x86); // (x, y)
     }
-    p.push(b'.');
+    p.extend_from_slice(b"\x87.");
     p
 }
 

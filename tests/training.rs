@@ -19,7 +19,7 @@ fn every_model_maps_latents_to_images_and_images_to_logits() {
         let images = g.forward(z, None);
         let side = model.image_side();
         assert_eq!(images.dims(), [3, 1, side, side], "{}", model.arch());
-        let values = images.clone().into_data().to_vec::<f32>().unwrap();
+        let values = images.clone().into_data().try_to_vec::<f32>().unwrap();
         assert!(values.iter().all(|v| (-1.0..=1.0).contains(v)), "tanh output");
         assert_eq!(d.forward(images, None).dims(), [3, 1], "{}", model.arch());
     }
