@@ -21,6 +21,8 @@ pub enum Command {
     Train(TrainArgs),
     /// Sample a trained generator into a PNG grid, a .npy array or an IDX file.
     Generate(GenerateArgs),
+    /// Time training steps of the report's models on synthetic data.
+    Bench(BenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -90,4 +92,21 @@ pub struct GenerateArgs {
     /// Output file: *.png (grid), *.npy (uint8, N x 28 x 28) or *idx3-ubyte (IDX).
     #[arg(long)]
     pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// gan, dcgan or dcgan-classic (the report's sizes); repeat for several.
+    #[arg(long = "model", default_values_t = ["gan".to_string(), "dcgan".to_string()])]
+    pub models: Vec<String>,
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    /// Timed steps (after warm-up).
+    #[arg(long, default_value_t = 10)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// Print JSON lines instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }

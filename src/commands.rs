@@ -78,3 +78,22 @@ pub fn generate(checkpoint: &Path, n: usize, seed: u64, out: &Path) -> Result<()
     println!("wrote {n} samples of the step-{step} generator to {}", out.display());
     Ok(())
 }
+
+pub fn bench(models: &[String], batch: usize, warmup: usize, steps: usize, json: bool) -> Result<()> {
+    anyhow::ensure!(batch > 0 && steps > 0, "--batch and --steps must be at least 1");
+    if !json {
+        println!("{:<14} {:>5} {:>7} {:>10} {:>10} {:>10} {:>9}", "model", "batch", "threads", "median ms", "min ms", "max ms", "images/s");
+    }
+    for name in models {
+        let t = crate::bench::time_steps(crate::bench::report_model(name)?, batch, warmup, steps);
+        if json {
+            println!("{}", serde_json::to_string(&t)?);
+        } else {
+            println!(
+                "{:<14} {:>5} {:>7} {:>10.1} {:>10.1} {:>10.1} {:>9.0}",
+                t.model, t.batch, t.threads, t.median_ms, t.min_ms, t.max_ms, t.images_per_s
+            );
+        }
+    }
+    Ok(())
+}

@@ -5,6 +5,7 @@
 //! digits, [`model`] builds the networks, [`backend`] picks the device.
 
 pub mod backend;
+pub mod bench;
 pub mod commands;
 pub mod data;
 pub mod fsutil;

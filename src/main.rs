@@ -29,5 +29,6 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Train(a) => commands::train(&a.spec, a.out.as_deref(), a.data_dir.as_deref(), a.steps),
         Command::Generate(a) => commands::generate(&a.checkpoint, a.n, a.seed, &a.out),
+        Command::Bench(a) => commands::bench(&a.models, a.batch, a.warmup, a.steps, a.json),
     }
 }

@@ -111,8 +111,8 @@ pub fn sample(generator: &Generator, model: &ModelConfig, n: usize, seed: u64) -
     ImageBatch::from_unit(&values, model.image_side())
 }
 
-/// A run in progress.
-struct Trainer {
+/// A run in progress: the models, their optimizers and the data.
+pub struct Trainer {
     config: RunConfig,
     device: Device,
     generator: Generator,
@@ -123,7 +123,7 @@ struct Trainer {
 }
 
 impl Trainer {
-    fn new(config: &RunConfig, train_images: &Digits) -> Self {
+    pub fn new(config: &RunConfig, train_images: &Digits) -> Self {
         let device = training_device();
         let model = &config.model;
         let (generator, discriminator) = model.build(&mut rng_for(config.train.seed, Stream::Init, 0), &device);
@@ -146,7 +146,7 @@ impl Trainer {
     }
 
     /// One G step and `d_steps` D steps; `step` counts from 1.
-    fn step(&mut self, step: u64) -> Losses {
+    pub fn step(&mut self, step: u64) -> Losses {
         let train = &self.config.train;
         let lr = train.lr;
         let d_steps = train.d_steps as u64;
