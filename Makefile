@@ -2,7 +2,7 @@
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/ganrunner-target
 RUNNER := $(CARGO_TARGET_DIR)/release/runner
 
-.PHONY: all build data data-fashion run test test-full bench clean-results
+.PHONY: all build data data-fashion run test test-full bench
 
 all: build
 
@@ -20,10 +20,11 @@ data-fashion: build
 	$(RUNNER) data fetch --dataset fashion-mnist
 	$(RUNNER) data info --dataset fashion-mnist
 
-# Data, build, and the quickstart DCGAN run (about ten minutes on 2 cores).
+# Data, build, and the quickstart DCGAN sweep (about twelve minutes on 2 cores).
 run: data
-	$(RUNNER) train experiments/quickstart.toml
-	@echo "samples: results/quickstart/train/samples/"
+	$(RUNNER) sweep experiments/quickstart.toml
+	$(RUNNER) runs --experiment quickstart
+	@echo "samples: results/quickstart/*/samples/ (the fixed-noise grid every 50 steps)"
 
 # Unit and integration tests on the small fixture in tests/fixtures (no network).
 test:
@@ -33,5 +34,6 @@ test:
 test-full:
 	cargo test --release -- --include-ignored
 
+# ms per training step of the report's two models at batch 64 (synthetic data).
 bench: build
-	@echo "No benchmark yet: see the issue 'make bench'." && exit 1
+	$(RUNNER) bench --model gan --model dcgan --batch 64 --steps 10

@@ -21,8 +21,75 @@ pub enum Command {
     Train(TrainArgs),
     /// Sample a trained generator into a PNG grid, a .npy array or an IDX file.
     Generate(GenerateArgs),
+    /// Run a spec's sweep grid, recording every run in the tracking database.
+    Sweep(SweepArgs),
+    /// Run one read-only SQL statement on the tracking database.
+    Query(QueryArgs),
+    /// List runs with their status and latest losses.
+    Runs(RunsArgs),
+    /// Show one run: its record, config, losses, samples and checkpoints.
+    Show(ShowArgs),
     /// Time training steps of the report's models on synthetic data.
     Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DbArg {
+    /// The tracking database.
+    #[arg(long, default_value = "results/runs.sqlite")]
+    pub db: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct SweepArgs {
+    /// The experiment spec (TOML) with an optional [sweep] table.
+    pub spec: PathBuf,
+    /// Runs at a time (default: one per two cores, at least one).
+    #[arg(long)]
+    pub jobs: Option<usize>,
+    /// Print the expanded grid and exit.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Rerun finished runs from scratch.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub db: DbArg,
+    /// Where run directories go: <results>/<experiment>/<run-id>.
+    #[arg(long, default_value = "results")]
+    pub results: PathBuf,
+    /// A directory with the standard IDX files, overriding the spec's [data] dir.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// One SQL statement (SELECT, WITH, PRAGMA, EXPLAIN ...).
+    pub sql: String,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: ganrunner::query::Format,
+    #[command(flatten)]
+    pub db: DbArg,
+}
+
+#[derive(Debug, Args)]
+pub struct RunsArgs {
+    /// Only this experiment's runs.
+    #[arg(long)]
+    pub experiment: Option<String>,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: ganrunner::query::Format,
+    #[command(flatten)]
+    pub db: DbArg,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// A run id (or a unique prefix of one).
+    pub run: String,
+    #[command(flatten)]
+    pub db: DbArg,
 }
 
 #[derive(Debug, Subcommand)]

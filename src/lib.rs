@@ -13,5 +13,8 @@ pub mod generate;
 pub mod images;
 pub mod model;
 pub mod progress;
+pub mod query;
 pub mod spec;
+pub mod sweep;
+pub mod track;
 pub mod train;

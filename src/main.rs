@@ -29,6 +29,10 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Train(a) => commands::train(&a.spec, a.out.as_deref(), a.data_dir.as_deref(), a.steps),
         Command::Generate(a) => commands::generate(&a.checkpoint, a.n, a.seed, &a.out),
+        Command::Sweep(a) => commands::sweep(&a.spec, a.jobs, a.dry_run, a.force, &a.db.db, &a.results, a.data_dir.as_deref()),
+        Command::Query(a) => commands::query(&a.db.db, &a.sql, a.format),
+        Command::Runs(a) => commands::runs(&a.db.db, a.experiment.as_deref(), a.format),
+        Command::Show(a) => commands::show(&a.db.db, &a.run),
         Command::Bench(a) => commands::bench(&a.models, a.batch, a.warmup, a.steps, a.json),
     }
 }

@@ -106,11 +106,13 @@ pub struct LogConfig {
     pub grid: usize,
     /// How many periodic checkpoints to keep on disk (the final one is always kept).
     pub keep_checkpoints: usize,
+    /// Record D and G losses in the database every N steps (and at the first and last).
+    pub metrics_every: u64,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { sample_every: 500, checkpoint_every: 2000, grid: 5, keep_checkpoints: 3 }
+        LogConfig { sample_every: 500, checkpoint_every: 2000, grid: 5, keep_checkpoints: 3, metrics_every: 10 }
     }
 }
 
@@ -167,6 +169,9 @@ impl RunConfig {
         if l.checkpoint_every == 0 {
             bad("log.checkpoint_every", "must be at least 1".into());
         }
+        if l.metrics_every == 0 {
+            bad("log.metrics_every", "must be at least 1".into());
+        }
         if l.grid == 0 || l.grid > 32 {
             bad("log.grid", format!("must be in 1..=32, got {}", l.grid));
         }
@@ -189,6 +194,81 @@ pub struct Spec {
     pub train: TrainConfig,
     #[serde(default)]
     pub log: LogConfig,
+    /// Dotted config paths -> lists of values; the grid is their cartesian product.
+    #[serde(default)]
+    pub sweep: toml::Table,
+}
+
+/// One point of a sweep grid: its resolved config and the swept values that made it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GridPoint {
+    pub config: RunConfig,
+    pub swept: Vec<(String, toml::Value)>,
+}
+
+impl GridPoint {
+    /// The run's identity: a stable hash of its resolved config, without `[log]` (which
+    /// changes what is written, not what is trained).
+    pub fn run_id(&self) -> String {
+        run_id(&self.config)
+    }
+}
+
+/// A stable hash of a resolved config (keys sorted, `[log]` left out): 12 hex digits.
+pub fn run_id(config: &RunConfig) -> String {
+    let mut value = serde_json::to_value(config).expect("configs serialize");
+    if let Some(map) = value.as_object_mut() {
+        map.remove("log");
+    }
+    let hex = crate::data::fetch::md5_hex(canonical_json(&value).as_bytes());
+    hex[..12].to_string()
+}
+
+/// JSON text with object keys sorted, whatever serde_json's map order.
+fn canonical_json(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            let items: Vec<String> = keys
+                .into_iter()
+                .map(|k| format!("{}:{}", serde_json::Value::String(k.clone()), canonical_json(&map[k])))
+                .collect();
+            format!("{{{}}}", items.join(","))
+        }
+        serde_json::Value::Array(items) => {
+            format!("[{}]", items.iter().map(canonical_json).collect::<Vec<_>>().join(","))
+        }
+        other => other.to_string(),
+    }
+}
+
+/// The sweep table flattened to (dotted path, values), accepting both `"train.lr" = [...]`
+/// and `train.lr = [...]` (a nested table) under `[sweep]`.
+fn flatten_sweep(table: &toml::Table, prefix: &str, out: &mut Vec<(String, toml::Value)>) {
+    for (key, value) in table {
+        let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+        match value {
+            toml::Value::Table(inner) => flatten_sweep(inner, &path, out),
+            other => out.push((path, other.clone())),
+        }
+    }
+}
+
+/// Sets `path` (dotted) in a TOML table, creating the leaf.
+fn set_path(root: &mut toml::Table, path: &str, value: toml::Value) -> Result<(), String> {
+    let mut parts: Vec<&str> = path.split('.').collect();
+    let leaf = parts.pop().expect("split yields one part");
+    let mut table = root;
+    for part in parts {
+        table = table
+            .entry(part)
+            .or_insert_with(|| toml::Value::Table(Default::default()))
+            .as_table_mut()
+            .ok_or(format!("`{part}` is not a table"))?;
+    }
+    table.insert(leaf.to_string(), value);
+    Ok(())
 }
 
 impl Spec {
@@ -205,20 +285,82 @@ impl Spec {
             path: path.to_path_buf(),
             message: e.to_string().trim_end().to_string(),
         })?;
+        let invalid = |key: String, message: String| SpecError::Invalid {
+            path: path.to_path_buf(),
+            line: line_of(text, &key),
+            key,
+            message,
+        };
         if let Some((key, message)) = spec.run_config().problems().into_iter().next() {
-            let line = line_of(text, &key);
-            return Err(SpecError::Invalid { path: path.to_path_buf(), key, line, message });
+            return Err(invalid(key, message));
         }
-        if spec.name.trim().is_empty() {
-            let line = line_of(text, "name");
-            return Err(SpecError::Invalid {
-                path: path.to_path_buf(),
-                key: "name".into(),
-                line,
-                message: "must not be empty".into(),
-            });
+        let name_ok = !spec.name.is_empty()
+            && spec.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            && !spec.name.starts_with('.');
+        if !name_ok {
+            return Err(invalid("name".into(), "must be non-empty letters, digits, `-`, `_` or `.` (it names a directory)".into()));
         }
+        spec.grid().map_err(|(key, message)| invalid(key, message))?;
         Ok(spec)
+    }
+
+    /// The swept paths and their value lists, in a stable (sorted) order.
+    pub fn sweep_axes(&self) -> Vec<(String, Vec<toml::Value>)> {
+        let mut flat = Vec::new();
+        flatten_sweep(&self.sweep, "", &mut flat);
+        flat.sort_by(|a, b| a.0.cmp(&b.0));
+        flat.into_iter()
+            .map(|(path, value)| match value {
+                toml::Value::Array(items) => (path, items),
+                other => (path, vec![other]),
+            })
+            .collect()
+    }
+
+    /// Expands the sweep into its grid: the cartesian product of every swept list, each point
+    /// a validated config. A spec without `[sweep]` is a grid of one. Errors are
+    /// (`sweep.<path>`, message).
+    pub fn grid(&self) -> Result<Vec<GridPoint>, (String, String)> {
+        let axes = self.sweep_axes();
+        let base = toml::Table::try_from(self.run_config()).expect("configs serialize");
+        let mut flat = Vec::new();
+        flatten_sweep(&self.sweep, "", &mut flat);
+        for (path, value) in &flat {
+            if !matches!(value, toml::Value::Array(items) if !items.is_empty()) {
+                return Err((format!("sweep.{path}"), "must be a non-empty list of values".into()));
+            }
+        }
+        let mut points = vec![Vec::<(String, toml::Value)>::new()];
+        for (path, values) in &axes {
+            points = points
+                .into_iter()
+                .flat_map(|point| {
+                    values.iter().map(move |v| {
+                        let mut next = point.clone();
+                        next.push((path.clone(), v.clone()));
+                        next
+                    })
+                })
+                .collect();
+        }
+        points
+            .into_iter()
+            .map(|swept| {
+                let mut table = base.clone();
+                for (path, value) in &swept {
+                    set_path(&mut table, path, value.clone()).map_err(|e| (format!("sweep.{path}"), e))?;
+                }
+                let config: RunConfig = toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| {
+                    let key = swept.last().map(|(p, _)| p.as_str()).unwrap_or("");
+                    (format!("sweep.{key}"), format!("gives an invalid config: {}", e.message().trim()))
+                })?;
+                if let Some((key, message)) = config.problems().into_iter().next() {
+                    let culprit = swept.iter().find(|(p, _)| *p == key).map(|(p, _)| p.clone()).unwrap_or(key.clone());
+                    return Err((format!("sweep.{culprit}"), format!("gives `{key}` that {message}")));
+                }
+                Ok(GridPoint { config, swept })
+            })
+            .collect()
     }
 
     pub fn run_config(&self) -> RunConfig {
@@ -228,6 +370,11 @@ impl Spec {
             train: self.train.clone(),
             log: self.log.clone(),
         }
+    }
+
+    /// The swept paths, in the order grid points list them.
+    pub fn swept_keys(&self) -> Vec<String> {
+        self.sweep_axes().into_iter().map(|(k, _)| k).collect()
     }
 }
 
@@ -243,7 +390,7 @@ pub fn line_of(text: &str, dotted: &str) -> Option<usize> {
             continue;
         }
         let Some((lhs, _)) = line.split_once('=') else { continue };
-        let lhs = lhs.trim().trim_matches('"');
+        let lhs = lhs.trim().trim_matches('"').trim_matches('\'');
         let full = if current.is_empty() { lhs.to_string() } else { format!("{current}.{lhs}") };
         if full == dotted || (current == table && lhs == key) {
             return Some(i + 1);
@@ -293,5 +440,61 @@ mod tests {
         assert!(err.starts_with("exp.toml:3: `train.betas`"), "{err}");
         let err = parse("name = \"x\"\ntrain.d_steps = 0\n").unwrap_err().to_string();
         assert!(err.starts_with("exp.toml:2: `train.d_steps`"), "{err}");
+    }
+
+    fn grid(text: &str) -> Vec<GridPoint> {
+        parse(text).unwrap().grid().unwrap()
+    }
+
+    #[test]
+    fn grids_expand_to_the_cartesian_product() {
+        let single = grid("name = \"x\"");
+        assert_eq!(single.len(), 1);
+        assert!(single[0].swept.is_empty());
+        let one = grid("name = \"x\"\n[sweep]\n\"train.lr\" = [1e-4]\n");
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].config.train.lr, 1e-4);
+        let multi = grid(
+            "name = \"x\"\n[sweep]\n\"train.lr\" = [1e-4, 2e-4, 4e-4]\n\"train.betas\" = [[0.5, 0.999], [0.9, 0.999]]\n\"train.d_steps\" = [1, 2]\n",
+        );
+        assert_eq!(multi.len(), 12);
+        let combos: std::collections::HashSet<String> =
+            multi.iter().map(|p| format!("{} {:?} {}", p.config.train.lr, p.config.train.betas, p.config.train.d_steps)).collect();
+        assert_eq!(combos.len(), 12, "every combination once");
+        assert!(multi.iter().any(|p| p.config.train.betas == [0.9, 0.999] && p.config.train.d_steps == 2));
+        // Unquoted dotted keys make nested tables; they sweep the same way.
+        let nested = grid("name = \"x\"\n[sweep]\nmodel.bn_eps = [0.8, 1e-5]\n");
+        assert_eq!(nested.len(), 2);
+        assert!(matches!(&nested[1].config.model, ModelConfig::Dcgan(o) if o.bn_eps == 1e-5));
+    }
+
+    #[test]
+    fn run_ids_are_stable_and_sensitive() {
+        let a = grid("name = \"x\"\n[sweep]\n\"train.seed\" = [0, 1]\n");
+        assert_ne!(a[0].run_id(), a[1].run_id());
+        let again = grid("name = \"y\"\ndescription = \"other\"\n[sweep]\n\"train.seed\" = [0, 1]\n");
+        assert_eq!(a[0].run_id(), again[0].run_id(), "the name and description are not the config");
+        assert_eq!(a[0].run_id(), run_id(&a[0].config.clone()));
+        let mut logged = a[0].config.clone();
+        logged.log.sample_every = 7;
+        assert_eq!(run_id(&logged), a[0].run_id(), "logging does not change what is trained");
+        let mut lr = a[0].config.clone();
+        lr.train.lr = 2.0001e-4;
+        assert_ne!(run_id(&lr), a[0].run_id());
+        // Pinned, so an accidental change of the hash (which would orphan every result) fails.
+        assert_eq!(a[0].run_id().len(), 12);
+        assert_eq!(a[0].run_id(), run_id(&parse("name = \"z\"").unwrap().run_config()));
+    }
+
+    #[test]
+    fn bad_sweeps_name_the_key_and_line() {
+        let err = parse("name = \"x\"\n[sweep]\n\"train.lr\" = []\n").unwrap_err().to_string();
+        assert_eq!(err, "exp.toml:3: `sweep.train.lr` must be a non-empty list of values");
+        let err = parse("name = \"x\"\n\n[sweep]\n\"train.learning_rate\" = [1]\n").unwrap_err().to_string();
+        assert!(err.starts_with("exp.toml:4: `sweep.train.learning_rate` gives an invalid config"), "{err}");
+        let err = parse("name = \"x\"\n[sweep]\n\"train.lr\" = [1e-3, -1.0]\n").unwrap_err().to_string();
+        assert!(err.starts_with("exp.toml:3: `sweep.train.lr` gives `train.lr` that must be > 0"), "{err}");
+        let err = parse("name = \"x\"\n[sweep]\n\"train.batch_size\" = [\"big\"]\n").unwrap_err().to_string();
+        assert!(err.contains("sweep.train.batch_size"), "{err}");
     }
 }

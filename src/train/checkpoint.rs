@@ -93,16 +93,19 @@ pub fn list(run_dir: &Path) -> Vec<(u64, PathBuf)> {
     found
 }
 
-/// Deletes all but the newest `keep` checkpoints (always keeping `protect`).
-pub fn prune(run_dir: &Path, keep: usize, protect: u64) -> anyhow::Result<()> {
+/// Deletes all but the newest `keep` checkpoints (always keeping `protect`); returns the
+/// steps removed.
+pub fn prune(run_dir: &Path, keep: usize, protect: u64) -> anyhow::Result<Vec<u64>> {
     let all = list(run_dir);
     let excess = all.len().saturating_sub(keep.max(1));
+    let mut removed = Vec::new();
     for (step, path) in all.into_iter().take(excess) {
         if step != protect {
             std::fs::remove_dir_all(&path).with_context(|| format!("removing {}", path.display()))?;
+            removed.push(step);
         }
     }
-    Ok(())
+    Ok(removed)
 }
 
 /// A checkpoint directory found from what a user names: a checkpoint directory, its

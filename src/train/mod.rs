@@ -68,6 +68,8 @@ pub trait Observer {
     fn step(&mut self, _step: u64, _losses: Losses) {}
     fn sample(&mut self, _step: u64, _path: &Path) {}
     fn checkpoint(&mut self, _step: u64, _path: &Path) {}
+    /// A periodic checkpoint was deleted (see `keep_checkpoints`).
+    fn checkpoint_removed(&mut self, _step: u64) {}
     /// Polled after each step: `true` checkpoints and stops the run.
     fn should_stop(&self) -> bool {
         false
@@ -299,8 +301,10 @@ pub fn train(config: &RunConfig, run_dir: &Path, observer: &mut dyn Observer) ->
         if step % logc.checkpoint_every == 0 || step == total || stop {
             log.flush()?;
             let path = trainer.save_checkpoint(run_dir, step)?;
-            checkpoint::prune(run_dir, logc.keep_checkpoints, total)?;
             observer.checkpoint(step, &path);
+            for removed in checkpoint::prune(run_dir, logc.keep_checkpoints, total)? {
+                observer.checkpoint_removed(removed);
+            }
             outcome.final_checkpoint = Some(path);
         }
         if stop && step < total {

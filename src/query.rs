@@ -1,0 +1,166 @@
+//! The read side of the tracking database: `runner query`, `runner runs`, `runner show`.
+//! Everything here opens the database read-only.
+
+use std::path::Path;
+
+use anyhow::{Result, bail};
+use rusqlite::types::ValueRef;
+
+use crate::track;
+
+/// Output formats of `runner query`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+/// Column names and rows of a query, values as JSON.
+pub struct Rows {
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<serde_json::Value>>,
+}
+
+fn to_json(value: ValueRef<'_>) -> serde_json::Value {
+    match value {
+        ValueRef::Null => serde_json::Value::Null,
+        ValueRef::Integer(i) => i.into(),
+        ValueRef::Real(f) => serde_json::Number::from_f64(f).map(Into::into).unwrap_or(serde_json::Value::Null),
+        ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned().into(),
+        ValueRef::Blob(b) => format!("<{} bytes>", b.len()).into(),
+    }
+}
+
+/// Runs one read-only SQL statement. Statements that would write, attach or detach are refused.
+pub fn run_sql(db: &Path, sql: &str, params: &[&dyn rusqlite::ToSql]) -> Result<Rows> {
+    let conn = track::open_read_only(db)?;
+    let mut stmt = conn.prepare(sql).map_err(|e| anyhow::anyhow!("SQL error: {e}"))?;
+    if !stmt.readonly() {
+        bail!("refused: `runner query` is read-only, and this statement would write to the database");
+    }
+    let columns: Vec<String> = stmt.column_names().map(|c| c.to_string()).collect();
+    let n = columns.len();
+    let mut rows = Vec::new();
+    let mut cursor = stmt.query(params).map_err(|e| anyhow::anyhow!("SQL error: {e}"))?;
+    while let Some(row) = cursor.next().map_err(|e| anyhow::anyhow!("SQL error: {e}"))? {
+        rows.push((0..n).map(|i| row.get_ref(i).map(to_json)).collect::<rusqlite::Result<Vec<_>>>()?);
+    }
+    Ok(Rows { columns, rows })
+}
+
+fn cell(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::Null => String::new(),
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Number(n) => match n.as_f64() {
+            Some(f) if !n.is_i64() && !n.is_u64() => format!("{f:.6}").trim_end_matches('0').trim_end_matches('.').to_string(),
+            _ => n.to_string(),
+        },
+        other => other.to_string(),
+    }
+}
+
+/// A plain text table: the first row is the header.
+pub fn format_table(rows: &[Vec<String>]) -> String {
+    let widths: Vec<usize> = (0..rows.first().map_or(0, Vec::len))
+        .map(|c| rows.iter().map(|r| r.get(c).map_or(0, |s| s.chars().count())).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for (i, row) in rows.iter().enumerate() {
+        let line: Vec<String> = row.iter().zip(&widths).map(|(s, w)| format!("{s:<w$}")).collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+        if i == 0 {
+            out.push_str(&widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("  "));
+            out.push('\n');
+        }
+    }
+    out
+}
+
+impl Rows {
+    pub fn render(&self, format: Format) -> Result<String> {
+        Ok(match format {
+            Format::Table => {
+                let mut table = vec![self.columns.clone()];
+                table.extend(self.rows.iter().map(|r| r.iter().map(cell).collect()));
+                format_table(&table)
+            }
+            Format::Csv => {
+                let mut writer = csv::Writer::from_writer(Vec::new());
+                writer.write_record(&self.columns)?;
+                for row in &self.rows {
+                    writer.write_record(row.iter().map(cell))?;
+                }
+                String::from_utf8(writer.into_inner()?)?
+            }
+            Format::Json => {
+                let objects: Vec<serde_json::Value> = self
+                    .rows
+                    .iter()
+                    .map(|r| serde_json::Value::Object(self.columns.iter().cloned().zip(r.iter().cloned()).collect()))
+                    .collect();
+                serde_json::to_string_pretty(&objects)? + "\n"
+            }
+        })
+    }
+}
+
+/// `runner runs`: every run with its status, progress and latest losses.
+pub fn runs(db: &Path, experiment: Option<&str>) -> Result<Rows> {
+    run_sql(
+        db,
+        "SELECT r.experiment, r.id AS run, r.status, r.steps_done AS steps,
+                (SELECT value FROM metrics m WHERE m.run_id = r.id AND m.name = 'd_loss' ORDER BY step DESC LIMIT 1) AS d_loss,
+                (SELECT value FROM metrics m WHERE m.run_id = r.id AND m.name = 'g_loss' ORDER BY step DESC LIMIT 1) AS g_loss,
+                r.finished_at, r.error
+         FROM runs r WHERE ?1 IS NULL OR r.experiment = ?1 ORDER BY r.experiment, r.started_at, r.id",
+        &[&experiment],
+    )
+}
+
+/// `runner show`: one run's record, resolved config and files.
+pub fn show(db: &Path, run_id: &str) -> Result<String> {
+    let run = run_sql(db, "SELECT * FROM runs WHERE id = ?1 OR id LIKE ?1 || '%'", &[&run_id])?;
+    match run.rows.len() {
+        0 => bail!("no run `{run_id}` in {}", db.display()),
+        1 => {}
+        n => bail!("`{run_id}` matches {n} runs; give more of the id"),
+    }
+    let row = &run.rows[0];
+    let id = row[0].as_str().unwrap_or_default().to_string();
+    let mut out = String::new();
+    for (column, value) in run.columns.iter().zip(row) {
+        if column != "config" {
+            out.push_str(&format!("{column:<12} {}\n", cell(value)));
+        }
+    }
+    out.push_str("\nconfig:\n");
+    let params = run_sql(db, "SELECT key, value FROM params WHERE run_id = ?1 ORDER BY key", &[&id])?;
+    for r in &params.rows {
+        out.push_str(&format!("  {:<24} {}\n", cell(&r[0]), cell(&r[1])));
+    }
+    let losses = run_sql(
+        db,
+        "SELECT step, max(CASE name WHEN 'd_loss' THEN value END) AS d_loss, max(CASE name WHEN 'g_loss' THEN value END) AS g_loss
+         FROM metrics WHERE run_id = ?1 GROUP BY step ORDER BY step",
+        &[&id],
+    )?;
+    if let (Some(first), Some(last)) = (losses.rows.first(), losses.rows.last()) {
+        out.push_str(&format!(
+            "\nlosses ({} logged steps): step {} D {} G {} ... step {} D {} G {}\n",
+            losses.rows.len(),
+            cell(&first[0]), cell(&first[1]), cell(&first[2]),
+            cell(&last[0]), cell(&last[1]), cell(&last[2])
+        ));
+    }
+    for (table, label) in [("samples", "samples"), ("checkpoints", "checkpoints")] {
+        let files = run_sql(db, &format!("SELECT step, path FROM {table} WHERE run_id = ?1 ORDER BY step"), &[&id])?;
+        out.push_str(&format!("\n{label} ({}):\n", files.rows.len()));
+        for r in &files.rows {
+            out.push_str(&format!("  {:>8}  {}\n", cell(&r[0]), cell(&r[1])));
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,256 @@
+//! `runner sweep`: a spec's grid run on a pool of workers, recorded in the tracking database.
+//!
+//! Each grid point is a run whose id is the hash of its resolved config; its files live in
+//! `results/<experiment>/<run-id>/`. Finished runs are skipped, others resume from their last
+//! checkpoint (`--force` starts them over). A failed or diverged run is recorded with its
+//! error and does not stop the others; Ctrl-C makes active runs checkpoint and stop.
+
+use std::collections::VecDeque;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::spec::{GridPoint, RunConfig, Spec};
+use crate::track::{self, Event, RunRecord, Tracker};
+use crate::train::{self, Losses, Observer, Status};
+
+/// How to run a sweep.
+#[derive(Debug, Clone)]
+pub struct SweepOptions {
+    pub jobs: usize,
+    pub force: bool,
+    pub db: PathBuf,
+    pub results: PathBuf,
+    /// Overrides every run's `[data] dir`.
+    pub data_dir: Option<PathBuf>,
+}
+
+/// One grid point, placed.
+#[derive(Debug, Clone)]
+pub struct PlannedRun {
+    pub id: String,
+    pub point: GridPoint,
+    pub run_dir: PathBuf,
+}
+
+/// The grid of a spec as runs (identical configs collapse into one run).
+pub fn plan(spec: &Spec, results: &Path, data_dir: Option<&Path>) -> Result<Vec<PlannedRun>> {
+    let grid = spec.grid().map_err(|(key, msg)| anyhow::anyhow!("`{key}` {msg}"))?;
+    let mut seen = std::collections::HashSet::new();
+    let mut runs = Vec::new();
+    for mut point in grid {
+        if let Some(dir) = data_dir {
+            point.config.data.dir = Some(dir.to_path_buf());
+        }
+        let id = point.run_id();
+        if seen.insert(id.clone()) {
+            let run_dir = results.join(&spec.name).join(&id);
+            runs.push(PlannedRun { id, point, run_dir });
+        }
+    }
+    Ok(runs)
+}
+
+/// The expanded grid as a table: run id and the swept values.
+pub fn grid_table(spec: &Spec, runs: &[PlannedRun]) -> String {
+    let keys = spec.swept_keys();
+    let mut rows = vec![std::iter::once("run".to_string()).chain(keys.iter().cloned()).collect::<Vec<_>>()];
+    for run in runs {
+        let values = keys.iter().map(|k| {
+            run.point.swept.iter().find(|(p, _)| p == k).map(|(_, v)| v.to_string()).unwrap_or_default()
+        });
+        rows.push(std::iter::once(run.id.clone()).chain(values).collect());
+    }
+    let mut out = crate::query::format_table(&rows);
+    out.push_str(&format!("{} runs\n", runs.len()));
+    out
+}
+
+/// What a sweep did.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Summary {
+    pub finished: usize,
+    pub skipped: usize,
+    pub failed: usize,
+    pub diverged: usize,
+    pub interrupted: usize,
+}
+
+/// Reports a run's progress to the database and to its progress bar.
+struct RunObserver {
+    run_id: String,
+    events: Sender<Event>,
+    bar: ProgressBar,
+    stop: Arc<AtomicBool>,
+    metrics_every: u64,
+    total: u64,
+}
+
+impl RunObserver {
+    fn send(&self, event: Event) {
+        let _ = self.events.send(event);
+    }
+}
+
+impl Observer for RunObserver {
+    fn started(&mut self, first_step: u64, total_steps: u64) {
+        self.total = total_steps;
+        self.bar.set_length(total_steps);
+        self.bar.set_position(first_step);
+        self.bar.reset_eta();
+    }
+
+    fn step(&mut self, step: u64, losses: Losses) {
+        self.bar.set_position(step);
+        self.bar.set_message(format!("D {:.3} G {:.3}", losses.d, losses.g));
+        if step % self.metrics_every == 0 || step == 1 || step == self.total {
+            for (name, value) in [("d_loss", losses.d), ("g_loss", losses.g)] {
+                self.send(Event::Metric { run_id: self.run_id.clone(), step, name: name.into(), value: value as f64 });
+            }
+        }
+    }
+
+    fn sample(&mut self, step: u64, path: &Path) {
+        self.send(Event::Sample { run_id: self.run_id.clone(), step, path: path.display().to_string() });
+    }
+
+    fn checkpoint(&mut self, step: u64, path: &Path) {
+        self.send(Event::Checkpoint { run_id: self.run_id.clone(), step, path: path.display().to_string() });
+    }
+
+    fn checkpoint_removed(&mut self, step: u64) {
+        self.send(Event::CheckpointRemoved { run_id: self.run_id.clone(), step });
+    }
+
+    fn should_stop(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+}
+
+/// Runs one grid point to its end and records how it ended; returns that status.
+fn run_one(
+    experiment: &str,
+    run: &PlannedRun,
+    fresh: bool,
+    events: Sender<Event>,
+    bar: ProgressBar,
+    stop: Arc<AtomicBool>,
+) -> String {
+    let config: &RunConfig = &run.point.config;
+    let config_value = serde_json::to_value(config).expect("configs serialize");
+    let record = RunRecord {
+        id: run.id.clone(),
+        experiment: experiment.to_string(),
+        config_json: config_value.to_string(),
+        params: track::flatten_params(&config_value),
+        run_dir: run.run_dir.clone(),
+        total_steps: config.train.steps,
+    };
+    let _ = events.send(Event::RunStarted { record, fresh });
+    let mut observer = RunObserver {
+        run_id: run.id.clone(),
+        events: events.clone(),
+        bar: bar.clone(),
+        stop,
+        metrics_every: config.log.metrics_every,
+        total: 0,
+    };
+    let result = train::train(config, &run.run_dir, &mut observer);
+    let (status, steps, error) = match result {
+        Ok(outcome) => match outcome.status {
+            Status::Finished => ("finished", outcome.steps, None),
+            Status::Interrupted { step } => ("interrupted", step, None),
+            Status::Diverged { step, losses } => (
+                "diverged",
+                step,
+                Some(format!("a loss became NaN or infinite at step {step} (D {}, G {})", losses.d, losses.g)),
+            ),
+        },
+        Err(err) => ("failed", 0, Some(format!("{err:#}"))),
+    };
+    let steps = if status == "failed" { observer.bar.position() } else { steps };
+    let _ = events.send(Event::RunEnded { run_id: run.id.clone(), status: status.into(), steps_done: steps, error: error.clone() });
+    bar.finish_and_clear();
+    status.to_string()
+}
+
+/// Runs the pending points of `runs` on `options.jobs` workers.
+pub fn run(spec: &Spec, spec_path: &Path, runs: Vec<PlannedRun>, options: &SweepOptions, stop: Arc<AtomicBool>) -> Result<Summary> {
+    let tracker = Tracker::start(&options.db)?;
+    tracker.send(Event::Experiment {
+        name: spec.name.clone(),
+        description: spec.description.clone(),
+        spec_path: spec_path.display().to_string(),
+    });
+    tracker.flush();
+    let reader = track::open(&options.db)?;
+    let mut summary = Summary::default();
+    let mut queue = VecDeque::new();
+    for run in runs {
+        let finished = track::run_status(&reader, &run.id)?.as_deref() == Some("finished")
+            && train::checkpoint::list(&run.run_dir).last().is_some();
+        if finished && !options.force {
+            summary.skipped += 1;
+            continue;
+        }
+        if options.force && run.run_dir.exists() {
+            std::fs::remove_dir_all(&run.run_dir).with_context(|| format!("removing {}", run.run_dir.display()))?;
+        }
+        let fresh = train::checkpoint::list(&run.run_dir).is_empty();
+        queue.push_back((run, fresh));
+    }
+    drop(reader);
+
+    let multi = MultiProgress::with_draw_target(if std::io::stderr().is_terminal() {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    });
+    let overall = multi.add(ProgressBar::new(queue.len() as u64));
+    overall.set_style(ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} runs, {elapsed}").expect("template").progress_chars("=> "));
+    overall.set_prefix(spec.name.clone());
+    let style = ProgressStyle::with_template("  {prefix} [{bar:20}] {pos}/{len} {msg} {per_sec} ETA {eta}").expect("template").progress_chars("=> ");
+    let queue = Mutex::new(queue);
+    let statuses = Mutex::new(Vec::new());
+    let quiet_log = !std::io::stderr().is_terminal();
+    std::thread::scope(|scope| {
+        for _ in 0..options.jobs.max(1) {
+            scope.spawn(|| {
+                loop {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let Some((run, fresh)) = queue.lock().expect("queue lock").pop_front() else { break };
+                    let bar = multi.add(ProgressBar::new(0));
+                    bar.set_style(style.clone());
+                    bar.set_prefix(run.id.clone());
+                    if quiet_log {
+                        eprintln!("{}: run {} started", spec.name, run.id);
+                    }
+                    let status = run_one(&spec.name, &run, fresh, tracker.sender(), bar, stop.clone());
+                    if quiet_log {
+                        eprintln!("{}: run {} {status}", spec.name, run.id);
+                    }
+                    overall.inc(1);
+                    statuses.lock().expect("status lock").push(status);
+                }
+            });
+        }
+    });
+    overall.finish_and_clear();
+    tracker.close()?;
+    for status in statuses.into_inner().expect("status lock") {
+        match status.as_str() {
+            "finished" => summary.finished += 1,
+            "diverged" => summary.diverged += 1,
+            "interrupted" => summary.interrupted += 1,
+            _ => summary.failed += 1,
+        }
+    }
+    Ok(summary)
+}

@@ -1,0 +1,204 @@
+//! Sweeps and the tracking database: skip, resume, force, parallel writers, SIGKILL, query.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use common::fixture_dir;
+use predicates::prelude::*;
+use rusqlite::Connection;
+
+fn runner() -> Command {
+    Command::cargo_bin("runner").unwrap()
+}
+
+/// A tiny vanilla-GAN sweep of `lrs.len() x seeds.len()` runs.
+fn write_spec(dir: &Path, steps: u64, lrs: &str, seeds: &str) -> PathBuf {
+    let spec = dir.join("tiny.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            r#"name = "tiny"
+description = "a <b>tiny</b> sweep"
+[model]
+arch = "gan"
+latent_dim = 8
+g_hidden = [8, 16]
+d_hidden = [16, 8]
+[train]
+steps = {steps}
+batch_size = 16
+[log]
+sample_every = 10
+checkpoint_every = 10
+metrics_every = 1
+[sweep]
+"train.lr" = {lrs}
+"train.seed" = {seeds}
+"#
+        ),
+    )
+    .unwrap();
+    spec
+}
+
+fn sweep(dir: &Path, spec: &Path, extra: &[&str]) -> assert_cmd::assert::Assert {
+    runner()
+        .current_dir(dir)
+        .arg("sweep")
+        .arg(spec)
+        .arg("--data-dir")
+        .arg(fixture_dir())
+        .args(extra)
+        .assert()
+}
+
+fn db(dir: &Path) -> Connection {
+    Connection::open(dir.join("results/runs.sqlite")).unwrap()
+}
+
+fn count(conn: &Connection, sql: &str) -> i64 {
+    conn.query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+#[test]
+fn dry_run_prints_the_grid_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), 20, "[1e-4, 2e-4]", "[0, 1, 2]");
+    sweep(dir.path(), &spec, &["--dry-run"])
+        .success()
+        .stdout(predicate::str::contains("train.lr").and(predicate::str::contains("6 runs")));
+    assert!(!dir.path().join("results").exists());
+}
+
+#[test]
+fn sweeps_run_in_parallel_record_everything_and_are_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), 20, "[1e-4, 2e-4]", "[0, 1]");
+    sweep(dir.path(), &spec, &["--jobs", "4"]).success().stdout(predicate::str::contains("4 finished"));
+    let conn = db(dir.path());
+    assert_eq!(count(&conn, "SELECT count(*) FROM runs WHERE status = 'finished'"), 4);
+    // Every step's two losses for every run: no lost rows, no duplicates.
+    assert_eq!(count(&conn, "SELECT count(*) FROM metrics"), 4 * 20 * 2);
+    assert_eq!(count(&conn, "SELECT count(DISTINCT run_id || step || name) FROM metrics"), 4 * 20 * 2);
+    assert_eq!(count(&conn, "SELECT count(*) FROM params WHERE key = 'train.lr' AND value = 0.0002"), 2);
+    assert_eq!(count(&conn, "SELECT count(*) FROM samples"), 4 * 3, "steps 0, 10, 20");
+    drop(conn);
+
+    // Again: everything is skipped.
+    sweep(dir.path(), &spec, &[]).success().stdout(predicate::str::contains("4 skipped"));
+    // One more lr: only the new points run.
+    let spec = write_spec(dir.path(), 20, "[1e-4, 2e-4, 4e-4]", "[0, 1]");
+    sweep(dir.path(), &spec, &[]).success().stdout(predicate::str::contains("2 finished, 4 skipped"));
+    // --force reruns all, without duplicating rows.
+    sweep(dir.path(), &spec, &["--force", "--jobs", "2"]).success().stdout(predicate::str::contains("6 finished"));
+    let conn = db(dir.path());
+    assert_eq!(count(&conn, "SELECT count(*) FROM metrics"), 6 * 20 * 2);
+    assert_eq!(count(&conn, "SELECT count(*) FROM runs"), 6);
+
+    runner()
+        .current_dir(dir.path())
+        .args(["runs", "--experiment", "tiny"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(" finished ").count(6));
+    let id: String = conn.query_row("SELECT id FROM runs LIMIT 1", [], |r| r.get(0)).unwrap();
+    runner()
+        .current_dir(dir.path())
+        .args(["show", &id[..6]])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("train.lr").and(predicate::str::contains("checkpoints (1)")));
+}
+
+#[test]
+fn a_failed_run_is_recorded_and_the_others_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    // lr 1e30 diverges at once; the other run is unaffected.
+    let spec = write_spec(dir.path(), 20, "[2e-4, 1e30]", "[0]");
+    sweep(dir.path(), &spec, &[]).success().stdout(predicate::str::contains("1 finished").and(predicate::str::contains("1 diverged")));
+    let conn = db(dir.path());
+    let error: String = conn.query_row("SELECT error FROM runs WHERE status = 'diverged'", [], |r| r.get(0)).unwrap();
+    assert!(error.contains("NaN or infinite"), "{error}");
+}
+
+#[test]
+fn a_sweep_killed_mid_run_resumes_and_ends_with_each_run_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), 300, "[2e-4]", "[0, 1]");
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("runner"))
+        .current_dir(dir.path())
+        .arg("sweep")
+        .arg(&spec)
+        .arg("--data-dir")
+        .arg(fixture_dir())
+        .args(["--jobs", "2"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until both runs have checkpointed and logged past it, then SIGKILL.
+    let db_path = dir.path().join("results/runs.sqlite");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        assert!(std::time::Instant::now() < deadline, "the sweep made no progress");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        if let Ok(conn) = Connection::open(&db_path) {
+            let busy = |sql| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap_or(0);
+            if busy("SELECT count(*) FROM checkpoints") >= 2 && busy("SELECT min(steps_done) FROM runs") > 25 {
+                break;
+            }
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let conn = db(dir.path());
+    let ok: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    assert_eq!(ok, "ok", "a killed writer leaves the database consistent");
+    assert!(count(&conn, "SELECT count(*) FROM runs WHERE status = 'finished'") < 2, "killed before the end");
+    drop(conn);
+
+    sweep(dir.path(), &spec, &["--jobs", "2"]).success().stdout(predicate::str::contains("2 finished"));
+    let conn = db(dir.path());
+    let ok: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    assert_eq!(ok, "ok");
+    assert_eq!(count(&conn, "SELECT count(*) FROM runs WHERE status = 'finished'"), 2);
+    assert_eq!(count(&conn, "SELECT count(*) FROM metrics"), 2 * 300 * 2, "every step once");
+    // The resumed runs are the uninterrupted ones: same config, same losses.
+    let fresh = tempfile::tempdir().unwrap();
+    let spec2 = write_spec(fresh.path(), 300, "[2e-4]", "[0, 1]");
+    sweep(fresh.path(), &spec2, &["--jobs", "2"]).success();
+    let losses = |c: &Connection| -> Vec<(String, i64, f64)> {
+        let mut stmt = c.prepare("SELECT run_id, step, value FROM metrics ORDER BY run_id, step, name").unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(Result::unwrap).collect()
+    };
+    assert_eq!(losses(&conn), losses(&db(fresh.path())));
+}
+
+#[test]
+fn query_reads_and_refuses_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), 3, "[2e-4]", "[0]");
+    sweep(dir.path(), &spec, &[]).success();
+    let query = |sql: &str, format: &str| {
+        runner().current_dir(dir.path()).args(["query", sql, "--format", format]).assert()
+    };
+    query("SELECT key, value FROM params WHERE key = 'train.lr'", "csv")
+        .success()
+        .stdout(predicate::str::diff("key,value\ntrain.lr,0.0002\n"));
+    query("SELECT count(*) AS n FROM metrics", "json").success().stdout(predicate::str::contains("\"n\": 6"));
+    for sql in [
+        "INSERT INTO experiments VALUES ('x', '', '', '')",
+        "UPDATE runs SET status = 'x'",
+        "DELETE FROM metrics",
+        "DROP TABLE metrics",
+        "ATTACH DATABASE 'other.sqlite' AS other",
+    ] {
+        query(sql, "table").failure().stderr(predicate::str::contains("refused").or(predicate::str::contains("not authorized")));
+    }
+    query("SELEC nonsense", "table").failure().stderr(predicate::str::contains("SQL error"));
+    let conn = db(dir.path());
+    assert_eq!(count(&conn, "SELECT count(*) FROM metrics"), 6, "nothing was changed");
+    assert!(!dir.path().join("other.sqlite").exists());
+}
