@@ -208,15 +208,19 @@ pub struct GridPoint {
 
 impl GridPoint {
     /// The run's identity: a stable hash of its resolved config, without `[log]` (which
-    /// changes what is written, not what is trained).
+    /// changes what is written, not what is trained) and `data.dir` (where the same data
+    /// set lies on this machine).
     pub fn run_id(&self) -> String {
         run_id(&self.config)
     }
 }
 
-/// A stable hash of a resolved config (keys sorted, `[log]` left out): 12 hex digits.
+/// A stable hash of a resolved config (keys sorted; `[log]` and `data.dir` left out):
+/// 12 hex digits.
 pub fn run_id(config: &RunConfig) -> String {
-    let mut value = serde_json::to_value(config).expect("configs serialize");
+    let mut config = config.clone();
+    config.data.dir = None;
+    let mut value = serde_json::to_value(&config).expect("configs serialize");
     if let Some(map) = value.as_object_mut() {
         map.remove("log");
     }
@@ -478,6 +482,8 @@ mod tests {
         let mut logged = a[0].config.clone();
         logged.log.sample_every = 7;
         assert_eq!(run_id(&logged), a[0].run_id(), "logging does not change what is trained");
+        logged.data.dir = Some("/elsewhere".into());
+        assert_eq!(run_id(&logged), a[0].run_id(), "nor does where the data lies");
         let mut lr = a[0].config.clone();
         lr.train.lr = 2.0001e-4;
         assert_ne!(run_id(&lr), a[0].run_id());

@@ -109,7 +109,7 @@ fn sweeps_run_in_parallel_record_everything_and_are_idempotent() {
         .args(["show", &id[..6]])
         .assert()
         .success()
-        .stdout(predicate::str::contains("train.lr").and(predicate::str::contains("checkpoints (1)")));
+        .stdout(predicate::str::contains("train.lr").and(predicate::str::contains("checkpoints (2)")));
 }
 
 #[test]
