@@ -1,7 +1,8 @@
 //! A terminal progress bar for one training run.
 
 use std::path::Path;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -10,22 +11,29 @@ use crate::train::{Losses, Observer};
 /// Shows step, D/G loss, steps/s and ETA; stops the run when `stop` becomes true.
 pub struct ProgressObserver {
     bar: ProgressBar,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stop: Arc<AtomicBool>,
 }
 
 impl ProgressObserver {
-    pub fn new(label: &str, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Self {
+    /// A bar labelled `label` (drawn only on a terminal).
+    pub fn new(label: &str, stop: Arc<AtomicBool>) -> Self {
         let bar = ProgressBar::new(0);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{prefix} [{bar:30}] {pos}/{len} {msg} {per_sec} ETA {eta}",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
-        );
         bar.set_prefix(label.to_string());
-        bar.enable_steady_tick(Duration::from_millis(500));
+        Self::with_bar(bar, stop)
+    }
+
+    /// Drives an existing bar, e.g. one of a `MultiProgress`.
+    pub fn with_bar(bar: ProgressBar, stop: Arc<AtomicBool>) -> Self {
+        bar.set_style(
+            ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} {per_sec} ETA {eta}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
         ProgressObserver { bar, stop }
+    }
+
+    pub fn position(&self) -> u64 {
+        self.bar.position()
     }
 
     pub fn finish(&self) {
@@ -50,6 +58,6 @@ impl Observer for ProgressObserver {
     }
 
     fn should_stop(&self) -> bool {
-        self.stop.load(std::sync::atomic::Ordering::Relaxed)
+        self.stop.load(Ordering::Relaxed)
     }
 }

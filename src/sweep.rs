@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use crate::progress::ProgressObserver;
 use crate::spec::{GridPoint, RunConfig, Spec};
 use crate::track::{self, Event, RunRecord, Tracker};
 use crate::train::{self, Losses, Observer, Status};
@@ -85,8 +86,7 @@ pub struct Summary {
 struct RunObserver {
     run_id: String,
     events: Sender<Event>,
-    bar: ProgressBar,
-    stop: Arc<AtomicBool>,
+    progress: ProgressObserver,
     metrics_every: u64,
     total: u64,
 }
@@ -100,15 +100,12 @@ impl RunObserver {
 impl Observer for RunObserver {
     fn started(&mut self, first_step: u64, total_steps: u64) {
         self.total = total_steps;
-        self.bar.set_length(total_steps);
-        self.bar.set_position(first_step);
-        self.bar.reset_eta();
+        self.progress.started(first_step, total_steps);
     }
 
     fn step(&mut self, step: u64, losses: Losses) {
-        self.bar.set_position(step);
-        self.bar.set_message(format!("D {:.3} G {:.3}", losses.d, losses.g));
-        if step % self.metrics_every == 0 || step == 1 || step == self.total {
+        self.progress.step(step, losses);
+        if step.is_multiple_of(self.metrics_every) || step == 1 || step == self.total {
             for (name, value) in [("d_loss", losses.d), ("g_loss", losses.g)] {
                 self.send(Event::Metric { run_id: self.run_id.clone(), step, name: name.into(), value: value as f64 });
             }
@@ -128,7 +125,7 @@ impl Observer for RunObserver {
     }
 
     fn should_stop(&self) -> bool {
-        self.stop.load(Ordering::Relaxed)
+        self.progress.should_stop()
     }
 }
 
@@ -155,8 +152,7 @@ fn run_one(
     let mut observer = RunObserver {
         run_id: run.id.clone(),
         events: events.clone(),
-        bar: bar.clone(),
-        stop,
+        progress: ProgressObserver::with_bar(bar, stop),
         metrics_every: config.log.metrics_every,
         total: 0,
     };
@@ -173,9 +169,9 @@ fn run_one(
         },
         Err(err) => ("failed", 0, Some(format!("{err:#}"))),
     };
-    let steps = if status == "failed" { observer.bar.position() } else { steps };
+    let steps = if status == "failed" { observer.progress.position() } else { steps };
     let _ = events.send(Event::RunEnded { run_id: run.id.clone(), status: status.into(), steps_done: steps, error: error.clone() });
-    bar.finish_and_clear();
+    observer.progress.finish();
     status.to_string()
 }
 
@@ -214,7 +210,6 @@ pub fn run(spec: &Spec, spec_path: &Path, runs: Vec<PlannedRun>, options: &Sweep
     let overall = multi.add(ProgressBar::new(queue.len() as u64));
     overall.set_style(ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} runs, {elapsed}").expect("template").progress_chars("=> "));
     overall.set_prefix(spec.name.clone());
-    let style = ProgressStyle::with_template("  {prefix} [{bar:20}] {pos}/{len} {msg} {per_sec} ETA {eta}").expect("template").progress_chars("=> ");
     let queue = Mutex::new(queue);
     let statuses = Mutex::new(Vec::new());
     let quiet_log = !std::io::stderr().is_terminal();
@@ -227,8 +222,7 @@ pub fn run(spec: &Spec, spec_path: &Path, runs: Vec<PlannedRun>, options: &Sweep
                     }
                     let Some((run, fresh)) = queue.lock().expect("queue lock").pop_front() else { break };
                     let bar = multi.add(ProgressBar::new(0));
-                    bar.set_style(style.clone());
-                    bar.set_prefix(run.id.clone());
+                    bar.set_prefix(format!("  {}", run.id));
                     if quiet_log {
                         eprintln!("{}: run {} started", spec.name, run.id);
                     }

@@ -52,16 +52,8 @@ fn train_then_generate_png_npy_and_idx() {
     let spec = dir.path().join("tiny.toml");
     std::fs::write(&spec, TINY_SPEC).unwrap();
     let run = dir.path().join("run");
-    runner()
-        .arg("train")
-        .arg(&spec)
-        .arg("--out")
-        .arg(&run)
-        .arg("--data-dir")
-        .arg(fixture_dir())
-        .assert()
-        .success()
-        .stdout(predicate::str::contains("finished 6 steps"));
+    let train = || runner().arg("train").arg(&spec).arg("--out").arg(&run).arg("--data-dir").arg(fixture_dir()).assert();
+    train().success().stdout(predicate::str::contains("finished 6 steps"));
     for step in [0, 3, 6] {
         assert!(run.join(format!("samples/step-{step:08}.png")).is_file(), "sample at {step}");
     }
@@ -85,16 +77,7 @@ fn train_then_generate_png_npy_and_idx() {
     assert_eq!((grid.width(), grid.height()), (4 * 34 + 2, 3 * 34 + 2));
 
     // Running again resumes from the final checkpoint and trains nothing more.
-    runner()
-        .arg("train")
-        .arg(&spec)
-        .arg("--out")
-        .arg(&run)
-        .arg("--data-dir")
-        .arg(fixture_dir())
-        .assert()
-        .success()
-        .stdout(predicate::str::contains("resumed at step 6"));
+    train().success().stdout(predicate::str::contains("resumed at step 6"));
 }
 
 #[test]

@@ -293,12 +293,12 @@ pub fn train(config: &RunConfig, run_dir: &Path, observer: &mut dyn Observer) ->
         log.push(step, losses)?;
         observer.step(step, losses);
         let stop = observer.should_stop();
-        if step % logc.sample_every == 0 || step == total {
+        if step.is_multiple_of(logc.sample_every) || step == total {
             let path = trainer.save_sample(run_dir, step)?;
             observer.sample(step, &path);
             outcome.final_sample = Some(path);
         }
-        if step % logc.checkpoint_every == 0 || step == total || stop {
+        if step.is_multiple_of(logc.checkpoint_every) || step == total || stop {
             log.flush()?;
             let path = trainer.save_checkpoint(run_dir, step)?;
             observer.checkpoint(step, &path);
