@@ -126,7 +126,7 @@ fn a_failed_run_is_recorded_and_the_others_finish() {
 #[test]
 fn a_sweep_killed_mid_run_resumes_and_ends_with_each_run_once() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = write_spec(dir.path(), 300, "[2e-4]", "[0, 1]");
+    let spec = write_spec(dir.path(), 1000, "[2e-4]", "[0, 1]");
     let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("runner"))
         .current_dir(dir.path())
         .arg("sweep")
@@ -164,10 +164,10 @@ fn a_sweep_killed_mid_run_resumes_and_ends_with_each_run_once() {
     let ok: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
     assert_eq!(ok, "ok");
     assert_eq!(count(&conn, "SELECT count(*) FROM runs WHERE status = 'finished'"), 2);
-    assert_eq!(count(&conn, "SELECT count(*) FROM metrics"), 2 * 300 * 2, "every step once");
+    assert_eq!(count(&conn, "SELECT count(*) FROM metrics"), 2 * 1000 * 2, "every step once");
     // The resumed runs are the uninterrupted ones: same config, same losses.
     let fresh = tempfile::tempdir().unwrap();
-    let spec2 = write_spec(fresh.path(), 300, "[2e-4]", "[0, 1]");
+    let spec2 = write_spec(fresh.path(), 1000, "[2e-4]", "[0, 1]");
     sweep(fresh.path(), &spec2, &["--jobs", "2"]).success();
     let losses = |c: &Connection| -> Vec<(String, i64, f64)> {
         let mut stmt = c.prepare("SELECT run_id, step, value FROM metrics ORDER BY run_id, step, name").unwrap();

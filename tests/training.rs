@@ -119,3 +119,20 @@ fn an_exploding_run_stops_as_diverged() {
         other => panic!("expected divergence, got {other:?}"),
     }
 }
+
+#[test]
+fn rmsprop_and_several_d_steps_train_deterministically() {
+    let mut config = tiny_run(tiny_models().remove(1), 6);
+    config.train.optimizer = ganrunner::spec::OptimizerKind::Rmsprop;
+    config.train.d_steps = 3;
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let out = train::train(&config, a.path(), &mut ()).unwrap();
+    assert_eq!(out.status, Status::Finished);
+    train::train(&config, b.path(), &mut ()).unwrap();
+    assert_eq!(losses_csv(a.path()), losses_csv(b.path()));
+    let mut adam = config.clone();
+    adam.train.optimizer = ganrunner::spec::OptimizerKind::Adam;
+    let c = tempfile::tempdir().unwrap();
+    train::train(&adam, c.path(), &mut ()).unwrap();
+    assert_ne!(losses_csv(a.path()), losses_csv(c.path()), "the optimizer matters");
+}
