@@ -123,12 +123,12 @@ fn a_failed_run_is_recorded_and_the_others_finish() {
     assert!(error.contains("NaN or infinite"), "{error}");
 }
 
-#[test]
-fn a_sweep_killed_mid_run_resumes_and_ends_with_each_run_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let spec = write_spec(dir.path(), 1000, "[2e-4]", "[0, 1]");
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("runner"))
-        .current_dir(dir.path())
+/// Starts a 2-run sweep of 1000 steps in the background and waits until both runs have
+/// checkpointed and logged past step 25.
+fn start_long_sweep(dir: &Path) -> (std::process::Child, PathBuf) {
+    let spec = write_spec(dir, 1000, "[2e-4]", "[0, 1]");
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("runner"))
+        .current_dir(dir)
         .arg("sweep")
         .arg(&spec)
         .arg("--data-dir")
@@ -138,19 +138,44 @@ fn a_sweep_killed_mid_run_resumes_and_ends_with_each_run_once() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    // Wait until both runs have checkpointed and logged past it, then SIGKILL.
-    let db_path = dir.path().join("results/runs.sqlite");
+    let db_path = dir.join("results/runs.sqlite");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     loop {
         assert!(std::time::Instant::now() < deadline, "the sweep made no progress");
         std::thread::sleep(std::time::Duration::from_millis(100));
         if let Ok(conn) = Connection::open(&db_path) {
             let busy = |sql| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap_or(0);
-            if busy("SELECT count(*) FROM checkpoints") >= 2 && busy("SELECT min(steps_done) FROM runs") > 25 {
-                break;
+            if busy("SELECT count(*) FROM runs") == 2
+                && busy("SELECT count(*) FROM checkpoints") >= 2
+                && busy("SELECT min(steps_done) FROM runs") > 25
+            {
+                return (child, spec);
             }
         }
     }
+}
+
+#[test]
+fn ctrl_c_checkpoints_marks_runs_interrupted_and_a_rerun_finishes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, spec) = start_long_sweep(dir.path());
+    let pid = child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "an interrupted sweep exits non-zero");
+    let conn = db(dir.path());
+    assert_eq!(count(&conn, "SELECT count(*) FROM runs WHERE status = 'interrupted'"), 2);
+    // Each interrupted run saved a checkpoint at the step it stopped.
+    assert_eq!(count(&conn, "SELECT count(*) FROM runs r WHERE EXISTS (SELECT 1 FROM checkpoints c WHERE c.run_id = r.id AND c.step = r.steps_done)"), 2);
+    drop(conn);
+    sweep(dir.path(), &spec, &["--jobs", "2"]).success().stdout(predicate::str::contains("2 finished"));
+    assert_eq!(count(&db(dir.path()), "SELECT count(*) FROM metrics"), 2 * 1000 * 2);
+}
+
+#[test]
+fn a_sweep_killed_mid_run_resumes_and_ends_with_each_run_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, spec) = start_long_sweep(dir.path());
     child.kill().unwrap();
     child.wait().unwrap();
     let conn = db(dir.path());
