@@ -24,7 +24,7 @@ data-fashion: build
 run: data
 	$(RUNNER) sweep experiments/quickstart.toml
 	$(RUNNER) runs --experiment quickstart
-	@echo "samples: results/quickstart/*/samples/ (the fixed-noise grid every 50 steps)"
+	@echo "samples: results/quickstart/*/samples/ (the fixed-noise grid every 100 steps)"
 
 # Unit and integration tests on the small fixture in tests/fixtures (no network).
 test:

@@ -32,11 +32,18 @@ pub fn report_model(arch: &str) -> anyhow::Result<ModelConfig> {
 
 /// Times `steps` training steps of `model` at `batch` after `warmup` untimed ones.
 pub fn time_steps(model: ModelConfig, batch: usize, warmup: usize, steps: usize) -> StepTimes {
-    let mut config = RunConfig { model, ..Default::default() };
+    let mut config = RunConfig {
+        model,
+        ..Default::default()
+    };
     config.train.batch_size = batch;
     // Synthetic digits: timing does not depend on pixel values.
     let n = batch * 4;
-    let digits = Digits { pixels: (0..n * 784).map(|i| (i * 7 % 256) as u8).collect(), labels: vec![0; n], side: 28 };
+    let digits = Digits {
+        pixels: (0..n * 784).map(|i| (i * 7 % 256) as u8).collect(),
+        labels: vec![0; n],
+        side: 28,
+    };
     let mut trainer = Trainer::new(&config, &digits);
     for step in 1..=warmup as u64 {
         trainer.step(step);

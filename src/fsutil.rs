@@ -32,7 +32,10 @@ pub fn write_atomic_with(
 
 /// A temporary name next to `path`: `.name.tmp-<pid>`.
 pub fn temp_sibling(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
     path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
 
@@ -46,7 +49,10 @@ mod tests {
         let path = dir.path().join("sub/out.bin");
         let err = write_atomic_with(&path, |_| Err(std::io::Error::other("boom")));
         assert!(err.is_err());
-        assert_eq!(std::fs::read_dir(dir.path().join("sub")).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("sub")).unwrap().count(),
+            0
+        );
         write_atomic(&path, b"ok").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"ok");
     }

@@ -12,7 +12,10 @@ pub fn load_generator(path: &Path) -> anyhow::Result<(Generator, crate::spec::Ru
     let dir = checkpoint::resolve(path)?;
     let meta = checkpoint::read_meta(&dir)?;
     let device = crate::backend::device();
-    let (generator, _) = meta.config.model.build(&mut rng_for(meta.config.train.seed, Stream::Init, 0), &device);
+    let (generator, _) = meta.config.model.build(
+        &mut rng_for(meta.config.train.seed, Stream::Init, 0),
+        &device,
+    );
     let generator = checkpoint::load_generator(&dir, generator)?;
     Ok((generator, meta.config, meta.step))
 }

@@ -21,7 +21,10 @@ pub struct ImageBatch {
 impl ImageBatch {
     /// From generator output values in [-1, 1], image after image.
     pub fn from_unit(values: &[f32], side: usize) -> Self {
-        ImageBatch { pixels: values.iter().map(|&v| unit_to_byte(v)).collect(), side }
+        ImageBatch {
+            pixels: values.iter().map(|&v| unit_to_byte(v)).collect(),
+            side,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -42,7 +45,9 @@ impl ImageBatch {
         if side == self.side {
             return self.clone();
         }
-        let pixels = (0..self.len()).flat_map(|i| resize_image(self.image(i), self.side, side)).collect();
+        let pixels = (0..self.len())
+            .flat_map(|i| resize_image(self.image(i), self.side, side))
+            .collect();
         ImageBatch { pixels, side }
     }
 
@@ -54,9 +59,16 @@ impl ImageBatch {
         let (w, h) = (cols * cell + GRID_PADDING, rows * cell + GRID_PADDING);
         let mut img = GrayImage::new(w as u32, h as u32);
         for i in 0..self.len() {
-            let (x0, y0) = ((i % cols) * cell + GRID_PADDING, (i / cols) * cell + GRID_PADDING);
+            let (x0, y0) = (
+                (i % cols) * cell + GRID_PADDING,
+                (i / cols) * cell + GRID_PADDING,
+            );
             for (j, &p) in self.image(i).iter().enumerate() {
-                img.put_pixel((x0 + j % self.side) as u32, (y0 + j / self.side) as u32, image::Luma([p]));
+                img.put_pixel(
+                    (x0 + j % self.side) as u32,
+                    (y0 + j / self.side) as u32,
+                    image::Luma([p]),
+                );
             }
         }
         img
@@ -65,10 +77,14 @@ impl ImageBatch {
     /// Writes the images to `path`, in the format its name asks for:
     /// `*.png` a grid, `*.npy` a uint8 (N, side, side) array, `*idx3-ubyte` an IDX file.
     pub fn save(&self, path: &Path, grid_cols: usize) -> anyhow::Result<()> {
-        let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
         let bytes = if name.ends_with(".png") {
             let mut out = std::io::Cursor::new(Vec::new());
-            self.grid(grid_cols).write_to(&mut out, image::ImageFormat::Png)?;
+            self.grid(grid_cols)
+                .write_to(&mut out, image::ImageFormat::Png)?;
             out.into_inner()
         } else if name.ends_with(".npy") {
             let mut out = Vec::new();
@@ -82,7 +98,10 @@ impl ImageBatch {
             writer.finish()?;
             out
         } else if name.ends_with("idx3-ubyte") {
-            idx::encode(&idx::IdxArray { dims: vec![self.len(), self.side, self.side], data: self.pixels.clone() })
+            idx::encode(&idx::IdxArray {
+                dims: vec![self.len(), self.side, self.side],
+                data: self.pixels.clone(),
+            })
         } else {
             anyhow::bail!(
                 "{}: unknown output format; use a name ending in .png, .npy or idx3-ubyte",
@@ -99,7 +118,10 @@ mod tests {
 
     #[test]
     fn grid_places_tiles_with_padding() {
-        let batch = ImageBatch { pixels: vec![255; 3 * 4], side: 2 };
+        let batch = ImageBatch {
+            pixels: vec![255; 3 * 4],
+            side: 2,
+        };
         let img = batch.grid(2);
         assert_eq!(img.dimensions(), (2 * 4 + 2, 2 * 4 + 2));
         assert_eq!(img.get_pixel(2, 2).0, [255]);
@@ -110,7 +132,10 @@ mod tests {
     #[test]
     fn npy_and_idx_files_carry_shape() {
         let dir = tempfile::tempdir().unwrap();
-        let batch = ImageBatch { pixels: (0..18).collect(), side: 3 };
+        let batch = ImageBatch {
+            pixels: (0..18).collect(),
+            side: 3,
+        };
         batch.save(&dir.path().join("s.npy"), 5).unwrap();
         let bytes = std::fs::read(dir.path().join("s.npy")).unwrap();
         let npy = npyz::NpyFile::new(&bytes[..]).unwrap();

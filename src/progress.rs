@@ -25,9 +25,11 @@ impl ProgressObserver {
     /// Drives an existing bar, e.g. one of a `MultiProgress`.
     pub fn with_bar(bar: ProgressBar, stop: Arc<AtomicBool>) -> Self {
         bar.set_style(
-            ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} {per_sec} ETA {eta}")
-                .expect("valid template")
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{prefix} [{bar:30}] {pos}/{len} {msg} {per_sec} ETA {eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
         );
         ProgressObserver { bar, stop }
     }
@@ -50,11 +52,13 @@ impl Observer for ProgressObserver {
 
     fn step(&mut self, step: u64, losses: Losses) {
         self.bar.set_position(step);
-        self.bar.set_message(format!("D {:.4} G {:.4}", losses.d, losses.g));
+        self.bar
+            .set_message(format!("D {:.4} G {:.4}", losses.d, losses.g));
     }
 
     fn checkpoint(&mut self, step: u64, path: &Path) {
-        self.bar.println(format!("step {step}: checkpoint {}", path.display()));
+        self.bar
+            .println(format!("step {step}: checkpoint {}", path.display()));
     }
 
     fn should_stop(&self) -> bool {

@@ -26,7 +26,9 @@ fn to_json(value: ValueRef<'_>) -> serde_json::Value {
     match value {
         ValueRef::Null => serde_json::Value::Null,
         ValueRef::Integer(i) => i.into(),
-        ValueRef::Real(f) => serde_json::Number::from_f64(f).map(Into::into).unwrap_or(serde_json::Value::Null),
+        ValueRef::Real(f) => serde_json::Number::from_f64(f)
+            .map(Into::into)
+            .unwrap_or(serde_json::Value::Null),
         ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned().into(),
         ValueRef::Blob(b) => format!("<{} bytes>", b.len()).into(),
     }
@@ -35,16 +37,29 @@ fn to_json(value: ValueRef<'_>) -> serde_json::Value {
 /// Runs one read-only SQL statement. Statements that would write, attach or detach are refused.
 pub fn run_sql(db: &Path, sql: &str, params: &[&dyn rusqlite::ToSql]) -> Result<Rows> {
     let conn = track::open_read_only(db)?;
-    let mut stmt = conn.prepare(sql).map_err(|e| anyhow::anyhow!("SQL error: {e}"))?;
+    let mut stmt = conn
+        .prepare(sql)
+        .map_err(|e| anyhow::anyhow!("SQL error: {e}"))?;
     if !stmt.readonly() {
-        bail!("refused: `runner query` is read-only, and this statement would write to the database");
+        bail!(
+            "refused: `runner query` is read-only, and this statement would write to the database"
+        );
     }
     let columns: Vec<String> = stmt.column_names().map(|c| c.to_string()).collect();
     let n = columns.len();
     let mut rows = Vec::new();
-    let mut cursor = stmt.query(params).map_err(|e| anyhow::anyhow!("SQL error: {e}"))?;
-    while let Some(row) = cursor.next().map_err(|e| anyhow::anyhow!("SQL error: {e}"))? {
-        rows.push((0..n).map(|i| row.get_ref(i).map(to_json)).collect::<rusqlite::Result<Vec<_>>>()?);
+    let mut cursor = stmt
+        .query(params)
+        .map_err(|e| anyhow::anyhow!("SQL error: {e}"))?;
+    while let Some(row) = cursor
+        .next()
+        .map_err(|e| anyhow::anyhow!("SQL error: {e}"))?
+    {
+        rows.push(
+            (0..n)
+                .map(|i| row.get_ref(i).map(to_json))
+                .collect::<rusqlite::Result<Vec<_>>>()?,
+        );
     }
     Ok(Rows { columns, rows })
 }
@@ -54,7 +69,10 @@ fn cell(value: &serde_json::Value) -> String {
         serde_json::Value::Null => String::new(),
         serde_json::Value::String(s) => s.clone(),
         serde_json::Value::Number(n) => match n.as_f64() {
-            Some(f) if !n.is_i64() && !n.is_u64() => format!("{f:.6}").trim_end_matches('0').trim_end_matches('.').to_string(),
+            Some(f) if !n.is_i64() && !n.is_u64() => format!("{f:.6}")
+                .trim_end_matches('0')
+                .trim_end_matches('.')
+                .to_string(),
             _ => n.to_string(),
         },
         other => other.to_string(),
@@ -64,15 +82,30 @@ fn cell(value: &serde_json::Value) -> String {
 /// A plain text table: the first row is the header.
 pub fn format_table(rows: &[Vec<String>]) -> String {
     let widths: Vec<usize> = (0..rows.first().map_or(0, Vec::len))
-        .map(|c| rows.iter().map(|r| r.get(c).map_or(0, |s| s.chars().count())).max().unwrap_or(0))
+        .map(|c| {
+            rows.iter()
+                .map(|r| r.get(c).map_or(0, |s| s.chars().count()))
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let mut out = String::new();
     for (i, row) in rows.iter().enumerate() {
-        let line: Vec<String> = row.iter().zip(&widths).map(|(s, w)| format!("{s:<w$}")).collect();
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(s, w)| format!("{s:<w$}"))
+            .collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
         if i == 0 {
-            out.push_str(&widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("  "));
+            out.push_str(
+                &widths
+                    .iter()
+                    .map(|w| "-".repeat(*w))
+                    .collect::<Vec<_>>()
+                    .join("  "),
+            );
             out.push('\n');
         }
     }
@@ -99,7 +132,15 @@ impl Rows {
                 let objects: Vec<serde_json::Value> = self
                     .rows
                     .iter()
-                    .map(|r| serde_json::Value::Object(self.columns.iter().cloned().zip(r.iter().cloned()).collect()))
+                    .map(|r| {
+                        serde_json::Value::Object(
+                            self.columns
+                                .iter()
+                                .cloned()
+                                .zip(r.iter().cloned())
+                                .collect(),
+                        )
+                    })
                     .collect();
                 serde_json::to_string_pretty(&objects)? + "\n"
             }
@@ -122,7 +163,11 @@ pub fn runs(db: &Path, experiment: Option<&str>) -> Result<Rows> {
 
 /// `runner show`: one run's record, resolved config and files.
 pub fn show(db: &Path, run_id: &str) -> Result<String> {
-    let run = run_sql(db, "SELECT * FROM runs WHERE id = ?1 OR id LIKE ?1 || '%'", &[&run_id])?;
+    let run = run_sql(
+        db,
+        "SELECT * FROM runs WHERE id = ?1 OR id LIKE ?1 || '%'",
+        &[&run_id],
+    )?;
     match run.rows.len() {
         0 => bail!("no run `{run_id}` in {}", db.display()),
         1 => {}
@@ -137,7 +182,11 @@ pub fn show(db: &Path, run_id: &str) -> Result<String> {
         }
     }
     out.push_str("\nconfig:\n");
-    let params = run_sql(db, "SELECT key, value FROM params WHERE run_id = ?1 ORDER BY key", &[&id])?;
+    let params = run_sql(
+        db,
+        "SELECT key, value FROM params WHERE run_id = ?1 ORDER BY key",
+        &[&id],
+    )?;
     for r in &params.rows {
         out.push_str(&format!("  {:<24} {}\n", cell(&r[0]), cell(&r[1])));
     }
@@ -151,12 +200,20 @@ pub fn show(db: &Path, run_id: &str) -> Result<String> {
         out.push_str(&format!(
             "\nlosses ({} logged steps): step {} D {} G {} ... step {} D {} G {}\n",
             losses.rows.len(),
-            cell(&first[0]), cell(&first[1]), cell(&first[2]),
-            cell(&last[0]), cell(&last[1]), cell(&last[2])
+            cell(&first[0]),
+            cell(&first[1]),
+            cell(&first[2]),
+            cell(&last[0]),
+            cell(&last[1]),
+            cell(&last[2])
         ));
     }
     for (table, label) in [("samples", "samples"), ("checkpoints", "checkpoints")] {
-        let files = run_sql(db, &format!("SELECT step, path FROM {table} WHERE run_id = ?1 ORDER BY step"), &[&id])?;
+        let files = run_sql(
+            db,
+            &format!("SELECT step, path FROM {table} WHERE run_id = ?1 ORDER BY step"),
+            &[&id],
+        )?;
         out.push_str(&format!("\n{label} ({}):\n", files.rows.len()));
         for r in &files.rows {
             out.push_str(&format!("  {:>8}  {}\n", cell(&r[0]), cell(&r[1])));

@@ -15,11 +15,19 @@ use crate::model::ModelConfig;
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
     #[error("{path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{path}{}: `{key}` {message}", line.map(|l| format!(":{l}")).unwrap_or_default())]
-    Invalid { path: PathBuf, key: String, line: Option<usize>, message: String },
+    Invalid {
+        path: PathBuf,
+        key: String,
+        line: Option<usize>,
+        message: String,
+    },
 }
 
 /// `[data]`: which data set, and where its IDX files are.
@@ -33,7 +41,10 @@ pub struct DataConfig {
 
 impl Default for DataConfig {
     fn default() -> Self {
-        DataConfig { dataset: DatasetName::Mnist, dir: None }
+        DataConfig {
+            dataset: DatasetName::Mnist,
+            dir: None,
+        }
     }
 }
 
@@ -112,7 +123,13 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { sample_every: 500, checkpoint_every: 2000, grid: 5, keep_checkpoints: 3, metrics_every: 10 }
+        LogConfig {
+            sample_every: 500,
+            checkpoint_every: 2000,
+            grid: 5,
+            keep_checkpoints: 3,
+            metrics_every: 10,
+        }
     }
 }
 
@@ -142,7 +159,10 @@ impl RunConfig {
         let mut bad = |key: &str, msg: String| out.push((key.to_string(), msg));
         let t = &self.train;
         if t.steps.is_some() && t.epochs.is_some() {
-            bad("train.steps", "and `train.epochs` are exclusive: set one".into());
+            bad(
+                "train.steps",
+                "and `train.epochs` are exclusive: set one".into(),
+            );
         }
         if t.steps == Some(0) {
             bad("train.steps", "must be at least 1".into());
@@ -157,7 +177,10 @@ impl RunConfig {
             bad("train.lr", format!("must be > 0, got {}", t.lr));
         }
         if t.betas.iter().any(|b| !(0.0..1.0).contains(b)) {
-            bad("train.betas", format!("must both be in [0, 1), got {:?}", t.betas));
+            bad(
+                "train.betas",
+                format!("must both be in [0, 1), got {:?}", t.betas),
+            );
         }
         if t.d_steps == 0 {
             bad("train.d_steps", "must be at least 1".into());
@@ -236,12 +259,25 @@ fn canonical_json(value: &serde_json::Value) -> String {
             keys.sort();
             let items: Vec<String> = keys
                 .into_iter()
-                .map(|k| format!("{}:{}", serde_json::Value::String(k.clone()), canonical_json(&map[k])))
+                .map(|k| {
+                    format!(
+                        "{}:{}",
+                        serde_json::Value::String(k.clone()),
+                        canonical_json(&map[k])
+                    )
+                })
                 .collect();
             format!("{{{}}}", items.join(","))
         }
         serde_json::Value::Array(items) => {
-            format!("[{}]", items.iter().map(canonical_json).collect::<Vec<_>>().join(","))
+            format!(
+                "[{}]",
+                items
+                    .iter()
+                    .map(canonical_json)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )
         }
         other => other.to_string(),
     }
@@ -251,7 +287,11 @@ fn canonical_json(value: &serde_json::Value) -> String {
 /// and `train.lr = [...]` (a nested table) under `[sweep]`.
 fn flatten_sweep(table: &toml::Table, prefix: &str, out: &mut Vec<(String, toml::Value)>) {
     for (key, value) in table {
-        let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
         match value {
             toml::Value::Table(inner) => flatten_sweep(inner, &path, out),
             other => out.push((path, other.clone())),
@@ -278,8 +318,10 @@ fn set_path(root: &mut toml::Table, path: &str, value: toml::Value) -> Result<()
 impl Spec {
     /// Reads, parses and validates a spec file.
     pub fn load(path: &Path) -> Result<Spec, SpecError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| SpecError::Read { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Spec::parse(&text, path)
     }
 
@@ -299,12 +341,19 @@ impl Spec {
             return Err(invalid(key, message));
         }
         let name_ok = !spec.name.is_empty()
-            && spec.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            && spec
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
             && !spec.name.starts_with('.');
         if !name_ok {
-            return Err(invalid("name".into(), "must be non-empty letters, digits, `-`, `_` or `.` (it names a directory)".into()));
+            return Err(invalid(
+                "name".into(),
+                "must be non-empty letters, digits, `-`, `_` or `.` (it names a directory)".into(),
+            ));
         }
-        spec.grid().map_err(|(key, message)| invalid(key, message))?;
+        spec.grid()
+            .map_err(|(key, message)| invalid(key, message))?;
         Ok(spec)
     }
 
@@ -331,7 +380,10 @@ impl Spec {
         flatten_sweep(&self.sweep, "", &mut flat);
         for (path, value) in &flat {
             if !matches!(value, toml::Value::Array(items) if !items.is_empty()) {
-                return Err((format!("sweep.{path}"), "must be a non-empty list of values".into()));
+                return Err((
+                    format!("sweep.{path}"),
+                    "must be a non-empty list of values".into(),
+                ));
             }
         }
         let mut points = vec![Vec::<(String, toml::Value)>::new()];
@@ -352,15 +404,29 @@ impl Spec {
             .map(|swept| {
                 let mut table = base.clone();
                 for (path, value) in &swept {
-                    set_path(&mut table, path, value.clone()).map_err(|e| (format!("sweep.{path}"), e))?;
+                    set_path(&mut table, path, value.clone())
+                        .map_err(|e| (format!("sweep.{path}"), e))?;
                 }
-                let config: RunConfig = toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| {
-                    let key = swept.last().map(|(p, _)| p.as_str()).unwrap_or("");
-                    (format!("sweep.{key}"), format!("gives an invalid config: {}", e.message().trim()))
-                })?;
+                let config: RunConfig =
+                    toml::Value::Table(table)
+                        .try_into()
+                        .map_err(|e: toml::de::Error| {
+                            let key = swept.last().map(|(p, _)| p.as_str()).unwrap_or("");
+                            (
+                                format!("sweep.{key}"),
+                                format!("gives an invalid config: {}", e.message().trim()),
+                            )
+                        })?;
                 if let Some((key, message)) = config.problems().into_iter().next() {
-                    let culprit = swept.iter().find(|(p, _)| *p == key).map(|(p, _)| p.clone()).unwrap_or(key.clone());
-                    return Err((format!("sweep.{culprit}"), format!("gives `{key}` that {message}")));
+                    let culprit = swept
+                        .iter()
+                        .find(|(p, _)| *p == key)
+                        .map(|(p, _)| p.clone())
+                        .unwrap_or(key.clone());
+                    return Err((
+                        format!("sweep.{culprit}"),
+                        format!("gives `{key}` that {message}"),
+                    ));
                 }
                 Ok(GridPoint { config, swept })
             })
@@ -393,9 +459,15 @@ pub fn line_of(text: &str, dotted: &str) -> Option<usize> {
             current = header.trim().to_string();
             continue;
         }
-        let Some((lhs, _)) = line.split_once('=') else { continue };
+        let Some((lhs, _)) = line.split_once('=') else {
+            continue;
+        };
         let lhs = lhs.trim().trim_matches('"').trim_matches('\'');
-        let full = if current.is_empty() { lhs.to_string() } else { format!("{current}.{lhs}") };
+        let full = if current.is_empty() {
+            lhs.to_string()
+        } else {
+            format!("{current}.{lhs}")
+        };
         if full == dotted || (current == table && lhs == key) {
             return Some(i + 1);
         }
@@ -432,17 +504,28 @@ mod tests {
         let err = parse("name = \"x\"\n[model]\narch = \"gan\"\nbn_eps = 0.1\n").unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("exp.toml") && msg.contains("bn_eps"), "{msg}");
-        let err = parse("name = \"x\"\n[train]\nlearning_rate = 1\n").unwrap_err().to_string();
-        assert!(err.contains("line 3") && err.contains("learning_rate"), "{err}");
+        let err = parse("name = \"x\"\n[train]\nlearning_rate = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 3") && err.contains("learning_rate"),
+            "{err}"
+        );
     }
 
     #[test]
     fn impossible_values_name_key_and_line() {
-        let err = parse("name = \"x\"\n\n[train]\nsteps = 10\nlr = -1.0\n").unwrap_err().to_string();
+        let err = parse("name = \"x\"\n\n[train]\nsteps = 10\nlr = -1.0\n")
+            .unwrap_err()
+            .to_string();
         assert_eq!(err, "exp.toml:5: `train.lr` must be > 0, got -1");
-        let err = parse("name = \"x\"\n[train]\nbetas = [0.5, 1.0]\n").unwrap_err().to_string();
+        let err = parse("name = \"x\"\n[train]\nbetas = [0.5, 1.0]\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("exp.toml:3: `train.betas`"), "{err}");
-        let err = parse("name = \"x\"\ntrain.d_steps = 0\n").unwrap_err().to_string();
+        let err = parse("name = \"x\"\ntrain.d_steps = 0\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("exp.toml:2: `train.d_steps`"), "{err}");
     }
 
@@ -462,10 +545,21 @@ mod tests {
             "name = \"x\"\n[sweep]\n\"train.lr\" = [1e-4, 2e-4, 4e-4]\n\"train.betas\" = [[0.5, 0.999], [0.9, 0.999]]\n\"train.d_steps\" = [1, 2]\n",
         );
         assert_eq!(multi.len(), 12);
-        let combos: std::collections::HashSet<String> =
-            multi.iter().map(|p| format!("{} {:?} {}", p.config.train.lr, p.config.train.betas, p.config.train.d_steps)).collect();
+        let combos: std::collections::HashSet<String> = multi
+            .iter()
+            .map(|p| {
+                format!(
+                    "{} {:?} {}",
+                    p.config.train.lr, p.config.train.betas, p.config.train.d_steps
+                )
+            })
+            .collect();
         assert_eq!(combos.len(), 12, "every combination once");
-        assert!(multi.iter().any(|p| p.config.train.betas == [0.9, 0.999] && p.config.train.d_steps == 2));
+        assert!(
+            multi
+                .iter()
+                .any(|p| p.config.train.betas == [0.9, 0.999] && p.config.train.d_steps == 2)
+        );
         // Unquoted dotted keys make nested tables; they sweep the same way.
         let nested = grid("name = \"x\"\n[sweep]\nmodel.bn_eps = [0.8, 1e-5]\n");
         assert_eq!(nested.len(), 2);
@@ -476,31 +570,64 @@ mod tests {
     fn run_ids_are_stable_and_sensitive() {
         let a = grid("name = \"x\"\n[sweep]\n\"train.seed\" = [0, 1]\n");
         assert_ne!(a[0].run_id(), a[1].run_id());
-        let again = grid("name = \"y\"\ndescription = \"other\"\n[sweep]\n\"train.seed\" = [0, 1]\n");
-        assert_eq!(a[0].run_id(), again[0].run_id(), "the name and description are not the config");
+        let again =
+            grid("name = \"y\"\ndescription = \"other\"\n[sweep]\n\"train.seed\" = [0, 1]\n");
+        assert_eq!(
+            a[0].run_id(),
+            again[0].run_id(),
+            "the name and description are not the config"
+        );
         assert_eq!(a[0].run_id(), run_id(&a[0].config.clone()));
         let mut logged = a[0].config.clone();
         logged.log.sample_every = 7;
-        assert_eq!(run_id(&logged), a[0].run_id(), "logging does not change what is trained");
+        assert_eq!(
+            run_id(&logged),
+            a[0].run_id(),
+            "logging does not change what is trained"
+        );
         logged.data.dir = Some("/elsewhere".into());
-        assert_eq!(run_id(&logged), a[0].run_id(), "nor does where the data lies");
+        assert_eq!(
+            run_id(&logged),
+            a[0].run_id(),
+            "nor does where the data lies"
+        );
         let mut lr = a[0].config.clone();
         lr.train.lr = 2.0001e-4;
         assert_ne!(run_id(&lr), a[0].run_id());
         // Pinned, so an accidental change of the hash (which would orphan every result) fails.
         assert_eq!(a[0].run_id().len(), 12);
-        assert_eq!(a[0].run_id(), run_id(&parse("name = \"z\"").unwrap().run_config()));
+        assert_eq!(
+            a[0].run_id(),
+            run_id(&parse("name = \"z\"").unwrap().run_config())
+        );
     }
 
     #[test]
     fn bad_sweeps_name_the_key_and_line() {
-        let err = parse("name = \"x\"\n[sweep]\n\"train.lr\" = []\n").unwrap_err().to_string();
-        assert_eq!(err, "exp.toml:3: `sweep.train.lr` must be a non-empty list of values");
-        let err = parse("name = \"x\"\n\n[sweep]\n\"train.learning_rate\" = [1]\n").unwrap_err().to_string();
-        assert!(err.starts_with("exp.toml:4: `sweep.train.learning_rate` gives an invalid config"), "{err}");
-        let err = parse("name = \"x\"\n[sweep]\n\"train.lr\" = [1e-3, -1.0]\n").unwrap_err().to_string();
-        assert!(err.starts_with("exp.toml:3: `sweep.train.lr` gives `train.lr` that must be > 0"), "{err}");
-        let err = parse("name = \"x\"\n[sweep]\n\"train.batch_size\" = [\"big\"]\n").unwrap_err().to_string();
+        let err = parse("name = \"x\"\n[sweep]\n\"train.lr\" = []\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "exp.toml:3: `sweep.train.lr` must be a non-empty list of values"
+        );
+        let err = parse("name = \"x\"\n\n[sweep]\n\"train.learning_rate\" = [1]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("exp.toml:4: `sweep.train.learning_rate` gives an invalid config"),
+            "{err}"
+        );
+        let err = parse("name = \"x\"\n[sweep]\n\"train.lr\" = [1e-3, -1.0]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("exp.toml:3: `sweep.train.lr` gives `train.lr` that must be > 0"),
+            "{err}"
+        );
+        let err = parse("name = \"x\"\n[sweep]\n\"train.batch_size\" = [\"big\"]\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("sweep.train.batch_size"), "{err}");
     }
 }

@@ -41,7 +41,9 @@ pub struct PlannedRun {
 
 /// The grid of a spec as runs (identical configs collapse into one run).
 pub fn plan(spec: &Spec, results: &Path, data_dir: Option<&Path>) -> Result<Vec<PlannedRun>> {
-    let grid = spec.grid().map_err(|(key, msg)| anyhow::anyhow!("`{key}` {msg}"))?;
+    let grid = spec
+        .grid()
+        .map_err(|(key, msg)| anyhow::anyhow!("`{key}` {msg}"))?;
     let mut seen = std::collections::HashSet::new();
     let mut runs = Vec::new();
     for mut point in grid {
@@ -60,10 +62,19 @@ pub fn plan(spec: &Spec, results: &Path, data_dir: Option<&Path>) -> Result<Vec<
 /// The expanded grid as a table: run id and the swept values.
 pub fn grid_table(spec: &Spec, runs: &[PlannedRun]) -> String {
     let keys = spec.swept_keys();
-    let mut rows = vec![std::iter::once("run".to_string()).chain(keys.iter().cloned()).collect::<Vec<_>>()];
+    let mut rows = vec![
+        std::iter::once("run".to_string())
+            .chain(keys.iter().cloned())
+            .collect::<Vec<_>>(),
+    ];
     for run in runs {
         let values = keys.iter().map(|k| {
-            run.point.swept.iter().find(|(p, _)| p == k).map(|(_, v)| v.to_string()).unwrap_or_default()
+            run.point
+                .swept
+                .iter()
+                .find(|(p, _)| p == k)
+                .map(|(_, v)| v.to_string())
+                .unwrap_or_default()
         });
         rows.push(std::iter::once(run.id.clone()).chain(values).collect());
     }
@@ -107,21 +118,37 @@ impl Observer for RunObserver {
         self.progress.step(step, losses);
         if step.is_multiple_of(self.metrics_every) || step == 1 || step == self.total {
             for (name, value) in [("d_loss", losses.d), ("g_loss", losses.g)] {
-                self.send(Event::Metric { run_id: self.run_id.clone(), step, name: name.into(), value: value as f64 });
+                self.send(Event::Metric {
+                    run_id: self.run_id.clone(),
+                    step,
+                    name: name.into(),
+                    value: value as f64,
+                });
             }
         }
     }
 
     fn sample(&mut self, step: u64, path: &Path) {
-        self.send(Event::Sample { run_id: self.run_id.clone(), step, path: path.display().to_string() });
+        self.send(Event::Sample {
+            run_id: self.run_id.clone(),
+            step,
+            path: path.display().to_string(),
+        });
     }
 
     fn checkpoint(&mut self, step: u64, path: &Path) {
-        self.send(Event::Checkpoint { run_id: self.run_id.clone(), step, path: path.display().to_string() });
+        self.send(Event::Checkpoint {
+            run_id: self.run_id.clone(),
+            step,
+            path: path.display().to_string(),
+        });
     }
 
     fn checkpoint_removed(&mut self, step: u64) {
-        self.send(Event::CheckpointRemoved { run_id: self.run_id.clone(), step });
+        self.send(Event::CheckpointRemoved {
+            run_id: self.run_id.clone(),
+            step,
+        });
     }
 
     fn should_stop(&self) -> bool {
@@ -164,19 +191,37 @@ fn run_one(
             Status::Diverged { step, losses } => (
                 "diverged",
                 step,
-                Some(format!("a loss became NaN or infinite at step {step} (D {}, G {})", losses.d, losses.g)),
+                Some(format!(
+                    "a loss became NaN or infinite at step {step} (D {}, G {})",
+                    losses.d, losses.g
+                )),
             ),
         },
         Err(err) => ("failed", 0, Some(format!("{err:#}"))),
     };
-    let steps = if status == "failed" { observer.progress.position() } else { steps };
-    let _ = events.send(Event::RunEnded { run_id: run.id.clone(), status: status.into(), steps_done: steps, error: error.clone() });
+    let steps = if status == "failed" {
+        observer.progress.position()
+    } else {
+        steps
+    };
+    let _ = events.send(Event::RunEnded {
+        run_id: run.id.clone(),
+        status: status.into(),
+        steps_done: steps,
+        error: error.clone(),
+    });
     observer.progress.finish();
     status.to_string()
 }
 
 /// Runs the pending points of `runs` on `options.jobs` workers.
-pub fn run(spec: &Spec, spec_path: &Path, runs: Vec<PlannedRun>, options: &SweepOptions, stop: Arc<AtomicBool>) -> Result<Summary> {
+pub fn run(
+    spec: &Spec,
+    spec_path: &Path,
+    runs: Vec<PlannedRun>,
+    options: &SweepOptions,
+    stop: Arc<AtomicBool>,
+) -> Result<Summary> {
     let tracker = Tracker::start(&options.db)?;
     tracker.send(Event::Experiment {
         name: spec.name.clone(),
@@ -195,7 +240,8 @@ pub fn run(spec: &Spec, spec_path: &Path, runs: Vec<PlannedRun>, options: &Sweep
             continue;
         }
         if options.force && run.run_dir.exists() {
-            std::fs::remove_dir_all(&run.run_dir).with_context(|| format!("removing {}", run.run_dir.display()))?;
+            std::fs::remove_dir_all(&run.run_dir)
+                .with_context(|| format!("removing {}", run.run_dir.display()))?;
         }
         let fresh = train::checkpoint::list(&run.run_dir).is_empty();
         queue.push_back((run, fresh));
@@ -208,7 +254,11 @@ pub fn run(spec: &Spec, spec_path: &Path, runs: Vec<PlannedRun>, options: &Sweep
         ProgressDrawTarget::hidden()
     });
     let overall = multi.add(ProgressBar::new(queue.len() as u64));
-    overall.set_style(ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} runs, {elapsed}").expect("template").progress_chars("=> "));
+    overall.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} runs, {elapsed}")
+            .expect("template")
+            .progress_chars("=> "),
+    );
     overall.set_prefix(spec.name.clone());
     let queue = Mutex::new(queue);
     let statuses = Mutex::new(Vec::new());
@@ -220,13 +270,16 @@ pub fn run(spec: &Spec, spec_path: &Path, runs: Vec<PlannedRun>, options: &Sweep
                     if stop.load(Ordering::Relaxed) {
                         break;
                     }
-                    let Some((run, fresh)) = queue.lock().expect("queue lock").pop_front() else { break };
+                    let Some((run, fresh)) = queue.lock().expect("queue lock").pop_front() else {
+                        break;
+                    };
                     let bar = multi.add(ProgressBar::new(0));
                     bar.set_prefix(format!("  {}", run.id));
                     if quiet_log {
                         eprintln!("{}: run {} started", spec.name, run.id);
                     }
-                    let status = run_one(&spec.name, &run, fresh, tracker.sender(), bar, stop.clone());
+                    let status =
+                        run_one(&spec.name, &run, fresh, tracker.sender(), bar, stop.clone());
                     if quiet_log {
                         eprintln!("{}: run {} {status}", spec.name, run.id);
                     }

@@ -74,13 +74,17 @@ pub fn default_db() -> PathBuf {
 }
 
 fn wall_time() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
 }
 
 /// Opens (creating and migrating) the database for writing.
 pub fn open(path: &Path) -> Result<Connection> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
     }
     let conn = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
     conn.busy_timeout(Duration::from_secs(30))?;
@@ -109,9 +113,16 @@ fn migrate(conn: &Connection) -> Result<()> {
 
 /// Opens the database read-only, refusing any statement that would write or attach.
 pub fn open_read_only(path: &Path) -> Result<Connection> {
-    anyhow::ensure!(path.is_file(), "{}: no such database (run a sweep first)", path.display());
-    let mut conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-        .with_context(|| format!("opening {}", path.display()))?;
+    anyhow::ensure!(
+        path.is_file(),
+        "{}: no such database (run a sweep first)",
+        path.display()
+    );
+    let mut conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .with_context(|| format!("opening {}", path.display()))?;
     conn.busy_timeout(Duration::from_secs(30))?;
     conn.authorizer(Some(|ctx: AuthContext<'_>| match ctx.action {
         AuthAction::Attach { .. } | AuthAction::Detach { .. } => Authorization::Deny,
@@ -134,15 +145,37 @@ pub struct RunRecord {
 /// A write for the tracker thread.
 #[derive(Debug)]
 pub enum Event {
-    Experiment { name: String, description: String, spec_path: String },
+    Experiment {
+        name: String,
+        description: String,
+        spec_path: String,
+    },
     /// Inserts or resets the run; with `fresh`, deletes its earlier metrics, samples and checkpoints.
     RunStarted { record: RunRecord, fresh: bool },
-    Metric { run_id: String, step: u64, name: String, value: f64 },
-    Sample { run_id: String, step: u64, path: String },
-    Checkpoint { run_id: String, step: u64, path: String },
+    Metric {
+        run_id: String,
+        step: u64,
+        name: String,
+        value: f64,
+    },
+    Sample {
+        run_id: String,
+        step: u64,
+        path: String,
+    },
+    Checkpoint {
+        run_id: String,
+        step: u64,
+        path: String,
+    },
     /// Drops the rows of checkpoints deleted from disk.
     CheckpointRemoved { run_id: String, step: u64 },
-    RunEnded { run_id: String, status: String, steps_done: u64, error: Option<String> },
+    RunEnded {
+        run_id: String,
+        status: String,
+        steps_done: u64,
+        error: Option<String>,
+    },
     /// Replies once everything sent before it is committed.
     Flush(Sender<()>),
 }
@@ -161,7 +194,10 @@ impl Tracker {
         let thread = std::thread::Builder::new()
             .name("tracker".into())
             .spawn(move || write_loop(conn, receiver))?;
-        Ok(Tracker { sender, thread: Some(thread) })
+        Ok(Tracker {
+            sender,
+            thread: Some(thread),
+        })
     }
 
     /// A handle for other threads to send events with.
@@ -187,10 +223,14 @@ impl Tracker {
     }
 
     fn finish(&mut self) -> Result<()> {
-        let Some(thread) = self.thread.take() else { return Ok(()) };
+        let Some(thread) = self.thread.take() else {
+            return Ok(());
+        };
         let (dead_sender, _) = mpsc::channel();
         drop(std::mem::replace(&mut self.sender, dead_sender));
-        thread.join().map_err(|_| anyhow::anyhow!("the tracker thread panicked"))?
+        thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("the tracker thread panicked"))?
     }
 }
 
@@ -223,7 +263,11 @@ fn write_loop(mut conn: Connection, receiver: Receiver<Event>) -> Result<()> {
 
 fn apply(tx: &rusqlite::Transaction<'_>, event: Event) -> Result<()> {
     match event {
-        Event::Experiment { name, description, spec_path } => {
+        Event::Experiment {
+            name,
+            description,
+            spec_path,
+        } => {
             tx.execute(
                 "INSERT INTO experiments (name, description, spec_path, updated_at) VALUES (?1, ?2, ?3, strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))
                  ON CONFLICT(name) DO UPDATE SET description = ?2, spec_path = ?3, updated_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now')",
@@ -233,7 +277,10 @@ fn apply(tx: &rusqlite::Transaction<'_>, event: Event) -> Result<()> {
         Event::RunStarted { record, fresh } => {
             if fresh {
                 for table in ["metrics", "samples", "checkpoints"] {
-                    tx.execute(&format!("DELETE FROM {table} WHERE run_id = ?1"), [&record.id])?;
+                    tx.execute(
+                        &format!("DELETE FROM {table} WHERE run_id = ?1"),
+                        [&record.id],
+                    )?;
                 }
             }
             tx.execute(
@@ -253,7 +300,9 @@ fn apply(tx: &rusqlite::Transaction<'_>, event: Event) -> Result<()> {
             )?;
             for (key, value) in &record.params {
                 let value: rusqlite::types::Value = match value {
-                    serde_json::Value::Number(n) if n.is_i64() => n.as_i64().expect("checked").into(),
+                    serde_json::Value::Number(n) if n.is_i64() => {
+                        n.as_i64().expect("checked").into()
+                    }
                     serde_json::Value::Number(n) => n.as_f64().unwrap_or(f64::NAN).into(),
                     serde_json::Value::Bool(b) => i64::from(*b).into(),
                     serde_json::Value::String(s) => s.clone().into(),
@@ -266,15 +315,26 @@ fn apply(tx: &rusqlite::Transaction<'_>, event: Event) -> Result<()> {
                 )?;
             }
         }
-        Event::Metric { run_id, step, name, value } => {
+        Event::Metric {
+            run_id,
+            step,
+            name,
+            value,
+        } => {
             tx.execute(
                 "INSERT OR REPLACE INTO metrics (run_id, step, name, value, wall_time) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![run_id, step as i64, name, value, wall_time()],
             )?;
-            tx.execute("UPDATE runs SET steps_done = max(steps_done, ?2) WHERE id = ?1", params![run_id, step as i64])?;
+            tx.execute(
+                "UPDATE runs SET steps_done = max(steps_done, ?2) WHERE id = ?1",
+                params![run_id, step as i64],
+            )?;
         }
         Event::Sample { run_id, step, path } => {
-            tx.execute("INSERT OR REPLACE INTO samples (run_id, step, path) VALUES (?1, ?2, ?3)", params![run_id, step as i64, path])?;
+            tx.execute(
+                "INSERT OR REPLACE INTO samples (run_id, step, path) VALUES (?1, ?2, ?3)",
+                params![run_id, step as i64, path],
+            )?;
         }
         Event::Checkpoint { run_id, step, path } => {
             tx.execute(
@@ -283,9 +343,17 @@ fn apply(tx: &rusqlite::Transaction<'_>, event: Event) -> Result<()> {
             )?;
         }
         Event::CheckpointRemoved { run_id, step } => {
-            tx.execute("DELETE FROM checkpoints WHERE run_id = ?1 AND step = ?2", params![run_id, step as i64])?;
+            tx.execute(
+                "DELETE FROM checkpoints WHERE run_id = ?1 AND step = ?2",
+                params![run_id, step as i64],
+            )?;
         }
-        Event::RunEnded { run_id, status, steps_done, error } => {
+        Event::RunEnded {
+            run_id,
+            status,
+            steps_done,
+            error,
+        } => {
             tx.execute(
                 "UPDATE runs SET status = ?2, finished_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now'), steps_done = ?3, error = ?4 WHERE id = ?1",
                 params![run_id, status, steps_done as i64, error],
@@ -306,7 +374,11 @@ fn hostname() -> String {
 /// The status of a run, if the database knows it.
 pub fn run_status(conn: &Connection, run_id: &str) -> Result<Option<String>> {
     use rusqlite::OptionalExtension;
-    Ok(conn.query_row("SELECT status FROM runs WHERE id = ?1", [run_id], |r| r.get(0)).optional()?)
+    Ok(conn
+        .query_row("SELECT status FROM runs WHERE id = ?1", [run_id], |r| {
+            r.get(0)
+        })
+        .optional()?)
 }
 
 /// Every (dotted key, value) leaf of a resolved config, for the `params` table.
@@ -315,7 +387,11 @@ pub fn flatten_params(config: &serde_json::Value) -> Vec<(String, serde_json::Va
         match value {
             serde_json::Value::Object(map) => {
                 for (k, v) in map {
-                    let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
                     walk(&key, v, out);
                 }
             }
@@ -339,7 +415,9 @@ mod tests {
         let path = dir.path().join("db.sqlite");
         drop(open(&path).unwrap());
         let conn = open(&path).unwrap();
-        let version = conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0)).unwrap() as usize;
+        let version = conn
+            .pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))
+            .unwrap() as usize;
         assert_eq!(version, MIGRATIONS.len());
         conn.pragma_update(None, "user_version", 99).unwrap();
         drop(conn);
@@ -350,6 +428,9 @@ mod tests {
     fn params_flatten_to_dotted_keys() {
         let value = serde_json::json!({"train": {"lr": 0.1, "betas": [0.5, 0.9], "steps": null}, "model": {"arch": "gan"}});
         let flat = flatten_params(&value);
-        assert_eq!(flat.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["model.arch", "train.betas", "train.lr"]);
+        assert_eq!(
+            flat.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+            ["model.arch", "train.betas", "train.lr"]
+        );
     }
 }

@@ -17,7 +17,10 @@ fn data_info_prints_counts_per_split_and_class() {
         .arg(fixture_dir())
         .assert()
         .success()
-        .stdout(predicate::str::contains("train     600").and(predicate::str::contains("test      200")));
+        .stdout(
+            predicate::str::contains("train     600")
+                .and(predicate::str::contains("test      200")),
+        );
 }
 
 #[test]
@@ -28,7 +31,10 @@ fn data_info_without_data_says_what_to_do() {
         .arg(dir.path())
         .assert()
         .failure()
-        .stderr(predicate::str::contains("train-images-idx3-ubyte").and(predicate::str::contains("runner data fetch")));
+        .stderr(
+            predicate::str::contains("train-images-idx3-ubyte")
+                .and(predicate::str::contains("runner data fetch")),
+        );
 }
 
 const TINY_SPEC: &str = r#"
@@ -52,13 +58,36 @@ fn train_then_generate_png_npy_and_idx() {
     let spec = dir.path().join("tiny.toml");
     std::fs::write(&spec, TINY_SPEC).unwrap();
     let run = dir.path().join("run");
-    let train = || runner().arg("train").arg(&spec).arg("--out").arg(&run).arg("--data-dir").arg(fixture_dir()).assert();
-    train().success().stdout(predicate::str::contains("finished 6 steps"));
+    let train = || {
+        runner()
+            .arg("train")
+            .arg(&spec)
+            .arg("--out")
+            .arg(&run)
+            .arg("--data-dir")
+            .arg(fixture_dir())
+            .assert()
+    };
+    train()
+        .success()
+        .stdout(predicate::str::contains("finished 6 steps"));
     for step in [0, 3, 6] {
-        assert!(run.join(format!("samples/step-{step:08}.png")).is_file(), "sample at {step}");
+        assert!(
+            run.join(format!("samples/step-{step:08}.png")).is_file(),
+            "sample at {step}"
+        );
     }
-    assert!(run.join("checkpoints/step-00000006/generator.bpk").is_file());
-    assert_eq!(std::fs::read_to_string(run.join("losses.csv")).unwrap().lines().count(), 7);
+    assert!(
+        run.join("checkpoints/step-00000006/generator.bpk")
+            .is_file()
+    );
+    assert_eq!(
+        std::fs::read_to_string(run.join("losses.csv"))
+            .unwrap()
+            .lines()
+            .count(),
+        7
+    );
 
     for name in ["grid.png", "samples.npy", "samples-idx3-ubyte"] {
         let out = dir.path().join(name);
@@ -72,12 +101,18 @@ fn train_then_generate_png_npy_and_idx() {
         assert!(out.is_file(), "{name}");
     }
     let idx = ganrunner::data::idx::read(&dir.path().join("samples-idx3-ubyte")).unwrap();
-    assert_eq!(idx.dims, vec![10, 28, 28], "raw digits are resized back to 28x28");
+    assert_eq!(
+        idx.dims,
+        vec![10, 28, 28],
+        "raw digits are resized back to 28x28"
+    );
     let grid = image::open(dir.path().join("grid.png")).unwrap();
     assert_eq!((grid.width(), grid.height()), (4 * 34 + 2, 3 * 34 + 2));
 
     // Running again resumes from the final checkpoint and trains nothing more.
-    train().success().stdout(predicate::str::contains("resumed at step 6"));
+    train()
+        .success()
+        .stdout(predicate::str::contains("resumed at step 6"));
 }
 
 #[test]
@@ -91,7 +126,9 @@ fn a_bad_spec_names_the_file_key_and_line_and_writes_nothing() {
         .arg(&spec)
         .assert()
         .failure()
-        .stderr(predicate::str::contains("bad.toml:3: `train.batch_size` must be at least 1"));
+        .stderr(predicate::str::contains(
+            "bad.toml:3: `train.batch_size` must be at least 1",
+        ));
     assert!(!dir.path().join("results").exists());
 }
 

@@ -14,16 +14,33 @@ pub fn fixture_dir() -> PathBuf {
 /// Tiny versions of the three model families, fast enough for tests.
 pub fn tiny_models() -> Vec<ModelConfig> {
     vec![
-        ModelConfig::Gan(GanOptions { latent_dim: 8, g_hidden: vec![8, 16], d_hidden: vec![16, 8], ..Default::default() }),
-        ModelConfig::Dcgan(DcganOptions { latent_dim: 8, g_channels: [8, 4], d_channels: vec![4, 4, 8, 8], ..Default::default() }),
-        ModelConfig::DcganClassic(ClassicOptions { latent_dim: 8, g_channels: [16, 8, 4], d_channels: [4, 8, 16] }),
+        ModelConfig::Gan(GanOptions {
+            latent_dim: 8,
+            g_hidden: vec![8, 16],
+            d_hidden: vec![16, 8],
+            ..Default::default()
+        }),
+        ModelConfig::Dcgan(DcganOptions {
+            latent_dim: 8,
+            g_channels: [8, 4],
+            d_channels: vec![4, 4, 8, 8],
+            ..Default::default()
+        }),
+        ModelConfig::DcganClassic(ClassicOptions {
+            latent_dim: 8,
+            g_channels: [16, 8, 4],
+            d_channels: [4, 8, 16],
+        }),
     ]
 }
 
 /// A short run of `model` on the fixture.
 pub fn tiny_run(model: ModelConfig, steps: u64) -> RunConfig {
     let mut config = RunConfig {
-        data: DataConfig { dir: Some(fixture_dir()), ..Default::default() },
+        data: DataConfig {
+            dir: Some(fixture_dir()),
+            ..Default::default()
+        },
         model,
         ..Default::default()
     };

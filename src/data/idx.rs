@@ -22,7 +22,10 @@ pub struct IdxArray {
 
 /// Reads an IDX file, gunzipping it first when its name ends in `.gz`.
 pub fn read(path: &Path) -> Result<IdxArray, DataError> {
-    let err = |reason: String| DataError::Corrupt { path: path.to_path_buf(), reason };
+    let err = |reason: String| DataError::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    };
     let file = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
     let mut bytes = Vec::new();
     let result = if path.extension().is_some_and(|ext| ext == "gz") {
@@ -37,7 +40,10 @@ pub fn read(path: &Path) -> Result<IdxArray, DataError> {
 /// Parses the bytes of an (uncompressed) IDX file; the error says what is wrong.
 pub fn parse(bytes: &[u8]) -> Result<IdxArray, String> {
     if bytes.len() < 4 {
-        return Err(format!("too short for an IDX header ({} bytes)", bytes.len()));
+        return Err(format!(
+            "too short for an IDX header ({} bytes)",
+            bytes.len()
+        ));
     }
     if bytes[0] != 0 || bytes[1] != 0 {
         return Err(format!(
@@ -46,7 +52,10 @@ pub fn parse(bytes: &[u8]) -> Result<IdxArray, String> {
         ));
     }
     if bytes[2] != UBYTE {
-        return Err(format!("element type 0x{:02x} is not unsigned byte (0x08)", bytes[2]));
+        return Err(format!(
+            "element type 0x{:02x} is not unsigned byte (0x08)",
+            bytes[2]
+        ));
     }
     let ndims = bytes[3] as usize;
     if ndims == 0 {
@@ -54,7 +63,9 @@ pub fn parse(bytes: &[u8]) -> Result<IdxArray, String> {
     }
     let header_len = 4 + 4 * ndims;
     if bytes.len() < header_len {
-        return Err(format!("truncated header: {ndims} dimensions need {header_len} bytes"));
+        return Err(format!(
+            "truncated header: {ndims} dimensions need {header_len} bytes"
+        ));
     }
     let dims: Vec<usize> = bytes[4..header_len]
         .chunks_exact(4)
@@ -66,10 +77,17 @@ pub fn parse(bytes: &[u8]) -> Result<IdxArray, String> {
         return Err(format!(
             "dimensions {dims:?} need {expected} data bytes but the file holds {}{}",
             body.len(),
-            if body.len() < expected { " (truncated)" } else { "" }
+            if body.len() < expected {
+                " (truncated)"
+            } else {
+                ""
+            }
         ));
     }
-    Ok(IdxArray { dims, data: body.to_vec() })
+    Ok(IdxArray {
+        dims,
+        data: body.to_vec(),
+    })
 }
 
 /// Serializes an array as an uncompressed IDX file.
@@ -88,7 +106,10 @@ mod tests {
     use super::*;
 
     fn sample() -> IdxArray {
-        IdxArray { dims: vec![2, 2, 3], data: (0..12).collect() }
+        IdxArray {
+            dims: vec![2, 2, 3],
+            data: (0..12).collect(),
+        }
     }
 
     #[test]
@@ -109,7 +130,11 @@ mod tests {
     #[test]
     fn rejects_truncation_and_trailing_bytes() {
         let bytes = encode(&sample());
-        assert!(parse(&bytes[..bytes.len() - 1]).unwrap_err().contains("truncated"));
+        assert!(
+            parse(&bytes[..bytes.len() - 1])
+                .unwrap_err()
+                .contains("truncated")
+        );
         assert!(parse(&bytes[..9]).unwrap_err().contains("truncated header"));
         let mut longer = bytes.clone();
         longer.push(0);

@@ -18,20 +18,30 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: not found. {hint}")]
     Missing { path: PathBuf, hint: String },
     #[error("{path}: corrupt: {reason}")]
     Corrupt { path: PathBuf, reason: String },
     #[error("{path}: MD5 {actual} does not match the expected {expected}")]
-    Checksum { path: PathBuf, expected: String, actual: String },
+    Checksum {
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
     #[error("fetching {what} failed: {reason}")]
     Fetch { what: String, reason: String },
 }
 
 impl DataError {
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
-        DataError::Io { path: path.to_path_buf(), source }
+        DataError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
     }
 }
 
@@ -79,7 +89,10 @@ impl Split {
     /// The standard file names of this split: (images, labels), without `.gz`.
     pub fn file_names(self) -> [String; 2] {
         let p = self.prefix();
-        [format!("{p}-images-idx3-ubyte"), format!("{p}-labels-idx1-ubyte")]
+        [
+            format!("{p}-images-idx3-ubyte"),
+            format!("{p}-labels-idx1-ubyte"),
+        ]
     }
 }
 
@@ -100,11 +113,11 @@ pub fn locate(dir: &Path, name: &str) -> Result<PathBuf, DataError> {
         return Ok(found.clone());
     }
     Err(DataError::Missing {
-            path: plain,
-            hint: "Run `runner data fetch` (or `make data`), or pass --data-dir pointing at a \
+        path: plain,
+        hint: "Run `runner data fetch` (or `make data`), or pass --data-dir pointing at a \
                    directory with the standard IDX files (gzipped or not)."
-                .into(),
-        })
+            .into(),
+    })
 }
 
 /// A set of square grayscale images with their class labels.
@@ -129,10 +142,16 @@ impl Digits {
             reason,
         };
         let [n, h, w] = images.dims[..] else {
-            return Err(corrupt(&images_path, format!("expected 3 dimensions, got {:?}", images.dims)));
+            return Err(corrupt(
+                &images_path,
+                format!("expected 3 dimensions, got {:?}", images.dims),
+            ));
         };
         if h != w || h == 0 {
-            return Err(corrupt(&images_path, format!("images are {h}x{w}, expected square")));
+            return Err(corrupt(
+                &images_path,
+                format!("images are {h}x{w}, expected square"),
+            ));
         }
         if labels.dims != [n] {
             return Err(corrupt(
@@ -141,9 +160,16 @@ impl Digits {
             ));
         }
         if let Some(bad) = labels.data.iter().find(|&&l| l > 9) {
-            return Err(corrupt(&labels_path, format!("label {bad} is outside 0..=9")));
+            return Err(corrupt(
+                &labels_path,
+                format!("label {bad} is outside 0..=9"),
+            ));
         }
-        Ok(Digits { pixels: images.data, labels: labels.data, side: h })
+        Ok(Digits {
+            pixels: images.data,
+            labels: labels.data,
+            side: h,
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -178,7 +204,11 @@ impl Digits {
         let pixels = (0..self.len())
             .flat_map(|i| resize_image(self.image(i), self.side, side))
             .collect();
-        Digits { pixels, labels: self.labels.clone(), side }
+        Digits {
+            pixels,
+            labels: self.labels.clone(),
+            side,
+        }
     }
 
     /// All pixels scaled from bytes to [-1, 1] (`ToTensor` then `Normalize(0.5, 0.5)`).
@@ -206,13 +236,18 @@ pub fn resize_image(pixels: &[u8], from: usize, to: usize) -> Vec<u8> {
 
 /// The data directory to use: the one given, else `<root>/<dataset>`.
 pub fn dataset_dir(root: &Path, dataset: DatasetName, explicit: Option<&Path>) -> PathBuf {
-    explicit.map(Path::to_path_buf).unwrap_or_else(|| root.join(dataset.dir_name()))
+    explicit
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| root.join(dataset.dir_name()))
 }
 
 /// The report printed by `runner data info`: counts per split and per class.
 pub fn info(dir: &Path, dataset: DatasetName) -> Result<String, DataError> {
     let mut out = format!("{dataset} in {}\n", dir.display());
-    out.push_str(&format!("{:<6} {:>6}  {}\n", "split", "images", "per class 0..9"));
+    out.push_str(&format!(
+        "{:<6} {:>6}  {}\n",
+        "split", "images", "per class 0..9"
+    ));
     for split in Split::ALL {
         let digits = Digits::load(dir, split)?;
         let counts = digits.class_counts().map(|c| format!("{c:>5}")).join(" ");

@@ -36,10 +36,15 @@ enum Value {
 
 /// Runs the pickle and returns the numpy arrays it contains, in the order they appear.
 pub fn extract_arrays(pickle: &[u8]) -> Result<Vec<RawArray>, String> {
-    let mut r = Reader { bytes: pickle, pos: 0 };
+    let mut r = Reader {
+        bytes: pickle,
+        pos: 0,
+    };
     let mut stack: Vec<Value> = Vec::new();
     let mut memo: HashMap<u32, Value> = HashMap::new();
-    let pop = |stack: &mut Vec<Value>, at: usize| stack.pop().ok_or(format!("stack underflow at offset {at}"));
+    let pop = |stack: &mut Vec<Value>, at: usize| {
+        stack.pop().ok_or(format!("stack underflow at offset {at}"))
+    };
     loop {
         let at = r.pos;
         let op = r.take(1)?[0];
@@ -57,13 +62,25 @@ pub fn extract_arrays(pickle: &[u8]) -> Result<Vec<RawArray>, String> {
                 stack.push(Value::Global(format!("{module} {name}")));
             }
             b'q' | b'r' => {
-                let index = if op == b'q' { r.take(1)?[0] as u32 } else { r.u32()? };
-                let top = stack.last().ok_or(format!("PUT on an empty stack at offset {at}"))?;
+                let index = if op == b'q' {
+                    r.take(1)?[0] as u32
+                } else {
+                    r.u32()?
+                };
+                let top = stack
+                    .last()
+                    .ok_or(format!("PUT on an empty stack at offset {at}"))?;
                 memo.insert(index, top.clone());
             }
             b'h' | b'j' => {
-                let index = if op == b'h' { r.take(1)?[0] as u32 } else { r.u32()? };
-                let value = memo.get(&index).ok_or(format!("GET of unknown memo {index} at offset {at}"))?;
+                let index = if op == b'h' {
+                    r.take(1)?[0] as u32
+                } else {
+                    r.u32()?
+                };
+                let value = memo
+                    .get(&index)
+                    .ok_or(format!("GET of unknown memo {index} at offset {at}"))?;
                 stack.push(value.clone());
             }
             b'(' => stack.push(Value::Mark),
@@ -89,14 +106,22 @@ pub fn extract_arrays(pickle: &[u8]) -> Result<Vec<RawArray>, String> {
             b'\x8a' => {
                 let n = r.take(1)?[0] as usize; // LONG1: little-endian two's complement
                 let b = r.take(n)?;
-                let mut v: i64 = if b.last().is_some_and(|&x| x & 0x80 != 0) { -1 } else { 0 };
+                let mut v: i64 = if b.last().is_some_and(|&x| x & 0x80 != 0) {
+                    -1
+                } else {
+                    0
+                };
                 for &byte in b.iter().rev().take(8) {
                     v = (v << 8) | byte as i64;
                 }
                 stack.push(Value::Int(v));
             }
             b'U' | b'C' | b'T' | b'B' | b'X' => {
-                let len = if matches!(op, b'U' | b'C') { r.take(1)?[0] as usize } else { r.u32()? as usize };
+                let len = if matches!(op, b'U' | b'C') {
+                    r.take(1)?[0] as usize
+                } else {
+                    r.u32()? as usize
+                };
                 let start = r.pos;
                 r.skip(len)?;
                 stack.push(Value::Bytes(start..start + len));
@@ -122,12 +147,20 @@ pub fn extract_arrays(pickle: &[u8]) -> Result<Vec<RawArray>, String> {
             }
             b'b' => {
                 let state = pop(&mut stack, at)?;
-                let target = stack.last_mut().ok_or(format!("BUILD on an empty stack at offset {at}"))?;
+                let target = stack
+                    .last_mut()
+                    .ok_or(format!("BUILD on an empty stack at offset {at}"))?;
                 if let Value::Array(contents) = target {
-                    *contents = Some(array_state(&state).map_err(|e| format!("{e} (BUILD at offset {at})"))?);
+                    *contents = Some(
+                        array_state(&state).map_err(|e| format!("{e} (BUILD at offset {at})"))?,
+                    );
                 }
             }
-            other => return Err(format!("unsupported pickle opcode 0x{other:02x} at offset {at}")),
+            other => {
+                return Err(format!(
+                    "unsupported pickle opcode 0x{other:02x} at offset {at}"
+                ));
+            }
         }
     }
 }
@@ -149,26 +182,43 @@ fn push_into(stack: &mut [Value], items: Vec<Value>, at: usize) -> Result<(), St
             contents.extend(items);
             Ok(())
         }
-        _ => Err(format!("APPEND/SETITEM without a list or dict at offset {at}")),
+        _ => Err(format!(
+            "APPEND/SETITEM without a list or dict at offset {at}"
+        )),
     }
 }
 
 /// Evaluates the two calls numpy arrays need; anything else becomes opaque.
 fn reduce(callable: Value, args: Value, pickle: &[u8]) -> Value {
     match (&callable, &args) {
-        (Value::Global(name), Value::Tuple(items)) if name == "numpy dtype" => match items.first() {
-            Some(Value::Bytes(range)) => Value::Dtype(String::from_utf8_lossy(&pickle[range.clone()]).into_owned()),
-            _ => Value::Opaque(vec![callable, args]),
-        },
-        (Value::Global(name), _) if name == "numpy.core.multiarray _reconstruct" => Value::Array(None),
+        (Value::Global(name), Value::Tuple(items)) if name == "numpy dtype" => {
+            match items.first() {
+                Some(Value::Bytes(range)) => {
+                    Value::Dtype(String::from_utf8_lossy(&pickle[range.clone()]).into_owned())
+                }
+                _ => Value::Opaque(vec![callable, args]),
+            }
+        }
+        (Value::Global(name), _) if name == "numpy.core.multiarray _reconstruct" => {
+            Value::Array(None)
+        }
         _ => Value::Opaque(vec![callable, args]),
     }
 }
 
 /// Reads an ndarray's `(version, shape, dtype, is_fortran, data)` state.
 fn array_state(state: &Value) -> Result<(String, Vec<usize>, Range<usize>), String> {
-    let Value::Tuple(items) = state else { return Err("array state is not a tuple".into()) };
-    let [_, Value::Tuple(shape), Value::Dtype(dtype), _, Value::Bytes(data)] = &items[..] else {
+    let Value::Tuple(items) = state else {
+        return Err("array state is not a tuple".into());
+    };
+    let [
+        _,
+        Value::Tuple(shape),
+        Value::Dtype(dtype),
+        _,
+        Value::Bytes(data),
+    ] = &items[..]
+    else {
         return Err("array state is not (version, shape, dtype, fortran, bytes)".into());
     };
     let shape = shape
@@ -178,20 +228,30 @@ fn array_state(state: &Value) -> Result<(String, Vec<usize>, Range<usize>), Stri
             _ => Err("array shape is not a tuple of sizes".to_string()),
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let item_size: usize = dtype.get(1..).and_then(|s| s.parse().ok()).ok_or(format!("unknown dtype {dtype}"))?;
+    let item_size: usize = dtype
+        .get(1..)
+        .and_then(|s| s.parse().ok())
+        .ok_or(format!("unknown dtype {dtype}"))?;
     let expected = shape.iter().product::<usize>() * item_size;
     if data.len() != expected {
-        return Err(format!("array of shape {shape:?} and dtype {dtype} needs {expected} bytes, has {}", data.len()));
+        return Err(format!(
+            "array of shape {shape:?} and dtype {dtype} needs {expected} bytes, has {}",
+            data.len()
+        ));
     }
     Ok((dtype.clone(), shape, data.clone()))
 }
 
 fn collect_arrays(value: &Value, pickle: &[u8], out: &mut Vec<RawArray>) {
     match value {
-        Value::Array(Some((dtype, shape, data))) => {
-            out.push(RawArray { dtype: dtype.clone(), shape: shape.clone(), bytes: pickle[data.clone()].to_vec() })
+        Value::Array(Some((dtype, shape, data))) => out.push(RawArray {
+            dtype: dtype.clone(),
+            shape: shape.clone(),
+            bytes: pickle[data.clone()].to_vec(),
+        }),
+        Value::Tuple(items) | Value::Opaque(items) => {
+            items.iter().for_each(|v| collect_arrays(v, pickle, out))
         }
-        Value::Tuple(items) | Value::Opaque(items) => items.iter().for_each(|v| collect_arrays(v, pickle, out)),
         _ => {}
     }
 }
@@ -205,7 +265,10 @@ impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
         let end = self.pos.checked_add(n).filter(|&e| e <= self.bytes.len());
         let Some(end) = end else {
-            return Err(format!("pickle truncated at offset {} (needed {n} more bytes)", self.pos));
+            return Err(format!(
+                "pickle truncated at offset {} (needed {n} more bytes)",
+                self.pos
+            ));
         };
         let slice = &self.bytes[self.pos..end];
         self.pos = end;
@@ -224,7 +287,10 @@ impl<'a> Reader<'a> {
     fn line_str(&mut self) -> Result<String, String> {
         let rest = &self.bytes[self.pos..];
         let Some(n) = rest.iter().position(|&b| b == b'\n') else {
-            return Err(format!("pickle truncated in a text argument at offset {}", self.pos));
+            return Err(format!(
+                "pickle truncated in a text argument at offset {}",
+                self.pos
+            ));
         };
         let line = self.take(n + 1)?;
         Ok(String::from_utf8_lossy(&line[..n]).into_owned())
@@ -240,14 +306,19 @@ mod tests {
     fn tiny_pickle() -> Vec<u8> {
         let mut p = vec![0x80, 2];
         p.extend_from_slice(b"cnumpy.core.multiarray\n_reconstruct\nq\x01");
-        for (i, (dtype, data)) in [("f4", &[0u8, 0, 128, 63][..]), ("i8", &[7, 0, 0, 0, 0, 0, 0, 0][..])]
-            .into_iter()
-            .enumerate()
+        for (i, (dtype, data)) in [
+            ("f4", &[0u8, 0, 128, 63][..]),
+            ("i8", &[7, 0, 0, 0, 0, 0, 0, 0][..]),
+        ]
+        .into_iter()
+        .enumerate()
         {
             if i > 0 {
                 p.extend_from_slice(b"h\x01");
             }
-            p.extend_from_slice(b"cnumpy\nndarray\nK\x00\x85U\x01b\x87R(K\x01K\x01\x85cnumpy\ndtype\nU\x02");
+            p.extend_from_slice(
+                b"cnumpy\nndarray\nK\x00\x85U\x01b\x87R(K\x01K\x01\x85cnumpy\ndtype\nU\x02",
+            );
             p.extend_from_slice(dtype.as_bytes());
             p.extend_from_slice(b"K\x00K\x01\x87R\x89T");
             p.extend_from_slice(&(data.len() as u32).to_le_bytes());
@@ -262,8 +333,14 @@ mod tests {
     fn finds_arrays_with_dtype_and_shape() {
         let arrays = extract_arrays(&tiny_pickle()).unwrap();
         assert_eq!(arrays.len(), 2);
-        assert_eq!((arrays[0].dtype.as_str(), arrays[0].shape.as_slice()), ("f4", &[1][..]));
-        assert_eq!(f32::from_le_bytes(arrays[0].bytes[..4].try_into().unwrap()), 1.0);
+        assert_eq!(
+            (arrays[0].dtype.as_str(), arrays[0].shape.as_slice()),
+            ("f4", &[1][..])
+        );
+        assert_eq!(
+            f32::from_le_bytes(arrays[0].bytes[..4].try_into().unwrap()),
+            1.0
+        );
         assert_eq!(arrays[1].dtype, "i8");
         assert_eq!(arrays[1].bytes[0], 7);
     }
@@ -271,7 +348,11 @@ mod tests {
     #[test]
     fn truncation_and_unknown_opcodes_are_errors() {
         let p = tiny_pickle();
-        assert!(extract_arrays(&p[..p.len() - 6]).unwrap_err().contains("truncated"));
+        assert!(
+            extract_arrays(&p[..p.len() - 6])
+                .unwrap_err()
+                .contains("truncated")
+        );
         let mut bad = p.clone();
         bad[2] = 0xff;
         assert!(extract_arrays(&bad).unwrap_err().contains("opcode 0xff"));

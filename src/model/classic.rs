@@ -10,7 +10,13 @@ use rand::rngs::StdRng;
 use super::{ClassicOptions, init};
 
 /// ConvT(k4, s2, p1) doubles the side; the first ConvT (k4, s1, p0) turns 1x1 into 4x4.
-fn up(rng: &mut StdRng, c_in: usize, c_out: usize, first: bool, device: &Device) -> ConvTranspose2d {
+fn up(
+    rng: &mut StdRng,
+    c_in: usize,
+    c_out: usize,
+    first: bool,
+    device: &Device,
+) -> ConvTranspose2d {
     let (stride, pad) = if first { (1, 0) } else { (2, 1) };
     let config = ConvTranspose2dConfig::new([c_in, c_out], [4, 4])
         .with_stride([stride, stride])
@@ -47,10 +53,16 @@ impl ClassicGenerator {
         let mut blocks = Vec::new();
         for (i, &c_out) in opts.g_channels.iter().enumerate() {
             let conv = up(rng, c_in, c_out, i == 0, device);
-            blocks.push(UpBlock { conv, bn: init::batch_norm(rng, c_out, 1e-5, 0.1, device) });
+            blocks.push(UpBlock {
+                conv,
+                bn: init::batch_norm(rng, c_out, 1e-5, 0.1, device),
+            });
             c_in = c_out;
         }
-        ClassicGenerator { blocks, conv_out: up(rng, c_in, 1, false, device) }
+        ClassicGenerator {
+            blocks,
+            conv_out: up(rng, c_in, 1, false, device),
+        }
     }
 
     pub fn forward(&self, z: Tensor<2>) -> Tensor<4> {
@@ -86,7 +98,10 @@ impl ClassicDiscriminator {
             blocks.push(ClassicDownBlock { conv, bn });
             c_in = c_out;
         }
-        ClassicDiscriminator { blocks, conv_out: down(rng, c_in, 1, true, device) }
+        ClassicDiscriminator {
+            blocks,
+            conv_out: down(rng, c_in, 1, true, device),
+        }
     }
 
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {

@@ -58,7 +58,10 @@ impl DcganGenerator {
 
     pub fn forward(&self, z: Tensor<2>) -> Tensor<4> {
         let batch = z.dims()[0];
-        let x = self.project.forward(z).reshape([batch, self.channels, INIT_SIDE, INIT_SIDE]);
+        let x = self
+            .project
+            .forward(z)
+            .reshape([batch, self.channels, INIT_SIDE, INIT_SIDE]);
         let x = self.upsample.forward(self.bn0.forward(x));
         let x = leaky_relu(self.bn1.forward(self.conv1.forward(x)), 0.2);
         let x = self.upsample.forward(x);
@@ -87,13 +90,18 @@ impl DcganDiscriminator {
         let mut blocks = Vec::new();
         for (i, &c_out) in opts.d_channels.iter().enumerate() {
             let conv = conv3(rng, c_in, c_out, 2, device);
-            let bn = (i > 0).then(|| init::batch_norm(rng, c_out, opts.bn_eps, opts.bn_momentum, device));
+            let bn = (i > 0)
+                .then(|| init::batch_norm(rng, c_out, opts.bn_eps, opts.bn_momentum, device));
             blocks.push(DownBlock { conv, bn });
             c_in = c_out;
         }
         let side = SIDE >> opts.d_channels.len();
         let head = init::linear(rng, c_in * side * side, 1, device);
-        DcganDiscriminator { blocks, head, dropout: opts.d_dropout }
+        DcganDiscriminator {
+            blocks,
+            head,
+            dropout: opts.d_dropout,
+        }
     }
 
     pub fn forward(&self, images: Tensor<4>, mut dropout_rng: Option<&mut StdRng>) -> Tensor<2> {

@@ -13,14 +13,27 @@ use rand::rngs::StdRng;
 use rand_distr::{Distribution, StandardNormal};
 
 /// A tensor of values drawn uniformly from [-bound, bound].
-pub fn uniform<const D: usize>(rng: &mut StdRng, shape: [usize; D], bound: f64, device: &Device) -> Tensor<D> {
+pub fn uniform<const D: usize>(
+    rng: &mut StdRng,
+    shape: [usize; D],
+    bound: f64,
+    device: &Device,
+) -> Tensor<D> {
     let n = shape.iter().product();
-    let values: Vec<f32> = (0..n).map(|_| rng.random_range(-bound..bound) as f32).collect();
+    let values: Vec<f32> = (0..n)
+        .map(|_| rng.random_range(-bound..bound) as f32)
+        .collect();
     Tensor::from_data(TensorData::new(values, shape), device)
 }
 
 /// A tensor of values drawn from N(mean, std^2).
-pub fn normal<const D: usize>(rng: &mut StdRng, shape: [usize; D], mean: f64, std: f64, device: &Device) -> Tensor<D> {
+pub fn normal<const D: usize>(
+    rng: &mut StdRng,
+    shape: [usize; D],
+    mean: f64,
+    std: f64,
+    device: &Device,
+) -> Tensor<D> {
     let n = shape.iter().product();
     let values: Vec<f32> = (0..n)
         .map(|_| {
@@ -72,7 +85,13 @@ pub fn conv_transpose2d(
 }
 
 /// A batch norm with the report's init: gamma N(1, 0.02), beta 0.
-pub fn batch_norm(rng: &mut StdRng, features: usize, epsilon: f64, momentum: f64, device: &Device) -> BatchNorm {
+pub fn batch_norm(
+    rng: &mut StdRng,
+    features: usize,
+    epsilon: f64,
+    momentum: f64,
+    device: &Device,
+) -> BatchNorm {
     let mut bn = burn::nn::BatchNormConfig::new(features)
         .with_epsilon(epsilon)
         .with_momentum(momentum)
@@ -83,14 +102,21 @@ pub fn batch_norm(rng: &mut StdRng, features: usize, epsilon: f64, momentum: f64
 
 /// Inverted dropout with a host-drawn mask of shape `mask_shape`, broadcast over `x`: a
 /// `[B, C, 1, 1]` mask is PyTorch's Dropout2d, a full-shape mask is plain Dropout.
-pub fn dropout<const D: usize>(x: Tensor<D>, p: f64, mask_shape: [usize; D], rng: &mut StdRng) -> Tensor<D> {
+pub fn dropout<const D: usize>(
+    x: Tensor<D>,
+    p: f64,
+    mask_shape: [usize; D],
+    rng: &mut StdRng,
+) -> Tensor<D> {
     if p <= 0.0 {
         return x;
     }
     let keep = 1.0 - p;
     let scale = (1.0 / keep) as f32;
     let n: usize = mask_shape.iter().product();
-    let mask: Vec<f32> = (0..n).map(|_| if rng.random_bool(keep) { scale } else { 0.0 }).collect();
+    let mask: Vec<f32> = (0..n)
+        .map(|_| if rng.random_bool(keep) { scale } else { 0.0 })
+        .collect();
     let mask = Tensor::from_data(TensorData::new(mask, mask_shape), &x.device());
     x * mask
 }

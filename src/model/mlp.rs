@@ -17,8 +17,15 @@ pub struct Mlp {
 
 impl Mlp {
     fn new(rng: &mut StdRng, sizes: &[usize], slope: f64, dropout: f64, device: &Device) -> Self {
-        let layers = sizes.windows(2).map(|w| init::linear(rng, w[0], w[1], device)).collect();
-        Mlp { layers, slope, dropout }
+        let layers = sizes
+            .windows(2)
+            .map(|w| init::linear(rng, w[0], w[1], device))
+            .collect();
+        Mlp {
+            layers,
+            slope,
+            dropout,
+        }
     }
 
     /// Without a dropout RNG, dropout is off (evaluation).
@@ -50,7 +57,9 @@ impl MlpGenerator {
             .chain(opts.g_hidden.iter().copied())
             .chain(std::iter::once(28 * 28))
             .collect();
-        MlpGenerator { mlp: Mlp::new(rng, &sizes, opts.leaky_slope, opts.dropout, device) }
+        MlpGenerator {
+            mlp: Mlp::new(rng, &sizes, opts.leaky_slope, opts.dropout, device),
+        }
     }
 
     pub fn forward(&self, z: Tensor<2>, dropout_rng: Option<&mut StdRng>) -> Tensor<4> {
@@ -71,11 +80,14 @@ impl MlpDiscriminator {
             .chain(opts.d_hidden.iter().copied())
             .chain(std::iter::once(1))
             .collect();
-        MlpDiscriminator { mlp: Mlp::new(rng, &sizes, opts.leaky_slope, opts.dropout, device) }
+        MlpDiscriminator {
+            mlp: Mlp::new(rng, &sizes, opts.leaky_slope, opts.dropout, device),
+        }
     }
 
     pub fn forward(&self, images: Tensor<4>, dropout_rng: Option<&mut StdRng>) -> Tensor<2> {
         let batch = images.dims()[0];
-        self.mlp.forward(images.reshape([batch, 28 * 28]), dropout_rng)
+        self.mlp
+            .forward(images.reshape([batch, 28 * 28]), dropout_rng)
     }
 }

@@ -85,7 +85,11 @@ pub struct ClassicOptions {
 
 impl Default for ClassicOptions {
     fn default() -> Self {
-        ClassicOptions { latent_dim: default_latent(), g_channels: [256, 128, 64], d_channels: [64, 128, 256] }
+        ClassicOptions {
+            latent_dim: default_latent(),
+            g_channels: [256, 128, 64],
+            d_channels: [64, 128, 256],
+        }
     }
 }
 
@@ -139,7 +143,10 @@ impl ModelConfig {
         let mut out = Vec::new();
         let mut positive = |key: &'static str, values: &[usize]| {
             if values.is_empty() || values.contains(&0) {
-                out.push((key, format!("must be a non-empty list of positive sizes, got {values:?}")));
+                out.push((
+                    key,
+                    format!("must be a non-empty list of positive sizes, got {values:?}"),
+                ));
             }
         };
         match self {
@@ -153,7 +160,13 @@ impl ModelConfig {
                 positive("g_channels", &o.g_channels);
                 positive("d_channels", &o.d_channels);
                 if o.d_channels.len() > 5 {
-                    out.push(("d_channels", format!("at most 5 blocks fit a 32x32 image, got {}", o.d_channels.len())));
+                    out.push((
+                        "d_channels",
+                        format!(
+                            "at most 5 blocks fit a 32x32 image, got {}",
+                            o.d_channels.len()
+                        ),
+                    ));
                 }
             }
             ModelConfig::DcganClassic(o) => {
@@ -171,7 +184,10 @@ impl ModelConfig {
             ModelConfig::Gan(o) => {
                 probability("dropout", o.dropout);
                 if !(o.leaky_slope.is_finite() && o.leaky_slope >= 0.0) {
-                    out.push(("leaky_slope", format!("must be >= 0, got {}", o.leaky_slope)));
+                    out.push((
+                        "leaky_slope",
+                        format!("must be >= 0, got {}", o.leaky_slope),
+                    ));
                 }
             }
             ModelConfig::Dcgan(o) => {
@@ -180,7 +196,10 @@ impl ModelConfig {
                     out.push(("bn_eps", format!("must be > 0, got {}", o.bn_eps)));
                 }
                 if !(0.0..=1.0).contains(&o.bn_momentum) {
-                    out.push(("bn_momentum", format!("must be in [0, 1], got {}", o.bn_momentum)));
+                    out.push((
+                        "bn_momentum",
+                        format!("must be in [0, 1], got {}", o.bn_momentum),
+                    ));
                 }
             }
             ModelConfig::DcganClassic(_) => {}

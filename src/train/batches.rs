@@ -19,7 +19,14 @@ pub struct Batches {
 
 impl Batches {
     pub fn new(pixels: Vec<f32>, side: usize, batch_size: usize, seed: u64) -> Self {
-        Batches { pixels, image_len: side * side, side, batch_size, seed, order: None }
+        Batches {
+            pixels,
+            image_len: side * side,
+            side,
+            batch_size,
+            seed,
+            order: None,
+        }
     }
 
     pub fn len_images(&self) -> usize {

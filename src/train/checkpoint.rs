@@ -49,17 +49,39 @@ fn step_dir(run_dir: &Path, step: u64) -> PathBuf {
 }
 
 /// Writes a checkpoint for `step` and returns its directory.
-pub fn save(run_dir: &Path, meta: &CheckpointMeta, state: TrainingState) -> anyhow::Result<PathBuf> {
+pub fn save(
+    run_dir: &Path,
+    meta: &CheckpointMeta,
+    state: TrainingState,
+) -> anyhow::Result<PathBuf> {
     let target = step_dir(run_dir, meta.step);
     let tmp = temp_sibling(&target);
     let write = || -> anyhow::Result<()> {
         std::fs::create_dir_all(&tmp)?;
         let module_bytes = |m: ModuleRecord| m.into_bytes().map_err(|e| anyhow::anyhow!("{e}"));
         let files: [(&str, Bytes); 4] = [
-            (GENERATOR, module_bytes(state.generator.clone().into_record())?),
-            (DISCRIMINATOR, module_bytes(state.discriminator.clone().into_record())?),
-            (GENERATOR_OPTIM, state.generator_optim.into_bytes().map_err(|e| anyhow::anyhow!("{e}"))?),
-            (DISCRIMINATOR_OPTIM, state.discriminator_optim.into_bytes().map_err(|e| anyhow::anyhow!("{e}"))?),
+            (
+                GENERATOR,
+                module_bytes(state.generator.clone().into_record())?,
+            ),
+            (
+                DISCRIMINATOR,
+                module_bytes(state.discriminator.clone().into_record())?,
+            ),
+            (
+                GENERATOR_OPTIM,
+                state
+                    .generator_optim
+                    .into_bytes()
+                    .map_err(|e| anyhow::anyhow!("{e}"))?,
+            ),
+            (
+                DISCRIMINATOR_OPTIM,
+                state
+                    .discriminator_optim
+                    .into_bytes()
+                    .map_err(|e| anyhow::anyhow!("{e}"))?,
+            ),
         ];
         for (name, bytes) in files {
             std::fs::write(tmp.join(name), &bytes[..])?;
@@ -71,16 +93,19 @@ pub fn save(run_dir: &Path, meta: &CheckpointMeta, state: TrainingState) -> anyh
         std::fs::rename(&tmp, &target)?;
         Ok(())
     };
-    write().inspect_err(|_| {
-        let _ = std::fs::remove_dir_all(&tmp);
-    })
-    .with_context(|| format!("writing checkpoint {}", target.display()))?;
+    write()
+        .inspect_err(|_| {
+            let _ = std::fs::remove_dir_all(&tmp);
+        })
+        .with_context(|| format!("writing checkpoint {}", target.display()))?;
     Ok(target)
 }
 
 /// The complete checkpoints of a run, oldest first.
 pub fn list(run_dir: &Path) -> Vec<(u64, PathBuf)> {
-    let Ok(entries) = std::fs::read_dir(checkpoints_dir(run_dir)) else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir(checkpoints_dir(run_dir)) else {
+        return Vec::new();
+    };
     let mut found: Vec<(u64, PathBuf)> = entries
         .filter_map(Result::ok)
         .filter_map(|e| {
@@ -101,7 +126,8 @@ pub fn prune(run_dir: &Path, keep: usize, protect: u64) -> anyhow::Result<Vec<u6
     let mut removed = Vec::new();
     for (step, path) in all.into_iter().take(excess) {
         if step != protect {
-            std::fs::remove_dir_all(&path).with_context(|| format!("removing {}", path.display()))?;
+            std::fs::remove_dir_all(&path)
+                .with_context(|| format!("removing {}", path.display()))?;
             removed.push(step);
         }
     }
@@ -120,13 +146,17 @@ pub fn resolve(path: &Path) -> anyhow::Result<PathBuf> {
     if let Some((_, latest)) = list(path).pop() {
         return Ok(latest);
     }
-    bail!("{}: not a checkpoint, nor a run directory with checkpoints", path.display())
+    bail!(
+        "{}: not a checkpoint, nor a run directory with checkpoints",
+        path.display()
+    )
 }
 
 pub fn read_meta(dir: &Path) -> anyhow::Result<CheckpointMeta> {
     let path = dir.join(META);
     let text = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_slice(&text).with_context(|| format!("{}: corrupt checkpoint metadata", path.display()))
+    serde_json::from_slice(&text)
+        .with_context(|| format!("{}: corrupt checkpoint metadata", path.display()))
 }
 
 fn read_bytes(dir: &Path, name: &str) -> anyhow::Result<Bytes> {
@@ -138,7 +168,9 @@ fn read_bytes(dir: &Path, name: &str) -> anyhow::Result<Bytes> {
 fn load_module<M: Module>(module: M, dir: &Path, name: &str) -> anyhow::Result<M> {
     let record = ModuleRecord::from_bytes(read_bytes(dir, name)?)
         .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join(name).display()))?;
-    module.try_load_record(record).map_err(|e| anyhow::anyhow!("{}: {e}", dir.join(name).display()))
+    module
+        .try_load_record(record)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join(name).display()))
 }
 
 /// Loads the generator's weights into `generator` (built from the checkpoint's config).
@@ -155,7 +187,8 @@ pub fn load_training(
     discriminator_optim: ModuleOptimizer,
 ) -> anyhow::Result<(Generator, Discriminator, ModuleOptimizer, ModuleOptimizer)> {
     let optim = |o: ModuleOptimizer, name: &str| {
-        o.from_bytes(read_bytes(dir, name)?).map_err(|e| anyhow::anyhow!("{}: {e}", dir.join(name).display()))
+        o.from_bytes(read_bytes(dir, name)?)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join(name).display()))
     };
     Ok((
         load_module(generator, dir, GENERATOR)?,
@@ -167,7 +200,11 @@ pub fn load_training(
 
 /// Makes sure a checkpoint can continue a run of `config`: everything but the length of
 /// training and the logging settings must be the same.
-pub fn check_compatible(meta: &CheckpointMeta, config: &RunConfig, dir: &Path) -> anyhow::Result<()> {
+pub fn check_compatible(
+    meta: &CheckpointMeta,
+    config: &RunConfig,
+    dir: &Path,
+) -> anyhow::Result<()> {
     let essence = |c: &RunConfig| {
         let mut c = c.clone();
         (c.train.steps, c.train.epochs, c.log) = (None, None, Default::default());

@@ -20,7 +20,11 @@ mod tests {
         let x = Tensor::<2>::from_floats([[0.0], [2.0], [-3.0]], &device);
         let sig = |v: f64| 1.0 / (1.0 + (-v).exp());
         let expected_real = -[0.0, 2.0, -3.0].iter().map(|&v| sig(v).ln()).sum::<f64>() / 3.0;
-        let expected_fake = -[0.0, 2.0, -3.0].iter().map(|&v| (1.0 - sig(v)).ln()).sum::<f64>() / 3.0;
+        let expected_fake = -[0.0, 2.0, -3.0]
+            .iter()
+            .map(|&v| (1.0 - sig(v)).ln())
+            .sum::<f64>()
+            / 3.0;
         let real: f32 = bce_with_logits(x.clone(), true).into_scalar();
         let fake: f32 = bce_with_logits(x, false).into_scalar();
         assert!((real as f64 - expected_real).abs() < 1e-5);

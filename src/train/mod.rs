@@ -43,9 +43,14 @@ pub struct Losses {
 pub enum Status {
     Finished,
     /// A loss became NaN or infinite at `step`; training stopped there.
-    Diverged { step: u64, losses: Losses },
+    Diverged {
+        step: u64,
+        losses: Losses,
+    },
     /// The observer asked to stop; the last checkpoint is at `step`.
-    Interrupted { step: u64 },
+    Interrupted {
+        step: u64,
+    },
 }
 
 /// The result of [`train`].
@@ -91,13 +96,18 @@ fn optimizer(train: &TrainConfig) -> ModuleOptimizer {
             .with_epsilon(1e-8)
             .init(),
         // PyTorch's RMSprop defaults: alpha 0.99, eps 1e-8, no momentum.
-        OptimizerKind::Rmsprop => RmsPropConfig::new().with_momentum(0.0).with_epsilon(1e-8).init(),
+        OptimizerKind::Rmsprop => RmsPropConfig::new()
+            .with_momentum(0.0)
+            .with_epsilon(1e-8)
+            .init(),
     }
 }
 
 /// `n` latent vectors from N(0, 1).
 pub fn latents(rng: &mut StdRng, n: usize, latent_dim: usize, device: &Device) -> Tensor<2> {
-    let values: Vec<f32> = (0..n * latent_dim).map(|_| StandardNormal.sample(rng)).collect();
+    let values: Vec<f32> = (0..n * latent_dim)
+        .map(|_| StandardNormal.sample(rng))
+        .collect();
     Tensor::from_data(TensorData::new(values, [n, latent_dim]), device)
 }
 
@@ -106,10 +116,18 @@ pub fn latents(rng: &mut StdRng, n: usize, latent_dim: usize, device: &Device) -
 pub fn sample(generator: &Generator, model: &ModelConfig, n: usize, seed: u64) -> ImageBatch {
     let generator = generator.valid();
     let device = crate::backend::device();
-    let z = latents(&mut rng_for(seed, Stream::Samples, 0), n, model.latent_dim(), &device);
+    let z = latents(
+        &mut rng_for(seed, Stream::Samples, 0),
+        n,
+        model.latent_dim(),
+        &device,
+    );
     let mut dropout_rng = rng_for(seed, Stream::Samples, 1);
     let images = generator.forward(z, model.sample_dropout().then_some(&mut dropout_rng));
-    let values = images.into_data().try_to_vec::<f32>().expect("generator output is f32");
+    let values = images
+        .into_data()
+        .try_to_vec::<f32>()
+        .expect("generator output is f32");
     ImageBatch::from_unit(&values, model.image_side())
 }
 
@@ -128,7 +146,8 @@ impl Trainer {
     pub fn new(config: &RunConfig, train_images: &Digits) -> Self {
         let device = training_device();
         let model = &config.model;
-        let (generator, discriminator) = model.build(&mut rng_for(config.train.seed, Stream::Init, 0), &device);
+        let (generator, discriminator) =
+            model.build(&mut rng_for(config.train.seed, Stream::Init, 0), &device);
         let side = model.image_side();
         let batches = Batches::new(
             train_images.resized(side).to_unit_range(),
@@ -160,7 +179,10 @@ impl Trainer {
         let n = real.dims()[0];
         let z = latents(&mut rng, n, latent_dim, &self.device);
         let fake = self.generator.forward(z, Some(&mut rng));
-        let g_loss = bce_with_logits(self.discriminator.forward(fake.clone(), Some(&mut rng)), true);
+        let g_loss = bce_with_logits(
+            self.discriminator.forward(fake.clone(), Some(&mut rng)),
+            true,
+        );
         let mut grads = g_loss.backward();
         let grads = GradientsParams::from_module(&mut grads, &self.generator);
         self.generator = self.generator_optim.step(lr, self.generator.clone(), grads);
@@ -173,12 +195,20 @@ impl Trainer {
                 let z = latents(&mut rng, real.dims()[0], latent_dim, &self.device);
                 fake = self.generator.forward(z, Some(&mut rng)).detach();
             }
-            let real_loss = bce_with_logits(self.discriminator.forward(real.clone(), Some(&mut rng)), true);
-            let fake_loss = bce_with_logits(self.discriminator.forward(fake.clone(), Some(&mut rng)), false);
+            let real_loss = bce_with_logits(
+                self.discriminator.forward(real.clone(), Some(&mut rng)),
+                true,
+            );
+            let fake_loss = bce_with_logits(
+                self.discriminator.forward(fake.clone(), Some(&mut rng)),
+                false,
+            );
             let loss = (real_loss + fake_loss).div_scalar(2.0);
             let mut grads = loss.backward();
             let grads = GradientsParams::from_module(&mut grads, &self.discriminator);
-            self.discriminator = self.discriminator_optim.step(lr, self.discriminator.clone(), grads);
+            self.discriminator =
+                self.discriminator_optim
+                    .step(lr, self.discriminator.clone(), grads);
             d_loss = Some(loss);
         }
         Losses {
@@ -188,7 +218,10 @@ impl Trainer {
     }
 
     fn save_checkpoint(&self, run_dir: &Path, step: u64) -> anyhow::Result<PathBuf> {
-        let meta = CheckpointMeta { step, config: self.config.clone() };
+        let meta = CheckpointMeta {
+            step,
+            config: self.config.clone(),
+        };
         let state = TrainingState {
             generator: &self.generator,
             discriminator: &self.discriminator,
@@ -200,7 +233,12 @@ impl Trainer {
 
     fn save_sample(&self, run_dir: &Path, step: u64) -> anyhow::Result<PathBuf> {
         let grid = self.config.log.grid;
-        let images = sample(&self.generator, &self.config.model, grid * grid, self.config.train.seed);
+        let images = sample(
+            &self.generator,
+            &self.config.model,
+            grid * grid,
+            self.config.train.seed,
+        );
         let path = run_dir.join("samples").join(format!("step-{step:08}.png"));
         images.save(&path, grid)?;
         Ok(path)
@@ -208,7 +246,9 @@ impl Trainer {
 
     /// Loads the latest checkpoint of `run_dir`, if any; returns its step.
     fn resume(&mut self, run_dir: &Path) -> anyhow::Result<Option<u64>> {
-        let Some((step, dir)) = checkpoint::list(run_dir).pop() else { return Ok(None) };
+        let Some((step, dir)) = checkpoint::list(run_dir).pop() else {
+            return Ok(None);
+        };
         let meta = checkpoint::read_meta(&dir)?;
         checkpoint::check_compatible(&meta, &self.config, &dir)?;
         let (g, d, go, dop) = checkpoint::load_training(
@@ -218,7 +258,12 @@ impl Trainer {
             optimizer(&self.config.train),
             optimizer(&self.config.train),
         )?;
-        (self.generator, self.discriminator, self.generator_optim, self.discriminator_optim) = (g, d, go, dop);
+        (
+            self.generator,
+            self.discriminator,
+            self.generator_optim,
+            self.discriminator_optim,
+        ) = (g, d, go, dop);
         Ok(Some(step))
     }
 }
@@ -237,34 +282,52 @@ impl LossLog {
             .unwrap_or_default()
             .lines()
             .skip(1)
-            .filter(|l| l.split(',').next().and_then(|s| s.parse::<u64>().ok()).is_some_and(|s| s <= keep_through))
+            .filter(|l| {
+                l.split(',')
+                    .next()
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .is_some_and(|s| s <= keep_through)
+            })
             .map(|l| format!("{l}\n"))
             .collect();
         crate::fsutil::write_atomic(&path, format!("step,d_loss,g_loss\n{kept}").as_bytes())?;
         let file = std::fs::OpenOptions::new().append(true).open(&path)?;
-        Ok(LossLog { writer: std::io::BufWriter::new(file), path })
+        Ok(LossLog {
+            writer: std::io::BufWriter::new(file),
+            path,
+        })
     }
 
     fn push(&mut self, step: u64, losses: Losses) -> anyhow::Result<()> {
-        writeln!(self.writer, "{step},{},{}", losses.d, losses.g).with_context(|| self.path.display().to_string())
+        writeln!(self.writer, "{step},{},{}", losses.d, losses.g)
+            .with_context(|| self.path.display().to_string())
     }
 
     fn flush(&mut self) -> anyhow::Result<()> {
-        self.writer.flush().with_context(|| self.path.display().to_string())
+        self.writer
+            .flush()
+            .with_context(|| self.path.display().to_string())
     }
 }
 
 /// Trains (or resumes) the run of `config` in `run_dir`, reporting to `observer`.
-pub fn train(config: &RunConfig, run_dir: &Path, observer: &mut dyn Observer) -> anyhow::Result<Outcome> {
+pub fn train(
+    config: &RunConfig,
+    run_dir: &Path,
+    observer: &mut dyn Observer,
+) -> anyhow::Result<Outcome> {
     let start = Instant::now();
     let train_images = Digits::load(&config.data.resolved_dir(), Split::Train)?;
     let total = config.train.total_steps(train_images.len());
     let mut trainer = Trainer::new(config, &train_images);
     drop(train_images);
-    std::fs::create_dir_all(run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
-    crate::fsutil::write_atomic(&run_dir.join("config.toml"), toml::to_string_pretty(config)?.as_bytes())?;
-
+    // Resume (or refuse an incompatible checkpoint) before writing anything into the run.
     let resumed_from = trainer.resume(run_dir)?;
+    std::fs::create_dir_all(run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    crate::fsutil::write_atomic(
+        &run_dir.join("config.toml"),
+        toml::to_string_pretty(config)?.as_bytes(),
+    )?;
     let first = resumed_from.unwrap_or(0);
     let mut log = LossLog::open(run_dir, first)?;
     let mut outcome = Outcome {
