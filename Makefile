@@ -34,6 +34,8 @@ test:
 test-full:
 	cargo test --release -- --include-ignored
 
-# ms per training step of the report's two models at batch 64 (synthetic data).
+# ms per training step of the report's two models at batch 64, ours and (when torch is
+# importable by $(TORCH_PYTHON)) the PyTorch reference, for 1 thread and all cores.
+TORCH_PYTHON ?= python3
 bench: build
-	$(RUNNER) bench --model gan --model dcgan --batch 64 --steps 10
+	TORCH_PYTHON=$(TORCH_PYTHON) python3 bench/compare.py $(RUNNER)

@@ -1,13 +1,21 @@
-//! `runner bench`: how long one training step takes, measured on synthetic digits.
+//! `runner bench`: how fast a training step is, against the machine's own arithmetic peak.
+//!
+//! Steps run on synthetic digits (timing does not depend on pixel values) after a warm-up;
+//! the figures are the median and spread of wall-clock ms per step, images per second, the
+//! step's analytic FLOPs and the GFLOP/s that makes. The peak is a large f32 matrix product
+//! through burn's own matmul (the same gemm the convolutions use), measured in the same process.
 
 use std::time::Instant;
+
+use burn::prelude::*;
+use burn::tensor::Distribution;
 
 use crate::data::Digits;
 use crate::model::{ClassicOptions, DcganOptions, GanOptions, ModelConfig};
 use crate::spec::RunConfig;
 use crate::train::Trainer;
 
-/// Timings of a benchmark, in milliseconds per step.
+/// Timings of one model, in milliseconds per step unless said otherwise.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct StepTimes {
     pub model: String,
@@ -18,6 +26,12 @@ pub struct StepTimes {
     pub min_ms: f64,
     pub max_ms: f64,
     pub images_per_s: f64,
+    pub gflop_per_step: f64,
+    pub gflop_per_s: f64,
+    /// Share of the measured machine peak, in percent.
+    pub percent_of_peak: f64,
+    /// Peak resident memory of the process so far, MiB.
+    pub peak_rss_mib: f64,
 }
 
 /// The report's model of an architecture, by name.
@@ -30,14 +44,46 @@ pub fn report_model(arch: &str) -> anyhow::Result<ModelConfig> {
     })
 }
 
+/// GFLOP/s of the best of a few `n` x `n` f32 matrix products on the CPU device.
+pub fn machine_peak_gflops(n: usize) -> f64 {
+    let device = crate::backend::device();
+    let a = Tensor::<2>::random([n, n], Distribution::Default, &device);
+    let b = Tensor::<2>::random([n, n], Distribution::Default, &device);
+    let _ = a.clone().matmul(b.clone()).into_data(); // warm-up
+    let best = (0..3)
+        .map(|_| {
+            let start = Instant::now();
+            let _ = a.clone().matmul(b.clone()).into_data();
+            start.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min);
+    2.0 * (n as f64).powi(3) / best / 1e9
+}
+
+/// Peak resident set size of this process (Linux `VmHWM`), MiB; 0 where unknown.
+pub fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+            line.split_whitespace().nth(1)?.parse::<f64>().ok()
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
 /// Times `steps` training steps of `model` at `batch` after `warmup` untimed ones.
-pub fn time_steps(model: ModelConfig, batch: usize, warmup: usize, steps: usize) -> StepTimes {
+pub fn time_steps(
+    model: ModelConfig,
+    batch: usize,
+    warmup: usize,
+    steps: usize,
+    peak_gflops: f64,
+) -> StepTimes {
     let mut config = RunConfig {
         model,
         ..Default::default()
     };
     config.train.batch_size = batch;
-    // Synthetic digits: timing does not depend on pixel values.
     let n = batch * 4;
     let digits = Digits {
         pixels: (0..n * 784).map(|i| (i * 7 % 256) as u8).collect(),
@@ -57,6 +103,8 @@ pub fn time_steps(model: ModelConfig, batch: usize, warmup: usize, steps: usize)
         .collect();
     ms.sort_by(f64::total_cmp);
     let median = ms[ms.len() / 2];
+    let gflop = config.model.step_flops(batch, config.train.d_steps) as f64 / 1e9;
+    let gflop_per_s = gflop / (median / 1000.0);
     StepTimes {
         model: config.model.arch().to_string(),
         batch,
@@ -66,5 +114,25 @@ pub fn time_steps(model: ModelConfig, batch: usize, warmup: usize, steps: usize)
         min_ms: ms[0],
         max_ms: ms[ms.len() - 1],
         images_per_s: batch as f64 * 1000.0 / median,
+        gflop_per_step: gflop,
+        gflop_per_s,
+        percent_of_peak: 100.0 * gflop_per_s / peak_gflops,
+        peak_rss_mib: peak_rss_mib(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_dcgan_step_is_about_45_gflop() {
+        // SEED.md: one DCGAN step at batch 64 is about 45 GFLOP (analytic).
+        let gflop = report_model("dcgan").unwrap().step_flops(64, 1) as f64 / 1e9;
+        assert!((43.0..47.0).contains(&gflop), "{gflop}");
+        let (g, d) = report_model("gan").unwrap().forward_flops(1);
+        assert_eq!(g, 2 * (100 * 32 + 32 * 64 + 64 * 128 + 128 * 784));
+        assert_eq!(d, 2 * (784 * 128 + 128 * 64 + 64 * 32 + 32));
+        assert!(report_model("vae").is_err());
     }
 }

@@ -177,7 +177,16 @@ pub struct BenchArgs {
     pub steps: usize,
     #[arg(long, default_value_t = 2)]
     pub warmup: usize,
-    /// Print JSON lines instead of a table.
+    /// Worker threads (default: all cores).
     #[arg(long)]
-    pub json: bool,
+    pub threads: Option<usize>,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: BenchFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchFormat {
+    Table,
+    /// One JSON object per model, per line.
+    Json,
 }

@@ -189,26 +189,64 @@ pub fn bench(
     batch: usize,
     warmup: usize,
     steps: usize,
+    threads: Option<usize>,
     json: bool,
 ) -> Result<()> {
     anyhow::ensure!(
         batch > 0 && steps > 0,
         "--batch and --steps must be at least 1"
     );
+    if let Some(threads) = threads {
+        anyhow::ensure!(threads > 0, "--threads must be at least 1");
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build_global()?;
+    }
+    let models = models
+        .iter()
+        .map(|m| crate::bench::report_model(m))
+        .collect::<Result<Vec<_>>>()?;
+    let peak = crate::bench::machine_peak_gflops(2048);
     if !json {
         println!(
-            "{:<14} {:>5} {:>7} {:>10} {:>10} {:>10} {:>9}",
-            "model", "batch", "threads", "median ms", "min ms", "max ms", "images/s"
+            "machine peak (2048^3 f32 matmul, {} threads): {peak:.1} GFLOP/s",
+            rayon::current_num_threads()
+        );
+        println!(
+            "{:<14} {:>5} {:>7} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>6} {:>8}",
+            "model",
+            "batch",
+            "threads",
+            "median ms",
+            "min ms",
+            "max ms",
+            "images/s",
+            "GFLOP",
+            "GFLOP/s",
+            "%peak",
+            "peak MiB"
         );
     }
-    for name in models {
-        let t = crate::bench::time_steps(crate::bench::report_model(name)?, batch, warmup, steps);
+    for model in models {
+        let t = crate::bench::time_steps(model, batch, warmup, steps, peak);
         if json {
-            println!("{}", serde_json::to_string(&t)?);
+            let mut value = serde_json::to_value(&t)?;
+            value["machine_peak_gflop_per_s"] = peak.into();
+            println!("{value}");
         } else {
             println!(
-                "{:<14} {:>5} {:>7} {:>10.1} {:>10.1} {:>10.1} {:>9.0}",
-                t.model, t.batch, t.threads, t.median_ms, t.min_ms, t.max_ms, t.images_per_s
+                "{:<14} {:>5} {:>7} {:>9.1} {:>9.1} {:>9.1} {:>8.0} {:>8.2} {:>8.1} {:>6.1} {:>8.0}",
+                t.model,
+                t.batch,
+                t.threads,
+                t.median_ms,
+                t.min_ms,
+                t.max_ms,
+                t.images_per_s,
+                t.gflop_per_step,
+                t.gflop_per_s,
+                t.percent_of_peak,
+                t.peak_rss_mib
             );
         }
     }

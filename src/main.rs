@@ -46,6 +46,13 @@ fn run(cli: Cli) -> Result<()> {
         Command::Query(a) => commands::query(&a.db.db, &a.sql, a.format),
         Command::Runs(a) => commands::runs(&a.db.db, a.experiment.as_deref(), a.format),
         Command::Show(a) => commands::show(&a.db.db, &a.run),
-        Command::Bench(a) => commands::bench(&a.models, a.batch, a.warmup, a.steps, a.json),
+        Command::Bench(a) => commands::bench(
+            &a.models,
+            a.batch,
+            a.warmup,
+            a.steps,
+            a.threads,
+            a.format == cli::BenchFormat::Json,
+        ),
     }
 }

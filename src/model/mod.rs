@@ -207,6 +207,63 @@ impl ModelConfig {
         out
     }
 
+    /// Analytic multiply-add FLOPs (2 per MAC) of one forward pass of G and of D on a batch:
+    /// linear and convolution layers only (activations, norms and resizes are a rounding error).
+    pub fn forward_flops(&self, batch: usize) -> (u64, u64) {
+        let linear = |i: usize, o: usize| 2 * i * o;
+        // A conv producing an `out_side` x `out_side` map, or a transposed conv reading an
+        // `in_side` map: 2 * Cin * Cout * k * k per position.
+        let conv = |ci: usize, co: usize, k: usize, side: usize| 2 * ci * co * k * k * side * side;
+        let (g, d) = match self {
+            ModelConfig::Gan(o) => {
+                let chain =
+                    |sizes: Vec<usize>| sizes.windows(2).map(|w| linear(w[0], w[1])).sum::<usize>();
+                let g = chain([vec![o.latent_dim], o.g_hidden.clone(), vec![784]].concat());
+                let d = chain([vec![784], o.d_hidden.clone(), vec![1]].concat());
+                (g, d)
+            }
+            ModelConfig::Dcgan(o) => {
+                let [c1, c2] = o.g_channels;
+                let s = dcgan::SIDE;
+                let g = linear(o.latent_dim, c1 * (s / 4) * (s / 4))
+                    + conv(c1, c1, 3, s / 2)
+                    + conv(c1, c2, 3, s)
+                    + conv(c2, 1, 3, s);
+                let (mut d, mut c_in, mut side) = (0, 1, s);
+                for &c in &o.d_channels {
+                    side /= 2;
+                    d += conv(c_in, c, 3, side);
+                    c_in = c;
+                }
+                (g, d + linear(c_in * side * side, 1))
+            }
+            ModelConfig::DcganClassic(o) => {
+                let [g1, g2, g3] = o.g_channels;
+                // ConvT FLOPs counted on the input side: 1, 4, 8, 16.
+                let g = conv(o.latent_dim, g1, 4, 1)
+                    + conv(g1, g2, 4, 4)
+                    + conv(g2, g3, 4, 8)
+                    + conv(g3, 1, 4, 16);
+                let [d1, d2, d3] = o.d_channels;
+                let d = conv(1, d1, 4, 16)
+                    + conv(d1, d2, 4, 8)
+                    + conv(d2, d3, 4, 4)
+                    + conv(d3, 1, 4, 1);
+                (g, d)
+            }
+        };
+        ((g * batch) as u64, (d * batch) as u64)
+    }
+
+    /// Analytic FLOPs of one training step with `d_steps` D steps: backward counted as twice
+    /// the forward. G step: G and D forward + backward (3G + 3D); each D step: D forward +
+    /// backward on a real and a fake batch (6D), plus a fresh G forward after the first.
+    pub fn step_flops(&self, batch: usize, d_steps: usize) -> u64 {
+        let (g, d) = self.forward_flops(batch);
+        let d_steps = d_steps.max(1) as u64;
+        3 * g + 3 * d + d_steps * 6 * d + (d_steps - 1) * g
+    }
+
     /// Builds G and D with the report's initialisation, drawn from `rng`.
     pub fn build(&self, rng: &mut StdRng, device: &Device) -> (Generator, Discriminator) {
         match self {
