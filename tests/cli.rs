@@ -143,3 +143,21 @@ fn generate_from_nothing_is_a_clear_error() {
         .failure()
         .stderr(predicate::str::contains("not a checkpoint"));
 }
+
+#[test]
+fn bench_reports_step_times_flops_and_peak_as_json() {
+    let out = runner()
+        .args(["bench", "--model", "gan", "--steps", "3", "--warmup", "1", "--threads", "1", "--format", "json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let row: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(row["model"], "gan");
+    assert_eq!(row["threads"], 1);
+    assert!(row["median_ms"].as_f64().unwrap() > 0.0);
+    assert!(row["gflop_per_step"].as_f64().unwrap() > 0.1);
+    assert!(row["machine_peak_gflop_per_s"].as_f64().unwrap() > 0.0);
+    runner().args(["bench", "--model", "vae"]).assert().failure().stderr(predicate::str::contains("unknown model"));
+}
