@@ -357,15 +357,19 @@ impl Spec {
         Ok(spec)
     }
 
-    /// The swept paths and their value lists, in a stable (sorted) order.
-    pub fn sweep_axes(&self) -> Vec<(String, Vec<toml::Value>)> {
+    /// The swept paths and their value lists, sorted by path. A swept value that is not a
+    /// non-empty list is an error (`sweep.<path>`, message).
+    fn sweep_axes(&self) -> Result<Vec<(String, Vec<toml::Value>)>, (String, String)> {
         let mut flat = Vec::new();
         flatten_sweep(&self.sweep, "", &mut flat);
         flat.sort_by(|a, b| a.0.cmp(&b.0));
         flat.into_iter()
             .map(|(path, value)| match value {
-                toml::Value::Array(items) => (path, items),
-                other => (path, vec![other]),
+                toml::Value::Array(items) if !items.is_empty() => Ok((path, items)),
+                _ => Err((
+                    format!("sweep.{path}"),
+                    "must be a non-empty list of values".into(),
+                )),
             })
             .collect()
     }
@@ -374,18 +378,8 @@ impl Spec {
     /// a validated config. A spec without `[sweep]` is a grid of one. Errors are
     /// (`sweep.<path>`, message).
     pub fn grid(&self) -> Result<Vec<GridPoint>, (String, String)> {
-        let axes = self.sweep_axes();
+        let axes = self.sweep_axes()?;
         let base = toml::Table::try_from(self.run_config()).expect("configs serialize");
-        let mut flat = Vec::new();
-        flatten_sweep(&self.sweep, "", &mut flat);
-        for (path, value) in &flat {
-            if !matches!(value, toml::Value::Array(items) if !items.is_empty()) {
-                return Err((
-                    format!("sweep.{path}"),
-                    "must be a non-empty list of values".into(),
-                ));
-            }
-        }
         let mut points = vec![Vec::<(String, toml::Value)>::new()];
         for (path, values) in &axes {
             points = points
@@ -444,7 +438,11 @@ impl Spec {
 
     /// The swept paths, in the order grid points list them.
     pub fn swept_keys(&self) -> Vec<String> {
-        self.sweep_axes().into_iter().map(|(k, _)| k).collect()
+        let mut flat = Vec::new();
+        flatten_sweep(&self.sweep, "", &mut flat);
+        let mut keys: Vec<String> = flat.into_iter().map(|(k, _)| k).collect();
+        keys.sort();
+        keys
     }
 }
 

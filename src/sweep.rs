@@ -233,9 +233,9 @@ pub fn run(
     let mut summary = Summary::default();
     let mut queue = VecDeque::new();
     for run in runs {
-        let finished = track::run_status(&reader, &run.id)?.as_deref() == Some("finished")
-            && train::checkpoint::list(&run.run_dir).last().is_some();
-        if finished && !options.force {
+        let has_checkpoint = !train::checkpoint::list(&run.run_dir).is_empty();
+        let finished = track::run_status(&reader, &run.id)?.as_deref() == Some("finished");
+        if finished && has_checkpoint && !options.force {
             summary.skipped += 1;
             continue;
         }
@@ -243,7 +243,8 @@ pub fn run(
             std::fs::remove_dir_all(&run.run_dir)
                 .with_context(|| format!("removing {}", run.run_dir.display()))?;
         }
-        let fresh = train::checkpoint::list(&run.run_dir).is_empty();
+        // Without a checkpoint to resume from, the run starts over: its old rows go.
+        let fresh = options.force || !has_checkpoint;
         queue.push_back((run, fresh));
     }
     drop(reader);

@@ -147,7 +147,19 @@ fn generate_from_nothing_is_a_clear_error() {
 #[test]
 fn bench_reports_step_times_flops_and_peak_as_json() {
     let out = runner()
-        .args(["bench", "--model", "gan", "--steps", "3", "--warmup", "1", "--threads", "1", "--format", "json"])
+        .args([
+            "bench",
+            "--model",
+            "gan",
+            "--steps",
+            "3",
+            "--warmup",
+            "1",
+            "--threads",
+            "1",
+            "--format",
+            "json",
+        ])
         .assert()
         .success()
         .get_output()
@@ -159,5 +171,9 @@ fn bench_reports_step_times_flops_and_peak_as_json() {
     assert!(row["median_ms"].as_f64().unwrap() > 0.0);
     assert!(row["gflop_per_step"].as_f64().unwrap() > 0.1);
     assert!(row["machine_peak_gflop_per_s"].as_f64().unwrap() > 0.0);
-    runner().args(["bench", "--model", "vae"]).assert().failure().stderr(predicate::str::contains("unknown model"));
+    runner()
+        .args(["bench", "--model", "vae"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("unknown model"));
 }
