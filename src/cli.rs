@@ -33,6 +33,11 @@ pub enum Command {
     Runs(RunsArgs),
     /// Show one run: its record, config, losses, samples and checkpoints.
     Show(ShowArgs),
+    /// Write the HTML report of the tracking database (index, experiments, runs).
+    Report(ReportArgs),
+    /// Score a generator (LeNet-FID, IS, precision/recall...), or with --real what real
+    /// digits and noise score.
+    Eval(EvalArgs),
     /// Time training steps of the report's models on synthetic data.
     Bench(BenchArgs),
 }
@@ -65,6 +70,21 @@ pub struct SweepArgs {
     /// A directory with the standard IDX files, overriding the spec's [data] dir.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Do not regenerate <results>/report when the sweep ends.
+    #[arg(long)]
+    pub no_report: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Only this experiment.
+    #[arg(long)]
+    pub experiment: Option<String>,
+    #[command(flatten)]
+    pub db: DbArg,
+    /// The site's directory (replaced whole on every run).
+    #[arg(long, default_value = "results/report")]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -92,6 +112,32 @@ pub struct RunsArgs {
 pub struct ShowArgs {
     /// A run id (or a unique prefix of one).
     pub run: String,
+    #[command(flatten)]
+    pub db: DbArg,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// A run id (or a unique prefix of one), a run directory or a checkpoint directory.
+    #[arg(required_unless_present = "real", conflicts_with = "real")]
+    pub target: Option<String>,
+    /// Score real training digits (the floor) and uniform noise (the ceiling) instead.
+    #[arg(long)]
+    pub real: bool,
+    /// Images to score.
+    #[arg(long, default_value_t = 10_000)]
+    pub samples: usize,
+    /// Noise seed (default: the run's seed, which reproduces its logged evaluation).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// With --real: the data set.
+    #[arg(long, value_enum, default_value = "mnist")]
+    pub dataset: DatasetName,
+    /// A directory with the standard IDX files (default: the run's, or data/<dataset>).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: ganrunner::query::Format,
     #[command(flatten)]
     pub db: DbArg,
 }

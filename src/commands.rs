@@ -117,6 +117,7 @@ pub fn sweep(
     db: &Path,
     results: &Path,
     data_dir: Option<&Path>,
+    write_report: bool,
 ) -> Result<()> {
     let spec = Spec::load(spec_path)?;
     let runs = sweep::plan(&spec, results, data_dir)?;
@@ -148,6 +149,13 @@ pub fn sweep(
         summary.interrupted,
         db.display()
     );
+    if write_report {
+        match crate::report::write(db, &results.join("report"), None) {
+            Ok(written) => println!("report: {}", written.index.display()),
+            // The runs are recorded; a report failure must not fail the sweep.
+            Err(err) => eprintln!("warning: the report could not be written: {err:#}"),
+        }
+    }
     if summary.failed + summary.diverged > 0 {
         println!(
             "see `runner runs --experiment {}` for the errors",
@@ -157,6 +165,17 @@ pub fn sweep(
     if summary.interrupted > 0 {
         bail!("interrupted; run the same command again to resume");
     }
+    Ok(())
+}
+
+pub fn report(db: &Path, out: &Path, experiment: Option<&str>) -> Result<()> {
+    let written = crate::report::write(db, out, experiment)?;
+    println!(
+        "report of {} experiments, {} runs: {}",
+        written.experiments,
+        written.runs,
+        written.index.display()
+    );
     Ok(())
 }
 
@@ -181,6 +200,41 @@ pub fn generate(checkpoint: &Path, n: usize, seed: u64, out: &Path) -> Result<()
         "wrote {n} samples of the step-{step} generator to {}",
         out.display()
     );
+    Ok(())
+}
+
+/// What `runner eval` was asked.
+pub struct EvalRequest<'a> {
+    pub target: Option<&'a str>,
+    pub real: bool,
+    pub samples: usize,
+    pub seed: Option<u64>,
+    pub dataset: DatasetName,
+    pub data_dir: Option<&'a Path>,
+    pub format: crate::query::Format,
+    pub db: &'a Path,
+}
+
+pub fn eval(req: EvalRequest) -> Result<()> {
+    let mut log = |line: &str| eprintln!("{line}");
+    let scored = if req.real {
+        let dir = data::dataset_dir(Path::new("data"), req.dataset, req.data_dir);
+        crate::score::calibration(&dir, &[28, 32], req.samples, req.seed.unwrap_or(0), &mut log)?
+    } else {
+        let target = req.target.context("name a run or a checkpoint, or pass --real")?;
+        let dir = crate::score::resolve_target(target, req.db)?;
+        let (config, scored) =
+            crate::score::score_checkpoint(&dir, req.samples, req.seed, req.data_dir, &mut log)?;
+        let step = scored.step.expect("a checkpoint has a step");
+        // Only the run's own evaluation noise is comparable with its logged evaluations.
+        if req.seed.is_none()
+            && let Some(id) = crate::score::record(req.db, &config, step, &scored.metrics)?
+        {
+            eprintln!("recorded as run {id}, step {step}, in {}", req.db.display());
+        }
+        vec![scored]
+    };
+    print!("{}", crate::score::rows(&scored).render(req.format)?);
     Ok(())
 }
 

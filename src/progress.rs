@@ -61,6 +61,19 @@ impl Observer for ProgressObserver {
             .println(format!("step {step}: checkpoint {}", path.display()));
     }
 
+    fn eval(&mut self, step: u64, metrics: &crate::eval::Metrics) {
+        self.message(&format!("step {step}: {}", metrics.summary()));
+    }
+
+    fn message(&mut self, line: &str) {
+        let line = format!("{} {line}", self.bar.prefix().trim());
+        if self.bar.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            self.bar.println(line);
+        }
+    }
+
     fn should_stop(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
     }

@@ -208,6 +208,20 @@ pub fn show(db: &Path, run_id: &str) -> Result<String> {
             cell(&last[2])
         ));
     }
+    let evals = run_sql(
+        db,
+        "SELECT step, max(CASE metric WHEN 'fid' THEN round(value, 3) END) AS fid,
+                max(CASE metric WHEN 'is' THEN round(value, 3) END) AS \"is\",
+                max(CASE metric WHEN 'precision' THEN round(value, 4) END) AS precision,
+                max(CASE metric WHEN 'recall' THEN round(value, 4) END) AS recall,
+                max(CASE metric WHEN 'coverage' THEN round(value, 4) END) AS coverage
+         FROM evals WHERE run_id = ?1 GROUP BY step ORDER BY step",
+        &[&id],
+    )?;
+    if !evals.rows.is_empty() {
+        out.push_str(&format!("\nevaluations ({}):\n", evals.rows.len()));
+        out.push_str(&evals.render(Format::Table)?);
+    }
     for (table, label) in [("samples", "samples"), ("checkpoints", "checkpoints")] {
         let files = run_sql(
             db,

@@ -119,6 +119,11 @@ pub struct LogConfig {
     pub keep_checkpoints: usize,
     /// Record D and G losses in the database every N steps (and at the first and last).
     pub metrics_every: u64,
+    /// Evaluate the generator (LeNet-FID, IS, precision/recall...) every N steps; 0 = only
+    /// at the end.
+    pub eval_every: u64,
+    /// Samples per evaluation; 0 turns evaluation off.
+    pub eval_samples: usize,
 }
 
 impl Default for LogConfig {
@@ -129,6 +134,8 @@ impl Default for LogConfig {
             grid: 5,
             keep_checkpoints: 3,
             metrics_every: 10,
+            eval_every: 0,
+            eval_samples: 10_000,
         }
     }
 }
@@ -194,6 +201,12 @@ impl RunConfig {
         }
         if l.metrics_every == 0 {
             bad("log.metrics_every", "must be at least 1".into());
+        }
+        if l.eval_samples == 1 {
+            bad(
+                "log.eval_samples",
+                "must be 0 (no evaluation) or at least 2 (a covariance needs two samples)".into(),
+            );
         }
         if l.grid == 0 || l.grid > 32 {
             bad("log.grid", format!("must be in 1..=32, got {}", l.grid));

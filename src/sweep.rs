@@ -144,6 +144,19 @@ impl Observer for RunObserver {
         });
     }
 
+    fn eval(&mut self, step: u64, metrics: &crate::eval::Metrics) {
+        self.progress.eval(step, metrics);
+        self.send(Event::Eval {
+            run_id: self.run_id.clone(),
+            step,
+            metrics: metrics.named(),
+        });
+    }
+
+    fn message(&mut self, line: &str) {
+        self.progress.message(line);
+    }
+
     fn checkpoint_removed(&mut self, step: u64) {
         self.send(Event::CheckpointRemoved {
             run_id: self.run_id.clone(),

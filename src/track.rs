@@ -66,6 +66,14 @@ CREATE TABLE checkpoints (
     PRIMARY KEY (run_id, step)
 );
 CREATE INDEX runs_by_experiment ON runs(experiment);
+"#, r#"
+CREATE TABLE evals (
+    run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    step   INTEGER NOT NULL,
+    metric TEXT NOT NULL,                  -- fid, is, class_kl, precision, recall, ...
+    value  REAL NOT NULL,
+    PRIMARY KEY (run_id, step, metric)
+);
 "#];
 
 /// The database's default place.
@@ -167,6 +175,12 @@ pub enum Event {
         run_id: String,
         step: u64,
         path: String,
+    },
+    /// One evaluation's metrics.
+    Eval {
+        run_id: String,
+        step: u64,
+        metrics: Vec<(String, f64)>,
     },
     /// Drops the rows of checkpoints deleted from disk.
     CheckpointRemoved { run_id: String, step: u64 },
@@ -276,7 +290,7 @@ fn apply(tx: &rusqlite::Transaction<'_>, event: Event) -> Result<()> {
         }
         Event::RunStarted { record, fresh } => {
             if fresh {
-                for table in ["metrics", "samples", "checkpoints"] {
+                for table in ["metrics", "samples", "checkpoints", "evals"] {
                     tx.execute(
                         &format!("DELETE FROM {table} WHERE run_id = ?1"),
                         [&record.id],
@@ -341,6 +355,18 @@ fn apply(tx: &rusqlite::Transaction<'_>, event: Event) -> Result<()> {
                 "INSERT OR REPLACE INTO checkpoints (run_id, step, path) VALUES (?1, ?2, ?3)",
                 params![run_id, step as i64, path],
             )?;
+        }
+        Event::Eval {
+            run_id,
+            step,
+            metrics,
+        } => {
+            for (metric, value) in metrics {
+                tx.execute(
+                    "INSERT OR REPLACE INTO evals (run_id, step, metric, value) VALUES (?1, ?2, ?3, ?4)",
+                    params![run_id, step as i64, metric, value],
+                )?;
+            }
         }
         Event::CheckpointRemoved { run_id, step } => {
             tx.execute(

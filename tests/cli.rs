@@ -50,6 +50,7 @@ batch_size = 8
 [log]
 sample_every = 3
 checkpoint_every = 3
+eval_samples = 0
 "#;
 
 #[test]

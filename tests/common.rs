@@ -48,5 +48,6 @@ pub fn tiny_run(model: ModelConfig, steps: u64) -> RunConfig {
     config.train.batch_size = 16;
     config.log.sample_every = 5;
     config.log.checkpoint_every = 5;
+    config.log.eval_samples = 0;
     config
 }

@@ -33,6 +33,7 @@ batch_size = 16
 sample_every = 10
 checkpoint_every = 10
 metrics_every = 1
+eval_samples = 0
 [sweep]
 "train.lr" = {lrs}
 "train.seed" = {seeds}
@@ -328,4 +329,57 @@ fn query_reads_and_refuses_writes() {
         "nothing was changed"
     );
     assert!(!dir.path().join("other.sqlite").exists());
+}
+
+#[test]
+fn sweeps_log_evaluations_and_eval_reproduces_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), 20, "[2e-4]", "[0]");
+    let text = std::fs::read_to_string(&spec)
+        .unwrap()
+        .replace("eval_samples = 0", "eval_samples = 120\neval_every = 10");
+    std::fs::write(&spec, text).unwrap();
+    sweep(dir.path(), &spec, &[]).success();
+    let conn = db(dir.path());
+    assert_eq!(
+        count(&conn, "SELECT count(DISTINCT step) FROM evals"),
+        2,
+        "evaluations at steps 10 and 20"
+    );
+    assert_eq!(
+        count(&conn, "SELECT count(*) FROM evals WHERE step = 20 AND metric IN ('fid', 'is', 'precision', 'recall', 'density', 'coverage', 'class_kl')"),
+        7
+    );
+    let (run, fid): (String, f64) = conn
+        .query_row(
+            "SELECT run_id, value FROM evals WHERE step = 20 AND metric = 'fid'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert!(fid.is_finite() && fid > 0.0);
+    let out = runner()
+        .current_dir(dir.path())
+        .args(["eval", &run[..6], "--samples", "120", "--format", "json"])
+        .arg("--data-dir")
+        .arg(fixture_dir())
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("recorded as run"))
+        .get_output()
+        .stdout
+        .clone();
+    let rows: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let again = rows[0]["fid"].as_f64().unwrap();
+    assert!((again - fid).abs() < 1e-3, "runner eval gives {again}, the run logged {fid}");
+    assert_eq!(rows[0]["step"], 20);
+    // Re-recording the same evaluation adds no rows.
+    assert_eq!(count(&db(dir.path()), "SELECT count(DISTINCT step) FROM evals"), 2);
+    // Unknown runs are named.
+    runner()
+        .current_dir(dir.path())
+        .args(["eval", "ffffffff"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("`ffffffff`"));
 }

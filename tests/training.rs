@@ -5,7 +5,7 @@ mod common;
 use common::{tiny_models, tiny_run};
 use ganrunner::model::{GanOptions, ModelConfig};
 use ganrunner::train::{
-    self, Status,
+    self, Observer, Status,
     rng::{Stream, rng_for},
 };
 
@@ -150,7 +150,7 @@ fn a_loaded_checkpoint_draws_the_same_samples() {
         std::fs::read(dir.path().join("samples/step-00000005.png")).unwrap(),
         "the training grid and a grid from the loaded checkpoint match"
     );
-    let samples = train::sample(&generator, &config.model, 4, 9);
+    let samples = train::sample(&generator, &config.model, 4, 9, Stream::Samples);
     assert_eq!(samples.len(), 4);
 }
 
@@ -215,4 +215,32 @@ fn a_run_directory_refuses_a_different_config_and_keeps_its_files() {
             .resumed_from,
         Some(5)
     );
+}
+
+#[test]
+fn evaluations_come_every_eval_every_steps_and_at_the_end_reproducibly() {
+    #[derive(Default)]
+    struct Evals(Vec<(u64, ganrunner::eval::Metrics)>);
+    impl Observer for Evals {
+        fn eval(&mut self, step: u64, metrics: &ganrunner::eval::Metrics) {
+            self.0.push((step, metrics.clone()));
+        }
+    }
+    let mut config = tiny_run(tiny_models()[0].clone(), 12);
+    (config.log.eval_every, config.log.eval_samples) = (5, 100);
+    let run = |dir: &std::path::Path| {
+        let mut evals = Evals::default();
+        train::train(&config, dir, &mut evals).unwrap();
+        evals.0
+    };
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let first = run(a.path());
+    assert_eq!(first.iter().map(|e| e.0).collect::<Vec<_>>(), [5, 10, 12]);
+    for (_, m) in &first {
+        assert_eq!(m.samples, 100);
+        assert!(m.fid.is_finite() && m.fid > 0.0, "{m:?}");
+        assert!((1.0..=10.0).contains(&m.inception_score), "{m:?}");
+        assert!((0.0..=1.0).contains(&m.precision) && (0.0..=1.0).contains(&m.recall));
+    }
+    assert_eq!(first, run(b.path()), "the same config and seed evaluate the same");
 }

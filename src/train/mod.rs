@@ -23,6 +23,7 @@ use rand::rngs::StdRng;
 use rand_distr::{Distribution, StandardNormal};
 
 use crate::data::{Digits, Split};
+use crate::eval::{Evaluator, Metrics};
 use crate::images::ImageBatch;
 use crate::model::{Discriminator, Generator, ModelConfig};
 use crate::spec::{OptimizerKind, RunConfig, TrainConfig};
@@ -75,6 +76,10 @@ pub trait Observer {
     fn checkpoint(&mut self, _step: u64, _path: &Path) {}
     /// A periodic checkpoint was deleted (see `keep_checkpoints`).
     fn checkpoint_removed(&mut self, _step: u64) {}
+    /// The generator was evaluated at `step`.
+    fn eval(&mut self, _step: u64, _metrics: &Metrics) {}
+    /// A line for the user (e.g. the evaluator's classifier training on first use).
+    fn message(&mut self, _line: &str) {}
     /// Polled after each step: `true` checkpoints and stops the run.
     fn should_stop(&self) -> bool {
         false
@@ -111,23 +116,39 @@ pub fn latents(rng: &mut StdRng, n: usize, latent_dim: usize, device: &Device) -
     Tensor::from_data(TensorData::new(values, [n, latent_dim]), device)
 }
 
+/// Images per generator forward pass when sampling many (bounds memory).
+const SAMPLE_CHUNK: usize = 500;
+
 /// Samples `n` images from a generator in evaluation mode (BatchNorm on running statistics);
-/// G's dropout stays on when the model samples that way (see `sample_dropout`).
-pub fn sample(generator: &Generator, model: &ModelConfig, n: usize, seed: u64) -> ImageBatch {
+/// G's dropout stays on when the model samples that way (see `sample_dropout`). The noise
+/// comes from `stream` of `seed`: [`Stream::Samples`] for the fixed-noise grids.
+pub fn sample(
+    generator: &Generator,
+    model: &ModelConfig,
+    n: usize,
+    seed: u64,
+    stream: Stream,
+) -> ImageBatch {
     let generator = generator.valid();
     let device = crate::backend::device();
-    let z = latents(
-        &mut rng_for(seed, Stream::Samples, 0),
-        n,
-        model.latent_dim(),
-        &device,
-    );
-    let mut dropout_rng = rng_for(seed, Stream::Samples, 1);
-    let images = generator.forward(z, model.sample_dropout().then_some(&mut dropout_rng));
-    let values = images
-        .into_data()
-        .try_to_vec::<f32>()
-        .expect("generator output is f32");
+    let mut latent_rng = rng_for(seed, stream, 0);
+    let mut dropout_rng = rng_for(seed, stream, 1);
+    let mut values = Vec::with_capacity(n * model.image_side() * model.image_side());
+    for start in (0..n).step_by(SAMPLE_CHUNK) {
+        let z = latents(
+            &mut latent_rng,
+            SAMPLE_CHUNK.min(n - start),
+            model.latent_dim(),
+            &device,
+        );
+        let images = generator.forward(z, model.sample_dropout().then_some(&mut dropout_rng));
+        values.extend(
+            images
+                .into_data()
+                .try_to_vec::<f32>()
+                .expect("generator output is f32"),
+        );
+    }
     ImageBatch::from_unit(&values, model.image_side())
 }
 
@@ -238,10 +259,23 @@ impl Trainer {
             &self.config.model,
             grid * grid,
             self.config.train.seed,
+            Stream::Samples,
         );
         let path = run_dir.join("samples").join(format!("step-{step:08}.png"));
         images.save(&path, grid)?;
         Ok(path)
+    }
+
+    /// Scores `eval_samples` fresh samples (the same noise at every step) with `evaluator`.
+    fn evaluate(&self, evaluator: &Evaluator) -> Metrics {
+        let images = sample(
+            &self.generator,
+            &self.config.model,
+            self.config.log.eval_samples,
+            self.config.train.seed,
+            Stream::Eval,
+        );
+        evaluator.evaluate(&images)
     }
 
     /// Loads the latest checkpoint of `run_dir`, if any; returns its step.
@@ -345,6 +379,7 @@ pub fn train(
     }
     observer.started(first, total);
     let logc = config.log.clone();
+    let mut evaluator = None;
     for step in first + 1..=total {
         let losses = trainer.step(step);
         outcome.steps = step;
@@ -360,6 +395,20 @@ pub fn train(
             let path = trainer.save_sample(run_dir, step)?;
             observer.sample(step, &path);
             outcome.final_sample = Some(path);
+        }
+        let eval_due = (logc.eval_every > 0 && step.is_multiple_of(logc.eval_every))
+            || step == total;
+        if logc.eval_samples > 0 && eval_due {
+            if evaluator.is_none() {
+                let mut message = |line: &str| observer.message(line);
+                evaluator = Some(Evaluator::new(
+                    &config.data.resolved_dir(),
+                    config.model.image_side(),
+                    &mut message,
+                )?);
+            }
+            let metrics = trainer.evaluate(evaluator.as_ref().expect("created above"));
+            observer.eval(step, &metrics);
         }
         if step.is_multiple_of(logc.checkpoint_every) || step == total || stop {
             log.flush()?;

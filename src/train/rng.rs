@@ -16,6 +16,8 @@ pub enum Stream {
     Shuffle = 3,
     /// The fixed noise of the sample grids (index 0: latents, 1: dropout).
     Samples = 4,
+    /// The samples an evaluation scores (index 0: latents, 1: dropout).
+    Eval = 5,
 }
 
 /// The generator of `stream` at `index` for `seed`.

@@ -1,0 +1,295 @@
+//! The evaluator's digit classifier: a LeNet trained by the runner itself, cached on disk.
+//!
+//! Two 5x5 conv layers (16 and 32 channels, ReLU, 2x2 max pooling) and two dense layers, the
+//! first 128 wide: its ReLU output is the feature space of LeNet-FID and precision/recall.
+//! Training is deterministic (host-seeded init and shuffling, as the GAN runs) and happens once
+//! per data set: the weights and their test accuracy are cached in `<data dir>/evaluator/`,
+//! keyed by a hash of the training files' contents, so a changed data set retrains.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context;
+use burn::module::{Module, Param};
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
+use burn::nn::{Linear, PaddingConfig2d};
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::prelude::*;
+use burn::store::ModuleRecord;
+use burn::tensor::activation::{relu, softmax};
+use burn::tensor::{Bytes, TensorData};
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+
+use crate::data::{Digits, Split, byte_to_unit};
+use crate::model::init;
+use crate::train::rng::{Stream, rng_for};
+
+/// The width of the feature layer.
+pub const FEATURES: usize = 128;
+/// The classifier's input side: MNIST's own.
+pub const SIDE: usize = 28;
+/// Bump when the architecture or the training recipe changes, so caches retrain.
+const VERSION: u32 = 1;
+const SEED: u64 = 20_260_101;
+const EPOCHS: usize = 3;
+const BATCH: usize = 128;
+const LR: f64 = 1e-3;
+/// Images per forward pass when only inferring.
+const INFER_BATCH: usize = 1000;
+
+#[derive(Module, Debug)]
+pub struct LeNet {
+    conv1: Conv2d,
+    conv2: Conv2d,
+    pool: MaxPool2d,
+    fc1: Linear,
+    fc2: Linear,
+}
+
+/// A conv layer initialised as PyTorch's default: weight and bias U(-k, k), k = 1/sqrt(fan_in).
+fn conv(rng: &mut rand::rngs::StdRng, c_in: usize, c_out: usize, device: &Device) -> Conv2d {
+    let mut conv = Conv2dConfig::new([c_in, c_out], [5, 5])
+        .with_padding(PaddingConfig2d::Explicit(2, 2, 2, 2))
+        .init(device);
+    let bound = 1.0 / ((c_in * 25) as f64).sqrt();
+    conv.weight = Param::from_tensor(init::uniform(rng, [c_out, c_in, 5, 5], bound, device));
+    conv.bias = Some(Param::from_tensor(init::uniform(rng, [c_out], bound, device)));
+    conv
+}
+
+impl LeNet {
+    fn new(device: &Device) -> Self {
+        let rng = &mut rng_for(SEED, Stream::Init, 0);
+        LeNet {
+            conv1: conv(rng, 1, 16, device),
+            conv2: conv(rng, 16, 32, device),
+            pool: MaxPool2dConfig::new([2, 2]).init(),
+            fc1: init::linear(rng, 32 * 7 * 7, FEATURES, device),
+            fc2: init::linear(rng, FEATURES, 10, device),
+        }
+    }
+
+    /// `[B, 1, 28, 28]` images in [-1, 1] -> (features `[B, 128]`, logits `[B, 10]`).
+    fn forward(&self, x: Tensor<4>) -> (Tensor<2>, Tensor<2>) {
+        let x = self.pool.forward(relu(self.conv1.forward(x)));
+        let x = self.pool.forward(relu(self.conv2.forward(x)));
+        let features = relu(self.fc1.forward(x.flatten(1, 3)));
+        let logits = self.fc2.forward(features.clone());
+        (features, logits)
+    }
+}
+
+/// What the classifier sees of a set of images: features and class probabilities, row-major.
+#[derive(Debug, Clone)]
+pub struct Outputs {
+    pub features: Vec<f32>,
+    pub probs: Vec<f32>,
+}
+
+impl Outputs {
+    pub fn len(&self) -> usize {
+        self.probs.len() / 10
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.probs.is_empty()
+    }
+
+    /// The most probable class of each image.
+    pub fn predictions(&self) -> Vec<u8> {
+        self.probs
+            .chunks(10)
+            .map(|p| {
+                (0..10)
+                    .max_by(|&a, &b| p[a].total_cmp(&p[b]))
+                    .expect("ten classes") as u8
+            })
+            .collect()
+    }
+}
+
+/// A trained classifier, in inference mode.
+pub struct Classifier {
+    model: LeNet,
+    device: Device,
+    /// Accuracy on the data set's test split.
+    pub test_accuracy: f64,
+    /// Where its weights are cached.
+    pub path: PathBuf,
+}
+
+/// `classifier.json`: what the cached weights are.
+#[derive(Debug, Serialize, Deserialize)]
+struct CacheMeta {
+    version: u32,
+    train_md5: String,
+    test_accuracy: f64,
+    epochs: usize,
+    train_seconds: f64,
+}
+
+fn train_md5(train: &Digits) -> String {
+    let mut bytes = train.pixels.clone();
+    bytes.extend_from_slice(&train.labels);
+    crate::data::fetch::md5_hex(&bytes)
+}
+
+impl Classifier {
+    /// The cached classifier of the data set in `data_dir`, trained first if there is none
+    /// (or the data changed). `log` receives one line per epoch while training.
+    pub fn load_or_train(data_dir: &Path, log: &mut dyn FnMut(&str)) -> anyhow::Result<Self> {
+        let train = Digits::load(data_dir, Split::Train)?;
+        anyhow::ensure!(
+            train.side == SIDE,
+            "{}: the evaluator needs 28x28 digits, found {}x{}",
+            data_dir.display(),
+            train.side,
+            train.side
+        );
+        let cache = data_dir.join("evaluator");
+        let (weights, meta_path) = (
+            cache.join(format!("lenet-v{VERSION}.bpk")),
+            cache.join(format!("lenet-v{VERSION}.json")),
+        );
+        let md5 = train_md5(&train);
+        let device = crate::backend::device();
+        if let Some(meta) = std::fs::read(&meta_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<CacheMeta>(&b).ok())
+            .filter(|m| m.version == VERSION && m.train_md5 == md5)
+        {
+            let record = std::fs::read(&weights)
+                .map_err(anyhow::Error::from)
+                .and_then(|b| {
+                    ModuleRecord::from_bytes(Bytes::from_bytes_vec(b))
+                        .map_err(|e| anyhow::anyhow!("{e}"))
+                })
+                .and_then(|r| {
+                    LeNet::new(&device)
+                        .try_load_record(r)
+                        .map_err(|e| anyhow::anyhow!("{e}"))
+                });
+            match record {
+                Ok(model) => {
+                    return Ok(Classifier {
+                        model,
+                        device,
+                        test_accuracy: meta.test_accuracy,
+                        path: weights,
+                    });
+                }
+                Err(e) => log(&format!(
+                    "{}: unreadable ({e:#}); retraining the classifier",
+                    weights.display()
+                )),
+            }
+        }
+        let test = Digits::load(data_dir, Split::Test)?;
+        let start = Instant::now();
+        let model = train_lenet(&train, log);
+        let mut classifier = Classifier {
+            model,
+            device,
+            test_accuracy: 0.0,
+            path: weights.clone(),
+        };
+        classifier.test_accuracy = classifier.accuracy(&test);
+        log(&format!(
+            "classifier: test accuracy {:.2}% after {EPOCHS} epochs ({:.0} s)",
+            100.0 * classifier.test_accuracy,
+            start.elapsed().as_secs_f64()
+        ));
+        let bytes = classifier
+            .model
+            .clone()
+            .into_record()
+            .into_bytes()
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        crate::fsutil::write_atomic(&weights, &bytes[..])
+            .with_context(|| format!("writing {}", weights.display()))?;
+        let meta = CacheMeta {
+            version: VERSION,
+            train_md5: md5,
+            test_accuracy: classifier.test_accuracy,
+            epochs: EPOCHS,
+            train_seconds: start.elapsed().as_secs_f64(),
+        };
+        crate::fsutil::write_atomic(&meta_path, &serde_json::to_vec_pretty(&meta)?)
+            .with_context(|| format!("writing {}", meta_path.display()))?;
+        Ok(classifier)
+    }
+
+    /// Features and class probabilities of 28x28 images given as bytes, image after image.
+    pub fn outputs(&self, pixels: &[u8]) -> Outputs {
+        let image_len = SIDE * SIDE;
+        let mut out = Outputs {
+            features: Vec::with_capacity(pixels.len() / image_len * FEATURES),
+            probs: Vec::with_capacity(pixels.len() / image_len * 10),
+        };
+        for chunk in pixels.chunks(INFER_BATCH * image_len) {
+            let n = chunk.len() / image_len;
+            let values: Vec<f32> = chunk.iter().map(|&p| byte_to_unit(p)).collect();
+            let x = Tensor::from_data(TensorData::new(values, [n, 1, SIDE, SIDE]), &self.device);
+            let (features, logits) = self.model.forward(x);
+            let to_vec = |t: Tensor<2>| t.into_data().try_to_vec::<f32>().expect("f32 outputs");
+            out.features.extend(to_vec(features));
+            out.probs.extend(to_vec(softmax(logits, 1)));
+        }
+        out
+    }
+
+    /// The fraction of `digits` classified correctly.
+    pub fn accuracy(&self, digits: &Digits) -> f64 {
+        let predicted = self.outputs(&digits.pixels).predictions();
+        let correct = predicted
+            .iter()
+            .zip(&digits.labels)
+            .filter(|(p, l)| p == l)
+            .count();
+        correct as f64 / digits.len().max(1) as f64
+    }
+}
+
+/// Adam on cross-entropy, `EPOCHS` passes over the training set in a seeded order.
+fn train_lenet(train: &Digits, log: &mut dyn FnMut(&str)) -> LeNet {
+    let device = crate::backend::device().autodiff();
+    let mut model = LeNet::new(&device);
+    let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
+    let loss_fn = CrossEntropyLossConfig::new().init(&device);
+    let image_len = SIDE * SIDE;
+    for epoch in 0..EPOCHS {
+        let start = Instant::now();
+        let mut order: Vec<usize> = (0..train.len()).collect();
+        order.shuffle(&mut rng_for(SEED, Stream::Shuffle, epoch as u64));
+        let mut loss_sum = 0.0;
+        let batches = order.chunks(BATCH).len();
+        for batch in order.chunks(BATCH) {
+            let mut pixels = Vec::with_capacity(batch.len() * image_len);
+            for &i in batch {
+                pixels.extend(train.image(i).iter().map(|&p| byte_to_unit(p)));
+            }
+            let labels: Vec<i64> = batch.iter().map(|&i| train.labels[i] as i64).collect();
+            let x = Tensor::from_data(
+                TensorData::new(pixels, [batch.len(), 1, SIDE, SIDE]),
+                &device,
+            );
+            let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [batch.len()]), &device);
+            let (_, logits) = model.forward(x);
+            let loss = loss_fn.forward(logits, y);
+            let mut grads = loss.backward();
+            loss_sum += loss.into_scalar::<f32>() as f64;
+            let grads = GradientsParams::from_module(&mut grads, &model);
+            model = optim.step(LR, model, grads);
+        }
+        log(&format!(
+            "classifier: epoch {}/{EPOCHS}, mean loss {:.4} ({:.0} s)",
+            epoch + 1,
+            loss_sum / batches as f64,
+            start.elapsed().as_secs_f64()
+        ));
+    }
+    model.valid()
+}

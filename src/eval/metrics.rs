@@ -1,0 +1,296 @@
+//! The sample-quality metrics, computed from classifier features and class probabilities.
+//!
+//! - Frechet distance between Gaussian fits of two feature sets (FID, here in LeNet space);
+//! - the classifier Inception Score, exp E[KL(p(y|x) || p(y))], between 1 and 10;
+//! - the predicted-class histogram and its KL divergence to uniform (0 = every class equally
+//!   often, ln 10 = a single class);
+//! - precision and recall (Kynkaanniemi et al. 2019): the share of generated samples inside the
+//!   real k-NN manifold, and of real samples inside the generated one;
+//! - density and coverage (Naeem et al. 2020).
+//!
+//! Distances are squared Euclidean; comparisons against squared radii give the same answers.
+
+use nalgebra::{DMatrix, DVector, SymmetricEigen};
+use rayon::prelude::*;
+
+/// k of precision and recall (Kynkaanniemi et al.).
+pub const PR_K: usize = 3;
+/// k of density and coverage (Naeem et al.).
+pub const DC_K: usize = 5;
+/// Rows of one block of the distance matrix (bounds memory to block x other-set floats).
+const BLOCK: usize = 256;
+
+/// A feature set: one row per sample, kept in both layouts for fast distance blocks.
+#[derive(Debug, Clone)]
+pub struct FeatureSet {
+    /// n x d.
+    rows: DMatrix<f32>,
+    /// d x n: each sample's features contiguous.
+    cols: DMatrix<f32>,
+    /// Squared norm of each sample.
+    norms: Vec<f32>,
+}
+
+impl FeatureSet {
+    /// From `n * dim` row-major values.
+    pub fn new(values: &[f32], dim: usize) -> Self {
+        let cols = DMatrix::from_column_slice(dim, values.len() / dim, values);
+        let norms = cols.column_iter().map(|c| c.norm_squared()).collect();
+        FeatureSet {
+            rows: cols.transpose(),
+            cols,
+            norms,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.norms.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.norms.is_empty()
+    }
+
+    /// Calls `f(i, distances)` for every sample i of `self` with its squared distances to
+    /// every sample of `other`, in parallel blocks; returns the results in order.
+    fn map_distances<R: Send>(
+        &self,
+        other: &FeatureSet,
+        f: impl Fn(usize, &[f32]) -> R + Sync,
+    ) -> Vec<R> {
+        let n = self.len();
+        (0..n.div_ceil(BLOCK))
+            .into_par_iter()
+            .flat_map_iter(|block| {
+                let start = block * BLOCK;
+                let len = BLOCK.min(n - start);
+                // other (m x d) * these samples (d x len): column j holds x_j . y for every y.
+                let dots = &other.rows * self.cols.columns(start, len);
+                let mut distances = vec![0.0f32; other.len()];
+                (0..len)
+                    .map(|j| {
+                        let i = start + j;
+                        for ((d, &dot), &norm) in
+                            distances.iter_mut().zip(dots.column(j).iter()).zip(&other.norms)
+                        {
+                            *d = (self.norms[i] + norm - 2.0 * dot).max(0.0);
+                        }
+                        f(i, &distances)
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// Each sample's squared distance to its k-th nearest neighbour in the set, for each k
+    /// of `ks` (the sample itself, at distance 0, is not counted).
+    pub fn knn_radii(&self, ks: &[usize]) -> Vec<Vec<f32>> {
+        let per_sample = self.map_distances(self, |_, distances| {
+            let mut d = distances.to_vec();
+            ks.iter()
+                .map(|&k| {
+                    let k = k.min(d.len().saturating_sub(1));
+                    *d.select_nth_unstable_by(k, f32::total_cmp).1
+                })
+                .collect::<Vec<_>>()
+        });
+        (0..ks.len())
+            .map(|j| per_sample.iter().map(|r| r[j]).collect())
+            .collect()
+    }
+}
+
+/// Mean and covariance of a feature set.
+#[derive(Debug, Clone)]
+pub struct Gaussian {
+    mean: DVector<f64>,
+    cov: DMatrix<f64>,
+}
+
+impl Gaussian {
+    pub fn fit(features: &FeatureSet) -> Self {
+        let x = features.rows.map(f64::from);
+        let n = x.nrows();
+        let mean = x.row_mean().transpose();
+        let mut centered = x;
+        for mut row in centered.row_iter_mut() {
+            row -= mean.transpose();
+        }
+        let cov = centered.transpose() * &centered / (n.max(2) - 1) as f64;
+        Gaussian { mean, cov }
+    }
+}
+
+/// The square root of a symmetric positive semi-definite matrix (negative rounding noise in
+/// its eigenvalues is clamped to 0).
+fn psd_sqrt(m: &DMatrix<f64>) -> DMatrix<f64> {
+    let eigen = SymmetricEigen::new(m.clone());
+    let roots = eigen.eigenvalues.map(|l| l.max(0.0).sqrt());
+    &eigen.eigenvectors * DMatrix::from_diagonal(&roots) * eigen.eigenvectors.transpose()
+}
+
+/// ||mu_a - mu_b||^2 + Tr(A) + Tr(B) - 2 Tr((A B)^1/2), with Tr((A B)^1/2) computed as the
+/// trace of the square root of the symmetric A^1/2 B A^1/2 (same eigenvalues).
+pub fn frechet_distance(a: &Gaussian, b: &Gaussian) -> f64 {
+    let root_a = psd_sqrt(&a.cov);
+    let middle = &root_a * &b.cov * &root_a;
+    let middle = (&middle + middle.transpose()) / 2.0;
+    let trace_sqrt: f64 = SymmetricEigen::new(middle)
+        .eigenvalues
+        .iter()
+        .map(|&l| l.max(0.0).sqrt())
+        .sum();
+    let distance = (&a.mean - &b.mean).norm_squared() + a.cov.trace() + b.cov.trace()
+        - 2.0 * trace_sqrt;
+    distance.max(0.0)
+}
+
+/// exp of the mean KL divergence of each row of `probs` (n x 10) from their mean.
+pub fn inception_score(probs: &[f32]) -> f64 {
+    let n = probs.len() / 10;
+    let mut marginal = [0.0f64; 10];
+    for p in probs.chunks(10) {
+        for (m, &v) in marginal.iter_mut().zip(p) {
+            *m += v as f64 / n as f64;
+        }
+    }
+    let mean_kl = probs
+        .chunks(10)
+        .map(|p| kl(p.iter().map(|&v| v as f64), &marginal))
+        .sum::<f64>()
+        / n.max(1) as f64;
+    mean_kl.exp()
+}
+
+/// KL(p || q) with 0 ln 0 = 0.
+fn kl(p: impl Iterator<Item = f64>, q: &[f64]) -> f64 {
+    p.zip(q)
+        .filter(|(p, _)| *p > 0.0)
+        .map(|(p, q)| p * (p / q.max(1e-30)).ln())
+        .sum()
+}
+
+/// The share of each predicted class.
+pub fn class_histogram(predictions: &[u8]) -> [f64; 10] {
+    let mut hist = [0.0; 10];
+    for &c in predictions {
+        hist[c as usize] += 1.0 / predictions.len() as f64;
+    }
+    hist
+}
+
+/// KL(histogram || uniform over 10 classes): 0 for balanced classes, ln 10 for one class.
+pub fn class_kl(histogram: &[f64; 10]) -> f64 {
+    kl(histogram.iter().copied(), &[0.1; 10])
+}
+
+/// The k-NN manifold of a real feature set, computed once and reused for every evaluation.
+#[derive(Debug, Clone)]
+pub struct RealManifold {
+    pub features: FeatureSet,
+    pub gaussian: Gaussian,
+    /// Squared k-th neighbour radii for k = [`PR_K`] and k = [`DC_K`].
+    pr_radii: Vec<f32>,
+    dc_radii: Vec<f32>,
+}
+
+impl RealManifold {
+    pub fn new(features: FeatureSet) -> Self {
+        let mut radii = features.knn_radii(&[PR_K, DC_K]);
+        let dc_radii = radii.pop().expect("two radii");
+        let pr_radii = radii.pop().expect("two radii");
+        RealManifold {
+            gaussian: Gaussian::fit(&features),
+            features,
+            pr_radii,
+            dc_radii,
+        }
+    }
+}
+
+/// Precision, recall, density and coverage of `fake` against `real`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Fidelity {
+    pub precision: f64,
+    pub recall: f64,
+    pub density: f64,
+    pub coverage: f64,
+}
+
+pub fn fidelity(real: &RealManifold, fake: &FeatureSet) -> Fidelity {
+    let fake_radii = fake.knn_radii(&[PR_K]).pop().expect("one radius");
+    // For each generated sample: is it in the real manifold, and in how many real balls?
+    let per_fake = fake.map_distances(&real.features, |_, d| {
+        let in_pr = d.iter().zip(&real.pr_radii).any(|(d, r)| d <= r);
+        let in_dc = d.iter().zip(&real.dc_radii).filter(|(d, r)| d <= r).count();
+        (in_pr, in_dc)
+    });
+    // For each real sample: is it in the generated manifold, and is its ball hit at all?
+    let per_real = real.features.map_distances(fake, |i, d| {
+        let in_pr = d.iter().zip(&fake_radii).any(|(d, r)| d <= r);
+        let nearest = d.iter().copied().fold(f32::INFINITY, f32::min);
+        (in_pr, nearest <= real.dc_radii[i])
+    });
+    let (m, n) = (fake.len().max(1) as f64, real.features.len().max(1) as f64);
+    Fidelity {
+        precision: per_fake.iter().filter(|p| p.0).count() as f64 / m,
+        density: per_fake.iter().map(|p| p.1).sum::<usize>() as f64 / (DC_K as f64 * m),
+        recall: per_real.iter().filter(|p| p.0).count() as f64 / n,
+        coverage: per_real.iter().filter(|p| p.1).count() as f64 / n,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(points: &[[f32; 2]]) -> FeatureSet {
+        FeatureSet::new(&points.concat(), 2)
+    }
+
+    #[test]
+    fn frechet_distance_of_shifted_gaussians_is_the_squared_shift() {
+        let a: Vec<[f32; 2]> = (0..200)
+            .map(|i| [(i % 10) as f32, (i / 10 % 7) as f32])
+            .collect();
+        let b: Vec<[f32; 2]> = a.iter().map(|p| [p[0] + 3.0, p[1]]).collect();
+        let (ga, gb) = (Gaussian::fit(&set(&a)), Gaussian::fit(&set(&b)));
+        assert!(frechet_distance(&ga, &ga).abs() < 1e-6);
+        assert!((frechet_distance(&ga, &gb) - 9.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn frechet_distance_matches_the_closed_form_for_diagonal_covariances() {
+        // Variances 1 and 4 in each dimension: (1 - 2)^2 per dimension.
+        let a: Vec<[f32; 2]> = [[-1.0, -1.0], [1.0, 1.0], [-1.0, 1.0], [1.0, -1.0]].to_vec();
+        let b: Vec<[f32; 2]> = a.iter().map(|p| [p[0] * 2.0, p[1] * 2.0]).collect();
+        let d = frechet_distance(&Gaussian::fit(&set(&a)), &Gaussian::fit(&set(&b)));
+        // Sample covariance (n - 1): variances 4/3 and 16/3.
+        let expected = 2.0 * ((4.0f64 / 3.0).sqrt() - (16.0f64 / 3.0).sqrt()).powi(2);
+        assert!((d - expected).abs() < 1e-9, "{d} vs {expected}");
+    }
+
+    #[test]
+    fn knn_radii_skip_the_sample_itself() {
+        let s = set(&[[0.0, 0.0], [1.0, 0.0], [3.0, 0.0], [6.0, 0.0]]);
+        let radii = s.knn_radii(&[1, 2]);
+        assert_eq!(radii[0], [1.0, 1.0, 4.0, 9.0]);
+        assert_eq!(radii[1], [9.0, 4.0, 9.0, 25.0]);
+    }
+
+    #[test]
+    fn inception_score_and_class_kl_bounds() {
+        let confident: Vec<f32> = (0..100)
+            .flat_map(|i| (0..10).map(move |c| if c == i % 10 { 1.0 } else { 0.0 }))
+            .collect();
+        assert!((inception_score(&confident) - 10.0).abs() < 1e-9);
+        let one_class: Vec<f32> = (0..100)
+            .flat_map(|_| (0..10).map(|c| if c == 3 { 1.0 } else { 0.0 }))
+            .collect();
+        assert!((inception_score(&one_class) - 1.0).abs() < 1e-9);
+        let hist = class_histogram(&[3; 50]);
+        assert!((class_kl(&hist) - 10f64.ln()).abs() < 1e-12);
+        let balanced: Vec<u8> = (0..100).map(|i| (i % 10) as u8).collect();
+        assert!(class_kl(&class_histogram(&balanced)).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,175 @@
+//! What the report shows, read from the tracking database alone (never from training code).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::Result;
+use rusqlite::Connection;
+use rusqlite::types::Value;
+
+/// One experiment and its runs.
+#[derive(Debug, Clone)]
+pub struct Experiment {
+    pub name: String,
+    pub description: String,
+    pub runs: Vec<Run>,
+}
+
+/// One run with everything logged for it.
+#[derive(Debug, Clone, Default)]
+pub struct Run {
+    pub id: String,
+    pub status: String,
+    pub steps_done: i64,
+    pub total_steps: Option<i64>,
+    pub error: Option<String>,
+    pub run_dir: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    /// Dotted config key -> value as text.
+    pub params: BTreeMap<String, String>,
+    /// Metric name (d_loss, g_loss) -> (step, value) in step order.
+    pub metrics: BTreeMap<String, Vec<(f64, f64)>>,
+    /// Step -> metric -> value.
+    pub evals: BTreeMap<i64, BTreeMap<String, f64>>,
+    pub samples: Vec<(i64, String)>,
+    pub checkpoints: Vec<(i64, String)>,
+}
+
+impl Run {
+    /// The last value of a logged metric.
+    pub fn last_metric(&self, name: &str) -> Option<f64> {
+        self.metrics.get(name)?.last().map(|p| p.1)
+    }
+
+    /// The metrics of the latest evaluation.
+    pub fn last_eval(&self) -> Option<(i64, &BTreeMap<String, f64>)> {
+        self.evals.iter().next_back().map(|(s, m)| (*s, m))
+    }
+
+    /// The latest evaluation's LeNet-FID.
+    pub fn final_fid(&self) -> Option<f64> {
+        self.last_eval()?.1.get("fid").copied()
+    }
+}
+
+fn text(value: Value) -> String {
+    match value {
+        Value::Null => String::new(),
+        Value::Integer(i) => i.to_string(),
+        Value::Real(r) => r.to_string(),
+        Value::Text(t) => t,
+        Value::Blob(b) => format!("<{} bytes>", b.len()),
+    }
+}
+
+/// Every experiment (or only `only`) with its runs, in name order.
+pub fn load(db: &Path, only: Option<&str>) -> Result<Vec<Experiment>> {
+    let conn = crate::track::open_read_only(db)?;
+    let mut experiments: Vec<Experiment> = conn
+        .prepare("SELECT name, description FROM experiments WHERE ?1 IS NULL OR name = ?1 ORDER BY name")?
+        .query_map([only], |r| {
+            Ok(Experiment {
+                name: r.get(0)?,
+                description: r.get(1)?,
+                runs: Vec::new(),
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    if let Some(name) = only {
+        anyhow::ensure!(
+            !experiments.is_empty(),
+            "no experiment `{name}` in {}",
+            db.display()
+        );
+    }
+    let mut runs = load_runs(&conn)?;
+    for experiment in &mut experiments {
+        experiment.runs = runs.remove(&experiment.name).unwrap_or_default();
+    }
+    Ok(experiments)
+}
+
+/// Runs grouped by experiment, in start order.
+fn load_runs(conn: &Connection) -> Result<BTreeMap<String, Vec<Run>>> {
+    let mut by_id: BTreeMap<String, (String, Run)> = BTreeMap::new();
+    let mut order = Vec::new();
+    let mut stmt = conn.prepare(
+        "SELECT id, experiment, status, steps_done, total_steps, error, run_dir, started_at, finished_at
+         FROM runs ORDER BY started_at, id",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(1)?,
+            Run {
+                id: r.get(0)?,
+                status: r.get(2)?,
+                steps_done: r.get(3)?,
+                total_steps: r.get(4)?,
+                error: r.get(5)?,
+                run_dir: r.get(6)?,
+                started_at: r.get(7)?,
+                finished_at: r.get(8)?,
+                ..Default::default()
+            },
+        ))
+    })?;
+    for row in rows {
+        let (experiment, run) = row?;
+        order.push(run.id.clone());
+        by_id.insert(run.id.clone(), (experiment, run));
+    }
+    let mut each = |sql: &str, f: &mut dyn FnMut(&mut Run, &rusqlite::Row<'_>) -> rusqlite::Result<()>| -> Result<()> {
+        let mut stmt = conn.prepare(sql)?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let id: String = row.get(0)?;
+            if let Some((_, run)) = by_id.get_mut(&id) {
+                f(run, row)?;
+            }
+        }
+        Ok(())
+    };
+    each("SELECT run_id, key, value FROM params", &mut |run, r| {
+        run.params.insert(r.get(1)?, text(r.get(2)?));
+        Ok(())
+    })?;
+    each(
+        "SELECT run_id, name, step, value FROM metrics ORDER BY run_id, name, step",
+        &mut |run, r| {
+            let (step, value): (i64, f64) = (r.get(2)?, r.get(3)?);
+            run.metrics
+                .entry(r.get(1)?)
+                .or_default()
+                .push((step as f64, value));
+            Ok(())
+        },
+    )?;
+    each("SELECT run_id, step, metric, value FROM evals", &mut |run, r| {
+        run.evals
+            .entry(r.get(1)?)
+            .or_default()
+            .insert(r.get(2)?, r.get(3)?);
+        Ok(())
+    })?;
+    each(
+        "SELECT run_id, step, path FROM samples ORDER BY run_id, step",
+        &mut |run, r| {
+            run.samples.push((r.get(1)?, r.get(2)?));
+            Ok(())
+        },
+    )?;
+    each(
+        "SELECT run_id, step, path FROM checkpoints ORDER BY run_id, step",
+        &mut |run, r| {
+            run.checkpoints.push((r.get(1)?, r.get(2)?));
+            Ok(())
+        },
+    )?;
+    let mut out: BTreeMap<String, Vec<Run>> = BTreeMap::new();
+    for id in order {
+        let (experiment, run) = by_id.remove(&id).expect("loaded above");
+        out.entry(experiment).or_default().push(run);
+    }
+    Ok(out)
+}

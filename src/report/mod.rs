@@ -1,0 +1,596 @@
+//! `runner report`: a static HTML site built from the tracking database alone.
+//!
+//! ```text
+//! <out>/index.html                   every experiment, its status counts and leaderboard
+//! <out>/<experiment>/index.html      metric vs each swept key, all loss curves, all runs
+//! <out>/<experiment>/<run>/index.html  config, losses, evaluations, sample grids, checkpoints
+//! ```
+//!
+//! Plots are SVG files (plotters), pages come from minijinja templates with HTML escaping on,
+//! sample grids are copied in: the site has no external resources and works from `file://`.
+//! It is built in a temporary directory and swapped in whole, so a reader never sees half a
+//! report and pages of deleted runs do not linger.
+
+mod data;
+mod plots;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use minijinja::value::Serde;
+use minijinja::{Environment, Value};
+use serde::Serialize;
+
+use data::{Experiment, Run};
+use plots::{Chart, Series};
+
+/// A file in a report directory that marks it as one, so regenerating may replace it.
+const MARKER: &str = ".ganrunner-report";
+
+/// What `write` produced.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub index: PathBuf,
+    pub experiments: usize,
+    pub runs: usize,
+}
+
+/// How runs are ranked: by their last LeNet-FID when the experiment was evaluated, else by
+/// their last G loss (lower first in both).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Ranking {
+    Fid,
+    GLoss,
+}
+
+impl Ranking {
+    fn of(experiment: &Experiment) -> Self {
+        if experiment.runs.iter().any(|r| r.final_fid().is_some()) {
+            Ranking::Fid
+        } else {
+            Ranking::GLoss
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Ranking::Fid => "LeNet-FID (last evaluation)",
+            Ranking::GLoss => "final G loss (no evaluations)",
+        }
+    }
+
+    fn short(self) -> &'static str {
+        match self {
+            Ranking::Fid => "FID",
+            Ranking::GLoss => "G loss",
+        }
+    }
+
+    fn value(self, run: &Run) -> Option<f64> {
+        match self {
+            Ranking::Fid => run.final_fid(),
+            Ranking::GLoss => run.last_metric("g_loss"),
+        }
+        .filter(|v| v.is_finite())
+    }
+}
+
+/// A name made safe as a path component.
+fn slug(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .collect();
+    if s.is_empty() || s.starts_with('.') { format!("_{s}") } else { s }
+}
+
+fn format_value(v: f64) -> String {
+    if v.abs() >= 100.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.4}")
+    }
+}
+
+/// The config keys whose values differ between the runs.
+fn swept_keys(runs: &[Run]) -> Vec<String> {
+    let keys: BTreeSet<&String> = runs.iter().flat_map(|r| r.params.keys()).collect();
+    keys.into_iter()
+        .filter(|k| {
+            let values: BTreeSet<Option<&String>> = runs.iter().map(|r| r.params.get(*k)).collect();
+            values.len() > 1
+        })
+        .filter(|k| k.as_str() != "data.dir")
+        .cloned()
+        .collect()
+}
+
+#[derive(Serialize)]
+struct LeaderRow {
+    rank: usize,
+    id: String,
+    href: String,
+    status: String,
+    steps: String,
+    swept: Vec<String>,
+    metric: String,
+    best: bool,
+}
+
+#[derive(Serialize)]
+struct ExperimentView {
+    name: String,
+    description: String,
+    href: String,
+    runs: usize,
+    statuses: String,
+    ranking: &'static str,
+    metric: &'static str,
+    swept_keys: Vec<String>,
+    leaderboard: Vec<LeaderRow>,
+}
+
+/// An experiment's runs ranked, best first (unranked runs last, in start order).
+fn ranked(experiment: &Experiment, ranking: Ranking) -> Vec<&Run> {
+    let mut runs: Vec<&Run> = experiment.runs.iter().collect();
+    runs.sort_by(|a, b| match (ranking.value(a), ranking.value(b)) {
+        (Some(x), Some(y)) => x.total_cmp(&y),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => std::cmp::Ordering::Equal,
+    });
+    runs
+}
+
+fn experiment_view(experiment: &Experiment, href_prefix: &str) -> ExperimentView {
+    let ranking = Ranking::of(experiment);
+    let swept = swept_keys(&experiment.runs);
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for run in &experiment.runs {
+        *counts.entry(run.status.as_str()).or_default() += 1;
+    }
+    let runs = ranked(experiment, ranking);
+    let best = runs.first().filter(|r| ranking.value(r).is_some()).map(|r| r.id.clone());
+    ExperimentView {
+        name: experiment.name.clone(),
+        description: experiment.description.clone(),
+        href: format!("{href_prefix}index.html"),
+        runs: experiment.runs.len(),
+        statuses: counts
+            .iter()
+            .map(|(s, n)| format!("{n} {s}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        ranking: ranking.label(),
+        metric: ranking.short(),
+        leaderboard: runs
+            .iter()
+            .enumerate()
+            .map(|(i, run)| LeaderRow {
+                rank: i + 1,
+                id: run.id.clone(),
+                href: format!("{href_prefix}{}/index.html", slug(&run.id)),
+                status: run.status.clone(),
+                steps: match run.total_steps {
+                    Some(t) => format!("{}/{t}", run.steps_done),
+                    None => run.steps_done.to_string(),
+                },
+                swept: swept
+                    .iter()
+                    .map(|k| run.params.get(k).cloned().unwrap_or_default())
+                    .collect(),
+                metric: ranking.value(run).map(format_value).unwrap_or_else(|| "-".into()),
+                best: best.as_deref() == Some(run.id.as_str()),
+            })
+            .collect(),
+        swept_keys: swept,
+    }
+}
+
+/// Templates, compiled once; names end in `.html`, which turns escaping on.
+fn templates() -> Environment<'static> {
+    let mut env = Environment::new();
+    for (name, source) in [
+        ("base.html", include_str!("templates/base.html")),
+        ("index.html", include_str!("templates/index.html")),
+        ("experiment.html", include_str!("templates/experiment.html")),
+        ("run.html", include_str!("templates/run.html")),
+    ] {
+        env.add_template(name, source).expect("the built-in templates parse");
+    }
+    env
+}
+
+/// Builds a site while keeping track of its files.
+struct Site {
+    /// Where the site is being built.
+    root: PathBuf,
+    /// Where it will be once built (links out of the site are relative to this).
+    out: PathBuf,
+    env: Environment<'static>,
+    db: PathBuf,
+}
+
+impl Site {
+    fn page(&self, rel: &str, template: &str, ctx: Value) -> Result<()> {
+        let html = self
+            .env
+            .get_template(template)?
+            .render(ctx)
+            .with_context(|| format!("rendering {rel}"))?;
+        self.file(rel, html.as_bytes())
+    }
+
+    fn file(&self, rel: &str, bytes: &[u8]) -> Result<()> {
+        let path = self.root.join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// Draws `chart` into `rel` (an .svg path); returns `rel` for the page.
+    fn plot(&self, rel: &str, chart: &Chart) -> Result<String> {
+        let svg = plots::svg(chart).map_err(anyhow::Error::msg)?;
+        self.file(rel, svg.as_bytes())?;
+        Ok(rel.rsplit('/').next().unwrap_or(rel).to_string())
+    }
+
+    /// A file the database names, found as given or relative to the project holding the
+    /// database (`<project>/results/runs.sqlite`).
+    fn locate(&self, logged: &str) -> Option<PathBuf> {
+        let path = PathBuf::from(logged);
+        if path.is_absolute() || path.exists() {
+            return path.exists().then_some(path);
+        }
+        let project = self.db.parent()?.parent()?;
+        let candidate = project.join(&path);
+        candidate.exists().then_some(candidate)
+    }
+}
+
+#[derive(Serialize)]
+struct Plot {
+    title: String,
+    src: String,
+}
+
+/// Writes the report of `db` (all experiments, or only `experiment`) into `out`.
+pub fn write(db: &Path, out: &Path, experiment: Option<&str>) -> Result<Written> {
+    let experiments = data::load(db, experiment)?;
+    if out.exists() && !out.join(MARKER).exists() && out.read_dir()?.next().is_some() {
+        bail!(
+            "{}: exists and is not a report directory; choose another --out",
+            out.display()
+        );
+    }
+    let tmp = crate::fsutil::temp_sibling(out);
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp)?;
+    }
+    let site = Site {
+        root: tmp.clone(),
+        out: std::path::absolute(out)?,
+        env: templates(),
+        db: std::path::absolute(db)?,
+    };
+    let built = build(&site, &experiments, db);
+    if let Err(err) = built {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(err);
+    }
+    if out.exists() {
+        std::fs::remove_dir_all(out).with_context(|| format!("replacing {}", out.display()))?;
+    }
+    std::fs::rename(&tmp, out).with_context(|| format!("moving the report to {}", out.display()))?;
+    Ok(Written {
+        index: out.join("index.html"),
+        experiments: experiments.len(),
+        runs: experiments.iter().map(|e| e.runs.len()).sum(),
+    })
+}
+
+fn build(site: &Site, experiments: &[Experiment], db: &Path) -> Result<()> {
+    site.file(MARKER, b"generated by `runner report`; replaced on every run\n")?;
+    let views: Vec<ExperimentView> = experiments
+        .iter()
+        .map(|e| experiment_view(e, &format!("{}/", slug(&e.name))))
+        .collect();
+    site.page(
+        "index.html",
+        "index.html",
+        minijinja::context! { root => "", db => db.display().to_string(), experiments => Value::from(Serde(&views)) },
+    )?;
+    for experiment in experiments {
+        experiment_page(site, experiment)?;
+        for run in &experiment.runs {
+            run_page(site, experiment, run)?;
+        }
+    }
+    Ok(())
+}
+
+/// Parses swept values as numbers when they all are.
+fn numeric(values: &[&String]) -> Option<Vec<f64>> {
+    values.iter().map(|v| v.parse::<f64>().ok()).collect()
+}
+
+fn experiment_page(site: &Site, experiment: &Experiment) -> Result<()> {
+    let dir = slug(&experiment.name);
+    let view = experiment_view(experiment, "");
+    let ranking = Ranking::of(experiment);
+    let best = ranked(experiment, ranking)
+        .first()
+        .filter(|r| ranking.value(r).is_some())
+        .map(|r| r.id.clone());
+    let mut plot_refs = Vec::new();
+    let swept = &view.swept_keys;
+    for (i, key) in swept.iter().enumerate() {
+        let group_key = swept.iter().find(|k| *k != key);
+        let runs: Vec<&Run> = experiment
+            .runs
+            .iter()
+            .filter(|r| ranking.value(r).is_some() && r.params.contains_key(key))
+            .collect();
+        let values: Vec<&String> = runs.iter().map(|r| &r.params[key]).collect();
+        let (xs, categories, log_x) = match numeric(&values) {
+            Some(xs) => {
+                let positive = xs.iter().all(|&x| x > 0.0);
+                let (lo, hi) = xs.iter().fold((f64::INFINITY, 0.0f64), |(l, h), &x| (l.min(x), h.max(x)));
+                let log = positive && hi / lo >= 10.0;
+                (xs, None, log)
+            }
+            None => {
+                let names: Vec<String> =
+                    values.iter().map(|v| v.to_string()).collect::<BTreeSet<_>>().into_iter().collect();
+                let xs = values
+                    .iter()
+                    .map(|v| names.iter().position(|n| n == *v).expect("collected above") as f64)
+                    .collect();
+                (xs, Some(names), false)
+            }
+        };
+        let mut groups: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+        let mut highlight = None;
+        for (run, x) in runs.iter().zip(&xs) {
+            let y = ranking.value(run).expect("filtered above");
+            let group = group_key
+                .map(|g| format!("{g} = {}", run.params.get(g).cloned().unwrap_or_default()))
+                .unwrap_or_else(|| "runs".into());
+            groups.entry(group).or_default().push((*x, y));
+            if best.as_deref() == Some(run.id.as_str()) {
+                highlight = Some((*x, y));
+            }
+        }
+        let series: Vec<Series> = groups
+            .into_iter()
+            .map(|(name, mut points)| {
+                points.sort_by(|a, b| a.0.total_cmp(&b.0));
+                Series { name, points }
+            })
+            .collect();
+        let title = format!("{} vs {key}", ranking.short());
+        let src = site.plot(
+            &format!("{dir}/sweep-{i}.svg"),
+            &Chart {
+                title: &title,
+                x_label: key,
+                y_label: ranking.short(),
+                legend: group_key.is_some() && series.len() <= 12,
+                series,
+                markers: true,
+                highlight,
+                x_categories: categories,
+                log_x,
+            },
+        )?;
+        plot_refs.push(Plot { title, src });
+    }
+    let mut loss_plots = Vec::new();
+    for (name, label) in [("d_loss", "D loss"), ("g_loss", "G loss")] {
+        let series: Vec<Series> = experiment
+            .runs
+            .iter()
+            .filter_map(|r| {
+                Some(Series {
+                    name: r.id.chars().take(8).collect(),
+                    points: r.metrics.get(name)?.clone(),
+                })
+            })
+            .collect();
+        let title = format!("{label} of every run");
+        let src = site.plot(
+            &format!("{dir}/{name}.svg"),
+            &Chart {
+                title: &title,
+                x_label: "step",
+                y_label: label,
+                legend: series.len() <= 10,
+                series,
+                markers: false,
+                highlight: None,
+                x_categories: None,
+                log_x: false,
+            },
+        )?;
+        loss_plots.push(Plot { title, src });
+    }
+    site.page(
+        &format!("{dir}/index.html"),
+        "experiment.html",
+        minijinja::context! {
+            root => "../",
+            experiment => Value::from(Serde(&view)),
+            sweep_plots => Value::from(Serde(&plot_refs)),
+            loss_plots => Value::from(Serde(&loss_plots)),
+        },
+    )
+}
+
+/// A relative link from directory `from` to `to` (both made absolute).
+fn relative_link(from: &Path, to: &Path) -> Option<String> {
+    let (from, to) = (std::path::absolute(from).ok()?, std::path::absolute(to).ok()?);
+    let common = from
+        .components()
+        .zip(to.components())
+        .take_while(|(a, b)| a == b)
+        .count();
+    let ups = from.components().count() - common;
+    let rest: Vec<String> = to
+        .components()
+        .skip(common)
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    Some(
+        std::iter::repeat_n("..".to_string(), ups)
+            .chain(rest)
+            .collect::<Vec<_>>()
+            .join("/"),
+    )
+}
+
+#[derive(Serialize)]
+struct FileRef {
+    step: i64,
+    href: Option<String>,
+    path: String,
+}
+
+fn run_page(site: &Site, experiment: &Experiment, run: &Run) -> Result<()> {
+    let dir = format!("{}/{}", slug(&experiment.name), slug(&run.id));
+    let losses: Vec<Series> = [("d_loss", "D"), ("g_loss", "G")]
+        .iter()
+        .filter_map(|(name, label)| {
+            Some(Series {
+                name: (*label).into(),
+                points: run.metrics.get(*name)?.clone(),
+            })
+        })
+        .collect();
+    let mut plots = vec![Plot {
+        title: "Training Losses".into(),
+        src: site.plot(
+            &format!("{dir}/losses.svg"),
+            &Chart {
+                title: "Training Losses",
+                x_label: "step",
+                y_label: "loss",
+                series: losses,
+                markers: false,
+                highlight: None,
+                x_categories: None,
+                log_x: false,
+                legend: true,
+            },
+        )?,
+    }];
+    let eval_series = |names: &[&str]| -> Vec<Series> {
+        names
+            .iter()
+            .map(|name| Series {
+                name: (*name).into(),
+                points: run
+                    .evals
+                    .iter()
+                    .filter_map(|(step, m)| Some((*step as f64, *m.get(*name)?)))
+                    .collect(),
+            })
+            .filter(|s| !s.points.is_empty())
+            .collect()
+    };
+    if !run.evals.is_empty() {
+        for (file, title, names) in [
+            ("fid.svg", "LeNet-FID over training", &["fid"][..]),
+            (
+                "fidelity.svg",
+                "Precision, recall, density, coverage",
+                &["precision", "recall", "density", "coverage"][..],
+            ),
+        ] {
+            let src = site.plot(
+                &format!("{dir}/{file}"),
+                &Chart {
+                    title,
+                    x_label: "step",
+                    y_label: if file == "fid.svg" { "FID" } else { "value" },
+                    series: eval_series(names),
+                    markers: true,
+                    highlight: None,
+                    x_categories: None,
+                    log_x: false,
+                    legend: names.len() > 1,
+                },
+            )?;
+            plots.push(Plot {
+                title: title.into(),
+                src,
+            });
+        }
+    }
+    let eval_columns = ["fid", "is", "class_kl", "precision", "recall", "density", "coverage"];
+    let eval_rows: Vec<Vec<String>> = run
+        .evals
+        .iter()
+        .map(|(step, m)| {
+            std::iter::once(step.to_string())
+                .chain(eval_columns.iter().map(|c| m.get(*c).map(|v| format_value(*v)).unwrap_or_default()))
+                .collect()
+        })
+        .collect();
+    let mut samples = Vec::new();
+    for (step, logged) in &run.samples {
+        let href = match site.locate(logged) {
+            Some(source) => {
+                let name = format!("step-{step:08}.png");
+                let bytes = std::fs::read(&source).with_context(|| format!("reading {}", source.display()))?;
+                site.file(&format!("{dir}/{name}"), &bytes)?;
+                Some(name)
+            }
+            None => None,
+        };
+        samples.push(FileRef {
+            step: *step,
+            href,
+            path: logged.clone(),
+        });
+    }
+    let page_dir = site.out.join(&dir);
+    let checkpoints: Vec<FileRef> = run
+        .checkpoints
+        .iter()
+        .map(|(step, logged)| FileRef {
+            step: *step,
+            href: site
+                .locate(logged)
+                .and_then(|p| relative_link(&page_dir, &p.join("checkpoint.json"))),
+            path: logged.clone(),
+        })
+        .collect();
+    site.page(
+        &format!("{dir}/index.html"),
+        "run.html",
+        minijinja::context! {
+            root => "../../",
+            experiment => experiment.name.clone(),
+            experiment_href => "../index.html",
+            run => minijinja::context! {
+                id => run.id.clone(),
+                status => run.status.clone(),
+                steps_done => run.steps_done,
+                total_steps => run.total_steps,
+                error => run.error.clone(),
+                run_dir => run.run_dir.clone(),
+                started_at => run.started_at.clone(),
+                finished_at => run.finished_at.clone(),
+            },
+            params => Value::from(Serde(&run.params)),
+            plots => Value::from(Serde(&plots)),
+            eval_columns => Value::from(Serde(eval_columns)),
+            eval_rows => Value::from(Serde(&eval_rows)),
+            final_sample => samples.iter().rev().find_map(|s| s.href.clone()),
+            samples => Value::from(Serde(&samples)),
+            checkpoints => Value::from(Serde(&checkpoints)),
+        },
+    )
+}

@@ -1,0 +1,192 @@
+//! Line charts as standalone SVG files, drawn with plotters.
+
+use plotters::prelude::*;
+
+/// One line (or, with `points_only`, one set of markers) of a chart.
+#[derive(Debug, Clone)]
+pub struct Series {
+    pub name: String,
+    pub points: Vec<(f64, f64)>,
+}
+
+/// What a chart shows.
+#[derive(Debug, Clone)]
+pub struct Chart<'a> {
+    pub title: &'a str,
+    pub x_label: &'a str,
+    pub y_label: &'a str,
+    pub series: Vec<Series>,
+    /// Draw markers at every point (for few points, e.g. one per run).
+    pub markers: bool,
+    /// A point to circle in red (the best run).
+    pub highlight: Option<(f64, f64)>,
+    /// Names for integer x positions (a categorical axis), instead of numbers.
+    pub x_categories: Option<Vec<String>>,
+    /// Log-scale x axis (hyperparameters such as learning rates).
+    pub log_x: bool,
+    /// Show the legend (off for many anonymous lines).
+    pub legend: bool,
+}
+
+const SIZE: (u32, u32) = (720, 400);
+
+/// The data's range, padded so lines do not sit on the frame; a flat range gets width.
+fn padded(values: impl Iterator<Item = f64>, log: bool) -> (f64, f64) {
+    let (lo, hi) = values
+        .filter(|v| v.is_finite() && (!log || *v > 0.0))
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        });
+    if !lo.is_finite() {
+        return if log { (0.1, 10.0) } else { (0.0, 1.0) };
+    }
+    if log {
+        return (lo / 1.5, hi * 1.5);
+    }
+    let pad = if hi > lo {
+        (hi - lo) * 0.05
+    } else {
+        lo.abs().max(1.0) * 0.1
+    };
+    (lo - pad, hi + pad)
+}
+
+fn format_number(v: f64) -> String {
+    if v != 0.0 && (v.abs() < 1e-2 || v.abs() >= 1e5) {
+        format!("{v:.0e}")
+    } else {
+        let s = format!("{v:.3}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
+}
+
+/// Renders `chart` as an SVG document.
+pub fn svg(chart: &Chart) -> Result<String, String> {
+    let mut out = String::new();
+    draw(chart, &mut out).map_err(|e| format!("drawing `{}`: {e}", chart.title))?;
+    Ok(out)
+}
+
+fn draw<'a>(chart: &'a Chart<'a>, out: &'a mut String) -> Result<(), Box<dyn std::error::Error + 'a>> {
+    let root = SVGBackend::with_string(out, SIZE).into_drawing_area();
+    root.fill(&WHITE)?;
+    let all = || chart.series.iter().flat_map(|s| s.points.iter());
+    let (x0, x1) = match &chart.x_categories {
+        Some(names) => (-0.5, names.len() as f64 - 0.5),
+        None => padded(all().map(|p| p.0), chart.log_x),
+    };
+    let (y0, y1) = padded(all().map(|p| p.1), false);
+    let mut builder = ChartBuilder::on(&root);
+    builder
+        .caption(chart.title, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60);
+    let categories = chart.x_categories.clone();
+    let x_fmt = move |x: &f64| match &categories {
+        Some(names) => {
+            let i = x.round();
+            if (x - i).abs() < 1e-6 && i >= 0.0 {
+                names.get(i as usize).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
+        }
+        None => format_number(*x),
+    };
+    let y_fmt = |y: &f64| format_number(*y);
+    let palette = |i: usize| Palette99::pick(i).to_rgba();
+    macro_rules! plot {
+        ($ctx:expr, $x_labels:expr) => {{
+            let mut ctx = $ctx;
+            ctx.configure_mesh()
+                .x_desc(chart.x_label)
+                .y_desc(chart.y_label)
+                .x_label_formatter(&x_fmt)
+                .y_label_formatter(&y_fmt)
+                .x_labels($x_labels)
+                .light_line_style(WHITE.mix(0.0))
+                .draw()?;
+            for (i, s) in chart.series.iter().enumerate() {
+                let color = palette(i);
+                let drawn = ctx.draw_series(LineSeries::new(s.points.iter().copied(), color.stroke_width(2)))?;
+                if chart.legend {
+                    drawn.label(s.name.clone()).legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+                    });
+                }
+                if chart.markers {
+                    ctx.draw_series(
+                        s.points
+                            .iter()
+                            .map(|&p| Circle::new(p, 4, color.filled())),
+                    )?;
+                }
+            }
+            if let Some(p) = chart.highlight {
+                ctx.draw_series(std::iter::once(Circle::new(p, 9, RED.stroke_width(3))))?;
+            }
+            if chart.legend && !chart.series.is_empty() {
+                ctx.configure_series_labels()
+                    .position(SeriesLabelPosition::UpperRight)
+                    .background_style(WHITE.mix(0.85))
+                    .border_style(BLACK.mix(0.4))
+                    .draw()?;
+            }
+        }};
+    }
+    match (&chart.x_categories, chart.log_x) {
+        (None, true) => plot!(builder.build_cartesian_2d((x0..x1).log_scale(), y0..y1)?, 8),
+        (Some(names), _) => plot!(builder.build_cartesian_2d(x0..x1, y0..y1)?, names.len() * 2 + 1),
+        (None, false) => plot!(builder.build_cartesian_2d(x0..x1, y0..y1)?, 10),
+    }
+    root.present()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn charts_are_svg_with_their_labels_escaped() {
+        let svg = svg(&Chart {
+            title: "losses <of> run",
+            x_label: "step",
+            y_label: "loss",
+            series: vec![Series {
+                name: "D".into(),
+                points: vec![(0.0, 1.0), (10.0, 0.5)],
+            }],
+            markers: true,
+            highlight: Some((10.0, 0.5)),
+            x_categories: None,
+            log_x: false,
+            legend: true,
+        })
+        .unwrap();
+        assert!(svg.starts_with("<svg"), "{}", &svg[..50]);
+        assert!(svg.contains("&lt;of&gt;") && !svg.contains("<of>"));
+    }
+
+    #[test]
+    fn empty_and_flat_charts_still_draw() {
+        for points in [vec![], vec![(1.0, 2.0)], vec![(1e-4, 3.0), (1e-3, 3.0)]] {
+            let chart = Chart {
+                title: "t",
+                x_label: "lr",
+                y_label: "fid",
+                series: vec![Series {
+                    name: "s".into(),
+                    points,
+                }],
+                markers: true,
+                highlight: None,
+                x_categories: None,
+                log_x: true,
+                legend: false,
+            };
+            assert!(svg(&chart).unwrap().contains("</svg>"));
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! `runner eval`: scoring a trained generator on demand, and the calibration sets that tell
+//! what the numbers mean: real training digits (the floor) and uniform noise (the ceiling).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use rand::RngExt;
+use rand::seq::index;
+
+use crate::data::{Digits, Split};
+use crate::eval::{Evaluator, Metrics};
+use crate::images::ImageBatch;
+use crate::query::Rows;
+use crate::spec::RunConfig;
+use crate::track::{self, Event, Tracker};
+use crate::train::checkpoint;
+use crate::train::rng::{Stream, rng_for};
+
+/// One scored set of images.
+#[derive(Debug, Clone)]
+pub struct Scored {
+    pub label: String,
+    /// The checkpoint's step, for a generator.
+    pub step: Option<u64>,
+    pub metrics: Metrics,
+    /// Time to sample and score (not counting the classifier's one-off training).
+    pub seconds: f64,
+}
+
+/// The checkpoint a user names: a checkpoint or run directory, or a run id (or a unique prefix
+/// of one) in the database.
+pub fn resolve_target(target: &str, db: &Path) -> Result<PathBuf> {
+    let path = Path::new(target);
+    if path.exists() {
+        return checkpoint::resolve(path);
+    }
+    if !db.is_file() {
+        bail!(
+            "`{target}`: no such file, and no database at {} to look a run up in",
+            db.display()
+        );
+    }
+    let found = crate::query::run_sql(
+        db,
+        "SELECT id, run_dir FROM runs WHERE id LIKE ?1 || '%'",
+        &[&target],
+    )?;
+    match &found.rows[..] {
+        [] => bail!(
+            "`{target}`: no such file, nor a run in {}",
+            db.display()
+        ),
+        [row] => checkpoint::resolve(Path::new(row[1].as_str().unwrap_or_default())),
+        rows => bail!("`{target}` matches {} runs; give more of the id", rows.len()),
+    }
+}
+
+/// Scores the generator of a checkpoint on `samples` images drawn with the evaluation noise
+/// of `seed` (default: the run's own, so the result matches the run's logged evaluation).
+pub fn score_checkpoint(
+    dir: &Path,
+    samples: usize,
+    seed: Option<u64>,
+    data_dir: Option<&Path>,
+    log: &mut dyn FnMut(&str),
+) -> Result<(RunConfig, Scored)> {
+    anyhow::ensure!(samples >= 2, "--samples must be at least 2");
+    let (generator, config, step) = crate::generate::load_generator(dir)?;
+    let data_dir = data_dir
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| config.data.resolved_dir());
+    let evaluator = Evaluator::new(&data_dir, config.model.image_side(), log)?;
+    let start = Instant::now();
+    let images = crate::train::sample(
+        &generator,
+        &config.model,
+        samples,
+        seed.unwrap_or(config.train.seed),
+        Stream::Eval,
+    );
+    let metrics = evaluator.evaluate(&images);
+    let scored = Scored {
+        label: dir.display().to_string(),
+        step: Some(step),
+        metrics,
+        seconds: start.elapsed().as_secs_f64(),
+    };
+    Ok((config, scored))
+}
+
+/// Stores an evaluation with its run, when the database knows the run; returns the run id
+/// it was stored under.
+pub fn record(db: &Path, config: &RunConfig, step: u64, metrics: &Metrics) -> Result<Option<String>> {
+    if !db.is_file() {
+        return Ok(None);
+    }
+    let id = crate::spec::run_id(config);
+    if track::run_status(&track::open(db)?, &id)?.is_none() {
+        return Ok(None);
+    }
+    let tracker = Tracker::start(db)?;
+    tracker.send(Event::Eval {
+        run_id: id.clone(),
+        step,
+        metrics: metrics.named(),
+    });
+    tracker.close()?;
+    Ok(Some(id))
+}
+
+/// Real training digits and uniform noise, `samples` of each, scored at each image side of
+/// `sides` (28: the MLP GAN's; 32: the DCGANs', through the same resize as their samples).
+pub fn calibration(
+    data_dir: &Path,
+    sides: &[usize],
+    samples: usize,
+    seed: u64,
+    log: &mut dyn FnMut(&str),
+) -> Result<Vec<Scored>> {
+    anyhow::ensure!(samples >= 2, "--samples must be at least 2");
+    let train = Digits::load(data_dir, Split::Train)?;
+    let picked = index::sample(
+        &mut rng_for(seed, Stream::Eval, 0),
+        train.len(),
+        samples.min(train.len()),
+    );
+    let real = ImageBatch {
+        pixels: picked.iter().flat_map(|i| train.image(i).to_vec()).collect(),
+        side: train.side,
+    };
+    let mut out = Vec::new();
+    for &side in sides {
+        let evaluator = Evaluator::new(data_dir, side, log)?;
+        let mut noise_rng = rng_for(seed, Stream::Eval, 1);
+        let noise = ImageBatch {
+            pixels: (0..samples * side * side)
+                .map(|_| noise_rng.random())
+                .collect(),
+            side,
+        };
+        for (label, images) in [
+            (format!("real train digits ({side}px)"), real.resized(side)),
+            (format!("uniform noise ({side}px)"), noise),
+        ] {
+            let start = Instant::now();
+            let metrics = evaluator.evaluate(&images);
+            out.push(Scored {
+                label,
+                step: None,
+                metrics,
+                seconds: start.elapsed().as_secs_f64(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Scored sets as rows for `--format table|csv|json`.
+pub fn rows(scored: &[Scored]) -> Rows {
+    let columns = [
+        "set", "step", "samples", "fid", "is", "class_kl", "precision", "recall", "density",
+        "coverage", "seconds",
+    ];
+    let round = |v: f64, places: i32| {
+        let scale = 10f64.powi(places);
+        serde_json::json!((v * scale).round() / scale)
+    };
+    Rows {
+        columns: columns.iter().map(|c| c.to_string()).collect(),
+        rows: scored
+            .iter()
+            .map(|s| {
+                let m = &s.metrics;
+                vec![
+                    s.label.clone().into(),
+                    s.step.map_or(serde_json::Value::Null, Into::into),
+                    m.samples.into(),
+                    round(m.fid, 3),
+                    round(m.inception_score, 3),
+                    round(m.class_kl, 4),
+                    round(m.precision, 4),
+                    round(m.recall, 4),
+                    round(m.density, 4),
+                    round(m.coverage, 4),
+                    round(s.seconds, 2),
+                ]
+            })
+            .collect(),
+    }
+}

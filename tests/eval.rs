@@ -1,0 +1,151 @@
+//! The evaluator on the real-digit fixture: its metrics behave as their definitions promise.
+
+mod common;
+
+use ganrunner::data::{Digits, Split};
+use ganrunner::eval::{Evaluator, Metrics};
+use ganrunner::images::ImageBatch;
+
+fn evaluator(side: usize) -> Evaluator {
+    Evaluator::new(&common::fixture_dir(), side, &mut |line| eprintln!("{line}")).unwrap()
+}
+
+fn batch(digits: &Digits, keep: impl Fn(u8) -> bool) -> ImageBatch {
+    let pixels = (0..digits.len())
+        .filter(|&i| keep(digits.labels[i]))
+        .flat_map(|i| digits.image(i).to_vec())
+        .collect();
+    ImageBatch {
+        pixels,
+        side: digits.side,
+    }
+}
+
+fn score(evaluator: &Evaluator, images: &ImageBatch) -> Metrics {
+    let m = evaluator.evaluate(images);
+    eprintln!("{}", m.summary());
+    m
+}
+
+#[test]
+fn identical_sets_score_perfectly_and_noise_scores_far_worse() {
+    let ev = evaluator(28);
+    let test = Digits::load(&common::fixture_dir(), Split::Test).unwrap();
+    let train = Digits::load(&common::fixture_dir(), Split::Train).unwrap();
+
+    let same = score(&ev, &batch(&test, |_| true));
+    assert!(same.fid.abs() < 1e-2, "FID of the test set with itself: {}", same.fid);
+    assert_eq!((same.precision, same.recall, same.coverage), (1.0, 1.0, 1.0));
+
+    let real = score(&ev, &batch(&train, |_| true));
+    let noise_pixels: Vec<u8> = (0..600 * 28 * 28)
+        .map(|i| ((i as u64).wrapping_mul(2654435761) >> 7) as u8)
+        .collect();
+    let noise = score(
+        &ev,
+        &ImageBatch {
+            pixels: noise_pixels,
+            side: 28,
+        },
+    );
+    assert!(
+        noise.fid > 10.0 * real.fid && noise.fid > 10.0,
+        "noise FID {} vs real FID {}",
+        noise.fid,
+        real.fid
+    );
+    assert!(noise.precision < real.precision);
+    assert!(real.inception_score > noise.inception_score);
+    assert!(real.class_kl < 0.1, "real digits are roughly balanced");
+}
+
+#[test]
+fn one_digit_repeated_has_no_diversity() {
+    let ev = evaluator(28);
+    let test = Digits::load(&common::fixture_dir(), Split::Test).unwrap();
+    let one = ImageBatch {
+        pixels: test.image(0).repeat(300),
+        side: 28,
+    };
+    let m = score(&ev, &one);
+    assert!((m.inception_score - 1.0).abs() < 1e-3, "IS {}", m.inception_score);
+    assert!((m.class_kl - 10f64.ln()).abs() < 1e-9, "class KL {}", m.class_kl);
+    assert!(m.class_histogram.iter().filter(|&&h| h > 0.0).count() == 1);
+    assert!(m.recall < 0.1, "recall {}", m.recall);
+}
+
+#[test]
+fn half_the_classes_keep_precision_but_lose_recall() {
+    let ev = evaluator(28);
+    let train = Digits::load(&common::fixture_dir(), Split::Train).unwrap();
+    let all = score(&ev, &batch(&train, |_| true));
+    let low = score(&ev, &batch(&train, |l| l < 5));
+    assert!(
+        low.precision > all.precision - 0.1,
+        "precision {} vs {}",
+        low.precision,
+        all.precision
+    );
+    assert!(
+        low.recall < all.recall - 0.2,
+        "recall {} vs {}",
+        low.recall,
+        all.recall
+    );
+    let missing: f64 = low.class_histogram[5..].iter().sum();
+    assert!(missing < 0.2, "classes 5-9 predicted for {missing} of 0-4 digits");
+    assert!(low.class_kl > all.class_kl);
+}
+
+#[test]
+fn the_32px_evaluator_compares_like_with_like() {
+    // Digits put through the DCGANs' 28 -> 32 resize score as well at 32 as crisp digits at 28.
+    let (ev28, ev32) = (evaluator(28), evaluator(32));
+    let train = Digits::load(&common::fixture_dir(), Split::Train).unwrap();
+    let real28 = score(&ev28, &batch(&train, |_| true));
+    let real32 = score(&ev32, &batch(&train, |_| true).resized(32));
+    assert!(
+        (real32.fid - real28.fid).abs() < 0.5 * real28.fid.max(1.0),
+        "FID at 32 {} vs at 28 {}",
+        real32.fid,
+        real28.fid
+    );
+    assert_eq!(ev32.side(), 32);
+}
+
+#[test]
+fn the_classifier_is_cached_and_deterministic() {
+    let first = evaluator(28);
+    let path = first.classifier_path().to_path_buf();
+    assert!(path.is_file(), "{} cached", path.display());
+    let again = evaluator(28);
+    assert_eq!(first.classifier_accuracy(), again.classifier_accuracy());
+    assert!(
+        first.classifier_accuracy() > 0.6,
+        "fixture accuracy {}",
+        first.classifier_accuracy()
+    );
+    // A corrupt cache is retrained into the same weights.
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(common::fixture_dir()).unwrap() {
+        let entry = entry.unwrap();
+        if entry.path().is_file() {
+            std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+        }
+    }
+    let cache = dir.path().join("evaluator");
+    std::fs::create_dir_all(&cache).unwrap();
+    std::fs::copy(
+        path.with_extension("json"),
+        cache.join(path.with_extension("json").file_name().unwrap()),
+    )
+    .unwrap();
+    std::fs::write(cache.join(path.file_name().unwrap()), b"not a burnpack").unwrap();
+    let mut lines = Vec::new();
+    let rebuilt = Evaluator::new(dir.path(), 28, &mut |l| lines.push(l.to_string())).unwrap();
+    assert!(lines.iter().any(|l| l.contains("retraining")), "{lines:?}");
+    assert_eq!(rebuilt.classifier_accuracy(), first.classifier_accuracy());
+    let test = Digits::load(&common::fixture_dir(), Split::Test).unwrap();
+    let images = batch(&test, |l| l % 2 == 0);
+    assert_eq!(first.evaluate(&images), rebuilt.evaluate(&images));
+}

@@ -1,0 +1,255 @@
+//! `runner report`: the site a tiny real sweep produces, checked as files and in Chromium.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command as Process;
+
+use assert_cmd::Command;
+use common::fixture_dir;
+use predicates::prelude::*;
+
+fn runner() -> Command {
+    Command::cargo_bin("runner").unwrap()
+}
+
+const UNSAFE: &str = "<script>alert('x')</script>";
+
+/// A two-run sweep; the runs at lr 2e-4 are evaluated, the others are not.
+fn sweep(dir: &Path, evaluate: bool) {
+    let spec = dir.join("tiny.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            r#"name = "tiny"
+description = "tiny sweep {UNSAFE}"
+[model]
+arch = "gan"
+latent_dim = 8
+g_hidden = [8, 16]
+d_hidden = [16, 8]
+[train]
+steps = 12
+batch_size = 16
+[log]
+sample_every = 4
+checkpoint_every = 6
+metrics_every = 2
+eval_samples = {}
+eval_every = 6
+[sweep]
+"train.lr" = [1e-4, 2e-3]
+"#,
+            if evaluate { 100 } else { 0 }
+        ),
+    )
+    .unwrap();
+    runner()
+        .current_dir(dir)
+        .arg("sweep")
+        .arg(&spec)
+        .arg("--data-dir")
+        .arg(fixture_dir())
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("report: results/report/index.html"));
+}
+
+fn read(path: PathBuf) -> String {
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn run_pages(report: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(report.join("tiny"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .map(|p| p.join("index.html"))
+        .collect()
+}
+
+#[test]
+fn an_empty_database_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("runs.sqlite");
+    drop(ganrunner::track::open(&db).unwrap());
+    runner()
+        .current_dir(dir.path())
+        .args(["report", "--db", "runs.sqlite", "--out", "site"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("0 experiments"));
+    assert!(read(dir.path().join("site/index.html")).contains("no experiments yet"));
+    // A directory that is not a report is never overwritten.
+    std::fs::create_dir(dir.path().join("mine")).unwrap();
+    std::fs::write(dir.path().join("mine/notes.txt"), "keep").unwrap();
+    runner()
+        .current_dir(dir.path())
+        .args(["report", "--db", "runs.sqlite", "--out", "mine"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("not a report directory"));
+    assert_eq!(read(dir.path().join("mine/notes.txt")), "keep");
+    runner()
+        .current_dir(dir.path())
+        .args(["report", "--db", "missing.sqlite"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("missing.sqlite"));
+}
+
+#[test]
+fn runs_without_evaluations_get_pages_ranked_by_loss_and_strings_are_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    sweep(dir.path(), false);
+    let report = dir.path().join("results/report");
+    let index = read(report.join("index.html"));
+    assert!(index.contains("&lt;script&gt;"), "escaped description");
+    assert!(!index.contains(UNSAFE));
+    assert!(index.contains("final G loss"));
+    assert!(index.contains("train.lr"), "swept values are columns");
+    let pages = run_pages(&report);
+    assert_eq!(pages.len(), 2);
+    for page in pages {
+        let html = read(page.clone());
+        assert!(html.contains("id=\"no-evals\""), "{}", page.display());
+        assert!(html.contains("Training Losses"));
+        assert!(page.with_file_name("losses.svg").is_file());
+        assert!(page.with_file_name("step-00000012.png").is_file());
+    }
+    // Regenerating replaces the site whole.
+    std::fs::write(report.join("stale.html"), "old").unwrap();
+    runner()
+        .current_dir(dir.path())
+        .args(["report", "--experiment", "tiny"])
+        .assert()
+        .success();
+    assert!(!report.join("stale.html").exists());
+    runner()
+        .current_dir(dir.path())
+        .args(["report", "--experiment", "nope"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("no experiment `nope`"));
+}
+
+/// Serves `root` over HTTP on a free localhost port until the process ends; returns the port.
+fn serve(root: PathBuf) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = String::new();
+            if BufReader::new(&stream).read_line(&mut request).is_err() {
+                continue;
+            }
+            let path = request.split_whitespace().nth(1).unwrap_or("/");
+            let path = root.join(path.trim_start_matches('/').split('?').next().unwrap_or(""));
+            let (status, body) = match std::fs::read(&path) {
+                Ok(body) if path.is_file() => ("200 OK", body),
+                _ => ("404 Not Found", b"not found".to_vec()),
+            };
+            let kind = match path.extension().and_then(|e| e.to_str()) {
+                Some("html") => "text/html; charset=utf-8",
+                Some("svg") => "image/svg+xml",
+                Some("png") => "image/png",
+                _ => "application/octet-stream",
+            };
+            let header = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(header.as_bytes());
+            let _ = stream.write_all(&body);
+        }
+    });
+    port
+}
+
+fn chromium(args: &[&str], profile: &Path) -> std::process::Output {
+    Process::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            "--enable-logging=stderr",
+            "--v=0",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .output()
+        .expect("Debian's chromium is installed (`.ci/run` installs it; `apt-get install chromium`)")
+}
+
+#[test]
+fn the_report_loads_in_chromium_without_broken_images_missing_pages_or_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    sweep(dir.path(), true);
+    let results = dir.path().join("results");
+    let index = read(results.join("report/index.html"));
+    assert!(index.contains("LeNet-FID"), "evaluated runs are ranked by FID");
+    assert!(index.contains("class=\"best\""));
+    for page in run_pages(&results.join("report")) {
+        let html = read(page.clone());
+        assert!(html.contains("fid.svg") && !html.contains("no-evals"));
+        assert!(html.contains("checkpoint.json"), "checkpoint links");
+    }
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/check.html"),
+        results.join("check.html"),
+    )
+    .unwrap();
+    let port = serve(results.clone());
+    let profile = tempfile::tempdir().unwrap();
+    let out = chromium(
+        &[
+            "--virtual-time-budget=60000",
+            "--dump-dom",
+            &format!("http://127.0.0.1:{port}/check.html"),
+        ],
+        profile.path(),
+    );
+    let dom = String::from_utf8_lossy(&out.stdout);
+    let log = String::from_utf8_lossy(&out.stderr);
+    let result = dom
+        .lines()
+        .find_map(|l| l.split("RESULT ").nth(1))
+        .unwrap_or_else(|| panic!("no result from the check page:\n{dom}\n{log}"));
+    let result: serde_json::Value =
+        serde_json::from_str(result.trim_end_matches("</pre>")).unwrap();
+    assert_eq!(result["problems"], serde_json::json!([]), "{result}");
+    // index, the experiment page, two run pages.
+    assert_eq!(result["pages"], 4, "{result}");
+    assert!(result["images"].as_u64().unwrap() > 10, "{result}");
+    let errors: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("CONSOLE") && (l.contains("Uncaught") || l.contains("Error")))
+        .collect();
+    assert!(errors.is_empty(), "JavaScript errors: {errors:#?}");
+
+    // A screenshot of the index and of the experiment page, opened from file://.
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("report-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    for (name, page) in [("index", "report/index.html"), ("experiment", "report/tiny/index.html")] {
+        let png = shots.join(format!("{name}.png"));
+        let out = chromium(
+            &[
+                "--window-size=1280,1600",
+                &format!("--screenshot={}", png.display()),
+                &format!("file://{}", results.join(page).display()),
+            ],
+            profile.path(),
+        );
+        assert!(png.is_file(), "no screenshot: {}", String::from_utf8_lossy(&out.stderr));
+        eprintln!("screenshot: {}", png.display());
+    }
+}
