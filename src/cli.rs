@@ -40,6 +40,15 @@ pub enum Command {
     Eval(EvalArgs),
     /// Time training steps of the report's models on synthetic data.
     Bench(BenchArgs),
+    /// Run task <index> of a Slurm sweep plan (what the job array's tasks call).
+    #[command(hide = true)]
+    SlurmTask(SlurmTaskArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SlurmTaskArgs {
+    pub plan: PathBuf,
+    pub index: usize,
 }
 
 #[derive(Debug, Args)]
@@ -73,6 +82,30 @@ pub struct SweepArgs {
     /// Do not regenerate <results>/report when the sweep ends.
     #[arg(long)]
     pub no_report: bool,
+    /// Where runs execute: here, or as a Slurm job array.
+    #[arg(long, value_enum, default_value = "local")]
+    pub executor: ExecutorKind,
+    /// Slurm: the partition to submit to.
+    #[arg(long)]
+    pub partition: Option<String>,
+    /// Slurm: at most N tasks at once.
+    #[arg(long)]
+    pub max_parallel: Option<usize>,
+    /// Slurm: an extra sbatch argument, e.g. --sbatch-arg=--time=4:00:00 (repeatable).
+    #[arg(long = "sbatch-arg", allow_hyphen_values = true)]
+    pub sbatch_args: Vec<String>,
+    /// Slurm: block until the tasks end, then merge their records.
+    #[arg(long)]
+    pub wait: bool,
+    /// Slurm: merge the records of ended tasks into the database, submitting nothing.
+    #[arg(long)]
+    pub collect: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExecutorKind {
+    Local,
+    Slurm,
 }
 
 #[derive(Debug, Args)]

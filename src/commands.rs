@@ -108,49 +108,89 @@ pub fn train(
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-pub fn sweep(
-    spec_path: &Path,
-    jobs: Option<usize>,
-    dry_run: bool,
-    force: bool,
-    db: &Path,
-    results: &Path,
-    data_dir: Option<&Path>,
-    write_report: bool,
-) -> Result<()> {
-    let spec = Spec::load(spec_path)?;
-    let runs = sweep::plan(&spec, results, data_dir)?;
-    if dry_run {
-        print!("{}", sweep::grid_table(&spec, &runs));
-        return Ok(());
+/// What `runner sweep` was asked.
+pub struct SweepRequest<'a> {
+    pub spec: &'a Path,
+    pub jobs: Option<usize>,
+    pub dry_run: bool,
+    pub force: bool,
+    pub db: &'a Path,
+    pub results: &'a Path,
+    pub data_dir: Option<&'a Path>,
+    pub write_report: bool,
+    /// Set for `--executor slurm`.
+    pub slurm: Option<crate::slurm::SlurmOptions>,
+    pub collect: bool,
+    /// Whether any Slurm-only flag was given (refused for the local executor).
+    pub slurm_flags_given: bool,
+}
+
+pub fn sweep(req: SweepRequest) -> Result<()> {
+    if req.slurm.is_none() && req.slurm_flags_given {
+        bail!("--partition, --max-parallel, --sbatch-arg, --wait and --collect need --executor slurm");
     }
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    let jobs = jobs.unwrap_or((cores / 2).max(1));
-    anyhow::ensure!(jobs > 0, "--jobs must be at least 1");
-    let options = sweep::SweepOptions {
-        jobs,
-        force,
-        db: db.to_path_buf(),
-        results: results.to_path_buf(),
-        data_dir: data_dir.map(Path::to_path_buf),
+    let spec = Spec::load(req.spec)?;
+    let stop = interrupt_flag();
+    let summary = if req.collect {
+        let tracker = crate::track::Tracker::start(req.db)?;
+        let jobs = crate::slurm::outstanding_jobs(req.results, &spec.name)?;
+        if req.slurm.as_ref().is_some_and(|s| s.wait) && !jobs.is_empty() {
+            crate::slurm::wait(&jobs, &stop)?;
+        }
+        let summary = crate::slurm::collect(req.results, &spec.name, &tracker)?;
+        tracker.close()?;
+        println!(
+            "{}: collected {} finished, {} failed, {} diverged, {} interrupted; {} still queued or running",
+            spec.name,
+            summary.finished,
+            summary.failed,
+            summary.diverged,
+            summary.interrupted,
+            summary.queued
+        );
+        summary
+    } else {
+        let runs = sweep::plan(&spec, req.results, req.data_dir)?;
+        if req.dry_run {
+            print!("{}", sweep::grid_table(&spec, &runs));
+            return Ok(());
+        }
+        let executor: Box<dyn sweep::Executor> = match &req.slurm {
+            Some(options) => Box::new(crate::slurm::SlurmExecutor {
+                options: options.clone(),
+                results: req.results.to_path_buf(),
+                stop: stop.clone(),
+            }),
+            None => {
+                let cores = std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1);
+                let jobs = req.jobs.unwrap_or((cores / 2).max(1));
+                anyhow::ensure!(jobs > 0, "--jobs must be at least 1");
+                Box::new(sweep::LocalExecutor { jobs, stop })
+            }
+        };
+        let options = sweep::SweepOptions {
+            force: req.force,
+            db: req.db.to_path_buf(),
+        };
+        let total = runs.len();
+        let summary = sweep::run(&spec, req.spec, runs, &options, executor.as_ref())?;
+        println!(
+            "{}: {total} runs: {} finished, {} skipped (already finished), {} failed, {} diverged, {} interrupted, {} queued\ndatabase: {}",
+            spec.name,
+            summary.finished,
+            summary.skipped,
+            summary.failed,
+            summary.diverged,
+            summary.interrupted,
+            summary.queued,
+            req.db.display()
+        );
+        summary
     };
-    let total = runs.len();
-    let summary = sweep::run(&spec, spec_path, runs, &options, interrupt_flag())?;
-    println!(
-        "{}: {total} runs: {} finished, {} skipped (already finished), {} failed, {} diverged, {} interrupted\ndatabase: {}",
-        spec.name,
-        summary.finished,
-        summary.skipped,
-        summary.failed,
-        summary.diverged,
-        summary.interrupted,
-        db.display()
-    );
-    if write_report {
-        match crate::report::write(db, &results.join("report"), None) {
+    if req.write_report {
+        match crate::report::write(req.db, &req.results.join("report"), None) {
             Ok(written) => println!("report: {}", written.index.display()),
             // The runs are recorded; a report failure must not fail the sweep.
             Err(err) => eprintln!("warning: the report could not be written: {err:#}"),

@@ -17,6 +17,7 @@ pub mod progress;
 pub mod query;
 pub mod report;
 pub mod score;
+pub mod slurm;
 pub mod spec;
 pub mod sweep;
 pub mod track;

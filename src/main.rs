@@ -34,16 +34,28 @@ fn run(cli: Cli) -> Result<()> {
             commands::train(&a.spec, a.out.as_deref(), a.data_dir.as_deref(), a.steps)
         }
         Command::Generate(a) => commands::generate(&a.checkpoint, a.n, a.seed, &a.out),
-        Command::Sweep(a) => commands::sweep(
-            &a.spec,
-            a.jobs,
-            a.dry_run,
-            a.force,
-            &a.db.db,
-            &a.results,
-            a.data_dir.as_deref(),
-            !a.no_report,
-        ),
+        Command::Sweep(a) => commands::sweep(commands::SweepRequest {
+            spec: &a.spec,
+            jobs: a.jobs,
+            dry_run: a.dry_run,
+            force: a.force,
+            db: &a.db.db,
+            results: &a.results,
+            data_dir: a.data_dir.as_deref(),
+            write_report: !a.no_report,
+            slurm: (a.executor == cli::ExecutorKind::Slurm).then(|| ganrunner::slurm::SlurmOptions {
+                partition: a.partition.clone(),
+                max_parallel: a.max_parallel,
+                sbatch_args: a.sbatch_args.clone(),
+                wait: a.wait,
+            }),
+            collect: a.collect,
+            slurm_flags_given: a.partition.is_some()
+                || a.max_parallel.is_some()
+                || !a.sbatch_args.is_empty()
+                || a.wait
+                || a.collect,
+        }),
         Command::Report(a) => commands::report(&a.db.db, &a.out, a.experiment.as_deref()),
         Command::Query(a) => commands::query(&a.db.db, &a.sql, a.format),
         Command::Runs(a) => commands::runs(&a.db.db, a.experiment.as_deref(), a.format),
@@ -58,6 +70,7 @@ fn run(cli: Cli) -> Result<()> {
             format: a.format,
             db: &a.db.db,
         }),
+        Command::SlurmTask(a) => ganrunner::slurm::run_task(&a.plan, a.index),
         Command::Bench(a) => commands::bench(
             &a.models,
             a.batch,

@@ -236,7 +236,7 @@ pub struct Spec {
 }
 
 /// One point of a sweep grid: its resolved config and the swept values that made it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GridPoint {
     pub config: RunConfig,
     pub swept: Vec<(String, toml::Value)>,

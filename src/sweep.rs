@@ -1,9 +1,13 @@
-//! `runner sweep`: a spec's grid run on a pool of workers, recorded in the tracking database.
+//! `runner sweep`: a spec's grid, run by an [`Executor`] and recorded in the tracking database.
 //!
 //! Each grid point is a run whose id is the hash of its resolved config; its files live in
 //! `results/<experiment>/<run-id>/`. Finished runs are skipped, others resume from their last
 //! checkpoint (`--force` starts them over). A failed or diverged run is recorded with its
 //! error and does not stop the others; Ctrl-C makes active runs checkpoint and stop.
+//!
+//! Every grid point runs through [`run_one`], whichever executor: [`LocalExecutor`] on a pool
+//! of worker threads here, recording through the tracker thread, or `crate::slurm` as Slurm
+//! array tasks, each recording into a file in its run directory that is merged afterwards.
 
 use std::collections::VecDeque;
 use std::io::IsTerminal;
@@ -14,6 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::{Deserialize, Serialize};
 
 use crate::progress::ProgressObserver;
 use crate::spec::{GridPoint, RunConfig, Spec};
@@ -23,16 +28,12 @@ use crate::train::{self, Losses, Observer, Status};
 /// How to run a sweep.
 #[derive(Debug, Clone)]
 pub struct SweepOptions {
-    pub jobs: usize,
     pub force: bool,
     pub db: PathBuf,
-    pub results: PathBuf,
-    /// Overrides every run's `[data] dir`.
-    pub data_dir: Option<PathBuf>,
 }
 
 /// One grid point, placed.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PlannedRun {
     pub id: String,
     pub point: GridPoint,
@@ -91,24 +92,63 @@ pub struct Summary {
     pub failed: usize,
     pub diverged: usize,
     pub interrupted: usize,
+    /// Handed to a scheduler and not ended yet.
+    pub queued: usize,
+}
+
+impl Summary {
+    /// Counts one run that ended with `status`.
+    pub fn count(&mut self, status: &str) {
+        match status {
+            "finished" => self.finished += 1,
+            "diverged" => self.diverged += 1,
+            "interrupted" => self.interrupted += 1,
+            "pending" | "running" => self.queued += 1,
+            _ => self.failed += 1,
+        }
+    }
+}
+
+/// Where a run's records go: the tracker thread, or a Slurm task's records file.
+pub trait Recorder: Sync {
+    fn record(&self, event: Event);
+}
+
+impl Recorder for Sender<Event> {
+    fn record(&self, event: Event) {
+        // The tracker only stops on a write error, which closing it reports.
+        let _ = self.send(event);
+    }
+}
+
+/// A pending grid point: `fresh` when it starts over (no checkpoint to resume from).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Pending {
+    pub run: PlannedRun,
+    pub fresh: bool,
+}
+
+/// Runs a sweep's pending grid points somewhere, recording them in the tracker's database.
+pub trait Executor {
+    fn execute(&self, experiment: &str, pending: Vec<Pending>, tracker: &Tracker) -> Result<Summary>;
 }
 
 /// Reports a run's progress to the database and to its progress bar.
-struct RunObserver {
+struct RunObserver<'a> {
     run_id: String,
-    events: Sender<Event>,
+    recorder: &'a dyn Recorder,
     progress: ProgressObserver,
     metrics_every: u64,
     total: u64,
 }
 
-impl RunObserver {
+impl RunObserver<'_> {
     fn send(&self, event: Event) {
-        let _ = self.events.send(event);
+        self.recorder.record(event);
     }
 }
 
-impl Observer for RunObserver {
+impl Observer for RunObserver<'_> {
     fn started(&mut self, first_step: u64, total_steps: u64) {
         self.total = total_steps;
         self.progress.started(first_step, total_steps);
@@ -123,6 +163,7 @@ impl Observer for RunObserver {
                     step,
                     name: name.into(),
                     value: value as f64,
+                    at: track::now(),
                 });
             }
         }
@@ -169,29 +210,40 @@ impl Observer for RunObserver {
     }
 }
 
-/// Runs one grid point to its end and records how it ended; returns that status.
-fn run_one(
-    experiment: &str,
-    run: &PlannedRun,
-    fresh: bool,
-    events: Sender<Event>,
-    bar: ProgressBar,
-    stop: Arc<AtomicBool>,
-) -> String {
+/// The database record of a planned run.
+pub fn record_of(experiment: &str, run: &PlannedRun) -> RunRecord {
     let config: &RunConfig = &run.point.config;
     let config_value = serde_json::to_value(config).expect("configs serialize");
-    let record = RunRecord {
+    RunRecord {
         id: run.id.clone(),
         experiment: experiment.to_string(),
         config_json: config_value.to_string(),
         params: track::flatten_params(&config_value),
         run_dir: run.run_dir.clone(),
         total_steps: config.train.steps,
-    };
-    let _ = events.send(Event::RunStarted { record, fresh });
+        host: track::hostname(),
+        backend: crate::backend::name().to_string(),
+    }
+}
+
+/// Runs one grid point to its end and records how it ended; returns that status.
+pub fn run_one(
+    experiment: &str,
+    pending: &Pending,
+    recorder: &dyn Recorder,
+    bar: ProgressBar,
+    stop: Arc<AtomicBool>,
+) -> String {
+    let run = &pending.run;
+    let config: &RunConfig = &run.point.config;
+    recorder.record(Event::RunStarted {
+        record: record_of(experiment, run),
+        fresh: pending.fresh,
+        at: track::now(),
+    });
     let mut observer = RunObserver {
         run_id: run.id.clone(),
-        events: events.clone(),
+        recorder,
         progress: ProgressObserver::with_bar(bar, stop),
         metrics_every: config.log.metrics_every,
         total: 0,
@@ -217,23 +269,24 @@ fn run_one(
     } else {
         steps
     };
-    let _ = events.send(Event::RunEnded {
+    recorder.record(Event::RunEnded {
         run_id: run.id.clone(),
         status: status.into(),
         steps_done: steps,
-        error: error.clone(),
+        error,
+        at: track::now(),
     });
     observer.progress.finish();
     status.to_string()
 }
 
-/// Runs the pending points of `runs` on `options.jobs` workers.
+/// Records the experiment, skips finished runs, and hands the rest to `executor`.
 pub fn run(
     spec: &Spec,
     spec_path: &Path,
     runs: Vec<PlannedRun>,
     options: &SweepOptions,
-    stop: Arc<AtomicBool>,
+    executor: &dyn Executor,
 ) -> Result<Summary> {
     let tracker = Tracker::start(&options.db)?;
     tracker.send(Event::Experiment {
@@ -243,13 +296,13 @@ pub fn run(
     });
     tracker.flush();
     let reader = track::open(&options.db)?;
-    let mut summary = Summary::default();
-    let mut queue = VecDeque::new();
+    let mut skipped = 0;
+    let mut pending = Vec::new();
     for run in runs {
         let has_checkpoint = !train::checkpoint::list(&run.run_dir).is_empty();
         let finished = track::run_status(&reader, &run.id)?.as_deref() == Some("finished");
         if finished && has_checkpoint && !options.force {
-            summary.skipped += 1;
+            skipped += 1;
             continue;
         }
         if options.force && run.run_dir.exists() {
@@ -258,60 +311,64 @@ pub fn run(
         }
         // Without a checkpoint to resume from, the run starts over: its old rows go.
         let fresh = options.force || !has_checkpoint;
-        queue.push_back((run, fresh));
+        pending.push(Pending { run, fresh });
     }
     drop(reader);
-
-    let multi = MultiProgress::with_draw_target(if std::io::stderr().is_terminal() {
-        ProgressDrawTarget::stderr()
-    } else {
-        ProgressDrawTarget::hidden()
-    });
-    let overall = multi.add(ProgressBar::new(queue.len() as u64));
-    overall.set_style(
-        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} runs, {elapsed}")
-            .expect("template")
-            .progress_chars("=> "),
-    );
-    overall.set_prefix(spec.name.clone());
-    let queue = Mutex::new(queue);
-    let statuses = Mutex::new(Vec::new());
-    let quiet_log = !std::io::stderr().is_terminal();
-    std::thread::scope(|scope| {
-        for _ in 0..options.jobs.max(1) {
-            scope.spawn(|| {
-                loop {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let Some((run, fresh)) = queue.lock().expect("queue lock").pop_front() else {
-                        break;
-                    };
-                    let bar = multi.add(ProgressBar::new(0));
-                    bar.set_prefix(format!("  {}", run.id));
-                    if quiet_log {
-                        eprintln!("{}: run {} started", spec.name, run.id);
-                    }
-                    let status =
-                        run_one(&spec.name, &run, fresh, tracker.sender(), bar, stop.clone());
-                    if quiet_log {
-                        eprintln!("{}: run {} {status}", spec.name, run.id);
-                    }
-                    overall.inc(1);
-                    statuses.lock().expect("status lock").push(status);
-                }
-            });
-        }
-    });
-    overall.finish_and_clear();
+    let summary = executor.execute(&spec.name, pending, &tracker);
     tracker.close()?;
-    for status in statuses.into_inner().expect("status lock") {
-        match status.as_str() {
-            "finished" => summary.finished += 1,
-            "diverged" => summary.diverged += 1,
-            "interrupted" => summary.interrupted += 1,
-            _ => summary.failed += 1,
-        }
+    Ok(Summary { skipped, ..summary? })
+}
+
+/// Runs grid points here, `jobs` at a time, with a progress bar each.
+pub struct LocalExecutor {
+    pub jobs: usize,
+    pub stop: Arc<AtomicBool>,
+}
+
+impl Executor for LocalExecutor {
+    fn execute(&self, experiment: &str, pending: Vec<Pending>, tracker: &Tracker) -> Result<Summary> {
+        let multi = MultiProgress::with_draw_target(if std::io::stderr().is_terminal() {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        });
+        let overall = multi.add(ProgressBar::new(pending.len() as u64));
+        overall.set_style(
+            ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} runs, {elapsed}")
+                .expect("template")
+                .progress_chars("=> "),
+        );
+        overall.set_prefix(experiment.to_string());
+        let queue = Mutex::new(VecDeque::from(pending));
+        let summary = Mutex::new(Summary::default());
+        let quiet_log = !std::io::stderr().is_terminal();
+        std::thread::scope(|scope| {
+            for _ in 0..self.jobs.max(1) {
+                scope.spawn(|| {
+                    let recorder = tracker.sender();
+                    loop {
+                        if self.stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let Some(next) = queue.lock().expect("queue lock").pop_front() else {
+                            break;
+                        };
+                        let bar = multi.add(ProgressBar::new(0));
+                        bar.set_prefix(format!("  {}", next.run.id));
+                        if quiet_log {
+                            eprintln!("{experiment}: run {} started", next.run.id);
+                        }
+                        let status = run_one(experiment, &next, &recorder, bar, self.stop.clone());
+                        if quiet_log {
+                            eprintln!("{experiment}: run {} {status}", next.run.id);
+                        }
+                        overall.inc(1);
+                        summary.lock().expect("summary lock").count(&status);
+                    }
+                });
+            }
+        });
+        overall.finish_and_clear();
+        Ok(summary.into_inner().expect("summary lock"))
     }
-    Ok(summary)
 }

@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use rusqlite::{Connection, OpenFlags, params};
+use serde::{Deserialize, Serialize};
 
 /// Schema migrations; entry i upgrades `user_version` i to i + 1.
 pub const MIGRATIONS: &[&str] = &[r#"
@@ -74,6 +75,8 @@ CREATE TABLE evals (
     value  REAL NOT NULL,
     PRIMARY KEY (run_id, step, metric)
 );
+"#, r#"
+ALTER TABLE runs ADD COLUMN slurm_task TEXT;  -- job_index of the Slurm array task, if any
 "#];
 
 /// The database's default place.
@@ -81,7 +84,9 @@ pub fn default_db() -> PathBuf {
     PathBuf::from("results/runs.sqlite")
 }
 
-fn wall_time() -> f64 {
+/// Seconds since the Unix epoch: events carry the time they happened, so that records merged
+/// later (from Slurm tasks) keep it.
+pub fn now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
@@ -140,7 +145,7 @@ pub fn open_read_only(path: &Path) -> Result<Connection> {
 }
 
 /// What a run looks like to the database when it starts.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunRecord {
     pub id: String,
     pub experiment: String,
@@ -148,10 +153,13 @@ pub struct RunRecord {
     pub params: Vec<(String, serde_json::Value)>,
     pub run_dir: PathBuf,
     pub total_steps: Option<u64>,
+    /// The machine and backend it runs on.
+    pub host: String,
+    pub backend: String,
 }
 
-/// A write for the tracker thread.
-#[derive(Debug)]
+/// A write for the tracker thread; also a line of a Slurm task's records file.
+#[derive(Debug, Serialize, Deserialize)]
 pub enum Event {
     Experiment {
         name: String,
@@ -159,12 +167,22 @@ pub enum Event {
         spec_path: String,
     },
     /// Inserts or resets the run; with `fresh`, deletes its earlier metrics, samples and checkpoints.
-    RunStarted { record: RunRecord, fresh: bool },
+    RunStarted {
+        record: RunRecord,
+        fresh: bool,
+        at: f64,
+    },
+    /// A run handed to a scheduler: `pending` until its task starts it.
+    RunQueued {
+        record: RunRecord,
+        slurm_task: String,
+    },
     Metric {
         run_id: String,
         step: u64,
         name: String,
         value: f64,
+        at: f64,
     },
     Sample {
         run_id: String,
@@ -189,8 +207,10 @@ pub enum Event {
         status: String,
         steps_done: u64,
         error: Option<String>,
+        at: f64,
     },
     /// Replies once everything sent before it is committed.
+    #[serde(skip)]
     Flush(Sender<()>),
 }
 
@@ -288,7 +308,7 @@ fn apply(tx: &rusqlite::Transaction<'_>, event: Event) -> Result<()> {
                 params![name, description, spec_path],
             )?;
         }
-        Event::RunStarted { record, fresh } => {
+        Event::RunStarted { record, fresh, at } => {
             if fresh {
                 for table in ["metrics", "samples", "checkpoints", "evals"] {
                     tx.execute(
@@ -297,47 +317,25 @@ fn apply(tx: &rusqlite::Transaction<'_>, event: Event) -> Result<()> {
                     )?;
                 }
             }
+            upsert_run(tx, &record, "running", Some(at))?;
+        }
+        Event::RunQueued { record, slurm_task } => {
+            upsert_run(tx, &record, "pending", None)?;
             tx.execute(
-                "INSERT INTO runs (id, experiment, config, config_hash, status, started_at, host, backend, run_dir, total_steps)
-                 VALUES (?1, ?2, ?3, ?1, 'running', strftime('%Y-%m-%dT%H:%M:%SZ', 'now'), ?4, ?5, ?6, ?7)
-                 ON CONFLICT(id) DO UPDATE SET experiment = ?2, config = ?3, status = 'running', started_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now'),
-                    finished_at = NULL, host = ?4, backend = ?5, error = NULL, run_dir = ?6, total_steps = ?7",
-                params![
-                    record.id,
-                    record.experiment,
-                    record.config_json,
-                    hostname(),
-                    crate::backend::name(),
-                    record.run_dir.display().to_string(),
-                    record.total_steps.map(|s| s as i64),
-                ],
+                "UPDATE runs SET slurm_task = ?2 WHERE id = ?1",
+                params![record.id, slurm_task],
             )?;
-            for (key, value) in &record.params {
-                let value: rusqlite::types::Value = match value {
-                    serde_json::Value::Number(n) if n.is_i64() => {
-                        n.as_i64().expect("checked").into()
-                    }
-                    serde_json::Value::Number(n) => n.as_f64().unwrap_or(f64::NAN).into(),
-                    serde_json::Value::Bool(b) => i64::from(*b).into(),
-                    serde_json::Value::String(s) => s.clone().into(),
-                    other => other.to_string().into(),
-                };
-                tx.execute(
-                    "INSERT INTO params (run_id, key, value) VALUES (?1, ?2, ?3)
-                     ON CONFLICT(run_id, key) DO UPDATE SET value = ?3",
-                    params![record.id, key, value],
-                )?;
-            }
         }
         Event::Metric {
             run_id,
             step,
             name,
             value,
+            at,
         } => {
             tx.execute(
                 "INSERT OR REPLACE INTO metrics (run_id, step, name, value, wall_time) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![run_id, step as i64, name, value, wall_time()],
+                params![run_id, step as i64, name, value, at],
             )?;
             tx.execute(
                 "UPDATE runs SET steps_done = max(steps_done, ?2) WHERE id = ?1",
@@ -379,10 +377,11 @@ fn apply(tx: &rusqlite::Transaction<'_>, event: Event) -> Result<()> {
             status,
             steps_done,
             error,
+            at,
         } => {
             tx.execute(
-                "UPDATE runs SET status = ?2, finished_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now'), steps_done = ?3, error = ?4 WHERE id = ?1",
-                params![run_id, status, steps_done as i64, error],
+                "UPDATE runs SET status = ?2, finished_at = strftime('%Y-%m-%dT%H:%M:%SZ', ?5, 'unixepoch'), steps_done = ?3, error = ?4 WHERE id = ?1",
+                params![run_id, status, steps_done as i64, error, at],
             )?;
         }
         Event::Flush(_) => unreachable!("handled by the loop"),
@@ -390,7 +389,50 @@ fn apply(tx: &rusqlite::Transaction<'_>, event: Event) -> Result<()> {
     Ok(())
 }
 
-fn hostname() -> String {
+/// Inserts a run or resets its record to `status` (started at `started_at`, or not yet).
+fn upsert_run(
+    tx: &rusqlite::Transaction<'_>,
+    record: &RunRecord,
+    status: &str,
+    started_at: Option<f64>,
+) -> Result<()> {
+    tx.execute(
+        "INSERT INTO runs (id, experiment, config, config_hash, status, started_at, host, backend, run_dir, total_steps)
+         VALUES (?1, ?2, ?3, ?1, ?8, strftime('%Y-%m-%dT%H:%M:%SZ', ?9, 'unixepoch'), ?4, ?5, ?6, ?7)
+         ON CONFLICT(id) DO UPDATE SET experiment = ?2, config = ?3, status = ?8,
+            started_at = strftime('%Y-%m-%dT%H:%M:%SZ', ?9, 'unixepoch'), finished_at = NULL, host = ?4,
+            backend = ?5, error = NULL, run_dir = ?6, total_steps = ?7",
+        params![
+            record.id,
+            record.experiment,
+            record.config_json,
+            record.host,
+            record.backend,
+            record.run_dir.display().to_string(),
+            record.total_steps.map(|s| s as i64),
+            status,
+            started_at,
+        ],
+    )?;
+    for (key, value) in &record.params {
+        let value: rusqlite::types::Value = match value {
+            serde_json::Value::Number(n) if n.is_i64() => n.as_i64().expect("checked").into(),
+            serde_json::Value::Number(n) => n.as_f64().unwrap_or(f64::NAN).into(),
+            serde_json::Value::Bool(b) => i64::from(*b).into(),
+            serde_json::Value::String(s) => s.clone().into(),
+            other => other.to_string().into(),
+        };
+        tx.execute(
+            "INSERT INTO params (run_id, key, value) VALUES (?1, ?2, ?3)
+             ON CONFLICT(run_id, key) DO UPDATE SET value = ?3",
+            params![record.id, key, value],
+        )?;
+    }
+    Ok(())
+}
+
+/// This machine's name.
+pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .or_else(|_| std::env::var("HOSTNAME"))

@@ -86,12 +86,15 @@ fn half_the_classes_keep_precision_but_lose_recall() {
         low.precision,
         all.precision
     );
+    // The fixture's classifier sees 600 digits (71% accurate), so its classes overlap more
+    // than the real one's: the drop is smaller than half, but clear.
     assert!(
-        low.recall < all.recall - 0.2,
+        low.recall < all.recall - 0.1,
         "recall {} vs {}",
         low.recall,
         all.recall
     );
+    assert!(low.coverage < all.coverage - 0.1);
     let missing: f64 = low.class_histogram[5..].iter().sum();
     assert!(missing < 0.2, "classes 5-9 predicted for {missing} of 0-4 digits");
     assert!(low.class_kl > all.class_kl);

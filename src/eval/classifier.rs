@@ -32,11 +32,13 @@ pub const FEATURES: usize = 128;
 /// The classifier's input side: MNIST's own.
 pub const SIDE: usize = 28;
 /// Bump when the architecture or the training recipe changes, so caches retrain.
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 const SEED: u64 = 20_260_101;
-const EPOCHS: usize = 3;
+/// Adam's learning rate for each epoch: three at 1e-3, then two lower to settle (3 epochs at
+/// 1e-3 alone stop at 98.7% test accuracy).
+const LR_SCHEDULE: [f64; 5] = [1e-3, 1e-3, 1e-3, 3e-4, 1e-4];
+const EPOCHS: usize = LR_SCHEDULE.len();
 const BATCH: usize = 128;
-const LR: f64 = 1e-3;
 /// Images per forward pass when only inferring.
 const INFER_BATCH: usize = 1000;
 
@@ -174,6 +176,11 @@ impl Classifier {
                 });
             match record {
                 Ok(model) => {
+                    log(&format!(
+                        "classifier: {} (test accuracy {:.2}%)",
+                        weights.display(),
+                        100.0 * meta.test_accuracy
+                    ));
                     return Ok(Classifier {
                         model,
                         device,
@@ -253,14 +260,15 @@ impl Classifier {
     }
 }
 
-/// Adam on cross-entropy, `EPOCHS` passes over the training set in a seeded order.
+/// Adam on cross-entropy, one pass over the training set per entry of [`LR_SCHEDULE`], each in
+/// a seeded order.
 fn train_lenet(train: &Digits, log: &mut dyn FnMut(&str)) -> LeNet {
     let device = crate::backend::device().autodiff();
     let mut model = LeNet::new(&device);
     let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
     let image_len = SIDE * SIDE;
-    for epoch in 0..EPOCHS {
+    for (epoch, &lr) in LR_SCHEDULE.iter().enumerate() {
         let start = Instant::now();
         let mut order: Vec<usize> = (0..train.len()).collect();
         order.shuffle(&mut rng_for(SEED, Stream::Shuffle, epoch as u64));
@@ -282,7 +290,7 @@ fn train_lenet(train: &Digits, log: &mut dyn FnMut(&str)) -> LeNet {
             let mut grads = loss.backward();
             loss_sum += loss.into_scalar::<f32>() as f64;
             let grads = GradientsParams::from_module(&mut grads, &model);
-            model = optim.step(LR, model, grads);
+            model = optim.step(lr, model, grads);
         }
         log(&format!(
             "classifier: epoch {}/{EPOCHS}, mean loss {:.4} ({:.0} s)",

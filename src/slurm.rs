@@ -1,0 +1,397 @@
+//! Sweeps on a Slurm cluster: the pending grid points as one `sbatch --array` job.
+//!
+//! Submitting writes a plan (`<results>/<experiment>/slurm/plan-<ms>.json`: the resolved grid
+//! points, so tasks never re-expand the spec) and a batch script next to it, then calls
+//! `sbatch`. Array task i runs `runner slurm-task <plan> i`, which trains point i through the
+//! same [`sweep::run_one`] as a local sweep, but records into `records.jsonl` in the run's own
+//! directory instead of the database: SQLite's locking is not safe over NFS, so no task ever
+//! opens the main database. The submitting side merges finished tasks' records into it
+//! ([`collect`], `--collect`, and automatically after `--wait`). Records replay idempotently,
+//! so merging twice changes nothing; a task that ended without recording its end (cancelled,
+//! out of time, node lost) becomes a failed run with its job id and the tail of its log.
+//!
+//! Task logs are `<results>/<experiment>/slurm/<job>_<index>.log`; `results/` must be on a
+//! filesystem every node shares, and the `runner` binary at the same path on every node.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+
+use crate::sweep::{self, Executor, Pending, Recorder, Summary};
+use crate::track::{self, Event, Tracker};
+
+/// The records file of a run directory.
+const RECORDS: &str = "records.jsonl";
+
+/// What `--executor slurm` was given.
+#[derive(Debug, Clone, Default)]
+pub struct SlurmOptions {
+    pub partition: Option<String>,
+    /// At most this many tasks at once (`--array=...%N`).
+    pub max_parallel: Option<usize>,
+    /// Passed to `sbatch` as they are (e.g. `--time=2:00:00`).
+    pub sbatch_args: Vec<String>,
+    /// Block until the array ends, then collect.
+    pub wait: bool,
+}
+
+/// A submitted grid: what task i runs is `runs[i]`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Plan {
+    pub experiment: String,
+    /// Slurm's job id, once submitted.
+    pub job_id: Option<String>,
+    pub runs: Vec<Pending>,
+}
+
+fn slurm_dir(results: &Path, experiment: &str) -> PathBuf {
+    results.join(experiment).join("slurm")
+}
+
+fn task_id(job: &str, index: usize) -> String {
+    format!("{job}_{index}")
+}
+
+/// One line of a records file: an event and the task that wrote it.
+#[derive(Debug, Serialize, Deserialize)]
+struct Line {
+    task: String,
+    event: Event,
+}
+
+/// Appends a task's events to its run's records file, one flushed line each, so a killed
+/// task leaves every complete line behind.
+struct RecordsFile {
+    task: String,
+    file: Mutex<std::fs::File>,
+}
+
+impl Recorder for RecordsFile {
+    fn record(&self, event: Event) {
+        let line = Line {
+            task: self.task.clone(),
+            event,
+        };
+        let mut text = serde_json::to_string(&line).expect("events serialize");
+        text.push('\n');
+        let mut file = self.file.lock().expect("records lock");
+        if let Err(err) = file.write_all(text.as_bytes()) {
+            eprintln!("warning: could not write a record: {err}");
+        }
+    }
+}
+
+/// Submits the pending points as one job array.
+pub struct SlurmExecutor {
+    pub options: SlurmOptions,
+    pub results: PathBuf,
+    pub stop: Arc<AtomicBool>,
+}
+
+fn run_checked(command: &mut Command) -> Result<String> {
+    let name = command.get_program().to_string_lossy().into_owned();
+    let output = command
+        .output()
+        .with_context(|| format!("running `{name}` (is Slurm installed on this machine?)"))?;
+    if !output.status.success() {
+        bail!(
+            "`{name}` failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+impl Executor for SlurmExecutor {
+    fn execute(&self, experiment: &str, pending: Vec<Pending>, tracker: &Tracker) -> Result<Summary> {
+        if pending.is_empty() {
+            return Ok(Summary::default());
+        }
+        let dir = std::path::absolute(slurm_dir(&self.results, experiment))?;
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis();
+        let plan_path = dir.join(format!("plan-{stamp}.json"));
+        let mut plan = Plan {
+            experiment: experiment.to_string(),
+            job_id: None,
+            runs: pending,
+        };
+        let write_plan = |plan: &Plan| -> Result<()> {
+            crate::fsutil::write_atomic(&plan_path, &serde_json::to_vec_pretty(plan)?)
+                .with_context(|| format!("writing {}", plan_path.display()))
+        };
+        write_plan(&plan)?;
+        let script = dir.join(format!("plan-{stamp}.sbatch"));
+        let exe = std::env::current_exe().context("locating the runner binary")?;
+        let cwd = std::env::current_dir()?;
+        let throttle = self
+            .options
+            .max_parallel
+            .map(|n| format!("%{n}"))
+            .unwrap_or_default();
+        let mut lines = vec![
+            "#!/bin/sh".to_string(),
+            format!("#SBATCH --job-name=ganrunner-{experiment}"),
+            format!("#SBATCH --array=0-{}{throttle}", plan.runs.len() - 1),
+            format!("#SBATCH --output={}/%A_%a.log", dir.display()),
+            format!("#SBATCH --chdir={}", cwd.display()),
+        ];
+        if let Some(partition) = &self.options.partition {
+            lines.push(format!("#SBATCH --partition={partition}"));
+        }
+        lines.push(format!(
+            "exec '{}' slurm-task '{}' \"$SLURM_ARRAY_TASK_ID\"",
+            exe.display(),
+            plan_path.display()
+        ));
+        crate::fsutil::write_atomic(&script, (lines.join("\n") + "\n").as_bytes())?;
+        let out = run_checked(
+            Command::new("sbatch")
+                .arg("--parsable")
+                .args(&self.options.sbatch_args)
+                .arg(&script),
+        )?;
+        let job = out.trim().split(';').next().unwrap_or_default().to_string();
+        anyhow::ensure!(!job.is_empty(), "sbatch printed no job id");
+        plan.job_id = Some(job.clone());
+        write_plan(&plan)?;
+        for (i, p) in plan.runs.iter().enumerate() {
+            tracker.send(Event::RunQueued {
+                record: sweep::record_of(experiment, &p.run),
+                slurm_task: task_id(&job, i),
+            });
+        }
+        tracker.flush();
+        eprintln!(
+            "submitted Slurm job {job}: {} tasks; logs in {}",
+            plan.runs.len(),
+            dir.display()
+        );
+        if !self.options.wait {
+            return Ok(Summary {
+                queued: plan.runs.len(),
+                ..Default::default()
+            });
+        }
+        wait(&[job], &self.stop)?;
+        collect(&self.results, experiment, tracker)
+    }
+}
+
+/// The array tasks Slurm still has, pending or running (`<job>_<index>`).
+fn queued_tasks() -> Result<BTreeSet<String>> {
+    let out = run_checked(Command::new("squeue").args(["-h", "-r", "-o", "%i"]))?;
+    Ok(out.lines().map(|l| l.trim().to_string()).collect())
+}
+
+/// Blocks until no task of `jobs` is queued, showing how many have ended.
+pub fn wait(jobs: &[String], stop: &AtomicBool) -> Result<()> {
+    let of_jobs = |queued: &BTreeSet<String>| {
+        queued
+            .iter()
+            .filter(|t| jobs.iter().any(|j| t.starts_with(&format!("{j}_")) || *t == j))
+            .count()
+    };
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("template"));
+    loop {
+        let left = of_jobs(&queued_tasks()?);
+        if left == 0 {
+            bar.finish_and_clear();
+            return Ok(());
+        }
+        bar.set_message(format!("Slurm job {}: {left} tasks queued or running", jobs.join(", ")));
+        if stop.load(Ordering::Relaxed) {
+            bar.finish_and_clear();
+            bail!(
+                "stopped waiting; the tasks keep running: merge them later with `runner sweep <spec> --executor slurm --collect`"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        bar.tick();
+    }
+}
+
+/// The plans of an experiment, oldest first.
+fn plans(results: &Path, experiment: &str) -> Result<Vec<Plan>> {
+    let dir = slurm_dir(results, experiment);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(Vec::new());
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    paths.sort();
+    paths
+        .iter()
+        .map(|p| {
+            let text = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+            serde_json::from_slice(&text).with_context(|| format!("{}: not a plan", p.display()))
+        })
+        .collect()
+}
+
+/// The job ids of an experiment's plans with tasks still queued.
+pub fn outstanding_jobs(results: &Path, experiment: &str) -> Result<Vec<String>> {
+    let queued = queued_tasks()?;
+    Ok(plans(results, experiment)?
+        .into_iter()
+        .filter_map(|p| p.job_id)
+        .filter(|j| queued.iter().any(|t| t.starts_with(&format!("{j}_"))))
+        .collect())
+}
+
+fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Merges the records of every ended task of the experiment's plans into the database; a run
+/// planned more than once is taken from its latest plan. Returns the runs' statuses.
+pub fn collect(results: &Path, experiment: &str, tracker: &Tracker) -> Result<Summary> {
+    let queued = queued_tasks()?;
+    let dir = slurm_dir(results, experiment);
+    let mut latest: BTreeMap<String, (String, &Pending)> = BTreeMap::new();
+    let plans = plans(results, experiment)?;
+    for plan in &plans {
+        let Some(job) = &plan.job_id else { continue };
+        for (i, pending) in plan.runs.iter().enumerate() {
+            latest.insert(pending.run.id.clone(), (task_id(job, i), pending));
+        }
+    }
+    let mut summary = Summary::default();
+    for (run_id, (task, pending)) in latest {
+        if queued.contains(&task) {
+            summary.queued += 1;
+            continue;
+        }
+        let log = dir.join(format!("{task}.log"));
+        let records = pending.run.run_dir.join(RECORDS);
+        let lines: Vec<Line> = match std::fs::File::open(&records) {
+            // A line cut short by a kill is skipped.
+            Ok(file) => std::io::BufReader::new(file)
+                .lines()
+                .map_while(Result::ok)
+                .filter_map(|l| serde_json::from_str(&l).ok())
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        let mut status = None;
+        let mut last_step = 0;
+        for line in lines {
+            let mine = line.task == task;
+            let event = match line.event {
+                Event::Metric { step, .. } if mine => {
+                    last_step = last_step.max(step);
+                    line.event
+                }
+                Event::RunEnded {
+                    run_id,
+                    status: ended,
+                    steps_done,
+                    error,
+                    at,
+                } if mine => {
+                    let error = error.map(|e| {
+                        format!("Slurm task {task}: {e}\n--- log tail ---\n{}", log_tail(&log, 15))
+                    });
+                    status = Some(ended.clone());
+                    Event::RunEnded {
+                        run_id,
+                        status: ended,
+                        steps_done,
+                        error,
+                        at,
+                    }
+                }
+                other => other,
+            };
+            tracker.send(event);
+        }
+        let status = status.unwrap_or_else(|| {
+            tracker.send(Event::RunEnded {
+                run_id: run_id.clone(),
+                status: "failed".into(),
+                steps_done: last_step,
+                error: Some(format!(
+                    "Slurm task {task} ended without finishing (cancelled, out of time, or its node was lost)\n--- log tail ({}) ---\n{}",
+                    log.display(),
+                    log_tail(&log, 15)
+                )),
+                at: track::now(),
+            });
+            "failed".into()
+        });
+        summary.count(&status);
+    }
+    tracker.flush();
+    Ok(summary)
+}
+
+/// `runner slurm-task <plan> <index>`: trains one grid point inside a Slurm array task.
+pub fn run_task(plan_path: &Path, index: usize) -> Result<()> {
+    let text = std::fs::read(plan_path).with_context(|| format!("reading {}", plan_path.display()))?;
+    let plan: Plan =
+        serde_json::from_slice(&text).with_context(|| format!("{}: not a plan", plan_path.display()))?;
+    let Some(pending) = plan.runs.get(index) else {
+        bail!("{}: no task {index} (the plan has {})", plan_path.display(), plan.runs.len());
+    };
+    let job = std::env::var("SLURM_ARRAY_JOB_ID")
+        .ok()
+        .or(plan.job_id.clone())
+        .unwrap_or_else(|| "local".into());
+    let run_dir = &pending.run.run_dir;
+    std::fs::create_dir_all(run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    // Decided now, not at submission: a requeued task resumes from its own checkpoints.
+    let pending = &Pending {
+        run: pending.run.clone(),
+        fresh: crate::train::checkpoint::list(run_dir).is_empty(),
+    };
+    let path = run_dir.join(RECORDS);
+    // A fresh start replaces the records of earlier attempts; a resume adds to them.
+    let file = if pending.fresh {
+        std::fs::File::create(&path)
+    } else {
+        std::fs::OpenOptions::new().create(true).append(true).open(&path)
+    }
+    .with_context(|| format!("opening {}", path.display()))?;
+    let recorder = RecordsFile {
+        task: task_id(&job, index),
+        file: Mutex::new(file),
+    };
+    eprintln!(
+        "{}: run {} (task {}) on {}",
+        plan.experiment,
+        pending.run.id,
+        recorder.task,
+        track::hostname()
+    );
+    let bar = ProgressBar::hidden();
+    let status = sweep::run_one(
+        &plan.experiment,
+        pending,
+        &recorder,
+        bar,
+        Arc::new(AtomicBool::new(false)),
+    );
+    eprintln!("{}: run {} {status}", plan.experiment, pending.run.id);
+    if status != "finished" {
+        bail!("run {} {status}", pending.run.id);
+    }
+    Ok(())
+}

@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# A real one-node Slurm cluster on localhost, and `runner sweep --executor slurm` against it.
+#
+# Installs Debian's slurm-wlm and munge if missing, starts munged, slurmctld and slurmd with a
+# minimal slurm.conf in a temporary directory, then:
+#   1. submits a 4-point tiny sweep with --wait: all four runs finished, each exactly once;
+#   2. submits a 2-point sweep whose runs take a while, cancels one task mid-run (scancel),
+#      collects: that run is failed with its job id and log tail, the other finished;
+#      a rerun submits and completes only the cancelled point.
+# Every daemon it started is stopped on exit. Usage: tests/slurm.sh [path/to/runner]
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+RUNNER=${1:-${CARGO_TARGET_DIR:-$HOME/.cache/ganrunner-target}/release/runner}
+RUNNER=$(realpath "$RUNNER")
+FIXTURE=$ROOT/tests/fixtures/mnist-mini
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
+    echo "installing slurm-wlm and munge"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null
+fi
+
+T=$(mktemp -d /tmp/ganrunner-slurm.XXXXXX)
+STARTED_MUNGE=
+cleanup() {
+    set +e
+    [ -f "$T/slurmd.pid" ] && kill "$(cat "$T/slurmd.pid")" 2>/dev/null
+    [ -f "$T/slurmctld.pid" ] && kill "$(cat "$T/slurmctld.pid")" 2>/dev/null
+    [ -n "$STARTED_MUNGE" ] && kill "$STARTED_MUNGE" 2>/dev/null
+    sleep 1
+    pkill -f "slurmstepd.*$T" 2>/dev/null
+    rm -rf "$T"
+}
+trap cleanup EXIT
+
+# munge: a key if the package did not make one, and a daemon on our own socket.
+[ -s /etc/munge/munge.key ] || { dd if=/dev/urandom bs=1 count=1024 of=/etc/munge/munge.key 2>/dev/null; }
+chown munge:munge /etc/munge/munge.key 2>/dev/null || true
+chmod 400 /etc/munge/munge.key
+mkdir -p /run/munge /var/lib/munge /var/log/munge
+chown munge:munge /run/munge /var/lib/munge /var/log/munge 2>/dev/null || true
+if ! munge -n >/dev/null 2>&1; then
+    if id munge >/dev/null 2>&1; then
+        su -s /bin/sh munge -c "/usr/sbin/munged --pid-file=/run/munge/munged.pid"
+    else
+        /usr/sbin/munged --force --pid-file=/run/munge/munged.pid
+    fi
+    STARTED_MUNGE=$(cat /run/munge/munged.pid)
+    munge -n >/dev/null || fail "munged does not answer"
+fi
+
+HOST=$(hostname -s)
+mkdir -p "$T/state" "$T/spool" "$T/log"
+cat > "$T/slurm.conf" <<CONF
+ClusterName=ganrunner-test
+SlurmctldHost=$HOST(127.0.0.1)
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+StateSaveLocation=$T/state
+SlurmdSpoolDir=$T/spool
+SlurmctldPidFile=$T/slurmctld.pid
+SlurmdPidFile=$T/slurmd.pid
+SlurmctldLogFile=$T/log/slurmctld.log
+SlurmdLogFile=$T/log/slurmd.log
+SlurmctldPort=16817
+SlurmdPort=16818
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+SchedulerType=sched/builtin
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+ReturnToService=2
+MpiDefault=none
+MailProg=/bin/true
+NodeName=$HOST NodeAddr=127.0.0.1 CPUs=2 State=UNKNOWN
+PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
+CONF
+export SLURM_CONF=$T/slurm.conf
+/usr/sbin/slurmctld -i -f "$SLURM_CONF"
+/usr/sbin/slurmd -f "$SLURM_CONF"
+for _ in $(seq 30); do
+    sinfo -h -o %t 2>/dev/null | grep -q idle && break
+    sleep 1
+done
+sinfo -h -o %t | grep -q idle || { cat "$T"/log/*.log; fail "the Slurm node never became idle"; }
+echo "slurm up: $(sinfo -h -o '%P %D %t')"
+
+WORK=$T/work
+mkdir -p "$WORK"
+cd "$WORK"
+spec() { # name steps seeds
+    cat > "$1.toml" <<SPEC
+name = "$1"
+[data]
+dir = "$FIXTURE"
+[model]
+arch = "gan"
+latent_dim = 8
+g_hidden = [8, 16]
+d_hidden = [16, 8]
+[train]
+steps = $2
+batch_size = 16
+[log]
+sample_every = 1000
+checkpoint_every = 1000
+metrics_every = 50
+eval_samples = 0
+[sweep]
+"train.seed" = $3
+SPEC
+}
+sql() { "$RUNNER" query --format csv "$1" | tail -n +2; }
+
+# 1. Four points, waited for and merged.
+spec four 40 "[1, 2, 3, 4]"
+"$RUNNER" sweep four.toml --executor slurm --max-parallel 2 --wait --no-report
+[ "$(sql "SELECT count(*) FROM runs WHERE experiment = 'four' AND status = 'finished'")" = 4 ] \
+    || { "$RUNNER" runs; fail "four finished runs expected"; }
+[ "$(sql "SELECT count(*) FROM runs")" = 4 ] || fail "each run recorded once"
+[ "$(sql "SELECT count(DISTINCT slurm_task) FROM runs")" = 4 ] || fail "each run has its task"
+rows=$(sql "SELECT count(*) FROM metrics")
+"$RUNNER" sweep four.toml --executor slurm --collect --no-report
+[ "$(sql "SELECT count(*) FROM metrics")" = "$rows" ] || fail "collecting twice added rows"
+"$RUNNER" sweep four.toml --executor slurm --wait --no-report | grep -q "4 skipped" \
+    || fail "a second sweep skips the finished runs"
+echo "ok: 4-point sweep finished once each, collect is idempotent"
+
+# 2. Cancel one task mid-run; it is failed; a rerun completes only it.
+spec two 400000 "[1, 2]"
+sed -i 's/checkpoint_every = 1000/checkpoint_every = 200000/' two.toml
+out=$("$RUNNER" sweep two.toml --executor slurm --no-report 2>&1)
+echo "$out"
+job=$(echo "$out" | sed -n 's/.*submitted Slurm job \([0-9]*\).*/\1/p')
+[ -n "$job" ] || fail "no job id"
+for _ in $(seq 60); do
+    running=$(squeue -h -r -j "$job" -t RUNNING -o %i | wc -l)
+    [ "$running" = 2 ] && break
+    sleep 1
+done
+sleep 3
+scancel "${job}_0"
+"$RUNNER" sweep two.toml --executor slurm --collect --wait --no-report
+[ "$(sql "SELECT status FROM runs WHERE slurm_task = '${job}_0'")" = failed ] \
+    || { "$RUNNER" runs; fail "the cancelled task's run is failed"; }
+sql "SELECT error FROM runs WHERE slurm_task = '${job}_0'" | grep -q "${job}_0" \
+    || fail "the failure names the Slurm task"
+[ "$(sql "SELECT status FROM runs WHERE slurm_task = '${job}_1'")" = finished ] \
+    || { "$RUNNER" runs; fail "the other task finished"; }
+cancelled=$(sql "SELECT id FROM runs WHERE slurm_task = '${job}_0'")
+out=$("$RUNNER" sweep two.toml --executor slurm --wait --no-report 2>&1)
+echo "$out"
+echo "$out" | grep -q "submitted Slurm job [0-9]*: 1 tasks" || fail "the rerun submits only the failed point"
+[ "$(sql "SELECT status FROM runs WHERE id = '$cancelled'")" = finished ] || fail "the rerun finished it"
+[ "$(sql "SELECT count(*) FROM runs WHERE experiment = 'two'")" = 2 ] || fail "still two runs"
+echo "ok: a cancelled task is recorded as failed and a rerun completes only that point"
+echo "slurm tests passed"
