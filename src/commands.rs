@@ -137,7 +137,10 @@ pub fn sweep(req: SweepRequest) -> Result<()> {
         if req.slurm.as_ref().is_some_and(|s| s.wait) && !jobs.is_empty() {
             crate::slurm::wait(&jobs, &stop)?;
         }
-        let summary = crate::slurm::collect(req.results, &spec.name, &tracker)?;
+        let mut summary = sweep::Summary::default();
+        for status in crate::slurm::collect(req.results, &spec.name, &tracker)?.values() {
+            summary.count(status);
+        }
         tracker.close()?;
         println!(
             "{}: collected {} finished, {} failed, {} diverged, {} interrupted; {} still queued or running",

@@ -1,8 +1,10 @@
 //! ganrunner: a config-driven GAN experiment runner for MNIST-style digits.
 //!
 //! Data flows one way: [`spec`] (what to run) -> [`train`] (runs it on burn, writing samples,
-//! losses and checkpoints) -> files people look at ([`images`]). [`data`] loads and fetches the
-//! digits, [`model`] builds the networks, [`backend`] picks the device.
+//! losses, checkpoints and [`eval`] scores) -> [`track`] (the SQLite database, fed by [`sweep`]
+//! locally or by [`slurm`] tasks' records) -> [`query`] and [`report`] (which read only the
+//! database). [`data`] loads and fetches the digits, [`model`] builds the networks, [`backend`]
+//! picks the device, [`images`] writes what people look at, [`score`] is `runner eval`.
 
 pub mod backend;
 pub mod bench;

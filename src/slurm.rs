@@ -186,7 +186,12 @@ impl Executor for SlurmExecutor {
             });
         }
         wait(&[job], &self.stop)?;
-        collect(&self.results, experiment, tracker)
+        let statuses = collect(&self.results, experiment, tracker)?;
+        let mut summary = Summary::default();
+        for p in &plan.runs {
+            summary.count(statuses.get(&p.run.id).map_or("pending", String::as_str));
+        }
+        Ok(summary)
     }
 }
 
@@ -262,8 +267,13 @@ fn log_tail(path: &Path, lines: usize) -> String {
 }
 
 /// Merges the records of every ended task of the experiment's plans into the database; a run
-/// planned more than once is taken from its latest plan. Returns the runs' statuses.
-pub fn collect(results: &Path, experiment: &str, tracker: &Tracker) -> Result<Summary> {
+/// planned more than once is taken from its latest plan. Returns each run's status
+/// (`pending` for tasks still queued or running).
+pub fn collect(
+    results: &Path,
+    experiment: &str,
+    tracker: &Tracker,
+) -> Result<BTreeMap<String, String>> {
     let queued = queued_tasks()?;
     let dir = slurm_dir(results, experiment);
     let mut latest: BTreeMap<String, (String, &Pending)> = BTreeMap::new();
@@ -274,10 +284,10 @@ pub fn collect(results: &Path, experiment: &str, tracker: &Tracker) -> Result<Su
             latest.insert(pending.run.id.clone(), (task_id(job, i), pending));
         }
     }
-    let mut summary = Summary::default();
+    let mut statuses = BTreeMap::new();
     for (run_id, (task, pending)) in latest {
         if queued.contains(&task) {
-            summary.queued += 1;
+            statuses.insert(run_id, "pending".to_string());
             continue;
         }
         let log = dir.join(format!("{task}.log"));
@@ -294,33 +304,22 @@ pub fn collect(results: &Path, experiment: &str, tracker: &Tracker) -> Result<Su
         let mut status = None;
         let mut last_step = 0;
         for line in lines {
-            let mine = line.task == task;
-            let event = match line.event {
-                Event::Metric { step, .. } if mine => {
-                    last_step = last_step.max(step);
-                    line.event
-                }
-                Event::RunEnded {
-                    run_id,
-                    status: ended,
-                    steps_done,
-                    error,
-                    at,
-                } if mine => {
-                    let error = error.map(|e| {
-                        format!("Slurm task {task}: {e}\n--- log tail ---\n{}", log_tail(&log, 15))
-                    });
-                    status = Some(ended.clone());
-                    Event::RunEnded {
-                        run_id,
-                        status: ended,
-                        steps_done,
-                        error,
-                        at,
+            let mut event = line.event;
+            if line.task == task {
+                match &mut event {
+                    Event::Metric { step, .. } => last_step = last_step.max(*step),
+                    Event::RunEnded { status: ended, error, .. } => {
+                        if let Some(error) = error {
+                            *error = format!(
+                                "Slurm task {task}: {error}\n--- log tail ---\n{}",
+                                log_tail(&log, 15)
+                            );
+                        }
+                        status = Some(ended.clone());
                     }
+                    _ => {}
                 }
-                other => other,
-            };
+            }
             tracker.send(event);
         }
         let status = status.unwrap_or_else(|| {
@@ -337,10 +336,10 @@ pub fn collect(results: &Path, experiment: &str, tracker: &Tracker) -> Result<Su
             });
             "failed".into()
         });
-        summary.count(&status);
+        statuses.insert(run_id, status);
     }
     tracker.flush();
-    Ok(summary)
+    Ok(statuses)
 }
 
 /// `runner slurm-task <plan> <index>`: trains one grid point inside a Slurm array task.

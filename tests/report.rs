@@ -239,7 +239,13 @@ fn the_report_loads_in_chromium_without_broken_images_missing_pages_or_errors() 
     // A screenshot of the index and of the experiment page, opened from file://.
     let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("report-screenshots");
     std::fs::create_dir_all(&shots).unwrap();
-    for (name, page) in [("index", "report/index.html"), ("experiment", "report/tiny/index.html")] {
+    let run_page = run_pages(&results.join("report"))[0].clone();
+    let run_page = run_page.strip_prefix(&results).unwrap().display().to_string();
+    for (name, page) in [
+        ("index", "report/index.html"),
+        ("experiment", "report/tiny/index.html"),
+        ("run", run_page.as_str()),
+    ] {
         let png = shots.join(format!("{name}.png"));
         let out = chromium(
             &[

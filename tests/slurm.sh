@@ -133,8 +133,7 @@ rows=$(sql "SELECT count(*) FROM metrics")
 echo "ok: 4-point sweep finished once each, collect is idempotent"
 
 # 2. Cancel one task mid-run; it is failed; a rerun completes only it.
-spec two 400000 "[1, 2]"
-sed -i 's/checkpoint_every = 1000/checkpoint_every = 200000/' two.toml
+spec two 6000 "[1, 2]"   # about 8 s a run: long enough to cancel one mid-run
 out=$("$RUNNER" sweep two.toml --executor slurm --no-report 2>&1)
 echo "$out"
 job=$(echo "$out" | sed -n 's/.*submitted Slurm job \([0-9]*\).*/\1/p')
@@ -144,19 +143,22 @@ for _ in $(seq 60); do
     [ "$running" = 2 ] && break
     sleep 1
 done
-sleep 3
+sleep 2
 scancel "${job}_0"
 "$RUNNER" sweep two.toml --executor slurm --collect --wait --no-report
 [ "$(sql "SELECT status FROM runs WHERE slurm_task = '${job}_0'")" = failed ] \
     || { "$RUNNER" runs; fail "the cancelled task's run is failed"; }
-sql "SELECT error FROM runs WHERE slurm_task = '${job}_0'" | grep -q "${job}_0" \
-    || fail "the failure names the Slurm task"
+error=$(sql "SELECT error FROM runs WHERE slurm_task = '${job}_0'")
+echo "recorded error: $error"
+echo "$error" | grep -q "Slurm task ${job}_0" || fail "the failure names the Slurm task"
+echo "$error" | grep -q "CANCELLED" || fail "the failure shows the log's tail"
 [ "$(sql "SELECT status FROM runs WHERE slurm_task = '${job}_1'")" = finished ] \
     || { "$RUNNER" runs; fail "the other task finished"; }
 cancelled=$(sql "SELECT id FROM runs WHERE slurm_task = '${job}_0'")
 out=$("$RUNNER" sweep two.toml --executor slurm --wait --no-report 2>&1)
 echo "$out"
 echo "$out" | grep -q "submitted Slurm job [0-9]*: 1 tasks" || fail "the rerun submits only the failed point"
+echo "$out" | grep -q "2 runs: 1 finished, 1 skipped" || fail "the rerun's summary counts its own run"
 [ "$(sql "SELECT status FROM runs WHERE id = '$cancelled'")" = finished ] || fail "the rerun finished it"
 [ "$(sql "SELECT count(*) FROM runs WHERE experiment = 'two'")" = 2 ] || fail "still two runs"
 echo "ok: a cancelled task is recorded as failed and a rerun completes only that point"

@@ -80,8 +80,8 @@ fn draw<'a>(chart: &'a Chart<'a>, out: &'a mut String) -> Result<(), Box<dyn std
     builder
         .caption(chart.title, ("sans-serif", 18))
         .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(60);
+        .x_label_area_size(45)
+        .y_label_area_size(70);
     let categories = chart.x_categories.clone();
     let x_fmt = move |x: &f64| match &categories {
         Some(names) => {
@@ -105,6 +105,8 @@ fn draw<'a>(chart: &'a Chart<'a>, out: &'a mut String) -> Result<(), Box<dyn std
                 .x_label_formatter(&x_fmt)
                 .y_label_formatter(&y_fmt)
                 .x_labels($x_labels)
+                .label_style(("sans-serif", 13))
+                .axis_desc_style(("sans-serif", 15))
                 .light_line_style(WHITE.mix(0.0))
                 .draw()?;
             for (i, s) in chart.series.iter().enumerate() {
@@ -129,6 +131,7 @@ fn draw<'a>(chart: &'a Chart<'a>, out: &'a mut String) -> Result<(), Box<dyn std
             if chart.legend && !chart.series.is_empty() {
                 ctx.configure_series_labels()
                     .position(SeriesLabelPosition::UpperRight)
+                    .label_font(("sans-serif", 13))
                     .background_style(WHITE.mix(0.85))
                     .border_style(BLACK.mix(0.4))
                     .draw()?;
