@@ -127,7 +127,9 @@ pub struct SweepRequest<'a> {
 
 pub fn sweep(req: SweepRequest) -> Result<()> {
     if req.slurm.is_none() && req.slurm_flags_given {
-        bail!("--partition, --max-parallel, --sbatch-arg, --wait and --collect need --executor slurm");
+        bail!(
+            "--partition, --max-parallel, --sbatch-arg, --wait and --collect need --executor slurm"
+        );
     }
     let spec = Spec::load(req.spec)?;
     let stop = interrupt_flag();
@@ -262,9 +264,17 @@ pub fn eval(req: EvalRequest) -> Result<()> {
     let mut log = |line: &str| eprintln!("{line}");
     let scored = if req.real {
         let dir = data::dataset_dir(Path::new("data"), req.dataset, req.data_dir);
-        crate::score::calibration(&dir, &[28, 32], req.samples, req.seed.unwrap_or(0), &mut log)?
+        crate::score::calibration(
+            &dir,
+            &[28, 32],
+            req.samples,
+            req.seed.unwrap_or(0),
+            &mut log,
+        )?
     } else {
-        let target = req.target.context("name a run or a checkpoint, or pass --real")?;
+        let target = req
+            .target
+            .context("name a run or a checkpoint, or pass --real")?;
         let dir = crate::score::resolve_target(target, req.db)?;
         let (config, scored) =
             crate::score::score_checkpoint(&dir, req.samples, req.seed, req.data_dir, &mut log)?;

@@ -25,7 +25,8 @@ pub fn load_generator(path: &Path) -> anyhow::Result<(Generator, crate::spec::Ru
 pub fn generate(checkpoint_path: &Path, n: usize, seed: u64, out: &Path) -> anyhow::Result<u64> {
     anyhow::ensure!(n > 0, "--n must be at least 1");
     let (generator, config, step) = load_generator(checkpoint_path)?;
-    let images: ImageBatch = crate::train::sample(&generator, &config.model, n, seed, Stream::Samples);
+    let images: ImageBatch =
+        crate::train::sample(&generator, &config.model, n, seed, Stream::Samples);
     let is_grid = out.extension().is_some_and(|e| e == "png");
     let images = if is_grid { images } else { images.resized(28) };
     let cols = (n as f64).sqrt().ceil() as usize;

@@ -43,11 +43,13 @@ fn run(cli: Cli) -> Result<()> {
             results: &a.results,
             data_dir: a.data_dir.as_deref(),
             write_report: !a.no_report,
-            slurm: (a.executor == cli::ExecutorKind::Slurm).then(|| ganrunner::slurm::SlurmOptions {
-                partition: a.partition.clone(),
-                max_parallel: a.max_parallel,
-                sbatch_args: a.sbatch_args.clone(),
-                wait: a.wait,
+            slurm: (a.executor == cli::ExecutorKind::Slurm).then(|| {
+                ganrunner::slurm::SlurmOptions {
+                    partition: a.partition.clone(),
+                    max_parallel: a.max_parallel,
+                    sbatch_args: a.sbatch_args.clone(),
+                    wait: a.wait,
+                }
             }),
             collect: a.collect,
             slurm_flags_given: a.partition.is_some()

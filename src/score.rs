@@ -47,12 +47,12 @@ pub fn resolve_target(target: &str, db: &Path) -> Result<PathBuf> {
         &[&target],
     )?;
     match &found.rows[..] {
-        [] => bail!(
-            "`{target}`: no such file, nor a run in {}",
-            db.display()
-        ),
+        [] => bail!("`{target}`: no such file, nor a run in {}", db.display()),
         [row] => checkpoint::resolve(Path::new(row[1].as_str().unwrap_or_default())),
-        rows => bail!("`{target}` matches {} runs; give more of the id", rows.len()),
+        rows => bail!(
+            "`{target}` matches {} runs; give more of the id",
+            rows.len()
+        ),
     }
 }
 
@@ -91,7 +91,12 @@ pub fn score_checkpoint(
 
 /// Stores an evaluation with its run, when the database knows the run; returns the run id
 /// it was stored under.
-pub fn record(db: &Path, config: &RunConfig, step: u64, metrics: &Metrics) -> Result<Option<String>> {
+pub fn record(
+    db: &Path,
+    config: &RunConfig,
+    step: u64,
+    metrics: &Metrics,
+) -> Result<Option<String>> {
     if !db.is_file() {
         return Ok(None);
     }
@@ -126,7 +131,10 @@ pub fn calibration(
         samples.min(train.len()),
     );
     let real = ImageBatch {
-        pixels: picked.iter().flat_map(|i| train.image(i).to_vec()).collect(),
+        pixels: picked
+            .iter()
+            .flat_map(|i| train.image(i).to_vec())
+            .collect(),
         side: train.side,
     };
     let mut out = Vec::new();
@@ -159,8 +167,17 @@ pub fn calibration(
 /// Scored sets as rows for `--format table|csv|json`.
 pub fn rows(scored: &[Scored]) -> Rows {
     let columns = [
-        "set", "step", "samples", "fid", "is", "class_kl", "precision", "recall", "density",
-        "coverage", "seconds",
+        "set",
+        "step",
+        "samples",
+        "fid",
+        "is",
+        "class_kl",
+        "precision",
+        "recall",
+        "density",
+        "coverage",
+        "seconds",
     ];
     let round = |v: f64, places: i32| {
         let scale = 10f64.powi(places);

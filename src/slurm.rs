@@ -112,7 +112,12 @@ fn run_checked(command: &mut Command) -> Result<String> {
 }
 
 impl Executor for SlurmExecutor {
-    fn execute(&self, experiment: &str, pending: Vec<Pending>, tracker: &Tracker) -> Result<Summary> {
+    fn execute(
+        &self,
+        experiment: &str,
+        pending: Vec<Pending>,
+        tracker: &Tracker,
+    ) -> Result<Summary> {
         if pending.is_empty() {
             return Ok(Summary::default());
         }
@@ -206,7 +211,10 @@ pub fn wait(jobs: &[String], stop: &AtomicBool) -> Result<()> {
     let of_jobs = |queued: &BTreeSet<String>| {
         queued
             .iter()
-            .filter(|t| jobs.iter().any(|j| t.starts_with(&format!("{j}_")) || *t == j))
+            .filter(|t| {
+                jobs.iter()
+                    .any(|j| t.starts_with(&format!("{j}_")) || *t == j)
+            })
             .count()
     };
     let bar = ProgressBar::new_spinner();
@@ -217,7 +225,10 @@ pub fn wait(jobs: &[String], stop: &AtomicBool) -> Result<()> {
             bar.finish_and_clear();
             return Ok(());
         }
-        bar.set_message(format!("Slurm job {}: {left} tasks queued or running", jobs.join(", ")));
+        bar.set_message(format!(
+            "Slurm job {}: {left} tasks queued or running",
+            jobs.join(", ")
+        ));
         if stop.load(Ordering::Relaxed) {
             bar.finish_and_clear();
             bail!(
@@ -308,7 +319,11 @@ pub fn collect(
             if line.task == task {
                 match &mut event {
                     Event::Metric { step, .. } => last_step = last_step.max(*step),
-                    Event::RunEnded { status: ended, error, .. } => {
+                    Event::RunEnded {
+                        status: ended,
+                        error,
+                        ..
+                    } => {
                         if let Some(error) = error {
                             *error = format!(
                                 "Slurm task {task}: {error}\n--- log tail ---\n{}",
@@ -344,11 +359,16 @@ pub fn collect(
 
 /// `runner slurm-task <plan> <index>`: trains one grid point inside a Slurm array task.
 pub fn run_task(plan_path: &Path, index: usize) -> Result<()> {
-    let text = std::fs::read(plan_path).with_context(|| format!("reading {}", plan_path.display()))?;
-    let plan: Plan =
-        serde_json::from_slice(&text).with_context(|| format!("{}: not a plan", plan_path.display()))?;
+    let text =
+        std::fs::read(plan_path).with_context(|| format!("reading {}", plan_path.display()))?;
+    let plan: Plan = serde_json::from_slice(&text)
+        .with_context(|| format!("{}: not a plan", plan_path.display()))?;
     let Some(pending) = plan.runs.get(index) else {
-        bail!("{}: no task {index} (the plan has {})", plan_path.display(), plan.runs.len());
+        bail!(
+            "{}: no task {index} (the plan has {})",
+            plan_path.display(),
+            plan.runs.len()
+        );
     };
     let job = std::env::var("SLURM_ARRAY_JOB_ID")
         .ok()
@@ -366,7 +386,10 @@ pub fn run_task(plan_path: &Path, index: usize) -> Result<()> {
     let file = if pending.fresh {
         std::fs::File::create(&path)
     } else {
-        std::fs::OpenOptions::new().create(true).append(true).open(&path)
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
     }
     .with_context(|| format!("opening {}", path.display()))?;
     let recorder = RecordsFile {

@@ -130,7 +130,12 @@ pub struct Pending {
 
 /// Runs a sweep's pending grid points somewhere, recording them in the tracker's database.
 pub trait Executor {
-    fn execute(&self, experiment: &str, pending: Vec<Pending>, tracker: &Tracker) -> Result<Summary>;
+    fn execute(
+        &self,
+        experiment: &str,
+        pending: Vec<Pending>,
+        tracker: &Tracker,
+    ) -> Result<Summary>;
 }
 
 /// Reports a run's progress to the database and to its progress bar.
@@ -316,7 +321,10 @@ pub fn run(
     drop(reader);
     let summary = executor.execute(&spec.name, pending, &tracker);
     tracker.close()?;
-    Ok(Summary { skipped, ..summary? })
+    Ok(Summary {
+        skipped,
+        ..summary?
+    })
 }
 
 /// Runs grid points here, `jobs` at a time, with a progress bar each.
@@ -326,7 +334,12 @@ pub struct LocalExecutor {
 }
 
 impl Executor for LocalExecutor {
-    fn execute(&self, experiment: &str, pending: Vec<Pending>, tracker: &Tracker) -> Result<Summary> {
+    fn execute(
+        &self,
+        experiment: &str,
+        pending: Vec<Pending>,
+        tracker: &Tracker,
+    ) -> Result<Summary> {
         let multi = MultiProgress::with_draw_target(if std::io::stderr().is_terminal() {
             ProgressDrawTarget::stderr()
         } else {

@@ -18,7 +18,8 @@ use rusqlite::{Connection, OpenFlags, params};
 use serde::{Deserialize, Serialize};
 
 /// Schema migrations; entry i upgrades `user_version` i to i + 1.
-pub const MIGRATIONS: &[&str] = &[r#"
+pub const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE experiments (
     name        TEXT PRIMARY KEY,
     description TEXT NOT NULL,
@@ -67,7 +68,8 @@ CREATE TABLE checkpoints (
     PRIMARY KEY (run_id, step)
 );
 CREATE INDEX runs_by_experiment ON runs(experiment);
-"#, r#"
+"#,
+    r#"
 CREATE TABLE evals (
     run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
     step   INTEGER NOT NULL,
@@ -75,9 +77,11 @@ CREATE TABLE evals (
     value  REAL NOT NULL,
     PRIMARY KEY (run_id, step, metric)
 );
-"#, r#"
+"#,
+    r#"
 ALTER TABLE runs ADD COLUMN slurm_task TEXT;  -- job_index of the Slurm array task, if any
-"#];
+"#,
+];
 
 /// The database's default place.
 pub fn default_db() -> PathBuf {

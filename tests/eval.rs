@@ -7,7 +7,10 @@ use ganrunner::eval::{Evaluator, Metrics};
 use ganrunner::images::ImageBatch;
 
 fn evaluator(side: usize) -> Evaluator {
-    Evaluator::new(&common::fixture_dir(), side, &mut |line| eprintln!("{line}")).unwrap()
+    Evaluator::new(&common::fixture_dir(), side, &mut |line| {
+        eprintln!("{line}")
+    })
+    .unwrap()
 }
 
 fn batch(digits: &Digits, keep: impl Fn(u8) -> bool) -> ImageBatch {
@@ -34,8 +37,15 @@ fn identical_sets_score_perfectly_and_noise_scores_far_worse() {
     let train = Digits::load(&common::fixture_dir(), Split::Train).unwrap();
 
     let same = score(&ev, &batch(&test, |_| true));
-    assert!(same.fid.abs() < 1e-2, "FID of the test set with itself: {}", same.fid);
-    assert_eq!((same.precision, same.recall, same.coverage), (1.0, 1.0, 1.0));
+    assert!(
+        same.fid.abs() < 1e-2,
+        "FID of the test set with itself: {}",
+        same.fid
+    );
+    assert_eq!(
+        (same.precision, same.recall, same.coverage),
+        (1.0, 1.0, 1.0)
+    );
 
     let real = score(&ev, &batch(&train, |_| true));
     let noise_pixels: Vec<u8> = (0..600 * 28 * 28)
@@ -68,8 +78,16 @@ fn one_digit_repeated_has_no_diversity() {
         side: 28,
     };
     let m = score(&ev, &one);
-    assert!((m.inception_score - 1.0).abs() < 1e-3, "IS {}", m.inception_score);
-    assert!((m.class_kl - 10f64.ln()).abs() < 1e-9, "class KL {}", m.class_kl);
+    assert!(
+        (m.inception_score - 1.0).abs() < 1e-3,
+        "IS {}",
+        m.inception_score
+    );
+    assert!(
+        (m.class_kl - 10f64.ln()).abs() < 1e-9,
+        "class KL {}",
+        m.class_kl
+    );
     assert!(m.class_histogram.iter().filter(|&&h| h > 0.0).count() == 1);
     assert!(m.recall < 0.1, "recall {}", m.recall);
 }
@@ -96,7 +114,10 @@ fn half_the_classes_keep_precision_but_lose_recall() {
     );
     assert!(low.coverage < all.coverage - 0.1);
     let missing: f64 = low.class_histogram[5..].iter().sum();
-    assert!(missing < 0.2, "classes 5-9 predicted for {missing} of 0-4 digits");
+    assert!(
+        missing < 0.2,
+        "classes 5-9 predicted for {missing} of 0-4 digits"
+    );
     assert!(low.class_kl > all.class_kl);
 }
 

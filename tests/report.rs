@@ -54,7 +54,9 @@ eval_every = 6
         .arg(fixture_dir())
         .assert()
         .success()
-        .stdout(predicate::str::contains("report: results/report/index.html"));
+        .stdout(predicate::str::contains(
+            "report: results/report/index.html",
+        ));
 }
 
 fn read(path: PathBuf) -> String {
@@ -187,7 +189,9 @@ fn chromium(args: &[&str], profile: &Path) -> std::process::Output {
         .arg(format!("--user-data-dir={}", profile.display()))
         .args(args)
         .output()
-        .expect("Debian's chromium is installed (`.ci/run` installs it; `apt-get install chromium`)")
+        .expect(
+            "Debian's chromium is installed (`.ci/run` installs it; `apt-get install chromium`)",
+        )
 }
 
 #[test]
@@ -196,7 +200,10 @@ fn the_report_loads_in_chromium_without_broken_images_missing_pages_or_errors() 
     sweep(dir.path(), true);
     let results = dir.path().join("results");
     let index = read(results.join("report/index.html"));
-    assert!(index.contains("LeNet-FID"), "evaluated runs are ranked by FID");
+    assert!(
+        index.contains("LeNet-FID"),
+        "evaluated runs are ranked by FID"
+    );
     assert!(index.contains("class=\"best\""));
     for page in run_pages(&results.join("report")) {
         let html = read(page.clone());
@@ -240,7 +247,11 @@ fn the_report_loads_in_chromium_without_broken_images_missing_pages_or_errors() 
     let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("report-screenshots");
     std::fs::create_dir_all(&shots).unwrap();
     let run_page = run_pages(&results.join("report"))[0].clone();
-    let run_page = run_page.strip_prefix(&results).unwrap().display().to_string();
+    let run_page = run_page
+        .strip_prefix(&results)
+        .unwrap()
+        .display()
+        .to_string();
     for (name, page) in [
         ("index", "report/index.html"),
         ("experiment", "report/tiny/index.html"),
@@ -255,7 +266,11 @@ fn the_report_loads_in_chromium_without_broken_images_missing_pages_or_errors() 
             ],
             profile.path(),
         );
-        assert!(png.is_file(), "no screenshot: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            png.is_file(),
+            "no screenshot: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         eprintln!("screenshot: {}", png.display());
     }
 }

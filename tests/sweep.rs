@@ -347,7 +347,10 @@ fn sweeps_log_evaluations_and_eval_reproduces_them() {
         "evaluations at steps 10 and 20"
     );
     assert_eq!(
-        count(&conn, "SELECT count(*) FROM evals WHERE step = 20 AND metric IN ('fid', 'is', 'precision', 'recall', 'density', 'coverage', 'class_kl')"),
+        count(
+            &conn,
+            "SELECT count(*) FROM evals WHERE step = 20 AND metric IN ('fid', 'is', 'precision', 'recall', 'density', 'coverage', 'class_kl')"
+        ),
         7
     );
     let (run, fid): (String, f64) = conn
@@ -371,10 +374,16 @@ fn sweeps_log_evaluations_and_eval_reproduces_them() {
         .clone();
     let rows: serde_json::Value = serde_json::from_slice(&out).unwrap();
     let again = rows[0]["fid"].as_f64().unwrap();
-    assert!((again - fid).abs() < 1e-3, "runner eval gives {again}, the run logged {fid}");
+    assert!(
+        (again - fid).abs() < 1e-3,
+        "runner eval gives {again}, the run logged {fid}"
+    );
     assert_eq!(rows[0]["step"], 20);
     // Re-recording the same evaluation adds no rows.
-    assert_eq!(count(&db(dir.path()), "SELECT count(DISTINCT step) FROM evals"), 2);
+    assert_eq!(
+        count(&db(dir.path()), "SELECT count(DISTINCT step) FROM evals"),
+        2
+    );
     // Unknown runs are named.
     runner()
         .current_dir(dir.path())
@@ -390,8 +399,20 @@ fn fake_slurm(dir: &Path) -> String {
     let bin = dir.join("fake-bin");
     std::fs::create_dir_all(&bin).unwrap();
     for (name, body) in [
-        ("sbatch", format!("#!/bin/sh\necho \"$@\" > {0}/sbatch-args\necho 42\n", dir.display())),
-        ("squeue", format!("#!/bin/sh\ncat {0}/queue.txt 2>/dev/null || true\n", dir.display())),
+        (
+            "sbatch",
+            format!(
+                "#!/bin/sh\necho \"$@\" > {0}/sbatch-args\necho 42\n",
+                dir.display()
+            ),
+        ),
+        (
+            "squeue",
+            format!(
+                "#!/bin/sh\ncat {0}/queue.txt 2>/dev/null || true\n",
+                dir.display()
+            ),
+        ),
     ] {
         let path = bin.join(name);
         std::fs::write(&path, body).unwrap();
@@ -418,12 +439,21 @@ fn slurm_sweeps_plan_submit_run_tasks_and_collect_idempotently() {
             .args(extra)
             .assert()
     };
-    slurm(&["--max-parallel", "1", "--partition", "cpu", "--sbatch-arg=--time=1:00:00"])
-        .success()
-        .stderr(predicate::str::contains("submitted Slurm job 42: 2 tasks"))
-        .stdout(predicate::str::contains("2 queued"));
+    slurm(&[
+        "--max-parallel",
+        "1",
+        "--partition",
+        "cpu",
+        "--sbatch-arg=--time=1:00:00",
+    ])
+    .success()
+    .stderr(predicate::str::contains("submitted Slurm job 42: 2 tasks"))
+    .stdout(predicate::str::contains("2 queued"));
     let args = std::fs::read_to_string(dir.path().join("sbatch-args")).unwrap();
-    assert!(args.contains("--parsable") && args.contains("--time=1:00:00"), "{args}");
+    assert!(
+        args.contains("--parsable") && args.contains("--time=1:00:00"),
+        "{args}"
+    );
     let slurm_dir = dir.path().join("results/tiny/slurm");
     let plan = std::fs::read_dir(&slurm_dir)
         .unwrap()
@@ -431,9 +461,15 @@ fn slurm_sweeps_plan_submit_run_tasks_and_collect_idempotently() {
         .find(|p| p.extension().is_some_and(|e| e == "json"))
         .unwrap();
     let script = std::fs::read_to_string(plan.with_extension("sbatch")).unwrap();
-    assert!(script.contains("#SBATCH --array=0-1%1") && script.contains("--partition=cpu"), "{script}");
+    assert!(
+        script.contains("#SBATCH --array=0-1%1") && script.contains("--partition=cpu"),
+        "{script}"
+    );
     assert_eq!(
-        count(&db(dir.path()), "SELECT count(*) FROM runs WHERE status = 'pending' AND slurm_task LIKE '42\\_%' ESCAPE '\\'"),
+        count(
+            &db(dir.path()),
+            "SELECT count(*) FROM runs WHERE status = 'pending' AND slurm_task LIKE '42\\_%' ESCAPE '\\'"
+        ),
         2
     );
 
@@ -449,7 +485,9 @@ fn slurm_sweeps_plan_submit_run_tasks_and_collect_idempotently() {
     let plan_json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&plan).unwrap()).unwrap();
     assert_eq!(plan_json["job_id"], "42");
-    let killed_dir = dir.path().join(plan_json["runs"][1]["run"]["run_dir"].as_str().unwrap());
+    let killed_dir = dir
+        .path()
+        .join(plan_json["runs"][1]["run"]["run_dir"].as_str().unwrap());
     std::fs::create_dir_all(&killed_dir).unwrap();
     let first = std::fs::read_to_string(
         dir.path()
@@ -463,37 +501,51 @@ fn slurm_sweeps_plan_submit_run_tasks_and_collect_idempotently() {
         "a task never writes the main database"
     );
     let killed_id = plan_json["runs"][1]["run"]["id"].as_str().unwrap();
-    let mut started: serde_json::Value = serde_json::from_str(first.lines().next().unwrap()).unwrap();
+    let mut started: serde_json::Value =
+        serde_json::from_str(first.lines().next().unwrap()).unwrap();
     started["task"] = "42_1".into();
     started["event"]["RunStarted"]["record"]["id"] = killed_id.into();
-    started["event"]["RunStarted"]["record"]["run_dir"] = plan_json["runs"][1]["run"]["run_dir"].clone();
+    started["event"]["RunStarted"]["record"]["run_dir"] =
+        plan_json["runs"][1]["run"]["run_dir"].clone();
     // The kill cut its second line short.
     std::fs::write(
         killed_dir.join("records.jsonl"),
         format!("{started}\n{{\"task\": \"42_1\", \"ev"),
     )
     .unwrap();
-    std::fs::write(slurm_dir.join("42_1.log"), "step 3\nslurmstepd: *** JOB 42 CANCELLED ***\n").unwrap();
+    std::fs::write(
+        slurm_dir.join("42_1.log"),
+        "step 3\nslurmstepd: *** JOB 42 CANCELLED ***\n",
+    )
+    .unwrap();
 
     // While task 1 is still queued, collecting merges only task 0.
     std::fs::write(dir.path().join("queue.txt"), "42_1\n").unwrap();
-    slurm(&["--collect"])
-        .success()
-        .stdout(predicate::str::contains("collected 1 finished").and(predicate::str::contains("1 still queued")));
+    slurm(&["--collect"]).success().stdout(
+        predicate::str::contains("collected 1 finished")
+            .and(predicate::str::contains("1 still queued")),
+    );
     std::fs::remove_file(dir.path().join("queue.txt")).unwrap();
     slurm(&["--collect"])
         .success()
         .stdout(predicate::str::contains("collected 1 finished, 1 failed"));
     let conn = db(dir.path());
     let error: String = conn
-        .query_row("SELECT error FROM runs WHERE id = ?1", [killed_id], |r| r.get(0))
+        .query_row("SELECT error FROM runs WHERE id = ?1", [killed_id], |r| {
+            r.get(0)
+        })
         .unwrap();
-    assert!(error.contains("Slurm task 42_1 ended without finishing") && error.contains("CANCELLED"), "{error}");
-    let rows = count(&conn, "SELECT count(*) FROM metrics") + count(&conn, "SELECT count(*) FROM samples");
+    assert!(
+        error.contains("Slurm task 42_1 ended without finishing") && error.contains("CANCELLED"),
+        "{error}"
+    );
+    let rows =
+        count(&conn, "SELECT count(*) FROM metrics") + count(&conn, "SELECT count(*) FROM samples");
     assert!(rows > 0);
     slurm(&["--collect"]).success();
     assert_eq!(
-        count(&db(dir.path()), "SELECT count(*) FROM metrics") + count(&db(dir.path()), "SELECT count(*) FROM samples"),
+        count(&db(dir.path()), "SELECT count(*) FROM metrics")
+            + count(&db(dir.path()), "SELECT count(*) FROM samples"),
         rows,
         "collecting twice adds nothing"
     );

@@ -242,5 +242,9 @@ fn evaluations_come_every_eval_every_steps_and_at_the_end_reproducibly() {
         assert!((1.0..=10.0).contains(&m.inception_score), "{m:?}");
         assert!((0.0..=1.0).contains(&m.precision) && (0.0..=1.0).contains(&m.recall));
     }
-    assert_eq!(first, run(b.path()), "the same config and seed evaluate the same");
+    assert_eq!(
+        first,
+        run(b.path()),
+        "the same config and seed evaluate the same"
+    );
 }

@@ -9,7 +9,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::Context;
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::loss::CrossEntropyLossConfig;
@@ -58,7 +57,12 @@ fn conv(rng: &mut rand::rngs::StdRng, c_in: usize, c_out: usize, device: &Device
         .init(device);
     let bound = 1.0 / ((c_in * 25) as f64).sqrt();
     conv.weight = Param::from_tensor(init::uniform(rng, [c_out, c_in, 5, 5], bound, device));
-    conv.bias = Some(Param::from_tensor(init::uniform(rng, [c_out], bound, device)));
+    conv.bias = Some(Param::from_tensor(init::uniform(
+        rng,
+        [c_out],
+        bound,
+        device,
+    )));
     conv
 }
 
@@ -215,8 +219,6 @@ impl Classifier {
             .into_record()
             .into_bytes()
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        crate::fsutil::write_atomic(&weights, &bytes[..])
-            .with_context(|| format!("writing {}", weights.display()))?;
         let meta = CacheMeta {
             version: VERSION,
             train_md5: md5,
@@ -224,8 +226,17 @@ impl Classifier {
             epochs: EPOCHS,
             train_seconds: start.elapsed().as_secs_f64(),
         };
-        crate::fsutil::write_atomic(&meta_path, &serde_json::to_vec_pretty(&meta)?)
-            .with_context(|| format!("writing {}", meta_path.display()))?;
+        // Weights first, then the metadata that vouches for them. A read-only data directory
+        // costs a retraining next time, not this evaluation.
+        let cached = crate::fsutil::write_atomic(&weights, &bytes[..]).and_then(|()| {
+            crate::fsutil::write_atomic(&meta_path, &serde_json::to_vec_pretty(&meta)?)
+        });
+        if let Err(err) = cached {
+            log(&format!(
+                "warning: could not cache the classifier in {}: {err}",
+                cache.display()
+            ));
+        }
         Ok(classifier)
     }
 

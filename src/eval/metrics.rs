@@ -70,8 +70,10 @@ impl FeatureSet {
                 (0..len)
                     .map(|j| {
                         let i = start + j;
-                        for ((d, &dot), &norm) in
-                            distances.iter_mut().zip(dots.column(j).iter()).zip(&other.norms)
+                        for ((d, &dot), &norm) in distances
+                            .iter_mut()
+                            .zip(dots.column(j).iter())
+                            .zip(&other.norms)
                         {
                             *d = (self.norms[i] + norm - 2.0 * dot).max(0.0);
                         }
@@ -140,8 +142,8 @@ pub fn frechet_distance(a: &Gaussian, b: &Gaussian) -> f64 {
         .iter()
         .map(|&l| l.max(0.0).sqrt())
         .sum();
-    let distance = (&a.mean - &b.mean).norm_squared() + a.cov.trace() + b.cov.trace()
-        - 2.0 * trace_sqrt;
+    let distance =
+        (&a.mean - &b.mean).norm_squared() + a.cov.trace() + b.cov.trace() - 2.0 * trace_sqrt;
     distance.max(0.0)
 }
 

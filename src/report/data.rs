@@ -67,7 +67,9 @@ fn text(value: Value) -> String {
 pub fn load(db: &Path, only: Option<&str>) -> Result<Vec<Experiment>> {
     let conn = crate::track::open_read_only(db)?;
     let mut experiments: Vec<Experiment> = conn
-        .prepare("SELECT name, description FROM experiments WHERE ?1 IS NULL OR name = ?1 ORDER BY name")?
+        .prepare(
+            "SELECT name, description FROM experiments WHERE ?1 IS NULL OR name = ?1 ORDER BY name",
+        )?
         .query_map([only], |r| {
             Ok(Experiment {
                 name: r.get(0)?,
@@ -119,7 +121,9 @@ fn load_runs(conn: &Connection) -> Result<BTreeMap<String, Vec<Run>>> {
         order.push(run.id.clone());
         by_id.insert(run.id.clone(), (experiment, run));
     }
-    let mut each = |sql: &str, f: &mut dyn FnMut(&mut Run, &rusqlite::Row<'_>) -> rusqlite::Result<()>| -> Result<()> {
+    let mut each = |sql: &str,
+                    f: &mut dyn FnMut(&mut Run, &rusqlite::Row<'_>) -> rusqlite::Result<()>|
+     -> Result<()> {
         let mut stmt = conn.prepare(sql)?;
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
@@ -145,13 +149,16 @@ fn load_runs(conn: &Connection) -> Result<BTreeMap<String, Vec<Run>>> {
             Ok(())
         },
     )?;
-    each("SELECT run_id, step, metric, value FROM evals", &mut |run, r| {
-        run.evals
-            .entry(r.get(1)?)
-            .or_default()
-            .insert(r.get(2)?, r.get(3)?);
-        Ok(())
-    })?;
+    each(
+        "SELECT run_id, step, metric, value FROM evals",
+        &mut |run, r| {
+            run.evals
+                .entry(r.get(1)?)
+                .or_default()
+                .insert(r.get(2)?, r.get(3)?);
+            Ok(())
+        },
+    )?;
     each(
         "SELECT run_id, step, path FROM samples ORDER BY run_id, step",
         &mut |run, r| {

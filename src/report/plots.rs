@@ -67,7 +67,10 @@ pub fn svg(chart: &Chart) -> Result<String, String> {
     Ok(out)
 }
 
-fn draw<'a>(chart: &'a Chart<'a>, out: &'a mut String) -> Result<(), Box<dyn std::error::Error + 'a>> {
+fn draw<'a>(
+    chart: &'a Chart<'a>,
+    out: &'a mut String,
+) -> Result<(), Box<dyn std::error::Error + 'a>> {
     let root = SVGBackend::with_string(out, SIZE).into_drawing_area();
     root.fill(&WHITE)?;
     let all = || chart.series.iter().flat_map(|s| s.points.iter());
@@ -111,18 +114,17 @@ fn draw<'a>(chart: &'a Chart<'a>, out: &'a mut String) -> Result<(), Box<dyn std
                 .draw()?;
             for (i, s) in chart.series.iter().enumerate() {
                 let color = palette(i);
-                let drawn = ctx.draw_series(LineSeries::new(s.points.iter().copied(), color.stroke_width(2)))?;
+                let drawn = ctx.draw_series(LineSeries::new(
+                    s.points.iter().copied(),
+                    color.stroke_width(2),
+                ))?;
                 if chart.legend {
                     drawn.label(s.name.clone()).legend(move |(x, y)| {
                         PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
                     });
                 }
                 if chart.markers {
-                    ctx.draw_series(
-                        s.points
-                            .iter()
-                            .map(|&p| Circle::new(p, 4, color.filled())),
-                    )?;
+                    ctx.draw_series(s.points.iter().map(|&p| Circle::new(p, 4, color.filled())))?;
                 }
             }
             if let Some(p) = chart.highlight {
@@ -140,7 +142,10 @@ fn draw<'a>(chart: &'a Chart<'a>, out: &'a mut String) -> Result<(), Box<dyn std
     }
     match (&chart.x_categories, chart.log_x) {
         (None, true) => plot!(builder.build_cartesian_2d((x0..x1).log_scale(), y0..y1)?, 8),
-        (Some(names), _) => plot!(builder.build_cartesian_2d(x0..x1, y0..y1)?, names.len() * 2 + 1),
+        (Some(names), _) => plot!(
+            builder.build_cartesian_2d(x0..x1, y0..y1)?,
+            names.len() * 2 + 1
+        ),
         (None, false) => plot!(builder.build_cartesian_2d(x0..x1, y0..y1)?, 10),
     }
     root.present()?;

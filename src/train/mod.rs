@@ -396,8 +396,8 @@ pub fn train(
             observer.sample(step, &path);
             outcome.final_sample = Some(path);
         }
-        let eval_due = (logc.eval_every > 0 && step.is_multiple_of(logc.eval_every))
-            || step == total;
+        let eval_due =
+            (logc.eval_every > 0 && step.is_multiple_of(logc.eval_every)) || step == total;
         if logc.eval_samples > 0 && eval_due {
             if evaluator.is_none() {
                 let mut message = |line: &str| observer.message(line);
