@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::path::Path;
+
 use assert_cmd::Command;
 use common::fixture_dir;
 use predicates::prelude::*;
@@ -177,4 +179,23 @@ fn bench_reports_step_times_flops_and_peak_as_json() {
         .assert()
         .failure()
         .stderr(predicate::str::contains("unknown model"));
+}
+
+#[test]
+fn every_shipped_experiment_validates_and_expands() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments");
+    let mut specs = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let spec = entry.unwrap().path();
+        if spec.extension().is_some_and(|e| e == "toml") {
+            runner()
+                .args(["sweep", "--dry-run"])
+                .arg(&spec)
+                .assert()
+                .success()
+                .stdout(predicate::str::contains(" runs\n").or(predicate::str::contains(" run\n")));
+            specs += 1;
+        }
+    }
+    assert!(specs >= 6, "{specs} specs");
 }
