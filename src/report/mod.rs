@@ -332,9 +332,47 @@ fn build(site: &Site, experiments: &[Experiment], db: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Parses swept values as numbers when they all are.
-fn numeric(values: &[&String]) -> Option<Vec<f64>> {
-    values.iter().map(|v| v.parse::<f64>().ok()).collect()
+/// Up to this many distinct values, a swept setting gets one evenly spaced, exactly labelled
+/// tick per value (as a grid of hyperparameters reads best); more get a numeric axis.
+const MAX_CATEGORIES: usize = 8;
+
+/// Where each value of a swept setting goes on the x axis: (x of each value, category names
+/// for a categorical axis, log scale). Numbers sort numerically, other values as text.
+fn x_axis(values: &[&String]) -> (Vec<f64>, Option<Vec<String>>, bool) {
+    let numbers: Option<Vec<f64>> = values.iter().map(|v| v.parse::<f64>().ok()).collect();
+    let mut distinct: Vec<&String> = values.to_vec();
+    match &numbers {
+        Some(xs) => {
+            distinct.sort_by(|a, b| {
+                a.parse::<f64>()
+                    .unwrap_or(0.0)
+                    .total_cmp(&b.parse().unwrap_or(0.0))
+            });
+            distinct.dedup();
+            if distinct.len() > MAX_CATEGORIES {
+                let (lo, hi) = xs
+                    .iter()
+                    .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &x| {
+                        (l.min(x), h.max(x))
+                    });
+                return (xs.clone(), None, lo > 0.0 && hi / lo >= 10.0);
+            }
+        }
+        None => {
+            distinct.sort();
+            distinct.dedup();
+        }
+    }
+    let xs = values
+        .iter()
+        .map(|v| {
+            distinct
+                .iter()
+                .position(|d| d == v)
+                .expect("collected above") as f64
+        })
+        .collect();
+    (xs, Some(distinct.into_iter().cloned().collect()), false)
 }
 
 fn experiment_page(site: &Site, experiment: &Experiment) -> Result<()> {
@@ -355,29 +393,7 @@ fn experiment_page(site: &Site, experiment: &Experiment) -> Result<()> {
             .filter(|r| ranking.value(r).is_some() && r.params.contains_key(key))
             .collect();
         let values: Vec<&String> = runs.iter().map(|r| &r.params[key]).collect();
-        let (xs, categories, log_x) = match numeric(&values) {
-            Some(xs) => {
-                let positive = xs.iter().all(|&x| x > 0.0);
-                let (lo, hi) = xs
-                    .iter()
-                    .fold((f64::INFINITY, 0.0f64), |(l, h), &x| (l.min(x), h.max(x)));
-                let log = positive && hi / lo >= 10.0;
-                (xs, None, log)
-            }
-            None => {
-                let names: Vec<String> = values
-                    .iter()
-                    .map(|v| v.to_string())
-                    .collect::<BTreeSet<_>>()
-                    .into_iter()
-                    .collect();
-                let xs = values
-                    .iter()
-                    .map(|v| names.iter().position(|n| n == *v).expect("collected above") as f64)
-                    .collect();
-                (xs, Some(names), false)
-            }
-        };
+        let (xs, categories, log_x) = x_axis(&values);
         let mut groups: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
         let mut highlight = None;
         for (run, x) in runs.iter().zip(&xs) {

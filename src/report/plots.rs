@@ -53,7 +53,7 @@ fn padded(values: impl Iterator<Item = f64>, log: bool) -> (f64, f64) {
 
 fn format_number(v: f64) -> String {
     if v != 0.0 && (v.abs() < 1e-2 || v.abs() >= 1e5) {
-        format!("{v:.0e}")
+        format!("{v:.1e}").replace(".0e", "e")
     } else {
         let s = format!("{v:.3}");
         s.trim_end_matches('0').trim_end_matches('.').to_string()
