@@ -653,3 +653,59 @@ fn run_page(site: &Site, experiment: &Experiment, run: &Run) -> Result<()> {
         },
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(values: &[&str]) -> Vec<String> {
+        values.iter().map(|v| v.to_string()).collect()
+    }
+
+    #[test]
+    fn few_swept_numbers_get_one_tick_each_in_numeric_order() {
+        let values = strings(&["0.0004", "1e-4", "0.0002", "1e-4"]);
+        let refs: Vec<&String> = values.iter().collect();
+        let (xs, names, log) = x_axis(&refs);
+        assert_eq!(xs, [2.0, 0.0, 1.0, 0.0]);
+        assert_eq!(names.unwrap(), ["1e-4", "0.0002", "0.0004"]);
+        assert!(!log);
+        let many: Vec<String> = (1..=20).map(|i| format!("{}", i as f64 * 1e-4)).collect();
+        let refs: Vec<&String> = many.iter().collect();
+        let (xs, names, log) = x_axis(&refs);
+        assert!(names.is_none() && log, "20 values over a decade: numeric, log scale");
+        assert_eq!(xs[0], 1e-4);
+        let text = strings(&["[0.9, 0.999]", "[0.5, 0.999]"]);
+        let refs: Vec<&String> = text.iter().collect();
+        assert_eq!(x_axis(&refs).1.unwrap(), ["[0.5, 0.999]", "[0.9, 0.999]"]);
+    }
+
+    #[test]
+    fn only_keys_that_differ_are_swept() {
+        let run = |lr: &str, dir: &str| Run {
+            params: [("train.lr", lr), ("train.seed", "0"), ("data.dir", dir)]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        };
+        assert_eq!(
+            swept_keys(&[run("1e-4", "a"), run("2e-4", "b")]),
+            ["train.lr"]
+        );
+    }
+
+    #[test]
+    fn names_become_safe_path_components_and_links_relative() {
+        assert_eq!(slug("dcgan lr/betas"), "dcgan_lr_betas");
+        assert_eq!(slug("..").chars().next(), Some('_'));
+        assert_eq!(
+            relative_link(
+                Path::new("/p/results/report/x/run"),
+                Path::new("/p/results/x/run/checkpoints/step-1/checkpoint.json")
+            )
+            .unwrap(),
+            "../../../x/run/checkpoints/step-1/checkpoint.json"
+        );
+    }
+}
