@@ -276,7 +276,14 @@ struct Plot {
 /// Writes the report of `db` (all experiments, or only `experiment`) into `out`.
 pub fn write(db: &Path, out: &Path, experiment: Option<&str>) -> Result<Written> {
     let experiments = data::load(db, experiment)?;
-    if out.exists() && !out.join(MARKER).exists() && out.read_dir()?.next().is_some() {
+    let occupied = || -> Result<bool> {
+        Ok(out
+            .read_dir()
+            .with_context(|| format!("{}: not a directory", out.display()))?
+            .next()
+            .is_some())
+    };
+    if out.exists() && !out.join(MARKER).exists() && occupied()? {
         bail!(
             "{}: exists and is not a report directory; choose another --out",
             out.display()
@@ -673,7 +680,10 @@ mod tests {
         let many: Vec<String> = (1..=20).map(|i| format!("{}", i as f64 * 1e-4)).collect();
         let refs: Vec<&String> = many.iter().collect();
         let (xs, names, log) = x_axis(&refs);
-        assert!(names.is_none() && log, "20 values over a decade: numeric, log scale");
+        assert!(
+            names.is_none() && log,
+            "20 values over a decade: numeric, log scale"
+        );
         assert_eq!(xs[0], 1e-4);
         let text = strings(&["[0.9, 0.999]", "[0.5, 0.999]"]);
         let refs: Vec<&String> = text.iter().collect();
