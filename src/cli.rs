@@ -152,7 +152,7 @@ pub struct ShowArgs {
 #[derive(Debug, Args)]
 pub struct EvalArgs {
     /// A run id (or a unique prefix of one), a run directory or a checkpoint directory.
-    #[arg(required_unless_present = "real", conflicts_with = "real")]
+    #[arg(conflicts_with = "real")]
     pub target: Option<String>,
     /// Score real training digits (the floor) and uniform noise (the ceiling) instead.
     #[arg(long)]

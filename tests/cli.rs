@@ -199,3 +199,43 @@ fn every_shipped_experiment_validates_and_expands() {
     }
     assert!(specs >= 6, "{specs} specs");
 }
+
+#[test]
+fn eval_real_prints_the_floor_and_the_ceiling_at_both_sides() {
+    let out = runner()
+        .args([
+            "eval",
+            "--real",
+            "--samples",
+            "150",
+            "--format",
+            "json",
+            "--data-dir",
+        ])
+        .arg(fixture_dir())
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let rows: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 4);
+    for pair in rows.chunks(2) {
+        let (real, noise) = (&pair[0], &pair[1]);
+        assert!(
+            real["set"]
+                .as_str()
+                .unwrap()
+                .starts_with("real train digits")
+        );
+        assert!(noise["set"].as_str().unwrap().starts_with("uniform noise"));
+        assert!(noise["fid"].as_f64().unwrap() > 10.0 * real["fid"].as_f64().unwrap());
+        assert_eq!(real["samples"], 150);
+    }
+    runner()
+        .args(["eval"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("--real"));
+}
