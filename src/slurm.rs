@@ -121,6 +121,16 @@ impl Executor for SlurmExecutor {
         if pending.is_empty() {
             return Ok(Summary::default());
         }
+        // Train (or check) the evaluator's classifier here, once, rather than in every task.
+        let data_dirs: BTreeSet<PathBuf> = pending
+            .iter()
+            .map(|p| &p.run.point.config)
+            .filter(|c| c.log.eval_samples > 0)
+            .map(|c| c.data.resolved_dir())
+            .collect();
+        for dir in data_dirs {
+            crate::eval::classifier::Classifier::load_or_train(&dir, &mut |l| eprintln!("{l}"))?;
+        }
         let dir = std::path::absolute(slurm_dir(&self.results, experiment))?;
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let stamp = std::time::SystemTime::now()

@@ -426,6 +426,8 @@ fn fake_slurm(dir: &Path) -> String {
 fn slurm_sweeps_plan_submit_run_tasks_and_collect_idempotently() {
     let dir = tempfile::tempdir().unwrap();
     let spec = write_spec(dir.path(), 20, "[1e-4, 2e-4]", "[0]");
+    let text = std::fs::read_to_string(&spec).unwrap();
+    std::fs::write(&spec, text.replace("eval_samples = 0", "eval_samples = 50")).unwrap();
     let path = fake_slurm(dir.path());
     let slurm = |extra: &[&str]| {
         runner()
@@ -447,7 +449,11 @@ fn slurm_sweeps_plan_submit_run_tasks_and_collect_idempotently() {
         "--sbatch-arg=--time=1:00:00",
     ])
     .success()
-    .stderr(predicate::str::contains("submitted Slurm job 42: 2 tasks"))
+    .stderr(
+        predicate::str::contains("submitted Slurm job 42: 2 tasks")
+            // The classifier is ready before any task needs it.
+            .and(predicate::str::contains("classifier:")),
+    )
     .stdout(predicate::str::contains("2 queued"));
     let args = std::fs::read_to_string(dir.path().join("sbatch-args")).unwrap();
     assert!(
