@@ -133,7 +133,7 @@ rows=$(sql "SELECT count(*) FROM metrics")
 echo "ok: 4-point sweep finished once each, collect is idempotent"
 
 # 2. Cancel one task mid-run; it is failed; a rerun completes only it.
-spec two 6000 "[1, 2]"   # about 8 s a run: long enough to cancel one mid-run
+spec two 10000 "[1, 2]"   # about 13 s a run: long enough to cancel one mid-run
 out=$("$RUNNER" sweep two.toml --executor slurm --no-report 2>&1)
 echo "$out"
 job=$(echo "$out" | sed -n 's/.*submitted Slurm job \([0-9]*\).*/\1/p')
