@@ -113,6 +113,12 @@ pub fn format_table(rows: &[Vec<String>]) -> String {
 }
 
 impl Rows {
+    /// The value of `column` in row `row`.
+    pub fn get(&self, row: usize, column: &str) -> Option<&serde_json::Value> {
+        let i = self.columns.iter().position(|c| c == column)?;
+        self.rows.get(row)?.get(i)
+    }
+
     pub fn render(&self, format: Format) -> Result<String> {
         Ok(match format {
             Format::Table => {
@@ -162,8 +168,8 @@ pub fn runs(db: &Path, experiment: Option<&str>) -> Result<Rows> {
     )
 }
 
-/// `runner show`: one run's record, resolved config and files.
-pub fn show(db: &Path, run_id: &str) -> Result<String> {
+/// The `runs` row of the one run whose id is or starts with `run_id`.
+pub fn find_run(db: &Path, run_id: &str) -> Result<Rows> {
     let run = run_sql(
         db,
         "SELECT * FROM runs WHERE id = ?1 OR id LIKE ?1 || '%'",
@@ -171,9 +177,14 @@ pub fn show(db: &Path, run_id: &str) -> Result<String> {
     )?;
     match run.rows.len() {
         0 => bail!("no run `{run_id}` in {}", db.display()),
-        1 => {}
+        1 => Ok(run),
         n => bail!("`{run_id}` matches {n} runs; give more of the id"),
     }
+}
+
+/// `runner show`: one run's record, resolved config and files.
+pub fn show(db: &Path, run_id: &str) -> Result<String> {
+    let run = find_run(db, run_id)?;
     let row = &run.rows[0];
     let id = row[0].as_str().unwrap_or_default().to_string();
     let mut out = String::new();

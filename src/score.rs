@@ -41,19 +41,13 @@ pub fn resolve_target(target: &str, db: &Path) -> Result<PathBuf> {
             db.display()
         );
     }
-    let found = crate::query::run_sql(
-        db,
-        "SELECT id, run_dir FROM runs WHERE id LIKE ?1 || '%'",
-        &[&target],
-    )?;
-    match &found.rows[..] {
-        [] => bail!("`{target}`: no such file, nor a run in {}", db.display()),
-        [row] => checkpoint::resolve(Path::new(row[1].as_str().unwrap_or_default())),
-        rows => bail!(
-            "`{target}` matches {} runs; give more of the id",
-            rows.len()
-        ),
-    }
+    let run = crate::query::find_run(db, target)
+        .map_err(|e| anyhow::anyhow!("`{target}`: no such file; {e:#}"))?;
+    let run_dir = run
+        .get(0, "run_dir")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default();
+    checkpoint::resolve(Path::new(run_dir))
 }
 
 /// Scores the generator of a checkpoint on `samples` images drawn with the evaluation noise
@@ -166,42 +160,32 @@ pub fn calibration(
 
 /// Scored sets as rows for `--format table|csv|json`.
 pub fn rows(scored: &[Scored]) -> Rows {
-    let columns = [
-        "set",
-        "step",
-        "samples",
-        "fid",
-        "is",
-        "class_kl",
-        "precision",
-        "recall",
-        "density",
-        "coverage",
-        "seconds",
-    ];
     let round = |v: f64, places: i32| {
         let scale = 10f64.powi(places);
         serde_json::json!((v * scale).round() / scale)
     };
+    let columns = ["set", "step", "samples"]
+        .into_iter()
+        .chain(crate::eval::HEADLINE)
+        .chain(["seconds"]);
     Rows {
-        columns: columns.iter().map(|c| c.to_string()).collect(),
+        columns: columns.map(str::to_string).collect(),
         rows: scored
             .iter()
             .map(|s| {
-                let m = &s.metrics;
-                vec![
+                let headline = s.metrics.headline().into_iter().map(|(name, v)| {
+                    // FID and IS are large numbers; the rest are shares and divergences.
+                    round(v, if matches!(name, "fid" | "is") { 3 } else { 4 })
+                });
+                [
                     s.label.clone().into(),
                     s.step.map_or(serde_json::Value::Null, Into::into),
-                    m.samples.into(),
-                    round(m.fid, 3),
-                    round(m.inception_score, 3),
-                    round(m.class_kl, 4),
-                    round(m.precision, 4),
-                    round(m.recall, 4),
-                    round(m.density, 4),
-                    round(m.coverage, 4),
-                    round(s.seconds, 2),
+                    s.metrics.samples.into(),
                 ]
+                .into_iter()
+                .chain(headline)
+                .chain([round(s.seconds, 2)])
+                .collect()
             })
             .collect(),
     }

@@ -60,6 +60,17 @@ fn task_id(job: &str, index: usize) -> String {
     format!("{job}_{index}")
 }
 
+/// Whether squeue's `task` (`<job>_<index>`) belongs to `job`.
+fn of_job(task: &str, job: &str) -> bool {
+    task.strip_prefix(job)
+        .is_some_and(|rest| rest.starts_with('_'))
+}
+
+fn read_plan(path: &Path) -> Result<Plan> {
+    let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_slice(&text).with_context(|| format!("{}: not a plan", path.display()))
+}
+
 /// One line of a records file: an event and the task that wrote it.
 #[derive(Debug, Serialize, Deserialize)]
 struct Line {
@@ -172,14 +183,22 @@ impl Executor for SlurmExecutor {
             plan_path.display()
         ));
         crate::fsutil::write_atomic(&script, (lines.join("\n") + "\n").as_bytes())?;
-        let out = run_checked(
+        let submitted = run_checked(
             Command::new("sbatch")
                 .arg("--parsable")
                 .args(&self.options.sbatch_args)
                 .arg(&script),
-        )?;
-        let job = out.trim().split(';').next().unwrap_or_default().to_string();
-        anyhow::ensure!(!job.is_empty(), "sbatch printed no job id");
+        )
+        .and_then(|out| {
+            let job = out.trim().split(';').next().unwrap_or_default().to_string();
+            anyhow::ensure!(!job.is_empty(), "sbatch printed no job id");
+            Ok(job)
+        });
+        // A refused submission leaves no plan behind to be mistaken for a submitted one.
+        let job = submitted.inspect_err(|_| {
+            let _ = std::fs::remove_file(&plan_path);
+            let _ = std::fs::remove_file(&script);
+        })?;
         plan.job_id = Some(job.clone());
         write_plan(&plan)?;
         for (i, p) in plan.runs.iter().enumerate() {
@@ -221,10 +240,7 @@ pub fn wait(jobs: &[String], stop: &AtomicBool) -> Result<()> {
     let of_jobs = |queued: &BTreeSet<String>| {
         queued
             .iter()
-            .filter(|t| {
-                jobs.iter()
-                    .any(|j| t.starts_with(&format!("{j}_")) || *t == j)
-            })
+            .filter(|t| jobs.iter().any(|j| of_job(t, j)))
             .count()
     };
     let bar = ProgressBar::new_spinner();
@@ -262,13 +278,7 @@ fn plans(results: &Path, experiment: &str) -> Result<Vec<Plan>> {
         .filter(|p| p.extension().is_some_and(|e| e == "json"))
         .collect();
     paths.sort();
-    paths
-        .iter()
-        .map(|p| {
-            let text = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
-            serde_json::from_slice(&text).with_context(|| format!("{}: not a plan", p.display()))
-        })
-        .collect()
+    paths.iter().map(|p| read_plan(p)).collect()
 }
 
 /// The job ids of an experiment's plans with tasks still queued.
@@ -277,7 +287,7 @@ pub fn outstanding_jobs(results: &Path, experiment: &str) -> Result<Vec<String>>
     Ok(plans(results, experiment)?
         .into_iter()
         .filter_map(|p| p.job_id)
-        .filter(|j| queued.iter().any(|t| t.starts_with(&format!("{j}_"))))
+        .filter(|j| queued.iter().any(|t| of_job(t, j)))
         .collect())
 }
 
@@ -348,6 +358,12 @@ pub fn collect(
             tracker.send(event);
         }
         let status = status.unwrap_or_else(|| {
+            // When the task's log last changed (not now), so collecting again changes nothing.
+            let ended_at = std::fs::metadata(&log)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or_else(track::now, |d| d.as_secs_f64());
             tracker.send(Event::RunEnded {
                 run_id: run_id.clone(),
                 status: "failed".into(),
@@ -357,7 +373,7 @@ pub fn collect(
                     log.display(),
                     log_tail(&log, 15)
                 )),
-                at: track::now(),
+                at: ended_at,
             });
             "failed".into()
         });
@@ -369,10 +385,7 @@ pub fn collect(
 
 /// `runner slurm-task <plan> <index>`: trains one grid point inside a Slurm array task.
 pub fn run_task(plan_path: &Path, index: usize) -> Result<()> {
-    let text =
-        std::fs::read(plan_path).with_context(|| format!("reading {}", plan_path.display()))?;
-    let plan: Plan = serde_json::from_slice(&text)
-        .with_context(|| format!("{}: not a plan", plan_path.display()))?;
+    let plan = read_plan(plan_path)?;
     let Some(pending) = plan.runs.get(index) else {
         bail!(
             "{}: no task {index} (the plan has {})",

@@ -170,7 +170,8 @@ pub enum Event {
         description: String,
         spec_path: String,
     },
-    /// Inserts or resets the run; with `fresh`, deletes its earlier metrics, samples and checkpoints.
+    /// Inserts or resets the run; with `fresh`, deletes its earlier metrics, samples,
+    /// checkpoints and evaluations.
     RunStarted {
         record: RunRecord,
         fresh: bool,

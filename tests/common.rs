@@ -34,6 +34,11 @@ pub fn tiny_models() -> Vec<ModelConfig> {
     ]
 }
 
+/// The `[model]` table of the tiny vanilla GAN of [`tiny_models`], for spec files.
+pub fn tiny_gan_model_toml() -> String {
+    format!("[model]\n{}", toml::to_string(&tiny_models()[0]).unwrap())
+}
+
 /// A short run of `model` on the fixture.
 pub fn tiny_run(model: ModelConfig, steps: u64) -> RunConfig {
     let mut config = RunConfig {

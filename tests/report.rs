@@ -17,20 +17,16 @@ fn runner() -> Command {
 
 const UNSAFE: &str = "<script>alert('x')</script>";
 
-/// A two-run sweep; the runs at lr 2e-4 are evaluated, the others are not.
+/// A two-run sweep (lr 1e-4 and 2e-3), evaluated every 6 steps or not at all.
 fn sweep(dir: &Path, evaluate: bool) {
+    let model = common::tiny_gan_model_toml();
     let spec = dir.join("tiny.toml");
     std::fs::write(
         &spec,
         format!(
             r#"name = "tiny"
 description = "tiny sweep {UNSAFE}"
-[model]
-arch = "gan"
-latent_dim = 8
-g_hidden = [8, 16]
-d_hidden = [16, 8]
-[train]
+{model}[train]
 steps = 12
 batch_size = 16
 [log]

@@ -15,18 +15,14 @@ fn runner() -> Command {
 
 /// A tiny vanilla-GAN sweep of `lrs.len() x seeds.len()` runs.
 fn write_spec(dir: &Path, steps: u64, lrs: &str, seeds: &str) -> PathBuf {
+    let model = common::tiny_gan_model_toml();
     let spec = dir.join("tiny.toml");
     std::fs::write(
         &spec,
         format!(
             r#"name = "tiny"
 description = "a <b>tiny</b> sweep"
-[model]
-arch = "gan"
-latent_dim = 8
-g_hidden = [8, 16]
-d_hidden = [16, 8]
-[train]
+{model}[train]
 steps = {steps}
 batch_size = 16
 [log]

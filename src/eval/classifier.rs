@@ -16,9 +16,8 @@ use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Linear, PaddingConfig2d};
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
-use burn::store::ModuleRecord;
 use burn::tensor::activation::{relu, softmax};
-use burn::tensor::{Bytes, TensorData};
+use burn::tensor::TensorData;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
@@ -156,8 +155,9 @@ impl Classifier {
             train.side
         );
         let cache = data_dir.join("evaluator");
+        let weights_file = format!("lenet-v{VERSION}.bpk");
         let (weights, meta_path) = (
-            cache.join(format!("lenet-v{VERSION}.bpk")),
+            cache.join(&weights_file),
             cache.join(format!("lenet-v{VERSION}.json")),
         );
         let md5 = train_md5(&train);
@@ -167,18 +167,8 @@ impl Classifier {
             .and_then(|b| serde_json::from_slice::<CacheMeta>(&b).ok())
             .filter(|m| m.version == VERSION && m.train_md5 == md5)
         {
-            let record = std::fs::read(&weights)
-                .map_err(anyhow::Error::from)
-                .and_then(|b| {
-                    ModuleRecord::from_bytes(Bytes::from_bytes_vec(b))
-                        .map_err(|e| anyhow::anyhow!("{e}"))
-                })
-                .and_then(|r| {
-                    LeNet::new(&device)
-                        .try_load_record(r)
-                        .map_err(|e| anyhow::anyhow!("{e}"))
-                });
-            match record {
+            match crate::train::checkpoint::load_module(LeNet::new(&device), &cache, &weights_file)
+            {
                 Ok(model) => {
                     log(&format!(
                         "classifier: {} (test accuracy {:.2}%)",
@@ -192,10 +182,7 @@ impl Classifier {
                         path: weights,
                     });
                 }
-                Err(e) => log(&format!(
-                    "{}: unreadable ({e:#}); retraining the classifier",
-                    weights.display()
-                )),
+                Err(e) => log(&format!("{e:#}; retraining the classifier")),
             }
         }
         let test = Digits::load(data_dir, Split::Test)?;

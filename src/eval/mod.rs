@@ -33,22 +33,41 @@ pub struct Metrics {
     pub coverage: f64,
 }
 
+/// The names of the headline scores in the `evals` table, in the order tables show them.
+pub const HEADLINE: [&str; 7] = [
+    "fid",
+    "is",
+    "class_kl",
+    "precision",
+    "recall",
+    "density",
+    "coverage",
+];
+
 impl Metrics {
-    /// (name, value) pairs as stored in the `evals` table.
+    /// The headline scores, named as in [`HEADLINE`].
+    pub fn headline(&self) -> [(&'static str, f64); 7] {
+        let values = [
+            self.fid,
+            self.inception_score,
+            self.class_kl,
+            self.precision,
+            self.recall,
+            self.density,
+            self.coverage,
+        ];
+        std::array::from_fn(|i| (HEADLINE[i], values[i]))
+    }
+
+    /// (name, value) pairs as stored in the `evals` table: the headline scores, the sample
+    /// count and the share of each predicted class.
     pub fn named(&self) -> Vec<(String, f64)> {
-        let mut out: Vec<(String, f64)> = [
-            ("fid", self.fid),
-            ("is", self.inception_score),
-            ("class_kl", self.class_kl),
-            ("precision", self.precision),
-            ("recall", self.recall),
-            ("density", self.density),
-            ("coverage", self.coverage),
-            ("samples", self.samples as f64),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
+        let mut out: Vec<(String, f64)> = self
+            .headline()
+            .into_iter()
+            .chain([("samples", self.samples as f64)])
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
         out.extend(
             self.class_histogram
                 .iter()

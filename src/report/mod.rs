@@ -386,9 +386,11 @@ fn experiment_page(site: &Site, experiment: &Experiment) -> Result<()> {
     let dir = slug(&experiment.name);
     let view = experiment_view(experiment, "");
     let ranking = Ranking::of(experiment);
-    let best = ranked(experiment, ranking)
-        .first()
-        .filter(|r| ranking.value(r).is_some())
+    // The view has ranked the runs already.
+    let best = view
+        .leaderboard
+        .iter()
+        .find(|r| r.best)
         .map(|r| r.id.clone());
     let mut plot_refs = Vec::new();
     let swept = &view.swept_keys;
@@ -581,15 +583,7 @@ fn run_page(site: &Site, experiment: &Experiment, run: &Run) -> Result<()> {
             });
         }
     }
-    let eval_columns = [
-        "fid",
-        "is",
-        "class_kl",
-        "precision",
-        "recall",
-        "density",
-        "coverage",
-    ];
+    let eval_columns = crate::eval::HEADLINE;
     let eval_rows: Vec<Vec<String>> = run
         .evals
         .iter()

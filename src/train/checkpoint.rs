@@ -165,7 +165,8 @@ fn read_bytes(dir: &Path, name: &str) -> anyhow::Result<Bytes> {
     Ok(Bytes::from_bytes_vec(bytes))
 }
 
-fn load_module<M: Module>(module: M, dir: &Path, name: &str) -> anyhow::Result<M> {
+/// Loads the burnpack file `dir/name` into `module` (errors name the file).
+pub(crate) fn load_module<M: Module>(module: M, dir: &Path, name: &str) -> anyhow::Result<M> {
     let record = ModuleRecord::from_bytes(read_bytes(dir, name)?)
         .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join(name).display()))?;
     module
