@@ -276,12 +276,12 @@ pub fn eval(req: EvalRequest) -> Result<()> {
             .target
             .context("name a run or a checkpoint, or pass --real")?;
         let dir = crate::score::resolve_target(target, req.db)?;
-        let (config, scored) =
+        let scored =
             crate::score::score_checkpoint(&dir, req.samples, req.seed, req.data_dir, &mut log)?;
         let step = scored.step.expect("a checkpoint has a step");
         // Only the run's own evaluation noise is comparable with its logged evaluations.
         if req.seed.is_none()
-            && let Some(id) = crate::score::record(req.db, &config, step, &scored.metrics)?
+            && let Some(id) = crate::score::record(req.db, &dir, step, &scored.metrics)?
         {
             eprintln!("recorded as run {id}, step {step}, in {}", req.db.display());
         }

@@ -8,6 +8,7 @@
 
 pub mod backend;
 pub mod bench;
+pub mod budget;
 pub mod commands;
 pub mod data;
 pub mod eval;

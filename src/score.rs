@@ -12,8 +12,7 @@ use crate::data::{Digits, Split};
 use crate::eval::{Evaluator, Metrics};
 use crate::images::ImageBatch;
 use crate::query::Rows;
-use crate::spec::RunConfig;
-use crate::track::{self, Event, Tracker};
+use crate::track::{Event, Tracker};
 use crate::train::checkpoint;
 use crate::train::rng::{Stream, rng_for};
 
@@ -58,8 +57,9 @@ pub fn score_checkpoint(
     seed: Option<u64>,
     data_dir: Option<&Path>,
     log: &mut dyn FnMut(&str),
-) -> Result<(RunConfig, Scored)> {
+) -> Result<Scored> {
     anyhow::ensure!(samples >= 2, "--samples must be at least 2");
+    crate::budget::check_images(samples, 32, "--samples")?;
     let (generator, config, step) = crate::generate::load_generator(dir)?;
     let data_dir = data_dir
         .map(Path::to_path_buf)
@@ -80,24 +80,35 @@ pub fn score_checkpoint(
         metrics,
         seconds: start.elapsed().as_secs_f64(),
     };
-    Ok((config, scored))
+    Ok(scored)
 }
 
-/// Stores an evaluation with its run, when the database knows the run; returns the run id
-/// it was stored under.
+/// Stores an evaluation of the checkpoint in `checkpoint_dir` with its run, when the
+/// database knows the run (by its directory); returns the run id it was stored under.
 pub fn record(
     db: &Path,
-    config: &RunConfig,
+    checkpoint_dir: &Path,
     step: u64,
     metrics: &Metrics,
 ) -> Result<Option<String>> {
     if !db.is_file() {
         return Ok(None);
     }
-    let id = crate::spec::run_id(config);
-    if track::run_status(&track::open(db)?, &id)?.is_none() {
+    // <run dir>/checkpoints/step-N
+    let Some(run_dir) = checkpoint_dir.parent().and_then(Path::parent) else {
         return Ok(None);
-    }
+    };
+    let Ok(run_dir) = std::fs::canonicalize(run_dir) else {
+        return Ok(None);
+    };
+    let runs = crate::query::run_sql(db, "SELECT id, run_dir FROM runs", &[])?;
+    let found = runs.rows.iter().find_map(|row| {
+        let dir = std::fs::canonicalize(row[1].as_str()?).ok()?;
+        (dir == run_dir).then(|| row[0].as_str().map(str::to_string))?
+    });
+    let Some(id) = found else {
+        return Ok(None);
+    };
     let tracker = Tracker::start(db)?;
     tracker.send(Event::Eval {
         run_id: id.clone(),

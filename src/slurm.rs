@@ -14,11 +14,10 @@
 //! filesystem every node shares, and the `runner` binary at the same path on every node.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -26,10 +25,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use crate::sweep::{self, Executor, Pending, Recorder, Summary};
+use crate::track::records::{self, RecordsFile};
 use crate::track::{self, Event, Tracker};
-
-/// The records file of a run directory.
-const RECORDS: &str = "records.jsonl";
 
 /// What `--executor slurm` was given.
 #[derive(Debug, Clone, Default)]
@@ -71,32 +68,9 @@ fn read_plan(path: &Path) -> Result<Plan> {
     serde_json::from_slice(&text).with_context(|| format!("{}: not a plan", path.display()))
 }
 
-/// One line of a records file: an event and the task that wrote it.
-#[derive(Debug, Serialize, Deserialize)]
-struct Line {
-    task: String,
-    event: Event,
-}
-
-/// Appends a task's events to its run's records file, one flushed line each, so a killed
-/// task leaves every complete line behind.
-struct RecordsFile {
-    task: String,
-    file: Mutex<std::fs::File>,
-}
-
 impl Recorder for RecordsFile {
-    fn record(&self, event: Event) {
-        let line = Line {
-            task: self.task.clone(),
-            event,
-        };
-        let mut text = serde_json::to_string(&line).expect("events serialize");
-        text.push('\n');
-        let mut file = self.file.lock().expect("records lock");
-        if let Err(err) = file.write_all(text.as_bytes()) {
-            eprintln!("warning: could not write a record: {err}");
-        }
+    fn record(&self, event: Event) -> Result<(), String> {
+        self.write(event)
     }
 }
 
@@ -126,12 +100,17 @@ impl Executor for SlurmExecutor {
     fn execute(
         &self,
         experiment: &str,
-        pending: Vec<Pending>,
+        runs: Vec<sweep::PlannedRun>,
+        force: bool,
         tracker: &Tracker,
     ) -> Result<Summary> {
-        if pending.is_empty() {
+        if runs.is_empty() {
             return Ok(Summary::default());
         }
+        let pending = runs
+            .into_iter()
+            .map(|run| sweep::prepare(run, force))
+            .collect::<Result<Vec<Pending>>>()?;
         // Train (or check) the evaluator's classifier here, once, rather than in every task.
         let data_dirs: BTreeSet<PathBuf> = pending
             .iter()
@@ -322,16 +301,7 @@ pub fn collect(
             continue;
         }
         let log = dir.join(format!("{task}.log"));
-        let records = pending.run.run_dir.join(RECORDS);
-        let lines: Vec<Line> = match std::fs::File::open(&records) {
-            // A line cut short by a kill is skipped.
-            Ok(file) => std::io::BufReader::new(file)
-                .lines()
-                .map_while(Result::ok)
-                .filter_map(|l| serde_json::from_str(&l).ok())
-                .collect(),
-            Err(_) => Vec::new(),
-        };
+        let lines = records::read(&pending.run.run_dir);
         let mut status = None;
         let mut last_step = 0;
         for line in lines {
@@ -404,21 +374,7 @@ pub fn run_task(plan_path: &Path, index: usize) -> Result<()> {
         run: pending.run.clone(),
         fresh: crate::train::checkpoint::list(run_dir).is_empty(),
     };
-    let path = run_dir.join(RECORDS);
-    // A fresh start replaces the records of earlier attempts; a resume adds to them.
-    let file = if pending.fresh {
-        std::fs::File::create(&path)
-    } else {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-    }
-    .with_context(|| format!("opening {}", path.display()))?;
-    let recorder = RecordsFile {
-        task: task_id(&job, index),
-        file: Mutex::new(file),
-    };
+    let recorder = RecordsFile::open(run_dir, task_id(&job, index), pending.fresh)?;
     eprintln!(
         "{}: run {} (task {}) on {}",
         plan.experiment,

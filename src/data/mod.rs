@@ -120,6 +120,18 @@ pub fn locate(dir: &Path, name: &str) -> Result<PathBuf, DataError> {
     })
 }
 
+/// The content hash (hex MD5) of a directory's training split, over the uncompressed IDX
+/// bytes of its images and labels: what identifies the data a run trains on, whether the files
+/// are gzipped or not and wherever the directory lies.
+pub fn fingerprint(dir: &Path) -> Result<String, DataError> {
+    use md5::{Digest, Md5};
+    let mut hasher = Md5::new();
+    for name in Split::Train.file_names() {
+        hasher.update(idx::read_bytes(&locate(dir, &name)?)?);
+    }
+    Ok(fetch::hex(&hasher.finalize()))
+}
+
 /// A set of square grayscale images with their class labels.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Digits {

@@ -1,0 +1,205 @@
+//! Claims: which process trains a run, so that sweeps started at once on one database never
+//! train the same run twice.
+//!
+//! A process claims a run in a write-locked transaction before training it: the run's row
+//! gets `owner = "<host>:<pid>"` and a `heartbeat_at` that the process's tracker refreshes
+//! every [`HEARTBEAT`] while it holds runs. Another process finds the run held while its
+//! status is `pending` or `running` and its owner is alive: on the same host, while that pid
+//! exists (a killed owner's runs are taken over at once); on another host, until its
+//! heartbeat is [`LEASE_SECS`] old.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+
+use super::RunRecord;
+
+/// How often a process refreshes the heartbeat of the runs it holds.
+pub const HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// Seconds without a heartbeat after which a claim lapses (and `runner runs` shows the run
+/// as `orphaned`).
+pub const LEASE_SECS: f64 = 60.0;
+
+/// A process, as claims name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub host: String,
+    pub pid: u32,
+}
+
+impl Owner {
+    pub fn this_process() -> Owner {
+        Owner {
+            host: super::hostname(),
+            pid: std::process::id(),
+        }
+    }
+
+    /// `host:pid`, as stored in `runs.owner`.
+    pub fn tag(&self) -> String {
+        format!("{}:{}", self.host, self.pid)
+    }
+
+    pub fn parse(tag: &str) -> Option<Owner> {
+        let (host, pid) = tag.rsplit_once(':')?;
+        Some(Owner {
+            host: host.to_string(),
+            pid: pid.parse().ok()?,
+        })
+    }
+}
+
+/// Whether a process of this host is running (a zombie is not). Without `/proc`, unknown.
+fn local_pid_alive(pid: u32) -> Option<bool> {
+    if !std::path::Path::new("/proc/self").exists() {
+        return None;
+    }
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return Some(false);
+    };
+    // The state follows the parenthesised command name, which may itself hold spaces.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next());
+    Some(!matches!(state, Some("Z" | "X")))
+}
+
+/// Whether the claim of `owner` (last heartbeat `heartbeat_at`) still holds at `now`.
+pub fn is_alive(owner: &str, heartbeat_at: Option<f64>, now: f64) -> bool {
+    let me = Owner::this_process();
+    let fresh = heartbeat_at.is_some_and(|t| now - t < LEASE_SECS);
+    match Owner::parse(owner) {
+        Some(o) if o == me => true,
+        Some(o) if o.host == me.host => local_pid_alive(o.pid).unwrap_or(fresh),
+        _ => fresh,
+    }
+}
+
+/// What a claim found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    /// This process now holds the run; `status` is what the database said before (`None`
+    /// for a run it did not know).
+    Acquired { status: Option<String> },
+    /// Another live process holds it.
+    Held { by: String },
+}
+
+/// Claims `record`'s run for `me` inside `tx` (a write-locked transaction), creating its row
+/// as `pending` when the database does not know it yet.
+pub fn claim(tx: &Transaction<'_>, record: &RunRecord, me: &str, now: f64) -> Result<Claim> {
+    let row: Option<(String, Option<String>, Option<f64>, Option<String>)> = tx
+        .query_row(
+            "SELECT status, owner, heartbeat_at, slurm_task FROM runs WHERE id = ?1",
+            [&record.id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .optional()?;
+    let status = match row {
+        Some((status, owner, heartbeat, slurm_task)) => {
+            let active = status == "running" || status == "pending";
+            if active && let Some(owner) = owner.filter(|o| o != me) {
+                if is_alive(&owner, heartbeat, now) {
+                    return Ok(Claim::Held { by: owner });
+                }
+            } else if active && let Some(task) = slurm_task {
+                return Ok(Claim::Held {
+                    by: format!(
+                        "Slurm task {task} (merge it first: runner sweep <spec> --executor slurm --collect)"
+                    ),
+                });
+            }
+            Some(status)
+        }
+        None => {
+            super::writer::upsert_run(tx, record, "pending", None)?;
+            None
+        }
+    };
+    tx.execute(
+        "UPDATE runs SET owner = ?2, heartbeat_at = ?3 WHERE id = ?1",
+        params![record.id, me, now],
+    )?;
+    Ok(Claim::Acquired { status })
+}
+
+/// Refreshes the heartbeat of every run `me` holds.
+pub fn heartbeat(conn: &Connection, me: &str) -> Result<()> {
+    conn.execute(
+        "UPDATE runs SET heartbeat_at = ?2 WHERE owner = ?1 AND status IN ('pending', 'running')",
+        params![me, super::now()],
+    )?;
+    Ok(())
+}
+
+/// SQL for a run's status as people should read it: `running` whose owner stopped beating
+/// shows as `orphaned` (its process is gone; the next sweep resumes it).
+pub fn status_sql(alias: &str) -> String {
+    format!(
+        "CASE WHEN {alias}.status = 'running' AND coalesce({alias}.heartbeat_at, 0) < unixepoch('subsec') - {LEASE_SECS} \
+         THEN 'orphaned' ELSE {alias}.status END"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owners_round_trip_and_liveness() {
+        let me = Owner::this_process();
+        assert_eq!(Owner::parse(&me.tag()), Some(me.clone()));
+        assert!(is_alive(&me.tag(), None, 0.0), "this process is alive");
+        let dead = Owner {
+            host: me.host.clone(),
+            pid: u32::MAX - 1,
+        };
+        assert!(!is_alive(&dead.tag(), Some(1e12), 1e12), "no such pid here");
+        assert!(is_alive("elsewhere:1", Some(100.0), 100.0 + LEASE_SECS - 1.0));
+        assert!(!is_alive("elsewhere:1", Some(100.0), 100.0 + LEASE_SECS + 1.0));
+        assert!(!is_alive("elsewhere:1", None, 0.0));
+    }
+
+    #[test]
+    fn a_live_claim_holds_and_a_dead_one_is_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = super::super::open(&dir.path().join("db.sqlite")).unwrap();
+        let record = RunRecord {
+            id: "r1".into(),
+            experiment: "e".into(),
+            config_json: "{}".into(),
+            params: vec![],
+            run_dir: "results/e/r1".into(),
+            total_steps: Some(1),
+            host: "h".into(),
+            backend: "cpu".into(),
+            data_id: "d".into(),
+        };
+        conn.execute(
+            "INSERT INTO experiments VALUES ('e', '', 'e.toml', 'now')",
+            [],
+        )
+        .unwrap();
+        let mut claim_as = |me: &str, now: f64| {
+            let tx = conn.transaction().unwrap();
+            let c = claim(&tx, &record, me, now).unwrap();
+            tx.commit().unwrap();
+            c
+        };
+        assert_eq!(claim_as("elsewhere:1", 100.0), Claim::Acquired { status: None });
+        assert_eq!(
+            claim_as("other:2", 110.0),
+            Claim::Held {
+                by: "elsewhere:1".into()
+            }
+        );
+        assert_eq!(
+            claim_as("other:2", 100.0 + LEASE_SECS + 1.0),
+            Claim::Acquired {
+                status: Some("pending".into())
+            }
+        );
+    }
+}

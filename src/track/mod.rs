@@ -1,0 +1,353 @@
+//! The tracking database: every experiment, run, hyperparameter, metric, sample and checkpoint
+//! in one SQLite file (`results/runs.sqlite` by default), queried with plain SQL.
+//!
+//! The schema is versioned with `PRAGMA user_version` and upgraded by [`MIGRATIONS`] inside a
+//! write-locked transaction, so processes opening a fresh database at once migrate it once.
+//! Writes go through one [`Tracker`] thread per process ([`writer`]); a run is trained only by
+//! the process holding its claim ([`claims`]); every run also appends its events to its own
+//! `records.jsonl` ([`records`]), the durable copy a later sweep replays when the database
+//! missed them (a failed write, a new or deleted database, a Slurm task).
+
+pub mod claims;
+pub mod records;
+pub mod writer;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+use serde::{Deserialize, Serialize};
+
+pub use writer::Tracker;
+
+pub const MIGRATIONS: &[&str] = &[
+    r#"
+CREATE TABLE experiments (
+    name        TEXT PRIMARY KEY,
+    description TEXT NOT NULL,
+    spec_path   TEXT NOT NULL,
+    updated_at  TEXT NOT NULL
+);
+CREATE TABLE runs (
+    id          TEXT PRIMARY KEY,          -- hash of the resolved config
+    experiment  TEXT NOT NULL REFERENCES experiments(name),
+    config      TEXT NOT NULL,             -- resolved config, JSON
+    config_hash TEXT NOT NULL,
+    status      TEXT NOT NULL,             -- pending | running | finished | failed | diverged | interrupted
+    started_at  TEXT,
+    finished_at TEXT,
+    host        TEXT,
+    backend     TEXT,
+    error       TEXT,
+    steps_done  INTEGER NOT NULL DEFAULT 0,
+    total_steps INTEGER,
+    run_dir     TEXT NOT NULL
+);
+CREATE TABLE params (
+    run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    key    TEXT NOT NULL,                  -- dotted path, e.g. train.lr
+    value,                                 -- number or text
+    PRIMARY KEY (run_id, key)
+);
+CREATE TABLE metrics (
+    run_id    TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    step      INTEGER NOT NULL,
+    name      TEXT NOT NULL,               -- d_loss, g_loss, ...
+    value     REAL NOT NULL,
+    wall_time REAL NOT NULL,               -- seconds since the Unix epoch
+    PRIMARY KEY (run_id, step, name)
+);
+CREATE TABLE samples (
+    run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    step   INTEGER NOT NULL,
+    path   TEXT NOT NULL,
+    PRIMARY KEY (run_id, step)
+);
+CREATE TABLE checkpoints (
+    run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    step   INTEGER NOT NULL,
+    path   TEXT NOT NULL,
+    PRIMARY KEY (run_id, step)
+);
+CREATE INDEX runs_by_experiment ON runs(experiment);
+"#,
+    r#"
+CREATE TABLE evals (
+    run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    step   INTEGER NOT NULL,
+    metric TEXT NOT NULL,                  -- fid, is, class_kl, precision, recall, ...
+    value  REAL NOT NULL,
+    PRIMARY KEY (run_id, step, metric)
+);
+"#,
+    r#"
+ALTER TABLE runs ADD COLUMN slurm_task TEXT;  -- job_index of the Slurm array task, if any
+"#,
+    r#"
+ALTER TABLE runs ADD COLUMN owner TEXT;         -- host:pid of the process that trains (trained) it
+ALTER TABLE runs ADD COLUMN heartbeat_at REAL;  -- unix seconds, refreshed while it trains
+ALTER TABLE runs ADD COLUMN data_id TEXT;       -- content hash of the training split
+"#,
+];
+
+/// The database's default place.
+pub fn default_db() -> PathBuf {
+    PathBuf::from("results/runs.sqlite")
+}
+
+/// Seconds since the Unix epoch: events carry the time they happened, so that records merged
+/// later (from Slurm tasks) keep it.
+pub fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
+/// How long a connection waits for another process's write lock before failing
+/// (`GANRUNNER_DB_TIMEOUT`, seconds; default 30).
+pub fn busy_timeout() -> Duration {
+    std::env::var("GANRUNNER_DB_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map_or(Duration::from_secs(30), Duration::from_secs_f64)
+}
+
+/// Opens (creating and migrating) the database for writing.
+pub fn open(path: &Path) -> Result<Connection> {
+    anyhow::ensure!(
+        !path.is_dir(),
+        "{}: is a directory, not a database file",
+        path.display()
+    );
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let mut conn =
+        Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
+    conn.busy_timeout(busy_timeout())?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .with_context(|| format!("opening {}", path.display()))?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    migrate(&mut conn).with_context(|| format!("migrating {}", path.display()))?;
+    Ok(conn)
+}
+
+/// Upgrades the schema. The version is read inside the write-locked transaction, so two
+/// processes opening a fresh database at once cannot both create its tables.
+fn migrate(conn: &mut Connection) -> Result<()> {
+    loop {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let version =
+            tx.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
+        anyhow::ensure!(
+            version <= MIGRATIONS.len(),
+            "the database has schema version {version}, newer than this runner's {}",
+            MIGRATIONS.len()
+        );
+        let Some(sql) = MIGRATIONS.get(version) else {
+            return Ok(());
+        };
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (version + 1) as i64)?;
+        tx.commit()?;
+    }
+}
+
+/// Opens the database read-only, refusing any statement that would write or attach. A
+/// database on a read-only filesystem (where SQLite cannot create its shared-memory file) is
+/// opened as immutable.
+pub fn open_read_only(path: &Path) -> Result<Connection> {
+    anyhow::ensure!(
+        !path.is_dir(),
+        "{}: is a directory, not a database file",
+        path.display()
+    );
+    anyhow::ensure!(
+        path.is_file(),
+        "{}: no such database (run a sweep first)",
+        path.display()
+    );
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let readable = |conn: &Connection| {
+        conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))
+    };
+    let mut conn = Connection::open_with_flags(path, flags)
+        .and_then(|conn| {
+            conn.busy_timeout(busy_timeout())?;
+            readable(&conn).map(|_| conn)
+        })
+        .or_else(|first| {
+            let uri = immutable_uri(&std::path::absolute(path).unwrap_or(path.to_path_buf()));
+            Connection::open_with_flags(&uri, flags | OpenFlags::SQLITE_OPEN_URI)
+                .and_then(|conn| readable(&conn).map(|_| conn))
+                .map_err(|_| first)
+        })
+        .with_context(|| format!("opening {}", path.display()))?;
+    conn.authorizer(Some(|ctx: AuthContext<'_>| match ctx.action {
+        AuthAction::Attach { .. } | AuthAction::Detach { .. } => Authorization::Deny,
+        _ => Authorization::Allow,
+    }))?;
+    Ok(conn)
+}
+
+/// A `file:` URI opening `path` as immutable (no locks, no shared memory), percent-escaping
+/// the characters URIs reserve.
+fn immutable_uri(path: &Path) -> String {
+    let mut escaped = String::new();
+    for c in path.to_string_lossy().chars() {
+        match c {
+            '%' | '?' | '#' => escaped.push_str(&format!("%{:02X}", c as u32)),
+            _ => escaped.push(c),
+        }
+    }
+    format!("file:{escaped}?immutable=1")
+}
+
+/// What a run looks like to the database when it starts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub id: String,
+    pub experiment: String,
+    pub config_json: String,
+    pub params: Vec<(String, serde_json::Value)>,
+    pub run_dir: PathBuf,
+    pub total_steps: Option<u64>,
+    /// The machine and backend it runs on.
+    pub host: String,
+    pub backend: String,
+    /// Content hash of the training split (see `data::fingerprint`).
+    #[serde(default)]
+    pub data_id: String,
+}
+
+/// A write for the tracker thread; also a line of a run's records file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Event {
+    Experiment {
+        name: String,
+        description: String,
+        spec_path: String,
+    },
+    /// Inserts or resets the run; with `fresh`, deletes its earlier metrics, samples,
+    /// checkpoints and evaluations.
+    RunStarted {
+        record: RunRecord,
+        fresh: bool,
+        at: f64,
+    },
+    /// A run handed to a scheduler: `pending` until its task starts it.
+    RunQueued {
+        record: RunRecord,
+        slurm_task: String,
+    },
+    Metric {
+        run_id: String,
+        step: u64,
+        name: String,
+        value: f64,
+        at: f64,
+    },
+    Sample {
+        run_id: String,
+        step: u64,
+        path: String,
+    },
+    Checkpoint {
+        run_id: String,
+        step: u64,
+        path: String,
+    },
+    /// One evaluation's metrics.
+    Eval {
+        run_id: String,
+        step: u64,
+        metrics: Vec<(String, f64)>,
+    },
+    /// Drops the rows of checkpoints deleted from disk.
+    CheckpointRemoved { run_id: String, step: u64 },
+    RunEnded {
+        run_id: String,
+        status: String,
+        steps_done: u64,
+        error: Option<String>,
+        at: f64,
+    },
+}
+
+/// This machine's name.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// The status of a run, if the database knows it.
+pub fn run_status(conn: &Connection, run_id: &str) -> Result<Option<String>> {
+    use rusqlite::OptionalExtension;
+    Ok(conn
+        .query_row("SELECT status FROM runs WHERE id = ?1", [run_id], |r| {
+            r.get(0)
+        })
+        .optional()?)
+}
+
+/// Every (dotted key, value) leaf of a resolved config, for the `params` table.
+pub fn flatten_params(config: &serde_json::Value) -> Vec<(String, serde_json::Value)> {
+    fn walk(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, serde_json::Value)>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (k, v) in map {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&key, v, out);
+                }
+            }
+            serde_json::Value::Null => {}
+            leaf => out.push((prefix.to_string(), leaf.clone())),
+        }
+    }
+    let mut out = Vec::new();
+    walk("", config, &mut out);
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_idempotent_and_versioned() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        drop(open(&path).unwrap());
+        let conn = open(&path).unwrap();
+        let version = conn
+            .pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))
+            .unwrap() as usize;
+        assert_eq!(version, MIGRATIONS.len());
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        assert!(open(&path).unwrap_err().to_string().contains("migrating"));
+    }
+
+    #[test]
+    fn params_flatten_to_dotted_keys() {
+        let value = serde_json::json!({"train": {"lr": 0.1, "betas": [0.5, 0.9], "steps": null}, "model": {"arch": "gan"}});
+        let flat = flatten_params(&value);
+        assert_eq!(
+            flat.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+            ["model.arch", "train.betas", "train.lr"]
+        );
+    }
+}

@@ -1,0 +1,144 @@
+//! `records.jsonl`: each run's own copy of its database events, one flushed JSON line per
+//! event, in its run directory.
+//!
+//! Written before the database is (by local sweeps and by Slurm tasks alike), it is what the
+//! database is rebuilt from: a later sweep replays it when the database missed events (a
+//! failed write, a new or deleted database), and Slurm's `--collect` replays tasks' files.
+//! Replay is idempotent. A line cut short by a kill is skipped.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use super::Event;
+
+/// The records file of a run directory.
+pub fn path(run_dir: &Path) -> PathBuf {
+    run_dir.join("records.jsonl")
+}
+
+/// One line: an event and who wrote it (`local:<host>:<pid>` or a Slurm task `<job>_<index>`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Line {
+    pub task: String,
+    pub event: Event,
+}
+
+/// Appends a run's events to its records file.
+pub struct RecordsFile {
+    pub task: String,
+    path: PathBuf,
+    file: Mutex<std::fs::File>,
+}
+
+impl RecordsFile {
+    /// Opens the records of `run_dir` for `task`: a fresh start replaces the records of earlier
+    /// attempts, a resume adds to them.
+    pub fn open(run_dir: &Path, task: String, fresh: bool) -> Result<RecordsFile> {
+        std::fs::create_dir_all(run_dir)
+            .with_context(|| format!("creating {}", run_dir.display()))?;
+        let path = path(run_dir);
+        let mut file = if fresh {
+            std::fs::File::create(&path)
+        } else {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+        }
+        .with_context(|| format!("opening {}", path.display()))?;
+        // A line torn by a kill must not swallow the first line appended after it.
+        let torn = std::fs::read(&path)
+            .ok()
+            .and_then(|bytes| bytes.last().copied())
+            .is_some_and(|last| last != b'\n');
+        if torn {
+            file.write_all(b"\n")
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(RecordsFile {
+            task,
+            path,
+            file: Mutex::new(file),
+        })
+    }
+
+    /// Appends `event` as one line (a single write, so a kill leaves whole lines behind).
+    pub fn write(&self, event: Event) -> Result<(), String> {
+        let line = Line {
+            task: self.task.clone(),
+            event,
+        };
+        let mut text = serde_json::to_string(&line).expect("events serialize");
+        text.push('\n');
+        let mut file = self.file.lock().expect("records lock");
+        file.write_all(text.as_bytes())
+            .map_err(|err| format!("writing {}: {err}", self.path.display()))
+    }
+}
+
+/// The complete lines of `run_dir`'s records (none when it has no records file).
+pub fn read(run_dir: &Path) -> Vec<Line> {
+    let Ok(file) = std::fs::File::open(path(run_dir)) else {
+        return Vec::new();
+    };
+    std::io::BufReader::new(file)
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|l| serde_json::from_str(&l).ok())
+        .collect()
+}
+
+/// How the recorded history of a run ends: the status of its last `RunEnded` after its last
+/// `RunStarted` (`running` when it never ended), or `None` without records.
+pub fn last_status(lines: &[Line]) -> Option<String> {
+    let mut status = None;
+    for line in lines {
+        match &line.event {
+            Event::RunStarted { .. } => status = Some("running".to_string()),
+            Event::RunEnded { status: s, .. } => status = Some(s.clone()),
+            _ => {}
+        }
+    }
+    status
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ended(status: &str) -> Event {
+        Event::RunEnded {
+            run_id: "r".into(),
+            status: status.into(),
+            steps_done: 3,
+            error: None,
+            at: 0.0,
+        }
+    }
+
+    #[test]
+    fn lines_round_trip_a_torn_line_is_skipped_and_fresh_truncates() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = RecordsFile::open(dir.path(), "local:h:1".into(), true).unwrap();
+        records.write(ended("interrupted")).unwrap();
+        drop(records);
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(path(dir.path()))
+            .unwrap();
+        file.write_all(b"{\"task\":\"x\",\"eve").unwrap();
+        let lines = read(dir.path());
+        assert_eq!(lines.len(), 1);
+        assert_eq!(last_status(&lines).as_deref(), Some("interrupted"));
+        let again = RecordsFile::open(dir.path(), "local:h:2".into(), false).unwrap();
+        again.write(ended("finished")).unwrap();
+        assert_eq!(last_status(&read(dir.path())).as_deref(), Some("finished"));
+        drop(RecordsFile::open(dir.path(), "local:h:3".into(), true).unwrap());
+        assert!(read(dir.path()).is_empty());
+        assert_eq!(last_status(&[]), None);
+    }
+}
