@@ -39,7 +39,30 @@ pub fn data_info(dataset: DatasetName, root: &Path, explicit: Option<&Path>) -> 
     Ok(())
 }
 
-/// A flag set by Ctrl-C, so a run checkpoints and stops cleanly.
+/// The error of a command stopped by Ctrl-C or SIGTERM (the binary exits with 130).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Interrupted(pub String);
+
+/// An error and its causes on one line, leaving out a cause whose text the line already has
+/// (an I/O error both wrapped and shown by its wrapper would otherwise appear twice).
+pub fn error_message(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+/// A flag set by Ctrl-C, SIGTERM or SIGHUP (a scheduler's or `timeout`'s stop), so runs
+/// checkpoint and stop cleanly.
 fn interrupt_flag() -> Arc<AtomicBool> {
     let flag = Arc::new(AtomicBool::new(false));
     let handler_flag = flag.clone();
@@ -63,6 +86,7 @@ pub fn train(
         anyhow::ensure!(steps > 0, "--steps must be at least 1");
         (config.train.steps, config.train.epochs) = (Some(steps), None);
     }
+    crate::budget::check_run(&config)?;
     let run_dir: PathBuf = out
         .map(Path::to_path_buf)
         .unwrap_or_else(|| Path::new("results").join(&spec.name).join("train"));
@@ -80,26 +104,33 @@ pub fn train(
         .resumed_from
         .map(|s| format!(" (resumed at step {s})"))
         .unwrap_or_default();
+    let files = format!(
+        "samples: {}\ncheckpoint: {}",
+        outcome
+            .final_sample
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        outcome
+            .final_checkpoint
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+    );
     match outcome.status {
+        Status::Finished if done == 0 => println!(
+            "already at step {}: nothing to train; last losses {losses}\n{files}",
+            outcome.steps
+        ),
         Status::Finished => println!(
-            "finished {} steps{resumed} in {secs:.1} s ({:.1} ms/step); last losses {losses}\nsamples: {}\ncheckpoint: {}",
+            "finished {} steps{resumed} in {secs:.1} s ({:.1} ms/step); last losses {losses}\n{files}",
             outcome.steps,
-            if done > 0 {
-                1000.0 * secs / done as f64
-            } else {
-                0.0
-            },
-            outcome
-                .final_sample
-                .map(|p| p.display().to_string())
-                .unwrap_or_default(),
-            outcome
-                .final_checkpoint
-                .map(|p| p.display().to_string())
-                .unwrap_or_default(),
+            1000.0 * secs / done as f64,
         ),
         Status::Interrupted { step } => {
-            println!("interrupted at step {step}; checkpoint saved, run again to resume")
+            return Err(Interrupted(format!(
+                "interrupted at step {step}; checkpoint saved in {}, run the same command again to resume",
+                run_dir.display()
+            ))
+            .into());
         }
         Status::Diverged { step, .. } => {
             bail!("run diverged at step {step}: a loss became NaN or infinite ({losses})")
@@ -172,7 +203,10 @@ pub fn sweep(req: SweepRequest) -> Result<()> {
                     .unwrap_or(1);
                 let jobs = req.jobs.unwrap_or((cores / 2).max(1));
                 anyhow::ensure!(jobs > 0, "--jobs must be at least 1");
-                Box::new(sweep::LocalExecutor { jobs, stop })
+                Box::new(sweep::LocalExecutor {
+                    jobs,
+                    stop: stop.clone(),
+                })
             }
         };
         let options = sweep::SweepOptions {
@@ -181,8 +215,13 @@ pub fn sweep(req: SweepRequest) -> Result<()> {
         };
         let total = runs.len();
         let summary = sweep::run(&spec, req.spec, runs, &options, executor.as_ref())?;
+        let held = if summary.held > 0 {
+            format!(", {} left to another sweep that is training them", summary.held)
+        } else {
+            String::new()
+        };
         println!(
-            "{}: {total} runs: {} finished, {} skipped (already finished), {} failed, {} diverged, {} interrupted, {} queued\ndatabase: {}",
+            "{}: {total} runs: {} finished, {} skipped (already finished), {} failed, {} diverged, {} interrupted, {} queued{held}\ndatabase: {}",
             spec.name,
             summary.finished,
             summary.skipped,
@@ -201,14 +240,21 @@ pub fn sweep(req: SweepRequest) -> Result<()> {
             Err(err) => eprintln!("warning: the report could not be written: {err:#}"),
         }
     }
-    if summary.failed + summary.diverged > 0 {
+    if summary.diverged > 0 {
         println!(
-            "see `runner runs --experiment {}` for the errors",
+            "see `runner runs --experiment {}` for the diverged runs",
             spec.name
         );
     }
-    if summary.interrupted > 0 {
-        bail!("interrupted; run the same command again to resume");
+    if summary.interrupted > 0 || stop.load(Ordering::Relaxed) {
+        return Err(Interrupted("interrupted; run the same command again to resume".into()).into());
+    }
+    if summary.failed > 0 {
+        bail!(
+            "{} of the runs failed (see `runner runs --experiment {}`)",
+            summary.failed,
+            spec.name
+        );
     }
     Ok(())
 }
@@ -303,6 +349,16 @@ pub fn bench(
         batch > 0 && steps > 0,
         "--batch and --steps must be at least 1"
     );
+    for model in models {
+        let mut config = crate::spec::RunConfig {
+            model: crate::bench::report_model(model)?,
+            ..Default::default()
+        };
+        (config.train.batch_size, config.log.eval_samples) = (batch, 0);
+        crate::budget::check_run(&config).map_err(|e| {
+            anyhow::anyhow!("{}", e.to_string().replace("`train.batch_size`", "--batch"))
+        })?;
+    }
     if let Some(threads) = threads {
         anyhow::ensure!(threads > 0, "--threads must be at least 1");
         rayon::ThreadPoolBuilder::new()

@@ -25,8 +25,14 @@ pub fn load_generator(path: &Path) -> anyhow::Result<(Generator, crate::spec::Ru
 pub fn generate(checkpoint_path: &Path, n: usize, seed: u64, out: &Path) -> anyhow::Result<u64> {
     anyhow::ensure!(n > 0, "--n must be at least 1");
     let (generator, config, step) = load_generator(checkpoint_path)?;
-    let images: ImageBatch =
-        crate::train::sample(&generator, &config.model, n, seed, Stream::Samples);
+    crate::budget::check_images(n, config.model.image_side(), "--n")?;
+    let values = crate::train::sample_values(&generator, &config.model, n, seed, Stream::Samples);
+    anyhow::ensure!(
+        values.iter().all(|v| v.is_finite()),
+        "{}: the generator produces NaN or infinite pixels (broken weights); nothing written",
+        checkpoint_path.display()
+    );
+    let images = ImageBatch::from_unit(&values, config.model.image_side());
     let is_grid = out.extension().is_some_and(|e| e == "png");
     let images = if is_grid { images } else { images.resized(28) };
     let cols = (n as f64).sqrt().ceil() as usize;

@@ -9,12 +9,19 @@ use clap::Parser;
 use cli::{Cli, Command, DataCommand};
 use ganrunner::commands;
 
+/// Exit statuses: 0 done, 1 an error (bad input, a failed run, a database that cannot be
+/// written), 2 a command-line usage error (clap's), 130 stopped by Ctrl-C or SIGTERM (runs
+/// checkpointed; the same command resumes them).
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::FAILURE
+            eprintln!("error: {}", commands::error_message(&err));
+            if err.downcast_ref::<commands::Interrupted>().is_some() {
+                ExitCode::from(130)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

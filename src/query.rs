@@ -45,7 +45,7 @@ pub fn run_sql(db: &Path, sql: &str, params: &[&dyn rusqlite::ToSql]) -> Result<
             "refused: `runner query` is read-only, and this statement would write to the database"
         );
     }
-    let columns: Vec<String> = stmt.column_names().map(|c| c.to_string()).collect();
+    let columns = unique_names(stmt.column_names());
     let n = columns.len();
     let mut rows = Vec::new();
     let mut cursor = stmt
@@ -62,6 +62,23 @@ pub fn run_sql(db: &Path, sql: &str, params: &[&dyn rusqlite::ToSql]) -> Result<
         );
     }
     Ok(Rows { columns, rows })
+}
+
+/// Column names made unique, so no format drops a column: a repeated name gets `_2`, `_3`...
+/// (`step`, `step_2` for a join of two tables that both have `step`).
+fn unique_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let names: Vec<&str> = names.into_iter().collect();
+    let mut out: Vec<String> = Vec::with_capacity(names.len());
+    for name in &names {
+        let mut candidate = name.to_string();
+        let mut k = 1;
+        while out.contains(&candidate) || (k > 1 && names.contains(&candidate.as_str())) {
+            k += 1;
+            candidate = format!("{name}_{k}");
+        }
+        out.push(candidate);
+    }
+    out
 }
 
 fn cell(value: &serde_json::Value) -> String {
@@ -158,22 +175,36 @@ impl Rows {
 pub fn runs(db: &Path, experiment: Option<&str>) -> Result<Rows> {
     run_sql(
         db,
-        "SELECT r.experiment, r.id AS run, r.status, r.steps_done AS steps,
+        &format!("SELECT r.experiment, r.id AS run, {} AS status, r.steps_done AS steps,
                 (SELECT value FROM metrics m WHERE m.run_id = r.id AND m.name = 'd_loss' ORDER BY step DESC LIMIT 1) AS d_loss,
                 (SELECT value FROM metrics m WHERE m.run_id = r.id AND m.name = 'g_loss' ORDER BY step DESC LIMIT 1) AS g_loss,
                 (SELECT round(value, 3) FROM evals e WHERE e.run_id = r.id AND e.metric = 'fid' ORDER BY step DESC LIMIT 1) AS fid,
                 r.finished_at, r.error
          FROM runs r WHERE ?1 IS NULL OR r.experiment = ?1 ORDER BY r.experiment, r.started_at, r.id",
+            track::claims::status_sql("r")
+        ),
         &[&experiment],
     )
+}
+
+/// A LIKE pattern matching strings that start with `prefix` literally.
+fn like_prefix(prefix: &str) -> String {
+    let mut pattern = String::new();
+    for c in prefix.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern + "%"
 }
 
 /// The `runs` row of the one run whose id is or starts with `run_id`.
 pub fn find_run(db: &Path, run_id: &str) -> Result<Rows> {
     let run = run_sql(
         db,
-        "SELECT * FROM runs WHERE id = ?1 OR id LIKE ?1 || '%'",
-        &[&run_id],
+        "SELECT * FROM runs WHERE id = ?1 OR id LIKE ?2 ESCAPE '\\'",
+        &[&run_id, &like_prefix(run_id)],
     )?;
     match run.rows.len() {
         0 => bail!("no run `{run_id}` in {}", db.display()),
@@ -246,4 +277,35 @@ pub fn show(db: &Path, run_id: &str) -> Result<String> {
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_column_names_get_suffixes() {
+        assert_eq!(
+            unique_names(["step", "value", "step", "step_2", "step"]),
+            ["step", "value", "step_3", "step_2", "step_4"]
+        );
+    }
+
+    #[test]
+    fn like_prefixes_match_wildcards_literally() {
+        assert_eq!(like_prefix("a%_\\"), "a\\%\\_\\\\%");
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let matches = |id: &str, prefix: &str| -> bool {
+            conn.query_row(
+                "SELECT ?1 LIKE ?2 ESCAPE '\\'",
+                [id, &like_prefix(prefix)],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
+        assert!(matches("ab12", "ab"));
+        assert!(!matches("ab12", "%"));
+        assert!(!matches("ab12", "a_"));
+        assert!(matches("a_12", "a_"));
+    }
 }

@@ -530,7 +530,8 @@ impl Executor for LocalExecutor {
                                 break;
                             }
                         };
-                        if quiet_log {
+                        // (A held run has said so already.)
+                        if quiet_log && status != "held" {
                             eprintln!("{experiment}: run {} {status}", next.id);
                         }
                         overall.inc(1);

@@ -191,6 +191,8 @@ fn every_shipped_experiment_validates_and_expands() {
             runner()
                 .args(["sweep", "--dry-run"])
                 .arg(&spec)
+                .arg("--data-dir")
+                .arg(common::fixture_dir())
                 .assert()
                 .success()
                 .stdout(predicate::str::contains(" runs\n").or(predicate::str::contains(" run\n")));

@@ -276,6 +276,14 @@ struct Plot {
 /// Writes the report of `db` (all experiments, or only `experiment`) into `out`.
 pub fn write(db: &Path, out: &Path, experiment: Option<&str>) -> Result<Written> {
     let experiments = data::load(db, experiment)?;
+    // A symlinked --out is written where it points, and the link stays.
+    let out = &if out.is_symlink() {
+        std::fs::canonicalize(out)
+            .with_context(|| format!("{}: a link to nowhere", out.display()))?
+    } else {
+        out.to_path_buf()
+    };
+    refuse_run_dirs_inside(db, out)?;
     let occupied = || -> Result<bool> {
         Ok(out
             .read_dir()
@@ -314,6 +322,28 @@ pub fn write(db: &Path, out: &Path, experiment: Option<&str>) -> Result<Written>
         experiments: experiments.len(),
         runs: experiments.iter().map(|e| e.runs.len()).sum(),
     })
+}
+
+/// The site replaces `out` whole: refuse when a run directory the database knows lies inside
+/// it (or it inside one), whatever the experiment's name or `--results`.
+fn refuse_run_dirs_inside(db: &Path, out: &Path) -> Result<()> {
+    let resolved = |p: &Path| std::fs::canonicalize(p).or_else(|_| std::path::absolute(p));
+    let out = resolved(out)?;
+    let runs = crate::query::run_sql(db, "SELECT id, run_dir FROM runs", &[])?;
+    for row in &runs.rows {
+        let Some(dir) = row[1].as_str() else { continue };
+        let dir = resolved(Path::new(dir))?;
+        if dir.starts_with(&out) || out.starts_with(&dir) {
+            bail!(
+                "{}: holds the directory of run {} ({}); the report would replace it. Choose \
+                 another --out",
+                out.display(),
+                row[0].as_str().unwrap_or("?"),
+                dir.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 fn build(site: &Site, experiments: &[Experiment], db: &Path) -> Result<()> {

@@ -129,6 +129,20 @@ pub fn sample(
     seed: u64,
     stream: Stream,
 ) -> ImageBatch {
+    ImageBatch::from_unit(
+        &sample_values(generator, model, n, seed, stream),
+        model.image_side(),
+    )
+}
+
+/// The raw output values of [`sample`] (in [-1, 1] for a sound generator), image after image.
+pub fn sample_values(
+    generator: &Generator,
+    model: &ModelConfig,
+    n: usize,
+    seed: u64,
+    stream: Stream,
+) -> Vec<f32> {
     let generator = generator.valid();
     let device = crate::backend::device();
     let mut latent_rng = rng_for(seed, stream, 0);
@@ -149,7 +163,7 @@ pub fn sample(
                 .expect("generator output is f32"),
         );
     }
-    ImageBatch::from_unit(&values, model.image_side())
+    values
 }
 
 /// A run in progress: the models, their optimizers and the data.
@@ -302,10 +316,22 @@ impl Trainer {
     }
 }
 
+/// The newest sample grid of a run directory.
+fn latest_sample(run_dir: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(run_dir.join("samples"))
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "png"))
+        .max()
+}
+
 /// The per-step loss log `losses.csv` of a run directory.
 struct LossLog {
     path: PathBuf,
     writer: std::io::BufWriter<std::fs::File>,
+    /// The losses of the last row kept when it was opened.
+    last: Option<Losses>,
 }
 
 impl LossLog {
@@ -326,9 +352,17 @@ impl LossLog {
             .collect();
         crate::fsutil::write_atomic(&path, format!("step,d_loss,g_loss\n{kept}").as_bytes())?;
         let file = std::fs::OpenOptions::new().append(true).open(&path)?;
+        let last = kept.lines().last().and_then(|row| {
+            let mut cells = row.split(',').skip(1).map(|c| c.parse::<f32>().ok());
+            Some(Losses {
+                d: cells.next()??,
+                g: cells.next()??,
+            })
+        });
         Ok(LossLog {
             writer: std::io::BufWriter::new(file),
             path,
+            last,
         })
     }
 
@@ -351,7 +385,20 @@ pub fn train(
     observer: &mut dyn Observer,
 ) -> anyhow::Result<Outcome> {
     let start = Instant::now();
-    let train_images = Digits::load(&config.data.resolved_dir(), Split::Train)?;
+    let data_dir = config.data.resolved_dir();
+    let train_images = Digits::load(&data_dir, Split::Train)?;
+    anyhow::ensure!(
+        !train_images.is_empty(),
+        "{}: the training split has no images",
+        data_dir.display()
+    );
+    anyhow::ensure!(
+        config.train.batch_size <= train_images.len(),
+        "`train.batch_size` = {} is larger than the training split ({} images in {})",
+        config.train.batch_size,
+        train_images.len(),
+        data_dir.display()
+    );
     let total = config.train.total_steps(train_images.len());
     let mut trainer = Trainer::new(config, &train_images);
     drop(train_images);
@@ -376,6 +423,12 @@ pub fn train(
     if resumed_from.is_none() {
         let path = trainer.save_sample(run_dir, 0)?;
         observer.sample(0, &path);
+    }
+    if first >= total {
+        // Resumed at or past the end: what there is to show is what is on disk.
+        outcome.final_checkpoint = checkpoint::list(run_dir).pop().map(|(_, dir)| dir);
+        outcome.final_sample = latest_sample(run_dir);
+        outcome.last_losses = log.last;
     }
     observer.started(first, total);
     let logc = config.log.clone();

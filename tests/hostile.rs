@@ -1,0 +1,563 @@
+//! What a hostile (or unlucky) user does, and what must survive it: run identity across
+//! experiments and data, concurrent sweeps on one database, a database that stops accepting
+//! writes, a deleted database, absurd sizes, signals, and the smaller traps.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use assert_cmd::Command;
+use common::fixture_dir;
+use predicates::prelude::*;
+use rusqlite::Connection;
+
+fn runner() -> Command {
+    Command::cargo_bin("runner").unwrap()
+}
+
+/// A tiny vanilla-GAN spec named `name` over `seeds`, `steps` steps, one metric row per step.
+fn write_spec(dir: &Path, name: &str, steps: u64, seeds: &str) -> PathBuf {
+    let model = common::tiny_gan_model_toml();
+    let spec = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &spec,
+        format!(
+            "name = \"{name}\"\n{model}[train]\nsteps = {steps}\nbatch_size = 16\n[log]\n\
+             sample_every = 10\ncheckpoint_every = 10\nmetrics_every = 1\neval_samples = 0\n\
+             [sweep]\n\"train.seed\" = {seeds}\n"
+        ),
+    )
+    .unwrap();
+    spec
+}
+
+fn sweep_in(dir: &Path, spec: &Path, data: &Path, extra: &[&str]) -> assert_cmd::assert::Assert {
+    runner()
+        .current_dir(dir)
+        .arg("sweep")
+        .arg(spec)
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--no-report")
+        .args(extra)
+        .assert()
+}
+
+fn sweep(dir: &Path, spec: &Path, extra: &[&str]) -> assert_cmd::assert::Assert {
+    sweep_in(dir, spec, &fixture_dir(), extra)
+}
+
+fn spawn_sweep(dir: &Path, spec: &Path, extra: &[&str]) -> Child {
+    std::process::Command::new(assert_cmd::cargo::cargo_bin("runner"))
+        .current_dir(dir)
+        .arg("sweep")
+        .arg(spec)
+        .arg("--data-dir")
+        .arg(fixture_dir())
+        .arg("--no-report")
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn db(dir: &Path) -> Connection {
+    Connection::open(dir.join("results/runs.sqlite")).unwrap()
+}
+
+fn count(conn: &Connection, sql: &str) -> i64 {
+    conn.query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+/// Every row of the tables that hold results, as text, in a stable order.
+fn dump(conn: &Connection) -> Vec<String> {
+    let mut out = Vec::new();
+    for (table, columns) in [
+        ("runs", "id, experiment, config, status, started_at, finished_at, error, steps_done, total_steps, run_dir, data_id"),
+        ("params", "*"),
+        ("metrics", "*"),
+        ("samples", "*"),
+        ("checkpoints", "*"),
+        ("evals", "*"),
+    ] {
+        let mut stmt = conn
+            .prepare(&format!("SELECT {columns} FROM {table} ORDER BY 1, 2, 3"))
+            .unwrap();
+        let n = stmt.column_count();
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((0..n)
+                    .map(|i| format!("{:?}", r.get::<_, rusqlite::types::Value>(i).unwrap()))
+                    .collect::<Vec<_>>()
+                    .join("|"))
+            })
+            .unwrap();
+        out.extend(rows.map(|r| format!("{table}: {}", r.unwrap())));
+    }
+    out
+}
+
+fn signal(child: &Child, name: &str) {
+    assert!(
+        std::process::Command::new("kill")
+            .args([&format!("-{name}"), &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+/// Waits until `sql` (a count) on the database reaches `at_least`.
+fn wait_for(dir: &Path, sql: &str, at_least: i64) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(Instant::now() < deadline, "timed out waiting for `{sql}`");
+        std::thread::sleep(Duration::from_millis(100));
+        if let Ok(conn) = Connection::open(dir.join("results/runs.sqlite"))
+            && conn
+                .query_row(sql, [], |r| r.get::<_, i64>(0))
+                .is_ok_and(|n| n >= at_least)
+        {
+            return;
+        }
+    }
+}
+
+#[test]
+fn the_report_never_replaces_run_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), "report", 3, "[0]");
+    sweep(dir.path(), &spec, &[])
+        .failure()
+        .stderr(predicate::str::contains("`name`").and(predicate::str::contains("reserved")));
+    let spec = write_spec(dir.path(), "tiny", 3, "[0]");
+    sweep(dir.path(), &spec, &[]).success();
+    for out in ["results/tiny", "results"] {
+        runner()
+            .current_dir(dir.path())
+            .args(["report", "--out", out])
+            .assert()
+            .failure()
+            .stderr(predicate::str::contains("holds the directory of run"));
+    }
+    let conn = db(dir.path());
+    let run_dir: String = conn
+        .query_row("SELECT run_dir FROM runs", [], |r| r.get(0))
+        .unwrap();
+    assert!(dir.path().join(run_dir).join("checkpoints").is_dir());
+    // A symlinked --out is written through, and stays a link.
+    let target = dir.path().join("site");
+    std::fs::create_dir(&target).unwrap();
+    std::os::unix::fs::symlink(&target, dir.path().join("link")).unwrap();
+    runner()
+        .current_dir(dir.path())
+        .args(["report", "--out", "link"])
+        .assert()
+        .success();
+    assert!(dir.path().join("link").is_symlink());
+    assert!(target.join("index.html").is_file());
+}
+
+#[test]
+fn runs_belong_to_their_experiment_and_their_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = write_spec(dir.path(), "first", 3, "[0]");
+    let second = write_spec(dir.path(), "second", 3, "[0]");
+    sweep(dir.path(), &first, &[]).success();
+    sweep(dir.path(), &second, &[])
+        .success()
+        .stdout(predicate::str::contains("1 finished"));
+    let conn = db(dir.path());
+    assert_eq!(
+        count(&conn, "SELECT count(DISTINCT id) FROM runs WHERE status = 'finished'"),
+        2
+    );
+    for name in ["first", "second"] {
+        runner()
+            .current_dir(dir.path())
+            .args(["runs", "--experiment", name, "--format", "csv"])
+            .assert()
+            .success()
+            .stdout(predicate::str::contains("finished"));
+    }
+    // The same data elsewhere is the same run; other data is another run.
+    let moved = dir.path().join("moved-data");
+    std::fs::create_dir(&moved).unwrap();
+    for entry in std::fs::read_dir(fixture_dir()).unwrap() {
+        let entry = entry.unwrap();
+        if entry.path().is_file() {
+            std::fs::copy(entry.path(), moved.join(entry.file_name())).unwrap();
+        }
+    }
+    sweep_in(dir.path(), &first, &moved, &[])
+        .success()
+        .stdout(predicate::str::contains("1 skipped"));
+    let other = dir.path().join("other-data");
+    std::fs::create_dir(&other).unwrap();
+    let images = ganrunner::data::idx::read(&fixture_dir().join("train-images-idx3-ubyte.gz"))
+        .unwrap();
+    let mut changed = images.clone();
+    changed.data[1000] ^= 0xff;
+    std::fs::write(
+        other.join("train-images-idx3-ubyte"),
+        ganrunner::data::idx::encode(&changed),
+    )
+    .unwrap();
+    std::fs::copy(
+        fixture_dir().join("train-labels-idx1-ubyte.gz"),
+        other.join("train-labels-idx1-ubyte.gz"),
+    )
+    .unwrap();
+    sweep_in(dir.path(), &first, &other, &[])
+        .success()
+        .stdout(predicate::str::contains("1 finished"));
+    assert_eq!(
+        count(&db(dir.path()), "SELECT count(DISTINCT data_id) FROM runs"),
+        2
+    );
+}
+
+#[test]
+fn concurrent_sweeps_train_each_run_once_and_lose_no_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), "tiny", 40, "[0, 1, 2, 3, 4, 5]");
+    let children: Vec<Child> = (0..3)
+        .map(|_| spawn_sweep(dir.path(), &spec, &["--jobs", "2"]))
+        .collect();
+    let mut trained = 0;
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stdout}\n{stderr}");
+        let finished: usize = stdout
+            .split(" finished")
+            .next()
+            .and_then(|s| s.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{stdout}"));
+        trained += finished;
+    }
+    assert_eq!(trained, 6, "each run trained by exactly one process");
+    let conn = db(dir.path());
+    assert_eq!(count(&conn, "SELECT count(*) FROM runs WHERE status = 'finished'"), 6);
+    assert_eq!(count(&conn, "SELECT count(*) FROM metrics"), 6 * 40 * 2);
+    // Each run's records were written by one process only.
+    for entry in std::fs::read_dir(dir.path().join("results/tiny")).unwrap() {
+        let records = std::fs::read_to_string(entry.unwrap().path().join("records.jsonl")).unwrap();
+        let starts = records.matches("\"RunStarted\"").count();
+        assert_eq!(starts, 1, "{records}");
+    }
+}
+
+#[test]
+fn a_database_that_stops_taking_writes_stops_the_runs_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), "tiny", 3000, "[0, 1]");
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("runner"))
+        .current_dir(dir.path())
+        .args(["sweep"])
+        .arg(&spec)
+        .arg("--data-dir")
+        .arg(fixture_dir())
+        .args(["--no-report", "--jobs", "2"])
+        .env("GANRUNNER_DB_TIMEOUT", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(dir.path(), "SELECT min(steps_done) FROM runs", 50);
+    // Another program holds the write lock past the runner's timeout.
+    let mut blocker = db(dir.path());
+    let tx = blocker
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)
+        .unwrap();
+    let held_at = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            held_at.elapsed() < Duration::from_secs(60),
+            "the runs did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    drop(tx);
+    drop(blocker);
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success());
+    assert!(stderr.contains("database is locked"), "{stderr}");
+    assert!(stderr.contains("run the same command again"), "{stderr}");
+    let conn = db(dir.path());
+    assert_eq!(
+        count(&conn, "SELECT count(*) FROM runs WHERE status = 'finished'"),
+        0,
+        "nothing is called finished"
+    );
+    let before: i64 = count(&conn, "SELECT count(*) FROM metrics");
+    assert!(before < 2 * 3000 * 2);
+    drop(conn);
+    // The rerun merges what the database missed and resumes: every step's row, once.
+    sweep(dir.path(), &spec, &["--jobs", "2"])
+        .success()
+        .stdout(predicate::str::contains("2 finished"));
+    assert_eq!(count(&db(dir.path()), "SELECT count(*) FROM metrics"), 2 * 3000 * 2);
+}
+
+#[test]
+fn a_deleted_database_is_rebuilt_from_the_runs_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), "tiny", 12, "[0, 1]");
+    sweep(dir.path(), &spec, &[]).success();
+    let first = dump(&db(dir.path()));
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(dir.path().join(format!("results/runs.sqlite{suffix}")));
+    }
+    sweep(dir.path(), &spec, &[])
+        .success()
+        .stdout(predicate::str::contains("2 skipped"));
+    let rebuilt = dump(&db(dir.path()));
+    let missing: Vec<_> = first.iter().filter(|r| !rebuilt.contains(r)).take(3).collect();
+    let extra: Vec<_> = rebuilt.iter().filter(|r| !first.contains(r)).take(3).collect();
+    assert!(missing.is_empty() && extra.is_empty(), "missing {missing:#?}\nextra {extra:#?}");
+    assert_eq!(first.len(), rebuilt.len());
+    // Checkpoints without records or database rows are kept aside, not recorded as empty runs.
+    for entry in std::fs::read_dir(dir.path().join("results/tiny")).unwrap() {
+        std::fs::remove_file(entry.unwrap().path().join("records.jsonl")).unwrap();
+    }
+    std::fs::remove_file(dir.path().join("results/runs.sqlite")).unwrap();
+    sweep(dir.path(), &spec, &[])
+        .success()
+        .stdout(predicate::str::contains("2 finished"));
+    assert_eq!(count(&db(dir.path()), "SELECT count(*) FROM metrics"), 2 * 12 * 2);
+    let aside = std::fs::read_dir(dir.path().join("results/tiny"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().contains("unrecorded"))
+        .count();
+    assert_eq!(aside, 2);
+}
+
+#[test]
+fn query_keeps_columns_that_share_a_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), "tiny", 10, "[0]");
+    sweep(dir.path(), &spec, &[]).success();
+    let sql = "SELECT m.step, s.step FROM metrics m JOIN samples s ON s.run_id = m.run_id AND s.step = 10 WHERE m.step = 3 LIMIT 1";
+    for (format, expected) in [("json", "\"step_2\": 10"), ("csv", "step,step_2\n3,10")] {
+        runner()
+            .current_dir(dir.path())
+            .args(["query", sql, "--format", format])
+            .assert()
+            .success()
+            .stdout(predicate::str::contains(expected));
+    }
+}
+
+#[test]
+fn absurd_values_are_refused_with_the_key_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = |name: &str, body: &str, expected: &str| {
+        let spec = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&spec, format!("name = \"{name}\"\n{body}")).unwrap();
+        runner()
+            .current_dir(dir.path())
+            .arg("train")
+            .arg(&spec)
+            .arg("--data-dir")
+            .arg(fixture_dir())
+            .assert()
+            .code(1)
+            .stderr(predicate::str::contains(expected).and(predicate::str::contains("panicked").not()));
+    };
+    bad("seed", "[train]\nseed = 9223372036854775808\n", "seed");
+    bad("betas", "[train]\nbetas = [0.5, 0.9, 0.99]\n", "exactly 2 values, got 3");
+    bad("latent", "[model]\narch = \"dcgan\"\nlatent_dim = 100000000\n", "`model.latent_dim` = 100000000");
+    bad(
+        "batch",
+        "[train]\nsteps = 2\nbatch_size = 601\n",
+        "`train.batch_size` = 601 is larger than the training split (600 images",
+    );
+    runner()
+        .args(["bench", "--batch", "100000000", "--steps", "1"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("--batch"));
+    // An empty training split.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let none = ganrunner::data::idx::IdxArray {
+        dims: vec![0, 28, 28],
+        data: vec![],
+    };
+    std::fs::write(empty.join("train-images-idx3-ubyte"), ganrunner::data::idx::encode(&none))
+        .unwrap();
+    let no_labels = ganrunner::data::idx::IdxArray {
+        dims: vec![0],
+        data: vec![],
+    };
+    std::fs::write(
+        empty.join("train-labels-idx1-ubyte"),
+        ganrunner::data::idx::encode(&no_labels),
+    )
+    .unwrap();
+    let spec = dir.path().join("empty.toml");
+    std::fs::write(&spec, "name = \"empty\"\n[train]\nepochs = 1\n").unwrap();
+    runner()
+        .current_dir(dir.path())
+        .arg("train")
+        .arg(&spec)
+        .arg("--data-dir")
+        .arg(&empty)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("the training split has no images"));
+}
+
+#[test]
+fn sweeps_exit_non_zero_when_runs_fail_and_sigterm_is_an_interrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    // Every run fails (the batch is larger than the 600-image fixture).
+    let spec = write_spec(dir.path(), "failing", 3, "[0, 1]");
+    let text = std::fs::read_to_string(&spec).unwrap();
+    std::fs::write(&spec, text.replace("batch_size = 16", "batch_size = 700")).unwrap();
+    sweep(dir.path(), &spec, &[])
+        .code(1)
+        .stderr(predicate::str::contains("2 of the runs failed"));
+    // SIGTERM (a scheduler's stop) checkpoints and records `interrupted`, exit 130.
+    let spec = write_spec(dir.path(), "long", 100_000, "[0]");
+    let child = spawn_sweep(dir.path(), &spec, &[]);
+    wait_for(dir.path(), "SELECT min(steps_done) FROM runs WHERE experiment = 'long'", 20);
+    signal(&child, "TERM");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    let status: String = db(dir.path())
+        .query_row("SELECT status FROM runs WHERE experiment = 'long'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(status, "interrupted");
+    // `train` too.
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("runner"))
+        .current_dir(dir.path())
+        .arg("train")
+        .arg(&spec)
+        .arg("--data-dir")
+        .arg(fixture_dir())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let checkpoints = dir.path().join("results/long/train/checkpoints");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !checkpoints.is_dir() {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    signal(&child, "TERM");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted at step"));
+}
+
+#[test]
+fn smaller_traps() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), "tiny", 20, "[0]");
+    sweep(dir.path(), &spec, &[]).success();
+    // LIKE wildcards in an id prefix are literal.
+    runner()
+        .current_dir(dir.path())
+        .args(["show", "%"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("no run `%`"));
+    // A directory is not a database.
+    runner()
+        .current_dir(dir.path())
+        .args(["runs", "--db", "results"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("is a directory"));
+    // An OS error is printed once.
+    let out = runner()
+        .current_dir(dir.path())
+        .args(["train", "nowhere.toml"])
+        .assert()
+        .failure()
+        .get_output()
+        .stderr
+        .clone();
+    let text = String::from_utf8_lossy(&out);
+    assert_eq!(text.matches("No such file").count(), 1, "{text}");
+    // Rerunning `train` with fewer steps says so and still names the files.
+    let train = |steps: &str| {
+        runner()
+            .current_dir(dir.path())
+            .arg("train")
+            .arg(&spec)
+            .arg("--data-dir")
+            .arg(fixture_dir())
+            .args(["--steps", steps])
+            .assert()
+            .success()
+    };
+    train("20");
+    train("10")
+        .stdout(predicate::str::contains("already at step 20").and(predicate::str::contains(
+            "checkpoints/step-00000020",
+        )))
+        .stdout(predicate::str::is_match("samples: \\S+step-00000020.png").unwrap());
+    // Sweeping what does not change training is refused before anything runs.
+    let text = std::fs::read_to_string(&spec).unwrap();
+    std::fs::write(&spec, text + "\"log.sample_every\" = [5, 10]\n").unwrap();
+    sweep(dir.path(), &spec, &["--dry-run"])
+        .failure()
+        .stderr(predicate::str::contains("sweep.log.sample_every"));
+    runner()
+        .args(["generate", "--checkpoint"])
+        .arg(dir.path().join("results/tiny/train"))
+        .args(["--n", "18446744073709551615", "--out"])
+        .arg(dir.path().join("x.png"))
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("--n"));
+}
+
+#[test]
+fn a_generator_with_broken_weights_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("boom.toml");
+    let model = common::tiny_gan_model_toml();
+    std::fs::write(
+        &spec,
+        format!("name = \"boom\"\n{model}[train]\nsteps = 20\nbatch_size = 16\nlr = 1e30\n[log]\ncheckpoint_every = 1\nkeep_checkpoints = 100\neval_samples = 0\n"),
+    )
+    .unwrap();
+    runner()
+        .current_dir(dir.path())
+        .arg("train")
+        .arg(&spec)
+        .arg("--data-dir")
+        .arg(fixture_dir())
+        .assert()
+        .code(predicate::ne(2));
+    let checkpoints = dir.path().join("results/boom/train/checkpoints");
+    let last = std::fs::read_dir(&checkpoints)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max()
+        .unwrap();
+    let out = dir.path().join("broken.png");
+    runner()
+        .args(["generate", "--checkpoint"])
+        .arg(&last)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("NaN or infinite"));
+    assert!(!out.exists());
+}
