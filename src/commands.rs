@@ -360,7 +360,10 @@ pub fn bench(
         })?;
     }
     if let Some(threads) = threads {
-        anyhow::ensure!(threads > 0, "--threads must be at least 1");
+        anyhow::ensure!(
+            (1..=1024).contains(&threads),
+            "--threads must be in 1..=1024, got {threads}"
+        );
         rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build_global()?;

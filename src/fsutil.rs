@@ -30,6 +30,25 @@ pub fn write_atomic_with(
     result
 }
 
+/// Holds `<dir>/.lock` exclusively while the returned file lives, so two processes never
+/// write into one run directory at once (whatever started them: `train`, sweeps, Slurm
+/// tasks); the lock goes with the process, however it ends.
+pub fn lock_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
+    let path = dir.join(".lock");
+    let file = std::fs::File::create(&path)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "{}: another process is training in this directory",
+            dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            anyhow::bail!("{}: cannot be locked: {e}", path.display())
+        }
+    }
+}
+
 /// A temporary name next to `path`: `.name.tmp-<pid>`.
 pub fn temp_sibling(path: &Path) -> PathBuf {
     let name = path
@@ -42,6 +61,16 @@ pub fn temp_sibling(path: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_locked_directory_is_refused_until_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = lock_dir(dir.path()).unwrap();
+        let err = lock_dir(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("another process is training"), "{err}");
+        drop(held);
+        lock_dir(dir.path()).unwrap();
+    }
 
     #[test]
     fn failed_write_leaves_nothing_behind() {

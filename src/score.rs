@@ -12,6 +12,8 @@ use crate::data::{Digits, Split};
 use crate::eval::{Evaluator, Metrics};
 use crate::images::ImageBatch;
 use crate::query::Rows;
+use crate::track::claims::Owner;
+use crate::track::records::RecordsFile;
 use crate::track::{Event, Tracker};
 use crate::train::checkpoint;
 use crate::train::rng::{Stream, rng_for};
@@ -109,12 +111,18 @@ pub fn record(
     let Some(id) = found else {
         return Ok(None);
     };
-    let tracker = Tracker::start(db)?;
-    tracker.send(Event::Eval {
+    let event = Event::Eval {
         run_id: id.clone(),
         step,
         metrics: metrics.named(),
-    });
+    };
+    // Into the run's own records too, so a rebuilt database keeps it.
+    let task = format!("eval:{}", Owner::this_process().tag());
+    RecordsFile::open(&run_dir, task, false)?
+        .write(event.clone())
+        .map_err(anyhow::Error::msg)?;
+    let tracker = Tracker::start(db)?;
+    tracker.send(event);
     tracker.close()?;
     Ok(Some(id))
 }

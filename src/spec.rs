@@ -102,7 +102,7 @@ impl TrainConfig {
             return steps;
         }
         let batches_per_epoch = train_len.div_ceil(self.batch_size) as u64;
-        (self.epochs.unwrap_or(200) * batches_per_epoch).div_ceil(self.d_steps as u64)
+        (self.epochs.unwrap_or(200).saturating_mul(batches_per_epoch)).div_ceil(self.d_steps as u64)
     }
 }
 
@@ -695,7 +695,7 @@ mod tests {
         // Pinned, so an accidental change of the hash (which would orphan every result) fails.
         assert_eq!(
             run_id("z", &parse("name = \"z\"").unwrap().run_config(), "d"),
-            "2f9e0f0fd79e"
+            "ec87c54e2357"
         );
     }
 
@@ -710,10 +710,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("exactly 2 values, got 3"), "{err}");
-        let err = parse("name = \"x\"\n[model]\ng_channels = [128, 64, 32]\n")
+        let err = parse("name = \"x\"\n[model]\narch = \"dcgan\"\ng_channels = [128, 64, 32]\n")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("exactly 2 values, got 3"), "{err}");
+        assert!(err.contains("invalid length 3, expected 2"), "{err}");
         let err = parse("name = \"report\"").unwrap_err().to_string();
         assert!(err.contains("`name`") && err.contains("reserved"), "{err}");
     }

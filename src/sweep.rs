@@ -496,12 +496,14 @@ impl Executor for LocalExecutor {
                 .progress_chars("=> "),
         );
         overall.set_prefix(experiment.to_string());
+        // No more workers than runs (a hostile `--jobs 1000000` must not spawn a million threads).
+        let workers = self.jobs.clamp(1, runs.len().max(1));
         let queue = Mutex::new(VecDeque::from(runs));
         let summary = Mutex::new(Summary::default());
         let db_error = Mutex::new(None::<String>);
         let quiet_log = !std::io::stderr().is_terminal();
         std::thread::scope(|scope| {
-            for _ in 0..self.jobs.max(1) {
+            for _ in 0..workers {
                 scope.spawn(|| {
                     let handle = tracker.handle();
                     loop {

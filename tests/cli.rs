@@ -112,10 +112,11 @@ fn train_then_generate_png_npy_and_idx() {
     let grid = image::open(dir.path().join("grid.png")).unwrap();
     assert_eq!((grid.width(), grid.height()), (4 * 34 + 2, 3 * 34 + 2));
 
-    // Running again resumes from the final checkpoint and trains nothing more.
-    train()
-        .success()
-        .stdout(predicate::str::contains("resumed at step 6"));
+    // Running again resumes from the final checkpoint, trains nothing more and says so.
+    train().success().stdout(
+        predicate::str::contains("already at step 6: nothing to train")
+            .and(predicate::str::contains("checkpoints/step-00000006")),
+    );
 }
 
 #[test]

@@ -528,8 +528,9 @@ fn slurm_sweeps_plan_submit_run_tasks_and_collect_idempotently() {
             .and(predicate::str::contains("1 still queued")),
     );
     std::fs::remove_file(dir.path().join("queue.txt")).unwrap();
+    // A collected failure makes the command fail (exit 1), like a sweep with a failed run.
     slurm(&["--collect"])
-        .success()
+        .code(1)
         .stdout(predicate::str::contains("collected 1 finished, 1 failed"));
     let conn = db(dir.path());
     let error: String = conn
@@ -544,7 +545,7 @@ fn slurm_sweeps_plan_submit_run_tasks_and_collect_idempotently() {
     let rows =
         count(&conn, "SELECT count(*) FROM metrics") + count(&conn, "SELECT count(*) FROM samples");
     assert!(rows > 0);
-    slurm(&["--collect"]).success();
+    slurm(&["--collect"]).code(1);
     assert_eq!(
         count(&db(dir.path()), "SELECT count(*) FROM metrics")
             + count(&db(dir.path()), "SELECT count(*) FROM samples"),

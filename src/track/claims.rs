@@ -66,13 +66,15 @@ fn local_pid_alive(pid: u32) -> Option<bool> {
     Some(!matches!(state, Some("Z" | "X")))
 }
 
-/// Whether the claim of `owner` (last heartbeat `heartbeat_at`) still holds at `now`.
+/// Whether the claim of `owner` (last heartbeat `heartbeat_at`) still holds at `now`: its
+/// heartbeat is fresh and, on this host, its process exists (so a killed owner's runs are
+/// free at once, and a reused pid does not hold them past the lease).
 pub fn is_alive(owner: &str, heartbeat_at: Option<f64>, now: f64) -> bool {
     let me = Owner::this_process();
     let fresh = heartbeat_at.is_some_and(|t| now - t < LEASE_SECS);
     match Owner::parse(owner) {
         Some(o) if o == me => true,
-        Some(o) if o.host == me.host => local_pid_alive(o.pid).unwrap_or(fresh),
+        Some(o) if o.host == me.host => fresh && local_pid_alive(o.pid) != Some(false),
         _ => fresh,
     }
 }

@@ -402,9 +402,10 @@ pub fn train(
     let total = config.train.total_steps(train_images.len());
     let mut trainer = Trainer::new(config, &train_images);
     drop(train_images);
+    std::fs::create_dir_all(run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    let _lock = crate::fsutil::lock_dir(run_dir)?;
     // Resume (or refuse an incompatible checkpoint) before writing anything into the run.
     let resumed_from = trainer.resume(run_dir)?;
-    std::fs::create_dir_all(run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
     crate::fsutil::write_atomic(
         &run_dir.join("config.toml"),
         toml::to_string_pretty(config)?.as_bytes(),
