@@ -50,7 +50,8 @@ fn model_sizes(model: &ModelConfig) -> (f64, f64) {
             let [c1, c2] = o.g_channels.map(f);
             let side = f(crate::model::dcgan::SIDE);
             let quarter = (side / 4.0) * (side / 4.0);
-            let g_params = f(o.latent_dim) * c1 * quarter + 9.0 * (c1 * c1 + c1 * c2 + c2) + 6.0 * c1;
+            let g_params =
+                f(o.latent_dim) * c1 * quarter + 9.0 * (c1 * c1 + c1 * c2 + c2) + 6.0 * c1;
             let g_acts = c1 * quarter * 2.0 + c1 * quarter * 4.0 * 4.0 + c2 * side * side * 4.0;
             let (mut d_params, mut d_acts, mut c_in, mut s) = (0.0, 0.0, 1.0, side);
             for &c in &o.d_channels {
@@ -66,9 +67,10 @@ fn model_sizes(model: &ModelConfig) -> (f64, f64) {
             let [g1, g2, g3] = o.g_channels.map(f);
             let [d1, d2, d3] = o.d_channels.map(f);
             let z = f(o.latent_dim);
-            let params =
-                16.0 * (z * g1 + g1 * g2 + g2 * g3 + g3 + d1 + d1 * d2 + d2 * d3 + d3) + 4.0 * (g1 + g2 + g3 + d2 + d3);
-            let acts = 3.0 * (g1 * 16.0 + g2 * 64.0 + g3 * 256.0 + d1 * 256.0 + d2 * 64.0 + d3 * 16.0)
+            let params = 16.0 * (z * g1 + g1 * g2 + g2 * g3 + g3 + d1 + d1 * d2 + d2 * d3 + d3)
+                + 4.0 * (g1 + g2 + g3 + d2 + d3);
+            let acts = 3.0
+                * (g1 * 16.0 + g2 * 64.0 + g3 * 256.0 + d1 * 256.0 + d2 * 64.0 + d3 * 16.0)
                 + 1024.0;
             (params, acts)
         }
@@ -100,23 +102,39 @@ fn size_keys(config: &RunConfig) -> Vec<(&'static str, RunConfig)> {
     match &config.model {
         ModelConfig::Gan(_) => {
             let d = GanOptions::default();
-            with("model.latent_dim", &|c| set_gan(c, |o| o.latent_dim = d.latent_dim));
-            with("model.g_hidden", &|c| set_gan(c, |o| o.g_hidden = d.g_hidden.clone()));
-            with("model.d_hidden", &|c| set_gan(c, |o| o.d_hidden = d.d_hidden.clone()));
+            with("model.latent_dim", &|c| {
+                set_gan(c, |o| o.latent_dim = d.latent_dim)
+            });
+            with("model.g_hidden", &|c| {
+                set_gan(c, |o| o.g_hidden = d.g_hidden.clone())
+            });
+            with("model.d_hidden", &|c| {
+                set_gan(c, |o| o.d_hidden = d.d_hidden.clone())
+            });
         }
         ModelConfig::Dcgan(_) => {
             let d = DcganOptions::default();
-            with("model.latent_dim", &|c| set_dcgan(c, |o| o.latent_dim = d.latent_dim));
-            with("model.g_channels", &|c| set_dcgan(c, |o| o.g_channels = d.g_channels));
+            with("model.latent_dim", &|c| {
+                set_dcgan(c, |o| o.latent_dim = d.latent_dim)
+            });
+            with("model.g_channels", &|c| {
+                set_dcgan(c, |o| o.g_channels = d.g_channels)
+            });
             with("model.d_channels", &|c| {
                 set_dcgan(c, |o| o.d_channels = d.d_channels.clone())
             });
         }
         ModelConfig::DcganClassic(_) => {
             let d = ClassicOptions::default();
-            with("model.latent_dim", &|c| set_classic(c, |o| o.latent_dim = d.latent_dim));
-            with("model.g_channels", &|c| set_classic(c, |o| o.g_channels = d.g_channels));
-            with("model.d_channels", &|c| set_classic(c, |o| o.d_channels = d.d_channels));
+            with("model.latent_dim", &|c| {
+                set_classic(c, |o| o.latent_dim = d.latent_dim)
+            });
+            with("model.g_channels", &|c| {
+                set_classic(c, |o| o.g_channels = d.g_channels)
+            });
+            with("model.d_channels", &|c| {
+                set_classic(c, |o| o.d_channels = d.d_channels)
+            });
         }
     }
     keys
@@ -156,7 +174,7 @@ pub fn check_run(config: &RunConfig) -> Result<()> {
         .max_by(|a, b| a.1.total_cmp(&b.1))
         .map(|(key, _)| key)
         .unwrap_or("model");
-    let value = crate::track::flatten_params(&serde_json::to_value(config)?)
+    let value = crate::spec::flatten_params(&serde_json::to_value(config)?)
         .into_iter()
         .find(|(k, _)| k == culprit)
         .map(|(_, v)| v.to_string())

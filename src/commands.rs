@@ -216,7 +216,10 @@ pub fn sweep(req: SweepRequest) -> Result<()> {
         let total = runs.len();
         let summary = sweep::run(&spec, req.spec, runs, &options, executor.as_ref())?;
         let held = if summary.held > 0 {
-            format!(", {} left to another sweep that is training them", summary.held)
+            format!(
+                ", {} left to another sweep that is training them",
+                summary.held
+            )
         } else {
             String::new()
         };

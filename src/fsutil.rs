@@ -35,8 +35,8 @@ pub fn write_atomic_with(
 /// tasks); the lock goes with the process, however it ends.
 pub fn lock_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
     let path = dir.join(".lock");
-    let file = std::fs::File::create(&path)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let file =
+        std::fs::File::create(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(

@@ -218,10 +218,21 @@ pub fn show(db: &Path, run_id: &str) -> Result<String> {
     let run = find_run(db, run_id)?;
     let row = &run.rows[0];
     let id = row[0].as_str().unwrap_or_default().to_string();
+    // `running` whose process is gone shows as `orphaned`.
+    let status = run_sql(
+        db,
+        &format!(
+            "SELECT {} FROM runs r WHERE id = ?1",
+            track::claims::status_sql("r")
+        ),
+        &[&id],
+    )?;
     let mut out = String::new();
     for (column, value) in run.columns.iter().zip(row) {
-        if column != "config" {
-            out.push_str(&format!("{column:<12} {}\n", cell(value)));
+        match column.as_str() {
+            "config" => {}
+            "status" => out.push_str(&format!("{column:<12} {}\n", cell(&status.rows[0][0]))),
+            _ => out.push_str(&format!("{column:<12} {}\n", cell(value))),
         }
     }
     out.push_str("\nconfig:\n");

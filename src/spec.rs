@@ -165,14 +165,12 @@ impl RunConfig {
             .map(|(key, msg)| (format!("model.{key}"), msg))
             .collect();
         let mut bad = |key: &str, msg: String| out.push((key.to_string(), msg));
-        let mut huge = Vec::new();
-        oversized_integers(
-            &serde_json::to_value(self).expect("configs serialize to JSON"),
-            "",
-            &mut huge,
-        );
-        for key in huge {
-            bad(&key, format!("must be at most {} (a signed 64-bit integer)", i64::MAX));
+        let json = serde_json::to_value(self).expect("configs serialize to JSON");
+        for (key, _) in flatten_params(&json).iter().filter(|(_, v)| too_big(v)) {
+            bad(
+                key,
+                format!("must be at most {} (a signed 64-bit integer)", i64::MAX),
+            );
         }
         let t = &self.train;
         if t.steps.is_some() && t.epochs.is_some() {
@@ -285,31 +283,42 @@ where
 {
     let values = Vec::<T>::deserialize(deserializer)?;
     let got = values.len();
-    values.try_into().map_err(|_| {
-        serde::de::Error::custom(format!("expected exactly {N} values, got {got}"))
-    })
+    values
+        .try_into()
+        .map_err(|_| serde::de::Error::custom(format!("expected exactly {N} values, got {got}")))
 }
 
-/// Dotted paths of integers too large for the database (which stores signed 64-bit values).
-fn oversized_integers(value: &serde_json::Value, prefix: &str, out: &mut Vec<String>) {
+/// Every (dotted key, value) leaf of a resolved config, for the `params` table.
+pub fn flatten_params(config: &serde_json::Value) -> Vec<(String, serde_json::Value)> {
+    fn walk(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, serde_json::Value)>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (k, v) in map {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&key, v, out);
+                }
+            }
+            serde_json::Value::Null => {}
+            leaf => out.push((prefix.to_string(), leaf.clone())),
+        }
+    }
+    let mut out = Vec::new();
+    walk("", config, &mut out);
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// Whether a config value holds an integer too large for the database (which stores signed
+/// 64-bit values).
+fn too_big(value: &serde_json::Value) -> bool {
     match value {
-        serde_json::Value::Object(map) => {
-            for (k, v) in map {
-                let path = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                oversized_integers(v, &path, out);
-            }
-        }
-        serde_json::Value::Array(items) => {
-            for item in items {
-                oversized_integers(item, prefix, out);
-            }
-        }
-        serde_json::Value::Number(n) if n.is_u64() && !n.is_i64() => out.push(prefix.to_string()),
-        _ => {}
+        serde_json::Value::Number(n) => n.is_u64() && !n.is_i64(),
+        serde_json::Value::Array(items) => items.iter().any(too_big),
+        _ => false,
     }
 }
 
@@ -675,9 +684,17 @@ mod tests {
         assert_ne!(id(&a[0].config), id(&a[1].config));
         let mut logged = a[0].config.clone();
         logged.log.sample_every = 7;
-        assert_eq!(id(&logged), id(&a[0].config), "logging does not change what is trained");
+        assert_eq!(
+            id(&logged),
+            id(&a[0].config),
+            "logging does not change what is trained"
+        );
         logged.data.dir = Some("/elsewhere".into());
-        assert_eq!(id(&logged), id(&a[0].config), "nor does where the data lies");
+        assert_eq!(
+            id(&logged),
+            id(&a[0].config),
+            "nor does where the data lies"
+        );
         let mut lr = a[0].config.clone();
         lr.train.lr = 2.0001e-4;
         assert_ne!(id(&lr), id(&a[0].config));
@@ -696,6 +713,16 @@ mod tests {
         assert_eq!(
             run_id("z", &parse("name = \"z\"").unwrap().run_config(), "d"),
             "ec87c54e2357"
+        );
+    }
+
+    #[test]
+    fn params_flatten_to_dotted_keys() {
+        let value = serde_json::json!({"train": {"lr": 0.1, "betas": [0.5, 0.9], "steps": null}, "model": {"arch": "gan"}});
+        let flat = flatten_params(&value);
+        assert_eq!(
+            flat.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+            ["model.arch", "train.betas", "train.lr"]
         );
     }
 
@@ -721,13 +748,23 @@ mod tests {
     #[test]
     fn sweeps_that_would_not_train_what_dry_run_shows_are_refused() {
         let refused = |sweep: &str, key: &str, words: &str| {
-            let err = parse(&format!("name = \"x\"\n[train]\nsteps = 3\n[sweep]\n{sweep}\n"))
-                .unwrap_err()
-                .to_string();
+            let err = parse(&format!(
+                "name = \"x\"\n[train]\nsteps = 3\n[sweep]\n{sweep}\n"
+            ))
+            .unwrap_err()
+            .to_string();
             assert!(err.contains(key) && err.contains(words), "{sweep}: {err}");
         };
-        refused("\"log.grid\" = [4, 5]", "sweep.log.grid", "does not change what is trained");
-        refused("\"data.dir\" = [\"a\", \"b\"]", "sweep.data.dir", "does not change");
+        refused(
+            "\"log.grid\" = [4, 5]",
+            "sweep.log.grid",
+            "does not change what is trained",
+        );
+        refused(
+            "\"data.dir\" = [\"a\", \"b\"]",
+            "sweep.data.dir",
+            "does not change",
+        );
         refused("\"train\" = [{lr = 1e-4}]", "sweep.train", "whole tables");
         refused(
             "\"train.seed\" = [1, 2]\ntrain = { seed = [3] }",

@@ -271,7 +271,7 @@ pub fn record_of(experiment: &str, run: &PlannedRun) -> RunRecord {
         id: run.id.clone(),
         experiment: experiment.to_string(),
         config_json: config_value.to_string(),
-        params: track::flatten_params(&config_value),
+        params: crate::spec::flatten_params(&config_value),
         run_dir: run.run_dir.clone(),
         total_steps: config.train.steps,
         host: track::hostname(),
@@ -337,7 +337,9 @@ pub fn run_one(
         steps
     };
     if let Some(error) = &error {
-        observer.progress.message(&format!("run {}: {error}", run.id));
+        observer
+            .progress
+            .message(&format!("run {}: {error}", run.id));
     }
     observer.send(Event::RunEnded {
         run_id: run.id.clone(),
@@ -392,8 +394,10 @@ pub fn run(
 
 /// Whether the database knows `run` as finished and its final checkpoint is on disk.
 fn is_done(conn: &rusqlite::Connection, run: &PlannedRun) -> Result<bool> {
-    Ok(track::run_status(conn, &run.id)?.as_deref() == Some("finished")
-        && !train::checkpoint::list(&run.run_dir).is_empty())
+    Ok(
+        track::run_status(conn, &run.id)?.as_deref() == Some("finished")
+            && !train::checkpoint::list(&run.run_dir).is_empty(),
+    )
 }
 
 /// Claims `run` for this process and trains it; returns how it ended (`held` when another
@@ -410,7 +414,10 @@ fn claim_and_run(
     let status = match tracker.claim(record_of(experiment, run))? {
         Claim::Held { by } => {
             bar.finish_and_clear();
-            eprintln!("{experiment}: run {} is being trained by {by}; left to it", run.id);
+            eprintln!(
+                "{experiment}: run {} is being trained by {by}; left to it",
+                run.id
+            );
             return Ok("held".into());
         }
         Claim::Acquired { status } => status,
@@ -435,7 +442,9 @@ fn claim_and_run(
         if !force && has_checkpoint && status.is_none() && lines.is_empty() {
             // Checkpoints without any history to go with them: keep them aside and start over,
             // rather than record a run whose metrics are missing.
-            let aside = run.run_dir.with_extension(format!("unrecorded-{}", track::now() as u64));
+            let aside = run
+                .run_dir
+                .with_extension(format!("unrecorded-{}", track::now() as u64));
             std::fs::rename(&run.run_dir, &aside)
                 .with_context(|| format!("moving {} aside", run.run_dir.display()))?;
             eprintln!(

@@ -49,6 +49,18 @@ fn sweep(dir: &Path, spec: &Path, extra: &[&str]) -> assert_cmd::assert::Assert 
     sweep_in(dir, spec, &fixture_dir(), extra)
 }
 
+/// `runner train <spec> --data-dir <data>` in `dir`.
+fn train(dir: &Path, spec: &Path, data: &Path, extra: &[&str]) -> assert_cmd::assert::Assert {
+    runner()
+        .current_dir(dir)
+        .arg("train")
+        .arg(spec)
+        .arg("--data-dir")
+        .arg(data)
+        .args(extra)
+        .assert()
+}
+
 fn spawn_sweep(dir: &Path, spec: &Path, extra: &[&str]) -> Child {
     std::process::Command::new(assert_cmd::cargo::cargo_bin("runner"))
         .current_dir(dir)
@@ -76,7 +88,10 @@ fn count(conn: &Connection, sql: &str) -> i64 {
 fn dump(conn: &Connection) -> Vec<String> {
     let mut out = Vec::new();
     for (table, columns) in [
-        ("runs", "id, experiment, config, status, started_at, finished_at, error, steps_done, total_steps, run_dir, data_id"),
+        (
+            "runs",
+            "id, experiment, config, status, started_at, finished_at, error, steps_done, total_steps, run_dir, data_id",
+        ),
         ("params", "*"),
         ("metrics", "*"),
         ("samples", "*"),
@@ -172,7 +187,10 @@ fn runs_belong_to_their_experiment_and_their_data() {
         .stdout(predicate::str::contains("1 finished"));
     let conn = db(dir.path());
     assert_eq!(
-        count(&conn, "SELECT count(DISTINCT id) FROM runs WHERE status = 'finished'"),
+        count(
+            &conn,
+            "SELECT count(DISTINCT id) FROM runs WHERE status = 'finished'"
+        ),
         2
     );
     for name in ["first", "second"] {
@@ -197,8 +215,8 @@ fn runs_belong_to_their_experiment_and_their_data() {
         .stdout(predicate::str::contains("1 skipped"));
     let other = dir.path().join("other-data");
     std::fs::create_dir(&other).unwrap();
-    let images = ganrunner::data::idx::read(&fixture_dir().join("train-images-idx3-ubyte.gz"))
-        .unwrap();
+    let images =
+        ganrunner::data::idx::read(&fixture_dir().join("train-images-idx3-ubyte.gz")).unwrap();
     let mut changed = images.clone();
     changed.data[1000] ^= 0xff;
     std::fs::write(
@@ -243,7 +261,10 @@ fn concurrent_sweeps_train_each_run_once_and_lose_no_row() {
     }
     assert_eq!(trained, 6, "each run trained by exactly one process");
     let conn = db(dir.path());
-    assert_eq!(count(&conn, "SELECT count(*) FROM runs WHERE status = 'finished'"), 6);
+    assert_eq!(
+        count(&conn, "SELECT count(*) FROM runs WHERE status = 'finished'"),
+        6
+    );
     assert_eq!(count(&conn, "SELECT count(*) FROM metrics"), 6 * 40 * 2);
     // Each run's records were written by one process only.
     for entry in std::fs::read_dir(dir.path().join("results/tiny")).unwrap() {
@@ -306,7 +327,10 @@ fn a_database_that_stops_taking_writes_stops_the_runs_and_loses_nothing() {
     sweep(dir.path(), &spec, &["--jobs", "2"])
         .success()
         .stdout(predicate::str::contains("2 finished"));
-    assert_eq!(count(&db(dir.path()), "SELECT count(*) FROM metrics"), 2 * 3000 * 2);
+    assert_eq!(
+        count(&db(dir.path()), "SELECT count(*) FROM metrics"),
+        2 * 3000 * 2
+    );
 }
 
 #[test]
@@ -322,9 +346,20 @@ fn a_deleted_database_is_rebuilt_from_the_runs_records() {
         .success()
         .stdout(predicate::str::contains("2 skipped"));
     let rebuilt = dump(&db(dir.path()));
-    let missing: Vec<_> = first.iter().filter(|r| !rebuilt.contains(r)).take(3).collect();
-    let extra: Vec<_> = rebuilt.iter().filter(|r| !first.contains(r)).take(3).collect();
-    assert!(missing.is_empty() && extra.is_empty(), "missing {missing:#?}\nextra {extra:#?}");
+    let missing: Vec<_> = first
+        .iter()
+        .filter(|r| !rebuilt.contains(r))
+        .take(3)
+        .collect();
+    let extra: Vec<_> = rebuilt
+        .iter()
+        .filter(|r| !first.contains(r))
+        .take(3)
+        .collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "missing {missing:#?}\nextra {extra:#?}"
+    );
     assert_eq!(first.len(), rebuilt.len());
     // Checkpoints without records or database rows are kept aside, not recorded as empty runs.
     for entry in std::fs::read_dir(dir.path().join("results/tiny")).unwrap() {
@@ -334,10 +369,19 @@ fn a_deleted_database_is_rebuilt_from_the_runs_records() {
     sweep(dir.path(), &spec, &[])
         .success()
         .stdout(predicate::str::contains("2 finished"));
-    assert_eq!(count(&db(dir.path()), "SELECT count(*) FROM metrics"), 2 * 12 * 2);
+    assert_eq!(
+        count(&db(dir.path()), "SELECT count(*) FROM metrics"),
+        2 * 12 * 2
+    );
     let aside = std::fs::read_dir(dir.path().join("results/tiny"))
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().contains("unrecorded"))
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains("unrecorded")
+        })
         .count();
     assert_eq!(aside, 2);
 }
@@ -364,19 +408,23 @@ fn absurd_values_are_refused_with_the_key_not_a_panic() {
     let bad = |name: &str, body: &str, expected: &str| {
         let spec = dir.path().join(format!("{name}.toml"));
         std::fs::write(&spec, format!("name = \"{name}\"\n{body}")).unwrap();
-        runner()
-            .current_dir(dir.path())
-            .arg("train")
-            .arg(&spec)
-            .arg("--data-dir")
-            .arg(fixture_dir())
-            .assert()
+        train(dir.path(), &spec, &fixture_dir(), &[])
             .code(1)
-            .stderr(predicate::str::contains(expected).and(predicate::str::contains("panicked").not()));
+            .stderr(
+                predicate::str::contains(expected).and(predicate::str::contains("panicked").not()),
+            );
     };
     bad("seed", "[train]\nseed = 9223372036854775808\n", "seed");
-    bad("betas", "[train]\nbetas = [0.5, 0.9, 0.99]\n", "exactly 2 values, got 3");
-    bad("latent", "[model]\narch = \"dcgan\"\nlatent_dim = 100000000\n", "`model.latent_dim` = 100000000");
+    bad(
+        "betas",
+        "[train]\nbetas = [0.5, 0.9, 0.99]\n",
+        "exactly 2 values, got 3",
+    );
+    bad(
+        "latent",
+        "[model]\narch = \"dcgan\"\nlatent_dim = 100000000\n",
+        "`model.latent_dim` = 100000000",
+    );
     bad(
         "batch",
         "[train]\nsteps = 2\nbatch_size = 601\n",
@@ -394,8 +442,11 @@ fn absurd_values_are_refused_with_the_key_not_a_panic() {
         dims: vec![0, 28, 28],
         data: vec![],
     };
-    std::fs::write(empty.join("train-images-idx3-ubyte"), ganrunner::data::idx::encode(&none))
-        .unwrap();
+    std::fs::write(
+        empty.join("train-images-idx3-ubyte"),
+        ganrunner::data::idx::encode(&none),
+    )
+    .unwrap();
     let no_labels = ganrunner::data::idx::IdxArray {
         dims: vec![0],
         data: vec![],
@@ -407,13 +458,7 @@ fn absurd_values_are_refused_with_the_key_not_a_panic() {
     .unwrap();
     let spec = dir.path().join("empty.toml");
     std::fs::write(&spec, "name = \"empty\"\n[train]\nepochs = 1\n").unwrap();
-    runner()
-        .current_dir(dir.path())
-        .arg("train")
-        .arg(&spec)
-        .arg("--data-dir")
-        .arg(&empty)
-        .assert()
+    train(dir.path(), &spec, &empty, &[])
         .code(1)
         .stderr(predicate::str::contains("the training split has no images"));
 }
@@ -431,12 +476,20 @@ fn sweeps_exit_non_zero_when_runs_fail_and_sigterm_is_an_interrupt() {
     // SIGTERM (a scheduler's stop) checkpoints and records `interrupted`, exit 130.
     let spec = write_spec(dir.path(), "long", 100_000, "[0]");
     let child = spawn_sweep(dir.path(), &spec, &[]);
-    wait_for(dir.path(), "SELECT min(steps_done) FROM runs WHERE experiment = 'long'", 20);
+    wait_for(
+        dir.path(),
+        "SELECT min(steps_done) FROM runs WHERE experiment = 'long'",
+        20,
+    );
     signal(&child, "TERM");
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130));
     let status: String = db(dir.path())
-        .query_row("SELECT status FROM runs WHERE experiment = 'long'", [], |r| r.get(0))
+        .query_row(
+            "SELECT status FROM runs WHERE experiment = 'long'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(status, "interrupted");
     // `train` too.
@@ -493,22 +546,13 @@ fn smaller_traps() {
     let text = String::from_utf8_lossy(&out);
     assert_eq!(text.matches("No such file").count(), 1, "{text}");
     // Rerunning `train` with fewer steps says so and still names the files.
-    let train = |steps: &str| {
-        runner()
-            .current_dir(dir.path())
-            .arg("train")
-            .arg(&spec)
-            .arg("--data-dir")
-            .arg(fixture_dir())
-            .args(["--steps", steps])
-            .assert()
-            .success()
-    };
-    train("20");
-    train("10")
-        .stdout(predicate::str::contains("already at step 20").and(predicate::str::contains(
-            "checkpoints/step-00000020",
-        )))
+    train(dir.path(), &spec, &fixture_dir(), &["--steps", "20"]).success();
+    train(dir.path(), &spec, &fixture_dir(), &["--steps", "10"])
+        .success()
+        .stdout(
+            predicate::str::contains("already at step 20")
+                .and(predicate::str::contains("checkpoints/step-00000020")),
+        )
         .stdout(predicate::str::is_match("samples: \\S+step-00000020.png").unwrap());
     // Sweeping what does not change training is refused before anything runs.
     let text = std::fs::read_to_string(&spec).unwrap();
@@ -536,14 +580,7 @@ fn a_generator_with_broken_weights_writes_nothing() {
         format!("name = \"boom\"\n{model}[train]\nsteps = 20\nbatch_size = 16\nlr = 1e30\n[log]\ncheckpoint_every = 1\nkeep_checkpoints = 100\neval_samples = 0\n"),
     )
     .unwrap();
-    runner()
-        .current_dir(dir.path())
-        .arg("train")
-        .arg(&spec)
-        .arg("--data-dir")
-        .arg(fixture_dir())
-        .assert()
-        .code(predicate::ne(2));
+    train(dir.path(), &spec, &fixture_dir(), &[]).code(predicate::ne(2));
     let checkpoints = dir.path().join("results/boom/train/checkpoints");
     let last = std::fs::read_dir(&checkpoints)
         .unwrap()

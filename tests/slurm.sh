@@ -145,7 +145,10 @@ for _ in $(seq 60); do
 done
 sleep 2
 scancel "${job}_0"
-"$RUNNER" sweep two.toml --executor slurm --collect --wait --no-report
+# The collected failure makes the command exit 1.
+if "$RUNNER" sweep two.toml --executor slurm --collect --wait --no-report; then
+    fail "collecting a failed run exits non-zero"
+fi
 [ "$(sql "SELECT status FROM runs WHERE slurm_task = '${job}_0'")" = failed ] \
     || { "$RUNNER" runs; fail "the cancelled task's run is failed"; }
 error=$(sql "SELECT error FROM runs WHERE slurm_task = '${job}_0'")

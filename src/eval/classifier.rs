@@ -16,8 +16,8 @@ use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Linear, PaddingConfig2d};
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
-use burn::tensor::activation::{relu, softmax};
 use burn::tensor::TensorData;
+use burn::tensor::activation::{relu, softmax};
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 

@@ -159,8 +159,16 @@ mod tests {
             pid: u32::MAX - 1,
         };
         assert!(!is_alive(&dead.tag(), Some(1e12), 1e12), "no such pid here");
-        assert!(is_alive("elsewhere:1", Some(100.0), 100.0 + LEASE_SECS - 1.0));
-        assert!(!is_alive("elsewhere:1", Some(100.0), 100.0 + LEASE_SECS + 1.0));
+        assert!(is_alive(
+            "elsewhere:1",
+            Some(100.0),
+            100.0 + LEASE_SECS - 1.0
+        ));
+        assert!(!is_alive(
+            "elsewhere:1",
+            Some(100.0),
+            100.0 + LEASE_SECS + 1.0
+        ));
         assert!(!is_alive("elsewhere:1", None, 0.0));
     }
 
@@ -190,7 +198,10 @@ mod tests {
             tx.commit().unwrap();
             c
         };
-        assert_eq!(claim_as("elsewhere:1", 100.0), Claim::Acquired { status: None });
+        assert_eq!(
+            claim_as("elsewhere:1", 100.0),
+            Claim::Acquired { status: None }
+        );
         assert_eq!(
             claim_as("other:2", 110.0),
             Claim::Held {

@@ -127,15 +127,33 @@ pub fn open(path: &Path) -> Result<Connection> {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;
     }
-    let mut conn =
-        Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut conn = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
     conn.busy_timeout(busy_timeout())?;
-    conn.pragma_update(None, "journal_mode", "WAL")
-        .with_context(|| format!("opening {}", path.display()))?;
+    set_wal(&conn).with_context(|| format!("opening {}", path.display()))?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     migrate(&mut conn).with_context(|| format!("migrating {}", path.display()))?;
     Ok(conn)
+}
+
+/// Switches the database to WAL mode. SQLite answers "locked" at once, without its busy
+/// handler, while another connection switches a fresh database, so this retries until the
+/// busy timeout.
+fn set_wal(conn: &Connection) -> rusqlite::Result<()> {
+    let deadline = std::time::Instant::now() + busy_timeout();
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Err(err)
+                if matches!(
+                    err.sqlite_error_code(),
+                    Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+                ) && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Upgrades the schema. The version is read inside the write-locked transaction, so two
@@ -143,8 +161,7 @@ pub fn open(path: &Path) -> Result<Connection> {
 fn migrate(conn: &mut Connection) -> Result<()> {
     loop {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let version =
-            tx.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
+        let version = tx.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
         anyhow::ensure!(
             version <= MIGRATIONS.len(),
             "the database has schema version {version}, newer than this runner's {}",
@@ -174,9 +191,8 @@ pub fn open_read_only(path: &Path) -> Result<Connection> {
         path.display()
     );
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let readable = |conn: &Connection| {
-        conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))
-    };
+    let readable =
+        |conn: &Connection| conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()));
     let mut conn = Connection::open_with_flags(path, flags)
         .and_then(|conn| {
             conn.busy_timeout(busy_timeout())?;
@@ -298,30 +314,6 @@ pub fn run_status(conn: &Connection, run_id: &str) -> Result<Option<String>> {
         .optional()?)
 }
 
-/// Every (dotted key, value) leaf of a resolved config, for the `params` table.
-pub fn flatten_params(config: &serde_json::Value) -> Vec<(String, serde_json::Value)> {
-    fn walk(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, serde_json::Value)>) {
-        match value {
-            serde_json::Value::Object(map) => {
-                for (k, v) in map {
-                    let key = if prefix.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{prefix}.{k}")
-                    };
-                    walk(&key, v, out);
-                }
-            }
-            serde_json::Value::Null => {}
-            leaf => out.push((prefix.to_string(), leaf.clone())),
-        }
-    }
-    let mut out = Vec::new();
-    walk("", config, &mut out);
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,11 +346,12 @@ mod tests {
                 });
             }
         });
-        let conn = open(&path).unwrap();
-        let version: i64 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .unwrap();
-        assert_eq!(version as usize, MIGRATIONS.len());
+        assert_eq!(schema_version(&open(&path).unwrap()), MIGRATIONS.len());
+    }
+
+    fn schema_version(conn: &Connection) -> usize {
+        conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))
+            .unwrap() as usize
     }
 
     #[test]
@@ -371,19 +364,6 @@ mod tests {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI,
         )
         .unwrap();
-        let version: i64 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .unwrap();
-        assert_eq!(version as usize, MIGRATIONS.len());
-    }
-
-    #[test]
-    fn params_flatten_to_dotted_keys() {
-        let value = serde_json::json!({"train": {"lr": 0.1, "betas": [0.5, 0.9], "steps": null}, "model": {"arch": "gan"}});
-        let flat = flatten_params(&value);
-        assert_eq!(
-            flat.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
-            ["model.arch", "train.betas", "train.lr"]
-        );
+        assert_eq!(schema_version(&conn), MIGRATIONS.len());
     }
 }

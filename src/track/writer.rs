@@ -324,4 +324,3 @@ pub(super) fn upsert_run(
     }
     Ok(())
 }
-
