@@ -1,14 +1,16 @@
 //! The report's DCGAN: an Upsample+Conv generator and a strided-conv discriminator with
 //! Dropout2d and BatchNorm (including the report's `BatchNorm2d(C, 0.8)` eps quirk).
+//!
+//! G's "nearest-upsample x2, then 3x3 convolution" layers run as [`upsample_conv3`]: the same
+//! function computed on the low-resolution input with 2x2 kernels, 2.25x fewer multiplies.
 
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::interpolate::{Interpolate2d, Interpolate2dConfig, InterpolateMode};
 use burn::nn::{BatchNorm, Linear, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::{leaky_relu, tanh};
 use rand::rngs::StdRng;
 
-use super::{DcganOptions, init};
+use super::{DcganOptions, conv, init};
 
 /// Side of the images this model makes.
 pub const SIDE: usize = 32;
@@ -26,7 +28,6 @@ fn conv3(rng: &mut StdRng, c_in: usize, c_out: usize, stride: usize, device: &De
 pub struct DcganGenerator {
     project: Linear,
     bn0: BatchNorm,
-    upsample: Interpolate2d,
     conv1: Conv2d,
     bn1: BatchNorm,
     conv2: Conv2d,
@@ -43,10 +44,6 @@ impl DcganGenerator {
             project: init::linear(rng, opts.latent_dim, c1 * INIT_SIDE * INIT_SIDE, device),
             // The report's first BatchNorm2d(128) has PyTorch's defaults, quirk or not.
             bn0: init::batch_norm(rng, c1, 1e-5, 0.1, device),
-            upsample: Interpolate2dConfig::new()
-                .with_scale_factor(Some([2.0, 2.0]))
-                .with_mode(InterpolateMode::Nearest)
-                .init(),
             conv1: conv3(rng, c1, c1, 1, device),
             bn1: init::batch_norm(rng, c1, eps, momentum, device),
             conv2: conv3(rng, c1, c2, 1, device),
@@ -62,12 +59,59 @@ impl DcganGenerator {
             .project
             .forward(z)
             .reshape([batch, self.channels, INIT_SIDE, INIT_SIDE]);
-        let x = self.upsample.forward(self.bn0.forward(x));
-        let x = leaky_relu(self.bn1.forward(self.conv1.forward(x)), 0.2);
-        let x = self.upsample.forward(x);
-        let x = leaky_relu(self.bn2.forward(self.conv2.forward(x)), 0.2);
-        tanh(self.conv_out.forward(x))
+        let x = upsample_conv3(&self.conv1, self.bn0.forward(x));
+        let x = leaky_relu(self.bn1.forward(x), 0.2);
+        let x = upsample_conv3(&self.conv2, x);
+        let x = leaky_relu(self.bn2.forward(x), 0.2);
+        tanh(conv::forward(&self.conv_out, x))
     }
+}
+
+/// `conv` (3x3, stride 1, padding 1) applied to the nearest-neighbour x2 upsampling of `x`,
+/// computed without the upsampling. Output pixel (2i+a, 2j+b) only ever sees input rows
+/// {i-1, i} (a = 0) or {i, i+1} (a = 1), and likewise columns, each with the sum of the 3x3
+/// kernel's taps that land on it: four 2x2 kernels, one per output phase (a, b). They run as
+/// one convolution with 4x the output channels over the input padded by 1, whose output phase
+/// (a, b) is the crop starting at (a, b); the crops interleave into the 2H x 2W result. The
+/// kernels are sums of the weight's slices, so gradients reach the same 3x3 weight as before.
+pub fn upsample_conv3(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    let [batch, _, h, w] = x.dims();
+    let weight = conv.weight.val();
+    let c_out = weight.dims()[0];
+    // Taps of one axis (dim 2 or 3) for phase 0 ([w0, w1 + w2]) and phase 1 ([w0 + w1, w2]).
+    let phases = |k: Tensor<4>, dim: usize| -> [Tensor<4>; 2] {
+        let tap = |i: usize| k.clone().narrow(dim, i, 1);
+        [
+            Tensor::cat(vec![tap(0), tap(1) + tap(2)], dim),
+            Tensor::cat(vec![tap(0) + tap(1), tap(2)], dim),
+        ]
+    };
+    let kernels: Vec<Tensor<4>> = phases(weight, 2)
+        .into_iter()
+        .flat_map(|rows| phases(rows, 3))
+        .collect();
+    let bias = conv.bias.as_ref().map(|b| {
+        b.val()
+            .unsqueeze_dim::<2>(0)
+            .repeat_dim(0, 4)
+            .reshape([4 * c_out])
+    });
+    let out = conv::conv2d(x, Tensor::cat(kernels, 0), bias, 1, 1);
+    debug_assert_eq!(out.dims(), [batch, 4 * c_out, h + 1, w + 1]);
+    let phase = |k: usize, a: usize, b: usize| {
+        out.clone()
+            .slice([0..batch, k * c_out..(k + 1) * c_out, a..a + h, b..b + w])
+    };
+    // Interleave columns within each row phase, then the two row phases.
+    let row = |a: usize| {
+        Tensor::stack::<5>(vec![phase(2 * a, a, 0), phase(2 * a + 1, a, 1)], 4).reshape([
+            batch,
+            c_out,
+            h,
+            2 * w,
+        ])
+    };
+    Tensor::stack::<5>(vec![row(0), row(1)], 3).reshape([batch, c_out, 2 * h, 2 * w])
 }
 
 /// One D block: Conv(k3, s2, p1) -> LeakyReLU(0.2) -> Dropout2d -> BatchNorm (not in the first).
@@ -107,7 +151,7 @@ impl DcganDiscriminator {
     pub fn forward(&self, images: Tensor<4>, mut dropout_rng: Option<&mut StdRng>) -> Tensor<2> {
         let mut x = images;
         for block in &self.blocks {
-            x = leaky_relu(block.conv.forward(x), 0.2);
+            x = leaky_relu(conv::forward(&block.conv, x), 0.2);
             if let Some(rng) = dropout_rng.as_deref_mut() {
                 let [b, c, _, _] = x.dims();
                 x = init::dropout(x, self.dropout, [b, c, 1, 1], rng);
@@ -118,5 +162,66 @@ impl DcganDiscriminator {
         }
         let batch = x.dims()[0];
         self.head.forward(x.reshape([batch as i32, -1]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::nn::interpolate::{Interpolate2dConfig, InterpolateMode};
+    use burn::tensor::Distribution;
+    use rand::SeedableRng;
+
+    fn max_relative_error(a: Tensor<4>, b: Tensor<4>) -> f32 {
+        let scale = b.clone().abs().max().into_scalar::<f32>().max(1e-6);
+        (a - b).abs().max().into_scalar::<f32>() / scale
+    }
+
+    /// Forward, input gradient and weight gradient of the phase form against burn's own
+    /// upsample + conv, on odd sizes, batch 1, single channels, with and without bias.
+    #[test]
+    fn upsample_conv3_equals_upsample_then_conv() {
+        let device = crate::backend::device().autodiff();
+        let upsample = Interpolate2dConfig::new()
+            .with_scale_factor(Some([2.0, 2.0]))
+            .with_mode(InterpolateMode::Nearest)
+            .init();
+        let mut rng = StdRng::seed_from_u64(7);
+        for (batch, c_in, c_out, h, w, bias) in [
+            (2, 3, 4, 5, 7, true),
+            (1, 1, 1, 1, 1, true),
+            (3, 8, 2, 4, 4, false),
+            (1, 16, 16, 8, 3, true),
+        ] {
+            let conv = init::conv2d(
+                &mut rng,
+                Conv2dConfig::new([c_in, c_out], [3, 3])
+                    .with_bias(bias)
+                    .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)),
+                &device,
+            );
+            let x =
+                Tensor::<4>::random([batch, c_in, h, w], Distribution::Normal(0.0, 1.0), &device)
+                    .require_grad();
+            let probe = Tensor::<4>::random(
+                [batch, c_out, 2 * h, 2 * w],
+                Distribution::Normal(0.0, 1.0),
+                &device,
+            );
+            let grads_of = |y: Tensor<4>| {
+                let grads = (y * probe.clone()).sum().backward();
+                (
+                    x.grad(&grads).unwrap(),
+                    conv.weight.val().grad(&grads).unwrap(),
+                )
+            };
+            let fast = upsample_conv3(&conv, x.clone());
+            let slow = conv.forward(upsample.forward(x.clone()));
+            assert!(max_relative_error(fast.clone(), slow.clone()) < 1e-4);
+            let (dx_fast, dw_fast) = grads_of(fast);
+            let (dx_slow, dw_slow) = grads_of(slow);
+            assert!(max_relative_error(dx_fast, dx_slow) < 1e-4);
+            assert!(max_relative_error(dw_fast, dw_slow) < 1e-4);
+        }
     }
 }

@@ -8,6 +8,7 @@
 //! report's `Sigmoid` + `BCELoss` and is numerically safer.
 
 pub mod classic;
+pub mod conv;
 pub mod dcgan;
 pub mod init;
 pub mod mlp;

@@ -1,0 +1,139 @@
+//! Convolutions as one matrix product over shifted views of the input (im2col), built from
+//! burn's differentiable tensor ops.
+//!
+//! Why: burn-flex differentiates `conv2d` through a transposed convolution (input gradient) and
+//! a convolution with batch and channels swapped (weight gradient) whose output is only k x k:
+//! its matrix products are a few columns wide and run at a fraction of the machine's peak.
+//! Written as `W . cols(x)`, autodiff's backward is two well-shaped matrix products instead
+//! (`dW = sum_b dY_b . cols_b^T`, `dcols = W^T . dY`) plus the cheap scatter of the shifted
+//! views back onto the input. Forward results and gradients equal burn's `conv2d` to float
+//! rounding (tested against it below).
+
+use burn::nn::conv::Conv2d;
+use burn::prelude::*;
+use burn::tensor::ops::PadMode;
+use burn::tensor::s;
+
+/// `conv` (square kernel, symmetric padding, no dilation or groups) applied to `x`.
+pub fn forward(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    let [pad, _] = padding(conv);
+    conv2d(
+        x,
+        conv.weight.val(),
+        conv.bias.as_ref().map(|b| b.val()),
+        conv.stride[0],
+        pad,
+    )
+}
+
+/// The symmetric padding of a `Conv2d` built with explicit padding.
+fn padding(conv: &Conv2d) -> [usize; 2] {
+    match conv.padding {
+        burn::nn::PaddingConfig2d::Explicit(top, left, bottom, right)
+            if top == bottom && left == right && top == left =>
+        {
+            [top, left]
+        }
+        burn::nn::PaddingConfig2d::Valid => [0, 0],
+        ref other => panic!("conv::forward needs symmetric explicit padding, got {other:?}"),
+    }
+}
+
+/// 2-D convolution of `x` `[B, Cin, H, W]` with `weight` `[Cout, Cin, k, k]`, stride `stride`
+/// and zero padding `pad` on every side.
+pub fn conv2d(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Option<Tensor<1>>,
+    stride: usize,
+    pad: usize,
+) -> Tensor<4> {
+    let [batch, c_in, h, w] = x.dims();
+    let [c_out, _, k, _] = weight.dims();
+    let h_out = (h + 2 * pad - k) / stride + 1;
+    let w_out = (w + 2 * pad - k) / stride + 1;
+    let padded = if pad > 0 {
+        x.pad([(pad, pad), (pad, pad)], PadMode::Constant(0.0))
+    } else {
+        x
+    };
+    // One view per kernel tap (kh, kw): the input pixels that tap multiplies, for every output
+    // position. Stacked after the channel axis, they are the columns in weight order
+    // (c_in, kh, kw).
+    let span = |start: usize, len: usize| {
+        let (start, end) = (start as isize, (start + stride * (len - 1) + 1) as isize);
+        burn::tensor::Slice::new(start, Some(end), stride as isize)
+    };
+    let taps: Vec<Tensor<4>> = (0..k)
+        .flat_map(|kh| (0..k).map(move |kw| (kh, kw)))
+        .map(|(kh, kw)| {
+            padded
+                .clone()
+                .slice(s![.., .., span(kh, h_out), span(kw, w_out)])
+        })
+        .collect();
+    let columns = Tensor::stack::<5>(taps, 2).reshape([batch, c_in * k * k, h_out * w_out]);
+    let product = weight.reshape([1, c_out, c_in * k * k]).matmul(columns);
+    let product = match bias {
+        Some(bias) => product + bias.reshape([1, c_out, 1]),
+        None => product,
+    };
+    product.reshape([batch, c_out, h_out, w_out])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+    use burn::tensor::module::conv2d as burn_conv2d;
+    use burn::tensor::ops::ConvOptions;
+
+    fn max_relative_error(a: Tensor<4>, b: Tensor<4>) -> f32 {
+        let scale = b.clone().abs().max().into_scalar::<f32>().max(1e-6);
+        (a - b).abs().max().into_scalar::<f32>() / scale
+    }
+
+    /// Forward, input gradient and weight gradient against burn's own `conv2d` on random
+    /// shapes: stride 1 and 2, padding 0 and 1, odd sizes, batch 1, single channels.
+    #[test]
+    fn matches_burns_conv2d_with_gradients() {
+        let device = crate::backend::device().autodiff();
+        let normal = Distribution::Normal(0.0, 1.0);
+        for (batch, c_in, c_out, h, w, k, stride, pad, bias) in [
+            (2, 3, 4, 9, 7, 3, 1, 1, true),
+            (1, 1, 1, 5, 5, 3, 2, 1, true),
+            (3, 4, 8, 32, 32, 3, 2, 1, false),
+            (2, 5, 3, 6, 9, 2, 1, 1, true),
+            (1, 2, 6, 7, 4, 3, 1, 0, true),
+            (4, 16, 1, 8, 8, 3, 2, 1, true),
+        ] {
+            let x = Tensor::<4>::random([batch, c_in, h, w], normal, &device).require_grad();
+            let weight = Tensor::<4>::random([c_out, c_in, k, k], normal, &device).require_grad();
+            let b = bias.then(|| Tensor::<1>::random([c_out], normal, &device).require_grad());
+            let ours = conv2d(x.clone(), weight.clone(), b.clone(), stride, pad);
+            let theirs = burn_conv2d(
+                x.clone(),
+                weight.clone(),
+                b.clone(),
+                ConvOptions::new([stride, stride], [pad, pad], [1, 1], 1),
+            );
+            assert_eq!(ours.dims(), theirs.dims());
+            assert!(max_relative_error(ours.clone(), theirs.clone()) < 1e-4);
+            let probe = Tensor::<4>::random(ours.dims(), normal, &device);
+            let grads_of = |y: Tensor<4>| {
+                let grads = (y * probe.clone()).sum().backward();
+                let db = b
+                    .as_ref()
+                    .map(|b| b.grad(&grads).unwrap().reshape([1, 1, 1, c_out]));
+                (x.grad(&grads).unwrap(), weight.grad(&grads).unwrap(), db)
+            };
+            let (dx, dw, db) = grads_of(ours);
+            let (dx_ref, dw_ref, db_ref) = grads_of(theirs);
+            assert!(max_relative_error(dx, dx_ref) < 1e-4);
+            assert!(max_relative_error(dw, dw_ref) < 1e-4);
+            if let (Some(db), Some(db_ref)) = (db, db_ref) {
+                assert!(max_relative_error(db, db_ref) < 1e-4);
+            }
+        }
+    }
+}
