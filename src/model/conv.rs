@@ -21,9 +21,36 @@ pub fn forward(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         x,
         conv.weight.val(),
         conv.bias.as_ref().map(|b| b.val()),
-        conv.stride[0],
-        pad,
+        [conv.stride[0], pad],
+        is_trained(conv),
     )
+}
+
+/// Whether `conv`'s weight is being trained (it is not in a `valid()` copy, e.g. for sampling).
+pub fn is_trained(conv: &Conv2d) -> bool {
+    conv.weight.val().is_require_grad()
+}
+
+/// 2-D convolution of `x` `[B, Cin, H, W]` with `weight` `[Cout, Cin, k, k]`, stride and zero
+/// padding on every side: [`im2col_conv2d`] when it will be differentiated (`trained`), burn's
+/// own (faster without a backward pass) when not, e.g. when sampling.
+pub fn conv2d(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Option<Tensor<1>>,
+    [stride, pad]: [usize; 2],
+    trained: bool,
+) -> Tensor<4> {
+    if trained {
+        im2col_conv2d(x, weight, bias, stride, pad)
+    } else {
+        burn::tensor::module::conv2d(
+            x,
+            weight,
+            bias,
+            burn::tensor::ops::ConvOptions::new([stride, stride], [pad, pad], [1, 1], 1),
+        )
+    }
 }
 
 /// The symmetric padding of a `Conv2d` built with explicit padding.
@@ -39,9 +66,8 @@ fn padding(conv: &Conv2d) -> [usize; 2] {
     }
 }
 
-/// 2-D convolution of `x` `[B, Cin, H, W]` with `weight` `[Cout, Cin, k, k]`, stride `stride`
-/// and zero padding `pad` on every side.
-pub fn conv2d(
+/// [`conv2d`] as one matrix product over the shifted views of the input.
+pub fn im2col_conv2d(
     x: Tensor<4>,
     weight: Tensor<4>,
     bias: Option<Tensor<1>>,
@@ -110,7 +136,7 @@ mod tests {
             let x = Tensor::<4>::random([batch, c_in, h, w], normal, &device).require_grad();
             let weight = Tensor::<4>::random([c_out, c_in, k, k], normal, &device).require_grad();
             let b = bias.then(|| Tensor::<1>::random([c_out], normal, &device).require_grad());
-            let ours = conv2d(x.clone(), weight.clone(), b.clone(), stride, pad);
+            let ours = im2col_conv2d(x.clone(), weight.clone(), b.clone(), stride, pad);
             let theirs = burn_conv2d(
                 x.clone(),
                 weight.clone(),

@@ -96,7 +96,13 @@ pub fn upsample_conv3(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
             .repeat_dim(0, 4)
             .reshape([4 * c_out])
     });
-    let out = conv::conv2d(x, Tensor::cat(kernels, 0), bias, 1, 1);
+    let out = conv::conv2d(
+        x,
+        Tensor::cat(kernels, 0),
+        bias,
+        [1, 1],
+        conv::is_trained(conv),
+    );
     debug_assert_eq!(out.dims(), [batch, 4 * c_out, h + 1, w + 1]);
     let phase = |k: usize, a: usize, b: usize| {
         out.clone()
