@@ -12,7 +12,7 @@ import sys
 
 RUNNER = sys.argv[1]
 STEPS = os.environ.get("BENCH_STEPS", "10")
-MODELS = ["gan", "dcgan"]
+MODELS = ["gan", "dcgan", "dcgan-classic"]
 HERE = os.path.dirname(os.path.abspath(__file__))
 TORCH_PYTHON = os.environ.get("TORCH_PYTHON", "python3")
 
@@ -44,11 +44,11 @@ def main():
                          t["median_ms"] if t else None))
         peak = next(iter(ours.values()))["machine_peak_gflop_per_s"]
         print(f"machine peak with {threads} thread(s): {peak:.1f} GFLOP/s (2048^3 f32 matmul through burn)")
-    print(f"{'model':<7} {'threads':>7} {'ours ms':>9} {'GFLOP/s':>8} {'%peak':>6} {'torch ms':>9} {'ours/torch':>10}")
+    print(f"{'model':<13} {'threads':>7} {'ours ms':>9} {'GFLOP/s':>8} {'%peak':>6} {'torch ms':>9} {'ours/torch':>10}")
     for model, threads, ours_ms, gflops, peak, torch_ms in rows:
         torch_cell = f"{torch_ms:9.1f}" if torch_ms else f"{'-':>9}"
         ratio = f"{ours_ms / torch_ms:10.2f}" if torch_ms else f"{'-':>10}"
-        print(f"{model:<7} {threads:>7} {ours_ms:9.1f} {gflops:8.1f} {peak:6.1f} {torch_cell} {ratio}")
+        print(f"{model:<13} {threads:>7} {ours_ms:9.1f} {gflops:8.1f} {peak:6.1f} {torch_cell} {ratio}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The report's two GANs and training step in plain PyTorch, timed as `runner bench` times ours.
+"""The report's GANs and training step in plain PyTorch, timed as `runner bench` times ours.
 
 Same shapes, same init (DCGAN: conv N(0, 0.02), BatchNorm N(1, 0.02) / 0), same optimizer
 (Adam 2e-4, betas (0.5, 0.999), eps 1e-8), same step (G step, then D step on the detached fake
@@ -80,6 +80,46 @@ class DcganD(nn.Module):
         return self.adv_layer(self.model(img).view(img.shape[0], -1))
 
 
+class ClassicG(nn.Module):
+    """Radford et al.'s generator, as `dcgan-classic`: ConvT 1->4->8->16->32, BN + ReLU."""
+
+    def __init__(self):
+        super().__init__()
+
+        def up(cin, cout, first=False):
+            return nn.ConvTranspose2d(cin, cout, 4, 1 if first else 2, 0 if first else 1, bias=False)
+
+        self.net = nn.Sequential(
+            up(100, 256, first=True), nn.BatchNorm2d(256), nn.ReLU(True),
+            up(256, 128), nn.BatchNorm2d(128), nn.ReLU(True),
+            up(128, 64), nn.BatchNorm2d(64), nn.ReLU(True),
+            up(64, 1), nn.Tanh(),
+        )
+
+    def forward(self, z):
+        return self.net(z.view(-1, 100, 1, 1))
+
+
+class ClassicD(nn.Module):
+    """Radford et al.'s discriminator, as `dcgan-classic`: Conv 32->16->8->4->1, BN + LeakyReLU."""
+
+    def __init__(self):
+        super().__init__()
+
+        def down(cin, cout, last=False):
+            return nn.Conv2d(cin, cout, 4, 1 if last else 2, 0 if last else 1, bias=False)
+
+        self.net = nn.Sequential(
+            down(1, 64), nn.LeakyReLU(0.2, True),
+            down(64, 128), nn.BatchNorm2d(128), nn.LeakyReLU(0.2, True),
+            down(128, 256), nn.BatchNorm2d(256), nn.LeakyReLU(0.2, True),
+            down(256, 1, last=True),
+        )
+
+    def forward(self, img):
+        return self.net(img).view(-1, 1)
+
+
 def weights_init_normal(m):
     name = m.__class__.__name__
     if name.find("Conv") != -1:
@@ -94,7 +134,11 @@ def bench(model, batch, warmup, steps):
     if model == "gan":
         g, d, loss, side = MlpG(), MlpD(), nn.BCEWithLogitsLoss(), 28
     else:
-        g, d, loss, side = DcganG(), DcganD(), nn.BCELoss(), 32
+        if model == "dcgan":
+            g, d, loss = DcganG(), DcganD(), nn.BCELoss()
+        else:
+            g, d, loss = ClassicG(), ClassicD(), nn.BCEWithLogitsLoss()
+        side = 32
         g.apply(weights_init_normal)
         d.apply(weights_init_normal)
     opt_g = torch.optim.Adam(g.parameters(), lr=2e-4, betas=(0.5, 0.999), eps=1e-8)
@@ -136,7 +180,7 @@ def bench(model, batch, warmup, steps):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", action="append", choices=["gan", "dcgan"])
+    parser.add_argument("--model", action="append", choices=["gan", "dcgan", "dcgan-classic"])
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)

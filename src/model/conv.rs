@@ -66,6 +66,56 @@ fn padding(conv: &Conv2d) -> [usize; 2] {
     }
 }
 
+/// A layer that doubles the side of `x` `[B, Cin, H, W]` (such as an upsample-then-convolve),
+/// computed as four 2x2 convolutions on `x`, one per output phase: output pixel (2i+a, 2j+b) is kernel (a, b) applied to input rows {i-1, i} (a = 0) or
+/// {i, i+1} (a = 1), and likewise columns. `taps(tap)` gives, per phase, the two taps of one
+/// axis as combinations of `tap(k)`, the weight's slice k along that axis; the 2x2 kernels are
+/// those of the rows crossed with those of the columns. `weight` is `[Cout, Cin, k, k]`.
+///
+/// The four kernels run as one convolution with 4x the output channels over `x` padded by 1;
+/// phase (a, b) is its crop starting at (a, b), and the crops interleave into `[B, Cout, 2H, 2W]`.
+pub fn phase_conv(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Option<Tensor<1>>,
+    trained: bool,
+    taps: impl Fn(&dyn Fn(usize) -> Tensor<4>) -> [[Tensor<4>; 2]; 2],
+) -> Tensor<4> {
+    let [batch, _, h, w] = x.dims();
+    let c_out = weight.dims()[0];
+    let axis = |k: &Tensor<4>, dim: usize| -> Vec<Tensor<4>> {
+        taps(&|i| k.clone().narrow(dim, i, 1))
+            .into_iter()
+            .map(|pair| Tensor::cat(pair.to_vec(), dim))
+            .collect()
+    };
+    let kernels: Vec<Tensor<4>> = axis(&weight, 2)
+        .iter()
+        .flat_map(|rows| axis(rows, 3))
+        .collect();
+    let bias = bias.map(|b| {
+        b.unsqueeze_dim::<2>(0)
+            .repeat_dim(0, 4)
+            .reshape([4 * c_out])
+    });
+    let out = conv2d(x, Tensor::cat(kernels, 0), bias, [1, 1], trained);
+    debug_assert_eq!(out.dims(), [batch, 4 * c_out, h + 1, w + 1]);
+    let phase = |k: usize, a: usize, b: usize| {
+        out.clone()
+            .slice([0..batch, k * c_out..(k + 1) * c_out, a..a + h, b..b + w])
+    };
+    // Interleave columns within each row phase, then the two row phases.
+    let row = |a: usize| {
+        Tensor::stack::<5>(vec![phase(2 * a, a, 0), phase(2 * a + 1, a, 1)], 4).reshape([
+            batch,
+            c_out,
+            h,
+            2 * w,
+        ])
+    };
+    Tensor::stack::<5>(vec![row(0), row(1)], 3).reshape([batch, c_out, 2 * h, 2 * w])
+}
+
 /// [`conv2d`] as one matrix product over the shifted views of the input.
 pub fn im2col_conv2d(
     x: Tensor<4>,

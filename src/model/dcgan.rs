@@ -70,54 +70,17 @@ impl DcganGenerator {
 /// `conv` (3x3, stride 1, padding 1) applied to the nearest-neighbour x2 upsampling of `x`,
 /// computed without the upsampling. Output pixel (2i+a, 2j+b) only ever sees input rows
 /// {i-1, i} (a = 0) or {i, i+1} (a = 1), and likewise columns, each with the sum of the 3x3
-/// kernel's taps that land on it: four 2x2 kernels, one per output phase (a, b). They run as
-/// one convolution with 4x the output channels over the input padded by 1, whose output phase
-/// (a, b) is the crop starting at (a, b); the crops interleave into the 2H x 2W result. The
-/// kernels are sums of the weight's slices, so gradients reach the same 3x3 weight as before.
+/// kernel's taps that land on it: [`conv::phase_conv`] with taps [w0, w1 + w2] (phase 0) and
+/// [w0 + w1, w2] (phase 1) per axis. The kernels are sums of the weight's slices, so gradients
+/// reach the same 3x3 weight as before.
 pub fn upsample_conv3(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    let [batch, _, h, w] = x.dims();
-    let weight = conv.weight.val();
-    let c_out = weight.dims()[0];
-    // Taps of one axis (dim 2 or 3) for phase 0 ([w0, w1 + w2]) and phase 1 ([w0 + w1, w2]).
-    let phases = |k: Tensor<4>, dim: usize| -> [Tensor<4>; 2] {
-        let tap = |i: usize| k.clone().narrow(dim, i, 1);
-        [
-            Tensor::cat(vec![tap(0), tap(1) + tap(2)], dim),
-            Tensor::cat(vec![tap(0) + tap(1), tap(2)], dim),
-        ]
-    };
-    let kernels: Vec<Tensor<4>> = phases(weight, 2)
-        .into_iter()
-        .flat_map(|rows| phases(rows, 3))
-        .collect();
-    let bias = conv.bias.as_ref().map(|b| {
-        b.val()
-            .unsqueeze_dim::<2>(0)
-            .repeat_dim(0, 4)
-            .reshape([4 * c_out])
-    });
-    let out = conv::conv2d(
+    conv::phase_conv(
         x,
-        Tensor::cat(kernels, 0),
-        bias,
-        [1, 1],
+        conv.weight.val(),
+        conv.bias.as_ref().map(|b| b.val()),
         conv::is_trained(conv),
-    );
-    debug_assert_eq!(out.dims(), [batch, 4 * c_out, h + 1, w + 1]);
-    let phase = |k: usize, a: usize, b: usize| {
-        out.clone()
-            .slice([0..batch, k * c_out..(k + 1) * c_out, a..a + h, b..b + w])
-    };
-    // Interleave columns within each row phase, then the two row phases.
-    let row = |a: usize| {
-        Tensor::stack::<5>(vec![phase(2 * a, a, 0), phase(2 * a + 1, a, 1)], 4).reshape([
-            batch,
-            c_out,
-            h,
-            2 * w,
-        ])
-    };
-    Tensor::stack::<5>(vec![row(0), row(1)], 3).reshape([batch, c_out, 2 * h, 2 * w])
+        |tap| [[tap(0), tap(1) + tap(2)], [tap(0) + tap(1), tap(2)]],
+    )
 }
 
 /// One D block: Conv(k3, s2, p1) -> LeakyReLU(0.2) -> Dropout2d -> BatchNorm (not in the first).
