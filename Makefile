@@ -2,7 +2,7 @@
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/ganrunner-target
 RUNNER := $(CARGO_TARGET_DIR)/release/runner
 
-.PHONY: all build data data-fashion run test test-deps test-full test-slurm bench report
+.PHONY: all build build-gpu data data-fashion run test test-deps test-full test-slurm bench report
 
 all: build
 
@@ -53,3 +53,16 @@ test-full: test-deps
 TORCH_PYTHON ?= python3
 bench: build
 	TORCH_PYTHON=$(TORCH_PYTHON) python3 bench/compare.py $(RUNNER)
+
+# A stripped runner with the Vulkan backend in dist/runner-gpu (it must travel to a GPU machine
+# that reaches no registry), and the Vulkan loader's .deb beside it for bench/gpu-check.sh.
+# The first build takes 10-15 minutes on 2 cores.
+GPU_FEATURES ?= vulkan
+build-gpu:
+	cargo build --release --features $(GPU_FEATURES)
+	mkdir -p dist/vulkan
+	cp $(RUNNER) dist/runner-gpu
+	strip dist/runner-gpu
+	@size=$$(stat -c %s dist/runner-gpu); echo "dist/runner-gpu: $$((size / 1048576)) MiB"; \
+		test $$size -lt 62914560 || (echo "dist/runner-gpu is over 60 MiB" >&2; exit 1)
+	cd dist/vulkan && (ls libvulkan1_*.deb >/dev/null 2>&1 || apt-get download libvulkan1)

@@ -1,22 +1,161 @@
-//! The compute device. The CPU (burn's pure-Rust `flex` backend) by default; with the `cuda`
-//! cargo feature, the first CUDA GPU unless `GANRUNNER_DEVICE=cpu`.
+//! The compute device: the CPU (burn's pure-Rust `flex` backend) by default, or a GPU chosen
+//! with `--device vulkan|cuda` (or `GANRUNNER_DEVICE`) in a build with that cargo feature.
+//!
+//! The choice is made once per process, before any tensor exists ([`select`]); a GPU that is
+//! asked for but missing is an error, never a silent fall back to the CPU.
 
+use std::sync::OnceLock;
+
+use anyhow::{Result, bail};
 use burn::prelude::Device;
+
+/// Where training and sampling run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeviceChoice {
+    /// The CPU (burn's flex backend).
+    Cpu,
+    /// The first discrete GPU through Vulkan (build with `--features vulkan`).
+    Vulkan,
+    /// The first CUDA GPU (build with `--features cuda`).
+    Cuda,
+}
+
+static SELECTED: OnceLock<DeviceChoice> = OnceLock::new();
+
+impl DeviceChoice {
+    /// The name recorded in `runs.backend`.
+    pub fn name(self) -> &'static str {
+        match self {
+            DeviceChoice::Cpu => "cpu-flex",
+            DeviceChoice::Vulkan => "vulkan",
+            DeviceChoice::Cuda => "cuda",
+        }
+    }
+
+    /// The `--device` value (and, for the GPUs, the cargo feature) that picks it.
+    pub fn flag(self) -> &'static str {
+        match self {
+            DeviceChoice::Cpu => "cpu",
+            DeviceChoice::Vulkan => "vulkan",
+            DeviceChoice::Cuda => "cuda",
+        }
+    }
+
+    fn compiled(self) -> bool {
+        match self {
+            DeviceChoice::Cpu => true,
+            DeviceChoice::Vulkan => cfg!(feature = "vulkan"),
+            DeviceChoice::Cuda => cfg!(feature = "cuda"),
+        }
+    }
+
+    fn device(self) -> Device {
+        match self {
+            #[cfg(feature = "vulkan")]
+            DeviceChoice::Vulkan => Device::vulkan(burn::tensor::DeviceKind::DiscreteGpu(0)),
+            #[cfg(feature = "cuda")]
+            DeviceChoice::Cuda => Device::cuda(0),
+            _ => Device::flex(),
+        }
+    }
+}
+
+/// `--device`, else `GANRUNNER_DEVICE`, else the CPU.
+fn requested(flag: Option<DeviceChoice>) -> Result<DeviceChoice> {
+    if let Some(choice) = flag {
+        return Ok(choice);
+    }
+    match std::env::var("GANRUNNER_DEVICE") {
+        Err(_) => Ok(DeviceChoice::Cpu),
+        Ok(value) => <DeviceChoice as clap::ValueEnum>::from_str(&value, true)
+            .map_err(|_| anyhow::anyhow!("GANRUNNER_DEVICE={value}: expected cpu, vulkan or cuda")),
+    }
+}
+
+/// Chooses this process's device: refuses one this build lacks, and checks that a GPU really
+/// answers (a small computation on it) before anything is trained.
+pub fn select(flag: Option<DeviceChoice>) -> Result<DeviceChoice> {
+    let choice = requested(flag)?;
+    if !choice.compiled() {
+        bail!(
+            "--device {0}: this runner was built without the `{0}` feature; build one with \
+             `make build-gpu` (or `cargo build --release --features {0}`)",
+            choice.flag()
+        );
+    }
+    if choice != DeviceChoice::Cpu {
+        probe(choice)?;
+    }
+    match SELECTED.get() {
+        Some(&already) if already != choice => bail!(
+            "the device is already {}; one process uses one device",
+            already.name()
+        ),
+        Some(_) => {}
+        None => {
+            let _ = SELECTED.set(choice);
+        }
+    }
+    Ok(choice)
+}
+
+/// Runs `1 + 1` on the device; a missing driver or GPU (which the GPU runtimes report by
+/// panicking) becomes an error naming the device.
+fn probe(choice: DeviceChoice) -> Result<()> {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let outcome = std::panic::catch_unwind(|| {
+        let device = choice.device();
+        let one = burn::tensor::Tensor::<1>::ones([1], &device);
+        (one.clone() + one).into_scalar::<f32>()
+    });
+    std::panic::set_hook(previous);
+    match outcome {
+        Ok(two) if two == 2.0 => Ok(()),
+        Ok(other) => bail!("--device {}: 1 + 1 gave {other}", choice.flag()),
+        Err(panic) => {
+            let reason = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown error".into());
+            bail!(
+                "--device {}: no usable GPU ({reason}); see the README's \"Training on a GPU\"",
+                choice.flag()
+            )
+        }
+    }
+}
+
+fn selected() -> DeviceChoice {
+    *SELECTED.get().unwrap_or(&DeviceChoice::Cpu)
+}
 
 /// The device new tensors and models live on (without autodiff).
 pub fn device() -> Device {
-    #[cfg(feature = "cuda")]
-    if std::env::var("GANRUNNER_DEVICE").as_deref() != Ok("cpu") {
-        return Device::cuda(0);
-    }
-    Device::flex()
+    selected().device()
 }
 
 /// A short name of the backend in use, for logs and the database.
 pub fn name() -> &'static str {
-    #[cfg(feature = "cuda")]
-    if std::env::var("GANRUNNER_DEVICE").as_deref() != Ok("cpu") {
-        return "cuda";
+    selected().name()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_device_this_build_lacks_is_refused_by_name() {
+        if !cfg!(feature = "vulkan") {
+            let err = select(Some(DeviceChoice::Vulkan)).unwrap_err().to_string();
+            assert!(err.contains("built without the `vulkan` feature"), "{err}");
+        }
+        if !cfg!(feature = "cuda") {
+            let err = select(Some(DeviceChoice::Cuda)).unwrap_err().to_string();
+            assert!(err.contains("`cuda` feature"), "{err}");
+        }
+        assert_eq!(select(Some(DeviceChoice::Cpu)).unwrap(), DeviceChoice::Cpu);
+        assert_eq!(name(), "cpu-flex");
     }
-    "cpu-flex"
 }

@@ -45,6 +45,24 @@ pub fn report_model(arch: &str) -> anyhow::Result<ModelConfig> {
 }
 
 /// GFLOP/s of the best of a few `n` x `n` f32 matrix products on the CPU device.
+/// The widest x86 vector extension the CPU offers, which `gemm` (burn-flex's matrix kernels)
+/// dispatches on at run time: `avx512f`, `avx2+fma` or `sse2` (`native` elsewhere).
+pub fn simd_level() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return "avx512f";
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return "avx2+fma";
+        }
+        return "sse2";
+    }
+    #[allow(unreachable_code)]
+    "native"
+}
+
 pub fn machine_peak_gflops(n: usize) -> f64 {
     let device = crate::backend::device();
     let a = Tensor::<2>::random([n, n], Distribution::Default, &device);

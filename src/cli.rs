@@ -52,6 +52,14 @@ pub struct SlurmTaskArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct DeviceArg {
+    /// Where to compute: cpu, or a GPU (vulkan, cuda) in a build with that feature
+    /// [env: GANRUNNER_DEVICE; default: cpu].
+    #[arg(long, value_enum)]
+    pub device: Option<ganrunner::backend::DeviceChoice>,
+}
+
+#[derive(Debug, Args)]
 pub struct DbArg {
     /// The tracking database.
     #[arg(long, default_value = "results/runs.sqlite")]
@@ -60,6 +68,8 @@ pub struct DbArg {
 
 #[derive(Debug, Args)]
 pub struct SweepArgs {
+    #[command(flatten)]
+    pub device: DeviceArg,
     /// The experiment spec (TOML) with an optional [sweep] table.
     pub spec: PathBuf,
     /// Runs at a time (default: one per two cores, at least one).
@@ -151,6 +161,8 @@ pub struct ShowArgs {
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
+    #[command(flatten)]
+    pub device: DeviceArg,
     /// A run id (or a unique prefix of one), a run directory or a checkpoint directory.
     #[arg(conflicts_with = "real")]
     pub target: Option<String>,
@@ -215,6 +227,8 @@ pub struct InfoArgs {
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
+    #[command(flatten)]
+    pub device: DeviceArg,
     /// The experiment spec (TOML).
     pub spec: PathBuf,
     /// The run directory (default: results/<spec name>/train). An existing run there resumes.
@@ -230,6 +244,8 @@ pub struct TrainArgs {
 
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
+    #[command(flatten)]
+    pub device: DeviceArg,
     /// A checkpoint directory, its checkpoint.json, or a run directory (latest checkpoint).
     #[arg(long)]
     pub checkpoint: PathBuf,
@@ -246,6 +262,8 @@ pub struct GenerateArgs {
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
+    #[command(flatten)]
+    pub device: DeviceArg,
     /// gan, dcgan or dcgan-classic (the report's sizes); repeat for several.
     #[arg(long = "model", default_values_t = ["gan".to_string(), "dcgan".to_string()])]
     pub models: Vec<String>,

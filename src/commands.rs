@@ -142,6 +142,8 @@ pub fn train(
 /// What `runner sweep` was asked.
 pub struct SweepRequest<'a> {
     pub spec: &'a Path,
+    /// The device the runs train on (`--device`).
+    pub device: crate::backend::DeviceChoice,
     pub jobs: Option<usize>,
     pub dry_run: bool,
     pub force: bool,
@@ -196,12 +198,18 @@ pub fn sweep(req: SweepRequest) -> Result<()> {
                 options: options.clone(),
                 results: req.results.to_path_buf(),
                 stop: stop.clone(),
+                device: req.device,
             }),
             None => {
                 let cores = std::thread::available_parallelism()
                     .map(|n| n.get())
                     .unwrap_or(1);
-                let jobs = req.jobs.unwrap_or((cores / 2).max(1));
+                // One run at a time on a GPU; on the CPU, one per two cores.
+                let default_jobs = match req.device {
+                    crate::backend::DeviceChoice::Cpu => (cores / 2).max(1),
+                    _ => 1,
+                };
+                let jobs = req.jobs.unwrap_or(default_jobs);
                 anyhow::ensure!(jobs > 0, "--jobs must be at least 1");
                 Box::new(sweep::LocalExecutor {
                     jobs,
@@ -341,6 +349,7 @@ pub fn eval(req: EvalRequest) -> Result<()> {
 }
 
 pub fn bench(
+    device: crate::backend::DeviceChoice,
     models: &[String],
     batch: usize,
     warmup: usize,
@@ -376,9 +385,11 @@ pub fn bench(
         .map(|m| crate::bench::report_model(m))
         .collect::<Result<Vec<_>>>()?;
     let peak = crate::bench::machine_peak_gflops(2048);
+    let simd = crate::bench::simd_level();
     if !json {
         println!(
-            "machine peak (2048^3 f32 matmul, {} threads): {peak:.1} GFLOP/s",
+            "device {}, CPU kernels {simd}; machine peak (2048^3 f32 matmul, {} threads): {peak:.1} GFLOP/s",
+            device.name(),
             rayon::current_num_threads()
         );
         println!(
@@ -401,6 +412,8 @@ pub fn bench(
         if json {
             let mut value = serde_json::to_value(&t)?;
             value["machine_peak_gflop_per_s"] = peak.into();
+            value["backend"] = device.name().into();
+            value["simd"] = simd.into();
             println!("{value}");
         } else {
             println!(

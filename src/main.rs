@@ -49,6 +49,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    use ganrunner::backend::select;
     match cli.command {
         Command::Data(DataCommand::Fetch(a)) => commands::data_fetch(
             a.dataset.dataset,
@@ -60,10 +61,15 @@ fn run(cli: Cli) -> Result<()> {
             commands::data_info(a.dataset.dataset, &a.dataset.dir, a.data_dir.as_deref())
         }
         Command::Train(a) => {
+            select(a.device.device)?;
             commands::train(&a.spec, a.out.as_deref(), a.data_dir.as_deref(), a.steps)
         }
-        Command::Generate(a) => commands::generate(&a.checkpoint, a.n, a.seed, &a.out),
+        Command::Generate(a) => {
+            select(a.device.device)?;
+            commands::generate(&a.checkpoint, a.n, a.seed, &a.out)
+        }
         Command::Sweep(a) => commands::sweep(commands::SweepRequest {
+            device: select(a.device.device)?,
             spec: &a.spec,
             jobs: a.jobs,
             dry_run: a.dry_run,
@@ -91,18 +97,26 @@ fn run(cli: Cli) -> Result<()> {
         Command::Query(a) => commands::query(&a.db.db, &a.sql, a.format),
         Command::Runs(a) => commands::runs(&a.db.db, a.experiment.as_deref(), a.format),
         Command::Show(a) => commands::show(&a.db.db, &a.run),
-        Command::Eval(a) => commands::eval(commands::EvalRequest {
-            target: a.target.as_deref(),
-            real: a.real,
-            samples: a.samples,
-            seed: a.seed,
-            dataset: a.dataset,
-            data_dir: a.data_dir.as_deref(),
-            format: a.format,
-            db: &a.db.db,
-        }),
-        Command::SlurmTask(a) => ganrunner::slurm::run_task(&a.plan, a.index),
+        Command::Eval(a) => {
+            select(a.device.device)?;
+            commands::eval(commands::EvalRequest {
+                target: a.target.as_deref(),
+                real: a.real,
+                samples: a.samples,
+                seed: a.seed,
+                dataset: a.dataset,
+                data_dir: a.data_dir.as_deref(),
+                format: a.format,
+                db: &a.db.db,
+            })
+        }
+        Command::SlurmTask(a) => {
+            // The submitting sweep's --device, passed through the batch script's environment.
+            select(None)?;
+            ganrunner::slurm::run_task(&a.plan, a.index)
+        }
         Command::Bench(a) => commands::bench(
+            select(a.device.device)?,
             &a.models,
             a.batch,
             a.warmup,

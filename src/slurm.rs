@@ -79,6 +79,8 @@ pub struct SlurmExecutor {
     pub options: SlurmOptions,
     pub results: PathBuf,
     pub stop: Arc<AtomicBool>,
+    /// Passed to the tasks as GANRUNNER_DEVICE.
+    pub device: crate::backend::DeviceChoice,
 }
 
 fn run_checked(command: &mut Command) -> Result<String> {
@@ -156,6 +158,7 @@ impl Executor for SlurmExecutor {
         if let Some(partition) = &self.options.partition {
             lines.push(format!("#SBATCH --partition={partition}"));
         }
+        lines.push(format!("export GANRUNNER_DEVICE={}", self.device.flag()));
         lines.push(format!(
             "exec '{}' slurm-task '{}' \"$SLURM_ARRAY_TASK_ID\"",
             exe.display(),

@@ -242,3 +242,29 @@ fn eval_real_prints_the_floor_and_the_ceiling_at_both_sides() {
         .failure()
         .stderr(predicate::str::contains("--real"));
 }
+
+#[test]
+fn a_gpu_this_build_lacks_is_an_error_not_a_cpu_run() {
+    for args in [
+        vec!["bench", "--device", "vulkan", "--steps", "1"],
+        vec!["train", "nowhere.toml", "--device", "cuda"],
+    ] {
+        runner()
+            .args(&args)
+            .assert()
+            .code(1)
+            .stderr(predicate::str::contains("built without the `"));
+    }
+    runner()
+        .args(["bench", "--steps", "1", "--model", "gan"])
+        .env("GANRUNNER_DEVICE", "tpu")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("GANRUNNER_DEVICE=tpu"));
+    runner()
+        .args(["bench", "--steps", "1", "--warmup", "0", "--model", "gan", "--format", "json"])
+        .env("GANRUNNER_DEVICE", "cpu")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("\"backend\":\"cpu-flex\""));
+}

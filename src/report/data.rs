@@ -26,6 +26,9 @@ pub struct Run {
     pub run_dir: String,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
+    /// Where it trained: the machine and the backend (`cpu-flex`, `vulkan`, `cuda`).
+    pub host: Option<String>,
+    pub backend: Option<String>,
     /// Dotted config key -> value as text.
     pub params: BTreeMap<String, String>,
     /// Metric name (d_loss, g_loss) -> (step, value) in step order.
@@ -97,7 +100,8 @@ fn load_runs(conn: &Connection) -> Result<BTreeMap<String, Vec<Run>>> {
     let mut by_id: BTreeMap<String, (String, Run)> = BTreeMap::new();
     let mut order = Vec::new();
     let mut stmt = conn.prepare(
-        "SELECT id, experiment, status, steps_done, total_steps, error, run_dir, started_at, finished_at
+        "SELECT id, experiment, status, steps_done, total_steps, error, run_dir, started_at, finished_at,
+                host, backend
          FROM runs ORDER BY started_at, id",
     )?;
     let rows = stmt.query_map([], |r| {
@@ -112,6 +116,8 @@ fn load_runs(conn: &Connection) -> Result<BTreeMap<String, Vec<Run>>> {
                 run_dir: r.get(6)?,
                 started_at: r.get(7)?,
                 finished_at: r.get(8)?,
+                host: r.get(9)?,
+                backend: r.get(10)?,
                 ..Default::default()
             },
         ))

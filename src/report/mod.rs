@@ -673,6 +673,8 @@ fn run_page(site: &Site, experiment: &Experiment, run: &Run) -> Result<()> {
                 run_dir => run.run_dir.clone(),
                 started_at => run.started_at.clone(),
                 finished_at => run.finished_at.clone(),
+                host => run.host.clone(),
+                backend => run.backend.clone(),
             },
             params => Value::from(Serde(&run.params)),
             plots => Value::from(Serde(&plots)),

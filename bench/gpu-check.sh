@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# The GPU check: one prepared script for a machine with an NVIDIA GPU that cannot reach any
+# registry. It needs what `make build-gpu` leaves in dist/ (the stripped runner with the GPU
+# features, and the Vulkan loader's .deb) and, for the FID run, data/mnist (with its evaluator
+# classifier, when it has been trained). It prints one table; it finishes in under 8 minutes.
+#
+#   bash bench/gpu-check.sh            # from the repository root; writes under ${OUT:-/tmp/gpu-check}
+#
+# Steps: unpack the Vulkan loader; `runner bench --device vulkan` (and cuda when this runner has
+# it) for gan, dcgan and dcgan-classic at batch 64 and 256; 50 steps of the report's DCGAN on the
+# GPU and on the CPU from the same seed, losses compared; a 2000-step quickstart-sized DCGAN on
+# the GPU and its LeNet-FID; bench/pytorch_reference.py --device cuda when torch imports.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/gpu-check}
+RUNNER=${RUNNER:-dist/runner-gpu}
+mkdir -p "$OUT"
+START=$(date +%s)
+log() { echo "[$(( $(date +%s) - START ))s] $*" >&2; }
+[ -x "$RUNNER" ] || { echo "no $RUNNER: run \`make build-gpu\` first" >&2; exit 1; }
+
+# The Vulkan loader from the .deb beside the binary (no apt on the GPU machine needed).
+LOADER="$OUT/vulkan-loader"
+mkdir -p "$LOADER"
+for deb in dist/vulkan/*.deb; do
+    [ -f "$deb" ] && dpkg-deb -x "$deb" "$LOADER"
+done
+export LD_LIBRARY_PATH="$LOADER/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# NVIDIA's Vulkan driver: its ICD manifest where the driver installed one, else one written
+# here for the driver library a container runtime mounted.
+if ! ls /usr/share/vulkan/icd.d/nvidia_icd*.json /etc/vulkan/icd.d/nvidia_icd*.json >/dev/null 2>&1; then
+    lib=$(ldconfig -p 2>/dev/null | awk '/libGLX_nvidia.so.0/ {print $NF; exit}')
+    if [ -n "$lib" ]; then
+        cat > "$OUT/nvidia_icd.json" <<EOF
+{"file_format_version": "1.0.0", "ICD": {"library_path": "$lib", "api_version": "1.3"}}
+EOF
+        export VK_ICD_FILENAMES="$OUT/nvidia_icd.json"
+    fi
+fi
+log "nvidia-smi: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | head -1)"
+
+DEVICES=()
+for device in vulkan cuda; do
+    if "$RUNNER" bench --device "$device" --model gan --steps 1 --warmup 0 --format json \
+        > "$OUT/probe-$device.json" 2> "$OUT/probe-$device.err"; then
+        DEVICES+=("$device")
+    else
+        log "--device $device unavailable: $(tail -1 "$OUT/probe-$device.err")"
+    fi
+done
+
+ROWS="$OUT/rows.jsonl"
+: > "$ROWS"
+# Our step times: GPU devices, and the CPU beside them.
+for device in "${DEVICES[@]}" cpu; do
+    for batch in 64 256; do
+        steps=20
+        [ "$device" = cpu ] && steps=3
+        [ "$device" = cpu ] && [ "$batch" = 256 ] && continue
+        log "bench $device batch $batch"
+        timeout 120 "$RUNNER" bench --device "$device" --model gan --model dcgan --model dcgan-classic \
+            --batch "$batch" --steps "$steps" --warmup 2 --format json \
+            | sed "s/^{/{\"side\":\"ours\",\"device\":\"$device\",/" >> "$ROWS"
+    done
+done
+# PyTorch on the same GPU, side by side.
+if python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
+    for batch in 64 256; do
+        log "pytorch cuda batch $batch"
+        timeout 120 python3 bench/pytorch_reference.py --device cuda --model gan --model dcgan \
+            --model dcgan-classic --batch "$batch" --steps 20 \
+            | sed 's/^{/{"side":"pytorch","device":"cuda",/' >> "$ROWS"
+    done
+else
+    log "torch with CUDA is not importable here: no PyTorch column"
+fi
+
+# Same seed on the GPU and the CPU: the report's DCGAN for 50 steps, losses compared.
+COMPARE=""
+if [ ${#DEVICES[@]} -gt 0 ]; then
+    gpu=${DEVICES[0]}
+    for device in "$gpu" cpu; do
+        log "50 DCGAN steps on $device"
+        timeout 240 "$RUNNER" train experiments/dcgan.toml --device "$device" --steps 50 \
+            --data-dir data/mnist --out "$OUT/dcgan50-$device" > "$OUT/dcgan50-$device.log" 2>&1
+    done
+    COMPARE=$(python3 - "$OUT/dcgan50-$gpu/losses.csv" "$OUT/dcgan50-cpu/losses.csv" <<'EOF'
+import csv, sys
+def load(p):
+    try:
+        return {int(r["step"]): (float(r["d_loss"]), float(r["g_loss"])) for r in csv.DictReader(open(p))}
+    except OSError:
+        return {}
+gpu, cpu = load(sys.argv[1]), load(sys.argv[2])
+steps = sorted(set(gpu) & set(cpu))
+if not steps:
+    print("GPU vs CPU losses: not compared (a run failed; see its log)")
+else:
+    def worst(upto):
+        return max(max(abs(gpu[s][0] - cpu[s][0]), abs(gpu[s][1] - cpu[s][1])) for s in steps if s <= upto)
+    print(f"GPU vs CPU, same seed, {len(steps)} steps: max |loss difference| "
+          f"{worst(1):.2e} at step 1, {worst(10):.2e} up to step 10, {worst(50):.2e} up to step 50")
+EOF
+)
+    # The quickstart-sized run on the GPU, and its LeNet-FID.
+    log "2000-step quickstart-sized DCGAN on $gpu"
+    begin=$(date +%s)
+    timeout 200 "$RUNNER" train experiments/quickstart.toml --device "$gpu" --steps 2000 \
+        --data-dir data/mnist --out "$OUT/quick-$gpu" > "$OUT/quick.log" 2>&1
+    QUICK_S=$(( $(date +%s) - begin ))
+    FID=$(timeout 150 "$RUNNER" eval "$OUT/quick-$gpu" --device "$gpu" --data-dir data/mnist \
+        --format csv 2>>"$OUT/quick.log" | python3 -c "import csv,sys; r=list(csv.DictReader(sys.stdin)); print(r[0].get('fid','?') if r else '?')")
+fi
+
+python3 - "$ROWS" <<'EOF'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+key = lambda r: (r["model"], r["batch"])
+cpu = {key(r): r for r in rows if r["device"] == "cpu" and r["side"] == "ours"}
+torch = {key(r): r for r in rows if r["side"] == "pytorch"}
+print(f"{'model':<14} {'batch':>5} {'device':<7} {'ours ms':>9} {'CPU ms':>9} {'CPU/GPU':>8} {'torch ms':>9} {'ours/torch':>10}")
+for r in rows:
+    if r["side"] != "ours" or r["device"] == "cpu":
+        continue
+    c, t = cpu.get(key(r)), torch.get(key(r))
+    cell = lambda v, f: f.format(v) if v is not None else f"{'-':>{len(f.format(0.0))}}"
+    print(f"{r['model']:<14} {r['batch']:>5} {r['device']:<7} {r['median_ms']:9.2f} "
+          f"{cell(c and c['median_ms'], '{:9.1f}')} {cell(c and c['median_ms'] / r['median_ms'], '{:8.1f}')} "
+          f"{cell(t and t['median_ms'], '{:9.2f}')} {cell(t and r['median_ms'] / t['median_ms'], '{:10.2f}')}")
+EOF
+[ -n "$COMPARE" ] && echo "$COMPARE"
+[ -n "${QUICK_S:-}" ] && echo "quickstart-sized DCGAN, 2000 steps on ${DEVICES[0]}: ${QUICK_S} s, LeNet-FID ${FID:-?}"
+log "done"
