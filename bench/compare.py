@@ -3,7 +3,7 @@
 
 Runs `runner bench --format json` and, when torch is importable by $TORCH_PYTHON (default
 python3), bench/pytorch_reference.py, for 1 thread and for all cores, and prints ms per step
-and the ratio ours / PyTorch. Both sides run with glibc's default allocator settings.
+and the ratio ours / PyTorch. Neither side gets allocator tunables (GLIBC_TUNABLES is cleared).
 """
 import json
 import os

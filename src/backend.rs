@@ -52,11 +52,24 @@ impl DeviceChoice {
     fn device(self) -> Device {
         match self {
             #[cfg(feature = "vulkan")]
-            DeviceChoice::Vulkan => Device::vulkan(burn::tensor::DeviceKind::DiscreteGpu(0)),
+            DeviceChoice::Vulkan => Device::vulkan(vulkan_adapter()),
             #[cfg(feature = "cuda")]
             DeviceChoice::Cuda => Device::cuda(0),
             _ => Device::flex(),
         }
+    }
+}
+
+/// The Vulkan adapter: the first discrete GPU, or the first of the kind
+/// `GANRUNNER_VULKAN_ADAPTER` names (`integrated`, `virtual`, or `cpu` for a software driver).
+#[cfg(feature = "vulkan")]
+fn vulkan_adapter() -> burn::tensor::DeviceKind {
+    use burn::tensor::DeviceKind;
+    match std::env::var("GANRUNNER_VULKAN_ADAPTER").as_deref() {
+        Ok("integrated") => DeviceKind::IntegratedGpu(0),
+        Ok("virtual") => DeviceKind::VirtualGpu(0),
+        Ok("cpu") => DeviceKind::Cpu,
+        _ => DeviceKind::DiscreteGpu(0),
     }
 }
 

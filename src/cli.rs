@@ -72,7 +72,7 @@ pub struct SweepArgs {
     pub device: DeviceArg,
     /// The experiment spec (TOML) with an optional [sweep] table.
     pub spec: PathBuf,
-    /// Runs at a time (default: one per two cores, at least one).
+    /// Runs at a time (default: one per core on the CPU, one on a GPU).
     #[arg(long)]
     pub jobs: Option<usize>,
     /// Print the expanded grid and exit.
