@@ -89,10 +89,13 @@ pub enum Claim {
     Held { by: String },
 }
 
+/// A run's claim as the database holds it: status, owner, last heartbeat, Slurm task.
+type ClaimRow = (String, Option<String>, Option<f64>, Option<String>);
+
 /// Claims `record`'s run for `me` inside `tx` (a write-locked transaction), creating its row
 /// as `pending` when the database does not know it yet.
 pub fn claim(tx: &Transaction<'_>, record: &RunRecord, me: &str, now: f64) -> Result<Claim> {
-    let row: Option<(String, Option<String>, Option<f64>, Option<String>)> = tx
+    let row: Option<ClaimRow> = tx
         .query_row(
             "SELECT status, owner, heartbeat_at, slurm_task FROM runs WHERE id = ?1",
             [&record.id],
