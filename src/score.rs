@@ -116,11 +116,14 @@ pub fn record(
         step,
         metrics: metrics.named(),
     };
-    // Into the run's own records too, so a rebuilt database keeps it.
+    // Into the run's own records too, so a rebuilt database keeps it; a run directory that
+    // cannot be written (read-only media) still gets the database row.
     let task = format!("eval:{}", Owner::this_process().tag());
-    RecordsFile::open(&run_dir, task, false)?
-        .write(event.clone())
-        .map_err(anyhow::Error::msg)?;
+    let written = RecordsFile::open(&run_dir, task, false)
+        .and_then(|records| records.write(event.clone()).map_err(anyhow::Error::msg));
+    if let Err(err) = written {
+        eprintln!("warning: the evaluation is not in the run's records.jsonl: {err:#}");
+    }
     let tracker = Tracker::start(db)?;
     tracker.send(event);
     tracker.close()?;

@@ -262,7 +262,9 @@ fn a_gpu_this_build_lacks_is_an_error_not_a_cpu_run() {
         .code(1)
         .stderr(predicate::str::contains("GANRUNNER_DEVICE=tpu"));
     runner()
-        .args(["bench", "--steps", "1", "--warmup", "0", "--model", "gan", "--format", "json"])
+        .args([
+            "bench", "--steps", "1", "--warmup", "0", "--model", "gan", "--format", "json",
+        ])
         .env("GANRUNNER_DEVICE", "cpu")
         .assert()
         .success()

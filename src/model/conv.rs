@@ -104,16 +104,21 @@ pub fn phase_conv(
         out.clone()
             .slice([0..batch, k * c_out..(k + 1) * c_out, a..a + h, b..b + w])
     };
-    // Interleave columns within each row phase, then the two row phases.
-    let row = |a: usize| {
-        Tensor::stack::<5>(vec![phase(2 * a, a, 0), phase(2 * a + 1, a, 1)], 4).reshape([
-            batch,
-            c_out,
-            h,
-            2 * w,
-        ])
-    };
-    Tensor::stack::<5>(vec![row(0), row(1)], 3).reshape([batch, c_out, 2 * h, 2 * w])
+    // Phases stacked as [B, a, b, Cout, H, W], then interleaved by one permuting copy (stacking
+    // along the innermost axes instead copies one element at a time).
+    let phases = Tensor::stack::<5>(
+        vec![
+            phase(0, 0, 0),
+            phase(1, 0, 1),
+            phase(2, 1, 0),
+            phase(3, 1, 1),
+        ],
+        1,
+    );
+    phases
+        .reshape([batch, 2, 2, c_out, h, w])
+        .permute([0, 3, 4, 1, 5, 2])
+        .reshape([batch, c_out, 2 * h, 2 * w])
 }
 
 /// [`conv2d`] as one matrix product over the shifted views of the input.

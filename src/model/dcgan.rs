@@ -59,12 +59,35 @@ impl DcganGenerator {
             .project
             .forward(z)
             .reshape([batch, self.channels, INIT_SIDE, INIT_SIDE]);
-        let x = upsample_conv3(&self.conv1, self.bn0.forward(x));
-        let x = leaky_relu(self.bn1.forward(x), 0.2);
-        let x = upsample_conv3(&self.conv2, x);
-        let x = leaky_relu(self.bn2.forward(x), 0.2);
+        let x = self.bn0.forward(x);
+        let x = leaky_relu(upsample_conv3_bn(&self.conv1, &self.bn1, x), 0.2);
+        let x = leaky_relu(upsample_conv3_bn(&self.conv2, &self.bn2, x), 0.2);
         tanh(conv::forward(&self.conv_out, x))
     }
+}
+
+/// `bn(upsample_conv3(conv, x))`. When not training, BatchNorm is an affine map per channel
+/// with its running statistics, folded into the convolution's weight and bias (one pass over
+/// the output fewer; sampling is inference only).
+fn upsample_conv3_bn(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
+    if conv::is_trained(conv) {
+        return bn.forward(upsample_conv3(conv, x));
+    }
+    let weight = conv.weight.val();
+    let c_out = weight.dims()[0];
+    let scale = bn.gamma.val() / (bn.running_var.value() + bn.epsilon).sqrt();
+    let shift = bn.beta.val() - bn.running_mean.value() * scale.clone();
+    let bias = match &conv.bias {
+        Some(b) => b.val() * scale.clone() + shift,
+        None => shift,
+    };
+    conv::phase_conv(
+        x,
+        weight * scale.reshape([c_out, 1, 1, 1]),
+        Some(bias),
+        false,
+        upsample_taps,
+    )
 }
 
 /// `conv` (3x3, stride 1, padding 1) applied to the nearest-neighbour x2 upsampling of `x`,
@@ -79,8 +102,13 @@ pub fn upsample_conv3(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         conv.weight.val(),
         conv.bias.as_ref().map(|b| b.val()),
         conv::is_trained(conv),
-        |tap| [[tap(0), tap(1) + tap(2)], [tap(0) + tap(1), tap(2)]],
+        upsample_taps,
     )
+}
+
+/// The taps of [`upsample_conv3`]'s phase kernels along one axis.
+fn upsample_taps(tap: &dyn Fn(usize) -> Tensor<4>) -> [[Tensor<4>; 2]; 2] {
+    [[tap(0), tap(1) + tap(2)], [tap(0) + tap(1), tap(2)]]
 }
 
 /// One D block: Conv(k3, s2, p1) -> LeakyReLU(0.2) -> Dropout2d -> BatchNorm (not in the first).
