@@ -464,7 +464,9 @@ fn slurm_sweeps_plan_submit_run_tasks_and_collect_idempotently() {
         .unwrap();
     let script = std::fs::read_to_string(plan.with_extension("sbatch")).unwrap();
     assert!(
-        script.contains("#SBATCH --array=0-1%1") && script.contains("--partition=cpu"),
+        script.contains("#SBATCH --array=0-1%1")
+            && script.contains("--partition=cpu")
+            && script.contains("export GANRUNNER_DEVICE=cpu\n"),
         "{script}"
     );
     assert_eq!(
