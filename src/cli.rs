@@ -249,6 +249,9 @@ pub struct GenerateArgs {
     /// A checkpoint directory, its checkpoint.json, or a run directory (latest checkpoint).
     #[arg(long)]
     pub checkpoint: PathBuf,
+    /// With a run directory: its best checkpoint (lowest LeNet-FID), not its latest.
+    #[arg(long)]
+    pub best: bool,
     /// Number of images.
     #[arg(long, default_value_t = 64)]
     pub n: usize,

@@ -297,7 +297,18 @@ pub fn show(db: &Path, run: &str) -> Result<()> {
     Ok(())
 }
 
-pub fn generate(checkpoint: &Path, n: usize, seed: u64, out: &Path) -> Result<()> {
+pub fn generate(checkpoint: &Path, best: bool, n: usize, seed: u64, out: &Path) -> Result<()> {
+    let best_dir = crate::train::checkpoint::best_dir(checkpoint);
+    let checkpoint = if best {
+        anyhow::ensure!(
+            best_dir.join("checkpoint.json").is_file(),
+            "{}: no best checkpoint (the run has no evaluation yet; see `log.eval_every`)",
+            checkpoint.display()
+        );
+        &best_dir
+    } else {
+        checkpoint
+    };
     let step = crate::generate::generate(checkpoint, n, seed, out)?;
     println!(
         "wrote {n} samples of the step-{step} generator to {}",

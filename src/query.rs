@@ -171,7 +171,8 @@ impl Rows {
     }
 }
 
-/// `runner runs`: every run with its status, progress, latest losses and LeNet-FID.
+/// `runner runs`: every run with its status, progress, latest losses, and its last and best
+/// LeNet-FID.
 pub fn runs(db: &Path, experiment: Option<&str>) -> Result<Rows> {
     run_sql(
         db,
@@ -179,6 +180,7 @@ pub fn runs(db: &Path, experiment: Option<&str>) -> Result<Rows> {
                 (SELECT value FROM metrics m WHERE m.run_id = r.id AND m.name = 'd_loss' ORDER BY step DESC LIMIT 1) AS d_loss,
                 (SELECT value FROM metrics m WHERE m.run_id = r.id AND m.name = 'g_loss' ORDER BY step DESC LIMIT 1) AS g_loss,
                 (SELECT round(value, 3) FROM evals e WHERE e.run_id = r.id AND e.metric = 'fid' ORDER BY step DESC LIMIT 1) AS fid,
+                (SELECT round(min(value), 3) FROM evals e WHERE e.run_id = r.id AND e.metric = 'fid') AS best_fid,
                 r.finished_at, r.error
          FROM runs r WHERE ?1 IS NULL OR r.experiment = ?1 ORDER BY r.experiment, r.started_at, r.id",
             track::claims::status_sql("r")

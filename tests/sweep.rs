@@ -564,3 +564,62 @@ fn slurm_sweeps_plan_submit_run_tasks_and_collect_idempotently() {
         .failure()
         .stderr(predicate::str::contains("need --executor slurm"));
 }
+
+#[test]
+fn the_best_evaluation_keeps_its_checkpoint_for_generate_best() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), 30, "[2e-4]", "[0]");
+    let text = std::fs::read_to_string(&spec).unwrap().replace(
+        "eval_samples = 0",
+        "eval_samples = 60\neval_every = 5\nkeep_checkpoints = 1",
+    );
+    std::fs::write(&spec, text).unwrap();
+    sweep(dir.path(), &spec, &[]).success();
+    let conn = db(dir.path());
+    let (run_dir, best_step, best_fid): (String, i64, f64) = conn
+        .query_row(
+            "SELECT r.run_dir, e.step, e.value FROM evals e JOIN runs r ON r.id = e.run_id
+             WHERE e.metric = 'fid' ORDER BY e.value, e.step LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        count(&conn, "SELECT count(*) FROM evals WHERE metric = 'fid'"),
+        6
+    );
+    let run_dir = dir.path().join(run_dir);
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run_dir.join("best/checkpoint.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        meta["step"], best_step,
+        "the best checkpoint is the lowest FID's step"
+    );
+    assert!((meta["fid"].as_f64().unwrap() - best_fid).abs() < 1e-9);
+    // Pruning (keep_checkpoints = 1) keeps the periodic ones apart from it.
+    assert!(run_dir.join("checkpoints/step-00000030").is_dir());
+    runner()
+        .current_dir(dir.path())
+        .args([
+            "generate",
+            "--best",
+            "--n",
+            "4",
+            "--out",
+            "best.png",
+            "--checkpoint",
+        ])
+        .arg(&run_dir)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(format!(
+            "step-{best_step} generator"
+        )));
+    runner()
+        .current_dir(dir.path())
+        .args(["runs", "--format", "csv"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("best_fid"));
+}

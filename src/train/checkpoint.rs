@@ -29,6 +29,9 @@ const DISCRIMINATOR_OPTIM: &str = "discriminator-optim.bpk";
 pub struct CheckpointMeta {
     pub step: u64,
     pub config: RunConfig,
+    /// The LeNet-FID of this step, in the run's best checkpoint (`best/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fid: Option<f64>,
 }
 
 /// The training state a checkpoint holds.
@@ -48,13 +51,40 @@ fn step_dir(run_dir: &Path, step: u64) -> PathBuf {
     checkpoints_dir(run_dir).join(format!("step-{step:08}"))
 }
 
+/// The run's best checkpoint: the state at its lowest-FID evaluation (kept apart from the
+/// periodic checkpoints, so pruning never removes it and resuming never starts from it).
+pub fn best_dir(run_dir: &Path) -> PathBuf {
+    run_dir.join("best")
+}
+
 /// Writes a checkpoint for `step` and returns its directory.
 pub fn save(
     run_dir: &Path,
     meta: &CheckpointMeta,
     state: TrainingState,
 ) -> anyhow::Result<PathBuf> {
-    let target = step_dir(run_dir, meta.step);
+    save_to(step_dir(run_dir, meta.step), meta, state)
+}
+
+/// Writes the run's best checkpoint (replacing the previous best) and returns its directory.
+pub fn save_best(
+    run_dir: &Path,
+    meta: &CheckpointMeta,
+    state: TrainingState,
+) -> anyhow::Result<PathBuf> {
+    save_to(best_dir(run_dir), meta, state)
+}
+
+/// The FID of the run's best checkpoint, if it has one.
+pub fn best_fid(run_dir: &Path) -> Option<f64> {
+    read_meta(&best_dir(run_dir)).ok()?.fid
+}
+
+fn save_to(
+    target: PathBuf,
+    meta: &CheckpointMeta,
+    state: TrainingState,
+) -> anyhow::Result<PathBuf> {
     let tmp = temp_sibling(&target);
     let write = || -> anyhow::Result<()> {
         std::fs::create_dir_all(&tmp)?;

@@ -252,18 +252,32 @@ impl Trainer {
         }
     }
 
-    fn save_checkpoint(&self, run_dir: &Path, step: u64) -> anyhow::Result<PathBuf> {
-        let meta = CheckpointMeta {
-            step,
-            config: self.config.clone(),
-        };
-        let state = TrainingState {
+    fn state(&self) -> TrainingState<'_> {
+        TrainingState {
             generator: &self.generator,
             discriminator: &self.discriminator,
             generator_optim: &self.generator_optim,
             discriminator_optim: &self.discriminator_optim,
+        }
+    }
+
+    fn save_checkpoint(&self, run_dir: &Path, step: u64) -> anyhow::Result<PathBuf> {
+        let meta = CheckpointMeta {
+            step,
+            config: self.config.clone(),
+            fid: None,
         };
-        checkpoint::save(run_dir, &meta, state)
+        checkpoint::save(run_dir, &meta, self.state())
+    }
+
+    /// Keeps the state of `step`, whose evaluation scored `fid`, as the run's best.
+    fn save_best(&self, run_dir: &Path, step: u64, fid: f64) -> anyhow::Result<PathBuf> {
+        let meta = CheckpointMeta {
+            step,
+            config: self.config.clone(),
+            fid: Some(fid),
+        };
+        checkpoint::save_best(run_dir, &meta, self.state())
     }
 
     fn save_sample(&self, run_dir: &Path, step: u64) -> anyhow::Result<PathBuf> {
@@ -434,6 +448,12 @@ pub fn train(
     observer.started(first, total);
     let logc = config.log.clone();
     let mut evaluator = None;
+    // The best evaluation so far: a resumed run's own, a fresh run's none (a best checkpoint
+    // left by an earlier attempt goes).
+    let mut best_fid = resumed_from.and_then(|_| checkpoint::best_fid(run_dir));
+    if resumed_from.is_none() && checkpoint::best_dir(run_dir).exists() {
+        std::fs::remove_dir_all(checkpoint::best_dir(run_dir))?;
+    }
     for step in first + 1..=total {
         let losses = trainer.step(step);
         outcome.steps = step;
@@ -463,6 +483,10 @@ pub fn train(
             }
             let metrics = trainer.evaluate(evaluator.as_ref().expect("created above"));
             observer.eval(step, &metrics);
+            if metrics.fid.is_finite() && best_fid.is_none_or(|best| metrics.fid < best) {
+                trainer.save_best(run_dir, step, metrics.fid)?;
+                best_fid = Some(metrics.fid);
+            }
         }
         if step.is_multiple_of(logc.checkpoint_every) || step == total || stop {
             log.flush()?;
