@@ -145,6 +145,10 @@ pub struct RunsArgs {
     /// Only this experiment's runs.
     #[arg(long)]
     pub experiment: Option<String>,
+    /// One row per group of replicates (finished runs that differ only in `train.seed`): n,
+    /// mean and 95% interval of the final and best LeNet-FID, best mean first.
+    #[arg(long)]
+    pub group: bool,
     #[arg(long, value_enum, default_value = "table")]
     pub format: ganrunner::query::Format,
     #[command(flatten)]

@@ -287,8 +287,18 @@ pub fn query(db: &Path, sql: &str, format: crate::query::Format) -> Result<()> {
     Ok(())
 }
 
-pub fn runs(db: &Path, experiment: Option<&str>, format: crate::query::Format) -> Result<()> {
-    print!("{}", crate::query::runs(db, experiment)?.render(format)?);
+pub fn runs(
+    db: &Path,
+    experiment: Option<&str>,
+    group: bool,
+    format: crate::query::Format,
+) -> Result<()> {
+    let rows = if group {
+        crate::replicates::groups(db, experiment)?
+    } else {
+        crate::query::runs(db, experiment)?
+    };
+    print!("{}", rows.render(format)?);
     Ok(())
 }
 

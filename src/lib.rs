@@ -18,6 +18,7 @@ pub mod images;
 pub mod model;
 pub mod progress;
 pub mod query;
+pub mod replicates;
 pub mod report;
 pub mod score;
 pub mod slurm;

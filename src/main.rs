@@ -95,7 +95,7 @@ fn run(cli: Cli) -> Result<()> {
         }),
         Command::Report(a) => commands::report(&a.db.db, &a.out, a.experiment.as_deref()),
         Command::Query(a) => commands::query(&a.db.db, &a.sql, a.format),
-        Command::Runs(a) => commands::runs(&a.db.db, a.experiment.as_deref(), a.format),
+        Command::Runs(a) => commands::runs(&a.db.db, a.experiment.as_deref(), a.group, a.format),
         Command::Show(a) => commands::show(&a.db.db, &a.run),
         Command::Eval(a) => {
             select(a.device.device)?;

@@ -623,3 +623,51 @@ fn the_best_evaluation_keeps_its_checkpoint_for_generate_best() {
         .success()
         .stdout(predicate::str::contains("best_fid"));
 }
+
+#[test]
+fn replicates_group_by_everything_but_the_seed() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), 10, "[1e-4, 4e-4]", "[0, 1, 2]");
+    let text = std::fs::read_to_string(&spec)
+        .unwrap()
+        .replace("eval_samples = 0", "eval_samples = 60");
+    std::fs::write(&spec, text).unwrap();
+    sweep(dir.path(), &spec, &["--jobs", "2"]).success();
+    let out = runner()
+        .current_dir(dir.path())
+        .args(["runs", "--group", "--format", "json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let groups: Vec<serde_json::Value> = serde_json::from_slice(&out).unwrap();
+    assert_eq!(groups.len(), 2, "{groups:#?}");
+    let conn = db(dir.path());
+    for group in &groups {
+        assert_eq!(group["n"], 3);
+        assert_eq!(group["seeds"], "0,1,2");
+        let lr = if group["config"].as_str().unwrap().contains("0.0001") {
+            1e-4
+        } else {
+            4e-4
+        };
+        let mut stmt = conn
+            .prepare(
+                "SELECT e.value FROM evals e JOIN params p ON p.run_id = e.run_id AND p.key = 'train.lr'
+                 WHERE e.metric = 'fid' AND e.step = 10 AND abs(p.value - ?1) < 1e-12",
+            )
+            .unwrap();
+        let fids: Vec<f64> = stmt
+            .query_map([lr], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let (mean, half) = ganrunner::replicates::mean_ci95(&fids).unwrap();
+        assert!((group["fid_mean"].as_f64().unwrap() - mean).abs() < 1e-9);
+        assert!((group["fid_ci95"].as_f64().unwrap() - half.unwrap()).abs() < 1e-9);
+    }
+    assert_eq!(groups[0]["vs_leader"], "leader");
+    assert!(groups[0]["fid_mean"].as_f64() <= groups[1]["fid_mean"].as_f64());
+    assert!(["overlaps", "worse"].contains(&groups[1]["vs_leader"].as_str().unwrap()));
+}
