@@ -45,14 +45,13 @@ impl Run {
         self.metrics.get(name)?.last().map(|p| p.1)
     }
 
-    /// The metrics of the latest evaluation.
-    pub fn last_eval(&self) -> Option<(i64, &BTreeMap<String, f64>)> {
-        self.evals.iter().next_back().map(|(s, m)| (*s, m))
-    }
-
-    /// The latest evaluation's LeNet-FID.
-    pub fn final_fid(&self) -> Option<f64> {
-        self.last_eval()?.1.get("fid").copied()
+    /// The lowest LeNet-FID of its evaluations (the state kept in `<run>/best/`).
+    pub fn best_fid(&self) -> Option<f64> {
+        self.evals
+            .values()
+            .filter_map(|metrics| metrics.get("fid").copied())
+            .filter(|fid| fid.is_finite())
+            .min_by(f64::total_cmp)
     }
 }
 

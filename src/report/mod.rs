@@ -36,8 +36,8 @@ pub struct Written {
     pub runs: usize,
 }
 
-/// How runs are ranked: by their last LeNet-FID when the experiment was evaluated, else by
-/// their last G loss (lower first in both).
+/// How runs are ranked: by their best LeNet-FID when the experiment was evaluated (the state
+/// `generate --best` samples), else by their last G loss (lower first in both).
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Ranking {
     Fid,
@@ -46,7 +46,7 @@ enum Ranking {
 
 impl Ranking {
     fn of(experiment: &Experiment) -> Self {
-        if experiment.runs.iter().any(|r| r.final_fid().is_some()) {
+        if experiment.runs.iter().any(|r| r.best_fid().is_some()) {
             Ranking::Fid
         } else {
             Ranking::GLoss
@@ -55,7 +55,7 @@ impl Ranking {
 
     fn label(self) -> &'static str {
         match self {
-            Ranking::Fid => "LeNet-FID (last evaluation)",
+            Ranking::Fid => "best LeNet-FID (of its evaluations)",
             Ranking::GLoss => "final G loss (no evaluations)",
         }
     }
@@ -69,7 +69,7 @@ impl Ranking {
 
     fn value(self, run: &Run) -> Option<f64> {
         match self {
-            Ranking::Fid => run.final_fid(),
+            Ranking::Fid => run.best_fid(),
             Ranking::GLoss => run.last_metric("g_loss"),
         }
         .filter(|v| v.is_finite())
