@@ -21,6 +21,7 @@ pub mod query;
 pub mod replicates;
 pub mod report;
 pub mod score;
+pub mod search;
 pub mod slurm;
 pub mod spec;
 pub mod sweep;

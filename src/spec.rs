@@ -245,6 +245,9 @@ pub struct Spec {
     /// Dotted config paths -> lists of values; the grid is their cartesian product.
     #[serde(default)]
     pub sweep: toml::Table,
+    /// Random or Sobol trials over distributions, crossed with the grid.
+    #[serde(default)]
+    pub search: crate::search::Search,
 }
 
 /// One point of a sweep grid: its resolved config and the swept values that made it.
@@ -432,6 +435,8 @@ impl Spec {
                 ),
             ));
         }
+        spec.check_search()
+            .map_err(|(key, message)| invalid(key, message))?;
         spec.grid()
             .map_err(|(key, message)| invalid(key, message))?;
         Ok(spec)
@@ -487,6 +492,51 @@ impl Spec {
             .collect()
     }
 
+    /// `[search]` problems as (`search.<key>`, message).
+    fn check_search(&self) -> Result<(), (String, String)> {
+        use crate::search::Strategy;
+        let search = &self.search;
+        if search.strategy == Strategy::Grid {
+            if !search.space.is_empty() || search.trials > 0 {
+                return Err((
+                    "search.strategy".into(),
+                    "must be \"random\" or \"sobol\" for `trials` and `[search.space]` \
+                     (the grid is `[sweep]`)"
+                        .into(),
+                ));
+            }
+            return Ok(());
+        }
+        if !(1..=100_000).contains(&search.trials) {
+            return Err((
+                "search.trials".into(),
+                format!("must be in 1..=100000, got {}", search.trials),
+            ));
+        }
+        if search.space.is_empty() {
+            return Err((
+                "search.space".into(),
+                "needs at least one key to search over".into(),
+            ));
+        }
+        let swept = self.swept_grid_keys();
+        for (key, distribution) in &search.space {
+            let fail = |message: String| Err((format!("search.space.{key}"), message));
+            if let Some(problem) = distribution.problem() {
+                return fail(problem);
+            }
+            if key == "log" || key.starts_with("log.") || key == "data.dir" {
+                return fail("does not change what is trained; set it outside [search]".into());
+            }
+            if swept.contains(key) {
+                return fail(format!(
+                    "is also swept in [sweep] (`sweep.{key}`); pick one"
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Expands the sweep into its grid: the cartesian product of every swept list, each point
     /// a validated config. A spec without `[sweep]` is a grid of one. Errors are
     /// (`sweep.<path>`, message).
@@ -494,6 +544,10 @@ impl Spec {
         let axes = self.sweep_axes()?;
         let base = toml::Table::try_from(self.run_config()).expect("configs serialize");
         let mut points = vec![Vec::<(String, toml::Value)>::new()];
+        let trials = self.search.trials();
+        if !trials.is_empty() {
+            points = trials;
+        }
         for (path, values) in &axes {
             points = points
                 .into_iter()
@@ -512,7 +566,7 @@ impl Spec {
                 let mut table = base.clone();
                 for (path, value) in &swept {
                     set_path(&mut table, path, value.clone())
-                        .map_err(|e| (format!("sweep.{path}"), e))?;
+                        .map_err(|e| (self.origin(path), e))?;
                 }
                 let config: RunConfig =
                     toml::Value::Table(table)
@@ -520,7 +574,7 @@ impl Spec {
                         .map_err(|e: toml::de::Error| {
                             let key = swept.last().map(|(p, _)| p.as_str()).unwrap_or("");
                             (
-                                format!("sweep.{key}"),
+                                self.origin(key),
                                 format!("gives an invalid config: {}", e.message().trim()),
                             )
                         })?;
@@ -531,7 +585,7 @@ impl Spec {
                         .map(|(p, _)| p.clone())
                         .unwrap_or(key.clone());
                     return Err((
-                        format!("sweep.{culprit}"),
+                        self.origin(&culprit),
                         format!("gives `{key}` that {message}"),
                     ));
                 }
@@ -549,8 +603,24 @@ impl Spec {
         }
     }
 
-    /// The swept paths, in the order grid points list them.
+    /// Where a varied key comes from, for errors: `search.space.<key>` or `sweep.<key>`.
+    fn origin(&self, key: &str) -> String {
+        if self.search.space.contains_key(key) {
+            format!("search.space.{key}")
+        } else {
+            format!("sweep.{key}")
+        }
+    }
+
+    /// The swept and searched paths, in the order grid points list them.
     pub fn swept_keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self.search.space.keys().cloned().collect();
+        keys.extend(self.swept_grid_keys());
+        keys
+    }
+
+    /// The `[sweep]` paths, sorted.
+    fn swept_grid_keys(&self) -> Vec<String> {
         let mut flat = Vec::new();
         flatten_sweep(&self.sweep, "", &mut flat);
         let mut keys: Vec<String> = flat.into_iter().map(|(k, _)| k).collect();
@@ -724,6 +794,60 @@ mod tests {
             flat.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
             ["model.arch", "train.betas", "train.lr"]
         );
+    }
+
+    #[test]
+    fn search_trials_cross_the_sweep_and_bad_searches_are_refused() {
+        let text = "name = \"x\"\n[train]\nsteps = 3\n[sweep]\n\"train.seed\" = [0, 1]\n\
+                    [search]\nstrategy = \"random\"\ntrials = 5\nseed = 1\n\
+                    [search.space]\n\"train.lr\" = { log_uniform = [1e-5, 1e-2] }\n\
+                    \"train.d_steps\" = { int = [1, 3] }\n";
+        let points = grid(text);
+        assert_eq!(points.len(), 10, "5 trials x 2 seeds");
+        assert!(
+            points
+                .iter()
+                .all(|p| (1e-5..1e-2).contains(&p.config.train.lr))
+        );
+        assert!(
+            points
+                .iter()
+                .all(|p| (1..=3).contains(&p.config.train.d_steps))
+        );
+        assert_eq!(points, grid(text), "reproducible");
+        let keys = parse(text).unwrap().swept_keys();
+        assert_eq!(keys, ["train.d_steps", "train.lr", "train.seed"]);
+        let refused = |search: &str, words: &str| {
+            let err = parse(&format!(
+                "name = \"x\"\n[sweep]\n\"train.seed\" = [0]\n[search]\n{search}"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains(words), "{search}: {err}");
+        };
+        refused("trials = 3\n", "must be \"random\" or \"sobol\"");
+        refused(
+            "strategy = \"sobol\"\ntrials = 0\n[search.space]\n\"train.lr\" = { uniform = [0.1, 0.2] }\n",
+            "search.trials",
+        );
+        refused("strategy = \"random\"\ntrials = 2\n", "search.space");
+        refused(
+            "strategy = \"random\"\ntrials = 2\n[search.space]\n\"train.lr\" = { log_uniform = [0.0, 1.0] }\n",
+            "0 < low < high",
+        );
+        refused(
+            "strategy = \"random\"\ntrials = 2\n[search.space]\n\"train.seed\" = { int = [0, 9] }\n",
+            "also swept",
+        );
+        refused(
+            "strategy = \"random\"\ntrials = 2\n[search.space]\n\"log.grid\" = { int = [2, 5] }\n",
+            "does not change",
+        );
+        refused(
+            "strategy = \"random\"\ntrials = 2\n[search.space]\n\"train.lr\" = { uniform = [-1.0, 1.0] }\n",
+            "train.lr",
+        );
+        refused("strategy = \"annealing\"\n", "unknown variant");
     }
 
     #[test]

@@ -671,3 +671,47 @@ fn replicates_group_by_everything_but_the_seed() {
     assert!(groups[0]["fid_mean"].as_f64() <= groups[1]["fid_mean"].as_f64());
     assert!(["overlaps", "worse"].contains(&groups[1]["vs_leader"].as_str().unwrap()));
 }
+
+#[test]
+fn random_search_dry_runs_list_trials_and_more_trials_keep_the_old_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), 5, "[2e-4]", "[0]");
+    let search = |trials: u32| {
+        let text = std::fs::read_to_string(&spec).unwrap();
+        let text = text.split("[sweep]").next().unwrap();
+        let text = text.split("[search]").next().unwrap().to_string();
+        std::fs::write(
+            &spec,
+            format!(
+                "{text}[search]\nstrategy = \"sobol\"\ntrials = {trials}\nseed = 3\n[search.space]\n\"train.lr\" = {{ log_uniform = [1e-5, 1e-2] }}\n"
+            ),
+        )
+        .unwrap();
+        let out = sweep(dir.path(), &spec, &["--dry-run"])
+            .success()
+            .stdout(predicate::str::contains(format!("{trials} runs")))
+            .get_output()
+            .stdout
+            .clone();
+        String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .skip(2)
+            .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+            .filter(|id| id.len() == 12)
+            .collect::<Vec<_>>()
+    };
+    let few = search(3);
+    let more = search(7);
+    assert_eq!(few.len(), 3);
+    assert_eq!(more.len(), 7);
+    assert_eq!(
+        few[..],
+        more[..3],
+        "raising trials keeps the earlier trials' runs"
+    );
+    assert!(
+        !dir.path().join("results").exists(),
+        "a dry run writes nothing"
+    );
+}

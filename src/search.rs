@@ -1,0 +1,186 @@
+//! `[search]`: random or quasi-random (Sobol) trials over per-key distributions, beside (and
+//! crossed with) the `[sweep]` grid.
+//!
+//! Trial i's values depend only on (seed, i, key): the same seed gives the same trials, and
+//! raising `trials` adds new points while keeping the old ones. Random trials draw from a
+//! ChaCha stream per (trial, key); Sobol trials take point i of an Owen-scrambled Sobol sequence
+//! (one dimension per key, in sorted key order), which covers the space more evenly.
+
+use rand::{RngExt, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+/// How the points of a spec are chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    /// Only the `[sweep]` grid.
+    #[default]
+    Grid,
+    Random,
+    Sobol,
+}
+
+/// One key's distribution in `[search.space]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Distribution {
+    /// Uniform in log space between two positive bounds (learning rates).
+    LogUniform([f64; 2]),
+    Uniform([f64; 2]),
+    /// An integer between two bounds, both included.
+    Int([i64; 2]),
+    Choice(Vec<toml::Value>),
+}
+
+/// The `[search]` table.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Search {
+    pub strategy: Strategy,
+    pub trials: u32,
+    pub seed: u32,
+    /// Dotted config path -> distribution.
+    pub space: std::collections::BTreeMap<String, Distribution>,
+}
+
+impl Distribution {
+    /// Impossible bounds, as a message.
+    pub fn problem(&self) -> Option<String> {
+        match self {
+            Distribution::LogUniform([a, b])
+                if !(a.is_finite() && b.is_finite() && 0.0 < *a && a < b) =>
+            {
+                Some(format!("log_uniform needs 0 < low < high, got [{a}, {b}]"))
+            }
+            Distribution::Uniform([a, b]) if !(a.is_finite() && b.is_finite() && a < b) => {
+                Some(format!("uniform needs low < high, got [{a}, {b}]"))
+            }
+            Distribution::Int([a, b]) if a > b => {
+                Some(format!("int needs low <= high, got [{a}, {b}]"))
+            }
+            Distribution::Choice(items) if items.is_empty() => Some("choice needs values".into()),
+            _ => None,
+        }
+    }
+
+    /// The value at `u` in [0, 1).
+    fn at(&self, u: f64) -> toml::Value {
+        match self {
+            Distribution::LogUniform([a, b]) => (a.ln() + u * (b.ln() - a.ln())).exp().into(),
+            Distribution::Uniform([a, b]) => (a + u * (b - a)).into(),
+            Distribution::Int([a, b]) => {
+                let span = (b - a + 1) as f64;
+                (a + ((u * span) as i64).min(b - a)).into()
+            }
+            Distribution::Choice(items) => {
+                items[((u * items.len() as f64) as usize).min(items.len() - 1)].clone()
+            }
+        }
+    }
+}
+
+impl Search {
+    /// The (dotted key, value) pairs of trial `i`.
+    pub fn trial(&self, i: u32) -> Vec<(String, toml::Value)> {
+        self.space
+            .iter()
+            .enumerate()
+            .map(|(dim, (key, distribution))| {
+                let u = match self.strategy {
+                    Strategy::Sobol => f64::from(sobol_burley::sample(i, dim as u32, self.seed)),
+                    _ => {
+                        // One stream per (seed, trial, key): adding a key moves no other value.
+                        let digest = crate::data::fetch::md5_hex(
+                            format!("{}:{i}:{key}", self.seed).as_bytes(),
+                        );
+                        let stream = u64::from_str_radix(&digest[..16], 16).expect("hex digits");
+                        rand::rngs::StdRng::seed_from_u64(stream).random::<f64>()
+                    }
+                };
+                (key.clone(), distribution.at(u))
+            })
+            .collect()
+    }
+
+    /// Every trial, in order (none for the grid strategy).
+    pub fn trials(&self) -> Vec<Vec<(String, toml::Value)>> {
+        match self.strategy {
+            Strategy::Grid => Vec::new(),
+            _ => (0..self.trials).map(|i| self.trial(i)).collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn search(strategy: Strategy, trials: u32, seed: u32) -> Search {
+        let mut space = std::collections::BTreeMap::new();
+        space.insert("train.lr".into(), Distribution::LogUniform([1e-5, 1e-2]));
+        space.insert("train.d_steps".into(), Distribution::Int([1, 3]));
+        space.insert("model.d_dropout".into(), Distribution::Uniform([0.0, 0.9]));
+        space.insert(
+            "model.bn_eps".into(),
+            Distribution::Choice(vec![0.8.into(), 1e-5.into()]),
+        );
+        Search {
+            strategy,
+            trials,
+            seed,
+            space,
+        }
+    }
+
+    #[test]
+    fn trials_are_reproducible_extensible_and_seeded() {
+        for strategy in [Strategy::Random, Strategy::Sobol] {
+            let small = search(strategy, 4, 7).trials();
+            let large = search(strategy, 12, 7).trials();
+            assert_eq!(small, search(strategy, 4, 7).trials());
+            assert_eq!(small[..], large[..4], "more trials keep the old ones");
+            assert_ne!(small, search(strategy, 4, 8).trials(), "the seed matters");
+            let distinct: std::collections::HashSet<String> =
+                large.iter().map(|t| format!("{t:?}")).collect();
+            assert_eq!(distinct.len(), 12);
+        }
+        assert!(search(Strategy::Grid, 4, 7).trials().is_empty());
+    }
+
+    #[test]
+    fn values_stay_in_bounds_and_log_scale_is_log() {
+        for strategy in [Strategy::Random, Strategy::Sobol] {
+            let trials = search(strategy, 512, 3).trials();
+            let get = |t: &Vec<(String, toml::Value)>, k: &str| {
+                t.iter().find(|(key, _)| key == k).unwrap().1.clone()
+            };
+            let lrs: Vec<f64> = trials
+                .iter()
+                .map(|t| get(t, "train.lr").as_float().unwrap())
+                .collect();
+            assert!(lrs.iter().all(|lr| (1e-5..1e-2).contains(lr)));
+            // Log-uniform: a third of the values per decade, so the median is near 3.2e-4.
+            let below_1e4 = lrs.iter().filter(|lr| **lr < 1e-4).count() as f64 / 512.0;
+            assert!((below_1e4 - 1.0 / 3.0).abs() < 0.08, "{below_1e4}");
+            let ints: std::collections::BTreeSet<i64> = trials
+                .iter()
+                .map(|t| get(t, "train.d_steps").as_integer().unwrap())
+                .collect();
+            assert_eq!(
+                ints.into_iter().collect::<Vec<_>>(),
+                [1, 2, 3],
+                "both ends reachable"
+            );
+            let choices: std::collections::BTreeSet<String> = trials
+                .iter()
+                .map(|t| get(t, "model.bn_eps").to_string())
+                .collect();
+            assert_eq!(choices.len(), 2);
+        }
+        assert!(Distribution::LogUniform([0.0, 1.0]).problem().is_some());
+        assert!(Distribution::Uniform([2.0, 1.0]).problem().is_some());
+        assert!(Distribution::Int([3, 1]).problem().is_some());
+        assert!(Distribution::Choice(vec![]).problem().is_some());
+        assert!(Distribution::Int([1, 1]).problem().is_none());
+    }
+}
