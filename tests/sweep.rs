@@ -670,6 +670,17 @@ fn replicates_group_by_everything_but_the_seed() {
     assert_eq!(groups[0]["vs_leader"], "leader");
     assert!(groups[0]["fid_mean"].as_f64() <= groups[1]["fid_mean"].as_f64());
     assert!(["overlaps", "worse"].contains(&groups[1]["vs_leader"].as_str().unwrap()));
+    // The experiment's report page shows the same groups.
+    runner()
+        .current_dir(dir.path())
+        .args(["report"])
+        .assert()
+        .success();
+    let page = std::fs::read_to_string(dir.path().join("results/report/tiny/index.html")).unwrap();
+    assert!(
+        page.contains("Replicates") && page.contains("0,1,2"),
+        "{page}"
+    );
 }
 
 #[test]

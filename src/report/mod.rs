@@ -506,8 +506,39 @@ fn experiment_page(site: &Site, experiment: &Experiment) -> Result<()> {
             experiment => Value::from(Serde(&view)),
             sweep_plots => Value::from(Serde(&plot_refs)),
             loss_plots => Value::from(Serde(&loss_plots)),
+            replicates => Value::from(Serde(&replicate_table(&site.db, &experiment.name)?)),
         },
     )
+}
+
+/// The experiment's groups of replicates (`runner runs --group`) as text cells, header first;
+/// empty unless some configuration ran with more than one seed.
+fn replicate_table(db: &Path, experiment: &str) -> Result<Vec<Vec<String>>> {
+    let groups = crate::replicates::groups(db, Some(experiment))?;
+    if !groups
+        .rows
+        .iter()
+        .any(|r| r[2].as_u64().is_some_and(|n| n > 1))
+    {
+        return Ok(Vec::new());
+    }
+    let cell = |v: &serde_json::Value| match v {
+        serde_json::Value::Number(n) if n.is_f64() => {
+            format!("{:.1}", n.as_f64().unwrap_or(f64::NAN))
+        }
+        serde_json::Value::Null => String::new(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let header = groups.columns.iter().skip(1).cloned().collect();
+    Ok(std::iter::once(header)
+        .chain(
+            groups
+                .rows
+                .iter()
+                .map(|r| r.iter().skip(1).map(cell).collect()),
+        )
+        .collect())
 }
 
 /// A relative link from directory `from` to `to` (both made absolute).
