@@ -163,13 +163,14 @@ pub fn im2col_conv2d(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use burn::tensor::Distribution;
     use burn::tensor::module::conv2d as burn_conv2d;
     use burn::tensor::ops::ConvOptions;
 
-    fn max_relative_error(a: Tensor<4>, b: Tensor<4>) -> f32 {
+    /// The largest absolute difference relative to the largest magnitude of `b`.
+    pub(crate) fn max_relative_error(a: Tensor<4>, b: Tensor<4>) -> f32 {
         let scale = b.clone().abs().max().into_scalar::<f32>().max(1e-6);
         (a - b).abs().max().into_scalar::<f32>() / scale
     }

@@ -165,14 +165,10 @@ impl DcganDiscriminator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::conv::tests::max_relative_error;
     use burn::nn::interpolate::{Interpolate2dConfig, InterpolateMode};
     use burn::tensor::Distribution;
     use rand::SeedableRng;
-
-    fn max_relative_error(a: Tensor<4>, b: Tensor<4>) -> f32 {
-        let scale = b.clone().abs().max().into_scalar::<f32>().max(1e-6);
-        (a - b).abs().max().into_scalar::<f32>() / scale
-    }
 
     /// Forward, input gradient and weight gradient of the phase form against burn's own
     /// upsample + conv, on odd sizes, batch 1, single channels, with and without bias.
