@@ -49,25 +49,33 @@ pub struct PlannedRun {
 }
 
 /// The grid of a spec as runs, each identified by its experiment, config and the content of
-/// its data (read here, once per data directory).
+/// its data (read here, once per data directory). Points with identical configs (search trials
+/// that drew the same values) collapse into one run.
 pub fn plan(spec: &Spec, results: &Path, data_dir: Option<&Path>) -> Result<Vec<PlannedRun>> {
     let grid = spec
         .grid()
         .map_err(|(key, msg)| anyhow::anyhow!("`{key}` {msg}"))?;
     let mut fingerprints = std::collections::HashMap::new();
+    let mut seen = std::collections::HashSet::new();
     let mut runs = Vec::new();
     for mut point in grid {
         if let Some(dir) = data_dir {
             point.config.data.dir = Some(dir.to_path_buf());
         }
         let dir = point.config.data.resolved_dir();
-        if !fingerprints.contains_key(&dir) {
-            let fingerprint = crate::data::fingerprint(&dir)?;
-            fingerprints.insert(dir.clone(), fingerprint);
-        }
-        let data_id = fingerprints[&dir].clone();
-        crate::budget::check_run(&point.config)?;
+        let data_id = match fingerprints.get(&dir) {
+            Some(id) => String::clone(id),
+            None => {
+                let id = crate::data::fingerprint(&dir)?;
+                fingerprints.insert(dir, id.clone());
+                id
+            }
+        };
         let id = crate::spec::run_id(&spec.name, &point.config, &data_id);
+        if !seen.insert(id.clone()) {
+            continue;
+        }
+        crate::budget::check_run(&point.config)?;
         let run_dir = results.join(&spec.name).join(&id);
         runs.push(PlannedRun {
             id,
@@ -303,18 +311,18 @@ pub fn run_one(
         fresh: pending.fresh,
         at: track::now(),
     });
-    let result = if observer.failure.is_none() {
-        train::train(config, &run.run_dir, &mut observer)
-    } else {
-        Err(anyhow::anyhow!("not started"))
-    };
-    let result = match observer.failure.clone() {
-        Some(failure) => Err(anyhow::anyhow!(
+    let trained = observer
+        .failure
+        .is_none()
+        .then(|| train::train(config, &run.run_dir, &mut observer));
+    // A record that could not be written stops the run, whatever training returned.
+    let result = match (&observer.failure, trained) {
+        (Some(failure), _) => Err(anyhow::anyhow!(
             "stopped because its records could not be written: {failure}. Its checkpoints and \
              {} are kept: run the sweep again to merge what the database missed and resume it",
             records::path(&run.run_dir).display()
         )),
-        None => result,
+        (None, trained) => trained.expect("trained when no record failed"),
     };
     let (status, steps, error) = match result {
         Ok(outcome) => match outcome.status {

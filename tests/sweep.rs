@@ -726,3 +726,22 @@ fn random_search_dry_runs_list_trials_and_more_trials_keep_the_old_ones() {
         "a dry run writes nothing"
     );
 }
+
+#[test]
+fn search_trials_that_draw_the_same_config_are_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), 5, "[2e-4]", "[0]");
+    let text = std::fs::read_to_string(&spec).unwrap();
+    let text = text.split("[sweep]").next().unwrap();
+    std::fs::write(
+        &spec,
+        format!(
+            "{text}[search]\nstrategy = \"random\"\ntrials = 6\n[search.space]\n\"train.d_steps\" = {{ int = [1, 2] }}\n"
+        ),
+    )
+    .unwrap();
+    // Six trials over two values: two runs, each listed (and trained) once.
+    sweep(dir.path(), &spec, &["--dry-run"])
+        .success()
+        .stdout(predicate::str::contains("2 runs\n"));
+}
