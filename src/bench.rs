@@ -44,7 +44,6 @@ pub fn report_model(arch: &str) -> anyhow::Result<ModelConfig> {
     })
 }
 
-/// GFLOP/s of the best of a few `n` x `n` f32 matrix products on the CPU device.
 /// The widest x86 vector extension the CPU offers, which `gemm` (burn-flex's matrix kernels)
 /// dispatches on at run time: `avx512f`, `avx2+fma` or `sse2` (`native` elsewhere).
 pub fn simd_level() -> &'static str {
@@ -63,6 +62,7 @@ pub fn simd_level() -> &'static str {
     "native"
 }
 
+/// GFLOP/s of the best of a few `n` x `n` f32 matrix products on the CPU device.
 pub fn machine_peak_gflops(n: usize) -> f64 {
     let device = crate::backend::device();
     let a = Tensor::<2>::random([n, n], Distribution::Default, &device);

@@ -2,6 +2,13 @@
 
 mod cli;
 
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Parser;
+use cli::{Cli, Command, DataCommand};
+use ganrunner::commands;
+
 /// mimalloc keeps freed memory for reuse: training allocates and frees the same large
 /// buffers every step, which glibc's malloc hands back to the kernel and faults in again
 /// (a quarter of a DCGAN step's time went to page faults; `make bench` measures the gain).
@@ -22,13 +29,6 @@ fn keep_freed_memory() {
         }
     }
 }
-
-use std::process::ExitCode;
-
-use anyhow::Result;
-use clap::Parser;
-use cli::{Cli, Command, DataCommand};
-use ganrunner::commands;
 
 /// Exit statuses: 0 done, 1 an error (bad input, a failed run, a database that cannot be
 /// written), 2 a command-line usage error (clap's), 130 stopped by Ctrl-C or SIGTERM (runs

@@ -189,6 +189,22 @@ pub fn runs(db: &Path, experiment: Option<&str>) -> Result<Rows> {
     )
 }
 
+/// Every run's id and directory, resolved (symlinks followed when it exists, else made
+/// absolute), for comparing with a path a user gave.
+pub fn run_dirs(db: &Path) -> Result<Vec<(String, std::path::PathBuf)>> {
+    let runs = run_sql(db, "SELECT id, run_dir FROM runs", &[])?;
+    runs.rows
+        .iter()
+        .filter_map(|row| Some((row[0].as_str()?, row[1].as_str()?)))
+        .map(|(id, dir)| Ok((id.to_string(), resolve_path(Path::new(dir))?)))
+        .collect()
+}
+
+/// `path` with symlinks followed when it exists, else made absolute.
+pub fn resolve_path(path: &Path) -> std::io::Result<std::path::PathBuf> {
+    std::fs::canonicalize(path).or_else(|_| std::path::absolute(path))
+}
+
 /// A LIKE pattern matching strings that start with `prefix` literally.
 fn like_prefix(prefix: &str) -> String {
     let mut pattern = String::new();

@@ -41,8 +41,9 @@ struct Run {
     best_fid: Option<f64>,
 }
 
-/// The config without what does not make a group: the seed, and where the data lies.
-fn group_key(config: &serde_json::Value) -> String {
+/// The config without what does not make a group (the seed, and where the data lies), as
+/// sorted `key=value` items.
+fn group_key(config: &serde_json::Value) -> Vec<String> {
     let mut config = config.clone();
     if let Some(train) = config.get_mut("train").and_then(|t| t.as_object_mut()) {
         train.remove("seed");
@@ -53,8 +54,7 @@ fn group_key(config: &serde_json::Value) -> String {
     crate::spec::flatten_params(&config)
         .into_iter()
         .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(" ")
+        .collect()
 }
 
 /// `runner runs --group`: one row per group of replicates, best mean final FID first within
@@ -82,20 +82,15 @@ pub fn groups(db: &Path, experiment: Option<&str>) -> Result<Rows> {
             })
         })
         .collect();
-    // (experiment, key) -> runs; within an experiment only the keys that differ are shown.
-    let mut by_group: BTreeMap<(String, String), Vec<&Run>> = BTreeMap::new();
+    // experiment -> group key -> runs; within an experiment only the keys that differ are shown.
+    let mut per_experiment: BTreeMap<&str, BTreeMap<Vec<String>, Vec<&Run>>> = BTreeMap::new();
     for run in &runs {
-        by_group
-            .entry((run.experiment.clone(), group_key(&run.config)))
+        per_experiment
+            .entry(&run.experiment)
+            .or_default()
+            .entry(group_key(&run.config))
             .or_default()
             .push(run);
-    }
-    let mut per_experiment: BTreeMap<String, Vec<(String, Vec<&Run>)>> = BTreeMap::new();
-    for ((experiment, key), members) in by_group {
-        per_experiment
-            .entry(experiment)
-            .or_default()
-            .push((key, members));
     }
     let columns = [
         "experiment",
@@ -110,22 +105,18 @@ pub fn groups(db: &Path, experiment: Option<&str>) -> Result<Rows> {
     ];
     let mut rows = Vec::new();
     for (experiment, groups) in per_experiment {
-        let shared: Vec<String> = groups[0]
-            .0
-            .split(' ')
-            .filter(|item| {
-                groups
-                    .iter()
-                    .all(|(key, _)| key.split(' ').any(|i| i == *item))
-            })
-            .map(str::to_string)
+        let first = groups.keys().next().expect("an experiment has a group");
+        let shared: Vec<String> = first
+            .iter()
+            .filter(|item| groups.keys().all(|key| key.contains(item)))
+            .cloned()
             .collect();
         let mut scored: Vec<_> = groups
             .into_iter()
             .map(|(key, members)| {
-                let differing: Vec<&str> = key
-                    .split(' ')
-                    .filter(|item| !shared.iter().any(|s| s == item))
+                let differing: Vec<String> = key
+                    .into_iter()
+                    .filter(|item| !shared.contains(item))
                     .collect();
                 let finals: Vec<f64> = members.iter().filter_map(|r| r.fid).collect();
                 let bests: Vec<f64> = members.iter().filter_map(|r| r.best_fid).collect();
@@ -160,7 +151,7 @@ pub fn groups(db: &Path, experiment: Option<&str>) -> Result<Rows> {
                 })
             };
             rows.push(vec![
-                experiment.clone().into(),
+                experiment.into(),
                 config.clone().into(),
                 seeds.len().into(),
                 seeds

@@ -103,12 +103,10 @@ pub fn record(
     let Ok(run_dir) = std::fs::canonicalize(run_dir) else {
         return Ok(None);
     };
-    let runs = crate::query::run_sql(db, "SELECT id, run_dir FROM runs", &[])?;
-    let found = runs.rows.iter().find_map(|row| {
-        let dir = std::fs::canonicalize(row[1].as_str()?).ok()?;
-        (dir == run_dir).then(|| row[0].as_str().map(str::to_string))?
-    });
-    let Some(id) = found else {
+    let found = crate::query::run_dirs(db)?
+        .into_iter()
+        .find(|(_, dir)| *dir == run_dir);
+    let Some((id, _)) = found else {
         return Ok(None);
     };
     let event = Event::Eval {

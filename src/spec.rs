@@ -315,6 +315,12 @@ pub fn flatten_params(config: &serde_json::Value) -> Vec<(String, serde_json::Va
     out
 }
 
+/// Keys that do not change what is trained (runs are identified without them): varying them in
+/// `[sweep]` or `[search]` would collapse points into one run.
+fn is_untrained_key(path: &str) -> bool {
+    path == "log" || path.starts_with("log.") || path == "data.dir"
+}
+
 /// Whether a config value holds an integer too large for the database (which stores signed
 /// 64-bit values).
 fn too_big(value: &serde_json::Value) -> bool {
@@ -463,7 +469,7 @@ impl Spec {
         flat.into_iter()
             .map(|(path, value)| {
                 let fail = |message: String| Err((format!("sweep.{path}"), message));
-                if path == "log" || path.starts_with("log.") || path == "data.dir" {
+                if is_untrained_key(&path) {
                     return fail(
                         "does not change what is trained (runs are identified without [log] and \
                          data.dir), so its points would be one run; set it outside [sweep]"
@@ -525,7 +531,7 @@ impl Spec {
             if let Some(problem) = distribution.problem() {
                 return fail(problem);
             }
-            if key == "log" || key.starts_with("log.") || key == "data.dir" {
+            if is_untrained_key(key) {
                 return fail("does not change what is trained; set it outside [search]".into());
             }
             if swept.contains(key) {

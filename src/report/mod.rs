@@ -327,18 +327,13 @@ pub fn write(db: &Path, out: &Path, experiment: Option<&str>) -> Result<Written>
 /// The site replaces `out` whole: refuse when a run directory the database knows lies inside
 /// it (or it inside one), whatever the experiment's name or `--results`.
 fn refuse_run_dirs_inside(db: &Path, out: &Path) -> Result<()> {
-    let resolved = |p: &Path| std::fs::canonicalize(p).or_else(|_| std::path::absolute(p));
-    let out = resolved(out)?;
-    let runs = crate::query::run_sql(db, "SELECT id, run_dir FROM runs", &[])?;
-    for row in &runs.rows {
-        let Some(dir) = row[1].as_str() else { continue };
-        let dir = resolved(Path::new(dir))?;
+    let out = crate::query::resolve_path(out)?;
+    for (id, dir) in crate::query::run_dirs(db)? {
         if dir.starts_with(&out) || out.starts_with(&dir) {
             bail!(
-                "{}: holds the directory of run {} ({}); the report would replace it. Choose \
+                "{}: holds the directory of run {id} ({}); the report would replace it. Choose \
                  another --out",
                 out.display(),
-                row[0].as_str().unwrap_or("?"),
                 dir.display()
             );
         }
