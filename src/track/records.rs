@@ -51,10 +51,7 @@ impl RecordsFile {
         }
         .with_context(|| format!("opening {}", path.display()))?;
         // A line torn by a kill must not swallow the first line appended after it.
-        let torn = std::fs::read(&path)
-            .ok()
-            .and_then(|bytes| bytes.last().copied())
-            .is_some_and(|last| last != b'\n');
+        let torn = last_byte(&path).is_some_and(|last| last != b'\n');
         if torn {
             file.write_all(b"\n")
                 .with_context(|| format!("writing {}", path.display()))?;
@@ -78,6 +75,16 @@ impl RecordsFile {
         file.write_all(text.as_bytes())
             .map_err(|err| format!("writing {}: {err}", self.path.display()))
     }
+}
+
+/// The last byte of a file (read alone: records files grow with every step).
+fn last_byte(path: &Path) -> Option<u8> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path).ok()?;
+    file.seek(SeekFrom::End(-1)).ok()?;
+    let mut byte = [0u8];
+    file.read_exact(&mut byte).ok()?;
+    Some(byte[0])
 }
 
 /// The complete lines of `run_dir`'s records (none when it has no records file).
