@@ -135,6 +135,8 @@ pub fn train(
         Status::Diverged { step, .. } => {
             bail!("run diverged at step {step}: a loss became NaN or infinite ({losses})")
         }
+        // `train` has no sweep to compare with; only a sweep's observer prunes.
+        Status::Pruned { step, reason } => println!("pruned at step {step}: {reason}\n{files}"),
     }
     Ok(())
 }
@@ -178,9 +180,10 @@ pub fn sweep(req: SweepRequest) -> Result<()> {
         }
         tracker.close()?;
         println!(
-            "{}: collected {} finished, {} failed, {} diverged, {} interrupted; {} still queued or running",
+            "{}: collected {} finished, {} pruned, {} failed, {} diverged, {} interrupted; {} still queued or running",
             spec.name,
             summary.finished,
+            summary.pruned,
             summary.failed,
             summary.diverged,
             summary.interrupted,
@@ -233,10 +236,11 @@ pub fn sweep(req: SweepRequest) -> Result<()> {
             String::new()
         };
         println!(
-            "{}: {total} runs: {} finished, {} skipped (already finished), {} failed, {} diverged, {} interrupted, {} queued{held}\ndatabase: {}",
+            "{}: {total} runs: {} finished, {} skipped (already finished), {} pruned, {} failed, {} diverged, {} interrupted, {} queued{held}\ndatabase: {}",
             spec.name,
             summary.finished,
             summary.skipped,
+            summary.pruned,
             summary.failed,
             summary.diverged,
             summary.interrupted,

@@ -86,10 +86,17 @@ fn cell(value: &serde_json::Value) -> String {
         serde_json::Value::Null => String::new(),
         serde_json::Value::String(s) => s.clone(),
         serde_json::Value::Number(n) => match n.as_f64() {
-            Some(f) if !n.is_i64() && !n.is_u64() => format!("{f:.6}")
-                .trim_end_matches('0')
-                .trim_end_matches('.')
-                .to_string(),
+            Some(f) if !n.is_i64() && !n.is_u64() => {
+                let trim = |s: &str| s.trim_end_matches('0').trim_end_matches('.').to_string();
+                // Learning rates like 1e-7 would read as 0 in fixed notation.
+                if f != 0.0 && !(1e-3..1e12).contains(&f.abs()) {
+                    let text = format!("{f:.5e}");
+                    let (mantissa, exponent) = text.split_once('e').expect("exponent form");
+                    format!("{}e{exponent}", trim(mantissa))
+                } else {
+                    trim(&format!("{f:.6}"))
+                }
+            }
             _ => n.to_string(),
         },
         other => other.to_string(),
@@ -147,7 +154,11 @@ impl Rows {
                 let mut writer = csv::Writer::from_writer(Vec::new());
                 writer.write_record(&self.columns)?;
                 for row in &self.rows {
-                    writer.write_record(row.iter().map(cell))?;
+                    // Every digit, for programs that read it back.
+                    writer.write_record(row.iter().map(|value| match value {
+                        serde_json::Value::Number(n) => n.to_string(),
+                        other => cell(other),
+                    }))?;
                 }
                 String::from_utf8(writer.into_inner()?)?
             }
@@ -318,6 +329,18 @@ mod tests {
             unique_names(["step", "value", "step", "step_2", "step"]),
             ["step", "value", "step_3", "step_2", "step_4"]
         );
+    }
+
+    #[test]
+    fn small_and_large_numbers_keep_their_digits() {
+        let cell_of = |f: f64| cell(&serde_json::json!(f));
+        assert_eq!(cell_of(1e-7), "1e-7");
+        assert_eq!(cell_of(1.25e-5), "1.25e-5");
+        assert_eq!(cell_of(0.0002), "2e-4");
+        assert_eq!(cell_of(0.003), "0.003");
+        assert_eq!(cell_of(241.174213), "241.174213");
+        assert_eq!(cell_of(0.0), "0");
+        assert_eq!(cell_of(3e15), "3e15");
     }
 
     #[test]

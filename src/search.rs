@@ -41,6 +41,8 @@ pub struct Search {
     pub seed: u32,
     /// Dotted config path -> distribution.
     pub space: std::collections::BTreeMap<String, Distribution>,
+    /// Early stopping of the sweep's runs (ASHA and failure detectors).
+    pub prune: Option<crate::prune::PruneRule>,
 }
 
 impl Distribution {
@@ -129,6 +131,7 @@ mod tests {
             trials,
             seed,
             space,
+            prune: None,
         }
     }
 

@@ -47,6 +47,9 @@ pub struct Plan {
     /// Slurm's job id, once submitted.
     pub job_id: Option<String>,
     pub runs: Vec<Pending>,
+    /// The sweep's `[search.prune]` and the runs it compares, once for all tasks.
+    #[serde(default)]
+    pub pruning: Option<crate::prune::Pruning>,
 }
 
 fn slurm_dir(results: &Path, experiment: &str) -> PathBuf {
@@ -109,6 +112,7 @@ impl Executor for SlurmExecutor {
         if runs.is_empty() {
             return Ok(Summary::default());
         }
+        let pruning = runs.first().and_then(|r| r.pruning.as_deref().cloned());
         let pending = runs
             .into_iter()
             .map(|run| sweep::prepare(run, force))
@@ -134,6 +138,7 @@ impl Executor for SlurmExecutor {
             experiment: experiment.to_string(),
             job_id: None,
             runs: pending,
+            pruning,
         };
         let write_plan = |plan: &Plan| -> Result<()> {
             crate::fsutil::write_atomic(&plan_path, &serde_json::to_vec_pretty(plan)?)
@@ -373,8 +378,10 @@ pub fn run_task(plan_path: &Path, index: usize) -> Result<()> {
     let run_dir = &pending.run.run_dir;
     std::fs::create_dir_all(run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
     // Decided now, not at submission: a requeued task resumes from its own checkpoints.
+    let mut run = pending.run.clone();
+    run.pruning = plan.pruning.clone().map(std::sync::Arc::new);
     let pending = &Pending {
-        run: pending.run.clone(),
+        run,
         fresh: crate::train::checkpoint::list(run_dir).is_empty(),
     };
     let recorder = RecordsFile::open(run_dir, task_id(&job, index), pending.fresh)?;
@@ -394,7 +401,7 @@ pub fn run_task(plan_path: &Path, index: usize) -> Result<()> {
         Arc::new(AtomicBool::new(false)),
     );
     eprintln!("{}: run {} {status}", plan.experiment, pending.run.id);
-    if status != "finished" {
+    if !matches!(status.as_str(), "finished" | "pruned") {
         bail!("run {} {status}", pending.run.id);
     }
     Ok(())

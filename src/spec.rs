@@ -502,6 +502,11 @@ impl Spec {
     fn check_search(&self) -> Result<(), (String, String)> {
         use crate::search::Strategy;
         let search = &self.search;
+        if let Some(prune) = &search.prune
+            && let Some((key, message)) = prune.problem(self.log.eval_every, self.log.eval_samples)
+        {
+            return Err((format!("search.prune.{key}"), message));
+        }
         if search.strategy == Strategy::Grid {
             if !search.space.is_empty() || search.trials > 0 {
                 return Err((

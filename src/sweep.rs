@@ -22,7 +22,9 @@ use anyhow::{Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
+use crate::detect::Detectors;
 use crate::progress::ProgressObserver;
+use crate::prune::Pruning;
 use crate::spec::{GridPoint, RunConfig, Spec};
 use crate::track::claims::{Claim, Owner};
 use crate::track::records::{self, RecordsFile};
@@ -46,6 +48,12 @@ pub struct PlannedRun {
     /// The content hash of its training split (`data::fingerprint`).
     #[serde(default)]
     pub data_id: String,
+    /// The sweep's pruning, shared by its runs (a Slurm plan carries it once).
+    #[serde(skip)]
+    pub pruning: Option<Arc<Pruning>>,
+    /// Set when a rerun promotes this run, pruned at a rung: (rung, why).
+    #[serde(default)]
+    pub promoted: Option<(u64, String)>,
 }
 
 /// The grid of a spec as runs, each identified by its experiment, config and the content of
@@ -82,7 +90,18 @@ pub fn plan(spec: &Spec, results: &Path, data_dir: Option<&Path>) -> Result<Vec<
             point,
             run_dir,
             data_id,
+            pruning: None,
+            promoted: None,
         });
+    }
+    if let Some(rule) = &spec.search.prune {
+        let pruning = Arc::new(Pruning {
+            rule: rule.clone(),
+            cohort: runs.iter().map(|r| r.run_dir.clone()).collect(),
+        });
+        for run in &mut runs {
+            run.pruning = Some(pruning.clone());
+        }
     }
     Ok(runs)
 }
@@ -119,6 +138,8 @@ pub struct Summary {
     pub failed: usize,
     pub diverged: usize,
     pub interrupted: usize,
+    /// Stopped early by `[search.prune]` (and not promoted).
+    pub pruned: usize,
     /// Handed to a scheduler and not ended yet.
     pub queued: usize,
     /// Being trained by another process (left to it).
@@ -132,6 +153,7 @@ impl Summary {
             "finished" => self.finished += 1,
             "diverged" => self.diverged += 1,
             "interrupted" => self.interrupted += 1,
+            "pruned" => self.pruned += 1,
             "pending" | "running" => self.queued += 1,
             "skipped" => self.skipped += 1,
             "held" => self.held += 1,
@@ -197,6 +219,10 @@ struct RunObserver<'a> {
     total: u64,
     /// The first record that could not be written; it stops the run.
     failure: Option<String>,
+    pruning: Option<&'a Pruning>,
+    detectors: Detectors,
+    /// Why the run is to stop as pruned, once decided.
+    pruned: Option<String>,
 }
 
 impl RunObserver<'_> {
@@ -206,6 +232,31 @@ impl RunObserver<'_> {
         {
             self.failure = Some(err);
         }
+    }
+
+    fn flag(&mut self, step: u64, kind: &str, detail: String) {
+        self.send(Event::Flagged {
+            run_id: self.run_id.clone(),
+            step,
+            kind: kind.into(),
+            detail,
+            at: track::now(),
+        });
+    }
+
+    /// Records a detector's finding; a `stop_on` detector prunes the run.
+    fn found(&mut self, step: u64, finding: crate::detect::Finding) {
+        let stops = self
+            .pruning
+            .is_some_and(|p| p.rule.stop_on.contains(&finding.kind));
+        if stops && self.pruned.is_none() {
+            self.pruned = Some(format!(
+                "stopped on {}: {}",
+                finding.kind.name(),
+                finding.detail
+            ));
+        }
+        self.flag(step, finding.kind.name(), finding.detail);
     }
 }
 
@@ -217,6 +268,9 @@ impl Observer for RunObserver<'_> {
 
     fn step(&mut self, step: u64, losses: Losses) {
         self.progress.step(step, losses);
+        if let Some(finding) = self.detectors.step(losses) {
+            self.found(step, finding);
+        }
         if step.is_multiple_of(self.metrics_every) || step == 1 || step == self.total {
             for (name, value) in [("d_loss", losses.d), ("g_loss", losses.g)] {
                 self.send(Event::Metric {
@@ -248,11 +302,34 @@ impl Observer for RunObserver<'_> {
 
     fn eval(&mut self, step: u64, metrics: &crate::eval::Metrics) {
         self.progress.eval(step, metrics);
+        let named = metrics.named();
         self.send(Event::Eval {
             run_id: self.run_id.clone(),
             step,
-            metrics: metrics.named(),
+            metrics: named.clone(),
         });
+        for finding in self.detectors.eval(metrics) {
+            self.found(step, finding);
+        }
+        let Some(pruning) = self.pruning else { return };
+        let metric = &pruning.rule.metric;
+        let value = named
+            .iter()
+            .find(|(m, _)| m == metric)
+            .map_or(f64::NAN, |m| m.1);
+        if let Some(decision) = pruning.decide(step, value) {
+            let detail = decision.describe(metric, value, step);
+            if decision.keep {
+                self.flag(step, "kept", detail);
+            } else {
+                self.flag(step, "pruned", detail.clone());
+                self.pruned.get_or_insert(detail);
+            }
+        }
+    }
+
+    fn pruned(&mut self) -> Option<String> {
+        self.pruned.take()
     }
 
     fn message(&mut self, line: &str) {
@@ -305,12 +382,18 @@ pub fn run_one(
         metrics_every: config.log.metrics_every,
         total: 0,
         failure: None,
+        pruning: run.pruning.as_deref(),
+        detectors: Detectors::default(),
+        pruned: None,
     };
     observer.send(Event::RunStarted {
         record: record_of(experiment, run),
         fresh: pending.fresh,
         at: track::now(),
     });
+    if let Some((rung, why)) = &run.promoted {
+        observer.flag(*rung, "promoted", why.clone());
+    }
     let trained = observer
         .failure
         .is_none()
@@ -328,6 +411,7 @@ pub fn run_one(
         Ok(outcome) => match outcome.status {
             Status::Finished => ("finished", outcome.steps, None),
             Status::Interrupted { step } => ("interrupted", step, None),
+            Status::Pruned { step, reason } => ("pruned", step, Some(reason)),
             Status::Diverged { step, losses } => (
                 "diverged",
                 step,
@@ -378,13 +462,32 @@ pub fn run(
     tracker.flush();
     let reader = track::open(&options.db)?;
     let mut skipped = 0;
+    let mut pruned = 0;
     let mut todo = Vec::new();
-    for run in runs {
+    for mut run in runs {
         if !options.force && is_done(&reader, &run)? {
             skipped += 1;
-        } else {
-            todo.push(run);
+            continue;
         }
+        let reconsidered = run
+            .pruning
+            .as_ref()
+            .filter(|_| !options.force)
+            .and_then(|p| p.reconsider(&run.run_dir));
+        match reconsidered {
+            Some((rung, value, decision)) if decision.keep => {
+                let metric = &run.pruning.as_ref().expect("reconsidered").rule.metric;
+                let why = decision.describe(metric, value, rung);
+                eprintln!("{}: run {} promoted ({why})", spec.name, run.id);
+                run.promoted = Some((rung, why));
+            }
+            Some(_) => {
+                pruned += 1;
+                continue;
+            }
+            None => {}
+        }
+        todo.push(run);
     }
     drop(reader);
     let summary = executor.execute(&spec.name, todo, options.force, &tracker);
@@ -396,6 +499,7 @@ pub fn run(
     let summary = summary?;
     Ok(Summary {
         skipped: skipped + summary.skipped,
+        pruned: pruned + summary.pruned,
         ..summary
     })
 }
@@ -445,6 +549,11 @@ fn claim_and_run(
     if !force && status.as_deref() == Some("finished") && has_checkpoint {
         bar.finish_and_clear();
         return Ok("skipped".into());
+    }
+    if !force && status.as_deref() == Some("pruned") && run.promoted.is_none() {
+        // Pruned by another process since this sweep planned it.
+        bar.finish_and_clear();
+        return Ok("pruned".into());
     }
     let started = (|| -> Result<(LocalRecorder, Pending)> {
         if !force && has_checkpoint && status.is_none() && lines.is_empty() {

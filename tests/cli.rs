@@ -4,13 +4,8 @@ mod common;
 
 use std::path::Path;
 
-use assert_cmd::Command;
-use common::fixture_dir;
+use common::{fixture_dir, runner};
 use predicates::prelude::*;
-
-fn runner() -> Command {
-    Command::cargo_bin("runner").unwrap()
-}
 
 #[test]
 fn data_info_prints_counts_per_split_and_class() {

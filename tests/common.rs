@@ -3,6 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
+use assert_cmd::Command;
+use rusqlite::Connection;
+
 use ganrunner::model::{ClassicOptions, DcganOptions, GanOptions, ModelConfig};
 use ganrunner::spec::{DataConfig, RunConfig};
 
@@ -55,4 +58,19 @@ pub fn tiny_run(model: ModelConfig, steps: u64) -> RunConfig {
     config.log.checkpoint_every = 5;
     config.log.eval_samples = 0;
     config
+}
+
+/// The `runner` binary.
+pub fn runner() -> Command {
+    Command::cargo_bin("runner").unwrap()
+}
+
+/// The tracking database of a test's working directory.
+pub fn db(dir: &Path) -> Connection {
+    Connection::open(dir.join("results/runs.sqlite")).unwrap()
+}
+
+/// The single integer a query returns.
+pub fn count(conn: &Connection, sql: &str) -> i64 {
+    conn.query_row(sql, [], |r| r.get(0)).unwrap()
 }

@@ -8,14 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use assert_cmd::Command;
-use common::fixture_dir;
+use common::{count, db, fixture_dir, runner};
 use predicates::prelude::*;
 use rusqlite::Connection;
-
-fn runner() -> Command {
-    Command::cargo_bin("runner").unwrap()
-}
 
 /// A tiny vanilla-GAN spec named `name` over `seeds`, `steps` steps, one metric row per step.
 fn write_spec(dir: &Path, name: &str, steps: u64, seeds: &str) -> PathBuf {
@@ -74,14 +69,6 @@ fn spawn_sweep(dir: &Path, spec: &Path, extra: &[&str]) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()
-}
-
-fn db(dir: &Path) -> Connection {
-    Connection::open(dir.join("results/runs.sqlite")).unwrap()
-}
-
-fn count(conn: &Connection, sql: &str) -> i64 {
-    conn.query_row(sql, [], |r| r.get(0)).unwrap()
 }
 
 /// Every row of the tables that hold results, as text, in a stable order.

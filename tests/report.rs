@@ -7,13 +7,8 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command as Process;
 
-use assert_cmd::Command;
-use common::fixture_dir;
+use common::{fixture_dir, runner};
 use predicates::prelude::*;
-
-fn runner() -> Command {
-    Command::cargo_bin("runner").unwrap()
-}
 
 const UNSAFE: &str = "<script>alert('x')</script>";
 

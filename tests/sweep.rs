@@ -4,14 +4,9 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use assert_cmd::Command;
-use common::fixture_dir;
+use common::{count, db, fixture_dir, runner};
 use predicates::prelude::*;
 use rusqlite::Connection;
-
-fn runner() -> Command {
-    Command::cargo_bin("runner").unwrap()
-}
 
 /// A tiny vanilla-GAN sweep of `lrs.len() x seeds.len()` runs.
 fn write_spec(dir: &Path, steps: u64, lrs: &str, seeds: &str) -> PathBuf {
@@ -49,14 +44,6 @@ fn sweep(dir: &Path, spec: &Path, extra: &[&str]) -> assert_cmd::assert::Assert 
         .arg(fixture_dir())
         .args(extra)
         .assert()
-}
-
-fn db(dir: &Path) -> Connection {
-    Connection::open(dir.join("results/runs.sqlite")).unwrap()
-}
-
-fn count(conn: &Connection, sql: &str) -> i64 {
-    conn.query_row(sql, [], |r| r.get(0)).unwrap()
 }
 
 #[test]
@@ -533,7 +520,9 @@ fn slurm_sweeps_plan_submit_run_tasks_and_collect_idempotently() {
     // A collected failure makes the command fail (exit 1), like a sweep with a failed run.
     slurm(&["--collect"])
         .code(1)
-        .stdout(predicate::str::contains("collected 1 finished, 1 failed"));
+        .stdout(predicate::str::contains(
+            "collected 1 finished, 0 pruned, 1 failed",
+        ));
     let conn = db(dir.path());
     let error: String = conn
         .query_row("SELECT error FROM runs WHERE id = ?1", [killed_id], |r| {

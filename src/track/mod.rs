@@ -90,6 +90,16 @@ ALTER TABLE runs ADD COLUMN owner TEXT;         -- host:pid of the process that 
 ALTER TABLE runs ADD COLUMN heartbeat_at REAL;  -- unix seconds, refreshed while it trains
 ALTER TABLE runs ADD COLUMN data_id TEXT;       -- content hash of the training split
 "#,
+    r#"
+CREATE TABLE events (
+    run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    step   INTEGER NOT NULL,
+    kind   TEXT NOT NULL,                  -- kept | pruned | promoted | collapse | d_wins | oscillation
+    detail TEXT NOT NULL,
+    at     REAL NOT NULL,                  -- seconds since the Unix epoch
+    PRIMARY KEY (run_id, step, kind)
+);
+"#,
 ];
 
 /// The database's default place.
@@ -284,6 +294,15 @@ pub enum Event {
         run_id: String,
         step: u64,
         metrics: Vec<(String, f64)>,
+    },
+    /// Something that happened to a run at a step: a rung decision (`kept`, `pruned`,
+    /// `promoted`) or a failure detector's finding (`collapse`, `d_wins`, `oscillation`).
+    Flagged {
+        run_id: String,
+        step: u64,
+        kind: String,
+        detail: String,
+        at: f64,
     },
     /// Drops the rows of checkpoints deleted from disk.
     CheckpointRemoved { run_id: String, step: u64 },

@@ -204,7 +204,7 @@ fn apply(tx: &rusqlite::Transaction<'_>, event: Event) -> Result<()> {
         }
         Event::RunStarted { record, fresh, at } => {
             if fresh {
-                for table in ["metrics", "samples", "checkpoints", "evals"] {
+                for table in ["metrics", "samples", "checkpoints", "evals", "events"] {
                     tx.execute(
                         &format!("DELETE FROM {table} WHERE run_id = ?1"),
                         [&record.id],
@@ -259,6 +259,18 @@ fn apply(tx: &rusqlite::Transaction<'_>, event: Event) -> Result<()> {
                     params![run_id, step as i64, metric, value],
                 )?;
             }
+        }
+        Event::Flagged {
+            run_id,
+            step,
+            kind,
+            detail,
+            at,
+        } => {
+            tx.execute(
+                "INSERT OR REPLACE INTO events (run_id, step, kind, detail, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![run_id, step as i64, kind, detail, at],
+            )?;
         }
         Event::CheckpointRemoved { run_id, step } => {
             tx.execute(

@@ -52,6 +52,11 @@ pub enum Status {
     Interrupted {
         step: u64,
     },
+    /// The observer pruned the run (see `crate::prune`); checkpointed at `step`.
+    Pruned {
+        step: u64,
+        reason: String,
+    },
 }
 
 /// The result of [`train`].
@@ -83,6 +88,11 @@ pub trait Observer {
     /// Polled after each step: `true` checkpoints and stops the run.
     fn should_stop(&self) -> bool {
         false
+    }
+    /// Polled after each step and its evaluation: a reason checkpoints the run and ends it
+    /// as pruned.
+    fn pruned(&mut self) -> Option<String> {
+        None
     }
 }
 
@@ -488,7 +498,8 @@ pub fn train(
                 best_fid = Some(metrics.fid);
             }
         }
-        if step.is_multiple_of(logc.checkpoint_every) || step == total || stop {
+        let pruned = observer.pruned().filter(|_| step < total);
+        if step.is_multiple_of(logc.checkpoint_every) || step == total || stop || pruned.is_some() {
             log.flush()?;
             let path = trainer.save_checkpoint(run_dir, step)?;
             observer.checkpoint(step, &path);
@@ -496,6 +507,10 @@ pub fn train(
                 observer.checkpoint_removed(removed);
             }
             outcome.final_checkpoint = Some(path);
+        }
+        if let Some(reason) = pruned {
+            outcome.status = Status::Pruned { step, reason };
+            break;
         }
         if stop && step < total {
             outcome.status = Status::Interrupted { step };

@@ -1,0 +1,302 @@
+//! `[search.prune]` end to end: rung decisions, promotion and resume on a rerun, and pruning
+//! sweeps sharing one database.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use common::{count, db, fixture_dir, runner};
+use predicates::prelude::*;
+use rusqlite::Connection;
+
+/// A tiny vanilla-GAN spec over `lrs` (seed 1), 30 steps, evaluated every 10 and compared at
+/// steps 10 and 20.
+fn write_spec(dir: &Path, lrs: &str, keep: &str) -> PathBuf {
+    let model = common::tiny_gan_model_toml();
+    let spec = dir.join("pruned.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            r#"name = "pruned"
+{model}[train]
+steps = 30
+batch_size = 16
+seed = 1
+[log]
+sample_every = 10
+checkpoint_every = 10
+metrics_every = 1
+eval_every = 10
+eval_samples = 100
+[sweep]
+"train.lr" = {lrs}
+[search.prune]
+metric = "fid"
+rungs = [10, 20]
+keep = "{keep}"
+"#
+        ),
+    )
+    .unwrap();
+    spec
+}
+
+fn sweep_cmd(dir: &Path, spec: &Path, jobs: &str) -> assert_cmd::Command {
+    let mut cmd = runner();
+    cmd.current_dir(dir)
+        .arg("sweep")
+        .arg(spec)
+        .arg("--data-dir")
+        .arg(fixture_dir())
+        .args(["--jobs", jobs, "--no-report"]);
+    cmd
+}
+
+fn rows<T: rusqlite::types::FromSql>(conn: &Connection, sql: &str) -> Vec<(String, T)> {
+    let mut stmt = conn.prepare(sql).unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// Each run's status and steps done, and that every run ended exactly as the rules say: a
+/// pruned run has its `pruned` decision, a checkpoint and no metrics past the step it stopped
+/// at; a finished run trained to the end; every step's losses are there once.
+fn check_consistent(conn: &Connection) -> BTreeMap<String, (String, i64)> {
+    let mut out = BTreeMap::new();
+    let mut stmt = conn
+        .prepare("SELECT id, status, steps_done FROM runs")
+        .unwrap();
+    let runs: Vec<(String, String, i64)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    for (id, status, steps) in runs {
+        let q = |sql: &str| count(conn, &sql.replace("$id", &id));
+        match status.as_str() {
+            "finished" => assert_eq!(steps, 30, "{id}"),
+            "pruned" => {
+                assert!([10, 20].contains(&steps), "{id} pruned at {steps}");
+                assert_eq!(
+                    q(&format!(
+                        "SELECT count(*) FROM events WHERE run_id = '$id' AND kind = 'pruned' AND step = {steps}"
+                    )),
+                    1,
+                    "{id}: its decision"
+                );
+                assert_eq!(
+                    q(&format!(
+                        "SELECT count(*) FROM checkpoints WHERE run_id = '$id' AND step = {steps}"
+                    )),
+                    1,
+                    "{id}: its rung checkpoint"
+                );
+            }
+            other => panic!("{id} ended {other}"),
+        }
+        assert_eq!(
+            q("SELECT count(*) FROM metrics WHERE run_id = '$id' AND name = 'd_loss'"),
+            steps,
+            "{id}: one loss row per step done, none past it"
+        );
+        assert_eq!(
+            q("SELECT count(*) FROM evals WHERE run_id = '$id' AND metric = 'fid'"),
+            steps / 10,
+            "{id}: one evaluation per 10 steps"
+        );
+        out.insert(id, (status, steps));
+    }
+    out
+}
+
+/// The runs a rerun must promote, computed here from the database: a run pruned at a rung
+/// whose FID is now among the best max(1, floor(n * keep)) of the n FIDs at that rung.
+fn promotable(conn: &Connection, keep: f64) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let pruned: Vec<(String, i64)> = rows(
+        conn,
+        "SELECT id, steps_done FROM runs WHERE status = 'pruned'",
+    );
+    for (id, rung) in pruned {
+        let at_rung: Vec<(String, f64)> = rows(
+            conn,
+            &format!("SELECT run_id, value FROM evals WHERE metric = 'fid' AND step = {rung}"),
+        );
+        let mut values: Vec<f64> = at_rung.iter().map(|(_, v)| *v).collect();
+        values.sort_by(f64::total_cmp);
+        let kept = ((values.len() as f64 * keep).floor() as usize).max(1);
+        let mine = at_rung.iter().find(|(r, _)| *r == id).unwrap().1;
+        if mine <= values[kept - 1] {
+            out.insert(id);
+        }
+    }
+    out
+}
+
+#[test]
+fn runs_outside_a_rungs_best_fraction_are_pruned_and_a_rerun_promotes_and_resumes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    // One good run first, then a middling one (pruned: of two, one goes on), then four that
+    // barely learn: once the rung holds all six, three go on, and the middling one is promoted.
+    let spec = write_spec(
+        dir.path(),
+        "[3e-3, 1e-3, 1e-7, 1.1e-7, 1.2e-7, 1.3e-7]",
+        "1/2",
+    );
+    sweep_cmd(dir.path(), &spec, "1")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("pruned"));
+    let conn = db(dir.path());
+    let first = check_consistent(&conn);
+    assert!(first.values().filter(|(s, _)| s == "pruned").count() >= 3);
+    let middling: String = conn
+        .query_row(
+            "SELECT run_id FROM params WHERE key = 'train.lr' AND value = 1e-3",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(first[&middling], ("pruned".to_string(), 10));
+    let expected = promotable(&conn, 0.5);
+    assert!(expected.contains(&middling), "{expected:?}");
+    let before: Vec<(String, f64)> = rows(
+        &conn,
+        &format!(
+            "SELECT run_id, value FROM metrics WHERE step <= 10 AND run_id = '{middling}' ORDER BY step, name"
+        ),
+    );
+    drop(conn);
+
+    let rerun = sweep_cmd(dir.path(), &spec, "1").assert().success();
+    let stderr = String::from_utf8_lossy(&rerun.get_output().stderr).to_string();
+    for id in &expected {
+        assert!(stderr.contains(&format!("run {id} promoted")), "{stderr}");
+    }
+    let conn = db(dir.path());
+    let promoted: BTreeSet<String> = rows::<i64>(
+        &conn,
+        "SELECT run_id, step FROM events WHERE kind = 'promoted'",
+    )
+    .into_iter()
+    .map(|(id, step)| {
+        assert_eq!(step, 10);
+        id
+    })
+    .collect();
+    assert_eq!(promoted, expected);
+    let second = check_consistent(&conn);
+    for id in &expected {
+        assert!(second[id].1 > 10, "{id} trained on past its rung");
+    }
+    // Resumed from the rung checkpoint: the steps before it are the same rows, not retrained.
+    let after: Vec<(String, f64)> = rows(
+        &conn,
+        &format!(
+            "SELECT run_id, value FROM metrics WHERE step <= 10 AND run_id = '{middling}' ORDER BY step, name"
+        ),
+    );
+    assert_eq!(before, after);
+    let records = std::fs::read_to_string(
+        dir.path()
+            .join("results/pruned")
+            .join(&middling)
+            .join("records.jsonl"),
+    )
+    .unwrap();
+    assert_eq!(records.matches("\"fresh\":true").count(), 1);
+    assert_eq!(records.matches("\"fresh\":false").count(), 1);
+    // Runs that were neither promoted nor changed stay as they were.
+    for (id, ended) in &first {
+        if !expected.contains(id) {
+            assert_eq!(&second[id], ended);
+        }
+    }
+}
+
+#[test]
+fn pruning_sweeps_sharing_a_database_end_every_run_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(
+        dir.path(),
+        "[3e-3, 2e-3, 1e-3, 5e-4, 2e-4, 1e-4, 1e-7, 1e-6]",
+        "1/3",
+    );
+    let spawn = || {
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("runner"))
+            .current_dir(dir.path())
+            .arg("sweep")
+            .arg(&spec)
+            .arg("--data-dir")
+            .arg(fixture_dir())
+            .args(["--jobs", "2", "--no-report"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let children = [spawn(), spawn()];
+    for mut child in children {
+        assert!(child.wait().unwrap().success());
+    }
+    let conn = db(dir.path());
+    let ended = check_consistent(&conn);
+    assert_eq!(ended.len(), 8);
+    assert!(ended.values().any(|(s, _)| s == "pruned"));
+    assert!(ended.values().any(|(s, _)| s == "finished"));
+    // Each run was trained by one process, once.
+    for id in ended.keys() {
+        let records = std::fs::read_to_string(
+            dir.path()
+                .join("results/pruned")
+                .join(id)
+                .join("records.jsonl"),
+        )
+        .unwrap();
+        assert_eq!(records.matches("\"RunStarted\"").count(), 1, "{id}");
+        assert_eq!(records.matches("\"RunEnded\"").count(), 1, "{id}");
+    }
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM events WHERE kind IN ('kept', 'pruned') AND step = 10"
+        ),
+        8,
+        "every run was judged at the first rung"
+    );
+}
+
+#[test]
+fn impossible_prune_rules_name_the_key_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), "[1e-3]", "1/2");
+    let text = std::fs::read_to_string(&spec).unwrap();
+    for (from, to, key) in [
+        ("rungs = [10, 20]", "rungs = [15]", "search.prune.rungs"),
+        (
+            "metric = \"fid\"",
+            "metric = \"loss\"",
+            "search.prune.metric",
+        ),
+        ("keep = \"1/2\"", "keep = 1.5", "search.prune.keep"),
+        ("eval_every = 10", "eval_every = 0", "search.prune.rungs"),
+    ] {
+        std::fs::write(&spec, text.replace(from, to)).unwrap();
+        sweep_cmd(dir.path(), &spec, "1").assert().code(1).stderr(
+            predicate::str::contains(format!("`{key}`"))
+                .and(predicate::str::contains("pruned.toml:")),
+        );
+    }
+    std::fs::write(
+        &spec,
+        text.replace("keep =", "stop_on = [\"boredom\"]\nkeep ="),
+    )
+    .unwrap();
+    sweep_cmd(dir.path(), &spec, "1")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("boredom"));
+}
