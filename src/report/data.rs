@@ -37,6 +37,8 @@ pub struct Run {
     pub evals: BTreeMap<i64, BTreeMap<String, f64>>,
     pub samples: Vec<(i64, String)>,
     pub checkpoints: Vec<(i64, String)>,
+    /// (step, kind, detail): rung decisions and failure detectors' findings, in order.
+    pub events: Vec<(i64, String, String)>,
 }
 
 impl Run {
@@ -178,6 +180,21 @@ fn load_runs(conn: &Connection) -> Result<BTreeMap<String, Vec<Run>>> {
             Ok(())
         },
     )?;
+    // (A database last written by an older runner, opened read-only, has no events table.)
+    let has_events: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'events'",
+        [],
+        |r| r.get(0),
+    )?;
+    if has_events {
+        each(
+            "SELECT run_id, step, kind, detail FROM events ORDER BY run_id, step, at",
+            &mut |run, r| {
+                run.events.push((r.get(1)?, r.get(2)?, r.get(3)?));
+                Ok(())
+            },
+        )?;
+    }
     let mut out: BTreeMap<String, Vec<Run>> = BTreeMap::new();
     for id in order {
         let (experiment, run) = by_id.remove(&id).expect("loaded above");

@@ -2,8 +2,10 @@
 //!
 //! ```text
 //! <out>/index.html                   every experiment, its status counts and leaderboard
-//! <out>/<experiment>/index.html      metric vs each swept key, all loss curves, all runs
-//! <out>/<experiment>/<run>/index.html  config, losses, evaluations, sample grids, checkpoints
+//! <out>/<experiment>/index.html      metric vs each swept key, parallel coordinates, FID and
+//!                                    loss curves of all runs, leaderboard, replicates
+//! <out>/<experiment>/compare-<run>.html  a run beside the experiment's best
+//! <out>/<experiment>/<run>/index.html  config, losses, evaluations, events, samples, checkpoints
 //! ```
 //!
 //! Plots are SVG files (plotters), pages come from minijinja templates with HTML escaping on,
@@ -11,6 +13,7 @@
 //! It is built in a temporary directory and swapped in whole, so a reader never sees half a
 //! report and pages of deleted runs do not linger.
 
+mod compare;
 mod data;
 mod plots;
 
@@ -23,7 +26,7 @@ use minijinja::{Environment, Value};
 use serde::Serialize;
 
 use data::{Experiment, Run};
-use plots::{Chart, Series};
+use plots::{Axis, Chart, Polyline, Series};
 
 /// A file in a report directory that marks it as one, so regenerating may replace it.
 const MARKER: &str = ".ganrunner-report";
@@ -126,6 +129,8 @@ struct LeaderRow {
     swept: Vec<String>,
     metric: String,
     best: bool,
+    /// The page comparing it with the best run (none for the best itself).
+    compare_href: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -198,6 +203,10 @@ fn experiment_view(experiment: &Experiment, href_prefix: &str) -> ExperimentView
                     .map(format_value)
                     .unwrap_or_else(|| "-".into()),
                 best: best.as_deref() == Some(run.id.as_str()),
+                compare_href: best
+                    .as_ref()
+                    .filter(|b| **b != run.id)
+                    .map(|_| format!("{href_prefix}{}", compare::page_name(&run.id))),
             })
             .collect(),
         swept_keys: swept,
@@ -212,6 +221,7 @@ fn templates() -> Environment<'static> {
         ("index.html", include_str!("templates/index.html")),
         ("experiment.html", include_str!("templates/experiment.html")),
         ("run.html", include_str!("templates/run.html")),
+        ("compare.html", include_str!("templates/compare.html")),
     ] {
         env.add_template(name, source)
             .expect("the built-in templates parse");
@@ -460,11 +470,63 @@ fn experiment_page(site: &Site, experiment: &Experiment) -> Result<()> {
                 highlight,
                 x_categories: categories,
                 log_x,
+                crosses: Vec::new(),
             },
         )?;
         plot_refs.push(Plot { title, src });
     }
-    let mut loss_plots = Vec::new();
+    if !swept.is_empty() {
+        let title = format!("Settings and {} of every run", ranking.short());
+        let (axes, lines) = parallel_coordinates(experiment, swept, ranking);
+        let svg = plots::parallel_svg(&title, &axes, &lines).map_err(anyhow::Error::msg)?;
+        site.file(&format!("{dir}/parallel.svg"), svg.as_bytes())?;
+        plot_refs.push(Plot {
+            title,
+            src: "parallel.svg".into(),
+        });
+    }
+    let mut curve_plots = Vec::new();
+    let fid_curves: Vec<(&Run, Vec<(f64, f64)>)> = experiment
+        .runs
+        .iter()
+        .map(|r| {
+            let points = r
+                .evals
+                .iter()
+                .filter_map(|(step, m)| Some((*step as f64, *m.get("fid")?)))
+                .filter(|p| p.1.is_finite())
+                .collect::<Vec<_>>();
+            (r, points)
+        })
+        .filter(|(_, points)| !points.is_empty())
+        .collect();
+    if !fid_curves.is_empty() {
+        let title = "LeNet-FID over training (x: where a pruned run stopped)".to_string();
+        let src = site.plot(
+            &format!("{dir}/fid-curves.svg"),
+            &Chart {
+                title: &title,
+                x_label: "step",
+                y_label: "FID",
+                legend: fid_curves.len() <= 10,
+                crosses: fid_curves
+                    .iter()
+                    .filter(|(r, _)| r.status == "pruned")
+                    .filter_map(|(_, points)| points.last().copied())
+                    .collect(),
+                series: fid_curves
+                    .into_iter()
+                    .map(|(r, points)| Series {
+                        name: r.id.chars().take(8).collect(),
+                        points,
+                    })
+                    .collect(),
+                markers: false,
+                ..Default::default()
+            },
+        )?;
+        curve_plots.push(Plot { title, src });
+    }
     for (name, label) in [("d_loss", "D loss"), ("g_loss", "G loss")] {
         let series: Vec<Series> = experiment
             .runs
@@ -489,9 +551,18 @@ fn experiment_page(site: &Site, experiment: &Experiment) -> Result<()> {
                 highlight: None,
                 x_categories: None,
                 log_x: false,
+                crosses: Vec::new(),
             },
         )?;
-        loss_plots.push(Plot { title, src });
+        curve_plots.push(Plot { title, src });
+    }
+    if let Some(leader) = best
+        .as_ref()
+        .and_then(|b| experiment.runs.iter().find(|r| r.id == *b))
+    {
+        for run in experiment.runs.iter().filter(|r| r.id != leader.id) {
+            compare::page(site, experiment, leader, run)?;
+        }
     }
     site.page(
         &format!("{dir}/index.html"),
@@ -500,10 +571,102 @@ fn experiment_page(site: &Site, experiment: &Experiment) -> Result<()> {
             root => "../",
             experiment => Value::from(Serde(&view)),
             sweep_plots => Value::from(Serde(&plot_refs)),
-            loss_plots => Value::from(Serde(&loss_plots)),
+            curve_plots => Value::from(Serde(&curve_plots)),
             replicates => Value::from(Serde(&replicate_table(&site.db, &experiment.name)?)),
         },
     )
+}
+
+/// The parallel-coordinates plot of an experiment: an axis per swept key (numbers on a linear
+/// or, over a decade and more, log scale; other values as evenly spaced categories) and the
+/// ranking metric last, best at the top.
+fn parallel_coordinates(
+    experiment: &Experiment,
+    swept: &[String],
+    ranking: Ranking,
+) -> (Vec<Axis>, Vec<Polyline>) {
+    let runs = &experiment.runs;
+    let mut axes = Vec::new();
+    let mut columns: Vec<Vec<f64>> = Vec::new();
+    for key in swept {
+        let missing = String::new();
+        let values: Vec<&String> = runs
+            .iter()
+            .map(|r| r.params.get(key).unwrap_or(&missing))
+            .collect();
+        let (xs, categories, log) = x_axis(&values);
+        let (positions, ticks) = match categories {
+            Some(names) => {
+                let span = (names.len().max(2) - 1) as f64;
+                let at = |i: f64| if names.len() == 1 { 0.5 } else { i / span };
+                (
+                    xs.iter().map(|&i| at(i)).collect(),
+                    names
+                        .iter()
+                        .enumerate()
+                        .map(|(i, n)| (at(i as f64), n.clone()))
+                        .collect(),
+                )
+            }
+            None => {
+                let map = |x: f64| if log { x.ln() } else { x };
+                let (lo, hi) = xs
+                    .iter()
+                    .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &x| {
+                        (l.min(x), h.max(x))
+                    });
+                let at = |x: f64| (map(x) - map(lo)) / (map(hi) - map(lo)).max(f64::MIN_POSITIVE);
+                let mid = if log {
+                    (lo * hi).sqrt()
+                } else {
+                    (lo + hi) / 2.0
+                };
+                (
+                    xs.iter().map(|&x| at(x)).collect(),
+                    [lo, mid, hi]
+                        .iter()
+                        .map(|&x| (at(x), plots::format_number(x)))
+                        .collect(),
+                )
+            }
+        };
+        axes.push(Axis {
+            name: key.clone(),
+            ticks,
+        });
+        columns.push(positions);
+    }
+    let scores: Vec<Option<f64>> = runs.iter().map(|r| ranking.value(r)).collect();
+    let (lo, hi) = scores
+        .iter()
+        .flatten()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &v| {
+            (l.min(v), h.max(v))
+        });
+    // 0 for the best (lowest), 1 for the worst.
+    let badness = |v: f64| if hi > lo { (v - lo) / (hi - lo) } else { 0.0 };
+    axes.push(Axis {
+        name: ranking.short().into(),
+        ticks: if lo.is_finite() {
+            vec![(1.0, format_value(lo)), (0.0, format_value(hi))]
+        } else {
+            Vec::new()
+        },
+    });
+    let lines = runs
+        .iter()
+        .enumerate()
+        .map(|(i, run)| Polyline {
+            positions: columns
+                .iter()
+                .map(|c| c[i])
+                .chain([scores[i].map_or(f64::NAN, |v| 1.0 - badness(v))])
+                .collect(),
+            score: scores[i].map_or(1.0, badness),
+            dashed: run.status != "finished",
+        })
+        .collect();
+    (axes, lines)
 }
 
 /// The experiment's groups of replicates (`runner runs --group`) as text cells, header first;
@@ -593,6 +756,7 @@ fn run_page(site: &Site, experiment: &Experiment, run: &Run) -> Result<()> {
                 x_categories: None,
                 log_x: false,
                 legend: true,
+                crosses: Vec::new(),
             },
         )?,
     }];
@@ -631,6 +795,7 @@ fn run_page(site: &Site, experiment: &Experiment, run: &Run) -> Result<()> {
                     x_categories: None,
                     log_x: false,
                     legend: names.len() > 1,
+                    crosses: Vec::new(),
                 },
             )?;
             plots.push(Plot {
@@ -703,6 +868,7 @@ fn run_page(site: &Site, experiment: &Experiment, run: &Run) -> Result<()> {
                 backend => run.backend.clone(),
             },
             params => Value::from(Serde(&run.params)),
+            events => Value::from(Serde(&run.events)),
             plots => Value::from(Serde(&plots)),
             eval_columns => Value::from(Serde(eval_columns)),
             eval_rows => Value::from(Serde(&eval_rows)),

@@ -1,4 +1,4 @@
-//! Line charts as standalone SVG files, drawn with plotters.
+//! Line charts and parallel-coordinates plots as standalone SVG files, drawn with plotters.
 
 use plotters::prelude::*;
 
@@ -10,7 +10,7 @@ pub struct Series {
 }
 
 /// What a chart shows.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Chart<'a> {
     pub title: &'a str,
     pub x_label: &'a str,
@@ -26,6 +26,8 @@ pub struct Chart<'a> {
     pub log_x: bool,
     /// Show the legend (off for many anonymous lines).
     pub legend: bool,
+    /// Points marked with a cross (where pruned runs stopped).
+    pub crosses: Vec<(f64, f64)>,
 }
 
 const SIZE: (u32, u32) = (720, 400);
@@ -51,7 +53,7 @@ fn padded(values: impl Iterator<Item = f64>, log: bool) -> (f64, f64) {
     (lo - pad, hi + pad)
 }
 
-fn format_number(v: f64) -> String {
+pub fn format_number(v: f64) -> String {
     if v != 0.0 && (v.abs() < 1e-2 || v.abs() >= 1e5) {
         format!("{v:.1e}").replace(".0e", "e")
     } else {
@@ -127,6 +129,12 @@ fn draw<'a>(
                     ctx.draw_series(s.points.iter().map(|&p| Circle::new(p, 4, color.filled())))?;
                 }
             }
+            ctx.draw_series(
+                chart
+                    .crosses
+                    .iter()
+                    .map(|&p| Cross::new(p, 6, BLACK.stroke_width(2))),
+            )?;
             if let Some(p) = chart.highlight {
                 ctx.draw_series(std::iter::once(Circle::new(p, 9, RED.stroke_width(3))))?;
             }
@@ -152,6 +160,120 @@ fn draw<'a>(
     Ok(())
 }
 
+/// One vertical axis of a parallel-coordinates plot: its name and labelled positions
+/// (0 = bottom, 1 = top).
+#[derive(Debug, Clone)]
+pub struct Axis {
+    pub name: String,
+    pub ticks: Vec<(f64, String)>,
+}
+
+/// One run across the axes: its position on each (0..=1, NaN when it has no value there) and
+/// its score, 0 for the best run and 1 for the worst, which sets its colour.
+#[derive(Debug, Clone)]
+pub struct Polyline {
+    pub positions: Vec<f64>,
+    pub score: f64,
+    pub dashed: bool,
+}
+
+const PARALLEL_SIZE: (u32, u32) = (960, 420);
+
+/// From dark blue (best) through teal to pale orange (worst).
+fn score_color(score: f64) -> RGBColor {
+    let stops = [
+        (20.0, 50.0, 140.0),
+        (40.0, 150.0, 140.0),
+        (245.0, 185.0, 110.0),
+    ];
+    let t = score.clamp(0.0, 1.0) * 2.0;
+    let (a, b, f) = if t <= 1.0 {
+        (stops[0], stops[1], t)
+    } else {
+        (stops[1], stops[2], t - 1.0)
+    };
+    let mix = |x: f64, y: f64| (x + (y - x) * f) as u8;
+    RGBColor(mix(a.0, b.0), mix(a.1, b.1), mix(a.2, b.2))
+}
+
+/// A parallel-coordinates plot: one axis per setting (and the score last), one line per run,
+/// the best runs drawn last (on top) and darkest; `dashed` lines (runs that did not finish,
+/// e.g. pruned) are thinner.
+pub fn parallel_svg(title: &str, axes: &[Axis], lines: &[Polyline]) -> Result<String, String> {
+    let mut out = String::new();
+    draw_parallel(title, axes, lines, &mut out).map_err(|e| format!("drawing `{title}`: {e}"))?;
+    Ok(out)
+}
+
+fn draw_parallel<'a>(
+    title: &'a str,
+    axes: &'a [Axis],
+    lines: &'a [Polyline],
+    out: &'a mut String,
+) -> Result<(), Box<dyn std::error::Error + 'a>> {
+    let root = SVGBackend::with_string(out, PARALLEL_SIZE).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (w, h) = (PARALLEL_SIZE.0 as f64, PARALLEL_SIZE.1 as f64);
+    let (left, right, top, bottom) = (60.0, 110.0, 70.0, 30.0);
+    let x_of = |i: usize| {
+        let span = (axes.len().max(2) - 1) as f64;
+        (left + (w - left - right) * i as f64 / span) as i32
+    };
+    let y_of = |p: f64| (top + (h - top - bottom) * (1.0 - p)) as i32;
+    root.draw(&Text::new(
+        title.to_string(),
+        ((w / 2.0) as i32 - 6 * title.len() as i32 / 2, 14),
+        ("sans-serif", 20),
+    ))?;
+    let mut order: Vec<&Polyline> = lines.iter().collect();
+    order.sort_by(|a, b| b.score.total_cmp(&a.score));
+    for line in order {
+        let color = score_color(line.score);
+        let style = if line.dashed {
+            color.stroke_width(1)
+        } else {
+            color.stroke_width(3)
+        };
+        // Missing values break the line.
+        let mut segment = Vec::new();
+        for (i, p) in line.positions.iter().enumerate() {
+            if p.is_finite() {
+                segment.push((x_of(i), y_of(*p)));
+            } else if !segment.is_empty() {
+                root.draw(&PathElement::new(std::mem::take(&mut segment), style))?;
+            }
+        }
+        root.draw(&PathElement::new(segment, style))?;
+    }
+    for (i, axis) in axes.iter().enumerate() {
+        let x = x_of(i);
+        root.draw(&PathElement::new(
+            vec![(x, y_of(0.0)), (x, y_of(1.0))],
+            BLACK.stroke_width(1),
+        ))?;
+        let name_x = x - 4 * axis.name.len().min(28) as i32;
+        root.draw(&Text::new(
+            axis.name.clone(),
+            (name_x, y_of(1.0) - 28),
+            ("sans-serif", 16),
+        ))?;
+        for (p, label) in &axis.ticks {
+            let y = y_of(*p);
+            root.draw(&PathElement::new(
+                vec![(x - 4, y), (x, y)],
+                BLACK.stroke_width(1),
+            ))?;
+            root.draw(&Text::new(
+                label.clone(),
+                (x + 6, y - 8),
+                ("sans-serif", 14),
+            ))?;
+        }
+    }
+    root.present()?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,10 +293,41 @@ mod tests {
             x_categories: None,
             log_x: false,
             legend: true,
+            crosses: vec![(10.0, 0.5)],
         })
         .unwrap();
         assert!(svg.starts_with("<svg"), "{}", &svg[..50]);
         assert!(svg.contains("&lt;of&gt;") && !svg.contains("<of>"));
+    }
+
+    #[test]
+    fn parallel_plots_draw_every_axis_and_skip_missing_values() {
+        let axes = vec![
+            Axis {
+                name: "train.lr".into(),
+                ticks: vec![(0.0, "1e-5".into()), (1.0, "1e-2".into())],
+            },
+            Axis {
+                name: "FID".into(),
+                ticks: vec![(0.0, "300".into()), (1.0, "20".into())],
+            },
+        ];
+        let lines = vec![
+            Polyline {
+                positions: vec![0.2, 0.9],
+                score: 0.0,
+                dashed: false,
+            },
+            Polyline {
+                positions: vec![f64::NAN, 0.1],
+                score: 1.0,
+                dashed: true,
+            },
+        ];
+        let svg = parallel_svg("settings <-> FID", &axes, &lines).unwrap();
+        assert!(svg.contains("train.lr") && svg.contains("1e-2") && svg.contains("&lt;-&gt;"));
+        assert_eq!(score_color(0.0), RGBColor(20, 50, 140));
+        assert_eq!(score_color(1.0), RGBColor(245, 185, 110));
     }
 
     #[test]
@@ -193,6 +346,7 @@ mod tests {
                 x_categories: None,
                 log_x: true,
                 legend: false,
+                crosses: vec![],
             };
             assert!(svg(&chart).unwrap().contains("</svg>"));
         }

@@ -1,0 +1,152 @@
+//! The compare page: a run beside its experiment's best, reached from the leaderboard.
+//! Settings that differ, both runs' FID and loss curves overlaid, their last sample grids side
+//! by side, and their events.
+
+use anyhow::Result;
+use minijinja::Value;
+use minijinja::value::Serde;
+
+use super::data::{Experiment, Run};
+use super::plots::{Chart, Series};
+use super::{Plot, Site, format_value, slug};
+
+/// The file name of the page comparing `run` with the best run, in the experiment's directory.
+pub fn page_name(run: &str) -> String {
+    format!("compare-{}.html", slug(run))
+}
+
+/// The page comparing `run` with `leader`.
+pub fn page(site: &Site, experiment: &Experiment, leader: &Run, run: &Run) -> Result<()> {
+    let dir = slug(&experiment.name);
+    let name = page_name(&run.id);
+    let label = |r: &Run, best: bool| {
+        let short: String = r.id.chars().take(8).collect();
+        if best {
+            format!("{short} (best)")
+        } else {
+            short
+        }
+    };
+    let runs = [(leader, label(leader, true)), (run, label(run, false))];
+    let fid = |r: &Run| -> Vec<(f64, f64)> {
+        r.evals
+            .iter()
+            .filter_map(|(step, m)| Some((*step as f64, *m.get("fid")?)))
+            .collect()
+    };
+    let mut plots = Vec::new();
+    let stem = name.trim_end_matches(".html");
+    let fid_series: Vec<Series> = runs
+        .iter()
+        .map(|(r, l)| Series {
+            name: l.clone(),
+            points: fid(r),
+        })
+        .filter(|s| !s.points.is_empty())
+        .collect();
+    if !fid_series.is_empty() {
+        let src = site.plot(
+            &format!("{dir}/{stem}-fid.svg"),
+            &Chart {
+                title: "LeNet-FID over training",
+                x_label: "step",
+                y_label: "FID",
+                series: fid_series,
+                markers: true,
+                legend: true,
+                ..Default::default()
+            },
+        )?;
+        plots.push(Plot {
+            title: "LeNet-FID over training".into(),
+            src,
+        });
+    }
+    let loss_series = runs
+        .iter()
+        .flat_map(|(r, l)| {
+            [("d_loss", "D"), ("g_loss", "G")]
+                .into_iter()
+                .filter_map(move |(metric, which)| {
+                    Some(Series {
+                        name: format!("{which} {l}"),
+                        points: r.metrics.get(metric)?.clone(),
+                    })
+                })
+        })
+        .collect();
+    let src = site.plot(
+        &format!("{dir}/{stem}-losses.svg"),
+        &Chart {
+            title: "Training losses",
+            x_label: "step",
+            y_label: "loss",
+            series: loss_series,
+            legend: true,
+            ..Default::default()
+        },
+    )?;
+    plots.push(Plot {
+        title: "Training losses".into(),
+        src,
+    });
+    // Settings that differ, then the outcomes.
+    let keys: std::collections::BTreeSet<&String> =
+        leader.params.keys().chain(run.params.keys()).collect();
+    let mut rows: Vec<[String; 3]> = keys
+        .into_iter()
+        .filter(|k| leader.params.get(*k) != run.params.get(*k) && k.as_str() != "data.dir")
+        .map(|k| {
+            let get = |r: &Run| r.params.get(k).cloned().unwrap_or_else(|| "-".into());
+            [k.clone(), get(leader), get(run)]
+        })
+        .collect();
+    let outcome = |r: &Run| {
+        [
+            r.status.clone(),
+            r.steps_done.to_string(),
+            r.best_fid().map(format_value).unwrap_or_else(|| "-".into()),
+            fid(r)
+                .last()
+                .map(|p| format_value(p.1))
+                .unwrap_or_else(|| "-".into()),
+        ]
+    };
+    let (a, b) = (outcome(leader), outcome(run));
+    for (i, what) in ["status", "steps done", "best FID", "last FID"]
+        .iter()
+        .enumerate()
+    {
+        rows.push([what.to_string(), a[i].clone(), b[i].clone()]);
+    }
+    let grid = |r: &Run| {
+        r.samples.iter().rev().find_map(|(step, logged)| {
+            site.locate(logged)
+                .map(|_| (format!("{}/step-{step:08}.png", slug(&r.id)), *step))
+        })
+    };
+    let sides: Vec<_> = runs
+        .iter()
+        .map(|(r, l)| {
+            minijinja::context! {
+                label => l.clone(),
+                href => format!("{}/index.html", slug(&r.id)),
+                grid => grid(r).map(|g| g.0),
+                grid_step => grid(r).map(|g| g.1),
+                events => Value::from(Serde(&r.events)),
+            }
+        })
+        .collect();
+    site.page(
+        &format!("{dir}/{name}"),
+        "compare.html",
+        minijinja::context! {
+            root => "../",
+            experiment => experiment.name.clone(),
+            labels => vec![runs[0].1.clone(), runs[1].1.clone()],
+            rows => Value::from(Serde(&rows)),
+            plots => Value::from(Serde(&plots)),
+            sides => sides,
+        },
+    )
+}
