@@ -196,6 +196,12 @@ fn the_report_loads_in_chromium_without_broken_images_missing_pages_or_errors() 
         "evaluated runs are ranked by FID"
     );
     assert!(index.contains("class=\"best\""));
+    let experiment = read(results.join("report/tiny/index.html"));
+    for part in ["parallel.svg", "fid-curves.svg", "vs best"] {
+        assert!(experiment.contains(part), "the experiment page shows {part}");
+    }
+    let parallel = read(results.join("report/tiny/parallel.svg"));
+    assert!(parallel.contains("train.lr") && parallel.contains("FID"));
     for page in run_pages(&results.join("report")) {
         let html = read(page.clone());
         assert!(html.contains("fid.svg") && !html.contains("no-evals"));
@@ -225,8 +231,8 @@ fn the_report_loads_in_chromium_without_broken_images_missing_pages_or_errors() 
     let result: serde_json::Value =
         serde_json::from_str(result.trim_end_matches("</pre>")).unwrap();
     assert_eq!(result["problems"], serde_json::json!([]), "{result}");
-    // index, the experiment page, two run pages.
-    assert_eq!(result["pages"], 4, "{result}");
+    // index, the experiment page, two run pages, the second run beside the best.
+    assert_eq!(result["pages"], 5, "{result}");
     assert!(result["images"].as_u64().unwrap() > 10, "{result}");
     let errors: Vec<&str> = log
         .lines()
