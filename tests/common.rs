@@ -74,3 +74,32 @@ pub fn db(dir: &Path) -> Connection {
 pub fn count(conn: &Connection, sql: &str) -> i64 {
     conn.query_row(sql, [], |r| r.get(0)).unwrap()
 }
+
+/// Fake `sbatch` and `squeue` on PATH: sbatch keeps its script and answers job 42; squeue
+/// lists the task ids in `queue.txt` (none by default).
+pub fn fake_slurm(dir: &Path) -> String {
+    let bin = dir.join("fake-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for (name, body) in [
+        (
+            "sbatch",
+            format!(
+                "#!/bin/sh\necho \"$@\" > {0}/sbatch-args\necho 42\n",
+                dir.display()
+            ),
+        ),
+        (
+            "squeue",
+            format!(
+                "#!/bin/sh\ncat {0}/queue.txt 2>/dev/null || true\n",
+                dir.display()
+            ),
+        ),
+    ] {
+        let path = bin.join(name);
+        std::fs::write(&path, body).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    format!("{}:{}", bin.display(), std::env::var("PATH").unwrap())
+}

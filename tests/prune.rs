@@ -6,7 +6,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use common::{count, db, fixture_dir, runner};
+use common::{count, db, fake_slurm, fixture_dir, runner};
 use predicates::prelude::*;
 use rusqlite::Connection;
 
@@ -266,6 +266,64 @@ fn pruning_sweeps_sharing_a_database_end_every_run_once() {
         ),
         8,
         "every run was judged at the first rung"
+    );
+}
+
+#[test]
+fn slurm_tasks_prune_by_their_siblings_records_and_collect_counts_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), "[3e-3, 1e-3, 1e-7, 1.1e-7]", "1/2");
+    let path = fake_slurm(dir.path());
+    let slurm = |extra: &[&str]| {
+        runner()
+            .current_dir(dir.path())
+            .env("PATH", &path)
+            .arg("sweep")
+            .arg(&spec)
+            .arg("--data-dir")
+            .arg(fixture_dir())
+            .args(["--executor", "slurm", "--no-report"])
+            .args(extra)
+            .assert()
+    };
+    slurm(&[])
+        .success()
+        .stdout(predicate::str::contains("4 queued"));
+    let plan = std::fs::read_dir(dir.path().join("results/pruned/slurm"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "json"))
+        .unwrap();
+    assert!(
+        std::fs::read_to_string(&plan)
+            .unwrap()
+            .contains("\"rungs\"")
+    );
+    // The array's tasks, one after another as `--max-parallel 1` would run them: a pruned
+    // task is a task that did its job (exit 0).
+    for i in 0..4 {
+        runner()
+            .current_dir(dir.path())
+            .env("SLURM_ARRAY_JOB_ID", "42")
+            .arg("slurm-task")
+            .arg(&plan)
+            .arg(i.to_string())
+            .assert()
+            .success();
+    }
+    slurm(&["--collect"])
+        .success()
+        .stdout(predicate::str::contains("0 failed"));
+    let conn = db(dir.path());
+    let ended = check_consistent(&conn);
+    let pruned = ended.values().filter(|(s, _)| s == "pruned").count();
+    assert!(pruned >= 2, "{ended:?}");
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM events WHERE kind IN ('kept', 'pruned') AND step = 10"
+        ),
+        4
     );
 }
 

@@ -4,7 +4,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{count, db, fixture_dir, runner};
+use common::{count, db, fake_slurm, fixture_dir, runner};
 use predicates::prelude::*;
 use rusqlite::Connection;
 
@@ -374,35 +374,6 @@ fn sweeps_log_evaluations_and_eval_reproduces_them() {
         .assert()
         .failure()
         .stderr(predicate::str::contains("`ffffffff`"));
-}
-
-/// Fake `sbatch` and `squeue` on PATH: sbatch keeps its script and answers job 42; squeue
-/// lists the task ids in `queue.txt` (none by default).
-fn fake_slurm(dir: &Path) -> String {
-    let bin = dir.join("fake-bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    for (name, body) in [
-        (
-            "sbatch",
-            format!(
-                "#!/bin/sh\necho \"$@\" > {0}/sbatch-args\necho 42\n",
-                dir.display()
-            ),
-        ),
-        (
-            "squeue",
-            format!(
-                "#!/bin/sh\ncat {0}/queue.txt 2>/dev/null || true\n",
-                dir.display()
-            ),
-        ),
-    ] {
-        let path = bin.join(name);
-        std::fs::write(&path, body).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    format!("{}:{}", bin.display(), std::env::var("PATH").unwrap())
 }
 
 #[test]
