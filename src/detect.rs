@@ -8,7 +8,8 @@
 //!   evaluation), or coverage falls below half the best this run reached (once that was at
 //!   least [`COVERAGE_FLOOR`]).
 //! - `d_wins`: D's loss below [`D_WINS_LOSS`] at every step of a [`D_WINS_WINDOW`]-step window
-//!   while G's loss climbs (its mean over the window's last quarter above its first quarter's).
+//!   while G's loss climbs (its mean over the window's last quarter above its first quarter's);
+//!   at most once per window.
 //! - `oscillation`: FID alternating up and down over the last four evaluations, every swing
 //!   larger than [`SWING`] of the smaller value.
 //!
@@ -55,13 +56,28 @@ pub struct Finding {
 }
 
 /// The detectors' state for one run.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Detectors {
     losses: VecDeque<Losses>,
     d_winning: bool,
+    /// Steps since `d_wins` last fired (none yet: a full window).
+    since_d_wins: usize,
     last_class_kl: Option<f64>,
     best_coverage: f64,
     fids: Vec<f64>,
+}
+
+impl Default for Detectors {
+    fn default() -> Self {
+        Detectors {
+            losses: VecDeque::new(),
+            d_winning: false,
+            since_d_wins: D_WINS_WINDOW,
+            last_class_kl: None,
+            best_coverage: 0.0,
+            fids: Vec::new(),
+        }
+    }
 }
 
 impl Detectors {
@@ -79,8 +95,9 @@ impl Detectors {
         let winning = full
             && self.losses.iter().all(|l| l.d < D_WINS_LOSS)
             && mean_g(D_WINS_WINDOW - quarter..D_WINS_WINDOW) > mean_g(0..quarter);
-        let started = winning && !self.d_winning;
+        let started = winning && !self.d_winning && self.since_d_wins >= D_WINS_WINDOW;
         self.d_winning = winning;
+        self.since_d_wins = if started { 0 } else { self.since_d_wins + 1 };
         started.then(|| Finding {
             kind: Detector::DWins,
             detail: format!(
@@ -162,6 +179,8 @@ mod tests {
             recall: 0.5,
             density: 0.5,
             coverage,
+            kid: 0.0,
+            kid_std: 0.0,
         }
     }
 
@@ -180,6 +199,20 @@ mod tests {
             fired,
             [(299, Detector::DWins)],
             "fires when the window fills, once"
+        );
+        // D stays near 0 while G's loss wobbles up and down (the climb test flips often):
+        // at most once per window.
+        let mut wobbly = Detectors::default();
+        let fired: Vec<usize> = (0..2000)
+            .filter(|&step| {
+                let g = (step as f32 / 37.0).sin() * 5.0 + step as f32 * 0.001;
+                wobbly.step(Losses { d: 0.01, g }).is_some()
+            })
+            .collect();
+        assert!(fired.len() >= 2, "{fired:?}");
+        assert!(
+            fired.windows(2).all(|w| w[1] - w[0] >= D_WINS_WINDOW),
+            "{fired:?}"
         );
         // D near 0 with G flat is a converged-looking run, not D winning.
         let mut flat = Detectors::default();

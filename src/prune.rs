@@ -26,8 +26,8 @@ use crate::track::records;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PruneRule {
-    /// An evaluation metric (`fid`, `is`, `class_kl`, `precision`, `recall`, `density`,
-    /// `coverage`); its direction is known.
+    /// An evaluation metric (`fid`, `kid`, `is`, `class_kl`, `precision`, `recall`,
+    /// `density`, `coverage`); its direction is known.
     #[serde(default = "default_metric")]
     pub metric: String,
     /// Steps at which runs are compared (each an evaluation step).
@@ -181,7 +181,7 @@ impl Decision {
 /// Whether a larger value of evaluation metric `name` is better; `None` for unknown names.
 pub fn higher_is_better(name: &str) -> Option<bool> {
     match name {
-        "fid" | "class_kl" => Some(false),
+        "fid" | "kid" | "class_kl" => Some(false),
         "is" | "precision" | "recall" | "density" | "coverage" => Some(true),
         _ => None,
     }

@@ -31,11 +31,15 @@ pub struct Metrics {
     pub recall: f64,
     pub density: f64,
     pub coverage: f64,
+    /// Kernel distance: mean and standard deviation over subsets (`metrics::kernel_distance`).
+    pub kid: f64,
+    pub kid_std: f64,
 }
 
 /// The names of the headline scores in the `evals` table, in the order tables show them.
-pub const HEADLINE: [&str; 7] = [
+pub const HEADLINE: [&str; 8] = [
     "fid",
+    "kid",
     "is",
     "class_kl",
     "precision",
@@ -46,9 +50,10 @@ pub const HEADLINE: [&str; 7] = [
 
 impl Metrics {
     /// The headline scores, named as in [`HEADLINE`].
-    pub fn headline(&self) -> [(&'static str, f64); 7] {
+    pub fn headline(&self) -> [(&'static str, f64); 8] {
         let values = [
             self.fid,
+            self.kid,
             self.inception_score,
             self.class_kl,
             self.precision,
@@ -65,7 +70,7 @@ impl Metrics {
         let mut out: Vec<(String, f64)> = self
             .headline()
             .into_iter()
-            .chain([("samples", self.samples as f64)])
+            .chain([("kid_std", self.kid_std), ("samples", self.samples as f64)])
             .map(|(k, v)| (k.to_string(), v))
             .collect();
         out.extend(
@@ -80,8 +85,10 @@ impl Metrics {
     /// A one-line summary for logs.
     pub fn summary(&self) -> String {
         format!(
-            "FID {:.2}, IS {:.2}, class KL {:.3}, precision {:.3}, recall {:.3}, density {:.3}, coverage {:.3}",
+            "FID {:.2}, KID {:.3} ± {:.3}, IS {:.2}, class KL {:.3}, precision {:.3}, recall {:.3}, density {:.3}, coverage {:.3}",
             self.fid,
+            self.kid,
+            self.kid_std,
             self.inception_score,
             self.class_kl,
             self.precision,
@@ -141,6 +148,7 @@ impl Evaluator {
         let fake = FeatureSet::new(&outputs.features, FEATURES);
         let histogram = metrics::class_histogram(&outputs.predictions());
         let fidelity = metrics::fidelity(&self.reference, &fake);
+        let (kid, kid_std) = metrics::kernel_distance(&self.reference.features, &fake);
         Metrics {
             samples: images.len(),
             fid: metrics::frechet_distance(&self.reference.gaussian, &Gaussian::fit(&fake)),
@@ -151,6 +159,8 @@ impl Evaluator {
             recall: fidelity.recall,
             density: fidelity.density,
             coverage: fidelity.coverage,
+            kid,
+            kid_std,
         }
     }
 }
