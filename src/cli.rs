@@ -168,8 +168,12 @@ pub struct EvalArgs {
     #[command(flatten)]
     pub device: DeviceArg,
     /// A run id (or a unique prefix of one), a run directory or a checkpoint directory.
-    #[arg(conflicts_with = "real")]
+    #[arg(conflicts_with_all = ["real", "train_classifier"])]
     pub target: Option<String>,
+    /// Train (again) and cache the evaluator's classifier for --dataset / --data-dir, printing
+    /// its test accuracy (MNIST and Fashion-MNIST use the shipped ones: nothing to train).
+    #[arg(long, conflicts_with = "real")]
+    pub train_classifier: bool,
     /// Score real training digits (the floor) and uniform noise (the ceiling) instead.
     #[arg(long)]
     pub real: bool,

@@ -335,6 +335,7 @@ pub fn generate(checkpoint: &Path, best: bool, n: usize, seed: u64, out: &Path) 
 pub struct EvalRequest<'a> {
     pub target: Option<&'a str>,
     pub real: bool,
+    pub train_classifier: bool,
     pub samples: usize,
     pub seed: Option<u64>,
     pub dataset: DatasetName,
@@ -345,6 +346,17 @@ pub struct EvalRequest<'a> {
 
 pub fn eval(req: EvalRequest) -> Result<()> {
     let mut log = |line: &str| eprintln!("{line}");
+    if req.train_classifier {
+        let dir = data::dataset_dir(Path::new("data"), req.dataset, req.data_dir);
+        let classifier = crate::eval::classifier::Classifier::load(&dir, true, &mut log)?;
+        println!(
+            "{}: classifier {} (test accuracy {:.2}%)",
+            dir.display(),
+            classifier.path.display(),
+            100.0 * classifier.test_accuracy
+        );
+        return Ok(());
+    }
     let scored = if req.real {
         let dir = data::dataset_dir(Path::new("data"), req.dataset, req.data_dir);
         crate::score::calibration(

@@ -102,6 +102,7 @@ fn run(cli: Cli) -> Result<()> {
             commands::eval(commands::EvalRequest {
                 target: a.target.as_deref(),
                 real: a.real,
+                train_classifier: a.train_classifier,
                 samples: a.samples,
                 seed: a.seed,
                 dataset: a.dataset,

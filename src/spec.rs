@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::DatasetName;
 use crate::model::ModelConfig;
+use crate::train::loss::LossKind;
 
 /// A spec that cannot be used, with where the problem is.
 #[derive(Debug, thiserror::Error)]
@@ -77,7 +78,39 @@ pub struct TrainConfig {
     pub d_steps: usize,
     pub optimizer: OptimizerKind,
     pub seed: u64,
+    /// The adversarial loss (see `train::loss`).
+    pub loss: LossKind,
+    /// G's and D's learning rates (two time-scale updates); each defaults to `lr`.
+    pub g_lr: Option<f64>,
+    pub d_lr: Option<f64>,
+    /// How both learning rates change over the run.
+    pub lr_decay: LrDecay,
+    /// The target of real images for D (below 1: one-sided label smoothing).
+    pub real_label: f64,
+    /// `loss = "wgan"`: D's weights are clipped to [-clip, clip] after each D step (0.01).
+    pub clip: Option<f64>,
 }
+
+/// `train.lr_decay`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LrDecay {
+    #[default]
+    None,
+    /// From the full rate at the first step to 0 after the last.
+    Linear,
+}
+
+/// Keys added to the config after run ids were defined, with their defaults: at the default a
+/// key is left out of the id, so runs recorded before keep their ids.
+const LATER_KEYS: &[(&str, &str)] = &[
+    ("loss", "\"bce\""),
+    ("g_lr", "null"),
+    ("d_lr", "null"),
+    ("lr_decay", "\"none\""),
+    ("real_label", "1.0"),
+    ("clip", "null"),
+];
 
 impl Default for TrainConfig {
     fn default() -> Self {
@@ -90,11 +123,29 @@ impl Default for TrainConfig {
             d_steps: 1,
             optimizer: OptimizerKind::Adam,
             seed: 0,
+            loss: LossKind::Bce,
+            g_lr: None,
+            d_lr: None,
+            lr_decay: LrDecay::None,
+            real_label: 1.0,
+            clip: None,
         }
     }
 }
 
 impl TrainConfig {
+    /// G's and D's learning rates at `step` (from 1) of `total`.
+    pub fn learning_rates(&self, step: u64, total: u64) -> (f64, f64) {
+        let scale = match self.lr_decay {
+            LrDecay::None => 1.0,
+            LrDecay::Linear => 1.0 - (step - 1) as f64 / total.max(1) as f64,
+        };
+        (
+            self.g_lr.unwrap_or(self.lr) * scale,
+            self.d_lr.unwrap_or(self.lr) * scale,
+        )
+    }
+
     /// The number of G steps for a training set of `train_len` images: `steps`, or enough for
     /// `epochs` passes of D's real batches (200 epochs, the report's, when neither is set).
     pub fn total_steps(&self, train_len: usize) -> u64 {
@@ -200,6 +251,37 @@ impl RunConfig {
         if t.d_steps == 0 {
             bad("train.d_steps", "must be at least 1".into());
         }
+        for (key, lr) in [("train.g_lr", t.g_lr), ("train.d_lr", t.d_lr)] {
+            if let Some(lr) = lr
+                && !(lr.is_finite() && lr > 0.0)
+            {
+                bad(key, format!("must be > 0, got {lr}"));
+            }
+        }
+        if !(t.real_label > 0.0 && t.real_label <= 1.0) {
+            bad(
+                "train.real_label",
+                format!("must be in (0, 1], got {}", t.real_label),
+            );
+        } else if t.real_label != 1.0 && !t.loss.has_real_label() {
+            bad(
+                "train.real_label",
+                format!(
+                    "has no meaning for loss = {:?} (no real target); use bce, minimax or lsgan",
+                    t.loss
+                ),
+            );
+        }
+        match (t.clip, t.loss) {
+            (Some(clip), LossKind::Wgan) if !(clip.is_finite() && clip > 0.0) => {
+                bad("train.clip", format!("must be > 0, got {clip}"))
+            }
+            (Some(_), loss) if loss != LossKind::Wgan => bad(
+                "train.clip",
+                "only applies to loss = \"wgan\" (weight clipping)".into(),
+            ),
+            _ => {}
+        }
         let l = &self.log;
         if l.sample_every == 0 {
             bad("log.sample_every", "must be at least 1".into());
@@ -267,6 +349,13 @@ pub fn run_id(experiment: &str, config: &RunConfig, data_id: &str) -> String {
     let mut value = serde_json::to_value(&config).expect("configs serialize");
     if let Some(map) = value.as_object_mut() {
         map.remove("log");
+    }
+    if let Some(train) = value.get_mut("train").and_then(|t| t.as_object_mut()) {
+        for (key, default) in LATER_KEYS {
+            if train.get(*key).map(|v| v.to_string()).as_deref() == Some(default) {
+                train.remove(*key);
+            }
+        }
     }
     let identity = serde_json::json!({
         "experiment": experiment,
@@ -721,6 +810,48 @@ mod tests {
         assert!(err.starts_with("exp.toml:2: `train.d_steps`"), "{err}");
     }
 
+    #[test]
+    fn the_toolbox_keys_refuse_impossible_values() {
+        let key_of = |train: &str| {
+            let err = parse(&format!("name = \"x\"\n[train]\n{train}\n"))
+                .unwrap_err()
+                .to_string();
+            err
+        };
+        assert!(key_of("real_label = 1.5").contains("`train.real_label` must be in (0, 1]"));
+        assert!(key_of("real_label = 0.0").contains("`train.real_label`"));
+        assert!(key_of("loss = \"hinge\"\nreal_label = 0.9").contains("no meaning"));
+        assert!(key_of("clip = 0.1").contains("`train.clip` only applies"));
+        assert!(key_of("loss = \"wgan\"\nclip = -1.0").contains("`train.clip` must be > 0"));
+        assert!(key_of("g_lr = 0.0").contains("`train.g_lr` must be > 0"));
+        assert!(key_of("d_lr = nan").contains("`train.d_lr`"));
+        assert!(key_of("loss = \"wgan-gp\"").contains("unknown variant"));
+        assert!(key_of("lr_decay = \"cosine\"").contains("unknown variant"));
+        let ok =
+            parse("name = \"x\"\n[train]\nloss = \"wgan\"\nclip = 0.05\noptimizer = \"rmsprop\"\n");
+        assert!(ok.is_ok(), "{ok:?}");
+    }
+
+    #[test]
+    fn learning_rates_follow_ttur_and_the_linear_decay() {
+        let mut t = TrainConfig {
+            lr: 2e-4,
+            d_lr: Some(4e-4),
+            ..Default::default()
+        };
+        assert_eq!(t.learning_rates(1, 100), (2e-4, 4e-4));
+        assert_eq!(t.learning_rates(100, 100), (2e-4, 4e-4));
+        t.lr_decay = LrDecay::Linear;
+        assert_eq!(t.learning_rates(1, 100), (2e-4, 4e-4));
+        let (g, d) = t.learning_rates(51, 100);
+        assert!((g - 1e-4).abs() < 1e-12 && (d - 2e-4).abs() < 1e-12);
+        let (g, _) = t.learning_rates(100, 100);
+        assert!(
+            (g - 2e-6).abs() < 1e-12,
+            "the last step still learns a little"
+        );
+    }
+
     fn grid(text: &str) -> Vec<GridPoint> {
         parse(text).unwrap().grid().unwrap()
     }
@@ -790,6 +921,16 @@ mod tests {
             "other data is another run"
         );
         assert_eq!(id(&a[0].config).len(), 12);
+        let mut hinge = a[0].config.clone();
+        hinge.train.loss = LossKind::Hinge;
+        assert_ne!(
+            id(&hinge),
+            id(&a[0].config),
+            "a key added later counts when set"
+        );
+        let mut ttur = a[0].config.clone();
+        ttur.train.d_lr = Some(4e-4);
+        assert_ne!(id(&ttur), id(&a[0].config));
         // Pinned, so an accidental change of the hash (which would orphan every result) fails.
         assert_eq!(
             run_id("z", &parse("name = \"z\"").unwrap().run_config(), "d"),

@@ -173,3 +173,45 @@ fn the_classifier_is_cached_and_deterministic() {
     let images = batch(&test, |l| l % 2 == 0);
     assert_eq!(first.evaluate(&images), rebuilt.evaluate(&images));
 }
+
+/// The shipped MNIST classifier (the fixed yardstick) on the fixture's real MNIST digits.
+#[test]
+fn the_shipped_classifier_reproduces_its_accuracy_and_a_stored_fid() {
+    use ganrunner::eval::classifier::Classifier;
+    let shipped = Classifier::shipped_by_name("mnist-lenet-v2").unwrap();
+    assert!((shipped.test_accuracy - 0.9905).abs() < 1e-9, "its record");
+    let test = Digits::load(&common::fixture_dir(), Split::Test).unwrap();
+    // 200 of the 10 000 test digits: the recorded 99.05% within three binomial errors.
+    let accuracy = shipped.accuracy(&test);
+    let error = (0.9905f64 * 0.0095 / test.len() as f64).sqrt();
+    assert!(
+        (accuracy - 0.9905).abs() <= 3.0 * error + 1e-9,
+        "{accuracy}"
+    );
+    // The same sample set gets the same FID with these weights, on any machine (a stored
+    // value; the tolerance allows for float summation order between CPUs).
+    let ev = Evaluator::with_classifier(shipped, &common::fixture_dir(), 28).unwrap();
+    let train = Digits::load(&common::fixture_dir(), Split::Train).unwrap();
+    let fid = score(&ev, &batch(&train, |_| true)).fid;
+    assert!(
+        (fid - STORED_FID).abs() < 1e-3 * STORED_FID,
+        "FID {fid}, stored {STORED_FID}"
+    );
+}
+
+/// LeNet-FID of the fixture's 600 training digits against its 200 test digits, in the shipped
+/// MNIST classifier's features.
+const STORED_FID: f64 = 77.2230;
+
+/// The shipped MNIST classifier on the whole MNIST test set gives exactly its recorded
+/// accuracy (needs `make data`; `make test-full` runs it).
+#[test]
+#[ignore]
+fn the_shipped_classifier_scores_its_recorded_accuracy_on_the_full_test_set() {
+    use ganrunner::eval::classifier::Classifier;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist");
+    let test = Digits::load(&dir, Split::Test).unwrap();
+    let shipped = Classifier::shipped_by_name("mnist-lenet-v2").unwrap();
+    assert_eq!(test.len(), 10_000);
+    assert!((shipped.accuracy(&test) - shipped.test_accuracy).abs() < 1e-9);
+}

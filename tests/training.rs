@@ -169,6 +169,65 @@ fn an_exploding_run_stops_as_diverged() {
     }
 }
 
+/// Asks the run to stop once it has done the given number of steps.
+struct StopAfter(u64);
+
+impl Observer for StopAfter {
+    fn step(&mut self, step: u64, _losses: train::Losses) {
+        if step >= self.0 {
+            self.0 = 0;
+        }
+    }
+
+    fn should_stop(&self) -> bool {
+        self.0 == 0
+    }
+}
+
+#[test]
+fn every_loss_trains_every_model_and_resumes_exactly_with_schedules() {
+    use ganrunner::spec::LrDecay;
+    use ganrunner::train::loss::LossKind;
+    for model in tiny_models() {
+        let arch = model.arch();
+        let mut seen = std::collections::HashSet::new();
+        for loss in [
+            LossKind::Bce,
+            LossKind::Minimax,
+            LossKind::Lsgan,
+            LossKind::Hinge,
+            LossKind::Wgan,
+        ] {
+            let mut full = tiny_run(model.clone(), 8);
+            full.train.loss = loss;
+            full.train.g_lr = Some(1e-4);
+            full.train.d_lr = Some(4e-4);
+            full.train.lr_decay = LrDecay::Linear;
+            if loss.has_real_label() {
+                full.train.real_label = 0.9;
+            }
+            let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+            let out = train::train(&full, a.path(), &mut ()).unwrap();
+            assert_eq!(out.status, Status::Finished, "{arch} {loss:?}");
+            let losses = out.last_losses.unwrap();
+            assert!(losses.d.is_finite() && losses.g.is_finite());
+            assert!(
+                seen.insert(losses_csv(a.path())),
+                "{arch} {loss:?}: its own losses"
+            );
+            // Stopped after step 4 and resumed: the schedule goes on where it was.
+            let stopped = train::train(&full, b.path(), &mut StopAfter(4)).unwrap();
+            assert_eq!(stopped.status, Status::Interrupted { step: 4 });
+            train::train(&full, b.path(), &mut ()).unwrap();
+            assert_eq!(
+                losses_csv(a.path()),
+                losses_csv(b.path()),
+                "{arch} {loss:?}: resume is exact"
+            );
+        }
+    }
+}
+
 #[test]
 fn rmsprop_and_several_d_steps_train_deterministically() {
     let mut config = tiny_run(tiny_models().remove(1), 6);

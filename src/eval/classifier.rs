@@ -1,14 +1,21 @@
-//! The evaluator's digit classifier: a LeNet trained by the runner itself, cached on disk.
+//! The evaluator's digit classifier: a LeNet, shipped with the runner for MNIST and
+//! Fashion-MNIST, trained by the runner itself for other data.
 //!
 //! Two 5x5 conv layers (16 and 32 channels, ReLU, 2x2 max pooling) and two dense layers, the
-//! first 128 wide: its ReLU output is the feature space of LeNet-FID and precision/recall.
-//! Training is deterministic (host-seeded init and shuffling, as the GAN runs) and happens once
-//! per data set: the weights and their test accuracy are cached in `<data dir>/evaluator/`,
-//! keyed by a hash of the training files' contents, so a changed data set retrains.
+//! first 128 wide: its ReLU output is the feature space of LeNet-FID, KID and precision/recall.
+//!
+//! The fixed yardstick: classifiers trained once are committed in `evaluators/` (weights, their
+//! MD5, the training data's hash and the test accuracy) and compiled into the binary, so every
+//! machine, cluster node and user scores identical samples identically. Data sets without a
+//! shipped classifier get one trained here, deterministically (seeded init and shuffling), once:
+//! its weights and test accuracy are cached in `<data dir>/evaluator/`, keyed by a hash of the
+//! training files' contents, so a changed data set retrains (`runner eval --train-classifier`
+//! does it up front).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use anyhow::Context;
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::loss::CrossEntropyLossConfig;
@@ -136,6 +143,32 @@ struct CacheMeta {
     train_seconds: f64,
 }
 
+/// A classifier committed to the repository (`evaluators/`), compiled in.
+struct Shipped {
+    name: &'static str,
+    meta: &'static str,
+    weights: &'static [u8],
+}
+
+/// `evaluators/<name>.json`: what a shipped classifier is.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ShippedMeta {
+    pub version: u32,
+    /// `train_md5` of the data set it was trained on (the training images and labels).
+    pub train_md5: String,
+    /// MD5 of the weights file, checked before use.
+    pub weights_md5: String,
+    pub test_accuracy: f64,
+    /// Where and how it was trained.
+    pub trained_on: String,
+}
+
+const SHIPPED: &[Shipped] = &[Shipped {
+    name: "mnist-lenet-v2",
+    meta: include_str!("../../evaluators/mnist-lenet-v2.json"),
+    weights: include_bytes!("../../evaluators/mnist-lenet-v2.bpk"),
+}];
+
 fn train_md5(train: &Digits) -> String {
     let mut bytes = train.pixels.clone();
     bytes.extend_from_slice(&train.labels);
@@ -143,9 +176,59 @@ fn train_md5(train: &Digits) -> String {
 }
 
 impl Classifier {
-    /// The cached classifier of the data set in `data_dir`, trained first if there is none
-    /// (or the data changed). `log` receives one line per epoch while training.
+    /// The shipped classifier for training data hashing to `md5`, if there is one; an error
+    /// when its weights do not match their recorded checksum.
+    fn shipped(md5: &str) -> anyhow::Result<Option<Self>> {
+        for shipped in SHIPPED {
+            let meta: ShippedMeta = serde_json::from_str(shipped.meta)
+                .with_context(|| format!("evaluators/{}.json", shipped.name))?;
+            if meta.train_md5 != md5 || meta.version != VERSION {
+                continue;
+            }
+            let actual = crate::data::fetch::md5_hex(shipped.weights);
+            anyhow::ensure!(
+                actual == meta.weights_md5,
+                "evaluators/{}.bpk: checksum {actual}, expected {}",
+                shipped.name,
+                meta.weights_md5
+            );
+            let device = crate::backend::device();
+            let source = format!("evaluators/{}.bpk", shipped.name);
+            let model = crate::train::checkpoint::load_module_bytes(
+                LeNet::new(&device),
+                burn::tensor::Bytes::from_bytes_vec(shipped.weights.to_vec()),
+                &source,
+            )?;
+            return Ok(Some(Classifier {
+                model,
+                device,
+                test_accuracy: meta.test_accuracy,
+                path: PathBuf::from(format!("{source} (shipped)")),
+            }));
+        }
+        Ok(None)
+    }
+
+    /// The shipped classifier `name` (as in `evaluators/`), whatever data is at hand.
+    pub fn shipped_by_name(name: &str) -> anyhow::Result<Self> {
+        let shipped = SHIPPED
+            .iter()
+            .find(|s| s.name == name)
+            .with_context(|| format!("no shipped classifier `{name}`"))?;
+        let meta: ShippedMeta = serde_json::from_str(shipped.meta)?;
+        Classifier::shipped(&meta.train_md5)?.context("shipped classifier of another version")
+    }
+
+    /// The classifier of the data set in `data_dir`: the shipped one when the runner ships one
+    /// for this data, else the cached one, trained first if there is none (or the data
+    /// changed; always with `retrain`). `log` receives one line per epoch while training.
     pub fn load_or_train(data_dir: &Path, log: &mut dyn FnMut(&str)) -> anyhow::Result<Self> {
+        Classifier::load(data_dir, false, log)
+    }
+
+    /// As [`Classifier::load_or_train`]; `retrain` trains a local classifier even when a
+    /// cached one exists (a shipped one is still used for its own data).
+    pub fn load(data_dir: &Path, retrain: bool, log: &mut dyn FnMut(&str)) -> anyhow::Result<Self> {
         let train = Digits::load(data_dir, Split::Train)?;
         anyhow::ensure!(
             train.side == SIDE,
@@ -161,9 +244,18 @@ impl Classifier {
             cache.join(format!("lenet-v{VERSION}.json")),
         );
         let md5 = train_md5(&train);
+        if let Some(shipped) = Classifier::shipped(&md5)? {
+            log(&format!(
+                "classifier: {} (test accuracy {:.2}%)",
+                shipped.path.display(),
+                100.0 * shipped.test_accuracy
+            ));
+            return Ok(shipped);
+        }
         let device = crate::backend::device();
-        if let Some(meta) = std::fs::read(&meta_path)
-            .ok()
+        if let Some(meta) = (!retrain)
+            .then(|| std::fs::read(&meta_path).ok())
+            .flatten()
             .and_then(|b| serde_json::from_slice::<CacheMeta>(&b).ok())
             .filter(|m| m.version == VERSION && m.train_md5 == md5)
         {

@@ -111,7 +111,15 @@ impl Evaluator {
     /// The evaluator of the data set in `data_dir` for images of `side` pixels; trains and
     /// caches the classifier on first use (`log` gets its progress lines).
     pub fn new(data_dir: &Path, side: usize, log: &mut dyn FnMut(&str)) -> anyhow::Result<Self> {
-        let classifier = Classifier::load_or_train(data_dir, log)?;
+        Evaluator::with_classifier(Classifier::load_or_train(data_dir, log)?, data_dir, side)
+    }
+
+    /// An evaluator reading features with `classifier`, against the test split in `data_dir`.
+    pub fn with_classifier(
+        classifier: Classifier,
+        data_dir: &Path,
+        side: usize,
+    ) -> anyhow::Result<Self> {
         let test = Digits::load(data_dir, Split::Test)?;
         let test = ImageBatch {
             pixels: test.pixels,

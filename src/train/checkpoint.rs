@@ -197,11 +197,23 @@ fn read_bytes(dir: &Path, name: &str) -> anyhow::Result<Bytes> {
 
 /// Loads the burnpack file `dir/name` into `module` (errors name the file).
 pub(crate) fn load_module<M: Module>(module: M, dir: &Path, name: &str) -> anyhow::Result<M> {
-    let record = ModuleRecord::from_bytes(read_bytes(dir, name)?)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join(name).display()))?;
+    load_module_bytes(
+        module,
+        read_bytes(dir, name)?,
+        &dir.join(name).display().to_string(),
+    )
+}
+
+/// Loads burnpack bytes into `module`; errors name `source`.
+pub(crate) fn load_module_bytes<M: Module>(
+    module: M,
+    bytes: Bytes,
+    source: &str,
+) -> anyhow::Result<M> {
+    let record = ModuleRecord::from_bytes(bytes).map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
     module
         .try_load_record(record)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join(name).display()))
+        .map_err(|e| anyhow::anyhow!("{source}: {e}"))
 }
 
 /// Loads the generator's weights into `generator` (built from the checkpoint's config).

@@ -3,7 +3,8 @@
 //! One step is the report's: a G step (z ~ N(0,1), BCE of D(G(z)) against "real", update G),
 //! then `d_steps` D steps (BCE of D(real) against "real" and of D(fake.detach()) against
 //! "fake", averaged; update D). The first D step uses the G step's fake batch, as the report
-//! does; further D steps draw fresh noise and a fresh real batch.
+//! does; further D steps draw fresh noise and a fresh real batch. `train.loss` swaps the
+//! objective (see [`loss`]), `train.g_lr`/`d_lr`/`lr_decay` the learning rates.
 
 pub mod batches;
 pub mod checkpoint;
@@ -29,7 +30,7 @@ use crate::model::{Discriminator, Generator, ModelConfig};
 use crate::spec::{OptimizerKind, RunConfig, TrainConfig};
 use batches::Batches;
 use checkpoint::{CheckpointMeta, TrainingState};
-use loss::bce_with_logits;
+use loss::LossKind;
 use rng::{Stream, rng_for};
 
 /// The D and G losses of one step (D's of its last D step).
@@ -176,6 +177,30 @@ pub fn sample_values(
     values
 }
 
+/// WGAN's weight clipping when `train.clip` is not set (Arjovsky et al.).
+pub const DEFAULT_CLIP: f64 = 0.01;
+
+/// Clamps every float parameter to [-c, c], keeping its autodiff state.
+struct ClipWeights(f32);
+
+impl burn::module::ModuleMapper for ClipWeights {
+    fn map_float<const D: usize>(
+        &mut self,
+        param: burn::module::Param<Tensor<D>>,
+    ) -> burn::module::Param<Tensor<D>> {
+        let c = self.0;
+        param.map(|tensor| {
+            let tracked = tensor.is_require_grad();
+            let clipped = Tensor::from_inner(tensor.inner().clamp(-c, c));
+            if tracked {
+                clipped.require_grad()
+            } else {
+                clipped
+            }
+        })
+    }
+}
+
 /// A run in progress: the models, their optimizers and the data.
 pub struct Trainer {
     config: RunConfig,
@@ -185,6 +210,8 @@ pub struct Trainer {
     generator_optim: ModuleOptimizer,
     discriminator_optim: ModuleOptimizer,
     batches: Batches,
+    /// Steps of the whole run (for learning-rate schedules).
+    total_steps: u64,
 }
 
 impl Trainer {
@@ -194,6 +221,7 @@ impl Trainer {
         let (generator, discriminator) =
             model.build(&mut rng_for(config.train.seed, Stream::Init, 0), &device);
         let side = model.image_side();
+        let total_steps = config.train.total_steps(train_images.len());
         let batches = Batches::new(
             train_images.resized(side).to_unit_range(),
             side,
@@ -208,13 +236,15 @@ impl Trainer {
             generator_optim: optimizer(&config.train),
             discriminator_optim: optimizer(&config.train),
             batches,
+            total_steps,
         }
     }
 
     /// One G step and `d_steps` D steps; `step` counts from 1.
     pub fn step(&mut self, step: u64) -> Losses {
         let train = &self.config.train;
-        let lr = train.lr;
+        let (g_lr, d_lr) = train.learning_rates(step, self.total_steps);
+        let loss = train.loss;
         let d_steps = train.d_steps as u64;
         let latent_dim = self.config.model.latent_dim();
         let mut rng = rng_for(train.seed, Stream::Step, step);
@@ -224,13 +254,12 @@ impl Trainer {
         let n = real.dims()[0];
         let z = latents(&mut rng, n, latent_dim, &self.device);
         let fake = self.generator.forward(z, Some(&mut rng));
-        let g_loss = bce_with_logits(
-            self.discriminator.forward(fake.clone(), Some(&mut rng)),
-            true,
-        );
+        let g_loss = loss.g_loss(self.discriminator.forward(fake.clone(), Some(&mut rng)));
         let mut grads = g_loss.backward();
         let grads = GradientsParams::from_module(&mut grads, &self.generator);
-        self.generator = self.generator_optim.step(lr, self.generator.clone(), grads);
+        self.generator = self
+            .generator_optim
+            .step(g_lr, self.generator.clone(), grads);
 
         let mut d_loss = None;
         let (mut real, mut fake) = (real, fake.detach());
@@ -240,21 +269,19 @@ impl Trainer {
                 let z = latents(&mut rng, real.dims()[0], latent_dim, &self.device);
                 fake = self.generator.forward(z, Some(&mut rng)).detach();
             }
-            let real_loss = bce_with_logits(
-                self.discriminator.forward(real.clone(), Some(&mut rng)),
-                true,
-            );
-            let fake_loss = bce_with_logits(
-                self.discriminator.forward(fake.clone(), Some(&mut rng)),
-                false,
-            );
-            let loss = (real_loss + fake_loss).div_scalar(2.0);
-            let mut grads = loss.backward();
+            let on_real = self.discriminator.forward(real.clone(), Some(&mut rng));
+            let on_fake = self.discriminator.forward(fake.clone(), Some(&mut rng));
+            let step_loss = loss.d_loss(on_real, on_fake, train.real_label);
+            let mut grads = step_loss.backward();
             let grads = GradientsParams::from_module(&mut grads, &self.discriminator);
             self.discriminator =
                 self.discriminator_optim
-                    .step(lr, self.discriminator.clone(), grads);
-            d_loss = Some(loss);
+                    .step(d_lr, self.discriminator.clone(), grads);
+            if loss == LossKind::Wgan {
+                let clip = train.clip.unwrap_or(DEFAULT_CLIP) as f32;
+                self.discriminator = self.discriminator.clone().map(&mut ClipWeights(clip));
+            }
+            d_loss = Some(step_loss);
         }
         Losses {
             d: d_loss.expect("d_steps >= 1").into_scalar(),
@@ -520,4 +547,38 @@ pub fn train(
     log.flush()?;
     outcome.elapsed = start.elapsed();
     Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::module::{ModuleVisitor, Param};
+
+    /// The largest absolute value over a module's float parameters.
+    struct MaxAbs(f32);
+
+    impl ModuleVisitor for MaxAbs {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let max: f32 = param.val().abs().max().into_scalar();
+            self.0 = self.0.max(max);
+        }
+    }
+
+    #[test]
+    fn weight_clipping_bounds_every_parameter_and_keeps_them_trainable() {
+        let device = training_device();
+        for model in [
+            crate::model::ModelConfig::default(),
+            crate::model::ModelConfig::Gan(Default::default()),
+        ] {
+            let (_, discriminator) = model.build(&mut rng_for(0, Stream::Init, 0), &device);
+            let mut before = MaxAbs(0.0);
+            discriminator.visit(&mut before);
+            assert!(before.0 > 0.05, "initial weights exceed the clip");
+            let clipped = discriminator.map(&mut ClipWeights(0.01));
+            let mut after = MaxAbs(0.0);
+            clipped.visit(&mut after);
+            assert!(after.0 <= 0.01 && after.0 > 0.0, "{}", after.0);
+        }
+    }
 }
