@@ -203,15 +203,25 @@ fn the_shipped_classifier_reproduces_its_accuracy_and_a_stored_fid() {
 /// MNIST classifier's features.
 const STORED_FID: f64 = 77.2230;
 
-/// The shipped MNIST classifier on the whole MNIST test set gives exactly its recorded
-/// accuracy (needs `make data`; `make test-full` runs it).
+/// The shipped classifiers on their whole test sets give exactly their recorded accuracies
+/// (needs `make data data-fashion`; `make test-full` runs it).
 #[test]
 #[ignore]
-fn the_shipped_classifier_scores_its_recorded_accuracy_on_the_full_test_set() {
+fn the_shipped_classifiers_score_their_recorded_accuracy_on_the_full_test_sets() {
     use ganrunner::eval::classifier::Classifier;
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist");
-    let test = Digits::load(&dir, Split::Test).unwrap();
-    let shipped = Classifier::shipped_by_name("mnist-lenet-v2").unwrap();
-    assert_eq!(test.len(), 10_000);
-    assert!((shipped.accuracy(&test) - shipped.test_accuracy).abs() < 1e-9);
+    for (dataset, name) in [
+        ("mnist", "mnist-lenet-v2"),
+        ("fashion-mnist", "fashion-mnist-lenet-v2"),
+    ] {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("data")
+            .join(dataset);
+        let test = Digits::load(&dir, Split::Test).unwrap();
+        let shipped = Classifier::shipped_by_name(name).unwrap();
+        assert_eq!(test.len(), 10_000);
+        assert!(
+            (shipped.accuracy(&test) - shipped.test_accuracy).abs() < 1e-9,
+            "{name}"
+        );
+    }
 }

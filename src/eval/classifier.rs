@@ -163,11 +163,18 @@ pub struct ShippedMeta {
     pub trained_on: String,
 }
 
-const SHIPPED: &[Shipped] = &[Shipped {
-    name: "mnist-lenet-v2",
-    meta: include_str!("../../evaluators/mnist-lenet-v2.json"),
-    weights: include_bytes!("../../evaluators/mnist-lenet-v2.bpk"),
-}];
+const SHIPPED: &[Shipped] = &[
+    Shipped {
+        name: "mnist-lenet-v2",
+        meta: include_str!("../../evaluators/mnist-lenet-v2.json"),
+        weights: include_bytes!("../../evaluators/mnist-lenet-v2.bpk"),
+    },
+    Shipped {
+        name: "fashion-mnist-lenet-v2",
+        meta: include_str!("../../evaluators/fashion-mnist-lenet-v2.json"),
+        weights: include_bytes!("../../evaluators/fashion-mnist-lenet-v2.bpk"),
+    },
+];
 
 fn train_md5(train: &Digits) -> String {
     let mut bytes = train.pixels.clone();
