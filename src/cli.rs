@@ -260,6 +260,9 @@ pub struct GenerateArgs {
     /// With a run directory: its best checkpoint (lowest LeNet-FID), not its latest.
     #[arg(long)]
     pub best: bool,
+    /// Sample the raw generator, not the moving average of its weights (`train.g_ema`).
+    #[arg(long)]
+    pub raw: bool,
     /// Number of images.
     #[arg(long, default_value_t = 64)]
     pub n: usize,

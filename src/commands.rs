@@ -311,7 +311,14 @@ pub fn show(db: &Path, run: &str) -> Result<()> {
     Ok(())
 }
 
-pub fn generate(checkpoint: &Path, best: bool, n: usize, seed: u64, out: &Path) -> Result<()> {
+pub fn generate(
+    checkpoint: &Path,
+    best: bool,
+    raw: bool,
+    n: usize,
+    seed: u64,
+    out: &Path,
+) -> Result<()> {
     let best_dir = crate::train::checkpoint::best_dir(checkpoint);
     let checkpoint = if best {
         anyhow::ensure!(
@@ -323,9 +330,14 @@ pub fn generate(checkpoint: &Path, best: bool, n: usize, seed: u64, out: &Path) 
     } else {
         checkpoint
     };
-    let step = crate::generate::generate(checkpoint, n, seed, out)?;
+    let (step, averaged) = crate::generate::generate(checkpoint, n, seed, out, raw)?;
+    let which = if averaged {
+        "moving average of the "
+    } else {
+        ""
+    };
     println!(
-        "wrote {n} samples of the step-{step} generator to {}",
+        "wrote {n} samples of the {which}step-{step} generator to {}",
         out.display()
     );
     Ok(())

@@ -181,6 +181,7 @@ mod tests {
             coverage,
             kid: 0.0,
             kid_std: 0.0,
+            fid_raw: None,
         }
     }
 

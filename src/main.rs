@@ -66,7 +66,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Generate(a) => {
             select(a.device.device)?;
-            commands::generate(&a.checkpoint, a.best, a.n, a.seed, &a.out)
+            commands::generate(&a.checkpoint, a.best, a.raw, a.n, a.seed, &a.out)
         }
         Command::Sweep(a) => commands::sweep(commands::SweepRequest {
             device: select(a.device.device)?,

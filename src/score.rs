@@ -62,7 +62,12 @@ pub fn score_checkpoint(
 ) -> Result<Scored> {
     anyhow::ensure!(samples >= 2, "--samples must be at least 2");
     crate::budget::check_images(samples, 32, "--samples")?;
-    let (generator, config, step) = crate::generate::load_generator(dir)?;
+    let crate::generate::Loaded {
+        generator,
+        config,
+        step,
+        ..
+    } = crate::generate::load_generator(dir, false)?;
     let data_dir = data_dir
         .map(Path::to_path_buf)
         .unwrap_or_else(|| config.data.resolved_dir());

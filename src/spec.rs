@@ -89,6 +89,8 @@ pub struct TrainConfig {
     pub real_label: f64,
     /// `loss = "wgan"`: D's weights are clipped to [-clip, clip] after each D step (0.01).
     pub clip: Option<f64>,
+    /// Decay of an exponential moving average of G's weights (see `train::ema`); 0 = off.
+    pub g_ema: f64,
 }
 
 /// `train.lr_decay`.
@@ -110,6 +112,7 @@ const LATER_KEYS: &[(&str, &str)] = &[
     ("lr_decay", "\"none\""),
     ("real_label", "1.0"),
     ("clip", "null"),
+    ("g_ema", "0.0"),
 ];
 
 impl Default for TrainConfig {
@@ -129,6 +132,7 @@ impl Default for TrainConfig {
             lr_decay: LrDecay::None,
             real_label: 1.0,
             clip: None,
+            g_ema: 0.0,
         }
     }
 }
@@ -270,6 +274,12 @@ impl RunConfig {
                     "has no meaning for loss = {:?} (no real target); use bce, minimax or lsgan",
                     t.loss
                 ),
+            );
+        }
+        if !(0.0..1.0).contains(&t.g_ema) {
+            bad(
+                "train.g_ema",
+                format!("must be in [0, 1) (0 = off), got {}", t.g_ema),
             );
         }
         match (t.clip, t.loss) {
@@ -827,6 +837,8 @@ mod tests {
         assert!(key_of("d_lr = nan").contains("`train.d_lr`"));
         assert!(key_of("loss = \"wgan-gp\"").contains("unknown variant"));
         assert!(key_of("lr_decay = \"cosine\"").contains("unknown variant"));
+        assert!(key_of("g_ema = 1.0").contains("`train.g_ema` must be in [0, 1)"));
+        assert!(key_of("g_ema = -0.5").contains("`train.g_ema`"));
         let ok =
             parse("name = \"x\"\n[train]\nloss = \"wgan\"\nclip = 0.05\noptimizer = \"rmsprop\"\n");
         assert!(ok.is_ok(), "{ok:?}");

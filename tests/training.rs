@@ -141,10 +141,11 @@ fn a_loaded_checkpoint_draws_the_same_samples() {
     let config = tiny_run(tiny_models().remove(1), 5);
     let dir = tempfile::tempdir().unwrap();
     train::train(&config, dir.path(), &mut ()).unwrap();
-    let (generator, loaded_config, step) = ganrunner::generate::load_generator(dir.path()).unwrap();
+    let loaded = ganrunner::generate::load_generator(dir.path(), false).unwrap();
+    let (generator, loaded_config, step) = (loaded.generator, loaded.config, loaded.step);
     assert_eq!((step, &loaded_config), (5, &config));
     let out = dir.path().join("again.png");
-    ganrunner::generate::generate(dir.path(), 25, config.train.seed, &out).unwrap();
+    ganrunner::generate::generate(dir.path(), 25, config.train.seed, &out, false).unwrap();
     assert_eq!(
         std::fs::read(out).unwrap(),
         std::fs::read(dir.path().join("samples/step-00000005.png")).unwrap(),
@@ -225,6 +226,69 @@ fn every_loss_trains_every_model_and_resumes_exactly_with_schedules() {
                 "{arch} {loss:?}: resume is exact"
             );
         }
+    }
+}
+
+#[test]
+fn the_moving_average_samples_resumes_exactly_and_generate_can_skip_it() {
+    for model in tiny_models() {
+        let arch = model.arch();
+        let mut config = tiny_run(model, 10);
+        config.train.g_ema = 0.9;
+        let (a, b, plain) = (
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+        );
+        train::train(&config, a.path(), &mut ()).unwrap();
+        let stopped = train::train(&config, b.path(), &mut StopAfter(5)).unwrap();
+        assert_eq!(stopped.status, Status::Interrupted { step: 5 });
+        train::train(&config, b.path(), &mut ()).unwrap();
+        let png = |d: &std::path::Path| std::fs::read(d.join("samples/step-00000010.png")).unwrap();
+        assert_eq!(losses_csv(a.path()), losses_csv(b.path()), "{arch}");
+        assert_eq!(
+            png(a.path()),
+            png(b.path()),
+            "{arch}: the average resumes exactly"
+        );
+        let mut without = config.clone();
+        without.train.g_ema = 0.0;
+        train::train(&without, plain.path(), &mut ()).unwrap();
+        assert_eq!(
+            losses_csv(a.path()),
+            losses_csv(plain.path()),
+            "{arch}: G trains the same"
+        );
+        assert_ne!(
+            png(a.path()),
+            png(plain.path()),
+            "{arch}: the grid is the average's"
+        );
+        let checkpoint = a.path().join("checkpoints/step-00000010");
+        assert!(checkpoint.join("generator-ema.bpk").is_file());
+        let (average, raw) = (a.path().join("avg.png"), a.path().join("raw.png"));
+        let (_, averaged) =
+            ganrunner::generate::generate(a.path(), 25, 0, &average, false).unwrap();
+        let (_, raw_averaged) = ganrunner::generate::generate(a.path(), 25, 0, &raw, true).unwrap();
+        assert!(averaged && !raw_averaged);
+        // Evaluations score the average and record the raw G's FID beside it.
+        struct Scores(Vec<(f64, Option<f64>)>);
+        impl Observer for Scores {
+            fn eval(&mut self, _step: u64, metrics: &ganrunner::eval::Metrics) {
+                self.0.push((metrics.fid, metrics.fid_raw));
+            }
+        }
+        let mut evaluated = config.clone();
+        evaluated.log.eval_samples = 50;
+        let mut scores = Scores(Vec::new());
+        train::train(&evaluated, tempfile::tempdir().unwrap().path(), &mut scores).unwrap();
+        let (fid, fid_raw) = scores.0[0];
+        assert!(fid.is_finite() && fid_raw.is_some_and(|raw| raw.is_finite() && raw != fid));
+        assert_eq!(
+            std::fs::read(&raw).unwrap(),
+            png(plain.path()),
+            "{arch}: --raw samples G itself"
+        );
     }
 }
 

@@ -34,6 +34,8 @@ pub struct Metrics {
     /// Kernel distance: mean and standard deviation over subsets (`metrics::kernel_distance`).
     pub kid: f64,
     pub kid_std: f64,
+    /// With `train.g_ema`: the raw G's FID (the others are the average's).
+    pub fid_raw: Option<f64>,
 }
 
 /// The names of the headline scores in the `evals` table, in the order tables show them.
@@ -71,6 +73,7 @@ impl Metrics {
             .headline()
             .into_iter()
             .chain([("kid_std", self.kid_std), ("samples", self.samples as f64)])
+            .chain(self.fid_raw.map(|f| ("fid_raw", f)))
             .map(|(k, v)| (k.to_string(), v))
             .collect();
         out.extend(
@@ -169,6 +172,7 @@ impl Evaluator {
             coverage: fidelity.coverage,
             kid,
             kid_std,
+            fid_raw: None,
         }
     }
 }

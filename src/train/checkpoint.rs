@@ -20,6 +20,8 @@ use crate::spec::RunConfig;
 
 const META: &str = "checkpoint.json";
 const GENERATOR: &str = "generator.bpk";
+/// The moving average of G's weights (`train.g_ema`), when the run keeps one.
+const GENERATOR_EMA: &str = "generator-ema.bpk";
 const DISCRIMINATOR: &str = "discriminator.bpk";
 const GENERATOR_OPTIM: &str = "generator-optim.bpk";
 const DISCRIMINATOR_OPTIM: &str = "discriminator-optim.bpk";
@@ -37,6 +39,7 @@ pub struct CheckpointMeta {
 /// The training state a checkpoint holds.
 pub struct TrainingState<'a> {
     pub generator: &'a Generator,
+    pub generator_ema: Option<&'a Generator>,
     pub discriminator: &'a Discriminator,
     pub generator_optim: &'a ModuleOptimizer,
     pub discriminator_optim: &'a ModuleOptimizer,
@@ -115,6 +118,10 @@ fn save_to(
         ];
         for (name, bytes) in files {
             std::fs::write(tmp.join(name), &bytes[..])?;
+        }
+        if let Some(average) = state.generator_ema {
+            let bytes = module_bytes(average.clone().into_record())?;
+            std::fs::write(tmp.join(GENERATOR_EMA), &bytes[..])?;
         }
         std::fs::write(tmp.join(META), serde_json::to_vec_pretty(meta)?)?;
         if target.exists() {
@@ -216,9 +223,23 @@ pub(crate) fn load_module_bytes<M: Module>(
         .map_err(|e| anyhow::anyhow!("{source}: {e}"))
 }
 
-/// Loads the generator's weights into `generator` (built from the checkpoint's config).
-pub fn load_generator(dir: &Path, generator: Generator) -> anyhow::Result<Generator> {
-    load_module(generator, dir, GENERATOR)
+/// Loads the generator's weights into `generator` (built from the checkpoint's config): the
+/// moving average when the checkpoint has one, unless `raw`. Says which it loaded (`true`:
+/// the average).
+pub fn load_generator(
+    dir: &Path,
+    generator: Generator,
+    raw: bool,
+) -> anyhow::Result<(Generator, bool)> {
+    if !raw && dir.join(GENERATOR_EMA).is_file() {
+        return Ok((load_module(generator, dir, GENERATOR_EMA)?, true));
+    }
+    Ok((load_module(generator, dir, GENERATOR)?, false))
+}
+
+/// The moving average of G saved in `dir`, loaded into `template`.
+pub fn load_generator_ema(dir: &Path, template: Generator) -> anyhow::Result<Generator> {
+    load_module(template, dir, GENERATOR_EMA)
 }
 
 /// Loads everything needed to continue training.

@@ -8,6 +8,7 @@
 
 pub mod batches;
 pub mod checkpoint;
+pub mod ema;
 pub mod loss;
 pub mod rng;
 
@@ -206,6 +207,8 @@ pub struct Trainer {
     config: RunConfig,
     device: Device,
     generator: Generator,
+    /// The moving average of G (`train.g_ema`), which samples and is evaluated when kept.
+    generator_ema: Option<Generator>,
     discriminator: Discriminator,
     generator_optim: ModuleOptimizer,
     discriminator_optim: ModuleOptimizer,
@@ -231,6 +234,7 @@ impl Trainer {
         Trainer {
             config: config.clone(),
             device,
+            generator_ema: (config.train.g_ema > 0.0).then(|| ema::start(&generator)),
             generator,
             discriminator,
             generator_optim: optimizer(&config.train),
@@ -260,6 +264,9 @@ impl Trainer {
         self.generator = self
             .generator_optim
             .step(g_lr, self.generator.clone(), grads);
+        if let Some(average) = self.generator_ema.take() {
+            self.generator_ema = Some(ema::update(average, &self.generator, train.g_ema));
+        }
 
         let mut d_loss = None;
         let (mut real, mut fake) = (real, fake.detach());
@@ -292,6 +299,7 @@ impl Trainer {
     fn state(&self) -> TrainingState<'_> {
         TrainingState {
             generator: &self.generator,
+            generator_ema: self.generator_ema.as_ref(),
             discriminator: &self.discriminator,
             generator_optim: &self.generator_optim,
             discriminator_optim: &self.discriminator_optim,
@@ -320,7 +328,7 @@ impl Trainer {
     fn save_sample(&self, run_dir: &Path, step: u64) -> anyhow::Result<PathBuf> {
         let grid = self.config.log.grid;
         let images = sample(
-            &self.generator,
+            self.sampler(),
             &self.config.model,
             grid * grid,
             self.config.train.seed,
@@ -331,16 +339,28 @@ impl Trainer {
         Ok(path)
     }
 
-    /// Scores `eval_samples` fresh samples (the same noise at every step) with `evaluator`.
+    /// The generator that samples: the moving average when the run keeps one.
+    fn sampler(&self) -> &Generator {
+        self.generator_ema.as_ref().unwrap_or(&self.generator)
+    }
+
+    /// Scores `eval_samples` fresh samples (the same noise at every step) with `evaluator`;
+    /// with a moving average, the average, and the raw G's FID beside it.
     fn evaluate(&self, evaluator: &Evaluator) -> Metrics {
-        let images = sample(
-            &self.generator,
-            &self.config.model,
-            self.config.log.eval_samples,
-            self.config.train.seed,
-            Stream::Eval,
-        );
-        evaluator.evaluate(&images)
+        let draw = |generator: &Generator| {
+            sample(
+                generator,
+                &self.config.model,
+                self.config.log.eval_samples,
+                self.config.train.seed,
+                Stream::Eval,
+            )
+        };
+        let mut metrics = evaluator.evaluate(&draw(self.sampler()));
+        if self.generator_ema.is_some() {
+            metrics.fid_raw = Some(evaluator.evaluate(&draw(&self.generator)).fid);
+        }
+        metrics
     }
 
     /// Loads the latest checkpoint of `run_dir`, if any; returns its step.
@@ -363,6 +383,11 @@ impl Trainer {
             self.generator_optim,
             self.discriminator_optim,
         ) = (g, d, go, dop);
+        if self.generator_ema.is_some() {
+            // Detached, as a fresh average is.
+            let loaded = checkpoint::load_generator_ema(&dir, self.generator.clone())?;
+            self.generator_ema = Some(ema::start(&loaded));
+        }
         Ok(Some(step))
     }
 }
