@@ -91,7 +91,14 @@ pub struct TrainConfig {
     pub clip: Option<f64>,
     /// Decay of an exponential moving average of G's weights (see `train::ema`); 0 = off.
     pub g_ema: f64,
+    /// `loss = "wgan-gp"`: the gradient penalty's weight lambda (10).
+    pub gp_weight: Option<f64>,
+    /// The R1 penalty's gamma on real images (any loss); 0 = off.
+    pub r1_gamma: f64,
 }
+
+/// WGAN-GP's penalty weight when `train.gp_weight` is not set (Gulrajani et al.).
+pub const DEFAULT_GP_WEIGHT: f64 = 10.0;
 
 /// `train.lr_decay`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -113,6 +120,8 @@ const LATER_KEYS: &[(&str, &str)] = &[
     ("real_label", "1.0"),
     ("clip", "null"),
     ("g_ema", "0.0"),
+    ("gp_weight", "null"),
+    ("r1_gamma", "0.0"),
 ];
 
 impl Default for TrainConfig {
@@ -133,11 +142,30 @@ impl Default for TrainConfig {
             real_label: 1.0,
             clip: None,
             g_ema: 0.0,
+            gp_weight: None,
+            r1_gamma: 0.0,
         }
     }
 }
 
 impl TrainConfig {
+    /// The gradient penalties D's loss carries.
+    pub fn penalties(&self) -> Vec<crate::train::penalty::Penalty> {
+        use crate::train::penalty::Penalty;
+        let mut out = Vec::new();
+        if self.loss == LossKind::WganGp {
+            out.push(Penalty::WganGp {
+                weight: self.gp_weight.unwrap_or(DEFAULT_GP_WEIGHT),
+            });
+        }
+        if self.r1_gamma > 0.0 {
+            out.push(Penalty::R1 {
+                gamma: self.r1_gamma,
+            });
+        }
+        out
+    }
+
     /// G's and D's learning rates at `step` (from 1) of `total`.
     pub fn learning_rates(&self, step: u64, total: u64) -> (f64, f64) {
         let scale = match self.lr_decay {
@@ -275,6 +303,22 @@ impl RunConfig {
                     t.loss
                 ),
             );
+        }
+        if !(t.r1_gamma.is_finite() && t.r1_gamma >= 0.0) {
+            bad(
+                "train.r1_gamma",
+                format!("must be >= 0 (0 = off), got {}", t.r1_gamma),
+            );
+        }
+        match (t.gp_weight, t.loss) {
+            (Some(w), LossKind::WganGp) if !(w.is_finite() && w > 0.0) => {
+                bad("train.gp_weight", format!("must be > 0, got {w}"))
+            }
+            (Some(_), loss) if loss != LossKind::WganGp => bad(
+                "train.gp_weight",
+                "only applies to loss = \"wgan-gp\"".into(),
+            ),
+            _ => {}
         }
         if !(0.0..1.0).contains(&t.g_ema) {
             bad(
@@ -835,7 +879,10 @@ mod tests {
         assert!(key_of("loss = \"wgan\"\nclip = -1.0").contains("`train.clip` must be > 0"));
         assert!(key_of("g_lr = 0.0").contains("`train.g_lr` must be > 0"));
         assert!(key_of("d_lr = nan").contains("`train.d_lr`"));
-        assert!(key_of("loss = \"wgan-gp\"").contains("unknown variant"));
+        assert!(key_of("loss = \"wgan-pg\"").contains("unknown variant"));
+        assert!(key_of("gp_weight = 5.0").contains("`train.gp_weight` only applies"));
+        assert!(key_of("loss = \"wgan-gp\"\ngp_weight = 0.0").contains("must be > 0"));
+        assert!(key_of("r1_gamma = -1.0").contains("`train.r1_gamma` must be >= 0"));
         assert!(key_of("lr_decay = \"cosine\"").contains("unknown variant"));
         assert!(key_of("g_ema = 1.0").contains("`train.g_ema` must be in [0, 1)"));
         assert!(key_of("g_ema = -0.5").contains("`train.g_ema`"));

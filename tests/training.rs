@@ -192,15 +192,18 @@ fn every_loss_trains_every_model_and_resumes_exactly_with_schedules() {
     for model in tiny_models() {
         let arch = model.arch();
         let mut seen = std::collections::HashSet::new();
-        for loss in [
-            LossKind::Bce,
-            LossKind::Minimax,
-            LossKind::Lsgan,
-            LossKind::Hinge,
-            LossKind::Wgan,
+        for (loss, r1_gamma) in [
+            (LossKind::Bce, 0.0),
+            (LossKind::Minimax, 0.0),
+            (LossKind::Lsgan, 0.0),
+            (LossKind::Hinge, 0.0),
+            (LossKind::Wgan, 0.0),
+            (LossKind::WganGp, 0.0),
+            (LossKind::Bce, 1.0),
         ] {
             let mut full = tiny_run(model.clone(), 8);
             full.train.loss = loss;
+            full.train.r1_gamma = r1_gamma;
             full.train.g_lr = Some(1e-4);
             full.train.d_lr = Some(4e-4);
             full.train.lr_decay = LrDecay::Linear;

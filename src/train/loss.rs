@@ -7,8 +7,10 @@
 //! | `lsgan` | (mean (D(x) - t)^2 + mean D(G(z))^2) / 2 | mean (D(G(z)) - 1)^2 / 2 |
 //! | `hinge` | mean relu(1 - D(x)) + mean relu(1 + D(G(z))) | -mean D(G(z)) |
 //! | `wgan` | mean D(G(z)) - mean D(x) (weights clipped to `train.clip`) | -mean D(G(z)) |
+//! | `wgan-gp` | as `wgan` plus the gradient penalty (`train.gp_weight`), no clipping | -mean D(G(z)) |
 //!
-//! t is `train.real_label` (1, or less for one-sided label smoothing).
+//! t is `train.real_label` (1, or less for one-sided label smoothing). The penalties (WGAN-GP's,
+//! and R1 for any loss) are in `train::penalty`.
 
 use burn::prelude::*;
 use burn::tensor::activation::{log_sigmoid, relu};
@@ -24,6 +26,8 @@ pub enum LossKind {
     Lsgan,
     Hinge,
     Wgan,
+    #[serde(rename = "wgan-gp")]
+    WganGp,
 }
 
 impl LossKind {
@@ -44,7 +48,7 @@ impl LossKind {
             LossKind::Hinge => {
                 relu(real.neg().add_scalar(1.0)).mean() + relu(fake.add_scalar(1.0)).mean()
             }
-            LossKind::Wgan => fake.mean() - real.mean(),
+            LossKind::Wgan | LossKind::WganGp => fake.mean() - real.mean(),
         }
     }
 
@@ -54,7 +58,7 @@ impl LossKind {
             LossKind::Bce => bce_with_logits(fake, true),
             LossKind::Minimax => bce_with_logits(fake, false).neg(),
             LossKind::Lsgan => fake.sub_scalar(1.0).powi_scalar(2).mean().div_scalar(2.0),
-            LossKind::Hinge | LossKind::Wgan => fake.mean().neg(),
+            LossKind::Hinge | LossKind::Wgan | LossKind::WganGp => fake.mean().neg(),
         }
     }
 }

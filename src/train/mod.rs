@@ -10,6 +10,7 @@ pub mod batches;
 pub mod checkpoint;
 pub mod ema;
 pub mod loss;
+pub mod penalty;
 pub mod rng;
 
 use std::io::Write;
@@ -278,7 +279,15 @@ impl Trainer {
             }
             let on_real = self.discriminator.forward(real.clone(), Some(&mut rng));
             let on_fake = self.discriminator.forward(fake.clone(), Some(&mut rng));
-            let step_loss = loss.d_loss(on_real, on_fake, train.real_label);
+            let mut step_loss = loss.d_loss(on_real, on_fake, train.real_label);
+            // The logged D loss includes the penalties' values (not their surrogates').
+            let mut reported = None;
+            for penalty in train.penalties() {
+                let penalized = penalty.apply(&self.discriminator, &real, &fake, &mut rng);
+                let base = *reported.get_or_insert_with(|| step_loss.clone().into_scalar::<f32>());
+                reported = Some(base + penalized.value as f32);
+                step_loss = step_loss + penalized.surrogate;
+            }
             let mut grads = step_loss.backward();
             let grads = GradientsParams::from_module(&mut grads, &self.discriminator);
             self.discriminator =
@@ -288,10 +297,10 @@ impl Trainer {
                 let clip = train.clip.unwrap_or(DEFAULT_CLIP) as f32;
                 self.discriminator = self.discriminator.clone().map(&mut ClipWeights(clip));
             }
-            d_loss = Some(step_loss);
+            d_loss = Some(reported.unwrap_or_else(|| step_loss.into_scalar()));
         }
         Losses {
-            d: d_loss.expect("d_steps >= 1").into_scalar(),
+            d: d_loss.expect("d_steps >= 1"),
             g: g_loss.into_scalar(),
         }
     }
