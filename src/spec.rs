@@ -110,18 +110,19 @@ pub enum LrDecay {
     Linear,
 }
 
-/// Keys added to the config after run ids were defined, with their defaults: at the default a
-/// key is left out of the id, so runs recorded before keep their ids.
-const LATER_KEYS: &[(&str, &str)] = &[
-    ("loss", "\"bce\""),
-    ("g_lr", "null"),
-    ("d_lr", "null"),
-    ("lr_decay", "\"none\""),
-    ("real_label", "1.0"),
-    ("clip", "null"),
-    ("g_ema", "0.0"),
-    ("gp_weight", "null"),
-    ("r1_gamma", "0.0"),
+/// Keys added to the config after run ids were defined (table, key, default): at the default
+/// a key is left out of the id, so runs recorded before keep their ids.
+const LATER_KEYS: &[(&str, &str, &str)] = &[
+    ("train", "loss", "\"bce\""),
+    ("train", "g_lr", "null"),
+    ("train", "d_lr", "null"),
+    ("train", "lr_decay", "\"none\""),
+    ("train", "real_label", "1.0"),
+    ("train", "clip", "null"),
+    ("train", "g_ema", "0.0"),
+    ("train", "gp_weight", "null"),
+    ("train", "r1_gamma", "0.0"),
+    ("model", "spectral_norm", "false"),
 ];
 
 impl Default for TrainConfig {
@@ -404,11 +405,11 @@ pub fn run_id(experiment: &str, config: &RunConfig, data_id: &str) -> String {
     if let Some(map) = value.as_object_mut() {
         map.remove("log");
     }
-    if let Some(train) = value.get_mut("train").and_then(|t| t.as_object_mut()) {
-        for (key, default) in LATER_KEYS {
-            if train.get(*key).map(|v| v.to_string()).as_deref() == Some(default) {
-                train.remove(*key);
-            }
+    for (table, key, default) in LATER_KEYS {
+        if let Some(table) = value.get_mut(*table).and_then(|t| t.as_object_mut())
+            && table.get(*key).map(|v| v.to_string()).as_deref() == Some(default)
+        {
+            table.remove(*key);
         }
     }
     let identity = serde_json::json!({
@@ -987,6 +988,11 @@ mod tests {
             id(&a[0].config),
             "a key added later counts when set"
         );
+        let mut normalized = a[0].config.clone();
+        if let ModelConfig::Dcgan(o) = &mut normalized.model {
+            o.spectral_norm = true;
+        }
+        assert_ne!(id(&normalized), id(&a[0].config));
         let mut ttur = a[0].config.clone();
         ttur.train.d_lr = Some(4e-4);
         assert_ne!(id(&ttur), id(&a[0].config));

@@ -33,6 +33,7 @@ pub fn tiny_models() -> Vec<ModelConfig> {
             latent_dim: 8,
             g_channels: [16, 8, 4],
             d_channels: [4, 8, 16],
+            ..Default::default()
         }),
     ]
 }

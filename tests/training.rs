@@ -296,6 +296,51 @@ fn the_moving_average_samples_resumes_exactly_and_generate_can_skip_it() {
 }
 
 #[test]
+fn spectral_normalization_trains_every_model_and_resumes_exactly() {
+    for mut model in tiny_models() {
+        let arch = model.arch();
+        let plain = tiny_run(model.clone(), 8);
+        match &mut model {
+            ModelConfig::Gan(o) => o.spectral_norm = true,
+            ModelConfig::Dcgan(o) => o.spectral_norm = true,
+            ModelConfig::DcganClassic(o) => o.spectral_norm = true,
+        }
+        let mut config = tiny_run(model, 8);
+        config.train.loss = ganrunner::train::loss::LossKind::Hinge;
+        let (a, b, c) = (
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+        );
+        assert_eq!(
+            train::train(&config, a.path(), &mut ()).unwrap().status,
+            Status::Finished
+        );
+        let stopped = train::train(&config, b.path(), &mut StopAfter(4)).unwrap();
+        assert_eq!(stopped.status, Status::Interrupted { step: 4 });
+        assert!(
+            b.path()
+                .join("checkpoints/step-00000004/spectral-norm.json")
+                .is_file()
+        );
+        train::train(&config, b.path(), &mut ()).unwrap();
+        assert_eq!(
+            losses_csv(a.path()),
+            losses_csv(b.path()),
+            "{arch}: resume is exact"
+        );
+        let mut unnormalized = plain;
+        unnormalized.train.loss = ganrunner::train::loss::LossKind::Hinge;
+        train::train(&unnormalized, c.path(), &mut ()).unwrap();
+        assert_ne!(
+            losses_csv(a.path()),
+            losses_csv(c.path()),
+            "{arch}: it changes training"
+        );
+    }
+}
+
+#[test]
 fn rmsprop_and_several_d_steps_train_deterministically() {
     let mut config = tiny_run(tiny_models().remove(1), 6);
     config.train.optimizer = ganrunner::spec::OptimizerKind::Rmsprop;

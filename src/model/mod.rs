@@ -33,6 +33,8 @@ pub struct GanOptions {
     /// Keep G's dropout on when drawing samples. The report sampled during training (dropout
     /// on), and this G uses dropout as a noise source: turning it off collapses diversity.
     pub sample_dropout: bool,
+    /// Spectral normalization of D's weights (see `train::spectral`).
+    pub spectral_norm: bool,
 }
 
 impl Default for GanOptions {
@@ -44,6 +46,7 @@ impl Default for GanOptions {
             dropout: 0.3,
             leaky_slope: 0.01,
             sample_dropout: true,
+            spectral_norm: false,
         }
     }
 }
@@ -60,6 +63,8 @@ pub struct DcganOptions {
     pub d_dropout: f64,
     pub bn_eps: f64,
     pub bn_momentum: f64,
+    /// Spectral normalization of D's weights (see `train::spectral`).
+    pub spectral_norm: bool,
 }
 
 impl Default for DcganOptions {
@@ -71,6 +76,7 @@ impl Default for DcganOptions {
             d_dropout: 0.25,
             bn_eps: 0.8,
             bn_momentum: 0.1,
+            spectral_norm: false,
         }
     }
 }
@@ -82,6 +88,8 @@ pub struct ClassicOptions {
     pub latent_dim: usize,
     pub g_channels: [usize; 3],
     pub d_channels: [usize; 3],
+    /// Spectral normalization of D's weights (see `train::spectral`).
+    pub spectral_norm: bool,
 }
 
 impl Default for ClassicOptions {
@@ -90,6 +98,7 @@ impl Default for ClassicOptions {
             latent_dim: default_latent(),
             g_channels: [256, 128, 64],
             d_channels: [64, 128, 256],
+            spectral_norm: false,
         }
     }
 }
@@ -131,6 +140,15 @@ impl ModelConfig {
         match self {
             ModelConfig::Gan(_) => 28,
             ModelConfig::Dcgan(_) | ModelConfig::DcganClassic(_) => dcgan::SIDE,
+        }
+    }
+
+    /// Whether D's weights are spectrally normalized.
+    pub fn spectral_norm(&self) -> bool {
+        match self {
+            ModelConfig::Gan(o) => o.spectral_norm,
+            ModelConfig::Dcgan(o) => o.spectral_norm,
+            ModelConfig::DcganClassic(o) => o.spectral_norm,
         }
     }
 

@@ -22,6 +22,8 @@ const META: &str = "checkpoint.json";
 const GENERATOR: &str = "generator.bpk";
 /// The moving average of G's weights (`train.g_ema`), when the run keeps one.
 const GENERATOR_EMA: &str = "generator-ema.bpk";
+/// The power-iteration vectors of `model.spectral_norm`.
+const SPECTRAL: &str = "spectral-norm.json";
 const DISCRIMINATOR: &str = "discriminator.bpk";
 const GENERATOR_OPTIM: &str = "generator-optim.bpk";
 const DISCRIMINATOR_OPTIM: &str = "discriminator-optim.bpk";
@@ -41,6 +43,7 @@ pub struct TrainingState<'a> {
     pub generator: &'a Generator,
     pub generator_ema: Option<&'a Generator>,
     pub discriminator: &'a Discriminator,
+    pub spectral: Option<&'a crate::train::spectral::SpectralNorm>,
     pub generator_optim: &'a ModuleOptimizer,
     pub discriminator_optim: &'a ModuleOptimizer,
 }
@@ -118,6 +121,9 @@ fn save_to(
         ];
         for (name, bytes) in files {
             std::fs::write(tmp.join(name), &bytes[..])?;
+        }
+        if let Some(norm) = state.spectral {
+            std::fs::write(tmp.join(SPECTRAL), norm.to_bytes())?;
         }
         if let Some(average) = state.generator_ema {
             let bytes = module_bytes(average.clone().into_record())?;
@@ -235,6 +241,17 @@ pub fn load_generator(
         return Ok((load_module(generator, dir, GENERATOR_EMA)?, true));
     }
     Ok((load_module(generator, dir, GENERATOR)?, false))
+}
+
+/// The spectral normalization vectors saved in `dir`, for `discriminator`'s weights.
+pub fn load_spectral(
+    dir: &Path,
+    discriminator: &Discriminator,
+) -> anyhow::Result<crate::train::spectral::SpectralNorm> {
+    let path = dir.join(SPECTRAL);
+    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    crate::train::spectral::SpectralNorm::from_bytes(&bytes, discriminator)
+        .with_context(|| format!("{}: corrupt", path.display()))
 }
 
 /// The moving average of G saved in `dir`, loaded into `template`.

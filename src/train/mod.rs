@@ -12,6 +12,7 @@ pub mod ema;
 pub mod loss;
 pub mod penalty;
 pub mod rng;
+pub mod spectral;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -34,6 +35,7 @@ use batches::Batches;
 use checkpoint::{CheckpointMeta, TrainingState};
 use loss::LossKind;
 use rng::{Stream, rng_for};
+use spectral::SpectralNorm;
 
 /// The D and G losses of one step (D's of its last D step).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -211,6 +213,8 @@ pub struct Trainer {
     /// The moving average of G (`train.g_ema`), which samples and is evaluated when kept.
     generator_ema: Option<Generator>,
     discriminator: Discriminator,
+    /// `model.spectral_norm`'s power-iteration vectors.
+    spectral: Option<SpectralNorm>,
     generator_optim: ModuleOptimizer,
     discriminator_optim: ModuleOptimizer,
     batches: Batches,
@@ -236,6 +240,12 @@ impl Trainer {
             config: config.clone(),
             device,
             generator_ema: (config.train.g_ema > 0.0).then(|| ema::start(&generator)),
+            spectral: model.spectral_norm().then(|| {
+                SpectralNorm::new(
+                    &discriminator,
+                    &mut rng_for(config.train.seed, Stream::Init, 1),
+                )
+            }),
             generator,
             discriminator,
             generator_optim: optimizer(&config.train),
@@ -247,6 +257,9 @@ impl Trainer {
 
     /// One G step and `d_steps` D steps; `step` counts from 1.
     pub fn step(&mut self, step: u64) -> Losses {
+        if let Some(norm) = &mut self.spectral {
+            norm.iterate(&self.discriminator);
+        }
         let train = &self.config.train;
         let (g_lr, d_lr) = train.learning_rates(step, self.total_steps);
         let loss = train.loss;
@@ -259,7 +272,7 @@ impl Trainer {
         let n = real.dims()[0];
         let z = latents(&mut rng, n, latent_dim, &self.device);
         let fake = self.generator.forward(z, Some(&mut rng));
-        let g_loss = loss.g_loss(self.discriminator.forward(fake.clone(), Some(&mut rng)));
+        let g_loss = loss.g_loss(self.critic().forward(fake.clone(), Some(&mut rng)));
         let mut grads = g_loss.backward();
         let grads = GradientsParams::from_module(&mut grads, &self.generator);
         self.generator = self
@@ -277,17 +290,19 @@ impl Trainer {
                 let z = latents(&mut rng, real.dims()[0], latent_dim, &self.device);
                 fake = self.generator.forward(z, Some(&mut rng)).detach();
             }
-            let on_real = self.discriminator.forward(real.clone(), Some(&mut rng));
-            let on_fake = self.discriminator.forward(fake.clone(), Some(&mut rng));
+            let critic = self.critic();
+            let on_real = critic.forward(real.clone(), Some(&mut rng));
+            let on_fake = critic.forward(fake.clone(), Some(&mut rng));
             let mut step_loss = loss.d_loss(on_real, on_fake, train.real_label);
             // The logged D loss includes the penalties' values (not their surrogates').
             let mut reported = None;
             for penalty in train.penalties() {
-                let penalized = penalty.apply(&self.discriminator, &real, &fake, &mut rng);
+                let penalized = penalty.apply(&critic, &real, &fake, &mut rng);
                 let base = *reported.get_or_insert_with(|| step_loss.clone().into_scalar::<f32>());
                 reported = Some(base + penalized.value as f32);
                 step_loss = step_loss + penalized.surrogate;
             }
+            drop(critic);
             let mut grads = step_loss.backward();
             let grads = GradientsParams::from_module(&mut grads, &self.discriminator);
             self.discriminator =
@@ -305,11 +320,20 @@ impl Trainer {
         }
     }
 
+    /// D as the losses see it: with its weights spectrally normalized when the model says so.
+    fn critic(&self) -> std::borrow::Cow<'_, Discriminator> {
+        match &self.spectral {
+            Some(norm) => std::borrow::Cow::Owned(norm.apply(&self.discriminator)),
+            None => std::borrow::Cow::Borrowed(&self.discriminator),
+        }
+    }
+
     fn state(&self) -> TrainingState<'_> {
         TrainingState {
             generator: &self.generator,
             generator_ema: self.generator_ema.as_ref(),
             discriminator: &self.discriminator,
+            spectral: self.spectral.as_ref(),
             generator_optim: &self.generator_optim,
             discriminator_optim: &self.discriminator_optim,
         }
@@ -392,6 +416,9 @@ impl Trainer {
             self.generator_optim,
             self.discriminator_optim,
         ) = (g, d, go, dop);
+        if self.spectral.is_some() {
+            self.spectral = Some(checkpoint::load_spectral(&dir, &self.discriminator)?);
+        }
         if self.generator_ema.is_some() {
             // Detached, as a fresh average is.
             let loaded = checkpoint::load_generator_ema(&dir, self.generator.clone())?;

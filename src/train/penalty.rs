@@ -137,7 +137,9 @@ mod tests {
         let (_, d) = model.build(&mut rng_for(3, Stream::Init, 0), &device);
         let images = |seed: u64| {
             let mut rng = rng_for(seed, Stream::Shuffle, 0);
-            let values: Vec<f32> = (0..4 * 784).map(|_| rng.random::<f32>() * 2.0 - 1.0).collect();
+            let values: Vec<f32> = (0..4 * 784)
+                .map(|_| rng.random::<f32>() * 2.0 - 1.0)
+                .collect();
             Tensor::<4>::from_data(TensorData::new(values, [4, 1, 28, 28]), &device)
         };
         (d, images(1), images(2))
@@ -160,13 +162,21 @@ mod tests {
     }
 
     fn values(d: &Discriminator, grads: Option<&Gradients>) -> Vec<Vec<f32>> {
-        let mut v = Values { grads, out: Vec::new() };
+        let mut v = Values {
+            grads,
+            out: Vec::new(),
+        };
         d.visit(&mut v);
         v.out
     }
 
     /// The penalty and its surrogate's gradient for every parameter.
-    fn penalized(penalty: Penalty, d: &Discriminator, real: &Tensor<4>, fake: &Tensor<4>) -> (f64, Vec<Vec<f32>>) {
+    fn penalized(
+        penalty: Penalty,
+        d: &Discriminator,
+        real: &Tensor<4>,
+        fake: &Tensor<4>,
+    ) -> (f64, Vec<Vec<f32>>) {
         let out = penalty.apply(d, real, fake, &mut rng_for(0, Stream::Step, 1));
         let grads = out.surrogate.backward();
         (out.value, values(d, Some(&grads)))
@@ -183,7 +193,11 @@ mod tests {
         let close = |got: &[f32], want: &dyn Fn(f64) -> f64| {
             let scale = w.iter().map(|x| want(*x).abs()).fold(0.0, f64::max);
             for (g, x) in got.iter().zip(&w) {
-                assert!((*g as f64 - want(*x)).abs() <= 1e-3 * scale, "{g} vs {}", want(*x));
+                assert!(
+                    (*g as f64 - want(*x)).abs() <= 1e-3 * scale,
+                    "{g} vs {}",
+                    want(*x)
+                );
             }
         };
         let (value, grads) = penalized(Penalty::R1 { gamma: 4.0 }, &d, &real, &fake);

@@ -8,7 +8,7 @@ use rand::rngs::StdRng;
 #[derive(Debug, Clone, Copy)]
 #[repr(u64)]
 pub enum Stream {
-    /// Weight initialisation (index 0).
+    /// Weight initialisation (index 0; 1: spectral normalization's vectors).
     Init = 1,
     /// One training step's noise and dropout masks (index = step).
     Step = 2,
