@@ -44,7 +44,7 @@ struct Run {
 /// The config without what does not make a group (the seed, and where the data lies), as
 /// sorted `key=value` items.
 fn group_key(config: &serde_json::Value) -> Vec<String> {
-    let mut config = config.clone();
+    let mut config = crate::spec::with_defaults(config.clone());
     if let Some(train) = config.get_mut("train").and_then(|t| t.as_object_mut()) {
         train.remove("seed");
     }
@@ -177,6 +177,19 @@ pub fn groups(db: &Path, experiment: Option<&str>) -> Result<Rows> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn configs_recorded_before_a_key_existed_group_with_its_default() {
+        let now = serde_json::to_value(crate::spec::RunConfig::default()).unwrap();
+        let mut before = now.clone();
+        for key in ["loss", "g_ema", "r1_gamma"] {
+            before["train"].as_object_mut().unwrap().remove(key);
+        }
+        assert_eq!(group_key(&before), group_key(&now));
+        let mut hinge = now.clone();
+        hinge["train"]["loss"] = "hinge".into();
+        assert_ne!(group_key(&hinge), group_key(&now));
+    }
 
     #[test]
     fn intervals_match_a_hand_computation() {

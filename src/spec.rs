@@ -435,6 +435,16 @@ where
         .map_err(|_| serde::de::Error::custom(format!("expected exactly {N} values, got {got}")))
 }
 
+/// A recorded config (JSON) with the keys added since it was recorded filled in at their
+/// defaults, so configs from before and after compare equal when they train the same; as it
+/// is when it does not parse as this runner's config.
+pub fn with_defaults(config: serde_json::Value) -> serde_json::Value {
+    serde_json::from_value::<RunConfig>(config.clone())
+        .ok()
+        .and_then(|c| serde_json::to_value(c).ok())
+        .unwrap_or(config)
+}
+
 /// Every (dotted key, value) leaf of a resolved config, for the `params` table.
 pub fn flatten_params(config: &serde_json::Value) -> Vec<(String, serde_json::Value)> {
     fn walk(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, serde_json::Value)>) {

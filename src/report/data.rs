@@ -99,10 +99,11 @@ pub fn load(db: &Path, only: Option<&str>) -> Result<Vec<Experiment>> {
 /// Runs grouped by experiment, in start order.
 fn load_runs(conn: &Connection) -> Result<BTreeMap<String, Vec<Run>>> {
     let mut by_id: BTreeMap<String, (String, Run)> = BTreeMap::new();
+    let mut configs: BTreeMap<String, String> = BTreeMap::new();
     let mut order = Vec::new();
     let mut stmt = conn.prepare(
         "SELECT id, experiment, status, steps_done, total_steps, error, run_dir, started_at, finished_at,
-                host, backend
+                host, backend, config
          FROM runs ORDER BY started_at, id",
     )?;
     let rows = stmt.query_map([], |r| {
@@ -121,10 +122,12 @@ fn load_runs(conn: &Connection) -> Result<BTreeMap<String, Vec<Run>>> {
                 backend: r.get(10)?,
                 ..Default::default()
             },
+            r.get::<_, String>(11)?,
         ))
     })?;
     for row in rows {
-        let (experiment, run) = row?;
+        let (experiment, run, config) = row?;
+        configs.insert(run.id.clone(), config);
         order.push(run.id.clone());
         by_id.insert(run.id.clone(), (experiment, run));
     }
@@ -194,6 +197,22 @@ fn load_runs(conn: &Connection) -> Result<BTreeMap<String, Vec<Run>>> {
                 Ok(())
             },
         )?;
+    }
+    // Runs recorded before a config key existed have no row for it: show its default, so that
+    // it does not look swept.
+    for (id, (_, run)) in by_id.iter_mut() {
+        let Some(config) = configs.get(id).and_then(|c| serde_json::from_str(c).ok()) else {
+            continue;
+        };
+        for (key, value) in crate::spec::flatten_params(&crate::spec::with_defaults(config)) {
+            run.params.entry(key).or_insert_with(|| match value {
+                serde_json::Value::String(s) => s,
+                serde_json::Value::Bool(b) => i64::from(b).to_string(),
+                serde_json::Value::Number(n) if n.is_i64() => n.to_string(),
+                serde_json::Value::Number(n) => n.as_f64().unwrap_or(f64::NAN).to_string(),
+                other => other.to_string(),
+            });
+        }
     }
     let mut out: BTreeMap<String, Vec<Run>> = BTreeMap::new();
     for id in order {
