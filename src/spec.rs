@@ -311,31 +311,24 @@ impl RunConfig {
                 format!("must be >= 0 (0 = off), got {}", t.r1_gamma),
             );
         }
-        match (t.gp_weight, t.loss) {
-            (Some(w), LossKind::WganGp) if !(w.is_finite() && w > 0.0) => {
-                bad("train.gp_weight", format!("must be > 0, got {w}"))
-            }
-            (Some(_), loss) if loss != LossKind::WganGp => bad(
-                "train.gp_weight",
-                "only applies to loss = \"wgan-gp\"".into(),
-            ),
-            _ => {}
-        }
         if !(0.0..1.0).contains(&t.g_ema) {
             bad(
                 "train.g_ema",
                 format!("must be in [0, 1) (0 = off), got {}", t.g_ema),
             );
         }
-        match (t.clip, t.loss) {
-            (Some(clip), LossKind::Wgan) if !(clip.is_finite() && clip > 0.0) => {
-                bad("train.clip", format!("must be > 0, got {clip}"))
+        // Settings of one loss only: positive, and refused with any other loss.
+        for (key, value, owner, name) in [
+            ("train.clip", t.clip, LossKind::Wgan, "wgan"),
+            ("train.gp_weight", t.gp_weight, LossKind::WganGp, "wgan-gp"),
+        ] {
+            match value {
+                Some(_) if t.loss != owner => {
+                    bad(key, format!("only applies to loss = \"{name}\""))
+                }
+                Some(v) if !(v.is_finite() && v > 0.0) => bad(key, format!("must be > 0, got {v}")),
+                _ => {}
             }
-            (Some(_), loss) if loss != LossKind::Wgan => bad(
-                "train.clip",
-                "only applies to loss = \"wgan\" (weight clipping)".into(),
-            ),
-            _ => {}
         }
         let l = &self.log;
         if l.sample_every == 0 {

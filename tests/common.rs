@@ -104,3 +104,23 @@ pub fn fake_slurm(dir: &Path) -> String {
     }
     format!("{}:{}", bin.display(), std::env::var("PATH").unwrap())
 }
+
+/// `runner sweep <spec> --executor slurm` on the fixture in `dir`, with the fake Slurm of
+/// [`fake_slurm`] on `path`.
+pub fn slurm_sweep(
+    dir: &Path,
+    spec: &Path,
+    path: &str,
+    extra: &[&str],
+) -> assert_cmd::assert::Assert {
+    runner()
+        .current_dir(dir)
+        .env("PATH", path)
+        .arg("sweep")
+        .arg(spec)
+        .arg("--data-dir")
+        .arg(fixture_dir())
+        .args(["--executor", "slurm", "--no-report"])
+        .args(extra)
+        .assert()
+}

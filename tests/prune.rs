@@ -274,18 +274,7 @@ fn slurm_tasks_prune_by_their_siblings_records_and_collect_counts_them() {
     let dir = tempfile::tempdir().unwrap();
     let spec = write_spec(dir.path(), "[3e-3, 1e-3, 1e-7, 1.1e-7]", "1/2");
     let path = fake_slurm(dir.path());
-    let slurm = |extra: &[&str]| {
-        runner()
-            .current_dir(dir.path())
-            .env("PATH", &path)
-            .arg("sweep")
-            .arg(&spec)
-            .arg("--data-dir")
-            .arg(fixture_dir())
-            .args(["--executor", "slurm", "--no-report"])
-            .args(extra)
-            .assert()
-    };
+    let slurm = |extra: &[&str]| common::slurm_sweep(dir.path(), &spec, &path, extra);
     slurm(&[])
         .success()
         .stdout(predicate::str::contains("4 queued"));

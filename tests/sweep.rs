@@ -383,18 +383,7 @@ fn slurm_sweeps_plan_submit_run_tasks_and_collect_idempotently() {
     let text = std::fs::read_to_string(&spec).unwrap();
     std::fs::write(&spec, text.replace("eval_samples = 0", "eval_samples = 50")).unwrap();
     let path = fake_slurm(dir.path());
-    let slurm = |extra: &[&str]| {
-        runner()
-            .current_dir(dir.path())
-            .env("PATH", &path)
-            .arg("sweep")
-            .arg(&spec)
-            .arg("--data-dir")
-            .arg(fixture_dir())
-            .args(["--executor", "slurm", "--no-report"])
-            .args(extra)
-            .assert()
-    };
+    let slurm = |extra: &[&str]| common::slurm_sweep(dir.path(), &spec, &path, extra);
     slurm(&[
         "--max-parallel",
         "1",
