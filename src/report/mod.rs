@@ -804,7 +804,11 @@ fn run_page(site: &Site, experiment: &Experiment, run: &Run) -> Result<()> {
             });
         }
     }
-    let eval_columns = crate::eval::HEADLINE;
+    // The raw G's FID beside the moving average's, for runs that keep one.
+    let mut eval_columns = crate::eval::HEADLINE.to_vec();
+    if run.evals.values().any(|m| m.contains_key("fid_raw")) {
+        eval_columns.insert(1, "fid_raw");
+    }
     let eval_rows: Vec<Vec<String>> = run
         .evals
         .iter()
@@ -870,7 +874,7 @@ fn run_page(site: &Site, experiment: &Experiment, run: &Run) -> Result<()> {
             params => Value::from(Serde(&run.params)),
             events => Value::from(Serde(&run.events)),
             plots => Value::from(Serde(&plots)),
-            eval_columns => Value::from(Serde(eval_columns)),
+            eval_columns => Value::from(Serde(&eval_columns)),
             eval_rows => Value::from(Serde(&eval_rows)),
             final_sample => samples.iter().rev().find_map(|s| s.href.clone()),
             samples => Value::from(Serde(&samples)),
