@@ -14,7 +14,7 @@
 //! database and Slurm tasks on a shared filesystem all see the same evaluations, without the
 //! database. A run that failed or diverged before a rung has no value there and does not count.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -216,11 +216,11 @@ impl Pruning {
         })
     }
 
-    /// For a run its records show pruned at a rung: the decision its rung holds now (a `keep`
-    /// promotes it), with the step to resume from. `None` for runs not pruned at a rung.
-    pub fn reconsider(&self, run_dir: &Path) -> Option<(u64, f64, Decision)> {
-        let lines = records::read(run_dir);
-        if records::last_status(&lines).as_deref() != Some("pruned") {
+    /// For a run whose records (`lines`) show it pruned at a rung: the decision its rung
+    /// holds now (a `keep` promotes it), with the step to resume from. `None` for runs not
+    /// pruned at a rung (not pruned, or stopped by a failure detector).
+    pub fn reconsider(&self, lines: &[records::Line]) -> Option<(u64, f64, Decision)> {
+        if records::last_status(lines).as_deref() != Some("pruned") {
             return None;
         }
         let rung = lines.iter().rev().find_map(|line| match &line.event {
@@ -228,7 +228,7 @@ impl Pruning {
             Event::Flagged { step, kind, .. } if kind == "pruned" => Some(Some(*step)),
             _ => None,
         })??;
-        let value = eval_at(&lines, &self.rule.metric, rung)?;
+        let value = eval_at(lines, &self.rule.metric, rung)?;
         Some((
             rung,
             value,
@@ -342,19 +342,19 @@ mod tests {
         assert_eq!(pruning.decide(150, 1.0), None, "not a rung");
         assert!(pruning.decide(200, 9.0).unwrap().keep);
         // Three at the rung keep one: d (second) stays pruned.
-        let (rung, value, decision) = pruning.reconsider(&d).unwrap();
+        let (rung, value, decision) = pruning.reconsider(&records::read(&d)).unwrap();
         assert_eq!(
             (rung, value, decision.keep, decision.rank),
             (100, 15.0, false, 2)
         );
-        assert_eq!(pruning.reconsider(&a), None, "not pruned");
+        assert_eq!(pruning.reconsider(&records::read(&a)), None, "not pruned");
         // A fourth, worse run at the rung: two go on, so d is promoted.
         let e = run_with(root, "e", vec![eval(100, 30.0)]);
         pruning.cohort.push(e);
-        assert!(pruning.reconsider(&d).unwrap().2.keep);
+        assert!(pruning.reconsider(&records::read(&d)).unwrap().2.keep);
         // Pruned without a rung decision (a detector's stop): never promoted.
         let f = run_with(root, "f", vec![eval(100, 1.0), ended("pruned", 100)]);
-        assert_eq!(pruning.reconsider(&f), None);
+        assert_eq!(pruning.reconsider(&records::read(&f)), None);
         // A pruned run that was resumed (started again) and pruned again later is judged at
         // its latest rung only.
         let started = Event::RunStarted {
@@ -380,7 +380,7 @@ mod tests {
             "g",
             vec![eval(100, 1.0), pruned_flag, started, ended("pruned", 150)],
         );
-        assert_eq!(pruning.reconsider(&g), None);
+        assert_eq!(pruning.reconsider(&records::read(&g)), None);
     }
 
     #[test]

@@ -469,23 +469,24 @@ pub fn run(
             skipped += 1;
             continue;
         }
-        let reconsidered = run
-            .pruning
-            .as_ref()
-            .filter(|_| !options.force)
-            .and_then(|p| p.reconsider(&run.run_dir));
-        match reconsidered {
-            Some((rung, value, decision)) if decision.keep => {
-                let metric = &run.pruning.as_ref().expect("reconsidered").rule.metric;
-                let why = decision.describe(metric, value, rung);
-                eprintln!("{}: run {} promoted ({why})", spec.name, run.id);
-                run.promoted = Some((rung, why));
+        // A pruned run stays pruned unless its rung now keeps it (a sweep whose spec no longer
+        // prunes resumes it like any unfinished run).
+        if let Some(pruning) = run.pruning.as_ref().filter(|_| !options.force) {
+            let lines = records::read(&run.run_dir);
+            if records::last_status(&lines).as_deref() == Some("pruned") {
+                match pruning.reconsider(&lines) {
+                    Some((rung, value, decision)) if decision.keep => {
+                        let why = decision.describe(&pruning.rule.metric, value, rung);
+                        eprintln!("{}: run {} promoted ({why})", spec.name, run.id);
+                        run.promoted = Some((rung, why));
+                    }
+                    // Outside its rung's best still, or stopped by a failure detector.
+                    _ => {
+                        pruned += 1;
+                        continue;
+                    }
+                }
             }
-            Some(_) => {
-                pruned += 1;
-                continue;
-            }
-            None => {}
         }
         todo.push(run);
     }
@@ -550,7 +551,11 @@ fn claim_and_run(
         bar.finish_and_clear();
         return Ok("skipped".into());
     }
-    if !force && status.as_deref() == Some("pruned") && run.promoted.is_none() {
+    if !force
+        && status.as_deref() == Some("pruned")
+        && run.pruning.is_some()
+        && run.promoted.is_none()
+    {
         // Pruned by another process since this sweep planned it.
         bar.finish_and_clear();
         return Ok("pruned".into());

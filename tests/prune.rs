@@ -314,6 +314,37 @@ fn slurm_tasks_prune_by_their_siblings_records_and_collect_counts_them() {
         ),
         4
     );
+    // A rerun submits only the pruned runs that their filled rung now promotes; the others
+    // stay pruned, and so does one stopped by a failure detector (its records hold no rung
+    // decision: simulated by dropping it), whatever its rung says.
+    let stopped = ended.iter().find(|(_, (s, _))| s == "pruned").unwrap().0;
+    let mut promoted = promotable(&conn, 0.5);
+    promoted.remove(stopped);
+    drop(conn);
+    let records = dir
+        .path()
+        .join("results/pruned")
+        .join(stopped)
+        .join("records.jsonl");
+    let kept: String = std::fs::read_to_string(&records)
+        .unwrap()
+        .lines()
+        .filter(|l| !(l.contains("\"Flagged\"") && l.contains("\"pruned\"")))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&records, kept).unwrap();
+    slurm(&[]).success().stdout(
+        predicate::str::contains(format!("{} pruned", pruned - promoted.len())).and(
+            predicate::str::contains(format!("{} queued", promoted.len())),
+        ),
+    );
+    // Without [search.prune] they are unfinished runs like any other: all submitted to resume
+    // (the promoted ones' tasks never ran here).
+    let text = std::fs::read_to_string(&spec).unwrap();
+    std::fs::write(&spec, text.split("[search.prune]").next().unwrap()).unwrap();
+    slurm(&[])
+        .success()
+        .stdout(predicate::str::contains(format!("{pruned} queued")));
 }
 
 #[test]
