@@ -285,7 +285,7 @@ mod tests {
     }
 
     /// A run directory whose records hold `events`.
-    fn run_with(root: &Path, name: &str, events: Vec<Event>) -> PathBuf {
+    fn run_with(root: &std::path::Path, name: &str, events: Vec<Event>) -> PathBuf {
         let dir = root.join(name);
         let file = records::RecordsFile::open(&dir, "local:h:1".into(), true).unwrap();
         for event in events {
