@@ -293,16 +293,17 @@ impl Trainer {
             let critic = self.critic();
             let on_real = critic.forward(real.clone(), Some(&mut rng));
             let on_fake = critic.forward(fake.clone(), Some(&mut rng));
-            let mut step_loss = loss.d_loss(on_real, on_fake, train.real_label);
-            // The logged D loss includes the penalties' values (not their surrogates').
-            let mut reported = None;
-            for penalty in train.penalties() {
-                let penalized = penalty.apply(&critic, &real, &fake, &mut rng);
-                let base = *reported.get_or_insert_with(|| step_loss.clone().into_scalar::<f32>());
-                reported = Some(base + penalized.value as f32);
-                step_loss = step_loss + penalized.surrogate;
-            }
+            let step_loss = loss.d_loss(on_real, on_fake, train.real_label);
+            let penalties: Vec<_> = (train.penalties().into_iter())
+                .map(|p| p.apply(&critic, &real, &fake, &mut rng))
+                .collect();
             drop(critic);
+            // The logged D loss includes the penalties' values (not their surrogates').
+            let logged = (!penalties.is_empty()).then(|| {
+                step_loss.clone().into_scalar::<f32>()
+                    + penalties.iter().map(|p| p.value as f32).sum::<f32>()
+            });
+            let step_loss = (penalties.into_iter()).fold(step_loss, |l, p| l + p.surrogate);
             let mut grads = step_loss.backward();
             let grads = GradientsParams::from_module(&mut grads, &self.discriminator);
             self.discriminator =
@@ -312,7 +313,7 @@ impl Trainer {
                 let clip = train.clip.unwrap_or(DEFAULT_CLIP) as f32;
                 self.discriminator = self.discriminator.clone().map(&mut ClipWeights(clip));
             }
-            d_loss = Some(reported.unwrap_or_else(|| step_loss.into_scalar()));
+            d_loss = Some(logged.unwrap_or_else(|| step_loss.into_scalar()));
         }
         Losses {
             d: d_loss.expect("d_steps >= 1"),
