@@ -106,6 +106,34 @@ fn format_value(v: f64) -> String {
     }
 }
 
+/// A setting for a table cell: non-integer numbers to four significant digits (searched
+/// learning rates have sixteen), anything else as it is.
+fn short(value: &str) -> String {
+    match value.parse::<f64>() {
+        Ok(x) if x.is_finite() && x.fract() != 0.0 => {
+            let text = format!("{x:.3e}");
+            let (mantissa, exponent) = text.split_once('e').expect("exponent form");
+            let exponent: i32 = exponent.parse().expect("an integer exponent");
+            let mantissa = mantissa.trim_end_matches('0').trim_end_matches('.');
+            if (-3..4).contains(&exponent) {
+                let decimals = (3 - exponent).max(0) as usize;
+                let fixed = format!("{x:.decimals$}");
+                if fixed.contains('.') {
+                    fixed
+                        .trim_end_matches('0')
+                        .trim_end_matches('.')
+                        .to_string()
+                } else {
+                    fixed
+                }
+            } else {
+                format!("{mantissa}e{exponent}")
+            }
+        }
+        _ => value.to_string(),
+    }
+}
+
 /// The config keys whose values differ between the runs.
 fn swept_keys(runs: &[Run]) -> Vec<String> {
     let keys: BTreeSet<&String> = runs.iter().flat_map(|r| r.params.keys()).collect();
@@ -196,7 +224,7 @@ fn experiment_view(experiment: &Experiment, href_prefix: &str) -> ExperimentView
                 },
                 swept: swept
                     .iter()
-                    .map(|k| run.params.get(k).cloned().unwrap_or_default())
+                    .map(|k| run.params.get(k).map(|v| short(v)).unwrap_or_default())
                     .collect(),
                 metric: ranking
                     .value(run)
@@ -910,6 +938,18 @@ mod tests {
         let text = strings(&["[0.9, 0.999]", "[0.5, 0.999]"]);
         let refs: Vec<&String> = text.iter().collect();
         assert_eq!(x_axis(&refs).1.unwrap(), ["[0.5, 0.999]", "[0.9, 0.999]"]);
+    }
+
+    #[test]
+    fn table_cells_keep_four_significant_digits() {
+        assert_eq!(short("0.006593127651247273"), "0.006593");
+        assert_eq!(short("0.00001717"), "1.717e-5");
+        assert_eq!(short("0.0002"), "2e-4");
+        assert_eq!(short("123.456789"), "123.5");
+        assert_eq!(short("1230.4"), "1230");
+        assert_eq!(short("3"), "3");
+        assert_eq!(short("[0.5,0.999]"), "[0.5,0.999]");
+        assert_eq!(short("bce"), "bce");
     }
 
     #[test]
