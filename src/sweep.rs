@@ -311,7 +311,10 @@ impl Observer for RunObserver<'_> {
         for finding in self.detectors.eval(metrics) {
             self.found(step, finding);
         }
-        let Some(pruning) = self.pruning else { return };
+        // A run at its last step has nothing left to prune.
+        let Some(pruning) = self.pruning.filter(|_| step < self.total) else {
+            return;
+        };
         let metric = &pruning.rule.metric;
         let value = named
             .iter()

@@ -348,6 +348,25 @@ fn slurm_tasks_prune_by_their_siblings_records_and_collect_counts_them() {
 }
 
 #[test]
+fn a_rung_at_the_last_step_decides_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), "[3e-3, 1e-3, 1e-7]", "1/2");
+    let text = std::fs::read_to_string(&spec).unwrap();
+    std::fs::write(&spec, text.replace("rungs = [10, 20]", "rungs = [10, 30]")).unwrap();
+    sweep_cmd(dir.path(), &spec, "1").assert().success();
+    let conn = db(dir.path());
+    check_consistent(&conn);
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM events WHERE step = 30 AND kind IN ('kept', 'pruned')"
+        ),
+        0,
+        "a finished run carries no rung decision at its end"
+    );
+}
+
+#[test]
 fn impossible_prune_rules_name_the_key_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let spec = write_spec(dir.path(), "[1e-3]", "1/2");
