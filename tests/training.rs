@@ -305,8 +305,18 @@ fn spectral_normalization_trains_every_model_and_resumes_exactly() {
             ModelConfig::Dcgan(o) => o.spectral_norm = true,
             ModelConfig::DcganClassic(o) => o.spectral_norm = true,
         }
-        let mut config = tiny_run(model, 8);
+        let mut config = tiny_run(model.clone(), 8);
         config.train.loss = ganrunner::train::loss::LossKind::Hinge;
+        // With a gradient penalty too: its input-gradient pass must leave D's graph intact.
+        let mut penalized = tiny_run(model, 4);
+        penalized.train.loss = ganrunner::train::loss::LossKind::WganGp;
+        penalized.train.r1_gamma = 1.0;
+        let out = train::train(&penalized, tempfile::tempdir().unwrap().path(), &mut ()).unwrap();
+        assert_eq!(
+            out.status,
+            Status::Finished,
+            "{arch}: spectral norm with penalties"
+        );
         let (a, b, c) = (
             tempfile::tempdir().unwrap(),
             tempfile::tempdir().unwrap(),

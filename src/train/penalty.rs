@@ -26,6 +26,18 @@ use crate::model::Discriminator;
 /// The largest change of a pixel in the finite-difference passes.
 pub const PERTURBATION: f64 = 1e-3;
 
+/// Cuts every parameter off the autodiff graph.
+struct Detach;
+
+impl burn::module::ModuleMapper for Detach {
+    fn map_float<const D: usize>(
+        &mut self,
+        param: burn::module::Param<Tensor<D>>,
+    ) -> burn::module::Param<Tensor<D>> {
+        param.map(|t| Tensor::from_inner(t.inner()))
+    }
+}
+
 /// Which penalty, with its weight.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Penalty {
@@ -65,14 +77,16 @@ impl Penalty {
         };
         // One dropout seed for every pass of this penalty.
         let masks: u64 = rng.random();
-        let pass = |x: Tensor<4>| {
+        let pass = |d: &Discriminator, x: Tensor<4>| {
             let mut masks = <StdRng as rand::SeedableRng>::seed_from_u64(masks);
-            discriminator.forward(x, Some(&mut masks)).sum()
+            d.forward(x, Some(&mut masks)).sum()
         };
-        // g: D's input gradient (a first-order backward pass; D's weight gradients of this
-        // pass are dropped).
+        // g: D's input gradient, through a copy of D cut off from the graph: this backward
+        // pass must not consume the graph that D's loss (and, with spectral normalization,
+        // its weights) still needs.
         let x = at.clone().require_grad();
-        let grads = pass(x.clone()).backward();
+        let frozen = discriminator.clone().map(&mut Detach);
+        let grads = pass(&frozen, x.clone()).backward();
         let g: Vec<f32> = x
             .grad(&grads)
             .expect("D's output depends on its input")
@@ -110,7 +124,8 @@ impl Penalty {
             let e = PERTURBATION / largest;
             let dims = at.dims();
             let step = Tensor::<4>::from_data(TensorData::new(v, dims), &device).mul_scalar(e);
-            (pass(at.clone() + step.clone()) - pass(at - step)).div_scalar(2.0 * e)
+            (pass(discriminator, at.clone() + step.clone()) - pass(discriminator, at - step))
+                .div_scalar(2.0 * e)
         };
         Penalized { value, surrogate }
     }
