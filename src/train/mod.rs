@@ -611,6 +611,66 @@ pub fn train(
     Ok(outcome)
 }
 
+/// Helpers for tests that differentiate modules by hand.
+#[cfg(test)]
+pub(crate) mod testing {
+    use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+    use burn::prelude::*;
+    use burn::tensor::{Gradients, TensorData};
+
+    /// Adds `h` to the first entry of float parameter number `which` (in visiting order).
+    pub struct Nudge {
+        pub which: usize,
+        pub h: f32,
+        seen: usize,
+    }
+
+    impl Nudge {
+        pub fn new(which: usize, h: f32) -> Self {
+            Nudge { which, h, seen: 0 }
+        }
+    }
+
+    impl ModuleMapper for Nudge {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            self.seen += 1;
+            if self.seen - 1 != self.which {
+                return param;
+            }
+            let h = self.h;
+            param.map(|t| {
+                let shape = t.shape();
+                let mut values: Vec<f32> = t.clone().into_data().try_to_vec().unwrap();
+                values[0] += h;
+                Tensor::<D>::from_data(TensorData::new(values, shape), &t.device()).require_grad()
+            })
+        }
+    }
+
+    /// A module's float parameters (given gradients: their gradients), in visiting order.
+    pub fn param_values<M: Module>(module: &M, grads: Option<&Gradients>) -> Vec<Vec<f32>> {
+        struct Values<'a> {
+            grads: Option<&'a Gradients>,
+            out: Vec<Vec<f32>>,
+        }
+        impl ModuleVisitor for Values<'_> {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                let tensor = match self.grads {
+                    Some(grads) => param.val().grad(grads).expect("a gradient").into_data(),
+                    None => param.val().into_data(),
+                };
+                self.out.push(tensor.try_to_vec().unwrap());
+            }
+        }
+        let mut values = Values {
+            grads,
+            out: Vec::new(),
+        };
+        module.visit(&mut values);
+        values.out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -136,8 +136,8 @@ mod tests {
     use super::*;
     use crate::model::{GanOptions, ModelConfig};
     use crate::train::rng::{Stream, rng_for};
-    use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
-    use burn::tensor::Gradients;
+    use crate::train::testing::{Nudge, param_values};
+    use burn::module::Module;
 
     /// An MLP D with `hidden` layers (none: D is linear), and two image batches for it.
     fn setup(hidden: Vec<usize>, dropout: f64) -> (Discriminator, Tensor<4>, Tensor<4>) {
@@ -160,31 +160,6 @@ mod tests {
         (d, images(1), images(2))
     }
 
-    /// D's parameters (and, given gradients, theirs), in visiting order.
-    struct Values<'a> {
-        grads: Option<&'a Gradients>,
-        out: Vec<Vec<f32>>,
-    }
-
-    impl ModuleVisitor for Values<'_> {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            let tensor = match self.grads {
-                Some(grads) => param.val().grad(grads).expect("a gradient").into_data(),
-                None => param.val().into_data(),
-            };
-            self.out.push(tensor.try_to_vec().unwrap());
-        }
-    }
-
-    fn values(d: &Discriminator, grads: Option<&Gradients>) -> Vec<Vec<f32>> {
-        let mut v = Values {
-            grads,
-            out: Vec::new(),
-        };
-        d.visit(&mut v);
-        v.out
-    }
-
     /// The penalty and its surrogate's gradient for every parameter.
     fn penalized(
         penalty: Penalty,
@@ -194,7 +169,7 @@ mod tests {
     ) -> (f64, Vec<Vec<f32>>) {
         let out = penalty.apply(d, real, fake, &mut rng_for(0, Stream::Step, 1));
         let grads = out.surrogate.backward();
-        (out.value, values(d, Some(&grads)))
+        (out.value, param_values(d, Some(&grads)))
     }
 
     #[test]
@@ -202,7 +177,10 @@ mod tests {
         // D(x) = w.x + b: g = w for every image, so R1 = gamma/2 |w|^2 with gradient gamma w,
         // and WGAN-GP = lambda (|w| - 1)^2 with gradient 2 lambda (|w| - 1) w / |w|.
         let (d, real, fake) = setup(vec![], 0.0);
-        let w: Vec<f64> = values(&d, None)[0].iter().map(|&x| x as f64).collect();
+        let w: Vec<f64> = param_values(&d, None)[0]
+            .iter()
+            .map(|&x| x as f64)
+            .collect();
         let norm = w.iter().map(|x| x * x).sum::<f64>().sqrt();
         // Within 0.1% of the largest entry (float rounding of the perturbed images).
         let close = |got: &[f32], want: &dyn Fn(f64) -> f64| {
@@ -223,29 +201,6 @@ mod tests {
         close(&grads[0], &|x| 20.0 * (norm - 1.0) * x / norm);
     }
 
-    /// Adds `h` to the first entry of parameter `which`.
-    struct Nudge {
-        which: usize,
-        seen: usize,
-        h: f32,
-    }
-
-    impl ModuleMapper for Nudge {
-        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-            self.seen += 1;
-            if self.seen - 1 != self.which {
-                return param;
-            }
-            let h = self.h;
-            param.map(|t| {
-                let shape = t.shape();
-                let mut values: Vec<f32> = t.clone().into_data().try_to_vec().unwrap();
-                values[0] += h;
-                Tensor::<D>::from_data(TensorData::new(values, shape), &t.device()).require_grad()
-            })
-        }
-    }
-
     #[test]
     fn a_nonlinear_d_with_dropout_gets_the_gradient_of_the_penalty() {
         // Against central differences of the (exact) penalty value in one weight per layer.
@@ -254,7 +209,7 @@ mod tests {
             let (_, grads) = penalized(penalty, &d, &real, &fake);
             for which in [0, 2, 4] {
                 let at = |h: f32| {
-                    let nudged = d.clone().map(&mut Nudge { which, seen: 0, h });
+                    let nudged = d.clone().map(&mut Nudge::new(which, h));
                     penalty
                         .apply(&nudged, &real, &fake, &mut rng_for(0, Stream::Step, 1))
                         .value

@@ -167,6 +167,7 @@ mod tests {
     use super::*;
     use crate::model::{GanOptions, ModelConfig};
     use crate::train::rng::{Stream, rng_for};
+    use crate::train::testing::{Nudge, param_values};
 
     fn discriminator(model: &ModelConfig) -> Discriminator {
         let device = crate::train::training_device();
@@ -221,42 +222,9 @@ mod tests {
         let x = Tensor::<4>::ones([2, 1, 28, 28], &device).mul_scalar(0.3);
         let loss = |d: &Discriminator| norm.apply(d).forward(x.clone(), None).sum();
         let grads = loss(&d).backward();
-        struct First<'a>(&'a burn::tensor::Gradients, Option<f32>);
-        impl ModuleVisitor for First<'_> {
-            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-                if self.1.is_none() {
-                    let g: Vec<f32> = param
-                        .val()
-                        .grad(self.0)
-                        .unwrap()
-                        .into_data()
-                        .try_to_vec()
-                        .unwrap();
-                    self.1 = Some(g[0]);
-                }
-            }
-        }
-        let mut first = First(&grads, None);
-        d.visit(&mut first);
-        struct Nudge(f32, bool);
-        impl ModuleMapper for Nudge {
-            fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-                if self.1 {
-                    return param;
-                }
-                self.1 = true;
-                let h = self.0;
-                param.map(|t| {
-                    let shape = t.shape();
-                    let mut values: Vec<f32> = t.clone().into_data().try_to_vec().unwrap();
-                    values[0] += h;
-                    Tensor::<D>::from_data(TensorData::new(values, shape), &t.device())
-                })
-            }
-        }
-        let at = |h: f32| loss(&d.clone().map(&mut Nudge(h, false))).into_scalar::<f32>() as f64;
+        let at = |h: f32| loss(&d.clone().map(&mut Nudge::new(0, h))).into_scalar::<f32>() as f64;
         let numeric = (at(1e-2) - at(-1e-2)) / 2e-2;
-        let analytic = first.1.unwrap() as f64;
+        let analytic = param_values(&d, Some(&grads))[0][0] as f64;
         assert!(
             (analytic - numeric).abs() < 0.02 * numeric.abs().max(1e-3),
             "{analytic} vs {numeric}"
