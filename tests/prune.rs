@@ -53,6 +53,14 @@ fn sweep_cmd(dir: &Path, spec: &Path, jobs: &str) -> assert_cmd::Command {
     cmd
 }
 
+/// How many rung decisions (`kept` or `pruned`) were recorded at `step`.
+fn rung_decisions(conn: &Connection, step: u64) -> i64 {
+    count(
+        conn,
+        &format!("SELECT count(*) FROM events WHERE kind IN ('kept', 'pruned') AND step = {step}"),
+    )
+}
+
 fn rows<T: rusqlite::types::FromSql>(conn: &Connection, sql: &str) -> Vec<(String, T)> {
     let mut stmt = conn.prepare(sql).unwrap();
     stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -260,10 +268,7 @@ fn pruning_sweeps_sharing_a_database_end_every_run_once() {
         assert_eq!(records.matches("\"RunEnded\"").count(), 1, "{id}");
     }
     assert_eq!(
-        count(
-            &conn,
-            "SELECT count(*) FROM events WHERE kind IN ('kept', 'pruned') AND step = 10"
-        ),
+        rung_decisions(&conn, 10),
         8,
         "every run was judged at the first rung"
     );
@@ -307,13 +312,7 @@ fn slurm_tasks_prune_by_their_siblings_records_and_collect_counts_them() {
     let ended = check_consistent(&conn);
     let pruned = ended.values().filter(|(s, _)| s == "pruned").count();
     assert!(pruned >= 2, "{ended:?}");
-    assert_eq!(
-        count(
-            &conn,
-            "SELECT count(*) FROM events WHERE kind IN ('kept', 'pruned') AND step = 10"
-        ),
-        4
-    );
+    assert_eq!(rung_decisions(&conn, 10), 4);
     // A rerun submits only the pruned runs that their filled rung now promotes; the others
     // stay pruned, and so does one stopped by a failure detector (its records hold no rung
     // decision: simulated by dropping it), whatever its rung says.
@@ -357,10 +356,7 @@ fn a_rung_at_the_last_step_decides_nothing() {
     let conn = db(dir.path());
     check_consistent(&conn);
     assert_eq!(
-        count(
-            &conn,
-            "SELECT count(*) FROM events WHERE step = 30 AND kind IN ('kept', 'pruned')"
-        ),
+        rung_decisions(&conn, 30),
         0,
         "a finished run carries no rung decision at its end"
     );
