@@ -218,8 +218,14 @@ impl Pruning {
 
     /// For a run whose records (`lines`) show it pruned at a rung: the decision its rung
     /// holds now (a `keep` promotes it), with the step to resume from. `None` for runs not
-    /// pruned at a rung (not pruned, or stopped by a failure detector).
-    pub fn reconsider(&self, lines: &[records::Line]) -> Option<(u64, f64, Decision)> {
+    /// pruned at a rung (not pruned, or stopped by a failure detector). `rungs` caches each
+    /// rung's values across the runs a sweep reconsiders (it would read every run's records
+    /// once per pruned run otherwise).
+    pub fn reconsider(
+        &self,
+        lines: &[records::Line],
+        rungs: &mut std::collections::BTreeMap<u64, Vec<f64>>,
+    ) -> Option<(u64, f64, Decision)> {
         if records::last_status(lines).as_deref() != Some("pruned") {
             return None;
         }
@@ -229,11 +235,8 @@ impl Pruning {
             _ => None,
         })??;
         let value = eval_at(lines, &self.rule.metric, rung)?;
-        Some((
-            rung,
-            value,
-            self.rule.decide(value, &self.rung_values(rung)),
-        ))
+        let values = rungs.entry(rung).or_insert_with(|| self.rung_values(rung));
+        Some((rung, value, self.rule.decide(value, values)))
     }
 }
 
@@ -342,19 +345,34 @@ mod tests {
         assert_eq!(pruning.decide(150, 1.0), None, "not a rung");
         assert!(pruning.decide(200, 9.0).unwrap().keep);
         // Three at the rung keep one: d (second) stays pruned.
-        let (rung, value, decision) = pruning.reconsider(&records::read(&d)).unwrap();
+        let (rung, value, decision) = pruning
+            .reconsider(&records::read(&d), &mut Default::default())
+            .unwrap();
         assert_eq!(
             (rung, value, decision.keep, decision.rank),
             (100, 15.0, false, 2)
         );
-        assert_eq!(pruning.reconsider(&records::read(&a)), None, "not pruned");
+        assert_eq!(
+            pruning.reconsider(&records::read(&a), &mut Default::default()),
+            None,
+            "not pruned"
+        );
         // A fourth, worse run at the rung: two go on, so d is promoted.
         let e = run_with(root, "e", vec![eval(100, 30.0)]);
         pruning.cohort.push(e);
-        assert!(pruning.reconsider(&records::read(&d)).unwrap().2.keep);
+        assert!(
+            pruning
+                .reconsider(&records::read(&d), &mut Default::default())
+                .unwrap()
+                .2
+                .keep
+        );
         // Pruned without a rung decision (a detector's stop): never promoted.
         let f = run_with(root, "f", vec![eval(100, 1.0), ended("pruned", 100)]);
-        assert_eq!(pruning.reconsider(&records::read(&f)), None);
+        assert_eq!(
+            pruning.reconsider(&records::read(&f), &mut Default::default()),
+            None
+        );
         // A pruned run that was resumed (started again) and pruned again later is judged at
         // its latest rung only.
         let started = Event::RunStarted {
@@ -380,7 +398,10 @@ mod tests {
             "g",
             vec![eval(100, 1.0), pruned_flag, started, ended("pruned", 150)],
         );
-        assert_eq!(pruning.reconsider(&records::read(&g)), None);
+        assert_eq!(
+            pruning.reconsider(&records::read(&g), &mut Default::default()),
+            None
+        );
     }
 
     #[test]

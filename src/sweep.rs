@@ -476,6 +476,8 @@ pub fn run(
     let reader = track::open(&options.db)?;
     let mut skipped = 0;
     let mut pruned = 0;
+    // Each rung's evaluations, read once for all the pruned runs reconsidered here.
+    let mut rung_values = std::collections::BTreeMap::new();
     let mut todo = Vec::new();
     for mut run in runs {
         if !options.force && is_done(&reader, &run)? {
@@ -487,7 +489,7 @@ pub fn run(
         if let Some(pruning) = run.pruning.as_ref().filter(|_| !options.force) {
             let lines = records::read(&run.run_dir);
             if records::last_status(&lines).as_deref() == Some("pruned") {
-                match pruning.reconsider(&lines) {
+                match pruning.reconsider(&lines, &mut rung_values) {
                     Some((rung, value, decision)) if decision.keep => {
                         let why = decision.describe(&pruning.rule.metric, value, rung);
                         eprintln!("{}: run {} promoted ({why})", spec.name, run.id);
