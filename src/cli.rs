@@ -269,6 +269,10 @@ pub struct GenerateArgs {
     /// Seed of the latent noise.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Draw this class only (0-9; conditional models). Without it a conditional model draws
+    /// the classes in turn, one grid column each.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..10))]
+    pub class: Option<u8>,
     /// Output file: *.png (grid), *.npy (uint8, N x 28 x 28) or *idx3-ubyte (IDX).
     #[arg(long)]
     pub out: PathBuf,

@@ -314,9 +314,7 @@ pub fn show(db: &Path, run: &str) -> Result<()> {
 pub fn generate(
     checkpoint: &Path,
     best: bool,
-    raw: bool,
-    n: usize,
-    seed: u64,
+    draw: crate::generate::Draw,
     out: &Path,
 ) -> Result<()> {
     let best_dir = crate::train::checkpoint::best_dir(checkpoint);
@@ -330,7 +328,8 @@ pub fn generate(
     } else {
         checkpoint
     };
-    let (step, averaged) = crate::generate::generate(checkpoint, n, seed, out, raw)?;
+    let (step, averaged) = crate::generate::generate(checkpoint, draw, out)?;
+    let n = draw.n;
     let which = if averaged {
         "moving average of the "
     } else {

@@ -182,6 +182,8 @@ mod tests {
             kid: 0.0,
             kid_std: 0.0,
             fid_raw: None,
+            class_acc: None,
+            intra_fid: None,
         }
     }
 

@@ -66,7 +66,13 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Generate(a) => {
             select(a.device.device)?;
-            commands::generate(&a.checkpoint, a.best, a.raw, a.n, a.seed, &a.out)
+            let draw = ganrunner::generate::Draw {
+                n: a.n,
+                seed: a.seed,
+                raw: a.raw,
+                class: a.class,
+            };
+            commands::generate(&a.checkpoint, a.best, draw, &a.out)
         }
         Command::Sweep(a) => commands::sweep(commands::SweepRequest {
             device: select(a.device.device)?,

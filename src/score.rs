@@ -73,14 +73,16 @@ pub fn score_checkpoint(
         .unwrap_or_else(|| config.data.resolved_dir());
     let evaluator = Evaluator::new(&data_dir, config.model.image_side(), log)?;
     let start = Instant::now();
+    let labels = crate::train::eval_labels(&config.model, samples);
     let images = crate::train::sample(
         &generator,
         &config.model,
         samples,
         seed.unwrap_or(config.train.seed),
         Stream::Eval,
+        labels.as_deref(),
     );
-    let metrics = evaluator.evaluate(&images);
+    let metrics = evaluator.evaluate(&images, labels.as_deref());
     let scored = Scored {
         label: dir.display().to_string(),
         step: Some(step),
@@ -171,7 +173,7 @@ pub fn calibration(
             (format!("uniform noise ({side}px)"), noise),
         ] {
             let start = Instant::now();
-            let metrics = evaluator.evaluate(&images);
+            let metrics = evaluator.evaluate(&images, None);
             out.push(Scored {
                 label,
                 step: None,

@@ -123,6 +123,7 @@ const LATER_KEYS: &[(&str, &str, &str)] = &[
     ("train", "gp_weight", "null"),
     ("train", "r1_gamma", "0.0"),
     ("model", "spectral_norm", "false"),
+    ("model", "conditional", "\"none\""),
 ];
 
 impl Default for TrainConfig {

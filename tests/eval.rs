@@ -25,7 +25,7 @@ fn batch(digits: &Digits, keep: impl Fn(u8) -> bool) -> ImageBatch {
 }
 
 fn score(evaluator: &Evaluator, images: &ImageBatch) -> Metrics {
-    let m = evaluator.evaluate(images);
+    let m = evaluator.evaluate(images, None);
     eprintln!("{}", m.summary());
     m
 }
@@ -171,7 +171,7 @@ fn the_classifier_is_cached_and_deterministic() {
     assert_eq!(rebuilt.classifier_accuracy(), first.classifier_accuracy());
     let test = Digits::load(&common::fixture_dir(), Split::Test).unwrap();
     let images = batch(&test, |l| l % 2 == 0);
-    assert_eq!(first.evaluate(&images), rebuilt.evaluate(&images));
+    assert_eq!(first.evaluate(&images, None), rebuilt.evaluate(&images, None));
 }
 
 /// The shipped MNIST classifier (the fixed yardstick) on the fixture's real MNIST digits.

@@ -9,6 +9,16 @@ use ganrunner::train::{
     rng::{Stream, rng_for},
 };
 
+/// What `runner generate --n n --seed seed [--raw]` asks for.
+fn draw(n: usize, seed: u64, raw: bool) -> ganrunner::generate::Draw {
+    ganrunner::generate::Draw {
+        n,
+        seed,
+        raw,
+        class: None,
+    }
+}
+
 fn losses_csv(dir: &std::path::Path) -> String {
     std::fs::read_to_string(dir.join("losses.csv")).unwrap()
 }
@@ -24,7 +34,7 @@ fn every_model_maps_latents_to_images_and_images_to_logits() {
             model.latent_dim(),
             &device,
         );
-        let images = g.forward(z, None);
+        let images = g.forward(z, None, None);
         let side = model.image_side();
         assert_eq!(images.dims(), [3, 1, side, side], "{}", model.arch());
         let values = images.clone().into_data().try_to_vec::<f32>().unwrap();
@@ -32,7 +42,9 @@ fn every_model_maps_latents_to_images_and_images_to_logits() {
             values.iter().all(|v| (-1.0..=1.0).contains(v)),
             "tanh output"
         );
-        assert_eq!(d.forward(images, None).dims(), [3, 1], "{}", model.arch());
+        let verdict = d.forward(images, None, None);
+        assert_eq!(verdict.logits.dims(), [3, 1], "{}", model.arch());
+        assert!(verdict.class_logits.is_none());
     }
 }
 
@@ -145,13 +157,13 @@ fn a_loaded_checkpoint_draws_the_same_samples() {
     let (generator, loaded_config, step) = (loaded.generator, loaded.config, loaded.step);
     assert_eq!((step, &loaded_config), (5, &config));
     let out = dir.path().join("again.png");
-    ganrunner::generate::generate(dir.path(), 25, config.train.seed, &out, false).unwrap();
+    ganrunner::generate::generate(dir.path(), draw(25, config.train.seed, false), &out).unwrap();
     assert_eq!(
         std::fs::read(out).unwrap(),
         std::fs::read(dir.path().join("samples/step-00000005.png")).unwrap(),
         "the training grid and a grid from the loaded checkpoint match"
     );
-    let samples = train::sample(&generator, &config.model, 4, 9, Stream::Samples);
+    let samples = train::sample(&generator, &config.model, 4, 9, Stream::Samples, None);
     assert_eq!(samples.len(), 4);
 }
 
@@ -271,8 +283,9 @@ fn the_moving_average_samples_resumes_exactly_and_generate_can_skip_it() {
         assert!(checkpoint.join("generator-ema.bpk").is_file());
         let (average, raw) = (a.path().join("avg.png"), a.path().join("raw.png"));
         let (_, averaged) =
-            ganrunner::generate::generate(a.path(), 25, 0, &average, false).unwrap();
-        let (_, raw_averaged) = ganrunner::generate::generate(a.path(), 25, 0, &raw, true).unwrap();
+            ganrunner::generate::generate(a.path(), draw(25, 0, false), &average).unwrap();
+        let (_, raw_averaged) =
+            ganrunner::generate::generate(a.path(), draw(25, 0, true), &raw).unwrap();
         assert!(averaged && !raw_averaged);
         // Evaluations score the average and record the raw G's FID beside it.
         struct Scores(Vec<(f64, Option<f64>)>);

@@ -36,6 +36,11 @@ pub struct Metrics {
     pub kid_std: f64,
     /// With `train.g_ema`: the raw G's FID (the others are the average's).
     pub fid_raw: Option<f64>,
+    /// Conditional samples: the share the classifier gives the intended label.
+    pub class_acc: Option<f64>,
+    /// Conditional samples: the mean over classes of the FID between the samples drawn for a
+    /// class and the test digits of that class.
+    pub intra_fid: Option<f64>,
 }
 
 /// The names of the headline scores in the `evals` table, in the order tables show them.
@@ -74,6 +79,8 @@ impl Metrics {
             .into_iter()
             .chain([("kid_std", self.kid_std), ("samples", self.samples as f64)])
             .chain(self.fid_raw.map(|f| ("fid_raw", f)))
+            .chain(self.class_acc.map(|a| ("class_acc", a)))
+            .chain(self.intra_fid.map(|f| ("intra_fid", f)))
             .map(|(k, v)| (k.to_string(), v))
             .collect();
         out.extend(
@@ -87,8 +94,12 @@ impl Metrics {
 
     /// A one-line summary for logs.
     pub fn summary(&self) -> String {
+        let conditional = match (self.class_acc, self.intra_fid) {
+            (Some(acc), Some(intra)) => format!(", class acc {acc:.3}, intra-FID {intra:.2}"),
+            _ => String::new(),
+        };
         format!(
-            "FID {:.2}, KID {:.3} ± {:.3}, IS {:.2}, class KL {:.3}, precision {:.3}, recall {:.3}, density {:.3}, coverage {:.3}",
+            "FID {:.2}, KID {:.3} ± {:.3}, IS {:.2}, class KL {:.3}, precision {:.3}, recall {:.3}, density {:.3}, coverage {:.3}{conditional}",
             self.fid,
             self.kid,
             self.kid_std,
@@ -106,6 +117,8 @@ impl Metrics {
 pub struct Evaluator {
     classifier: Classifier,
     reference: RealManifold,
+    /// The test digits' features of each class, fitted (for `intra_fid`).
+    class_references: Vec<Gaussian>,
     /// The side of the images it is given (28 or 32).
     side: usize,
 }
@@ -124,6 +137,7 @@ impl Evaluator {
         side: usize,
     ) -> anyhow::Result<Self> {
         let test = Digits::load(data_dir, Split::Test)?;
+        let labels = test.labels;
         let test = ImageBatch {
             pixels: test.pixels,
             side: test.side,
@@ -131,6 +145,10 @@ impl Evaluator {
         let reference = round_trip(&test, side);
         let outputs = classifier.outputs(&reference.pixels);
         Ok(Evaluator {
+            class_references: by_class(&outputs.features, &labels)
+                .iter()
+                .map(Gaussian::fit)
+                .collect(),
             reference: RealManifold::new(FeatureSet::new(&outputs.features, FEATURES)),
             classifier,
             side,
@@ -152,14 +170,32 @@ impl Evaluator {
         self.side
     }
 
-    /// Scores `images` (of this evaluator's side) against the test set.
-    pub fn evaluate(&self, images: &ImageBatch) -> Metrics {
+    /// Scores `images` (of this evaluator's side) against the test set; with the `labels`
+    /// they were drawn for (conditional samples), also `class_acc` and `intra_fid`.
+    pub fn evaluate(&self, images: &ImageBatch, labels: Option<&[u8]>) -> Metrics {
         assert_eq!(images.side, self.side, "images of the evaluator's side");
+        if let Some(labels) = labels {
+            assert_eq!(labels.len(), images.len(), "one label per image");
+        }
         let outputs = self.classifier.outputs(&images.resized(SIDE).pixels);
         let fake = FeatureSet::new(&outputs.features, FEATURES);
         let histogram = metrics::class_histogram(&outputs.predictions());
         let fidelity = metrics::fidelity(&self.reference, &fake);
         let (kid, kid_std) = metrics::kernel_distance(&self.reference.features, &fake);
+        let class_acc = labels.map(|labels| {
+            let predictions = outputs.predictions();
+            let hits = predictions.iter().zip(labels).filter(|(p, l)| p == l).count();
+            hits as f64 / labels.len().max(1) as f64
+        });
+        let intra_fid = labels.map(|labels| {
+            let distances: Vec<f64> = by_class(&outputs.features, labels)
+                .iter()
+                .zip(&self.class_references)
+                .filter(|(drawn, _)| drawn.len() >= 2)
+                .map(|(drawn, real)| metrics::frechet_distance(real, &Gaussian::fit(drawn)))
+                .collect();
+            distances.iter().sum::<f64>() / distances.len().max(1) as f64
+        });
         Metrics {
             samples: images.len(),
             fid: metrics::frechet_distance(&self.reference.gaussian, &Gaussian::fit(&fake)),
@@ -173,8 +209,20 @@ impl Evaluator {
             kid,
             kid_std,
             fid_raw: None,
+            class_acc,
+            intra_fid,
         }
     }
+}
+
+/// `features` (one row of [`FEATURES`] per image) split by the images' `labels`, one set per
+/// class.
+fn by_class(features: &[f32], labels: &[u8]) -> Vec<FeatureSet> {
+    let mut rows = vec![Vec::new(); crate::model::CLASSES];
+    for (row, &label) in features.chunks(FEATURES).zip(labels) {
+        rows[label as usize].extend_from_slice(row);
+    }
+    rows.iter().map(|r| FeatureSet::new(r, FEATURES)).collect()
 }
 
 /// 28x28 digits as a generator of `side` would see them and the evaluator reads them back:

@@ -7,6 +7,7 @@ use burn::prelude::*;
 use burn::tensor::activation::{leaky_relu, relu, tanh};
 use rand::rngs::StdRng;
 
+use super::conditional::{ClassHead, Verdict, with_label_channels};
 use super::{ClassicOptions, init};
 
 /// ConvT(k4, s2, p1) doubles the side; the first ConvT (k4, s1, p0) turns 1x1 into 4x4.
@@ -49,7 +50,7 @@ pub struct ClassicGenerator {
 impl ClassicGenerator {
     /// With three widths the side goes 1 -> 4 -> 8 -> 16 -> 32.
     pub fn new(rng: &mut StdRng, opts: &ClassicOptions, device: &Device) -> Self {
-        let mut c_in = opts.latent_dim;
+        let mut c_in = opts.latent_dim + opts.conditional.generator_inputs();
         let mut blocks = Vec::new();
         for (i, &c_out) in opts.g_channels.iter().enumerate() {
             let conv = up(rng, c_in, c_out, i == 0, device);
@@ -65,6 +66,7 @@ impl ClassicGenerator {
         }
     }
 
+    /// `z` carries the one-hot label already when the model is conditional.
     pub fn forward(&self, z: Tensor<2>) -> Tensor<4> {
         let [batch, latent] = z.dims();
         let mut x = z.reshape([batch, latent, 1, 1]);
@@ -81,16 +83,21 @@ struct ClassicDownBlock {
     bn: Option<BatchNorm>,
 }
 
+/// D: the blocks, then a 4x4 convolution to one logit; its features are the blocks' 4x4
+/// output, flattened.
 #[derive(Module, Debug)]
 pub struct ClassicDiscriminator {
     blocks: Vec<ClassicDownBlock>,
     conv_out: Conv2d,
+    class_head: Option<ClassHead>,
+    concat_labels: bool,
 }
 
 impl ClassicDiscriminator {
     /// With three widths the side goes 32 -> 16 -> 8 -> 4 -> 1.
     pub fn new(rng: &mut StdRng, opts: &ClassicOptions, device: &Device) -> Self {
-        let mut c_in = 1;
+        let label_channels = opts.conditional.discriminator_inputs();
+        let mut c_in = 1 + label_channels;
         let mut blocks = Vec::new();
         for (i, &c_out) in opts.d_channels.iter().enumerate() {
             let conv = down(rng, c_in, c_out, false, device);
@@ -101,11 +108,16 @@ impl ClassicDiscriminator {
         ClassicDiscriminator {
             blocks,
             conv_out: down(rng, c_in, 1, true, device),
+            class_head: opts.conditional.head(rng, c_in * 4 * 4, device),
+            concat_labels: label_channels > 0,
         }
     }
 
-    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        let mut x = images;
+    pub fn forward(&self, images: Tensor<4>, labels: Option<&Tensor<2>>) -> Verdict {
+        let mut x = match labels {
+            Some(labels) if self.concat_labels => with_label_channels(images, labels),
+            _ => images,
+        };
         for block in &self.blocks {
             x = block.conv.forward(x);
             if let Some(bn) = &block.bn {
@@ -114,6 +126,8 @@ impl ClassicDiscriminator {
             x = leaky_relu(x, 0.2);
         }
         let batch = x.dims()[0];
-        self.conv_out.forward(x).reshape([batch, 1])
+        let logits = self.conv_out.forward(x.clone()).reshape([batch, 1]);
+        let features = x.reshape([batch as i32, -1]);
+        Verdict::new(features, logits, self.class_head.as_ref(), labels)
     }
 }

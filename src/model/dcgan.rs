@@ -10,6 +10,7 @@ use burn::prelude::*;
 use burn::tensor::activation::{leaky_relu, tanh};
 use rand::rngs::StdRng;
 
+use super::conditional::{ClassHead, Verdict, with_label_channels};
 use super::{DcganOptions, conv, init};
 
 /// Side of the images this model makes.
@@ -41,7 +42,12 @@ impl DcganGenerator {
         let [c1, c2] = opts.g_channels;
         let (eps, momentum) = (opts.bn_eps, opts.bn_momentum);
         DcganGenerator {
-            project: init::linear(rng, opts.latent_dim, c1 * INIT_SIDE * INIT_SIDE, device),
+            project: init::linear(
+                rng,
+                opts.latent_dim + opts.conditional.generator_inputs(),
+                c1 * INIT_SIDE * INIT_SIDE,
+                device,
+            ),
             // The report's first BatchNorm2d(128) has PyTorch's defaults, quirk or not.
             bn0: init::batch_norm(rng, c1, 1e-5, 0.1, device),
             conv1: conv3(rng, c1, c1, 1, device),
@@ -53,6 +59,7 @@ impl DcganGenerator {
         }
     }
 
+    /// `z` carries the one-hot label already when the model is conditional.
     pub fn forward(&self, z: Tensor<2>) -> Tensor<4> {
         let batch = z.dims()[0];
         let x = self
@@ -118,16 +125,20 @@ struct DownBlock {
     bn: Option<BatchNorm>,
 }
 
+/// D: the blocks, then a linear head on their flattened output (its features).
 #[derive(Module, Debug)]
 pub struct DcganDiscriminator {
     blocks: Vec<DownBlock>,
     head: Linear,
     dropout: f64,
+    class_head: Option<ClassHead>,
+    concat_labels: bool,
 }
 
 impl DcganDiscriminator {
     pub fn new(rng: &mut StdRng, opts: &DcganOptions, device: &Device) -> Self {
-        let mut c_in = 1;
+        let label_channels = opts.conditional.discriminator_inputs();
+        let mut c_in = 1 + label_channels;
         let mut blocks = Vec::new();
         for (i, &c_out) in opts.d_channels.iter().enumerate() {
             let conv = conv3(rng, c_in, c_out, 2, device);
@@ -137,16 +148,27 @@ impl DcganDiscriminator {
             c_in = c_out;
         }
         let side = SIDE >> opts.d_channels.len();
-        let head = init::linear(rng, c_in * side * side, 1, device);
+        let features = c_in * side * side;
+        let head = init::linear(rng, features, 1, device);
         DcganDiscriminator {
             blocks,
             head,
             dropout: opts.d_dropout,
+            class_head: opts.conditional.head(rng, features, device),
+            concat_labels: label_channels > 0,
         }
     }
 
-    pub fn forward(&self, images: Tensor<4>, mut dropout_rng: Option<&mut StdRng>) -> Tensor<2> {
-        let mut x = images;
+    pub fn forward(
+        &self,
+        images: Tensor<4>,
+        labels: Option<&Tensor<2>>,
+        mut dropout_rng: Option<&mut StdRng>,
+    ) -> Verdict {
+        let mut x = match labels {
+            Some(labels) if self.concat_labels => with_label_channels(images, labels),
+            _ => images,
+        };
         for block in &self.blocks {
             x = leaky_relu(conv::forward(&block.conv, x), 0.2);
             if let Some(rng) = dropout_rng.as_deref_mut() {
@@ -158,7 +180,9 @@ impl DcganDiscriminator {
             }
         }
         let batch = x.dims()[0];
-        self.head.forward(x.reshape([batch as i32, -1]))
+        let features: Tensor<2> = x.reshape([batch as i32, -1]);
+        let logits = self.head.forward(features.clone());
+        Verdict::new(features, logits, self.class_head.as_ref(), labels)
     }
 }
 

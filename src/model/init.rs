@@ -53,6 +53,20 @@ pub fn linear(rng: &mut StdRng, d_in: usize, d_out: usize, device: &Device) -> b
     }
 }
 
+/// [`linear`] without a bias (a class embedding read through one-hot rows).
+pub fn linear_without_bias(
+    rng: &mut StdRng,
+    d_in: usize,
+    d_out: usize,
+    device: &Device,
+) -> burn::nn::Linear {
+    let bound = 1.0 / (d_in as f64).sqrt();
+    burn::nn::Linear {
+        weight: Param::from_tensor(uniform(rng, [d_in, d_out], bound, device)),
+        bias: None,
+    }
+}
+
 /// A conv layer with the report's init: weight N(0, 0.02), bias (when present) as PyTorch's
 /// default U(-k, k), k = 1/sqrt(fan_in).
 pub fn conv2d(

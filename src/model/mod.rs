@@ -8,6 +8,7 @@
 //! report's `Sigmoid` + `BCELoss` and is numerically safer.
 
 pub mod classic;
+pub mod conditional;
 pub mod conv;
 pub mod dcgan;
 pub mod init;
@@ -16,6 +17,8 @@ pub mod mlp;
 use burn::prelude::*;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
+
+pub use conditional::{CLASSES, Conditioning, Verdict};
 
 fn default_latent() -> usize {
     100
@@ -35,6 +38,8 @@ pub struct GanOptions {
     pub sample_dropout: bool,
     /// Spectral normalization of D's weights (see `train::spectral`).
     pub spectral_norm: bool,
+    /// How class labels enter G and D ([`conditional`]).
+    pub conditional: Conditioning,
 }
 
 impl Default for GanOptions {
@@ -47,6 +52,7 @@ impl Default for GanOptions {
             leaky_slope: 0.01,
             sample_dropout: true,
             spectral_norm: false,
+            conditional: Conditioning::None,
         }
     }
 }
@@ -65,6 +71,8 @@ pub struct DcganOptions {
     pub bn_momentum: f64,
     /// Spectral normalization of D's weights (see `train::spectral`).
     pub spectral_norm: bool,
+    /// How class labels enter G and D ([`conditional`]).
+    pub conditional: Conditioning,
 }
 
 impl Default for DcganOptions {
@@ -77,6 +85,7 @@ impl Default for DcganOptions {
             bn_eps: 0.8,
             bn_momentum: 0.1,
             spectral_norm: false,
+            conditional: Conditioning::None,
         }
     }
 }
@@ -90,6 +99,8 @@ pub struct ClassicOptions {
     pub d_channels: [usize; 3],
     /// Spectral normalization of D's weights (see `train::spectral`).
     pub spectral_norm: bool,
+    /// How class labels enter G and D ([`conditional`]).
+    pub conditional: Conditioning,
 }
 
 impl Default for ClassicOptions {
@@ -99,6 +110,7 @@ impl Default for ClassicOptions {
             g_channels: [256, 128, 64],
             d_channels: [64, 128, 256],
             spectral_norm: false,
+            conditional: Conditioning::None,
         }
     }
 }
@@ -149,6 +161,15 @@ impl ModelConfig {
             ModelConfig::Gan(o) => o.spectral_norm,
             ModelConfig::Dcgan(o) => o.spectral_norm,
             ModelConfig::DcganClassic(o) => o.spectral_norm,
+        }
+    }
+
+    /// How class labels enter G and D.
+    pub fn conditional(&self) -> Conditioning {
+        match self {
+            ModelConfig::Gan(o) => o.conditional,
+            ModelConfig::Dcgan(o) => o.conditional,
+            ModelConfig::DcganClassic(o) => o.conditional,
         }
     }
 
@@ -233,22 +254,24 @@ impl ModelConfig {
         // A conv producing an `out_side` x `out_side` map, or a transposed conv reading an
         // `in_side` map: 2 * Cin * Cout * k * k per position.
         let conv = |ci: usize, co: usize, k: usize, side: usize| 2 * ci * co * k * k * side * side;
+        let g_inputs = self.latent_dim() + self.conditional().generator_inputs();
+        let d_inputs = self.conditional().discriminator_inputs();
         let (g, d) = match self {
             ModelConfig::Gan(o) => {
                 let chain =
                     |sizes: Vec<usize>| sizes.windows(2).map(|w| linear(w[0], w[1])).sum::<usize>();
-                let g = chain([vec![o.latent_dim], o.g_hidden.clone(), vec![784]].concat());
-                let d = chain([vec![784], o.d_hidden.clone(), vec![1]].concat());
+                let g = chain([vec![g_inputs], o.g_hidden.clone(), vec![784]].concat());
+                let d = chain([vec![784 + d_inputs], o.d_hidden.clone(), vec![1]].concat());
                 (g, d)
             }
             ModelConfig::Dcgan(o) => {
                 let [c1, c2] = o.g_channels;
                 let s = dcgan::SIDE;
-                let g = linear(o.latent_dim, c1 * (s / 4) * (s / 4))
+                let g = linear(g_inputs, c1 * (s / 4) * (s / 4))
                     + conv(c1, c1, 3, s / 2)
                     + conv(c1, c2, 3, s)
                     + conv(c2, 1, 3, s);
-                let (mut d, mut c_in, mut side) = (0, 1, s);
+                let (mut d, mut c_in, mut side) = (0, 1 + d_inputs, s);
                 for &c in &o.d_channels {
                     side /= 2;
                     d += conv(c_in, c, 3, side);
@@ -259,12 +282,12 @@ impl ModelConfig {
             ModelConfig::DcganClassic(o) => {
                 let [g1, g2, g3] = o.g_channels;
                 // ConvT FLOPs counted on the input side: 1, 4, 8, 16.
-                let g = conv(o.latent_dim, g1, 4, 1)
+                let g = conv(g_inputs, g1, 4, 1)
                     + conv(g1, g2, 4, 4)
                     + conv(g2, g3, 4, 8)
                     + conv(g3, 1, 4, 16);
                 let [d1, d2, d3] = o.d_channels;
-                let d = conv(1, d1, 4, 16)
+                let d = conv(1 + d_inputs, d1, 4, 16)
                     + conv(d1, d2, 4, 8)
                     + conv(d2, d3, 4, 4)
                     + conv(d3, 1, 4, 1);
@@ -302,7 +325,8 @@ impl ModelConfig {
     }
 }
 
-/// A generator: latent `[B, latent_dim]` -> images `[B, 1, side, side]` in [-1, 1].
+/// A generator: latent `[B, latent_dim]` (and one-hot labels `[B, CLASSES]` when
+/// conditional) -> images `[B, 1, side, side]` in [-1, 1].
 #[derive(Module, Debug)]
 pub enum Generator {
     Gan(mlp::MlpGenerator),
@@ -311,8 +335,15 @@ pub enum Generator {
 }
 
 impl Generator {
-    /// `dropout_rng` draws the dropout masks; `None` turns dropout off.
-    pub fn forward(&self, z: Tensor<2>, dropout_rng: Option<&mut StdRng>) -> Tensor<4> {
+    /// `labels` must be given exactly when the model is conditional; `dropout_rng` draws the
+    /// dropout masks, `None` turns dropout off.
+    pub fn forward(
+        &self,
+        z: Tensor<2>,
+        labels: Option<&Tensor<2>>,
+        dropout_rng: Option<&mut StdRng>,
+    ) -> Tensor<4> {
+        let z = conditional::with_labels(z, labels);
         match self {
             Generator::Gan(g) => g.forward(z, dropout_rng),
             Generator::Dcgan(g) => g.forward(z),
@@ -321,7 +352,8 @@ impl Generator {
     }
 }
 
-/// A discriminator: images `[B, 1, side, side]` -> logits `[B, 1]`.
+/// A discriminator: images `[B, 1, side, side]` (and one-hot labels when conditional) ->
+/// logits `[B, 1]` (and class logits with `acgan`).
 #[derive(Module, Debug)]
 pub enum Discriminator {
     Gan(mlp::MlpDiscriminator),
@@ -330,12 +362,18 @@ pub enum Discriminator {
 }
 
 impl Discriminator {
-    /// `dropout_rng` draws the dropout masks; `None` turns dropout off.
-    pub fn forward(&self, images: Tensor<4>, dropout_rng: Option<&mut StdRng>) -> Tensor<2> {
+    /// `labels` must be given exactly when the model is conditional; `dropout_rng` draws the
+    /// dropout masks, `None` turns dropout off.
+    pub fn forward(
+        &self,
+        images: Tensor<4>,
+        labels: Option<&Tensor<2>>,
+        dropout_rng: Option<&mut StdRng>,
+    ) -> Verdict {
         match self {
-            Discriminator::Gan(d) => d.forward(images, dropout_rng),
-            Discriminator::Dcgan(d) => d.forward(images, dropout_rng),
-            Discriminator::Classic(d) => d.forward(images),
+            Discriminator::Gan(d) => d.forward(images, labels, dropout_rng),
+            Discriminator::Dcgan(d) => d.forward(images, labels, dropout_rng),
+            Discriminator::Classic(d) => d.forward(images, labels),
         }
     }
 }

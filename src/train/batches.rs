@@ -6,9 +6,10 @@ use rand::seq::SliceRandom;
 
 use super::rng::{Stream, rng_for};
 
-/// The training images in [-1, 1] and the order they are served in.
+/// The training images in [-1, 1], their labels, and the order they are served in.
 pub struct Batches {
     pixels: Vec<f32>,
+    labels: Vec<u8>,
     image_len: usize,
     side: usize,
     batch_size: usize,
@@ -18,9 +19,17 @@ pub struct Batches {
 }
 
 impl Batches {
-    pub fn new(pixels: Vec<f32>, side: usize, batch_size: usize, seed: u64) -> Self {
+    pub fn new(
+        pixels: Vec<f32>,
+        labels: Vec<u8>,
+        side: usize,
+        batch_size: usize,
+        seed: u64,
+    ) -> Self {
+        assert_eq!(pixels.len(), labels.len() * side * side, "one label per image");
         Batches {
             pixels,
+            labels,
             image_len: side * side,
             side,
             batch_size,
@@ -38,8 +47,9 @@ impl Batches {
         self.len_images().div_ceil(self.batch_size) as u64
     }
 
-    /// The `index`-th batch since the start of training, as `[B, 1, side, side]`.
-    pub fn batch(&mut self, index: u64, device: &Device) -> Tensor<4> {
+    /// The `index`-th batch since the start of training, as `[B, 1, side, side]`, with its
+    /// labels.
+    pub fn batch(&mut self, index: u64, device: &Device) -> (Tensor<4>, Vec<u8>) {
         let per_epoch = self.per_epoch();
         let (epoch, within) = (index / per_epoch, (index % per_epoch) as usize);
         let n = self.len_images();
@@ -55,7 +65,8 @@ impl Batches {
             let start = i as usize * self.image_len;
             values.extend_from_slice(&self.pixels[start..start + self.image_len]);
         }
+        let labels = picked.iter().map(|&i| self.labels[i as usize]).collect();
         let shape = [picked.len(), 1, self.side, self.side];
-        Tensor::from_data(TensorData::new(values, shape), device)
+        (Tensor::from_data(TensorData::new(values, shape), device), labels)
     }
 }

@@ -10,10 +10,12 @@
 //! | `wgan-gp` | as `wgan` plus the gradient penalty (`train.gp_weight`), no clipping | -mean D(G(z)) |
 //!
 //! t is `train.real_label` (1, or less for one-sided label smoothing). The penalties (WGAN-GP's,
-//! and R1 for any loss) are in `train::penalty`.
+//! and R1 for any loss) are in `train::penalty`. With `model.conditional = "acgan"` both nets
+//! add [`class_cross_entropy`] of D's class prediction against the label: G on its fakes, D
+//! on the mean of its real and fake batches' (as its adversarial loss averages them).
 
 use burn::prelude::*;
-use burn::tensor::activation::{log_sigmoid, relu};
+use burn::tensor::activation::{log_sigmoid, log_softmax, relu};
 use serde::{Deserialize, Serialize};
 
 /// `train.loss`.
@@ -61,6 +63,11 @@ impl LossKind {
             LossKind::Hinge | LossKind::Wgan | LossKind::WganGp => fake.mean().neg(),
         }
     }
+}
+
+/// The mean cross-entropy of class logits `[B, C]` against one-hot labels `[B, C]`.
+pub fn class_cross_entropy(logits: Tensor<2>, labels: Tensor<2>) -> Tensor<1> {
+    (log_softmax(logits, 1) * labels).sum_dim(1).mean().neg()
 }
 
 /// Binary cross-entropy of logits against an all-real (`true`) or all-fake target, averaged:
@@ -177,6 +184,20 @@ mod tests {
         let (v, _, gf) = evaluate(|_, f| LossKind::Hinge.g_loss(f));
         assert!((v + mean(&|y| y, Y)).abs() < 1e-5);
         close(&gf, fake_f(&|_| -1.0 / 3.0));
+    }
+
+    #[test]
+    fn class_cross_entropy_matches_the_closed_form() {
+        use burn::tensor::TensorData;
+        let device = crate::backend::device();
+        let logits = Tensor::<2>::from_data(TensorData::new(vec![1.0f32, 2.0, 0.5, -1.0], [2, 2]), &device);
+        let labels = crate::model::conditional::one_hot(&[1, 0], &device)
+            .slice([0..2, 0..2]);
+        let got: f32 = class_cross_entropy(logits, labels).into_scalar();
+        // -(log softmax(1, 2)[1] + log softmax(0.5, -1)[0]) / 2
+        let lse = |a: f64, b: f64| (a.exp() + b.exp()).ln();
+        let want = ((lse(1.0, 2.0) - 2.0) + (lse(0.5, -1.0) - 0.5)) / 2.0;
+        assert!((got as f64 - want).abs() < 1e-6, "{got} vs {want}");
     }
 
     #[test]

@@ -29,7 +29,8 @@ use rand_distr::{Distribution, StandardNormal};
 use crate::data::{Digits, Split};
 use crate::eval::{Evaluator, Metrics};
 use crate::images::ImageBatch;
-use crate::model::{Discriminator, Generator, ModelConfig};
+use crate::model::conditional::one_hot;
+use crate::model::{CLASSES, Discriminator, Generator, ModelConfig};
 use crate::spec::{OptimizerKind, RunConfig, TrainConfig};
 use batches::Batches;
 use checkpoint::{CheckpointMeta, TrainingState};
@@ -131,21 +132,29 @@ pub fn latents(rng: &mut StdRng, n: usize, latent_dim: usize, device: &Device) -
     Tensor::from_data(TensorData::new(values, [n, latent_dim]), device)
 }
 
+/// The labels an evaluation draws `n` samples with: every class in turn for a conditional
+/// model (as balanced as the test set), none for an unconditional one.
+pub fn eval_labels(model: &ModelConfig, n: usize) -> Option<Vec<u8>> {
+    (model.conditional().is_conditional()).then(|| (0..n).map(|i| (i % CLASSES) as u8).collect())
+}
+
 /// Images per generator forward pass when sampling many (bounds memory).
 const SAMPLE_CHUNK: usize = 500;
 
 /// Samples `n` images from a generator in evaluation mode (BatchNorm on running statistics);
 /// G's dropout stays on when the model samples that way (see `sample_dropout`). The noise
-/// comes from `stream` of `seed`: [`Stream::Samples`] for the fixed-noise grids.
+/// comes from `stream` of `seed`: [`Stream::Samples`] for the fixed-noise grids. A
+/// conditional model needs one label per image; an unconditional one takes none.
 pub fn sample(
     generator: &Generator,
     model: &ModelConfig,
     n: usize,
     seed: u64,
     stream: Stream,
+    labels: Option<&[u8]>,
 ) -> ImageBatch {
     ImageBatch::from_unit(
-        &sample_values(generator, model, n, seed, stream),
+        &sample_values(generator, model, n, seed, stream, labels),
         model.image_side(),
     )
 }
@@ -157,20 +166,27 @@ pub fn sample_values(
     n: usize,
     seed: u64,
     stream: Stream,
+    labels: Option<&[u8]>,
 ) -> Vec<f32> {
+    assert_eq!(
+        labels.map(<[u8]>::len),
+        model.conditional().is_conditional().then_some(n),
+        "one label per sample exactly when the model is conditional"
+    );
     let generator = generator.valid();
     let device = crate::backend::device();
     let mut latent_rng = rng_for(seed, stream, 0);
     let mut dropout_rng = rng_for(seed, stream, 1);
     let mut values = Vec::with_capacity(n * model.image_side() * model.image_side());
     for start in (0..n).step_by(SAMPLE_CHUNK) {
-        let z = latents(
-            &mut latent_rng,
-            SAMPLE_CHUNK.min(n - start),
-            model.latent_dim(),
-            &device,
+        let end = (start + SAMPLE_CHUNK).min(n);
+        let z = latents(&mut latent_rng, end - start, model.latent_dim(), &device);
+        let chunk_labels = labels.map(|l| one_hot(&l[start..end], &device));
+        let images = generator.forward(
+            z,
+            chunk_labels.as_ref(),
+            model.sample_dropout().then_some(&mut dropout_rng),
         );
-        let images = generator.forward(z, model.sample_dropout().then_some(&mut dropout_rng));
         values.extend(
             images
                 .into_data()
@@ -179,6 +195,25 @@ pub fn sample_values(
         );
     }
     values
+}
+
+/// `adversarial` plus the mean of [`loss::class_cross_entropy`] over the class predictions
+/// (AC-GAN's auxiliary loss), when D makes them.
+fn with_class_loss(
+    adversarial: Tensor<1>,
+    class_logits: &[Option<Tensor<2>>],
+    labels: &Option<Tensor<2>>,
+) -> Tensor<1> {
+    let terms: Vec<_> = class_logits.iter().flatten().collect();
+    match (labels, terms.is_empty()) {
+        (Some(labels), false) => {
+            let n = terms.len() as f64;
+            terms.into_iter().fold(adversarial, |total, logits| {
+                total + loss::class_cross_entropy(logits.clone(), labels.clone()).div_scalar(n)
+            })
+        }
+        _ => adversarial,
+    }
 }
 
 /// WGAN's weight clipping when `train.clip` is not set (Arjovsky et al.).
@@ -232,6 +267,7 @@ impl Trainer {
         let total_steps = config.train.total_steps(train_images.len());
         let batches = Batches::new(
             train_images.resized(side).to_unit_range(),
+            train_images.labels.clone(),
             side,
             config.train.batch_size,
             config.train.seed,
@@ -255,12 +291,13 @@ impl Trainer {
         }
     }
 
-    /// One G step and `d_steps` D steps; `step` counts from 1.
+    /// One G step and `d_steps` D steps; `step` counts from 1. A conditional model draws
+    /// its fakes with the labels of the real batch they are compared with.
     pub fn step(&mut self, step: u64) -> Losses {
         if let Some(norm) = &mut self.spectral {
             norm.iterate(&self.discriminator);
         }
-        let train = &self.config.train;
+        let train = self.config.train.clone();
         let (g_lr, d_lr) = train.learning_rates(step, self.total_steps);
         let loss = train.loss;
         let d_steps = train.d_steps as u64;
@@ -268,11 +305,12 @@ impl Trainer {
         let mut rng = rng_for(train.seed, Stream::Step, step);
         let first_batch = (step - 1) * d_steps;
 
-        let real = self.batches.batch(first_batch, &self.device);
+        let (real, labels) = self.real_batch(first_batch);
         let n = real.dims()[0];
         let z = latents(&mut rng, n, latent_dim, &self.device);
-        let fake = self.generator.forward(z, Some(&mut rng));
-        let g_loss = loss.g_loss(self.critic().forward(fake.clone(), Some(&mut rng)));
+        let fake = self.generator.forward(z, labels.as_ref(), Some(&mut rng));
+        let verdict = (self.critic()).forward(fake.clone(), labels.as_ref(), Some(&mut rng));
+        let g_loss = with_class_loss(loss.g_loss(verdict.logits), &[verdict.class_logits], &labels);
         let mut grads = g_loss.backward();
         let grads = GradientsParams::from_module(&mut grads, &self.generator);
         self.generator = self
@@ -283,19 +321,25 @@ impl Trainer {
         }
 
         let mut d_loss = None;
-        let (mut real, mut fake) = (real, fake.detach());
+        let (mut real, mut labels, mut fake) = (real, labels, fake.detach());
         for k in 0..d_steps {
             if k > 0 {
-                real = self.batches.batch(first_batch + k, &self.device);
+                (real, labels) = self.real_batch(first_batch + k);
                 let z = latents(&mut rng, real.dims()[0], latent_dim, &self.device);
-                fake = self.generator.forward(z, Some(&mut rng)).detach();
+                fake = (self.generator)
+                    .forward(z, labels.as_ref(), Some(&mut rng))
+                    .detach();
             }
             let critic = self.critic();
-            let on_real = critic.forward(real.clone(), Some(&mut rng));
-            let on_fake = critic.forward(fake.clone(), Some(&mut rng));
-            let step_loss = loss.d_loss(on_real, on_fake, train.real_label);
+            let on_real = critic.forward(real.clone(), labels.as_ref(), Some(&mut rng));
+            let on_fake = critic.forward(fake.clone(), labels.as_ref(), Some(&mut rng));
+            let step_loss = with_class_loss(
+                loss.d_loss(on_real.logits, on_fake.logits, train.real_label),
+                &[on_real.class_logits, on_fake.class_logits],
+                &labels,
+            );
             let penalties: Vec<_> = (train.penalties().into_iter())
-                .map(|p| p.apply(&critic, &real, &fake, &mut rng))
+                .map(|p| p.apply(&critic, &real, &fake, labels.as_ref(), &mut rng))
                 .collect();
             drop(critic);
             // The logged D loss includes the penalties' values (not their surrogates').
@@ -319,6 +363,13 @@ impl Trainer {
             d: d_loss.expect("d_steps >= 1"),
             g: g_loss.into_scalar(),
         }
+    }
+
+    /// The `index`-th real batch, with its labels one-hot when the model is conditional.
+    fn real_batch(&mut self, index: u64) -> (Tensor<4>, Option<Tensor<2>>) {
+        let (images, labels) = self.batches.batch(index, &self.device);
+        let conditional = self.config.model.conditional().is_conditional();
+        (images, conditional.then(|| one_hot(&labels, &self.device)))
     }
 
     /// D as the losses see it: with its weights spectrally normalized when the model says so.
@@ -359,14 +410,22 @@ impl Trainer {
         checkpoint::save_best(run_dir, &meta, self.state())
     }
 
+    /// The fixed-noise grid: `log.grid` x `log.grid` images, or for a conditional model one
+    /// row of `log.grid` images per class.
     fn save_sample(&self, run_dir: &Path, step: u64) -> anyhow::Result<PathBuf> {
         let grid = self.config.log.grid;
+        let labels = self.config.model.conditional().is_conditional().then(|| {
+            (0..CLASSES * grid)
+                .map(|i| (i / grid) as u8)
+                .collect::<Vec<_>>()
+        });
         let images = sample(
             self.sampler(),
             &self.config.model,
-            grid * grid,
+            labels.as_ref().map_or(grid * grid, Vec::len),
             self.config.train.seed,
             Stream::Samples,
+            labels.as_deref(),
         );
         let path = run_dir.join("samples").join(format!("step-{step:08}.png"));
         images.save(&path, grid)?;
@@ -381,18 +440,23 @@ impl Trainer {
     /// Scores `eval_samples` fresh samples (the same noise at every step) with `evaluator`;
     /// with a moving average, the average, and the raw G's FID beside it.
     fn evaluate(&self, evaluator: &Evaluator) -> Metrics {
+        let model = &self.config.model;
+        let n = self.config.log.eval_samples;
+        let labels = eval_labels(model, n);
         let draw = |generator: &Generator| {
-            sample(
+            let images = sample(
                 generator,
-                &self.config.model,
-                self.config.log.eval_samples,
+                model,
+                n,
                 self.config.train.seed,
                 Stream::Eval,
-            )
+                labels.as_deref(),
+            );
+            evaluator.evaluate(&images, labels.as_deref())
         };
-        let mut metrics = evaluator.evaluate(&draw(self.sampler()));
+        let mut metrics = draw(self.sampler());
         if self.generator_ema.is_some() {
-            metrics.fid_raw = Some(evaluator.evaluate(&draw(&self.generator)).fid);
+            metrics.fid_raw = Some(draw(&self.generator).fid);
         }
         metrics
     }

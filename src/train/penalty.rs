@@ -54,13 +54,15 @@ pub struct Penalized {
 }
 
 impl Penalty {
-    /// The penalty of `discriminator` on this step's batches; `rng` draws the interpolation
+    /// The penalty of `discriminator` on this step's batches (both of the one-hot `labels`,
+    /// when conditional: the gradient is taken at fixed labels); `rng` draws the interpolation
     /// weights and then D's dropout masks (the same for every pass).
     pub fn apply(
         self,
         discriminator: &Discriminator,
         real: &Tensor<4>,
         fake: &Tensor<4>,
+        labels: Option<&Tensor<2>>,
         rng: &mut StdRng,
     ) -> Penalized {
         let n = real.dims()[0];
@@ -79,7 +81,7 @@ impl Penalty {
         let masks: u64 = rng.random();
         let pass = |d: &Discriminator, x: Tensor<4>| {
             let mut masks = <StdRng as rand::SeedableRng>::seed_from_u64(masks);
-            d.forward(x, Some(&mut masks)).sum()
+            d.forward(x, labels, Some(&mut masks)).logits.sum()
         };
         // g: D's input gradient, through a copy of D cut off from the graph: this backward
         // pass must not consume the graph that D's loss (and, with spectral normalization,
@@ -167,7 +169,7 @@ mod tests {
         real: &Tensor<4>,
         fake: &Tensor<4>,
     ) -> (f64, Vec<Vec<f32>>) {
-        let out = penalty.apply(d, real, fake, &mut rng_for(0, Stream::Step, 1));
+        let out = penalty.apply(d, real, fake, None, &mut rng_for(0, Stream::Step, 1));
         let grads = out.surrogate.backward();
         (out.value, param_values(d, Some(&grads)))
     }
@@ -211,7 +213,7 @@ mod tests {
                 let at = |h: f32| {
                     let nudged = d.clone().map(&mut Nudge::new(which, h));
                     penalty
-                        .apply(&nudged, &real, &fake, &mut rng_for(0, Stream::Step, 1))
+                        .apply(&nudged, &real, &fake, None, &mut rng_for(0, Stream::Step, 1))
                         .value
                 };
                 let h = 1e-2;

@@ -220,7 +220,7 @@ mod tests {
         let norm = SpectralNorm::new(&d, &mut rng_for(0, Stream::Init, 9));
         let device = crate::train::training_device();
         let x = Tensor::<4>::ones([2, 1, 28, 28], &device).mul_scalar(0.3);
-        let loss = |d: &Discriminator| norm.apply(d).forward(x.clone(), None).sum();
+        let loss = |d: &Discriminator| norm.apply(d).forward(x.clone(), None, None).logits.sum();
         let grads = loss(&d).backward();
         let at = |h: f32| loss(&d.clone().map(&mut Nudge::new(0, h))).into_scalar::<f32>() as f64;
         let numeric = (at(1e-2) - at(-1e-2)) / 2e-2;
