@@ -555,16 +555,19 @@ impl Spec {
 
     /// Parses and validates spec text; `path` is only used in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Spec, SpecError> {
-        let spec: Spec = toml::from_str(text).map_err(|e| SpecError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string().trim_end().to_string(),
-        })?;
         let invalid = |key: String, message: String| SpecError::Invalid {
             path: path.to_path_buf(),
             line: line_of(text, &key),
             key,
             message,
         };
+        let spec: Spec = toml::from_str(text).map_err(|e| match model_key_error(text) {
+            Some((key, message)) => invalid(key, message),
+            None => SpecError::Parse {
+                path: path.to_path_buf(),
+                message: e.to_string().trim_end().to_string(),
+            },
+        })?;
         if let Some((key, message)) = spec.run_config().problems().into_iter().next() {
             return Err(invalid(key, message));
         }
@@ -790,6 +793,21 @@ impl Spec {
 
 /// The 1-based line where a dotted key (`train.lr`) is set in TOML text, if it can be found:
 /// either `lr = ...` inside a `[train]` table or `train.lr = ...` at the top level.
+/// The `[model]` key a parse error comes from, with its message: `[model]` is read through
+/// its `arch`, which hides the key from the parser's own message, so each key is tried alone.
+fn model_key_error(text: &str) -> Option<(String, String)> {
+    let spec: toml::Table = toml::from_str(text).ok()?;
+    let model = spec.get("model")?.as_table()?;
+    let arch = model.get("arch").cloned();
+    model.iter().filter(|(key, _)| *key != "arch").find_map(|(key, value)| {
+        let mut alone = toml::Table::new();
+        alone.extend(arch.clone().map(|a| ("arch".to_string(), a)));
+        alone.insert(key.clone(), value.clone());
+        let error = ModelConfig::deserialize(alone).err()?;
+        Some((format!("model.{key}"), error.message().to_string()))
+    })
+}
+
 pub fn line_of(text: &str, dotted: &str) -> Option<usize> {
     let (table, key) = dotted.rsplit_once('.').unwrap_or(("", dotted));
     let mut current = String::new();
@@ -821,6 +839,22 @@ mod tests {
 
     fn parse(text: &str) -> Result<Spec, SpecError> {
         Spec::parse(text, Path::new("exp.toml"))
+    }
+
+    #[test]
+    fn a_bad_model_key_is_named_with_its_line() {
+        let model = |line: &str| {
+            parse(&format!("name = \"x\"\n[model]\narch = \"dcgan\"\n{line}\n"))
+                .unwrap_err()
+                .to_string()
+        };
+        let err = model("conditional = \"acgn\"");
+        assert!(err.starts_with("exp.toml:4: `model.conditional`"), "{err}");
+        assert!(err.contains("projection"), "{err}");
+        let err = model("spectral_norm = 3");
+        assert!(err.starts_with("exp.toml:4: `model.spectral_norm`"), "{err}");
+        let err = model("dropout = 0.3");
+        assert!(err.starts_with("exp.toml:4: `model.dropout` unknown field"), "{err}");
     }
 
     #[test]
