@@ -832,11 +832,13 @@ fn run_page(site: &Site, experiment: &Experiment, run: &Run) -> Result<()> {
             });
         }
     }
-    // The raw G's FID beside the moving average's, for runs that keep one.
-    let mut eval_columns = crate::eval::HEADLINE.to_vec();
-    if run.evals.values().any(|m| m.contains_key("fid_raw")) {
-        eval_columns.insert(1, "fid_raw");
-    }
+    // Beside the FID, the scores only some runs have: the raw G's (with a moving average of
+    // G) and the conditional ones.
+    let has = |name: &str| run.evals.values().any(|m| m.contains_key(name));
+    let eval_columns: Vec<&str> = std::iter::once("fid")
+        .chain(["fid_raw", "intra_fid", "class_acc"].into_iter().filter(|c| has(c)))
+        .chain(crate::eval::HEADLINE[1..].iter().copied())
+        .collect();
     let eval_rows: Vec<Vec<String>> = run
         .evals
         .iter()
@@ -905,6 +907,7 @@ fn run_page(site: &Site, experiment: &Experiment, run: &Run) -> Result<()> {
             eval_columns => Value::from(Serde(&eval_columns)),
             eval_rows => Value::from(Serde(&eval_rows)),
             final_sample => samples.iter().rev().find_map(|s| s.href.clone()),
+            conditional => run.params.get("model.conditional").is_some_and(|c| c != "none"),
             samples => Value::from(Serde(&samples)),
             checkpoints => Value::from(Serde(&checkpoints)),
         },
