@@ -149,6 +149,11 @@ pub fn device() -> Device {
     selected().device()
 }
 
+/// Whether computation runs on the CPU (where the runner's own kernels apply).
+pub fn on_cpu() -> bool {
+    selected() == DeviceChoice::Cpu
+}
+
 /// A short name of the backend in use, for logs and the database.
 pub fn name() -> &'static str {
     selected().name()

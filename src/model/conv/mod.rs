@@ -9,6 +9,8 @@
 //! views back onto the input. Forward results and gradients equal burn's `conv2d` to float
 //! rounding (tested against it below).
 
+pub mod kernel;
+
 use burn::nn::conv::Conv2d;
 use burn::prelude::*;
 use burn::tensor::ops::PadMode;
@@ -41,7 +43,16 @@ pub fn conv2d(
     [stride, pad]: [usize; 2],
     trained: bool,
 ) -> Tensor<4> {
-    if trained {
+    if trained && crate::backend::on_cpu() {
+        let out = kernel::conv2d(x, weight, stride, pad);
+        match bias {
+            Some(bias) => {
+                let c_out = bias.dims()[0];
+                out + bias.reshape([1, c_out, 1, 1])
+            }
+            None => out,
+        }
+    } else if trained {
         im2col_conv2d(x, weight, bias, stride, pad)
     } else {
         burn::tensor::module::conv2d(
@@ -176,46 +187,72 @@ pub(crate) mod tests {
     }
 
     /// Forward, input gradient and weight gradient against burn's own `conv2d` on random
-    /// shapes: stride 1 and 2, padding 0 and 1, odd sizes, batch 1, single channels.
+    /// shapes: stride 1 and 2, padding 0 and 1, odd sizes, batch 1, single channels, batches
+    /// that do not fill the kernel's last group; for the kernel op ([`conv2d`] when trained) and
+    /// for the composition of burn ops ([`im2col_conv2d`], the GPU path).
     #[test]
     fn matches_burns_conv2d_with_gradients() {
         let device = crate::backend::device().autodiff();
         let normal = Distribution::Normal(0.0, 1.0);
-        for (batch, c_in, c_out, h, w, k, stride, pad, bias) in [
-            (2, 3, 4, 9, 7, 3, 1, 1, true),
-            (1, 1, 1, 5, 5, 3, 2, 1, true),
-            (3, 4, 8, 32, 32, 3, 2, 1, false),
-            (2, 5, 3, 6, 9, 2, 1, 1, true),
-            (1, 2, 6, 7, 4, 3, 1, 0, true),
-            (4, 16, 1, 8, 8, 3, 2, 1, true),
-        ] {
-            let x = Tensor::<4>::random([batch, c_in, h, w], normal, &device).require_grad();
-            let weight = Tensor::<4>::random([c_out, c_in, k, k], normal, &device).require_grad();
-            let b = bias.then(|| Tensor::<1>::random([c_out], normal, &device).require_grad());
-            let ours = im2col_conv2d(x.clone(), weight.clone(), b.clone(), stride, pad);
-            let theirs = burn_conv2d(
-                x.clone(),
-                weight.clone(),
-                b.clone(),
-                ConvOptions::new([stride, stride], [pad, pad], [1, 1], 1),
-            );
-            assert_eq!(ours.dims(), theirs.dims());
-            assert!(max_relative_error(ours.clone(), theirs.clone()) < 1e-4);
-            let probe = Tensor::<4>::random(ours.dims(), normal, &device);
-            let grads_of = |y: Tensor<4>| {
-                let grads = (y * probe.clone()).sum().backward();
-                let db = b
-                    .as_ref()
-                    .map(|b| b.grad(&grads).unwrap().reshape([1, 1, 1, c_out]));
-                (x.grad(&grads).unwrap(), weight.grad(&grads).unwrap(), db)
-            };
-            let (dx, dw, db) = grads_of(ours);
-            let (dx_ref, dw_ref, db_ref) = grads_of(theirs);
-            assert!(max_relative_error(dx, dx_ref) < 1e-4);
-            assert!(max_relative_error(dw, dw_ref) < 1e-4);
-            if let (Some(db), Some(db_ref)) = (db, db_ref) {
-                assert!(max_relative_error(db, db_ref) < 1e-4);
+        type Conv = fn(Tensor<4>, Tensor<4>, Option<Tensor<1>>, usize, usize) -> Tensor<4>;
+        let kernel: Conv = |x, w, b, stride, pad| conv2d(x, w, b, [stride, pad], true);
+        for (name, ours) in [("kernel", kernel), ("im2col", im2col_conv2d as Conv)] {
+            for (batch, c_in, c_out, h, w, k, stride, pad, bias) in [
+                (2, 3, 4, 9, 7, 3, 1, 1, true),
+                (1, 1, 1, 5, 5, 3, 2, 1, true),
+                (3, 4, 8, 32, 32, 3, 2, 1, false),
+                (2, 5, 3, 6, 9, 2, 1, 1, true),
+                (1, 2, 6, 7, 4, 3, 1, 0, true),
+                (4, 16, 1, 8, 8, 3, 2, 1, true),
+                (9, 3, 5, 6, 5, 3, 2, 1, true),
+                (6, 2, 3, 4, 4, 4, 2, 1, false),
+                (5, 7, 2, 3, 3, 3, 1, 2, true),
+            ] {
+                let case = format!("{name} {batch}x{c_in}x{h}x{w} -> {c_out}, k{k} s{stride} p{pad}");
+                let x = Tensor::<4>::random([batch, c_in, h, w], normal, &device).require_grad();
+                let weight =
+                    Tensor::<4>::random([c_out, c_in, k, k], normal, &device).require_grad();
+                let b = bias.then(|| Tensor::<1>::random([c_out], normal, &device).require_grad());
+                let mine = ours(x.clone(), weight.clone(), b.clone(), stride, pad);
+                let theirs = burn_conv2d(
+                    x.clone(),
+                    weight.clone(),
+                    b.clone(),
+                    ConvOptions::new([stride, stride], [pad, pad], [1, 1], 1),
+                );
+                assert_eq!(mine.dims(), theirs.dims(), "{case}");
+                assert!(max_relative_error(mine.clone(), theirs.clone()) < 1e-4, "{case}");
+                let probe = Tensor::<4>::random(mine.dims(), normal, &device);
+                let grads_of = |y: Tensor<4>| {
+                    let grads = (y * probe.clone()).sum().backward();
+                    let db = b
+                        .as_ref()
+                        .map(|b| b.grad(&grads).unwrap().reshape([1, 1, 1, c_out]));
+                    (x.grad(&grads).unwrap(), weight.grad(&grads).unwrap(), db)
+                };
+                let (dx, dw, db) = grads_of(mine);
+                let (dx_ref, dw_ref, db_ref) = grads_of(theirs);
+                assert!(max_relative_error(dx, dx_ref) < 1e-4, "{case}: dx");
+                assert!(max_relative_error(dw, dw_ref) < 1e-4, "{case}: dw");
+                if let (Some(db), Some(db_ref)) = (db, db_ref) {
+                    assert!(max_relative_error(db, db_ref) < 1e-4, "{case}: db");
+                }
             }
         }
+    }
+
+    /// The kernel op on a constant input (D's first layer on real images): only the weight
+    /// gradient is asked for, and it is burn's.
+    #[test]
+    fn kernel_weight_gradient_alone() {
+        let device = crate::backend::device().autodiff();
+        let normal = Distribution::Normal(0.0, 1.0);
+        let x = Tensor::<4>::random([7, 3, 10, 10], normal, &device);
+        let weight = Tensor::<4>::random([4, 3, 3, 3], normal, &device).require_grad();
+        let dw = |y: Tensor<4>| weight.grad(&(y.powi_scalar(2).sum().backward())).unwrap();
+        let options = ConvOptions::new([2, 2], [1, 1], [1, 1], 1);
+        let mine = dw(conv2d(x.clone(), weight.clone(), None, [2, 1], true));
+        let theirs = dw(burn_conv2d(x, weight.clone(), None, options));
+        assert!(max_relative_error(mine, theirs) < 1e-4);
     }
 }
