@@ -52,7 +52,12 @@ pub struct Draw {
 /// conditional model without `draw.class` draws the classes in turn, and a grid then has one
 /// column per class. Returns the step and whether the average was loaded.
 pub fn generate(checkpoint_path: &Path, draw: Draw, out: &Path) -> anyhow::Result<(u64, bool)> {
-    let Draw { n, seed, raw, class } = draw;
+    let Draw {
+        n,
+        seed,
+        raw,
+        class,
+    } = draw;
     anyhow::ensure!(n > 0, "--n must be at least 1");
     let Loaded {
         generator,

@@ -799,13 +799,16 @@ fn model_key_error(text: &str) -> Option<(String, String)> {
     let spec: toml::Table = toml::from_str(text).ok()?;
     let model = spec.get("model")?.as_table()?;
     let arch = model.get("arch").cloned();
-    model.iter().filter(|(key, _)| *key != "arch").find_map(|(key, value)| {
-        let mut alone = toml::Table::new();
-        alone.extend(arch.clone().map(|a| ("arch".to_string(), a)));
-        alone.insert(key.clone(), value.clone());
-        let error = ModelConfig::deserialize(alone).err()?;
-        Some((format!("model.{key}"), error.message().to_string()))
-    })
+    model
+        .iter()
+        .filter(|(key, _)| *key != "arch")
+        .find_map(|(key, value)| {
+            let mut alone = toml::Table::new();
+            alone.extend(arch.clone().map(|a| ("arch".to_string(), a)));
+            alone.insert(key.clone(), value.clone());
+            let error = ModelConfig::deserialize(alone).err()?;
+            Some((format!("model.{key}"), error.message().to_string()))
+        })
 }
 
 pub fn line_of(text: &str, dotted: &str) -> Option<usize> {
@@ -844,17 +847,25 @@ mod tests {
     #[test]
     fn a_bad_model_key_is_named_with_its_line() {
         let model = |line: &str| {
-            parse(&format!("name = \"x\"\n[model]\narch = \"dcgan\"\n{line}\n"))
-                .unwrap_err()
-                .to_string()
+            parse(&format!(
+                "name = \"x\"\n[model]\narch = \"dcgan\"\n{line}\n"
+            ))
+            .unwrap_err()
+            .to_string()
         };
         let err = model("conditional = \"acgn\"");
         assert!(err.starts_with("exp.toml:4: `model.conditional`"), "{err}");
         assert!(err.contains("projection"), "{err}");
         let err = model("spectral_norm = 3");
-        assert!(err.starts_with("exp.toml:4: `model.spectral_norm`"), "{err}");
+        assert!(
+            err.starts_with("exp.toml:4: `model.spectral_norm`"),
+            "{err}"
+        );
         let err = model("dropout = 0.3");
-        assert!(err.starts_with("exp.toml:4: `model.dropout` unknown field"), "{err}");
+        assert!(
+            err.starts_with("exp.toml:4: `model.dropout` unknown field"),
+            "{err}"
+        );
     }
 
     #[test]

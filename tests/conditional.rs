@@ -53,7 +53,8 @@ fn the_label_changes_what_g_draws_and_what_d_says() {
             let side = model.image_side();
             assert_eq!(threes.dims(), [4, 1, side, side], "{what}");
 
-            let judge = |labels: &[u8]| d.forward(threes.clone(), Some(&one_hot(labels, &device)), None);
+            let judge =
+                |labels: &[u8]| d.forward(threes.clone(), Some(&one_hot(labels, &device)), None);
             let (as_three, as_seven) = (judge(&[3; 4]), judge(&[7; 4]));
             assert_eq!(as_three.logits.dims(), [4, 1], "{what}");
             if mode == Conditioning::Acgan {
@@ -91,7 +92,11 @@ fn every_mode_trains_reproducibly_and_resumes_exactly() {
             train::train(&half, b.path(), &mut ()).unwrap();
             let outcome = train::train(&config, b.path(), &mut ()).unwrap();
             assert_eq!(outcome.resumed_from, Some(5), "{what}");
-            assert_eq!(losses(a.path()), losses(b.path()), "{what}: resume is exact");
+            assert_eq!(
+                losses(a.path()),
+                losses(b.path()),
+                "{what}: resume is exact"
+            );
             assert_eq!(outcome.status, train::Status::Finished, "{what}");
         }
     }
@@ -124,7 +129,10 @@ fn labels_work_with_penalties_spectral_norm_d_steps_and_the_average() {
 
 #[test]
 fn a_conditional_grid_has_one_row_per_class() {
-    let mut config = tiny_run(conditional(tiny_models().remove(0), Conditioning::Concat), 5);
+    let mut config = tiny_run(
+        conditional(tiny_models().remove(0), Conditioning::Concat),
+        5,
+    );
     config.log.grid = 3;
     let dir = tempfile::tempdir().unwrap();
     train::train(&config, dir.path(), &mut ()).unwrap();
@@ -165,7 +173,10 @@ fn generate_draws_one_class_and_refuses_a_class_for_an_unconditional_run() {
     train::train(&tiny_run(tiny_models().remove(0), 5), plain.path(), &mut ()).unwrap();
     let err = generate(plain.path(), draw(Some(7)), &out("x.png")).unwrap_err();
     let message = format!("{err:#}");
-    assert!(message.contains("--class 7") && message.contains("conditional"), "{message}");
+    assert!(
+        message.contains("--class 7") && message.contains("conditional"),
+        "{message}"
+    );
     assert!(!out("x.png").exists());
 
     common::runner()
@@ -201,9 +212,16 @@ fn class_accuracy_and_intra_fid_score_the_intended_labels() {
     assert_eq!(right.class_acc, Some(classifier));
     assert!(right.intra_fid.unwrap() < 1e-2, "{:?}", right.intra_fid);
     assert!(wrong.class_acc.unwrap() < 0.05, "{:?}", wrong.class_acc);
-    assert!(wrong.intra_fid.unwrap() > 10.0 * right.fid.max(1.0), "{:?}", wrong.intra_fid);
+    assert!(
+        wrong.intra_fid.unwrap() > 10.0 * right.fid.max(1.0),
+        "{:?}",
+        wrong.intra_fid
+    );
     assert_eq!((unlabelled.class_acc, unlabelled.intra_fid), (None, None));
-    assert_eq!(right.fid, unlabelled.fid, "labels change only the conditional scores");
+    assert_eq!(
+        right.fid, unlabelled.fid,
+        "labels change only the conditional scores"
+    );
     let named: Vec<String> = right.named().into_iter().map(|(k, _)| k).collect();
     assert!(named.contains(&"class_acc".into()) && named.contains(&"intra_fid".into()));
 }

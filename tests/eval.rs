@@ -171,7 +171,10 @@ fn the_classifier_is_cached_and_deterministic() {
     assert_eq!(rebuilt.classifier_accuracy(), first.classifier_accuracy());
     let test = Digits::load(&common::fixture_dir(), Split::Test).unwrap();
     let images = batch(&test, |l| l % 2 == 0);
-    assert_eq!(first.evaluate(&images, None), rebuilt.evaluate(&images, None));
+    assert_eq!(
+        first.evaluate(&images, None),
+        rebuilt.evaluate(&images, None)
+    );
 }
 
 /// The shipped MNIST classifier (the fixed yardstick) on the fixture's real MNIST digits.

@@ -184,7 +184,11 @@ impl Evaluator {
         let (kid, kid_std) = metrics::kernel_distance(&self.reference.features, &fake);
         let class_acc = labels.map(|labels| {
             let predictions = outputs.predictions();
-            let hits = predictions.iter().zip(labels).filter(|(p, l)| p == l).count();
+            let hits = predictions
+                .iter()
+                .zip(labels)
+                .filter(|(p, l)| p == l)
+                .count();
             hits as f64 / labels.len().max(1) as f64
         });
         let intra_fid = labels.map(|labels| {

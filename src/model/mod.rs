@@ -12,6 +12,7 @@ pub mod conditional;
 pub mod conv;
 pub mod dcgan;
 pub mod init;
+pub mod kernels;
 pub mod mlp;
 
 use burn::prelude::*;

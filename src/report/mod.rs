@@ -836,7 +836,11 @@ fn run_page(site: &Site, experiment: &Experiment, run: &Run) -> Result<()> {
     // G) and the conditional ones.
     let has = |name: &str| run.evals.values().any(|m| m.contains_key(name));
     let eval_columns: Vec<&str> = std::iter::once("fid")
-        .chain(["fid_raw", "intra_fid", "class_acc"].into_iter().filter(|c| has(c)))
+        .chain(
+            ["fid_raw", "intra_fid", "class_acc"]
+                .into_iter()
+                .filter(|c| has(c)),
+        )
         .chain(crate::eval::HEADLINE[1..].iter().copied())
         .collect();
     let eval_rows: Vec<Vec<String>> = run

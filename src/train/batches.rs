@@ -26,7 +26,11 @@ impl Batches {
         batch_size: usize,
         seed: u64,
     ) -> Self {
-        assert_eq!(pixels.len(), labels.len() * side * side, "one label per image");
+        assert_eq!(
+            pixels.len(),
+            labels.len() * side * side,
+            "one label per image"
+        );
         Batches {
             pixels,
             labels,
@@ -67,6 +71,9 @@ impl Batches {
         }
         let labels = picked.iter().map(|&i| self.labels[i as usize]).collect();
         let shape = [picked.len(), 1, self.side, self.side];
-        (Tensor::from_data(TensorData::new(values, shape), device), labels)
+        (
+            Tensor::from_data(TensorData::new(values, shape), device),
+            labels,
+        )
     }
 }

@@ -190,9 +190,11 @@ mod tests {
     fn class_cross_entropy_matches_the_closed_form() {
         use burn::tensor::TensorData;
         let device = crate::backend::device();
-        let logits = Tensor::<2>::from_data(TensorData::new(vec![1.0f32, 2.0, 0.5, -1.0], [2, 2]), &device);
-        let labels = crate::model::conditional::one_hot(&[1, 0], &device)
-            .slice([0..2, 0..2]);
+        let logits = Tensor::<2>::from_data(
+            TensorData::new(vec![1.0f32, 2.0, 0.5, -1.0], [2, 2]),
+            &device,
+        );
+        let labels = crate::model::conditional::one_hot(&[1, 0], &device).slice([0..2, 0..2]);
         let got: f32 = class_cross_entropy(logits, labels).into_scalar();
         // -(log softmax(1, 2)[1] + log softmax(0.5, -1)[0]) / 2
         let lse = |a: f64, b: f64| (a.exp() + b.exp()).ln();

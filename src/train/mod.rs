@@ -310,7 +310,11 @@ impl Trainer {
         let z = latents(&mut rng, n, latent_dim, &self.device);
         let fake = self.generator.forward(z, labels.as_ref(), Some(&mut rng));
         let verdict = (self.critic()).forward(fake.clone(), labels.as_ref(), Some(&mut rng));
-        let g_loss = with_class_loss(loss.g_loss(verdict.logits), &[verdict.class_logits], &labels);
+        let g_loss = with_class_loss(
+            loss.g_loss(verdict.logits),
+            &[verdict.class_logits],
+            &labels,
+        );
         let mut grads = g_loss.backward();
         let grads = GradientsParams::from_module(&mut grads, &self.generator);
         self.generator = self

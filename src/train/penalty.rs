@@ -213,7 +213,13 @@ mod tests {
                 let at = |h: f32| {
                     let nudged = d.clone().map(&mut Nudge::new(which, h));
                     penalty
-                        .apply(&nudged, &real, &fake, None, &mut rng_for(0, Stream::Step, 1))
+                        .apply(
+                            &nudged,
+                            &real,
+                            &fake,
+                            None,
+                            &mut rng_for(0, Stream::Step, 1),
+                        )
                         .value
                 };
                 let h = 1e-2;

@@ -5,23 +5,24 @@
 //! zero padding written there, not into a padded copy), then one GEMM `W . cols`. Backward, per
 //! image: `dcols = W^T . dY` scattered back onto the input (col2im) and `dW += dY . cols^T`.
 //! Each is a call to the `gemm` crate (the one burn-flex uses) on buffers in the layouts it
-//! reads directly; composed from burn's tensor ops instead ([`super::im2col_conv2d`]), autodiff
+//! reads directly; composed from burn's tensor ops instead ([`super::super::conv::im2col_conv2d`]), autodiff
 //! copies, zero-fills and adds one input-sized tensor per kernel tap.
 //!
 //! Images run in parallel (rayon) in fixed groups of [`GROUP`]: the weight gradient is summed
 //! per group and the groups' sums added in order, so results do not depend on the thread count.
 
+use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::autodiff::Autodiff;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Dispatch, Flex, backend_extension};
 use burn::prelude::*;
-use burn::tensor::TensorData;
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
+
+use super::{tensor, values};
 
 /// Images per parallel task (and per partial sum of the weight gradient).
 const GROUP: usize = 4;
@@ -67,8 +68,14 @@ impl Geometry {
     fn new(x: &FlexTensor, weight: &FlexTensor, stride: usize, pad: usize) -> Self {
         let [batch, c_in, h, w] = dims(x);
         let [c_out, c_in_w, k, k_w] = dims(weight);
-        assert!(c_in == c_in_w && k == k_w, "gemm_conv2d: weight {c_out}x{c_in_w}x{k}x{k_w} for {c_in} input channels");
-        assert!(h + 2 * pad >= k && w + 2 * pad >= k && stride > 0, "gemm_conv2d: kernel larger than the padded input");
+        assert!(
+            c_in == c_in_w && k == k_w,
+            "gemm_conv2d: weight {c_out}x{c_in_w}x{k}x{k_w} for {c_in} input channels"
+        );
+        assert!(
+            h + 2 * pad >= k && w + 2 * pad >= k && stride > 0,
+            "gemm_conv2d: kernel larger than the padded input"
+        );
         Geometry {
             batch,
             c_in,
@@ -122,7 +129,8 @@ impl Geometry {
                     let row = ((ci * k + ky) * k + kx) * n;
                     for oy in oy_lo..oy_hi {
                         let iy = oy * self.stride + ky - self.pad;
-                        let input = (ci * self.h + iy) * self.w + ox_lo * self.stride + kx - self.pad;
+                        let input =
+                            (ci * self.h + iy) * self.w + ox_lo * self.stride + kx - self.pad;
                         f(input, row + oy * self.w_out + ox_lo, ox_lo, ox_hi);
                     }
                 }
@@ -150,8 +158,14 @@ impl Geometry {
     fn col2im(&self, cols: &[f32], dx: &mut [f32]) {
         let s = self.stride;
         self.for_each_span(|input, at, lo, hi| {
-            for (j, c) in cols[at..at + (hi - lo)].iter().enumerate() {
-                dx[input + j * s] += c;
+            let cols = &cols[at..at + (hi - lo)];
+            if s == 1 {
+                let dx = &mut dx[input..input + cols.len()];
+                dx.iter_mut().zip(cols).for_each(|(d, c)| *d += c);
+            } else {
+                for (j, c) in cols.iter().enumerate() {
+                    dx[input + j * s] += c;
+                }
             }
         });
     }
@@ -161,23 +175,6 @@ fn dims(t: &FlexTensor) -> [usize; 4] {
     let shape = t.layout().shape();
     assert_eq!(shape.num_dims(), 4, "gemm_conv2d takes 4-D tensors");
     std::array::from_fn(|i| shape[i])
-}
-
-/// The values of `t`, contiguous (copied only when they are not).
-fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
-    match t.as_slice::<f32>() {
-        Some(v) => std::borrow::Cow::Borrowed(v),
-        None => std::borrow::Cow::Owned(
-            t.to_contiguous()
-                .as_slice::<f32>()
-                .expect("gemm_conv2d takes f32 tensors")
-                .to_vec(),
-        ),
-    }
-}
-
-fn tensor(values: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(values, shape))
 }
 
 /// `dst (m x n) = [dst +] lhs (m x k) . rhs (k x n)`, each given by its row and column strides.
@@ -375,12 +372,9 @@ impl<C: CheckpointStrategy> GemmConv for Autodiff<Flex, C> {
                 let out = forward(&x, &weight, stride, pad);
                 prep.finish((x, weight), out)
             }
-            OpsKind::UnTracked(prep) => prep.finish(forward(
-                x.primitive(),
-                weight.primitive(),
-                stride,
-                pad,
-            )),
+            OpsKind::UnTracked(prep) => {
+                prep.finish(forward(x.primitive(), weight.primitive(), stride, pad))
+            }
         }
     }
 }

@@ -9,8 +9,6 @@
 //! views back onto the input. Forward results and gradients equal burn's `conv2d` to float
 //! rounding (tested against it below).
 
-pub mod kernel;
-
 use burn::nn::conv::Conv2d;
 use burn::prelude::*;
 use burn::tensor::ops::PadMode;
@@ -44,7 +42,7 @@ pub fn conv2d(
     trained: bool,
 ) -> Tensor<4> {
     if trained && crate::backend::on_cpu() {
-        let out = kernel::conv2d(x, weight, stride, pad);
+        let out = super::kernels::conv::conv2d(x, weight, stride, pad);
         match bias {
             Some(bias) => {
                 let c_out = bias.dims()[0];
@@ -208,7 +206,8 @@ pub(crate) mod tests {
                 (6, 2, 3, 4, 4, 4, 2, 1, false),
                 (5, 7, 2, 3, 3, 3, 1, 2, true),
             ] {
-                let case = format!("{name} {batch}x{c_in}x{h}x{w} -> {c_out}, k{k} s{stride} p{pad}");
+                let case =
+                    format!("{name} {batch}x{c_in}x{h}x{w} -> {c_out}, k{k} s{stride} p{pad}");
                 let x = Tensor::<4>::random([batch, c_in, h, w], normal, &device).require_grad();
                 let weight =
                     Tensor::<4>::random([c_out, c_in, k, k], normal, &device).require_grad();
@@ -221,7 +220,10 @@ pub(crate) mod tests {
                     ConvOptions::new([stride, stride], [pad, pad], [1, 1], 1),
                 );
                 assert_eq!(mine.dims(), theirs.dims(), "{case}");
-                assert!(max_relative_error(mine.clone(), theirs.clone()) < 1e-4, "{case}");
+                assert!(
+                    max_relative_error(mine.clone(), theirs.clone()) < 1e-4,
+                    "{case}"
+                );
                 let probe = Tensor::<4>::random(mine.dims(), normal, &device);
                 let grads_of = |y: Tensor<4>| {
                     let grads = (y * probe.clone()).sum().backward();

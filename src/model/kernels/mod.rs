@@ -1,0 +1,32 @@
+//! The runner's own CPU kernels for the operations that dominate a GAN step, each one burn
+//! operation with its own backward pass, plugged in through burn's backend-extension API
+//! (`#[backend_extension]` on burn's `Flex` CPU backend and its `Autodiff` wrapper).
+//!
+//! - [`conv`]: the trained convolution (im2col + GEMM, col2im);
+//! - [`leaky_relu`]: LeakyReLU in one pass each way (burn's builds masks and selects).
+//!
+//! They apply on the CPU only ([`crate::backend::on_cpu`]); on a GPU the models use burn's ops.
+
+pub mod conv;
+pub mod leaky_relu;
+
+use burn::tensor::{Shape, TensorData};
+use burn_flex::FlexTensor;
+
+/// The values of `t`, contiguous (copied only when they are not).
+fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+    match t.as_slice::<f32>() {
+        Some(v) => std::borrow::Cow::Borrowed(v),
+        None => std::borrow::Cow::Owned(
+            t.to_contiguous()
+                .as_slice::<f32>()
+                .expect("the runner's kernels take f32 tensors")
+                .to_vec(),
+        ),
+    }
+}
+
+/// A CPU tensor of `values` with `shape`.
+fn tensor(values: Vec<f32>, shape: impl Into<Shape>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape.into()))
+}
