@@ -109,6 +109,9 @@ pub fn phase_conv(
     });
     let out = conv2d(x, Tensor::cat(kernels, 0), bias, [1, 1], trained);
     debug_assert_eq!(out.dims(), [batch, 4 * c_out, h + 1, w + 1]);
+    if crate::backend::on_cpu() {
+        return super::kernels::phase::interleave(out);
+    }
     let phase = |k: usize, a: usize, b: usize| {
         out.clone()
             .slice([0..batch, k * c_out..(k + 1) * c_out, a..a + h, b..b + w])

@@ -1,0 +1,148 @@
+//! The interleaving step of [`crate::model::conv::phase_conv`] as one operation: the four
+//! phase outputs (each a crop of one convolution's output) woven into the doubled image in a
+//! single pass, and their gradients gathered back in a single pass, where burn's composition
+//! (four crops, a stack, a permuting copy; slices written into zeros backward) copies each
+//! element three times.
+
+use burn::backend::autodiff::Autodiff;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Dispatch, Flex, backend_extension};
+use burn::prelude::*;
+use burn_flex::FlexTensor;
+use rayon::prelude::*;
+
+use super::{tensor, values};
+
+#[backend_extension(Flex, Autodiff)]
+pub trait InterleavePhases: burn::backend::Backend {
+    /// `y` `[B, 4 C, H + 1, W + 1]` -> `[B, C, 2H, 2W]`: output pixel (2i + a, 2j + b) of
+    /// channel c is `y[(2a + b) C + c, i + a, j + b]`.
+    fn interleave_phases(y: FloatTensor<Self>) -> FloatTensor<Self>;
+}
+
+/// [`InterleavePhases::interleave_phases`] on burn tensors (CPU devices only).
+pub fn interleave(y: Tensor<4>) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as InterleavePhases>::interleave_phases(
+        y.into_dispatch(),
+    ))
+}
+
+/// Sizes: batch, output channels C, and the doubled image's source side H x W.
+#[derive(Debug, Clone, Copy)]
+struct Sizes {
+    batch: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+}
+
+impl Sizes {
+    fn of_phases(y: &FlexTensor) -> Sizes {
+        let shape = y.layout().shape();
+        assert!(
+            shape.num_dims() == 4 && shape[1] % 4 == 0,
+            "interleave_phases: [B, 4C, H+1, W+1]"
+        );
+        Sizes {
+            batch: shape[0],
+            c: shape[1] / 4,
+            h: shape[2] - 1,
+            w: shape[3] - 1,
+        }
+    }
+
+    fn phases_len(&self) -> usize {
+        4 * self.c * (self.h + 1) * (self.w + 1)
+    }
+
+    fn image_len(&self) -> usize {
+        self.c * 4 * self.h * self.w
+    }
+
+    /// Calls `f(phase index, image index)` for every pixel of one image's phases and output.
+    fn for_each(&self, mut f: impl FnMut(usize, usize)) {
+        let (h, w, c) = (self.h, self.w, self.c);
+        for a in 0..2 {
+            for b in 0..2 {
+                for ch in 0..c {
+                    let plane = ((2 * a + b) * c + ch) * (h + 1) * (w + 1);
+                    for i in 0..h {
+                        let src = plane + (i + a) * (w + 1) + b;
+                        let dst = (ch * 2 * h + 2 * i + a) * 2 * w + b;
+                        for j in 0..w {
+                            f(src + j, dst + 2 * j);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn forward(y: &FlexTensor) -> FlexTensor {
+    let s = Sizes::of_phases(y);
+    let y = values(y);
+    let mut out = vec![0f32; s.batch * s.image_len()];
+    out.par_chunks_mut(s.image_len().max(1))
+        .enumerate()
+        .for_each(|(n, out)| {
+            let y = &y[n * s.phases_len()..(n + 1) * s.phases_len()];
+            s.for_each(|src, dst| out[dst] = y[src]);
+        });
+    tensor(out, [s.batch, s.c, 2 * s.h, 2 * s.w])
+}
+
+fn backward(s: Sizes, d_out: &FlexTensor) -> FlexTensor {
+    let d_out = values(d_out);
+    let mut dy = vec![0f32; s.batch * s.phases_len()];
+    dy.par_chunks_mut(s.phases_len().max(1))
+        .enumerate()
+        .for_each(|(n, dy)| {
+            let d_out = &d_out[n * s.image_len()..(n + 1) * s.image_len()];
+            s.for_each(|src, dst| dy[src] = d_out[dst]);
+        });
+    tensor(dy, [s.batch, 4 * s.c, s.h + 1, s.w + 1])
+}
+
+impl InterleavePhases for Flex {
+    fn interleave_phases(y: FlexTensor) -> FlexTensor {
+        forward(&y)
+    }
+}
+
+/// The backward step; it needs only the sizes.
+#[derive(Debug)]
+struct InterleaveBackward;
+
+impl Backward<Flex, 1> for InterleaveBackward {
+    type State = [usize; 4];
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node] = ops.parents;
+        let d_out = grads.consume::<Flex>(&ops.node);
+        if let Some(node) = node {
+            let [batch, c, h, w] = ops.state;
+            grads.register::<Flex>(node.id, backward(Sizes { batch, c, h, w }, &d_out));
+        }
+    }
+}
+
+impl<C: CheckpointStrategy> InterleavePhases for Autodiff<Flex, C> {
+    fn interleave_phases(y: FloatTensor<Self>) -> FloatTensor<Self> {
+        match InterleaveBackward
+            .prepare::<C>([y.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let s = Sizes::of_phases(y.primitive());
+                prep.finish([s.batch, s.c, s.h, s.w], forward(y.primitive()))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(forward(y.primitive())),
+        }
+    }
+}
