@@ -227,8 +227,13 @@ fn every_loss_trains_every_model_and_resumes_exactly_with_schedules() {
             assert_eq!(out.status, Status::Finished, "{arch} {loss:?}");
             let losses = out.last_losses.unwrap();
             assert!(losses.d.is_finite() && losses.g.is_finite());
+            // The report's DCGAN D ends in BatchNorm (training statistics) before its linear
+            // head, so the batch sum of its outputs does not depend on the input and neither
+            // penalty's input gradient has anything to act on (README: penalties and BatchNorm):
+            // R1 there changes the losses by rounding noise at most.
+            let degenerate = arch == "dcgan" && r1_gamma > 0.0;
             assert!(
-                seen.insert(losses_csv(a.path())),
+                seen.insert(losses_csv(a.path())) || degenerate,
                 "{arch} {loss:?}: its own losses"
             );
             // Stopped after step 4 and resumed: the schedule goes on where it was.

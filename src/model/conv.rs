@@ -1,7 +1,8 @@
-//! Convolutions as one matrix product over shifted views of the input (im2col), built from
-//! burn's differentiable tensor ops.
+//! Convolutions: on the CPU the runner's own kernel ([`super::kernels::conv`]); on a GPU, when
+//! trained, one matrix product over shifted views of the input (im2col) built from burn's
+//! differentiable tensor ops, and burn's own convolution when sampling.
 //!
-//! Why: burn-flex differentiates `conv2d` through a transposed convolution (input gradient) and
+//! Why not burn's convolution when training: burn-flex differentiates `conv2d` through a transposed convolution (input gradient) and
 //! a convolution with batch and channels swapped (weight gradient) whose output is only k x k:
 //! its matrix products are a few columns wide and run at a fraction of the machine's peak.
 //! Written as `W . cols(x)`, autodiff's backward is two well-shaped matrix products instead
@@ -32,8 +33,8 @@ pub fn is_trained(conv: &Conv2d) -> bool {
 }
 
 /// 2-D convolution of `x` `[B, Cin, H, W]` with `weight` `[Cout, Cin, k, k]`, stride and zero
-/// padding on every side: [`im2col_conv2d`] when it will be differentiated (`trained`), burn's
-/// own (faster without a backward pass) when not, e.g. when sampling.
+/// padding on every side: the runner's kernel on the CPU; on a GPU [`im2col_conv2d`] when it
+/// will be differentiated (`trained`), burn's own when not, e.g. when sampling.
 pub fn conv2d(
     x: Tensor<4>,
     weight: Tensor<4>,
@@ -41,7 +42,7 @@ pub fn conv2d(
     [stride, pad]: [usize; 2],
     trained: bool,
 ) -> Tensor<4> {
-    if trained && crate::backend::on_cpu() {
+    if crate::backend::on_cpu() {
         let out = super::kernels::conv::conv2d(x, weight, stride, pad);
         match bias {
             Some(bias) => {
