@@ -9,7 +9,7 @@ use rand::rngs::StdRng;
 
 use super::conditional::{ClassHead, Verdict, with_label_channels};
 use super::kernels::leaky_relu::leaky_relu;
-use super::{ClassicOptions, init};
+use super::{ClassicOptions, conv, init};
 
 /// ConvT(k4, s2, p1) doubles the side; the first ConvT (k4, s1, p0) turns 1x1 into 4x4.
 fn up(
@@ -72,9 +72,9 @@ impl ClassicGenerator {
         let [batch, latent] = z.dims();
         let mut x = z.reshape([batch, latent, 1, 1]);
         for block in &self.blocks {
-            x = relu(block.bn.forward(block.conv.forward(x)));
+            x = relu(block.bn.forward(conv::transposed(&block.conv, x)));
         }
-        tanh(self.conv_out.forward(x))
+        tanh(conv::transposed(&self.conv_out, x))
     }
 }
 
@@ -120,14 +120,14 @@ impl ClassicDiscriminator {
             _ => images,
         };
         for block in &self.blocks {
-            x = block.conv.forward(x);
+            x = conv::forward(&block.conv, x);
             if let Some(bn) = &block.bn {
                 x = bn.forward(x);
             }
             x = leaky_relu(x, 0.2);
         }
         let batch = x.dims()[0];
-        let logits = self.conv_out.forward(x.clone()).reshape([batch, 1]);
+        let logits = conv::forward(&self.conv_out, x.clone()).reshape([batch, 1]);
         let features = x.reshape([batch as i32, -1]);
         Verdict::new(features, logits, self.class_head.as_ref(), labels)
     }

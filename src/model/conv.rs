@@ -10,7 +10,7 @@
 //! views back onto the input. Forward results and gradients equal burn's `conv2d` to float
 //! rounding (tested against it below).
 
-use burn::nn::conv::Conv2d;
+use burn::nn::conv::{Conv2d, ConvTranspose2d};
 use burn::prelude::*;
 use burn::tensor::ops::PadMode;
 use burn::tensor::s;
@@ -25,6 +25,37 @@ pub fn forward(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         [conv.stride[0], pad],
         is_trained(conv),
     )
+}
+
+/// `conv` (square kernel, the same stride and padding on both axes, no output padding,
+/// dilation or groups) applied to `x`: the runner's kernel on the CPU, burn's on a GPU.
+pub fn transposed(conv: &ConvTranspose2d, x: Tensor<4>) -> Tensor<4> {
+    let square = |v: [usize; 2]| (v[0] == v[1]).then_some(v[0]);
+    let (Some(stride), Some(pad), [0, 0], [1, 1], 1) = (
+        square(conv.stride),
+        square(conv.padding),
+        conv.padding_out,
+        conv.dilation,
+        conv.groups,
+    ) else {
+        panic!("conv::transposed needs a plain square transposed convolution, got {conv:?}");
+    };
+    if !crate::backend::on_cpu() {
+        return conv.forward(x);
+    }
+    let out = super::kernels::conv::conv_transpose2d(x, conv.weight.val(), stride, pad);
+    with_bias(out, conv.bias.as_ref().map(|b| b.val()))
+}
+
+/// `out` `[B, C, H, W]` plus `bias` `[C]` per channel, when given.
+fn with_bias(out: Tensor<4>, bias: Option<Tensor<1>>) -> Tensor<4> {
+    match bias {
+        Some(bias) => {
+            let c_out = bias.dims()[0];
+            out + bias.reshape([1, c_out, 1, 1])
+        }
+        None => out,
+    }
 }
 
 /// Whether `conv`'s weight is being trained (it is not in a `valid()` copy, e.g. for sampling).
@@ -43,14 +74,7 @@ pub fn conv2d(
     trained: bool,
 ) -> Tensor<4> {
     if crate::backend::on_cpu() {
-        let out = super::kernels::conv::conv2d(x, weight, stride, pad);
-        match bias {
-            Some(bias) => {
-                let c_out = bias.dims()[0];
-                out + bias.reshape([1, c_out, 1, 1])
-            }
-            None => out,
-        }
+        with_bias(super::kernels::conv::conv2d(x, weight, stride, pad), bias)
     } else if trained {
         im2col_conv2d(x, weight, bias, stride, pad)
     } else {
@@ -190,7 +214,8 @@ pub(crate) mod tests {
 
     /// Forward, input gradient and weight gradient against burn's own `conv2d` on random
     /// shapes: stride 1 and 2, padding 0 and 1, odd sizes, batch 1, single channels, batches
-    /// that do not fill the kernel's last group; for the kernel op ([`conv2d`] when trained) and
+    /// that do not fill the kernel's last group, outputs small enough for its whole-batch
+    /// products and large enough for its per-image ones; for the kernel op ([`conv2d`] when trained) and
     /// for the composition of burn ops ([`im2col_conv2d`], the GPU path).
     #[test]
     fn matches_burns_conv2d_with_gradients() {
@@ -209,6 +234,8 @@ pub(crate) mod tests {
                 (9, 3, 5, 6, 5, 3, 2, 1, true),
                 (6, 2, 3, 4, 4, 4, 2, 1, false),
                 (5, 7, 2, 3, 3, 3, 1, 2, true),
+                (9, 2, 3, 20, 18, 3, 1, 1, true),
+                (6, 3, 4, 17, 16, 3, 2, 1, false),
             ] {
                 let case =
                     format!("{name} {batch}x{c_in}x{h}x{w} -> {c_out}, k{k} s{stride} p{pad}");
@@ -244,6 +271,50 @@ pub(crate) mod tests {
                     assert!(max_relative_error(db, db_ref) < 1e-4, "{case}: db");
                 }
             }
+        }
+    }
+
+    /// The transposed convolution against burn's, forward and both gradients: the shapes of
+    /// dcgan-classic's G (1x1 -> 4x4, then doubling) and odd ones, inputs small and large
+    /// (the kernel's whole-batch and per-image products).
+    #[test]
+    fn transposed_matches_burns_with_gradients() {
+        use burn::nn::conv::ConvTranspose2dConfig;
+        let device = crate::backend::device().autodiff();
+        let normal = Distribution::Normal(0.0, 1.0);
+        for (batch, c_in, c_out, side, k, stride, pad, bias) in [
+            (3, 8, 4, 1, 4, 1, 0, false),
+            (2, 4, 3, 4, 4, 2, 1, true),
+            (5, 3, 1, 7, 4, 2, 1, false),
+            (1, 1, 2, 5, 3, 1, 1, true),
+            (6, 2, 3, 3, 3, 2, 0, true),
+            (5, 3, 2, 10, 4, 2, 1, true),
+            (9, 4, 3, 12, 3, 1, 1, false),
+        ] {
+            let case = format!("{batch}x{c_in}x{side} -> {c_out}, k{k} s{stride} p{pad}");
+            let conv = ConvTranspose2dConfig::new([c_in, c_out], [k, k])
+                .with_stride([stride, stride])
+                .with_padding([pad, pad])
+                .with_bias(bias)
+                .init(&device);
+            let x = Tensor::<4>::random([batch, c_in, side, side], normal, &device).require_grad();
+            let mine = transposed(&conv, x.clone());
+            let theirs = conv.forward(x.clone());
+            assert_eq!(mine.dims(), theirs.dims(), "{case}");
+            assert!(
+                max_relative_error(mine.clone(), theirs.clone()) < 1e-4,
+                "{case}"
+            );
+            let probe = Tensor::<4>::random(mine.dims(), normal, &device);
+            let grads_of = |y: Tensor<4>| {
+                let grads = (y * probe.clone()).sum().backward();
+                let dw = conv.weight.val().grad(&grads).unwrap();
+                (x.grad(&grads).unwrap(), dw)
+            };
+            let (dx, dw) = grads_of(mine);
+            let (dx_ref, dw_ref) = grads_of(theirs);
+            assert!(max_relative_error(dx, dx_ref) < 1e-4, "{case}: dx");
+            assert!(max_relative_error(dw, dw_ref) < 1e-4, "{case}: dw");
         }
     }
 

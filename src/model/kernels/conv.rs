@@ -1,11 +1,13 @@
-//! The trained convolution on the CPU as one burn operation with its own backward pass,
-//! plugged in through burn's backend-extension API (no fork of burn).
+//! The CPU convolution and transposed convolution, each one burn operation with its own
+//! backward pass, plugged in through burn's backend-extension API (no fork of burn).
 //!
-//! Forward, per image: the input's shifted views gathered into a column buffer (im2col, the
-//! zero padding written there, not into a padded copy), then one GEMM `W . cols`. Backward, per
-//! image: `dcols = W^T . dY` scattered back onto the input (col2im) and `dW += dY . cols^T`.
-//! Each is a call to the `gemm` crate (the one burn-flex uses) on buffers in the layouts it
-//! reads directly; composed from burn's tensor ops instead ([`super::super::conv::im2col_conv2d`]), autodiff
+//! Three building blocks on plain buffers, per image: the forward `W . cols(x)` (the input's
+//! shifted views gathered into a column buffer, im2col, with the zero padding written there and
+//! not into a padded copy), the input gradient `col2im(W^T . dY)` and the weight gradient
+//! `sum_b dY_b . cols(x_b)^T`. Each product is one call to the `gemm` crate (the one burn-flex
+//! uses) on buffers in the layouts it reads directly. A transposed convolution is the input
+//! gradient of a convolution, so it is built from the same three blocks in another order.
+//! Composed from burn's tensor ops instead ([`crate::model::conv::im2col_conv2d`]), autodiff
 //! copies, zero-fills and adds one input-sized tensor per kernel tap.
 //!
 //! Images run in parallel (rayon) in fixed groups of [`GROUP`]: the weight gradient is summed
@@ -37,11 +39,30 @@ pub trait GemmConv: burn::backend::Backend {
         stride: usize,
         pad: usize,
     ) -> FloatTensor<Self>;
+
+    /// The transposed convolution of `x` `[B, Cin, H, W]` with `weight` `[Cin, Cout, k, k]`
+    /// (PyTorch's and burn's layout): output side (H - 1) stride - 2 pad + k, no bias.
+    fn gemm_conv_transpose2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        stride: usize,
+        pad: usize,
+    ) -> FloatTensor<Self>;
 }
 
 /// [`GemmConv::gemm_conv2d`] on burn tensors (CPU devices only).
 pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, stride: usize, pad: usize) -> Tensor<4> {
     Tensor::from_dispatch(<Dispatch as GemmConv>::gemm_conv2d(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        stride,
+        pad,
+    ))
+}
+
+/// [`GemmConv::gemm_conv_transpose2d`] on burn tensors (CPU devices only).
+pub fn conv_transpose2d(x: Tensor<4>, weight: Tensor<4>, stride: usize, pad: usize) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as GemmConv>::gemm_conv_transpose2d(
         x.into_dispatch(),
         weight.into_dispatch(),
         stride,
@@ -65,13 +86,41 @@ struct Geometry {
 }
 
 impl Geometry {
-    fn new(x: &FlexTensor, weight: &FlexTensor, stride: usize, pad: usize) -> Self {
+    /// The convolution of `x` with `weight`.
+    fn conv(x: &FlexTensor, weight: &FlexTensor, stride: usize, pad: usize) -> Self {
         let [batch, c_in, h, w] = dims(x);
         let [c_out, c_in_w, k, k_w] = dims(weight);
         assert!(
             c_in == c_in_w && k == k_w,
             "gemm_conv2d: weight {c_out}x{c_in_w}x{k}x{k_w} for {c_in} input channels"
         );
+        Geometry::new([batch, c_in, h, w], [c_out, k], stride, pad)
+    }
+
+    /// The convolution whose input gradient is the transposed convolution of `x` with
+    /// `weight`: its input is the transposed convolution's output, its output `x`'s shape.
+    fn transposed(x: &FlexTensor, weight: &FlexTensor, stride: usize, pad: usize) -> Self {
+        let [batch, c_in, h, w] = dims(x);
+        let [c_in_w, c_out, k, k_w] = dims(weight);
+        assert!(
+            c_in == c_in_w && k == k_w && stride > 0,
+            "gemm_conv_transpose2d: weight {c_in_w}x{c_out}x{k}x{k_w} for {c_in} input channels"
+        );
+        let side = |n: usize| ((n - 1) * stride + k).checked_sub(2 * pad);
+        let (Some(h_up), Some(w_up)) = (side(h), side(w)) else {
+            panic!("gemm_conv_transpose2d: padding {pad} larger than the output");
+        };
+        let g = Geometry::new([batch, c_out, h_up, w_up], [c_in, k], stride, pad);
+        assert_eq!((g.h_out, g.w_out), (h, w), "gemm_conv_transpose2d: sizes");
+        g
+    }
+
+    fn new(
+        [batch, c_in, h, w]: [usize; 4],
+        [c_out, k]: [usize; 2],
+        stride: usize,
+        pad: usize,
+    ) -> Self {
         assert!(
             h + 2 * pad >= k && w + 2 * pad >= k && stride > 0,
             "gemm_conv2d: kernel larger than the padded input"
@@ -108,6 +157,23 @@ impl Geometry {
         self.c_out * self.pixels()
     }
 
+    fn input_shape(&self) -> [usize; 4] {
+        [self.batch, self.c_in, self.h, self.w]
+    }
+
+    fn output_shape(&self) -> [usize; 4] {
+        [self.batch, self.c_out, self.h_out, self.w_out]
+    }
+
+    fn weight_shape(&self) -> [usize; 4] {
+        [self.c_out, self.c_in, self.k, self.k]
+    }
+
+    /// Whether there is anything to compute.
+    fn is_empty(&self) -> bool {
+        self.batch == 0 || self.pixels() == 0
+    }
+
     /// For kernel offset `kx` along an axis of `len` input pixels: the output positions
     /// `lo..hi` whose input pixel `o * stride + kx - pad` lies inside the image.
     fn valid(&self, kx: usize, len: usize, out_len: usize) -> (usize, usize) {
@@ -117,16 +183,17 @@ impl Geometry {
         (lo.min(hi), hi)
     }
 
-    /// Visits, for every tap row of the column buffer and output row `oy` that reads inside
-    /// the image, the input row offset, the buffer offset and the valid output columns.
-    fn for_each_span(&self, mut f: impl FnMut(usize, usize, usize, usize)) {
-        let (k, n) = (self.k, self.pixels());
+    /// Visits, for every tap row of a column buffer whose rows start `ld` apart and output row
+    /// `oy` that reads inside the image, the input row offset, the buffer offset and the valid
+    /// output columns.
+    fn for_each_span(&self, ld: usize, mut f: impl FnMut(usize, usize, usize, usize)) {
+        let k = self.k;
         for ci in 0..self.c_in {
             for ky in 0..k {
                 let (oy_lo, oy_hi) = self.valid(ky, self.h, self.h_out);
                 for kx in 0..k {
                     let (ox_lo, ox_hi) = self.valid(kx, self.w, self.w_out);
-                    let row = ((ci * k + ky) * k + kx) * n;
+                    let row = ((ci * k + ky) * k + kx) * ld;
                     for oy in oy_lo..oy_hi {
                         let iy = oy * self.stride + ky - self.pad;
                         let input =
@@ -138,11 +205,15 @@ impl Geometry {
         }
     }
 
-    /// The column buffer of one image (`taps x pixels`, row-major).
-    fn im2col(&self, x: &[f32], cols: &mut [f32]) {
-        cols.fill(0.0);
+    /// The column buffer of one image: `taps` rows of `pixels` values, `ld` apart (`pixels`
+    /// for a buffer of its own; several images' columns can share rows).
+    fn im2col(&self, x: &[f32], cols: &mut [f32], ld: usize) {
+        let pixels = self.pixels();
+        for row in 0..self.taps() {
+            cols[row * ld..row * ld + pixels].fill(0.0);
+        }
         let s = self.stride;
-        self.for_each_span(|input, at, lo, hi| {
+        self.for_each_span(ld, |input, at, lo, hi| {
             let out = &mut cols[at..at + (hi - lo)];
             if s == 1 {
                 out.copy_from_slice(&x[input..input + (hi - lo)]);
@@ -154,10 +225,11 @@ impl Geometry {
         });
     }
 
-    /// Adds a column buffer's entries back onto the input pixels they were read from.
-    fn col2im(&self, cols: &[f32], dx: &mut [f32]) {
+    /// Adds a column buffer's entries (laid out as [`Self::im2col`] writes them) back onto the
+    /// input pixels they were read from.
+    fn col2im(&self, cols: &[f32], dx: &mut [f32], ld: usize) {
         let s = self.stride;
-        self.for_each_span(|input, at, lo, hi| {
+        self.for_each_span(ld, |input, at, lo, hi| {
             let cols = &cols[at..at + (hi - lo)];
             if s == 1 {
                 let dx = &mut dx[input..input + cols.len()];
@@ -173,13 +245,41 @@ impl Geometry {
 
 fn dims(t: &FlexTensor) -> [usize; 4] {
     let shape = t.layout().shape();
-    assert_eq!(shape.num_dims(), 4, "gemm_conv2d takes 4-D tensors");
+    assert_eq!(
+        shape.num_dims(),
+        4,
+        "the convolution kernels take 4-D tensors"
+    );
     std::array::from_fn(|i| shape[i])
 }
 
-/// `dst (m x n) = [dst +] lhs (m x k) . rhs (k x n)`, each given by its row and column strides.
-#[allow(clippy::too_many_arguments)]
+/// `dst (m x n) = [dst +] lhs (m x k) . rhs (k x n)`, each given by its row and column
+/// strides, on the calling thread.
 fn gemm(
+    size: [usize; 3],
+    dst: &mut [f32],
+    accumulate: bool,
+    lhs: &[f32],
+    lhs_strides: [usize; 2],
+    rhs: &[f32],
+    rhs_strides: [usize; 2],
+) {
+    let serial = gemm::Parallelism::None;
+    gemm_with(
+        size,
+        dst,
+        accumulate,
+        lhs,
+        lhs_strides,
+        rhs,
+        rhs_strides,
+        serial,
+    );
+}
+
+/// [`gemm`] with the given parallelism.
+#[allow(clippy::too_many_arguments)]
+fn gemm_with(
     [m, n, k]: [usize; 3],
     dst: &mut [f32],
     accumulate: bool,
@@ -187,6 +287,7 @@ fn gemm(
     [lhs_rs, lhs_cs]: [usize; 2],
     rhs: &[f32],
     [rhs_rs, rhs_cs]: [usize; 2],
+    parallelism: gemm::Parallelism,
 ) {
     debug_assert!(dst.len() >= m * n);
     debug_assert!(lhs.len() > (m - 1) * lhs_rs + (k - 1) * lhs_cs);
@@ -213,121 +314,258 @@ fn gemm(
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            parallelism,
         );
     }
 }
 
-fn forward(x: &FlexTensor, weight: &FlexTensor, stride: usize, pad: usize) -> FlexTensor {
-    let g = Geometry::new(x, weight, stride, pad);
-    let (x, weight) = (values(x), values(weight));
-    let (taps, pixels) = (g.taps(), g.pixels());
-    let mut out = vec![0f32; g.batch * g.output_len()];
-    if g.batch > 0 && pixels > 0 {
-        out.par_chunks_mut(g.output_len() * GROUP)
-            .enumerate()
-            .for_each(|(group, out)| {
-                let mut cols = vec![0f32; taps * pixels];
-                for (i, out) in out.chunks_mut(g.output_len()).enumerate() {
-                    let b = group * GROUP + i;
-                    g.im2col(&x[b * g.input_len()..(b + 1) * g.input_len()], &mut cols);
-                    gemm(
-                        [g.c_out, pixels, taps],
-                        out,
-                        false,
-                        &weight,
-                        [taps, 1],
-                        &cols,
-                        [pixels, 1],
-                    );
-                }
-            });
+/// Below this many output pixels per image, the images' columns share one buffer and each
+/// product is one GEMM over the whole batch (per image it would be a matrix-vector product
+/// re-reading the weight once per image), at the cost of reordering the output.
+const BATCHED_BELOW: usize = 64;
+
+/// The columns of every image side by side: `taps` rows of `batch * pixels` values.
+fn batch_columns(g: &Geometry, x: &[f32]) -> Vec<f32> {
+    let (pixels, ld) = (g.pixels(), g.batch * g.pixels());
+    let mut cols = vec![0f32; g.taps() * ld];
+    for b in 0..g.batch {
+        let x = &x[b * g.input_len()..(b + 1) * g.input_len()];
+        g.im2col(x, &mut cols[b * pixels..], ld);
     }
-    tensor(out, [g.batch, g.c_out, g.h_out, g.w_out])
+    cols
 }
 
-/// The input gradient (when `want_dx`) and the weight gradient (when `want_dw`).
-fn backward(
-    x: &FlexTensor,
-    weight: &FlexTensor,
-    dy: &FlexTensor,
-    [stride, pad]: [usize; 2],
-    [want_dx, want_dw]: [bool; 2],
-) -> (Option<FlexTensor>, Option<FlexTensor>) {
-    let g = Geometry::new(x, weight, stride, pad);
-    let (x, weight, dy) = (values(x), values(weight), values(dy));
+/// `[B, C, P]` values reordered as `[C, B, P]` (and back with `batch` and `c` swapped).
+fn swap_outer(values: &[f32], [batch, c, pixels]: [usize; 3]) -> Vec<f32> {
+    let mut out = vec![0f32; values.len()];
+    for b in 0..batch {
+        for ch in 0..c {
+            let from = (b * c + ch) * pixels;
+            let to = (ch * batch + b) * pixels;
+            out[to..to + pixels].copy_from_slice(&values[from..from + pixels]);
+        }
+    }
+    out
+}
+
+/// The whole batch's product `dst (m x n) = lhs (m x k) . rhs (k x n)`, in parallel.
+fn batch_gemm(
+    [m, n, k]: [usize; 3],
+    lhs: &[f32],
+    lhs_strides: [usize; 2],
+    rhs: &[f32],
+    rhs_strides: [usize; 2],
+) -> Vec<f32> {
+    let mut dst = vec![0f32; m * n];
+    gemm_with(
+        [m, n, k],
+        &mut dst,
+        false,
+        lhs,
+        lhs_strides,
+        rhs,
+        rhs_strides,
+        gemm::Parallelism::Rayon(0),
+    );
+    dst
+}
+
+/// The convolution's output `[B, Cout, Ho, Wo]` of input `x` and weight `w`.
+fn output(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f32> {
     let (taps, pixels) = (g.taps(), g.pixels());
-    let mut dx = vec![0f32; if want_dx { g.batch * g.input_len() } else { 0 }];
-    let groups = g.batch.div_ceil(GROUP);
-    let work = |group: usize, dx: &mut [f32]| -> Vec<f32> {
-        let mut cols = vec![0f32; taps * pixels];
-        let mut dw = vec![0f32; if want_dw { g.c_out * taps } else { 0 }];
-        let images = group * GROUP..((group + 1) * GROUP).min(g.batch);
-        for (i, b) in images.enumerate() {
-            let dy_b = &dy[b * g.output_len()..(b + 1) * g.output_len()];
-            if want_dw {
-                g.im2col(&x[b * g.input_len()..(b + 1) * g.input_len()], &mut cols);
-                // dW (Cout x taps) += dY_b (Cout x pixels) . cols^T (pixels x taps)
+    let mut out = vec![0f32; g.batch * g.output_len()];
+    if g.is_empty() {
+        return out;
+    }
+    if pixels < BATCHED_BELOW {
+        let n = g.batch * pixels;
+        let cols = batch_columns(g, x);
+        let product = batch_gemm([g.c_out, n, taps], w, [taps, 1], &cols, [n, 1]);
+        return swap_outer(&product, [g.c_out, g.batch, pixels]);
+    }
+    out.par_chunks_mut(g.output_len() * GROUP)
+        .enumerate()
+        .for_each(|(group, out)| {
+            let mut cols = vec![0f32; taps * pixels];
+            for (i, out) in out.chunks_mut(g.output_len()).enumerate() {
+                let b = group * GROUP + i;
+                g.im2col(
+                    &x[b * g.input_len()..(b + 1) * g.input_len()],
+                    &mut cols,
+                    pixels,
+                );
+                // out (Cout x pixels) = W (Cout x taps) . cols (taps x pixels)
                 gemm(
-                    [g.c_out, taps, pixels],
-                    &mut dw,
-                    i > 0,
-                    dy_b,
-                    [pixels, 1],
+                    [g.c_out, pixels, taps],
+                    out,
+                    false,
+                    w,
+                    [taps, 1],
                     &cols,
-                    [1, pixels],
+                    [pixels, 1],
                 );
             }
-            if want_dx {
+        });
+    out
+}
+
+/// The gradient for the convolution's input `[B, Cin, H, W]`, given its weight `w` and the
+/// gradient `dy` of its output.
+fn input_grad(g: &Geometry, w: &[f32], dy: &[f32]) -> Vec<f32> {
+    let (taps, pixels) = (g.taps(), g.pixels());
+    let mut dx = vec![0f32; g.batch * g.input_len()];
+    if g.is_empty() {
+        return dx;
+    }
+    if pixels < BATCHED_BELOW {
+        let n = g.batch * pixels;
+        let dy = swap_outer(dy, [g.batch, g.c_out, pixels]);
+        let cols = batch_gemm([taps, n, g.c_out], w, [1, taps], &dy, [n, 1]);
+        for (b, dx) in dx.chunks_mut(g.input_len()).enumerate() {
+            g.col2im(&cols[b * pixels..], dx, n);
+        }
+        return dx;
+    }
+    dx.par_chunks_mut(g.input_len() * GROUP)
+        .enumerate()
+        .for_each(|(group, dx)| {
+            let mut cols = vec![0f32; taps * pixels];
+            for (i, dx) in dx.chunks_mut(g.input_len()).enumerate() {
+                let b = group * GROUP + i;
+                let dy = &dy[b * g.output_len()..(b + 1) * g.output_len()];
                 // dcols (taps x pixels) = W^T (taps x Cout) . dY_b (Cout x pixels)
                 gemm(
                     [taps, pixels, g.c_out],
                     &mut cols,
                     false,
-                    &weight,
+                    w,
                     [1, taps],
-                    dy_b,
+                    dy,
                     [pixels, 1],
                 );
-                let len = g.input_len();
-                g.col2im(&cols, &mut dx[i * len..(i + 1) * len]);
+                g.col2im(&cols, dx, pixels);
             }
+        });
+    dx
+}
+
+/// The gradient for the convolution's weight `[Cout, Cin, k, k]`, given its input `x` and the
+/// gradient `dy` of its output.
+fn weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    let (taps, pixels) = (g.taps(), g.pixels());
+    let mut sum = vec![0f32; g.c_out * taps];
+    if g.is_empty() {
+        return sum;
+    }
+    if pixels < BATCHED_BELOW {
+        let n = g.batch * pixels;
+        let (cols, dy) = (
+            batch_columns(g, x),
+            swap_outer(dy, [g.batch, g.c_out, pixels]),
+        );
+        return batch_gemm([g.c_out, taps, n], &dy, [n, 1], &cols, [1, n]);
+    }
+    let partials: Vec<Vec<f32>> = (0..g.batch.div_ceil(GROUP))
+        .into_par_iter()
+        .map(|group| {
+            let mut cols = vec![0f32; taps * pixels];
+            let mut dw = vec![0f32; g.c_out * taps];
+            for (i, b) in (group * GROUP..((group + 1) * GROUP).min(g.batch)).enumerate() {
+                g.im2col(
+                    &x[b * g.input_len()..(b + 1) * g.input_len()],
+                    &mut cols,
+                    pixels,
+                );
+                let dy = &dy[b * g.output_len()..(b + 1) * g.output_len()];
+                // dW (Cout x taps) += dY_b (Cout x pixels) . cols^T (pixels x taps)
+                gemm(
+                    [g.c_out, taps, pixels],
+                    &mut dw,
+                    i > 0,
+                    dy,
+                    [pixels, 1],
+                    &cols,
+                    [1, pixels],
+                );
+            }
+            dw
+        })
+        .collect();
+    for partial in &partials {
+        sum.iter_mut().zip(partial).for_each(|(s, p)| *s += p);
+    }
+    sum
+}
+
+/// Which of the two operations.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Conv,
+    Transposed,
+}
+
+impl Kind {
+    fn geometry(self, x: &FlexTensor, weight: &FlexTensor, stride: usize, pad: usize) -> Geometry {
+        match self {
+            Kind::Conv => Geometry::conv(x, weight, stride, pad),
+            Kind::Transposed => Geometry::transposed(x, weight, stride, pad),
         }
-        dw
-    };
-    let partials: Vec<Vec<f32>> = if g.batch == 0 || pixels == 0 {
-        Vec::new()
-    } else if want_dx {
-        dx.par_chunks_mut(g.input_len() * GROUP)
-            .enumerate()
-            .map(|(group, dx)| work(group, dx))
-            .collect()
-    } else {
-        (0..groups)
-            .into_par_iter()
-            .map(|group| work(group, &mut []))
-            .collect()
-    };
-    let dw = want_dw.then(|| {
-        let mut sum = vec![0f32; g.c_out * taps];
-        for partial in &partials {
-            sum.iter_mut().zip(partial).for_each(|(s, p)| *s += p);
+    }
+
+    fn forward(self, x: &FlexTensor, weight: &FlexTensor, stride: usize, pad: usize) -> FlexTensor {
+        let g = self.geometry(x, weight, stride, pad);
+        let (x, w) = (values(x), values(weight));
+        match self {
+            Kind::Conv => tensor(output(&g, &x, &w), g.output_shape()),
+            // The convolution's input gradient, `x` in the role of its output gradient.
+            Kind::Transposed => tensor(input_grad(&g, &w, &x), g.input_shape()),
         }
-        tensor(sum, [g.c_out, g.c_in, g.k, g.k])
-    });
-    let dx = want_dx.then(|| tensor(dx, [g.batch, g.c_in, g.h, g.w]));
-    (dx, dw)
+    }
+
+    /// The gradients for the input (when `want_dx`) and the weight (when `want_dw`).
+    fn backward(
+        self,
+        x: &FlexTensor,
+        weight: &FlexTensor,
+        d_out: &FlexTensor,
+        [stride, pad]: [usize; 2],
+        [want_dx, want_dw]: [bool; 2],
+    ) -> (Option<FlexTensor>, Option<FlexTensor>) {
+        let g = self.geometry(x, weight, stride, pad);
+        let (x, w, d_out) = (values(x), values(weight), values(d_out));
+        match self {
+            Kind::Conv => (
+                want_dx.then(|| tensor(input_grad(&g, &w, &d_out), g.input_shape())),
+                want_dw.then(|| tensor(weight_grad(&g, &x, &d_out), g.weight_shape())),
+            ),
+            // The output gradient is the convolution's input, `x` its output gradient.
+            Kind::Transposed => (
+                want_dx.then(|| tensor(output(&g, &d_out, &w), g.output_shape())),
+                want_dw.then(|| tensor(weight_grad(&g, &d_out, &x), g.weight_shape())),
+            ),
+        }
+    }
 }
 
 impl GemmConv for Flex {
     fn gemm_conv2d(x: FlexTensor, weight: FlexTensor, stride: usize, pad: usize) -> FlexTensor {
-        forward(&x, &weight, stride, pad)
+        Kind::Conv.forward(&x, &weight, stride, pad)
+    }
+
+    fn gemm_conv_transpose2d(
+        x: FlexTensor,
+        weight: FlexTensor,
+        stride: usize,
+        pad: usize,
+    ) -> FlexTensor {
+        Kind::Transposed.forward(&x, &weight, stride, pad)
     }
 }
 
-/// The backward step of [`GemmConv::gemm_conv2d`]; its state is the forward's input and weight.
+/// The backward step of both operations; its state is the forward's input and weight.
 #[derive(Debug)]
 struct GemmConvBackward {
+    kind: Kind,
     stride: usize,
     pad: usize,
 }
@@ -337,12 +575,12 @@ impl Backward<Flex, 2> for GemmConvBackward {
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [node_x, node_weight] = ops.parents;
-        let dy = grads.consume::<Flex>(&ops.node);
+        let d_out = grads.consume::<Flex>(&ops.node);
         let (x, weight) = ops.state;
-        let (dx, dw) = backward(
+        let (dx, dw) = self.kind.backward(
             &x,
             &weight,
-            &dy,
+            &d_out,
             [self.stride, self.pad],
             [node_x.is_some(), node_weight.is_some()],
         );
@@ -355,6 +593,30 @@ impl Backward<Flex, 2> for GemmConvBackward {
     }
 }
 
+/// Either operation on the autodiff backend: the forward, and its backward step registered.
+fn tracked<C: CheckpointStrategy>(
+    kind: Kind,
+    x: FloatTensor<Autodiff<Flex, C>>,
+    weight: FloatTensor<Autodiff<Flex, C>>,
+    stride: usize,
+    pad: usize,
+) -> FloatTensor<Autodiff<Flex, C>> {
+    match (GemmConvBackward { kind, stride, pad })
+        .prepare::<C>([x.node(), weight.node()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let (x, weight) = (x.primitive().clone(), weight.primitive().clone());
+            let out = kind.forward(&x, &weight, stride, pad);
+            prep.finish((x, weight), out)
+        }
+        OpsKind::UnTracked(prep) => {
+            prep.finish(kind.forward(x.primitive(), weight.primitive(), stride, pad))
+        }
+    }
+}
+
 impl<C: CheckpointStrategy> GemmConv for Autodiff<Flex, C> {
     fn gemm_conv2d(
         x: FloatTensor<Self>,
@@ -362,19 +624,15 @@ impl<C: CheckpointStrategy> GemmConv for Autodiff<Flex, C> {
         stride: usize,
         pad: usize,
     ) -> FloatTensor<Self> {
-        match (GemmConvBackward { stride, pad })
-            .prepare::<C>([x.node(), weight.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let (x, weight) = (x.primitive().clone(), weight.primitive().clone());
-                let out = forward(&x, &weight, stride, pad);
-                prep.finish((x, weight), out)
-            }
-            OpsKind::UnTracked(prep) => {
-                prep.finish(forward(x.primitive(), weight.primitive(), stride, pad))
-            }
-        }
+        tracked::<C>(Kind::Conv, x, weight, stride, pad)
+    }
+
+    fn gemm_conv_transpose2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        stride: usize,
+        pad: usize,
+    ) -> FloatTensor<Self> {
+        tracked::<C>(Kind::Transposed, x, weight, stride, pad)
     }
 }
