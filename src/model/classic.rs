@@ -4,11 +4,11 @@
 use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
 use burn::nn::{BatchNorm, PaddingConfig2d};
 use burn::prelude::*;
-use burn::tensor::activation::{relu, tanh};
+use burn::tensor::activation::relu;
 use rand::rngs::StdRng;
 
 use super::conditional::{ClassHead, Verdict, with_label_channels};
-use super::kernels::leaky_relu::leaky_relu;
+use super::kernels::activation::{leaky_relu, tanh};
 use super::{ClassicOptions, conv, init};
 
 /// ConvT(k4, s2, p1) doubles the side; the first ConvT (k4, s1, p0) turns 1x1 into 4x4.

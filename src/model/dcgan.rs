@@ -7,11 +7,10 @@
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, Linear, PaddingConfig2d};
 use burn::prelude::*;
-use burn::tensor::activation::tanh;
 use rand::rngs::StdRng;
 
 use super::conditional::{ClassHead, Verdict, with_label_channels};
-use super::kernels::leaky_relu::leaky_relu;
+use super::kernels::activation::{leaky_relu, tanh};
 use super::{DcganOptions, conv, init};
 
 /// Side of the images this model makes.

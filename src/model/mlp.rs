@@ -2,11 +2,10 @@
 
 use burn::nn::Linear;
 use burn::prelude::*;
-use burn::tensor::activation::tanh;
 use rand::rngs::StdRng;
 
 use super::conditional::{ClassHead, Verdict, with_labels};
-use super::kernels::leaky_relu::leaky_relu;
+use super::kernels::activation::{leaky_relu, tanh};
 use super::{GanOptions, init};
 
 /// A stack of linear layers; every layer but the last is followed by LeakyReLU and Dropout.

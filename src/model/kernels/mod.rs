@@ -3,13 +3,14 @@
 //! (`#[backend_extension]` on burn's `Flex` CPU backend and its `Autodiff` wrapper).
 //!
 //! - [`conv`]: the trained convolution (im2col + GEMM, col2im);
-//! - [`leaky_relu`]: LeakyReLU in one pass each way (burn's builds masks and selects);
+//! - [`activation`]: LeakyReLU in one pass each way (burn's builds masks and selects), and
+//!   tanh differentiated from its output (burn's computes it again);
 //! - [`phase`]: the interleaving of the upsampling convolution's four phases.
 //!
 //! They apply on the CPU only ([`crate::backend::on_cpu`]); on a GPU the models use burn's ops.
 
+pub mod activation;
 pub mod conv;
-pub mod leaky_relu;
 pub mod phase;
 
 use burn::tensor::{Shape, TensorData};
