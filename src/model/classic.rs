@@ -9,6 +9,7 @@ use rand::rngs::StdRng;
 
 use super::conditional::{ClassHead, Verdict, with_label_channels};
 use super::kernels::activation::{leaky_relu, tanh};
+use super::kernels::batch_norm::batch_norm;
 use super::{ClassicOptions, conv, init};
 
 /// ConvT(k4, s2, p1) doubles the side; the first ConvT (k4, s1, p0) turns 1x1 into 4x4.
@@ -72,7 +73,7 @@ impl ClassicGenerator {
         let [batch, latent] = z.dims();
         let mut x = z.reshape([batch, latent, 1, 1]);
         for block in &self.blocks {
-            x = relu(block.bn.forward(conv::transposed(&block.conv, x)));
+            x = relu(batch_norm(&block.bn, conv::transposed(&block.conv, x)));
         }
         tanh(conv::transposed(&self.conv_out, x))
     }
@@ -122,7 +123,7 @@ impl ClassicDiscriminator {
         for block in &self.blocks {
             x = conv::forward(&block.conv, x);
             if let Some(bn) = &block.bn {
-                x = bn.forward(x);
+                x = batch_norm(bn, x);
             }
             x = leaky_relu(x, 0.2);
         }

@@ -11,6 +11,7 @@ use rand::rngs::StdRng;
 
 use super::conditional::{ClassHead, Verdict, with_label_channels};
 use super::kernels::activation::{leaky_relu, tanh};
+use super::kernels::batch_norm::batch_norm;
 use super::{DcganOptions, conv, init};
 
 /// Side of the images this model makes.
@@ -66,7 +67,7 @@ impl DcganGenerator {
             .project
             .forward(z)
             .reshape([batch, self.channels, INIT_SIDE, INIT_SIDE]);
-        let x = self.bn0.forward(x);
+        let x = batch_norm(&self.bn0, x);
         let x = leaky_relu(upsample_conv3_bn(&self.conv1, &self.bn1, x), 0.2);
         let x = leaky_relu(upsample_conv3_bn(&self.conv2, &self.bn2, x), 0.2);
         tanh(conv::forward(&self.conv_out, x))
@@ -78,7 +79,7 @@ impl DcganGenerator {
 /// the output fewer; sampling is inference only).
 fn upsample_conv3_bn(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
     if conv::is_trained(conv) {
-        return bn.forward(upsample_conv3(conv, x));
+        return batch_norm(bn, upsample_conv3(conv, x));
     }
     let weight = conv.weight.val();
     let c_out = weight.dims()[0];
@@ -176,7 +177,7 @@ impl DcganDiscriminator {
                 x = init::dropout(x, self.dropout, [b, c, 1, 1], rng);
             }
             if let Some(bn) = &block.bn {
-                x = bn.forward(x);
+                x = batch_norm(bn, x);
             }
         }
         let batch = x.dims()[0];

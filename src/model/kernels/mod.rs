@@ -2,7 +2,8 @@
 //! operation with its own backward pass, plugged in through burn's backend-extension API
 //! (`#[backend_extension]` on burn's `Flex` CPU backend and its `Autodiff` wrapper).
 //!
-//! - [`conv`]: the trained convolution (im2col + GEMM, col2im);
+//! - [`conv`]: the convolution and transposed convolution (im2col + GEMM, col2im);
+//! - [`batch_norm`]: BatchNorm in training mode from per-channel sums on NCHW memory;
 //! - [`activation`]: LeakyReLU in one pass each way (burn's builds masks and selects), and
 //!   tanh differentiated from its output (burn's computes it again);
 //! - [`phase`]: the interleaving of the upsampling convolution's four phases.
@@ -10,6 +11,7 @@
 //! They apply on the CPU only ([`crate::backend::on_cpu`]); on a GPU the models use burn's ops.
 
 pub mod activation;
+pub mod batch_norm;
 pub mod conv;
 pub mod phase;
 
