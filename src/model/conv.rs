@@ -206,6 +206,27 @@ pub(crate) mod tests {
     use burn::tensor::module::conv2d as burn_conv2d;
     use burn::tensor::ops::ConvOptions;
 
+    /// `mine` and `theirs` agree to a relative 1e-4, and so do the gradients `read` takes
+    /// from the backward pass of one random probe through each.
+    fn assert_agree(
+        case: &str,
+        mine: Tensor<4>,
+        theirs: Tensor<4>,
+        read: impl Fn(&burn::tensor::Gradients) -> Vec<Tensor<4>>,
+    ) {
+        assert_eq!(mine.dims(), theirs.dims(), "{case}");
+        assert!(
+            max_relative_error(mine.clone(), theirs.clone()) < 1e-4,
+            "{case}"
+        );
+        let normal = Distribution::Normal(0.0, 1.0);
+        let probe = Tensor::<4>::random(mine.dims(), normal, &mine.device());
+        let grads = |y: Tensor<4>| read(&(y * probe.clone()).sum().backward());
+        for (i, (a, b)) in grads(mine).into_iter().zip(grads(theirs)).enumerate() {
+            assert!(max_relative_error(a, b) < 1e-4, "{case}: gradient {i}");
+        }
+    }
+
     /// The largest absolute difference relative to the largest magnitude of `b`.
     pub(crate) fn max_relative_error(a: Tensor<4>, b: Tensor<4>) -> f32 {
         let scale = b.clone().abs().max().into_scalar::<f32>().max(1e-6);
@@ -250,26 +271,19 @@ pub(crate) mod tests {
                     b.clone(),
                     ConvOptions::new([stride, stride], [pad, pad], [1, 1], 1),
                 );
-                assert_eq!(mine.dims(), theirs.dims(), "{case}");
-                assert!(
-                    max_relative_error(mine.clone(), theirs.clone()) < 1e-4,
-                    "{case}"
-                );
-                let probe = Tensor::<4>::random(mine.dims(), normal, &device);
-                let grads_of = |y: Tensor<4>| {
-                    let grads = (y * probe.clone()).sum().backward();
+                assert_agree(&case, mine, theirs, |grads| {
                     let db = b
                         .as_ref()
-                        .map(|b| b.grad(&grads).unwrap().reshape([1, 1, 1, c_out]));
-                    (x.grad(&grads).unwrap(), weight.grad(&grads).unwrap(), db)
-                };
-                let (dx, dw, db) = grads_of(mine);
-                let (dx_ref, dw_ref, db_ref) = grads_of(theirs);
-                assert!(max_relative_error(dx, dx_ref) < 1e-4, "{case}: dx");
-                assert!(max_relative_error(dw, dw_ref) < 1e-4, "{case}: dw");
-                if let (Some(db), Some(db_ref)) = (db, db_ref) {
-                    assert!(max_relative_error(db, db_ref) < 1e-4, "{case}: db");
-                }
+                        .map(|b| b.grad(grads).unwrap().reshape([1, 1, 1, c_out]));
+                    [
+                        Some(x.grad(grads).unwrap()),
+                        Some(weight.grad(grads).unwrap()),
+                        db,
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .collect()
+                });
             }
         }
     }
@@ -300,21 +314,12 @@ pub(crate) mod tests {
             let x = Tensor::<4>::random([batch, c_in, side, side], normal, &device).require_grad();
             let mine = transposed(&conv, x.clone());
             let theirs = conv.forward(x.clone());
-            assert_eq!(mine.dims(), theirs.dims(), "{case}");
-            assert!(
-                max_relative_error(mine.clone(), theirs.clone()) < 1e-4,
-                "{case}"
-            );
-            let probe = Tensor::<4>::random(mine.dims(), normal, &device);
-            let grads_of = |y: Tensor<4>| {
-                let grads = (y * probe.clone()).sum().backward();
-                let dw = conv.weight.val().grad(&grads).unwrap();
-                (x.grad(&grads).unwrap(), dw)
-            };
-            let (dx, dw) = grads_of(mine);
-            let (dx_ref, dw_ref) = grads_of(theirs);
-            assert!(max_relative_error(dx, dx_ref) < 1e-4, "{case}: dx");
-            assert!(max_relative_error(dw, dw_ref) < 1e-4, "{case}: dw");
+            assert_agree(&case, mine, theirs, |grads| {
+                vec![
+                    x.grad(grads).unwrap(),
+                    conv.weight.val().grad(grads).unwrap(),
+                ]
+            });
         }
     }
 
