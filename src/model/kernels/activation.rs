@@ -4,7 +4,8 @@
 //!   sign of x. One pass over memory each way, where burn's composition builds a mask tensor
 //!   and selects through it, forward and backward.
 //! - Tanh: backward dx = dy (1 - y^2) from the saved output, where burn's backward computes
-//!   tanh of the input again (libm's scalar tanhf: a fifth of the vanilla GAN's step).
+//!   tanh of the input again; forward a rational approximation that vectorizes ([`fast_tanh`],
+//!   within 5e-7 of tanh), where libm's scalar tanhf took a fifth of the vanilla GAN's step.
 
 use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -47,8 +48,29 @@ pub fn tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 }
 
 fn tanh_forward(x: &FlexTensor) -> FlexTensor {
-    let out = values(x).iter().map(|v| v.tanh()).collect();
+    let out = values(x).iter().map(|&v| fast_tanh(v)).collect();
     tensor(out, x.layout().shape().clone())
+}
+
+/// tanh as Eigen's (and TensorFlow's) float kernel computes it: an odd degree-13 over even
+/// degree-6 rational function of x clamped to where tanh rounds to +-1. Absolute error under
+/// 5e-7 (tested: a few units in the last place); no branches, so loops over it vectorize.
+fn fast_tanh(x: f32) -> f32 {
+    const ALPHA: [f32; 7] = [
+        4.893_524_6e-3,
+        6.372_619_3e-4,
+        1.485_722_4e-5,
+        5.122_297e-8,
+        -8.604_671_5e-11,
+        2.000_188e-13,
+        -2.760_768_5e-16,
+    ];
+    const BETA: [f32; 4] = [4.893_525_2e-3, 2.268_434_6e-3, 1.185_347e-4, 1.198_258_4e-6];
+    let x = x.clamp(-7.905_311, 7.905_311);
+    let x2 = x * x;
+    let p = ALPHA.iter().rev().fold(0.0, |p, &a| p * x2 + a) * x;
+    let q = BETA.iter().rev().fold(0.0, |q, &b| q * x2 + b);
+    p / q
 }
 
 /// `v` where `x > 0`, `slope * v` elsewhere, element by element (`v` has `x`'s shape).
@@ -174,5 +196,16 @@ mod tests {
         check(&|x| super::tanh(x * 3.0), &|x| {
             burn::tensor::activation::tanh(x * 3.0)
         });
+    }
+
+    #[test]
+    fn fast_tanh_is_within_5e_7_of_tanh() {
+        let worst = (-1_200_000..=1_200_000)
+            .map(|i| i as f32 * 1e-5)
+            .map(|x| (super::fast_tanh(x) as f64 - (x as f64).tanh()).abs())
+            .fold(0.0, f64::max);
+        assert!(worst < 5e-7, "{worst}");
+        assert_eq!(super::fast_tanh(50.0), 1.0);
+        assert_eq!(super::fast_tanh(-50.0), -1.0);
     }
 }
