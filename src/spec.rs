@@ -347,6 +347,17 @@ impl RunConfig {
                 "must be 0 (no evaluation) or at least 2 (a covariance needs two samples)".into(),
             );
         }
+        let per_class = 2 * crate::model::CLASSES;
+        if self.model.conditional().is_conditional() && (1..per_class).contains(&l.eval_samples) {
+            bad(
+                "log.eval_samples",
+                format!(
+                    "a conditional run needs 0 or at least {per_class} (two per class, for \
+                     intra_fid), got {}",
+                    l.eval_samples
+                ),
+            );
+        }
         if l.grid == 0 || l.grid > 32 {
             bad("log.grid", format!("must be in 1..=32, got {}", l.grid));
         }

@@ -128,6 +128,21 @@ fn labels_work_with_penalties_spectral_norm_d_steps_and_the_average() {
 }
 
 #[test]
+fn a_conditional_run_needs_two_evaluation_samples_per_class() {
+    let mut config = tiny_run(conditional(tiny_models().remove(0), Conditioning::Acgan), 5);
+    config.log.eval_samples = 19;
+    let problems = config.problems();
+    assert!(
+        problems
+            .iter()
+            .any(|(k, m)| k == "log.eval_samples" && m.contains("two per class")),
+        "{problems:?}"
+    );
+    config.log.eval_samples = 20;
+    assert!(config.problems().is_empty());
+}
+
+#[test]
 fn a_conditional_grid_has_one_row_per_class() {
     let mut config = tiny_run(
         conditional(tiny_models().remove(0), Conditioning::Concat),
@@ -218,6 +233,14 @@ fn class_accuracy_and_intra_fid_score_the_intended_labels() {
         wrong.intra_fid
     );
     assert_eq!((unlabelled.class_acc, unlabelled.intra_fid), (None, None));
+    // A class with under two samples has no covariance: no intra-FID rather than a wrong one.
+    let few = ImageBatch {
+        pixels: test.pixels[..15 * 28 * 28].to_vec(),
+        side: 28,
+    };
+    let few_labels: Vec<u8> = (0..15).map(|i| i % 10).collect();
+    let scored = evaluator.evaluate(&few, Some(&few_labels));
+    assert!(scored.class_acc.is_some() && scored.intra_fid.is_none());
     assert_eq!(
         right.fid, unlabelled.fid,
         "labels change only the conditional scores"

@@ -191,14 +191,14 @@ impl Evaluator {
                 .count();
             hits as f64 / labels.len().max(1) as f64
         });
-        let intra_fid = labels.map(|labels| {
-            let distances: Vec<f64> = by_class(&outputs.features, labels)
-                .iter()
-                .zip(&self.class_references)
-                .filter(|(drawn, _)| drawn.len() >= 2)
-                .map(|(drawn, real)| metrics::frechet_distance(real, &Gaussian::fit(drawn)))
-                .collect();
-            distances.iter().sum::<f64>() / distances.len().max(1) as f64
+        // Defined when every class has the two samples a covariance needs.
+        let intra_fid = labels.and_then(|labels| {
+            let drawn = by_class(&outputs.features, labels);
+            drawn.iter().all(|d| d.len() >= 2).then(|| {
+                let distances = (drawn.iter().zip(&self.class_references))
+                    .map(|(drawn, real)| metrics::frechet_distance(real, &Gaussian::fit(drawn)));
+                distances.sum::<f64>() / drawn.len() as f64
+            })
         });
         Metrics {
             samples: images.len(),
