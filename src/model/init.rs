@@ -134,3 +134,33 @@ pub fn dropout<const D: usize>(
     let mask = Tensor::from_data(TensorData::new(mask, mask_shape), &x.device());
     x * mask
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    /// The mask keeps each value with probability 1 - p (within four binomial standard errors),
+    /// scales kept values by 1 / (1 - p), and is the same for the same seed; odd sizes too.
+    #[test]
+    fn dropout_keeps_the_right_share_scaled_and_reproducibly() {
+        let device = crate::backend::device();
+        for (p, n) in [(0.3, 100_003), (0.25, 7), (0.5, 40_000)] {
+            let mask = |seed| {
+                let ones = Tensor::<1>::ones([n], &device);
+                dropout(ones, p, [n], &mut StdRng::seed_from_u64(seed))
+                    .into_data()
+                    .try_to_vec::<f32>()
+                    .unwrap()
+            };
+            let values = mask(1);
+            assert_eq!(values, mask(1));
+            assert_ne!(values, mask(2));
+            let scale = (1.0 / (1.0 - p)) as f32;
+            assert!(values.iter().all(|&v| v == 0.0 || v == scale));
+            let kept = values.iter().filter(|&&v| v > 0.0).count() as f64;
+            let (mean, sd) = (n as f64 * (1.0 - p), (n as f64 * p * (1.0 - p)).sqrt());
+            assert!((kept - mean).abs() <= 4.0 * sd + 1.0, "p {p}: kept {kept} of {n}");
+        }
+    }
+}
