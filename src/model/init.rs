@@ -160,7 +160,10 @@ mod tests {
             assert!(values.iter().all(|&v| v == 0.0 || v == scale));
             let kept = values.iter().filter(|&&v| v > 0.0).count() as f64;
             let (mean, sd) = (n as f64 * (1.0 - p), (n as f64 * p * (1.0 - p)).sqrt());
-            assert!((kept - mean).abs() <= 4.0 * sd + 1.0, "p {p}: kept {kept} of {n}");
+            assert!(
+                (kept - mean).abs() <= 4.0 * sd + 1.0,
+                "p {p}: kept {kept} of {n}"
+            );
         }
     }
 }

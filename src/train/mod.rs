@@ -4,7 +4,8 @@
 //! then `d_steps` D steps (BCE of D(real) against "real" and of D(fake.detach()) against
 //! "fake", averaged; update D). The first D step uses the G step's fake batch, as the report
 //! does; further D steps draw fresh noise and a fresh real batch. `train.loss` swaps the
-//! objective (see [`loss`]), `train.g_lr`/`d_lr`/`lr_decay` the learning rates.
+//! objective (see [`loss`]), `train.g_lr`/`d_lr`/`lr_decay` the learning rates; a conditional
+//! model (`model.conditional`) gives G and D the real batch's labels.
 
 pub mod batches;
 pub mod checkpoint;
@@ -309,7 +310,9 @@ impl Trainer {
         let n = real.dims()[0];
         let z = latents(&mut rng, n, latent_dim, &self.device);
         let fake = self.generator.forward(z, labels.as_ref(), Some(&mut rng));
-        let verdict = (self.critic()).forward(fake.clone(), labels.as_ref(), Some(&mut rng));
+        let verdict = self
+            .critic()
+            .forward(fake.clone(), labels.as_ref(), Some(&mut rng));
         let g_loss = with_class_loss(
             loss.g_loss(verdict.logits),
             &[verdict.class_logits],

@@ -44,7 +44,7 @@ impl Sizes {
     fn of_phases(y: &FlexTensor) -> Sizes {
         let shape = y.layout().shape();
         assert!(
-            shape.num_dims() == 4 && shape[1] % 4 == 0,
+            shape.num_dims() == 4 && shape[1].is_multiple_of(4),
             "interleave_phases: [B, 4C, H+1, W+1]"
         );
         Sizes {
