@@ -73,16 +73,13 @@ pub fn score_checkpoint(
         .unwrap_or_else(|| config.data.resolved_dir());
     let evaluator = Evaluator::new(&data_dir, config.model.image_side(), log)?;
     let start = Instant::now();
-    let labels = crate::train::eval_labels(&config.model, samples);
-    let images = crate::train::sample(
+    let metrics = crate::train::evaluate_generator(
+        &evaluator,
         &generator,
         &config.model,
         samples,
         seed.unwrap_or(config.train.seed),
-        Stream::Eval,
-        labels.as_deref(),
     );
-    let metrics = evaluator.evaluate(&images, labels.as_deref());
     let scored = Scored {
         label: dir.display().to_string(),
         step: Some(step),

@@ -116,10 +116,7 @@ impl ClassicDiscriminator {
     }
 
     pub fn forward(&self, images: Tensor<4>, labels: Option<&Tensor<2>>) -> Verdict {
-        let mut x = match labels {
-            Some(labels) if self.concat_labels => with_label_channels(images, labels),
-            _ => images,
-        };
+        let mut x = with_label_channels(images, labels.filter(|_| self.concat_labels));
         for block in &self.blocks {
             x = conv::forward(&block.conv, x);
             if let Some(bn) = &block.bn {

@@ -76,8 +76,12 @@ pub fn one_hot(labels: &[u8], device: &Device) -> Tensor<2> {
     Tensor::from_data(TensorData::new(values, [labels.len(), CLASSES]), device)
 }
 
-/// `images` `[B, C, H, W]` with the one-hot `labels` appended as constant channels.
-pub fn with_label_channels(images: Tensor<4>, labels: &Tensor<2>) -> Tensor<4> {
+/// `images` `[B, C, H, W]` with the one-hot `labels` appended as constant channels when
+/// given.
+pub fn with_label_channels(images: Tensor<4>, labels: Option<&Tensor<2>>) -> Tensor<4> {
+    let Some(labels) = labels else {
+        return images;
+    };
     let [batch, _, h, w] = images.dims();
     let maps = labels
         .clone()

@@ -2,9 +2,10 @@
 //! trained, one matrix product over shifted views of the input (im2col) built from burn's
 //! differentiable tensor ops, and burn's own convolution when sampling.
 //!
-//! Why not burn's convolution when training: burn-flex differentiates `conv2d` through a transposed convolution (input gradient) and
-//! a convolution with batch and channels swapped (weight gradient) whose output is only k x k:
-//! its matrix products are a few columns wide and run at a fraction of the machine's peak.
+//! Why not burn's convolution when training: burn-flex differentiates `conv2d` through a
+//! transposed convolution (input gradient) and a convolution with batch and channels swapped
+//! (weight gradient) whose output is only k x k: its matrix products are a few columns wide
+//! and run at a fraction of the machine's peak.
 //! Written as `W . cols(x)`, autodiff's backward is two well-shaped matrix products instead
 //! (`dW = sum_b dY_b . cols_b^T`, `dcols = W^T . dY`) plus the cheap scatter of the shifted
 //! views back onto the input. Forward results and gradients equal burn's `conv2d` to float
@@ -236,8 +237,8 @@ pub(crate) mod tests {
     /// Forward, input gradient and weight gradient against burn's own `conv2d` on random
     /// shapes: stride 1 and 2, padding 0 and 1, odd sizes, batch 1, single channels, batches
     /// that do not fill the kernel's last group, outputs small enough for its whole-batch
-    /// products and large enough for its per-image ones; for the kernel op ([`conv2d`] when trained) and
-    /// for the composition of burn ops ([`im2col_conv2d`], the GPU path).
+    /// products and large enough for its per-image ones; for the kernel op ([`conv2d`] when
+    /// trained) and for the composition of burn ops ([`im2col_conv2d`], the GPU path).
     #[test]
     fn matches_burns_conv2d_with_gradients() {
         let device = crate::backend::device().autodiff();

@@ -166,10 +166,7 @@ impl DcganDiscriminator {
         labels: Option<&Tensor<2>>,
         mut dropout_rng: Option<&mut StdRng>,
     ) -> Verdict {
-        let mut x = match labels {
-            Some(labels) if self.concat_labels => with_label_channels(images, labels),
-            _ => images,
-        };
+        let mut x = with_label_channels(images, labels.filter(|_| self.concat_labels));
         for block in &self.blocks {
             x = leaky_relu(conv::forward(&block.conv, x), 0.2);
             if let Some(rng) = dropout_rng.as_deref_mut() {

@@ -46,14 +46,14 @@ pub fn normal<const D: usize>(
 
 /// A linear layer initialised as PyTorch's `nn.Linear`: weight and bias U(-k, k), k = 1/sqrt(fan_in).
 pub fn linear(rng: &mut StdRng, d_in: usize, d_out: usize, device: &Device) -> burn::nn::Linear {
+    let mut layer = linear_without_bias(rng, d_in, d_out, device);
     let bound = 1.0 / (d_in as f64).sqrt();
-    burn::nn::Linear {
-        weight: Param::from_tensor(uniform(rng, [d_in, d_out], bound, device)),
-        bias: Some(Param::from_tensor(uniform(rng, [d_out], bound, device))),
-    }
+    layer.bias = Some(Param::from_tensor(uniform(rng, [d_out], bound, device)));
+    layer
 }
 
-/// [`linear`] without a bias (a class embedding read through one-hot rows).
+/// [`linear`] without a bias (a class embedding read through one-hot rows); the weight is
+/// drawn first in both, so `linear` draws what this does, then its bias.
 pub fn linear_without_bias(
     rng: &mut StdRng,
     d_in: usize,

@@ -139,6 +139,21 @@ pub fn eval_labels(model: &ModelConfig, n: usize) -> Option<Vec<u8>> {
     (model.conditional().is_conditional()).then(|| (0..n).map(|i| (i % CLASSES) as u8).collect())
 }
 
+/// Scores `n` samples of `generator` drawn with `seed`'s evaluation noise (and, for a
+/// conditional model, the classes in turn): what every evaluation of a run does, so that
+/// `runner eval` reproduces the values training logged.
+pub fn evaluate_generator(
+    evaluator: &Evaluator,
+    generator: &Generator,
+    model: &ModelConfig,
+    n: usize,
+    seed: u64,
+) -> Metrics {
+    let labels = eval_labels(model, n);
+    let images = sample(generator, model, n, seed, Stream::Eval, labels.as_deref());
+    evaluator.evaluate(&images, labels.as_deref())
+}
+
 /// Images per generator forward pass when sampling many (bounds memory).
 const SAMPLE_CHUNK: usize = 500;
 
@@ -333,7 +348,8 @@ impl Trainer {
             if k > 0 {
                 (real, labels) = self.real_batch(first_batch + k);
                 let z = latents(&mut rng, real.dims()[0], latent_dim, &self.device);
-                fake = (self.generator)
+                fake = self
+                    .generator
                     .forward(z, labels.as_ref(), Some(&mut rng))
                     .detach();
             }
@@ -447,19 +463,9 @@ impl Trainer {
     /// Scores `eval_samples` fresh samples (the same noise at every step) with `evaluator`;
     /// with a moving average, the average, and the raw G's FID beside it.
     fn evaluate(&self, evaluator: &Evaluator) -> Metrics {
-        let model = &self.config.model;
-        let n = self.config.log.eval_samples;
-        let labels = eval_labels(model, n);
+        let (model, n) = (&self.config.model, self.config.log.eval_samples);
         let draw = |generator: &Generator| {
-            let images = sample(
-                generator,
-                model,
-                n,
-                self.config.train.seed,
-                Stream::Eval,
-                labels.as_deref(),
-            );
-            evaluator.evaluate(&images, labels.as_deref())
+            evaluate_generator(evaluator, generator, model, n, self.config.train.seed)
         };
         let mut metrics = draw(self.sampler());
         if self.generator_ema.is_some() {
