@@ -54,12 +54,12 @@ TORCH_PYTHON ?= python3
 bench: build
 	TORCH_PYTHON=$(TORCH_PYTHON) python3 bench/compare.py $(RUNNER)
 
-# A stripped runner with the Vulkan backend in dist/runner-gpu (it must travel to a GPU machine
-# that reaches no registry), and the Vulkan loader's .deb beside it for bench/gpu-check.sh.
+# A stripped runner with the Vulkan and CUDA backends in dist/runner-gpu (it must travel to a GPU
+# machine that reaches no registry), and the Vulkan loader's .deb beside it for bench/gpu-check.sh.
 # The first build takes about 15 minutes on 2 cores (link-time optimization).
-GPU_FEATURES ?= vulkan
+GPU_FEATURES ?= vulkan cuda
 build-gpu:
-	cargo build --profile gpu --features $(GPU_FEATURES)
+	cargo build --profile gpu --features "$(GPU_FEATURES)"
 	mkdir -p dist/vulkan
 	cp $(CARGO_TARGET_DIR)/gpu/runner dist/runner-gpu
 	@size=$$(stat -c %s dist/runner-gpu); echo "dist/runner-gpu: $$((size / 1048576)) MiB"; \

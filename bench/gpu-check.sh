@@ -37,6 +37,15 @@ EOF
         export VK_ICD_FILENAMES="$OUT/nvidia_icd.json"
     fi
 fi
+# NVRTC for --device cuda (the driver's libcuda.so.1 is found on its own): a CUDA toolkit's, or
+# the one PyTorch's CUDA wheels ship (site-packages/nvidia/*/lib).
+NVRTC_DIRS=$( (ls -d /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib 2>/dev/null
+    python3 -c 'import glob, os, site
+for root in site.getsitepackages():
+    for lib in glob.glob(os.path.join(root, "nvidia", "*", "lib", "libnvrtc.so*")):
+        print(os.path.dirname(lib))' 2>/dev/null) | sort -u | paste -sd: -)
+[ -n "$NVRTC_DIRS" ] && export LD_LIBRARY_PATH="$NVRTC_DIRS:$LD_LIBRARY_PATH"
+log "NVRTC search path: ${NVRTC_DIRS:-none found (cuda needs libnvrtc.so)}"
 log "nvidia-smi: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | head -1)"
 
 DEVICES=()

@@ -113,10 +113,16 @@ pub fn select(flag: Option<DeviceChoice>) -> Result<DeviceChoice> {
 }
 
 /// Runs `1 + 1` on the device; a missing driver or GPU (which the GPU runtimes report by
-/// panicking) becomes an error naming the device.
+/// panicking, often on a thread of their own) becomes an error naming the device and the
+/// first panic's message.
 fn probe(choice: DeviceChoice) -> Result<()> {
+    let first_panic = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
     let previous = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
+    let record = first_panic.clone();
+    std::panic::set_hook(Box::new(move |info| {
+        let mut first = record.lock().unwrap_or_else(|e| e.into_inner());
+        first.get_or_insert_with(|| panic_message(info.payload()));
+    }));
     let outcome = std::panic::catch_unwind(|| {
         let device = choice.device();
         let one = burn::tensor::Tensor::<1>::ones([1], &device);
@@ -127,17 +133,22 @@ fn probe(choice: DeviceChoice) -> Result<()> {
         Ok(two) if (two - 2.0).abs() < 1e-6 => Ok(()),
         Ok(other) => bail!("--device {}: 1 + 1 gave {other}", choice.flag()),
         Err(panic) => {
-            let reason = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "unknown error".into());
+            let first = first_panic.lock().unwrap_or_else(|e| e.into_inner()).take();
             bail!(
-                "--device {}: no usable GPU ({reason}); see the README's \"Training on a GPU\"",
-                choice.flag()
+                "--device {}: no usable GPU ({}); see the README's \"Training on a GPU\"",
+                choice.flag(),
+                first.unwrap_or_else(|| panic_message(panic.as_ref()))
             )
         }
     }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown error".into())
 }
 
 fn selected() -> DeviceChoice {
@@ -175,5 +186,33 @@ mod tests {
         }
         assert_eq!(select(Some(DeviceChoice::Cpu)).unwrap(), DeviceChoice::Cpu);
         assert_eq!(name(), "cpu-flex");
+    }
+
+    /// The `cuda` feature builds offline only while the stand-in for cubecl-llvm replaces the
+    /// real one (whose build downloads LLVM): a burn upgrade moving cubecl-cuda to a version
+    /// the patch does not match would bring the download back, and this fails first.
+    #[test]
+    fn the_cuda_build_resolves_to_the_llvm_stand_in() {
+        let lock = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.lock"))
+            .expect("Cargo.lock is committed");
+        let version_of = |name: &str| {
+            let at = lock.find(&format!("name = \"{name}\"\n"))?;
+            let rest = &lock[at..];
+            let line = rest.lines().nth(1)?;
+            Some((line.to_string(), rest.lines().nth(2).unwrap_or("").to_string()))
+        };
+        let (llvm, llvm_source) = version_of("cubecl-llvm").expect("cubecl-llvm is locked");
+        let (cuda, _) = version_of("cubecl-cuda").expect("cubecl-cuda is locked");
+        assert_eq!(llvm, cuda, "the stand-in's version must be cubecl-cuda's");
+        assert!(
+            !llvm_source.starts_with("source"),
+            "cubecl-llvm comes from a registry, not crates/cubecl-llvm-nvrtc"
+        );
+        for downloader in ["tracel-llvm-bundler", "llvm-sys"] {
+            assert!(
+                !lock.contains(&format!("name = \"{downloader}\"")),
+                "{downloader} is back in Cargo.lock"
+            );
+        }
     }
 }
