@@ -199,7 +199,10 @@ mod tests {
             let at = lock.find(&format!("name = \"{name}\"\n"))?;
             let rest = &lock[at..];
             let line = rest.lines().nth(1)?;
-            Some((line.to_string(), rest.lines().nth(2).unwrap_or("").to_string()))
+            Some((
+                line.to_string(),
+                rest.lines().nth(2).unwrap_or("").to_string(),
+            ))
         };
         let (llvm, llvm_source) = version_of("cubecl-llvm").expect("cubecl-llvm is locked");
         let (cuda, _) = version_of("cubecl-cuda").expect("cubecl-cuda is locked");

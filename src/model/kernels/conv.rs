@@ -206,12 +206,10 @@ impl Geometry {
     }
 
     /// The column buffer of one image: `taps` rows of `pixels` values, `ld` apart (`pixels`
-    /// for a buffer of its own; several images' columns can share rows).
+    /// for a buffer of its own; several images' columns can share rows). Only the entries
+    /// that read the image are written: `cols` must hold zeros where taps read the padding,
+    /// as a zeroed buffer does, and one that only this geometry's im2col wrote since.
     fn im2col(&self, x: &[f32], cols: &mut [f32], ld: usize) {
-        let pixels = self.pixels();
-        for row in 0..self.taps() {
-            cols[row * ld..row * ld + pixels].fill(0.0);
-        }
         let s = self.stride;
         self.for_each_span(ld, |input, at, lo, hi| {
             let out = &mut cols[at..at + (hi - lo)];

@@ -63,20 +63,17 @@ impl Sizes {
         self.c * 4 * self.h * self.w
     }
 
-    /// Calls `f(phase index, image index)` for every pixel of one image's phases and output.
-    fn for_each(&self, mut f: impl FnMut(usize, usize)) {
+    /// Calls `f(even, odd, row)` for every row of one image's output: the output row starting
+    /// at `row` (2W values) takes its even columns from the W phase values starting at `even`
+    /// and its odd columns from those starting at `odd` (`odd > even`).
+    fn for_each_row(&self, mut f: impl FnMut(usize, usize, usize)) {
         let (h, w, c) = (self.h, self.w, self.c);
-        for a in 0..2 {
-            for b in 0..2 {
-                for ch in 0..c {
-                    let plane = ((2 * a + b) * c + ch) * (h + 1) * (w + 1);
-                    for i in 0..h {
-                        let src = plane + (i + a) * (w + 1) + b;
-                        let dst = (ch * 2 * h + 2 * i + a) * 2 * w + b;
-                        for j in 0..w {
-                            f(src + j, dst + 2 * j);
-                        }
-                    }
+        let plane = |a: usize, b: usize, ch: usize| ((2 * a + b) * c + ch) * (h + 1) * (w + 1);
+        for ch in 0..c {
+            for i in 0..h {
+                for a in 0..2 {
+                    let source = |b| plane(a, b, ch) + (i + a) * (w + 1) + b;
+                    f(source(0), source(1), (ch * 2 * h + 2 * i + a) * 2 * w);
                 }
             }
         }
@@ -91,7 +88,14 @@ fn forward(y: &FlexTensor) -> FlexTensor {
         .enumerate()
         .for_each(|(n, out)| {
             let y = &y[n * s.phases_len()..(n + 1) * s.phases_len()];
-            s.for_each(|src, dst| out[dst] = y[src]);
+            s.for_each_row(|even, odd, row| {
+                let (out, e, o) = (&mut out[row..row + 2 * s.w], &y[even..], &y[odd..]);
+                let (e, o) = (&e[..s.w], &o[..s.w]);
+                for j in 0..s.w {
+                    out[2 * j] = e[j];
+                    out[2 * j + 1] = o[j];
+                }
+            });
         });
     tensor(out, [s.batch, s.c, 2 * s.h, 2 * s.w])
 }
@@ -103,7 +107,15 @@ fn backward(s: Sizes, d_out: &FlexTensor) -> FlexTensor {
         .enumerate()
         .for_each(|(n, dy)| {
             let d_out = &d_out[n * s.image_len()..(n + 1) * s.image_len()];
-            s.for_each(|src, dst| dy[src] = d_out[dst]);
+            s.for_each_row(|even, odd, row| {
+                let (head, tail) = dy.split_at_mut(odd);
+                let (e, o) = (&mut head[even..even + s.w], &mut tail[..s.w]);
+                let d = &d_out[row..row + 2 * s.w];
+                for j in 0..s.w {
+                    e[j] = d[2 * j];
+                    o[j] = d[2 * j + 1];
+                }
+            });
         });
     tensor(dy, [s.batch, 4 * s.c, s.h + 1, s.w + 1])
 }
