@@ -213,12 +213,13 @@ impl Geometry {
         let s = self.stride;
         self.for_each_span(ld, |input, at, lo, hi| {
             let out = &mut cols[at..at + (hi - lo)];
-            if s == 1 {
-                out.copy_from_slice(&x[input..input + (hi - lo)]);
-            } else {
-                for (j, o) in out.iter_mut().enumerate() {
-                    *o = x[input + j * s];
-                }
+            match s {
+                1 => out.copy_from_slice(&x[input..input + (hi - lo)]),
+                2 => gather::<2>(out, &x[input..]),
+                _ => out
+                    .iter_mut()
+                    .enumerate()
+                    .for_each(|(j, o)| *o = x[input + j * s]),
             }
         });
     }
@@ -229,15 +230,38 @@ impl Geometry {
         let s = self.stride;
         self.for_each_span(ld, |input, at, lo, hi| {
             let cols = &cols[at..at + (hi - lo)];
-            if s == 1 {
-                let dx = &mut dx[input..input + cols.len()];
-                dx.iter_mut().zip(cols).for_each(|(d, c)| *d += c);
-            } else {
-                for (j, c) in cols.iter().enumerate() {
-                    dx[input + j * s] += c;
+            match s {
+                1 => {
+                    let dx = &mut dx[input..input + cols.len()];
+                    dx.iter_mut().zip(cols).for_each(|(d, c)| *d += c);
                 }
+                2 => scatter_add::<2>(cols, &mut dx[input..]),
+                _ => cols
+                    .iter()
+                    .enumerate()
+                    .for_each(|(j, c)| dx[input + j * s] += c),
             }
         });
+    }
+}
+
+/// `out[j] = src[j * S]`: stride 2 (the common one) gets a loop without bounds checks.
+fn gather<const S: usize>(out: &mut [f32], src: &[f32]) {
+    if let Some(last) = out.len().checked_sub(1) {
+        let src = &src[..last * S + 1];
+        out.iter_mut()
+            .zip(src.chunks(S))
+            .for_each(|(o, chunk)| *o = chunk[0]);
+    }
+}
+
+/// `dst[j * S] += values[j]`, the reverse of [`gather`].
+fn scatter_add<const S: usize>(values: &[f32], dst: &mut [f32]) {
+    if let Some(last) = values.len().checked_sub(1) {
+        let dst = &mut dst[..last * S + 1];
+        dst.chunks_mut(S)
+            .zip(values)
+            .for_each(|(chunk, v)| chunk[0] += v);
     }
 }
 
