@@ -350,23 +350,31 @@ const BATCHED_BELOW: usize = 64;
 fn batch_columns(g: &Geometry, x: &[f32]) -> Vec<f32> {
     let (pixels, ld) = (g.pixels(), g.batch * g.pixels());
     let mut cols = vec![0f32; g.taps() * ld];
-    for b in 0..g.batch {
-        let x = &x[b * g.input_len()..(b + 1) * g.input_len()];
-        g.im2col(x, &mut cols[b * pixels..], ld);
-    }
+    // In parallel over input channels, whose rows are contiguous blocks of the buffer.
+    let plane = g.h * g.w;
+    let one_channel = Geometry { c_in: 1, ..*g };
+    cols.par_chunks_mut((g.k * g.k * ld).max(1))
+        .enumerate()
+        .for_each(|(ci, rows)| {
+            for b in 0..g.batch {
+                let x = &x[b * g.input_len() + ci * plane..][..plane];
+                one_channel.im2col(x, &mut rows[b * pixels..], ld);
+            }
+        });
     cols
 }
 
 /// `[B, C, P]` values reordered as `[C, B, P]` (and back with `batch` and `c` swapped).
 fn swap_outer(values: &[f32], [batch, c, pixels]: [usize; 3]) -> Vec<f32> {
     let mut out = vec![0f32; values.len()];
-    for b in 0..batch {
-        for ch in 0..c {
-            let from = (b * c + ch) * pixels;
-            let to = (ch * batch + b) * pixels;
-            out[to..to + pixels].copy_from_slice(&values[from..from + pixels]);
-        }
-    }
+    out.par_chunks_mut((batch * pixels).max(1))
+        .enumerate()
+        .for_each(|(ch, out)| {
+            for (b, out) in out.chunks_mut(pixels.max(1)).enumerate() {
+                let from = (b * c + ch) * pixels;
+                out.copy_from_slice(&values[from..from + pixels]);
+            }
+        });
     out
 }
 
@@ -443,9 +451,9 @@ fn input_grad(g: &Geometry, w: &[f32], dy: &[f32]) -> Vec<f32> {
         let n = g.batch * pixels;
         let dy = swap_outer(dy, [g.batch, g.c_out, pixels]);
         let cols = batch_gemm([taps, n, g.c_out], w, [1, taps], &dy, [n, 1]);
-        for (b, dx) in dx.chunks_mut(g.input_len()).enumerate() {
-            g.col2im(&cols[b * pixels..], dx, n);
-        }
+        dx.par_chunks_mut(g.input_len().max(1))
+            .enumerate()
+            .for_each(|(b, dx)| g.col2im(&cols[b * pixels..], dx, n));
         return dx;
     }
     dx.par_chunks_mut(g.input_len() * GROUP)
