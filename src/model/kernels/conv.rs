@@ -400,43 +400,77 @@ fn batch_gemm(
     dst
 }
 
-/// The convolution's output `[B, Cout, Ho, Wo]` of input `x` and weight `w`.
-fn output(g: &Geometry, x: &[f32], w: &[f32]) -> Vec<f32> {
+/// From the column buffers of the convolution's input `x`: its output `[B, Cout, Ho, Wo]`
+/// (given the weight `w`) and its weight gradient `[Cout, Cin, k, k]` (given the output
+/// gradient `dy`), whichever are asked for; one im2col per image serves both.
+fn column_products(
+    g: &Geometry,
+    x: &[f32],
+    w: Option<&[f32]>,
+    dy: Option<&[f32]>,
+) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
     let (taps, pixels) = (g.taps(), g.pixels());
-    let mut out = vec![0f32; g.batch * g.output_len()];
-    if g.is_empty() {
-        return out;
+    if g.is_empty() || (w.is_none() && dy.is_none()) {
+        return (
+            w.map(|_| vec![0f32; g.batch * g.output_len()]),
+            dy.map(|_| vec![0f32; g.c_out * taps]),
+        );
     }
     if pixels < BATCHED_BELOW {
         let n = g.batch * pixels;
         let cols = batch_columns(g, x);
-        let product = batch_gemm([g.c_out, n, taps], w, [taps, 1], &cols, [n, 1]);
-        return swap_outer(&product, [g.c_out, g.batch, pixels]);
+        let out = w.map(|w| {
+            let product = batch_gemm([g.c_out, n, taps], w, [taps, 1], &cols, [n, 1]);
+            swap_outer(&product, [g.c_out, g.batch, pixels])
+        });
+        let dw = dy.map(|dy| {
+            let dy = swap_outer(dy, [g.batch, g.c_out, pixels]);
+            batch_gemm([g.c_out, taps, n], &dy, [n, 1], &cols, [1, n])
+        });
+        return (out, dw);
     }
-    out.par_chunks_mut(g.output_len() * GROUP)
+    let mut out = w.map(|_| vec![0f32; g.batch * g.output_len()]);
+    let groups: Vec<Option<&mut [f32]>> = match out.as_mut() {
+        Some(out) => out.chunks_mut(g.output_len() * GROUP).map(Some).collect(),
+        None => (0..g.batch.div_ceil(GROUP)).map(|_| None).collect(),
+    };
+    let partials: Vec<Option<Vec<f32>>> = groups
+        .into_par_iter()
         .enumerate()
-        .for_each(|(group, out)| {
+        .map(|(group, mut out)| {
             let mut cols = vec![0f32; taps * pixels];
-            for (i, out) in out.chunks_mut(g.output_len()).enumerate() {
-                let b = group * GROUP + i;
+            let mut dw = dy.map(|_| vec![0f32; g.c_out * taps]);
+            for (i, b) in (group * GROUP..((group + 1) * GROUP).min(g.batch)).enumerate() {
                 g.im2col(
                     &x[b * g.input_len()..(b + 1) * g.input_len()],
                     &mut cols,
                     pixels,
                 );
-                // out (Cout x pixels) = W (Cout x taps) . cols (taps x pixels)
-                gemm(
-                    [g.c_out, pixels, taps],
-                    out,
-                    false,
-                    w,
-                    [taps, 1],
-                    &cols,
-                    [pixels, 1],
-                );
+                if let (Some(w), Some(out)) = (w, out.as_deref_mut()) {
+                    // out_b (Cout x pixels) = W (Cout x taps) . cols (taps x pixels)
+                    let out = &mut out[i * g.output_len()..(i + 1) * g.output_len()];
+                    let size = [g.c_out, pixels, taps];
+                    gemm(size, out, false, w, [taps, 1], &cols, [pixels, 1]);
+                }
+                if let (Some(dy), Some(dw)) = (dy, dw.as_mut()) {
+                    // dW (Cout x taps) += dY_b (Cout x pixels) . cols^T (pixels x taps)
+                    let dy = &dy[b * g.output_len()..(b + 1) * g.output_len()];
+                    let size = [g.c_out, taps, pixels];
+                    gemm(size, dw, i > 0, dy, [pixels, 1], &cols, [1, pixels]);
+                }
             }
-        });
-    out
+            dw
+        })
+        .collect();
+    // The groups' sums added in order, so the result does not depend on the thread count.
+    let dw = dy.map(|_| {
+        let mut sum = vec![0f32; g.c_out * taps];
+        for partial in partials.iter().flatten() {
+            sum.iter_mut().zip(partial).for_each(|(s, p)| *s += p);
+        }
+        sum
+    });
+    (out, dw)
 }
 
 /// The gradient for the convolution's input `[B, Cin, H, W]`, given its weight `w` and the
@@ -479,54 +513,6 @@ fn input_grad(g: &Geometry, w: &[f32], dy: &[f32]) -> Vec<f32> {
     dx
 }
 
-/// The gradient for the convolution's weight `[Cout, Cin, k, k]`, given its input `x` and the
-/// gradient `dy` of its output.
-fn weight_grad(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
-    let (taps, pixels) = (g.taps(), g.pixels());
-    let mut sum = vec![0f32; g.c_out * taps];
-    if g.is_empty() {
-        return sum;
-    }
-    if pixels < BATCHED_BELOW {
-        let n = g.batch * pixels;
-        let (cols, dy) = (
-            batch_columns(g, x),
-            swap_outer(dy, [g.batch, g.c_out, pixels]),
-        );
-        return batch_gemm([g.c_out, taps, n], &dy, [n, 1], &cols, [1, n]);
-    }
-    let partials: Vec<Vec<f32>> = (0..g.batch.div_ceil(GROUP))
-        .into_par_iter()
-        .map(|group| {
-            let mut cols = vec![0f32; taps * pixels];
-            let mut dw = vec![0f32; g.c_out * taps];
-            for (i, b) in (group * GROUP..((group + 1) * GROUP).min(g.batch)).enumerate() {
-                g.im2col(
-                    &x[b * g.input_len()..(b + 1) * g.input_len()],
-                    &mut cols,
-                    pixels,
-                );
-                let dy = &dy[b * g.output_len()..(b + 1) * g.output_len()];
-                // dW (Cout x taps) += dY_b (Cout x pixels) . cols^T (pixels x taps)
-                gemm(
-                    [g.c_out, taps, pixels],
-                    &mut dw,
-                    i > 0,
-                    dy,
-                    [pixels, 1],
-                    &cols,
-                    [1, pixels],
-                );
-            }
-            dw
-        })
-        .collect();
-    for partial in &partials {
-        sum.iter_mut().zip(partial).for_each(|(s, p)| *s += p);
-    }
-    sum
-}
-
 /// Which of the two operations.
 #[derive(Debug, Clone, Copy)]
 enum Kind {
@@ -546,7 +532,10 @@ impl Kind {
         let g = self.geometry(x, weight, stride, pad);
         let (x, w) = (values(x), values(weight));
         match self {
-            Kind::Conv => tensor(output(&g, &x, &w), g.output_shape()),
+            Kind::Conv => {
+                let (out, _) = column_products(&g, &x, Some(&w), None);
+                tensor(out.expect("asked for"), g.output_shape())
+            }
             // The convolution's input gradient, `x` in the role of its output gradient.
             Kind::Transposed => tensor(input_grad(&g, &w, &x), g.input_shape()),
         }
@@ -566,13 +555,24 @@ impl Kind {
         match self {
             Kind::Conv => (
                 want_dx.then(|| tensor(input_grad(&g, &w, &d_out), g.input_shape())),
-                want_dw.then(|| tensor(weight_grad(&g, &x, &d_out), g.weight_shape())),
+                column_products(&g, &x, None, want_dw.then_some(&d_out[..]))
+                    .1
+                    .map(|dw| tensor(dw, g.weight_shape())),
             ),
-            // The output gradient is the convolution's input, `x` its output gradient.
-            Kind::Transposed => (
-                want_dx.then(|| tensor(output(&g, &d_out, &w), g.output_shape())),
-                want_dw.then(|| tensor(weight_grad(&g, &d_out, &x), g.weight_shape())),
-            ),
+            // The output gradient is the convolution's input, `x` its output gradient: both
+            // gradients come from the column buffers of `d_out`.
+            Kind::Transposed => {
+                let (dx, dw) = column_products(
+                    &g,
+                    &d_out,
+                    want_dx.then_some(&w[..]),
+                    want_dw.then_some(&x[..]),
+                );
+                (
+                    dx.map(|dx| tensor(dx, g.output_shape())),
+                    dw.map(|dw| tensor(dw, g.weight_shape())),
+                )
+            }
         }
     }
 }
