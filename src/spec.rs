@@ -554,6 +554,9 @@ fn set_path(root: &mut toml::Table, path: &str, value: toml::Value) -> Result<()
     Ok(())
 }
 
+/// One swept path and its values.
+type SweepAxis = (String, Vec<toml::Value>);
+
 impl Spec {
     /// Reads, parses and validates a spec file.
     pub fn load(path: &Path) -> Result<Spec, SpecError> {
@@ -615,7 +618,7 @@ impl Spec {
     /// value that is not a non-empty list, a repeated value, a whole table (which would replace
     /// the spec's table), a path swept twice or inside another, and keys that do not change
     /// what is trained (`log.*`, `data.dir`: their points would collapse into one run).
-    fn sweep_axes(&self) -> Result<Vec<(String, Vec<toml::Value>)>, (String, String)> {
+    fn sweep_axes(&self) -> Result<Vec<SweepAxis>, (String, String)> {
         let mut flat = Vec::new();
         flatten_sweep(&self.sweep, "", &mut flat);
         flat.sort_by(|a, b| a.0.cmp(&b.0));
@@ -928,10 +931,9 @@ mod tests {
     #[test]
     fn the_toolbox_keys_refuse_impossible_values() {
         let key_of = |train: &str| {
-            let err = parse(&format!("name = \"x\"\n[train]\n{train}\n"))
+            parse(&format!("name = \"x\"\n[train]\n{train}\n"))
                 .unwrap_err()
-                .to_string();
-            err
+                .to_string()
         };
         assert!(key_of("real_label = 1.5").contains("`train.real_label` must be in (0, 1]"));
         assert!(key_of("real_label = 0.0").contains("`train.real_label`"));

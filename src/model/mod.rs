@@ -329,6 +329,8 @@ impl ModelConfig {
 /// A generator: latent `[B, latent_dim]` (and one-hot labels `[B, CLASSES]` when
 /// conditional) -> images `[B, 1, side, side]` in [-1, 1].
 #[derive(Module, Debug)]
+// One generator per run (or two with the average of G): its variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Generator {
     Gan(mlp::MlpGenerator),
     Dcgan(dcgan::DcganGenerator),
