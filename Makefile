@@ -2,7 +2,7 @@
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/ganrunner-target
 RUNNER := $(CARGO_TARGET_DIR)/release/runner
 
-.PHONY: all build build-gpu data data-fashion run test test-deps test-full test-slurm bench report
+.PHONY: all build build-gpu gpu-carry data data-fashion run test test-deps test-full test-slurm bench report
 
 all: build
 
@@ -65,3 +65,14 @@ build-gpu:
 	@size=$$(stat -c %s dist/runner-gpu); echo "dist/runner-gpu: $$((size / 1048576)) MiB"; \
 		test $$size -lt 62914560 || (echo "dist/runner-gpu is over 60 MiB" >&2; exit 1)
 	cd dist/vulkan && (ls libvulkan1_*.deb >/dev/null 2>&1 || apt-get download libvulkan1)
+
+# What bench/gpu-check.sh needs on a GPU machine, compressed to travel (a device `run` carries
+# 64 MiB at most; the binary and MNIST are 108 MiB as they are): dist/carry/ holds the gzipped
+# runner, the Vulkan loader's .deb and gzipped MNIST (the runner reads .gz IDX files), about
+# 30 MiB. Then: `bash bench/gpu-check.sh` there, with dist/carry beside it.
+gpu-carry: build-gpu data
+	rm -rf dist/carry && mkdir -p dist/carry/mnist dist/carry/vulkan
+	gzip -6 -c dist/runner-gpu > dist/carry/runner-gpu.gz
+	cp dist/vulkan/*.deb dist/carry/vulkan/
+	for f in data/mnist/*-ubyte; do gzip -6 -c $$f > dist/carry/mnist/$$(basename $$f).gz; done
+	@du -sh dist/carry

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The GPU check: one prepared script for a machine with an NVIDIA GPU that cannot reach any
 # registry. It needs what `make build-gpu` leaves in dist/ (the stripped runner with the GPU
-# features, and the Vulkan loader's .deb) and, for the FID run, data/mnist (with its evaluator
-# classifier, when it has been trained). It prints one table; it finishes in under 8 minutes.
+# features, and the Vulkan loader's .deb) and data/mnist, or what `make gpu-carry` packs into
+# dist/carry/ for a machine that gets 64 MiB at most (the runner and MNIST gzipped: carry
+# `dist/carry` alone). It prints one table; it finishes in under 8 minutes.
 #
 #   bash bench/gpu-check.sh            # from the repository root; writes under ${OUT:-/tmp/gpu-check}
 #
@@ -14,15 +15,22 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu-check}
 RUNNER=${RUNNER:-dist/runner-gpu}
+DATA=${DATA:-data/mnist}
 mkdir -p "$OUT"
+# What `make gpu-carry` packed, when the plain files did not travel.
+if [ ! -x "$RUNNER" ] && [ -f dist/carry/runner-gpu.gz ]; then
+    gzip -dc dist/carry/runner-gpu.gz > "$OUT/runner-gpu" && chmod +x "$OUT/runner-gpu"
+    RUNNER="$OUT/runner-gpu"
+fi
+[ -d "$DATA" ] || DATA=dist/carry/mnist
 START=$(date +%s)
 log() { echo "[$(( $(date +%s) - START ))s] $*" >&2; }
-[ -x "$RUNNER" ] || { echo "no $RUNNER: run \`make build-gpu\` first" >&2; exit 1; }
+[ -x "$RUNNER" ] || { echo "no $RUNNER (nor dist/carry): run \`make gpu-carry\` first" >&2; exit 1; }
 
 # The Vulkan loader from the .deb beside the binary (no apt on the GPU machine needed).
 LOADER="$OUT/vulkan-loader"
 mkdir -p "$LOADER"
-for deb in dist/vulkan/*.deb; do
+for deb in dist/vulkan/*.deb dist/carry/vulkan/*.deb; do
     [ -f "$deb" ] && dpkg-deb -x "$deb" "$LOADER"
 done
 export LD_LIBRARY_PATH="$LOADER/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
@@ -91,7 +99,7 @@ if [ ${#DEVICES[@]} -gt 0 ]; then
     for device in "$gpu" cpu; do
         log "50 DCGAN steps on $device"
         timeout 240 "$RUNNER" train experiments/dcgan.toml --device "$device" --steps 50 \
-            --data-dir data/mnist --out "$OUT/dcgan50-$device" > "$OUT/dcgan50-$device.log" 2>&1
+            --data-dir "$DATA" --out "$OUT/dcgan50-$device" > "$OUT/dcgan50-$device.log" 2>&1
     done
     COMPARE=$(python3 - "$OUT/dcgan50-$gpu/losses.csv" "$OUT/dcgan50-cpu/losses.csv" <<'EOF'
 import csv, sys
@@ -115,9 +123,9 @@ EOF
     log "2000-step quickstart-sized DCGAN on $gpu"
     begin=$(date +%s)
     timeout 200 "$RUNNER" train experiments/quickstart.toml --device "$gpu" --steps 2000 \
-        --data-dir data/mnist --out "$OUT/quick-$gpu" > "$OUT/quick.log" 2>&1
+        --data-dir "$DATA" --out "$OUT/quick-$gpu" > "$OUT/quick.log" 2>&1
     QUICK_S=$(( $(date +%s) - begin ))
-    FID=$(timeout 150 "$RUNNER" eval "$OUT/quick-$gpu" --device "$gpu" --data-dir data/mnist \
+    FID=$(timeout 150 "$RUNNER" eval "$OUT/quick-$gpu" --device "$gpu" --data-dir "$DATA" \
         --format csv 2>>"$OUT/quick.log" | python3 -c "import csv,sys; r=list(csv.DictReader(sys.stdin)); print(r[0].get('fid','?') if r else '?')")
 fi
 
