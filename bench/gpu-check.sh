@@ -45,15 +45,21 @@ EOF
         export VK_ICD_FILENAMES="$OUT/nvidia_icd.json"
     fi
 fi
-# NVRTC for --device cuda (the driver's libcuda.so.1 is found on its own): a CUDA toolkit's, or
-# the one PyTorch's CUDA wheels ship (site-packages/nvidia/*/lib).
+# CUDA for --device cuda (the driver's libcuda.so.1 is found on its own): NVRTC, and the CUDA
+# headers the generated kernels include (cubecl-cuda reads them under $CUDA_PATH/include, else
+# /usr/local/cuda), from a CUDA toolkit or else PyTorch's CUDA wheels: site-packages/nvidia/cu13
+# holds both; older wheels split them over site-packages/nvidia/*/.
+SITE_NVIDIA=$(python3 -c 'import glob, os, site
+print("\n".join(d for root in site.getsitepackages() for d in sorted(glob.glob(os.path.join(root, "nvidia", "*")))))' 2>/dev/null)
 NVRTC_DIRS=$( (ls -d /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib 2>/dev/null
-    python3 -c 'import glob, os, site
-for root in site.getsitepackages():
-    for lib in glob.glob(os.path.join(root, "nvidia", "*", "lib", "libnvrtc.so*")):
-        print(os.path.dirname(lib))' 2>/dev/null) | sort -u | paste -sd: -)
+    for dir in $SITE_NVIDIA; do ls "$dir"/lib/libnvrtc.so* >/dev/null 2>&1 && echo "$dir/lib"; done) | sort -u | paste -sd: -)
 [ -n "$NVRTC_DIRS" ] && export LD_LIBRARY_PATH="$NVRTC_DIRS:$LD_LIBRARY_PATH"
-log "NVRTC search path: ${NVRTC_DIRS:-none found (cuda needs libnvrtc.so)}"
+if [ -z "${CUDA_PATH:-}" ] && [ ! -d /usr/local/cuda ]; then
+    for dir in $SITE_NVIDIA; do
+        [ -f "$dir/include/cuda_fp16.h" ] && export CUDA_PATH="$dir" && break
+    done
+fi
+log "NVRTC search path: ${NVRTC_DIRS:-none found (cuda needs libnvrtc.so)}; CUDA headers: ${CUDA_PATH:-/usr/local/cuda}"
 log "nvidia-smi: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | head -1)"
 
 DEVICES=()
