@@ -34,9 +34,13 @@ for deb in dist/vulkan/*.deb dist/carry/vulkan/*.deb; do
     [ -f "$deb" ] && dpkg-deb -x "$deb" "$LOADER"
 done
 export LD_LIBRARY_PATH="$LOADER/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-# NVIDIA's Vulkan driver: its ICD manifest where the driver installed one, else one written
-# here for the driver library a container runtime mounted.
-if ! ls /usr/share/vulkan/icd.d/nvidia_icd*.json /etc/vulkan/icd.d/nvidia_icd*.json >/dev/null 2>&1; then
+# NVIDIA's Vulkan driver: its ICD manifest where the driver installed one (a container's
+# driver mount, /usr/local/nvidia, is not on the loader's search path), else one written here
+# for the driver library the container runtime mounted.
+MOUNTED_ICD=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+if [ -f "$MOUNTED_ICD" ]; then
+    export VK_DRIVER_FILES="$MOUNTED_ICD" VK_ICD_FILENAMES="$MOUNTED_ICD"
+elif ! ls /usr/share/vulkan/icd.d/nvidia_icd*.json /etc/vulkan/icd.d/nvidia_icd*.json >/dev/null 2>&1; then
     lib=$(ldconfig -p 2>/dev/null | awk '/libGLX_nvidia.so.0/ {print $NF; exit}')
     if [ -n "$lib" ]; then
         cat > "$OUT/nvidia_icd.json" <<EOF
