@@ -179,11 +179,11 @@ impl Evaluator {
         }
         let outputs = self.classifier.outputs(&images.resized(SIDE).pixels);
         let fake = FeatureSet::new(&outputs.features, FEATURES);
-        let histogram = metrics::class_histogram(&outputs.predictions());
+        let predictions = outputs.predictions();
+        let histogram = metrics::class_histogram(&predictions);
         let fidelity = metrics::fidelity(&self.reference, &fake);
         let (kid, kid_std) = metrics::kernel_distance(&self.reference.features, &fake);
         let class_acc = labels.map(|labels| {
-            let predictions = outputs.predictions();
             let hits = predictions
                 .iter()
                 .zip(labels)

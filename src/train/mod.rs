@@ -232,6 +232,18 @@ fn with_class_loss(
     }
 }
 
+/// The `index`-th real batch of `batches`, with its labels one-hot when `model` is conditional.
+fn real_batch(
+    batches: &mut Batches,
+    index: u64,
+    model: &ModelConfig,
+    device: &Device,
+) -> (Tensor<4>, Option<Tensor<2>>) {
+    let (images, labels) = batches.batch(index, device);
+    let conditional = model.conditional().is_conditional();
+    (images, conditional.then(|| one_hot(&labels, device)))
+}
+
 /// WGAN's weight clipping when `train.clip` is not set (Arjovsky et al.).
 pub const DEFAULT_CLIP: f64 = 0.01;
 
@@ -313,7 +325,7 @@ impl Trainer {
         if let Some(norm) = &mut self.spectral {
             norm.iterate(&self.discriminator);
         }
-        let train = self.config.train.clone();
+        let train = &self.config.train;
         let (g_lr, d_lr) = train.learning_rates(step, self.total_steps);
         let loss = train.loss;
         let d_steps = train.d_steps as u64;
@@ -321,7 +333,8 @@ impl Trainer {
         let mut rng = rng_for(train.seed, Stream::Step, step);
         let first_batch = (step - 1) * d_steps;
 
-        let (real, labels) = self.real_batch(first_batch);
+        let model = &self.config.model;
+        let (real, labels) = real_batch(&mut self.batches, first_batch, model, &self.device);
         let n = real.dims()[0];
         let z = latents(&mut rng, n, latent_dim, &self.device);
         let fake = self.generator.forward(z, labels.as_ref(), Some(&mut rng));
@@ -346,7 +359,8 @@ impl Trainer {
         let (mut real, mut labels, mut fake) = (real, labels, fake.detach());
         for k in 0..d_steps {
             if k > 0 {
-                (real, labels) = self.real_batch(first_batch + k);
+                (real, labels) =
+                    real_batch(&mut self.batches, first_batch + k, model, &self.device);
                 let z = latents(&mut rng, real.dims()[0], latent_dim, &self.device);
                 fake = self
                     .generator
@@ -386,13 +400,6 @@ impl Trainer {
             d: d_loss.expect("d_steps >= 1"),
             g: g_loss.into_scalar(),
         }
-    }
-
-    /// The `index`-th real batch, with its labels one-hot when the model is conditional.
-    fn real_batch(&mut self, index: u64) -> (Tensor<4>, Option<Tensor<2>>) {
-        let (images, labels) = self.batches.batch(index, &self.device);
-        let conditional = self.config.model.conditional().is_conditional();
-        (images, conditional.then(|| one_hot(&labels, &self.device)))
     }
 
     /// D as the losses see it: with its weights spectrally normalized when the model says so.
