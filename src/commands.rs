@@ -1,6 +1,7 @@
 //! What each subcommand does, as the binary calls it: the glue between the command line and
 //! the library (messages, progress, exit status). Kept thin: the work is in the modules.
 
+use crate::{errln, out, outln};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,16 +27,16 @@ pub fn data_fetch(
     };
     match outcome {
         fetch::Outcome::AlreadyPresent => {
-            println!("{dataset}: {} already present and verified", dir.display())
+            outln!("{dataset}: {} already present and verified", dir.display())?
         }
-        fetch::Outcome::Written => println!("{dataset}: wrote and verified {}", dir.display()),
+        fetch::Outcome::Written => outln!("{dataset}: wrote and verified {}", dir.display())?,
     }
     Ok(())
 }
 
 pub fn data_info(dataset: DatasetName, root: &Path, explicit: Option<&Path>) -> Result<()> {
     let dir = data::dataset_dir(root, dataset, explicit);
-    print!("{}", data::info(&dir, dataset)?);
+    out!("{}", data::info(&dir, dataset)?)?;
     Ok(())
 }
 
@@ -116,15 +117,15 @@ pub fn train(
             .unwrap_or_default(),
     );
     match outcome.status {
-        Status::Finished if done == 0 => println!(
+        Status::Finished if done == 0 => outln!(
             "already at step {}: nothing to train; last losses {losses}\n{files}",
             outcome.steps
-        ),
-        Status::Finished => println!(
+        )?,
+        Status::Finished => outln!(
             "finished {} steps{resumed} in {secs:.1} s ({:.1} ms/step); last losses {losses}\n{files}",
             outcome.steps,
             1000.0 * secs / done as f64,
-        ),
+        )?,
         Status::Interrupted { step } => {
             return Err(Interrupted(format!(
                 "interrupted at step {step}; checkpoint saved in {}, run the same command again to resume",
@@ -136,7 +137,7 @@ pub fn train(
             bail!("run diverged at step {step}: a loss became NaN or infinite ({losses})")
         }
         // `train` has no sweep to compare with; only a sweep's observer prunes.
-        Status::Pruned { step, reason } => println!("pruned at step {step}: {reason}\n{files}"),
+        Status::Pruned { step, reason } => outln!("pruned at step {step}: {reason}\n{files}")?,
     }
     Ok(())
 }
@@ -179,7 +180,7 @@ pub fn sweep(req: SweepRequest) -> Result<()> {
             summary.count(status);
         }
         tracker.close()?;
-        println!(
+        outln!(
             "{}: collected {} finished, {} pruned, {} failed, {} diverged, {} interrupted; {} still queued or running",
             spec.name,
             summary.finished,
@@ -188,12 +189,12 @@ pub fn sweep(req: SweepRequest) -> Result<()> {
             summary.diverged,
             summary.interrupted,
             summary.queued
-        );
+        )?;
         summary
     } else {
         let runs = sweep::plan(&spec, req.results, req.data_dir)?;
         if req.dry_run {
-            print!("{}", sweep::grid_table(&spec, &runs));
+            out!("{}", sweep::grid_table(&spec, &runs))?;
             return Ok(());
         }
         let executor: Box<dyn sweep::Executor> = match &req.slurm {
@@ -235,7 +236,7 @@ pub fn sweep(req: SweepRequest) -> Result<()> {
         } else {
             String::new()
         };
-        println!(
+        outln!(
             "{}: {total} runs: {} finished, {} skipped (already finished), {} pruned, {} failed, {} diverged, {} interrupted, {} queued{held}\ndatabase: {}",
             spec.name,
             summary.finished,
@@ -246,21 +247,21 @@ pub fn sweep(req: SweepRequest) -> Result<()> {
             summary.interrupted,
             summary.queued,
             req.db.display()
-        );
+        )?;
         summary
     };
     if req.write_report {
         match crate::report::write(req.db, &req.results.join("report"), None) {
-            Ok(written) => println!("report: {}", written.index.display()),
+            Ok(written) => outln!("report: {}", written.index.display())?,
             // The runs are recorded; a report failure must not fail the sweep.
-            Err(err) => eprintln!("warning: the report could not be written: {err:#}"),
+            Err(err) => errln!("warning: the report could not be written: {err:#}"),
         }
     }
     if summary.diverged > 0 {
-        println!(
+        outln!(
             "see `runner runs --experiment {}` for the diverged runs",
             spec.name
-        );
+        )?;
     }
     if summary.interrupted > 0 || stop.load(Ordering::Relaxed) {
         return Err(Interrupted("interrupted; run the same command again to resume".into()).into());
@@ -277,17 +278,17 @@ pub fn sweep(req: SweepRequest) -> Result<()> {
 
 pub fn report(db: &Path, out: &Path, experiment: Option<&str>) -> Result<()> {
     let written = crate::report::write(db, out, experiment)?;
-    println!(
+    outln!(
         "report of {} experiments, {} runs: {}",
         written.experiments,
         written.runs,
         written.index.display()
-    );
+    )?;
     Ok(())
 }
 
 pub fn query(db: &Path, sql: &str, format: crate::query::Format) -> Result<()> {
-    print!("{}", crate::query::run_sql(db, sql, &[])?.render(format)?);
+    out!("{}", crate::query::run_sql(db, sql, &[])?.render(format)?)?;
     Ok(())
 }
 
@@ -302,12 +303,12 @@ pub fn runs(
     } else {
         crate::query::runs(db, experiment)?
     };
-    print!("{}", rows.render(format)?);
+    out!("{}", rows.render(format)?)?;
     Ok(())
 }
 
 pub fn show(db: &Path, run: &str) -> Result<()> {
-    print!("{}", crate::query::show(db, run)?);
+    out!("{}", crate::query::show(db, run)?)?;
     Ok(())
 }
 
@@ -335,10 +336,10 @@ pub fn generate(
     } else {
         ""
     };
-    println!(
+    outln!(
         "wrote {n} samples of the {which}step-{step} generator to {}",
         out.display()
-    );
+    )?;
     Ok(())
 }
 
@@ -356,16 +357,16 @@ pub struct EvalRequest<'a> {
 }
 
 pub fn eval(req: EvalRequest) -> Result<()> {
-    let mut log = |line: &str| eprintln!("{line}");
+    let mut log = |line: &str| errln!("{line}");
     if req.train_classifier {
         let dir = data::dataset_dir(Path::new("data"), req.dataset, req.data_dir);
         let classifier = crate::eval::classifier::Classifier::load(&dir, true, &mut log)?;
-        println!(
+        outln!(
             "{}: classifier {} (test accuracy {:.2}%)",
             dir.display(),
             classifier.path.display(),
             100.0 * classifier.test_accuracy
-        );
+        )?;
         return Ok(());
     }
     let scored = if req.real {
@@ -389,11 +390,11 @@ pub fn eval(req: EvalRequest) -> Result<()> {
         if req.seed.is_none()
             && let Some(id) = crate::score::record(req.db, &dir, step, &scored.metrics)?
         {
-            eprintln!("recorded as run {id}, step {step}, in {}", req.db.display());
+            errln!("recorded as run {id}, step {step}, in {}", req.db.display());
         }
         vec![scored]
     };
-    print!("{}", crate::score::rows(&scored).render(req.format)?);
+    out!("{}", crate::score::rows(&scored).render(req.format)?)?;
     Ok(())
 }
 
@@ -436,12 +437,17 @@ pub fn bench(
     let peak = crate::bench::machine_peak_gflops(2048);
     let simd = crate::bench::simd_level();
     if !json {
-        println!(
-            "device {}, CPU kernels {simd}; machine peak (2048^3 f32 matmul, {} threads): {peak:.1} GFLOP/s",
+        let on = match device {
+            crate::backend::DeviceChoice::Cpu => {
+                format!("{} threads", rayon::current_num_threads())
+            }
+            gpu => format!("on {}", gpu.flag()),
+        };
+        outln!(
+            "device {}, CPU kernels {simd}; device peak (2048^3 f32 matmul, {on}): {peak:.1} GFLOP/s",
             device.name(),
-            rayon::current_num_threads()
-        );
-        println!(
+        )?;
+        outln!(
             "{:<14} {:>5} {:>7} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>6} {:>8}",
             "model",
             "batch",
@@ -454,7 +460,7 @@ pub fn bench(
             "GFLOP/s",
             "%peak",
             "peak MiB"
-        );
+        )?;
     }
     for model in models {
         let t = crate::bench::time_steps(model, batch, warmup, steps, peak);
@@ -463,9 +469,9 @@ pub fn bench(
             value["machine_peak_gflop_per_s"] = peak.into();
             value["backend"] = device.name().into();
             value["simd"] = simd.into();
-            println!("{value}");
+            outln!("{value}")?;
         } else {
-            println!(
+            outln!(
                 "{:<14} {:>5} {:>7} {:>9.1} {:>9.1} {:>9.1} {:>8.0} {:>8.2} {:>8.1} {:>6.1} {:>8.0}",
                 t.model,
                 t.batch,
@@ -478,7 +484,7 @@ pub fn bench(
                 t.gflop_per_s,
                 t.percent_of_peak,
                 t.peak_rss_mib
-            );
+            )?;
         }
     }
     Ok(())

@@ -10,6 +10,7 @@ pub mod backend;
 pub mod bench;
 pub mod budget;
 pub mod commands;
+pub mod console;
 pub mod data;
 pub mod detect;
 pub mod eval;

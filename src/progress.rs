@@ -1,5 +1,6 @@
 //! A terminal progress bar for one training run.
 
+use crate::errln;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -68,7 +69,7 @@ impl Observer for ProgressObserver {
     fn message(&mut self, line: &str) {
         let line = format!("{} {line}", self.bar.prefix().trim());
         if self.bar.is_hidden() {
-            eprintln!("{line}");
+            errln!("{line}");
         } else {
             self.bar.println(line);
         }

@@ -1,6 +1,7 @@
 //! `runner eval`: scoring a trained generator on demand, and the calibration sets that tell
 //! what the numbers mean: real training digits (the floor) and uniform noise (the ceiling).
 
+use crate::errln;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -124,7 +125,7 @@ pub fn record(
     let written = RecordsFile::open(&run_dir, task, false)
         .and_then(|records| records.write(event.clone()).map_err(anyhow::Error::msg));
     if let Err(err) = written {
-        eprintln!("warning: the evaluation is not in the run's records.jsonl: {err:#}");
+        errln!("warning: the evaluation is not in the run's records.jsonl: {err:#}");
     }
     let tracker = Tracker::start(db)?;
     tracker.send(event);

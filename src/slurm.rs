@@ -13,6 +13,7 @@
 //! Task logs are `<results>/<experiment>/slurm/<job>_<index>.log`; `results/` must be on a
 //! filesystem every node shares, and the `runner` binary at the same path on every node.
 
+use crate::errln;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -125,7 +126,7 @@ impl Executor for SlurmExecutor {
             .map(|c| c.data.resolved_dir())
             .collect();
         for dir in data_dirs {
-            crate::eval::classifier::Classifier::load_or_train(&dir, &mut |l| eprintln!("{l}"))?;
+            crate::eval::classifier::Classifier::load_or_train(&dir, &mut |l| errln!("{l}"))?;
         }
         let dir = std::path::absolute(slurm_dir(&self.results, experiment))?;
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -195,7 +196,7 @@ impl Executor for SlurmExecutor {
             });
         }
         tracker.flush();
-        eprintln!(
+        errln!(
             "submitted Slurm job {job}: {} tasks; logs in {}",
             plan.runs.len(),
             dir.display()
@@ -385,7 +386,7 @@ pub fn run_task(plan_path: &Path, index: usize) -> Result<()> {
         fresh: crate::train::checkpoint::list(run_dir).is_empty(),
     };
     let recorder = RecordsFile::open(run_dir, task_id(&job, index), pending.fresh)?;
-    eprintln!(
+    errln!(
         "{}: run {} (task {}) on {}",
         plan.experiment,
         pending.run.id,
@@ -400,7 +401,7 @@ pub fn run_task(plan_path: &Path, index: usize) -> Result<()> {
         bar,
         Arc::new(AtomicBool::new(false)),
     );
-    eprintln!("{}: run {} {status}", plan.experiment, pending.run.id);
+    errln!("{}: run {} {status}", plan.experiment, pending.run.id);
     if !matches!(status.as_str(), "finished" | "pruned") {
         bail!("run {} {status}", pending.run.id);
     }

@@ -12,6 +12,7 @@
 //! database, or `crate::slurm` as Slurm array tasks, recording only into `records.jsonl`,
 //! merged afterwards.
 
+use crate::errln;
 use std::collections::VecDeque;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -492,7 +493,7 @@ pub fn run(
                 match pruning.reconsider(&lines, &mut rung_values) {
                     Some((rung, value, decision)) if decision.keep => {
                         let why = decision.describe(&pruning.rule.metric, value, rung);
-                        eprintln!("{}: run {} promoted ({why})", spec.name, run.id);
+                        errln!("{}: run {} promoted ({why})", spec.name, run.id);
                         run.promoted = Some((rung, why));
                     }
                     // Outside its rung's best still, or stopped by a failure detector.
@@ -542,7 +543,7 @@ fn claim_and_run(
     let status = match tracker.claim(record_of(experiment, run))? {
         Claim::Held { by } => {
             bar.finish_and_clear();
-            eprintln!(
+            errln!(
                 "{experiment}: run {} is being trained by {by}; left to it",
                 run.id
             );
@@ -584,7 +585,7 @@ fn claim_and_run(
                 .with_extension(format!("unrecorded-{}", track::now() as u64));
             std::fs::rename(&run.run_dir, &aside)
                 .with_context(|| format!("moving {} aside", run.run_dir.display()))?;
-            eprintln!(
+            errln!(
                 "{experiment}: {} had checkpoints but no records; moved to {} and started over",
                 run.run_dir.display(),
                 aside.display()
@@ -609,7 +610,7 @@ fn claim_and_run(
                 error: Some(format!("{err:#}")),
                 at: track::now(),
             })?;
-            eprintln!("{experiment}: run {} failed: {err:#}", run.id);
+            errln!("{experiment}: run {} failed: {err:#}", run.id);
             return Ok("failed".into());
         }
     };
@@ -680,7 +681,7 @@ impl Executor for LocalExecutor {
                         };
                         // (A held run has said so already.)
                         if quiet_log && status != "held" {
-                            eprintln!("{experiment}: run {} {status}", next.id);
+                            errln!("{experiment}: run {} {status}", next.id);
                         }
                         overall.inc(1);
                         summary.lock().expect("summary lock").count(&status);

@@ -585,3 +585,32 @@ fn a_generator_with_broken_weights_writes_nothing() {
         .stderr(predicate::str::contains("NaN or infinite"));
     assert!(!out.exists());
 }
+
+#[test]
+fn a_reader_that_goes_away_stops_no_run() {
+    // `runner sweep ... 2>&1 | head -1`: the pipes close before the first line is written.
+    // Every line after that used to panic (`failed printing to stderr`) and kill the run.
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), "gone", 12, "[1, 2]");
+    let mut child = spawn_sweep(dir.path(), &spec, &["--jobs", "1"]);
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let conn = db(dir.path());
+    assert_eq!(count(&conn, "SELECT COUNT(*) FROM runs WHERE status = 'finished'"), 2);
+    assert_eq!(count(&conn, "SELECT COUNT(*) FROM metrics WHERE name = 'd_loss'"), 24);
+
+    // A query's reader leaving early (`| head`) is not an error either.
+    let mut query = std::process::Command::new(assert_cmd::cargo::cargo_bin("runner"))
+        .current_dir(dir.path())
+        .args(["query", "SELECT * FROM metrics, metrics AS again"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(query.stdout.take());
+    let output = query.wait_with_output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert!(output.stderr.is_empty(), "{}", String::from_utf8_lossy(&output.stderr));
+}

@@ -1,0 +1,98 @@
+//! Printing that a closed pipe cannot stop. Rust's `println!` and `eprintln!` panic when the
+//! reader has gone (`runner query ... | head`, `runner sweep ... 2>&1 | head`), which killed a
+//! run half-way with no checkpoint. Here a stream whose reader left is dropped silently and
+//! the command finishes its work and stores its results; the macros [`outln!`](crate::outln),
+//! [`out!`](crate::out) and [`errln!`](crate::errln) replace the standard ones everywhere.
+
+use std::fmt::Arguments;
+use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, Result};
+
+static STDOUT_GONE: AtomicBool = AtomicBool::new(false);
+static STDERR_GONE: AtomicBool = AtomicBool::new(false);
+
+/// Writes to standard output. A reader that went away is not an error; any other failure (a
+/// full disk behind `> file`) is, since the output is what the command was for.
+pub fn write_out(args: Arguments) -> Result<()> {
+    write_to(&mut io::stdout().lock(), &STDOUT_GONE, args).context("writing to standard output")
+}
+
+/// Writes to standard error, ignoring every failure: diagnostics never stop a command.
+pub fn write_err(args: Arguments) {
+    let _ = write_to(&mut io::stderr().lock(), &STDERR_GONE, args);
+}
+
+fn write_to(stream: &mut impl Write, gone: &AtomicBool, args: Arguments) -> io::Result<()> {
+    if gone.load(Ordering::Relaxed) {
+        return Ok(());
+    }
+    match stream.write_fmt(args).and_then(|()| stream.flush()) {
+        Err(err) if err.kind() == io::ErrorKind::BrokenPipe => {
+            gone.store(true, Ordering::Relaxed);
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// `println!` to standard output, returning `anyhow::Result<()>` (use `?`).
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::console::write_out(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `print!` to standard output, returning `anyhow::Result<()>` (use `?`).
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::console::write_out(format_args!($($arg)*))
+    };
+}
+
+/// `eprintln!` that never panics.
+#[macro_export]
+macro_rules! errln {
+    ($($arg:tt)*) => {
+        $crate::console::write_err(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stream whose reader has gone, or that is full.
+    struct Failing(io::ErrorKind, usize);
+
+    impl Write for Failing {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            self.1 += 1;
+            Err(self.0.into())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_broken_pipe_is_dropped_once_and_for_all() {
+        let gone = AtomicBool::new(false);
+        let mut stream = Failing(io::ErrorKind::BrokenPipe, 0);
+        assert!(write_to(&mut stream, &gone, format_args!("a\n")).is_ok());
+        assert!(write_to(&mut stream, &gone, format_args!("b\n")).is_ok());
+        assert_eq!(stream.1, 1, "nothing is written after the reader left");
+        assert!(gone.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn other_write_failures_are_errors() {
+        let gone = AtomicBool::new(false);
+        let mut stream = Failing(io::ErrorKind::StorageFull, 0);
+        assert!(write_to(&mut stream, &gone, format_args!("a\n")).is_err());
+        assert!(!gone.load(Ordering::Relaxed));
+    }
+}
