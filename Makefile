@@ -2,7 +2,7 @@
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/ganrunner-target
 RUNNER := $(CARGO_TARGET_DIR)/release/runner
 
-.PHONY: all build build-gpu gpu-carry data data-fashion run test test-deps test-full test-slurm bench report
+.PHONY: all build build-gpu gpu-carry vulkan-smoke data data-fashion run test test-deps test-full test-slurm bench report
 
 all: build
 
@@ -65,6 +65,11 @@ build-gpu:
 	@size=$$(stat -c %s dist/runner-gpu); echo "dist/runner-gpu: $$((size / 1048576)) MiB"; \
 		test $$size -lt 62914560 || (echo "dist/runner-gpu is over 60 MiB" >&2; exit 1)
 	cd dist/vulkan && (ls libvulkan1_*.deb >/dev/null 2>&1 || apt-get download libvulkan1)
+
+# The Vulkan build checked on Mesa's software Vulkan driver, no GPU needed (bench/vulkan-smoke.sh
+# says what it fetches and patches under dist/vulkan-smoke): about 10 minutes to build, 2 to check.
+vulkan-smoke:
+	bash bench/vulkan-smoke.sh
 
 # What bench/gpu-check.sh needs on a GPU machine, compressed to travel (a device `run` carries
 # 64 MiB at most; the binary and MNIST are 108 MiB as they are): dist/carry/ holds the gzipped

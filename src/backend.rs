@@ -51,25 +51,51 @@ impl DeviceChoice {
 
     fn device(self) -> Device {
         match self {
-            #[cfg(feature = "vulkan")]
-            DeviceChoice::Vulkan => Device::vulkan(vulkan_adapter()),
-            #[cfg(feature = "cuda")]
-            DeviceChoice::Cuda => Device::cuda(0),
-            _ => Device::flex(),
+            DeviceChoice::Cpu => Device::flex(),
+            // The one burn itself takes by default once `make_default` has run.
+            _ => Device::default(),
+        }
+    }
+
+    /// The `BURN_DEVICE` value that makes burn's default device this one.
+    fn burn_device(self) -> &'static str {
+        match self {
+            DeviceChoice::Cpu => "flex",
+            DeviceChoice::Vulkan => "vulkan",
+            DeviceChoice::Cuda => "cuda",
         }
     }
 }
 
-/// The Vulkan adapter: the first discrete GPU, or the first of the kind
-/// `GANRUNNER_VULKAN_ADAPTER` names (`integrated`, `virtual`, or `cpu` for a software driver).
-#[cfg(feature = "vulkan")]
-fn vulkan_adapter() -> burn::tensor::DeviceKind {
-    use burn::tensor::DeviceKind;
+/// Makes the chosen device burn's default device, and the runner's device that default
+/// itself. burn puts some tensors on `Device::default()` whatever the program chose (a resumed
+/// run's optimizer state, in `ModuleOptimizer::load_record`); in a GPU build that default is
+/// CUDA, so resuming a Vulkan or CPU run needed a CUDA driver, and on a machine with one it
+/// would have opened a second GPU context. `BURN_DEVICE` and, for Vulkan's adapter,
+/// `CUBECL_WGPU_DEFAULT_DEVICE` are the overrides burn and cubecl read.
+fn make_default(choice: DeviceChoice) {
+    if !cfg!(any(feature = "vulkan", feature = "cuda")) {
+        return; // the CPU build's only device is already the default
+    }
+    // SAFETY: `select` runs before the runner starts any thread or creates any device, so
+    // nothing reads the environment concurrently.
+    unsafe {
+        std::env::set_var("BURN_DEVICE", choice.burn_device());
+        if choice == DeviceChoice::Vulkan {
+            std::env::set_var("CUBECL_WGPU_DEFAULT_DEVICE", vulkan_adapter());
+        }
+    }
+}
+
+/// The Vulkan adapter, spelled for `CUBECL_WGPU_DEFAULT_DEVICE`: the first discrete GPU, or
+/// the first of the kind `GANRUNNER_VULKAN_ADAPTER` names (`integrated`, `virtual`, or `cpu`
+/// for a software driver). Never "whatever is there": that could be a software rasterizer.
+fn vulkan_adapter() -> &'static str {
     match std::env::var("GANRUNNER_VULKAN_ADAPTER").as_deref() {
-        Ok("integrated") => DeviceKind::IntegratedGpu(0),
-        Ok("virtual") => DeviceKind::VirtualGpu(0),
-        Ok("cpu") => DeviceKind::Cpu,
-        _ => DeviceKind::DiscreteGpu(0),
+        Ok("integrated") => "IntegratedGpu(0)",
+        Ok("virtual") => "VirtualGpu(0)",
+        Ok("cpu") => "Cpu",
+        _ => "DiscreteGpu(0)",
     }
 }
 
@@ -96,19 +122,20 @@ pub fn select(flag: Option<DeviceChoice>) -> Result<DeviceChoice> {
             choice.flag()
         );
     }
+    if let Some(&already) = SELECTED.get() {
+        if already != choice {
+            bail!(
+                "the device is already {}; one process uses one device",
+                already.name()
+            );
+        }
+        return Ok(choice);
+    }
+    make_default(choice);
     if choice != DeviceChoice::Cpu {
         probe(choice)?;
     }
-    match SELECTED.get() {
-        Some(&already) if already != choice => bail!(
-            "the device is already {}; one process uses one device",
-            already.name()
-        ),
-        Some(_) => {}
-        None => {
-            let _ = SELECTED.set(choice);
-        }
-    }
+    let _ = SELECTED.set(choice);
     Ok(choice)
 }
 
