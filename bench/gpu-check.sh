@@ -24,6 +24,17 @@ if [ ! -x "$RUNNER" ] && [ -f dist/carry/runner-gpu.gz ]; then
 fi
 [ -d "$DATA" ] || DATA=dist/carry/mnist
 START=$(date +%s)
+# Sizes. `GPU_CHECK_SIZES=tiny` runs every step small, to check this script itself on a software
+# GPU (with bench/vulkan-smoke.sh's lavapipe runner) before a real GPU's time is spent on it.
+if [ "${GPU_CHECK_SIZES:-full}" = tiny ]; then
+    # (quickstart's half-width G for the comparison: the report's asks lavapipe for a larger
+    # buffer than it allows)
+    BATCHES="16" BENCH_STEPS=2 COMPARE_STEPS=3 QUICK_STEPS=3 EVAL_SAMPLES=200
+    COMPARE_SPEC=experiments/quickstart.toml
+else
+    BATCHES="64 256" BENCH_STEPS=20 COMPARE_STEPS=50 QUICK_STEPS=2000 EVAL_SAMPLES=10000
+    COMPARE_SPEC=experiments/dcgan.toml
+fi
 log() { echo "[$(( $(date +%s) - START ))s] $*" >&2; }
 [ -x "$RUNNER" ] || { echo "no $RUNNER (nor dist/carry): run \`make gpu-carry\` first" >&2; exit 1; }
 
@@ -80,8 +91,8 @@ ROWS="$OUT/rows.jsonl"
 : > "$ROWS"
 # Our step times: GPU devices, and the CPU beside them.
 for device in "${DEVICES[@]}" cpu; do
-    for batch in 64 256; do
-        steps=20
+    for batch in $BATCHES; do
+        steps=$BENCH_STEPS
         [ "$device" = cpu ] && steps=3
         [ "$device" = cpu ] && [ "$batch" = 256 ] && continue
         log "bench $device batch $batch"
@@ -92,10 +103,10 @@ for device in "${DEVICES[@]}" cpu; do
 done
 # PyTorch on the same GPU, side by side.
 if python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
-    for batch in 64 256; do
+    for batch in $BATCHES; do
         log "pytorch cuda batch $batch"
         timeout 120 python3 bench/pytorch_reference.py --device cuda --model gan --model dcgan \
-            --model dcgan-classic --batch "$batch" --steps 20 \
+            --model dcgan-classic --batch "$batch" --steps "$BENCH_STEPS" \
             | sed 's/^{/{"side":"pytorch","device":"cuda",/' >> "$ROWS"
     done
 else
@@ -107,8 +118,8 @@ COMPARE=""
 if [ ${#DEVICES[@]} -gt 0 ]; then
     gpu=${DEVICES[0]}
     for device in "$gpu" cpu; do
-        log "50 DCGAN steps on $device"
-        timeout 240 "$RUNNER" train experiments/dcgan.toml --device "$device" --steps 50 \
+        log "$COMPARE_STEPS DCGAN steps on $device"
+        timeout 240 "$RUNNER" train "$COMPARE_SPEC" --device "$device" --steps "$COMPARE_STEPS" \
             --data-dir "$DATA" --out "$OUT/dcgan50-$device" > "$OUT/dcgan50-$device.log" 2>&1
     done
     COMPARE=$(python3 - "$OUT/dcgan50-$gpu/losses.csv" "$OUT/dcgan50-cpu/losses.csv" <<'EOF'
@@ -126,16 +137,16 @@ else:
     def worst(upto):
         return max(max(abs(gpu[s][0] - cpu[s][0]), abs(gpu[s][1] - cpu[s][1])) for s in steps if s <= upto)
     print(f"GPU vs CPU, same seed, {len(steps)} steps: max |loss difference| "
-          f"{worst(1):.2e} at step 1, {worst(10):.2e} up to step 10, {worst(50):.2e} up to step 50")
+          f"{worst(1):.2e} at step 1, {worst(10):.2e} up to step 10, {worst(steps[-1]):.2e} up to step {steps[-1]}")
 EOF
 )
     # The quickstart-sized run on the GPU, and its LeNet-FID.
-    log "2000-step quickstart-sized DCGAN on $gpu"
+    log "$QUICK_STEPS-step quickstart-sized DCGAN on $gpu"
     begin=$(date +%s)
-    timeout 200 "$RUNNER" train experiments/quickstart.toml --device "$gpu" --steps 2000 \
+    timeout 200 "$RUNNER" train experiments/quickstart.toml --device "$gpu" --steps "$QUICK_STEPS" \
         --data-dir "$DATA" --out "$OUT/quick-$gpu" > "$OUT/quick.log" 2>&1
     QUICK_S=$(( $(date +%s) - begin ))
-    FID=$(timeout 150 "$RUNNER" eval "$OUT/quick-$gpu" --device "$gpu" --data-dir "$DATA" \
+    FID=$(timeout 150 "$RUNNER" eval "$OUT/quick-$gpu" --device "$gpu" --data-dir "$DATA" --samples "$EVAL_SAMPLES" \
         --format csv 2>>"$OUT/quick.log" | python3 -c "import csv,sys; r=list(csv.DictReader(sys.stdin)); print(r[0].get('fid','?') if r else '?')")
 fi
 
@@ -156,5 +167,5 @@ for r in rows:
           f"{cell(t and t['median_ms'], '{:9.2f}')} {cell(t and r['median_ms'] / t['median_ms'], '{:10.2f}')}")
 EOF
 [ -n "$COMPARE" ] && echo "$COMPARE"
-[ -n "${QUICK_S:-}" ] && echo "quickstart-sized DCGAN, 2000 steps on ${DEVICES[0]}: ${QUICK_S} s, LeNet-FID ${FID:-?}"
+[ -n "${QUICK_S:-}" ] && echo "quickstart-sized DCGAN, $QUICK_STEPS steps on ${DEVICES[0]}: ${QUICK_S} s, LeNet-FID ${FID:-?}"
 log "done"

@@ -170,7 +170,8 @@ fn probe(choice: DeviceChoice) -> Result<()> {
     }
 }
 
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+/// The message a panic carried (`panic!` with a literal or a formatted string).
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     payload
         .downcast_ref::<String>()
         .cloned()

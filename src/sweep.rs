@@ -398,20 +398,11 @@ pub fn run_one(
     if let Some((rung, why)) = &run.promoted {
         observer.flag(*rung, "promoted", why.clone());
     }
-    // A panic inside training (a bug, here or in burn) fails this run, not the whole sweep.
-    let trained = observer.failure.is_none().then(|| {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            train::train(config, &run.run_dir, &mut observer)
-        }))
-        .unwrap_or_else(|panic| {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
-            Err(anyhow::anyhow!("training panicked: {what}"))
-        })
-    });
+    // A panic inside training fails this run (`train::train` catches it), not the sweep.
+    let trained = observer
+        .failure
+        .is_none()
+        .then(|| train::train(config, &run.run_dir, &mut observer));
     // A record that could not be written stops the run, whatever training returned.
     let result = match (&observer.failure, trained) {
         (Some(failure), _) => Err(anyhow::anyhow!(

@@ -447,3 +447,31 @@ fn evaluations_come_every_eval_every_steps_and_at_the_end_reproducibly() {
         "the same config and seed evaluate the same"
     );
 }
+
+/// Fails like a GPU that cannot allocate: burn reports that by panicking mid-step.
+struct FailsAt(u64);
+
+impl Observer for FailsAt {
+    fn step(&mut self, step: u64, _: train::Losses) {
+        if step == self.0 {
+            panic!("can't allocate buffer of size: 150994944");
+        }
+    }
+}
+
+#[test]
+fn a_panic_inside_training_is_the_runs_error_and_it_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = tiny_run(tiny_models().remove(0), 10);
+    let err = train::train(&config, dir.path(), &mut FailsAt(7)).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("training panicked: can't allocate buffer"),
+        "{err:#}"
+    );
+    // The run directory is unlocked and its checkpoint at step 5 continues the run exactly.
+    let resumed = train::train(&config, dir.path(), &mut ()).unwrap();
+    assert_eq!(resumed.resumed_from, Some(5));
+    let straight = tempfile::tempdir().unwrap();
+    train::train(&config, straight.path(), &mut ()).unwrap();
+    assert_eq!(losses_csv(dir.path()), losses_csv(straight.path()));
+}

@@ -105,7 +105,7 @@ pub trait Observer {
 
 impl Observer for () {}
 
-/// The device training runs on: the CPU (burn's flex backend) with autodiff.
+/// The device training runs on (the selected one), with autodiff.
 pub fn training_device() -> Device {
     crate::backend::device().autodiff()
 }
@@ -575,8 +575,24 @@ impl LossLog {
     }
 }
 
-/// Trains (or resumes) the run of `config` in `run_dir`, reporting to `observer`.
+/// Trains (or resumes) the run of `config` in `run_dir`, reporting to `observer`. A panic
+/// inside training is this run's error, not the end of the process: burn reports a GPU that
+/// fails (an allocation, a kernel) by panicking, and a bug anywhere must not take a sweep down.
 pub fn train(
+    config: &RunConfig,
+    run_dir: &Path,
+    observer: &mut dyn Observer,
+) -> anyhow::Result<Outcome> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        train_unguarded(config, run_dir, observer)
+    }))
+    .unwrap_or_else(|panic| {
+        let what = crate::backend::panic_message(panic.as_ref());
+        Err(anyhow::anyhow!("training panicked: {what}"))
+    })
+}
+
+fn train_unguarded(
     config: &RunConfig,
     run_dir: &Path,
     observer: &mut dyn Observer,
