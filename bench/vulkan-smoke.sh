@@ -2,9 +2,10 @@
 # The Vulkan path checked without a GPU: Mesa's software Vulkan driver (lavapipe) runs the
 # runner's Vulkan build on the CPU, every kernel a GPU would run, slowly. It catches what the
 # GPU check would otherwise find on the lent GPU's clock: kernels that do not compile, losses
-# that drift from the CPU's, a resume or an evaluation that breaks off the CPU.
+# that drift from the CPU's, a resume or an evaluation that breaks off the CPU, a bug in
+# bench/gpu-check.sh itself (run last, at tiny sizes).
 #
-#   make vulkan-smoke        # about 10 minutes to build (GPU crates warm), 2 to check
+#   make vulkan-smoke        # about 10 minutes to build (GPU crates warm), 6 to check
 #
 # Needs apt (Debian 12) and the crates registry. Two things it fetches or patches, all under
 # dist/vulkan-smoke/ (git-ignored), none of them part of the runner that ships:
@@ -128,4 +129,12 @@ failed |= not ok
 print(f"{'ok  ' if ok else 'FAIL'} eval on vulkan: LeNet-FID {scores[0]['fid'] if scores else '?'}")
 sys.exit(1 if failed else 0)
 EOF
-log "done: the Vulkan path works on lavapipe (logs in $RUNS)"
+
+# The GPU check itself, small, with this runner: the script the lent GPU will run, end to end.
+log "bench/gpu-check.sh at tiny sizes on lavapipe"
+OUT="$WORK/gpu-check" RUNNER="$RUNNER" GPU_CHECK_SIZES=tiny bash bench/gpu-check.sh \
+    2> "$WORK/gpu-check.log" | tee "$WORK/gpu-check.txt"
+grep -q "^dcgan .* vulkan" "$WORK/gpu-check.txt" && grep -q "max |loss difference|" "$WORK/gpu-check.txt" \
+    && grep -q "LeNet-FID [0-9]" "$WORK/gpu-check.txt" \
+    || { echo "FAIL bench/gpu-check.sh: see $WORK/gpu-check.log" >&2; exit 1; }
+log "done: the Vulkan path works on lavapipe (logs in $RUNS, $WORK/gpu-check.log)"
