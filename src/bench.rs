@@ -105,7 +105,7 @@ pub fn time_steps(
     warmup: usize,
     steps: usize,
     peak_gflops: f64,
-) -> StepTimes {
+) -> anyhow::Result<StepTimes> {
     let mut config = RunConfig {
         model,
         ..Default::default()
@@ -119,20 +119,20 @@ pub fn time_steps(
     };
     let mut trainer = Trainer::new(&config, &digits);
     for step in 1..=warmup as u64 {
-        trainer.step(step);
+        trainer.step(step)?;
     }
-    let mut ms: Vec<f64> = (0..steps as u64)
+    let mut ms = (0..steps as u64)
         .map(|i| {
             let start = Instant::now();
-            trainer.step(warmup as u64 + 1 + i);
-            start.elapsed().as_secs_f64() * 1000.0
+            trainer.step(warmup as u64 + 1 + i)?;
+            Ok(start.elapsed().as_secs_f64() * 1000.0)
         })
-        .collect();
+        .collect::<anyhow::Result<Vec<f64>>>()?;
     ms.sort_by(f64::total_cmp);
     let median = ms[ms.len() / 2];
     let gflop = config.model.step_flops(batch, config.train.d_steps) as f64 / 1e9;
     let gflop_per_s = gflop / (median / 1000.0);
-    StepTimes {
+    Ok(StepTimes {
         model: config.model.arch().to_string(),
         batch,
         threads: rayon::current_num_threads(),
@@ -145,7 +145,7 @@ pub fn time_steps(
         gflop_per_s,
         percent_of_peak: 100.0 * gflop_per_s / peak_gflops,
         peak_rss_mib: peak_rss_mib(),
-    }
+    })
 }
 
 #[cfg(test)]

@@ -463,7 +463,7 @@ pub fn bench(
         )?;
     }
     for model in models {
-        let t = crate::bench::time_steps(model, batch, warmup, steps, peak);
+        let t = crate::bench::time_steps(model, batch, warmup, steps, peak)?;
         if json {
             let mut value = serde_json::to_value(&t)?;
             value["machine_peak_gflop_per_s"] = peak.into();

@@ -598,8 +598,14 @@ fn a_reader_that_goes_away_stops_no_run() {
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
     let conn = db(dir.path());
-    assert_eq!(count(&conn, "SELECT COUNT(*) FROM runs WHERE status = 'finished'"), 2);
-    assert_eq!(count(&conn, "SELECT COUNT(*) FROM metrics WHERE name = 'd_loss'"), 24);
+    assert_eq!(
+        count(&conn, "SELECT COUNT(*) FROM runs WHERE status = 'finished'"),
+        2
+    );
+    assert_eq!(
+        count(&conn, "SELECT COUNT(*) FROM metrics WHERE name = 'd_loss'"),
+        24
+    );
 
     // A query's reader leaving early (`| head`) is not an error either.
     let mut query = std::process::Command::new(assert_cmd::cargo::cargo_bin("runner"))
@@ -612,5 +618,9 @@ fn a_reader_that_goes_away_stops_no_run() {
     drop(query.stdout.take());
     let output = query.wait_with_output().unwrap();
     assert!(output.status.success(), "{output:?}");
-    assert!(output.stderr.is_empty(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

@@ -105,6 +105,13 @@ pub trait Observer {
 
 impl Observer for () {}
 
+/// Reads a loss off the device. The step's reads are where a GPU's failure during the step (an
+/// allocation, a kernel) surfaces: an error here, where burn's `into_scalar` would panic.
+fn read_loss(loss: Tensor<1>) -> anyhow::Result<f32> {
+    loss.try_into_scalar::<f32>()
+        .map_err(|err| anyhow::anyhow!("the {} device failed: {err}", crate::backend::name()))
+}
+
 /// The device training runs on (the selected one), with autodiff.
 pub fn training_device() -> Device {
     crate::backend::device().autodiff()
@@ -321,7 +328,7 @@ impl Trainer {
 
     /// One G step and `d_steps` D steps; `step` counts from 1. A conditional model draws
     /// its fakes with the labels of the real batch they are compared with.
-    pub fn step(&mut self, step: u64) -> Losses {
+    pub fn step(&mut self, step: u64) -> anyhow::Result<Losses> {
         if let Some(norm) = &mut self.spectral {
             norm.iterate(&self.discriminator);
         }
@@ -380,10 +387,12 @@ impl Trainer {
                 .collect();
             drop(critic);
             // The logged D loss includes the penalties' values (not their surrogates').
-            let logged = (!penalties.is_empty()).then(|| {
-                step_loss.clone().into_scalar::<f32>()
-                    + penalties.iter().map(|p| p.value as f32).sum::<f32>()
-            });
+            let logged = if penalties.is_empty() {
+                None
+            } else {
+                let values = penalties.iter().map(|p| p.value as f32).sum::<f32>();
+                Some(read_loss(step_loss.clone())? + values)
+            };
             let step_loss = (penalties.into_iter()).fold(step_loss, |l, p| l + p.surrogate);
             let mut grads = step_loss.backward();
             let grads = GradientsParams::from_module(&mut grads, &self.discriminator);
@@ -394,12 +403,15 @@ impl Trainer {
                 let clip = train.clip.unwrap_or(DEFAULT_CLIP) as f32;
                 self.discriminator = self.discriminator.clone().map(&mut ClipWeights(clip));
             }
-            d_loss = Some(logged.unwrap_or_else(|| step_loss.into_scalar()));
+            d_loss = Some(match logged {
+                Some(value) => value,
+                None => read_loss(step_loss)?,
+            });
         }
-        Losses {
+        Ok(Losses {
             d: d_loss.expect("d_steps >= 1"),
-            g: g_loss.into_scalar(),
-        }
+            g: read_loss(g_loss)?,
+        })
     }
 
     /// D as the losses see it: with its weights spectrally normalized when the model says so.
@@ -654,7 +666,7 @@ fn train_unguarded(
         std::fs::remove_dir_all(checkpoint::best_dir(run_dir))?;
     }
     for step in first + 1..=total {
-        let losses = trainer.step(step);
+        let losses = trainer.step(step).with_context(|| format!("step {step}"))?;
         outcome.steps = step;
         outcome.last_losses = Some(losses);
         if !(losses.d.is_finite() && losses.g.is_finite()) {
