@@ -17,6 +17,8 @@ OUT=${OUT:-/tmp/gpu-check}
 RUNNER=${RUNNER:-dist/runner-gpu}
 DATA=${DATA:-data/mnist}
 mkdir -p "$OUT"
+# Runs start afresh: a run directory left by an earlier check would be resumed, not timed.
+rm -rf "$OUT"/dcgan50-* "$OUT"/quick-*
 # What `make gpu-carry` packed, when the plain files did not travel.
 if [ ! -x "$RUNNER" ] && [ -f dist/carry/runner-gpu.gz ]; then
     gzip -dc dist/carry/runner-gpu.gz > "$OUT/runner-gpu" && chmod +x "$OUT/runner-gpu"
