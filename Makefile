@@ -67,7 +67,7 @@ build-gpu:
 	cd dist/vulkan && (ls libvulkan1_*.deb >/dev/null 2>&1 || apt-get download libvulkan1)
 
 # The Vulkan build checked on Mesa's software Vulkan driver, no GPU needed (bench/vulkan-smoke.sh
-# says what it fetches and patches under dist/vulkan-smoke): about 10 minutes to build, 2 to check.
+# says what it fetches and patches under dist/vulkan-smoke): about 6 minutes to build, 3 to check.
 vulkan-smoke:
 	bash bench/vulkan-smoke.sh
 
