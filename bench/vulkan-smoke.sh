@@ -49,9 +49,10 @@ export GANRUNNER_VULKAN_ADAPTER=cpu
 
 # The Vulkan build with cubecl-spirv patched.
 SPIRV="$WORK/cubecl-spirv"
+registry_copy() { ls -d "$HOME"/.cargo/registry/src/*/cubecl-spirv-0.11.3 2>/dev/null | head -1; }
 if [ ! -f "$SPIRV/.patched" ]; then
-    src=$(ls -d "$HOME"/.cargo/registry/src/*/cubecl-spirv-0.11.3 2>/dev/null | head -1)
-    [ -n "$src" ] || { cargo fetch -q && src=$(ls -d "$HOME"/.cargo/registry/src/*/cubecl-spirv-0.11.3 | head -1); }
+    src=$(registry_copy)
+    [ -n "$src" ] || { cargo fetch -q && src=$(registry_copy); }
     rm -rf "$SPIRV" && cp -r "$src" "$SPIRV"
     patch -s -d "$SPIRV" -p1 < bench/cubecl-spirv-workgroup.patch
     touch "$SPIRV/.patched"
