@@ -235,9 +235,10 @@ pub(crate) mod tests {
     }
 
     /// Forward, input gradient and weight gradient against burn's own `conv2d` on random
-    /// shapes: stride 1 and 2, padding 0 and 1, odd sizes, batch 1, single channels, batches
+    /// shapes: stride 1 and 2, padding 0 to 2, odd sizes, batch 1, single channels, batches
     /// that do not fill the kernel's last group, outputs small enough for its whole-batch
-    /// products and large enough for its per-image ones; for the kernel op ([`conv2d`] when
+    /// products and large enough for its per-image ones, few input channels and many (the
+    /// kernel's two layouts of column buffers); for the kernel op ([`conv2d`] when
     /// trained) and for the composition of burn ops ([`im2col_conv2d`], the GPU path).
     #[test]
     fn matches_burns_conv2d_with_gradients() {
@@ -258,6 +259,14 @@ pub(crate) mod tests {
                 (5, 7, 2, 3, 3, 3, 1, 2, true),
                 (9, 2, 3, 20, 18, 3, 1, 1, true),
                 (6, 3, 4, 17, 16, 3, 2, 1, false),
+                // 16 or more input channels: the kernel's pixel-row column buffers
+                (5, 16, 4, 8, 8, 4, 2, 1, false),
+                (3, 17, 5, 9, 7, 3, 1, 1, true),
+                (2, 20, 3, 5, 6, 3, 1, 2, true),
+                (6, 16, 2, 16, 16, 4, 2, 1, false),
+                (1, 24, 3, 4, 4, 4, 1, 0, true),
+                (5, 16, 6, 9, 9, 2, 1, 1, true),
+                (3, 18, 2, 11, 10, 3, 2, 0, false),
             ] {
                 let case =
                     format!("{name} {batch}x{c_in}x{h}x{w} -> {c_out}, k{k} s{stride} p{pad}");
@@ -291,7 +300,7 @@ pub(crate) mod tests {
 
     /// The transposed convolution against burn's, forward and both gradients: the shapes of
     /// dcgan-classic's G (1x1 -> 4x4, then doubling) and odd ones, inputs small and large
-    /// (the kernel's whole-batch and per-image products).
+    /// (the kernel's whole-batch and per-image products), few output channels and many.
     #[test]
     fn transposed_matches_burns_with_gradients() {
         use burn::nn::conv::ConvTranspose2dConfig;
@@ -305,6 +314,11 @@ pub(crate) mod tests {
             (6, 2, 3, 3, 3, 2, 0, true),
             (5, 3, 2, 10, 4, 2, 1, true),
             (9, 4, 3, 12, 3, 1, 1, false),
+            // 16 or more output channels: the kernel's pixel-row column buffers
+            (5, 8, 16, 1, 4, 1, 0, false),
+            (3, 6, 18, 4, 4, 2, 1, true),
+            (6, 4, 16, 8, 4, 2, 1, false),
+            (2, 3, 17, 5, 3, 1, 1, true),
         ] {
             let case = format!("{batch}x{c_in}x{side} -> {c_out}, k{k} s{stride} p{pad}");
             let conv = ConvTranspose2dConfig::new([c_in, c_out], [k, k])

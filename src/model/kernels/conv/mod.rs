@@ -3,9 +3,10 @@
 //!
 //! Three building blocks on plain buffers, per image: the forward `W . cols(x)` (the input's
 //! shifted views gathered into a column buffer, im2col, with the zero padding written there and
-//! not into a padded copy), the input gradient `col2im(W^T . dY)` and the weight gradient
-//! `sum_b dY_b . cols(x_b)^T`. Each product is one call to the `gemm` crate (the one burn-flex
-//! uses) on buffers in the layouts it reads directly. A transposed convolution is the input
+//! not into a padded copy; `columns.rs` has the buffers and their two layouts), the input
+//! gradient `col2im(W^T . dY)` and the weight gradient `sum_b dY_b . cols(x_b)^T`. Each product
+//! is one call to the `gemm` crate (the one burn-flex uses) with operands laid out so that it
+//! reads them along their contiguous axis without repacking them. A transposed convolution is the input
 //! gradient of a convolution, so it is built from the same three blocks in another order.
 //! Composed from burn's tensor ops instead ([`crate::model::conv::im2col_conv2d`]), autodiff
 //! copies, zero-fills and adds one input-sized tensor per kernel tap.
@@ -24,7 +25,10 @@ use burn::prelude::*;
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
+mod columns;
+
 use super::{tensor, values};
+use columns::{Geometry, Layout};
 
 /// Images per parallel task (and per partial sum of the weight gradient).
 const GROUP: usize = 4;
@@ -70,250 +74,32 @@ pub fn conv_transpose2d(x: Tensor<4>, weight: Tensor<4>, stride: usize, pad: usi
     ))
 }
 
-/// The sizes of one convolution.
-#[derive(Debug, Clone, Copy)]
-struct Geometry {
-    batch: usize,
-    c_in: usize,
-    h: usize,
-    w: usize,
-    c_out: usize,
-    k: usize,
-    stride: usize,
-    pad: usize,
-    h_out: usize,
-    w_out: usize,
+/// A matrix inside a buffer: entry (i, j) at `i * strides[0] + j * strides[1]`.
+#[derive(Clone, Copy)]
+struct View<'a> {
+    values: &'a [f32],
+    strides: [usize; 2],
 }
 
-impl Geometry {
-    /// The convolution of `x` with `weight`.
-    fn conv(x: &FlexTensor, weight: &FlexTensor, stride: usize, pad: usize) -> Self {
-        let [batch, c_in, h, w] = dims(x);
-        let [c_out, c_in_w, k, k_w] = dims(weight);
-        assert!(
-            c_in == c_in_w && k == k_w,
-            "gemm_conv2d: weight {c_out}x{c_in_w}x{k}x{k_w} for {c_in} input channels"
-        );
-        Geometry::new([batch, c_in, h, w], [c_out, k], stride, pad)
-    }
-
-    /// The convolution whose input gradient is the transposed convolution of `x` with
-    /// `weight`: its input is the transposed convolution's output, its output `x`'s shape.
-    fn transposed(x: &FlexTensor, weight: &FlexTensor, stride: usize, pad: usize) -> Self {
-        let [batch, c_in, h, w] = dims(x);
-        let [c_in_w, c_out, k, k_w] = dims(weight);
-        assert!(
-            c_in == c_in_w && k == k_w && stride > 0,
-            "gemm_conv_transpose2d: weight {c_in_w}x{c_out}x{k}x{k_w} for {c_in} input channels"
-        );
-        let side = |n: usize| ((n - 1) * stride + k).checked_sub(2 * pad);
-        let (Some(h_up), Some(w_up)) = (side(h), side(w)) else {
-            panic!("gemm_conv_transpose2d: padding {pad} larger than the output");
-        };
-        let g = Geometry::new([batch, c_out, h_up, w_up], [c_in, k], stride, pad);
-        assert_eq!((g.h_out, g.w_out), (h, w), "gemm_conv_transpose2d: sizes");
-        g
-    }
-
-    fn new(
-        [batch, c_in, h, w]: [usize; 4],
-        [c_out, k]: [usize; 2],
-        stride: usize,
-        pad: usize,
-    ) -> Self {
-        assert!(
-            h + 2 * pad >= k && w + 2 * pad >= k && stride > 0,
-            "gemm_conv2d: kernel larger than the padded input"
-        );
-        Geometry {
-            batch,
-            c_in,
-            h,
-            w,
-            c_out,
-            k,
-            stride,
-            pad,
-            h_out: (h + 2 * pad - k) / stride + 1,
-            w_out: (w + 2 * pad - k) / stride + 1,
-        }
-    }
-
-    /// Rows of the column buffer: one per (input channel, kernel row, kernel column).
-    fn taps(&self) -> usize {
-        self.c_in * self.k * self.k
-    }
-
-    /// Columns of the column buffer: one per output pixel.
-    fn pixels(&self) -> usize {
-        self.h_out * self.w_out
-    }
-
-    fn input_len(&self) -> usize {
-        self.c_in * self.h * self.w
-    }
-
-    fn output_len(&self) -> usize {
-        self.c_out * self.pixels()
-    }
-
-    fn input_shape(&self) -> [usize; 4] {
-        [self.batch, self.c_in, self.h, self.w]
-    }
-
-    fn output_shape(&self) -> [usize; 4] {
-        [self.batch, self.c_out, self.h_out, self.w_out]
-    }
-
-    fn weight_shape(&self) -> [usize; 4] {
-        [self.c_out, self.c_in, self.k, self.k]
-    }
-
-    /// Whether there is anything to compute.
-    fn is_empty(&self) -> bool {
-        self.batch == 0 || self.pixels() == 0
-    }
-
-    /// For kernel offset `kx` along an axis of `len` input pixels: the output positions
-    /// `lo..hi` whose input pixel `o * stride + kx - pad` lies inside the image.
-    fn valid(&self, kx: usize, len: usize, out_len: usize) -> (usize, usize) {
-        let s = self.stride;
-        let lo = self.pad.saturating_sub(kx).div_ceil(s);
-        let hi = (len + self.pad).saturating_sub(kx).div_ceil(s).min(out_len);
-        (lo.min(hi), hi)
-    }
-
-    /// Visits, for every tap row of a column buffer whose rows start `ld` apart and output row
-    /// `oy` that reads inside the image, the input row offset, the buffer offset and the valid
-    /// output columns.
-    fn for_each_span(&self, ld: usize, mut f: impl FnMut(usize, usize, usize, usize)) {
-        let k = self.k;
-        for ci in 0..self.c_in {
-            for ky in 0..k {
-                let (oy_lo, oy_hi) = self.valid(ky, self.h, self.h_out);
-                for kx in 0..k {
-                    let (ox_lo, ox_hi) = self.valid(kx, self.w, self.w_out);
-                    let row = ((ci * k + ky) * k + kx) * ld;
-                    for oy in oy_lo..oy_hi {
-                        let iy = oy * self.stride + ky - self.pad;
-                        let input =
-                            (ci * self.h + iy) * self.w + ox_lo * self.stride + kx - self.pad;
-                        f(input, row + oy * self.w_out + ox_lo, ox_lo, ox_hi);
-                    }
-                }
-            }
-        }
-    }
-
-    /// The column buffer of one image: `taps` rows of `pixels` values, `ld` apart (`pixels`
-    /// for a buffer of its own; several images' columns can share rows). Only the entries
-    /// that read the image are written: `cols` must hold zeros where taps read the padding,
-    /// as a zeroed buffer does, and one that only this geometry's im2col wrote since.
-    fn im2col(&self, x: &[f32], cols: &mut [f32], ld: usize) {
-        let s = self.stride;
-        self.for_each_span(ld, |input, at, lo, hi| {
-            let out = &mut cols[at..at + (hi - lo)];
-            match s {
-                1 => out.copy_from_slice(&x[input..input + (hi - lo)]),
-                2 => gather::<2>(out, &x[input..]),
-                _ => out
-                    .iter_mut()
-                    .enumerate()
-                    .for_each(|(j, o)| *o = x[input + j * s]),
-            }
-        });
-    }
-
-    /// Adds a column buffer's entries (laid out as [`Self::im2col`] writes them) back onto the
-    /// input pixels they were read from.
-    fn col2im(&self, cols: &[f32], dx: &mut [f32], ld: usize) {
-        let s = self.stride;
-        self.for_each_span(ld, |input, at, lo, hi| {
-            let cols = &cols[at..at + (hi - lo)];
-            match s {
-                1 => {
-                    let dx = &mut dx[input..input + cols.len()];
-                    dx.iter_mut().zip(cols).for_each(|(d, c)| *d += c);
-                }
-                2 => scatter_add::<2>(cols, &mut dx[input..]),
-                _ => cols
-                    .iter()
-                    .enumerate()
-                    .for_each(|(j, c)| dx[input + j * s] += c),
-            }
-        });
-    }
+fn view(values: &[f32], strides: [usize; 2]) -> View<'_> {
+    View { values, strides }
 }
 
-/// `out[j] = src[j * S]`: stride 2 (the common one) gets a loop without bounds checks.
-fn gather<const S: usize>(out: &mut [f32], src: &[f32]) {
-    if let Some(last) = out.len().checked_sub(1) {
-        let src = &src[..last * S + 1];
-        out.iter_mut()
-            .zip(src.chunks(S))
-            .for_each(|(o, chunk)| *o = chunk[0]);
-    }
-}
-
-/// `dst[j * S] += values[j]`, the reverse of [`gather`].
-fn scatter_add<const S: usize>(values: &[f32], dst: &mut [f32]) {
-    if let Some(last) = values.len().checked_sub(1) {
-        let dst = &mut dst[..last * S + 1];
-        dst.chunks_mut(S)
-            .zip(values)
-            .for_each(|(chunk, v)| chunk[0] += v);
-    }
-}
-
-fn dims(t: &FlexTensor) -> [usize; 4] {
-    let shape = t.layout().shape();
-    assert_eq!(
-        shape.num_dims(),
-        4,
-        "the convolution kernels take 4-D tensors"
-    );
-    std::array::from_fn(|i| shape[i])
-}
-
-/// `dst (m x n) = [dst +] lhs (m x k) . rhs (k x n)`, each given by its row and column
-/// strides, on the calling thread.
-fn gemm(
-    size: [usize; 3],
-    dst: &mut [f32],
-    accumulate: bool,
-    lhs: &[f32],
-    lhs_strides: [usize; 2],
-    rhs: &[f32],
-    rhs_strides: [usize; 2],
-) {
-    let serial = gemm::Parallelism::None;
-    gemm_with(
-        size,
-        dst,
-        accumulate,
-        lhs,
-        lhs_strides,
-        rhs,
-        rhs_strides,
-        serial,
-    );
-}
-
-/// [`gemm`] with the given parallelism.
-#[allow(clippy::too_many_arguments)]
+/// `dst (m x n) = [dst +] lhs (m x k) . rhs (k x n)`, `dst`'s entries `dst_strides` apart.
 fn gemm_with(
     [m, n, k]: [usize; 3],
-    dst: &mut [f32],
+    (dst, [dst_rs, dst_cs]): (&mut [f32], [usize; 2]),
     accumulate: bool,
-    lhs: &[f32],
-    [lhs_rs, lhs_cs]: [usize; 2],
-    rhs: &[f32],
-    [rhs_rs, rhs_cs]: [usize; 2],
+    lhs: View,
+    rhs: View,
     parallelism: gemm::Parallelism,
 ) {
-    debug_assert!(dst.len() >= m * n);
-    debug_assert!(lhs.len() > (m - 1) * lhs_rs + (k - 1) * lhs_cs);
-    debug_assert!(rhs.len() > (k - 1) * rhs_rs + (n - 1) * rhs_cs);
+    let last = |[rs, cs]: [usize; 2], rows: usize, cols: usize| (rows - 1) * rs + (cols - 1) * cs;
+    debug_assert!(dst.len() > last([dst_rs, dst_cs], m, n));
+    debug_assert!(lhs.values.len() > last(lhs.strides, m, k));
+    debug_assert!(rhs.values.len() > last(rhs.strides, k, n));
+    let [lhs_rs, lhs_cs] = lhs.strides;
+    let [rhs_rs, rhs_cs] = rhs.strides;
     // SAFETY: the strides describe matrices inside the slices (checked above in debug builds,
     // and by construction from `Geometry`); `dst` does not alias the inputs.
     unsafe {
@@ -322,13 +108,13 @@ fn gemm_with(
             n,
             k,
             dst.as_mut_ptr(),
-            1,
-            n as isize,
+            dst_cs as isize,
+            dst_rs as isize,
             accumulate,
-            lhs.as_ptr(),
+            lhs.values.as_ptr(),
             lhs_cs as isize,
             lhs_rs as isize,
-            rhs.as_ptr(),
+            rhs.values.as_ptr(),
             rhs_cs as isize,
             rhs_rs as isize,
             1.0,
@@ -341,26 +127,62 @@ fn gemm_with(
     }
 }
 
+/// [`gemm_with`] on the calling thread.
+fn gemm(size: [usize; 3], dst: (&mut [f32], [usize; 2]), accumulate: bool, lhs: View, rhs: View) {
+    gemm_with(size, dst, accumulate, lhs, rhs, gemm::Parallelism::None);
+}
+
+/// The whole batch's product `lhs (m x k) . rhs (k x n)`, in parallel, into a new buffer
+/// whose entries are `dst_strides` apart.
+fn batch_gemm([m, n, k]: [usize; 3], dst_strides: [usize; 2], lhs: View, rhs: View) -> Vec<f32> {
+    let mut dst = vec![0f32; m * n];
+    let dst_view = (&mut dst[..], dst_strides);
+    gemm_with(
+        [m, n, k],
+        dst_view,
+        false,
+        lhs,
+        rhs,
+        gemm::Parallelism::Rayon(0),
+    );
+    dst
+}
+
 /// Below this many output pixels per image, the images' columns share one buffer and each
 /// product is one GEMM over the whole batch (per image it would be a matrix-vector product
 /// re-reading the weight once per image), at the cost of reordering the output.
 const BATCHED_BELOW: usize = 64;
 
-/// The columns of every image side by side: `taps` rows of `batch * pixels` values.
+/// Where image `b`'s columns start in a buffer holding the whole batch's.
+fn image_offset(g: &Geometry, b: usize) -> usize {
+    b * g.pixels() * g.column_strides(0)[1]
+}
+
+/// The columns of every image in one buffer, `batch * pixels` of them (tap rows: side by side
+/// in each row; pixel rows: image after image).
 fn batch_columns(g: &Geometry, x: &[f32]) -> Vec<f32> {
     let (pixels, ld) = (g.pixels(), g.batch * g.pixels());
     let mut cols = vec![0f32; g.taps() * ld];
-    // In parallel over input channels, whose rows are contiguous blocks of the buffer.
-    let plane = g.h * g.w;
-    let one_channel = Geometry { c_in: 1, ..*g };
-    cols.par_chunks_mut((g.k * g.k * ld).max(1))
-        .enumerate()
-        .for_each(|(ci, rows)| {
-            for b in 0..g.batch {
-                let x = &x[b * g.input_len() + ci * plane..][..plane];
-                one_channel.im2col(x, &mut rows[b * pixels..], ld);
-            }
-        });
+    match g.layout() {
+        Layout::PixelRows => {
+            cols.par_chunks_mut((g.taps() * pixels).max(1))
+                .zip(x.par_chunks(g.input_len().max(1)))
+                .for_each_init(Vec::new, |scratch, (cols, x)| g.im2col(x, cols, 0, scratch));
+        }
+        // In parallel over input channels, whose rows are contiguous blocks of the buffer.
+        Layout::TapRows => {
+            let plane = g.input_len() / g.c_in;
+            let one_channel = g.one_channel();
+            cols.par_chunks_mut((one_channel.taps() * ld).max(1))
+                .enumerate()
+                .for_each(|(ci, rows)| {
+                    for b in 0..g.batch {
+                        let x = &x[b * g.input_len() + ci * plane..][..plane];
+                        one_channel.im2col(x, &mut rows[b * pixels..], ld, &mut Vec::new());
+                    }
+                });
+        }
+    }
     cols
 }
 
@@ -378,26 +200,14 @@ fn swap_outer(values: &[f32], [batch, c, pixels]: [usize; 3]) -> Vec<f32> {
     out
 }
 
-/// The whole batch's product `dst (m x n) = lhs (m x k) . rhs (k x n)`, in parallel.
-fn batch_gemm(
-    [m, n, k]: [usize; 3],
-    lhs: &[f32],
-    lhs_strides: [usize; 2],
-    rhs: &[f32],
-    rhs_strides: [usize; 2],
-) -> Vec<f32> {
-    let mut dst = vec![0f32; m * n];
-    gemm_with(
-        [m, n, k],
-        &mut dst,
-        false,
-        lhs,
-        lhs_strides,
-        rhs,
-        rhs_strides,
-        gemm::Parallelism::Rayon(0),
-    );
-    dst
+/// Images of `[P, C]` values reordered as `[C, P]`.
+fn channels_first(values: &[f32], [pixels, c]: [usize; 2]) -> Vec<f32> {
+    let mut out = vec![0f32; values.len()];
+    let image = (pixels * c).max(1);
+    out.par_chunks_mut(image)
+        .zip(values.par_chunks(image))
+        .for_each(|(out, values)| transpose::transpose(values, out, c, pixels));
+    out
 }
 
 /// From the column buffers of the convolution's input `x`: its output `[B, Cout, Ho, Wo]`
@@ -416,19 +226,34 @@ fn column_products(
             dy.map(|_| vec![0f32; g.c_out * taps]),
         );
     }
+    let w = w.map(|w| g.forward_weight(w));
+    let w = w.as_ref().map(|(w, strides)| view(w, *strides));
     if pixels < BATCHED_BELOW {
         let n = g.batch * pixels;
         let cols = batch_columns(g, x);
+        let [tap_stride, pixel_stride] = g.column_strides(n);
         let out = w.map(|w| {
-            let product = batch_gemm([g.c_out, n, taps], w, [taps, 1], &cols, [n, 1]);
-            swap_outer(&product, [g.c_out, g.batch, pixels])
+            let cols = view(&cols, [tap_stride, pixel_stride]);
+            match g.layout() {
+                Layout::TapRows => {
+                    let product = batch_gemm([g.c_out, n, taps], [n, 1], w, cols);
+                    swap_outer(&product, [g.c_out, g.batch, pixels])
+                }
+                Layout::PixelRows => {
+                    let product = batch_gemm([g.c_out, n, taps], [1, g.c_out], w, cols);
+                    channels_first(&product, [pixels, g.c_out])
+                }
+            }
         });
         let dw = dy.map(|dy| {
             let dy = swap_outer(dy, [g.batch, g.c_out, pixels]);
-            batch_gemm([g.c_out, taps, n], &dy, [n, 1], &cols, [1, n])
+            let cols_t = view(&cols, [pixel_stride, tap_stride]);
+            let dw = batch_gemm([g.c_out, taps, n], [taps, 1], view(&dy, [n, 1]), cols_t);
+            g.weight_from_tap_order(dw)
         });
         return (out, dw);
     }
+    let [tap_stride, pixel_stride] = g.column_strides(pixels);
     let mut out = w.map(|_| vec![0f32; g.batch * g.output_len()]);
     let groups: Vec<Option<&mut [f32]>> = match out.as_mut() {
         Some(out) => out.chunks_mut(g.output_len() * GROUP).map(Some).collect(),
@@ -438,25 +263,37 @@ fn column_products(
         .into_par_iter()
         .enumerate()
         .map(|(group, mut out)| {
-            let mut cols = vec![0f32; taps * pixels];
+            let (mut cols, mut scratch) = (vec![0f32; taps * pixels], Vec::new());
+            let mut product = match g.layout() {
+                Layout::TapRows => Vec::new(),
+                Layout::PixelRows => vec![0f32; g.output_len()],
+            };
             let mut dw = dy.map(|_| vec![0f32; g.c_out * taps]);
             for (i, b) in (group * GROUP..((group + 1) * GROUP).min(g.batch)).enumerate() {
-                g.im2col(
-                    &x[b * g.input_len()..(b + 1) * g.input_len()],
-                    &mut cols,
-                    pixels,
-                );
+                let x = &x[b * g.input_len()..(b + 1) * g.input_len()];
+                g.im2col(x, &mut cols, pixels, &mut scratch);
                 if let (Some(w), Some(out)) = (w, out.as_deref_mut()) {
                     // out_b (Cout x pixels) = W (Cout x taps) . cols (taps x pixels)
                     let out = &mut out[i * g.output_len()..(i + 1) * g.output_len()];
+                    let cols = view(&cols, [tap_stride, pixel_stride]);
                     let size = [g.c_out, pixels, taps];
-                    gemm(size, out, false, w, [taps, 1], &cols, [pixels, 1]);
+                    match g.layout() {
+                        Layout::TapRows => gemm(size, (out, g.output_strides()), false, w, cols),
+                        Layout::PixelRows => {
+                            let product = &mut product[..];
+                            gemm(size, (product, g.output_strides()), false, w, cols);
+                            transpose::transpose(product, out, g.c_out, pixels);
+                        }
+                    }
                 }
                 if let (Some(dy), Some(dw)) = (dy, dw.as_mut()) {
                     // dW (Cout x taps) += dY_b (Cout x pixels) . cols^T (pixels x taps)
-                    let dy = &dy[b * g.output_len()..(b + 1) * g.output_len()];
-                    let size = [g.c_out, taps, pixels];
-                    gemm(size, dw, i > 0, dy, [pixels, 1], &cols, [1, pixels]);
+                    let dy = view(
+                        &dy[b * g.output_len()..(b + 1) * g.output_len()],
+                        [pixels, 1],
+                    );
+                    let cols_t = view(&cols, [pixel_stride, tap_stride]);
+                    gemm([g.c_out, taps, pixels], (dw, [taps, 1]), i > 0, dy, cols_t);
                 }
             }
             dw
@@ -468,7 +305,7 @@ fn column_products(
         for partial in partials.iter().flatten() {
             sum.iter_mut().zip(partial).for_each(|(s, p)| *s += p);
         }
-        sum
+        g.weight_from_tap_order(sum)
     });
     (out, dw)
 }
@@ -481,33 +318,39 @@ fn input_grad(g: &Geometry, w: &[f32], dy: &[f32]) -> Vec<f32> {
     if g.is_empty() {
         return dx;
     }
+    let (w_t, w_t_strides) = g.input_grad_weight(w);
+    let w_t = view(&w_t, w_t_strides);
     if pixels < BATCHED_BELOW {
         let n = g.batch * pixels;
         let dy = swap_outer(dy, [g.batch, g.c_out, pixels]);
-        let cols = batch_gemm([taps, n, g.c_out], w, [1, taps], &dy, [n, 1]);
+        let cols = batch_gemm(
+            [taps, n, g.c_out],
+            g.column_strides(n),
+            w_t,
+            view(&dy, [n, 1]),
+        );
         dx.par_chunks_mut(g.input_len().max(1))
             .enumerate()
-            .for_each(|(b, dx)| g.col2im(&cols[b * pixels..], dx, n));
+            .for_each_init(Vec::new, |scratch, (b, dx)| {
+                g.col2im(&cols[image_offset(g, b)..], dx, n, scratch)
+            });
         return dx;
     }
+    let col_strides = g.column_strides(pixels);
     dx.par_chunks_mut(g.input_len() * GROUP)
         .enumerate()
         .for_each(|(group, dx)| {
-            let mut cols = vec![0f32; taps * pixels];
+            let (mut cols, mut scratch) = (vec![0f32; taps * pixels], Vec::new());
             for (i, dx) in dx.chunks_mut(g.input_len()).enumerate() {
                 let b = group * GROUP + i;
-                let dy = &dy[b * g.output_len()..(b + 1) * g.output_len()];
-                // dcols (taps x pixels) = W^T (taps x Cout) . dY_b (Cout x pixels)
-                gemm(
-                    [taps, pixels, g.c_out],
-                    &mut cols,
-                    false,
-                    w,
-                    [1, taps],
-                    dy,
+                let dy = view(
+                    &dy[b * g.output_len()..(b + 1) * g.output_len()],
                     [pixels, 1],
                 );
-                g.col2im(&cols, dx, pixels);
+                // dcols (taps x pixels) = W^T (taps x Cout) . dY_b (Cout x pixels)
+                let size = [taps, pixels, g.c_out];
+                gemm(size, (&mut cols, col_strides), false, w_t, dy);
+                g.col2im(&cols, dx, pixels, &mut scratch);
             }
         });
     dx
