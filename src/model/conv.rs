@@ -259,13 +259,14 @@ pub(crate) mod tests {
                 (5, 7, 2, 3, 3, 3, 1, 2, true),
                 (9, 2, 3, 20, 18, 3, 1, 1, true),
                 (6, 3, 4, 17, 16, 3, 2, 1, false),
-                // 16 or more input channels: the kernel's pixel-row column buffers
+                // 16 or more input channels, strided or under 8 output columns: the kernel's
+                // pixel-row column buffers
                 (5, 16, 4, 8, 8, 4, 2, 1, false),
                 (3, 17, 5, 9, 7, 3, 1, 1, true),
-                (2, 20, 3, 5, 6, 3, 1, 2, true),
+                (2, 20, 3, 5, 5, 3, 1, 2, true),
                 (6, 16, 2, 16, 16, 4, 2, 1, false),
                 (1, 24, 3, 4, 4, 4, 1, 0, true),
-                (5, 16, 6, 9, 9, 2, 1, 1, true),
+                (5, 16, 6, 14, 6, 2, 1, 1, true),
                 (3, 18, 2, 11, 10, 3, 2, 0, false),
             ] {
                 let case =
@@ -314,7 +315,8 @@ pub(crate) mod tests {
             (6, 2, 3, 3, 3, 2, 0, true),
             (5, 3, 2, 10, 4, 2, 1, true),
             (9, 4, 3, 12, 3, 1, 1, false),
-            // 16 or more output channels: the kernel's pixel-row column buffers
+            // 16 or more output channels, strided or under 8 input columns: the kernel's
+            // pixel-row column buffers
             (5, 8, 16, 1, 4, 1, 0, false),
             (3, 6, 18, 4, 4, 2, 1, true),
             (6, 4, 16, 8, 4, 2, 1, false),

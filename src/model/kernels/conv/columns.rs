@@ -13,11 +13,14 @@ use std::borrow::Cow;
 
 use burn_flex::FlexTensor;
 
-/// From this many input channels on, column buffers are [`Layout::PixelRows`]: runs of at
-/// least 16 values (64 bytes). Measured on the DCGANs (`runner bench`, 1 and 2 threads):
-/// dcgan-classic 1.3-1.4x faster than with tap rows everywhere; the report's DCGAN, whose
-/// layers have 1 and 16 or more input channels, the same with 8, 16 or 64 here.
+/// Column buffers are [`Layout::PixelRows`] from this many input channels on (runs of at least
+/// 64 bytes) when the tap rows' spans would be short: strided, or under
+/// [`LONG_SPAN`] output columns.
 const PIXEL_ROWS_FROM: usize = 16;
+
+/// Stride-1 spans this long are copied about as fast as pixel rows' runs, without the
+/// channels-last copies of the input and output.
+const LONG_SPAN: usize = 8;
 
 /// How a column buffer holds its `taps x pixels` matrix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,9 +156,14 @@ impl Geometry {
         Geometry { c_in: 1, ..*self }
     }
 
-    /// The layout of this convolution's column buffers.
+    /// The layout of this convolution's column buffers. Measured with `runner bench` and
+    /// `runner generate`: dcgan-classic trains 1.3-1.4x faster with pixel rows for its inner
+    /// layers (strided, or a single output pixel); the report's DCGAN trains as fast either
+    /// way, and samples 4% faster with its stride-1 phase convolutions (9 and 17 output
+    /// columns) left in tap rows.
     pub(super) fn layout(&self) -> Layout {
-        if self.c_in >= PIXEL_ROWS_FROM {
+        let short_spans = self.stride > 1 || self.w_out < LONG_SPAN;
+        if self.c_in >= PIXEL_ROWS_FROM && short_spans {
             Layout::PixelRows
         } else {
             Layout::TapRows
