@@ -268,6 +268,10 @@ pub(crate) mod tests {
                 (1, 24, 3, 4, 4, 4, 1, 0, true),
                 (5, 16, 6, 14, 6, 2, 1, 1, true),
                 (3, 18, 2, 11, 10, 3, 2, 0, false),
+                // the quickstart D's layers at batch 64 (products large enough to be threaded)
+                (64, 16, 32, 16, 16, 3, 2, 1, true),
+                (64, 32, 64, 8, 8, 3, 2, 1, true),
+                (64, 64, 128, 4, 4, 3, 2, 1, true),
             ] {
                 let case =
                     format!("{name} {batch}x{c_in}x{h}x{w} -> {c_out}, k{k} s{stride} p{pad}");
