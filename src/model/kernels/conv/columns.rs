@@ -174,8 +174,16 @@ impl Geometry {
     /// rows start `ld` apart (when they are rows).
     pub(super) fn column_strides(&self, ld: usize) -> [usize; 2] {
         match self.layout() {
-            Layout::TapRows => [ld, 1],
-            Layout::PixelRows => [1, self.taps()],
+            Layout::TapRows => [ld, self.pixel_stride()],
+            Layout::PixelRows => [1, self.pixel_stride()],
+        }
+    }
+
+    /// The distance between neighbouring pixels' entries of a column buffer.
+    pub(super) fn pixel_stride(&self) -> usize {
+        match self.layout() {
+            Layout::TapRows => 1,
+            Layout::PixelRows => self.taps(),
         }
     }
 

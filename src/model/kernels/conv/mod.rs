@@ -155,7 +155,7 @@ const BATCHED_BELOW: usize = 64;
 
 /// Where image `b`'s columns start in a buffer holding the whole batch's.
 fn image_offset(g: &Geometry, b: usize) -> usize {
-    b * g.pixels() * g.column_strides(0)[1]
+    b * g.pixels() * g.pixel_stride()
 }
 
 /// The columns of every image in one buffer, `batch * pixels` of them (tap rows: side by side
@@ -167,7 +167,9 @@ fn batch_columns(g: &Geometry, x: &[f32]) -> Vec<f32> {
         Layout::PixelRows => {
             cols.par_chunks_mut((g.taps() * pixels).max(1))
                 .zip(x.par_chunks(g.input_len().max(1)))
-                .for_each_init(Vec::new, |scratch, (cols, x)| g.im2col(x, cols, 0, scratch));
+                .for_each_init(Vec::new, |scratch, (cols, x)| {
+                    g.im2col(x, cols, pixels, scratch)
+                });
         }
         // In parallel over input channels, whose rows are contiguous blocks of the buffer.
         Layout::TapRows => {
