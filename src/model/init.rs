@@ -98,7 +98,10 @@ pub fn conv_transpose2d(
     conv
 }
 
-/// A batch norm with the report's init: gamma N(1, 0.02), beta 0.
+/// A batch norm with the report's init: gamma N(1, 0.02), beta 0. Both are built here rather
+/// than left to burn's lazy initialization: a lazy parameter's pending state is shared by the
+/// module's clones, so `no_grad()` on a clone (the trainer's G step) would make the original's
+/// beta untrainable too.
 pub fn batch_norm(
     rng: &mut StdRng,
     features: usize,
@@ -111,6 +114,7 @@ pub fn batch_norm(
         .with_momentum(momentum)
         .init(device);
     bn.gamma = Param::from_tensor(normal(rng, [features], 1.0, 0.02, device));
+    bn.beta = Param::from_tensor(Tensor::zeros([features], device));
     bn
 }
 

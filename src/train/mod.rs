@@ -345,9 +345,14 @@ impl Trainer {
         let n = real.dims()[0];
         let z = latents(&mut rng, n, latent_dim, &self.device);
         let fake = self.generator.forward(z, labels.as_ref(), Some(&mut rng));
-        let verdict = self
-            .critic()
-            .forward(fake.clone(), labels.as_ref(), Some(&mut rng));
+        // G's loss needs D's input gradient only: with D's weights as constants the backward
+        // pass skips D's weight gradients (PyTorch's loop computes them and throws them away).
+        // D's BatchNorm statistics are shared with this copy and still updated.
+        let verdict = self.critic().into_owned().no_grad().forward(
+            fake.clone(),
+            labels.as_ref(),
+            Some(&mut rng),
+        );
         let g_loss = with_class_loss(
             loss.g_loss(verdict.logits),
             &[verdict.class_logits],
@@ -813,6 +818,69 @@ mod tests {
             let mut after = MaxAbs(0.0);
             clipped.visit(&mut after);
             assert!(after.0 <= 0.01 && after.0 > 0.0, "{}", after.0);
+        }
+    }
+
+    /// Every float parameter of a module, in visiting order, with whether it is trained (burn
+    /// visits BatchNorm's running statistics too, as untracked tensors).
+    struct Values(Vec<(bool, Vec<f32>)>);
+
+    impl ModuleVisitor for Values {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let value = param.val();
+            (self.0).push((
+                value.is_require_grad(),
+                value.into_data().try_to_vec::<f32>().unwrap(),
+            ));
+        }
+    }
+
+    fn values<M: Module>(module: &M) -> Vec<(bool, Vec<f32>)> {
+        let mut values = Values(Vec::new());
+        module.visit(&mut values);
+        values.0
+    }
+
+    /// The G step reads D through a `no_grad()` copy (D's weight gradients are not needed
+    /// there); every trained parameter of D, BatchNorm's beta among them, must still be
+    /// trained by the D step, and all of G's by the G step. (With burn's lazily initialized
+    /// beta, the copy's `no_grad` froze the original's.) The trainer's networks are compared
+    /// with a second build from the same seed, so that nothing touches them before the step.
+    #[test]
+    fn a_step_trains_every_parameter_of_both_networks() {
+        let n = 64;
+        let digits = Digits {
+            pixels: (0..n * 784).map(|i| (i * 7 % 256) as u8).collect(),
+            labels: (0..n).map(|i| (i % 10) as u8).collect(),
+            side: 28,
+        };
+        for model in [
+            crate::model::ModelConfig::default(),
+            crate::model::ModelConfig::DcganClassic(Default::default()),
+            crate::model::ModelConfig::Gan(Default::default()),
+        ] {
+            let mut config = RunConfig {
+                model,
+                ..Default::default()
+            };
+            config.train.batch_size = 16;
+            let mut trainer = Trainer::new(&config, &digits);
+            trainer.step(1).unwrap();
+            let init = &mut rng_for(config.train.seed, Stream::Init, 0);
+            let (g, d) = config.model.build(init, &training_device());
+            let before = [values(&g), values(&d)];
+            let after = [values(&trainer.generator), values(&trainer.discriminator)];
+            for (net, (before, after)) in ["G", "D"].iter().zip(before.iter().zip(&after)) {
+                let trained = before.iter().filter(|(trained, _)| *trained).count();
+                assert!(trained >= 2, "{:?}: {net}", config.model);
+                for (i, (b, a)) in before.iter().zip(after).enumerate() {
+                    let case = format!("{:?}: {net}'s parameter {i}", config.model);
+                    assert_eq!(b.0, a.0, "{case}: trained before the step, not after");
+                    if b.0 {
+                        assert_ne!(b.1, a.1, "{case} did not change");
+                    }
+                }
+            }
         }
     }
 }
