@@ -111,13 +111,7 @@ pub fn time_steps(
         ..Default::default()
     };
     config.train.batch_size = batch;
-    let n = batch * 4;
-    let digits = Digits {
-        pixels: (0..n * 784).map(|i| (i * 7 % 256) as u8).collect(),
-        labels: vec![0; n],
-        side: 28,
-    };
-    let mut trainer = Trainer::new(&config, &digits);
+    let mut trainer = Trainer::new(&config, &Digits::synthetic(batch * 4));
     for step in 1..=warmup as u64 {
         trainer.step(step)?;
     }

@@ -848,12 +848,7 @@ mod tests {
     /// with a second build from the same seed, so that nothing touches them before the step.
     #[test]
     fn a_step_trains_every_parameter_of_both_networks() {
-        let n = 64;
-        let digits = Digits {
-            pixels: (0..n * 784).map(|i| (i * 7 % 256) as u8).collect(),
-            labels: (0..n).map(|i| (i % 10) as u8).collect(),
-            side: 28,
-        };
+        let digits = Digits::synthetic(64);
         for model in [
             crate::model::ModelConfig::default(),
             crate::model::ModelConfig::DcganClassic(Default::default()),

@@ -229,12 +229,7 @@ impl Geometry {
         match self.layout() {
             Layout::TapRows => Cow::Borrowed(w),
             Layout::PixelRows => {
-                let (taps, kk) = (self.taps(), self.k * self.k);
-                let mut out = vec![0f32; w.len()];
-                for (w, out) in w.chunks_exact(taps).zip(out.chunks_exact_mut(taps)) {
-                    transpose::transpose(w, out, kk, self.c_in);
-                }
-                Cow::Owned(out)
+                Cow::Owned(self.per_output_channel(w, [self.c_in, self.k * self.k]))
             }
         }
     }
@@ -243,15 +238,18 @@ impl Geometry {
     pub(super) fn weight_from_tap_order(&self, dw: Vec<f32>) -> Vec<f32> {
         match self.layout() {
             Layout::TapRows => dw,
-            Layout::PixelRows => {
-                let (taps, kk) = (self.taps(), self.k * self.k);
-                let mut out = vec![0f32; dw.len()];
-                for (dw, out) in dw.chunks_exact(taps).zip(out.chunks_exact_mut(taps)) {
-                    transpose::transpose(dw, out, self.c_in, kk);
-                }
-                out
-            }
+            Layout::PixelRows => self.per_output_channel(&dw, [self.k * self.k, self.c_in]),
         }
+    }
+
+    /// Each output channel's `[rows, cols]` block of a weight-shaped buffer, transposed.
+    fn per_output_channel(&self, values: &[f32], [rows, cols]: [usize; 2]) -> Vec<f32> {
+        let taps = self.taps();
+        let mut out = vec![0f32; values.len()];
+        for (values, out) in values.chunks_exact(taps).zip(out.chunks_exact_mut(taps)) {
+            transpose::transpose(values, out, cols, rows);
+        }
+        out
     }
 
     /// Writes the column buffer of one image `x` (`Cin x H x W`) into `cols`: for tap rows,

@@ -266,9 +266,10 @@ fn column_products(
         .enumerate()
         .map(|(group, mut out)| {
             let (mut cols, mut scratch) = (vec![0f32; taps * pixels], Vec::new());
-            let mut product = match g.layout() {
-                Layout::TapRows => Vec::new(),
-                Layout::PixelRows => vec![0f32; g.output_len()],
+            // Pixel rows' forward product, channels-last, before it is transposed into `out`.
+            let mut product = match (g.layout(), w) {
+                (Layout::PixelRows, Some(_)) => vec![0f32; g.output_len()],
+                _ => Vec::new(),
             };
             let mut dw = dy.map(|_| vec![0f32; g.c_out * taps]);
             for (i, b) in (group * GROUP..((group + 1) * GROUP).min(g.batch)).enumerate() {
