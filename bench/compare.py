@@ -22,7 +22,10 @@ TUNED = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=107374
 
 
 def json_lines(cmd, env=None):
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed (exit {done.returncode}):\n{done.stderr.strip()}")
+    out = done.stdout
     return {row["model"]: row for row in map(json.loads, filter(None, out.splitlines()))}
 
 
