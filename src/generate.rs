@@ -20,7 +20,7 @@ pub struct Loaded {
 /// moving average of its weights when the run kept one, unless `raw`.
 pub fn load_generator(path: &Path, raw: bool) -> anyhow::Result<Loaded> {
     let dir = checkpoint::resolve(path)?;
-    let meta = checkpoint::read_meta(&dir)?;
+    let meta = checkpoint::verify(&dir)?;
     let device = crate::backend::device();
     let (generator, _) = meta.config.model.build(
         &mut rng_for(meta.config.train.seed, Stream::Init, 0),

@@ -594,7 +594,7 @@ impl Spec {
         if !name_ok {
             return Err(invalid(
                 "name".into(),
-                "must be non-empty letters, digits, `-`, `_` or `.` (it names a directory)".into(),
+                "must be non-empty letters, digits, `-`, `_` or `.`, not starting with `.` (it names a directory)".into(),
             ));
         }
         if RESERVED_NAMES.contains(&spec.name.as_str()) {

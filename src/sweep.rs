@@ -347,6 +347,16 @@ impl Observer for RunObserver<'_> {
         });
     }
 
+    fn checkpoint_corrupt(&mut self, step: u64, aside: &Path, why: &str) {
+        self.progress.checkpoint_corrupt(step, aside, why);
+        self.checkpoint_removed(step);
+        self.flag(
+            step,
+            "corrupt_checkpoint",
+            format!("{why}; moved to {}", aside.display()),
+        );
+    }
+
     fn should_stop(&self) -> bool {
         self.failure.is_some() || self.progress.should_stop()
     }

@@ -239,6 +239,20 @@ fn a_sweep_killed_mid_run_resumes_and_ends_with_each_run_once() {
         count(&conn, "SELECT count(*) FROM runs WHERE status = 'finished'") < 2,
         "killed before the end"
     );
+    // A crash of the machine (not of the process) can also damage the newest checkpoint.
+    let run_dirs: Vec<String> = conn
+        .prepare("SELECT run_dir FROM runs")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    for run_dir in &run_dirs {
+        let (_, newest) = ganrunner::train::checkpoint::list(&dir.path().join(run_dir))
+            .pop()
+            .expect("a checkpoint");
+        std::fs::write(newest.join("generator.bpk"), b"").unwrap();
+    }
     drop(conn);
 
     sweep(dir.path(), &spec, &["--jobs", "2"])
@@ -249,6 +263,14 @@ fn a_sweep_killed_mid_run_resumes_and_ends_with_each_run_once() {
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .unwrap();
     assert_eq!(ok, "ok");
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM events WHERE kind = 'corrupt_checkpoint' AND detail LIKE '%generator.bpk%'"
+        ),
+        2,
+        "each damaged checkpoint was set aside, and recorded"
+    );
     assert_eq!(
         count(&conn, "SELECT count(*) FROM runs WHERE status = 'finished'"),
         2

@@ -148,6 +148,80 @@ fn resuming_from_a_checkpoint_equals_an_uninterrupted_run() {
     }
 }
 
+/// Records which checkpoints training found corrupt.
+#[derive(Default)]
+struct CorruptSeen(Vec<(u64, std::path::PathBuf)>);
+
+impl Observer for CorruptSeen {
+    fn checkpoint_corrupt(&mut self, step: u64, aside: &std::path::Path, why: &str) {
+        assert!(why.contains("checkpoints/step-"), "names the file: {why}");
+        self.0.push((step, aside.to_path_buf()));
+    }
+}
+
+#[test]
+fn a_corrupt_checkpoint_is_set_aside_and_the_run_resumes_exactly_from_an_earlier_one() {
+    let mut model = tiny_models().remove(1);
+    if let ModelConfig::Dcgan(o) = &mut model {
+        o.spectral_norm = true;
+    }
+    let mut config = tiny_run(model, 10);
+    config.train.g_ema = 0.9;
+    config.log.checkpoint_every = 2;
+    let mut first_six = config.clone();
+    first_six.train.steps = Some(6);
+    let (full, damaged) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    train::train(&config, full.path(), &mut ()).unwrap();
+    train::train(&first_six, damaged.path(), &mut ()).unwrap();
+    let step_dir = |step: u64| damaged.path().join(format!("checkpoints/step-{step:08}"));
+    // Step 6: bytes overwritten in place (the same size; only the checksum can tell).
+    let path = step_dir(6).join("discriminator.bpk");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x10;
+    std::fs::write(&path, &bytes).unwrap();
+    // Step 4: written before checkpoints had checksums, and truncated since.
+    let meta = step_dir(4).join("checkpoint.json");
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+    json.as_object_mut().unwrap().remove("files");
+    std::fs::write(&meta, serde_json::to_vec(&json).unwrap()).unwrap();
+    let optim = step_dir(4).join("generator-optim.bpk");
+    let kept = std::fs::read(&optim).unwrap();
+    std::fs::write(&optim, &kept[..kept.len() / 3]).unwrap();
+
+    let Err(err) = ganrunner::generate::load_generator(&step_dir(6), false) else {
+        panic!("a damaged checkpoint loaded");
+    };
+    assert!(format!("{err:#}").contains("MD5 mismatch"), "{err:#}");
+
+    let mut seen = CorruptSeen::default();
+    let resumed = train::train(&config, damaged.path(), &mut seen).unwrap();
+    assert_eq!(resumed.resumed_from, Some(2));
+    assert_eq!(
+        losses_csv(full.path()),
+        losses_csv(damaged.path()),
+        "resuming from step 2 gives the same run"
+    );
+    let steps: Vec<u64> = seen.0.iter().map(|(step, _)| *step).collect();
+    assert_eq!(steps, [6, 4]);
+    // Set aside, not deleted: the damaged files are still there to look at.
+    let aside = &seen.0[0].1;
+    assert_eq!(
+        std::fs::read(aside.join("discriminator.bpk")).unwrap(),
+        bytes
+    );
+    let listed: Vec<u64> = train::checkpoint::list(damaged.path())
+        .into_iter()
+        .map(|(step, _)| step)
+        .collect();
+    assert_eq!(
+        listed,
+        [6, 8, 10],
+        "the set-aside copies are never resumed from"
+    );
+}
+
 #[test]
 fn a_loaded_checkpoint_draws_the_same_samples() {
     let config = tiny_run(tiny_models().remove(1), 5);

@@ -94,7 +94,7 @@ ALTER TABLE runs ADD COLUMN data_id TEXT;       -- content hash of the training 
 CREATE TABLE events (
     run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
     step   INTEGER NOT NULL,
-    kind   TEXT NOT NULL,                  -- kept | pruned | promoted | collapse | d_wins | oscillation
+    kind   TEXT NOT NULL,                  -- kept | pruned | promoted | collapse | d_wins | oscillation | corrupt_checkpoint
     detail TEXT NOT NULL,
     at     REAL NOT NULL,                  -- seconds since the Unix epoch
     PRIMARY KEY (run_id, step, kind)
@@ -296,7 +296,8 @@ pub enum Event {
         metrics: Vec<(String, f64)>,
     },
     /// Something that happened to a run at a step: a rung decision (`kept`, `pruned`,
-    /// `promoted`) or a failure detector's finding (`collapse`, `d_wins`, `oscillation`).
+    /// `promoted`), a failure detector's finding (`collapse`, `d_wins`, `oscillation`), or a
+    /// damaged checkpoint set aside when resuming (`corrupt_checkpoint`).
     Flagged {
         run_id: String,
         step: u64,

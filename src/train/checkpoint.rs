@@ -2,9 +2,13 @@
 //!
 //! A checkpoint is a directory `checkpoints/step-NNNNNNNN/` holding `generator.bpk`,
 //! `discriminator.bpk`, `generator-optim.bpk`, `discriminator-optim.bpk` (burnpack) and
-//! `checkpoint.json`. It is assembled under a temporary name and renamed into place, so a
-//! directory with the final name is always complete.
+//! `checkpoint.json`. It is assembled under a temporary name, its files flushed to disk, and
+//! renamed into place, so a directory with the final name is complete even after a power cut.
+//! `checkpoint.json` holds each file's MD5, checked before loading: a checkpoint damaged
+//! afterwards is refused as [`Corrupt`], and resuming sets it aside for the one before.
 
+use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
@@ -14,6 +18,7 @@ use burn::store::ModuleRecord;
 use burn::tensor::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::data::fetch::md5_hex;
 use crate::fsutil::temp_sibling;
 use crate::model::{Discriminator, Generator};
 use crate::spec::RunConfig;
@@ -36,6 +41,28 @@ pub struct CheckpointMeta {
     /// The LeNet-FID of this step, in the run's best checkpoint (`best/`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fid: Option<f64>,
+    /// The MD5 of each file beside it, filled in by [`save`] (empty in checkpoints written
+    /// before checksums, which are then checked only by parsing them).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub files: BTreeMap<String, String>,
+}
+
+/// A checkpoint whose content is damaged or incomplete (as opposed to one that could not be
+/// read at all, an I/O error): the error's message says which file and how.
+#[derive(Debug)]
+pub struct Corrupt(pub String);
+
+impl std::fmt::Display for Corrupt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Corrupt {}
+
+/// Whether `err` says a checkpoint is damaged (rather than unreadable or incompatible).
+pub fn is_corrupt(err: &anyhow::Error) -> bool {
+    err.downcast_ref::<Corrupt>().is_some()
 }
 
 /// The training state a checkpoint holds.
@@ -95,46 +122,52 @@ fn save_to(
     let write = || -> anyhow::Result<()> {
         std::fs::create_dir_all(&tmp)?;
         let module_bytes = |m: ModuleRecord| m.into_bytes().map_err(|e| anyhow::anyhow!("{e}"));
-        let files: [(&str, Bytes); 4] = [
+        let optim_bytes = |o: &ModuleOptimizer| o.into_bytes().map_err(|e| anyhow::anyhow!("{e}"));
+        let mut files: Vec<(&str, Vec<u8>)> = vec![
             (
                 GENERATOR,
-                module_bytes(state.generator.clone().into_record())?,
+                module_bytes(state.generator.clone().into_record())?.to_vec(),
             ),
             (
                 DISCRIMINATOR,
-                module_bytes(state.discriminator.clone().into_record())?,
+                module_bytes(state.discriminator.clone().into_record())?.to_vec(),
             ),
             (
                 GENERATOR_OPTIM,
-                state
-                    .generator_optim
-                    .into_bytes()
-                    .map_err(|e| anyhow::anyhow!("{e}"))?,
+                optim_bytes(state.generator_optim)?.to_vec(),
             ),
             (
                 DISCRIMINATOR_OPTIM,
-                state
-                    .discriminator_optim
-                    .into_bytes()
-                    .map_err(|e| anyhow::anyhow!("{e}"))?,
+                optim_bytes(state.discriminator_optim)?.to_vec(),
             ),
         ];
-        for (name, bytes) in files {
-            std::fs::write(tmp.join(name), &bytes[..])?;
-        }
         if let Some(norm) = state.spectral {
-            std::fs::write(tmp.join(SPECTRAL), norm.to_bytes())?;
+            files.push((SPECTRAL, norm.to_bytes()));
         }
         if let Some(average) = state.generator_ema {
-            let bytes = module_bytes(average.clone().into_record())?;
-            std::fs::write(tmp.join(GENERATOR_EMA), &bytes[..])?;
+            files.push((
+                GENERATOR_EMA,
+                module_bytes(average.clone().into_record())?.to_vec(),
+            ));
         }
-        std::fs::write(tmp.join(META), serde_json::to_vec_pretty(meta)?)?;
+        let mut meta = meta.clone();
+        meta.files = files
+            .iter()
+            .map(|(name, bytes)| (name.to_string(), md5_hex(bytes)))
+            .collect();
+        files.push((META, serde_json::to_vec_pretty(&meta)?));
+        for (name, bytes) in files {
+            write_synced(&tmp.join(name), &bytes)?;
+        }
         if target.exists() {
             std::fs::remove_dir_all(&target)?;
         }
         std::fs::rename(&tmp, &target)?;
-        Ok(())
+        Ok(sync_dir(
+            target
+                .parent()
+                .expect("a checkpoint directory has a parent"),
+        )?)
     };
     write()
         .inspect_err(|_| {
@@ -142,6 +175,18 @@ fn save_to(
         })
         .with_context(|| format!("writing checkpoint {}", target.display()))?;
     Ok(target)
+}
+
+/// Writes `bytes` to a new file and flushes it to disk.
+fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut file = std::fs::File::create(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+/// Flushes a directory's entries (a rename into it) to disk.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// The complete checkpoints of a run, oldest first.
@@ -197,15 +242,57 @@ pub fn resolve(path: &Path) -> anyhow::Result<PathBuf> {
 
 pub fn read_meta(dir: &Path) -> anyhow::Result<CheckpointMeta> {
     let path = dir.join(META);
-    let text = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_slice(&text)
-        .with_context(|| format!("{}: corrupt checkpoint metadata", path.display()))
+    let text = read_file(&path)?;
+    serde_json::from_slice(&text).map_err(|e| {
+        Corrupt(format!(
+            "{}: corrupt checkpoint metadata: {e}",
+            path.display()
+        ))
+        .into()
+    })
+}
+
+/// Reads the checkpoint in `dir` and checks every file it lists against its MD5; returns its
+/// metadata. A damaged or missing file is [`Corrupt`].
+pub fn verify(dir: &Path) -> anyhow::Result<CheckpointMeta> {
+    let meta = read_meta(dir)?;
+    for (name, expected) in &meta.files {
+        let path = dir.join(name);
+        if md5_hex(&read_file(&path)?) != *expected {
+            return Err(Corrupt(format!(
+                "{}: its content changed after it was written (MD5 mismatch)",
+                path.display()
+            ))
+            .into());
+        }
+    }
+    Ok(meta)
+}
+
+/// Moves a corrupt checkpoint out of the run's checkpoints (to `step-N.corrupt-<unix time>`
+/// beside it: kept, never resumed from); returns where it went.
+pub fn set_aside(dir: &Path) -> anyhow::Result<PathBuf> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let name = dir.file_name().unwrap_or_default().to_string_lossy();
+    let aside = dir.with_file_name(format!("{name}.corrupt-{now}"));
+    std::fs::rename(dir, &aside)
+        .with_context(|| format!("moving {} to {}", dir.display(), aside.display()))?;
+    Ok(aside)
+}
+
+/// A checkpoint file's bytes; a missing file is [`Corrupt`] (the checkpoint is incomplete).
+fn read_file(path: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Corrupt(format!("{}: missing", path.display())).into(),
+        _ => anyhow::anyhow!("reading {}: {e}", path.display()),
+    })
 }
 
 fn read_bytes(dir: &Path, name: &str) -> anyhow::Result<Bytes> {
-    let path = dir.join(name);
-    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(Bytes::from_bytes_vec(bytes))
+    Ok(Bytes::from_bytes_vec(read_file(&dir.join(name))?))
 }
 
 /// Loads the burnpack file `dir/name` into `module` (errors name the file).
@@ -223,10 +310,9 @@ pub(crate) fn load_module_bytes<M: Module>(
     bytes: Bytes,
     source: &str,
 ) -> anyhow::Result<M> {
-    let record = ModuleRecord::from_bytes(bytes).map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
-    module
-        .try_load_record(record)
-        .map_err(|e| anyhow::anyhow!("{source}: {e}"))
+    let corrupt = |e: &dyn std::fmt::Display| Corrupt(format!("{source}: {e}"));
+    let record = ModuleRecord::from_bytes(bytes).map_err(|e| corrupt(&e))?;
+    Ok(module.try_load_record(record).map_err(|e| corrupt(&e))?)
 }
 
 /// Loads the generator's weights into `generator` (built from the checkpoint's config): the
@@ -249,9 +335,9 @@ pub fn load_spectral(
     discriminator: &Discriminator,
 ) -> anyhow::Result<crate::train::spectral::SpectralNorm> {
     let path = dir.join(SPECTRAL);
-    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let bytes = read_file(&path)?;
     crate::train::spectral::SpectralNorm::from_bytes(&bytes, discriminator)
-        .with_context(|| format!("{}: corrupt", path.display()))
+        .map_err(|e| Corrupt(format!("{}: corrupt: {e}", path.display())).into())
 }
 
 /// The moving average of G saved in `dir`, loaded into `template`.
@@ -267,9 +353,10 @@ pub fn load_training(
     generator_optim: ModuleOptimizer,
     discriminator_optim: ModuleOptimizer,
 ) -> anyhow::Result<(Generator, Discriminator, ModuleOptimizer, ModuleOptimizer)> {
-    let optim = |o: ModuleOptimizer, name: &str| {
-        o.from_bytes(read_bytes(dir, name)?)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join(name).display()))
+    let optim = |o: ModuleOptimizer, name: &str| -> anyhow::Result<ModuleOptimizer> {
+        let bytes = read_bytes(dir, name)?;
+        Ok(o.from_bytes(bytes)
+            .map_err(|e| Corrupt(format!("{}: {e}", dir.join(name).display())))?)
     };
     Ok((
         load_module(generator, dir, GENERATOR)?,

@@ -88,6 +88,14 @@ pub trait Observer {
     fn checkpoint(&mut self, _step: u64, _path: &Path) {}
     /// A periodic checkpoint was deleted (see `keep_checkpoints`).
     fn checkpoint_removed(&mut self, _step: u64) {}
+    /// The checkpoint of `step` was found damaged (`why`) when resuming and moved to `aside`.
+    fn checkpoint_corrupt(&mut self, step: u64, aside: &Path, why: &str) {
+        self.message(&format!(
+            "checkpoint of step {step} is corrupt ({why}); moved to {}, resuming from an earlier \
+             one (or from the start when none is left)",
+            aside.display()
+        ));
+    }
     /// The generator was evaluated at `step`.
     fn eval(&mut self, _step: u64, _metrics: &Metrics) {}
     /// A line for the user (e.g. the evaluator's classifier training on first use).
@@ -439,22 +447,21 @@ impl Trainer {
     }
 
     fn save_checkpoint(&self, run_dir: &Path, step: u64) -> anyhow::Result<PathBuf> {
-        let meta = CheckpointMeta {
-            step,
-            config: self.config.clone(),
-            fid: None,
-        };
-        checkpoint::save(run_dir, &meta, self.state())
+        checkpoint::save(run_dir, &self.meta(step, None), self.state())
     }
 
     /// Keeps the state of `step`, whose evaluation scored `fid`, as the run's best.
     fn save_best(&self, run_dir: &Path, step: u64, fid: f64) -> anyhow::Result<PathBuf> {
-        let meta = CheckpointMeta {
+        checkpoint::save_best(run_dir, &self.meta(step, Some(fid)), self.state())
+    }
+
+    fn meta(&self, step: u64, fid: Option<f64>) -> CheckpointMeta {
+        CheckpointMeta {
             step,
             config: self.config.clone(),
-            fid: Some(fid),
-        };
-        checkpoint::save_best(run_dir, &meta, self.state())
+            fid,
+            files: Default::default(),
+        }
     }
 
     /// The fixed-noise grid: `log.grid` x `log.grid` images, or for a conditional model one
@@ -498,35 +505,57 @@ impl Trainer {
         metrics
     }
 
-    /// Loads the latest checkpoint of `run_dir`, if any; returns its step.
-    fn resume(&mut self, run_dir: &Path) -> anyhow::Result<Option<u64>> {
-        let Some((step, dir)) = checkpoint::list(run_dir).pop() else {
-            return Ok(None);
-        };
-        let meta = checkpoint::read_meta(&dir)?;
-        checkpoint::check_compatible(&meta, &self.config, &dir)?;
+    /// Loads the latest usable checkpoint of `run_dir`, if any; returns its step. A corrupt
+    /// one is set aside (and reported to `observer`) for the one before it: resuming from an
+    /// earlier step gives the same run, exactly.
+    fn resume(
+        &mut self,
+        run_dir: &Path,
+        observer: &mut dyn Observer,
+    ) -> anyhow::Result<Option<u64>> {
+        for (step, dir) in checkpoint::list(run_dir).into_iter().rev() {
+            match self.load(&dir) {
+                Ok(()) => return Ok(Some(step)),
+                Err(err) if checkpoint::is_corrupt(&err) => {
+                    let aside = checkpoint::set_aside(&dir)?;
+                    observer.checkpoint_corrupt(step, &aside, &err.to_string());
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Loads the training state of the checkpoint in `dir`.
+    fn load(&mut self, dir: &Path) -> anyhow::Result<()> {
+        let meta = checkpoint::verify(dir)?;
+        checkpoint::check_compatible(&meta, &self.config, dir)?;
         let (g, d, go, dop) = checkpoint::load_training(
-            &dir,
+            dir,
             self.generator.clone(),
             self.discriminator.clone(),
             optimizer(&self.config.train),
             optimizer(&self.config.train),
         )?;
+        let spectral = match &self.spectral {
+            Some(_) => Some(checkpoint::load_spectral(dir, &d)?),
+            None => None,
+        };
+        let generator_ema = match &self.generator_ema {
+            // Detached, as a fresh average is.
+            Some(_) => Some(ema::start(&checkpoint::load_generator_ema(dir, g.clone())?)),
+            None => None,
+        };
+        // Nothing changes until everything loaded: a corrupt file leaves the fresh state.
         (
             self.generator,
             self.discriminator,
             self.generator_optim,
             self.discriminator_optim,
-        ) = (g, d, go, dop);
-        if self.spectral.is_some() {
-            self.spectral = Some(checkpoint::load_spectral(&dir, &self.discriminator)?);
-        }
-        if self.generator_ema.is_some() {
-            // Detached, as a fresh average is.
-            let loaded = checkpoint::load_generator_ema(&dir, self.generator.clone())?;
-            self.generator_ema = Some(ema::start(&loaded));
-        }
-        Ok(Some(step))
+            self.spectral,
+            self.generator_ema,
+        ) = (g, d, go, dop, spectral, generator_ema);
+        Ok(())
     }
 }
 
@@ -635,7 +664,7 @@ fn train_unguarded(
     std::fs::create_dir_all(run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
     let _lock = crate::fsutil::lock_dir(run_dir)?;
     // Resume (or refuse an incompatible checkpoint) before writing anything into the run.
-    let resumed_from = trainer.resume(run_dir)?;
+    let resumed_from = trainer.resume(run_dir, observer)?;
     crate::fsutil::write_atomic(
         &run_dir.join("config.toml"),
         toml::to_string_pretty(config)?.as_bytes(),
