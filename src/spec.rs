@@ -369,6 +369,10 @@ impl RunConfig {
 /// (`results/report/` is replaced whole by every sweep).
 pub const RESERVED_NAMES: &[&str] = &["report"];
 
+/// The most runs one spec may expand to: far beyond what a sweep trains, and small enough
+/// that expanding and validating the grid takes seconds, not the machine's memory.
+pub const MAX_RUNS: usize = 100_000;
+
 /// A spec file: a named, described run configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -653,10 +657,9 @@ impl Spec {
                          sweep its keys one by one (\"{path}.<key>\" = [...])"
                     ));
                 }
-                for (i, item) in items.iter().enumerate() {
-                    if items[..i].contains(item) {
-                        return fail(format!("lists {item} twice"));
-                    }
+                let mut seen = std::collections::HashSet::new();
+                if let Some(item) = items.iter().find(|item| !seen.insert(item.to_string())) {
+                    return fail(format!("lists {item} twice"));
                 }
                 Ok((path, items))
             })
@@ -718,6 +721,25 @@ impl Spec {
     /// (`sweep.<path>`, message).
     pub fn grid(&self) -> Result<Vec<GridPoint>, (String, String)> {
         let axes = self.sweep_axes()?;
+        let trial_count = self.search.trials as usize;
+        let sizes: Vec<usize> = axes.iter().map(|(_, values)| values.len()).collect();
+        let runs = sizes
+            .iter()
+            .try_fold(trial_count.max(1), |n, &size| n.checked_mul(size));
+        if runs.is_none_or(|n| n > MAX_RUNS) {
+            let mut factors: Vec<String> = sizes.iter().map(usize::to_string).collect();
+            if trial_count > 0 {
+                factors.insert(0, format!("{trial_count} trials"));
+            }
+            let mut runs = runs.map_or("over 2^64".into(), |n| n.to_string());
+            if factors.len() > 1 {
+                runs = format!("{} = {runs}", factors.join(" x "));
+            }
+            return Err((
+                "sweep".into(),
+                format!("expands to {runs} runs; a sweep may have at most {MAX_RUNS}"),
+            ));
+        }
         let base = toml::Table::try_from(self.run_config()).expect("configs serialize");
         let mut points = vec![Vec::<(String, toml::Value)>::new()];
         let trials = self.search.trials();
@@ -805,8 +827,6 @@ impl Spec {
     }
 }
 
-/// The 1-based line where a dotted key (`train.lr`) is set in TOML text, if it can be found:
-/// either `lr = ...` inside a `[train]` table or `train.lr = ...` at the top level.
 /// The `[model]` key a parse error comes from, with its message: `[model]` is read through
 /// its `arch`, which hides the key from the parser's own message, so each key is tried alone.
 fn model_key_error(text: &str) -> Option<(String, String)> {
@@ -825,6 +845,9 @@ fn model_key_error(text: &str) -> Option<(String, String)> {
         })
 }
 
+/// The 1-based line where a dotted key (`train.lr`) is set in TOML text, if it can be found:
+/// either `lr = ...` inside a `[train]` table or `train.lr = ...` at the top level; a table's
+/// own name (`sweep`) finds its header.
 pub fn line_of(text: &str, dotted: &str) -> Option<usize> {
     let (table, key) = dotted.rsplit_once('.').unwrap_or(("", dotted));
     let mut current = String::new();
@@ -832,6 +855,9 @@ pub fn line_of(text: &str, dotted: &str) -> Option<usize> {
         let line = raw.trim();
         if let Some(header) = line.strip_prefix('[').and_then(|l| l.split(']').next()) {
             current = header.trim().to_string();
+            if current == dotted {
+                return Some(i + 1);
+            }
             continue;
         }
         let Some((lhs, _)) = line.split_once('=') else {
@@ -1072,6 +1098,54 @@ mod tests {
         assert_eq!(
             flat.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
             ["model.arch", "train.betas", "train.lr"]
+        );
+    }
+
+    #[test]
+    fn absurd_grids_are_refused_before_they_expand() {
+        // `n` swept keys with `len` values each.
+        let lists = |n: usize, len: usize| -> String {
+            let keys = [
+                "train.seed",
+                "train.steps",
+                "train.d_steps",
+                "train.batch_size",
+                "model.latent_dim",
+                "train.lr",
+                "train.g_lr",
+            ];
+            let mut text = String::from("[sweep]\n");
+            for key in &keys[..n] {
+                let values: Vec<String> = (1..=len).map(|v| v.to_string()).collect();
+                text += &format!("\"{key}\" = [{}]\n", values.join(", "));
+            }
+            text
+        };
+        let refusal = |text: &str| {
+            let err = parse(&format!("name = \"x\"\n{text}"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("exp.toml:2: `sweep` expands to"), "{err}");
+            err
+        };
+        let four = refusal(&lists(4, 100));
+        assert!(
+            four.contains("100 x 100 x 100 x 100 = 100000000 runs"),
+            "{four}"
+        );
+        let overflow = refusal(&lists(7, 1000));
+        assert!(overflow.contains("over 2^64 runs"), "{overflow}");
+        let searched = refusal(
+            "[sweep]\n\"train.seed\" = [0, 1]\n[search]\nstrategy = \"random\"\n\
+             trials = 100000\n[search.space]\n\"train.lr\" = { uniform = [0.1, 0.2] }\n",
+        );
+        assert!(
+            searched.contains("100000 trials x 2 = 200000 runs"),
+            "{searched}"
+        );
+        assert_eq!(
+            grid(&format!("name = \"x\"\n{}", lists(2, 100))).len(),
+            10_000
         );
     }
 

@@ -521,6 +521,36 @@ fn smaller_traps() {
         .assert()
         .failure()
         .stderr(predicate::str::contains("is a directory"));
+    // Another program's SQLite database is refused, byte for byte untouched, by writers and
+    // readers alike; a file that is not SQLite at all is named.
+    let other = dir.path().join("notes.sqlite");
+    Connection::open(&other)
+        .unwrap()
+        .execute_batch("CREATE TABLE notes (x); INSERT INTO notes VALUES (1);")
+        .unwrap();
+    let before = std::fs::read(&other).unwrap();
+    sweep(dir.path(), &spec, &["--db", "notes.sqlite"])
+        .failure()
+        .stderr(
+            predicate::str::contains("not a ganrunner database")
+                .and(predicate::str::contains("notes")),
+        );
+    for args in [&["runs"][..], &["query", "SELECT 1"], &["report"]] {
+        runner()
+            .current_dir(dir.path())
+            .args(args)
+            .args(["--db", "notes.sqlite"])
+            .assert()
+            .failure()
+            .stderr(predicate::str::contains("not a ganrunner database"));
+    }
+    assert_eq!(std::fs::read(&other).unwrap(), before);
+    std::fs::write(dir.path().join("noise.sqlite"), [7u8; 3000]).unwrap();
+    sweep(dir.path(), &spec, &["--db", "noise.sqlite"])
+        .failure()
+        .stderr(predicate::str::contains(
+            "noise.sqlite: file is not a database",
+        ));
     // An OS error is printed once.
     let out = runner()
         .current_dir(dir.path())

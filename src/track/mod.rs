@@ -139,6 +139,19 @@ pub fn open(path: &Path) -> Result<Connection> {
     }
     let mut conn = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
     conn.busy_timeout(busy_timeout())?;
+    // Before anything changes the file (WAL mode persists): another program's database is
+    // refused, not filled with the runner's tables. A fresh database has none; one that a
+    // runner is creating right now has a version (migrations run in one transaction).
+    let (version, tables) = conn
+        .pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))
+        .and_then(|version| Ok((version, user_tables(&conn)?)))
+        .with_context(|| format!("opening {}", path.display()))?;
+    anyhow::ensure!(
+        version > 0 || tables.is_empty(),
+        "{}: not a ganrunner database: it holds other tables ({}); pick another --db",
+        path.display(),
+        tables.join(", ")
+    );
     set_wal(&conn).with_context(|| format!("opening {}", path.display()))?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -186,6 +199,16 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     }
 }
 
+/// The names of the tables a database holds (SQLite's own aside).
+fn user_tables(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    conn.prepare(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' \
+         ORDER BY name",
+    )?
+    .query_map([], |r| r.get(0))?
+    .collect()
+}
+
 /// Opens the database read-only, refusing any statement that would write or attach. A
 /// database on a read-only filesystem (where SQLite cannot create its shared-memory file) is
 /// opened as immutable.
@@ -215,6 +238,11 @@ pub fn open_read_only(path: &Path) -> Result<Connection> {
                 .map_err(|_| first)
         })
         .with_context(|| format!("opening {}", path.display()))?;
+    anyhow::ensure!(
+        user_tables(&conn)?.iter().any(|t| t == "runs"),
+        "{}: not a ganrunner database (it has no `runs` table)",
+        path.display()
+    );
     conn.authorizer(Some(|ctx: AuthContext<'_>| match ctx.action {
         AuthAction::Attach { .. } | AuthAction::Detach { .. } => Authorization::Deny,
         _ => Authorization::Allow,
