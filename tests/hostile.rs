@@ -348,6 +348,27 @@ fn a_deleted_database_is_rebuilt_from_the_runs_records() {
         "missing {missing:#?}\nextra {extra:#?}"
     );
     assert_eq!(first.len(), rebuilt.len());
+    // A damaged line (a flipped byte) costs its own event, said so, and no other.
+    let run_dir = std::fs::read_dir(dir.path().join("results/tiny"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let text = std::fs::read_to_string(run_dir.join("records.jsonl")).unwrap();
+    let mut lines: Vec<String> = text.lines().map(String::from).collect();
+    let metric = lines.iter().position(|l| l.contains("Metric")).unwrap();
+    lines[metric].replace_range(0..1, "!");
+    std::fs::write(run_dir.join("records.jsonl"), lines.join("\n") + "\n").unwrap();
+    std::fs::remove_file(dir.path().join("results/runs.sqlite")).unwrap();
+    sweep(dir.path(), &spec, &[])
+        .success()
+        .stdout(predicate::str::contains("2 skipped"))
+        .stderr(predicate::str::contains(format!(
+            "records.jsonl has damaged lines ({}); their events are skipped",
+            metric + 1
+        )));
+    assert_eq!(dump(&db(dir.path())).len(), first.len() - 1);
     // Checkpoints without records or database rows are kept aside, not recorded as empty runs.
     for entry in std::fs::read_dir(dir.path().join("results/tiny")).unwrap() {
         std::fs::remove_file(entry.unwrap().path().join("records.jsonl")).unwrap();

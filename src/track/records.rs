@@ -4,9 +4,9 @@
 //! Written before the database is (by local sweeps and by Slurm tasks alike), it is what the
 //! database is rebuilt from: a later sweep replays it when the database missed events (a
 //! failed write, a new or deleted database), and Slurm's `--collect` replays tasks' files.
-//! Replay is idempotent. A line cut short by a kill is skipped.
+//! Replay is idempotent. A line cut short by a kill is skipped; a damaged one is reported.
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -89,14 +89,37 @@ fn last_byte(path: &Path) -> Option<u8> {
 
 /// The complete lines of `run_dir`'s records (none when it has no records file).
 pub fn read(run_dir: &Path) -> Vec<Line> {
-    let Ok(file) = std::fs::File::open(path(run_dir)) else {
-        return Vec::new();
+    read_checked(run_dir).lines
+}
+
+/// What a records file holds.
+#[derive(Default)]
+pub struct Records {
+    /// Its readable lines, in order.
+    pub lines: Vec<Line>,
+    /// The 1-based numbers of lines that are damaged (altered, not merely cut short by a
+    /// kill): their events are lost to a replay, which says so.
+    pub damaged: Vec<usize>,
+}
+
+/// Reads `run_dir`'s records, telling lines cut short by a kill (skipped: their event was
+/// never acknowledged) from damaged ones.
+pub fn read_checked(run_dir: &Path) -> Records {
+    let Ok(bytes) = std::fs::read(path(run_dir)) else {
+        return Records::default();
     };
-    std::io::BufReader::new(file)
-        .lines()
-        .map_while(Result::ok)
-        .filter_map(|l| serde_json::from_str(&l).ok())
-        .collect()
+    let mut records = Records::default();
+    for (i, text) in bytes.split(|&b| b == b'\n').enumerate() {
+        if text.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        match serde_json::from_slice(text) {
+            Ok(line) => records.lines.push(line),
+            Err(err) if err.is_eof() => {}
+            Err(_) => records.damaged.push(i + 1),
+        }
+    }
+    records
 }
 
 /// How the recorded history of a run ends: the status of its last `RunEnded` after its last
@@ -128,7 +151,7 @@ mod tests {
     }
 
     #[test]
-    fn lines_round_trip_a_torn_line_is_skipped_and_fresh_truncates() {
+    fn lines_round_trip_a_torn_line_is_skipped_damage_is_told_and_fresh_truncates() {
         let dir = tempfile::tempdir().unwrap();
         let records = RecordsFile::open(dir.path(), "local:h:1".into(), true).unwrap();
         records.write(ended("interrupted")).unwrap();
@@ -144,6 +167,22 @@ mod tests {
         let again = RecordsFile::open(dir.path(), "local:h:2".into(), false).unwrap();
         again.write(ended("finished")).unwrap();
         assert_eq!(last_status(&read(dir.path())).as_deref(), Some("finished"));
+        assert!(
+            read_checked(dir.path()).damaged.is_empty(),
+            "a torn line is not damage"
+        );
+        // Altered lines (a flipped byte, bytes that are not text) are told apart, and the
+        // lines after them still read.
+        drop(again);
+        let mut text = std::fs::read(path(dir.path())).unwrap();
+        let first_brace = text.iter().position(|&b| b == b':').unwrap();
+        text[first_brace] = b'!';
+        text.extend_from_slice(b"\xff\xfe not text\n");
+        text.extend_from_slice(&std::fs::read(path(dir.path())).unwrap());
+        std::fs::write(path(dir.path()), &text).unwrap();
+        let checked = read_checked(dir.path());
+        assert_eq!(checked.damaged, [1, 4]);
+        assert_eq!(checked.lines.len(), 3);
         drop(RecordsFile::open(dir.path(), "local:h:3".into(), true).unwrap());
         assert!(read(dir.path()).is_empty());
         assert_eq!(last_status(&[]), None);
