@@ -160,7 +160,7 @@ impl Observer for CorruptSeen {
 }
 
 #[test]
-fn a_corrupt_checkpoint_is_set_aside_and_the_run_resumes_exactly_from_an_earlier_one() {
+fn damaged_checkpoints_are_set_aside_unfinished_ones_removed_and_the_resume_is_exact() {
     let mut model = tiny_models().remove(1);
     if let ModelConfig::Dcgan(o) = &mut model {
         o.spectral_norm = true;
@@ -195,8 +195,19 @@ fn a_corrupt_checkpoint_is_set_aside_and_the_run_resumes_exactly_from_an_earlier
     };
     assert!(format!("{err:#}").contains("MD5 mismatch"), "{err:#}");
 
+    // A process killed while saving leaves its temporary directories behind.
+    let unfinished = [
+        damaged.path().join("checkpoints/.step-00000008.tmp-4242"),
+        damaged.path().join(".best.tmp-4242"),
+    ];
+    for dir in &unfinished {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("generator.bpk"), b"half").unwrap();
+    }
+
     let mut seen = CorruptSeen::default();
     let resumed = train::train(&config, damaged.path(), &mut seen).unwrap();
+    assert!(unfinished.iter().all(|dir| !dir.exists()), "removed");
     assert_eq!(resumed.resumed_from, Some(2));
     assert_eq!(
         losses_csv(full.path()),

@@ -142,10 +142,13 @@ pub fn open(path: &Path) -> Result<Connection> {
     // Before anything changes the file (WAL mode persists): another program's database is
     // refused, not filled with the runner's tables. A fresh database has none; one that a
     // runner is creating right now has a version (migrations run in one transaction).
-    let (version, tables) = conn
-        .pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))
-        .and_then(|version| Ok((version, user_tables(&conn)?)))
-        .with_context(|| format!("opening {}", path.display()))?;
+    let (version, tables) = (|| {
+        // One read transaction, one snapshot: the tables with their version.
+        let tx = conn.transaction()?;
+        let version = tx.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))?;
+        Ok::<_, rusqlite::Error>((version, user_tables(&tx)?))
+    })()
+    .with_context(|| format!("opening {}", path.display()))?;
     anyhow::ensure!(
         version > 0 || tables.is_empty(),
         "{}: not a ganrunner database: it holds other tables ({}); pick another --db",

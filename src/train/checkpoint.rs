@@ -206,6 +206,31 @@ pub fn list(run_dir: &Path) -> Vec<(u64, PathBuf)> {
     found
 }
 
+/// Deletes the temporary directories of checkpoints whose writer was killed while saving them
+/// (they are never resumed from, and a checkpoint can take hundreds of megabytes). Only the
+/// process holding the run directory's lock may call it: no other is writing there.
+pub fn remove_unfinished(run_dir: &Path) -> anyhow::Result<()> {
+    let unfinished = |dir: &Path, name: &str| -> Vec<PathBuf> {
+        let prefix = format!(".{name}");
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .filter(|e| {
+                let file = e.file_name().to_string_lossy().to_string();
+                file.starts_with(&prefix) && file.contains(".tmp-")
+            })
+            .map(|e| e.path())
+            .collect()
+    };
+    let mut found = unfinished(&checkpoints_dir(run_dir), "step-");
+    found.extend(unfinished(run_dir, "best."));
+    for path in found {
+        std::fs::remove_dir_all(&path).with_context(|| format!("removing {}", path.display()))?;
+    }
+    Ok(())
+}
+
 /// Deletes all but the newest `keep` checkpoints (always keeping `protect`); returns the
 /// steps removed.
 pub fn prune(run_dir: &Path, keep: usize, protect: u64) -> anyhow::Result<Vec<u64>> {

@@ -663,6 +663,7 @@ fn train_unguarded(
     drop(train_images);
     std::fs::create_dir_all(run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
     let _lock = crate::fsutil::lock_dir(run_dir)?;
+    checkpoint::remove_unfinished(run_dir)?;
     // Resume (or refuse an incompatible checkpoint) before writing anything into the run.
     let resumed_from = trainer.resume(run_dir, observer)?;
     crate::fsutil::write_atomic(
