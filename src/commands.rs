@@ -383,13 +383,14 @@ pub fn eval(req: EvalRequest) -> Result<()> {
             .target
             .context("name a run or a checkpoint, or pass --real")?;
         let dir = crate::score::resolve_target(target, req.db)?;
-        let scored =
+        let (scored, unlike_logged) =
             crate::score::score_checkpoint(&dir, req.samples, req.seed, req.data_dir, &mut log)?;
         let step = scored.step.expect("a checkpoint has a step");
-        // Only the run's own evaluation noise is comparable with its logged evaluations.
-        if req.seed.is_none()
-            && let Some(id) = crate::score::record(req.db, &dir, step, &scored.metrics)?
-        {
+        // Stored with the run only when it compares with the run's logged evaluations (then
+        // at a logged step it is the same value): never replacing one by another kind.
+        if let Some(why) = unlike_logged {
+            errln!("not recorded with its run: {why}");
+        } else if let Some(id) = crate::score::record(req.db, &dir, step, &scored.metrics)? {
             errln!("recorded as run {id}, step {step}, in {}", req.db.display());
         }
         vec![scored]

@@ -13,6 +13,7 @@ use crate::data::{Digits, Split};
 use crate::eval::{Evaluator, Metrics};
 use crate::images::ImageBatch;
 use crate::query::Rows;
+use crate::spec::{LogConfig, RunConfig};
 use crate::track::claims::Owner;
 use crate::track::records::RecordsFile;
 use crate::track::{Event, Tracker};
@@ -54,13 +55,15 @@ pub fn resolve_target(target: &str, db: &Path) -> Result<PathBuf> {
 
 /// Scores the generator of a checkpoint on `samples` images drawn with the evaluation noise
 /// of `seed` (default: the run's own, so the result matches the run's logged evaluation).
+/// Also says why the score does not compare with the run's logged evaluations, if it does
+/// not (then it must not be stored beside them).
 pub fn score_checkpoint(
     dir: &Path,
     samples: usize,
     seed: Option<u64>,
     data_dir: Option<&Path>,
     log: &mut dyn FnMut(&str),
-) -> Result<Scored> {
+) -> Result<(Scored, Option<String>)> {
     anyhow::ensure!(samples >= 2, "--samples must be at least 2");
     crate::budget::check_images(samples, 32, "--samples")?;
     let crate::generate::Loaded {
@@ -69,6 +72,7 @@ pub fn score_checkpoint(
         step,
         ..
     } = crate::generate::load_generator(dir, false)?;
+    let unlike_logged = unlike_logged(&config, samples, seed, data_dir);
     let data_dir = data_dir
         .map(Path::to_path_buf)
         .unwrap_or_else(|| config.data.resolved_dir());
@@ -87,7 +91,47 @@ pub fn score_checkpoint(
         metrics,
         seconds: start.elapsed().as_secs_f64(),
     };
-    Ok(scored)
+    Ok((scored, unlike_logged))
+}
+
+/// Why an evaluation of `samples` images with noise `seed` against `data_dir` differs from
+/// the logged evaluations of a run of `config`: FID and KID depend on the sample count (FID's
+/// bias falls with it), every score on the noise drawn and the data scored against.
+fn unlike_logged(
+    config: &RunConfig,
+    samples: usize,
+    seed: Option<u64>,
+    data_dir: Option<&Path>,
+) -> Option<String> {
+    let logged = match config.log.eval_samples {
+        0 => LogConfig::default().eval_samples,
+        n => n,
+    };
+    if samples != logged {
+        return Some(format!(
+            "--samples {samples}, where the run's evaluations use {logged}"
+        ));
+    }
+    if let Some(seed) = seed.filter(|&s| s != config.train.seed) {
+        return Some(format!(
+            "--seed {seed}, where the run's evaluations use its seed {}",
+            config.train.seed
+        ));
+    }
+    let same_place = |a: &Path, b: &Path| match (std::fs::canonicalize(a), std::fs::canonicalize(b))
+    {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    };
+    let run_data = config.data.resolved_dir();
+    match data_dir {
+        Some(dir) if !same_place(dir, &run_data) => Some(format!(
+            "--data-dir {}, where the run's evaluations use {}",
+            dir.display(),
+            run_data.display()
+        )),
+        _ => None,
+    }
 }
 
 /// Stores an evaluation of the checkpoint in `checkpoint_dir` with its run, when the

@@ -392,6 +392,42 @@ fn sweeps_log_evaluations_and_eval_reproduces_them() {
         count(&db(dir.path()), "SELECT count(DISTINCT step) FROM evals"),
         2
     );
+    // Another sample count or noise is scored and shown, never stored over the logged value.
+    let stored = || -> (f64, f64) {
+        db(dir.path())
+            .query_row(
+                "SELECT (SELECT value FROM evals WHERE step = 20 AND metric = 'fid'), \
+                 (SELECT value FROM evals WHERE step = 20 AND metric = 'samples')",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap()
+    };
+    let before = stored();
+    for (args, why) in [
+        (
+            ["--samples", "200"].as_slice(),
+            "--samples 200, where the run's evaluations use 120",
+        ),
+        (
+            &["--samples", "120", "--seed", "5"],
+            "--seed 5, where the run's evaluations use its seed 0",
+        ),
+    ] {
+        runner()
+            .current_dir(dir.path())
+            .args(["eval", &run[..6]])
+            .args(args)
+            .arg("--data-dir")
+            .arg(fixture_dir())
+            .assert()
+            .success()
+            .stderr(predicate::str::contains(format!(
+                "not recorded with its run: {why}"
+            )));
+    }
+    assert_eq!(stored(), before);
+    assert_eq!(before.1, 120.0);
     // Unknown runs are named.
     runner()
         .current_dir(dir.path())
