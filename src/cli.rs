@@ -35,6 +35,8 @@ pub enum Command {
     Show(ShowArgs),
     /// Write the HTML report of the tracking database (index, experiments, runs).
     Report(ReportArgs),
+    /// Delete runs: their database rows and their directories (never one being trained).
+    Rm(RmArgs),
     /// Score a generator (LeNet-FID, IS, precision/recall...), or with --real what real
     /// digits and noise score.
     Eval(EvalArgs),
@@ -159,6 +161,28 @@ pub struct RunsArgs {
 pub struct ShowArgs {
     /// A run id (or a unique prefix of one).
     pub run: String,
+    #[command(flatten)]
+    pub db: DbArg,
+}
+
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// Run ids (or unique prefixes of them).
+    #[arg(required_unless_present = "experiment", conflicts_with = "experiment")]
+    pub runs: Vec<String>,
+    /// Every run of this experiment (with --status, only those).
+    #[arg(long)]
+    pub experiment: Option<String>,
+    /// Only runs with this status (repeatable): finished, failed, diverged, interrupted,
+    /// pruned, pending, running.
+    #[arg(long, requires = "experiment")]
+    pub status: Vec<String>,
+    /// List what would be deleted and delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Delete without asking (needed when the input is not a terminal).
+    #[arg(long, short)]
+    pub yes: bool,
     #[command(flatten)]
     pub db: DbArg,
 }

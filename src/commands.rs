@@ -312,6 +312,87 @@ pub fn show(db: &Path, run: &str) -> Result<()> {
     Ok(())
 }
 
+/// What `runner rm` was asked.
+pub struct RemoveRequest<'a> {
+    pub runs: &'a [String],
+    pub experiment: Option<&'a str>,
+    pub statuses: &'a [String],
+    pub dry_run: bool,
+    pub yes: bool,
+    pub db: &'a Path,
+}
+
+pub fn remove(req: RemoveRequest) -> Result<()> {
+    use crate::budget::human;
+    use crate::remove::Removed;
+    let targets = crate::remove::select(req.db, req.runs, req.experiment, req.statuses)?;
+    if targets.is_empty() {
+        outln!("no runs match")?;
+        return Ok(());
+    }
+    let total: u64 = targets.iter().map(|t| t.bytes).sum();
+    for t in &targets {
+        outln!(
+            "{}  {}  {} at step {}  {}  {}",
+            t.id,
+            t.experiment,
+            t.status,
+            t.steps_done,
+            t.run_dir.display(),
+            human(t.bytes as f64)
+        )?;
+    }
+    let what = format!("{} runs, {} on disk", targets.len(), human(total as f64));
+    if req.dry_run {
+        outln!("would delete {what} (--dry-run: nothing deleted)")?;
+        return Ok(());
+    }
+    if !req.yes && !confirm(&format!("delete {what}? [y/N] "))? {
+        bail!("nothing deleted");
+    }
+    let (mut deleted, mut held) = (0, 0);
+    for target in &targets {
+        match crate::remove::remove(req.db, target)? {
+            Removed::Deleted { files } => {
+                deleted += 1;
+                if !files {
+                    errln!(
+                        "run {}: its directory {} was not there (deleted already, or the sweep \
+                         ran from another directory); its rows are deleted",
+                        target.id,
+                        target.run_dir.display()
+                    );
+                }
+            }
+            Removed::Held { by } => {
+                held += 1;
+                errln!("run {}: held by {by}; left alone", target.id);
+            }
+        }
+    }
+    outln!(
+        "deleted {deleted} of {} runs; `runner report` updates the report",
+        targets.len()
+    )?;
+    anyhow::ensure!(
+        held == 0,
+        "{held} runs are being trained and were not deleted"
+    );
+    Ok(())
+}
+
+/// Asks `question` on the terminal; without one, refuses (a script must say --yes).
+fn confirm(question: &str) -> Result<bool> {
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() {
+        bail!("not deleting without a terminal to ask on; pass --yes to delete anyway");
+    }
+    out!("{question}")?;
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+}
+
 pub fn generate(
     checkpoint: &Path,
     best: bool,

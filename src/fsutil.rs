@@ -34,15 +34,22 @@ pub fn write_atomic_with(
 /// write into one run directory at once (whatever started them: `train`, sweeps, Slurm
 /// tasks); the lock goes with the process, however it ends.
 pub fn lock_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
+    try_lock_dir(dir)?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "{}: another process is training in this directory",
+            dir.display()
+        )
+    })
+}
+
+/// Like [`lock_dir`], answering `None` when another process holds the lock.
+pub fn try_lock_dir(dir: &Path) -> anyhow::Result<Option<std::fs::File>> {
     let path = dir.join(".lock");
     let file =
         std::fs::File::create(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
-            "{}: another process is training in this directory",
-            dir.display()
-        ),
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
         Err(std::fs::TryLockError::Error(e)) => {
             anyhow::bail!("{}: cannot be locked: {e}", path.display())
         }

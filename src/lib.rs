@@ -4,7 +4,8 @@
 //! losses, checkpoints and [`eval`] scores) -> [`track`] (the SQLite database, fed by [`sweep`]
 //! locally or by [`slurm`] tasks' records) -> [`query`] and [`report`] (which read only the
 //! database). [`data`] loads and fetches the digits, [`model`] builds the networks, [`backend`]
-//! picks the device, [`images`] writes what people look at, [`score`] is `runner eval`.
+//! picks the device, [`images`] writes what people look at, [`score`] is `runner eval` and
+//! [`remove`] is `runner rm`.
 
 pub mod backend;
 pub mod bench;
@@ -21,6 +22,7 @@ pub mod model;
 pub mod progress;
 pub mod prune;
 pub mod query;
+pub mod remove;
 pub mod replicates;
 pub mod report;
 pub mod score;

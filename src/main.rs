@@ -103,6 +103,14 @@ fn run(cli: Cli) -> Result<()> {
         Command::Query(a) => commands::query(&a.db.db, &a.sql, a.format),
         Command::Runs(a) => commands::runs(&a.db.db, a.experiment.as_deref(), a.group, a.format),
         Command::Show(a) => commands::show(&a.db.db, &a.run),
+        Command::Rm(a) => commands::remove(commands::RemoveRequest {
+            runs: &a.runs,
+            experiment: a.experiment.as_deref(),
+            statuses: &a.status,
+            dry_run: a.dry_run,
+            yes: a.yes,
+            db: &a.db.db,
+        }),
         Command::Eval(a) => {
             select(a.device.device)?;
             commands::eval(commands::EvalRequest {

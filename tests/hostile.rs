@@ -675,3 +675,93 @@ fn a_reader_that_goes_away_stops_no_run() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[test]
+fn rm_deletes_a_runs_rows_and_files_but_never_a_run_being_trained() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), "tiny", 12, "[0, 1]");
+    sweep(dir.path(), &spec, &[]).success();
+    let long = write_spec(dir.path(), "long", 1_000_000, "[0]");
+    let mut child = spawn_sweep(dir.path(), &long, &[]);
+    wait_for(
+        dir.path(),
+        "SELECT count(*) FROM metrics m JOIN runs r ON r.id = m.run_id WHERE r.experiment = 'long'",
+        5,
+    );
+    let rm = |args: &[&str]| {
+        runner()
+            .current_dir(dir.path())
+            .arg("rm")
+            .args(args)
+            .assert()
+    };
+    let ids: Vec<String> = db(dir.path())
+        .prepare("SELECT id FROM runs WHERE experiment = 'tiny' ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    // Without a terminal to ask on, nothing goes unless --yes; --dry-run only lists.
+    rm(&["--experiment", "tiny"])
+        .failure()
+        .stderr(predicate::str::contains("pass --yes"));
+    rm(&["--experiment", "tiny", "--dry-run"]).success().stdout(
+        predicate::str::contains(&ids[0])
+            .and(predicate::str::contains(&ids[1]))
+            .and(predicate::str::contains("would delete 2 runs")),
+    );
+    assert_eq!(count(&db(dir.path()), "SELECT count(*) FROM runs"), 3);
+    // The run being trained is left alone, and trains on.
+    rm(&["--experiment", "long", "--yes"])
+        .code(1)
+        .stderr(predicate::str::contains("left alone"));
+    let long_dir: String = db(dir.path())
+        .query_row(
+            "SELECT run_dir FROM runs WHERE experiment = 'long'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(dir.path().join(&long_dir).join("records.jsonl").is_file());
+    // One run by a prefix of its id: every row of it and its directory go, nothing else.
+    rm(&[&ids[0][..6], "--yes"]).success();
+    for table in [
+        "params",
+        "metrics",
+        "samples",
+        "checkpoints",
+        "evals",
+        "events",
+    ] {
+        let sql = format!("SELECT count(*) FROM {table} WHERE run_id = '{}'", ids[0]);
+        assert_eq!(count(&db(dir.path()), &sql), 0, "{table}");
+    }
+    let run_dir = |id: &str| dir.path().join("results/tiny").join(id);
+    assert!(!run_dir(&ids[0]).exists());
+    assert!(run_dir(&ids[1]).join("records.jsonl").is_file());
+    assert_eq!(
+        count(
+            &db(dir.path()),
+            &format!("SELECT count(*) FROM metrics WHERE run_id = '{}'", ids[1])
+        ),
+        12 * 2
+    );
+    // The last run of an experiment takes the experiment and its directory with it.
+    rm(&[&ids[1], "-y"]).success();
+    assert!(!dir.path().join("results/tiny").exists());
+    assert_eq!(
+        count(
+            &db(dir.path()),
+            "SELECT count(*) FROM experiments WHERE name = 'tiny'"
+        ),
+        0
+    );
+    signal(&child, "INT");
+    child.wait().unwrap();
+    assert!(dir.path().join(&long_dir).join("checkpoints").is_dir());
+    // Deleted runs are not remembered: the sweep trains them afresh.
+    sweep(dir.path(), &spec, &[])
+        .success()
+        .stdout(predicate::str::contains("2 finished"));
+}

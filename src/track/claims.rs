@@ -89,34 +89,59 @@ pub enum Claim {
     Held { by: String },
 }
 
-/// A run's claim as the database holds it: status, owner, last heartbeat, Slurm task.
-type ClaimRow = (String, Option<String>, Option<f64>, Option<String>);
+/// A run's claim as the database holds it.
+pub struct ClaimRow {
+    pub status: String,
+    pub owner: Option<String>,
+    pub heartbeat_at: Option<f64>,
+    pub slurm_task: Option<String>,
+}
+
+impl ClaimRow {
+    /// The claim of run `run_id`, if the database knows the run.
+    pub fn read(conn: &Connection, run_id: &str) -> Result<Option<ClaimRow>> {
+        Ok(conn
+            .query_row(
+                "SELECT status, owner, heartbeat_at, slurm_task FROM runs WHERE id = ?1",
+                [run_id],
+                |r| {
+                    Ok(ClaimRow {
+                        status: r.get(0)?,
+                        owner: r.get(1)?,
+                        heartbeat_at: r.get(2)?,
+                        slurm_task: r.get(3)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Who holds the run at `now`, when it is not `me`: a live process training it, or the
+    /// Slurm task it is queued as.
+    pub fn holder(&self, me: &str, now: f64) -> Option<String> {
+        if self.status != "running" && self.status != "pending" {
+            return None;
+        }
+        let other_owner = self.owner.as_ref().filter(|owner| *owner != me);
+        match (other_owner, &self.slurm_task) {
+            (Some(owner), _) => is_alive(owner, self.heartbeat_at, now).then(|| owner.clone()),
+            (None, Some(task)) => Some(format!(
+                "Slurm task {task} (merge it first: runner sweep <spec> --executor slurm --collect)"
+            )),
+            (None, None) => None,
+        }
+    }
+}
 
 /// Claims `record`'s run for `me` inside `tx` (a write-locked transaction), creating its row
 /// as `pending` when the database does not know it yet.
 pub fn claim(tx: &Transaction<'_>, record: &RunRecord, me: &str, now: f64) -> Result<Claim> {
-    let row: Option<ClaimRow> = tx
-        .query_row(
-            "SELECT status, owner, heartbeat_at, slurm_task FROM runs WHERE id = ?1",
-            [&record.id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-        )
-        .optional()?;
-    let status = match row {
-        Some((status, owner, heartbeat, slurm_task)) => {
-            let active = status == "running" || status == "pending";
-            if active && let Some(owner) = owner.filter(|o| o != me) {
-                if is_alive(&owner, heartbeat, now) {
-                    return Ok(Claim::Held { by: owner });
-                }
-            } else if active && let Some(task) = slurm_task {
-                return Ok(Claim::Held {
-                    by: format!(
-                        "Slurm task {task} (merge it first: runner sweep <spec> --executor slurm --collect)"
-                    ),
-                });
+    let status = match ClaimRow::read(tx, &record.id)? {
+        Some(row) => {
+            if let Some(by) = row.holder(me, now) {
+                return Ok(Claim::Held { by });
             }
-            Some(status)
+            Some(row.status)
         }
         None => {
             super::writer::upsert_run(tx, record, "pending", None)?;
