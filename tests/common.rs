@@ -76,6 +76,16 @@ pub fn count(conn: &Connection, sql: &str) -> i64 {
     conn.query_row(sql, [], |r| r.get(0)).unwrap()
 }
 
+/// The first column of every row a query returns, as text.
+pub fn texts(conn: &Connection, sql: &str) -> Vec<String> {
+    conn.prepare(sql)
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
 /// Fake `sbatch` and `squeue` on PATH: sbatch keeps its script and answers job 42; squeue
 /// lists the task ids in `queue.txt` (none by default).
 pub fn fake_slurm(dir: &Path) -> String {

@@ -695,13 +695,10 @@ fn rm_deletes_a_runs_rows_and_files_but_never_a_run_being_trained() {
             .args(args)
             .assert()
     };
-    let ids: Vec<String> = db(dir.path())
-        .prepare("SELECT id FROM runs WHERE experiment = 'tiny' ORDER BY id")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let ids = common::texts(
+        &db(dir.path()),
+        "SELECT id FROM runs WHERE experiment = 'tiny' ORDER BY id",
+    );
     // Without a terminal to ask on, nothing goes unless --yes; --dry-run only lists.
     rm(&["--experiment", "tiny"])
         .failure()

@@ -240,14 +240,7 @@ fn a_sweep_killed_mid_run_resumes_and_ends_with_each_run_once() {
         "killed before the end"
     );
     // A crash of the machine (not of the process) can also damage the newest checkpoint.
-    let run_dirs: Vec<String> = conn
-        .prepare("SELECT run_dir FROM runs")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    for run_dir in &run_dirs {
+    for run_dir in &common::texts(&conn, "SELECT run_dir FROM runs") {
         let (_, newest) = ganrunner::train::checkpoint::list(&dir.path().join(run_dir))
             .pop()
             .expect("a checkpoint");
