@@ -180,12 +180,14 @@ fn damaged_checkpoints_are_set_aside_unfinished_ones_removed_and_the_resume_is_e
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x10;
     std::fs::write(&path, &bytes).unwrap();
-    // Step 4: written before checkpoints had checksums, and truncated since.
-    let meta = step_dir(4).join("checkpoint.json");
-    let mut json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
-    json.as_object_mut().unwrap().remove("files");
-    std::fs::write(&meta, serde_json::to_vec(&json).unwrap()).unwrap();
+    // Steps 2 and 4: written before checkpoints had checksums; step 4 truncated since.
+    for step in [2, 4] {
+        let meta = step_dir(step).join("checkpoint.json");
+        let mut json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+        json.as_object_mut().unwrap().remove("files");
+        std::fs::write(&meta, serde_json::to_vec(&json).unwrap()).unwrap();
+    }
     let optim = step_dir(4).join("generator-optim.bpk");
     let kept = std::fs::read(&optim).unwrap();
     std::fs::write(&optim, &kept[..kept.len() / 3]).unwrap();
