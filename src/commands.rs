@@ -350,10 +350,10 @@ pub fn remove(req: RemoveRequest) -> Result<()> {
     if !req.yes && !confirm(&format!("delete {what}? [y/N] "))? {
         bail!("nothing deleted");
     }
-    let (mut deleted, mut held) = (0, 0);
+    let (mut deleted, mut kept) = (0, 0);
     for target in &targets {
-        match crate::remove::remove(req.db, target)? {
-            Removed::Deleted { files } => {
+        match crate::remove::remove(req.db, target) {
+            Ok(Removed::Deleted { files }) => {
                 deleted += 1;
                 if !files {
                     errln!(
@@ -364,9 +364,14 @@ pub fn remove(req: RemoveRequest) -> Result<()> {
                     );
                 }
             }
-            Removed::Held { by } => {
-                held += 1;
+            Ok(Removed::Held { by }) => {
+                kept += 1;
                 errln!("run {}: held by {by}; left alone", target.id);
+            }
+            // One run's trouble leaves the others to go.
+            Err(err) => {
+                kept += 1;
+                errln!("error: {err:#}");
             }
         }
     }
@@ -374,10 +379,7 @@ pub fn remove(req: RemoveRequest) -> Result<()> {
         "deleted {deleted} of {} runs; `runner report` updates the report",
         targets.len()
     )?;
-    anyhow::ensure!(
-        held == 0,
-        "{held} runs are being trained and were not deleted"
-    );
+    anyhow::ensure!(kept == 0, "{kept} of the runs were not deleted (see above)");
     Ok(())
 }
 

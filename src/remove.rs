@@ -122,7 +122,15 @@ pub fn remove(db: &Path, target: &Target) -> Result<Removed> {
             dir.display()
         );
     }
-    let exists = dir.symlink_metadata().is_ok_and(|m| m.is_dir());
+    let kind = dir.symlink_metadata().map(|m| m.file_type());
+    if kind.as_ref().is_ok_and(|k| k.is_symlink()) {
+        bail!(
+            "run {}: its directory {} is a symbolic link; delete it by hand",
+            target.id,
+            dir.display()
+        );
+    }
+    let exists = kind.is_ok_and(|k| k.is_dir());
     let _lock = if exists {
         match crate::fsutil::try_lock_dir(dir)? {
             Some(lock) => Some(lock),

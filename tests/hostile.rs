@@ -744,6 +744,23 @@ fn rm_deletes_a_runs_rows_and_files_but_never_a_run_being_trained() {
         ),
         12 * 2
     );
+    // A row that names some other directory (here the working directory) deletes nothing.
+    let set_dir = |to: &str| {
+        db(dir.path())
+            .execute("UPDATE runs SET run_dir = ?1 WHERE id = ?2", [to, &ids[1]])
+            .unwrap()
+    };
+    let kept = db(dir.path())
+        .query_row("SELECT run_dir FROM runs WHERE id = ?1", [&ids[1]], |r| {
+            r.get::<_, String>(0)
+        })
+        .unwrap();
+    set_dir(".");
+    rm(&[&ids[1], "-y"])
+        .code(1)
+        .stderr(predicate::str::contains("is not named after it"));
+    assert!(spec.is_file() && run_dir(&ids[1]).is_dir());
+    set_dir(&kept);
     // The last run of an experiment takes the experiment and its directory with it.
     rm(&[&ids[1], "-y"]).success();
     assert!(!dir.path().join("results/tiny").exists());
