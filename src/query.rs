@@ -305,6 +305,24 @@ pub fn show(db: &Path, run_id: &str) -> Result<String> {
         out.push_str(&format!("\nevaluations ({}):\n", evals.rows.len()));
         out.push_str(&evals.render(Format::Table)?);
     }
+    // Why a run stopped or changed course: rung decisions, failure detectors, damaged
+    // checkpoints.
+    let events = run_sql(
+        db,
+        "SELECT step, kind, detail FROM events WHERE run_id = ?1 ORDER BY step, at",
+        &[&id],
+    )?;
+    if !events.rows.is_empty() {
+        out.push_str(&format!("\nevents ({}):\n", events.rows.len()));
+        for r in &events.rows {
+            out.push_str(&format!(
+                "  {:>8}  {}: {}\n",
+                cell(&r[0]),
+                cell(&r[1]),
+                cell(&r[2])
+            ));
+        }
+    }
     for (table, label) in [("samples", "samples"), ("checkpoints", "checkpoints")] {
         let files = run_sql(
             db,

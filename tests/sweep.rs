@@ -264,6 +264,18 @@ fn a_sweep_killed_mid_run_resumes_and_ends_with_each_run_once() {
         2,
         "each damaged checkpoint was set aside, and recorded"
     );
+    let id: String = conn
+        .query_row("SELECT id FROM runs LIMIT 1", [], |r| r.get(0))
+        .unwrap();
+    runner()
+        .current_dir(dir.path())
+        .args(["show", &id])
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("corrupt_checkpoint: ")
+                .and(predicate::str::contains("generator.bpk")),
+        );
     assert_eq!(
         count(&conn, "SELECT count(*) FROM runs WHERE status = 'finished'"),
         2
