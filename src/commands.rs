@@ -288,8 +288,13 @@ pub fn report(db: &Path, out: &Path, experiment: Option<&str>) -> Result<()> {
 }
 
 pub fn query(db: &Path, sql: &str, format: crate::query::Format) -> Result<()> {
-    out!("{}", crate::query::run_sql(db, sql, &[])?.render(format)?)?;
-    Ok(())
+    crate::query::query(
+        db,
+        sql,
+        format,
+        &mut |text| out!("{text}"),
+        &crate::console::stdout_gone,
+    )
 }
 
 pub fn runs(

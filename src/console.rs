@@ -19,6 +19,12 @@ pub fn write_out(args: Arguments) -> Result<()> {
     write_to(&mut io::stdout().lock(), &STDOUT_GONE, args).context("writing to standard output")
 }
 
+/// Whether standard output's reader has gone (`runner query ... | head`): work done only to
+/// print can stop.
+pub fn stdout_gone() -> bool {
+    STDOUT_GONE.load(Ordering::Relaxed)
+}
+
 /// Writes to standard error, ignoring every failure: diagnostics never stop a command.
 pub fn write_err(args: Arguments) {
     let _ = write_to(&mut io::stderr().lock(), &STDERR_GONE, args);

@@ -36,6 +36,40 @@ fn to_json(value: ValueRef<'_>) -> serde_json::Value {
 
 /// Runs one read-only SQL statement. Statements that would write, attach or detach are refused.
 pub fn run_sql(db: &Path, sql: &str, params: &[&dyn rusqlite::ToSql]) -> Result<Rows> {
+    let mut rows = Rows {
+        columns: Vec::new(),
+        rows: Vec::new(),
+    };
+    for_each_row(db, sql, params, &mut rows)?;
+    Ok(rows)
+}
+
+/// Where a statement's rows go, one at a time.
+trait Sink {
+    fn columns(&mut self, columns: Vec<String>) -> Result<()>;
+    /// Takes a row; `false` stops the statement.
+    fn row(&mut self, row: Vec<serde_json::Value>) -> Result<bool>;
+}
+
+impl Sink for Rows {
+    fn columns(&mut self, columns: Vec<String>) -> Result<()> {
+        self.columns = columns;
+        Ok(())
+    }
+
+    fn row(&mut self, row: Vec<serde_json::Value>) -> Result<bool> {
+        self.rows.push(row);
+        Ok(true)
+    }
+}
+
+/// Runs one read-only SQL statement into `sink`.
+fn for_each_row(
+    db: &Path,
+    sql: &str,
+    params: &[&dyn rusqlite::ToSql],
+    sink: &mut dyn Sink,
+) -> Result<()> {
     let conn = track::open_read_only(db)?;
     let mut stmt = conn
         .prepare(sql)
@@ -47,7 +81,7 @@ pub fn run_sql(db: &Path, sql: &str, params: &[&dyn rusqlite::ToSql]) -> Result<
     }
     let columns = unique_names(stmt.column_names());
     let n = columns.len();
-    let mut rows = Vec::new();
+    sink.columns(columns)?;
     let mut cursor = stmt
         .query(params)
         .map_err(|e| anyhow::anyhow!("SQL error: {e}"))?;
@@ -55,15 +89,140 @@ pub fn run_sql(db: &Path, sql: &str, params: &[&dyn rusqlite::ToSql]) -> Result<
         .next()
         .map_err(|e| anyhow::anyhow!("SQL error: {e}"))?
     {
-        rows.push(
-            (0..n)
-                .map(|i| row.get_ref(i).map(to_json))
-                .collect::<rusqlite::Result<Vec<_>>>()?,
-        );
+        let values = (0..n)
+            .map(|i| row.get_ref(i).map(to_json))
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        if !sink.row(values)? {
+            break;
+        }
     }
-    Ok(Rows { columns, rows })
+    Ok(())
 }
 
+/// The most rows `runner query` shows as a table, which must hold every row to size its
+/// columns; CSV and JSON stream any number.
+pub const TABLE_ROWS: usize = 10_000;
+
+/// `runner query`: `sql`'s rows in `format`, handed to `write` as they come, so that a result
+/// of millions of rows never sits in memory, and a reader that stops reading (`gone`) stops
+/// the statement. A table shows the first [`TABLE_ROWS`] rows and says when there were more.
+pub fn query(
+    db: &Path,
+    sql: &str,
+    format: Format,
+    write: &mut dyn FnMut(&str) -> Result<()>,
+    gone: &dyn Fn() -> bool,
+) -> Result<()> {
+    let mut sink = Printer::new(format, Some(TABLE_ROWS), write, gone);
+    for_each_row(db, sql, &[], &mut sink)?;
+    sink.finish()
+}
+
+/// Rows written out in a format as they come: CSV and JSON row by row, a table (which must
+/// see its rows to size its columns) at the end.
+struct Printer<'a> {
+    format: Format,
+    write: &'a mut dyn FnMut(&str) -> Result<()>,
+    gone: &'a dyn Fn() -> bool,
+    columns: Vec<String>,
+    /// A table's rows so far, at most `table_limit` of them.
+    table: Vec<Vec<String>>,
+    table_limit: Option<usize>,
+    /// Whether rows were left out of the table.
+    cut: bool,
+    rows: usize,
+}
+
+impl<'a> Printer<'a> {
+    fn new(
+        format: Format,
+        table_limit: Option<usize>,
+        write: &'a mut dyn FnMut(&str) -> Result<()>,
+        gone: &'a dyn Fn() -> bool,
+    ) -> Self {
+        Printer {
+            format,
+            write,
+            gone,
+            columns: Vec::new(),
+            table: Vec::new(),
+            table_limit,
+            cut: false,
+            rows: 0,
+        }
+    }
+
+    /// Writes one CSV record.
+    fn csv_record<T: AsRef<[u8]>>(&mut self, fields: impl IntoIterator<Item = T>) -> Result<()> {
+        let mut writer = csv::Writer::from_writer(Vec::new());
+        writer.write_record(fields)?;
+        (self.write)(&String::from_utf8(writer.into_inner()?)?)
+    }
+
+    /// Writes the end: a table, the closing bracket of JSON.
+    fn finish(mut self) -> Result<()> {
+        match self.format {
+            Format::Table => {
+                let mut table = vec![std::mem::take(&mut self.columns)];
+                table.append(&mut self.table);
+                (self.write)(&format_table(&table))?;
+                if self.cut {
+                    let limit = self.table_limit.unwrap_or_default();
+                    (self.write)(&format!(
+                        "(the first {limit} rows; add a LIMIT, or use --format csv or json for \
+                         every row)\n"
+                    ))?;
+                }
+            }
+            Format::Csv => {}
+            Format::Json if self.rows == 0 => (self.write)("[]\n")?,
+            Format::Json => (self.write)("\n]\n")?,
+        }
+        Ok(())
+    }
+}
+
+impl Sink for Printer<'_> {
+    fn columns(&mut self, columns: Vec<String>) -> Result<()> {
+        if self.format == Format::Csv {
+            self.csv_record(&columns)?;
+        }
+        self.columns = columns;
+        Ok(())
+    }
+
+    fn row(&mut self, row: Vec<serde_json::Value>) -> Result<bool> {
+        match self.format {
+            Format::Table => {
+                if self
+                    .table_limit
+                    .is_some_and(|limit| self.table.len() == limit)
+                {
+                    self.cut = true;
+                    return Ok(false);
+                }
+                self.table.push(row.iter().map(cell).collect());
+            }
+            Format::Csv => {
+                // Every digit, for programs that read it back.
+                self.csv_record(row.iter().map(|value| match value {
+                    serde_json::Value::Number(n) => n.to_string(),
+                    other => cell(other),
+                }))?;
+            }
+            Format::Json => {
+                let object =
+                    serde_json::Value::Object(self.columns.iter().cloned().zip(row).collect());
+                // As serde_json pretty-prints an array of objects, one object at a time.
+                let pretty = serde_json::to_string_pretty(&object)?.replace('\n', "\n  ");
+                let lead = if self.rows == 0 { "[\n  " } else { ",\n  " };
+                (self.write)(&format!("{lead}{pretty}"))?;
+            }
+        }
+        self.rows += 1;
+        Ok(!(self.gone)())
+    }
+}
 /// Column names made unique, so no format drops a column: a repeated name gets `_2`, `_3`...
 /// (`step`, `step_2` for a join of two tables that both have `step`).
 fn unique_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
@@ -144,41 +303,18 @@ impl Rows {
     }
 
     pub fn render(&self, format: Format) -> Result<String> {
-        Ok(match format {
-            Format::Table => {
-                let mut table = vec![self.columns.clone()];
-                table.extend(self.rows.iter().map(|r| r.iter().map(cell).collect()));
-                format_table(&table)
-            }
-            Format::Csv => {
-                let mut writer = csv::Writer::from_writer(Vec::new());
-                writer.write_record(&self.columns)?;
-                for row in &self.rows {
-                    // Every digit, for programs that read it back.
-                    writer.write_record(row.iter().map(|value| match value {
-                        serde_json::Value::Number(n) => n.to_string(),
-                        other => cell(other),
-                    }))?;
-                }
-                String::from_utf8(writer.into_inner()?)?
-            }
-            Format::Json => {
-                let objects: Vec<serde_json::Value> = self
-                    .rows
-                    .iter()
-                    .map(|r| {
-                        serde_json::Value::Object(
-                            self.columns
-                                .iter()
-                                .cloned()
-                                .zip(r.iter().cloned())
-                                .collect(),
-                        )
-                    })
-                    .collect();
-                serde_json::to_string_pretty(&objects)? + "\n"
-            }
-        })
+        let mut text = String::new();
+        let mut write = |part: &str| {
+            text.push_str(part);
+            Ok(())
+        };
+        let mut printer = Printer::new(format, None, &mut write, &|| false);
+        printer.columns(self.columns.clone())?;
+        for row in &self.rows {
+            printer.row(row.clone())?;
+        }
+        printer.finish()?;
+        Ok(text)
     }
 }
 

@@ -342,6 +342,55 @@ fn query_reads_and_refuses_writes() {
         "nothing was changed"
     );
     assert!(!dir.path().join("other.sqlite").exists());
+
+    // Results of any size stream: CSV and JSON give every row, a table the first 10 000 and
+    // says so; a reader that stops reading stops a query that would never end.
+    let counting = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 25000) \
+                    SELECT i FROM n";
+    let output = |format: &str| {
+        let out = query(counting, format)
+            .success()
+            .get_output()
+            .stdout
+            .clone();
+        String::from_utf8(out).unwrap()
+    };
+    let csv = output("csv");
+    assert_eq!(csv.lines().count(), 25_001);
+    assert_eq!(csv.lines().last(), Some("25000"));
+    let json: Vec<serde_json::Value> = serde_json::from_str(&output("json")).unwrap();
+    assert_eq!(
+        (json.len(), &json[24_999]["i"]),
+        (25_000, &serde_json::json!(25000))
+    );
+    let table = output("table");
+    assert_eq!(table.lines().count(), 2 + 10_000 + 1);
+    assert!(
+        table.ends_with("use --format csv or json for every row)\n"),
+        "{table}"
+    );
+    let mut endless = std::process::Command::new(assert_cmd::cargo::cargo_bin("runner"))
+        .current_dir(dir.path())
+        .args(["query", "--format", "csv"])
+        .arg("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT i FROM n")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 64];
+    std::io::Read::read_exact(endless.stdout.as_mut().unwrap(), &mut first).unwrap();
+    drop(endless.stdout.take());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = endless.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            endless.kill().unwrap();
+            panic!("the query went on after its reader left");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success());
 }
 
 #[test]
