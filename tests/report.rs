@@ -274,3 +274,49 @@ fn the_report_loads_in_chromium_without_broken_images_missing_pages_or_errors() 
         eprintln!("screenshot: {}", png.display());
     }
 }
+
+#[test]
+fn a_run_sampled_often_shows_forty_evenly_spaced_grids_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = common::tiny_gan_model_toml();
+    let spec = dir.path().join("often.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "name = \"often\"\n{model}[train]\nsteps = 90\nbatch_size = 16\n[log]\n\
+             sample_every = 2\ncheckpoint_every = 90\neval_samples = 0\n"
+        ),
+    )
+    .unwrap();
+    runner()
+        .current_dir(dir.path())
+        .arg("sweep")
+        .arg(&spec)
+        .arg("--data-dir")
+        .arg(fixture_dir())
+        .assert()
+        .success();
+    let page = std::fs::read_dir(dir.path().join("results/report/often"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.is_dir())
+        .unwrap();
+    let html = read(page.join("index.html"));
+    assert_eq!(html.matches("alt=\"samples at step").count(), 40);
+    assert!(
+        html.contains("40 of the 46 grids logged, evenly spaced"),
+        "{html}"
+    );
+    let copied = std::fs::read_dir(&page)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "png")
+        })
+        .count();
+    assert_eq!(copied, 40);
+    assert!(page.join("step-00000000.png").is_file() && page.join("step-00000090.png").is_file());
+}

@@ -406,6 +406,22 @@ fn build(site: &Site, experiments: &[Experiment], db: &Path) -> Result<()> {
 /// tick per value (as a grid of hyperparameters reads best); more get a numeric axis.
 const MAX_CATEGORIES: usize = 8;
 
+/// The most sample grids a run page shows (and the site copies): a long run sampled often
+/// would otherwise make a page of thousands of images.
+const MAX_GRIDS: usize = 40;
+
+/// At most `at_most` of the indices `0..n`, evenly spaced, the first and the last among them.
+fn evenly_spaced(n: usize, at_most: usize) -> Vec<usize> {
+    if n <= at_most {
+        return (0..n).collect();
+    }
+    let mut picked: Vec<usize> = (0..at_most)
+        .map(|i| (i * (n - 1) + (at_most - 1) / 2) / (at_most - 1))
+        .collect();
+    picked.dedup();
+    picked
+}
+
 /// Where each value of a swept setting goes on the x axis: (x of each value, category names
 /// for a categorical axis, log scale). Numbers sort numerically, other values as text.
 fn x_axis(values: &[&String]) -> (Vec<f64>, Option<Vec<String>>, bool) {
@@ -857,7 +873,8 @@ fn run_page(site: &Site, experiment: &Experiment, run: &Run) -> Result<()> {
         })
         .collect();
     let mut samples = Vec::new();
-    for (step, logged) in &run.samples {
+    let shown = evenly_spaced(run.samples.len(), MAX_GRIDS);
+    for (step, logged) in shown.iter().map(|&i| &run.samples[i]) {
         let href = match site.locate(logged) {
             Some(source) => {
                 let name = format!("step-{step:08}.png");
@@ -913,6 +930,7 @@ fn run_page(site: &Site, experiment: &Experiment, run: &Run) -> Result<()> {
             final_sample => samples.iter().rev().find_map(|s| s.href.clone()),
             conditional => run.params.get("model.conditional").is_some_and(|c| c != "none"),
             samples => Value::from(Serde(&samples)),
+            samples_logged => run.samples.len(),
             checkpoints => Value::from(Serde(&checkpoints)),
         },
     )
@@ -921,6 +939,17 @@ fn run_page(site: &Site, experiment: &Experiment, run: &Run) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_galleries_show_evenly_spaced_grids_first_and_last_included() {
+        assert_eq!(evenly_spaced(3, 40), [0, 1, 2]);
+        let picked = evenly_spaced(2001, 40);
+        assert_eq!(picked.len(), 40);
+        assert_eq!((picked[0], picked[39]), (0, 2000));
+        let gaps: Vec<usize> = picked.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(gaps.iter().all(|g| (51..=52).contains(g)), "{gaps:?}");
+        assert_eq!(evenly_spaced(41, 40).len(), 40);
+    }
 
     fn strings(values: &[&str]) -> Vec<String> {
         values.iter().map(|v| v.to_string()).collect()
