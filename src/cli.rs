@@ -147,6 +147,13 @@ pub struct RunsArgs {
     /// Only this experiment's runs.
     #[arg(long)]
     pub experiment: Option<String>,
+    /// Only runs with this status (repeatable): finished, failed, diverged, interrupted,
+    /// pruned, pending, running, orphaned.
+    #[arg(long, conflicts_with = "group")]
+    pub status: Vec<String>,
+    /// The order of the rows.
+    #[arg(long, value_enum, default_value = "started", conflicts_with = "group")]
+    pub sort: ganrunner::query::RunOrder,
     /// One row per group of replicates (finished runs that differ only in `train.seed`): n,
     /// mean and 95% interval of the final and best LeNet-FID, best mean first.
     #[arg(long)]

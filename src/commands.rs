@@ -297,16 +297,27 @@ pub fn query(db: &Path, sql: &str, format: crate::query::Format) -> Result<()> {
     )
 }
 
-pub fn runs(
-    db: &Path,
-    experiment: Option<&str>,
-    group: bool,
-    format: crate::query::Format,
-) -> Result<()> {
-    let rows = if group {
+/// What `runner runs` was asked.
+pub struct RunsRequest<'a> {
+    pub experiment: Option<&'a str>,
+    pub statuses: &'a [String],
+    pub order: crate::query::RunOrder,
+    pub group: bool,
+    pub format: crate::query::Format,
+    pub db: &'a Path,
+}
+
+pub fn runs(req: RunsRequest) -> Result<()> {
+    let RunsRequest {
+        experiment,
+        db,
+        format,
+        ..
+    } = req;
+    let rows = if req.group {
         crate::replicates::groups(db, experiment)?
     } else {
-        crate::query::runs(db, experiment)?
+        crate::query::runs(db, experiment, req.statuses, req.order)?
     };
     out!("{}", rows.render(format)?)?;
     Ok(())

@@ -101,7 +101,14 @@ fn run(cli: Cli) -> Result<()> {
         }),
         Command::Report(a) => commands::report(&a.db.db, &a.out, a.experiment.as_deref()),
         Command::Query(a) => commands::query(&a.db.db, &a.sql, a.format),
-        Command::Runs(a) => commands::runs(&a.db.db, a.experiment.as_deref(), a.group, a.format),
+        Command::Runs(a) => commands::runs(commands::RunsRequest {
+            experiment: a.experiment.as_deref(),
+            statuses: &a.status,
+            order: a.sort,
+            group: a.group,
+            format: a.format,
+            db: &a.db.db,
+        }),
         Command::Show(a) => commands::show(&a.db.db, &a.run),
         Command::Rm(a) => commands::remove(commands::RemoveRequest {
             runs: &a.runs,

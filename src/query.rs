@@ -318,21 +318,51 @@ impl Rows {
     }
 }
 
-/// `runner runs`: every run with its status, progress, latest losses, and its last and best
-/// LeNet-FID.
-pub fn runs(db: &Path, experiment: Option<&str>) -> Result<Rows> {
+/// How `runner runs` orders its rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RunOrder {
+    /// By experiment, then start time (the default).
+    Started,
+    /// Lowest best LeNet-FID first (runs without one last).
+    #[value(name = "best_fid", alias = "best-fid")]
+    BestFid,
+    /// Lowest last LeNet-FID first.
+    Fid,
+    /// Most steps done first.
+    Steps,
+}
+
+/// `runner runs`: every run (of `experiment`; with one of `statuses`, as shown, `orphaned`
+/// included) with its status, progress, latest losses, and its last and best LeNet-FID.
+pub fn runs(
+    db: &Path,
+    experiment: Option<&str>,
+    statuses: &[String],
+    order: RunOrder,
+) -> Result<Rows> {
+    track::check_statuses(statuses, &["orphaned"])?;
+    let order = match order {
+        RunOrder::Started => "r.experiment, r.started_at, r.id",
+        RunOrder::BestFid => "best_fid IS NULL, best_fid, r.id",
+        RunOrder::Fid => "fid IS NULL, fid, r.id",
+        RunOrder::Steps => "steps DESC, r.id",
+    };
+    let statuses = (!statuses.is_empty()).then(|| serde_json::json!(statuses).to_string());
+    let status = track::claims::status_sql("r");
     run_sql(
         db,
-        &format!("SELECT r.experiment, r.id AS run, {} AS status, r.steps_done AS steps,
+        &format!("SELECT r.experiment, r.id AS run, {status} AS status, r.steps_done AS steps,
                 (SELECT value FROM metrics m WHERE m.run_id = r.id AND m.name = 'd_loss' ORDER BY step DESC LIMIT 1) AS d_loss,
                 (SELECT value FROM metrics m WHERE m.run_id = r.id AND m.name = 'g_loss' ORDER BY step DESC LIMIT 1) AS g_loss,
                 (SELECT round(value, 3) FROM evals e WHERE e.run_id = r.id AND e.metric = 'fid' ORDER BY step DESC LIMIT 1) AS fid,
                 (SELECT round(min(value), 3) FROM evals e WHERE e.run_id = r.id AND e.metric = 'fid') AS best_fid,
                 r.finished_at, r.error
-         FROM runs r WHERE ?1 IS NULL OR r.experiment = ?1 ORDER BY r.experiment, r.started_at, r.id",
-            track::claims::status_sql("r")
+         FROM runs r
+         WHERE (?1 IS NULL OR r.experiment = ?1)
+           AND (?2 IS NULL OR {status} IN (SELECT value FROM json_each(?2)))
+         ORDER BY {order}"
         ),
-        &[&experiment],
+        &[&experiment, &statuses],
     )
 }
 

@@ -28,17 +28,6 @@ pub struct Target {
     pub bytes: u64,
 }
 
-/// Statuses `--status` accepts.
-pub const STATUSES: &[&str] = &[
-    "pending",
-    "running",
-    "finished",
-    "failed",
-    "diverged",
-    "interrupted",
-    "pruned",
-];
-
 /// The runs `ids` name (each an id or a unique prefix), or every run of `experiment` whose
 /// status is one of `statuses` (any, when empty).
 pub fn select(
@@ -47,12 +36,7 @@ pub fn select(
     experiment: Option<&str>,
     statuses: &[String],
 ) -> Result<Vec<Target>> {
-    if let Some(bad) = statuses.iter().find(|s| !STATUSES.contains(&s.as_str())) {
-        bail!(
-            "--status {bad}: not a status; one of {}",
-            STATUSES.join(", ")
-        );
-    }
+    crate::track::check_statuses(statuses, &[])?;
     let mut found: Vec<String> = Vec::new();
     if let Some(experiment) = experiment {
         let rows = crate::query::run_sql(

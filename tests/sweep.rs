@@ -144,6 +144,35 @@ fn a_failed_run_is_recorded_and_the_others_finish() {
         )
         .unwrap();
     assert!(error.contains("NaN or infinite"), "{error}");
+    // `runs` filters by status and sorts.
+    let runs = |args: &[&str]| {
+        let out = runner()
+            .current_dir(dir.path())
+            .args(["runs", "--format", "csv"])
+            .args(args)
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone();
+        let text = String::from_utf8(out).unwrap();
+        text.lines()
+            .skip(1)
+            .map(|l| l.split(',').nth(2).unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(runs(&["--status", "diverged"]), ["diverged"]);
+    assert_eq!(
+        runs(&["--status", "diverged", "--status", "finished"]).len(),
+        2
+    );
+    assert_eq!(runs(&["--sort", "steps"]), ["finished", "diverged"]);
+    runner()
+        .current_dir(dir.path())
+        .args(["runs", "--status", "done"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("--status done: not a status"));
 }
 
 /// Starts a 2-run sweep of 1000 steps in the background and waits until both runs have

@@ -347,6 +347,27 @@ pub enum Event {
     },
 }
 
+/// The statuses a run can have (`runs.status`); `runner runs` also shows `orphaned`, a
+/// `running` run whose process is gone.
+pub const STATUSES: &[&str] = &[
+    "pending",
+    "running",
+    "finished",
+    "failed",
+    "diverged",
+    "interrupted",
+    "pruned",
+];
+
+/// Refuses a `--status` that is not one of [`STATUSES`] or `extra` (what a view adds).
+pub fn check_statuses(statuses: &[String], extra: &[&str]) -> Result<()> {
+    let known: Vec<&str> = STATUSES.iter().chain(extra).copied().collect();
+    if let Some(bad) = statuses.iter().find(|s| !known.contains(&s.as_str())) {
+        anyhow::bail!("--status {bad}: not a status; one of {}", known.join(", "));
+    }
+    Ok(())
+}
+
 /// This machine's name.
 pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
