@@ -4,8 +4,8 @@
 //! losses, checkpoints and [`eval`] scores) -> [`track`] (the SQLite database, fed by [`sweep`]
 //! locally or by [`slurm`] tasks' records) -> [`query`] and [`report`] (which read only the
 //! database). [`data`] loads and fetches the digits, [`model`] builds the networks, [`backend`]
-//! picks the device, [`images`] writes what people look at, [`score`] is `runner eval` and
-//! [`remove`] is `runner rm`.
+//! picks the device, [`images`] writes what people look at, [`score`] is `runner eval`,
+//! [`remove`] is `runner rm`; [`replicates`] and [`importance`] are the statistics of sweeps.
 
 pub mod backend;
 pub mod bench;
@@ -18,6 +18,7 @@ pub mod eval;
 pub mod fsutil;
 pub mod generate;
 pub mod images;
+pub mod importance;
 pub mod model;
 pub mod progress;
 pub mod prune;

@@ -617,8 +617,44 @@ fn experiment_page(site: &Site, experiment: &Experiment) -> Result<()> {
             sweep_plots => Value::from(Serde(&plot_refs)),
             curve_plots => Value::from(Serde(&curve_plots)),
             replicates => Value::from(Serde(&replicate_table(&site.db, &experiment.name)?)),
+            importance => Value::from(Serde(&importance_table(experiment, ranking))),
         },
     )
+}
+
+/// What each swept setting explains of the finished runs' FID (see [`crate::importance`]), as
+/// text cells, header first; empty without FIDs or with fewer than three runs.
+fn importance_table(experiment: &Experiment, ranking: Ranking) -> Vec<Vec<String>> {
+    if ranking != Ranking::Fid {
+        return Vec::new();
+    }
+    let finished: Vec<Run> = experiment
+        .runs
+        .iter()
+        .filter(|r| r.status == "finished")
+        .cloned()
+        .collect();
+    let scored: Vec<_> = finished
+        .iter()
+        .filter_map(|r| Some((&r.params, ranking.value(r)?)))
+        .collect();
+    let found = crate::importance::importance(&scored, &swept_keys(&finished));
+    if found.is_empty() {
+        return Vec::new();
+    }
+    let percent = |share: f64| format!("{:.0}%", 100.0 * share);
+    let header = ["setting", "values", "explains", "by chance", "Spearman ρ"];
+    std::iter::once(header.map(String::from).to_vec())
+        .chain(found.iter().map(|i| {
+            vec![
+                i.key.clone(),
+                i.levels.to_string(),
+                percent(i.eta_squared),
+                percent(i.by_chance),
+                i.spearman.map_or_else(String::new, |r| format!("{r:+.2}")),
+            ]
+        }))
+        .collect()
 }
 
 /// The parallel-coordinates plot of an experiment: an axis per swept key (numbers on a linear
@@ -939,6 +975,40 @@ fn run_page(site: &Site, experiment: &Experiment, run: &Run) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_importance_table_ranks_settings_by_their_share_of_finished_runs_fid() {
+        let run = |lr: &str, seed: &str, fid: f64, status: &str| Run {
+            id: format!("{lr}-{seed}"),
+            status: status.into(),
+            params: [("train.lr", lr), ("train.seed", seed), ("data.dir", seed)]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            evals: BTreeMap::from([(10, BTreeMap::from([("fid".to_string(), fid)]))]),
+            ..Default::default()
+        };
+        let mut experiment = Experiment {
+            name: "e".into(),
+            description: String::new(),
+            runs: vec![
+                run("1e-4", "0", 300.0, "finished"),
+                run("1e-4", "1", 310.0, "finished"),
+                run("1e-3", "0", 100.0, "finished"),
+                run("1e-3", "1", 90.0, "finished"),
+                // A pruned run's FID is from an earlier step: not compared.
+                run("1e-2", "0", 900.0, "pruned"),
+            ],
+        };
+        let table = importance_table(&experiment, Ranking::of(&experiment));
+        assert_eq!(table[0][0], "setting");
+        let keys: Vec<&str> = table[1..].iter().map(|r| r[0].as_str()).collect();
+        assert_eq!(keys, ["train.lr", "train.seed"], "data.dir is no setting");
+        assert_eq!(table[1][1], "2", "the pruned run's value is left out");
+        assert_eq!(table[1][2], "100%");
+        experiment.runs.truncate(2);
+        assert!(importance_table(&experiment, Ranking::of(&experiment)).is_empty());
+    }
 
     #[test]
     fn long_galleries_show_evenly_spaced_grids_first_and_last_included() {

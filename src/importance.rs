@@ -1,0 +1,157 @@
+//! Which swept settings a sweep's results depend on.
+//!
+//! For each setting that differs between an experiment's finished runs: eta squared, the share
+//! of the variance of their score (the LeNet-FID) that lies between the groups of runs sharing
+//! a value of that setting (a one-way analysis of variance), beside what a grouping with as
+//! many values would explain by chance alone, (k - 1) / (n - 1) for k values over n runs; and
+//! for a setting with three or more numeric values, the Spearman rank correlation of value
+//! and score (its sign says which way to move it). In a full grid the shares are main effects;
+//! what they leave is interactions and seed noise. `train.seed` is listed like any setting:
+//! its share is the yardstick of pure chance.
+
+use std::collections::BTreeMap;
+
+/// What one setting explains.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Importance {
+    pub key: String,
+    /// How many values it took.
+    pub levels: usize,
+    /// Share of the score's variance between its value groups, 0..=1.
+    pub eta_squared: f64,
+    /// The share a random grouping into as many groups explains on average.
+    pub by_chance: f64,
+    /// Rank correlation of a numeric setting (three or more values) with the score.
+    pub spearman: Option<f64>,
+}
+
+/// The importance of each of `keys` over `runs` (each run's settings and score), largest
+/// share first. Needs three runs or more; keys with one value are left out.
+pub fn importance(runs: &[(&BTreeMap<String, String>, f64)], keys: &[String]) -> Vec<Importance> {
+    let n = runs.len();
+    if n < 3 {
+        return Vec::new();
+    }
+    let scores: Vec<f64> = runs.iter().map(|r| r.1).collect();
+    let mean = scores.iter().sum::<f64>() / n as f64;
+    let total: f64 = scores.iter().map(|s| (s - mean).powi(2)).sum();
+    let mut found: Vec<Importance> = keys
+        .iter()
+        .filter_map(|key| {
+            let value = |run: &(&BTreeMap<String, String>, f64)| run.0.get(key).cloned();
+            let mut groups: BTreeMap<Option<String>, Vec<f64>> = BTreeMap::new();
+            for run in runs {
+                groups.entry(value(run)).or_default().push(run.1);
+            }
+            let levels = groups.len();
+            if levels < 2 {
+                return None;
+            }
+            let between: f64 = groups
+                .values()
+                .map(|g| g.len() as f64 * (g.iter().sum::<f64>() / g.len() as f64 - mean).powi(2))
+                .sum();
+            let numbers: Option<Vec<f64>> = runs
+                .iter()
+                .map(|run| value(run)?.parse::<f64>().ok())
+                .collect();
+            Some(Importance {
+                key: key.clone(),
+                levels,
+                eta_squared: if total > 0.0 { between / total } else { 0.0 },
+                by_chance: (levels - 1) as f64 / (n - 1) as f64,
+                spearman: numbers
+                    .filter(|_| levels >= 3)
+                    .and_then(|x| pearson(&ranks(&x), &ranks(&scores))),
+            })
+        })
+        .collect();
+    found.sort_by(|a, b| b.eta_squared.total_cmp(&a.eta_squared));
+    found
+}
+
+/// Ranks from 1, ties sharing their mean rank.
+fn ranks(values: &[f64]) -> Vec<f64> {
+    let mut order: Vec<usize> = (0..values.len()).collect();
+    order.sort_by(|&a, &b| values[a].total_cmp(&values[b]));
+    let mut ranks = vec![0.0; values.len()];
+    let mut start = 0;
+    while start < order.len() {
+        let mut end = start + 1;
+        while end < order.len() && values[order[end]] == values[order[start]] {
+            end += 1;
+        }
+        let shared = (start + end + 1) as f64 / 2.0;
+        for &i in &order[start..end] {
+            ranks[i] = shared;
+        }
+        start = end;
+    }
+    ranks
+}
+
+/// Pearson's correlation; none when either side is constant.
+fn pearson(x: &[f64], y: &[f64]) -> Option<f64> {
+    let n = x.len() as f64;
+    let (mx, my) = (x.iter().sum::<f64>() / n, y.iter().sum::<f64>() / n);
+    let cov: f64 = x.iter().zip(y).map(|(a, b)| (a - mx) * (b - my)).sum();
+    let vx: f64 = x.iter().map(|a| (a - mx).powi(2)).sum();
+    let vy: f64 = y.iter().map(|b| (b - my).powi(2)).sum();
+    (vx > 0.0 && vy > 0.0).then(|| cov / (vx * vy).sqrt())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_setting_that_decides_the_score_explains_it_and_the_seed_does_not() {
+        // FID = 100 x lr-index + a small seed effect: lr explains nearly all of it.
+        let mut runs = Vec::new();
+        for (i, lr) in ["1e-4", "2e-4", "4e-4"].iter().enumerate() {
+            for (seed, noise) in [("0", 1.0), ("1", -1.0)] {
+                runs.push((
+                    settings(&[("train.lr", lr), ("train.seed", seed)]),
+                    100.0 * i as f64 + noise,
+                ));
+            }
+        }
+        let runs: Vec<_> = runs.iter().map(|(s, v)| (s, *v)).collect();
+        let keys = ["train.seed".to_string(), "train.lr".to_string()];
+        let found = importance(&runs, &keys);
+        assert_eq!(found[0].key, "train.lr");
+        assert!(found[0].eta_squared > 0.99, "{found:?}");
+        assert_eq!(found[0].levels, 3);
+        assert!((found[0].by_chance - 2.0 / 5.0).abs() < 1e-12);
+        // FID rises with lr; the ties within each lr keep it just under 1.
+        assert!(found[0].spearman.is_some_and(|r| r > 0.95), "{found:?}");
+        let seed = &found[1];
+        assert!(
+            seed.eta_squared < 0.01 && seed.spearman.is_none(),
+            "{seed:?}"
+        );
+        // Shares of a balanced grid add up to the whole when nothing else varies.
+        assert!((found[0].eta_squared + seed.eta_squared - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn ties_share_ranks_and_small_or_flat_inputs_give_nothing() {
+        assert_eq!(ranks(&[3.0, 1.0, 3.0, 2.0]), [3.5, 1.0, 3.5, 2.0]);
+        assert_eq!(pearson(&[1.0, 1.0], &[1.0, 2.0]), None);
+        let one = settings(&[("train.lr", "1")]);
+        let two = vec![(&one, 1.0), (&one, 2.0)];
+        assert!(importance(&two, &["train.lr".into()]).is_empty());
+        let flat = vec![(&one, 1.0), (&one, 2.0), (&one, 3.0)];
+        assert!(
+            importance(&flat, &["train.lr".into()]).is_empty(),
+            "one value"
+        );
+    }
+}
