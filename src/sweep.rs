@@ -522,11 +522,11 @@ pub fn run(
     })
 }
 
-/// Whether the database knows `run` as finished and its final checkpoint is on disk.
+/// Whether the database knows `run` as finished and its final checkpoint is on disk, whole.
 fn is_done(conn: &rusqlite::Connection, run: &PlannedRun) -> Result<bool> {
     Ok(
         track::run_status(conn, &run.id)?.as_deref() == Some("finished")
-            && !train::checkpoint::list(&run.run_dir).is_empty(),
+            && train::checkpoint::newest_is_intact(&run.run_dir),
     )
 }
 
@@ -576,7 +576,10 @@ fn claim_and_run(
         tracker.flush()?;
     }
     let has_checkpoint = !train::checkpoint::list(&run.run_dir).is_empty();
-    if !force && status.as_deref() == Some("finished") && has_checkpoint {
+    if !force
+        && status.as_deref() == Some("finished")
+        && train::checkpoint::newest_is_intact(&run.run_dir)
+    {
         bar.finish_and_clear();
         return Ok("skipped".into());
     }

@@ -779,3 +779,41 @@ fn rm_deletes_a_runs_rows_and_files_but_never_a_run_being_trained() {
         .success()
         .stdout(predicate::str::contains("2 finished"));
 }
+
+#[test]
+fn a_finished_run_whose_final_checkpoint_is_damaged_is_rebuilt_by_the_next_sweep() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), "tiny", 15, "[0]");
+    sweep(dir.path(), &spec, &[]).success();
+    let metrics = || common::texts(&db(dir.path()), "SELECT step || name || value FROM metrics");
+    let before = metrics();
+    let run_dir = dir
+        .path()
+        .join(&common::texts(&db(dir.path()), "SELECT run_dir FROM runs")[0]);
+    let generator = run_dir.join("checkpoints/step-00000015/generator.bpk");
+    let mut bytes = std::fs::read(&generator).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 1;
+    std::fs::write(&generator, bytes).unwrap();
+    runner()
+        .current_dir(dir.path())
+        .args(["generate", "--n", "4", "--out", "x.png", "--checkpoint"])
+        .arg(&run_dir)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("MD5 mismatch"));
+    // Not skipped as finished: resumed from step 10 to the same end.
+    sweep(dir.path(), &spec, &[])
+        .success()
+        .stdout(predicate::str::contains("1 finished"));
+    assert_eq!(metrics(), before);
+    runner()
+        .current_dir(dir.path())
+        .args(["generate", "--n", "4", "--out", "x.png", "--checkpoint"])
+        .arg(&run_dir)
+        .assert()
+        .success();
+    sweep(dir.path(), &spec, &[])
+        .success()
+        .stdout(predicate::str::contains("1 skipped"));
+}

@@ -206,6 +206,14 @@ pub fn list(run_dir: &Path) -> Vec<(u64, PathBuf)> {
     found
 }
 
+/// Whether the run's newest checkpoint is whole (every file as written): a finished run
+/// whose final checkpoint is damaged is not done, and resuming it rebuilds that checkpoint.
+pub fn newest_is_intact(run_dir: &Path) -> bool {
+    list(run_dir)
+        .pop()
+        .is_some_and(|(_, dir)| verify(&dir).is_ok())
+}
+
 /// Deletes the temporary directories of checkpoints whose writer was killed while saving them
 /// (they are never resumed from, and a checkpoint can take hundreds of megabytes). Only the
 /// process holding the run directory's lock may call it: no other is writing there.
