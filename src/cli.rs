@@ -156,8 +156,12 @@ pub struct RunsArgs {
     pub sort: ganrunner::query::RunOrder,
     /// One row per group of replicates (finished runs that differ only in `train.seed`): n,
     /// mean and 95% interval of the final and best LeNet-FID, best mean first.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "explain")]
     pub group: bool,
+    /// One row per setting that differs between an experiment's finished runs: the share of
+    /// their best LeNet-FID's variance it explains, its chance level, its rank correlation.
+    #[arg(long, conflicts_with_all = ["status", "sort"])]
+    pub explain: bool,
     #[arg(long, value_enum, default_value = "table")]
     pub format: ganrunner::query::Format,
     #[command(flatten)]

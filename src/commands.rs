@@ -303,6 +303,7 @@ pub struct RunsRequest<'a> {
     pub statuses: &'a [String],
     pub order: crate::query::RunOrder,
     pub group: bool,
+    pub explain: bool,
     pub format: crate::query::Format,
     pub db: &'a Path,
 }
@@ -316,6 +317,8 @@ pub fn runs(req: RunsRequest) -> Result<()> {
     } = req;
     let rows = if req.group {
         crate::replicates::groups(db, experiment)?
+    } else if req.explain {
+        crate::report::explain(db, experiment)?
     } else {
         crate::query::runs(db, experiment, req.statuses, req.order)?
     };

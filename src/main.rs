@@ -106,6 +106,7 @@ fn run(cli: Cli) -> Result<()> {
             statuses: &a.status,
             order: a.sort,
             group: a.group,
+            explain: a.explain,
             format: a.format,
             db: &a.db.db,
         }),

@@ -774,6 +774,51 @@ fn replicates_group_by_everything_but_the_seed() {
         page.contains("Replicates") && page.contains("0,1,2"),
         "{page}"
     );
+    // What the two settings explain, from the same FIDs (best = last here: one evaluation).
+    let out = runner()
+        .current_dir(dir.path())
+        .args(["runs", "--explain", "--format", "json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let explained: Vec<serde_json::Value> = serde_json::from_slice(&out).unwrap();
+    let keys: std::collections::BTreeSet<&str> = explained
+        .iter()
+        .map(|row| row["setting"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["train.lr", "train.seed"].into());
+    let fids: Vec<(String, f64)> = conn
+        .prepare(
+            "SELECT p.value, e.value FROM evals e JOIN params p ON p.run_id = e.run_id AND p.key = 'train.lr'
+             WHERE e.metric = 'fid'",
+        )
+        .unwrap()
+        .query_map([], |r| Ok((r.get::<_, f64>(0)?.to_string(), r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let all: Vec<f64> = fids.iter().map(|f| f.1).collect();
+    let total: f64 = all.iter().map(|f| (f - mean(&all)).powi(2)).sum();
+    let between: f64 = ["0.0001", "0.0004"]
+        .iter()
+        .map(|lr| {
+            let group: Vec<f64> = fids.iter().filter(|f| f.0 == *lr).map(|f| f.1).collect();
+            group.len() as f64 * (mean(&group) - mean(&all)).powi(2)
+        })
+        .sum();
+    let lr = explained
+        .iter()
+        .find(|r| r["setting"] == "train.lr")
+        .unwrap();
+    assert!(
+        (lr["explains"].as_f64().unwrap() - between / total).abs() < 1e-3,
+        "{lr}"
+    );
+    assert!((lr["by_chance"].as_f64().unwrap() - 0.2).abs() < 1e-9);
+    assert!(page.contains("What the settings explain"));
 }
 
 #[test]

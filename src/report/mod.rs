@@ -617,14 +617,15 @@ fn experiment_page(site: &Site, experiment: &Experiment) -> Result<()> {
             sweep_plots => Value::from(Serde(&plot_refs)),
             curve_plots => Value::from(Serde(&curve_plots)),
             replicates => Value::from(Serde(&replicate_table(&site.db, &experiment.name)?)),
-            importance => Value::from(Serde(&importance_table(experiment, ranking))),
+            importance => Value::from(Serde(&importance_table(experiment))),
         },
     )
 }
 
-/// What each swept setting explains of the finished runs' FID (see [`crate::importance`]), as
-/// text cells, header first; empty without FIDs or with fewer than three runs.
-fn importance_table(experiment: &Experiment, ranking: Ranking) -> Vec<Vec<String>> {
+/// What each setting that differs between an experiment's finished runs explains of their
+/// best FID (see [`crate::importance`]); nothing without FIDs or with fewer than three runs.
+fn importance_of(experiment: &Experiment) -> Vec<crate::importance::Importance> {
+    let ranking = Ranking::of(experiment);
     if ranking != Ranking::Fid {
         return Vec::new();
     }
@@ -638,7 +639,12 @@ fn importance_table(experiment: &Experiment, ranking: Ranking) -> Vec<Vec<String
         .iter()
         .filter_map(|r| Some((&r.params, ranking.value(r)?)))
         .collect();
-    let found = crate::importance::importance(&scored, &swept_keys(&finished));
+    crate::importance::importance(&scored, &swept_keys(&finished))
+}
+
+/// [`importance_of`] as the experiment page's table: text cells, header first.
+fn importance_table(experiment: &Experiment) -> Vec<Vec<String>> {
+    let found = importance_of(experiment);
     if found.is_empty() {
         return Vec::new();
     }
@@ -655,6 +661,37 @@ fn importance_table(experiment: &Experiment, ranking: Ranking) -> Vec<Vec<String
             ]
         }))
         .collect()
+}
+
+/// `runner runs --explain`: [`importance_of`] each experiment (or only `experiment`), one row
+/// per experiment and setting, largest share first.
+pub fn explain(db: &Path, experiment: Option<&str>) -> Result<crate::query::Rows> {
+    let round = |v: f64| serde_json::json!((v * 1000.0).round() / 1000.0);
+    let mut rows = Vec::new();
+    for experiment in data::load(db, experiment)? {
+        for i in importance_of(&experiment) {
+            rows.push(vec![
+                experiment.name.clone().into(),
+                i.key.into(),
+                i.levels.into(),
+                round(i.eta_squared),
+                round(i.by_chance),
+                i.spearman.map_or(serde_json::Value::Null, round),
+            ]);
+        }
+    }
+    let columns = [
+        "experiment",
+        "setting",
+        "values",
+        "explains",
+        "by_chance",
+        "spearman",
+    ];
+    Ok(crate::query::Rows {
+        columns: columns.map(String::from).to_vec(),
+        rows,
+    })
 }
 
 /// The parallel-coordinates plot of an experiment: an axis per swept key (numbers on a linear
@@ -1000,14 +1037,14 @@ mod tests {
                 run("1e-2", "0", 900.0, "pruned"),
             ],
         };
-        let table = importance_table(&experiment, Ranking::of(&experiment));
+        let table = importance_table(&experiment);
         assert_eq!(table[0][0], "setting");
         let keys: Vec<&str> = table[1..].iter().map(|r| r[0].as_str()).collect();
         assert_eq!(keys, ["train.lr", "train.seed"], "data.dir is no setting");
         assert_eq!(table[1][1], "2", "the pruned run's value is left out");
         assert_eq!(table[1][2], "100%");
         experiment.runs.truncate(2);
-        assert!(importance_table(&experiment, Ranking::of(&experiment)).is_empty());
+        assert!(importance_table(&experiment).is_empty());
     }
 
     #[test]
