@@ -17,8 +17,9 @@ pub struct Importance {
     pub key: String,
     /// How many values it took.
     pub levels: usize,
-    /// Share of the score's variance between its value groups, 0..=1.
-    pub eta_squared: f64,
+    /// Share of the score's variance between its value groups, 0..=1; none when every run
+    /// has a value of its own (a searched continuous setting), which would make it 1.
+    pub eta_squared: Option<f64>,
     /// The share a random grouping into as many groups explains on average.
     pub by_chance: f64,
     /// Rank correlation of a numeric setting (three or more values) with the score.
@@ -58,7 +59,7 @@ pub fn importance(runs: &[(&BTreeMap<String, String>, f64)], keys: &[String]) ->
             Some(Importance {
                 key: key.clone(),
                 levels,
-                eta_squared: if total > 0.0 { between / total } else { 0.0 },
+                eta_squared: (levels < n).then(|| if total > 0.0 { between / total } else { 0.0 }),
                 by_chance: (levels - 1) as f64 / (n - 1) as f64,
                 spearman: numbers
                     .filter(|_| levels >= 3)
@@ -66,7 +67,17 @@ pub fn importance(runs: &[(&BTreeMap<String, String>, f64)], keys: &[String]) ->
             })
         })
         .collect();
-    found.sort_by(|a, b| b.eta_squared.total_cmp(&a.eta_squared));
+    // Largest share first; settings without one by the strength of their correlation.
+    let strength = |i: &Importance| {
+        (
+            i.eta_squared.unwrap_or(-1.0),
+            i.spearman.map_or(0.0, f64::abs),
+        )
+    };
+    found.sort_by(|a, b| {
+        let (a, b) = (strength(a), strength(b));
+        b.0.total_cmp(&a.0).then(b.1.total_cmp(&a.1))
+    });
     found
 }
 
@@ -127,18 +138,19 @@ mod tests {
         let keys = ["train.seed".to_string(), "train.lr".to_string()];
         let found = importance(&runs, &keys);
         assert_eq!(found[0].key, "train.lr");
-        assert!(found[0].eta_squared > 0.99, "{found:?}");
+        assert!(found[0].eta_squared > Some(0.99), "{found:?}");
         assert_eq!(found[0].levels, 3);
         assert!((found[0].by_chance - 2.0 / 5.0).abs() < 1e-12);
         // FID rises with lr; the ties within each lr keep it just under 1.
         assert!(found[0].spearman.is_some_and(|r| r > 0.95), "{found:?}");
         let seed = &found[1];
         assert!(
-            seed.eta_squared < 0.01 && seed.spearman.is_none(),
+            seed.eta_squared < Some(0.01) && seed.spearman.is_none(),
             "{seed:?}"
         );
         // Shares of a balanced grid add up to the whole when nothing else varies.
-        assert!((found[0].eta_squared + seed.eta_squared - 1.0).abs() < 1e-9);
+        let sum = found[0].eta_squared.unwrap() + seed.eta_squared.unwrap();
+        assert!((sum - 1.0).abs() < 1e-9);
     }
 
     #[test]
@@ -153,5 +165,14 @@ mod tests {
             importance(&flat, &["train.lr".into()]).is_empty(),
             "one value"
         );
+        // A value per run (random search): no share, only the correlation.
+        let searched: Vec<BTreeMap<String, String>> = ["0.1", "0.2", "0.3"]
+            .iter()
+            .map(|lr| settings(&[("train.lr", lr)]))
+            .collect();
+        let runs: Vec<_> = searched.iter().zip([3.0, 2.0, 1.0]).collect();
+        let found = importance(&runs, &["train.lr".into()]);
+        assert_eq!(found[0].eta_squared, None);
+        assert_eq!(found[0].spearman, Some(-1.0));
     }
 }

@@ -655,7 +655,7 @@ fn importance_table(experiment: &Experiment) -> Vec<Vec<String>> {
             vec![
                 i.key.clone(),
                 i.levels.to_string(),
-                percent(i.eta_squared),
+                i.eta_squared.map_or_else(|| "-".into(), percent),
                 percent(i.by_chance),
                 i.spearman.map_or_else(String::new, |r| format!("{r:+.2}")),
             ]
@@ -674,7 +674,7 @@ pub fn explain(db: &Path, experiment: Option<&str>) -> Result<crate::query::Rows
                 experiment.name.clone().into(),
                 i.key.into(),
                 i.levels.into(),
-                round(i.eta_squared),
+                i.eta_squared.map_or(serde_json::Value::Null, round),
                 round(i.by_chance),
                 i.spearman.map_or(serde_json::Value::Null, round),
             ]);
