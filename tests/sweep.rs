@@ -726,15 +726,19 @@ fn replicates_group_by_everything_but_the_seed() {
         .replace("eval_samples = 0", "eval_samples = 60");
     std::fs::write(&spec, text).unwrap();
     sweep(dir.path(), &spec, &["--jobs", "2"]).success();
-    let out = runner()
-        .current_dir(dir.path())
-        .args(["runs", "--group", "--format", "json"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let groups: Vec<serde_json::Value> = serde_json::from_slice(&out).unwrap();
+    // `runner runs <flag> --format json`, read back.
+    let runs_json = |flag: &str| -> Vec<serde_json::Value> {
+        let out = runner()
+            .current_dir(dir.path())
+            .args(["runs", flag, "--format", "json"])
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone();
+        serde_json::from_slice(&out).unwrap()
+    };
+    let groups = runs_json("--group");
     assert_eq!(groups.len(), 2, "{groups:#?}");
     let conn = db(dir.path());
     for group in &groups {
@@ -775,15 +779,7 @@ fn replicates_group_by_everything_but_the_seed() {
         "{page}"
     );
     // What the two settings explain, from the same FIDs (best = last here: one evaluation).
-    let out = runner()
-        .current_dir(dir.path())
-        .args(["runs", "--explain", "--format", "json"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let explained: Vec<serde_json::Value> = serde_json::from_slice(&out).unwrap();
+    let explained = runs_json("--explain");
     let keys: std::collections::BTreeSet<&str> = explained
         .iter()
         .map(|row| row["setting"].as_str().unwrap())
