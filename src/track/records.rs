@@ -175,8 +175,8 @@ mod tests {
         // lines after them still read.
         drop(again);
         let mut text = std::fs::read(path(dir.path())).unwrap();
-        let first_brace = text.iter().position(|&b| b == b':').unwrap();
-        text[first_brace] = b'!';
+        let first_colon = text.iter().position(|&b| b == b':').unwrap();
+        text[first_colon] = b'!';
         text.extend_from_slice(b"\xff\xfe not text\n");
         text.extend_from_slice(&std::fs::read(path(dir.path())).unwrap());
         std::fs::write(path(dir.path()), &text).unwrap();
