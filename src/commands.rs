@@ -309,20 +309,14 @@ pub struct RunsRequest<'a> {
 }
 
 pub fn runs(req: RunsRequest) -> Result<()> {
-    let RunsRequest {
-        experiment,
-        db,
-        format,
-        ..
-    } = req;
     let rows = if req.group {
-        crate::replicates::groups(db, experiment)?
+        crate::replicates::groups(req.db, req.experiment)?
     } else if req.explain {
-        crate::report::explain(db, experiment)?
+        crate::report::explain(req.db, req.experiment)?
     } else {
-        crate::query::runs(db, experiment, req.statuses, req.order)?
+        crate::query::runs(req.db, req.experiment, req.statuses, req.order)?
     };
-    out!("{}", rows.render(format)?)?;
+    out!("{}", rows.render(req.format)?)?;
     Ok(())
 }
 
