@@ -310,7 +310,11 @@ pub fn collect(
             continue;
         }
         let log = dir.join(format!("{task}.log"));
-        let lines = records::read(&pending.run.run_dir);
+        let records = records::read_checked(&pending.run.run_dir);
+        if let Some(damage) = records.damage(&pending.run.run_dir) {
+            errln!("run {run_id}: {damage}");
+        }
+        let lines = records.lines;
         let mut status = None;
         let mut last_step = 0;
         for line in lines {

@@ -552,24 +552,16 @@ fn claim_and_run(
         }
         Claim::Acquired { status } => status,
     };
-    let records::Records { lines, damaged } = records::read_checked(&run.run_dir);
+    let records = records::read_checked(&run.run_dir);
+    let lines = &records.lines;
     let mut status = status;
     if !force && status.as_deref() != Some("finished") && !lines.is_empty() {
         // The database missed some of this run's history (a failed write, a new database):
         // rebuild it from the run's own records before deciding anything.
-        if !damaged.is_empty() {
-            errln!(
-                "{experiment}: run {}: {} has damaged lines ({}); their events are skipped",
-                run.id,
-                records::path(&run.run_dir).display(),
-                damaged
-                    .iter()
-                    .map(usize::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
+        if let Some(damage) = records.damage(&run.run_dir) {
+            errln!("{experiment}: run {}: {damage}", run.id);
         }
-        status = records::last_status(&lines);
+        status = records::last_status(lines);
         for line in lines.iter() {
             tracker.record(line.event.clone())?;
         }

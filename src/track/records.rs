@@ -102,6 +102,20 @@ pub struct Records {
     pub damaged: Vec<usize>,
 }
 
+impl Records {
+    /// What a replay of the records of `run_dir` misses, for the user: none when nothing.
+    pub fn damage(&self, run_dir: &Path) -> Option<String> {
+        let lines: Vec<String> = self.damaged.iter().map(usize::to_string).collect();
+        (!lines.is_empty()).then(|| {
+            format!(
+                "{} has damaged lines ({}); their events are skipped",
+                path(run_dir).display(),
+                lines.join(", ")
+            )
+        })
+    }
+}
+
 /// Reads `run_dir`'s records, telling lines cut short by a kill (skipped: their event was
 /// never acknowledged) from damaged ones.
 pub fn read_checked(run_dir: &Path) -> Records {
