@@ -369,6 +369,10 @@ impl RunConfig {
 /// (`results/report/` is replaced whole by every sweep).
 pub const RESERVED_NAMES: &[&str] = &["report"];
 
+/// The longest experiment name: it names directories, with room left under the file
+/// system's 255-byte limit for the temporary names written beside them.
+pub const MAX_NAME_LEN: usize = 100;
+
 /// The most runs one spec may expand to: far beyond what a sweep trains, and small enough
 /// that expanding and validating the grid takes seconds, not the machine's memory.
 pub const MAX_RUNS: usize = 100_000;
@@ -590,6 +594,7 @@ impl Spec {
             return Err(invalid(key, message));
         }
         let name_ok = !spec.name.is_empty()
+            && spec.name.len() <= MAX_NAME_LEN
             && spec
                 .name
                 .chars()
@@ -598,7 +603,10 @@ impl Spec {
         if !name_ok {
             return Err(invalid(
                 "name".into(),
-                "must be non-empty letters, digits, `-`, `_` or `.`, not starting with `.` (it names a directory)".into(),
+                format!(
+                    "must be 1 to {MAX_NAME_LEN} letters, digits, `-`, `_` or `.`, not starting \
+                     with `.` (it names a directory)"
+                ),
             ));
         }
         if RESERVED_NAMES.contains(&spec.name.as_str()) {
@@ -1220,6 +1228,14 @@ mod tests {
         assert!(err.contains("invalid length 3, expected 2"), "{err}");
         let err = parse("name = \"report\"").unwrap_err().to_string();
         assert!(err.contains("`name`") && err.contains("reserved"), "{err}");
+        // A name a file system cannot hold as a directory (it broke the report of every
+        // experiment in the database).
+        let long = "a".repeat(MAX_NAME_LEN + 1);
+        let err = parse(&format!("name = \"{long}\""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`name` must be 1 to 100"), "{err}");
+        assert!(parse(&format!("name = \"{}\"", &long[1..])).is_ok());
     }
 
     #[test]

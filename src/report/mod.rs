@@ -91,11 +91,18 @@ fn slug(name: &str) -> String {
             }
         })
         .collect();
-    if s.is_empty() || s.starts_with('.') {
+    let s = if s.is_empty() || s.starts_with('.') {
         format!("_{s}")
     } else {
         s
+    };
+    // A name too long for a file system (from a database written before names had a limit)
+    // keeps a readable head and a hash of the whole, so it stays distinct.
+    if s.len() > crate::spec::MAX_NAME_LEN {
+        let hash = crate::data::fetch::md5_hex(name.as_bytes());
+        return format!("{}_{}", &s[..crate::spec::MAX_NAME_LEN - 9], &hash[..8]);
     }
+    s
 }
 
 fn format_value(v: f64) -> String {
@@ -1114,6 +1121,9 @@ mod tests {
     fn names_become_safe_path_components_and_links_relative() {
         assert_eq!(slug("dcgan lr/betas"), "dcgan_lr_betas");
         assert_eq!(slug("..").chars().next(), Some('_'));
+        let (long, longer) = ("a".repeat(300), "a".repeat(301));
+        assert_eq!(slug(&long).len(), crate::spec::MAX_NAME_LEN);
+        assert_ne!(slug(&long), slug(&longer));
         assert_eq!(
             relative_link(
                 Path::new("/p/results/report/x/run"),
