@@ -91,6 +91,7 @@ pub fn train(
     let run_dir: PathBuf = out
         .map(Path::to_path_buf)
         .unwrap_or_else(|| Path::new("results").join(&spec.name).join("train"));
+    train::refuse_foreign_dir(&run_dir)?;
     let mut progress = ProgressObserver::new(&spec.name, interrupt_flag());
     let outcome = train::train(&config, &run_dir, &mut progress);
     progress.finish();

@@ -572,6 +572,26 @@ fn smaller_traps() {
         .stderr(predicate::str::contains(
             "noise.sqlite: file is not a database",
         ));
+    // `train --out` a directory of the user's own writes nothing into it.
+    let mine = dir.path().join("mine");
+    std::fs::create_dir_all(mine.join("best")).unwrap();
+    std::fs::write(mine.join("config.toml"), "my own").unwrap();
+    train(dir.path(), &spec, &fixture_dir(), &["--out", "mine"])
+        .failure()
+        .stderr(predicate::str::contains("is not a run directory"));
+    assert_eq!(
+        std::fs::read_to_string(mine.join("config.toml")).unwrap(),
+        "my own"
+    );
+    assert_eq!(std::fs::read_dir(&mine).unwrap().count(), 2);
+    std::fs::create_dir(dir.path().join("empty")).unwrap();
+    train(
+        dir.path(),
+        &spec,
+        &fixture_dir(),
+        &["--out", "empty", "--steps", "2"],
+    )
+    .success();
     // An OS error is printed once.
     let out = runner()
         .current_dir(dir.path())

@@ -559,6 +559,24 @@ impl Trainer {
     }
 }
 
+/// Refuses a run directory a user names (`train --out`) that holds files but none of a run's
+/// (its `.lock`, taken by every attempt before it writes anything, or `checkpoints/`):
+/// training writes `config.toml`, `losses.csv` and `best/` there, and would replace the
+/// user's own. (Sweeps name their own directories, `<results>/<experiment>/<run id>`.)
+pub fn refuse_foreign_dir(run_dir: &Path) -> anyhow::Result<()> {
+    let Ok(mut entries) = std::fs::read_dir(run_dir) else {
+        return Ok(()); // Absent: created next (a file in the way is refused there).
+    };
+    let ours = run_dir.join(".lock").exists() || checkpoint::checkpoints_dir(run_dir).is_dir();
+    anyhow::ensure!(
+        ours || entries.next().is_none(),
+        "{}: holds files and is not a run directory (no .lock or checkpoints/); training writes \
+         config.toml, losses.csv and best/ into its directory, so give a new or empty one",
+        run_dir.display()
+    );
+    Ok(())
+}
+
 /// The newest sample grid of a run directory.
 fn latest_sample(run_dir: &Path) -> Option<PathBuf> {
     std::fs::read_dir(run_dir.join("samples"))
