@@ -3,13 +3,20 @@
 //! For each setting that differs between an experiment's finished runs: eta squared, the share
 //! of the variance of their score (the LeNet-FID) that lies between the groups of runs sharing
 //! a value of that setting (a one-way analysis of variance), beside what a grouping with as
-//! many values would explain by chance alone, (k - 1) / (n - 1) for k values over n runs; and
+//! many values would explain by chance alone, (k - 1) / (n - 1) for k values over n runs, and
+//! a permutation test's p-value (the share of random regroupings that explain as much); and
 //! for a setting with three or more numeric values, the Spearman rank correlation of value
 //! and score (its sign says which way to move it). In a full grid the shares are main effects;
 //! what they leave is interactions and seed noise. `train.seed` is listed like any setting:
 //! its share is the yardstick of pure chance.
 
 use std::collections::BTreeMap;
+
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+
+/// Random regroupings of the scores that a share is compared with.
+const PERMUTATIONS: usize = 9999;
 
 /// What one setting explains.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -22,6 +29,9 @@ pub struct Importance {
     pub eta_squared: Option<f64>,
     /// The share a random grouping into as many groups explains on average.
     pub by_chance: f64,
+    /// The chance that a random regrouping of the scores into groups of the same sizes
+    /// explains as much (a permutation test of the share; none without a share).
+    pub p_value: Option<f64>,
     /// Rank correlation of a numeric setting (three or more values) with the score.
     pub spearman: Option<f64>,
 }
@@ -40,18 +50,33 @@ pub fn importance(runs: &[(&BTreeMap<String, String>, f64)], keys: &[String]) ->
         .iter()
         .filter_map(|key| {
             let value = |run: &(&BTreeMap<String, String>, f64)| run.0.get(key).cloned();
-            let mut groups: BTreeMap<Option<String>, Vec<f64>> = BTreeMap::new();
-            for run in runs {
-                groups.entry(value(run)).or_default().push(run.1);
-            }
-            let levels = groups.len();
+            let mut values: Vec<Option<String>> = runs.iter().map(value).collect();
+            let labels: Vec<Option<String>> = values.clone();
+            values.sort();
+            values.dedup();
+            let levels = values.len();
             if levels < 2 {
                 return None;
             }
-            let between: f64 = groups
-                .values()
-                .map(|g| g.len() as f64 * (g.iter().sum::<f64>() / g.len() as f64 - mean).powi(2))
-                .sum();
+            let group: Vec<usize> = labels
+                .iter()
+                .map(|l| values.binary_search(l).expect("a value of the runs"))
+                .collect();
+            let between = |scores: &[f64]| between_groups(&group, levels, scores, mean);
+            let observed = between(&scores);
+            let eta_squared =
+                (levels < n).then(|| if total > 0.0 { observed / total } else { 0.0 });
+            let p_value = eta_squared.filter(|_| total > 0.0).map(|_| {
+                let mut rng = rand::rngs::StdRng::seed_from_u64(PERMUTATIONS as u64);
+                let mut shuffled = scores.clone();
+                let as_large = (0..PERMUTATIONS)
+                    .filter(|_| {
+                        shuffled.shuffle(&mut rng);
+                        between(&shuffled) >= observed * (1.0 - 1e-12)
+                    })
+                    .count();
+                (as_large + 1) as f64 / (PERMUTATIONS + 1) as f64
+            });
             let numbers: Option<Vec<f64>> = runs
                 .iter()
                 .map(|run| value(run)?.parse::<f64>().ok())
@@ -59,8 +84,9 @@ pub fn importance(runs: &[(&BTreeMap<String, String>, f64)], keys: &[String]) ->
             Some(Importance {
                 key: key.clone(),
                 levels,
-                eta_squared: (levels < n).then(|| if total > 0.0 { between / total } else { 0.0 }),
+                eta_squared,
                 by_chance: (levels - 1) as f64 / (n - 1) as f64,
+                p_value,
                 spearman: numbers
                     .filter(|_| levels >= 3)
                     .and_then(|x| pearson(&ranks(&x), &ranks(&scores))),
@@ -79,6 +105,18 @@ pub fn importance(runs: &[(&BTreeMap<String, String>, f64)], keys: &[String]) ->
         b.0.total_cmp(&a.0).then(b.1.total_cmp(&a.1))
     });
     found
+}
+
+/// The sum of squares between the groups (`group[i]` is run i's, of `levels`) of `scores`.
+fn between_groups(group: &[usize], levels: usize, scores: &[f64], mean: f64) -> f64 {
+    let mut sums = vec![(0.0, 0usize); levels];
+    for (&g, &score) in group.iter().zip(scores) {
+        sums[g].0 += score;
+        sums[g].1 += 1;
+    }
+    sums.iter()
+        .map(|&(sum, count)| count as f64 * (sum / count as f64 - mean).powi(2))
+        .sum()
 }
 
 /// Ranks from 1, ties sharing their mean rank.
@@ -151,6 +189,37 @@ mod tests {
         // Shares of a balanced grid add up to the whole when nothing else varies.
         let sum = found[0].eta_squared.unwrap() + seed.eta_squared.unwrap();
         assert!((sum - 1.0).abs() < 1e-9);
+        // Six runs: the best of the 15 ways to split them into three pairs is all a
+        // permutation test can say of lr; the seed's split is unremarkable.
+        assert!(found[0].p_value < Some(0.1), "{found:?}");
+        assert!(seed.p_value > Some(0.5), "{seed:?}");
+    }
+
+    #[test]
+    fn the_permutation_test_tells_an_effect_from_noise_given_runs_enough() {
+        // 30 runs: a setting that shifts the score by 3 noise widths, and one that does not.
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let runs: Vec<(BTreeMap<String, String>, f64)> = (0..30)
+            .map(|i| {
+                let noise: f64 = rand::RngExt::random(&mut rng);
+                let (loss, seed) = (i % 3, i / 3);
+                let run = settings(&[
+                    ("train.loss", &loss.to_string()),
+                    ("train.seed", &seed.to_string()),
+                ]);
+                (run, 3.0 * loss as f64 + noise)
+            })
+            .collect();
+        let runs: Vec<_> = runs.iter().map(|(s, v)| (s, *v)).collect();
+        let found = importance(&runs, &["train.seed".into(), "train.loss".into()]);
+        assert_eq!(found[0].key, "train.loss");
+        assert!(found[0].p_value <= Some(0.001), "{found:?}");
+        assert!(found[1].p_value > Some(0.05), "{found:?}");
+        assert_eq!(
+            importance(&runs, &["train.loss".into()])[0].p_value,
+            found[0].p_value,
+            "reproducible"
+        );
     }
 
     #[test]

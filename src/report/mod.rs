@@ -656,7 +656,14 @@ fn importance_table(experiment: &Experiment) -> Vec<Vec<String>> {
         return Vec::new();
     }
     let percent = |share: f64| format!("{:.0}%", 100.0 * share);
-    let header = ["setting", "values", "explains", "by chance", "Spearman ρ"];
+    let header = [
+        "setting",
+        "values",
+        "explains",
+        "by chance",
+        "p",
+        "Spearman ρ",
+    ];
     std::iter::once(header.map(String::from).to_vec())
         .chain(found.iter().map(|i| {
             vec![
@@ -664,10 +671,20 @@ fn importance_table(experiment: &Experiment) -> Vec<Vec<String>> {
                 i.levels.to_string(),
                 i.eta_squared.map_or_else(|| "-".into(), percent),
                 percent(i.by_chance),
+                i.p_value.map_or_else(String::new, format_p),
                 i.spearman.map_or_else(String::new, |r| format!("{r:+.2}")),
             ]
         }))
         .collect()
+}
+
+/// A permutation p-value as people read it: three decimals, or below the test's resolution.
+fn format_p(p: f64) -> String {
+    if p < 0.001 {
+        "< 0.001".into()
+    } else {
+        format!("{p:.3}")
+    }
 }
 
 /// `runner runs --explain`: [`importance_of`] each experiment (or only `experiment`), one row
@@ -683,6 +700,10 @@ pub fn explain(db: &Path, experiment: Option<&str>) -> Result<crate::query::Rows
                 i.levels.into(),
                 i.eta_squared.map_or(serde_json::Value::Null, round),
                 round(i.by_chance),
+                // Its resolution is 1 / 10 000.
+                i.p_value.map_or(serde_json::Value::Null, |p| {
+                    serde_json::json!((p * 1e4).round() / 1e4)
+                }),
                 i.spearman.map_or(serde_json::Value::Null, round),
             ]);
         }
@@ -693,6 +714,7 @@ pub fn explain(db: &Path, experiment: Option<&str>) -> Result<crate::query::Rows
         "values",
         "explains",
         "by_chance",
+        "p",
         "spearman",
     ];
     Ok(crate::query::Rows {
