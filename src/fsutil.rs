@@ -30,6 +30,9 @@ pub fn write_atomic_with(
     result
 }
 
+/// The file a run directory's lock is taken on; every training attempt creates it first.
+pub const LOCK_FILE: &str = ".lock";
+
 /// Holds `<dir>/.lock` exclusively while the returned file lives, so two processes never
 /// write into one run directory at once (whatever started them: `train`, sweeps, Slurm
 /// tasks); the lock goes with the process, however it ends.
@@ -44,7 +47,7 @@ pub fn lock_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
 
 /// Like [`lock_dir`], answering `None` when another process holds the lock.
 pub fn try_lock_dir(dir: &Path) -> anyhow::Result<Option<std::fs::File>> {
-    let path = dir.join(".lock");
+    let path = dir.join(LOCK_FILE);
     let file =
         std::fs::File::create(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     match file.try_lock() {

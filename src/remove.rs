@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use rusqlite::TransactionBehavior;
 
+use crate::query::Rows;
 use crate::track::claims::{ClaimRow, Owner};
 
 /// A run picked for deletion.
@@ -28,8 +29,8 @@ pub struct Target {
     pub bytes: u64,
 }
 
-/// The runs `ids` name (each an id or a unique prefix), or every run of `experiment` whose
-/// status is one of `statuses` (any, when empty).
+/// The runs `ids` name (each an id or a unique prefix) and every run of `experiment`, those
+/// whose status is one of `statuses` (any, when empty), each once.
 pub fn select(
     db: &Path,
     ids: &[String],
@@ -37,53 +38,46 @@ pub fn select(
     statuses: &[String],
 ) -> Result<Vec<Target>> {
     crate::track::check_statuses(statuses, &[])?;
-    let mut found: Vec<String> = Vec::new();
-    if let Some(experiment) = experiment {
-        let rows = crate::query::run_sql(
-            db,
-            "SELECT id, status FROM runs WHERE experiment = ?1 ORDER BY id",
-            &[&experiment],
-        )?;
-        if rows.rows.is_empty() {
-            bail!("no runs of experiment `{experiment}` in {}", db.display());
-        }
-        found.extend(rows.rows.iter().filter_map(|row| {
-            let status = row[1].as_str()?;
-            (statuses.is_empty() || statuses.iter().any(|s| s == status))
-                .then(|| row[0].as_str().map(String::from))?
-        }));
-    }
-    for id in ids {
-        let run = crate::query::find_run(db, id)?;
-        let full = run.get(0, "id").and_then(|v| v.as_str()).unwrap_or(id);
-        if !found.iter().any(|f| f == full) {
-            found.push(full.to_string());
-        }
-    }
-    found
-        .iter()
-        .map(|id| {
-            let run = crate::query::find_run(db, id)?;
-            let text = |column: &str| {
-                run.get(0, column)
-                    .and_then(|v| v.as_str())
-                    .unwrap_or_default()
-                    .to_string()
-            };
+    let mut targets: Vec<Target> = Vec::new();
+    let mut add = |run: &Rows, i: usize| {
+        let text = |column: &str| {
+            run.get(i, column)
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_string()
+        };
+        let (id, status) = (text("id"), text("status"));
+        let wanted = statuses.is_empty() || statuses.contains(&status);
+        if wanted && !targets.iter().any(|t| t.id == id) {
             let run_dir = PathBuf::from(text("run_dir"));
-            Ok(Target {
-                id: id.clone(),
+            targets.push(Target {
+                id,
                 experiment: text("experiment"),
-                status: text("status"),
+                status,
                 steps_done: run
-                    .get(0, "steps_done")
+                    .get(i, "steps_done")
                     .and_then(|v| v.as_u64())
                     .unwrap_or(0),
                 bytes: dir_size(&run_dir),
                 run_dir,
-            })
-        })
-        .collect()
+            });
+        }
+    };
+    if let Some(experiment) = experiment {
+        let runs = crate::query::run_sql(
+            db,
+            "SELECT * FROM runs WHERE experiment = ?1 ORDER BY id",
+            &[&experiment],
+        )?;
+        if runs.rows.is_empty() {
+            bail!("no runs of experiment `{experiment}` in {}", db.display());
+        }
+        (0..runs.rows.len()).for_each(|i| add(&runs, i));
+    }
+    for id in ids {
+        add(&crate::query::find_run(db, id)?, 0);
+    }
+    Ok(targets)
 }
 
 /// How deleting one run went.

@@ -118,14 +118,10 @@ fn unlike_logged(
             config.train.seed
         ));
     }
-    let same_place = |a: &Path, b: &Path| match (std::fs::canonicalize(a), std::fs::canonicalize(b))
-    {
-        (Ok(a), Ok(b)) => a == b,
-        _ => a == b,
-    };
+    let resolved = |p: &Path| crate::query::resolve_path(p).unwrap_or_else(|_| p.to_path_buf());
     let run_data = config.data.resolved_dir();
     match data_dir {
-        Some(dir) if !same_place(dir, &run_data) => Some(format!(
+        Some(dir) if resolved(dir) != resolved(&run_data) => Some(format!(
             "--data-dir {}, where the run's evaluations use {}",
             dir.display(),
             run_data.display()

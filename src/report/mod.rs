@@ -142,11 +142,12 @@ fn short(value: &str) -> String {
 }
 
 /// The config keys whose values differ between the runs.
-fn swept_keys(runs: &[Run]) -> Vec<String> {
-    let keys: BTreeSet<&String> = runs.iter().flat_map(|r| r.params.keys()).collect();
+fn swept_keys<'a>(runs: impl Iterator<Item = &'a Run> + Clone) -> Vec<String> {
+    let keys: BTreeSet<&String> = runs.clone().flat_map(|r| r.params.keys()).collect();
     keys.into_iter()
         .filter(|k| {
-            let values: BTreeSet<Option<&String>> = runs.iter().map(|r| r.params.get(*k)).collect();
+            let values: BTreeSet<Option<&String>> =
+                runs.clone().map(|r| r.params.get(*k)).collect();
             values.len() > 1
         })
         .filter(|k| k.as_str() != "data.dir")
@@ -195,7 +196,7 @@ fn ranked(experiment: &Experiment, ranking: Ranking) -> Vec<&Run> {
 
 fn experiment_view(experiment: &Experiment, href_prefix: &str) -> ExperimentView {
     let ranking = Ranking::of(experiment);
-    let swept = swept_keys(&experiment.runs);
+    let swept = swept_keys(experiment.runs.iter());
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     for run in &experiment.runs {
         *counts.entry(run.status.as_str()).or_default() += 1;
@@ -636,17 +637,12 @@ fn importance_of(experiment: &Experiment) -> Vec<crate::importance::Importance> 
     if ranking != Ranking::Fid {
         return Vec::new();
     }
-    let finished: Vec<Run> = experiment
-        .runs
-        .iter()
-        .filter(|r| r.status == "finished")
-        .cloned()
-        .collect();
+    let finished = experiment.runs.iter().filter(|r| r.status == "finished");
     let scored: Vec<_> = finished
-        .iter()
+        .clone()
         .filter_map(|r| Some((&r.params, ranking.value(r)?)))
         .collect();
-    crate::importance::importance(&scored, &swept_keys(&finished))
+    crate::importance::importance(&scored, &swept_keys(finished))
 }
 
 /// [`importance_of`] as the experiment page's table: text cells, header first.
@@ -1134,7 +1130,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            swept_keys(&[run("1e-4", "a"), run("2e-4", "b")]),
+            swept_keys([run("1e-4", "a"), run("2e-4", "b")].iter()),
             ["train.lr"]
         );
     }

@@ -567,7 +567,8 @@ pub fn refuse_foreign_dir(run_dir: &Path) -> anyhow::Result<()> {
     let Ok(mut entries) = std::fs::read_dir(run_dir) else {
         return Ok(()); // Absent: created next (a file in the way is refused there).
     };
-    let ours = run_dir.join(".lock").exists() || checkpoint::checkpoints_dir(run_dir).is_dir();
+    let ours = run_dir.join(crate::fsutil::LOCK_FILE).exists()
+        || checkpoint::checkpoints_dir(run_dir).is_dir();
     anyhow::ensure!(
         ours || entries.next().is_none(),
         "{}: holds files and is not a run directory (no .lock or checkpoints/); training writes \
