@@ -62,6 +62,14 @@ pub struct DeviceArg {
 }
 
 #[derive(Debug, Args)]
+pub struct SetArg {
+    /// Change one spec key without editing the file (repeatable): train.lr=1e-4,
+    /// model.arch=dcgan, sweep.train.seed=[1,2,3]. A set key that the spec sweeps is pinned.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<ganrunner::spec::Override>,
+}
+
+#[derive(Debug, Args)]
 pub struct DbArg {
     /// The tracking database.
     #[arg(long, default_value = "results/runs.sqlite")]
@@ -74,6 +82,8 @@ pub struct SweepArgs {
     pub device: DeviceArg,
     /// The experiment spec (TOML) with an optional [sweep] table.
     pub spec: PathBuf,
+    #[command(flatten)]
+    pub set: SetArg,
     /// Runs at a time (default: one per core on the CPU, one on a GPU).
     #[arg(long)]
     pub jobs: Option<usize>,
@@ -274,7 +284,10 @@ pub struct TrainArgs {
     pub device: DeviceArg,
     /// The experiment spec (TOML).
     pub spec: PathBuf,
-    /// The run directory (default: results/<spec name>/train). An existing run there resumes.
+    #[command(flatten)]
+    pub set: SetArg,
+    /// The run directory (default: results/<spec name>/train, or train-<hash> with --set). An
+    /// existing run there resumes.
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// A directory with the standard IDX files, overriding the spec's [data] dir.

@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::data::{self, DatasetName, fetch};
 use crate::progress::ProgressObserver;
-use crate::spec::Spec;
+use crate::spec::{Override, Spec};
 use crate::sweep;
 use crate::train::{self, Status};
 
@@ -74,11 +74,12 @@ fn interrupt_flag() -> Arc<AtomicBool> {
 
 pub fn train(
     spec_path: &Path,
+    overrides: &[Override],
     out: Option<&Path>,
     data_dir: Option<&Path>,
     steps: Option<u64>,
 ) -> Result<()> {
-    let spec = Spec::load(spec_path)?;
+    let spec = Spec::load_with(spec_path, overrides)?;
     let mut config = spec.run_config();
     if let Some(dir) = data_dir {
         config.data.dir = Some(dir.to_path_buf());
@@ -88,9 +89,18 @@ pub fn train(
         (config.train.steps, config.train.epochs) = (Some(steps), None);
     }
     crate::budget::check_run(&config)?;
-    let run_dir: PathBuf = out
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| Path::new("results").join(&spec.name).join("train"));
+    let run_dir: PathBuf = out.map(Path::to_path_buf).unwrap_or_else(|| {
+        // Another config is another run: each set of overrides trains in its own directory.
+        let dir = match overrides {
+            [] => "train".to_string(),
+            _ => {
+                let sets: Vec<String> = overrides.iter().map(Override::to_string).collect();
+                let hash = fetch::md5_hex(sets.join("\n").as_bytes());
+                format!("train-{}", &hash[..8])
+            }
+        };
+        Path::new("results").join(&spec.name).join(dir)
+    });
     train::refuse_foreign_dir(&run_dir)?;
     let mut progress = ProgressObserver::new(&spec.name, interrupt_flag());
     let outcome = train::train(&config, &run_dir, &mut progress);
@@ -146,6 +156,8 @@ pub fn train(
 /// What `runner sweep` was asked.
 pub struct SweepRequest<'a> {
     pub spec: &'a Path,
+    /// `--set` overrides of the spec's keys.
+    pub overrides: &'a [Override],
     /// The device the runs train on (`--device`).
     pub device: crate::backend::DeviceChoice,
     pub jobs: Option<usize>,
@@ -168,7 +180,7 @@ pub fn sweep(req: SweepRequest) -> Result<()> {
             "--partition, --max-parallel, --sbatch-arg, --wait and --collect need --executor slurm"
         );
     }
-    let spec = Spec::load(req.spec)?;
+    let spec = Spec::load_with(req.spec, req.overrides)?;
     let stop = interrupt_flag();
     let summary = if req.collect {
         let tracker = crate::track::Tracker::start(req.db)?;

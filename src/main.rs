@@ -62,7 +62,13 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Train(a) => {
             select(a.device.device)?;
-            commands::train(&a.spec, a.out.as_deref(), a.data_dir.as_deref(), a.steps)
+            commands::train(
+                &a.spec,
+                &a.set.overrides,
+                a.out.as_deref(),
+                a.data_dir.as_deref(),
+                a.steps,
+            )
         }
         Command::Generate(a) => {
             select(a.device.device)?;
@@ -77,6 +83,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Sweep(a) => commands::sweep(commands::SweepRequest {
             device: select(a.device.device)?,
             spec: &a.spec,
+            overrides: &a.set.overrides,
             jobs: a.jobs,
             dry_run: a.dry_run,
             force: a.force,

@@ -132,6 +132,92 @@ fn a_bad_spec_names_the_file_key_and_line_and_writes_nothing() {
 }
 
 #[test]
+fn set_changes_a_key_for_one_command_and_trains_it_as_its_own_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("tiny.toml");
+    let swept = format!("{TINY_SPEC}[sweep]\n\"train.lr\" = [1e-4, 2e-4]\n");
+    std::fs::write(&spec, &swept).unwrap();
+    let dry_run = |spec: &Path, sets: &[&str]| {
+        let mut cmd = runner();
+        cmd.args(["sweep", "--dry-run", "--data-dir"])
+            .arg(fixture_dir())
+            .arg(spec);
+        for set in sets {
+            cmd.args(["--set", set]);
+        }
+        String::from_utf8(cmd.assert().success().get_output().stdout.clone()).unwrap()
+    };
+    // Pinning the swept lr and sweeping seeds instead gives the runs of the edited file.
+    let edited = dir.path().join("edited.toml");
+    let edit = TINY_SPEC.replace("batch_size = 8\n", "batch_size = 8\nlr = 3e-4\n");
+    std::fs::write(
+        &edited,
+        format!("{edit}[sweep]\n\"train.seed\" = [1, 2, 3]\n"),
+    )
+    .unwrap();
+    let with_sets = dry_run(&spec, &["train.lr=3e-4", "sweep.train.seed=[1, 2, 3]"]);
+    assert!(with_sets.contains("3 runs"), "{with_sets}");
+    assert_eq!(with_sets, dry_run(&edited, &[]));
+
+    let train = |sets: &[&str]| {
+        let mut cmd = runner();
+        cmd.current_dir(dir.path())
+            .args(["train", "tiny.toml", "--data-dir"])
+            .arg(fixture_dir());
+        for set in sets {
+            cmd.args(["--set", set]);
+        }
+        cmd.assert()
+    };
+    train(&["train.steps=2", "train.lr=3e-4"])
+        .success()
+        .stdout(predicate::str::contains("finished 2 steps"));
+    train(&["train.steps=2"])
+        .success()
+        .stdout(predicate::str::contains("finished 2 steps"));
+    // The same sets again resume their own run; the file alone trains in `train`.
+    train(&["train.steps=2", "train.lr=3e-4"])
+        .success()
+        .stdout(predicate::str::contains("already at step 2"));
+    train(&[])
+        .success()
+        .stdout(predicate::str::contains("finished 6 steps"));
+    let mut runs: Vec<String> = std::fs::read_dir(dir.path().join("results/tiny"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    runs.sort();
+    assert_eq!(runs.len(), 3, "{runs:?}");
+    assert_eq!(runs[0], "train");
+    let lr = |run: &str| {
+        let config = dir
+            .path()
+            .join("results/tiny")
+            .join(run)
+            .join("config.toml");
+        let config: toml::Table =
+            toml::from_str(&std::fs::read_to_string(config).unwrap()).unwrap();
+        config["train"]["lr"].as_float().unwrap()
+    };
+    let mut rates: Vec<f64> = runs.iter().map(|run| lr(run)).collect();
+    assert_eq!(rates[0], 2e-4, "the file's");
+    rates.sort_by(f64::total_cmp);
+    assert_eq!(rates, [2e-4, 2e-4, 3e-4]);
+
+    // A bad set names itself and writes nothing.
+    std::fs::remove_dir_all(dir.path().join("results")).unwrap();
+    train(&["train.batch_size=0"])
+        .failure()
+        .stderr(predicate::str::contains(
+            "tiny.toml with --set train.batch_size=0: `train.batch_size` must be at least 1",
+        ));
+    train(&["train.lr"])
+        .failure()
+        .stderr(predicate::str::contains("is not KEY=VALUE"));
+    assert!(!dir.path().join("results").exists());
+}
+
+#[test]
 fn generate_from_nothing_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     runner()

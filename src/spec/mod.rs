@@ -12,6 +12,9 @@ use crate::data::DatasetName;
 use crate::model::ModelConfig;
 use crate::train::loss::LossKind;
 
+mod overrides;
+pub use overrides::Override;
+
 /// A spec that cannot be used, with where the problem is.
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
@@ -27,6 +30,13 @@ pub enum SpecError {
         path: PathBuf,
         key: String,
         line: Option<usize>,
+        message: String,
+    },
+    /// A problem a `--set` brought (`set` is the argument as given).
+    #[error("{path} with --set {set}: {message}")]
+    Override {
+        path: PathBuf,
+        set: String,
         message: String,
     },
 }
@@ -546,20 +556,27 @@ fn flatten_sweep(table: &toml::Table, prefix: &str, out: &mut Vec<(String, toml:
     }
 }
 
-/// Sets `path` (dotted) in a TOML table, creating the leaf.
+/// Sets `path` (dotted) in a TOML table, creating the tables on the way.
 fn set_path(root: &mut toml::Table, path: &str, value: toml::Value) -> Result<(), String> {
-    let mut parts: Vec<&str> = path.split('.').collect();
-    let leaf = parts.pop().expect("split yields one part");
+    let (table, leaf) = match path.rsplit_once('.') {
+        Some((parent, leaf)) => (table_at(root, parent)?, leaf),
+        None => (root, path),
+    };
+    table.insert(leaf.to_string(), value);
+    Ok(())
+}
+
+/// The table at a dotted path, created if missing.
+fn table_at<'a>(root: &'a mut toml::Table, dotted: &str) -> Result<&'a mut toml::Table, String> {
     let mut table = root;
-    for part in parts {
+    for part in dotted.split('.') {
         table = table
             .entry(part)
             .or_insert_with(|| toml::Value::Table(Default::default()))
             .as_table_mut()
             .ok_or(format!("`{part}` is not a table"))?;
     }
-    table.insert(leaf.to_string(), value);
-    Ok(())
+    Ok(table)
 }
 
 /// One swept path and its values.
@@ -568,40 +585,107 @@ type SweepAxis = (String, Vec<toml::Value>);
 impl Spec {
     /// Reads, parses and validates a spec file.
     pub fn load(path: &Path) -> Result<Spec, SpecError> {
+        Spec::load_with(path, &[])
+    }
+
+    /// Reads a spec file, applies `--set` overrides in order, and validates the result.
+    pub fn load_with(path: &Path, overrides: &[Override]) -> Result<Spec, SpecError> {
         let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        Spec::parse(&text, path)
+        Spec::parse_with(&text, path, overrides)
     }
 
     /// Parses and validates spec text; `path` is only used in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Spec, SpecError> {
-        let invalid = |key: String, message: String| SpecError::Invalid {
+        Spec::parse_with(text, path, &[])
+    }
+
+    /// Parses spec text, applies overrides and validates the result. The file must stand on
+    /// its own as TOML of known keys and types (its errors name its lines); a problem the
+    /// overrides bring is reported against the `--set` that brought it.
+    pub fn parse_with(text: &str, path: &Path, overrides: &[Override]) -> Result<Spec, SpecError> {
+        let in_file = |key: String, message: String| SpecError::Invalid {
             path: path.to_path_buf(),
             line: line_of(text, &key),
             key,
             message,
         };
-        let spec: Spec = toml::from_str(text).map_err(|e| match model_key_error(text) {
-            Some((key, message)) => invalid(key, message),
-            None => SpecError::Parse {
+        let table: toml::Table = toml::from_str(text).map_err(|e| SpecError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        let file = Spec::from_table(&table).map_err(|e| match e {
+            (Some(key), message) => in_file(key, message),
+            (None, _) => SpecError::Parse {
                 path: path.to_path_buf(),
-                message: e.to_string().trim_end().to_string(),
+                // Reparsed from the text for the error's line and excerpt.
+                message: toml::from_str::<Spec>(text)
+                    .err()
+                    .map_or(e.1, |e| e.to_string().trim_end().to_string()),
             },
         })?;
-        if let Some((key, message)) = spec.run_config().problems().into_iter().next() {
-            return Err(invalid(key, message));
+        if overrides.is_empty() {
+            file.check()
+                .map_err(|(key, message)| in_file(key, message))?;
+            return Ok(file);
         }
-        let name_ok = !spec.name.is_empty()
-            && spec.name.len() <= MAX_NAME_LEN
-            && spec
+        let overridden = |set: String, message: String| SpecError::Override {
+            path: path.to_path_buf(),
+            set,
+            message,
+        };
+        let mut table = table;
+        let mut spec = file.clone();
+        for set in overrides {
+            spec = set
+                .apply(&mut table)
+                .map_err(|message| overridden(set.to_string(), message))?;
+        }
+        spec.check().map_err(|(key, message)| {
+            let culprit = overrides.iter().rev().find(|set| set.touches(&key));
+            let message = format!("`{key}` {message}");
+            match culprit {
+                Some(set) => overridden(set.to_string(), message),
+                // Only the combination fails: name every --set.
+                None if file.check().is_ok() => overridden(
+                    overrides
+                        .iter()
+                        .map(Override::to_string)
+                        .collect::<Vec<_>>()
+                        .join(" --set "),
+                    message,
+                ),
+                None => in_file(key, message),
+            }
+        })?;
+        Ok(spec)
+    }
+
+    /// A spec from its TOML table; errors are (the key, when it can be named; message).
+    fn from_table(table: &toml::Table) -> Result<Spec, (Option<String>, String)> {
+        Spec::deserialize(table.clone()).map_err(|e| match model_key_error(table) {
+            Some((key, message)) => (Some(key), message),
+            None => (None, e.message().trim_end().to_string()),
+        })
+    }
+
+    /// The spec's first problem as (dotted key, message): impossible values, its name, its
+    /// `[search]`, and every point of its grid.
+    fn check(&self) -> Result<(), (String, String)> {
+        if let Some(problem) = self.run_config().problems().into_iter().next() {
+            return Err(problem);
+        }
+        let name_ok = !self.name.is_empty()
+            && self.name.len() <= MAX_NAME_LEN
+            && self
                 .name
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-            && !spec.name.starts_with('.');
+            && !self.name.starts_with('.');
         if !name_ok {
-            return Err(invalid(
+            return Err((
                 "name".into(),
                 format!(
                     "must be 1 to {MAX_NAME_LEN} letters, digits, `-`, `_` or `.`, not starting \
@@ -609,20 +693,18 @@ impl Spec {
                 ),
             ));
         }
-        if RESERVED_NAMES.contains(&spec.name.as_str()) {
-            return Err(invalid(
+        if RESERVED_NAMES.contains(&self.name.as_str()) {
+            return Err((
                 "name".into(),
                 format!(
                     "`{}` is reserved: results/{} is the runner's own (choose another name)",
-                    spec.name, spec.name
+                    self.name, self.name
                 ),
             ));
         }
-        spec.check_search()
-            .map_err(|(key, message)| invalid(key, message))?;
-        spec.grid()
-            .map_err(|(key, message)| invalid(key, message))?;
-        Ok(spec)
+        self.check_search()?;
+        self.grid()?;
+        Ok(())
     }
 
     /// The swept paths and their value lists, sorted by path. Errors are (`sweep.<path>`,
@@ -837,8 +919,7 @@ impl Spec {
 
 /// The `[model]` key a parse error comes from, with its message: `[model]` is read through
 /// its `arch`, which hides the key from the parser's own message, so each key is tried alone.
-fn model_key_error(text: &str) -> Option<(String, String)> {
-    let spec: toml::Table = toml::from_str(text).ok()?;
+fn model_key_error(spec: &toml::Table) -> Option<(String, String)> {
     let model = spec.get("model")?.as_table()?;
     let arch = model.get("arch").cloned();
     model

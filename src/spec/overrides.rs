@@ -1,0 +1,299 @@
+//! `--set KEY=VALUE`: one spec key changed for one command, leaving the file as it is.
+//!
+//! The value is TOML (`1e-4`, `[1, 2]`, `{ int = [1, 3] }`, `"text"`); a value that is not
+//! TOML, or whose TOML type the key does not take, is the text itself (`model.arch=dcgan`,
+//! `name=2024`). Keys under `sweep.` and `search.space.` name one swept or searched path
+//! (`sweep.train.lr=[1e-4, 2e-4]`). Any other key sets the spec's value and pins it: a
+//! sweep axis or searched key of that path is dropped, so `--set train.lr=1e-4` runs a swept
+//! spec at one learning rate. `train.steps` and `train.epochs` say one thing two ways, so
+//! setting one drops the other. Overrides apply in order; the last of a key wins.
+
+use std::fmt;
+use std::str::FromStr;
+
+use super::{Spec, set_path, table_at};
+
+/// One `--set KEY=VALUE`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Override {
+    key: String,
+    value: toml::Value,
+    /// The value as given, tried as text when its TOML type does not fit.
+    raw: String,
+}
+
+/// The tables whose keys are dotted paths of the config rather than nested tables.
+const PATH_TABLES: [&str; 2] = ["sweep", "search.space"];
+
+impl FromStr for Override {
+    type Err = String;
+
+    fn from_str(arg: &str) -> Result<Override, String> {
+        let (key, raw) = arg
+            .split_once('=')
+            .ok_or_else(|| format!("`{arg}` is not KEY=VALUE (e.g. train.lr=1e-4)"))?;
+        let key = key.trim();
+        let key_ok = key.split('.').all(|part| {
+            !part.is_empty()
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        });
+        if !key_ok {
+            return Err(format!(
+                "`{key}` is not a dotted spec key (e.g. train.lr or sweep.train.seed)"
+            ));
+        }
+        let raw = raw.trim();
+        if raw.contains(['\n', '\r']) {
+            return Err(format!("the value of `{key}` must be one line"));
+        }
+        // One `value = ...` line, so text that is not TOML stays text (and a value cannot
+        // smuggle in other keys: the line break is refused above).
+        let value = toml::from_str::<toml::Table>(&format!("value = {raw}"))
+            .ok()
+            .and_then(|mut table| table.remove("value"))
+            .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+        Ok(Override {
+            key: key.to_string(),
+            value,
+            raw: raw.to_string(),
+        })
+    }
+}
+
+impl fmt::Display for Override {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}", self.key, self.raw)
+    }
+}
+
+impl Override {
+    /// Sets the key in a spec's TOML table and returns the spec it now makes, or why it
+    /// makes none (an unknown key, a wrong type, a key below a value).
+    pub(super) fn apply(&self, table: &mut toml::Table) -> Result<Spec, String> {
+        let mut with_value = table.clone();
+        self.set(&mut with_value, self.value.clone())?;
+        let error = match Spec::from_table(&with_value) {
+            Ok(spec) => {
+                *table = with_value;
+                return Ok(spec);
+            }
+            Err((_, message)) => format!("`{}`: {message}", self.key),
+        };
+        if !self.value.is_str() {
+            let mut with_text = table.clone();
+            self.set(&mut with_text, toml::Value::String(self.raw.clone()))?;
+            if let Ok(spec) = Spec::from_table(&with_text) {
+                *table = with_text;
+                return Ok(spec);
+            }
+        }
+        Err(error)
+    }
+
+    fn set(&self, table: &mut toml::Table, value: toml::Value) -> Result<(), String> {
+        for prefix in PATH_TABLES {
+            if let Some(path) = self
+                .key
+                .strip_prefix(prefix)
+                .and_then(|p| p.strip_prefix('.'))
+            {
+                let paths = table_at(table, prefix)?;
+                remove_path(paths, path);
+                paths.insert(path.to_string(), value);
+                return Ok(());
+            }
+        }
+        set_path(table, &self.key, value)?;
+        for prefix in PATH_TABLES {
+            let paths = prefix
+                .split('.')
+                .try_fold(&mut *table, |t, part| t.get_mut(part)?.as_table_mut());
+            if let Some(paths) = paths {
+                remove_path(paths, &self.key);
+            }
+        }
+        let twin = match self.key.as_str() {
+            "train.steps" => "epochs",
+            "train.epochs" => "steps",
+            _ => return Ok(()),
+        };
+        if let Some(train) = table.get_mut("train").and_then(toml::Value::as_table_mut) {
+            train.remove(twin);
+        }
+        Ok(())
+    }
+
+    /// Whether a problem with `key` (a config path, or `sweep.<path>` and the like) is this
+    /// override's: the same key, one inside it, or one it is inside.
+    pub(super) fn touches(&self, key: &str) -> bool {
+        let inside = |outer: &str, inner: &str| {
+            inner
+                .strip_prefix(outer)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+        };
+        inside(&self.key, key) || inside(key, &self.key)
+    }
+}
+
+/// Removes a dotted path from a table of paths, written either way: `"train.lr" = ...` or
+/// nested (`train.lr = ...`, a `train` table holding `lr`).
+fn remove_path(table: &mut toml::Table, path: &str) {
+    table.remove(path);
+    if let Some((head, rest)) = path.split_once('.')
+        && let Some(inner) = table.get_mut(head).and_then(toml::Value::as_table_mut)
+    {
+        remove_path(inner, rest);
+        if inner.is_empty() {
+            table.remove(head);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::spec::SpecError;
+
+    const SPEC: &str = r#"
+name = "x"
+[model]
+arch = "gan"
+[train]
+epochs = 2
+lr = 2e-4
+[sweep]
+"train.lr" = [1e-4, 2e-4]
+[sweep.train]
+d_steps = [1, 2]
+"#;
+
+    fn sets(args: &[&str]) -> Vec<Override> {
+        args.iter().map(|a| a.parse().unwrap()).collect()
+    }
+
+    fn with(args: &[&str]) -> Result<Spec, SpecError> {
+        Spec::parse_with(SPEC, Path::new("x.toml"), &sets(args))
+    }
+
+    fn parse(text: &str) -> Spec {
+        Spec::parse(text, Path::new("x.toml")).unwrap()
+    }
+
+    #[test]
+    fn values_are_toml_or_else_text() {
+        let value = |arg: &str| arg.parse::<Override>().unwrap().value;
+        assert_eq!(value("train.lr=1e-4"), toml::Value::Float(1e-4));
+        assert_eq!(value("train.seed = 3"), toml::Value::Integer(3));
+        assert_eq!(
+            value("model.arch=dcgan"),
+            toml::Value::String("dcgan".into())
+        );
+        assert_eq!(
+            value("model.arch=\"dcgan\""),
+            toml::Value::String("dcgan".into())
+        );
+        assert_eq!(
+            value("sweep.train.seed=[1, 2]").as_array().unwrap().len(),
+            2
+        );
+        assert!(value("search.space.train.lr={ log_uniform = [1e-5, 1e-2] }").is_table());
+        for bad in ["train.lr", "=1", "train..lr=1", "train.lr x=1", ".lr=1"] {
+            assert!(bad.parse::<Override>().is_err(), "{bad}");
+        }
+        // A line break could smuggle in a second key.
+        let smuggled = "train.lr=1\nname = \"y\"".parse::<Override>();
+        assert!(smuggled.unwrap_err().contains("one line"));
+    }
+
+    #[test]
+    fn a_set_equals_the_same_edit_of_the_file_and_pins_a_swept_key() {
+        let edited = SPEC
+            .replace("lr = 2e-4", "lr = 5e-4")
+            .replace("name = \"x\"", "name = \"y\"")
+            .replace("\"train.lr\" = [1e-4, 2e-4]\n", "");
+        let spec = with(&["train.lr=5e-4", "name=y"]).unwrap();
+        assert_eq!(spec, parse(&edited));
+        assert_eq!(spec.swept_keys(), ["train.d_steps"]);
+        assert_eq!(spec.grid().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn sweep_keys_replace_axes_written_either_way() {
+        // `train.d_steps` is nested in the file, `train.lr` quoted.
+        let spec = with(&[
+            "sweep.train.d_steps=[3]",
+            "sweep.train.lr=[1e-3, 2e-3, 3e-3]",
+        ])
+        .unwrap();
+        let edited = SPEC
+            .replace("[1e-4, 2e-4]", "[1e-3, 2e-3, 3e-3]")
+            .replace("d_steps = [1, 2]", "d_steps = [3]");
+        assert_eq!(spec.grid().unwrap(), parse(&edited).grid().unwrap());
+        let seeds = with(&["sweep.train.seed=[1, 2, 3]"]).unwrap();
+        assert_eq!(seeds.grid().unwrap().len(), 12);
+        // An empty sweep table is a spec of one run.
+        assert_eq!(with(&["sweep={}"]).unwrap().grid().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn steps_replace_epochs_and_the_last_set_wins() {
+        let spec = with(&["train.steps=10"]).unwrap();
+        assert_eq!((spec.train.steps, spec.train.epochs), (Some(10), None));
+        let spec = with(&["train.steps=10", "train.epochs=3"]).unwrap();
+        assert_eq!((spec.train.steps, spec.train.epochs), (None, Some(3)));
+        let spec = with(&["train.seed=1", "train.seed=2"]).unwrap();
+        assert_eq!(spec.train.seed, 2);
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_is_tried_as_text() {
+        assert_eq!(with(&["name=2024"]).unwrap().name, "2024");
+        assert_eq!(with(&["description=1.5"]).unwrap().description, "1.5");
+        let error = with(&["train.lr=true"]).unwrap_err().to_string();
+        assert!(
+            error.contains("--set train.lr=true: `train.lr`: invalid type"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn problems_name_the_set_that_brought_them() {
+        let message = |args: &[&str]| with(args).unwrap_err().to_string();
+        assert_eq!(
+            message(&["train.seed=1", "train.lr=-1"]),
+            "x.toml with --set train.lr=-1: `train.lr` must be > 0, got -1"
+        );
+        assert!(
+            message(&["train.lrr=1"])
+                .contains("--set train.lrr=1: `train.lrr`: unknown field `lrr`")
+        );
+        assert!(message(&["train.lr.x=1"]).contains("--set train.lr.x=1: `lr` is not a table"));
+        assert!(
+            message(&["sweep.train.seed=4"])
+                .contains("`sweep.train.seed` must be a non-empty list")
+        );
+        assert!(
+            message(&["sweep.train.seed=[]"]).starts_with("x.toml with --set sweep.train.seed=[]")
+        );
+        // No single set holds the key at fault: the message names them all.
+        assert_eq!(
+            message(&["search.strategy=random", "search.trials=2"]),
+            "x.toml with --set search.strategy=random --set search.trials=2: `search.space` needs \
+             at least one key to search over"
+        );
+        // The file's own errors still name its line.
+        let broken = SPEC.replace("lr = 2e-4", "lr = 0");
+        let error = Spec::parse_with(&broken, Path::new("x.toml"), &sets(&["train.seed=1"]));
+        assert!(
+            matches!(error, Err(SpecError::Invalid { line: Some(7), .. })),
+            "{error:?}"
+        );
+        let garbled = SPEC.replace("lr = 2e-4", "lrr = 2e-4");
+        let error = Spec::parse_with(&garbled, Path::new("x.toml"), &sets(&["train.lrr=1"]));
+        assert!(matches!(error, Err(SpecError::Parse { .. })), "{error:?}");
+    }
+}
