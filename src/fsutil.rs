@@ -59,6 +59,28 @@ pub fn try_lock_dir(dir: &Path) -> anyhow::Result<Option<std::fs::File>> {
     }
 }
 
+/// Holds `.<name>.lock` next to `path` exclusively while the returned file lives, waiting
+/// for another process that holds it (`waiting` is called once if it must wait).
+pub fn lock_beside(path: &Path, waiting: impl FnOnce()) -> anyhow::Result<std::fs::File> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    let lock = path.with_file_name(format!(".{name}.lock"));
+    let file =
+        std::fs::File::create(&lock).map_err(|e| anyhow::anyhow!("{}: {e}", lock.display()))?;
+    let locked = match file.try_lock() {
+        Err(std::fs::TryLockError::WouldBlock) => {
+            waiting();
+            file.lock()
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+        Ok(()) => Ok(()),
+    };
+    locked.map_err(|e| anyhow::anyhow!("{}: cannot be locked: {e}", lock.display()))?;
+    Ok(file)
+}
+
 /// A temporary name next to `path`: `.name.tmp-<pid>`.
 pub fn temp_sibling(path: &Path) -> PathBuf {
     let name = path

@@ -120,6 +120,36 @@ fn runs_without_evaluations_get_pages_ranked_by_loss_and_strings_are_escaped() {
         .assert()
         .success();
     assert!(!report.join("stale.html").exists());
+    // Reports written at once (two sweeps ending together) take turns: none fails, and what
+    // killed writers left beside the site goes.
+    let results = dir.path().join("results");
+    for leftover in [".report.tmp-999999", ".report.old-999999"] {
+        std::fs::create_dir_all(results.join(leftover).join("tiny")).unwrap();
+    }
+    let writers: Vec<_> = (0..4)
+        .map(|_| {
+            Process::new(assert_cmd::cargo::cargo_bin("runner"))
+                .current_dir(dir.path())
+                .arg("report")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for writer in writers {
+        let output = writer.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{stderr}");
+    }
+    let mut left: Vec<String> = std::fs::read_dir(&results)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(".report"))
+        .collect();
+    left.sort();
+    assert_eq!(left, [".report.lock"]);
+    assert_eq!(run_pages(&report).len(), 2);
     runner()
         .current_dir(dir.path())
         .args(["report", "--experiment", "nope"])
