@@ -491,15 +491,19 @@ pub fn eval(req: EvalRequest) -> Result<()> {
         let target = req
             .target
             .context("name a run or a checkpoint, or pass --real")?;
-        let dir = crate::score::resolve_target(target, req.db)?;
+        let target = crate::score::resolve_target(target, req.db)?;
         let (scored, unlike_logged) =
-            crate::score::score_checkpoint(&dir, req.samples, req.seed, req.data_dir, &mut log)?;
+            crate::score::score_checkpoint(&target, req.samples, req.seed, req.data_dir, &mut log)?;
         let step = scored.step.expect("a checkpoint has a step");
+        let dir = scored
+            .checkpoint
+            .as_deref()
+            .expect("a checkpoint was scored");
         // Stored with the run only when it compares with the run's logged evaluations (then
         // at a logged step it is the same value): never replacing one by another kind.
         if let Some(why) = unlike_logged {
             errln!("not recorded with its run: {why}");
-        } else if let Some(id) = crate::score::record(req.db, &dir, step, &scored.metrics)? {
+        } else if let Some(id) = crate::score::record(req.db, dir, step, &scored.metrics)? {
             errln!("recorded as run {id}, step {step}, in {}", req.db.display());
         }
         vec![scored]

@@ -14,24 +14,39 @@ pub struct Loaded {
     pub step: u64,
     /// Whether it is the moving average of G's weights (`train.g_ema`) rather than G itself.
     pub averaged: bool,
+    /// The checkpoint it came from.
+    pub dir: std::path::PathBuf,
 }
 
 /// Loads the generator of a checkpoint (or of a run directory's latest checkpoint): the
 /// moving average of its weights when the run kept one, unless `raw`.
 pub fn load_generator(path: &Path, raw: bool) -> anyhow::Result<Loaded> {
-    let dir = checkpoint::resolve(path)?;
-    let meta = checkpoint::verify(&dir)?;
+    // A run still training deletes its older checkpoints as it writes new ones: one deleted
+    // while it was read gives way to the run's newest.
+    let mut attempts = 0;
+    loop {
+        let dir = checkpoint::resolve(path)?;
+        match load_checkpoint(&dir, raw) {
+            Err(_) if dir != path && !dir.exists() && attempts < 10 => attempts += 1,
+            loaded => return loaded,
+        }
+    }
+}
+
+fn load_checkpoint(dir: &Path, raw: bool) -> anyhow::Result<Loaded> {
+    let checkpoint = checkpoint::Opened::open(dir)?;
+    let config = checkpoint.meta.config.clone();
     let device = crate::backend::device();
-    let (generator, _) = meta.config.model.build(
-        &mut rng_for(meta.config.train.seed, Stream::Init, 0),
-        &device,
-    );
-    let (generator, averaged) = checkpoint::load_generator(&dir, generator, raw)?;
+    let (generator, _) = config
+        .model
+        .build(&mut rng_for(config.train.seed, Stream::Init, 0), &device);
+    let (generator, averaged) = checkpoint.generator(generator, raw)?;
     Ok(Loaded {
         generator,
-        config: meta.config,
-        step: meta.step,
+        config,
+        step: checkpoint.meta.step,
         averaged,
+        dir: dir.to_path_buf(),
     })
 }
 
@@ -64,6 +79,7 @@ pub fn generate(checkpoint_path: &Path, draw: Draw, out: &Path) -> anyhow::Resul
         config,
         step,
         averaged,
+        ..
     } = load_generator(checkpoint_path, raw)?;
     crate::budget::check_images(n, config.model.image_side(), "--n")?;
     let conditional = config.model.conditional().is_conditional();

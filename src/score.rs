@@ -17,7 +17,6 @@ use crate::spec::{LogConfig, RunConfig};
 use crate::track::claims::Owner;
 use crate::track::records::RecordsFile;
 use crate::track::{Event, Tracker};
-use crate::train::checkpoint;
 use crate::train::rng::{Stream, rng_for};
 
 /// One scored set of images.
@@ -26,17 +25,19 @@ pub struct Scored {
     pub label: String,
     /// The checkpoint's step, for a generator.
     pub step: Option<u64>,
+    /// The checkpoint scored, for a generator.
+    pub checkpoint: Option<PathBuf>,
     pub metrics: Metrics,
     /// Time to sample and score (not counting the classifier's one-off training).
     pub seconds: f64,
 }
 
-/// The checkpoint a user names: a checkpoint or run directory, or a run id (or a unique prefix
-/// of one) in the database.
+/// The checkpoint a user names: a checkpoint or run directory (its latest checkpoint), or a
+/// run id (or a unique prefix of one) in the database, whose directory it gives.
 pub fn resolve_target(target: &str, db: &Path) -> Result<PathBuf> {
     let path = Path::new(target);
     if path.exists() {
-        return checkpoint::resolve(path);
+        return Ok(path.to_path_buf());
     }
     if !db.is_file() {
         bail!(
@@ -50,15 +51,15 @@ pub fn resolve_target(target: &str, db: &Path) -> Result<PathBuf> {
         .get(0, "run_dir")
         .and_then(|v| v.as_str())
         .unwrap_or_default();
-    checkpoint::resolve(Path::new(run_dir))
+    Ok(PathBuf::from(run_dir))
 }
 
-/// Scores the generator of a checkpoint on `samples` images drawn with the evaluation noise
+/// Scores the generator of a checkpoint (or a run directory's latest) on `samples` images drawn with the evaluation noise
 /// of `seed` (default: the run's own, so the result matches the run's logged evaluation).
 /// Also says why the score does not compare with the run's logged evaluations, if it does
 /// not (then it must not be stored beside them).
 pub fn score_checkpoint(
-    dir: &Path,
+    target: &Path,
     samples: usize,
     seed: Option<u64>,
     data_dir: Option<&Path>,
@@ -70,8 +71,9 @@ pub fn score_checkpoint(
         generator,
         config,
         step,
+        dir: checkpoint,
         ..
-    } = crate::generate::load_generator(dir, false)?;
+    } = crate::generate::load_generator(target, false)?;
     let unlike_logged = unlike_logged(&config, samples, seed, data_dir);
     let data_dir = data_dir
         .map(Path::to_path_buf)
@@ -86,8 +88,9 @@ pub fn score_checkpoint(
         seed.unwrap_or(config.train.seed),
     );
     let scored = Scored {
-        label: dir.display().to_string(),
+        label: checkpoint.display().to_string(),
         step: Some(step),
+        checkpoint: Some(checkpoint),
         metrics,
         seconds: start.elapsed().as_secs_f64(),
     };
@@ -215,6 +218,7 @@ pub fn calibration(
             out.push(Scored {
                 label,
                 step: None,
+                checkpoint: None,
                 metrics,
                 seconds: start.elapsed().as_secs_f64(),
             });

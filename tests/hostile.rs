@@ -837,3 +837,67 @@ fn a_finished_run_whose_final_checkpoint_is_damaged_is_rebuilt_by_the_next_sweep
         .success()
         .stdout(predicate::str::contains("1 skipped"));
 }
+
+#[test]
+fn generate_and_eval_read_a_run_that_is_still_training() {
+    // A run checkpointing every step and keeping one deletes each checkpoint a step after
+    // writing it: `generate` used to fail now and then with "generator.bpk: missing", reading
+    // a checkpoint as it was deleted file by file.
+    let dir = tempfile::tempdir().unwrap();
+    let model = common::tiny_gan_model_toml();
+    let spec = dir.path().join("busy.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "name = \"busy\"\n{model}[train]\nsteps = 1000000\nbatch_size = 16\n[log]\n\
+             sample_every = 1000000\ncheckpoint_every = 1\nkeep_checkpoints = 1\neval_samples = 0\n"
+        ),
+    )
+    .unwrap();
+    let mut training = std::process::Command::new(assert_cmd::cargo::cargo_bin("runner"))
+        .current_dir(dir.path())
+        .args(["train", "busy.toml", "--out", "run", "--data-dir"])
+        .arg(fixture_dir())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let run = dir.path().join("run");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ganrunner::train::checkpoint::list(&run).is_empty() {
+        assert!(Instant::now() < deadline, "no checkpoint in a minute");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut failures = Vec::new();
+    for i in 0..100 {
+        let out = dir.path().join(format!("g{}.png", i % 2));
+        let output = runner()
+            .args(["generate", "--n", "4", "--checkpoint"])
+            .arg(&run)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        if !output.status.success() {
+            failures.push(String::from_utf8_lossy(&output.stderr).into_owned());
+        }
+    }
+    let eval = runner()
+        .args(["eval", "--samples", "50", "--data-dir"])
+        .arg(fixture_dir())
+        .arg(&run)
+        .output()
+        .unwrap();
+    training.kill().unwrap();
+    training.wait().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} of 100 failed: {failures:?}",
+        failures.len()
+    );
+    assert!(
+        eval.status.success(),
+        "{}",
+        String::from_utf8_lossy(&eval.stderr)
+    );
+}

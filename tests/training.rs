@@ -175,11 +175,18 @@ fn damaged_checkpoints_are_set_aside_unfinished_ones_removed_and_the_resume_is_e
     train::train(&first_six, damaged.path(), &mut ()).unwrap();
     let step_dir = |step: u64| damaged.path().join(format!("checkpoints/step-{step:08}"));
     // Step 6: bytes overwritten in place (the same size; only the checksum can tell).
-    let path = step_dir(6).join("discriminator.bpk");
-    let mut bytes = std::fs::read(&path).unwrap();
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0x10;
-    std::fs::write(&path, &bytes).unwrap();
+    let flip_a_bit = |name: &str| {
+        let path = step_dir(6).join(name);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x10;
+        std::fs::write(&path, &bytes).unwrap();
+        bytes
+    };
+    let bytes = flip_a_bit("discriminator.bpk");
+    // Sampling reads only G (here its average), and checks only that.
+    ganrunner::generate::load_generator(&step_dir(6), false).unwrap();
+    flip_a_bit("generator-ema.bpk");
     // Steps 2 and 4: written before checkpoints had checksums; step 4 truncated since.
     for step in [2, 4] {
         let meta = step_dir(step).join("checkpoint.json");

@@ -160,7 +160,7 @@ fn save_to(
             write_synced(&tmp.join(name), &bytes)?;
         }
         if target.exists() {
-            std::fs::remove_dir_all(&target)?;
+            remove_dir(&target)?;
         }
         std::fs::rename(&tmp, &target)?;
         Ok(sync_dir(
@@ -239,6 +239,16 @@ pub fn remove_unfinished(run_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Deletes a checkpoint directory so that it vanishes at once: a reader (`generate` or
+/// `eval` on a run still training) finds it whole or gone, never emptying. Renamed first to a
+/// name [`remove_unfinished`] clears if the process is killed before the files are gone.
+fn remove_dir(dir: &Path) -> std::io::Result<()> {
+    let name = dir.file_name().unwrap_or_default().to_string_lossy();
+    let doomed = dir.with_file_name(format!(".{name}.old.tmp-{}", std::process::id()));
+    std::fs::rename(dir, &doomed)?;
+    std::fs::remove_dir_all(doomed)
+}
+
 /// Deletes all but the newest `keep` checkpoints (always keeping `protect`); returns the
 /// steps removed.
 pub fn prune(run_dir: &Path, keep: usize, protect: u64) -> anyhow::Result<Vec<u64>> {
@@ -247,8 +257,7 @@ pub fn prune(run_dir: &Path, keep: usize, protect: u64) -> anyhow::Result<Vec<u6
     let mut removed = Vec::new();
     for (step, path) in all.into_iter().take(excess) {
         if step != protect {
-            std::fs::remove_dir_all(&path)
-                .with_context(|| format!("removing {}", path.display()))?;
+            remove_dir(&path).with_context(|| format!("removing {}", path.display()))?;
             removed.push(step);
         }
     }
@@ -288,18 +297,106 @@ pub fn read_meta(dir: &Path) -> anyhow::Result<CheckpointMeta> {
 /// Reads the checkpoint in `dir` and checks every file it lists against its MD5; returns its
 /// metadata. A damaged or missing file is [`Corrupt`].
 pub fn verify(dir: &Path) -> anyhow::Result<CheckpointMeta> {
-    let meta = read_meta(dir)?;
-    for (name, expected) in &meta.files {
-        let path = dir.join(name);
-        if md5_hex(&read_file(&path)?) != *expected {
+    let opened = Opened::open(dir)?;
+    for name in opened.meta.files.keys() {
+        opened.read(name)?;
+    }
+    Ok(opened.meta)
+}
+
+/// A checkpoint opened for loading: its metadata, and its files each read once, when loaded,
+/// and checked against the MD5 the metadata records (so loading reads a file once, and
+/// checks only what it loads: `generate` does not read D).
+pub struct Opened {
+    pub dir: PathBuf,
+    pub meta: CheckpointMeta,
+}
+
+impl Opened {
+    pub fn open(dir: &Path) -> anyhow::Result<Opened> {
+        Ok(Opened {
+            dir: dir.to_path_buf(),
+            meta: read_meta(dir)?,
+        })
+    }
+
+    /// The bytes of the file `name`; [`Corrupt`] when missing or not as written.
+    fn read(&self, name: &str) -> anyhow::Result<Bytes> {
+        let path = self.dir.join(name);
+        let bytes = read_file(&path)?;
+        if let Some(expected) = self.meta.files.get(name)
+            && md5_hex(&bytes) != *expected
+        {
             return Err(Corrupt(format!(
                 "{}: its content changed after it was written (MD5 mismatch)",
                 path.display()
             ))
             .into());
         }
+        Ok(Bytes::from_bytes_vec(bytes))
     }
-    Ok(meta)
+
+    /// Whether the checkpoint holds the file `name` (a listed file that went missing counts:
+    /// reading it says so).
+    fn has(&self, name: &str) -> bool {
+        self.meta.files.contains_key(name) || self.dir.join(name).is_file()
+    }
+
+    /// Loads the burnpack file `name` into `module`.
+    fn module<M: Module>(&self, module: M, name: &str) -> anyhow::Result<M> {
+        let source = self.dir.join(name).display().to_string();
+        load_module_bytes(module, self.read(name)?, &source)
+    }
+
+    /// Loads the generator's weights into `generator` (built from the checkpoint's config):
+    /// the moving average when the checkpoint has one, unless `raw`. Says which it loaded
+    /// (`true`: the average).
+    pub fn generator(&self, generator: Generator, raw: bool) -> anyhow::Result<(Generator, bool)> {
+        if !raw && self.has(GENERATOR_EMA) {
+            return Ok((self.module(generator, GENERATOR_EMA)?, true));
+        }
+        Ok((self.module(generator, GENERATOR)?, false))
+    }
+
+    /// The moving average of G, loaded into `template`.
+    pub fn generator_ema(&self, template: Generator) -> anyhow::Result<Generator> {
+        self.module(template, GENERATOR_EMA)
+    }
+
+    /// The spectral normalization vectors, for `discriminator`'s weights.
+    pub fn spectral(
+        &self,
+        discriminator: &Discriminator,
+    ) -> anyhow::Result<crate::train::spectral::SpectralNorm> {
+        let bytes = self.read(SPECTRAL)?;
+        crate::train::spectral::SpectralNorm::from_bytes(&bytes, discriminator).map_err(|e| {
+            Corrupt(format!(
+                "{}: corrupt: {e}",
+                self.dir.join(SPECTRAL).display()
+            ))
+            .into()
+        })
+    }
+
+    /// Everything needed to continue training.
+    pub fn training(
+        &self,
+        generator: Generator,
+        discriminator: Discriminator,
+        generator_optim: ModuleOptimizer,
+        discriminator_optim: ModuleOptimizer,
+    ) -> anyhow::Result<(Generator, Discriminator, ModuleOptimizer, ModuleOptimizer)> {
+        let optim = |o: ModuleOptimizer, name: &str| -> anyhow::Result<ModuleOptimizer> {
+            Ok(o.from_bytes(self.read(name)?)
+                .map_err(|e| Corrupt(format!("{}: {e}", self.dir.join(name).display())))?)
+        };
+        Ok((
+            self.module(generator, GENERATOR)?,
+            self.module(discriminator, DISCRIMINATOR)?,
+            optim(generator_optim, GENERATOR_OPTIM)?,
+            optim(discriminator_optim, DISCRIMINATOR_OPTIM)?,
+        ))
+    }
 }
 
 /// Moves a corrupt checkpoint out of the run's checkpoints (to `step-N.corrupt-<unix time>`
@@ -324,17 +421,11 @@ fn read_file(path: &Path) -> anyhow::Result<Vec<u8>> {
     })
 }
 
-fn read_bytes(dir: &Path, name: &str) -> anyhow::Result<Bytes> {
-    Ok(Bytes::from_bytes_vec(read_file(&dir.join(name))?))
-}
-
 /// Loads the burnpack file `dir/name` into `module` (errors name the file).
 pub(crate) fn load_module<M: Module>(module: M, dir: &Path, name: &str) -> anyhow::Result<M> {
-    load_module_bytes(
-        module,
-        read_bytes(dir, name)?,
-        &dir.join(name).display().to_string(),
-    )
+    let path = dir.join(name);
+    let bytes = Bytes::from_bytes_vec(read_file(&path)?);
+    load_module_bytes(module, bytes, &path.display().to_string())
 }
 
 /// Loads burnpack bytes into `module`; errors name `source`.
@@ -346,57 +437,6 @@ pub(crate) fn load_module_bytes<M: Module>(
     let corrupt = |e: &dyn std::fmt::Display| Corrupt(format!("{source}: {e}"));
     let record = ModuleRecord::from_bytes(bytes).map_err(|e| corrupt(&e))?;
     Ok(module.try_load_record(record).map_err(|e| corrupt(&e))?)
-}
-
-/// Loads the generator's weights into `generator` (built from the checkpoint's config): the
-/// moving average when the checkpoint has one, unless `raw`. Says which it loaded (`true`:
-/// the average).
-pub fn load_generator(
-    dir: &Path,
-    generator: Generator,
-    raw: bool,
-) -> anyhow::Result<(Generator, bool)> {
-    if !raw && dir.join(GENERATOR_EMA).is_file() {
-        return Ok((load_module(generator, dir, GENERATOR_EMA)?, true));
-    }
-    Ok((load_module(generator, dir, GENERATOR)?, false))
-}
-
-/// The spectral normalization vectors saved in `dir`, for `discriminator`'s weights.
-pub fn load_spectral(
-    dir: &Path,
-    discriminator: &Discriminator,
-) -> anyhow::Result<crate::train::spectral::SpectralNorm> {
-    let path = dir.join(SPECTRAL);
-    let bytes = read_file(&path)?;
-    crate::train::spectral::SpectralNorm::from_bytes(&bytes, discriminator)
-        .map_err(|e| Corrupt(format!("{}: corrupt: {e}", path.display())).into())
-}
-
-/// The moving average of G saved in `dir`, loaded into `template`.
-pub fn load_generator_ema(dir: &Path, template: Generator) -> anyhow::Result<Generator> {
-    load_module(template, dir, GENERATOR_EMA)
-}
-
-/// Loads everything needed to continue training.
-pub fn load_training(
-    dir: &Path,
-    generator: Generator,
-    discriminator: Discriminator,
-    generator_optim: ModuleOptimizer,
-    discriminator_optim: ModuleOptimizer,
-) -> anyhow::Result<(Generator, Discriminator, ModuleOptimizer, ModuleOptimizer)> {
-    let optim = |o: ModuleOptimizer, name: &str| -> anyhow::Result<ModuleOptimizer> {
-        let bytes = read_bytes(dir, name)?;
-        Ok(o.from_bytes(bytes)
-            .map_err(|e| Corrupt(format!("{}: {e}", dir.join(name).display())))?)
-    };
-    Ok((
-        load_module(generator, dir, GENERATOR)?,
-        load_module(discriminator, dir, DISCRIMINATOR)?,
-        optim(generator_optim, GENERATOR_OPTIM)?,
-        optim(discriminator_optim, DISCRIMINATOR_OPTIM)?,
-    ))
 }
 
 /// Makes sure a checkpoint can continue a run of `config`: everything but the length of

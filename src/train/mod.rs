@@ -528,22 +528,21 @@ impl Trainer {
 
     /// Loads the training state of the checkpoint in `dir`.
     fn load(&mut self, dir: &Path) -> anyhow::Result<()> {
-        let meta = checkpoint::verify(dir)?;
-        checkpoint::check_compatible(&meta, &self.config, dir)?;
-        let (g, d, go, dop) = checkpoint::load_training(
-            dir,
+        let checkpoint = checkpoint::Opened::open(dir)?;
+        checkpoint::check_compatible(&checkpoint.meta, &self.config, dir)?;
+        let (g, d, go, dop) = checkpoint.training(
             self.generator.clone(),
             self.discriminator.clone(),
             optimizer(&self.config.train),
             optimizer(&self.config.train),
         )?;
         let spectral = match &self.spectral {
-            Some(_) => Some(checkpoint::load_spectral(dir, &d)?),
+            Some(_) => Some(checkpoint.spectral(&d)?),
             None => None,
         };
         let generator_ema = match &self.generator_ema {
             // Detached, as a fresh average is.
-            Some(_) => Some(ema::start(&checkpoint::load_generator_ema(dir, g.clone())?)),
+            Some(_) => Some(ema::start(&checkpoint.generator_ema(g.clone())?)),
             None => None,
         };
         // Nothing changes until everything loaded: a corrupt file leaves the fresh state.
