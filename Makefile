@@ -2,7 +2,7 @@
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/ganrunner-target
 RUNNER := $(CARGO_TARGET_DIR)/release/runner
 
-.PHONY: all build build-gpu gpu-carry vulkan-smoke data data-fashion run test test-deps test-full test-slurm bench report
+.PHONY: all build build-gpu build-gpu-autotune gpu-carry vulkan-smoke data data-fashion run test test-deps test-full test-slurm bench report
 
 all: build
 
@@ -66,18 +66,26 @@ build-gpu:
 		test $$size -lt 62914560 || (echo "dist/runner-gpu is over 60 MiB" >&2; exit 1)
 	cd dist/vulkan && (ls libvulkan1_*.deb >/dev/null 2>&1 || apt-get download libvulkan1)
 
+# The same runner with burn's autotune (the `gpu-autotune` feature), for bench/gpu-check.sh to
+# time beside it: whether tuned kernels repay tuning in every process is for a real GPU to say.
+build-gpu-autotune:
+	cargo build --profile gpu --features "$(GPU_FEATURES) gpu-autotune"
+	mkdir -p dist
+	cp $(CARGO_TARGET_DIR)/gpu/runner dist/runner-gpu-autotune
+
 # The Vulkan build checked on Mesa's software Vulkan driver, no GPU needed (bench/vulkan-smoke.sh
-# says what it fetches and patches under dist/vulkan-smoke): about 6 minutes to build, 3 to check.
+# says what it fetches and patches under dist/vulkan-smoke): about 6 minutes to build, 6 to check.
 vulkan-smoke:
 	bash bench/vulkan-smoke.sh
 
 # What bench/gpu-check.sh needs on a GPU machine, compressed to travel (a device `run` carries
 # 64 MiB at most; the binary and MNIST are 108 MiB as they are): dist/carry/ holds the gzipped
-# runner, the Vulkan loader's .deb and gzipped MNIST (the runner reads .gz IDX files), about
-# 30 MiB. Then: `bash bench/gpu-check.sh` there, with dist/carry beside it.
-gpu-carry: build-gpu data
+# runner and its autotuned twin, the Vulkan loader's .deb and gzipped MNIST (the runner reads
+# .gz IDX files), about 50 MiB. Then: `bash bench/gpu-check.sh` there, with dist/carry beside it.
+gpu-carry: build-gpu build-gpu-autotune data
 	rm -rf dist/carry && mkdir -p dist/carry/mnist dist/carry/vulkan
 	gzip -6 -c dist/runner-gpu > dist/carry/runner-gpu.gz
+	gzip -6 -c dist/runner-gpu-autotune > dist/carry/runner-gpu-autotune.gz
 	cp dist/vulkan/*.deb dist/carry/vulkan/
 	for f in data/mnist/*-ubyte; do gzip -6 -c $$f > dist/carry/mnist/$$(basename $$f).gz; done
 	@du -sh dist/carry

@@ -8,7 +8,8 @@
 #   bash bench/gpu-check.sh            # from the repository root; writes under ${OUT:-/tmp/gpu-check}
 #
 # Steps: unpack the Vulkan loader; `runner bench --device vulkan` (and cuda when this runner has
-# it) for gan, dcgan and dcgan-classic at batch 64 and 256; 50 steps of the report's DCGAN on the
+# it) for gan, dcgan and dcgan-classic at batch 64 and 256 (and the report's DCGAN at batch 64
+# with the autotuned runner, when dist/ or dist/carry holds one: row `vulkan+at`); 50 steps of the report's DCGAN on the
 # GPU and on the CPU from the same seed, losses compared; a 2000-step quickstart-sized DCGAN on
 # the GPU and its LeNet-FID; bench/pytorch_reference.py --device cuda when torch imports.
 set -uo pipefail
@@ -23,6 +24,12 @@ rm -rf "$OUT"/dcgan50-* "$OUT"/quick-*
 if [ ! -x "$RUNNER" ] && [ -f dist/carry/runner-gpu.gz ]; then
     gzip -dc dist/carry/runner-gpu.gz > "$OUT/runner-gpu" && chmod +x "$OUT/runner-gpu"
     RUNNER="$OUT/runner-gpu"
+fi
+# The same runner built with burn's autotune (`gpu-autotune`), when it travelled too.
+AUTOTUNED=${AUTOTUNED:-dist/runner-gpu-autotune}
+if [ ! -x "$AUTOTUNED" ] && [ -f dist/carry/runner-gpu-autotune.gz ]; then
+    gzip -dc dist/carry/runner-gpu-autotune.gz > "$OUT/runner-gpu-autotune" \
+        && chmod +x "$OUT/runner-gpu-autotune" && AUTOTUNED="$OUT/runner-gpu-autotune"
 fi
 [ -d "$DATA" ] || DATA=dist/carry/mnist
 START=$(date +%s)
@@ -103,6 +110,16 @@ for device in "${DEVICES[@]}" cpu; do
             | sed "s/^{/{\"side\":\"ours\",\"device\":\"$device\",/" >> "$ROWS"
     done
 done
+# The autotuned runner on the report's DCGAN at batch 64, without warm-up steps: its median is
+# the tuned step, its slowest step the one that tuned (every process tunes again).
+if [ -x "$AUTOTUNED" ]; then
+    for device in "${DEVICES[@]}"; do
+        log "bench $device batch 64, autotuned runner"
+        timeout 150 "$AUTOTUNED" bench --device "$device" --model dcgan --batch 64 \
+            --steps "$BENCH_STEPS" --warmup 0 --format json \
+            | sed "s/^{/{\"side\":\"autotuned\",\"device\":\"$device\",/" >> "$ROWS"
+    done
+fi
 # PyTorch on the same GPU, side by side.
 if python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
     for batch in $BATCHES; do
@@ -158,15 +175,17 @@ rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 key = lambda r: (r["model"], r["batch"])
 cpu = {key(r): r for r in rows if r["device"] == "cpu" and r["side"] == "ours"}
 torch = {key(r): r for r in rows if r["side"] == "pytorch"}
-print(f"{'model':<14} {'batch':>5} {'device':<7} {'ours ms':>9} {'CPU ms':>9} {'CPU/GPU':>8} {'torch ms':>9} {'ours/torch':>10}")
+print(f"{'model':<14} {'batch':>5} {'device':<9} {'ours ms':>7} {'CPU ms':>9} {'CPU/GPU':>8} {'torch ms':>9} {'ours/torch':>10}")
 for r in rows:
-    if r["side"] != "ours" or r["device"] == "cpu":
+    if r["side"] == "pytorch" or r["device"] == "cpu":
         continue
     c, t = cpu.get(key(r)), torch.get(key(r))
     cell = lambda v, f: f.format(v) if v is not None else f"{'-':>{len(f.format(0.0))}}"
-    print(f"{r['model']:<14} {r['batch']:>5} {r['device']:<7} {r['median_ms']:9.2f} "
+    device = r["device"] + ("+at" if r["side"] == "autotuned" else "")
+    tuning = f"  (autotune: slowest step {r['max_ms']:.0f} ms)" if r["side"] == "autotuned" else ""
+    print(f"{r['model']:<14} {r['batch']:>5} {device:<9} {r['median_ms']:7.2f} "
           f"{cell(c and c['median_ms'], '{:9.1f}')} {cell(c and c['median_ms'] / r['median_ms'], '{:8.1f}')} "
-          f"{cell(t and t['median_ms'], '{:9.2f}')} {cell(t and r['median_ms'] / t['median_ms'], '{:10.2f}')}")
+          f"{cell(t and t['median_ms'], '{:9.2f}')} {cell(t and r['median_ms'] / t['median_ms'], '{:10.2f}')}{tuning}")
 EOF
 [ -n "$COMPARE" ] && echo "$COMPARE"
 [ -n "${QUICK_S:-}" ] && echo "quickstart-sized DCGAN, $QUICK_STEPS steps on ${DEVICES[0]}: ${QUICK_S} s, LeNet-FID ${FID:-?}"

@@ -5,7 +5,7 @@
 # that drift from the CPU's, a resume or an evaluation that breaks off the CPU, a bug in
 # bench/gpu-check.sh itself (run last, at tiny sizes).
 #
-#   make vulkan-smoke        # about 6 minutes to build (GPU crates warm), 3 to check
+#   make vulkan-smoke        # about 6 minutes to build (GPU crates warm), 6 to check
 #
 # Needs apt (Debian 12) and the crates registry. Two things it fetches or patches, all under
 # dist/vulkan-smoke/ (git-ignored), none of them part of the runner that ships:
