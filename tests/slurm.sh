@@ -133,7 +133,7 @@ rows=$(sql "SELECT count(*) FROM metrics")
 echo "ok: 4-point sweep finished once each, collect is idempotent"
 
 # 2. Cancel one task mid-run; it is failed; a rerun completes only it.
-spec two 10000 "[1, 2]"   # about 13 s a run: long enough to cancel one mid-run
+spec two 40000 "[1, 2]"   # about 9 s a run here: long enough to cancel one mid-run
 out=$("$RUNNER" sweep two.toml --executor slurm --no-report 2>&1)
 echo "$out"
 job=$(echo "$out" | sed -n 's/.*submitted Slurm job \([0-9]*\).*/\1/p')
@@ -143,7 +143,7 @@ for _ in $(seq 60); do
     [ "$running" = 2 ] && break
     sleep 1
 done
-sleep 2
+sleep 1
 scancel "${job}_0"
 # The collected failure makes the command exit 1.
 if "$RUNNER" sweep two.toml --executor slurm --collect --wait --no-report; then
