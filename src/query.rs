@@ -394,14 +394,24 @@ fn like_prefix(prefix: &str) -> String {
     pattern + "%"
 }
 
-/// The `runs` row of the one run whose id is or starts with `run_id`.
+/// The fewest characters of a run id that name it as a prefix (as git's abbreviations).
+const MIN_PREFIX: usize = 4;
+
+/// The `runs` row of the one run whose id is or starts with `run_id` (of at least
+/// [`MIN_PREFIX`] characters).
 pub fn find_run(db: &Path, run_id: &str) -> Result<Rows> {
+    // A shorter prefix (an empty argument: a script's unset variable) matched every run, and
+    // picked the only one of a database: `runner rm --yes "$ID"` deleted it.
+    let prefix = (run_id.chars().count() >= MIN_PREFIX).then(|| like_prefix(run_id));
     let run = run_sql(
         db,
         "SELECT * FROM runs WHERE id = ?1 OR id LIKE ?2 ESCAPE '\\'",
-        &[&run_id, &like_prefix(run_id)],
+        &[&run_id, &prefix],
     )?;
     match run.rows.len() {
+        0 if prefix.is_none() => bail!(
+            "`{run_id}` is not a run id, and a prefix of one needs at least {MIN_PREFIX} characters"
+        ),
         0 => bail!("no run `{run_id}` in {}", db.display()),
         1 => Ok(run),
         n => bail!("`{run_id}` matches {n} runs; give more of the id"),

@@ -901,3 +901,26 @@ fn generate_and_eval_read_a_run_that_is_still_training() {
         String::from_utf8_lossy(&eval.stderr)
     );
 }
+
+#[test]
+fn an_empty_or_short_run_id_names_no_run() {
+    // `runner rm --yes "$ID"` with ID unset: the empty prefix matched every run, so it
+    // deleted the only run of a database.
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), "one", 4, "[0]");
+    sweep(dir.path(), &spec, &[]).success();
+    let id = common::texts(&db(dir.path()), "SELECT id FROM runs").remove(0);
+    let run = |args: &[&str]| runner().current_dir(dir.path()).args(args).assert();
+    for short in ["", &id[..1], &id[..3]] {
+        run(&["rm", "--yes", short])
+            .failure()
+            .stderr(predicate::str::contains("needs at least 4 characters"));
+        run(&["show", short]).failure();
+        run(&["eval", short]).failure();
+    }
+    assert_eq!(count(&db(dir.path()), "SELECT count(*) FROM runs"), 1);
+    assert!(dir.path().join("results/one").join(&id).is_dir());
+    run(&["show", &id[..4]])
+        .success()
+        .stdout(predicate::str::contains(&id));
+}
