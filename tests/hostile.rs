@@ -531,10 +531,10 @@ fn smaller_traps() {
     // LIKE wildcards in an id prefix are literal.
     runner()
         .current_dir(dir.path())
-        .args(["show", "%"])
+        .args(["show", "%___"])
         .assert()
         .failure()
-        .stderr(predicate::str::contains("no run `%`"));
+        .stderr(predicate::str::contains("no run `%___`"));
     // A directory is not a database.
     runner()
         .current_dir(dir.path())
