@@ -67,8 +67,18 @@ fn text(value: Value) -> String {
     }
 }
 
+/// How much of each run [`load`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    /// Everything the report shows.
+    Full,
+    /// The record, settings and evaluations, without the logged history (losses, samples,
+    /// checkpoints, events): what ranking and comparing runs need.
+    Scores,
+}
+
 /// Every experiment (or only `only`) with its runs, in name order.
-pub fn load(db: &Path, only: Option<&str>) -> Result<Vec<Experiment>> {
+pub fn load(db: &Path, only: Option<&str>, detail: Detail) -> Result<Vec<Experiment>> {
     let conn = crate::track::open_read_only(db)?;
     let mut experiments: Vec<Experiment> = conn
         .prepare(
@@ -89,7 +99,7 @@ pub fn load(db: &Path, only: Option<&str>) -> Result<Vec<Experiment>> {
             db.display()
         );
     }
-    let mut runs = load_runs(&conn)?;
+    let mut runs = load_runs(&conn, detail)?;
     for experiment in &mut experiments {
         experiment.runs = runs.remove(&experiment.name).unwrap_or_default();
     }
@@ -97,7 +107,7 @@ pub fn load(db: &Path, only: Option<&str>) -> Result<Vec<Experiment>> {
 }
 
 /// Runs grouped by experiment, in start order.
-fn load_runs(conn: &Connection) -> Result<BTreeMap<String, Vec<Run>>> {
+fn load_runs(conn: &Connection, detail: Detail) -> Result<BTreeMap<String, Vec<Run>>> {
     let mut by_id: BTreeMap<String, (String, Run)> = BTreeMap::new();
     let mut configs: BTreeMap<String, String> = BTreeMap::new();
     let mut order = Vec::new();
@@ -149,17 +159,6 @@ fn load_runs(conn: &Connection) -> Result<BTreeMap<String, Vec<Run>>> {
         Ok(())
     })?;
     each(
-        "SELECT run_id, name, step, value FROM metrics ORDER BY run_id, name, step",
-        &mut |run, r| {
-            let (step, value): (i64, f64) = (r.get(2)?, r.get(3)?);
-            run.metrics
-                .entry(r.get(1)?)
-                .or_default()
-                .push((step as f64, value));
-            Ok(())
-        },
-    )?;
-    each(
         "SELECT run_id, step, metric, value FROM evals",
         &mut |run, r| {
             run.evals
@@ -169,34 +168,47 @@ fn load_runs(conn: &Connection) -> Result<BTreeMap<String, Vec<Run>>> {
             Ok(())
         },
     )?;
-    each(
-        "SELECT run_id, step, path FROM samples ORDER BY run_id, step",
-        &mut |run, r| {
-            run.samples.push((r.get(1)?, r.get(2)?));
-            Ok(())
-        },
-    )?;
-    each(
-        "SELECT run_id, step, path FROM checkpoints ORDER BY run_id, step",
-        &mut |run, r| {
-            run.checkpoints.push((r.get(1)?, r.get(2)?));
-            Ok(())
-        },
-    )?;
-    // (A database last written by an older runner, opened read-only, has no events table.)
-    let has_events: bool = conn.query_row(
-        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'events'",
-        [],
-        |r| r.get(0),
-    )?;
-    if has_events {
+    if detail == Detail::Full {
         each(
-            "SELECT run_id, step, kind, detail FROM events ORDER BY run_id, step, at",
+            "SELECT run_id, name, step, value FROM metrics ORDER BY run_id, name, step",
             &mut |run, r| {
-                run.events.push((r.get(1)?, r.get(2)?, r.get(3)?));
+                let (step, value): (i64, f64) = (r.get(2)?, r.get(3)?);
+                run.metrics
+                    .entry(r.get(1)?)
+                    .or_default()
+                    .push((step as f64, value));
                 Ok(())
             },
         )?;
+        each(
+            "SELECT run_id, step, path FROM samples ORDER BY run_id, step",
+            &mut |run, r| {
+                run.samples.push((r.get(1)?, r.get(2)?));
+                Ok(())
+            },
+        )?;
+        each(
+            "SELECT run_id, step, path FROM checkpoints ORDER BY run_id, step",
+            &mut |run, r| {
+                run.checkpoints.push((r.get(1)?, r.get(2)?));
+                Ok(())
+            },
+        )?;
+        // (A database last written by an older runner, opened read-only, has no events table.)
+        let has_events: bool = conn.query_row(
+            "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'events'",
+            [],
+            |r| r.get(0),
+        )?;
+        if has_events {
+            each(
+                "SELECT run_id, step, kind, detail FROM events ORDER BY run_id, step, at",
+                &mut |run, r| {
+                    run.events.push((r.get(1)?, r.get(2)?, r.get(3)?));
+                    Ok(())
+                },
+            )?;
+        }
     }
     // Runs recorded before a config key existed have no row for it: show its default, so that
     // it does not look swept.

@@ -321,7 +321,7 @@ struct Plot {
 
 /// Writes the report of `db` (all experiments, or only `experiment`) into `out`.
 pub fn write(db: &Path, out: &Path, experiment: Option<&str>) -> Result<Written> {
-    let experiments = data::load(db, experiment)?;
+    let experiments = data::load(db, experiment, data::Detail::Full)?;
     // A symlinked --out is written where it points, and the link stays.
     let out = &if out.is_symlink() {
         std::fs::canonicalize(out)
@@ -736,7 +736,7 @@ fn format_p(p: f64) -> String {
 pub fn explain(db: &Path, experiment: Option<&str>) -> Result<crate::query::Rows> {
     let round = |v: f64| serde_json::json!((v * 1000.0).round() / 1000.0);
     let mut rows = Vec::new();
-    for experiment in data::load(db, experiment)? {
+    for experiment in data::load(db, experiment, data::Detail::Scores)? {
         for i in importance_of(&experiment) {
             rows.push(vec![
                 experiment.name.clone().into(),
