@@ -47,47 +47,95 @@ pub fn lock_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
 
 /// Like [`lock_dir`], answering `None` when another process holds the lock.
 pub fn try_lock_dir(dir: &Path) -> anyhow::Result<Option<std::fs::File>> {
-    let path = dir.join(LOCK_FILE);
+    let (file, locked) = try_lock_file(&dir.join(LOCK_FILE))?;
+    Ok(locked.then_some(file))
+}
+
+/// Holds `.<name>.lock` next to `path` exclusively while the returned file lives, waiting
+/// for another process that holds it (`waiting` is called once if it must wait).
+pub fn lock_beside(path: &Path, waiting: impl FnOnce()) -> anyhow::Result<std::fs::File> {
+    let lock = hidden_sibling(path, "lock");
+    let (file, locked) = try_lock_file(&lock)?;
+    if !locked {
+        waiting();
+        file.lock()
+            .map_err(|e| anyhow::anyhow!("{}: cannot be locked: {e}", lock.display()))?;
+    }
+    Ok(file)
+}
+
+/// Opens (creating) the lock file `path` and tries to lock it: the file, and whether this
+/// process now holds the lock (`false`: another does).
+fn try_lock_file(path: &Path) -> anyhow::Result<(std::fs::File, bool)> {
     let file =
-        std::fs::File::create(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        std::fs::File::create(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     match file.try_lock() {
-        Ok(()) => Ok(Some(file)),
-        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Ok(()) => Ok((file, true)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok((file, false)),
         Err(std::fs::TryLockError::Error(e)) => {
             anyhow::bail!("{}: cannot be locked: {e}", path.display())
         }
     }
 }
 
-/// Holds `.<name>.lock` next to `path` exclusively while the returned file lives, waiting
-/// for another process that holds it (`waiting` is called once if it must wait).
-pub fn lock_beside(path: &Path, waiting: impl FnOnce()) -> anyhow::Result<std::fs::File> {
+/// A hidden name next to `path`: `.<name>.<tag>`.
+pub fn hidden_sibling(path: &Path, tag: &str) -> PathBuf {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy())
         .unwrap_or_default();
-    let lock = path.with_file_name(format!(".{name}.lock"));
-    let file =
-        std::fs::File::create(&lock).map_err(|e| anyhow::anyhow!("{}: {e}", lock.display()))?;
-    let locked = match file.try_lock() {
-        Err(std::fs::TryLockError::WouldBlock) => {
-            waiting();
-            file.lock()
-        }
-        Err(std::fs::TryLockError::Error(e)) => Err(e),
-        Ok(()) => Ok(()),
-    };
-    locked.map_err(|e| anyhow::anyhow!("{}: cannot be locked: {e}", lock.display()))?;
-    Ok(file)
+    path.with_file_name(format!(".{name}.{tag}"))
 }
 
 /// A temporary name next to `path`: `.name.tmp-<pid>`.
 pub fn temp_sibling(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+    hidden_sibling(path, &format!("tmp-{}", std::process::id()))
+}
+
+/// Where [`remove_dir`] and [`replace_dir`] put a directory on its way out: a temporary name
+/// (`.name.old.tmp-<pid>`), so [`remove_temp_dirs`] clears it after a kill.
+fn doomed_sibling(path: &Path) -> PathBuf {
+    hidden_sibling(path, &format!("old.tmp-{}", std::process::id()))
+}
+
+/// Deletes a directory so that it vanishes at once: a reader finds it whole or gone, never
+/// emptying (renamed away first, then deleted).
+pub fn remove_dir(dir: &Path) -> std::io::Result<()> {
+    let doomed = doomed_sibling(dir);
+    std::fs::rename(dir, &doomed)?;
+    std::fs::remove_dir_all(doomed)
+}
+
+/// Puts directory `new` in place of `target` by two renames, so a reader finds the old one or
+/// the new one (the old put back if the second rename fails), then deletes the old.
+pub fn replace_dir(new: &Path, target: &Path) -> std::io::Result<()> {
+    if !target.exists() {
+        return std::fs::rename(new, target);
+    }
+    let old = doomed_sibling(target);
+    std::fs::rename(target, &old)?;
+    if let Err(err) = std::fs::rename(new, target) {
+        let _ = std::fs::rename(&old, target);
+        return Err(err);
+    }
+    std::fs::remove_dir_all(old)
+}
+
+/// Deletes the temporary directories in `parent` whose name starts with `.<prefix>` (those of
+/// [`temp_sibling`], [`remove_dir`] and [`replace_dir`], left by a process killed while
+/// writing or deleting). Only a process that holds the lock on what they belong to may call
+/// it: no other is writing there.
+pub fn remove_temp_dirs(parent: &Path, prefix: &str) -> anyhow::Result<()> {
+    let prefix = format!(".{prefix}");
+    for entry in std::fs::read_dir(parent).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if is_dir && name.starts_with(&prefix) && name.contains(".tmp-") {
+            std::fs::remove_dir_all(entry.path())
+                .map_err(|e| anyhow::anyhow!("removing {}: {e}", entry.path().display()))?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

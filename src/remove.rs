@@ -128,7 +128,7 @@ pub fn remove(db: &Path, target: &Target) -> Result<Removed> {
     {
         return Ok(Removed::Held { by });
     }
-    let trash = dir.with_file_name(format!(".{}.deleting-{}", target.id, std::process::id()));
+    let trash = crate::fsutil::hidden_sibling(dir, &format!("deleting-{}", std::process::id()));
     if exists {
         std::fs::rename(dir, &trash)
             .with_context(|| format!("moving {} to {}", dir.display(), trash.display()))?;

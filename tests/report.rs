@@ -123,7 +123,7 @@ fn runs_without_evaluations_get_pages_ranked_by_loss_and_strings_are_escaped() {
     // Reports written at once (two sweeps ending together) take turns: none fails, and what
     // killed writers left beside the site goes.
     let results = dir.path().join("results");
-    for leftover in [".report.tmp-999999", ".report.old-999999"] {
+    for leftover in [".report.tmp-999999", ".report.old.tmp-999999"] {
         std::fs::create_dir_all(results.join(leftover).join("tiny")).unwrap();
     }
     let writers: Vec<_> = (0..4)

@@ -355,7 +355,14 @@ pub fn write(db: &Path, out: &Path, experiment: Option<&str>) -> Result<Written>
             out.display()
         );
     }
-    remove_unfinished_sites(out)?;
+    // What writers killed mid-way left beside it (none live: the lock is held).
+    if let Some(name) = out.file_name() {
+        let parent = out
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        crate::fsutil::remove_temp_dirs(parent, &format!("{}.", name.to_string_lossy()))?;
+    }
     let tmp = crate::fsutil::temp_sibling(out);
     let site = Site {
         root: tmp.clone(),
@@ -368,54 +375,13 @@ pub fn write(db: &Path, out: &Path, experiment: Option<&str>) -> Result<Written>
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(err);
     }
-    replace_dir(&tmp, out).with_context(|| format!("moving the report to {}", out.display()))?;
+    crate::fsutil::replace_dir(&tmp, out)
+        .with_context(|| format!("moving the report to {}", out.display()))?;
     Ok(Written {
         index: out.join("index.html"),
         experiments: experiments.len(),
         runs: experiments.iter().map(|e| e.runs.len()).sum(),
     })
-}
-
-/// Removes what writers of `out` that were killed left beside it (`.<name>.tmp-<pid>`,
-/// `.<name>.old-<pid>`); called with the site's lock held, so no live writer's.
-fn remove_unfinished_sites(out: &Path) -> Result<()> {
-    let Some(name) = out.file_name().map(|n| n.to_string_lossy().into_owned()) else {
-        return Ok(());
-    };
-    let parent = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let prefixes = [format!(".{name}.tmp-"), format!(".{name}.old-")];
-    for entry in std::fs::read_dir(parent)?.flatten() {
-        let file_name = entry.file_name().to_string_lossy().into_owned();
-        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-        if is_dir && prefixes.iter().any(|p| file_name.starts_with(p.as_str())) {
-            std::fs::remove_dir_all(entry.path())
-                .with_context(|| format!("removing {}", entry.path().display()))?;
-        }
-    }
-    Ok(())
-}
-
-/// Puts directory `new` in place of `out` by two renames, so a reader finds the old site or
-/// the new one, and a kill between them leaves the old site beside (put back if the second
-/// rename fails).
-fn replace_dir(new: &Path, out: &Path) -> std::io::Result<()> {
-    if !out.exists() {
-        return std::fs::rename(new, out);
-    }
-    let name = out
-        .file_name()
-        .map(|n| n.to_string_lossy())
-        .unwrap_or_default();
-    let old = out.with_file_name(format!(".{name}.old-{}", std::process::id()));
-    std::fs::rename(out, &old)?;
-    if let Err(err) = std::fs::rename(new, out) {
-        let _ = std::fs::rename(&old, out);
-        return Err(err);
-    }
-    std::fs::remove_dir_all(old)
 }
 
 /// The site replaces `out` whole: refuse when a run directory the database knows lies inside

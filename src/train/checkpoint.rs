@@ -159,10 +159,7 @@ fn save_to(
         for (name, bytes) in files {
             write_synced(&tmp.join(name), &bytes)?;
         }
-        if target.exists() {
-            remove_dir(&target)?;
-        }
-        std::fs::rename(&tmp, &target)?;
+        crate::fsutil::replace_dir(&tmp, &target)?;
         Ok(sync_dir(
             target
                 .parent()
@@ -214,39 +211,13 @@ pub fn newest_is_intact(run_dir: &Path) -> bool {
         .is_some_and(|(_, dir)| verify(&dir).is_ok())
 }
 
-/// Deletes the temporary directories of checkpoints whose writer was killed while saving them
-/// (they are never resumed from, and a checkpoint can take hundreds of megabytes). Only the
-/// process holding the run directory's lock may call it: no other is writing there.
+/// Deletes the temporary directories of checkpoints whose writer was killed while saving or
+/// deleting them (they are never resumed from, and a checkpoint can take hundreds of
+/// megabytes). Only the process holding the run directory's lock may call it: no other is
+/// writing there.
 pub fn remove_unfinished(run_dir: &Path) -> anyhow::Result<()> {
-    let unfinished = |dir: &Path, name: &str| -> Vec<PathBuf> {
-        let prefix = format!(".{name}");
-        std::fs::read_dir(dir)
-            .into_iter()
-            .flatten()
-            .filter_map(Result::ok)
-            .filter(|e| {
-                let file = e.file_name().to_string_lossy().to_string();
-                file.starts_with(&prefix) && file.contains(".tmp-")
-            })
-            .map(|e| e.path())
-            .collect()
-    };
-    let mut found = unfinished(&checkpoints_dir(run_dir), "step-");
-    found.extend(unfinished(run_dir, "best."));
-    for path in found {
-        std::fs::remove_dir_all(&path).with_context(|| format!("removing {}", path.display()))?;
-    }
-    Ok(())
-}
-
-/// Deletes a checkpoint directory so that it vanishes at once: a reader (`generate` or
-/// `eval` on a run still training) finds it whole or gone, never emptying. Renamed first to a
-/// name [`remove_unfinished`] clears if the process is killed before the files are gone.
-fn remove_dir(dir: &Path) -> std::io::Result<()> {
-    let name = dir.file_name().unwrap_or_default().to_string_lossy();
-    let doomed = dir.with_file_name(format!(".{name}.old.tmp-{}", std::process::id()));
-    std::fs::rename(dir, &doomed)?;
-    std::fs::remove_dir_all(doomed)
+    crate::fsutil::remove_temp_dirs(&checkpoints_dir(run_dir), "step-")?;
+    crate::fsutil::remove_temp_dirs(run_dir, "best.")
 }
 
 /// Deletes all but the newest `keep` checkpoints (always keeping `protect`); returns the
@@ -257,7 +228,9 @@ pub fn prune(run_dir: &Path, keep: usize, protect: u64) -> anyhow::Result<Vec<u6
     let mut removed = Vec::new();
     for (step, path) in all.into_iter().take(excess) {
         if step != protect {
-            remove_dir(&path).with_context(|| format!("removing {}", path.display()))?;
+            // At once: `generate` or `eval` on a run still training finds it whole or gone.
+            crate::fsutil::remove_dir(&path)
+                .with_context(|| format!("removing {}", path.display()))?;
             removed.push(step);
         }
     }
