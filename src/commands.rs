@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, Result, bail};
 
 use crate::data::{self, DatasetName, fetch};
+use crate::exec;
 use crate::progress::ProgressObserver;
 use crate::spec::{Override, Spec};
-use crate::sweep;
 use crate::train::{self, Status};
 
 pub fn data_fetch(
@@ -168,7 +168,7 @@ pub struct SweepRequest<'a> {
     pub data_dir: Option<&'a Path>,
     pub write_report: bool,
     /// Set for `--executor slurm`.
-    pub slurm: Option<crate::slurm::SlurmOptions>,
+    pub slurm: Option<crate::exec::slurm::SlurmOptions>,
     pub collect: bool,
     /// Whether any Slurm-only flag was given (refused for the local executor).
     pub slurm_flags_given: bool,
@@ -184,12 +184,12 @@ pub fn sweep(req: SweepRequest) -> Result<()> {
     let stop = interrupt_flag();
     let summary = if req.collect {
         let tracker = crate::track::Tracker::start(req.db)?;
-        let jobs = crate::slurm::outstanding_jobs(req.results, &spec.name)?;
+        let jobs = crate::exec::slurm::outstanding_jobs(req.results, &spec.name)?;
         if req.slurm.as_ref().is_some_and(|s| s.wait) && !jobs.is_empty() {
-            crate::slurm::wait(&jobs, &stop)?;
+            crate::exec::slurm::wait(&jobs, &stop)?;
         }
-        let mut summary = sweep::Summary::default();
-        for status in crate::slurm::collect(req.results, &spec.name, &tracker)?.values() {
+        let mut summary = exec::Summary::default();
+        for status in crate::exec::slurm::collect(req.results, &spec.name, &tracker)?.values() {
             summary.count(status);
         }
         tracker.close()?;
@@ -205,13 +205,13 @@ pub fn sweep(req: SweepRequest) -> Result<()> {
         )?;
         summary
     } else {
-        let runs = sweep::plan(&spec, req.results, req.data_dir)?;
+        let runs = exec::plan(&spec, req.results, req.data_dir)?;
         if req.dry_run {
-            out!("{}", sweep::grid_table(&spec, &runs))?;
+            out!("{}", exec::grid_table(&spec, &runs))?;
             return Ok(());
         }
-        let executor: Box<dyn sweep::Executor> = match &req.slurm {
-            Some(options) => Box::new(crate::slurm::SlurmExecutor {
+        let executor: Box<dyn exec::Executor> = match &req.slurm {
+            Some(options) => Box::new(crate::exec::slurm::SlurmExecutor {
                 options: options.clone(),
                 results: req.results.to_path_buf(),
                 stop: stop.clone(),
@@ -229,18 +229,18 @@ pub fn sweep(req: SweepRequest) -> Result<()> {
                 };
                 let jobs = req.jobs.unwrap_or(default_jobs);
                 anyhow::ensure!(jobs > 0, "--jobs must be at least 1");
-                Box::new(sweep::LocalExecutor {
+                Box::new(exec::LocalExecutor {
                     jobs,
                     stop: stop.clone(),
                 })
             }
         };
-        let options = sweep::SweepOptions {
+        let options = exec::SweepOptions {
             force: req.force,
             db: req.db.to_path_buf(),
         };
         let total = runs.len();
-        let summary = sweep::run(&spec, req.spec, runs, &options, executor.as_ref())?;
+        let summary = exec::run(&spec, req.spec, runs, &options, executor.as_ref())?;
         let held = if summary.held > 0 {
             format!(
                 ", {} left to another sweep that is training them",

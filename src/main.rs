@@ -92,7 +92,7 @@ fn run(cli: Cli) -> Result<()> {
             data_dir: a.data_dir.as_deref(),
             write_report: !a.no_report,
             slurm: (a.executor == cli::ExecutorKind::Slurm).then(|| {
-                ganrunner::slurm::SlurmOptions {
+                ganrunner::exec::slurm::SlurmOptions {
                     partition: a.partition.clone(),
                     max_parallel: a.max_parallel,
                     sbatch_args: a.sbatch_args.clone(),
@@ -143,7 +143,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::SlurmTask(a) => {
             // The submitting sweep's --device, passed through the batch script's environment.
             select(None)?;
-            ganrunner::slurm::run_task(&a.plan, a.index)
+            ganrunner::exec::slurm::run_task(&a.plan, a.index)
         }
         Command::Bench(a) => commands::bench(
             select(a.device.device)?,

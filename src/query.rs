@@ -398,7 +398,7 @@ fn like_prefix(prefix: &str) -> String {
 const MIN_PREFIX: usize = 4;
 
 /// The `runs` row of the one run whose id is or starts with `run_id` (of at least
-/// [`MIN_PREFIX`] characters).
+/// `MIN_PREFIX` characters).
 pub fn find_run(db: &Path, run_id: &str) -> Result<Rows> {
     // A shorter prefix (an empty argument: a script's unset variable) matched every run, and
     // picked the only one of a database: `runner rm --yes "$ID"` deleted it.

@@ -4,7 +4,7 @@
 //! `numpy.core.multiarray._reconstruct(ndarray, (0,), b'b')` followed by a BUILD whose state is
 //! `(version, shape, dtype, is_fortran, raw_bytes)`, where `dtype` is `numpy.dtype('f4', 0, 1)`
 //! or a memo reference to one. This walker runs the opcodes (protocols 0-2) on a small stack of
-//! [`Value`]s, evaluating only those two calls, and returns every array it built, in order.
+//! `Value`s, evaluating only those two calls, and returns every array it built, in order.
 //! Byte strings are kept as ranges into the input, so the 150 MB arrays are never copied twice.
 
 use std::collections::HashMap;

@@ -55,6 +55,15 @@ pub const HEADLINE: [&str; 8] = [
     "coverage",
 ];
 
+/// Whether a larger value of evaluation metric `name` is better; `None` for unknown names.
+pub fn higher_is_better(name: &str) -> Option<bool> {
+    match name {
+        "fid" | "kid" | "class_kl" => Some(false),
+        "is" | "precision" | "recall" | "density" | "coverage" => Some(true),
+        _ => None,
+    }
+}
+
 impl Metrics {
     /// The headline scores, named as in [`HEADLINE`].
     pub fn headline(&self) -> [(&'static str, f64); 8] {

@@ -697,7 +697,7 @@ fn format_p(p: f64) -> String {
     }
 }
 
-/// `runner runs --explain`: [`importance_of`] each experiment (or only `experiment`), one row
+/// `runner runs --explain`: `importance_of` each experiment (or only `experiment`), one row
 /// per experiment and setting, largest share first.
 pub fn explain(db: &Path, experiment: Option<&str>) -> Result<crate::query::Rows> {
     let round = |v: f64| serde_json::json!((v * 1000.0).round() / 1000.0);

@@ -13,6 +13,7 @@ use crate::model::ModelConfig;
 use crate::train::loss::LossKind;
 
 mod overrides;
+pub mod search;
 pub use overrides::Override;
 
 /// A spec that cannot be used, with where the problem is.
@@ -407,7 +408,7 @@ pub struct Spec {
     pub sweep: toml::Table,
     /// Random or Sobol trials over distributions, crossed with the grid.
     #[serde(default)]
-    pub search: crate::search::Search,
+    pub search: search::Search,
 }
 
 /// One point of a sweep grid: its resolved config and the swept values that made it.
@@ -758,7 +759,7 @@ impl Spec {
 
     /// `[search]` problems as (`search.<key>`, message).
     fn check_search(&self) -> Result<(), (String, String)> {
-        use crate::search::Strategy;
+        use search::Strategy;
         let search = &self.search;
         if let Some(prune) = &search.prune
             && let Some((key, message)) = prune.problem(self.log.eval_every, self.log.eval_samples)

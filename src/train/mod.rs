@@ -59,7 +59,7 @@ pub enum Status {
     Interrupted {
         step: u64,
     },
-    /// The observer pruned the run (see `crate::prune`); checkpointed at `step`.
+    /// The observer pruned the run (see `crate::exec::prune`); checkpointed at `step`.
     Pruned {
         step: u64,
         reason: String,

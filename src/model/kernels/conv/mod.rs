@@ -11,7 +11,7 @@
 //! Composed from burn's tensor ops instead ([`crate::model::conv::im2col_conv2d`]), autodiff
 //! copies, zero-fills and adds one input-sized tensor per kernel tap.
 //!
-//! Images run in parallel (rayon) in fixed groups of [`GROUP`]: the weight gradient is summed
+//! Images run in parallel (rayon) in fixed groups of `GROUP`: the weight gradient is summed
 //! per group and the groups' sums added in order, so results do not depend on the thread count.
 
 use burn::backend::autodiff::Autodiff;

@@ -9,6 +9,9 @@
 use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+use crate::detect::Detector;
+use crate::eval::higher_is_better;
+
 /// How the points of a spec are chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -42,7 +45,121 @@ pub struct Search {
     /// Dotted config path -> distribution.
     pub space: std::collections::BTreeMap<String, Distribution>,
     /// Early stopping of the sweep's runs (ASHA and failure detectors).
-    pub prune: Option<crate::prune::PruneRule>,
+    pub prune: Option<PruneRule>,
+}
+
+/// The `[search.prune]` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PruneRule {
+    /// An evaluation metric (`fid`, `kid`, `is`, `class_kl`, `precision`, `recall`,
+    /// `density`, `coverage`); its direction is known.
+    #[serde(default = "default_metric")]
+    pub metric: String,
+    /// Steps at which runs are compared (each an evaluation step).
+    #[serde(default)]
+    pub rungs: Vec<u64>,
+    /// The fraction of runs at a rung that go on: a number in (0, 1) or a fraction "1/3".
+    #[serde(default = "default_keep", with = "fraction")]
+    pub keep: f64,
+    /// Failure detectors that stop a run as pruned when they fire.
+    #[serde(default)]
+    pub stop_on: Vec<Detector>,
+}
+
+fn default_metric() -> String {
+    "fid".into()
+}
+
+fn default_keep() -> f64 {
+    1.0 / 3.0
+}
+
+/// `keep` as a number or as a string "a/b" (TOML has no fractions).
+mod fraction {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Number(f64),
+        Text(String),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+        match Raw::deserialize(deserializer)? {
+            Raw::Number(x) => Ok(x),
+            Raw::Text(text) => text
+                .split_once('/')
+                .and_then(|(a, b)| {
+                    Some(a.trim().parse::<f64>().ok()? / b.trim().parse::<f64>().ok()?)
+                })
+                .ok_or_else(|| {
+                    serde::de::Error::custom(format!(
+                        "expected a number or a fraction like \"1/3\", got {text:?}"
+                    ))
+                }),
+        }
+    }
+
+    pub fn serialize<S: Serializer>(value: &f64, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_f64(*value)
+    }
+}
+
+impl PruneRule {
+    /// Impossible settings as (key under `search.prune`, message), given the runs' evaluation
+    /// schedule.
+    pub fn problem(&self, eval_every: u64, eval_samples: usize) -> Option<(String, String)> {
+        let fail = |key: &str, message: String| Some((key.to_string(), message));
+        if higher_is_better(&self.metric).is_none() {
+            return fail(
+                "metric",
+                format!(
+                    "must be one of {}, got {:?}",
+                    crate::eval::HEADLINE.join(", "),
+                    self.metric
+                ),
+            );
+        }
+        if !(self.keep.is_finite() && 0.0 < self.keep && self.keep < 1.0) {
+            return fail("keep", format!("must be in (0, 1), got {}", self.keep));
+        }
+        if self.rungs.is_empty() && self.stop_on.is_empty() {
+            return fail(
+                "rungs",
+                "needs at least one step (or a `stop_on` rule)".into(),
+            );
+        }
+        if !self.rungs.windows(2).all(|w| w[0] < w[1]) || self.rungs.first() == Some(&0) {
+            return fail(
+                "rungs",
+                format!("must be increasing steps above 0, got {:?}", self.rungs),
+            );
+        }
+        if !self.rungs.is_empty() && (eval_samples == 0 || eval_every == 0) {
+            return fail(
+                "rungs",
+                "need evaluations: set `log.eval_every` and `log.eval_samples` > 0".into(),
+            );
+        }
+        if let Some(rung) = self
+            .rungs
+            .iter()
+            .find(|r| !r.is_multiple_of(eval_every.max(1)))
+        {
+            return fail(
+                "rungs",
+                format!("{rung} is not an evaluation step (`log.eval_every` = {eval_every})"),
+            );
+        }
+        None
+    }
+
+    /// How many of `n` runs at a rung go on.
+    pub fn kept_of(&self, n: usize) -> usize {
+        ((n as f64 * self.keep).floor() as usize).max(1)
+    }
 }
 
 impl Distribution {
@@ -185,5 +302,39 @@ mod tests {
         assert!(Distribution::Int([3, 1]).problem().is_some());
         assert!(Distribution::Choice(vec![]).problem().is_some());
         assert!(Distribution::Int([1, 1]).problem().is_none());
+    }
+
+    fn rule(metric: &str, keep: f64) -> PruneRule {
+        PruneRule {
+            metric: metric.into(),
+            rungs: vec![100, 200],
+            keep,
+            stop_on: vec![],
+        }
+    }
+
+    #[test]
+    fn impossible_rules_are_refused() {
+        let ok = rule("fid", 0.5);
+        assert_eq!(ok.problem(100, 1000), None);
+        let key = |r: PruneRule, every: u64| r.problem(every, 1000).map(|(k, _)| k);
+        assert_eq!(key(rule("loss", 0.5), 100).as_deref(), Some("metric"));
+        assert_eq!(key(rule("fid", 1.0), 100).as_deref(), Some("keep"));
+        assert_eq!(key(rule("fid", 0.0), 100).as_deref(), Some("keep"));
+        assert_eq!(key(ok.clone(), 0).as_deref(), Some("rungs"));
+        assert_eq!(key(ok.clone(), 30).as_deref(), Some("rungs"));
+        let mut backwards = ok.clone();
+        backwards.rungs = vec![200, 100];
+        assert_eq!(key(backwards, 100).as_deref(), Some("rungs"));
+        assert_eq!(ok.problem(100, 0).map(|(k, _)| k).as_deref(), Some("rungs"));
+    }
+
+    #[test]
+    fn keep_reads_numbers_and_fractions() {
+        let parse = |text: &str| toml::from_str::<PruneRule>(text);
+        assert!((parse("keep = \"1/3\"").unwrap().keep - 1.0 / 3.0).abs() < 1e-12);
+        assert_eq!(parse("keep = 0.25").unwrap().keep, 0.25);
+        assert!(parse("keep = \"a third\"").is_err());
+        assert!(parse("kept = 0.5").is_err());
     }
 }

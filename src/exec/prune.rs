@@ -18,147 +18,10 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::detect::Detector;
+use crate::eval::higher_is_better;
+use crate::spec::search::PruneRule;
 use crate::track::Event;
 use crate::track::records;
-
-/// The `[search.prune]` table.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PruneRule {
-    /// An evaluation metric (`fid`, `kid`, `is`, `class_kl`, `precision`, `recall`,
-    /// `density`, `coverage`); its direction is known.
-    #[serde(default = "default_metric")]
-    pub metric: String,
-    /// Steps at which runs are compared (each an evaluation step).
-    #[serde(default)]
-    pub rungs: Vec<u64>,
-    /// The fraction of runs at a rung that go on: a number in (0, 1) or a fraction "1/3".
-    #[serde(default = "default_keep", with = "fraction")]
-    pub keep: f64,
-    /// Failure detectors that stop a run as pruned when they fire.
-    #[serde(default)]
-    pub stop_on: Vec<Detector>,
-}
-
-fn default_metric() -> String {
-    "fid".into()
-}
-
-fn default_keep() -> f64 {
-    1.0 / 3.0
-}
-
-/// `keep` as a number or as a string "a/b" (TOML has no fractions).
-mod fraction {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Number(f64),
-        Text(String),
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
-        match Raw::deserialize(deserializer)? {
-            Raw::Number(x) => Ok(x),
-            Raw::Text(text) => text
-                .split_once('/')
-                .and_then(|(a, b)| {
-                    Some(a.trim().parse::<f64>().ok()? / b.trim().parse::<f64>().ok()?)
-                })
-                .ok_or_else(|| {
-                    serde::de::Error::custom(format!(
-                        "expected a number or a fraction like \"1/3\", got {text:?}"
-                    ))
-                }),
-        }
-    }
-
-    pub fn serialize<S: Serializer>(value: &f64, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_f64(*value)
-    }
-}
-
-impl PruneRule {
-    /// Impossible settings as (key under `search.prune`, message), given the runs' evaluation
-    /// schedule.
-    pub fn problem(&self, eval_every: u64, eval_samples: usize) -> Option<(String, String)> {
-        let fail = |key: &str, message: String| Some((key.to_string(), message));
-        if higher_is_better(&self.metric).is_none() {
-            return fail(
-                "metric",
-                format!(
-                    "must be one of {}, got {:?}",
-                    crate::eval::HEADLINE.join(", "),
-                    self.metric
-                ),
-            );
-        }
-        if !(self.keep.is_finite() && 0.0 < self.keep && self.keep < 1.0) {
-            return fail("keep", format!("must be in (0, 1), got {}", self.keep));
-        }
-        if self.rungs.is_empty() && self.stop_on.is_empty() {
-            return fail(
-                "rungs",
-                "needs at least one step (or a `stop_on` rule)".into(),
-            );
-        }
-        if !self.rungs.windows(2).all(|w| w[0] < w[1]) || self.rungs.first() == Some(&0) {
-            return fail(
-                "rungs",
-                format!("must be increasing steps above 0, got {:?}", self.rungs),
-            );
-        }
-        if !self.rungs.is_empty() && (eval_samples == 0 || eval_every == 0) {
-            return fail(
-                "rungs",
-                "need evaluations: set `log.eval_every` and `log.eval_samples` > 0".into(),
-            );
-        }
-        if let Some(rung) = self
-            .rungs
-            .iter()
-            .find(|r| !r.is_multiple_of(eval_every.max(1)))
-        {
-            return fail(
-                "rungs",
-                format!("{rung} is not an evaluation step (`log.eval_every` = {eval_every})"),
-            );
-        }
-        None
-    }
-
-    /// How many of `n` runs at a rung go on.
-    pub fn kept_of(&self, n: usize) -> usize {
-        ((n as f64 * self.keep).floor() as usize).max(1)
-    }
-
-    /// Whether `value` goes on against the rung's `values` (which include it).
-    pub fn decide(&self, value: f64, values: &[f64]) -> Decision {
-        let better_first = |v: f64| {
-            let v = if v.is_nan() { f64::INFINITY } else { v };
-            if higher_is_better(&self.metric) == Some(true) {
-                -v
-            } else {
-                v
-            }
-        };
-        let mut ranked: Vec<f64> = values.iter().map(|&v| better_first(v)).collect();
-        ranked.sort_by(f64::total_cmp);
-        let kept = self.kept_of(values.len());
-        let cutoff = ranked[kept - 1];
-        let mine = better_first(value);
-        let rank = 1 + ranked.iter().filter(|&&v| v < mine).count();
-        Decision {
-            keep: mine <= cutoff,
-            rank,
-            of: values.len(),
-            kept,
-        }
-    }
-}
 
 /// A rung decision: the run's rank (1 = best) among `of` runs, of which the best `kept` go on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,20 +33,35 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// Whether `value` goes on against the rung's `values` (which include it) under `rule`.
+    pub fn judge(rule: &PruneRule, value: f64, values: &[f64]) -> Decision {
+        let better_first = |v: f64| {
+            let v = if v.is_nan() { f64::INFINITY } else { v };
+            if higher_is_better(&rule.metric) == Some(true) {
+                -v
+            } else {
+                v
+            }
+        };
+        let mut ranked: Vec<f64> = values.iter().map(|&v| better_first(v)).collect();
+        ranked.sort_by(f64::total_cmp);
+        let kept = rule.kept_of(values.len());
+        let cutoff = ranked[kept - 1];
+        let mine = better_first(value);
+        let rank = 1 + ranked.iter().filter(|&&v| v < mine).count();
+        Decision {
+            keep: mine <= cutoff,
+            rank,
+            of: values.len(),
+            kept,
+        }
+    }
+
     pub fn describe(&self, metric: &str, value: f64, rung: u64) -> String {
         format!(
             "{metric} {value:.4} at rung {rung}: rank {} of {}, the best {} go on",
             self.rank, self.of, self.kept
         )
-    }
-}
-
-/// Whether a larger value of evaluation metric `name` is better; `None` for unknown names.
-pub fn higher_is_better(name: &str) -> Option<bool> {
-    match name {
-        "fid" | "kid" | "class_kl" => Some(false),
-        "is" | "precision" | "recall" | "density" | "coverage" => Some(true),
-        _ => None,
     }
 }
 
@@ -212,7 +90,7 @@ impl Pruning {
                 // Our own evaluation is not in the records (it could not be written): alone.
                 values.push(value);
             }
-            self.rule.decide(value, &values)
+            Decision::judge(&self.rule, value, &values)
         })
     }
 
@@ -236,7 +114,7 @@ impl Pruning {
         })??;
         let value = eval_at(lines, &self.rule.metric, rung)?;
         let values = rungs.entry(rung).or_insert_with(|| self.rung_values(rung));
-        Some((rung, value, self.rule.decide(value, values)))
+        Some((rung, value, Decision::judge(&self.rule, value, values)))
     }
 }
 
@@ -267,22 +145,22 @@ mod tests {
     fn the_best_fraction_goes_on_ties_included_first_always() {
         let fid = rule("fid", 1.0 / 3.0);
         assert!(
-            fid.decide(50.0, &[50.0]).keep,
+            Decision::judge(&fid, 50.0, &[50.0]).keep,
             "the first at a rung goes on"
         );
-        assert!(!fid.decide(60.0, &[50.0, 60.0]).keep);
-        assert!(fid.decide(40.0, &[50.0, 40.0]).keep);
+        assert!(!Decision::judge(&fid, 60.0, &[50.0, 60.0]).keep);
+        assert!(Decision::judge(&fid, 40.0, &[50.0, 40.0]).keep);
         // Six runs: the best two go on; a tie with the second goes on too.
         let six = [10.0, 20.0, 30.0, 40.0, 50.0, 20.0];
-        let d = fid.decide(20.0, &six);
+        let d = Decision::judge(&fid, 20.0, &six);
         assert_eq!((d.keep, d.rank, d.of, d.kept), (true, 2, 6, 2));
-        assert!(!fid.decide(30.0, &six).keep);
+        assert!(!Decision::judge(&fid, 30.0, &six).keep);
         // Higher is better for precision; NaN is the worst of anything.
         let precision = rule("precision", 0.5);
-        assert!(precision.decide(0.9, &[0.9, 0.1, 0.5, 0.2]).keep);
-        assert!(!precision.decide(0.2, &[0.9, 0.1, 0.5, 0.2]).keep);
-        assert!(!fid.decide(f64::NAN, &[f64::NAN, 5.0, 6.0]).keep);
-        assert!(fid.decide(5.0, &[f64::NAN, 5.0, 6.0]).keep);
+        assert!(Decision::judge(&precision, 0.9, &[0.9, 0.1, 0.5, 0.2]).keep);
+        assert!(!Decision::judge(&precision, 0.2, &[0.9, 0.1, 0.5, 0.2]).keep);
+        assert!(!Decision::judge(&fid, f64::NAN, &[f64::NAN, 5.0, 6.0]).keep);
+        assert!(Decision::judge(&fid, 5.0, &[f64::NAN, 5.0, 6.0]).keep);
         assert_eq!(rule("fid", 0.5).kept_of(7), 3);
         assert_eq!(rule("fid", 0.1).kept_of(3), 1);
     }
@@ -376,9 +254,9 @@ mod tests {
         // A pruned run that was resumed (started again) and pruned again later is judged at
         // its latest rung only.
         let started = Event::RunStarted {
-            record: crate::sweep::record_of(
+            record: crate::exec::record_of(
                 "x",
-                &crate::sweep::PlannedRun {
+                &crate::exec::PlannedRun {
                     id: "r".into(),
                     point: crate::spec::GridPoint {
                         config: Default::default(),
@@ -402,30 +280,5 @@ mod tests {
             pruning.reconsider(&records::read(&g), &mut Default::default()),
             None
         );
-    }
-
-    #[test]
-    fn impossible_rules_are_refused() {
-        let ok = rule("fid", 0.5);
-        assert_eq!(ok.problem(100, 1000), None);
-        let key = |r: PruneRule, every: u64| r.problem(every, 1000).map(|(k, _)| k);
-        assert_eq!(key(rule("loss", 0.5), 100).as_deref(), Some("metric"));
-        assert_eq!(key(rule("fid", 1.0), 100).as_deref(), Some("keep"));
-        assert_eq!(key(rule("fid", 0.0), 100).as_deref(), Some("keep"));
-        assert_eq!(key(ok.clone(), 0).as_deref(), Some("rungs"));
-        assert_eq!(key(ok.clone(), 30).as_deref(), Some("rungs"));
-        let mut backwards = ok.clone();
-        backwards.rungs = vec![200, 100];
-        assert_eq!(key(backwards, 100).as_deref(), Some("rungs"));
-        assert_eq!(ok.problem(100, 0).map(|(k, _)| k).as_deref(), Some("rungs"));
-    }
-
-    #[test]
-    fn keep_reads_numbers_and_fractions() {
-        let parse = |text: &str| toml::from_str::<PruneRule>(text);
-        assert!((parse("keep = \"1/3\"").unwrap().keep - 1.0 / 3.0).abs() < 1e-12);
-        assert_eq!(parse("keep = 0.25").unwrap().keep, 0.25);
-        assert!(parse("keep = \"a third\"").is_err());
-        assert!(parse("kept = 0.5").is_err());
     }
 }

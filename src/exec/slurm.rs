@@ -3,7 +3,7 @@
 //! Submitting writes a plan (`<results>/<experiment>/slurm/plan-<ms>.json`: the resolved grid
 //! points, so tasks never re-expand the spec) and a batch script next to it, then calls
 //! `sbatch`. Array task i runs `runner slurm-task <plan> i`, which trains point i through the
-//! same [`sweep::run_one`] as a local sweep, but records into `records.jsonl` in the run's own
+//! same [`run_one`] as a local sweep, but records into `records.jsonl` in the run's own
 //! directory instead of the database: SQLite's locking is not safe over NFS, so no task ever
 //! opens the main database. The submitting side merges finished tasks' records into it
 //! ([`collect`], `--collect`, and automatically after `--wait`). Records replay idempotently,
@@ -25,7 +25,7 @@ use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
-use crate::sweep::{self, Executor, Pending, Recorder, Summary};
+use super::{Executor, Pending, PlannedRun, Recorder, Summary, prepare, record_of, run_one};
 use crate::track::records::{self, RecordsFile};
 use crate::track::{self, Event, Tracker};
 
@@ -50,7 +50,7 @@ pub struct Plan {
     pub runs: Vec<Pending>,
     /// The sweep's `[search.prune]` and the runs it compares, once for all tasks.
     #[serde(default)]
-    pub pruning: Option<crate::prune::Pruning>,
+    pub pruning: Option<super::prune::Pruning>,
 }
 
 fn slurm_dir(results: &Path, experiment: &str) -> PathBuf {
@@ -106,7 +106,7 @@ impl Executor for SlurmExecutor {
     fn execute(
         &self,
         experiment: &str,
-        runs: Vec<sweep::PlannedRun>,
+        runs: Vec<PlannedRun>,
         force: bool,
         tracker: &Tracker,
     ) -> Result<Summary> {
@@ -116,7 +116,7 @@ impl Executor for SlurmExecutor {
         let pruning = runs.first().and_then(|r| r.pruning.as_deref().cloned());
         let pending = runs
             .into_iter()
-            .map(|run| sweep::prepare(run, force))
+            .map(|run| prepare(run, force))
             .collect::<Result<Vec<Pending>>>()?;
         // Train (or check) the evaluator's classifier here, once, rather than in every task.
         let data_dirs: BTreeSet<PathBuf> = pending
@@ -191,7 +191,7 @@ impl Executor for SlurmExecutor {
         write_plan(&plan)?;
         for (i, p) in plan.runs.iter().enumerate() {
             tracker.send(Event::RunQueued {
-                record: sweep::record_of(experiment, &p.run),
+                record: record_of(experiment, &p.run),
                 slurm_task: task_id(&job, i),
             });
         }
@@ -398,7 +398,7 @@ pub fn run_task(plan_path: &Path, index: usize) -> Result<()> {
         track::hostname()
     );
     let bar = ProgressBar::hidden();
-    let status = sweep::run_one(
+    let status = run_one(
         &plan.experiment,
         pending,
         &recorder,

@@ -1,0 +1,286 @@
+//! Executing a sweep: `runner sweep` plans a spec's grid ([`plan`]), skips what the database
+//! knows as finished or pruned ([`run`]) and hands the rest to an [`Executor`].
+//!
+//! Each grid point is a run whose id is the hash of its experiment, resolved config and data
+//! (`spec::run_id`); its files live in `results/<experiment>/<run-id>/`. Finished runs are
+//! skipped, others resume from their last checkpoint (`--force` starts them over). A failed or
+//! diverged run is recorded with its error and does not stop the others; Ctrl-C or SIGTERM
+//! makes active runs checkpoint and stop.
+//!
+//! Every grid point runs through [`run_one`] (`point.rs`), whichever executor: [`local`] on a
+//! pool of worker threads here, recording into each run's `records.jsonl` and the database, or
+//! [`slurm`] as Slurm array tasks, recording only into `records.jsonl`, merged afterwards.
+//! [`prune`] stops runs early (ASHA rungs and failure detectors) under both.
+
+pub mod local;
+mod point;
+pub mod prune;
+pub mod slurm;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::errln;
+use crate::spec::{GridPoint, RunConfig, Spec};
+use crate::track::records;
+use crate::track::{self, Event, RunRecord, Tracker};
+use crate::train;
+pub use local::LocalExecutor;
+pub use point::run_one;
+use prune::Pruning;
+
+/// How to run a sweep.
+#[derive(Debug, Clone)]
+pub struct SweepOptions {
+    pub force: bool,
+    pub db: PathBuf,
+}
+
+/// One grid point, placed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlannedRun {
+    pub id: String,
+    pub point: GridPoint,
+    pub run_dir: PathBuf,
+    /// The content hash of its training split (`data::fingerprint`).
+    #[serde(default)]
+    pub data_id: String,
+    /// The sweep's pruning, shared by its runs (a Slurm plan carries it once).
+    #[serde(skip)]
+    pub pruning: Option<Arc<Pruning>>,
+    /// Set when a rerun promotes this run, pruned at a rung: (rung, why).
+    #[serde(default)]
+    pub promoted: Option<(u64, String)>,
+}
+
+/// The grid of a spec as runs, each identified by its experiment, config and the content of
+/// its data (read here, once per data directory). Points with identical configs (search trials
+/// that drew the same values) collapse into one run.
+pub fn plan(spec: &Spec, results: &Path, data_dir: Option<&Path>) -> Result<Vec<PlannedRun>> {
+    let grid = spec
+        .grid()
+        .map_err(|(key, msg)| anyhow::anyhow!("`{key}` {msg}"))?;
+    let mut fingerprints = std::collections::HashMap::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut runs = Vec::new();
+    for mut point in grid {
+        if let Some(dir) = data_dir {
+            point.config.data.dir = Some(dir.to_path_buf());
+        }
+        let dir = point.config.data.resolved_dir();
+        let data_id = match fingerprints.get(&dir) {
+            Some(id) => String::clone(id),
+            None => {
+                let id = crate::data::fingerprint(&dir)?;
+                fingerprints.insert(dir, id.clone());
+                id
+            }
+        };
+        let id = crate::spec::run_id(&spec.name, &point.config, &data_id);
+        if !seen.insert(id.clone()) {
+            continue;
+        }
+        crate::budget::check_run(&point.config)?;
+        let run_dir = results.join(&spec.name).join(&id);
+        runs.push(PlannedRun {
+            id,
+            point,
+            run_dir,
+            data_id,
+            pruning: None,
+            promoted: None,
+        });
+    }
+    if let Some(rule) = &spec.search.prune {
+        let pruning = Arc::new(Pruning {
+            rule: rule.clone(),
+            cohort: runs.iter().map(|r| r.run_dir.clone()).collect(),
+        });
+        for run in &mut runs {
+            run.pruning = Some(pruning.clone());
+        }
+    }
+    Ok(runs)
+}
+
+/// The expanded grid as a table: run id and the swept values.
+pub fn grid_table(spec: &Spec, runs: &[PlannedRun]) -> String {
+    let keys = spec.swept_keys();
+    let mut rows = vec![
+        std::iter::once("run".to_string())
+            .chain(keys.iter().cloned())
+            .collect::<Vec<_>>(),
+    ];
+    for run in runs {
+        let values = keys.iter().map(|k| {
+            run.point
+                .swept
+                .iter()
+                .find(|(p, _)| p == k)
+                .map(|(_, v)| v.to_string())
+                .unwrap_or_default()
+        });
+        rows.push(std::iter::once(run.id.clone()).chain(values).collect());
+    }
+    let mut out = crate::query::format_table(&rows);
+    out.push_str(&format!("{} runs\n", runs.len()));
+    out
+}
+
+/// What a sweep did.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Summary {
+    pub finished: usize,
+    pub skipped: usize,
+    pub failed: usize,
+    pub diverged: usize,
+    pub interrupted: usize,
+    /// Stopped early by `[search.prune]` (and not promoted).
+    pub pruned: usize,
+    /// Handed to a scheduler and not ended yet.
+    pub queued: usize,
+    /// Being trained by another process (left to it).
+    pub held: usize,
+}
+
+impl Summary {
+    /// Counts one run that ended with `status`.
+    pub fn count(&mut self, status: &str) {
+        match status {
+            "finished" => self.finished += 1,
+            "diverged" => self.diverged += 1,
+            "interrupted" => self.interrupted += 1,
+            "pruned" => self.pruned += 1,
+            "pending" | "running" => self.queued += 1,
+            "skipped" => self.skipped += 1,
+            "held" => self.held += 1,
+            _ => self.failed += 1,
+        }
+    }
+}
+
+/// Where a run's records go. An error stops the run (checkpointed, resumable).
+pub trait Recorder: Sync {
+    fn record(&self, event: Event) -> Result<(), String>;
+}
+
+/// A pending grid point: `fresh` when it starts over (no checkpoint to resume from).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Pending {
+    pub run: PlannedRun,
+    pub fresh: bool,
+}
+
+/// Runs a sweep's grid points that are not known to be finished somewhere, recording them in
+/// the tracker's database; `force` starts them over.
+pub trait Executor {
+    fn execute(
+        &self,
+        experiment: &str,
+        runs: Vec<PlannedRun>,
+        force: bool,
+        tracker: &Tracker,
+    ) -> Result<Summary>;
+}
+
+/// A run about to start: with `force` its directory goes; it is `fresh` when there is no
+/// checkpoint left to resume from.
+pub fn prepare(run: PlannedRun, force: bool) -> Result<Pending> {
+    if force && run.run_dir.exists() {
+        std::fs::remove_dir_all(&run.run_dir)
+            .with_context(|| format!("removing {}", run.run_dir.display()))?;
+    }
+    let fresh = train::checkpoint::list(&run.run_dir).is_empty();
+    Ok(Pending { run, fresh })
+}
+
+/// The database record of a planned run.
+pub fn record_of(experiment: &str, run: &PlannedRun) -> RunRecord {
+    let config: &RunConfig = &run.point.config;
+    let config_value = serde_json::to_value(config).expect("configs serialize");
+    RunRecord {
+        id: run.id.clone(),
+        experiment: experiment.to_string(),
+        config_json: config_value.to_string(),
+        params: crate::spec::flatten_params(&config_value),
+        run_dir: run.run_dir.clone(),
+        total_steps: config.train.steps,
+        host: track::hostname(),
+        backend: crate::backend::name().to_string(),
+        data_id: run.data_id.clone(),
+    }
+}
+
+/// Records the experiment, skips runs the database knows as finished, and hands the rest to
+/// `executor`. A database that fails mid-sweep fails the sweep, after the runs have stopped.
+pub fn run(
+    spec: &Spec,
+    spec_path: &Path,
+    runs: Vec<PlannedRun>,
+    options: &SweepOptions,
+    executor: &dyn Executor,
+) -> Result<Summary> {
+    let tracker = Tracker::start(&options.db)?;
+    tracker.send(Event::Experiment {
+        name: spec.name.clone(),
+        description: spec.description.clone(),
+        spec_path: spec_path.display().to_string(),
+    });
+    tracker.flush();
+    let reader = track::open(&options.db)?;
+    let mut skipped = 0;
+    let mut pruned = 0;
+    // Each rung's evaluations, read once for all the pruned runs reconsidered here.
+    let mut rung_values = std::collections::BTreeMap::new();
+    let mut todo = Vec::new();
+    for mut run in runs {
+        if !options.force && is_done(&reader, &run)? {
+            skipped += 1;
+            continue;
+        }
+        // A pruned run stays pruned unless its rung now keeps it (a sweep whose spec no longer
+        // prunes resumes it like any unfinished run).
+        if let Some(pruning) = run.pruning.as_ref().filter(|_| !options.force) {
+            let lines = records::read(&run.run_dir);
+            if records::last_status(&lines).as_deref() == Some("pruned") {
+                match pruning.reconsider(&lines, &mut rung_values) {
+                    Some((rung, value, decision)) if decision.keep => {
+                        let why = decision.describe(&pruning.rule.metric, value, rung);
+                        errln!("{}: run {} promoted ({why})", spec.name, run.id);
+                        run.promoted = Some((rung, why));
+                    }
+                    // Outside its rung's best still, or stopped by a failure detector.
+                    _ => {
+                        pruned += 1;
+                        continue;
+                    }
+                }
+            }
+        }
+        todo.push(run);
+    }
+    drop(reader);
+    let summary = executor.execute(&spec.name, todo, options.force, &tracker);
+    tracker.close().with_context(|| {
+        "the sweep stopped: its runs keep their checkpoints and records (records.jsonl in each \
+         run directory); once the database can be written, run the same command again to merge \
+         the records and resume"
+    })?;
+    let summary = summary?;
+    Ok(Summary {
+        skipped: skipped + summary.skipped,
+        pruned: pruned + summary.pruned,
+        ..summary
+    })
+}
+
+/// Whether the database knows `run` as finished and its final checkpoint is on disk, whole.
+fn is_done(conn: &rusqlite::Connection, run: &PlannedRun) -> Result<bool> {
+    Ok(
+        track::run_status(conn, &run.id)?.as_deref() == Some("finished")
+            && train::checkpoint::newest_is_intact(&run.run_dir),
+    )
+}
