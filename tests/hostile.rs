@@ -924,3 +924,49 @@ fn an_empty_or_short_run_id_names_no_run() {
         .success()
         .stdout(predicate::str::contains(&id));
 }
+
+#[test]
+fn a_sweep_pointed_at_another_results_directory_keeps_each_run_where_it_is() {
+    // A second sweep with `--results other` (same database) trained the finished run again in
+    // other/ and pointed its row there; with `--results` a file, it recorded the finished run
+    // as failed.
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), "moved", 6, "[0]");
+    sweep(dir.path(), &spec, &[]).success();
+    let rows = |sql: &str| common::texts(&db(dir.path()), sql);
+    let id = rows("SELECT id FROM runs").remove(0);
+    let before = dump(&db(dir.path()));
+    std::fs::write(dir.path().join("a-file"), "").unwrap();
+    for results in ["other", "a-file"] {
+        sweep(dir.path(), &spec, &["--results", results])
+            .success()
+            .stdout(predicate::str::contains("1 skipped"))
+            .stderr(predicate::str::contains(format!("results/moved/{id}")));
+    }
+    assert_eq!(
+        dump(&db(dir.path())),
+        before,
+        "nothing trained or recorded again"
+    );
+    assert!(!dir.path().join("other/moved").join(&id).exists());
+    // A new point goes to the results directory given; an unfinished run resumes where it is.
+    std::fs::remove_file(
+        dir.path()
+            .join("results/moved")
+            .join(&id)
+            .join("checkpoints/step-00000006/checkpoint.json"),
+    )
+    .unwrap();
+    sweep(
+        dir.path(),
+        &spec,
+        &["--results", "other", "--set", "sweep.train.seed=[0,1]"],
+    )
+    .success();
+    let dirs = rows("SELECT run_dir FROM runs ORDER BY run_dir");
+    assert_eq!(dirs.len(), 2);
+    assert!(dirs[0].starts_with("other/moved/"), "{dirs:?}");
+    assert_eq!(dirs[1], format!("results/moved/{id}"));
+    assert_eq!(rows("SELECT DISTINCT status FROM runs"), ["finished"]);
+    assert!(!dir.path().join("other/moved").join(&id).exists());
+}

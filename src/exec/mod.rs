@@ -94,16 +94,41 @@ pub fn plan(spec: &Spec, results: &Path, data_dir: Option<&Path>) -> Result<Vec<
             promoted: None,
         });
     }
+    Ok(runs)
+}
+
+/// Keeps each run in the directory the database records for it while that directory exists,
+/// whatever `--results` says now: a run is one row and one directory, so a sweep pointed at
+/// another results tree neither trains a finished run again nor records it elsewhere. Returns
+/// the runs that stay elsewhere.
+fn stay_where_recorded(
+    conn: &rusqlite::Connection,
+    runs: &mut [PlannedRun],
+) -> Result<Vec<PathBuf>> {
+    let mut elsewhere = Vec::new();
+    for run in runs {
+        if let Some(dir) = track::run_dir(conn, &run.id)?
+            && dir != run.run_dir
+            && dir.is_dir()
+        {
+            run.run_dir = dir.clone();
+            elsewhere.push(dir);
+        }
+    }
+    Ok(elsewhere)
+}
+
+/// Gives the sweep's runs its `[search.prune]` rule, their directories being the cohort.
+fn share_pruning(spec: &Spec, runs: &mut [PlannedRun]) {
     if let Some(rule) = &spec.search.prune {
         let pruning = Arc::new(Pruning {
             rule: rule.clone(),
             cohort: runs.iter().map(|r| r.run_dir.clone()).collect(),
         });
-        for run in &mut runs {
+        for run in runs {
             run.pruning = Some(pruning.clone());
         }
     }
-    Ok(runs)
 }
 
 /// The expanded grid as a table: run id and the swept values.
@@ -214,8 +239,8 @@ pub fn record_of(experiment: &str, run: &PlannedRun) -> RunRecord {
     }
 }
 
-/// Records the experiment, skips runs the database knows as finished, and hands the rest to
-/// `executor`. A database that fails mid-sweep fails the sweep, after the runs have stopped.
+/// Records the experiment, skips runs the database knows as finished (or pruned), and hands
+/// the rest to `executor`. A database that fails mid-sweep fails the sweep, after the runs have stopped.
 pub fn run(
     spec: &Spec,
     spec_path: &Path,
@@ -231,6 +256,18 @@ pub fn run(
     });
     tracker.flush();
     let reader = track::open(&options.db)?;
+    let mut runs = runs;
+    let elsewhere = stay_where_recorded(&reader, &mut runs)?;
+    if let Some(first) = elsewhere.first() {
+        errln!(
+            "{}: {} of its runs stay in the directories the database records for them, outside \
+             this results directory (such as {})",
+            spec.name,
+            elsewhere.len(),
+            first.display()
+        );
+    }
+    share_pruning(spec, &mut runs);
     let mut skipped = 0;
     let mut pruned = 0;
     // Each rung's evaluations, read once for all the pruned runs reconsidered here.

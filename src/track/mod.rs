@@ -386,6 +386,17 @@ pub fn run_status(conn: &Connection, run_id: &str) -> Result<Option<String>> {
         .optional()?)
 }
 
+/// The directory the database records for `run_id`, if it knows the run.
+pub fn run_dir(conn: &Connection, run_id: &str) -> Result<Option<PathBuf>> {
+    use rusqlite::OptionalExtension;
+    Ok(conn
+        .query_row("SELECT run_dir FROM runs WHERE id = ?1", [run_id], |r| {
+            r.get::<_, String>(0)
+        })
+        .optional()?
+        .map(PathBuf::from))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
