@@ -137,9 +137,10 @@ pub struct ReportArgs {
     pub experiment: Option<String>,
     #[command(flatten)]
     pub db: DbArg,
-    /// The site's directory (replaced whole on every run).
-    #[arg(long, default_value = "results/report")]
-    pub out: PathBuf,
+    /// The site's directory (replaced whole on every run) [default: `report` beside the
+    /// database, results/report]
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -302,9 +303,10 @@ pub struct TrainArgs {
 pub struct GenerateArgs {
     #[command(flatten)]
     pub device: DeviceArg,
-    /// A checkpoint directory, its checkpoint.json, or a run directory (latest checkpoint).
+    /// A run id (or a unique prefix of one), a run directory (its latest checkpoint), a
+    /// checkpoint directory or its checkpoint.json.
     #[arg(long)]
-    pub checkpoint: PathBuf,
+    pub checkpoint: String,
     /// With a run directory: its best checkpoint (lowest LeNet-FID), not its latest.
     #[arg(long)]
     pub best: bool,
@@ -324,6 +326,8 @@ pub struct GenerateArgs {
     /// Output file: *.png (grid), *.npy (uint8, N x 28 x 28) or *idx3-ubyte (IDX).
     #[arg(long)]
     pub out: PathBuf,
+    #[command(flatten)]
+    pub db: DbArg,
 }
 
 #[derive(Debug, Args)]

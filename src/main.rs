@@ -78,7 +78,8 @@ fn run(cli: Cli) -> Result<()> {
                 raw: a.raw,
                 class: a.class,
             };
-            commands::generate(&a.checkpoint, a.best, draw, &a.out)
+            let checkpoint = ganrunner::score::resolve_target(&a.checkpoint, &a.db.db)?;
+            commands::generate(&checkpoint, a.best, draw, &a.out)
         }
         Command::Sweep(a) => commands::sweep(commands::SweepRequest {
             device: select(a.device.device)?,
@@ -106,7 +107,10 @@ fn run(cli: Cli) -> Result<()> {
                 || a.wait
                 || a.collect,
         }),
-        Command::Report(a) => commands::report(&a.db.db, &a.out, a.experiment.as_deref()),
+        Command::Report(a) => {
+            let out = a.out.unwrap_or_else(|| a.db.db.with_file_name("report"));
+            commands::report(&a.db.db, &out, a.experiment.as_deref())
+        }
         Command::Query(a) => commands::query(&a.db.db, &a.sql, a.format),
         Command::Runs(a) => commands::runs(commands::RunsRequest {
             experiment: a.experiment.as_deref(),

@@ -23,7 +23,7 @@ pub struct Target {
     pub experiment: String,
     pub status: String,
     pub steps_done: u64,
-    /// As the database records it (relative to where the sweep ran, usually).
+    /// Where it is now (`track::locate`), or as the database records it when it is gone.
     pub run_dir: PathBuf,
     /// Bytes its directory holds (0 when it is not there).
     pub bytes: u64,
@@ -49,7 +49,8 @@ pub fn select(
         let (id, status) = (text("id"), text("status"));
         let wanted = statuses.is_empty() || statuses.contains(&status);
         if wanted && !targets.iter().any(|t| t.id == id) {
-            let run_dir = PathBuf::from(text("run_dir"));
+            let recorded = PathBuf::from(text("run_dir"));
+            let run_dir = crate::track::locate(db, &recorded).unwrap_or(recorded);
             targets.push(Target {
                 id,
                 experiment: text("experiment"),

@@ -47,11 +47,12 @@ pub fn resolve_target(target: &str, db: &Path) -> Result<PathBuf> {
     }
     let run = crate::query::find_run(db, target)
         .map_err(|e| anyhow::anyhow!("`{target}`: no such file; {e:#}"))?;
-    let run_dir = run
-        .get(0, "run_dir")
-        .and_then(|v| v.as_str())
-        .unwrap_or_default();
-    Ok(PathBuf::from(run_dir))
+    let run_dir = PathBuf::from(
+        run.get(0, "run_dir")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default(),
+    );
+    Ok(crate::track::locate(db, &run_dir).unwrap_or(run_dir))
 }
 
 /// Scores the generator of a checkpoint (or a run directory's latest) on `samples` images drawn with the evaluation noise

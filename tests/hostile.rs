@@ -970,3 +970,63 @@ fn a_sweep_pointed_at_another_results_directory_keeps_each_run_where_it_is() {
     assert_eq!(rows("SELECT DISTINCT status FROM runs"), ["finished"]);
     assert!(!dir.path().join("other/moved").join(&id).exists());
 }
+
+#[test]
+fn commands_run_from_another_directory_find_the_runs_files() {
+    // Run directories are recorded relative to where the sweep ran: from a subdirectory,
+    // `runner eval <id> --db ../results/runs.sqlite` found no checkpoint, and `runner rm`
+    // deleted the rows and left the files (0 B), orphaned.
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), "elsewhere", 6, "[0]");
+    sweep(dir.path(), &spec, &[]).success();
+    let id = common::texts(&db(dir.path()), "SELECT id FROM runs").remove(0);
+    let sub = dir.path().join("notebooks");
+    std::fs::create_dir(&sub).unwrap();
+    let run = |args: &[&str]| {
+        runner()
+            .current_dir(&sub)
+            .args(args)
+            .args(["--db", "../results/runs.sqlite", "--data-dir"])
+            .arg(fixture_dir())
+            .assert()
+    };
+    run(&["eval", &id, "--samples", "50"])
+        .success()
+        .stdout(predicate::str::contains(format!(
+            "../results/elsewhere/{id}/checkpoints"
+        )));
+    runner()
+        .current_dir(&sub)
+        .args(["generate", "--checkpoint", &id[..6], "--out", "g.png"])
+        .args(["--db", "../results/runs.sqlite"])
+        .assert()
+        .success();
+    assert!(sub.join("g.png").is_file());
+    // A sweep from there, given the results directory, skips the run (it is where recorded).
+    sweep(
+        &sub,
+        &spec,
+        &["--db", "../results/runs.sqlite", "--results", "../results"],
+    )
+    .success()
+    .stdout(predicate::str::contains("1 skipped"));
+    // The report goes beside the database, with the run's samples.
+    runner()
+        .current_dir(&sub)
+        .args(["report", "--db", "../results/runs.sqlite"])
+        .assert()
+        .success();
+    let samples = dir.path().join("results/report/elsewhere").join(&id);
+    assert!(samples.join("step-00000006.png").is_file());
+    assert!(!sub.join("results").exists());
+    runner()
+        .current_dir(&sub)
+        .args(["rm", "--yes", &id, "--db", "../results/runs.sqlite"])
+        .assert()
+        .success();
+    assert_eq!(count(&db(dir.path()), "SELECT count(*) FROM runs"), 0);
+    assert!(
+        !dir.path().join("results/elsewhere").join(&id).exists(),
+        "its files went too"
+    );
+}

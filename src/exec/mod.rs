@@ -102,20 +102,30 @@ pub fn plan(spec: &Spec, results: &Path, data_dir: Option<&Path>) -> Result<Vec<
 /// another results tree neither trains a finished run again nor records it elsewhere. Returns
 /// the runs that stay elsewhere.
 fn stay_where_recorded(
+    db: &Path,
     conn: &rusqlite::Connection,
     runs: &mut [PlannedRun],
 ) -> Result<Vec<PathBuf>> {
     let mut elsewhere = Vec::new();
     for run in runs {
-        if let Some(dir) = track::run_dir(conn, &run.id)?
-            && dir != run.run_dir
+        if let Some(dir) =
+            track::run_dir(conn, &run.id)?.and_then(|recorded| track::locate(db, &recorded))
             && dir.is_dir()
+            && !same_dir(&dir, &run.run_dir)
         {
             run.run_dir = dir.clone();
             elsewhere.push(dir);
         }
     }
     Ok(elsewhere)
+}
+
+/// Whether two paths name one directory (`results/x` and `./results/x`, or through a link).
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
 }
 
 /// Gives the sweep's runs its `[search.prune]` rule, their directories being the cohort.
@@ -257,7 +267,7 @@ pub fn run(
     tracker.flush();
     let reader = track::open(&options.db)?;
     let mut runs = runs;
-    let elsewhere = stay_where_recorded(&reader, &mut runs)?;
+    let elsewhere = stay_where_recorded(&options.db, &reader, &mut runs)?;
     if let Some(first) = elsewhere.first() {
         errln!(
             "{}: {} of its runs stay in the directories the database records for them, outside \

@@ -300,16 +300,9 @@ impl Site {
         Ok(rel.rsplit('/').next().unwrap_or(rel).to_string())
     }
 
-    /// A file the database names, found as given or relative to the project holding the
-    /// database (`<project>/results/runs.sqlite`).
+    /// A file the database names, where it is now (`track::locate`).
     fn locate(&self, logged: &str) -> Option<PathBuf> {
-        let path = PathBuf::from(logged);
-        if path.is_absolute() || path.exists() {
-            return path.exists().then_some(path);
-        }
-        let project = self.db.parent()?.parent()?;
-        let candidate = project.join(&path);
-        candidate.exists().then_some(candidate)
+        crate::track::locate(&self.db, Path::new(logged))
     }
 }
 

@@ -386,6 +386,23 @@ pub fn run_status(conn: &Connection, run_id: &str) -> Result<Option<String>> {
         .optional()?)
 }
 
+/// Where a path the database `db` records (a run directory, a sample, a checkpoint) is now.
+/// Paths are recorded as the sweep was given them, usually relative to the directory it ran
+/// in: a path that is not there as given is looked for relative to the project holding the
+/// database (`<project>/results/runs.sqlite`), so that commands run from elsewhere
+/// (`--db ../results/runs.sqlite`) find the files. `None` when it is in neither place.
+pub fn locate(db: &Path, recorded: &Path) -> Option<PathBuf> {
+    if recorded.exists() {
+        return Some(recorded.to_path_buf());
+    }
+    if recorded.is_absolute() {
+        return None;
+    }
+    let project = db.parent()?.parent()?;
+    let candidate = project.join(recorded);
+    candidate.exists().then_some(candidate)
+}
+
 /// The directory the database records for `run_id`, if it knows the run.
 pub fn run_dir(conn: &Connection, run_id: &str) -> Result<Option<PathBuf>> {
     use rusqlite::OptionalExtension;
