@@ -4,6 +4,7 @@
 //! Unknown keys, wrong types and impossible values are errors naming the file, the key and its
 //! line, reported before anything runs or is written.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -583,6 +584,9 @@ fn table_at<'a>(root: &'a mut toml::Table, dotted: &str) -> Result<&'a mut toml:
 /// One swept path and its values.
 type SweepAxis = (String, Vec<toml::Value>);
 
+/// The largest spec file read.
+const MAX_SPEC_BYTES: u64 = 1 << 20;
+
 impl Spec {
     /// Reads, parses and validates a spec file.
     pub fn load(path: &Path) -> Result<Spec, SpecError> {
@@ -591,10 +595,22 @@ impl Spec {
 
     /// Reads a spec file, applies `--set` overrides in order, and validates the result.
     pub fn load_with(path: &Path, overrides: &[Override]) -> Result<Spec, SpecError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
+        let read = |source| SpecError::Read {
             path: path.to_path_buf(),
             source,
-        })?;
+        };
+        let mut text = String::new();
+        // A spec is a page of TOML: a file far larger (a data file, /dev/zero) is not one,
+        // and reading it whole could exhaust memory.
+        std::fs::File::open(path)
+            .and_then(|file| file.take(MAX_SPEC_BYTES + 1).read_to_string(&mut text))
+            .map_err(read)?;
+        if text.len() as u64 > MAX_SPEC_BYTES {
+            return Err(SpecError::Parse {
+                path: path.to_path_buf(),
+                message: format!("larger than {} MiB: not a spec file", MAX_SPEC_BYTES >> 20),
+            });
+        }
         Spec::parse_with(&text, path, overrides)
     }
 
@@ -1291,6 +1307,22 @@ mod tests {
             "train.lr",
         );
         refused("strategy = \"annealing\"\n", "unknown variant");
+    }
+
+    #[test]
+    fn a_file_too_large_for_a_spec_is_refused_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("huge.toml");
+        let comment = "# padding\n".repeat((MAX_SPEC_BYTES as usize) / 10);
+        std::fs::write(&path, format!("name = \"x\"\n{comment}")).unwrap();
+        let err = Spec::load(&path).unwrap_err().to_string();
+        assert!(err.contains("huge.toml: larger than 1 MiB"), "{err}");
+        std::fs::write(
+            &path,
+            format!("name = \"x\"\n{}", &comment[..comment.len() / 2]),
+        )
+        .unwrap();
+        assert_eq!(Spec::load(&path).unwrap().name, "x");
     }
 
     #[test]
