@@ -131,19 +131,11 @@ fn eval_at(lines: &[records::Line], metric: &str, step: u64) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn rule(metric: &str, keep: f64) -> PruneRule {
-        PruneRule {
-            metric: metric.into(),
-            rungs: vec![100, 200],
-            keep,
-            stop_on: vec![],
-        }
-    }
+    use crate::spec::search::test_rule;
 
     #[test]
     fn the_best_fraction_goes_on_ties_included_first_always() {
-        let fid = rule("fid", 1.0 / 3.0);
+        let fid = test_rule("fid", 1.0 / 3.0);
         assert!(
             Decision::judge(&fid, 50.0, &[50.0]).keep,
             "the first at a rung goes on"
@@ -156,13 +148,13 @@ mod tests {
         assert_eq!((d.keep, d.rank, d.of, d.kept), (true, 2, 6, 2));
         assert!(!Decision::judge(&fid, 30.0, &six).keep);
         // Higher is better for precision; NaN is the worst of anything.
-        let precision = rule("precision", 0.5);
+        let precision = test_rule("precision", 0.5);
         assert!(Decision::judge(&precision, 0.9, &[0.9, 0.1, 0.5, 0.2]).keep);
         assert!(!Decision::judge(&precision, 0.2, &[0.9, 0.1, 0.5, 0.2]).keep);
         assert!(!Decision::judge(&fid, f64::NAN, &[f64::NAN, 5.0, 6.0]).keep);
         assert!(Decision::judge(&fid, 5.0, &[f64::NAN, 5.0, 6.0]).keep);
-        assert_eq!(rule("fid", 0.5).kept_of(7), 3);
-        assert_eq!(rule("fid", 0.1).kept_of(3), 1);
+        assert_eq!(test_rule("fid", 0.5).kept_of(7), 3);
+        assert_eq!(test_rule("fid", 0.1).kept_of(3), 1);
     }
 
     /// A run directory whose records hold `events`.
@@ -214,7 +206,7 @@ mod tests {
             vec![eval(100, 15.0), pruned_flag.clone(), ended("pruned", 100)],
         );
         let mut pruning = Pruning {
-            rule: rule("fid", 0.5),
+            rule: test_rule("fid", 0.5),
             cohort: vec![a.clone(), b, c, d.clone(), root.join("never-started")],
         };
         let mut values = pruning.rung_values(100);

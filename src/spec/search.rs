@@ -230,6 +230,17 @@ impl Search {
     }
 }
 
+/// A rule on `metric` with rungs at steps 100 and 200, for tests.
+#[cfg(test)]
+pub(crate) fn test_rule(metric: &str, keep: f64) -> PruneRule {
+    PruneRule {
+        metric: metric.into(),
+        rungs: vec![100, 200],
+        keep,
+        stop_on: vec![],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,23 +315,14 @@ mod tests {
         assert!(Distribution::Int([1, 1]).problem().is_none());
     }
 
-    fn rule(metric: &str, keep: f64) -> PruneRule {
-        PruneRule {
-            metric: metric.into(),
-            rungs: vec![100, 200],
-            keep,
-            stop_on: vec![],
-        }
-    }
-
     #[test]
     fn impossible_rules_are_refused() {
-        let ok = rule("fid", 0.5);
+        let ok = test_rule("fid", 0.5);
         assert_eq!(ok.problem(100, 1000), None);
         let key = |r: PruneRule, every: u64| r.problem(every, 1000).map(|(k, _)| k);
-        assert_eq!(key(rule("loss", 0.5), 100).as_deref(), Some("metric"));
-        assert_eq!(key(rule("fid", 1.0), 100).as_deref(), Some("keep"));
-        assert_eq!(key(rule("fid", 0.0), 100).as_deref(), Some("keep"));
+        assert_eq!(key(test_rule("loss", 0.5), 100).as_deref(), Some("metric"));
+        assert_eq!(key(test_rule("fid", 1.0), 100).as_deref(), Some("keep"));
+        assert_eq!(key(test_rule("fid", 0.0), 100).as_deref(), Some("keep"));
         assert_eq!(key(ok.clone(), 0).as_deref(), Some("rungs"));
         assert_eq!(key(ok.clone(), 30).as_deref(), Some("rungs"));
         let mut backwards = ok.clone();
