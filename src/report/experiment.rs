@@ -1,0 +1,429 @@
+//! An experiment's page: its score against each swept setting, parallel coordinates, the
+//! FID and loss curves of all its runs, its leaderboard, what each setting explains
+//! ([`crate::importance`], also `runner runs --explain`) and its replicates.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::Result;
+use minijinja::Value;
+use minijinja::value::Serde;
+
+use super::data::{self, Experiment, Run};
+use super::plots::{self, Axis, Chart, Polyline, Series};
+use super::{Plot, Ranking, Site, compare, experiment_view, format_value, slug, swept_keys};
+
+/// Up to this many distinct values, a swept setting gets one evenly spaced, exactly labelled
+/// tick per value (as a grid of hyperparameters reads best); more get a numeric axis.
+const MAX_CATEGORIES: usize = 8;
+
+/// Where each value of a swept setting goes on the x axis: (x of each value, category names
+/// for a categorical axis, log scale). Numbers sort numerically, other values as text.
+pub(super) fn x_axis(values: &[&String]) -> (Vec<f64>, Option<Vec<String>>, bool) {
+    let numbers: Option<Vec<f64>> = values.iter().map(|v| v.parse::<f64>().ok()).collect();
+    let mut distinct: Vec<&String> = values.to_vec();
+    match &numbers {
+        Some(xs) => {
+            distinct.sort_by(|a, b| {
+                a.parse::<f64>()
+                    .unwrap_or(0.0)
+                    .total_cmp(&b.parse().unwrap_or(0.0))
+            });
+            distinct.dedup();
+            if distinct.len() > MAX_CATEGORIES {
+                let (lo, hi) = xs
+                    .iter()
+                    .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &x| {
+                        (l.min(x), h.max(x))
+                    });
+                return (xs.clone(), None, lo > 0.0 && hi / lo >= 10.0);
+            }
+        }
+        None => {
+            distinct.sort();
+            distinct.dedup();
+        }
+    }
+    let xs = values
+        .iter()
+        .map(|v| {
+            distinct
+                .iter()
+                .position(|d| d == v)
+                .expect("collected above") as f64
+        })
+        .collect();
+    (xs, Some(distinct.into_iter().cloned().collect()), false)
+}
+
+pub(super) fn experiment_page(site: &Site, experiment: &Experiment) -> Result<()> {
+    let dir = slug(&experiment.name);
+    let view = experiment_view(experiment, "");
+    let ranking = Ranking::of(experiment);
+    // The view has ranked the runs already.
+    let best = view
+        .leaderboard
+        .iter()
+        .find(|r| r.best)
+        .map(|r| r.id.clone());
+    let mut plot_refs = Vec::new();
+    let swept = &view.swept_keys;
+    for (i, key) in swept.iter().enumerate() {
+        let group_key = swept.iter().find(|k| *k != key);
+        let runs: Vec<&Run> = experiment
+            .runs
+            .iter()
+            .filter(|r| ranking.value(r).is_some() && r.params.contains_key(key))
+            .collect();
+        let values: Vec<&String> = runs.iter().map(|r| &r.params[key]).collect();
+        let (xs, categories, log_x) = x_axis(&values);
+        let mut groups: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+        let mut highlight = None;
+        for (run, x) in runs.iter().zip(&xs) {
+            let y = ranking.value(run).expect("filtered above");
+            let group = group_key
+                .map(|g| format!("{g} = {}", run.params.get(g).cloned().unwrap_or_default()))
+                .unwrap_or_else(|| "runs".into());
+            groups.entry(group).or_default().push((*x, y));
+            if best.as_deref() == Some(run.id.as_str()) {
+                highlight = Some((*x, y));
+            }
+        }
+        let series: Vec<Series> = groups
+            .into_iter()
+            .map(|(name, mut points)| {
+                points.sort_by(|a, b| a.0.total_cmp(&b.0));
+                Series { name, points }
+            })
+            .collect();
+        let title = format!("{} vs {key}", ranking.short());
+        let src = site.plot(
+            &format!("{dir}/sweep-{i}.svg"),
+            &Chart {
+                title: &title,
+                x_label: key,
+                y_label: ranking.short(),
+                legend: group_key.is_some() && series.len() <= 12,
+                series,
+                markers: true,
+                highlight,
+                x_categories: categories,
+                log_x,
+                crosses: Vec::new(),
+            },
+        )?;
+        plot_refs.push(Plot { title, src });
+    }
+    if !swept.is_empty() {
+        let title = format!("Settings and {} of every run", ranking.short());
+        let (axes, lines) = parallel_coordinates(experiment, swept, ranking);
+        let svg = plots::parallel_svg(&title, &axes, &lines).map_err(anyhow::Error::msg)?;
+        site.file(&format!("{dir}/parallel.svg"), svg.as_bytes())?;
+        plot_refs.push(Plot {
+            title,
+            src: "parallel.svg".into(),
+        });
+    }
+    let mut curve_plots = Vec::new();
+    let fid_curves: Vec<(&Run, Vec<(f64, f64)>)> = experiment
+        .runs
+        .iter()
+        .map(|r| {
+            let points = r
+                .evals
+                .iter()
+                .filter_map(|(step, m)| Some((*step as f64, *m.get("fid")?)))
+                .filter(|p| p.1.is_finite())
+                .collect::<Vec<_>>();
+            (r, points)
+        })
+        .filter(|(_, points)| !points.is_empty())
+        .collect();
+    if !fid_curves.is_empty() {
+        let title = "LeNet-FID over training (x: where a pruned run stopped)".to_string();
+        let src = site.plot(
+            &format!("{dir}/fid-curves.svg"),
+            &Chart {
+                title: &title,
+                x_label: "step",
+                y_label: "FID",
+                legend: fid_curves.len() <= 10,
+                crosses: fid_curves
+                    .iter()
+                    .filter(|(r, _)| r.status == "pruned")
+                    .filter_map(|(_, points)| points.last().copied())
+                    .collect(),
+                series: fid_curves
+                    .into_iter()
+                    .map(|(r, points)| Series {
+                        name: r.id.chars().take(8).collect(),
+                        points,
+                    })
+                    .collect(),
+                markers: false,
+                ..Default::default()
+            },
+        )?;
+        curve_plots.push(Plot { title, src });
+    }
+    for (name, label) in [("d_loss", "D loss"), ("g_loss", "G loss")] {
+        let series: Vec<Series> = experiment
+            .runs
+            .iter()
+            .filter_map(|r| {
+                Some(Series {
+                    name: r.id.chars().take(8).collect(),
+                    points: r.metrics.get(name)?.clone(),
+                })
+            })
+            .collect();
+        let title = format!("{label} of every run");
+        let src = site.plot(
+            &format!("{dir}/{name}.svg"),
+            &Chart {
+                title: &title,
+                x_label: "step",
+                y_label: label,
+                legend: series.len() <= 10,
+                series,
+                markers: false,
+                highlight: None,
+                x_categories: None,
+                log_x: false,
+                crosses: Vec::new(),
+            },
+        )?;
+        curve_plots.push(Plot { title, src });
+    }
+    if let Some(leader) = best
+        .as_ref()
+        .and_then(|b| experiment.runs.iter().find(|r| r.id == *b))
+    {
+        for run in experiment.runs.iter().filter(|r| r.id != leader.id) {
+            compare::page(site, experiment, leader, run)?;
+        }
+    }
+    site.page(
+        &format!("{dir}/index.html"),
+        "experiment.html",
+        minijinja::context! {
+            root => "../",
+            experiment => Value::from(Serde(&view)),
+            sweep_plots => Value::from(Serde(&plot_refs)),
+            curve_plots => Value::from(Serde(&curve_plots)),
+            replicates => Value::from(Serde(&replicate_table(&site.db, &experiment.name)?)),
+            importance => Value::from(Serde(&importance_table(experiment))),
+        },
+    )
+}
+
+/// What each setting that differs between an experiment's finished runs explains of their
+/// best FID (see [`crate::importance`]); nothing without FIDs or with fewer than three runs.
+fn importance_of(experiment: &Experiment) -> Vec<crate::importance::Importance> {
+    let ranking = Ranking::of(experiment);
+    if ranking != Ranking::Fid {
+        return Vec::new();
+    }
+    let finished = experiment.runs.iter().filter(|r| r.status == "finished");
+    let scored: Vec<_> = finished
+        .clone()
+        .filter_map(|r| Some((&r.params, ranking.value(r)?)))
+        .collect();
+    crate::importance::importance(&scored, &swept_keys(finished))
+}
+
+/// [`importance_of`] as the experiment page's table: text cells, header first.
+pub(super) fn importance_table(experiment: &Experiment) -> Vec<Vec<String>> {
+    let found = importance_of(experiment);
+    if found.is_empty() {
+        return Vec::new();
+    }
+    let percent = |share: f64| format!("{:.0}%", 100.0 * share);
+    let header = [
+        "setting",
+        "values",
+        "explains",
+        "by chance",
+        "p",
+        "Spearman ρ",
+    ];
+    std::iter::once(header.map(String::from).to_vec())
+        .chain(found.iter().map(|i| {
+            vec![
+                i.key.clone(),
+                i.levels.to_string(),
+                i.eta_squared.map_or_else(|| "-".into(), percent),
+                percent(i.by_chance),
+                i.p_value.map_or_else(String::new, format_p),
+                i.spearman.map_or_else(String::new, |r| format!("{r:+.2}")),
+            ]
+        }))
+        .collect()
+}
+
+/// A permutation p-value as people read it: three decimals, or below the test's resolution.
+fn format_p(p: f64) -> String {
+    if p < 0.001 {
+        "< 0.001".into()
+    } else {
+        format!("{p:.3}")
+    }
+}
+
+/// `runner runs --explain`: `importance_of` each experiment (or only `experiment`), one row
+/// per experiment and setting, largest share first.
+pub fn explain(db: &Path, experiment: Option<&str>) -> Result<crate::query::Rows> {
+    let round = |v: f64| serde_json::json!((v * 1000.0).round() / 1000.0);
+    let mut rows = Vec::new();
+    for experiment in data::load(db, experiment, data::Detail::Scores)? {
+        for i in importance_of(&experiment) {
+            rows.push(vec![
+                experiment.name.clone().into(),
+                i.key.into(),
+                i.levels.into(),
+                i.eta_squared.map_or(serde_json::Value::Null, round),
+                round(i.by_chance),
+                // Its resolution is 1 / 10 000.
+                i.p_value.map_or(serde_json::Value::Null, |p| {
+                    serde_json::json!((p * 1e4).round() / 1e4)
+                }),
+                i.spearman.map_or(serde_json::Value::Null, round),
+            ]);
+        }
+    }
+    let columns = [
+        "experiment",
+        "setting",
+        "values",
+        "explains",
+        "by_chance",
+        "p",
+        "spearman",
+    ];
+    Ok(crate::query::Rows {
+        columns: columns.map(String::from).to_vec(),
+        rows,
+    })
+}
+
+/// The parallel-coordinates plot of an experiment: an axis per swept key (numbers on a linear
+/// or, over a decade and more, log scale; other values as evenly spaced categories) and the
+/// ranking metric last, best at the top.
+fn parallel_coordinates(
+    experiment: &Experiment,
+    swept: &[String],
+    ranking: Ranking,
+) -> (Vec<Axis>, Vec<Polyline>) {
+    let runs = &experiment.runs;
+    let mut axes = Vec::new();
+    let mut columns: Vec<Vec<f64>> = Vec::new();
+    for key in swept {
+        let missing = String::new();
+        let values: Vec<&String> = runs
+            .iter()
+            .map(|r| r.params.get(key).unwrap_or(&missing))
+            .collect();
+        let (xs, categories, log) = x_axis(&values);
+        let (positions, ticks) = match categories {
+            Some(names) => {
+                let span = (names.len().max(2) - 1) as f64;
+                let at = |i: f64| if names.len() == 1 { 0.5 } else { i / span };
+                (
+                    xs.iter().map(|&i| at(i)).collect(),
+                    names
+                        .iter()
+                        .enumerate()
+                        .map(|(i, n)| (at(i as f64), n.clone()))
+                        .collect(),
+                )
+            }
+            None => {
+                let map = |x: f64| if log { x.ln() } else { x };
+                let (lo, hi) = xs
+                    .iter()
+                    .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &x| {
+                        (l.min(x), h.max(x))
+                    });
+                let at = |x: f64| (map(x) - map(lo)) / (map(hi) - map(lo)).max(f64::MIN_POSITIVE);
+                let mid = if log {
+                    (lo * hi).sqrt()
+                } else {
+                    (lo + hi) / 2.0
+                };
+                (
+                    xs.iter().map(|&x| at(x)).collect(),
+                    [lo, mid, hi]
+                        .iter()
+                        .map(|&x| (at(x), plots::format_number(x)))
+                        .collect(),
+                )
+            }
+        };
+        axes.push(Axis {
+            name: key.clone(),
+            ticks,
+        });
+        columns.push(positions);
+    }
+    let scores: Vec<Option<f64>> = runs.iter().map(|r| ranking.value(r)).collect();
+    let (lo, hi) = scores
+        .iter()
+        .flatten()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &v| {
+            (l.min(v), h.max(v))
+        });
+    // 0 for the best (lowest), 1 for the worst.
+    let badness = |v: f64| if hi > lo { (v - lo) / (hi - lo) } else { 0.0 };
+    axes.push(Axis {
+        name: ranking.short().into(),
+        ticks: if lo.is_finite() {
+            vec![(1.0, format_value(lo)), (0.0, format_value(hi))]
+        } else {
+            Vec::new()
+        },
+    });
+    let lines = runs
+        .iter()
+        .enumerate()
+        .map(|(i, run)| Polyline {
+            positions: columns
+                .iter()
+                .map(|c| c[i])
+                .chain([scores[i].map_or(f64::NAN, |v| 1.0 - badness(v))])
+                .collect(),
+            score: scores[i].map_or(1.0, badness),
+            dashed: run.status != "finished",
+        })
+        .collect();
+    (axes, lines)
+}
+
+/// The experiment's groups of replicates (`runner runs --group`) as text cells, header first;
+/// empty unless some configuration ran with more than one seed.
+fn replicate_table(db: &Path, experiment: &str) -> Result<Vec<Vec<String>>> {
+    let groups = crate::replicates::groups(db, Some(experiment))?;
+    if !groups
+        .rows
+        .iter()
+        .any(|r| r[2].as_u64().is_some_and(|n| n > 1))
+    {
+        return Ok(Vec::new());
+    }
+    let cell = |v: &serde_json::Value| match v {
+        serde_json::Value::Number(n) if n.is_f64() => {
+            format!("{:.1}", n.as_f64().unwrap_or(f64::NAN))
+        }
+        serde_json::Value::Null => String::new(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let header = groups.columns.iter().skip(1).cloned().collect();
+    Ok(std::iter::once(header)
+        .chain(
+            groups
+                .rows
+                .iter()
+                .map(|r| r.iter().skip(1).map(cell).collect()),
+        )
+        .collect())
+}

@@ -1,0 +1,222 @@
+//! A run's page: its config, losses, evaluations, events, sample grids (copied into the
+//! site) and checkpoints (linked where they are).
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use minijinja::Value;
+use minijinja::value::Serde;
+use serde::Serialize;
+
+use super::data::{Experiment, Run};
+use super::plots::{Chart, Series};
+use super::{Plot, Site, format_value, slug};
+
+/// The most sample grids a run page shows (and the site copies): a long run sampled often
+/// would otherwise make a page of thousands of images.
+const MAX_GRIDS: usize = 40;
+
+/// At most `at_most` of the indices `0..n`, evenly spaced, the first and the last among them.
+pub(super) fn evenly_spaced(n: usize, at_most: usize) -> Vec<usize> {
+    if n <= at_most {
+        return (0..n).collect();
+    }
+    let mut picked: Vec<usize> = (0..at_most)
+        .map(|i| (i * (n - 1) + (at_most - 1) / 2) / (at_most - 1))
+        .collect();
+    picked.dedup();
+    picked
+}
+
+/// A relative link from directory `from` to `to` (both made absolute).
+pub(super) fn relative_link(from: &Path, to: &Path) -> Option<String> {
+    let (from, to) = (
+        std::path::absolute(from).ok()?,
+        std::path::absolute(to).ok()?,
+    );
+    let common = from
+        .components()
+        .zip(to.components())
+        .take_while(|(a, b)| a == b)
+        .count();
+    let ups = from.components().count() - common;
+    let rest: Vec<String> = to
+        .components()
+        .skip(common)
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    Some(
+        std::iter::repeat_n("..".to_string(), ups)
+            .chain(rest)
+            .collect::<Vec<_>>()
+            .join("/"),
+    )
+}
+
+#[derive(Serialize)]
+struct FileRef {
+    step: i64,
+    href: Option<String>,
+    path: String,
+}
+
+pub(super) fn run_page(site: &Site, experiment: &Experiment, run: &Run) -> Result<()> {
+    let dir = format!("{}/{}", slug(&experiment.name), slug(&run.id));
+    let losses: Vec<Series> = [("d_loss", "D"), ("g_loss", "G")]
+        .iter()
+        .filter_map(|(name, label)| {
+            Some(Series {
+                name: (*label).into(),
+                points: run.metrics.get(*name)?.clone(),
+            })
+        })
+        .collect();
+    let mut plots = vec![Plot {
+        title: "Training Losses".into(),
+        src: site.plot(
+            &format!("{dir}/losses.svg"),
+            &Chart {
+                title: "Training Losses",
+                x_label: "step",
+                y_label: "loss",
+                series: losses,
+                markers: false,
+                highlight: None,
+                x_categories: None,
+                log_x: false,
+                legend: true,
+                crosses: Vec::new(),
+            },
+        )?,
+    }];
+    let eval_series = |names: &[&str]| -> Vec<Series> {
+        names
+            .iter()
+            .map(|name| Series {
+                name: (*name).into(),
+                points: run
+                    .evals
+                    .iter()
+                    .filter_map(|(step, m)| Some((*step as f64, *m.get(*name)?)))
+                    .collect(),
+            })
+            .filter(|s| !s.points.is_empty())
+            .collect()
+    };
+    if !run.evals.is_empty() {
+        for (file, title, names) in [
+            ("fid.svg", "LeNet-FID over training", &["fid"][..]),
+            (
+                "fidelity.svg",
+                "Precision, recall, density, coverage",
+                &["precision", "recall", "density", "coverage"][..],
+            ),
+        ] {
+            let src = site.plot(
+                &format!("{dir}/{file}"),
+                &Chart {
+                    title,
+                    x_label: "step",
+                    y_label: if file == "fid.svg" { "FID" } else { "value" },
+                    series: eval_series(names),
+                    markers: true,
+                    highlight: None,
+                    x_categories: None,
+                    log_x: false,
+                    legend: names.len() > 1,
+                    crosses: Vec::new(),
+                },
+            )?;
+            plots.push(Plot {
+                title: title.into(),
+                src,
+            });
+        }
+    }
+    // Beside the FID, the scores only some runs have: the raw G's (with a moving average of
+    // G) and the conditional ones.
+    let has = |name: &str| run.evals.values().any(|m| m.contains_key(name));
+    let eval_columns: Vec<&str> = std::iter::once("fid")
+        .chain(
+            ["fid_raw", "intra_fid", "class_acc"]
+                .into_iter()
+                .filter(|c| has(c)),
+        )
+        .chain(crate::eval::HEADLINE[1..].iter().copied())
+        .collect();
+    let eval_rows: Vec<Vec<String>> = run
+        .evals
+        .iter()
+        .map(|(step, m)| {
+            std::iter::once(step.to_string())
+                .chain(
+                    eval_columns
+                        .iter()
+                        .map(|c| m.get(*c).map(|v| format_value(*v)).unwrap_or_default()),
+                )
+                .collect()
+        })
+        .collect();
+    let mut samples = Vec::new();
+    let shown = evenly_spaced(run.samples.len(), MAX_GRIDS);
+    for (step, logged) in shown.iter().map(|&i| &run.samples[i]) {
+        let href = match site.locate(logged) {
+            Some(source) => {
+                let name = format!("step-{step:08}.png");
+                let bytes = std::fs::read(&source)
+                    .with_context(|| format!("reading {}", source.display()))?;
+                site.file(&format!("{dir}/{name}"), &bytes)?;
+                Some(name)
+            }
+            None => None,
+        };
+        samples.push(FileRef {
+            step: *step,
+            href,
+            path: logged.clone(),
+        });
+    }
+    let page_dir = site.out.join(&dir);
+    let checkpoints: Vec<FileRef> = run
+        .checkpoints
+        .iter()
+        .map(|(step, logged)| FileRef {
+            step: *step,
+            href: site
+                .locate(logged)
+                .and_then(|p| relative_link(&page_dir, &p.join("checkpoint.json"))),
+            path: logged.clone(),
+        })
+        .collect();
+    site.page(
+        &format!("{dir}/index.html"),
+        "run.html",
+        minijinja::context! {
+            root => "../../",
+            experiment => experiment.name.clone(),
+            experiment_href => "../index.html",
+            run => minijinja::context! {
+                id => run.id.clone(),
+                status => run.status.clone(),
+                steps_done => run.steps_done,
+                total_steps => run.total_steps,
+                error => run.error.clone(),
+                run_dir => run.run_dir.clone(),
+                started_at => run.started_at.clone(),
+                finished_at => run.finished_at.clone(),
+                host => run.host.clone(),
+                backend => run.backend.clone(),
+            },
+            params => Value::from(Serde(&run.params)),
+            events => Value::from(Serde(&run.events)),
+            plots => Value::from(Serde(&plots)),
+            eval_columns => Value::from(Serde(&eval_columns)),
+            eval_rows => Value::from(Serde(&eval_rows)),
+            final_sample => samples.iter().rev().find_map(|s| s.href.clone()),
+            conditional => run.params.get("model.conditional").is_some_and(|c| c != "none"),
+            samples => Value::from(Serde(&samples)),
+            samples_logged => run.samples.len(),
+            checkpoints => Value::from(Serde(&checkpoints)),
+        },
+    )
+}
