@@ -120,6 +120,24 @@ fn runs_without_evaluations_get_pages_ranked_by_loss_and_strings_are_escaped() {
         .assert()
         .success();
     assert!(!report.join("stale.html").exists());
+    // A sample grid that cannot be read (gone, or here a directory) is listed as missing; the
+    // report is still written (it failed whole on one unreadable file).
+    let run_dir = std::fs::read_dir(dir.path().join("results/tiny"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.join("samples").is_dir())
+        .unwrap();
+    let grid = run_dir.join("samples/step-00000012.png");
+    std::fs::remove_file(&grid).unwrap();
+    std::fs::create_dir(&grid).unwrap();
+    runner()
+        .current_dir(dir.path())
+        .arg("report")
+        .assert()
+        .success();
+    let id = run_dir.file_name().unwrap().to_string_lossy().into_owned();
+    let page = read(report.join("tiny").join(&id).join("index.html"));
+    assert!(page.contains("missing: "), "{page}");
     // Reports written at once (two sweeps ending together) take turns: none fails, and what
     // killed writers left beside the site goes.
     let results = dir.path().join("results");

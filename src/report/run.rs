@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use minijinja::Value;
 use minijinja::value::Serde;
 use serde::Serialize;
@@ -160,11 +160,14 @@ pub(super) fn run_page(site: &Site, experiment: &Experiment, run: &Run) -> Resul
     let mut samples = Vec::new();
     let shown = evenly_spaced(run.samples.len(), MAX_GRIDS);
     for (step, logged) in shown.iter().map(|&i| &run.samples[i]) {
-        let href = match site.locate(logged) {
-            Some(source) => {
+        // A grid that is gone or unreadable (its run deleted meanwhile by `runner rm`) is
+        // listed without its image rather than failing the whole report.
+        let bytes = site
+            .locate(logged)
+            .and_then(|source| std::fs::read(source).ok());
+        let href = match bytes {
+            Some(bytes) => {
                 let name = format!("step-{step:08}.png");
-                let bytes = std::fs::read(&source)
-                    .with_context(|| format!("reading {}", source.display()))?;
                 site.file(&format!("{dir}/{name}"), &bytes)?;
                 Some(name)
             }
