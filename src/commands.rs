@@ -207,7 +207,8 @@ pub fn sweep(req: SweepRequest) -> Result<()> {
     } else {
         let runs = exec::plan(&spec, req.results, req.data_dir)?;
         if req.dry_run {
-            out!("{}", exec::grid_table(&spec, &runs))?;
+            let recorded = exec::recorded_states(req.db)?;
+            out!("{}", exec::grid_table(&spec, &runs, &recorded))?;
             return Ok(());
         }
         let executor: Box<dyn exec::Executor> = match &req.slurm {

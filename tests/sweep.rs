@@ -50,10 +50,28 @@ fn sweep(dir: &Path, spec: &Path, extra: &[&str]) -> assert_cmd::assert::Assert 
 fn dry_run_prints_the_grid_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let spec = write_spec(dir.path(), 20, "[1e-4, 2e-4]", "[0, 1, 2]");
-    sweep(dir.path(), &spec, &["--dry-run"])
-        .success()
-        .stdout(predicate::str::contains("train.lr").and(predicate::str::contains("6 runs")));
+    sweep(dir.path(), &spec, &["--dry-run"]).success().stdout(
+        predicate::str::contains("train.lr").and(predicate::str::contains("6 runs: 6 new")),
+    );
     assert!(!dir.path().join("results").exists());
+    // Once a point has trained, the dry run says what the database has of each run.
+    let one_point = [
+        "--set",
+        "sweep.train.lr=[1e-4]",
+        "--set",
+        "sweep.train.seed=[0]",
+    ];
+    sweep(dir.path(), &spec, &one_point).success();
+    let before = count(&db(dir.path()), "SELECT count(*) FROM metrics");
+    sweep(dir.path(), &spec, &["--dry-run"]).success().stdout(
+        predicate::str::contains("finished 20/20")
+            .and(predicate::str::contains("6 runs: 1 finished, 5 new")),
+    );
+    assert_eq!(count(&db(dir.path()), "SELECT count(*) FROM runs"), 1);
+    assert_eq!(
+        count(&db(dir.path()), "SELECT count(*) FROM metrics"),
+        before
+    );
 }
 
 #[test]
@@ -877,5 +895,5 @@ fn search_trials_that_draw_the_same_config_are_one_run() {
     // Six trials over two values: two runs, each listed (and trained) once.
     sweep(dir.path(), &spec, &["--dry-run"])
         .success()
-        .stdout(predicate::str::contains("2 runs\n"));
+        .stdout(predicate::str::contains("2 runs: 2 new\n"));
 }

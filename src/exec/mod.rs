@@ -141,15 +141,54 @@ fn share_pruning(spec: &Spec, runs: &mut [PlannedRun]) {
     }
 }
 
-/// The expanded grid as a table: run id and the swept values.
-pub fn grid_table(spec: &Spec, runs: &[PlannedRun]) -> String {
+/// What the database `db` records of each run, for `--dry-run`: run id -> its status and
+/// steps ("interrupted 400/800"). Nothing when there is no database yet.
+pub fn recorded_states(db: &Path) -> Result<std::collections::HashMap<String, String>> {
+    if !db.exists() {
+        return Ok(Default::default());
+    }
+    let conn = track::open_read_only(db)?;
+    let sql = format!(
+        "SELECT r.id, {}, r.steps_done, r.total_steps FROM runs r",
+        track::claims::status_sql("r")
+    );
+    let mut statement = conn.prepare(&sql)?;
+    let rows = statement.query_map([], |r| {
+        let (id, status): (String, String) = (r.get(0)?, r.get(1)?);
+        let (done, total): (Option<i64>, Option<i64>) = (r.get(2)?, r.get(3)?);
+        let steps = match (done, total) {
+            (Some(done), Some(total)) => format!(" {done}/{total}"),
+            (Some(done), None) => format!(" {done}"),
+            _ => String::new(),
+        };
+        Ok((id, format!("{status}{steps}")))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The expanded grid as a table: run id, what the database records of it (`recorded`, from
+/// [`recorded_states`]; `new` when nothing) and the swept values, then the count of each.
+pub fn grid_table(
+    spec: &Spec,
+    runs: &[PlannedRun],
+    recorded: &std::collections::HashMap<String, String>,
+) -> String {
     let keys = spec.swept_keys();
     let mut rows = vec![
-        std::iter::once("run".to_string())
+        ["run", "recorded"]
+            .map(String::from)
+            .into_iter()
             .chain(keys.iter().cloned())
             .collect::<Vec<_>>(),
     ];
+    let mut counts: Vec<(String, usize)> = Vec::new();
     for run in runs {
+        let state = recorded.get(&run.id).map_or("new", String::as_str);
+        let status = state.split(' ').next().unwrap_or(state).to_string();
+        match counts.iter_mut().find(|(s, _)| *s == status) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((status, 1)),
+        }
         let values = keys.iter().map(|k| {
             run.point
                 .swept
@@ -158,10 +197,21 @@ pub fn grid_table(spec: &Spec, runs: &[PlannedRun]) -> String {
                 .map(|(_, v)| v.to_string())
                 .unwrap_or_default()
         });
-        rows.push(std::iter::once(run.id.clone()).chain(values).collect());
+        rows.push(
+            [run.id.clone(), state.to_string()]
+                .into_iter()
+                .chain(values)
+                .collect(),
+        );
     }
     let mut out = crate::query::format_table(&rows);
-    out.push_str(&format!("{} runs\n", runs.len()));
+    counts.sort();
+    let counted: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
+    out.push_str(&format!("{} runs: {}", runs.len(), counted.join(", ")));
+    if counts.iter().any(|(status, _)| status != "new") {
+        out.push_str(" (finished runs are skipped, the others resume; --force starts all over)");
+    }
+    out.push('\n');
     out
 }
 
