@@ -1030,3 +1030,41 @@ fn commands_run_from_another_directory_find_the_runs_files() {
         "its files went too"
     );
 }
+
+#[test]
+fn a_results_tree_moved_elsewhere_keeps_its_runs() {
+    // Trained on "a cluster" with absolute paths, copied back "home": the database records
+    // the cluster's paths; the report, eval and a rerun must find the runs in the copy.
+    let cluster = tempfile::tempdir().unwrap();
+    let spec = write_spec(cluster.path(), "moved", 6, "[0]");
+    let scratch = cluster.path().join("scratch/results");
+    let scratch_arg = scratch.to_str().unwrap();
+    let db_arg = format!("{scratch_arg}/runs.sqlite");
+    sweep(
+        cluster.path(),
+        &spec,
+        &["--results", scratch_arg, "--db", &db_arg],
+    )
+    .success();
+    let home = tempfile::tempdir().unwrap();
+    std::fs::rename(&scratch, home.path().join("results")).unwrap();
+    let id = common::texts(&db(home.path()), "SELECT id FROM runs").remove(0);
+    let run = |args: &[&str]| runner().current_dir(home.path()).args(args).assert();
+    run(&["report"]).success();
+    let page = home.path().join("results/report/moved").join(&id);
+    assert!(
+        page.join("step-00000006.png").is_file(),
+        "samples found in the copy"
+    );
+    runner()
+        .current_dir(home.path())
+        .args(["eval", &id, "--samples", "50", "--data-dir"])
+        .arg(fixture_dir())
+        .assert()
+        .success();
+    sweep(home.path(), &spec, &[])
+        .success()
+        .stdout(predicate::str::contains("1 skipped"));
+    run(&["rm", "--yes", &id]).success();
+    assert!(!home.path().join("results/moved").join(&id).exists());
+}

@@ -388,19 +388,33 @@ pub fn run_status(conn: &Connection, run_id: &str) -> Result<Option<String>> {
 
 /// Where a path the database `db` records (a run directory, a sample, a checkpoint) is now.
 /// Paths are recorded as the sweep was given them, usually relative to the directory it ran
-/// in: a path that is not there as given is looked for relative to the project holding the
-/// database (`<project>/results/runs.sqlite`), so that commands run from elsewhere
-/// (`--db ../results/runs.sqlite`) find the files. `None` when it is in neither place.
+/// in. One that is not there as given is looked for
+/// - relative to the project holding the database (`<project>/results/runs.sqlite`), for
+///   commands run from elsewhere (`--db ../results/runs.sqlite`);
+/// - under the database's folder, by its trailing components (`<experiment>/<run-id>/...`), for
+///   a results tree that moved (copied back from a cluster's scratch space, whose absolute
+///   paths the database recorded).
+///
+/// `None` when it is in none of those places.
 pub fn locate(db: &Path, recorded: &Path) -> Option<PathBuf> {
     if recorded.exists() {
         return Some(recorded.to_path_buf());
     }
-    if recorded.is_absolute() {
-        return None;
+    let beside = db.parent()?;
+    if recorded.is_relative()
+        && let Some(candidate) = beside.parent().map(|project| project.join(recorded))
+        && candidate.exists()
+    {
+        return Some(candidate);
     }
-    let project = db.parent()?.parent()?;
-    let candidate = project.join(recorded);
-    candidate.exists().then_some(candidate)
+    let parts: Vec<_> = recorded
+        .components()
+        .filter(|c| matches!(c, std::path::Component::Normal(_)))
+        .collect();
+    // Two components at least: `<experiment>/<run-id>`, never a bare file name.
+    (0..parts.len().saturating_sub(1))
+        .map(|start| beside.join(parts[start..].iter().collect::<PathBuf>()))
+        .find(|candidate| candidate.exists())
 }
 
 /// The directory the database records for `run_id`, if it knows the run.
@@ -417,6 +431,33 @@ pub fn run_dir(conn: &Connection, run_id: &str) -> Result<Option<PathBuf>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recorded_paths_are_found_from_elsewhere_and_in_a_moved_tree() {
+        let root = tempfile::tempdir().unwrap();
+        let results = root.path().join("copy/results");
+        let run = results.join("exp/0123456789ab");
+        std::fs::create_dir_all(run.join("samples")).unwrap();
+        std::fs::write(run.join("samples/step-1.png"), "png").unwrap();
+        let db = results.join("runs.sqlite");
+        std::fs::write(&db, "").unwrap();
+        // Recorded relative to the project (the sweep ran in `copy/`).
+        let relative = Path::new("results/exp/0123456789ab/samples/step-1.png");
+        assert_eq!(locate(&db, relative), Some(run.join("samples/step-1.png")));
+        // Recorded absolute on another machine; the tree was copied here.
+        let absolute = Path::new("/scratch/me/results/exp/0123456789ab");
+        assert_eq!(locate(&db, absolute), Some(run.clone()));
+        assert_eq!(locate(&db, &run), Some(run.clone()), "as given");
+        assert_eq!(
+            locate(&db, Path::new("/scratch/me/results/exp/ffffffffffff")),
+            None
+        );
+        assert_eq!(
+            locate(&db, Path::new("/elsewhere/runs.sqlite")),
+            None,
+            "not a bare name"
+        );
+    }
 
     #[test]
     fn migrations_are_idempotent_and_versioned() {
