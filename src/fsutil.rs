@@ -33,10 +33,44 @@ pub fn write_atomic_with(
 /// The file a run directory's lock is taken on; every training attempt creates it first.
 pub const LOCK_FILE: &str = ".lock";
 
-/// Holds `<dir>/.lock` exclusively while the returned file lives, so two processes never
-/// write into one run directory at once (whatever started them: `train`, sweeps, Slurm
-/// tasks); the lock goes with the process, however it ends.
-pub fn lock_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
+/// A run directory's lock, held while this lives: whoever writes into a run directory
+/// (`train`, a sweep's worker, a Slurm task) or deletes it (`runner rm`) holds it first, so
+/// two processes never do so at once. The lock goes with the process, however it ends.
+#[derive(Debug)]
+pub struct DirLock {
+    dir: PathBuf,
+    _file: std::fs::File,
+}
+
+impl DirLock {
+    /// The locked directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Empties the locked directory but for its lock, moving what it held into `to` (a new
+    /// directory), so the lock stays held on the directory that keeps its name.
+    pub fn move_contents(&self, to: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(to)?;
+        for entry in std::fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            if entry.file_name() != LOCK_FILE {
+                std::fs::rename(entry.path(), to.join(entry.file_name()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes everything in the locked directory but its lock (a run started over).
+    pub fn clear(&self) -> std::io::Result<()> {
+        let doomed = doomed_sibling(&self.dir);
+        self.move_contents(&doomed)?;
+        std::fs::remove_dir_all(doomed)
+    }
+}
+
+/// Locks run directory `dir` (creating it), failing when another process holds it.
+pub fn lock_dir(dir: &Path) -> anyhow::Result<DirLock> {
     try_lock_dir(dir)?.ok_or_else(|| {
         anyhow::anyhow!(
             "{}: another process is training in this directory",
@@ -46,9 +80,13 @@ pub fn lock_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
 }
 
 /// Like [`lock_dir`], answering `None` when another process holds the lock.
-pub fn try_lock_dir(dir: &Path) -> anyhow::Result<Option<std::fs::File>> {
+pub fn try_lock_dir(dir: &Path) -> anyhow::Result<Option<DirLock>> {
+    std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
     let (file, locked) = try_lock_file(&dir.join(LOCK_FILE))?;
-    Ok(locked.then_some(file))
+    Ok(locked.then(|| DirLock {
+        dir: dir.to_path_buf(),
+        _file: file,
+    }))
 }
 
 /// Holds `.<name>.lock` next to `path` exclusively while the returned file lives, waiting
@@ -150,6 +188,31 @@ mod tests {
         assert!(err.contains("another process is training"), "{err}");
         drop(held);
         lock_dir(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn clearing_a_locked_directory_keeps_its_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        let held = lock_dir(&run).unwrap();
+        std::fs::create_dir_all(run.join("checkpoints/step-1")).unwrap();
+        std::fs::write(run.join("records.jsonl"), "x").unwrap();
+        held.move_contents(&dir.path().join("aside")).unwrap();
+        assert!(dir.path().join("aside/checkpoints/step-1").is_dir());
+        assert!(dir.path().join("aside/records.jsonl").is_file());
+        std::fs::write(run.join("losses.csv"), "x").unwrap();
+        held.clear().unwrap();
+        let left: Vec<_> = std::fs::read_dir(&run)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, [LOCK_FILE]);
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            2,
+            "no temporary left"
+        );
+        assert!(try_lock_dir(&run).unwrap().is_none(), "still held");
     }
 
     #[test]

@@ -1068,3 +1068,40 @@ fn a_results_tree_moved_elsewhere_keeps_its_runs() {
     run(&["rm", "--yes", &id]).success();
     assert!(!home.path().join("results/moved").join(&id).exists());
 }
+
+#[test]
+fn a_sweep_leaves_a_run_whose_directory_another_process_holds() {
+    // A Slurm task or `runner train --out` training in a run's directory holds its `.lock`
+    // but no claim in the database: the sweep opened the run's records (a fresh start
+    // truncated them) before training found the directory taken.
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), "locked", 6, "[0]");
+    let out = sweep(dir.path(), &spec, &["--dry-run"]).success();
+    let listing = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    let id = listing
+        .lines()
+        .nth(2)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let run_dir = dir.path().join("results/locked").join(&id);
+    std::fs::create_dir_all(&run_dir).unwrap();
+    std::fs::write(run_dir.join("records.jsonl"), "theirs\n").unwrap();
+    let lock = std::fs::File::create(run_dir.join(".lock")).unwrap();
+    lock.try_lock().unwrap();
+    sweep(dir.path(), &spec, &[])
+        .success()
+        .stderr(predicate::str::contains("another process is training in"))
+        .stdout(predicate::str::contains("1 left to another"));
+    assert_eq!(
+        std::fs::read_to_string(run_dir.join("records.jsonl")).unwrap(),
+        "theirs\n"
+    );
+    drop(lock);
+    std::fs::remove_file(run_dir.join("records.jsonl")).unwrap();
+    sweep(dir.path(), &spec, &[])
+        .success()
+        .stdout(predicate::str::contains("1 finished"));
+}

@@ -4,9 +4,12 @@
 # Installs Debian's slurm-wlm and munge if missing, starts munged, slurmctld and slurmd with a
 # minimal slurm.conf in a temporary directory, then:
 #   1. submits a 4-point tiny sweep with --wait: all four runs finished, each exactly once;
-#   2. submits a 2-point sweep whose runs take a while, cancels one task mid-run (scancel),
+#   2. trains one of those runs again here (--force), then merges the old job again: all four
+#      stay finished;
+#   3. submits a 2-point sweep whose runs take a while, cancels one task mid-run (scancel),
 #      collects: that run is failed with its job id and log tail, the other finished;
-#      a rerun submits and completes only the cancelled point.
+#      a rerun submits and completes only the cancelled point;
+#   4. a local sweep and a Slurm sweep of one spec at once: each run trained once.
 # Every daemon it started is stopped on exit. Usage: tests/slurm.sh [path/to/runner]
 set -euo pipefail
 
@@ -132,7 +135,15 @@ rows=$(sql "SELECT count(*) FROM metrics")
     || fail "a second sweep skips the finished runs"
 echo "ok: 4-point sweep finished once each, collect is idempotent"
 
-# 2. Cancel one task mid-run; it is failed; a rerun completes only it.
+# 2. A run trained again here after its Slurm task ended: merging that old job again must not
+#    take the task's absence from the run's (new) records for a task that died.
+"$RUNNER" sweep four.toml --force --set 'sweep.train.seed=[1]' --no-report >/dev/null
+"$RUNNER" sweep four.toml --executor slurm --collect --no-report
+[ "$(sql "SELECT count(*) FROM runs WHERE experiment = 'four' AND status = 'finished'")" = 4 ] \
+    || { "$RUNNER" runs; fail "collecting an old job after a local rerun keeps the runs finished"; }
+echo "ok: collecting an old job leaves a run trained again since alone"
+
+# 3. Cancel one task mid-run; it is failed; a rerun completes only it.
 spec two 40000 "[1, 2]"   # about 9 s a run here: long enough to cancel one mid-run
 out=$("$RUNNER" sweep two.toml --executor slurm --no-report 2>&1)
 echo "$out"
@@ -165,4 +176,24 @@ echo "$out" | grep -q "2 runs: 1 finished, 1 skipped" || fail "the rerun's summa
 [ "$(sql "SELECT status FROM runs WHERE id = '$cancelled'")" = finished ] || fail "the rerun finished it"
 [ "$(sql "SELECT count(*) FROM runs WHERE experiment = 'two'")" = 2 ] || fail "still two runs"
 echo "ok: a cancelled task is recorded as failed and a rerun completes only that point"
+
+# 4. A local sweep and a Slurm sweep of one spec at once: each run is trained by one of them,
+#    once, and ends finished.
+spec both 15000 "[1, 2, 3]"   # about 3 s a run here
+"$RUNNER" sweep both.toml --jobs 1 --no-report > local.log 2>&1 &
+local=$!
+for _ in $(seq 60); do
+    [ "$(sql "SELECT count(*) FROM runs WHERE experiment = 'both' AND status = 'running'")" = 1 ] && break
+    sleep 0.5
+done
+"$RUNNER" sweep both.toml --executor slurm --wait --no-report > slurm-both.log 2>&1 \
+    || { cat slurm-both.log; fail "the Slurm sweep beside a local one"; }
+wait "$local" || { cat local.log; fail "the local sweep beside a Slurm one"; }
+cat local.log slurm-both.log
+[ "$(sql "SELECT count(*) FROM runs WHERE experiment = 'both' AND status = 'finished'")" = 3 ] \
+    || { "$RUNNER" runs; fail "three finished runs"; }
+for records in results/both/*/records.jsonl; do
+    [ "$(grep -c '"RunStarted"' "$records")" = 1 ] || { cat "$records"; fail "$records: trained twice"; }
+done
+echo "ok: a local and a Slurm sweep of one spec at once train each run once"
 echo "slurm tests passed"

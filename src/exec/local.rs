@@ -53,6 +53,21 @@ fn claim_and_run(
         }
         Claim::Acquired { status } => status,
     };
+    // The database's claim keeps other sweeps away; the directory's lock, anything else that
+    // trains there (a Slurm task, `runner train --out`).
+    let lock = match crate::fsutil::try_lock_dir(&run.run_dir) {
+        Ok(Some(lock)) => lock,
+        Ok(None) => {
+            bar.finish_and_clear();
+            errln!(
+                "{experiment}: run {}: another process is training in {}; left to it",
+                run.id,
+                run.run_dir.display()
+            );
+            return Ok("held".into());
+        }
+        Err(err) => return record_failure(experiment, run, tracker, bar, err),
+    };
     let records = records::read_checked(&run.run_dir);
     let lines = &records.lines;
     let mut status = status;
@@ -92,7 +107,7 @@ fn claim_and_run(
             let aside = run
                 .run_dir
                 .with_extension(format!("unrecorded-{}", track::now() as u64));
-            std::fs::rename(&run.run_dir, &aside)
+            lock.move_contents(&aside)
                 .with_context(|| format!("moving {} aside", run.run_dir.display()))?;
             errln!(
                 "{experiment}: {} had checkpoints but no records; moved to {} and started over",
@@ -100,7 +115,7 @@ fn claim_and_run(
                 aside.display()
             );
         }
-        let pending = prepare(run.clone(), force)?;
+        let pending = prepare(run.clone(), force, &lock)?;
         let task = format!("local:{}", Owner::this_process().tag());
         let recorder = LocalRecorder {
             records: RecordsFile::open(&run.run_dir, task, pending.fresh)?,
@@ -108,22 +123,31 @@ fn claim_and_run(
         };
         Ok((recorder, pending))
     })();
-    let (recorder, pending) = match started {
-        Ok(started) => started,
-        Err(err) => {
-            bar.finish_and_clear();
-            tracker.record(Event::RunEnded {
-                run_id: run.id.clone(),
-                status: "failed".into(),
-                steps_done: 0,
-                error: Some(format!("{err:#}")),
-                at: track::now(),
-            })?;
-            errln!("{experiment}: run {} failed: {err:#}", run.id);
-            return Ok("failed".into());
-        }
-    };
-    Ok(run_one(experiment, &pending, &recorder, bar, stop))
+    match started {
+        Ok((recorder, pending)) => Ok(run_one(experiment, &pending, &recorder, &lock, bar, stop)),
+        Err(err) => record_failure(experiment, run, tracker, bar, err),
+    }
+}
+
+/// Records `run` as failed with `err` before it started (its directory could not be made
+/// ready); the error is the database's.
+fn record_failure(
+    experiment: &str,
+    run: &PlannedRun,
+    tracker: &TrackerHandle,
+    bar: ProgressBar,
+    err: anyhow::Error,
+) -> Result<String, String> {
+    bar.finish_and_clear();
+    tracker.record(Event::RunEnded {
+        run_id: run.id.clone(),
+        status: "failed".into(),
+        steps_done: 0,
+        error: Some(format!("{err:#}")),
+        at: track::now(),
+    })?;
+    errln!("{experiment}: run {} failed: {err:#}", run.id);
+    Ok("failed".into())
 }
 
 /// Runs grid points here, `jobs` at a time, with a progress bar each.

@@ -24,6 +24,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::errln;
+use crate::fsutil::DirLock;
 use crate::spec::{GridPoint, RunConfig, Spec};
 use crate::track::records;
 use crate::track::{self, Event, RunRecord, Tracker};
@@ -271,12 +272,12 @@ pub trait Executor {
     ) -> Result<Summary>;
 }
 
-/// A run about to start: with `force` its directory goes; it is `fresh` when there is no
-/// checkpoint left to resume from.
-pub fn prepare(run: PlannedRun, force: bool) -> Result<Pending> {
-    if force && run.run_dir.exists() {
-        std::fs::remove_dir_all(&run.run_dir)
-            .with_context(|| format!("removing {}", run.run_dir.display()))?;
+/// A run about to start, in its directory whose lock the caller holds: with `force` the
+/// directory is emptied; it is `fresh` when there is no checkpoint left to resume from.
+pub fn prepare(run: PlannedRun, force: bool, lock: &DirLock) -> Result<Pending> {
+    if force {
+        lock.clear()
+            .with_context(|| format!("emptying {}", run.run_dir.display()))?;
     }
     let fresh = train::checkpoint::list(&run.run_dir).is_empty();
     Ok(Pending { run, fresh })
@@ -330,12 +331,27 @@ pub fn run(
     share_pruning(spec, &mut runs);
     let mut skipped = 0;
     let mut pruned = 0;
+    let mut held = 0;
+    let me = track::claims::Owner::this_process().tag();
     // Each rung's evaluations, read once for all the pruned runs reconsidered here.
     let mut rung_values = std::collections::BTreeMap::new();
     let mut todo = Vec::new();
     for mut run in runs {
         if !options.force && is_done(&reader, &run)? {
             skipped += 1;
+            continue;
+        }
+        // Left to a live process that trains it, or to the Slurm task it is queued as (an
+        // executor's own claim closes the race; this keeps a Slurm sweep from queuing it).
+        if let Some(row) = track::claims::ClaimRow::read(&reader, &run.id)?
+            && let Some(by) = row.holder(&me, track::now())
+        {
+            errln!(
+                "{}: run {} is being trained by {by}; left to it",
+                spec.name,
+                run.id
+            );
+            held += 1;
             continue;
         }
         // A pruned run stays pruned unless its rung now keeps it (a sweep whose spec no longer
@@ -370,6 +386,7 @@ pub fn run(
     Ok(Summary {
         skipped: skipped + summary.skipped,
         pruned: pruned + summary.pruned,
+        held: held + summary.held,
         ..summary
     })
 }

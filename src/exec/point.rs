@@ -11,6 +11,7 @@ use indicatif::ProgressBar;
 use super::prune::Pruning;
 use super::{Pending, Recorder, record_of};
 use crate::detect::Detectors;
+use crate::fsutil::DirLock;
 use crate::progress::ProgressObserver;
 use crate::spec::RunConfig;
 use crate::track::records;
@@ -168,11 +169,13 @@ impl Observer for RunObserver<'_> {
     }
 }
 
-/// Runs one grid point to its end and records how it ended; returns that status.
+/// Runs one grid point to its end, in its directory whose lock the caller holds (taken before
+/// the recorder opened the run's records), and records how it ended; returns that status.
 pub fn run_one(
     experiment: &str,
     pending: &Pending,
     recorder: &dyn Recorder,
+    lock: &DirLock,
     bar: ProgressBar,
     stop: Arc<AtomicBool>,
 ) -> String {
@@ -201,7 +204,7 @@ pub fn run_one(
     let trained = observer
         .failure
         .is_none()
-        .then(|| train::train(config, &run.run_dir, &mut observer));
+        .then(|| train::train_locked(config, lock, &mut observer));
     // A record that could not be written stops the run, whatever training returned.
     let result = match (&observer.failure, trained) {
         (Some(failure), _) => Err(anyhow::anyhow!(

@@ -51,6 +51,9 @@ pub struct Plan {
     /// The sweep's `[search.prune]` and the runs it compares, once for all tasks.
     #[serde(default)]
     pub pruning: Option<super::prune::Pruning>,
+    /// When it was submitted (seconds since the epoch; 0 in plans written before this was).
+    #[serde(default)]
+    pub submitted_at: f64,
 }
 
 fn slurm_dir(results: &Path, experiment: &str) -> PathBuf {
@@ -114,10 +117,25 @@ impl Executor for SlurmExecutor {
             return Ok(Summary::default());
         }
         let pruning = runs.first().and_then(|r| r.pruning.as_deref().cloned());
-        let pending = runs
-            .into_iter()
-            .map(|run| prepare(run, force))
-            .collect::<Result<Vec<Pending>>>()?;
+        let mut summary = Summary::default();
+        let mut pending = Vec::new();
+        for run in runs {
+            // A process training in the directory right now keeps it (its lock is held only
+            // while the directory is made ready: each task takes it again).
+            let Some(lock) = crate::fsutil::try_lock_dir(&run.run_dir)? else {
+                errln!(
+                    "{experiment}: run {}: another process is training in {}; left to it",
+                    run.id,
+                    run.run_dir.display()
+                );
+                summary.held += 1;
+                continue;
+            };
+            pending.push(prepare(run, force, &lock)?);
+        }
+        if pending.is_empty() {
+            return Ok(summary);
+        }
         // Train (or check) the evaluator's classifier here, once, rather than in every task.
         let data_dirs: BTreeSet<PathBuf> = pending
             .iter()
@@ -140,6 +158,7 @@ impl Executor for SlurmExecutor {
             job_id: None,
             runs: pending,
             pruning,
+            submitted_at: track::now(),
         };
         let write_plan = |plan: &Plan| -> Result<()> {
             crate::fsutil::write_atomic(&plan_path, &serde_json::to_vec_pretty(plan)?)
@@ -202,14 +221,11 @@ impl Executor for SlurmExecutor {
             dir.display()
         );
         if !self.options.wait {
-            return Ok(Summary {
-                queued: plan.runs.len(),
-                ..Default::default()
-            });
+            summary.queued = plan.runs.len();
+            return Ok(summary);
         }
         wait(&[job], &self.stop)?;
         let statuses = collect(&self.results, experiment, tracker)?;
-        let mut summary = Summary::default();
         for p in &plan.runs {
             summary.count(statuses.get(&p.run.id).map_or("pending", String::as_str));
         }
@@ -295,16 +311,17 @@ pub fn collect(
 ) -> Result<BTreeMap<String, String>> {
     let queued = queued_tasks()?;
     let dir = slurm_dir(results, experiment);
-    let mut latest: BTreeMap<String, (String, &Pending)> = BTreeMap::new();
+    let mut latest: BTreeMap<String, (String, &Pending, f64)> = BTreeMap::new();
     let plans = plans(results, experiment)?;
     for plan in &plans {
         let Some(job) = &plan.job_id else { continue };
         for (i, pending) in plan.runs.iter().enumerate() {
-            latest.insert(pending.run.id.clone(), (task_id(job, i), pending));
+            let queued = (task_id(job, i), pending, plan.submitted_at);
+            latest.insert(pending.run.id.clone(), queued);
         }
     }
     let mut statuses = BTreeMap::new();
-    for (run_id, (task, pending)) in latest {
+    for (run_id, (task, pending, submitted_at)) in latest {
         if queued.contains(&task) {
             statuses.insert(run_id, "pending".to_string());
             continue;
@@ -315,6 +332,27 @@ pub fn collect(
             errln!("run {run_id}: {damage}");
         }
         let lines = records.lines;
+        // Another process that worked on the run since this job was submitted (a local sweep
+        // that had it then, or trained it again with --force), or trains it now, supersedes
+        // the task: that process records the run, and the task's silence says nothing (it found
+        // the directory locked, or started nothing).
+        let worked_since = lines.iter().any(|line| {
+            let at = match line.event {
+                Event::RunStarted { at, .. }
+                | Event::RunEnded { at, .. }
+                | Event::Metric { at, .. } => at,
+                _ => return false,
+            };
+            line.task != task && submitted_at > 0.0 && at > submitted_at
+        });
+        let task_started = lines.iter().any(|line| line.task == task);
+        let training_now =
+            || crate::fsutil::try_lock_dir(&pending.run.run_dir).is_ok_and(|lock| lock.is_none());
+        if worked_since || (!task_started && training_now()) {
+            let status = records::last_status(&lines).unwrap_or_else(|| "running".into());
+            statuses.insert(run_id, status);
+            continue;
+        }
         let mut status = None;
         let mut last_step = 0;
         for line in lines {
@@ -381,7 +419,17 @@ pub fn run_task(plan_path: &Path, index: usize) -> Result<()> {
         .or(plan.job_id.clone())
         .unwrap_or_else(|| "local".into());
     let run_dir = &pending.run.run_dir;
-    std::fs::create_dir_all(run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    // Before anything is written: a process training there (a local sweep started after this
+    // job was queued) keeps the run, and its records stay as they are.
+    let Some(lock) = crate::fsutil::try_lock_dir(run_dir)? else {
+        errln!(
+            "{}: run {}: another process is training in {}; left to it",
+            plan.experiment,
+            pending.run.id,
+            run_dir.display()
+        );
+        return Ok(());
+    };
     // Decided now, not at submission: a requeued task resumes from its own checkpoints.
     let mut run = pending.run.clone();
     run.pruning = plan.pruning.clone().map(std::sync::Arc::new);
@@ -402,6 +450,7 @@ pub fn run_task(plan_path: &Path, index: usize) -> Result<()> {
         &plan.experiment,
         pending,
         &recorder,
+        &lock,
         bar,
         Arc::new(AtomicBool::new(false)),
     );

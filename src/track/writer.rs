@@ -214,6 +214,15 @@ fn apply(tx: &rusqlite::Transaction<'_>, event: Event) -> Result<()> {
             upsert_run(tx, &record, "running", Some(at))?;
         }
         Event::RunQueued { record, slurm_task } => {
+            // A run that a live process took since the sweep planned it stays that process's
+            // (its task will find the directory locked and leave it).
+            let me = claims::Owner::this_process().tag();
+            let taken = claims::ClaimRow::read(tx, &record.id)?
+                .filter(|row| row.owner.is_some())
+                .and_then(|row| row.holder(&me, super::now()));
+            if taken.is_some() {
+                return Ok(());
+            }
             upsert_run(tx, &record, "pending", None)?;
             tx.execute(
                 "UPDATE runs SET slurm_task = ?2 WHERE id = ?1",

@@ -35,6 +35,7 @@ use rand_distr::{Distribution, StandardNormal};
 
 use crate::data::{Digits, Split};
 use crate::eval::{Evaluator, Metrics};
+use crate::fsutil::DirLock;
 use crate::images::ImageBatch;
 use crate::model::conditional::one_hot;
 use crate::model::{CLASSES, Generator, ModelConfig};
@@ -289,16 +290,28 @@ impl LossLog {
     }
 }
 
-/// Trains (or resumes) the run of `config` in `run_dir`, reporting to `observer`. A panic
-/// inside training is this run's error, not the end of the process: burn reports a GPU that
-/// fails (an allocation, a kernel) by panicking, and a bug anywhere must not take a sweep down.
+/// Trains (or resumes) the run of `config` in `run_dir`, reporting to `observer`; fails when
+/// another process trains there. A panic inside training is this run's error, not the end of
+/// the process: burn reports a GPU that fails (an allocation, a kernel) by panicking, and a bug
+/// anywhere must not take a sweep down.
 pub fn train(
     config: &RunConfig,
     run_dir: &Path,
     observer: &mut dyn Observer,
 ) -> anyhow::Result<Outcome> {
+    let lock = crate::fsutil::lock_dir(run_dir)?;
+    train_locked(config, &lock, observer)
+}
+
+/// [`train`] in the run directory whose lock the caller holds (a sweep takes it before it
+/// writes the run's records).
+pub fn train_locked(
+    config: &RunConfig,
+    lock: &DirLock,
+    observer: &mut dyn Observer,
+) -> anyhow::Result<Outcome> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        train_unguarded(config, run_dir, observer)
+        train_unguarded(config, lock.dir(), observer)
     }))
     .unwrap_or_else(|panic| {
         let what = crate::backend::panic_message(panic.as_ref());
@@ -329,8 +342,6 @@ fn train_unguarded(
     let total = config.train.total_steps(train_images.len());
     let mut trainer = Trainer::new(config, &train_images);
     drop(train_images);
-    std::fs::create_dir_all(run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
-    let _lock = crate::fsutil::lock_dir(run_dir)?;
     checkpoint::remove_unfinished(run_dir)?;
     // Resume (or refuse an incompatible checkpoint) before writing anything into the run.
     let resumed_from = trainer.resume(run_dir, observer)?;
