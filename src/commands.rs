@@ -251,7 +251,7 @@ pub fn sweep(req: SweepRequest) -> Result<()> {
         let summary = exec::run(&spec, req.spec, runs, &options, executor.as_ref())?;
         let held = if summary.held > 0 {
             format!(
-                ", {} left to another sweep that is training them",
+                ", {} left to another process or Slurm task that has them",
                 summary.held
             )
         } else {
