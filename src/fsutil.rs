@@ -61,11 +61,17 @@ impl DirLock {
         Ok(())
     }
 
-    /// Deletes everything in the locked directory but its lock (a run started over).
-    pub fn clear(&self) -> std::io::Result<()> {
+    /// Deletes everything in the locked directory but its lock (a run started over), and what
+    /// an earlier clear killed half-way left beside it.
+    pub fn clear(&self) -> anyhow::Result<()> {
+        let name = self.dir.file_name().unwrap_or_default().to_string_lossy();
+        if let Some(parent) = self.dir.parent() {
+            remove_temp_dirs(parent, &format!("{name}."))?;
+        }
         let doomed = doomed_sibling(&self.dir);
         self.move_contents(&doomed)?;
-        std::fs::remove_dir_all(doomed)
+        std::fs::remove_dir_all(&doomed)
+            .map_err(|e| anyhow::anyhow!("removing {}: {e}", doomed.display()))
     }
 }
 
@@ -201,6 +207,8 @@ mod tests {
         assert!(dir.path().join("aside/checkpoints/step-1").is_dir());
         assert!(dir.path().join("aside/records.jsonl").is_file());
         std::fs::write(run.join("losses.csv"), "x").unwrap();
+        let killed_clear = dir.path().join(".run.old.tmp-999999");
+        std::fs::create_dir_all(killed_clear.join("checkpoints")).unwrap();
         held.clear().unwrap();
         let left: Vec<_> = std::fs::read_dir(&run)
             .unwrap()
