@@ -437,6 +437,18 @@ pub fn show(db: &Path, run_id: &str) -> Result<String> {
         match column.as_str() {
             "config" => {}
             "status" => out.push_str(&format!("{column:<12} {}\n", cell(&status.rows[0][0]))),
+            "run_dir" => {
+                // Recorded as the sweep was given it: say where it is from here.
+                let recorded = cell(value);
+                let here = match track::locate(db, Path::new(&recorded)) {
+                    Some(path) if path != Path::new(&recorded) => {
+                        format!(" (here: {})", path.display())
+                    }
+                    Some(_) => String::new(),
+                    None => " (not found)".into(),
+                };
+                out.push_str(&format!("{column:<12} {recorded}{here}\n"));
+            }
             _ => out.push_str(&format!("{column:<12} {}\n", cell(value))),
         }
     }

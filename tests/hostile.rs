@@ -1051,6 +1051,11 @@ fn a_results_tree_moved_elsewhere_keeps_its_runs() {
     let id = common::texts(&db(home.path()), "SELECT id FROM runs").remove(0);
     let run = |args: &[&str]| runner().current_dir(home.path()).args(args).assert();
     run(&["report"]).success();
+    run(&["show", &id])
+        .success()
+        .stdout(predicate::str::contains(format!(
+            "(here: results/moved/{id})"
+        )));
     let page = home.path().join("results/report/moved").join(&id);
     assert!(
         page.join("step-00000006.png").is_file(),
