@@ -210,7 +210,14 @@ pub fn grid_table(
     let counted: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
     out.push_str(&format!("{} runs: {}", runs.len(), counted.join(", ")));
     if counts.iter().any(|(status, _)| status != "new") {
-        out.push_str(" (finished runs are skipped, the others resume; --force starts all over)");
+        let pruned = if counts.iter().any(|(status, _)| status == "pruned") {
+            ", pruned ones unless their rung now keeps them"
+        } else {
+            ""
+        };
+        out.push_str(&format!(
+            " (finished runs are skipped{pruned}; the others resume; --force starts all over)"
+        ));
     }
     out.push('\n');
     out
