@@ -246,6 +246,21 @@ pub fn open_read_only(path: &Path) -> Result<Connection> {
         "{}: not a ganrunner database (it has no `runs` table)",
         path.display()
     );
+    // A database an older runner wrote is upgraded first, as the next sweep would do, so that
+    // queries see today's schema (they failed on its missing columns).
+    let version = conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))?;
+    if (version as usize) < MIGRATIONS.len() {
+        drop(conn);
+        drop(open(path).with_context(|| {
+            format!(
+                "{}: written by an older runner (schema {version}, this one reads {}), and it \
+                 could not be upgraded",
+                path.display(),
+                MIGRATIONS.len()
+            )
+        })?);
+        return open_read_only(path);
+    }
     conn.authorizer(Some(|ctx: AuthContext<'_>| match ctx.action {
         AuthAction::Attach { .. } | AuthAction::Detach { .. } => Authorization::Deny,
         _ => Authorization::Allow,
@@ -472,6 +487,23 @@ mod tests {
         conn.pragma_update(None, "user_version", 99).unwrap();
         drop(conn);
         assert!(open(&path).unwrap_err().to_string().contains("migrating"));
+    }
+
+    #[test]
+    fn reading_a_database_an_older_runner_wrote_upgrades_it_first() {
+        // `runner runs` on it failed: "no such column: r.heartbeat_at".
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.sqlite");
+        let conn = Connection::open(&path).unwrap();
+        for migration in &MIGRATIONS[..2] {
+            conn.execute_batch(migration).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 2).unwrap();
+        drop(conn);
+        let conn = open_read_only(&path).unwrap();
+        assert_eq!(schema_version(&conn), MIGRATIONS.len());
+        conn.query_row("SELECT count(heartbeat_at) FROM runs", [], |_| Ok(()))
+            .unwrap();
     }
 
     #[test]
