@@ -248,18 +248,21 @@ pub fn open_read_only(path: &Path) -> Result<Connection> {
     );
     // A database an older runner wrote is upgraded first, as the next sweep would do, so that
     // queries see today's schema (they failed on its missing columns).
+    // One that cannot be upgraded (a read-only copy) is read as it is.
     let version = conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))?;
     if (version as usize) < MIGRATIONS.len() {
-        drop(conn);
-        drop(open(path).with_context(|| {
-            format!(
-                "{}: written by an older runner (schema {version}, this one reads {}), and it \
-                 could not be upgraded",
+        match open(path) {
+            Ok(upgraded) => {
+                drop((conn, upgraded));
+                return open_read_only(path);
+            }
+            Err(err) => crate::errln!(
+                "warning: {} was written by an older runner (schema {version}; this one reads \
+                 {}) and could not be upgraded ({err:#}); queries of newer columns will fail",
                 path.display(),
                 MIGRATIONS.len()
-            )
-        })?);
-        return open_read_only(path);
+            ),
+        }
     }
     conn.authorizer(Some(|ctx: AuthContext<'_>| match ctx.action {
         AuthAction::Attach { .. } | AuthAction::Detach { .. } => Authorization::Deny,
