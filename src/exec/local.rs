@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::{Executor, Pending, PlannedRun, Recorder, Summary, prepare, record_of, run_one};
+use super::{
+    Executor, Pending, PlannedRun, Recorder, Summary, lock_or_leave, prepare, record_of, run_one,
+};
 use crate::errln;
 use crate::track::claims::{Claim, Owner};
 use crate::track::records::{self, RecordsFile};
@@ -55,15 +57,10 @@ fn claim_and_run(
     };
     // The database's claim keeps other sweeps away; the directory's lock, anything else that
     // trains there (a Slurm task, `runner train --out`).
-    let lock = match crate::fsutil::try_lock_dir(&run.run_dir) {
+    let lock = match lock_or_leave(experiment, run) {
         Ok(Some(lock)) => lock,
         Ok(None) => {
             bar.finish_and_clear();
-            errln!(
-                "{experiment}: run {}: another process is training in {}; left to it",
-                run.id,
-                run.run_dir.display()
-            );
             return Ok("held".into());
         }
         Err(err) => return record_failure(experiment, run, tracker, bar, err),

@@ -279,6 +279,20 @@ pub trait Executor {
     ) -> Result<Summary>;
 }
 
+/// Locks `run`'s directory (creating it) before anything there is read or written, or says
+/// that another process trains in it and answers `None`: the run is left to that process.
+pub fn lock_or_leave(experiment: &str, run: &PlannedRun) -> Result<Option<DirLock>> {
+    let lock = crate::fsutil::try_lock_dir(&run.run_dir)?;
+    if lock.is_none() {
+        errln!(
+            "{experiment}: run {}: another process is training in {}; left to it",
+            run.id,
+            run.run_dir.display()
+        );
+    }
+    Ok(lock)
+}
+
 /// A run about to start, in its directory whose lock the caller holds: with `force` the
 /// directory is emptied; it is `fresh` when there is no checkpoint left to resume from.
 pub fn prepare(run: PlannedRun, force: bool, lock: &DirLock) -> Result<Pending> {
@@ -344,15 +358,18 @@ pub fn run(
     let mut rung_values = std::collections::BTreeMap::new();
     let mut todo = Vec::new();
     for mut run in runs {
-        if !options.force && is_done(&reader, &run)? {
+        let row = track::claims::ClaimRow::read(&reader, &run.id)?;
+        // Finished, with its final checkpoint on disk, whole.
+        if !options.force
+            && row.as_ref().is_some_and(|row| row.status == "finished")
+            && train::checkpoint::newest_is_intact(&run.run_dir)
+        {
             skipped += 1;
             continue;
         }
         // Left to a live process that trains it, or to the Slurm task it is queued as (an
         // executor's own claim closes the race; this keeps a Slurm sweep from queuing it).
-        if let Some(row) = track::claims::ClaimRow::read(&reader, &run.id)?
-            && let Some(by) = row.holder(&me, track::now())
-        {
+        if let Some(by) = row.and_then(|row| row.holder(&me, track::now())) {
             errln!(
                 "{}: run {} is being trained by {by}; left to it",
                 spec.name,
@@ -396,12 +413,4 @@ pub fn run(
         held: held + summary.held,
         ..summary
     })
-}
-
-/// Whether the database knows `run` as finished and its final checkpoint is on disk, whole.
-fn is_done(conn: &rusqlite::Connection, run: &PlannedRun) -> Result<bool> {
-    Ok(
-        track::run_status(conn, &run.id)?.as_deref() == Some("finished")
-            && train::checkpoint::newest_is_intact(&run.run_dir),
-    )
 }

@@ -25,7 +25,9 @@ use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
-use super::{Executor, Pending, PlannedRun, Recorder, Summary, prepare, record_of, run_one};
+use super::{
+    Executor, Pending, PlannedRun, Recorder, Summary, lock_or_leave, prepare, record_of, run_one,
+};
 use crate::track::records::{self, RecordsFile};
 use crate::track::{self, Event, Tracker};
 
@@ -122,12 +124,7 @@ impl Executor for SlurmExecutor {
         for run in runs {
             // A process training in the directory right now keeps it (its lock is held only
             // while the directory is made ready: each task takes it again).
-            let Some(lock) = crate::fsutil::try_lock_dir(&run.run_dir)? else {
-                errln!(
-                    "{experiment}: run {}: another process is training in {}; left to it",
-                    run.id,
-                    run.run_dir.display()
-                );
+            let Some(lock) = lock_or_leave(experiment, &run)? else {
                 summary.held += 1;
                 continue;
             };
@@ -418,26 +415,17 @@ pub fn run_task(plan_path: &Path, index: usize) -> Result<()> {
         .ok()
         .or(plan.job_id.clone())
         .unwrap_or_else(|| "local".into());
-    let run_dir = &pending.run.run_dir;
     // Before anything is written: a process training there (a local sweep started after this
     // job was queued) keeps the run, and its records stay as they are.
-    let Some(lock) = crate::fsutil::try_lock_dir(run_dir)? else {
-        errln!(
-            "{}: run {}: another process is training in {}; left to it",
-            plan.experiment,
-            pending.run.id,
-            run_dir.display()
-        );
+    let Some(lock) = lock_or_leave(&plan.experiment, &pending.run)? else {
         return Ok(());
     };
-    // Decided now, not at submission: a requeued task resumes from its own checkpoints.
     let mut run = pending.run.clone();
     run.pruning = plan.pruning.clone().map(std::sync::Arc::new);
-    let pending = &Pending {
-        run,
-        fresh: crate::train::checkpoint::list(run_dir).is_empty(),
-    };
-    let recorder = RecordsFile::open(run_dir, task_id(&job, index), pending.fresh)?;
+    // Whether it is fresh is decided now, not at submission: a requeued task resumes from its
+    // own checkpoints.
+    let pending = &prepare(run, false, &lock)?;
+    let recorder = RecordsFile::open(&pending.run.run_dir, task_id(&job, index), pending.fresh)?;
     errln!(
         "{}: run {} (task {}) on {}",
         plan.experiment,

@@ -394,16 +394,6 @@ pub fn hostname() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-/// The status of a run, if the database knows it.
-pub fn run_status(conn: &Connection, run_id: &str) -> Result<Option<String>> {
-    use rusqlite::OptionalExtension;
-    Ok(conn
-        .query_row("SELECT status FROM runs WHERE id = ?1", [run_id], |r| {
-            r.get(0)
-        })
-        .optional()?)
-}
-
 /// Where a path the database `db` records (a run directory, a sample, a checkpoint) is now.
 /// Paths are recorded as the sweep was given them, usually relative to the directory it ran
 /// in. One that is not there as given is looked for
