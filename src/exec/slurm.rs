@@ -343,8 +343,10 @@ pub fn collect(
             line.task != task && submitted_at > 0.0 && at > submitted_at
         });
         let task_started = lines.iter().any(|line| line.task == task);
+        // (Without creating a directory that is gone: a run deleted since stays deleted.)
+        let run_dir = &pending.run.run_dir;
         let training_now =
-            || crate::fsutil::try_lock_dir(&pending.run.run_dir).is_ok_and(|lock| lock.is_none());
+            || run_dir.is_dir() && crate::fsutil::try_lock_dir(run_dir).is_ok_and(|l| l.is_none());
         if worked_since || (!task_started && training_now()) {
             let status = records::last_status(&lines).unwrap_or_else(|| "running".into());
             statuses.insert(run_id, status);
