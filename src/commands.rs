@@ -236,13 +236,12 @@ pub fn sweep(req: SweepRequest) -> Result<()> {
                 })
             }
         };
-        if req.slurm.is_some() {
-            // Merge what earlier jobs' ended tasks recorded first, so runs queued as tasks that
-            // ended are known as such (and submitted again when they did not finish).
-            let tracker = crate::track::Tracker::start(req.db)?;
-            crate::exec::slurm::collect(req.results, &spec.name, &tracker)?;
-            tracker.close()?;
-        }
+        // Merge what earlier Slurm jobs' ended tasks recorded first, whichever executor, so
+        // runs queued as tasks that ended are known as such: skipped when they finished, run
+        // again when they did not.
+        let tracker = crate::track::Tracker::start(req.db)?;
+        crate::exec::slurm::collect(req.results, &spec.name, &tracker)?;
+        tracker.close()?;
         let options = exec::SweepOptions {
             force: req.force,
             db: req.db.to_path_buf(),

@@ -9,7 +9,8 @@
 #   3. submits a 2-point sweep whose runs take a while, cancels one task mid-run (scancel),
 #      collects: that run is failed with its job id and log tail, the other finished;
 #      a rerun submits and completes only the cancelled point;
-#   4. a local sweep and a Slurm sweep of one spec at once: each run trained once.
+#   4. a local sweep and a Slurm sweep of one spec at once: each run trained once;
+#   5. a local sweep after a Slurm job ended unmerged: it merges the job, skipping its runs.
 # Every daemon it started is stopped on exit. Usage: tests/slurm.sh [path/to/runner]
 set -euo pipefail
 
@@ -196,4 +197,19 @@ for records in results/both/*/records.jsonl; do
     [ "$(grep -c '"RunStarted"' "$records")" = 1 ] || { cat "$records"; fail "$records: trained twice"; }
 done
 echo "ok: a local and a Slurm sweep of one spec at once train each run once"
+
+# 5. A local sweep after a Slurm job ended unmerged: it merges the job and skips its runs.
+spec later 40 "[1, 2]"
+out=$("$RUNNER" sweep later.toml --executor slurm --no-report 2>&1)
+job=$(echo "$out" | sed -n 's/.*submitted Slurm job \([0-9]*\).*/\1/p')
+[ -n "$job" ] || { echo "$out"; fail "no job id"; }
+for _ in $(seq 60); do
+    [ "$(squeue -h -r -j "$job" -o %i 2>/dev/null | wc -l)" = 0 ] && break
+    sleep 0.5
+done
+out=$("$RUNNER" sweep later.toml --no-report 2>&1)
+echo "$out"
+echo "$out" | grep -q "2 runs: 0 finished, 2 skipped" \
+    || fail "a local sweep merges an ended Slurm job and skips its runs"
+echo "ok: a local sweep merges an ended Slurm job first"
 echo "slurm tests passed"

@@ -676,6 +676,74 @@ fn slurm_sweeps_plan_submit_run_tasks_and_collect_idempotently() {
         .stderr(predicate::str::contains("need --executor slurm"));
 }
 
+/// A local sweep merges what ended Slurm tasks recorded before it plans: it skips what they
+/// finished and trains what they did not. Where Slurm does not answer (the results copied to a
+/// machine without it), a task's own records say whether it ended.
+#[test]
+fn local_sweeps_merge_ended_slurm_tasks_even_where_slurm_does_not_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), 20, "[1e-4, 2e-4]", "[0]");
+    let path = fake_slurm(dir.path());
+    common::slurm_sweep(dir.path(), &spec, &path, &[])
+        .success()
+        .stdout(predicate::str::contains("2 queued"));
+    let plan = std::fs::read_dir(dir.path().join("results/tiny/slurm"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "json"))
+        .unwrap();
+    let plan_json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&plan).unwrap()).unwrap();
+    let never_ran = plan_json["runs"][1]["run"]["id"].as_str().unwrap();
+    // Task 0 runs to its end; task 1 never starts.
+    runner()
+        .current_dir(dir.path())
+        .env("SLURM_ARRAY_JOB_ID", "42")
+        .arg("slurm-task")
+        .arg(&plan)
+        .arg("0")
+        .assert()
+        .success();
+    let local = || {
+        runner()
+            .current_dir(dir.path())
+            .env("PATH", &path)
+            .arg("sweep")
+            .arg(&spec)
+            .arg("--data-dir")
+            .arg(fixture_dir())
+            .arg("--no-report")
+            .assert()
+    };
+    let squeue = dir.path().join("fake-bin/squeue");
+    std::fs::write(&squeue, "#!/bin/sh\necho 'squeue: error: no controller' >&2\nexit 1\n").unwrap();
+    local()
+        .success()
+        .stdout(
+            predicate::str::contains("1 skipped (already finished)")
+                .and(predicate::str::contains("1 left to another process or Slurm task")),
+        )
+        .stderr(
+            predicate::str::contains("Slurm does not answer here")
+                .and(predicate::str::contains("no controller"))
+                .and(predicate::str::contains(format!(
+                    "run {never_ran} is being trained by Slurm task 42_1"
+                ))),
+        );
+    // Slurm answers again, without task 1: it ended unstarted (failed), and is trained here.
+    fake_slurm(dir.path());
+    local()
+        .success()
+        .stdout(predicate::str::contains("1 finished, 1 skipped"));
+    assert_eq!(
+        count(
+            &db(dir.path()),
+            "SELECT count(*) FROM runs WHERE status = 'finished'"
+        ),
+        2
+    );
+}
+
 #[test]
 fn the_best_evaluation_keeps_its_checkpoint_for_generate_best() {
     let dir = tempfile::tempdir().unwrap();

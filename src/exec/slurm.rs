@@ -300,13 +300,16 @@ fn log_tail(path: &Path, lines: usize) -> String {
 
 /// Merges the records of every ended task of the experiment's plans into the database; a run
 /// planned more than once is taken from its latest plan. Returns each run's status
-/// (`pending` for tasks still queued or running).
+/// (`pending` for tasks still queued or running). Asks Slurm only when the experiment has
+/// submitted plans.
+///
+/// Where Slurm does not answer (the results copied to a machine without it), a task counts as
+/// ended when its records say so; the others stay queued, with a warning.
 pub fn collect(
     results: &Path,
     experiment: &str,
     tracker: &Tracker,
 ) -> Result<BTreeMap<String, String>> {
-    let queued = queued_tasks()?;
     let dir = slurm_dir(results, experiment);
     let mut latest: BTreeMap<String, (String, &Pending, f64)> = BTreeMap::new();
     let plans = plans(results, experiment)?;
@@ -318,8 +321,20 @@ pub fn collect(
         }
     }
     let mut statuses = BTreeMap::new();
+    if latest.is_empty() {
+        return Ok(statuses);
+    }
+    let queued = queued_tasks();
+    let mut unanswered = 0;
     for (run_id, (task, pending, submitted_at)) in latest {
-        if queued.contains(&task) {
+        let still_queued = match &queued {
+            Ok(queued) => queued.contains(&task),
+            Err(_) => !records::read(&pending.run.run_dir).iter().any(|line| {
+                line.task == task && matches!(line.event, Event::RunEnded { .. })
+            }),
+        };
+        if still_queued {
+            unanswered += usize::from(queued.is_err());
             statuses.insert(run_id, "pending".to_string());
             continue;
         }
@@ -400,6 +415,15 @@ pub fn collect(
         statuses.insert(run_id, status);
     }
     tracker.flush();
+    if let Err(err) = queued
+        && unanswered > 0
+    {
+        errln!(
+            "{experiment}: Slurm does not answer here ({err:#}): {unanswered} runs queued as \
+             Slurm tasks that recorded no end are left to them; merge them where Slurm answers \
+             (runner sweep <spec> --executor slurm --collect)"
+        );
+    }
     Ok(statuses)
 }
 

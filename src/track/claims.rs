@@ -125,9 +125,7 @@ impl ClaimRow {
         let other_owner = self.owner.as_ref().filter(|owner| *owner != me);
         match (other_owner, &self.slurm_task) {
             (Some(owner), _) => is_alive(owner, self.heartbeat_at, now).then(|| owner.clone()),
-            (None, Some(task)) => Some(format!(
-                "Slurm task {task} (merge it first: runner sweep <spec> --executor slurm --collect)"
-            )),
+            (None, Some(task)) => Some(format!("Slurm task {task}, queued or running")),
             (None, None) => None,
         }
     }
