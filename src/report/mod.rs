@@ -113,11 +113,12 @@ fn slug(name: &str) -> String {
     s
 }
 
+/// A metric for a table cell: at least four significant digits, at most four decimals.
 fn format_value(v: f64) -> String {
-    if v.abs() >= 100.0 {
-        format!("{v:.1}")
-    } else {
-        format!("{v:.4}")
+    match v.abs() {
+        a if a >= 100.0 => format!("{v:.1}"),
+        a if a >= 10.0 => format!("{v:.2}"),
+        _ => format!("{v:.4}"),
     }
 }
 
@@ -430,6 +431,15 @@ mod tests {
     use super::experiment::{importance_table, x_axis};
     use super::run::{evenly_spaced, relative_link};
     use super::*;
+
+    #[test]
+    fn metrics_show_four_significant_digits_or_more() {
+        let shown: Vec<String> = [1291.64, 54.024, -12.5, 0.00803, 0.0]
+            .into_iter()
+            .map(format_value)
+            .collect();
+        assert_eq!(shown, ["1291.6", "54.02", "-12.50", "0.0080", "0.0000"]);
+    }
 
     #[test]
     fn the_importance_table_ranks_settings_by_their_share_of_finished_runs_fid() {
