@@ -125,7 +125,9 @@ impl ClaimRow {
         let other_owner = self.owner.as_ref().filter(|owner| *owner != me);
         match (other_owner, &self.slurm_task) {
             (Some(owner), _) => is_alive(owner, self.heartbeat_at, now).then(|| owner.clone()),
-            (None, Some(task)) => Some(format!("Slurm task {task}, queued or running")),
+            (None, Some(task)) => Some(format!(
+                "Slurm task {task} (until it ends and a sweep of its spec merges it)"
+            )),
             (None, None) => None,
         }
     }
