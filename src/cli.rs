@@ -42,9 +42,32 @@ pub enum Command {
     Eval(EvalArgs),
     /// Time training steps of the report's models on synthetic data.
     Bench(BenchArgs),
+    /// Print a shell's completion script: `runner completions bash > ~/.local/share/bash-completion/completions/runner`.
+    Completions(CompletionsArgs),
     /// Run task <index> of a Slurm sweep plan (what the job array's tasks call).
     #[command(hide = true)]
     SlurmTask(SlurmTaskArgs),
+}
+
+/// The command line as shells should complete it: without hidden subcommands (`slurm-task`),
+/// which clap_complete's scripts would otherwise offer.
+pub fn completed_command() -> clap::Command {
+    use clap::CommandFactory;
+    let visible: Vec<clap::Command> = Cli::command()
+        .get_subcommands()
+        .filter(|c| !c.is_hide_set())
+        .cloned()
+        .collect();
+    clap::Command::new("runner")
+        .version(env!("CARGO_PKG_VERSION"))
+        .subcommands(visible)
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete the runner's subcommands, flags and their values in.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]

@@ -158,5 +158,10 @@ fn run(cli: Cli) -> Result<()> {
             a.threads,
             a.format == cli::BenchFormat::Json,
         ),
+        Command::Completions(a) => {
+            let mut script = Vec::new();
+            clap_complete::generate(a.shell, &mut cli::completed_command(), "runner", &mut script);
+            ganrunner::out!("{}", String::from_utf8_lossy(&script))
+        }
     }
 }

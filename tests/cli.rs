@@ -351,3 +351,50 @@ fn a_gpu_this_build_lacks_is_an_error_not_a_cpu_run() {
         .success()
         .stdout(predicate::str::contains("\"backend\":\"cpu-flex\""));
 }
+
+/// The bash completion script completes subcommands (never the hidden `slurm-task`), flags and
+/// flag values; every shell clap_complete knows gets a script.
+#[test]
+fn completions_complete_subcommands_flags_and_values_in_bash() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("runner.bash");
+    let out = runner().args(["completions", "bash"]).assert().success();
+    std::fs::write(&script, &out.get_output().stdout).unwrap();
+    let complete = |words: &[&str]| {
+        let line = words.join(" ");
+        let (prev, cur) = (words[words.len() - 2], words[words.len() - 1]);
+        let program = format!(
+            "source {}; COMP_WORDS=({}); COMP_CWORD={}; _runner runner '{cur}' '{prev}'; echo \"${{COMPREPLY[@]}}\"",
+            script.display(),
+            words
+                .iter()
+                .map(|w| format!("'{w}'"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            words.len() - 1
+        );
+        let output = std::process::Command::new("bash")
+            .args(["-c", &program])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{line}: {output:?}");
+        String::from_utf8(output.stdout).unwrap().trim().to_string()
+    };
+    assert_eq!(complete(&["runner", "s"]), "sweep show");
+    assert_eq!(complete(&["runner", "sweep", "--exec"]), "--executor");
+    assert_eq!(complete(&["runner", "sweep", "--executor", ""]), "local slurm");
+    assert_eq!(complete(&["runner", "eval", "--device", ""]), "cpu vulkan cuda");
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let out = runner().args(["completions", shell]).assert().success();
+        let text = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+        assert!(
+            text.contains("sweep") && !text.contains("slurm-task"),
+            "{shell}: {text}"
+        );
+    }
+    runner()
+        .args(["completions", "tcsh"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("possible values: bash"));
+}
