@@ -219,7 +219,7 @@ pub fn sweep(req: SweepRequest) -> Result<()> {
         )?;
         summary
     } else {
-        let runs = exec::plan(&spec, req.results, req.data_dir)?;
+        let runs = exec::plan(&spec, req.results, req.data_dir, req.db)?;
         if req.dry_run {
             let recorded = exec::recorded_states(req.db)?;
             out!("{}", exec::grid_table(&spec, &runs, &recorded))?;
@@ -259,9 +259,17 @@ pub fn sweep(req: SweepRequest) -> Result<()> {
         let options = exec::SweepOptions {
             force: req.force,
             db: req.db.to_path_buf(),
+            stop: stop.clone(),
         };
-        let total = runs.len();
-        let summary = exec::run(&spec, req.spec, runs, &options, executor.as_ref())?;
+        let (summary, total) = exec::sweep(
+            &spec,
+            req.spec,
+            runs,
+            req.results,
+            req.data_dir,
+            &options,
+            executor.as_ref(),
+        )?;
         let held = if summary.held > 0 {
             format!(
                 ", {} left to another process or Slurm task that has them",

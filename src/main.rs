@@ -160,7 +160,12 @@ fn run(cli: Cli) -> Result<()> {
         ),
         Command::Completions(a) => {
             let mut script = Vec::new();
-            clap_complete::generate(a.shell, &mut cli::completed_command(), "runner", &mut script);
+            clap_complete::generate(
+                a.shell,
+                &mut cli::completed_command(),
+                "runner",
+                &mut script,
+            );
             ganrunner::out!("{}", String::from_utf8_lossy(&script))
         }
     }

@@ -382,8 +382,14 @@ fn completions_complete_subcommands_flags_and_values_in_bash() {
     };
     assert_eq!(complete(&["runner", "s"]), "sweep show");
     assert_eq!(complete(&["runner", "sweep", "--exec"]), "--executor");
-    assert_eq!(complete(&["runner", "sweep", "--executor", ""]), "local slurm");
-    assert_eq!(complete(&["runner", "eval", "--device", ""]), "cpu vulkan cuda");
+    assert_eq!(
+        complete(&["runner", "sweep", "--executor", ""]),
+        "local slurm"
+    );
+    assert_eq!(
+        complete(&["runner", "eval", "--device", ""]),
+        "cpu vulkan cuda"
+    );
     for shell in ["zsh", "fish", "elvish", "powershell"] {
         let out = runner().args(["completions", shell]).assert().success();
         let text = String::from_utf8_lossy(&out.get_output().stdout).into_owned();

@@ -10,7 +10,8 @@
 #      collects: that run is failed with its job id and log tail, the other finished;
 #      a rerun submits and completes only the cancelled point;
 #   4. a local sweep and a Slurm sweep of one spec at once: each run trained once;
-#   5. a local sweep after a Slurm job ended unmerged: it merges the job, skipping its runs.
+#   5. a local sweep after a Slurm job ended unmerged: it merges the job, skipping its runs;
+#   6. a TPE search with --wait: startup trials, then each proposed batch, as jobs.
 # Every daemon it started is stopped on exit. Usage: tests/slurm.sh [path/to/runner]
 set -euo pipefail
 
@@ -212,4 +213,23 @@ echo "$out"
 echo "$out" | grep -q "2 runs: 0 finished, 2 skipped" \
     || fail "a local sweep merges an ended Slurm job and skips its runs"
 echo "ok: a local sweep merges an ended Slurm job first"
+
+# 6. A TPE search with --wait: the startup trials as one job, then a job per proposed batch.
+spec tpe 40 "[1]"
+sed -i -e '/^\[sweep\]/,$d' -e 's/^eval_samples = 0/eval_samples = 50/' tpe.toml
+cat >> tpe.toml <<'SPEC'
+[search]
+strategy = "tpe"
+trials = 5
+startup = 3
+batch = 2
+[search.space]
+"train.lr" = { log_uniform = [1e-5, 1e-1] }
+SPEC
+out=$("$RUNNER" sweep tpe.toml --executor slurm --wait --no-report 2>&1)
+echo "$out"
+[ "$(echo "$out" | grep -c 'submitted Slurm job')" = 2 ] \
+    || fail "TPE submits its startup trials, then the proposed batch"
+echo "$out" | grep -q "5 runs: 5 finished" || fail "every TPE trial finished"
+echo "ok: a TPE search through Slurm proposes from merged results"
 echo "slurm tests passed"

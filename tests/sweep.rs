@@ -716,12 +716,17 @@ fn local_sweeps_merge_ended_slurm_tasks_even_where_slurm_does_not_answer() {
             .assert()
     };
     let squeue = dir.path().join("fake-bin/squeue");
-    std::fs::write(&squeue, "#!/bin/sh\necho 'squeue: error: no controller' >&2\nexit 1\n").unwrap();
+    std::fs::write(
+        &squeue,
+        "#!/bin/sh\necho 'squeue: error: no controller' >&2\nexit 1\n",
+    )
+    .unwrap();
     local()
         .success()
         .stdout(
-            predicate::str::contains("1 skipped (already finished)")
-                .and(predicate::str::contains("1 left to another process or Slurm task")),
+            predicate::str::contains("1 skipped (already finished)").and(predicate::str::contains(
+                "1 left to another process or Slurm task",
+            )),
         )
         .stderr(
             predicate::str::contains("Slurm does not answer here")
@@ -741,6 +746,78 @@ fn local_sweeps_merge_ended_slurm_tasks_even_where_slurm_does_not_answer() {
             "SELECT count(*) FROM runs WHERE status = 'finished'"
         ),
         2
+    );
+}
+
+/// A TPE search trains its startup trials, then proposes batch after batch from their scores;
+/// the same spec, data and seed propose the same trials, and a rerun proposes nothing new.
+#[test]
+fn tpe_searches_propose_trials_from_the_scores_of_the_ended_ones() {
+    let model = common::tiny_gan_model_toml();
+    let text = format!(
+        r#"name = "tpe"
+{model}[train]
+steps = 10
+batch_size = 16
+[log]
+sample_every = 10
+checkpoint_every = 10
+eval_samples = 50
+[search]
+strategy = "tpe"
+trials = 7
+startup = 3
+batch = 2
+[search.space]
+"train.lr" = {{ log_uniform = [1e-5, 1e-1] }}
+"train.d_steps" = {{ int = [1, 3] }}
+"#
+    );
+    let ids = |dir: &Path| {
+        common::texts(
+            &db(dir),
+            "SELECT id FROM runs WHERE status = 'finished' ORDER BY id",
+        )
+    };
+    let mut trained = Vec::new();
+    for _ in 0..2 {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = dir.path().join("tpe.toml");
+        std::fs::write(&spec, &text).unwrap();
+        sweep(dir.path(), &spec, &["--dry-run"])
+            .success()
+            .stdout(predicate::str::contains("TPE: 3 of 7 trials planned"));
+        sweep(dir.path(), &spec, &["--no-report"])
+            .success()
+            .stdout(predicate::str::contains("7 runs: 7 finished"))
+            .stderr(
+                predicate::str::contains("TPE proposed 2 more trials from the results of 3")
+                    .and(predicate::str::contains("from the results of 5"))
+                    .and(
+                        predicate::str::contains(
+                            "TPE proposed 1 more trials from the results of 7",
+                        )
+                        .not(),
+                    )
+                    .and(predicate::str::contains("(7 of 7 planned)")),
+            );
+        assert_eq!(ids(dir.path()).len(), 7);
+        assert_eq!(
+            count(
+                &db(dir.path()),
+                "SELECT count(DISTINCT run_id) FROM evals WHERE metric = 'fid'"
+            ),
+            7,
+            "every trial is scored"
+        );
+        sweep(dir.path(), &spec, &["--no-report"])
+            .success()
+            .stdout(predicate::str::contains("7 runs: 0 finished, 7 skipped"));
+        trained.push(ids(dir.path()));
+    }
+    assert_eq!(
+        trained[0], trained[1],
+        "the same proposals from the same results"
     );
 }
 

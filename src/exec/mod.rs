@@ -19,13 +19,15 @@ pub mod slurm;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::errln;
 use crate::fsutil::DirLock;
-use crate::spec::{GridPoint, RunConfig, Spec};
+use crate::spec::search::Strategy;
+use crate::spec::{GridPoint, RunConfig, Spec, tpe};
 use crate::track::records;
 use crate::track::{self, Event, RunRecord, Tracker};
 use crate::train;
@@ -38,6 +40,8 @@ use prune::Pruning;
 pub struct SweepOptions {
     pub force: bool,
     pub db: PathBuf,
+    /// Set by Ctrl-C or SIGTERM: no further TPE batch starts.
+    pub stop: Arc<AtomicBool>,
 }
 
 /// One grid point, placed.
@@ -59,43 +63,122 @@ pub struct PlannedRun {
 
 /// The grid of a spec as runs, each identified by its experiment, config and the content of
 /// its data (read here, once per data directory). Points with identical configs (search trials
-/// that drew the same values) collapse into one run.
-pub fn plan(spec: &Spec, results: &Path, data_dir: Option<&Path>) -> Result<Vec<PlannedRun>> {
+/// that drew the same values) collapse into one run. TPE trials beyond the startup ones are
+/// planned as far as the database `db` has their predecessors' results ([`propose_trials`]).
+pub fn plan(
+    spec: &Spec,
+    results: &Path,
+    data_dir: Option<&Path>,
+    db: &Path,
+) -> Result<Vec<PlannedRun>> {
     let grid = spec
         .grid()
         .map_err(|(key, msg)| anyhow::anyhow!("`{key}` {msg}"))?;
-    let mut fingerprints = std::collections::HashMap::new();
-    let mut seen = std::collections::HashSet::new();
-    let mut runs = Vec::new();
-    for mut point in grid {
-        if let Some(dir) = data_dir {
+    let mut planner = Planner {
+        spec,
+        results,
+        data_dir,
+        fingerprints: Default::default(),
+        runs: Vec::new(),
+    };
+    let mut trials = Vec::new();
+    for point in grid {
+        let values = point.swept.clone();
+        trials.push((values, planner.add(point)?));
+    }
+    if spec.search.strategy == Strategy::Tpe {
+        propose_trials(spec, &mut planner, trials, db)?;
+    }
+    Ok(planner.runs)
+}
+
+/// Places grid points as runs.
+struct Planner<'a> {
+    spec: &'a Spec,
+    results: &'a Path,
+    data_dir: Option<&'a Path>,
+    /// Data directory -> the content hash of its training split.
+    fingerprints: std::collections::HashMap<PathBuf, String>,
+    runs: Vec<PlannedRun>,
+}
+
+impl Planner<'_> {
+    /// Plans `point` as a run unless an identical one is planned; returns its run id.
+    fn add(&mut self, mut point: GridPoint) -> Result<String> {
+        if let Some(dir) = self.data_dir {
             point.config.data.dir = Some(dir.to_path_buf());
         }
         let dir = point.config.data.resolved_dir();
-        let data_id = match fingerprints.get(&dir) {
+        let data_id = match self.fingerprints.get(&dir) {
             Some(id) => String::clone(id),
             None => {
                 let id = crate::data::fingerprint(&dir)?;
-                fingerprints.insert(dir, id.clone());
+                self.fingerprints.insert(dir, id.clone());
                 id
             }
         };
-        let id = crate::spec::run_id(&spec.name, &point.config, &data_id);
-        if !seen.insert(id.clone()) {
-            continue;
+        let id = crate::spec::run_id(&self.spec.name, &point.config, &data_id);
+        if self.runs.iter().any(|run| run.id == id) {
+            return Ok(id);
         }
         crate::budget::check_run(&point.config)?;
-        let run_dir = results.join(&spec.name).join(&id);
-        runs.push(PlannedRun {
-            id,
+        let run_dir = self.results.join(&self.spec.name).join(&id);
+        self.runs.push(PlannedRun {
+            id: id.clone(),
             point,
             run_dir,
             data_id,
             pruning: None,
             promoted: None,
         });
+        Ok(id)
     }
-    Ok(runs)
+}
+
+/// `[search] strategy = "tpe"`: after the startup `trials` (values, run id), batch after batch
+/// of trials proposed from the scores of all trials before them, for as long as the database
+/// `db` records every one of those as ended. The sweep plans again as batches end; the next
+/// sweep goes on where this one stopped, proposing the same trials from the same results.
+fn propose_trials(
+    spec: &Spec,
+    planner: &mut Planner,
+    mut trials: Vec<(Vec<(String, toml::Value)>, String)>,
+    db: &Path,
+) -> Result<()> {
+    let search = &spec.search;
+    if !db.exists() {
+        return Ok(());
+    }
+    let conn = track::open_read_only(db)?;
+    let metric = search.objective_metric();
+    let higher = crate::eval::higher_is_better(metric).unwrap_or(false);
+    let mut start = trials.len() as u32;
+    while start < search.trials {
+        let mut observed = Vec::new();
+        for (values, id) in &trials {
+            // Lower is better for TPE; a trial without a score is the worst.
+            let objective = match track::run_score(&conn, id, metric, higher)? {
+                track::RunScore::Unended => return Ok(()),
+                track::RunScore::Scored(value) if higher => -value,
+                track::RunScore::Scored(value) => value,
+                track::RunScore::Unscored => f64::INFINITY,
+            };
+            observed.push(tpe::Observed {
+                values: values.clone(),
+                objective,
+            });
+        }
+        let end = start.saturating_add(search.batch_size()).min(search.trials);
+        for trial in start..end {
+            let values = tpe::propose(&search.space, &observed, search.seed, trial);
+            let point = spec
+                .point(values.clone())
+                .map_err(|(key, msg)| anyhow::anyhow!("`{key}` {msg}"))?;
+            trials.push((values, planner.add(point)?));
+        }
+        start = end;
+    }
+    Ok(())
 }
 
 /// Keeps each run in the directory the database records for it while that directory exists,
@@ -129,12 +212,14 @@ fn same_dir(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// Gives the sweep's runs its `[search.prune]` rule, their directories being the cohort.
-fn share_pruning(spec: &Spec, runs: &mut [PlannedRun]) {
+/// Gives the sweep's runs its `[search.prune]` rule, the cohort being the directories of
+/// these runs and of those the sweep ran before them (earlier TPE batches).
+fn share_pruning(spec: &Spec, runs: &mut [PlannedRun], cohort: &mut Vec<PathBuf>) {
+    cohort.extend(runs.iter().map(|r| r.run_dir.clone()));
     if let Some(rule) = &spec.search.prune {
         let pruning = Arc::new(Pruning {
             rule: rule.clone(),
-            cohort: runs.iter().map(|r| r.run_dir.clone()).collect(),
+            cohort: cohort.clone(),
         });
         for run in runs {
             run.pruning = Some(pruning.clone());
@@ -220,6 +305,14 @@ pub fn grid_table(
         ));
     }
     out.push('\n');
+    let trials = spec.search.trials as usize;
+    if spec.search.strategy == Strategy::Tpe && runs.len() < trials {
+        out.push_str(&format!(
+            "TPE: {} of {trials} trials planned; the others are proposed from the scores of \
+             these as they end\n",
+            runs.len()
+        ));
+    }
     out
 }
 
@@ -237,6 +330,19 @@ pub struct Summary {
     pub queued: usize,
     /// Being trained by another process (left to it).
     pub held: usize,
+}
+
+impl std::ops::AddAssign for Summary {
+    fn add_assign(&mut self, other: Summary) {
+        self.finished += other.finished;
+        self.skipped += other.skipped;
+        self.failed += other.failed;
+        self.diverged += other.diverged;
+        self.interrupted += other.interrupted;
+        self.pruned += other.pruned;
+        self.queued += other.queued;
+        self.held += other.held;
+    }
 }
 
 impl Summary {
@@ -321,12 +427,56 @@ pub fn record_of(experiment: &str, run: &PlannedRun) -> RunRecord {
     }
 }
 
+/// A spec's sweep: runs its planned `runs` ([`plan`]), and for a TPE search plans and runs
+/// again while the ended trials let it propose more. Returns what it did and how many runs
+/// it planned.
+pub fn sweep(
+    spec: &Spec,
+    spec_path: &Path,
+    mut runs: Vec<PlannedRun>,
+    results: &Path,
+    data_dir: Option<&Path>,
+    options: &SweepOptions,
+    executor: &dyn Executor,
+) -> Result<(Summary, usize)> {
+    let mut planned: std::collections::HashSet<String> =
+        runs.iter().map(|r| r.id.clone()).collect();
+    let mut cohort = Vec::new();
+    let mut summary = Summary::default();
+    loop {
+        summary += run(spec, spec_path, runs, &mut cohort, options, executor)?;
+        let stopped = summary.interrupted > 0 || options.stop.load(Ordering::Relaxed);
+        if spec.search.strategy != Strategy::Tpe || stopped {
+            break;
+        }
+        runs = plan(spec, results, data_dir, &options.db)?
+            .into_iter()
+            .filter(|r| planned.insert(r.id.clone()))
+            .collect();
+        if runs.is_empty() {
+            break;
+        }
+        errln!(
+            "{}: TPE proposed {} more trials from the results of {} ({} of {} planned)",
+            spec.name,
+            runs.len(),
+            planned.len() - runs.len(),
+            planned.len(),
+            spec.search.trials
+        );
+    }
+    Ok((summary, planned.len()))
+}
+
 /// Records the experiment, skips runs the database knows as finished (or pruned), and hands
-/// the rest to `executor`. A database that fails mid-sweep fails the sweep, after the runs have stopped.
+/// the rest to `executor`. `cohort` holds the directories of the runs the sweep ran before
+/// these, and gets theirs. A database that fails mid-sweep fails the sweep, after the runs
+/// have stopped.
 pub fn run(
     spec: &Spec,
     spec_path: &Path,
     runs: Vec<PlannedRun>,
+    cohort: &mut Vec<PathBuf>,
     options: &SweepOptions,
     executor: &dyn Executor,
 ) -> Result<Summary> {
@@ -349,7 +499,7 @@ pub fn run(
             first.display()
         );
     }
-    share_pruning(spec, &mut runs);
+    share_pruning(spec, &mut runs, cohort);
     let mut skipped = 0;
     let mut pruned = 0;
     let mut held = 0;

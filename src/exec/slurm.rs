@@ -329,9 +329,9 @@ pub fn collect(
     for (run_id, (task, pending, submitted_at)) in latest {
         let still_queued = match &queued {
             Ok(queued) => queued.contains(&task),
-            Err(_) => !records::read(&pending.run.run_dir).iter().any(|line| {
-                line.task == task && matches!(line.event, Event::RunEnded { .. })
-            }),
+            Err(_) => !records::read(&pending.run.run_dir)
+                .iter()
+                .any(|line| line.task == task && matches!(line.event, Event::RunEnded { .. })),
         };
         if still_queued {
             unanswered += usize::from(queued.is_err());

@@ -16,6 +16,7 @@ use crate::model::ModelConfig;
 mod config;
 mod overrides;
 pub mod search;
+pub mod tpe;
 pub use config::*;
 pub use overrides::Override;
 
@@ -442,15 +443,28 @@ impl Spec {
         {
             return Err((format!("search.prune.{key}"), message));
         }
-        if search.strategy == Strategy::Grid {
-            if !search.space.is_empty() || search.trials > 0 {
+        if search.strategy == Strategy::Grid && (!search.space.is_empty() || search.trials > 0) {
+            return Err((
+                "search.strategy".into(),
+                "must be \"random\", \"sobol\" or \"tpe\" for `trials` and `[search.space]` \
+                 (the grid is `[sweep]`)"
+                    .into(),
+            ));
+        }
+        if search.strategy != Strategy::Tpe {
+            let tpe_only = [
+                ("startup", search.startup.is_some()),
+                ("batch", search.batch.is_some()),
+                ("metric", search.metric.is_some()),
+            ];
+            if let Some((key, _)) = tpe_only.iter().find(|(_, set)| *set) {
                 return Err((
-                    "search.strategy".into(),
-                    "must be \"random\" or \"sobol\" for `trials` and `[search.space]` \
-                     (the grid is `[sweep]`)"
-                        .into(),
+                    format!("search.{key}"),
+                    "is for strategy = \"tpe\" only".into(),
                 ));
             }
+        }
+        if search.strategy == Strategy::Grid {
             return Ok(());
         }
         if !(1..=100_000).contains(&search.trials) {
@@ -464,6 +478,9 @@ impl Spec {
                 "search.space".into(),
                 "needs at least one key to search over".into(),
             ));
+        }
+        if search.strategy == Strategy::Tpe {
+            self.check_tpe()?;
         }
         let swept = self.swept_grid_keys();
         for (key, distribution) in &search.space {
@@ -479,6 +496,51 @@ impl Spec {
                     "is also swept in [sweep] (`sweep.{key}`); pick one"
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// `strategy = "tpe"` problems: its trials need a score each, and one score per trial.
+    fn check_tpe(&self) -> Result<(), (String, String)> {
+        let search = &self.search;
+        let fail = |key: &str, message: String| Err((format!("search.{key}"), message));
+        if search.startup == Some(0) {
+            return fail(
+                "startup",
+                "must be at least 1 (TPE proposes from results)".into(),
+            );
+        }
+        if !(1..=1000).contains(&search.batch_size()) {
+            return fail(
+                "batch",
+                format!("must be in 1..=1000, got {}", search.batch_size()),
+            );
+        }
+        let metric = search.objective_metric();
+        if crate::eval::higher_is_better(metric).is_none() {
+            return fail(
+                "metric",
+                format!(
+                    "must be one of {}, got {metric:?}",
+                    crate::eval::HEADLINE.join(", ")
+                ),
+            );
+        }
+        if self.log.eval_samples == 0 {
+            return fail(
+                "strategy",
+                "\"tpe\" scores each trial by its evaluations: `log.eval_samples` must be above 0"
+                    .into(),
+            );
+        }
+        if let Some(key) = self.swept_grid_keys().first() {
+            return fail(
+                "strategy",
+                format!(
+                    "\"tpe\" proposes one config per trial; `sweep.{key}` would cross it with a \
+                     grid (search over it in [search.space] instead)"
+                ),
+            );
         }
         Ok(())
     }
@@ -527,36 +589,48 @@ impl Spec {
         }
         points
             .into_iter()
-            .map(|swept| {
-                let mut table = base.clone();
-                for (path, value) in &swept {
-                    set_path(&mut table, path, value.clone())
-                        .map_err(|e| (self.origin(path), e))?;
-                }
-                let config: RunConfig =
-                    toml::Value::Table(table)
-                        .try_into()
-                        .map_err(|e: toml::de::Error| {
-                            let key = swept.last().map(|(p, _)| p.as_str()).unwrap_or("");
-                            (
-                                self.origin(key),
-                                format!("gives an invalid config: {}", e.message().trim()),
-                            )
-                        })?;
-                if let Some((key, message)) = config.problems().into_iter().next() {
-                    let culprit = swept
-                        .iter()
-                        .find(|(p, _)| *p == key)
-                        .map(|(p, _)| p.clone())
-                        .unwrap_or(key.clone());
-                    return Err((
-                        self.origin(&culprit),
-                        format!("gives `{key}` that {message}"),
-                    ));
-                }
-                Ok(GridPoint { config, swept })
-            })
+            .map(|swept| self.point_of(&base, swept))
             .collect()
+    }
+
+    /// The grid point that sets the dotted keys `swept` (a proposed TPE trial).
+    pub fn point(&self, swept: Vec<(String, toml::Value)>) -> Result<GridPoint, (String, String)> {
+        let base = toml::Table::try_from(self.run_config()).expect("configs serialize");
+        self.point_of(&base, swept)
+    }
+
+    /// The validated config of `base` with `swept` set.
+    fn point_of(
+        &self,
+        base: &toml::Table,
+        swept: Vec<(String, toml::Value)>,
+    ) -> Result<GridPoint, (String, String)> {
+        let mut table = base.clone();
+        for (path, value) in &swept {
+            set_path(&mut table, path, value.clone()).map_err(|e| (self.origin(path), e))?;
+        }
+        let config: RunConfig =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| {
+                    let key = swept.last().map(|(p, _)| p.as_str()).unwrap_or("");
+                    (
+                        self.origin(key),
+                        format!("gives an invalid config: {}", e.message().trim()),
+                    )
+                })?;
+        if let Some((key, message)) = config.problems().into_iter().next() {
+            let culprit = swept
+                .iter()
+                .find(|(p, _)| *p == key)
+                .map(|(p, _)| p.clone())
+                .unwrap_or(key.clone());
+            return Err((
+                self.origin(&culprit),
+                format!("gives `{key}` that {message}"),
+            ));
+        }
+        Ok(GridPoint { config, swept })
     }
 
     pub fn run_config(&self) -> RunConfig {
@@ -944,7 +1018,7 @@ mod tests {
             .to_string();
             assert!(err.contains(words), "{search}: {err}");
         };
-        refused("trials = 3\n", "must be \"random\" or \"sobol\"");
+        refused("trials = 3\n", "must be \"random\", \"sobol\" or \"tpe\"");
         refused(
             "strategy = \"sobol\"\ntrials = 0\n[search.space]\n\"train.lr\" = { uniform = [0.1, 0.2] }\n",
             "search.trials",
@@ -967,6 +1041,67 @@ mod tests {
             "train.lr",
         );
         refused("strategy = \"annealing\"\n", "unknown variant");
+    }
+
+    #[test]
+    fn tpe_searches_score_every_trial_and_stand_alone() {
+        let space = "[search.space]\n\"train.lr\" = { log_uniform = [1e-5, 1e-2] }\n";
+        let spec = |head: &str, search: &str| {
+            parse(&format!(
+                "name = \"x\"\n{head}[log]\neval_samples = 100\n[search]\n{search}{space}"
+            ))
+        };
+        let ok = spec("", "strategy = \"tpe\"\ntrials = 20\n").unwrap();
+        assert_eq!(ok.search.trials().len(), 10, "the startup trials only");
+        assert_eq!(ok.search.objective_metric(), "fid");
+        assert_eq!(ok.search.batch_size(), 4);
+        let few = spec(
+            "",
+            "strategy = \"tpe\"\ntrials = 3\nmetric = \"coverage\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            few.search.trials().len(),
+            3,
+            "never more startup trials than trials"
+        );
+        assert_eq!(few.search.objective_metric(), "coverage");
+        let refused = |head: &str, search: &str, key: &str, words: &str| {
+            let err = spec(head, search).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains(words), "{search}: {err}");
+        };
+        let tpe = "strategy = \"tpe\"\ntrials = 20\n";
+        refused(
+            "",
+            "strategy = \"random\"\ntrials = 20\nbatch = 2\n",
+            "search.batch",
+            "\"tpe\" only",
+        );
+        refused(
+            "",
+            &format!("{tpe}startup = 0\n"),
+            "search.startup",
+            "at least 1",
+        );
+        refused("", &format!("{tpe}batch = 0\n"), "search.batch", "1..=1000");
+        refused(
+            "",
+            &format!("{tpe}metric = \"loss\"\n"),
+            "search.metric",
+            "must be one of",
+        );
+        refused(
+            "[sweep]\n\"train.seed\" = [0, 1]\n",
+            tpe,
+            "search.strategy",
+            "sweep.train.seed",
+        );
+        let err = parse(&format!(
+            "name = \"x\"\n[log]\neval_samples = 0\n[search]\n{tpe}{space}"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("log.eval_samples"), "{err}");
     }
 
     #[test]

@@ -1,10 +1,13 @@
-//! `[search]`: random or quasi-random (Sobol) trials over per-key distributions, beside (and
-//! crossed with) the `[sweep]` grid.
+//! `[search]`: random, quasi-random (Sobol) or TPE trials over per-key distributions, beside
+//! (and, but for TPE, crossed with) the `[sweep]` grid.
 //!
 //! Trial i's values depend only on (seed, i, key): the same seed gives the same trials, and
 //! raising `trials` adds new points while keeping the old ones. Random trials draw from a
-//! ChaCha stream per (trial, key); Sobol trials take point i of an Owen-scrambled Sobol sequence
-//! (one dimension per key, in sorted key order), which covers the space more evenly.
+//! stream per (seed, trial, key); Sobol trials take point i of an Owen-scrambled Sobol sequence
+//! (one dimension per key, in sorted key order), which covers the space more evenly. TPE
+//! trials start with `startup` random ones; the later ones are proposed batch by batch from
+//! the results of the trials before them ([`super::tpe`], planned by `exec`), so they also
+//! depend on those results.
 
 use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -21,6 +24,8 @@ pub enum Strategy {
     Grid,
     Random,
     Sobol,
+    /// Tree-structured Parzen estimator: proposals from the results of earlier trials.
+    Tpe,
 }
 
 /// One key's distribution in `[search.space]`.
@@ -46,6 +51,13 @@ pub struct Search {
     pub space: std::collections::BTreeMap<String, Distribution>,
     /// Early stopping of the sweep's runs (ASHA and failure detectors).
     pub prune: Option<PruneRule>,
+    /// TPE: the random trials before the first proposal (default: 10, at most `trials`).
+    pub startup: Option<u32>,
+    /// TPE: trials proposed at once, from the same results, to train side by side (default 4).
+    pub batch: Option<u32>,
+    /// TPE: the evaluation metric whose best value over a run is the trial's score (default:
+    /// `[search.prune]`'s metric, else `fid`); its direction is known.
+    pub metric: Option<String>,
 }
 
 /// The `[search.prune]` table.
@@ -198,8 +210,14 @@ impl Distribution {
     }
 }
 
+/// The random stream of (seed, trial, key): adding a key moves no other value.
+pub(super) fn stream(seed: u32, trial: u32, key: &str) -> rand::rngs::StdRng {
+    let digest = crate::data::fetch::md5_hex(format!("{seed}:{trial}:{key}").as_bytes());
+    rand::rngs::StdRng::seed_from_u64(u64::from_str_radix(&digest[..16], 16).expect("hex digits"))
+}
+
 impl Search {
-    /// The (dotted key, value) pairs of trial `i`.
+    /// The (dotted key, value) pairs of trial `i` (for TPE, of a startup trial).
     pub fn trial(&self, i: u32) -> Vec<(String, toml::Value)> {
         self.space
             .iter()
@@ -207,25 +225,40 @@ impl Search {
             .map(|(dim, (key, distribution))| {
                 let u = match self.strategy {
                     Strategy::Sobol => f64::from(sobol_burley::sample(i, dim as u32, self.seed)),
-                    _ => {
-                        // One stream per (seed, trial, key): adding a key moves no other value.
-                        let digest = crate::data::fetch::md5_hex(
-                            format!("{}:{i}:{key}", self.seed).as_bytes(),
-                        );
-                        let stream = u64::from_str_radix(&digest[..16], 16).expect("hex digits");
-                        rand::rngs::StdRng::seed_from_u64(stream).random::<f64>()
-                    }
+                    _ => stream(self.seed, i, key).random::<f64>(),
                 };
                 (key.clone(), distribution.at(u))
             })
             .collect()
     }
 
-    /// Every trial, in order (none for the grid strategy).
+    /// The trials known before any result: every one, in order, or TPE's startup trials (none
+    /// for the grid strategy).
     pub fn trials(&self) -> Vec<Vec<(String, toml::Value)>> {
-        match self.strategy {
-            Strategy::Grid => Vec::new(),
-            _ => (0..self.trials).map(|i| self.trial(i)).collect(),
+        let known = match self.strategy {
+            Strategy::Grid => 0,
+            Strategy::Tpe => self.startup_trials(),
+            _ => self.trials,
+        };
+        (0..known).map(|i| self.trial(i)).collect()
+    }
+
+    /// TPE's random trials before the first proposal.
+    pub fn startup_trials(&self) -> u32 {
+        self.startup.unwrap_or(10).min(self.trials)
+    }
+
+    /// TPE's trials proposed at once.
+    pub fn batch_size(&self) -> u32 {
+        self.batch.unwrap_or(4)
+    }
+
+    /// TPE's objective: the metric whose best value scores a trial.
+    pub fn objective_metric(&self) -> &str {
+        match (&self.metric, &self.prune) {
+            (Some(metric), _) => metric,
+            (None, Some(rule)) => &rule.metric,
+            (None, None) => "fid",
         }
     }
 }
@@ -259,7 +292,7 @@ mod tests {
             trials,
             seed,
             space,
-            prune: None,
+            ..Default::default()
         }
     }
 

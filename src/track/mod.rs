@@ -436,6 +436,49 @@ pub fn run_dir(conn: &Connection, run_id: &str) -> Result<Option<PathBuf>> {
         .map(PathBuf::from))
 }
 
+/// How a run did on one metric, for a search that learns from its runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RunScore {
+    /// New, queued, training or interrupted: it may still change.
+    Unended,
+    /// Finished or pruned: its best value over its evaluations.
+    Scored(f64),
+    /// Failed, diverged, or ended without an evaluation of the metric.
+    Unscored,
+}
+
+/// Run `run_id`'s [`RunScore`] on `metric`: its best value is the highest when `higher`, else
+/// the lowest.
+pub fn run_score(conn: &Connection, run_id: &str, metric: &str, higher: bool) -> Result<RunScore> {
+    use rusqlite::OptionalExtension;
+    let best = if higher {
+        "max(e.value)"
+    } else {
+        "min(e.value)"
+    };
+    let row: Option<(String, Option<f64>)> = conn
+        .query_row(
+            &format!(
+                "SELECT r.status, (SELECT {best} FROM evals e WHERE e.run_id = r.id AND e.metric = ?2) \
+                 FROM runs r WHERE r.id = ?1"
+            ),
+            [run_id, metric],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    Ok(match row {
+        Some((status, Some(value))) if status == "finished" || status == "pruned" => {
+            RunScore::Scored(value)
+        }
+        Some((status, _))
+            if ["finished", "pruned", "failed", "diverged"].contains(&status.as_str()) =>
+        {
+            RunScore::Unscored
+        }
+        _ => RunScore::Unended,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
