@@ -219,10 +219,11 @@ pub fn sweep(req: SweepRequest) -> Result<()> {
         )?;
         summary
     } else {
-        let runs = exec::plan(&spec, req.results, req.data_dir, req.db)?;
+        let mut planner = exec::Planner::new(&spec, req.results, req.data_dir)?;
         if req.dry_run {
+            planner.propose(req.db)?;
             let recorded = exec::recorded_states(req.db)?;
-            out!("{}", exec::grid_table(&spec, &runs, &recorded))?;
+            out!("{}", exec::grid_table(&spec, &planner.runs, &recorded))?;
             return Ok(());
         }
         let executor: Box<dyn exec::Executor> = match &req.slurm {
@@ -261,15 +262,9 @@ pub fn sweep(req: SweepRequest) -> Result<()> {
             db: req.db.to_path_buf(),
             stop: stop.clone(),
         };
-        let (summary, total) = exec::sweep(
-            &spec,
-            req.spec,
-            runs,
-            req.results,
-            req.data_dir,
-            &options,
-            executor.as_ref(),
-        )?;
+        // TPE trials are proposed after merging, from every result there is.
+        planner.propose(req.db)?;
+        let (summary, total) = exec::sweep(req.spec, planner, &options, executor.as_ref())?;
         let held = if summary.held > 0 {
             format!(
                 ", {} left to another process or Slurm task that has them",

@@ -1,5 +1,6 @@
 //! Executing a sweep: `runner sweep` plans a spec's grid ([`plan`]), skips what the database
-//! knows as finished or pruned ([`run`]) and hands the rest to an [`Executor`].
+//! knows as finished or pruned ([`run`]) and hands the rest to an [`Executor`]; a TPE search
+//! plans and runs again as its batches end ([`sweep`]).
 //!
 //! Each grid point is a run whose id is the hash of its experiment, resolved config and data
 //! (`spec::run_id`); its files live in `results/<experiment>/<run-id>/`. Finished runs are
@@ -13,6 +14,7 @@
 //! [`prune`] stops runs early (ASHA rungs and failure detectors) under both.
 
 pub mod local;
+mod plan;
 mod point;
 pub mod prune;
 pub mod slurm;
@@ -26,12 +28,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::errln;
 use crate::fsutil::DirLock;
-use crate::spec::search::Strategy;
-use crate::spec::{GridPoint, RunConfig, Spec, tpe};
+use crate::spec::{GridPoint, RunConfig, Spec};
 use crate::track::records;
 use crate::track::{self, Event, RunRecord, Tracker};
 use crate::train;
 pub use local::LocalExecutor;
+pub use plan::{Planner, grid_table, plan, recorded_states};
 pub use point::run_one;
 use prune::Pruning;
 
@@ -59,126 +61,6 @@ pub struct PlannedRun {
     /// Set when a rerun promotes this run, pruned at a rung: (rung, why).
     #[serde(default)]
     pub promoted: Option<(u64, String)>,
-}
-
-/// The grid of a spec as runs, each identified by its experiment, config and the content of
-/// its data (read here, once per data directory). Points with identical configs (search trials
-/// that drew the same values) collapse into one run. TPE trials beyond the startup ones are
-/// planned as far as the database `db` has their predecessors' results ([`propose_trials`]).
-pub fn plan(
-    spec: &Spec,
-    results: &Path,
-    data_dir: Option<&Path>,
-    db: &Path,
-) -> Result<Vec<PlannedRun>> {
-    let grid = spec
-        .grid()
-        .map_err(|(key, msg)| anyhow::anyhow!("`{key}` {msg}"))?;
-    let mut planner = Planner {
-        spec,
-        results,
-        data_dir,
-        fingerprints: Default::default(),
-        runs: Vec::new(),
-    };
-    let mut trials = Vec::new();
-    for point in grid {
-        let values = point.swept.clone();
-        trials.push((values, planner.add(point)?));
-    }
-    if spec.search.strategy == Strategy::Tpe {
-        propose_trials(spec, &mut planner, trials, db)?;
-    }
-    Ok(planner.runs)
-}
-
-/// Places grid points as runs.
-struct Planner<'a> {
-    spec: &'a Spec,
-    results: &'a Path,
-    data_dir: Option<&'a Path>,
-    /// Data directory -> the content hash of its training split.
-    fingerprints: std::collections::HashMap<PathBuf, String>,
-    runs: Vec<PlannedRun>,
-}
-
-impl Planner<'_> {
-    /// Plans `point` as a run unless an identical one is planned; returns its run id.
-    fn add(&mut self, mut point: GridPoint) -> Result<String> {
-        if let Some(dir) = self.data_dir {
-            point.config.data.dir = Some(dir.to_path_buf());
-        }
-        let dir = point.config.data.resolved_dir();
-        let data_id = match self.fingerprints.get(&dir) {
-            Some(id) => String::clone(id),
-            None => {
-                let id = crate::data::fingerprint(&dir)?;
-                self.fingerprints.insert(dir, id.clone());
-                id
-            }
-        };
-        let id = crate::spec::run_id(&self.spec.name, &point.config, &data_id);
-        if self.runs.iter().any(|run| run.id == id) {
-            return Ok(id);
-        }
-        crate::budget::check_run(&point.config)?;
-        let run_dir = self.results.join(&self.spec.name).join(&id);
-        self.runs.push(PlannedRun {
-            id: id.clone(),
-            point,
-            run_dir,
-            data_id,
-            pruning: None,
-            promoted: None,
-        });
-        Ok(id)
-    }
-}
-
-/// `[search] strategy = "tpe"`: after the startup `trials` (values, run id), batch after batch
-/// of trials proposed from the scores of all trials before them, for as long as the database
-/// `db` records every one of those as ended. The sweep plans again as batches end; the next
-/// sweep goes on where this one stopped, proposing the same trials from the same results.
-fn propose_trials(
-    spec: &Spec,
-    planner: &mut Planner,
-    mut trials: Vec<(Vec<(String, toml::Value)>, String)>,
-    db: &Path,
-) -> Result<()> {
-    let search = &spec.search;
-    if !db.exists() {
-        return Ok(());
-    }
-    let conn = track::open_read_only(db)?;
-    let metric = search.objective_metric();
-    let higher = crate::eval::higher_is_better(metric).unwrap_or(false);
-    let mut start = trials.len() as u32;
-    while start < search.trials {
-        let mut observed = Vec::new();
-        for (values, id) in &trials {
-            // Lower is better for TPE; a trial without a score is the worst.
-            let objective = match track::run_score(&conn, id, metric, higher)? {
-                track::RunScore::Unended => return Ok(()),
-                track::RunScore::Scored(value) if higher => -value,
-                track::RunScore::Scored(value) => value,
-                track::RunScore::Unscored => f64::INFINITY,
-            };
-            observed.push(tpe::Observed {
-                values: values.clone(),
-                objective,
-            });
-        }
-        let end = start.saturating_add(search.batch_size()).min(search.trials);
-        for trial in start..end {
-            let values = tpe::propose(&search.space, &observed, search.seed, trial);
-            let point = spec
-                .point(values.clone())
-                .map_err(|(key, msg)| anyhow::anyhow!("`{key}` {msg}"))?;
-            trials.push((values, planner.add(point)?));
-        }
-        start = end;
-    }
-    Ok(())
 }
 
 /// Keeps each run in the directory the database records for it while that directory exists,
@@ -225,95 +107,6 @@ fn share_pruning(spec: &Spec, runs: &mut [PlannedRun], cohort: &mut Vec<PathBuf>
             run.pruning = Some(pruning.clone());
         }
     }
-}
-
-/// What the database `db` records of each run, for `--dry-run`: run id -> its status and
-/// steps ("interrupted 400/800"). Nothing when there is no database yet.
-pub fn recorded_states(db: &Path) -> Result<std::collections::HashMap<String, String>> {
-    if !db.exists() {
-        return Ok(Default::default());
-    }
-    let conn = track::open_read_only(db)?;
-    let sql = format!(
-        "SELECT r.id, {}, r.steps_done, r.total_steps FROM runs r",
-        track::claims::status_sql("r")
-    );
-    let mut statement = conn.prepare(&sql)?;
-    let rows = statement.query_map([], |r| {
-        let (id, status): (String, String) = (r.get(0)?, r.get(1)?);
-        let (done, total): (Option<i64>, Option<i64>) = (r.get(2)?, r.get(3)?);
-        let steps = match (done, total) {
-            (Some(done), Some(total)) => format!(" {done}/{total}"),
-            (Some(done), None) => format!(" {done}"),
-            _ => String::new(),
-        };
-        Ok((id, format!("{status}{steps}")))
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
-}
-
-/// The expanded grid as a table: run id, what the database records of it (`recorded`, from
-/// [`recorded_states`]; `new` when nothing) and the swept values, then the count of each.
-pub fn grid_table(
-    spec: &Spec,
-    runs: &[PlannedRun],
-    recorded: &std::collections::HashMap<String, String>,
-) -> String {
-    let keys = spec.swept_keys();
-    let mut rows = vec![
-        ["run", "recorded"]
-            .map(String::from)
-            .into_iter()
-            .chain(keys.iter().cloned())
-            .collect::<Vec<_>>(),
-    ];
-    let mut counts: Vec<(String, usize)> = Vec::new();
-    for run in runs {
-        let state = recorded.get(&run.id).map_or("new", String::as_str);
-        let status = state.split(' ').next().unwrap_or(state).to_string();
-        match counts.iter_mut().find(|(s, _)| *s == status) {
-            Some((_, n)) => *n += 1,
-            None => counts.push((status, 1)),
-        }
-        let values = keys.iter().map(|k| {
-            run.point
-                .swept
-                .iter()
-                .find(|(p, _)| p == k)
-                .map(|(_, v)| v.to_string())
-                .unwrap_or_default()
-        });
-        rows.push(
-            [run.id.clone(), state.to_string()]
-                .into_iter()
-                .chain(values)
-                .collect(),
-        );
-    }
-    let mut out = crate::query::format_table(&rows);
-    counts.sort();
-    let counted: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
-    out.push_str(&format!("{} runs: {}", runs.len(), counted.join(", ")));
-    if counts.iter().any(|(status, _)| status != "new") {
-        let pruned = if counts.iter().any(|(status, _)| status == "pruned") {
-            ", pruned ones unless their rung now keeps them"
-        } else {
-            ""
-        };
-        out.push_str(&format!(
-            " (finished runs are skipped{pruned}; the others resume; --force starts all over)"
-        ));
-    }
-    out.push('\n');
-    let trials = spec.search.trials as usize;
-    if spec.search.strategy == Strategy::Tpe && runs.len() < trials {
-        out.push_str(&format!(
-            "TPE: {} of {trials} trials planned; the others are proposed from the scores of \
-             these as they end\n",
-            runs.len()
-        ));
-    }
-    out
 }
 
 /// What a sweep did.
@@ -427,45 +220,37 @@ pub fn record_of(experiment: &str, run: &PlannedRun) -> RunRecord {
     }
 }
 
-/// A spec's sweep: runs its planned `runs` ([`plan`]), and for a TPE search plans and runs
-/// again while the ended trials let it propose more. Returns what it did and how many runs
-/// it planned.
+/// A spec's sweep: runs what `planner` planned, and for a TPE search, each batch it proposes
+/// as the ones before end. Returns what it did and how many runs it planned.
 pub fn sweep(
-    spec: &Spec,
     spec_path: &Path,
-    mut runs: Vec<PlannedRun>,
-    results: &Path,
-    data_dir: Option<&Path>,
+    mut planner: Planner,
     options: &SweepOptions,
     executor: &dyn Executor,
 ) -> Result<(Summary, usize)> {
-    let mut planned: std::collections::HashSet<String> =
-        runs.iter().map(|r| r.id.clone()).collect();
+    let spec = planner.spec();
+    let mut runs = planner.runs.clone();
     let mut cohort = Vec::new();
     let mut summary = Summary::default();
     loop {
         summary += run(spec, spec_path, runs, &mut cohort, options, executor)?;
-        let stopped = summary.interrupted > 0 || options.stop.load(Ordering::Relaxed);
-        if spec.search.strategy != Strategy::Tpe || stopped {
+        if summary.interrupted > 0 || options.stop.load(Ordering::Relaxed) {
             break;
         }
-        runs = plan(spec, results, data_dir, &options.db)?
-            .into_iter()
-            .filter(|r| planned.insert(r.id.clone()))
-            .collect();
-        if runs.is_empty() {
+        let (before, trials) = (planner.runs.len(), planner.trials_planned());
+        if planner.propose(&options.db)? == 0 {
             break;
         }
+        runs = planner.runs[before..].to_vec();
         errln!(
-            "{}: TPE proposed {} more trials from the results of {} ({} of {} planned)",
+            "{}: TPE proposed {} more trials from the results of {trials} ({} of {} planned)",
             spec.name,
-            runs.len(),
-            planned.len() - runs.len(),
-            planned.len(),
+            planner.trials_planned() - trials,
+            planner.trials_planned(),
             spec.search.trials
         );
     }
-    Ok((summary, planned.len()))
+    Ok((summary, planner.runs.len()))
 }
 
 /// Records the experiment, skips runs the database knows as finished (or pruned), and hands

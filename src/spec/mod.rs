@@ -504,6 +504,13 @@ impl Spec {
     fn check_tpe(&self) -> Result<(), (String, String)> {
         let search = &self.search;
         let fail = |key: &str, message: String| Err((format!("search.{key}"), message));
+        // Each batch is proposed from every trial before it: quadratic in the trials.
+        if search.trials > 1000 {
+            return fail(
+                "trials",
+                format!("must be at most 1000 for \"tpe\", got {}", search.trials),
+            );
+        }
         if search.startup == Some(0) {
             return fail(
                 "startup",
@@ -1084,6 +1091,12 @@ mod tests {
             "at least 1",
         );
         refused("", &format!("{tpe}batch = 0\n"), "search.batch", "1..=1000");
+        refused(
+            "",
+            "strategy = \"tpe\"\ntrials = 1001\n",
+            "search.trials",
+            "at most 1000",
+        );
         refused(
             "",
             &format!("{tpe}metric = \"loss\"\n"),

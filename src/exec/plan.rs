@@ -1,0 +1,249 @@
+//! Planning a sweep: its grid points (and search trials) as runs, each identified by its
+//! experiment, config and the content of its data; for a TPE search, the trials proposed so
+//! far from the scores of the ended ones ([`Planner::propose`]); and `--dry-run`'s table.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+
+use super::PlannedRun;
+use crate::spec::search::Strategy;
+use crate::spec::{GridPoint, Spec, tpe};
+use crate::track;
+
+/// A search trial: the values it sets and the run it is.
+type Trial = (Vec<(String, toml::Value)>, String);
+
+/// A sweep's runs: those of its grid, then, for a TPE search, those proposed as earlier trials
+/// end.
+pub struct Planner<'a> {
+    spec: &'a Spec,
+    results: &'a Path,
+    data_dir: Option<&'a Path>,
+    /// Data directory -> the content hash of its training split.
+    fingerprints: HashMap<PathBuf, String>,
+    planned: HashSet<String>,
+    trials: Vec<Trial>,
+    pub runs: Vec<PlannedRun>,
+}
+
+/// The grid of a spec as runs, and TPE trials as far as the database `db` has the scores of
+/// their predecessors ([`Planner::propose`]).
+pub fn plan(
+    spec: &Spec,
+    results: &Path,
+    data_dir: Option<&Path>,
+    db: &Path,
+) -> Result<Vec<PlannedRun>> {
+    let mut planner = Planner::new(spec, results, data_dir)?;
+    planner.propose(db)?;
+    Ok(planner.runs)
+}
+
+impl<'a> Planner<'a> {
+    /// The spec's grid as runs, reading each data directory once. Points with identical
+    /// configs (search trials that drew the same values) are one run.
+    pub fn new(spec: &'a Spec, results: &'a Path, data_dir: Option<&'a Path>) -> Result<Self> {
+        let grid = spec
+            .grid()
+            .map_err(|(key, msg)| anyhow::anyhow!("`{key}` {msg}"))?;
+        let mut planner = Planner {
+            spec,
+            results,
+            data_dir,
+            fingerprints: HashMap::new(),
+            planned: HashSet::new(),
+            trials: Vec::new(),
+            runs: Vec::new(),
+        };
+        for point in grid {
+            let values = point.swept.clone();
+            let id = planner.add(point)?;
+            planner.trials.push((values, id));
+        }
+        Ok(planner)
+    }
+
+    /// The spec it plans.
+    pub fn spec(&self) -> &'a Spec {
+        self.spec
+    }
+
+    /// How many trials (grid points) it planned; identical ones are one run.
+    pub fn trials_planned(&self) -> usize {
+        self.trials.len()
+    }
+
+    /// Plans `point` as a run unless an identical one is planned; returns its run id.
+    fn add(&mut self, mut point: GridPoint) -> Result<String> {
+        if let Some(dir) = self.data_dir {
+            point.config.data.dir = Some(dir.to_path_buf());
+        }
+        let dir = point.config.data.resolved_dir();
+        let data_id = match self.fingerprints.get(&dir) {
+            Some(id) => String::clone(id),
+            None => {
+                let id = crate::data::fingerprint(&dir)?;
+                self.fingerprints.insert(dir, id.clone());
+                id
+            }
+        };
+        let id = crate::spec::run_id(&self.spec.name, &point.config, &data_id);
+        if !self.planned.insert(id.clone()) {
+            return Ok(id);
+        }
+        crate::budget::check_run(&point.config)?;
+        let run_dir = self.results.join(&self.spec.name).join(&id);
+        self.runs.push(PlannedRun {
+            id: id.clone(),
+            point,
+            run_dir,
+            data_id,
+            pruning: None,
+            promoted: None,
+        });
+        Ok(id)
+    }
+
+    /// `[search] strategy = "tpe"`: plans batch after batch of trials proposed from the scores
+    /// of all trials before them, for as long as the database `db` records every one of those
+    /// as ended; returns how many runs it added (none for other strategies). The same results
+    /// propose the same trials, so a later sweep goes on where this one stopped.
+    pub fn propose(&mut self, db: &Path) -> Result<usize> {
+        let (spec, before) = (self.spec, self.runs.len());
+        let search = &spec.search;
+        if search.strategy != Strategy::Tpe || !db.exists() {
+            return Ok(0);
+        }
+        let conn = track::open_read_only(db)?;
+        let metric = search.objective_metric();
+        let higher = crate::eval::higher_is_better(metric).unwrap_or(false);
+        // Each trial's score, read once (the database does not change under this call).
+        let mut scores: HashMap<String, track::RunScore> = HashMap::new();
+        while (self.trials.len() as u32) < search.trials {
+            let mut observed = Vec::new();
+            for (values, id) in &self.trials {
+                let score = match scores.get(id) {
+                    Some(score) => *score,
+                    None => {
+                        let score = track::run_score(&conn, id, metric, higher)?;
+                        scores.insert(id.clone(), score);
+                        score
+                    }
+                };
+                // Lower is better for TPE; a trial without a score is the worst.
+                let objective = match score {
+                    track::RunScore::Unended => return Ok(self.runs.len() - before),
+                    track::RunScore::Scored(value) if higher => -value,
+                    track::RunScore::Scored(value) => value,
+                    track::RunScore::Unscored => f64::INFINITY,
+                };
+                observed.push(tpe::Observed {
+                    values: values.clone(),
+                    objective,
+                });
+            }
+            let start = self.trials.len() as u32;
+            let end = start.saturating_add(search.batch_size()).min(search.trials);
+            for trial in start..end {
+                let values = tpe::propose(&search.space, &observed, search.seed, trial);
+                let point = spec
+                    .point(values.clone())
+                    .map_err(|(key, msg)| anyhow::anyhow!("`{key}` {msg}"))?;
+                let id = self.add(point)?;
+                self.trials.push((values, id));
+            }
+        }
+        Ok(self.runs.len() - before)
+    }
+}
+
+/// What the database `db` records of each run, for `--dry-run`: run id -> its status and
+/// steps ("interrupted 400/800"). Nothing when there is no database yet.
+pub fn recorded_states(db: &Path) -> Result<std::collections::HashMap<String, String>> {
+    if !db.exists() {
+        return Ok(Default::default());
+    }
+    let conn = track::open_read_only(db)?;
+    let sql = format!(
+        "SELECT r.id, {}, r.steps_done, r.total_steps FROM runs r",
+        track::claims::status_sql("r")
+    );
+    let mut statement = conn.prepare(&sql)?;
+    let rows = statement.query_map([], |r| {
+        let (id, status): (String, String) = (r.get(0)?, r.get(1)?);
+        let (done, total): (Option<i64>, Option<i64>) = (r.get(2)?, r.get(3)?);
+        let steps = match (done, total) {
+            (Some(done), Some(total)) => format!(" {done}/{total}"),
+            (Some(done), None) => format!(" {done}"),
+            _ => String::new(),
+        };
+        Ok((id, format!("{status}{steps}")))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The expanded grid as a table: run id, what the database records of it (`recorded`, from
+/// [`recorded_states`]; `new` when nothing) and the swept values, then the count of each.
+pub fn grid_table(
+    spec: &Spec,
+    runs: &[PlannedRun],
+    recorded: &std::collections::HashMap<String, String>,
+) -> String {
+    let keys = spec.swept_keys();
+    let mut rows = vec![
+        ["run", "recorded"]
+            .map(String::from)
+            .into_iter()
+            .chain(keys.iter().cloned())
+            .collect::<Vec<_>>(),
+    ];
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for run in runs {
+        let state = recorded.get(&run.id).map_or("new", String::as_str);
+        let status = state.split(' ').next().unwrap_or(state).to_string();
+        match counts.iter_mut().find(|(s, _)| *s == status) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((status, 1)),
+        }
+        let values = keys.iter().map(|k| {
+            run.point
+                .swept
+                .iter()
+                .find(|(p, _)| p == k)
+                .map(|(_, v)| v.to_string())
+                .unwrap_or_default()
+        });
+        rows.push(
+            [run.id.clone(), state.to_string()]
+                .into_iter()
+                .chain(values)
+                .collect(),
+        );
+    }
+    let mut out = crate::query::format_table(&rows);
+    counts.sort();
+    let counted: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
+    out.push_str(&format!("{} runs: {}", runs.len(), counted.join(", ")));
+    if counts.iter().any(|(status, _)| status != "new") {
+        let pruned = if counts.iter().any(|(status, _)| status == "pruned") {
+            ", pruned ones unless their rung now keeps them"
+        } else {
+            ""
+        };
+        out.push_str(&format!(
+            " (finished runs are skipped{pruned}; the others resume; --force starts all over)"
+        ));
+    }
+    out.push('\n');
+    let trials = spec.search.trials as usize;
+    if spec.search.strategy == Strategy::Tpe && runs.len() < trials {
+        out.push_str(&format!(
+            "TPE: {} of {trials} trials planned; the others are proposed from the scores of \
+             these as they end\n",
+            runs.len()
+        ));
+    }
+    out
+}
