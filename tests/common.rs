@@ -134,3 +134,25 @@ pub fn slurm_sweep(
         .args(extra)
         .assert()
 }
+
+/// The plan a fake-Slurm sweep of `experiment` submitted in `dir` (the first, by name).
+pub fn slurm_plan(dir: &Path, experiment: &str) -> PathBuf {
+    let mut plans: Vec<_> = std::fs::read_dir(dir.join("results").join(experiment).join("slurm"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    plans.sort();
+    plans.remove(0)
+}
+
+/// Runs task `index` of `plan` here, as Slurm's job 42 would.
+pub fn run_slurm_task(dir: &Path, plan: &Path, index: usize) -> assert_cmd::assert::Assert {
+    runner()
+        .current_dir(dir)
+        .env("SLURM_ARRAY_JOB_ID", "42")
+        .arg("slurm-task")
+        .arg(plan)
+        .arg(index.to_string())
+        .assert()
+}

@@ -283,11 +283,7 @@ fn slurm_tasks_prune_by_their_siblings_records_and_collect_counts_them() {
     slurm(&[])
         .success()
         .stdout(predicate::str::contains("4 queued"));
-    let plan = std::fs::read_dir(dir.path().join("results/pruned/slurm"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "json"))
-        .unwrap();
+    let plan = common::slurm_plan(dir.path(), "pruned");
     assert!(
         std::fs::read_to_string(&plan)
             .unwrap()
@@ -296,14 +292,7 @@ fn slurm_tasks_prune_by_their_siblings_records_and_collect_counts_them() {
     // The array's tasks, one after another as `--max-parallel 1` would run them: a pruned
     // task is a task that did its job (exit 0).
     for i in 0..4 {
-        runner()
-            .current_dir(dir.path())
-            .env("SLURM_ARRAY_JOB_ID", "42")
-            .arg("slurm-task")
-            .arg(&plan)
-            .arg(i.to_string())
-            .assert()
-            .success();
+        common::run_slurm_task(dir.path(), &plan, i).success();
     }
     slurm(&["--collect"])
         .success()

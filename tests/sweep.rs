@@ -566,11 +566,7 @@ fn slurm_sweeps_plan_submit_run_tasks_and_collect_idempotently() {
         "{args}"
     );
     let slurm_dir = dir.path().join("results/tiny/slurm");
-    let plan = std::fs::read_dir(&slurm_dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "json"))
-        .unwrap();
+    let plan = common::slurm_plan(dir.path(), "tiny");
     let script = std::fs::read_to_string(plan.with_extension("sbatch")).unwrap();
     assert!(
         script.contains("#SBATCH --array=0-1%1")
@@ -587,14 +583,7 @@ fn slurm_sweeps_plan_submit_run_tasks_and_collect_idempotently() {
     );
 
     // Task 0 runs to the end; task 1 "is killed" after it started: only its first record.
-    runner()
-        .current_dir(dir.path())
-        .env("SLURM_ARRAY_JOB_ID", "42")
-        .arg("slurm-task")
-        .arg(&plan)
-        .arg("0")
-        .assert()
-        .success();
+    common::run_slurm_task(dir.path(), &plan, 0).success();
     let plan_json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&plan).unwrap()).unwrap();
     assert_eq!(plan_json["job_id"], "42");
@@ -687,23 +676,12 @@ fn local_sweeps_merge_ended_slurm_tasks_even_where_slurm_does_not_answer() {
     common::slurm_sweep(dir.path(), &spec, &path, &[])
         .success()
         .stdout(predicate::str::contains("2 queued"));
-    let plan = std::fs::read_dir(dir.path().join("results/tiny/slurm"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "json"))
-        .unwrap();
+    let plan = common::slurm_plan(dir.path(), "tiny");
     let plan_json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&plan).unwrap()).unwrap();
     let never_ran = plan_json["runs"][1]["run"]["id"].as_str().unwrap();
     // Task 0 runs to its end; task 1 never starts.
-    runner()
-        .current_dir(dir.path())
-        .env("SLURM_ARRAY_JOB_ID", "42")
-        .arg("slurm-task")
-        .arg(&plan)
-        .arg("0")
-        .assert()
-        .success();
+    common::run_slurm_task(dir.path(), &plan, 0).success();
     let local = || {
         runner()
             .current_dir(dir.path())

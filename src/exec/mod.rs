@@ -1,6 +1,6 @@
-//! Executing a sweep: `runner sweep` plans a spec's grid ([`plan`]), skips what the database
-//! knows as finished or pruned ([`run`]) and hands the rest to an [`Executor`]; a TPE search
-//! plans and runs again as its batches end ([`sweep`]).
+//! Executing a sweep: `runner sweep` plans a spec's grid ([`Planner`]), skips what the
+//! database knows as finished or pruned ([`run`]) and hands the rest to an [`Executor`]; a TPE
+//! search proposes and runs more as its batches end ([`sweep`]).
 //!
 //! Each grid point is a run whose id is the hash of its experiment, resolved config and data
 //! (`spec::run_id`); its files live in `results/<experiment>/<run-id>/`. Finished runs are
@@ -33,7 +33,7 @@ use crate::track::records;
 use crate::track::{self, Event, RunRecord, Tracker};
 use crate::train;
 pub use local::LocalExecutor;
-pub use plan::{Planner, grid_table, plan, recorded_states};
+pub use plan::{Planner, grid_table, recorded_states};
 pub use point::run_one;
 use prune::Pruning;
 

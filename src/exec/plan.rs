@@ -28,19 +28,6 @@ pub struct Planner<'a> {
     pub runs: Vec<PlannedRun>,
 }
 
-/// The grid of a spec as runs, and TPE trials as far as the database `db` has the scores of
-/// their predecessors ([`Planner::propose`]).
-pub fn plan(
-    spec: &Spec,
-    results: &Path,
-    data_dir: Option<&Path>,
-    db: &Path,
-) -> Result<Vec<PlannedRun>> {
-    let mut planner = Planner::new(spec, results, data_dir)?;
-    planner.propose(db)?;
-    Ok(planner.runs)
-}
-
 impl<'a> Planner<'a> {
     /// The spec's grid as runs, reading each data directory once. Points with identical
     /// configs (search trials that drew the same values) are one run.

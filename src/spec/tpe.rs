@@ -50,7 +50,7 @@ pub fn propose(
         .iter()
         .map(|(key, distribution)| {
             let mut rng = stream(seed, trial, &format!("tpe:{key}"));
-            let values_of = |trials: &[&'_ Observed]| -> Vec<toml::Value> {
+            let values_of = |trials: &[&Observed]| -> Vec<toml::Value> {
                 trials
                     .iter()
                     .filter_map(|o| o.values.iter().find(|(k, _)| k == key))
@@ -58,8 +58,6 @@ pub fn propose(
                     .collect()
             };
             let (good, bad) = (values_of(good), values_of(bad));
-            let good: Vec<&toml::Value> = good.iter().collect();
-            let bad: Vec<&toml::Value> = bad.iter().collect();
             (
                 key.clone(),
                 propose_one(distribution, &good, &bad, &mut rng),
@@ -70,17 +68,17 @@ pub fn propose(
 
 fn propose_one(
     distribution: &Distribution,
-    good: &[&toml::Value],
-    bad: &[&toml::Value],
+    good: &[toml::Value],
+    bad: &[toml::Value],
     rng: &mut impl Rng,
 ) -> toml::Value {
     if let Distribution::Choice(items) = distribution {
-        let frequencies = |values: &[&toml::Value]| -> Vec<f64> {
+        let frequencies = |values: &[toml::Value]| -> Vec<f64> {
             // One prior observation spread over the choices keeps every choice possible.
             let prior = 1.0 / items.len() as f64;
             let counts: Vec<f64> = items
                 .iter()
-                .map(|item| prior + values.iter().filter(|v| **v == item).count() as f64)
+                .map(|item| prior + values.iter().filter(|v| *v == item).count() as f64)
                 .collect();
             let total: f64 = counts.iter().sum();
             counts.into_iter().map(|c| c / total).collect()
@@ -100,7 +98,7 @@ fn propose_one(
         return items[best].clone();
     }
     let (lo, hi) = bounds(distribution);
-    let inner = |values: &[&toml::Value]| -> Vec<f64> {
+    let inner = |values: &[toml::Value]| -> Vec<f64> {
         values
             .iter()
             .filter_map(|v| v.as_float().or_else(|| v.as_integer().map(|i| i as f64)))
