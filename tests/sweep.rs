@@ -693,6 +693,9 @@ fn local_sweeps_merge_ended_slurm_tasks_even_where_slurm_does_not_answer() {
             .arg("--no-report")
             .assert()
     };
+    // A damaged plan beside it is left out with a warning, stopping nothing.
+    let damaged = plan.with_file_name("plan-1.json");
+    std::fs::write(&damaged, "{\"experiment\": ").unwrap();
     let squeue = dir.path().join("fake-bin/squeue");
     std::fs::write(
         &squeue,
@@ -711,7 +714,10 @@ fn local_sweeps_merge_ended_slurm_tasks_even_where_slurm_does_not_answer() {
                 .and(predicate::str::contains("no controller"))
                 .and(predicate::str::contains(format!(
                     "run {never_ran} is being trained by Slurm task 42_1"
-                ))),
+                )))
+                .and(predicate::str::contains(
+                    "warning: results/tiny/slurm/plan-1.json: not a plan",
+                )),
         );
     // Slurm answers again, without task 1: it ended unstarted (failed), and is trained here.
     fake_slurm(dir.path());

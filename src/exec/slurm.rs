@@ -268,6 +268,8 @@ pub fn wait(jobs: &[String], stop: &AtomicBool) -> Result<()> {
 }
 
 /// The plans of an experiment, oldest first.
+/// The experiment's submitted plans, oldest first. One that cannot be read is left out with a
+/// warning (its tasks stay unmerged), so it stops no sweep.
 fn plans(results: &Path, experiment: &str) -> Result<Vec<Plan>> {
     let dir = slurm_dir(results, experiment);
     let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -279,7 +281,16 @@ fn plans(results: &Path, experiment: &str) -> Result<Vec<Plan>> {
         .filter(|p| p.extension().is_some_and(|e| e == "json"))
         .collect();
     paths.sort();
-    paths.iter().map(|p| read_plan(p)).collect()
+    Ok(paths
+        .iter()
+        .filter_map(|p| {
+            read_plan(p)
+                .inspect_err(|err| {
+                    errln!("warning: {err:#}; its Slurm tasks are not merged (repair or remove it)")
+                })
+                .ok()
+        })
+        .collect())
 }
 
 /// The job ids of an experiment's plans with tasks still queued.
