@@ -223,7 +223,7 @@ pub fn sweep(req: SweepRequest) -> Result<()> {
         if req.dry_run {
             planner.propose(req.db)?;
             let recorded = exec::recorded_states(req.db)?;
-            out!("{}", exec::grid_table(&spec, &planner.runs, &recorded))?;
+            out!("{}", exec::grid_table(&planner, &recorded))?;
             return Ok(());
         }
         let executor: Box<dyn exec::Executor> = match &req.slurm {

@@ -733,13 +733,12 @@ fn local_sweeps_merge_ended_slurm_tasks_even_where_slurm_does_not_answer() {
     );
 }
 
-/// A TPE search trains its startup trials, then proposes batch after batch from their scores;
-/// the same spec, data and seed propose the same trials, and a rerun proposes nothing new.
-#[test]
-fn tpe_searches_propose_trials_from_the_scores_of_the_ended_ones() {
+/// A tiny TPE search over lr and `more_space` in batches of 2, with `sweep` (a `[sweep]`
+/// table) crossing each trial.
+fn tpe_spec(name: &str, trials: u32, startup: u32, sweep: &str, more_space: &str) -> String {
     let model = common::tiny_gan_model_toml();
-    let text = format!(
-        r#"name = "tpe"
+    format!(
+        r#"name = "{name}"
 {model}[train]
 steps = 10
 batch_size = 16
@@ -747,16 +746,22 @@ batch_size = 16
 sample_every = 10
 checkpoint_every = 10
 eval_samples = 50
-[search]
+{sweep}[search]
 strategy = "tpe"
-trials = 7
-startup = 3
+trials = {trials}
+startup = {startup}
 batch = 2
 [search.space]
 "train.lr" = {{ log_uniform = [1e-5, 1e-1] }}
-"train.d_steps" = {{ int = [1, 3] }}
-"#
-    );
+{more_space}"#
+    )
+}
+
+/// A TPE search trains its startup trials, then proposes batch after batch from their scores;
+/// the same spec, data and seed propose the same trials, and a rerun proposes nothing new.
+#[test]
+fn tpe_searches_propose_trials_from_the_scores_of_the_ended_ones() {
+    let text = tpe_spec("tpe", 7, 3, "", "\"train.d_steps\" = { int = [1, 3] }\n");
     let ids = |dir: &Path| {
         common::texts(
             &db(dir),
@@ -802,6 +807,41 @@ batch = 2
     assert_eq!(
         trained[0], trained[1],
         "the same proposals from the same results"
+    );
+}
+
+/// A TPE search crossed with seeds: each trial is a run per seed, scored by their mean.
+#[test]
+fn tpe_trials_crossed_with_seeds_are_scored_over_their_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("tpe.toml");
+    let seeds = "[sweep]\n\"train.seed\" = [0, 1]\n";
+    std::fs::write(&spec, tpe_spec("tpe-seeds", 4, 2, seeds, "")).unwrap();
+    sweep(dir.path(), &spec, &["--dry-run"]).success().stdout(
+        predicate::str::contains("4 runs: 4 new")
+            .and(predicate::str::contains("TPE: 2 of 4 trials planned")),
+    );
+    sweep(dir.path(), &spec, &["--no-report"])
+        .success()
+        .stdout(predicate::str::contains("8 runs: 8 finished"))
+        .stderr(predicate::str::contains(
+            "TPE proposed 2 more trials from the results of 2 (4 of 4 planned)",
+        ));
+    let conn = db(dir.path());
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(DISTINCT value) FROM params WHERE key = 'train.lr'"
+        ),
+        4,
+        "each trial's lr is shared by its two seeds"
+    );
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM (SELECT value FROM params WHERE key = 'train.lr' GROUP BY value HAVING count(*) = 2)"
+        ),
+        4
     );
 }
 

@@ -12,8 +12,8 @@ use crate::spec::search::Strategy;
 use crate::spec::{GridPoint, Spec, tpe};
 use crate::track;
 
-/// A search trial: the values it sets and the run it is.
-type Trial = (Vec<(String, toml::Value)>, String);
+/// A TPE trial: the values it sets and its runs (one per point of the `[sweep]` grid).
+type Trial = (Vec<(String, toml::Value)>, Vec<String>);
 
 /// A sweep's runs: those of its grid, then, for a TPE search, those proposed as earlier trials
 /// end.
@@ -44,12 +44,34 @@ impl<'a> Planner<'a> {
             trials: Vec::new(),
             runs: Vec::new(),
         };
-        for point in grid {
-            let values = point.swept.clone();
-            let id = planner.add(point)?;
-            planner.trials.push((values, id));
+        match spec.search.strategy {
+            // The same points, planned by trial: a trial is scored over its runs.
+            Strategy::Tpe => {
+                for values in spec.search.trials() {
+                    planner.add_trial(values)?;
+                }
+            }
+            _ => {
+                for point in grid {
+                    planner.add(point)?;
+                }
+            }
         }
         Ok(planner)
+    }
+
+    /// Plans a TPE trial's points as runs.
+    fn add_trial(&mut self, values: Vec<(String, toml::Value)>) -> Result<()> {
+        let points = self
+            .spec
+            .trial_points(values.clone())
+            .map_err(|(key, msg)| anyhow::anyhow!("`{key}` {msg}"))?;
+        let ids = points
+            .into_iter()
+            .map(|point| self.add(point))
+            .collect::<Result<_>>()?;
+        self.trials.push((values, ids));
+        Ok(())
     }
 
     /// The spec it plans.
@@ -110,36 +132,31 @@ impl<'a> Planner<'a> {
         let mut scores: HashMap<String, track::RunScore> = HashMap::new();
         while (self.trials.len() as u32) < search.trials {
             let mut observed = Vec::new();
-            for (values, id) in &self.trials {
-                let score = match scores.get(id) {
-                    Some(score) => *score,
-                    None => {
+            for (values, ids) in &self.trials {
+                // A trial's score is the mean over its runs (its seeds, say); lower is better
+                // for TPE, and a trial with a run without a score is the worst.
+                let mut total = 0.0;
+                for id in ids {
+                    if !scores.contains_key(id) {
                         let score = track::run_score(&conn, id, metric, higher)?;
                         scores.insert(id.clone(), score);
-                        score
                     }
-                };
-                // Lower is better for TPE; a trial without a score is the worst.
-                let objective = match score {
-                    track::RunScore::Unended => return Ok(self.runs.len() - before),
-                    track::RunScore::Scored(value) if higher => -value,
-                    track::RunScore::Scored(value) => value,
-                    track::RunScore::Unscored => f64::INFINITY,
-                };
+                    total += match scores[id] {
+                        track::RunScore::Unended => return Ok(self.runs.len() - before),
+                        track::RunScore::Scored(value) if higher => -value,
+                        track::RunScore::Scored(value) => value,
+                        track::RunScore::Unscored => f64::INFINITY,
+                    };
+                }
                 observed.push(tpe::Observed {
                     values: values.clone(),
-                    objective,
+                    objective: total / ids.len() as f64,
                 });
             }
             let start = self.trials.len() as u32;
             let end = start.saturating_add(search.batch_size()).min(search.trials);
             for trial in start..end {
-                let values = tpe::propose(&search.space, &observed, search.seed, trial);
-                let point = spec
-                    .point(values.clone())
-                    .map_err(|(key, msg)| anyhow::anyhow!("`{key}` {msg}"))?;
-                let id = self.add(point)?;
-                self.trials.push((values, id));
+                self.add_trial(tpe::propose(&search.space, &observed, search.seed, trial))?;
             }
         }
         Ok(self.runs.len() - before)
@@ -148,7 +165,7 @@ impl<'a> Planner<'a> {
 
 /// What the database `db` records of each run, for `--dry-run`: run id -> its status and
 /// steps ("interrupted 400/800"). Nothing when there is no database yet.
-pub fn recorded_states(db: &Path) -> Result<std::collections::HashMap<String, String>> {
+pub fn recorded_states(db: &Path) -> Result<HashMap<String, String>> {
     if !db.exists() {
         return Ok(Default::default());
     }
@@ -171,13 +188,10 @@ pub fn recorded_states(db: &Path) -> Result<std::collections::HashMap<String, St
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// The expanded grid as a table: run id, what the database records of it (`recorded`, from
+/// The planned runs as a table: run id, what the database records of it (`recorded`, from
 /// [`recorded_states`]; `new` when nothing) and the swept values, then the count of each.
-pub fn grid_table(
-    spec: &Spec,
-    runs: &[PlannedRun],
-    recorded: &std::collections::HashMap<String, String>,
-) -> String {
+pub fn grid_table(planner: &Planner, recorded: &HashMap<String, String>) -> String {
+    let (spec, runs) = (planner.spec, &planner.runs);
     let keys = spec.swept_keys();
     let mut rows = vec![
         ["run", "recorded"]
@@ -225,11 +239,11 @@ pub fn grid_table(
     }
     out.push('\n');
     let trials = spec.search.trials as usize;
-    if spec.search.strategy == Strategy::Tpe && runs.len() < trials {
+    if spec.search.strategy == Strategy::Tpe && planner.trials_planned() < trials {
         out.push_str(&format!(
             "TPE: {} of {trials} trials planned; the others are proposed from the scores of \
              these as they end\n",
-            runs.len()
+            planner.trials_planned()
         ));
     }
     out

@@ -540,15 +540,6 @@ impl Spec {
                     .into(),
             );
         }
-        if let Some(key) = self.swept_grid_keys().first() {
-            return fail(
-                "strategy",
-                format!(
-                    "\"tpe\" proposes one config per trial; `sweep.{key}` would cross it with a \
-                     grid (search over it in [search.space] instead)"
-                ),
-            );
-        }
         Ok(())
     }
 
@@ -576,13 +567,30 @@ impl Spec {
                 format!("expands to {runs} runs; a sweep may have at most {MAX_RUNS}"),
             ));
         }
-        let base = toml::Table::try_from(self.run_config()).expect("configs serialize");
-        let mut points = vec![Vec::<(String, toml::Value)>::new()];
-        let trials = self.search.trials();
-        if !trials.is_empty() {
-            points = trials;
+        let mut points = self.search.trials();
+        if points.is_empty() {
+            points.push(Vec::new());
         }
-        for (path, values) in &axes {
+        self.cross(points, &axes)
+    }
+
+    /// The grid points of one search trial: its `values` crossed with the `[sweep]` lists
+    /// (the points [`Spec::grid`] gives that trial; a proposed TPE trial's).
+    pub fn trial_points(
+        &self,
+        values: Vec<(String, toml::Value)>,
+    ) -> Result<Vec<GridPoint>, (String, String)> {
+        self.cross(vec![values], &self.sweep_axes()?)
+    }
+
+    /// Each of `points` crossed with every value of each axis, in order, as validated configs.
+    fn cross(
+        &self,
+        mut points: Vec<Vec<(String, toml::Value)>>,
+        axes: &[SweepAxis],
+    ) -> Result<Vec<GridPoint>, (String, String)> {
+        let base = toml::Table::try_from(self.run_config()).expect("configs serialize");
+        for (path, values) in axes {
             points = points
                 .into_iter()
                 .flat_map(|point| {
@@ -598,12 +606,6 @@ impl Spec {
             .into_iter()
             .map(|swept| self.point_of(&base, swept))
             .collect()
-    }
-
-    /// The grid point that sets the dotted keys `swept` (a proposed TPE trial).
-    pub fn point(&self, swept: Vec<(String, toml::Value)>) -> Result<GridPoint, (String, String)> {
-        let base = toml::Table::try_from(self.run_config()).expect("configs serialize");
-        self.point_of(&base, swept)
     }
 
     /// The validated config of `base` with `swept` set.
@@ -1103,12 +1105,12 @@ mod tests {
             "search.metric",
             "must be one of",
         );
-        refused(
-            "[sweep]\n\"train.seed\" = [0, 1]\n",
-            tpe,
-            "search.strategy",
-            "sweep.train.seed",
-        );
+        // A trial crossed with seeds: its points are those the grid gives it.
+        let seeded = spec("[sweep]\n\"train.seed\" = [0, 1]\n", tpe).unwrap();
+        let grid = seeded.grid().unwrap();
+        assert_eq!(grid.len(), 20, "10 startup trials x 2 seeds");
+        let first = seeded.search.trials().remove(0);
+        assert_eq!(seeded.trial_points(first).unwrap(), grid[..2]);
         let err = parse(&format!(
             "name = \"x\"\n[log]\neval_samples = 0\n[search]\n{tpe}{space}"
         ))
