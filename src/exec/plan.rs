@@ -32,9 +32,6 @@ impl<'a> Planner<'a> {
     /// The spec's grid as runs, reading each data directory once. Points with identical
     /// configs (search trials that drew the same values) are one run.
     pub fn new(spec: &'a Spec, results: &'a Path, data_dir: Option<&'a Path>) -> Result<Self> {
-        let grid = spec
-            .grid()
-            .map_err(|(key, msg)| anyhow::anyhow!("`{key}` {msg}"))?;
         let mut planner = Planner {
             spec,
             results,
@@ -45,13 +42,16 @@ impl<'a> Planner<'a> {
             runs: Vec::new(),
         };
         match spec.search.strategy {
-            // The same points, planned by trial: a trial is scored over its runs.
+            // The grid's points, planned by trial: a trial is scored over its runs.
             Strategy::Tpe => {
                 for values in spec.search.trials() {
                     planner.add_trial(values)?;
                 }
             }
             _ => {
+                let grid = spec
+                    .grid()
+                    .map_err(|(key, msg)| anyhow::anyhow!("`{key}` {msg}"))?;
                 for point in grid {
                     planner.add(point)?;
                 }
@@ -79,7 +79,7 @@ impl<'a> Planner<'a> {
         self.spec
     }
 
-    /// How many trials (grid points) it planned; identical ones are one run.
+    /// How many TPE trials it planned (none for other strategies); identical ones are one run.
     pub fn trials_planned(&self) -> usize {
         self.trials.len()
     }
@@ -128,7 +128,7 @@ impl<'a> Planner<'a> {
         let conn = track::open_read_only(db)?;
         let metric = search.objective_metric();
         let higher = crate::eval::higher_is_better(metric).unwrap_or(false);
-        // Each trial's score, read once (the database does not change under this call).
+        // Each run's score, read once (the database does not change under this call).
         let mut scores: HashMap<String, track::RunScore> = HashMap::new();
         while (self.trials.len() as u32) < search.trials {
             let mut observed = Vec::new();

@@ -338,19 +338,20 @@ pub fn collect(
     let queued = queued_tasks();
     let mut unanswered = 0;
     for (run_id, (task, pending, submitted_at)) in latest {
-        let still_queued = match &queued {
-            Ok(queued) => queued.contains(&task),
-            Err(_) => !records::read(&pending.run.run_dir)
-                .iter()
-                .any(|line| line.task == task && matches!(line.event, Event::RunEnded { .. })),
+        if queued.as_ref().is_ok_and(|queued| queued.contains(&task)) {
+            statuses.insert(run_id, "pending".to_string());
+            continue;
+        }
+        let records = records::read_checked(&pending.run.run_dir);
+        let ended = |line: &records::Line| {
+            line.task == task && matches!(line.event, Event::RunEnded { .. })
         };
-        if still_queued {
-            unanswered += usize::from(queued.is_err());
+        if queued.is_err() && !records.lines.iter().any(ended) {
+            unanswered += 1;
             statuses.insert(run_id, "pending".to_string());
             continue;
         }
         let log = dir.join(format!("{task}.log"));
-        let records = records::read_checked(&pending.run.run_dir);
         if let Some(damage) = records.damage(&pending.run.run_dir) {
             errln!("run {run_id}: {damage}");
         }
