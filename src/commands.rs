@@ -196,6 +196,20 @@ pub fn sweep(req: SweepRequest) -> Result<()> {
     }
     let spec = Spec::load_with(req.spec, req.overrides)?;
     let stop = interrupt_flag();
+    let report_dir = req.results.join("report");
+    let live_report = (req.write_report && !req.dry_run).then(|| {
+        let every = crate::report::EVERY.as_secs();
+        outln!(
+            "report: {} (rewritten every {every} s while the sweep runs)",
+            report_dir.join("index.html").display()
+        )?;
+        anyhow::Ok(crate::report::live(
+            req.db.to_path_buf(),
+            report_dir.clone(),
+            crate::report::EVERY,
+        ))
+    });
+    let live_report = live_report.transpose()?;
     let summary = if req.collect {
         let tracker = crate::track::Tracker::start(req.db)?;
         let jobs = crate::exec::slurm::outstanding_jobs(req.results, &spec.name)?;
@@ -287,8 +301,9 @@ pub fn sweep(req: SweepRequest) -> Result<()> {
         )?;
         summary
     };
+    drop(live_report);
     if req.write_report {
-        match crate::report::write(req.db, &req.results.join("report"), None) {
+        match crate::report::write(req.db, &report_dir, None) {
             Ok(written) => outln!("report: {}", written.index.display())?,
             // The runs are recorded; a report failure must not fail the sweep.
             Err(err) => errln!("warning: the report could not be written: {err:#}"),

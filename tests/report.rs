@@ -245,7 +245,7 @@ fn the_report_loads_in_chromium_without_broken_images_missing_pages_or_errors() 
     );
     assert!(index.contains("class=\"best\""));
     let experiment = read(results.join("report/tiny/index.html"));
-    for part in ["parallel.svg", "fid-curves.svg", "vs best"] {
+    for part in ["parallel.svg", "history.svg", "fid-curves.svg", "vs best"] {
         assert!(
             experiment.contains(part),
             "the experiment page shows {part}"

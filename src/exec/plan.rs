@@ -155,8 +155,14 @@ impl<'a> Planner<'a> {
             }
             let start = self.trials.len() as u32;
             let end = start.saturating_add(search.batch_size()).min(search.trials);
+            // The batch's earlier proposals, for a constant liar.
+            let mut pending: Vec<Vec<(String, toml::Value)>> = Vec::new();
             for trial in start..end {
-                self.add_trial(tpe::propose(&search.space, &observed, search.seed, trial))?;
+                let values = tpe::propose(&search.space, &observed, &pending, search.seed, trial);
+                if search.constant_liar == Some(true) {
+                    pending.push(values.clone());
+                }
+                self.add_trial(values)?;
             }
         }
         Ok(self.runs.len() - before)

@@ -1,6 +1,7 @@
-//! An experiment's page: its score against each swept setting, parallel coordinates, the
-//! FID and loss curves of all its runs, its leaderboard, what each setting explains
-//! ([`crate::importance`], also `runner runs --explain`) and its replicates.
+//! An experiment's page: its score against each swept setting, parallel coordinates, its
+//! history (each run's score in start order, and the best so far), the FID and loss curves of
+//! all its runs, its leaderboard, what each setting explains ([`crate::importance`], also
+//! `runner runs --explain`) and its replicates.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -109,7 +110,7 @@ pub(super) fn experiment_page(site: &Site, experiment: &Experiment) -> Result<()
                 highlight,
                 x_categories: categories,
                 log_x,
-                crosses: Vec::new(),
+                ..Default::default()
             },
         )?;
         plot_refs.push(Plot { title, src });
@@ -124,6 +125,32 @@ pub(super) fn experiment_page(site: &Site, experiment: &Experiment) -> Result<()
             src: "parallel.svg".into(),
         });
     }
+    let history_plot = match History::of(experiment, ranking, best.as_deref()) {
+        Some(history) => {
+            let title = format!(
+                "{} of each run in the order the runs started (x: pruned), and the best so far",
+                ranking.short()
+            );
+            let src = site.plot(
+                &format!("{dir}/history.svg"),
+                &Chart {
+                    title: &title,
+                    x_label: "run (in start order)",
+                    y_label: ranking.short(),
+                    series: vec![Series {
+                        name: "best so far".into(),
+                        points: history.best_so_far,
+                    }],
+                    dots: history.scores,
+                    crosses: history.pruned,
+                    highlight: history.best,
+                    ..Default::default()
+                },
+            )?;
+            Some(Plot { title, src })
+        }
+        None => None,
+    };
     let mut curve_plots = Vec::new();
     let fid_curves: Vec<(&Run, Vec<(f64, f64)>)> = experiment
         .runs
@@ -186,11 +213,7 @@ pub(super) fn experiment_page(site: &Site, experiment: &Experiment) -> Result<()
                 y_label: label,
                 legend: series.len() <= 10,
                 series,
-                markers: false,
-                highlight: None,
-                x_categories: None,
-                log_x: false,
-                crosses: Vec::new(),
+                ..Default::default()
             },
         )?;
         curve_plots.push(Plot { title, src });
@@ -210,11 +233,64 @@ pub(super) fn experiment_page(site: &Site, experiment: &Experiment) -> Result<()
             root => "../",
             experiment => Value::from(Serde(&view)),
             sweep_plots => Value::from(Serde(&plot_refs)),
+            history_plot => Value::from(Serde(&history_plot)),
             curve_plots => Value::from(Serde(&curve_plots)),
             replicates => Value::from(Serde(&replicate_table(&site.db, &experiment.name)?)),
             importance => Value::from(Serde(&importance_table(experiment))),
         },
     )
+}
+
+/// An experiment's search history, as Optuna's dashboard draws it: each run's score at its
+/// place in start order (runs number from 1; one that started without a score, failed or
+/// still training, leaves a gap), and the best score so far as a step line, which shows
+/// whether a search still finds better settings or has settled.
+#[derive(Debug, PartialEq)]
+struct History {
+    /// Scores of runs that were not pruned.
+    scores: Vec<(f64, f64)>,
+    /// Scores of pruned runs (from the rung where they stopped).
+    pruned: Vec<(f64, f64)>,
+    best_so_far: Vec<(f64, f64)>,
+    /// The best run's point.
+    best: Option<(f64, f64)>,
+}
+
+impl History {
+    /// None for fewer than two scored runs, where there is no history to draw.
+    fn of(experiment: &Experiment, ranking: Ranking, best: Option<&str>) -> Option<History> {
+        let mut history = History {
+            scores: Vec::new(),
+            pruned: Vec::new(),
+            best_so_far: Vec::new(),
+            best: None,
+        };
+        let started = experiment.runs.iter().filter(|r| r.started_at.is_some());
+        let mut lowest = f64::INFINITY;
+        for (x, run) in (1..).map(f64::from).zip(started) {
+            let Some(y) = ranking.value(run) else {
+                continue;
+            };
+            if run.status == "pruned" {
+                history.pruned.push((x, y));
+            } else {
+                history.scores.push((x, y));
+            }
+            if best == Some(run.id.as_str()) {
+                history.best = Some((x, y));
+            }
+            // Lower is better for both rankings. The line runs flat to this run, then drops
+            // to its score where that is a new best.
+            if lowest.is_finite() {
+                history.best_so_far.push((x, lowest));
+            }
+            if y < lowest {
+                lowest = y;
+                history.best_so_far.push((x, y));
+            }
+        }
+        (history.scores.len() + history.pruned.len() >= 2).then_some(history)
+    }
 }
 
 /// What each setting that differs between an experiment's finished runs explains of their
@@ -426,4 +502,50 @@ fn replicate_table(db: &Path, experiment: &str) -> Result<Vec<Vec<String>>> {
                 .map(|r| r.iter().skip(1).map(cell).collect()),
         )
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(id: &str, status: &str, fid: Option<f64>, started: bool) -> Run {
+        Run {
+            id: id.into(),
+            status: status.into(),
+            started_at: started.then(|| "2026-11-30T12:00:00Z".into()),
+            evals: fid
+                .map(|f| BTreeMap::from([(500, BTreeMap::from([("fid".to_string(), f)]))]))
+                .unwrap_or_default(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_history_steps_down_at_each_new_best_and_keeps_gaps_for_runs_without_a_score() {
+        let experiment = Experiment {
+            name: "e".into(),
+            description: String::new(),
+            runs: vec![
+                run("a", "finished", Some(300.0), true),
+                run("b", "pruned", Some(400.0), true),
+                run("c", "failed", None, true),
+                run("d", "finished", Some(200.0), true),
+                run("e", "finished", Some(250.0), true),
+                run("f", "pending", None, false),
+            ],
+        };
+        let history = History::of(&experiment, Ranking::Fid, Some("d")).unwrap();
+        assert_eq!(history.scores, [(1.0, 300.0), (4.0, 200.0), (5.0, 250.0)]);
+        assert_eq!(history.pruned, [(2.0, 400.0)]);
+        assert_eq!(history.best, Some((4.0, 200.0)));
+        assert_eq!(
+            history.best_so_far,
+            [(1.0, 300.0), (2.0, 300.0), (4.0, 300.0), (4.0, 200.0), (5.0, 200.0)]
+        );
+        let one = Experiment {
+            runs: experiment.runs[..3].iter().filter(|r| r.id != "b").cloned().collect(),
+            ..experiment
+        };
+        assert_eq!(History::of(&one, Ranking::Fid, None), None, "one score is no history");
+    }
 }

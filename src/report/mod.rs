@@ -2,8 +2,8 @@
 //!
 //! ```text
 //! <out>/index.html                   every experiment, its status counts and leaderboard
-//! <out>/<experiment>/index.html      metric vs each swept key, parallel coordinates, FID and
-//!                                    loss curves of all runs, leaderboard, replicates
+//! <out>/<experiment>/index.html      metric vs each swept key, parallel coordinates, history,
+//!                                    FID and loss curves of all runs, leaderboard, replicates
 //! <out>/<experiment>/compare-<run>.html  a run beside the experiment's best
 //! <out>/<experiment>/<run>/index.html  config, losses, evaluations, events, samples, checkpoints
 //! ```
@@ -14,11 +14,13 @@
 //! report and pages of deleted runs do not linger.
 //!
 //! Here: the site (writing, the index, what pages share); `data` reads the database,
-//! `experiment` and `run` build those pages, `compare` a run beside the best, `plots` the SVGs.
+//! `experiment` and `run` build those pages, `compare` a run beside the best, `plots` the SVGs,
+//! `live` keeps the report current while a sweep runs.
 
 mod compare;
 mod data;
 mod experiment;
+mod live;
 mod plots;
 mod run;
 
@@ -33,6 +35,7 @@ use serde::Serialize;
 use data::{Experiment, Run};
 use experiment::experiment_page;
 pub use experiment::explain;
+pub use live::{EVERY, Live, live};
 use plots::Chart;
 use run::run_page;
 

@@ -2,7 +2,7 @@
 
 use plotters::prelude::*;
 
-/// One line (or, with `points_only`, one set of markers) of a chart.
+/// One line of a chart.
 #[derive(Debug, Clone)]
 pub struct Series {
     pub name: String,
@@ -28,6 +28,8 @@ pub struct Chart<'a> {
     pub legend: bool,
     /// Points marked with a cross (where pruned runs stopped).
     pub crosses: Vec<(f64, f64)>,
+    /// Points drawn as dots and joined by no line (one per run, say).
+    pub dots: Vec<(f64, f64)>,
 }
 
 const SIZE: (u32, u32) = (720, 400);
@@ -104,7 +106,10 @@ fn draw<'a>(
 ) -> Result<(), Box<dyn std::error::Error + 'a>> {
     let root = SVGBackend::with_string(out, SIZE).into_drawing_area();
     root.fill(&WHITE)?;
-    let all = || chart.series.iter().flat_map(|s| s.points.iter());
+    let all = || {
+        let lines = chart.series.iter().flat_map(|s| s.points.iter());
+        lines.chain(&chart.dots).chain(&chart.crosses)
+    };
     let (x0, x1) = match &chart.x_categories {
         Some(names) => (-0.5, names.len() as f64 - 0.5),
         None => padded(all().map(|p| p.0), chart.log_x),
@@ -158,6 +163,8 @@ fn draw<'a>(
                     ctx.draw_series(s.points.iter().map(|&p| Circle::new(p, 4, color.filled())))?;
                 }
             }
+            let dot = RGBColor(70, 110, 170).filled();
+            ctx.draw_series(chart.dots.iter().map(|&p| Circle::new(p, 4, dot)))?;
             ctx.draw_series(
                 chart
                     .crosses
@@ -319,10 +326,10 @@ mod tests {
             }],
             markers: true,
             highlight: Some((10.0, 0.5)),
-            x_categories: None,
-            log_x: false,
             legend: true,
             crosses: vec![(10.0, 0.5)],
+            dots: vec![(5.0, 0.7)],
+            ..Default::default()
         })
         .unwrap();
         assert!(svg.starts_with("<svg"), "{}", &svg[..50]);
@@ -398,11 +405,8 @@ mod tests {
                     points,
                 }],
                 markers: true,
-                highlight: None,
-                x_categories: None,
                 log_x: true,
-                legend: false,
-                crosses: vec![],
+                ..Default::default()
             };
             assert!(svg(&chart).unwrap().contains("</svg>"));
         }

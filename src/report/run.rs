@@ -80,12 +80,8 @@ pub(super) fn run_page(site: &Site, experiment: &Experiment, run: &Run) -> Resul
                 x_label: "step",
                 y_label: "loss",
                 series: losses,
-                markers: false,
-                highlight: None,
-                x_categories: None,
-                log_x: false,
                 legend: true,
-                crosses: Vec::new(),
+                ..Default::default()
             },
         )?,
     }];
@@ -120,11 +116,8 @@ pub(super) fn run_page(site: &Site, experiment: &Experiment, run: &Run) -> Resul
                     y_label: if file == "fid.svg" { "FID" } else { "value" },
                     series: eval_series(names),
                     markers: true,
-                    highlight: None,
-                    x_categories: None,
-                    log_x: false,
                     legend: names.len() > 1,
-                    crosses: Vec::new(),
+                    ..Default::default()
                 },
             )?;
             plots.push(Plot {

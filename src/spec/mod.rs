@@ -456,6 +456,7 @@ impl Spec {
                 ("startup", search.startup.is_some()),
                 ("batch", search.batch.is_some()),
                 ("metric", search.metric.is_some()),
+                ("constant_liar", search.constant_liar.is_some()),
             ];
             if let Some((key, _)) = tpe_only.iter().find(|(_, set)| *set) {
                 return Err((
@@ -1084,6 +1085,12 @@ mod tests {
             "",
             "strategy = \"random\"\ntrials = 20\nbatch = 2\n",
             "search.batch",
+            "\"tpe\" only",
+        );
+        refused(
+            "",
+            "strategy = \"sobol\"\ntrials = 20\nconstant_liar = true\n",
+            "search.constant_liar",
             "\"tpe\" only",
         );
         refused(

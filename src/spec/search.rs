@@ -55,6 +55,9 @@ pub struct Search {
     pub startup: Option<u32>,
     /// TPE: trials proposed at once, from the same results, to train side by side (default 4).
     pub batch: Option<u32>,
+    /// TPE: the trials proposed before one in its batch count as bad ones, spreading the batch
+    /// out (off by default, as in Optuna, so that results keep proposing what they proposed).
+    pub constant_liar: Option<bool>,
     /// TPE: the evaluation metric whose best value over a run is the trial's score (default:
     /// `[search.prune]`'s metric, else `fid`); its direction is known.
     pub metric: Option<String>,
