@@ -124,7 +124,7 @@ pub struct SweepArgs {
     /// A directory with the standard IDX files, overriding the spec's [data] dir.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Do not regenerate <results>/report when the sweep ends.
+    /// Do not write <results>/report (rewritten every minute while the sweep runs, and at its end).
     #[arg(long)]
     pub no_report: bool,
     /// Where runs execute: here, or as a Slurm job array.
