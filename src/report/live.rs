@@ -1,6 +1,7 @@
 //! The report kept current while a sweep trains, so that it can be watched in a browser as
 //! runs progress (as W&B's dashboard is): a thread rewrites it every [`EVERY`], or less often
-//! when writing it takes long (at most 5% of one core), until the sweep ends.
+//! when writing it takes long (at most 5% of one core), until the sweep ends. Its pages say so
+//! and reload themselves as often; the sweep's last report does not.
 
 use std::path::PathBuf;
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -27,7 +28,7 @@ pub fn live(db: PathBuf, out: PathBuf, every: Duration) -> Live {
         let mut warned = false;
         while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(wait) {
             let started = Instant::now();
-            match super::write(&db, &out, None) {
+            match super::write_site(&db, &out, None, Some(wait)) {
                 Ok(_) => warned = false,
                 Err(err) if !warned => {
                     crate::errln!("warning: the report could not be rewritten: {err:#}");
@@ -72,6 +73,12 @@ mod tests {
             std::thread::sleep(Duration::from_millis(10));
         }
         drop(refreshing);
+        let page = std::fs::read_to_string(&index).unwrap();
+        assert!(page.contains(r#"<meta http-equiv="refresh" content=""#), "{page}");
+        assert!(page.contains("A sweep is running"));
+        super::super::write(&db, &out, None).unwrap();
+        let page = std::fs::read_to_string(&index).unwrap();
+        assert!(!page.contains("refresh") && !page.contains("A sweep is running"));
         std::fs::remove_dir_all(&out).unwrap();
         std::thread::sleep(Duration::from_millis(100));
         assert!(!out.exists(), "rewritten after it was dropped");

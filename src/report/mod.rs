@@ -326,6 +326,17 @@ struct Plot {
 
 /// Writes the report of `db` (all experiments, or only `experiment`) into `out`.
 pub fn write(db: &Path, out: &Path, experiment: Option<&str>) -> Result<Written> {
+    write_site(db, out, experiment, None)
+}
+
+/// [`write`], with pages that say they are rewritten every `reload_every` (a sweep runs) and
+/// reload themselves as often.
+fn write_site(
+    db: &Path,
+    out: &Path,
+    experiment: Option<&str>,
+    reload_every: Option<std::time::Duration>,
+) -> Result<Written> {
     let experiments = data::load(db, experiment, data::Detail::Full)?;
     // A symlinked --out is written where it points, and the link stays.
     let out = &if out.is_symlink() {
@@ -369,10 +380,14 @@ pub fn write(db: &Path, out: &Path, experiment: Option<&str>) -> Result<Written>
         crate::fsutil::remove_temp_dirs(parent, &format!("{}.", name.to_string_lossy()))?;
     }
     let tmp = crate::fsutil::temp_sibling(out);
+    let mut env = templates();
+    if let Some(every) = reload_every {
+        env.add_global("reload_every", every.as_secs().max(1));
+    }
     let site = Site {
         root: tmp.clone(),
         out: std::path::absolute(out)?,
-        env: templates(),
+        env,
         db: std::path::absolute(db)?,
     };
     let built = build(&site, &experiments, db);
