@@ -802,6 +802,18 @@ fn tpe_searches_propose_trials_from_the_scores_of_the_ended_ones() {
         sweep(dir.path(), &spec, &["--no-report"])
             .success()
             .stdout(predicate::str::contains("7 runs: 0 finished, 7 skipped"));
+        // A constant liar keeps each batch's first proposal and moves its second, so the plan
+        // stops at that untrained trial.
+        sweep(
+            dir.path(),
+            &spec,
+            &["--dry-run", "--set", "search.constant_liar=true"],
+        )
+        .success()
+        .stdout(
+            predicate::str::contains("TPE: 5 of 7 trials planned")
+                .and(predicate::str::contains("5 runs: 4 finished, 1 new")),
+        );
         trained.push(ids(dir.path()));
     }
     assert_eq!(
