@@ -25,6 +25,9 @@ pub enum Command {
     Train(TrainArgs),
     /// Sample a trained generator into a PNG grid, a .npy array or an IDX file.
     Generate(GenerateArgs),
+    /// Write a trained generator's weights to a .safetensors file that the report's PyTorch
+    /// modules load as they are (`load_state_dict`).
+    Export(ExportArgs),
     /// Run a spec's sweep grid, recording every run in the tracking database.
     Sweep(SweepArgs),
     /// Run one read-only SQL statement on the tracking database.
@@ -322,10 +325,9 @@ pub struct TrainArgs {
     pub steps: Option<u64>,
 }
 
+/// Which trained generator: `generate` and `export`.
 #[derive(Debug, Args)]
-pub struct GenerateArgs {
-    #[command(flatten)]
-    pub device: DeviceArg,
+pub struct GeneratorArgs {
     /// A run id (or a unique prefix of one), a run directory (its latest checkpoint), a
     /// checkpoint directory or its checkpoint.json.
     #[arg(long)]
@@ -333,9 +335,28 @@ pub struct GenerateArgs {
     /// With a run directory: its best checkpoint (lowest LeNet-FID), not its latest.
     #[arg(long)]
     pub best: bool,
-    /// Sample the raw generator, not the moving average of its weights (`train.g_ema`).
+    /// The raw generator, not the moving average of its weights (`train.g_ema`).
     #[arg(long)]
     pub raw: bool,
+    #[command(flatten)]
+    pub db: DbArg,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub generator: GeneratorArgs,
+    /// Output file: *.safetensors.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    pub device: DeviceArg,
+    #[command(flatten)]
+    pub generator: GeneratorArgs,
     /// Number of images.
     #[arg(long, default_value_t = 64)]
     pub n: usize,
@@ -349,8 +370,6 @@ pub struct GenerateArgs {
     /// Output file: *.png (grid), *.npy (uint8, N x 28 x 28) or *idx3-ubyte (IDX).
     #[arg(long)]
     pub out: PathBuf,
-    #[command(flatten)]
-    pub db: DbArg,
 }
 
 #[derive(Debug, Args)]

@@ -460,33 +460,57 @@ fn confirm(question: &str) -> Result<bool> {
     Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
 }
 
+/// `checkpoint`, or with `best` the run directory `checkpoint`'s best checkpoint.
+fn latest_or_best(checkpoint: &Path, best: bool) -> Result<std::path::PathBuf> {
+    if !best {
+        return Ok(checkpoint.to_path_buf());
+    }
+    let best_dir = crate::train::checkpoint::best_dir(checkpoint);
+    anyhow::ensure!(
+        best_dir.join("checkpoint.json").is_file(),
+        "{}: no best checkpoint (the run has no evaluation yet; see `log.eval_every`)",
+        checkpoint.display()
+    );
+    Ok(best_dir)
+}
+
+/// "the moving average of the " when the weights are G's average.
+fn averaged_words(averaged: bool) -> &'static str {
+    if averaged {
+        "moving average of the "
+    } else {
+        ""
+    }
+}
+
 pub fn generate(
     checkpoint: &Path,
     best: bool,
     draw: crate::generate::Draw,
     out: &Path,
 ) -> Result<()> {
-    let best_dir = crate::train::checkpoint::best_dir(checkpoint);
-    let checkpoint = if best {
-        anyhow::ensure!(
-            best_dir.join("checkpoint.json").is_file(),
-            "{}: no best checkpoint (the run has no evaluation yet; see `log.eval_every`)",
-            checkpoint.display()
-        );
-        &best_dir
-    } else {
-        checkpoint
-    };
-    let (step, averaged) = crate::generate::generate(checkpoint, draw, out)?;
+    let checkpoint = latest_or_best(checkpoint, best)?;
+    let (step, averaged) = crate::generate::generate(&checkpoint, draw, out)?;
     let n = draw.n;
-    let which = if averaged {
-        "moving average of the "
-    } else {
-        ""
-    };
     outln!(
-        "wrote {n} samples of the {which}step-{step} generator to {}",
+        "wrote {n} samples of the {}step-{step} generator to {}",
+        averaged_words(averaged),
         out.display()
+    )?;
+    Ok(())
+}
+
+pub fn export(checkpoint: &Path, best: bool, raw: bool, out: &Path) -> Result<()> {
+    let checkpoint = latest_or_best(checkpoint, best)?;
+    let exported = crate::export::export(&checkpoint, raw, out)?;
+    outln!(
+        "wrote {} tensors of the {}step-{} generator to {}, with the names of the report's \
+         PyTorch module {} (bench/pytorch_reference.py)",
+        exported.tensors,
+        averaged_words(exported.averaged),
+        exported.step,
+        out.display(),
+        exported.module
     )?;
     Ok(())
 }

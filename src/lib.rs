@@ -7,7 +7,7 @@
 //! database). [`data`] loads and fetches the digits, [`model`] builds the networks, [`backend`]
 //! picks the device, [`budget`] refuses absurd sizes, [`detect`] spots failing GANs, [`images`]
 //! writes what people look at, [`score`] is `runner eval`, [`generate`] is `runner generate`,
-//! [`remove`] is `runner rm`; [`replicates`] and [`importance`] are the statistics of sweeps.
+//! [`export`] is `runner export`, [`remove`] is `runner rm`; [`replicates`] and [`importance`] are the statistics of sweeps.
 //! [`commands`] is the CLI's glue, one function per command.
 
 pub mod backend;
@@ -19,6 +19,7 @@ pub mod data;
 pub mod detect;
 pub mod eval;
 pub mod exec;
+pub mod export;
 pub mod fsutil;
 pub mod generate;
 pub mod images;

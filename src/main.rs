@@ -75,11 +75,17 @@ fn run(cli: Cli) -> Result<()> {
             let draw = ganrunner::generate::Draw {
                 n: a.n,
                 seed: a.seed,
-                raw: a.raw,
+                raw: a.generator.raw,
                 class: a.class,
             };
-            let checkpoint = ganrunner::score::resolve_target(&a.checkpoint, &a.db.db)?;
-            commands::generate(&checkpoint, a.best, draw, &a.out)
+            let g = &a.generator;
+            let checkpoint = ganrunner::score::resolve_target(&g.checkpoint, &g.db.db)?;
+            commands::generate(&checkpoint, g.best, draw, &a.out)
+        }
+        Command::Export(a) => {
+            let g = &a.generator;
+            let checkpoint = ganrunner::score::resolve_target(&g.checkpoint, &g.db.db)?;
+            commands::export(&checkpoint, g.best, g.raw, &a.out)
         }
         Command::Sweep(a) => commands::sweep(commands::SweepRequest {
             device: select(a.device.device)?,

@@ -540,12 +540,26 @@ mod tests {
         assert_eq!(history.best, Some((4.0, 200.0)));
         assert_eq!(
             history.best_so_far,
-            [(1.0, 300.0), (2.0, 300.0), (4.0, 300.0), (4.0, 200.0), (5.0, 200.0)]
+            [
+                (1.0, 300.0),
+                (2.0, 300.0),
+                (4.0, 300.0),
+                (4.0, 200.0),
+                (5.0, 200.0)
+            ]
         );
         let one = Experiment {
-            runs: experiment.runs[..3].iter().filter(|r| r.id != "b").cloned().collect(),
+            runs: experiment.runs[..3]
+                .iter()
+                .filter(|r| r.id != "b")
+                .cloned()
+                .collect(),
             ..experiment
         };
-        assert_eq!(History::of(&one, Ranking::Fid, None), None, "one score is no history");
+        assert_eq!(
+            History::of(&one, Ranking::Fid, None),
+            None,
+            "one score is no history"
+        );
     }
 }

@@ -74,7 +74,10 @@ mod tests {
         }
         drop(refreshing);
         let page = std::fs::read_to_string(&index).unwrap();
-        assert!(page.contains(r#"<meta http-equiv="refresh" content=""#), "{page}");
+        assert!(
+            page.contains(r#"<meta http-equiv="refresh" content=""#),
+            "{page}"
+        );
         assert!(page.contains("A sweep is running"));
         super::super::write(&db, &out, None).unwrap();
         let page = std::fs::read_to_string(&index).unwrap();
@@ -86,7 +89,10 @@ mod tests {
         let hourly = live(db, out.clone(), Duration::from_secs(3600));
         let started = Instant::now();
         drop(hourly);
-        assert!(started.elapsed() < Duration::from_secs(1), "the stop waited");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "the stop waited"
+        );
         assert!(!out.exists(), "written before its first hour");
     }
 }

@@ -60,7 +60,10 @@ pub fn propose(
         .map(|(key, distribution)| {
             let mut rng = stream(seed, trial, &format!("tpe:{key}"));
             let value_of = |values: &[(String, toml::Value)]| {
-                values.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+                values
+                    .iter()
+                    .find(|(k, _)| k == key)
+                    .map(|(_, v)| v.clone())
             };
             let good: Vec<toml::Value> = good.iter().filter_map(|o| value_of(&o.values)).collect();
             let bad: Vec<toml::Value> = bad
@@ -338,7 +341,9 @@ mod tests {
                 }
             })
             .collect();
-        let proposals: Vec<_> = (30..60).map(|i| propose(&space, &observed, &[], 1, i)).collect();
+        let proposals: Vec<_> = (30..60)
+            .map(|i| propose(&space, &observed, &[], 1, i))
+            .collect();
         let hinge = proposals
             .iter()
             .filter(|p| p[2].1.as_str() == Some("hinge"))
@@ -382,7 +387,9 @@ mod tests {
             }
             let mut xs: Vec<f64> = batch.iter().map(|v| lr_of(v).ln()).collect();
             xs.sort_by(f64::total_cmp);
-            xs.windows(2).map(|w| w[1] - w[0]).fold(f64::INFINITY, f64::min)
+            xs.windows(2)
+                .map(|w| w[1] - w[0])
+                .fold(f64::INFINITY, f64::min)
         };
         let (mut wider, mut liar_total, mut plain_total) = (0, 0.0, 0.0);
         for seed in 0..20 {
@@ -392,8 +399,14 @@ mod tests {
             plain_total += plain;
         }
         // (Measured: at least as wide for every seed, 9 times as wide on average.)
-        assert!(wider >= 18, "the batch spread wider in only {wider} of 20 seeds");
-        assert!(liar_total > 4.0 * plain_total, "{liar_total} against {plain_total}");
+        assert!(
+            wider >= 18,
+            "the batch spread wider in only {wider} of 20 seeds"
+        );
+        assert!(
+            liar_total > 4.0 * plain_total,
+            "{liar_total} against {plain_total}"
+        );
     }
 
     #[test]
