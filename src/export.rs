@@ -35,28 +35,42 @@ struct Weight {
     values: Vec<f32>,
 }
 
-/// Collects every float parameter under its burn path (`Dcgan.bn0.running_mean`).
+/// Collects every float parameter under its burn path (`Dcgan.bn0.running_mean`), Linear
+/// weights transposed to PyTorch's layout.
 #[derive(Default)]
 struct Collector {
     path: Vec<String>,
+    /// The type of the module holding the field last entered (`Struct:Linear`).
+    holder: Vec<String>,
     weights: BTreeMap<String, Weight>,
 }
 
 impl ModuleVisitor for Collector {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
         self.path.push(name.to_string());
+        self.holder.push(container_type.to_string());
     }
 
     fn exit_module(&mut self, _name: &str, _container_type: &str) {
         self.path.pop();
+        self.holder.pop();
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         let tensor = param.val();
-        let weight = Weight {
+        let mut weight = Weight {
             shape: tensor.dims().to_vec(),
             values: tensor.into_data().try_to_vec::<f32>().expect("f32 weights"),
         };
+        let linear = self.holder.last().is_some_and(|h| h == "Struct:Linear");
+        if let (&[rows, cols], true) = (weight.shape.as_slice(), linear) {
+            let mut transposed = vec![0.0; weight.values.len()];
+            transpose::transpose(&weight.values, &mut transposed, cols, rows);
+            weight = Weight {
+                shape: vec![cols, rows],
+                values: transposed,
+            };
+        }
         self.weights.insert(self.path.join("."), weight);
     }
 }
@@ -123,26 +137,13 @@ fn torch_weights(loaded: &Loaded) -> Result<BTreeMap<String, Weight>> {
     loaded.generator.visit(&mut collector);
     let model = &loaded.config.model;
     let mut out = BTreeMap::new();
-    for (path, mut weight) in collector.weights {
+    for (path, weight) in collector.weights {
         let Some(name) = torch_name(model, &path) else {
             bail!(
                 "internal: no PyTorch name for {} parameter `{path}`",
                 model.arch()
             );
         };
-        let linear = matches!(
-            (model, path.as_str()),
-            (ModelConfig::Gan(_), _) | (ModelConfig::Dcgan(_), "Dcgan.project.weight")
-        );
-        if linear && weight.shape.len() == 2 {
-            let [rows, cols] = [weight.shape[0], weight.shape[1]];
-            let mut transposed = vec![0.0; weight.values.len()];
-            transpose::transpose(&weight.values, &mut transposed, cols, rows);
-            weight = Weight {
-                shape: vec![cols, rows],
-                values: transposed,
-            };
-        }
         out.insert(name, weight);
     }
     Ok(out)
