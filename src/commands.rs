@@ -197,19 +197,17 @@ pub fn sweep(req: SweepRequest) -> Result<()> {
     let spec = Spec::load_with(req.spec, req.overrides)?;
     let stop = interrupt_flag();
     let report_dir = req.results.join("report");
-    let live_report = (req.write_report && !req.dry_run).then(|| {
-        let every = crate::report::EVERY.as_secs();
+    let live_report = if req.write_report && !req.dry_run {
         outln!(
-            "report: {} (rewritten every {every} s while the sweep runs)",
-            report_dir.join("index.html").display()
+            "report: {} (rewritten every {} s while the sweep runs)",
+            report_dir.join("index.html").display(),
+            crate::report::EVERY.as_secs()
         )?;
-        anyhow::Ok(crate::report::live(
-            req.db.to_path_buf(),
-            report_dir.clone(),
-            crate::report::EVERY,
-        ))
-    });
-    let live_report = live_report.transpose()?;
+        let (db, out) = (req.db.to_path_buf(), report_dir.clone());
+        Some(crate::report::live(db, out, crate::report::EVERY))
+    } else {
+        None
+    };
     let summary = if req.collect {
         let tracker = crate::track::Tracker::start(req.db)?;
         let jobs = crate::exec::slurm::outstanding_jobs(req.results, &spec.name)?;
