@@ -166,13 +166,11 @@ pub fn export(checkpoint: &Path, raw: bool, out: &Path) -> Result<Exported> {
         "{}: the generator has NaN or infinite weights; nothing written",
         checkpoint.display()
     );
-    let bytes: BTreeMap<&String, Vec<u8>> = weights
+    let encoded: Vec<(&String, &Weight, Vec<u8>)> = weights
         .iter()
         .map(|(name, w)| {
-            (
-                name,
-                w.values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            )
+            let bytes = w.values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            (name, w, bytes)
         })
         .collect();
     // PyTorch's BatchNorm also keeps a count of batches; every `running_mean` has one.
@@ -183,8 +181,8 @@ pub fn export(checkpoint: &Path, raw: bool, out: &Path) -> Result<Exported> {
         .collect();
     let zero = 0i64.to_le_bytes();
     let mut views: Vec<(String, TensorView)> = Vec::new();
-    for (name, data) in &bytes {
-        let view = TensorView::new(Dtype::F32, weights[*name].shape.clone(), data)?;
+    for (name, weight, data) in &encoded {
+        let view = TensorView::new(Dtype::F32, weight.shape.clone(), data)?;
         views.push(((*name).clone(), view));
     }
     for name in tracked {

@@ -267,7 +267,6 @@ pub fn wait(jobs: &[String], stop: &AtomicBool) -> Result<()> {
     }
 }
 
-/// The plans of an experiment, oldest first.
 /// The experiment's submitted plans, oldest first. One that cannot be read is left out with a
 /// warning (its tasks stay unmerged), so it stops no sweep.
 fn plans(results: &Path, experiment: &str) -> Result<Vec<Plan>> {
