@@ -357,14 +357,19 @@ pub struct GenerateArgs {
     pub device: DeviceArg,
     #[command(flatten)]
     pub generator: GeneratorArgs,
-    /// Number of images.
-    #[arg(long, default_value_t = 64)]
-    pub n: usize,
+    /// Number of images [default: 64]; with --interpolate, of walks [default: 8].
+    #[arg(long)]
+    pub n: Option<usize>,
     /// Seed of the latent noise.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Walk through the latent space instead, in STEPS images per walk: each walk goes along
+    /// the sphere from one random latent (the one a plain draw with this seed starts its
+    /// image in that place from) to another; one grid row per walk.
+    #[arg(long, value_name = "STEPS", value_parser = clap::value_parser!(u64).range(2..=1000))]
+    pub interpolate: Option<u64>,
     /// Draw this class only (0-9; conditional models). Without it a conditional model draws
-    /// the classes in turn, one grid column each.
+    /// the classes in turn, one grid column (with --interpolate, one walk) each.
     #[arg(long, value_parser = clap::value_parser!(u8).range(0..10))]
     pub class: Option<u8>,
     /// Output file: *.png (grid), *.npy (uint8, N x 28 x 28) or *idx3-ubyte (IDX).

@@ -489,9 +489,12 @@ pub fn generate(
 ) -> Result<()> {
     let checkpoint = latest_or_best(checkpoint, best)?;
     let (step, averaged) = crate::generate::generate(&checkpoint, draw, out)?;
-    let n = draw.n;
+    let what = match draw.walk {
+        None => format!("{} samples", draw.n),
+        Some(steps) => format!("{} walks of {steps} images", draw.n),
+    };
     outln!(
-        "wrote {n} samples of the {}step-{step} generator to {}",
+        "wrote {what} of the {}step-{step} generator to {}",
         averaged_words(averaged),
         out.display()
     )?;

@@ -2,6 +2,8 @@
 
 use std::path::Path;
 
+use rand::rngs::StdRng;
+
 use crate::images::ImageBatch;
 use crate::model::{CLASSES, Generator};
 use crate::train::checkpoint;
@@ -53,6 +55,7 @@ fn load_checkpoint(dir: &Path, raw: bool) -> anyhow::Result<Loaded> {
 /// What `runner generate` draws.
 #[derive(Debug, Clone, Copy)]
 pub struct Draw {
+    /// Images; with `walk`, walks.
     pub n: usize,
     /// Seed of the latent noise.
     pub seed: u64,
@@ -60,20 +63,32 @@ pub struct Draw {
     pub raw: bool,
     /// The class every sample shows (conditional models only); `None` cycles through them.
     pub class: Option<u8>,
+    /// Images per walk: each of the `n` walks goes from one random latent to another in this
+    /// many evenly spaced steps along the sphere, one grid row each.
+    pub walk: Option<usize>,
 }
 
 /// Draws samples into `out` (`.png` grid, `.npy` or IDX; the raw formats are resized back to
 /// 28x28) from the average of G's weights when the run kept one, unless `draw.raw`. A
-/// conditional model without `draw.class` draws the classes in turn, and a grid then has one
-/// column per class. Returns the step and whether the average was loaded.
+/// conditional model without `draw.class` draws the classes in turn (one grid column, or with
+/// `walk` one row, each). Returns the step and whether the average was loaded.
 pub fn generate(checkpoint_path: &Path, draw: Draw, out: &Path) -> anyhow::Result<(u64, bool)> {
     let Draw {
         n,
         seed,
         raw,
         class,
+        walk,
     } = draw;
     anyhow::ensure!(n > 0, "--n must be at least 1");
+    if let Some(steps) = walk {
+        anyhow::ensure!(
+            steps >= 2,
+            "--interpolate must be at least 2 (a walk's two ends), got {steps}"
+        );
+    }
+    let per_row = walk.unwrap_or(1);
+    let images_wanted = n.saturating_mul(per_row);
     let Loaded {
         generator,
         config,
@@ -81,8 +96,14 @@ pub fn generate(checkpoint_path: &Path, draw: Draw, out: &Path) -> anyhow::Resul
         averaged,
         ..
     } = load_generator(checkpoint_path, raw)?;
-    crate::budget::check_images(n, config.model.image_side(), "--n")?;
-    let conditional = config.model.conditional().is_conditional();
+    let model = &config.model;
+    let flag = if walk.is_some() {
+        "--n x --interpolate"
+    } else {
+        "--n"
+    };
+    crate::budget::check_images(images_wanted, model.image_side(), flag)?;
+    let conditional = model.conditional().is_conditional();
     if let Some(class) = class {
         anyhow::ensure!(
             conditional,
@@ -95,14 +116,21 @@ pub fn generate(checkpoint_path: &Path, draw: Draw, out: &Path) -> anyhow::Resul
             CLASSES - 1
         );
     }
-    let labels: Option<Vec<u8>> = match class {
-        Some(class) => Some(vec![class; n]),
-        None => crate::train::eval_labels(&config.model, n),
+    // Samples: image i shows class i % 10; walks: every image of walk r shows class r % 10.
+    let labels: Option<Vec<u8>> = conditional.then(|| {
+        (0..images_wanted)
+            .map(|i| class.unwrap_or(((i / per_row) % CLASSES) as u8))
+            .collect()
+    });
+    let mut noise = rng_for(seed, Stream::Samples, 0);
+    let z = match walk {
+        None => crate::train::normal_values(&mut noise, n * model.latent_dim()),
+        Some(steps) => walks(&mut noise, n, model.latent_dim(), steps),
     };
-    let values = crate::train::sample_values(
+    let values = crate::train::sample_latents(
         &generator,
-        &config.model,
-        n,
+        model,
+        &z,
         seed,
         Stream::Samples,
         labels.as_deref(),
@@ -112,14 +140,115 @@ pub fn generate(checkpoint_path: &Path, draw: Draw, out: &Path) -> anyhow::Resul
         "{}: the generator produces NaN or infinite pixels (broken weights); nothing written",
         checkpoint_path.display()
     );
-    let images = ImageBatch::from_unit(&values, config.model.image_side());
+    let images = ImageBatch::from_unit(&values, model.image_side());
     let is_grid = out.extension().is_some_and(|e| e == "png");
     let images = if is_grid { images } else { images.resized(28) };
-    let cols = if conditional && class.is_none() {
-        CLASSES.min(n)
-    } else {
-        (n as f64).sqrt().ceil() as usize
+    let cols = match walk {
+        Some(steps) => steps,
+        None if conditional && class.is_none() => CLASSES.min(n),
+        None => (n as f64).sqrt().ceil() as usize,
     };
     images.save(out, cols)?;
     Ok((step, averaged))
+}
+
+/// The latents of `n` walks of `steps` points each, walk after walk: walk r goes from the
+/// latent that image r of a plain draw with the same noise starts from (so a walk's first
+/// image is that sample) to the latent after all `n` of those.
+fn walks(noise: &mut StdRng, n: usize, latent_dim: usize, steps: usize) -> Vec<f32> {
+    let ends = crate::train::normal_values(noise, 2 * n * latent_dim);
+    let (from, to) = ends.split_at(n * latent_dim);
+    from.chunks(latent_dim)
+        .zip(to.chunks(latent_dim))
+        .flat_map(|(a, b)| (0..steps).flat_map(move |s| slerp(a, b, s as f64 / (steps - 1) as f64)))
+        .collect()
+}
+
+/// The point a fraction `t` of the way from `a` to `b` along the great circle between them
+/// (White, "Sampling Generative Networks", 2016). A straight line would pass near the origin,
+/// where a Gaussian's samples almost never lie and G has seen no latents; this path keeps about
+/// the length of its ends. `t` = 0 and 1 give `a` and `b` exactly.
+pub fn slerp(a: &[f32], b: &[f32], t: f64) -> Vec<f32> {
+    let norm = |v: &[f32]| v.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
+    let dot: f64 = a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum();
+    let omega = (dot / (norm(a) * norm(b))).clamp(-1.0, 1.0).acos();
+    let (wa, wb) = if omega.sin().abs() < 1e-6 {
+        (1.0 - t, t) // (anti)parallel ends: no unique great circle, so a straight line
+    } else {
+        (
+            ((1.0 - t) * omega).sin() / omega.sin(),
+            (t * omega).sin() / omega.sin(),
+        )
+    };
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| (wa * x as f64 + wb * y as f64) as f32)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn norm(v: &[f32]) -> f64 {
+        v.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt()
+    }
+
+    #[test]
+    fn slerp_ends_exactly_at_its_ends_and_keeps_their_length_between() {
+        let mut rng = rng_for(3, Stream::Samples, 0);
+        let a = crate::train::normal_values(&mut rng, 100);
+        let b = crate::train::normal_values(&mut rng, 100);
+        assert_eq!(slerp(&a, &b, 0.0), a);
+        assert_eq!(slerp(&a, &b, 1.0), b);
+        let mid = slerp(&a, &b, 0.5);
+        let lerp_mid: Vec<f32> = a.iter().zip(&b).map(|(x, y)| (x + y) / 2.0).collect();
+        // Two random 100-d Gaussians are nearly orthogonal: the straight line's middle is
+        // about 1/sqrt(2) as long as its ends, the great circle's as long.
+        let ends = (norm(&a) + norm(&b)) / 2.0;
+        assert!(
+            (norm(&mid) / ends - 1.0).abs() < 0.1,
+            "{} vs {ends}",
+            norm(&mid)
+        );
+        assert!(norm(&lerp_mid) / ends < 0.8);
+        // Between ends of one length, evenly spaced: each step turns by the same angle.
+        let scale = (norm(&a) / norm(&b)) as f32;
+        let b: Vec<f32> = b.iter().map(|x| x * scale).collect();
+        let angle = |u: &[f32], v: &[f32]| {
+            let dot: f64 = u.iter().zip(v).map(|(&x, &y)| x as f64 * y as f64).sum();
+            (dot / (norm(u) * norm(v))).acos()
+        };
+        let points: Vec<Vec<f32>> = (0..5).map(|s| slerp(&a, &b, s as f64 / 4.0)).collect();
+        let first = angle(&points[0], &points[1]);
+        for pair in points.windows(2) {
+            assert!((angle(&pair[0], &pair[1]) - first).abs() < 1e-3);
+        }
+    }
+
+    #[test]
+    fn slerp_of_parallel_ends_is_the_straight_line() {
+        let a = [1.0, 2.0];
+        let b = [2.0, 4.0];
+        assert_eq!(slerp(&a, &b, 0.5), vec![1.5, 3.0]);
+        assert!(
+            slerp(&a, &a, 0.3)
+                .iter()
+                .zip(&a)
+                .all(|(x, y)| (x - y).abs() < 1e-6)
+        );
+    }
+
+    #[test]
+    fn walk_r_starts_at_sample_r_of_the_same_noise_and_ends_elsewhere() {
+        let (n, dim, steps) = (3, 4, 5);
+        let plain = crate::train::normal_values(&mut rng_for(7, Stream::Samples, 0), n * dim);
+        let z = walks(&mut rng_for(7, Stream::Samples, 0), n, dim, steps);
+        assert_eq!(z.len(), n * steps * dim);
+        for r in 0..n {
+            let walk = &z[r * steps * dim..(r + 1) * steps * dim];
+            assert_eq!(&walk[..dim], &plain[r * dim..(r + 1) * dim]);
+            assert_ne!(&walk[(steps - 1) * dim..], &walk[..dim]);
+        }
+    }
 }

@@ -72,11 +72,13 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Generate(a) => {
             select(a.device.device)?;
+            let walk = a.interpolate.map(|steps| steps as usize);
             let draw = ganrunner::generate::Draw {
-                n: a.n,
+                n: a.n.unwrap_or(if walk.is_some() { 8 } else { 64 }),
                 seed: a.seed,
                 raw: a.generator.raw,
                 class: a.class,
+                walk,
             };
             let g = &a.generator;
             let checkpoint = ganrunner::score::resolve_target(&g.checkpoint, &g.db.db)?;

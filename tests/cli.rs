@@ -107,6 +107,49 @@ fn train_then_generate_png_npy_and_idx() {
     let grid = image::open(dir.path().join("grid.png")).unwrap();
     assert_eq!((grid.width(), grid.height()), (4 * 34 + 2, 3 * 34 + 2));
 
+    // Walks through the latent space: one row each, starting from the plain draw's samples.
+    let generate = |args: &[&str], out: &str| {
+        runner()
+            .arg("generate")
+            .args(args)
+            .arg("--checkpoint")
+            .arg(&run)
+            .arg("--out")
+            .arg(dir.path().join(out))
+            .assert()
+    };
+    generate(&["--interpolate", "5", "--n", "3"], "walks-idx3-ubyte")
+        .success()
+        .stdout(predicate::str::contains("wrote 3 walks of 5 images"));
+    let walks = ganrunner::data::idx::read(&dir.path().join("walks-idx3-ubyte")).unwrap();
+    assert_eq!(walks.dims, vec![15, 28, 28]);
+    let image = |array: &ganrunner::data::idx::IdxArray, i: usize| {
+        array.data[i * 784..(i + 1) * 784].to_vec()
+    };
+    for r in 0..3 {
+        assert_eq!(
+            image(&walks, r * 5),
+            image(&idx, r),
+            "walk {r} starts at sample {r}"
+        );
+        assert_ne!(
+            image(&walks, r * 5),
+            image(&walks, r * 5 + 4),
+            "walk {r} goes somewhere"
+        );
+    }
+    generate(&["--interpolate", "4"], "walks.png").success();
+    let grid = image::open(dir.path().join("walks.png")).unwrap();
+    assert_eq!(
+        (grid.width(), grid.height()),
+        (4 * 34 + 2, 8 * 34 + 2),
+        "8 walks by default"
+    );
+    generate(&["--interpolate", "1"], "one.png")
+        .failure()
+        .stderr(predicate::str::contains("--interpolate"));
+    assert!(!dir.path().join("one.png").exists());
+
     // Running again resumes from the final checkpoint, trains nothing more and says so.
     train().success().stdout(
         predicate::str::contains("already at step 6: nothing to train")

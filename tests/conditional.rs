@@ -173,6 +173,7 @@ fn generate_draws_one_class_and_refuses_a_class_for_an_unconditional_run() {
         seed: 0,
         raw: false,
         class,
+        walk: None,
     };
     let out = |name: &str| dir.path().join(name);
     generate(dir.path(), draw(Some(7)), &out("sevens.npy")).unwrap();
@@ -183,6 +184,27 @@ fn generate_draws_one_class_and_refuses_a_class_for_an_unconditional_run() {
     // Without --class: one grid column per class.
     let grid = image::open(out("all.png")).unwrap();
     assert_eq!(grid.width() as usize, CLASSES * (32 + 2) + 2);
+    // Walks keep one class each: walk r shows class r % 10, or --class's.
+    let walks = |class, name: &str| {
+        let walk = Some(3);
+        generate(
+            dir.path(),
+            Draw {
+                walk,
+                ..draw(class)
+            },
+            &out(name),
+        )
+        .unwrap();
+        let images = ganrunner::data::idx::read(&out(name)).unwrap().data;
+        move |r: usize| images[r * 3 * 784..(r + 1) * 3 * 784].to_vec()
+    };
+    let (cycling, sevens) = (
+        walks(None, "walks-idx3-ubyte"),
+        walks(Some(7), "w7-idx3-ubyte"),
+    );
+    assert_eq!(cycling(7), sevens(7), "walk 7 shows class 7");
+    assert_ne!(cycling(2), sevens(2), "walk 2 shows class 2");
 
     let plain = tempfile::tempdir().unwrap();
     train::train(&tiny_run(tiny_models().remove(0), 5), plain.path(), &mut ()).unwrap();

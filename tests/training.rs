@@ -16,6 +16,7 @@ fn draw(n: usize, seed: u64, raw: bool) -> ganrunner::generate::Draw {
         seed,
         raw,
         class: None,
+        walk: None,
     }
 }
 

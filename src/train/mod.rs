@@ -123,10 +123,15 @@ pub fn training_device() -> Device {
 
 /// `n` latent vectors from N(0, 1).
 pub fn latents(rng: &mut StdRng, n: usize, latent_dim: usize, device: &Device) -> Tensor<2> {
-    let values: Vec<f32> = (0..n * latent_dim)
-        .map(|_| StandardNormal.sample(rng))
-        .collect();
-    Tensor::from_data(TensorData::new(values, [n, latent_dim]), device)
+    Tensor::from_data(
+        TensorData::new(normal_values(rng, n * latent_dim), [n, latent_dim]),
+        device,
+    )
+}
+
+/// `count` values from N(0, 1).
+pub fn normal_values(rng: &mut StdRng, count: usize) -> Vec<f32> {
+    (0..count).map(|_| StandardNormal.sample(rng)).collect()
 }
 
 /// The labels an evaluation draws `n` samples with: every class in turn for a conditional
@@ -180,6 +185,24 @@ pub fn sample_values(
     stream: Stream,
     labels: Option<&[u8]>,
 ) -> Vec<f32> {
+    let z = normal_values(&mut rng_for(seed, stream, 0), n * model.latent_dim());
+    sample_latents(generator, model, &z, seed, stream, labels)
+}
+
+/// What [`sample_values`] gives for latents of one's own choosing (`model.latent_dim()`
+/// values per image, image after image), e.g. the points of a walk through the latent space.
+/// Dropout masks, for a model that samples with them, come from `stream` of `seed`.
+pub fn sample_latents(
+    generator: &Generator,
+    model: &ModelConfig,
+    z: &[f32],
+    seed: u64,
+    stream: Stream,
+    labels: Option<&[u8]>,
+) -> Vec<f32> {
+    let latent_dim = model.latent_dim();
+    let n = z.len() / latent_dim;
+    assert_eq!(n * latent_dim, z.len(), "whole latent vectors");
     assert_eq!(
         labels.map(<[u8]>::len),
         model.conditional().is_conditional().then_some(n),
@@ -187,12 +210,12 @@ pub fn sample_values(
     );
     let generator = generator.valid();
     let device = crate::backend::device();
-    let mut latent_rng = rng_for(seed, stream, 0);
     let mut dropout_rng = rng_for(seed, stream, 1);
     let mut values = Vec::with_capacity(n * model.image_side() * model.image_side());
     for start in (0..n).step_by(SAMPLE_CHUNK) {
         let end = (start + SAMPLE_CHUNK).min(n);
-        let z = latents(&mut latent_rng, end - start, model.latent_dim(), &device);
+        let chunk = z[start * latent_dim..end * latent_dim].to_vec();
+        let z = Tensor::from_data(TensorData::new(chunk, [end - start, latent_dim]), &device);
         let chunk_labels = labels.map(|l| one_hot(&l[start..end], &device));
         let images = generator.forward(
             z,
