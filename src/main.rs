@@ -38,7 +38,7 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            ganrunner::errln!("error: {}", commands::error_message(&err));
+            ganrunner::errln!("error: {}", ganrunner::track::error_message(&err));
             if err.downcast_ref::<commands::Interrupted>().is_some() {
                 ExitCode::from(130)
             } else {

@@ -1,6 +1,6 @@
 //! What a hostile (or unlucky) user does, and what must survive it: run identity across
 //! experiments and data, concurrent sweeps on one database, a database that stops accepting
-//! writes, a deleted database, absurd sizes, signals, and the smaller traps.
+//! writes, a full disk, a deleted database, absurd sizes, signals, and the smaller traps.
 
 mod common;
 
@@ -1109,4 +1109,108 @@ fn a_sweep_leaves_a_run_whose_directory_another_process_holds() {
     sweep(dir.path(), &spec, &[])
         .success()
         .stdout(predicate::str::contains("1 finished"));
+}
+
+/// A small file system of its own (tmpfs: mounting needs root, so where the test cannot
+/// mount one it says so and checks nothing), unmounted on drop.
+struct SmallDisk {
+    path: PathBuf,
+    filler: PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(path: &Path, size: &str) -> Option<SmallDisk> {
+        std::fs::create_dir_all(path).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        mounted.then(|| SmallDisk {
+            path: path.to_path_buf(),
+            filler: path.join("filler"),
+        })
+    }
+
+    /// Takes every free byte.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&self.filler).unwrap();
+        let block = vec![0u8; 4096];
+        while file.write_all(&block).is_ok() {}
+        let _ = file.flush();
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(&self.filler).unwrap();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_stops_the_run_with_its_reason_and_the_rerun_resumes_it_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(disk) = SmallDisk::mount(&dir.path().join("disk"), "16m") else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let spec = write_spec(dir.path(), "tiny", 3000, "[0]");
+    let reference = dir.path().join("reference");
+    std::fs::create_dir(&reference).unwrap();
+    sweep(&reference, &spec, &[]).success();
+
+    // The disk fills while the run trains: results, records and the database all live there.
+    let mut child = spawn_sweep(&disk.path, &spec, &[]);
+    wait_for(&disk.path, "SELECT min(steps_done) FROM runs", 50);
+    disk.fill();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.contains("No space left on device") || stderr.contains("disk is full"),
+        "the reason is named: {stderr}"
+    );
+    assert!(
+        !stderr.contains("writer has stopped") && !stderr.contains("Error code"),
+        "named once, in every message: {stderr}"
+    );
+    let conn = db(&disk.path);
+    assert_eq!(
+        count(&conn, "SELECT count(*) FROM runs WHERE status = 'finished'"),
+        0
+    );
+    assert_eq!(common::texts(&conn, "PRAGMA integrity_check"), ["ok"]);
+    drop(conn);
+
+    // Once there is room again, the same command resumes it: the same losses as a run that
+    // never stopped, and every step's row once.
+    disk.free();
+    sweep(&disk.path, &spec, &[])
+        .success()
+        .stdout(predicate::str::contains("1 finished"));
+    let losses = |root: &Path| {
+        let conn = db(root);
+        let dir = common::texts(&conn, "SELECT run_dir FROM runs").remove(0);
+        std::fs::read_to_string(root.join(dir).join("losses.csv")).unwrap()
+    };
+    assert_eq!(losses(&disk.path), losses(&reference));
+    let metrics = |root: &Path| {
+        let sql = "SELECT step || ' ' || name || ' ' || value FROM metrics ORDER BY step, name";
+        common::texts(&db(root), sql)
+    };
+    assert_eq!(
+        metrics(&disk.path),
+        metrics(&reference),
+        "every step's row once"
+    );
 }

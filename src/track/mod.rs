@@ -479,9 +479,65 @@ pub fn run_score(conn: &Connection, run_id: &str, metric: &str, higher: bool) ->
     })
 }
 
+/// An error and its causes on one line, leaving out a cause whose text the line already has
+/// (an I/O error both wrapped and shown by its wrapper would otherwise appear twice), and
+/// saying what SQLite's bare "disk I/O error" usually means.
+pub fn error_message(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    let mut io_failure = None;
+    for cause in err.chain() {
+        // SQLite's own error only repeats its wrapper's text behind a number.
+        if let Some(sqlite) = cause.downcast_ref::<rusqlite::ffi::Error>() {
+            if sqlite.code == rusqlite::ErrorCode::SystemIoFailure {
+                io_failure = Some(sqlite.extended_code);
+            }
+            continue;
+        }
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    if let Some(code) = io_failure {
+        out.push_str(&format!(
+            " (SQLite code {code}: is the disk full, or its file system read-only or gone?)"
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_messages_leave_out_repeated_causes_and_explain_sqlite_io_failures() {
+        let io = std::io::Error::other("No space left on device");
+        let err = anyhow::Error::new(io).context("writing x: No space left on device");
+        assert_eq!(error_message(&err), "writing x: No space left on device");
+
+        // What opening a database on a full tmpfs gave (SQLITE_IOERR_SHMSIZE).
+        let sqlite = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(4874),
+            Some("disk I/O error".into()),
+        );
+        let err = anyhow::Error::new(sqlite).context("opening results/runs.sqlite");
+        assert_eq!(
+            error_message(&err),
+            "opening results/runs.sqlite: disk I/O error (SQLite code 4874: is the disk full, \
+             or its file system read-only or gone?)"
+        );
+        let busy = rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(5), None);
+        let text = error_message(&anyhow::Error::new(busy));
+        assert!(
+            text.contains("database is locked") && !text.contains("disk full"),
+            "no hint for other SQLite errors: {text}"
+        );
+    }
 
     #[test]
     fn recorded_paths_are_found_from_elsewhere_and_in_a_moved_tree() {

@@ -92,11 +92,17 @@ impl Tracker {
         let thread = std::thread::Builder::new()
             .name("tracker".into())
             .spawn(move || {
-                let result = write_loop(conn, receiver);
+                let mut flushes = Vec::new();
+                let result = write_loop(conn, &receiver, &mut flushes);
                 if let Err(err) = &result {
-                    let message = format!("writing to the database {label}: {err:#}");
+                    let message = format!(
+                        "writing to the database {label}: {}",
+                        super::error_message(err)
+                    );
                     *thread_failure.lock().expect("failure lock") = Some(message);
                 }
+                // Senders and flushers see the thread gone only now, with its failure set.
+                drop((receiver, flushes));
                 result
             })?;
         Ok(Tracker {
@@ -145,7 +151,13 @@ impl Drop for Tracker {
     }
 }
 
-fn write_loop(mut conn: Connection, receiver: Receiver<Message>) -> Result<()> {
+/// Commits what `receiver` brings until every sender is gone; `flushes` holds the flushes
+/// waiting for the current transaction.
+fn write_loop(
+    mut conn: Connection,
+    receiver: &Receiver<Message>,
+    flushes: &mut Vec<Sender<()>>,
+) -> Result<()> {
     let me = claims::Owner::this_process().tag();
     let mut last_beat = Instant::now();
     loop {
@@ -160,13 +172,12 @@ fn write_loop(mut conn: Connection, receiver: Receiver<Message>) -> Result<()> {
             }
             Err(RecvTimeoutError::Disconnected) => return Ok(()),
         };
-        let mut replies = Vec::new();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut next = Some(first);
         while let Some(message) = next {
             match message {
                 Message::Event(event) => apply(&tx, event)?,
-                Message::Flush(reply) => replies.push(reply),
+                Message::Flush(reply) => flushes.push(reply),
                 Message::Claim { record, reply } => {
                     let claimed = claims::claim(&tx, &record, &me, super::now());
                     let failed = claimed.as_ref().err().map(|e| format!("{e:#}"));
@@ -179,7 +190,7 @@ fn write_loop(mut conn: Connection, receiver: Receiver<Message>) -> Result<()> {
             next = receiver.try_recv().ok();
         }
         tx.commit()?;
-        for reply in replies {
+        for reply in flushes.drain(..) {
             let _ = reply.send(());
         }
         if last_beat.elapsed() >= claims::HEARTBEAT {
