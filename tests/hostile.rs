@@ -1169,7 +1169,7 @@ fn a_full_disk_stops_the_run_with_its_reason_and_the_rerun_resumes_it_exactly() 
     sweep(&reference, &spec, &[]).success();
 
     // The disk fills while the run trains: results, records and the database all live there.
-    let mut child = spawn_sweep(&disk.path, &spec, &[]);
+    let child = spawn_sweep(&disk.path, &spec, &[]);
     wait_for(&disk.path, "SELECT min(steps_done) FROM runs", 50);
     disk.fill();
     let output = child.wait_with_output().unwrap();
