@@ -240,8 +240,13 @@ pub struct EvalArgs {
     #[command(flatten)]
     pub device: DeviceArg,
     /// A run id (or a unique prefix of one), a run directory or a checkpoint directory.
-    #[arg(conflicts_with_all = ["real", "train_classifier"])]
+    #[arg(conflicts_with_all = ["real", "train_classifier", "images"])]
     pub target: Option<String>,
+    /// Score images another program made instead (a PyTorch GAN's, say): a .npy array
+    /// (uint8, or floats in [-1, 1], [0, 1] or [0, 255]) or an IDX file, shaped (N, S, S),
+    /// (N, 1, S, S), (N, S, S, 1) or (N, S*S), against --dataset's test digits.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["real", "train_classifier", "seed"])]
+    pub images: Option<PathBuf>,
     /// Train (again) and cache the evaluator's classifier for --dataset / --data-dir, printing
     /// its test accuracy (MNIST and Fashion-MNIST use the shipped ones: nothing to train).
     #[arg(long, conflicts_with = "real")]
@@ -249,13 +254,13 @@ pub struct EvalArgs {
     /// Score real training digits (the floor) and uniform noise (the ceiling) instead.
     #[arg(long)]
     pub real: bool,
-    /// Images to score.
+    /// Images to score (with --images: the file's first ones).
     #[arg(long, default_value_t = 10_000)]
     pub samples: usize,
     /// Noise seed (default: the run's seed, which reproduces its logged evaluation).
     #[arg(long)]
     pub seed: Option<u64>,
-    /// With --real: the data set.
+    /// With --real or --images: the data set.
     #[arg(long, value_enum, default_value = "mnist")]
     pub dataset: DatasetName,
     /// A directory with the standard IDX files (default: the run's, or data/<dataset>).

@@ -488,6 +488,8 @@ pub fn export(checkpoint: &Path, best: bool, raw: bool, out: &Path) -> Result<()
 /// What `runner eval` was asked.
 pub struct EvalRequest<'a> {
     pub target: Option<&'a str>,
+    /// Images another program made, to score instead of a run.
+    pub images: Option<&'a Path>,
     pub real: bool,
     pub train_classifier: bool,
     pub samples: usize,
@@ -520,10 +522,13 @@ pub fn eval(req: EvalRequest) -> Result<()> {
             req.seed.unwrap_or(0),
             &mut log,
         )?
+    } else if let Some(file) = req.images {
+        let dir = data::dataset_dir(Path::new("data"), req.dataset, req.data_dir);
+        vec![crate::score::score_file(file, &dir, req.samples, &mut log)?]
     } else {
         let target = req
             .target
-            .context("name a run or a checkpoint, or pass --real")?;
+            .context("name a run or a checkpoint, or pass --images FILE or --real")?;
         let target = crate::score::resolve_target(target, req.db)?;
         let (scored, unlike_logged) =
             crate::score::score_checkpoint(&target, req.samples, req.seed, req.data_dir, &mut log)?;

@@ -110,6 +110,128 @@ impl ImageBatch {
         };
         write_atomic(path, &bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
     }
+
+    /// Reads images another program made: a `.npy` array or an IDX file (`*idx3-ubyte`,
+    /// optionally `.gz`), N square grayscale images shaped (N, S, S), (N, 1, S, S),
+    /// (N, S, S, 1) or (N, S*S). Bytes are pixels; floats are read as [-1, 1] (a tanh
+    /// output: any value below 0) or [0, 1] (else, up to 1) or [0, 255]. Returns the images
+    /// and a phrase saying how they were read.
+    pub fn load(path: &Path) -> anyhow::Result<(ImageBatch, String)> {
+        let name = path.display();
+        let file_name = path.file_name().map(|n| n.to_string_lossy().to_string());
+        let file_name = file_name.unwrap_or_default();
+        let (shape, pixels, how) = if file_name.ends_with(".npy") {
+            read_npy(path)?
+        } else if file_name.ends_with("idx3-ubyte") || file_name.ends_with("idx3-ubyte.gz") {
+            let array = idx::read(path)?;
+            let shape = array.dims.iter().map(|&d| d as u64).collect();
+            (shape, array.data, "bytes".to_string())
+        } else {
+            anyhow::bail!(
+                "{name}: unknown image file; use a .npy array or an IDX file (*idx3-ubyte)"
+            );
+        };
+        let side = square_side(&shape).ok_or_else(|| {
+            anyhow::anyhow!(
+                "{name}: shape {shape:?} is not a batch of square grayscale images; \
+                 use (N, S, S), (N, 1, S, S), (N, S, S, 1) or (N, S*S)"
+            )
+        })?;
+        anyhow::ensure!(
+            (MIN_SIDE..=MAX_SIDE).contains(&side),
+            "{name}: images of {side}x{side} pixels; the evaluator takes {MIN_SIDE} to {MAX_SIDE}"
+        );
+        let batch = ImageBatch { pixels, side };
+        let how = format!("{} images of {side}x{side} ({how})", batch.len());
+        Ok((batch, how))
+    }
+}
+
+/// The image sides [`ImageBatch::load`] takes (MNIST's digits are 28, the DCGANs' 32).
+const MIN_SIDE: usize = 8;
+const MAX_SIDE: usize = 256;
+
+/// The side S of images shaped (N, S, S), (N, 1, S, S), (N, S, S, 1) or (N, S*S).
+fn square_side(shape: &[u64]) -> Option<usize> {
+    let side = match shape {
+        [_, h, w] | [_, 1, h, w] | [_, h, w, 1] if h == w => *h,
+        [_, pixels] => {
+            let side = (*pixels as f64).sqrt().round() as u64;
+            (side * side == *pixels).then_some(side)?
+        }
+        _ => return None,
+    };
+    usize::try_from(side).ok()
+}
+
+/// A `.npy` array's shape, its values as pixels, and how they were read.
+fn read_npy(path: &Path) -> anyhow::Result<(Vec<u64>, Vec<u8>, String)> {
+    let name = path.display();
+    let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+    let npy = npyz::NpyFile::new(&bytes[..])
+        .map_err(|e| anyhow::anyhow!("{name}: not a .npy array: {e}"))?;
+    let shape = npy.shape().to_vec();
+    anyhow::ensure!(
+        npy.order() == npyz::Order::C,
+        "{name}: a Fortran-ordered array; save it in C order (numpy's default)"
+    );
+    let npyz::DType::Plain(dtype) = npy.dtype() else {
+        anyhow::bail!("{name}: a structured array; save plain numbers");
+    };
+    let item = dtype.num_bytes().unwrap_or(0).max(1) as u64;
+    // The header's shape is checked against the file before anything is allocated for it.
+    let count = shape.iter().try_fold(1u64, |n, &d| n.checked_mul(d));
+    anyhow::ensure!(
+        count.is_some_and(|n| n.saturating_mul(item) <= bytes.len() as u64),
+        "{name}: its header says {shape:?} of {dtype}, more than the file's {} bytes hold",
+        bytes.len()
+    );
+    let floats: Vec<f64> = match npy.try_data::<u8>() {
+        Ok(data) => {
+            let pixels = data.collect::<std::io::Result<_>>()?;
+            return Ok((shape, pixels, "bytes".into()));
+        }
+        Err(npy) => match npy.try_data::<f32>() {
+            Ok(data) => data
+                .map(|v| v.map(f64::from))
+                .collect::<std::io::Result<_>>()?,
+            Err(npy) => match npy.try_data::<f64>() {
+                Ok(data) => data.collect::<std::io::Result<_>>()?,
+                Err(_) => {
+                    anyhow::bail!("{name}: values of type {dtype}; use uint8, float32 or float64")
+                }
+            },
+        },
+    };
+    if let Some(i) = floats.iter().position(|v| !v.is_finite()) {
+        anyhow::bail!("{name}: value {i} is {}; nothing scored", floats[i]);
+    }
+    let (min, max) = floats
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        });
+    // A little past the ends is rounding; more is another range, or no images at all.
+    const SLACK: f64 = 1e-3;
+    type ToPixel = fn(f64) -> u8;
+    let (range, low, high, to_pixel): (&str, f64, f64, ToPixel) = if min < 0.0 {
+        // As the runner turns its own generators' output into pixels.
+        ("[-1, 1]", -1.0, 1.0, |v| unit_to_byte(v as f32))
+    } else if max <= 1.0 + SLACK {
+        ("[0, 1]", 0.0, 1.0, |v| {
+            (v * 255.0).round().clamp(0.0, 255.0) as u8
+        })
+    } else {
+        ("[0, 255]", 0.0, 255.0, |v| {
+            v.round().clamp(0.0, 255.0) as u8
+        })
+    };
+    anyhow::ensure!(
+        min >= low - SLACK && max <= high + SLACK,
+        "{name}: values from {min} to {max}; images should lie in [-1, 1], [0, 1] or [0, 255]"
+    );
+    let pixels = floats.into_iter().map(to_pixel).collect();
+    Ok((shape, pixels, format!("{dtype} in {range}")))
 }
 
 #[cfg(test)]

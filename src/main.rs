@@ -142,6 +142,7 @@ fn run(cli: Cli) -> Result<()> {
             select(a.device.device)?;
             commands::eval(commands::EvalRequest {
                 target: a.target.as_deref(),
+                images: a.images.as_deref(),
                 real: a.real,
                 train_classifier: a.train_classifier,
                 samples: a.samples,

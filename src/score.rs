@@ -98,6 +98,49 @@ pub fn score_checkpoint(
     Ok((scored, unlike_logged))
 }
 
+/// Scores the first `samples` images of a file another program made (see
+/// [`ImageBatch::load`]) against the test digits in `data_dir`, as a run's evaluations score
+/// its samples: one yardstick for a PyTorch GAN and the runner's.
+pub fn score_file(
+    path: &Path,
+    data_dir: &Path,
+    samples: usize,
+    log: &mut dyn FnMut(&str),
+) -> Result<Scored> {
+    anyhow::ensure!(samples >= 2, "--samples must be at least 2");
+    let (images, how) = ImageBatch::load(path)?;
+    log(&format!("{}: {how}", path.display()));
+    anyhow::ensure!(
+        images.len() >= 2,
+        "{}: {} image(s); scoring needs at least 2",
+        path.display(),
+        images.len()
+    );
+    if images.len() < samples {
+        log(&format!(
+            "scoring all {} of them: FID grows as the count falls, so compare it only with \
+             scores of as many images (--samples {}; runs' evaluations use log.eval_samples)",
+            images.len(),
+            images.len()
+        ));
+    }
+    let n = images.len().min(samples);
+    let side = images.side;
+    let images = ImageBatch {
+        pixels: images.pixels[..n * side * side].to_vec(),
+        side,
+    };
+    let evaluator = Evaluator::new(data_dir, side, log)?;
+    let start = Instant::now();
+    Ok(Scored {
+        label: path.display().to_string(),
+        step: None,
+        checkpoint: None,
+        metrics: evaluator.evaluate(&images, None),
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
 /// Why an evaluation of `samples` images with noise `seed` against `data_dir` differs from
 /// the logged evaluations of a run of `config`: FID and KID depend on the sample count (FID's
 /// bias falls with it), every score on the noise drawn and the data scored against.

@@ -5,6 +5,7 @@ mod common;
 use ganrunner::data::{Digits, Split};
 use ganrunner::eval::{Evaluator, Metrics};
 use ganrunner::images::ImageBatch;
+use predicates::prelude::PredicateBooleanExt;
 
 fn evaluator(side: usize) -> Evaluator {
     Evaluator::new(&common::fixture_dir(), side, &mut |line| {
@@ -226,5 +227,183 @@ fn the_shipped_classifiers_score_their_recorded_accuracy_on_the_full_test_sets()
             (shipped.accuracy(&test) - shipped.test_accuracy).abs() < 1e-9,
             "{name}"
         );
+    }
+}
+
+/// A `.npy` file: numpy's version 1.0 header for `descr` and `shape`, then `data`.
+fn npy(descr: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
+    let shape: Vec<String> = shape.iter().map(usize::to_string).collect();
+    let comma = if shape.len() == 1 { "," } else { "" };
+    let mut header = format!(
+        "{{'descr': '{descr}', 'fortran_order': False, 'shape': ({}{comma}), }}",
+        shape.join(", ")
+    );
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend((header.len() as u16).to_le_bytes());
+    out.extend(header.as_bytes());
+    out.extend(data);
+    out
+}
+
+fn le_bytes<T: Copy, const N: usize>(values: &[T], bytes: fn(T) -> [u8; N]) -> Vec<u8> {
+    values.iter().flat_map(|&v| bytes(v)).collect()
+}
+
+#[test]
+fn images_from_another_program_score_as_the_runner_scores_its_own_samples() {
+    use ganrunner::train::{self, rng::Stream};
+    let mut config = common::tiny_run(common::tiny_models().remove(1), 5);
+    config.train.seed = 3;
+    let run = tempfile::tempdir().unwrap();
+    train::train(&config, run.path(), &mut ()).unwrap();
+    let fixture = common::fixture_dir();
+    let n = 200;
+    let mut log = |line: &str| eprintln!("{line}");
+    let (own, _) =
+        ganrunner::score::score_checkpoint(run.path(), n, None, Some(&fixture), &mut log).unwrap();
+
+    // What a PyTorch script would save of the same generator's output (32x32, tanh).
+    let loaded = ganrunner::generate::load_generator(run.path(), false).unwrap();
+    let values = train::sample_values(&loaded.generator, &config.model, n, 3, Stream::Eval, None);
+    assert_eq!(values.len(), n * 32 * 32);
+    let unit: Vec<f64> = values.iter().map(|&v| (v as f64 + 1.0) / 2.0).collect();
+    let pixels = ImageBatch::from_unit(&values, 32);
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, bytes: Vec<u8>| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    };
+    let tanh = file(
+        "tanh.npy",
+        npy("<f4", &[n, 1, 32, 32], &le_bytes(&values, f32::to_le_bytes)),
+    );
+    let unit = file(
+        "unit.npy",
+        npy("<f8", &[n, 32 * 32], &le_bytes(&unit, f64::to_le_bytes)),
+    );
+    let bytes = file("bytes.npy", npy("|u1", &[n, 32, 32, 1], &pixels.pixels));
+    let idx = dir.path().join("samples-idx3-ubyte");
+    pixels.save(&idx, 1).unwrap();
+
+    for path in [&tanh, &bytes, &idx] {
+        let scored = ganrunner::score::score_file(path, &fixture, n, &mut log).unwrap();
+        assert_eq!(scored.metrics.fid, own.metrics.fid, "{}", path.display());
+        assert_eq!(scored.metrics.precision, own.metrics.precision);
+    }
+    // [0, 1] floats round to pixels their own way: a pixel may differ by one level.
+    let scored = ganrunner::score::score_file(&unit, &fixture, n, &mut log).unwrap();
+    assert!((scored.metrics.fid / own.metrics.fid - 1.0).abs() < 0.01);
+
+    // The command line: the first --samples images, one row, not recorded anywhere.
+    let fid_of = |samples: &str| {
+        let out = common::runner()
+            .args(["eval", "--format", "json", "--samples", samples, "--images"])
+            .arg(&tanh)
+            .arg("--data-dir")
+            .arg(&fixture)
+            .current_dir(dir.path())
+            .assert()
+            .success()
+            .stderr(predicates::str::contains(
+                "200 images of 32x32 (<f4 in [-1, 1])",
+            ));
+        let text = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+        let rows: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let row = &rows[0];
+        (
+            row["samples"].as_u64().unwrap(),
+            row["fid"].as_f64().unwrap(),
+        )
+    };
+    let (samples, fid) = fid_of("200");
+    assert_eq!(samples, 200);
+    assert!(
+        (fid - own.metrics.fid).abs() < 1e-3,
+        "{fid} vs {}",
+        own.metrics.fid
+    );
+    assert_eq!(fid_of("100").0, 100);
+    assert_eq!(fid_of("5000").0, 200, "a short file is scored whole");
+    assert!(!dir.path().join("results").exists(), "nothing recorded");
+}
+
+#[test]
+fn bad_image_files_are_refused_naming_the_file_and_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = vec![0u8; 28 * 28];
+    let floats = |values: &[f32]| le_bytes(values, f32::to_le_bytes);
+    let mut nan = vec![0.5f32; 2 * 784];
+    nan[5] = f32::NAN;
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("grid.png", vec![0; 10], "unknown image file"),
+        (
+            "junk.npy",
+            b"not an array at all".to_vec(),
+            "not a .npy array",
+        ),
+        (
+            "rgb.npy",
+            npy("|u1", &[2, 3, 28, 28], &vec![0; 6 * 784]),
+            "(N, S, S)",
+        ),
+        (
+            "wide.npy",
+            npy("|u1", &[2, 28, 30], &vec![0; 2 * 28 * 30]),
+            "not a batch of square",
+        ),
+        (
+            "tiny.npy",
+            npy("|u1", &[2, 4, 4], &[0; 32]),
+            "the evaluator takes 8 to 256",
+        ),
+        (
+            "ints.npy",
+            npy("<i8", &[2, 28, 28], &vec![0; 2 * 784 * 8]),
+            "use uint8, float32 or float64",
+        ),
+        (
+            "nan.npy",
+            npy("<f4", &[2, 28, 28], &floats(&nan)),
+            "value 5 is NaN",
+        ),
+        (
+            "hot.npy",
+            npy("<f4", &[2, 784], &floats(&[300.0; 2 * 784])),
+            "values from 300 to 300",
+        ),
+        (
+            "huge.npy",
+            npy("|u1", &[1_000_000_000, 28, 28], &image),
+            "more than the file's",
+        ),
+        (
+            "one.npy",
+            npy("|u1", &[1, 28, 28], &image),
+            "1 image(s); scoring needs at least 2",
+        ),
+        ("missing.npy", Vec::new(), "missing.npy"),
+    ];
+    for (name, bytes, expected) in cases {
+        let path = dir.path().join(name);
+        if name != "missing.npy" {
+            std::fs::write(&path, bytes).unwrap();
+        }
+        common::runner()
+            .args(["eval", "--images"])
+            .arg(&path)
+            .arg("--data-dir")
+            .arg(common::fixture_dir())
+            .assert()
+            .code(1)
+            .stderr(
+                predicates::str::contains(name)
+                    .and(predicates::str::contains(expected))
+                    .and(predicates::str::contains("panicked").not()),
+            );
     }
 }
