@@ -167,6 +167,17 @@ fn square_side(shape: &[u64]) -> Option<usize> {
 /// A `.npy` array's shape, its values as pixels, and how they were read.
 fn read_npy(path: &Path) -> anyhow::Result<(Vec<u64>, Vec<u8>, String)> {
     let name = path.display();
+    let size = std::fs::metadata(path)
+        .map_err(|e| anyhow::anyhow!("{name}: {e}"))?
+        .len();
+    if let Some(available) = crate::budget::available_bytes() {
+        anyhow::ensure!(
+            (size as f64) * 1.5 < available,
+            "{name}: {} does not fit in the {} of memory available",
+            crate::budget::human(size as f64),
+            crate::budget::human(available)
+        );
+    }
     let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
     let npy = npyz::NpyFile::new(&bytes[..])
         .map_err(|e| anyhow::anyhow!("{name}: not a .npy array: {e}"))?;
@@ -186,35 +197,48 @@ fn read_npy(path: &Path) -> anyhow::Result<(Vec<u64>, Vec<u8>, String)> {
         "{name}: its header says {shape:?} of {dtype}, more than the file's {} bytes hold",
         bytes.len()
     );
-    let floats: Vec<f64> = match npy.try_data::<u8>() {
-        Ok(data) => {
-            let pixels = data.collect::<std::io::Result<_>>()?;
-            return Ok((shape, pixels, "bytes".into()));
+    let (pixels, how) = match (dtype.type_char(), item) {
+        (npyz::TypeChar::Uint, 1) => {
+            let data = npy.data::<u8>()?;
+            (data.collect::<std::io::Result<_>>()?, "bytes".to_string())
         }
-        Err(npy) => match npy.try_data::<f32>() {
-            Ok(data) => data
-                .map(|v| v.map(f64::from))
-                .collect::<std::io::Result<_>>()?,
-            Err(npy) => match npy.try_data::<f64>() {
-                Ok(data) => data.collect::<std::io::Result<_>>()?,
-                Err(_) => {
-                    anyhow::bail!("{name}: values of type {dtype}; use uint8, float32 or float64")
-                }
-            },
-        },
+        (npyz::TypeChar::Float, size) if size == 4 || size == 8 => {
+            let (pixels, range) = if size == 4 {
+                float_pixels::<f32>(&bytes, path)?
+            } else {
+                float_pixels::<f64>(&bytes, path)?
+            };
+            (pixels, format!("{dtype} in {range}"))
+        }
+        _ => anyhow::bail!("{name}: values of type {dtype}; use uint8, float32 or float64"),
     };
-    if let Some(i) = floats.iter().position(|v| !v.is_finite()) {
-        anyhow::bail!("{name}: value {i} is {}; nothing scored", floats[i]);
+    Ok((shape, pixels, how))
+}
+
+/// The pixels of a `.npy` array of floats, read twice (its range first, then its values) so
+/// that nothing larger than the pixels is held, and the range they were read in.
+fn float_pixels<T: npyz::Deserialize + Into<f64>>(
+    bytes: &[u8],
+    path: &Path,
+) -> anyhow::Result<(Vec<u8>, &'static str)> {
+    let name = path.display();
+    let values = || -> anyhow::Result<_> {
+        let npy = npyz::NpyFile::new(bytes)?;
+        Ok(npy.data::<T>()?.map(|v| v.map(Into::into)))
+    };
+    let (mut min, mut max) = (f64::INFINITY, f64::NEG_INFINITY);
+    for (i, value) in values()?.enumerate() {
+        let value: f64 = value?;
+        anyhow::ensure!(
+            value.is_finite(),
+            "{name}: value {i} is {value}; nothing scored"
+        );
+        (min, max) = (min.min(value), max.max(value));
     }
-    let (min, max) = floats
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
-            (lo.min(v), hi.max(v))
-        });
     // A little past the ends is rounding; more is another range, or no images at all.
     const SLACK: f64 = 1e-3;
     type ToPixel = fn(f64) -> u8;
-    let (range, low, high, to_pixel): (&str, f64, f64, ToPixel) = if min < 0.0 {
+    let (range, low, high, to_pixel): (&'static str, f64, f64, ToPixel) = if min < 0.0 {
         // As the runner turns its own generators' output into pixels.
         ("[-1, 1]", -1.0, 1.0, |v| unit_to_byte(v as f32))
     } else if max <= 1.0 + SLACK {
@@ -230,8 +254,10 @@ fn read_npy(path: &Path) -> anyhow::Result<(Vec<u64>, Vec<u8>, String)> {
         min >= low - SLACK && max <= high + SLACK,
         "{name}: values from {min} to {max}; images should lie in [-1, 1], [0, 1] or [0, 255]"
     );
-    let pixels = floats.into_iter().map(to_pixel).collect();
-    Ok((shape, pixels, format!("{dtype} in {range}")))
+    let pixels = values()?
+        .map(|v| v.map(to_pixel))
+        .collect::<std::io::Result<_>>()?;
+    Ok((pixels, range))
 }
 
 #[cfg(test)]
