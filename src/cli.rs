@@ -368,9 +368,9 @@ pub struct GenerateArgs {
     /// Seed of the latent noise.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Walk through the latent space instead, in STEPS images per walk: each walk goes along
-    /// the sphere from one random latent (the one a plain draw with this seed starts its
-    /// image in that place from) to another; one grid row per walk.
+    /// Walk through the latent space instead, in STEPS images per walk: walk r goes along the
+    /// sphere from the latent of image r of a plain draw with this seed to another random
+    /// one; one grid row per walk.
     #[arg(long, value_name = "STEPS", value_parser = clap::value_parser!(u64).range(2..=1000))]
     pub interpolate: Option<u64>,
     /// Draw this class only (0-9; conditional models). Without it a conditional model draws

@@ -152,9 +152,9 @@ pub fn generate(checkpoint_path: &Path, draw: Draw, out: &Path) -> anyhow::Resul
     Ok((step, averaged))
 }
 
-/// The latents of `n` walks of `steps` points each, walk after walk: walk r goes from the
-/// latent that image r of a plain draw with the same noise starts from (so a walk's first
-/// image is that sample) to the latent after all `n` of those.
+/// The latents of `n` walks of `steps` points each, walk after walk. Walk r starts at the
+/// latent of image r of a plain draw from the same noise (so its first image is that sample)
+/// and ends at a latent drawn after all `n` of those.
 fn walks(noise: &mut StdRng, n: usize, latent_dim: usize, steps: usize) -> Vec<f32> {
     let ends = crate::train::normal_values(noise, 2 * n * latent_dim);
     let (from, to) = ends.split_at(n * latent_dim);

@@ -108,7 +108,7 @@ pub fn score_file(
     log: &mut dyn FnMut(&str),
 ) -> Result<Scored> {
     anyhow::ensure!(samples >= 2, "--samples must be at least 2");
-    let (images, how) = ImageBatch::load(path)?;
+    let (mut images, how) = ImageBatch::load(path)?;
     log(&format!("{}: {how}", path.display()));
     anyhow::ensure!(
         images.len() >= 2,
@@ -124,13 +124,9 @@ pub fn score_file(
             images.len()
         ));
     }
-    let n = images.len().min(samples);
-    let side = images.side;
-    let images = ImageBatch {
-        pixels: images.pixels[..n * side * side].to_vec(),
-        side,
-    };
-    let evaluator = Evaluator::new(data_dir, side, log)?;
+    let kept = images.len().min(samples) * images.side * images.side;
+    images.pixels.truncate(kept);
+    let evaluator = Evaluator::new(data_dir, images.side, log)?;
     let start = Instant::now();
     Ok(Scored {
         label: path.display().to_string(),
