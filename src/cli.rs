@@ -373,6 +373,16 @@ pub struct GenerateArgs {
     /// one; one grid row per walk.
     #[arg(long, value_name = "STEPS", value_parser = clap::value_parser!(u64).range(2..=1000))]
     pub interpolate: Option<u64>,
+    /// Show each sample beside its K nearest training digits (in the evaluator's feature
+    /// space), one grid row each [--n default: 8], and how near samples and held-out test
+    /// digits come to the training set: does G copy its training digits?
+    #[arg(long, value_name = "K", conflicts_with = "interpolate",
+          value_parser = clap::value_parser!(u64).range(1..=10))]
+    pub nearest: Option<u64>,
+    /// With --nearest: a directory with the standard IDX files whose training digits to
+    /// compare with [default: the run's data].
+    #[arg(long, requires = "nearest")]
+    pub data_dir: Option<PathBuf>,
     /// Draw this class only (0-9; conditional models). Without it a conditional model draws
     /// the classes in turn, one grid column (with --interpolate, one walk) each.
     #[arg(long, value_parser = clap::value_parser!(u8).range(0..10))]

@@ -453,20 +453,37 @@ fn averaged_words(averaged: bool) -> &'static str {
 pub fn generate(
     checkpoint: &Path,
     best: bool,
-    draw: crate::generate::Draw,
+    draw: crate::generate::Draw<'_>,
     out: &Path,
 ) -> Result<()> {
     let checkpoint = latest_or_best(checkpoint, best)?;
-    let (step, averaged) = crate::generate::generate(&checkpoint, draw, out)?;
-    let what = match draw.walk {
-        None => format!("{} samples", draw.n),
-        Some(steps) => format!("{} walks of {steps} images", draw.n),
+    use crate::generate::Arrangement;
+    let generated = crate::generate::generate(&checkpoint, draw, out)?;
+    let what = match draw.arrangement {
+        Arrangement::Samples => format!("{} samples", draw.n),
+        Arrangement::Walks { steps } => format!("{} walks of {steps} images", draw.n),
+        Arrangement::Nearest { k, .. } => {
+            format!(
+                "{} samples, each beside its {k} nearest training digits,",
+                draw.n
+            )
+        }
     };
     outln!(
-        "wrote {what} of the {}step-{step} generator to {}",
-        averaged_words(averaged),
+        "wrote {what} of the {}step-{} generator to {}",
+        averaged_words(generated.averaged),
+        generated.step,
         out.display()
     )?;
+    if let Some(near) = generated.nearness {
+        outln!(
+            "median distance to the nearest training digit (LeNet features): the samples {:.2}, \
+             {} held-out test digits {:.2} (samples much nearer than those would be copies)",
+            near.samples,
+            near.test_count,
+            near.test
+        )?;
+    }
     Ok(())
 }
 

@@ -54,8 +54,8 @@ fn load_checkpoint(dir: &Path, raw: bool) -> anyhow::Result<Loaded> {
 
 /// What `runner generate` draws.
 #[derive(Debug, Clone, Copy)]
-pub struct Draw {
-    /// Images; with `walk`, walks.
+pub struct Draw<'a> {
+    /// Images; walks with [`Arrangement::Walks`].
     pub n: usize,
     /// Seed of the latent noise.
     pub seed: u64,
@@ -63,31 +63,75 @@ pub struct Draw {
     pub raw: bool,
     /// The class every sample shows (conditional models only); `None` cycles through them.
     pub class: Option<u8>,
-    /// Images per walk: each of the `n` walks goes from one random latent to another in this
-    /// many evenly spaced steps along the sphere, one grid row each.
-    pub walk: Option<usize>,
+    pub arrangement: Arrangement<'a>,
+}
+
+/// How `runner generate` lays out what it draws.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Arrangement<'a> {
+    /// `n` samples.
+    Samples,
+    /// `n` walks through the latent space of `steps` images each, evenly spaced along the
+    /// sphere from one random latent to another, one grid row each.
+    Walks { steps: usize },
+    /// `n` samples, each followed in its grid row by the `k` training digits nearest to it in
+    /// the evaluator's feature space (PNG only), from `data` (default: the run's data).
+    Nearest { k: usize, data: Option<&'a Path> },
+}
+
+/// What [`generate`] drew from.
+#[derive(Debug, Clone)]
+pub struct Generated {
+    pub step: u64,
+    /// Whether the moving average of G's weights drew (not G itself).
+    pub averaged: bool,
+    /// With [`Arrangement::Nearest`]: how close the samples came to the training digits.
+    pub nearness: Option<Nearness>,
+}
+
+/// Median distances to the nearest training digit in the evaluator's feature space, of the
+/// samples and of held-out test digits: samples much nearer than real digits G never saw
+/// would be copies of training digits.
+#[derive(Debug, Clone)]
+pub struct Nearness {
+    pub samples: f64,
+    pub test: f64,
+    pub test_count: usize,
 }
 
 /// Draws samples into `out` (`.png` grid, `.npy` or IDX; the raw formats are resized back to
 /// 28x28) from the average of G's weights when the run kept one, unless `draw.raw`. A
-/// conditional model without `draw.class` draws the classes in turn (one grid column, or with
-/// `walk` one row, each). Returns the step and whether the average was loaded.
-pub fn generate(checkpoint_path: &Path, draw: Draw, out: &Path) -> anyhow::Result<(u64, bool)> {
+/// conditional model without `draw.class` draws the classes in turn (one grid column, or one
+/// row per walk or per sample beside its neighbours).
+pub fn generate(checkpoint_path: &Path, draw: Draw<'_>, out: &Path) -> anyhow::Result<Generated> {
     let Draw {
         n,
         seed,
         raw,
         class,
-        walk,
+        arrangement,
     } = draw;
     anyhow::ensure!(n > 0, "--n must be at least 1");
-    if let Some(steps) = walk {
-        anyhow::ensure!(
-            steps >= 2,
-            "--interpolate must be at least 2 (a walk's two ends), got {steps}"
-        );
-    }
-    let per_row = walk.unwrap_or(1);
+    let is_grid = out.extension().is_some_and(|e| e == "png");
+    let per_row = match arrangement {
+        Arrangement::Samples => 1,
+        Arrangement::Walks { steps } => {
+            anyhow::ensure!(
+                steps >= 2,
+                "--interpolate must be at least 2 (a walk's two ends), got {steps}"
+            );
+            steps
+        }
+        Arrangement::Nearest { k, .. } => {
+            anyhow::ensure!(k >= 1, "--nearest must be at least 1");
+            anyhow::ensure!(
+                is_grid,
+                "{}: --nearest draws a grid; name a .png",
+                out.display()
+            );
+            1
+        }
+    };
     let images_wanted = n.saturating_mul(per_row);
     let Loaded {
         generator,
@@ -97,10 +141,9 @@ pub fn generate(checkpoint_path: &Path, draw: Draw, out: &Path) -> anyhow::Resul
         ..
     } = load_generator(checkpoint_path, raw)?;
     let model = &config.model;
-    let flag = if walk.is_some() {
-        "--n x --interpolate"
-    } else {
-        "--n"
+    let flag = match arrangement {
+        Arrangement::Walks { .. } => "--n x --interpolate",
+        _ => "--n",
     };
     crate::budget::check_images(images_wanted, model.image_side(), flag)?;
     let conditional = model.conditional().is_conditional();
@@ -123,9 +166,9 @@ pub fn generate(checkpoint_path: &Path, draw: Draw, out: &Path) -> anyhow::Resul
             .collect()
     });
     let mut noise = rng_for(seed, Stream::Samples, 0);
-    let z = match walk {
-        None => crate::train::normal_values(&mut noise, n * model.latent_dim()),
-        Some(steps) => walks(&mut noise, n, model.latent_dim(), steps),
+    let z = match arrangement {
+        Arrangement::Walks { steps } => walks(&mut noise, n, model.latent_dim(), steps),
+        _ => crate::train::normal_values(&mut noise, n * model.latent_dim()),
     };
     let values = crate::train::sample_latents(
         &generator,
@@ -141,15 +184,79 @@ pub fn generate(checkpoint_path: &Path, draw: Draw, out: &Path) -> anyhow::Resul
         checkpoint_path.display()
     );
     let images = ImageBatch::from_unit(&values, model.image_side());
-    let is_grid = out.extension().is_some_and(|e| e == "png");
     let images = if is_grid { images } else { images.resized(28) };
-    let cols = match walk {
-        Some(steps) => steps,
-        None if conditional && class.is_none() => CLASSES.min(n),
-        None => (n as f64).sqrt().ceil() as usize,
+    let mut nearness = None;
+    let (images, cols) = match arrangement {
+        Arrangement::Walks { steps } => (images, steps),
+        Arrangement::Nearest { k, data } => {
+            let data = data.map_or_else(|| config.data.resolved_dir(), Path::to_path_buf);
+            let (rows, found) = beside_nearest(&images, k, &data)?;
+            nearness = Some(found);
+            (rows, 1 + k)
+        }
+        Arrangement::Samples if conditional && class.is_none() => (images, CLASSES.min(n)),
+        Arrangement::Samples => (images, (n as f64).sqrt().ceil() as usize),
     };
     images.save(out, cols)?;
-    Ok((step, averaged))
+    Ok(Generated {
+        step,
+        averaged,
+        nearness,
+    })
+}
+
+/// Test digits scored for [`Nearness`] at least (or as many as the samples).
+const NEARNESS_TEST_DIGITS: usize = 1000;
+
+/// Each of `samples` (at 28x28) followed by its `k` nearest training digits in `data_dir`,
+/// by distance in the evaluator's feature space, and how near they came.
+fn beside_nearest(
+    samples: &ImageBatch,
+    k: usize,
+    data_dir: &Path,
+) -> anyhow::Result<(ImageBatch, Nearness)> {
+    use crate::data::{Digits, Split};
+    use crate::eval::classifier::{Classifier, FEATURES, SIDE};
+    use crate::eval::metrics::FeatureSet;
+    let digits = |split| {
+        Digits::load(data_dir, split).map_err(|e| {
+            anyhow::anyhow!("--nearest compares the samples with training digits: {e}")
+        })
+    };
+    let (train, test) = (digits(Split::Train)?, digits(Split::Test)?);
+    anyhow::ensure!(
+        train.len() >= k,
+        "--nearest {k}: the data has only {} training digits",
+        train.len()
+    );
+    let classifier = Classifier::load_or_train(data_dir, &mut |line| crate::errln!("{line}"))?;
+    let features = |pixels: &[u8]| FeatureSet::new(&classifier.outputs(pixels).features, FEATURES);
+    let samples = samples.resized(SIDE);
+    let train_set = features(&train.pixels);
+    let found = features(&samples.pixels).nearest(&train_set, k);
+    let test_count = test.len().min(samples.len().max(NEARNESS_TEST_DIGITS));
+    let test_found = features(&test.pixels[..test_count * SIDE * SIDE]).nearest(&train_set, 1);
+    let median = |rows: &[Vec<(usize, f32)>]| {
+        let mut d: Vec<f64> = rows.iter().map(|r| r[0].1 as f64).collect();
+        d.sort_by(f64::total_cmp);
+        d[d.len() / 2]
+    };
+    let pixels = found
+        .iter()
+        .enumerate()
+        .flat_map(|(i, row)| {
+            let neighbours = row.iter().map(|&(j, _)| train.image(j));
+            std::iter::once(samples.image(i)).chain(neighbours)
+        })
+        .flatten()
+        .copied()
+        .collect();
+    let nearness = Nearness {
+        samples: median(&found),
+        test: median(&test_found),
+        test_count,
+    };
+    Ok((ImageBatch { pixels, side: SIDE }, nearness))
 }
 
 /// The latents of `n` walks of `steps` points each, walk after walk. Walk r starts at the

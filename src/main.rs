@@ -72,13 +72,26 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Generate(a) => {
             select(a.device.device)?;
-            let walk = a.interpolate.map(|steps| steps as usize);
-            let draw = ganrunner::generate::Draw {
-                n: a.n.unwrap_or(if walk.is_some() { 8 } else { 64 }),
+            use ganrunner::generate::{Arrangement, Draw};
+            let arrangement = match (a.interpolate, a.nearest) {
+                (Some(steps), _) => Arrangement::Walks {
+                    steps: steps as usize,
+                },
+                (_, Some(k)) => Arrangement::Nearest {
+                    k: k as usize,
+                    data: a.data_dir.as_deref(),
+                },
+                _ => Arrangement::Samples,
+            };
+            let draw = Draw {
+                n: a.n.unwrap_or(match arrangement {
+                    Arrangement::Samples => 64,
+                    _ => 8,
+                }),
                 seed: a.seed,
                 raw: a.generator.raw,
                 class: a.class,
-                walk,
+                arrangement,
             };
             let g = &a.generator;
             let checkpoint = ganrunner::score::resolve_target(&g.checkpoint, &g.db.db)?;

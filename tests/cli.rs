@@ -145,6 +145,37 @@ fn train_then_generate_png_npy_and_idx() {
         (4 * 34 + 2, 8 * 34 + 2),
         "8 walks by default"
     );
+    // Each sample beside its nearest training digits: whole tiles of the fixture's digits.
+    generate(&["--nearest", "2", "--n", "3"], "nearest.png")
+        .success()
+        .stdout(predicate::str::contains(
+            "median distance to the nearest training digit",
+        ));
+    let grid = image::open(dir.path().join("nearest.png"))
+        .unwrap()
+        .into_luma8();
+    assert_eq!((grid.width(), grid.height()), (3 * 30 + 2, 3 * 30 + 2));
+    let digits =
+        ganrunner::data::Digits::load(&fixture_dir(), ganrunner::data::Split::Train).unwrap();
+    let tile = |row: u32, col: u32| -> Vec<u8> {
+        let (x0, y0) = (2 + col * 30, 2 + row * 30);
+        (0..28 * 28)
+            .map(|i| grid.get_pixel(x0 + i % 28, y0 + i / 28).0[0])
+            .collect()
+    };
+    for row in 0..3 {
+        for col in 1..3 {
+            let neighbour = tile(row, col);
+            assert!((0..digits.len()).any(|i| digits.image(i) == neighbour.as_slice()));
+        }
+        assert_ne!(tile(row, 1), tile(row, 2), "two different neighbours");
+    }
+    generate(&["--nearest", "2"], "nearest.npy")
+        .failure()
+        .stderr(predicate::str::contains("--nearest draws a grid"));
+    generate(&["--nearest", "2", "--interpolate", "3"], "both.png")
+        .failure()
+        .stderr(predicate::str::contains("cannot be used with"));
     generate(&["--interpolate", "1"], "one.png")
         .failure()
         .stderr(predicate::str::contains("--interpolate"));

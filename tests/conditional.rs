@@ -164,7 +164,7 @@ fn a_conditional_grid_has_one_row_per_class() {
 
 #[test]
 fn generate_draws_one_class_and_refuses_a_class_for_an_unconditional_run() {
-    use ganrunner::generate::{Draw, generate};
+    use ganrunner::generate::{Arrangement, Draw, generate};
     let config = tiny_run(conditional(tiny_models().remove(1), Conditioning::Acgan), 5);
     let dir = tempfile::tempdir().unwrap();
     train::train(&config, dir.path(), &mut ()).unwrap();
@@ -173,7 +173,7 @@ fn generate_draws_one_class_and_refuses_a_class_for_an_unconditional_run() {
         seed: 0,
         raw: false,
         class,
-        walk: None,
+        arrangement: Arrangement::Samples,
     };
     let out = |name: &str| dir.path().join(name);
     generate(dir.path(), draw(Some(7)), &out("sevens.npy")).unwrap();
@@ -186,11 +186,11 @@ fn generate_draws_one_class_and_refuses_a_class_for_an_unconditional_run() {
     assert_eq!(grid.width() as usize, CLASSES * (32 + 2) + 2);
     // Walks keep one class each: walk r shows class r % 10, or --class's.
     let walks = |class, name: &str| {
-        let walk = Some(3);
+        let arrangement = Arrangement::Walks { steps: 3 };
         generate(
             dir.path(),
             Draw {
-                walk,
+                arrangement,
                 ..draw(class)
             },
             &out(name),

@@ -10,13 +10,13 @@ use ganrunner::train::{
 };
 
 /// What `runner generate --n n --seed seed [--raw]` asks for.
-fn draw(n: usize, seed: u64, raw: bool) -> ganrunner::generate::Draw {
+fn draw(n: usize, seed: u64, raw: bool) -> ganrunner::generate::Draw<'static> {
     ganrunner::generate::Draw {
         n,
         seed,
         raw,
         class: None,
-        walk: None,
+        arrangement: ganrunner::generate::Arrangement::Samples,
     }
 }
 
@@ -382,10 +382,12 @@ fn the_moving_average_samples_resumes_exactly_and_generate_can_skip_it() {
         let checkpoint = a.path().join("checkpoints/step-00000010");
         assert!(checkpoint.join("generator-ema.bpk").is_file());
         let (average, raw) = (a.path().join("avg.png"), a.path().join("raw.png"));
-        let (_, averaged) =
-            ganrunner::generate::generate(a.path(), draw(25, 0, false), &average).unwrap();
-        let (_, raw_averaged) =
-            ganrunner::generate::generate(a.path(), draw(25, 0, true), &raw).unwrap();
+        let averaged = ganrunner::generate::generate(a.path(), draw(25, 0, false), &average)
+            .unwrap()
+            .averaged;
+        let raw_averaged = ganrunner::generate::generate(a.path(), draw(25, 0, true), &raw)
+            .unwrap()
+            .averaged;
         assert!(averaged && !raw_averaged);
         // Evaluations score the average and record the raw G's FID beside it.
         struct Scores(Vec<(f64, Option<f64>)>);

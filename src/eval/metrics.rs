@@ -85,6 +85,22 @@ impl FeatureSet {
             .collect()
     }
 
+    /// Each sample's `k` nearest neighbours in `other`: their indices and (Euclidean)
+    /// distances, nearest first.
+    pub fn nearest(&self, other: &FeatureSet, k: usize) -> Vec<Vec<(usize, f32)>> {
+        self.map_distances(other, |_, distances| {
+            let mut best: Vec<(usize, f32)> = Vec::with_capacity(k + 1);
+            for (j, &d) in distances.iter().enumerate() {
+                if best.len() < k || best.last().is_some_and(|&(_, worst)| d < worst) {
+                    let at = best.partition_point(|&(_, b)| b <= d);
+                    best.insert(at, (j, d));
+                    best.truncate(k);
+                }
+            }
+            best.into_iter().map(|(j, d)| (j, d.sqrt())).collect()
+        })
+    }
+
     /// Each sample's squared distance to its k-th nearest neighbour in the set, for each k
     /// of `ks` (the sample itself, at distance 0, is not counted).
     pub fn knn_radii(&self, ks: &[usize]) -> Vec<Vec<f32>> {
@@ -362,6 +378,21 @@ mod tests {
             kernel_distance(&set(&grid), &set(&shifted)).0,
             apart,
             "reproducible"
+        );
+    }
+
+    #[test]
+    fn nearest_finds_the_closest_points_in_order() {
+        let reference = set(&[[0.0, 0.0], [3.0, 0.0], [1.0, 0.0], [10.0, 10.0]]);
+        let queries = set(&[[0.9, 0.0], [9.0, 10.0]]);
+        let found = queries.nearest(&reference, 2);
+        assert_eq!(found[0].iter().map(|p| p.0).collect::<Vec<_>>(), [2, 0]);
+        assert!((found[0][0].1 - 0.1).abs() < 1e-5 && (found[0][1].1 - 0.9).abs() < 1e-5);
+        assert_eq!(found[1][0], (3, 1.0));
+        assert_eq!(
+            queries.nearest(&reference, 9)[0].len(),
+            4,
+            "at most the whole set"
         );
     }
 
