@@ -249,6 +249,13 @@ fn npy(descr: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The same file with its header saying the array is in Fortran (column-major) order.
+fn fortran(mut file: Vec<u8>) -> Vec<u8> {
+    let at = file.windows(5).position(|w| w == b"False").unwrap();
+    file[at..at + 5].copy_from_slice(b"True ");
+    file
+}
+
 fn le_bytes<T: Copy, const N: usize>(values: &[T], bytes: fn(T) -> [u8; N]) -> Vec<u8> {
     values.iter().flat_map(|&v| bytes(v)).collect()
 }
@@ -380,6 +387,11 @@ fn bad_image_files_are_refused_naming_the_file_and_what_is_wrong() {
             "huge.npy",
             npy("|u1", &[1_000_000_000, 28, 28], &image),
             "more than the file's",
+        ),
+        (
+            "fortran.npy",
+            fortran(npy("|u1", &[2, 28, 28], &[0; 2 * 784])),
+            "a Fortran-ordered array",
         ),
         (
             "one.npy",
