@@ -247,6 +247,10 @@ pub struct EvalArgs {
     /// (N, 1, S, S), (N, S, S, 1) or (N, S*S), against --dataset's test digits.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["real", "train_classifier", "seed"])]
     pub images: Option<PathBuf>,
+    /// With --images: the class each image was drawn for (a conditional GAN's), as a .npy
+    /// vector (uint8, int32 or int64) or an IDX label file; adds class_acc and intra_fid.
+    #[arg(long, value_name = "FILE", requires = "images")]
+    pub labels: Option<PathBuf>,
     /// Train (again) and cache the evaluator's classifier for --dataset / --data-dir, printing
     /// its test accuracy (MNIST and Fashion-MNIST use the shipped ones: nothing to train).
     #[arg(long, conflicts_with = "real")]

@@ -507,6 +507,8 @@ pub struct EvalRequest<'a> {
     pub target: Option<&'a str>,
     /// Images another program made, to score instead of a run.
     pub images: Option<&'a Path>,
+    /// The class of each of `images`, for a conditional GAN's.
+    pub labels: Option<&'a Path>,
     pub real: bool,
     pub train_classifier: bool,
     pub samples: usize,
@@ -541,7 +543,13 @@ pub fn eval(req: EvalRequest) -> Result<()> {
         )?
     } else if let Some(file) = req.images {
         let dir = data::dataset_dir(Path::new("data"), req.dataset, req.data_dir);
-        vec![crate::score::score_file(file, &dir, req.samples, &mut log)?]
+        vec![crate::score::score_file(
+            file,
+            req.labels,
+            &dir,
+            req.samples,
+            &mut log,
+        )?]
     } else {
         let target = req
             .target

@@ -164,8 +164,9 @@ fn square_side(shape: &[u64]) -> Option<usize> {
     usize::try_from(side).ok()
 }
 
-/// A `.npy` array's shape, its values as pixels, and how they were read.
-fn read_npy(path: &Path) -> anyhow::Result<(Vec<u64>, Vec<u8>, String)> {
+/// A `.npy` file read whole, its header checked against its size before anything is
+/// allocated for what it claims: the file's bytes, the array's shape and its type.
+fn open_npy(path: &Path) -> anyhow::Result<(Vec<u8>, Vec<u64>, npyz::TypeStr)> {
     let name = path.display();
     let size = std::fs::metadata(path)
         .map_err(|e| anyhow::anyhow!("{name}: {e}"))?
@@ -190,19 +191,27 @@ fn read_npy(path: &Path) -> anyhow::Result<(Vec<u64>, Vec<u8>, String)> {
         anyhow::bail!("{name}: a structured array; save plain numbers");
     };
     let item = dtype.num_bytes().unwrap_or(0).max(1) as u64;
-    // The header's shape is checked against the file before anything is allocated for it.
     let count = shape.iter().try_fold(1u64, |n, &d| n.checked_mul(d));
     anyhow::ensure!(
         count.is_some_and(|n| n.saturating_mul(item) <= bytes.len() as u64),
         "{name}: its header says {shape:?} of {dtype}, more than the file's {} bytes hold",
         bytes.len()
     );
-    let (pixels, how) = match (dtype.type_char(), item) {
-        (npyz::TypeChar::Uint, 1) => {
-            let data = npy.data::<u8>()?;
-            (data.collect::<std::io::Result<_>>()?, "bytes".to_string())
-        }
-        (npyz::TypeChar::Float, size) if size == 4 || size == 8 => {
+    Ok((bytes, shape, dtype))
+}
+
+/// The values of a `.npy` array of `T` in `bytes`.
+fn npy_values<T: npyz::Deserialize>(bytes: &[u8]) -> anyhow::Result<Vec<T>> {
+    let data = npyz::NpyFile::new(bytes)?.data::<T>()?;
+    Ok(data.collect::<std::io::Result<_>>()?)
+}
+
+/// A `.npy` array's shape, its values as pixels, and how they were read.
+fn read_npy(path: &Path) -> anyhow::Result<(Vec<u64>, Vec<u8>, String)> {
+    let (bytes, shape, dtype) = open_npy(path)?;
+    let (pixels, how) = match (dtype.type_char(), dtype.num_bytes()) {
+        (npyz::TypeChar::Uint, Some(1)) => (npy_values::<u8>(&bytes)?, "bytes".to_string()),
+        (npyz::TypeChar::Float, Some(size)) if size == 4 || size == 8 => {
             let (pixels, range) = if size == 4 {
                 float_pixels::<f32>(&bytes, path)?
             } else {
@@ -210,9 +219,57 @@ fn read_npy(path: &Path) -> anyhow::Result<(Vec<u64>, Vec<u8>, String)> {
             };
             (pixels, format!("{dtype} in {range}"))
         }
-        _ => anyhow::bail!("{name}: values of type {dtype}; use uint8, float32 or float64"),
+        _ => anyhow::bail!(
+            "{}: values of type {dtype}; use uint8, float32 or float64",
+            path.display()
+        ),
     };
     Ok((shape, pixels, how))
+}
+
+/// Reads the class of each image of a file another program made: a `.npy` vector of
+/// integers (uint8, int32 or int64: what numpy and `torch.long` save) or an IDX label file
+/// (`*idx1-ubyte`, optionally `.gz`), each a digit 0-9.
+pub fn load_labels(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let name = path.display();
+    let file_name = path.file_name().map(|n| n.to_string_lossy().to_string());
+    let file_name = file_name.unwrap_or_default();
+    let (shape, values): (Vec<u64>, Vec<i64>) = if file_name.ends_with(".npy") {
+        let (bytes, shape, dtype) = open_npy(path)?;
+        let values = match (dtype.type_char(), dtype.num_bytes()) {
+            (npyz::TypeChar::Uint, Some(1)) => npy_values::<u8>(&bytes)?
+                .into_iter()
+                .map(i64::from)
+                .collect(),
+            (npyz::TypeChar::Int, Some(4)) => npy_values::<i32>(&bytes)?
+                .into_iter()
+                .map(i64::from)
+                .collect(),
+            (npyz::TypeChar::Int, Some(8)) => npy_values::<i64>(&bytes)?,
+            _ => anyhow::bail!("{name}: labels of type {dtype}; use uint8, int32 or int64"),
+        };
+        (shape, values)
+    } else if file_name.ends_with("idx1-ubyte") || file_name.ends_with("idx1-ubyte.gz") {
+        let array = idx::read(path)?;
+        let shape = array.dims.iter().map(|&d| d as u64).collect();
+        (shape, array.data.into_iter().map(i64::from).collect())
+    } else {
+        anyhow::bail!("{name}: unknown label file; use a .npy vector or an IDX file (*idx1-ubyte)");
+    };
+    anyhow::ensure!(
+        matches!(shape.as_slice(), [_] | [_, 1]),
+        "{name}: shape {shape:?}; labels are one number per image, shaped (N,)"
+    );
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            u8::try_from(v)
+                .ok()
+                .filter(|&v| (v as usize) < crate::model::CLASSES)
+                .ok_or_else(|| anyhow::anyhow!("{name}: label {i} is {v}; labels are digits 0-9"))
+        })
+        .collect()
 }
 
 /// The pixels of a `.npy` array of floats, read twice (its range first, then its values) so

@@ -156,6 +156,7 @@ fn run(cli: Cli) -> Result<()> {
             commands::eval(commands::EvalRequest {
                 target: a.target.as_deref(),
                 images: a.images.as_deref(),
+                labels: a.labels.as_deref(),
                 real: a.real,
                 train_classifier: a.train_classifier,
                 samples: a.samples,

@@ -103,6 +103,7 @@ pub fn score_checkpoint(
 /// its samples: one yardstick for a PyTorch GAN and the runner's.
 pub fn score_file(
     path: &Path,
+    labels: Option<&Path>,
     data_dir: &Path,
     samples: usize,
     log: &mut dyn FnMut(&str),
@@ -110,6 +111,20 @@ pub fn score_file(
     anyhow::ensure!(samples >= 2, "--samples must be at least 2");
     let (mut images, how) = ImageBatch::load(path)?;
     log(&format!("{}: {how}", path.display()));
+    let mut labels = labels
+        .map(|labels_path| -> Result<Vec<u8>> {
+            let labels = crate::images::load_labels(labels_path)?;
+            anyhow::ensure!(
+                labels.len() == images.len(),
+                "{}: {} labels for the {} images of {}",
+                labels_path.display(),
+                labels.len(),
+                images.len(),
+                path.display()
+            );
+            Ok(labels)
+        })
+        .transpose()?;
     anyhow::ensure!(
         images.len() >= 2,
         "{}: {} image(s); scoring needs at least 2",
@@ -124,15 +139,18 @@ pub fn score_file(
             images.len()
         ));
     }
-    let kept = images.len().min(samples) * images.side * images.side;
-    images.pixels.truncate(kept);
+    let kept = images.len().min(samples);
+    images.pixels.truncate(kept * images.side * images.side);
+    if let Some(labels) = &mut labels {
+        labels.truncate(kept);
+    }
     let evaluator = Evaluator::new(data_dir, images.side, log)?;
     let start = Instant::now();
     Ok(Scored {
         label: path.display().to_string(),
         step: None,
         checkpoint: None,
-        metrics: evaluator.evaluate(&images, None),
+        metrics: evaluator.evaluate(&images, labels.as_deref()),
         seconds: start.elapsed().as_secs_f64(),
     })
 }
@@ -273,9 +291,13 @@ pub fn rows(scored: &[Scored]) -> Rows {
         let scale = 10f64.powi(places);
         serde_json::json!((v * scale).round() / scale)
     };
+    // Scores of images drawn for given classes add how well they show them.
+    let conditional = scored.iter().any(|s| s.metrics.class_acc.is_some());
+    let class_columns = ["class_acc", "intra_fid"];
     let columns = ["set", "step", "samples"]
         .into_iter()
         .chain(crate::eval::HEADLINE)
+        .chain(class_columns.into_iter().filter(|_| conditional))
         .chain(["seconds"]);
     Rows {
         columns: columns.map(str::to_string).collect(),
@@ -293,6 +315,15 @@ pub fn rows(scored: &[Scored]) -> Rows {
                 ]
                 .into_iter()
                 .chain(headline)
+                .chain(
+                    [
+                        s.metrics.class_acc.map(|a| round(a, 4)),
+                        s.metrics.intra_fid.map(|f| round(f, 3)),
+                    ]
+                    .into_iter()
+                    .filter(|_| conditional)
+                    .map(|v| v.unwrap_or(serde_json::Value::Null)),
+                )
                 .chain([round(s.seconds, 2)])
                 .collect()
             })

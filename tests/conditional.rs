@@ -270,3 +270,82 @@ fn class_accuracy_and_intra_fid_score_the_intended_labels() {
     let named: Vec<String> = right.named().into_iter().map(|(k, _)| k).collect();
     assert!(named.contains(&"class_acc".into()) && named.contains(&"intra_fid".into()));
 }
+
+#[test]
+fn a_conditional_gans_images_with_their_labels_score_as_its_own_evaluation() {
+    let mut config = tiny_run(
+        conditional(tiny_models().remove(0), Conditioning::Concat),
+        5,
+    );
+    config.train.seed = 4;
+    let run = tempfile::tempdir().unwrap();
+    train::train(&config, run.path(), &mut ()).unwrap();
+    let fixture = common::fixture_dir();
+    let n = 100;
+    let mut log = |line: &str| eprintln!("{line}");
+    let (own, _) =
+        ganrunner::score::score_checkpoint(run.path(), n, None, Some(&fixture), &mut log).unwrap();
+    let own_acc = own
+        .metrics
+        .class_acc
+        .expect("a conditional run's score has class_acc");
+
+    // What a script would save: the images and, as torch.long, the class each was drawn for.
+    let loaded = ganrunner::generate::load_generator(run.path(), false).unwrap();
+    let labels = train::eval_labels(&config.model, n).unwrap();
+    let values = train::sample_values(
+        &loaded.generator,
+        &config.model,
+        n,
+        4,
+        Stream::Eval,
+        Some(&labels),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images-idx3-ubyte");
+    ImageBatch::from_unit(&values, 28).save(&images, 1).unwrap();
+    let longs: Vec<u8> = labels
+        .iter()
+        .flat_map(|&l| (l as i64).to_le_bytes())
+        .collect();
+    let write = |name: &str, descr: &str, shape: &[usize], data: &[u8]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, common::npy(descr, shape, data)).unwrap();
+        path
+    };
+    let labels_file = write("labels.npy", "<i8", &[n], &longs);
+    let scored =
+        ganrunner::score::score_file(&images, Some(&labels_file), &fixture, n, &mut log).unwrap();
+    assert_eq!(scored.metrics.fid, own.metrics.fid);
+    assert_eq!(scored.metrics.class_acc, Some(own_acc));
+    assert_eq!(scored.metrics.intra_fid, own.metrics.intra_fid);
+
+    let eval = |labels: &std::path::Path| {
+        let mut command = common::runner();
+        command
+            .args(["eval", "--format", "csv", "--images"])
+            .arg(&images)
+            .arg("--labels")
+            .arg(labels)
+            .arg("--data-dir")
+            .arg(&fixture);
+        command.assert()
+    };
+    eval(&labels_file)
+        .success()
+        .stdout(predicates::str::contains(",class_acc,intra_fid,"));
+    let short = write("short.npy", "<i8", &[3], &longs[..24]);
+    eval(&short)
+        .code(1)
+        .stderr(predicates::str::contains("3 labels for the 100 images"));
+    let mut eleven = longs.clone();
+    eleven[8..16].copy_from_slice(&11i64.to_le_bytes());
+    eval(&write("eleven.npy", "<i8", &[n], &eleven))
+        .code(1)
+        .stderr(predicates::str::contains(
+            "label 1 is 11; labels are digits 0-9",
+        ));
+    eval(&write("floats.npy", "<f4", &[n], &vec![0; 4 * n]))
+        .code(1)
+        .stderr(predicates::str::contains("use uint8, int32 or int64"));
+}

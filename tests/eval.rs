@@ -230,25 +230,6 @@ fn the_shipped_classifiers_score_their_recorded_accuracy_on_the_full_test_sets()
     }
 }
 
-/// A `.npy` file: numpy's version 1.0 header for `descr` and `shape`, then `data`.
-fn npy(descr: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
-    let shape: Vec<String> = shape.iter().map(usize::to_string).collect();
-    let comma = if shape.len() == 1 { "," } else { "" };
-    let mut header = format!(
-        "{{'descr': '{descr}', 'fortran_order': False, 'shape': ({}{comma}), }}",
-        shape.join(", ")
-    );
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend((header.len() as u16).to_le_bytes());
-    out.extend(header.as_bytes());
-    out.extend(data);
-    out
-}
-
 /// The same file with its header saying the array is in Fortran (column-major) order.
 fn fortran(mut file: Vec<u8>) -> Vec<u8> {
     let at = file.windows(5).position(|w| w == b"False").unwrap();
@@ -287,23 +268,26 @@ fn images_from_another_program_score_as_the_runner_scores_its_own_samples() {
     };
     let tanh = file(
         "tanh.npy",
-        npy("<f4", &[n, 1, 32, 32], &le_bytes(&values, f32::to_le_bytes)),
+        common::npy("<f4", &[n, 1, 32, 32], &le_bytes(&values, f32::to_le_bytes)),
     );
     let unit = file(
         "unit.npy",
-        npy("<f8", &[n, 32 * 32], &le_bytes(&unit, f64::to_le_bytes)),
+        common::npy("<f8", &[n, 32 * 32], &le_bytes(&unit, f64::to_le_bytes)),
     );
-    let bytes = file("bytes.npy", npy("|u1", &[n, 32, 32, 1], &pixels.pixels));
+    let bytes = file(
+        "bytes.npy",
+        common::npy("|u1", &[n, 32, 32, 1], &pixels.pixels),
+    );
     let idx = dir.path().join("samples-idx3-ubyte");
     pixels.save(&idx, 1).unwrap();
 
     for path in [&tanh, &bytes, &idx] {
-        let scored = ganrunner::score::score_file(path, &fixture, n, &mut log).unwrap();
+        let scored = ganrunner::score::score_file(path, None, &fixture, n, &mut log).unwrap();
         assert_eq!(scored.metrics.fid, own.metrics.fid, "{}", path.display());
         assert_eq!(scored.metrics.precision, own.metrics.precision);
     }
     // [0, 1] floats round to pixels their own way: a pixel may differ by one level.
-    let scored = ganrunner::score::score_file(&unit, &fixture, n, &mut log).unwrap();
+    let scored = ganrunner::score::score_file(&unit, None, &fixture, n, &mut log).unwrap();
     assert!((scored.metrics.fid / own.metrics.fid - 1.0).abs() < 0.01);
 
     // The command line: the first --samples images, one row, not recorded anywhere.
@@ -355,47 +339,47 @@ fn bad_image_files_are_refused_naming_the_file_and_what_is_wrong() {
         ),
         (
             "rgb.npy",
-            npy("|u1", &[2, 3, 28, 28], &vec![0; 6 * 784]),
+            common::npy("|u1", &[2, 3, 28, 28], &vec![0; 6 * 784]),
             "(N, S, S)",
         ),
         (
             "wide.npy",
-            npy("|u1", &[2, 28, 30], &vec![0; 2 * 28 * 30]),
+            common::npy("|u1", &[2, 28, 30], &vec![0; 2 * 28 * 30]),
             "not a batch of square",
         ),
         (
             "tiny.npy",
-            npy("|u1", &[2, 4, 4], &[0; 32]),
+            common::npy("|u1", &[2, 4, 4], &[0; 32]),
             "the evaluator takes 8 to 256",
         ),
         (
             "ints.npy",
-            npy("<i8", &[2, 28, 28], &vec![0; 2 * 784 * 8]),
+            common::npy("<i8", &[2, 28, 28], &vec![0; 2 * 784 * 8]),
             "use uint8, float32 or float64",
         ),
         (
             "nan.npy",
-            npy("<f4", &[2, 28, 28], &floats(&nan)),
+            common::npy("<f4", &[2, 28, 28], &floats(&nan)),
             "value 5 is NaN",
         ),
         (
             "hot.npy",
-            npy("<f4", &[2, 784], &floats(&[300.0; 2 * 784])),
+            common::npy("<f4", &[2, 784], &floats(&[300.0; 2 * 784])),
             "values from 300 to 300",
         ),
         (
             "huge.npy",
-            npy("|u1", &[1_000_000_000, 28, 28], &image),
+            common::npy("|u1", &[1_000_000_000, 28, 28], &image),
             "more than the file's",
         ),
         (
             "fortran.npy",
-            fortran(npy("|u1", &[2, 28, 28], &[0; 2 * 784])),
+            fortran(common::npy("|u1", &[2, 28, 28], &[0; 2 * 784])),
             "a Fortran-ordered array",
         ),
         (
             "one.npy",
-            npy("|u1", &[1, 28, 28], &image),
+            common::npy("|u1", &[1, 28, 28], &image),
             "1 image(s); scoring needs at least 2",
         ),
         ("missing.npy", Vec::new(), "missing.npy"),
