@@ -165,6 +165,10 @@ pub fn sweep(req: SweepRequest) -> Result<()> {
     }
     let spec = Spec::load_with(req.spec, req.overrides)?;
     let stop = interrupt_flag();
+    if !req.dry_run {
+        // A database that cannot be written fails the sweep before it announces a report.
+        drop(crate::track::open(req.db)?);
+    }
     let report_dir = req.results.join("report");
     let live_report = if req.write_report && !req.dry_run {
         outln!(
