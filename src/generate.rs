@@ -170,14 +170,31 @@ pub fn generate(checkpoint_path: &Path, draw: Draw<'_>, out: &Path) -> anyhow::R
         Arrangement::Walks { steps } => walks(&mut noise, n, model.latent_dim(), steps),
         _ => crate::train::normal_values(&mut noise, n * model.latent_dim()),
     };
-    let values = crate::train::sample_latents(
-        &generator,
-        model,
-        &z,
-        seed,
-        Stream::Samples,
-        labels.as_deref(),
-    );
+    let values = match arrangement {
+        // One dropout mask per walk, drawn again for each of its images, so that a model that
+        // samples with dropout on walks smoothly instead of flickering from mask to mask.
+        Arrangement::Walks { steps } if model.sample_dropout() => {
+            let latent_dim = model.latent_dim();
+            (0..images_wanted)
+                .flat_map(|i| {
+                    crate::train::sample_latents(
+                        &generator,
+                        model,
+                        &z[i * latent_dim..(i + 1) * latent_dim],
+                        labels.as_ref().map(|l| &l[i..i + 1]),
+                        &mut rng_for(seed, Stream::Samples, 2 + (i / steps) as u64),
+                    )
+                })
+                .collect()
+        }
+        _ => crate::train::sample_latents(
+            &generator,
+            model,
+            &z,
+            labels.as_deref(),
+            &mut rng_for(seed, Stream::Samples, 1),
+        ),
+    };
     anyhow::ensure!(
         values.iter().all(|v| v.is_finite()),
         "{}: the generator produces NaN or infinite pixels (broken weights); nothing written",

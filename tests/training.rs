@@ -572,3 +572,54 @@ fn a_panic_inside_training_is_the_runs_error_and_it_resumes() {
     train::train(&config, straight.path(), &mut ()).unwrap();
     assert_eq!(losses_csv(dir.path()), losses_csv(straight.path()));
 }
+
+#[test]
+fn a_walk_of_the_vanilla_gan_keeps_one_dropout_mask() {
+    use ganrunner::generate::{Arrangement, generate};
+    let config = tiny_run(tiny_models().remove(0), 5);
+    assert!(
+        config.model.sample_dropout(),
+        "the vanilla GAN samples with dropout on"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    train::train(&config, dir.path(), &mut ()).unwrap();
+    let read = |name: &str| {
+        ganrunner::data::idx::read(&dir.path().join(name))
+            .unwrap()
+            .data
+    };
+    let mean_difference = |a: &[u8], b: &[u8]| {
+        a.iter()
+            .zip(b)
+            .map(|(&x, &y)| (x as f64 - y as f64).abs())
+            .sum::<f64>()
+            / a.len() as f64
+    };
+    let steps = 40;
+    let walks = ganrunner::generate::Draw {
+        arrangement: Arrangement::Walks { steps },
+        ..draw(2, 0, false)
+    };
+    generate(dir.path(), walks, &dir.path().join("walks-idx3-ubyte")).unwrap();
+    generate(
+        dir.path(),
+        draw(40, 0, false),
+        &dir.path().join("plain-idx3-ubyte"),
+    )
+    .unwrap();
+    let (walks, plain) = (read("walks-idx3-ubyte"), read("plain-idx3-ubyte"));
+    let image = |set: &[u8], i: usize| set[i * 784..(i + 1) * 784].to_vec();
+    let step = (0..steps - 1)
+        .map(|i| mean_difference(&image(&walks, i), &image(&walks, i + 1)))
+        .sum::<f64>()
+        / (steps - 1) as f64;
+    let apart = (0..39)
+        .map(|i| mean_difference(&image(&plain, i), &image(&plain, i + 1)))
+        .sum::<f64>()
+        / 39.0;
+    // A new mask for each image would make each step as big as the gap between two samples.
+    assert!(
+        step < apart / 4.0,
+        "a step of a walk {step}, two samples {apart}"
+    );
+}

@@ -186,19 +186,18 @@ pub fn sample_values(
     labels: Option<&[u8]>,
 ) -> Vec<f32> {
     let z = normal_values(&mut rng_for(seed, stream, 0), n * model.latent_dim());
-    sample_latents(generator, model, &z, seed, stream, labels)
+    sample_latents(generator, model, &z, labels, &mut rng_for(seed, stream, 1))
 }
 
 /// What [`sample_values`] gives for latents of one's own choosing (`model.latent_dim()`
 /// values per image, image after image), e.g. the points of a walk through the latent space.
-/// Dropout masks, for a model that samples with them, come from `stream` of `seed`.
+/// Dropout masks, for a model that samples with them, come from `dropout_rng`.
 pub fn sample_latents(
     generator: &Generator,
     model: &ModelConfig,
     z: &[f32],
-    seed: u64,
-    stream: Stream,
     labels: Option<&[u8]>,
+    dropout_rng: &mut StdRng,
 ) -> Vec<f32> {
     let latent_dim = model.latent_dim();
     let n = z.len() / latent_dim;
@@ -210,7 +209,6 @@ pub fn sample_latents(
     );
     let generator = generator.valid();
     let device = crate::backend::device();
-    let mut dropout_rng = rng_for(seed, stream, 1);
     let mut values = Vec::with_capacity(n * model.image_side() * model.image_side());
     for start in (0..n).step_by(SAMPLE_CHUNK) {
         let end = (start + SAMPLE_CHUNK).min(n);
@@ -220,7 +218,7 @@ pub fn sample_latents(
         let images = generator.forward(
             z,
             chunk_labels.as_ref(),
-            model.sample_dropout().then_some(&mut dropout_rng),
+            model.sample_dropout().then_some(&mut *dropout_rng),
         );
         values.extend(
             images

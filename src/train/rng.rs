@@ -14,7 +14,8 @@ pub enum Stream {
     Step = 2,
     /// The order of the training set (index = epoch).
     Shuffle = 3,
-    /// The fixed noise of the sample grids (index 0: latents, 1: dropout).
+    /// The fixed noise of the sample grids (index 0: latents, 1: dropout; `generate`'s walk r
+    /// draws its one dropout mask from index 2 + r).
     Samples = 4,
     /// The samples an evaluation scores (index 0: latents, 1: dropout).
     Eval = 5,
