@@ -246,8 +246,16 @@ pub fn resolve(path: &Path) -> anyhow::Result<PathBuf> {
     if path.join(META).is_file() {
         return Ok(path.to_path_buf());
     }
-    if let Some((_, latest)) = list(path).pop() {
-        return Ok(latest);
+    // A run still training renames its newest checkpoint in and deletes the one before: one
+    // listing of the directory taken in between can miss both, so an empty one is retaken.
+    for _ in 0..20 {
+        if let Some((_, latest)) = list(path).pop() {
+            return Ok(latest);
+        }
+        if !checkpoints_dir(path).is_dir() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
     bail!(
         "{}: not a checkpoint, nor a run directory with checkpoints",
