@@ -175,3 +175,18 @@ pub fn npy(descr: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
     out.extend(data);
     out
 }
+
+/// Trains `config` in a new directory and scores its generator as `runner eval <run>` does,
+/// on `n` samples of the run's own evaluation noise against the fixture.
+pub fn trained_and_scored(
+    config: &RunConfig,
+    n: usize,
+) -> (tempfile::TempDir, ganrunner::score::Scored) {
+    let run = tempfile::tempdir().unwrap();
+    ganrunner::train::train(config, run.path(), &mut ()).unwrap();
+    let mut log = |line: &str| eprintln!("{line}");
+    let (scored, _) =
+        ganrunner::score::score_checkpoint(run.path(), n, None, Some(&fixture_dir()), &mut log)
+            .unwrap();
+    (run, scored)
+}

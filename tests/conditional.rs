@@ -278,13 +278,9 @@ fn a_conditional_gans_images_with_their_labels_score_as_its_own_evaluation() {
         5,
     );
     config.train.seed = 4;
-    let run = tempfile::tempdir().unwrap();
-    train::train(&config, run.path(), &mut ()).unwrap();
-    let fixture = common::fixture_dir();
-    let n = 100;
+    let (fixture, n) = (common::fixture_dir(), 100);
+    let (run, own) = common::trained_and_scored(&config, n);
     let mut log = |line: &str| eprintln!("{line}");
-    let (own, _) =
-        ganrunner::score::score_checkpoint(run.path(), n, None, Some(&fixture), &mut log).unwrap();
     let own_acc = own
         .metrics
         .class_acc

@@ -246,13 +246,9 @@ fn images_from_another_program_score_as_the_runner_scores_its_own_samples() {
     use ganrunner::train::{self, rng::Stream};
     let mut config = common::tiny_run(common::tiny_models().remove(1), 5);
     config.train.seed = 3;
-    let run = tempfile::tempdir().unwrap();
-    train::train(&config, run.path(), &mut ()).unwrap();
-    let fixture = common::fixture_dir();
-    let n = 200;
+    let (fixture, n) = (common::fixture_dir(), 200);
+    let (run, own) = common::trained_and_scored(&config, n);
     let mut log = |line: &str| eprintln!("{line}");
-    let (own, _) =
-        ganrunner::score::score_checkpoint(run.path(), n, None, Some(&fixture), &mut log).unwrap();
 
     // What a PyTorch script would save of the same generator's output (32x32, tanh).
     let loaded = ganrunner::generate::load_generator(run.path(), false).unwrap();
