@@ -1,4 +1,5 @@
-//! `runner generate`: sampling a trained generator into files.
+//! `runner generate`: sampling a trained generator into files, as samples, as walks through
+//! its latent space, or beside the training digits nearest to them.
 
 use std::path::Path;
 

@@ -1,4 +1,5 @@
-//! Generated images as files: PNG grids for people, `.npy` and IDX for other tools.
+//! Generated images as files: PNG grids for people, `.npy` and IDX for other tools; and the
+//! images (and labels) other programs wrote, read for scoring.
 
 use std::path::Path;
 

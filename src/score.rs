@@ -1,5 +1,6 @@
-//! `runner eval`: scoring a trained generator on demand, and the calibration sets that tell
-//! what the numbers mean: real training digits (the floor) and uniform noise (the ceiling).
+//! `runner eval`: scoring a trained generator on demand or another program's image file, and
+//! the calibration sets that tell what the numbers mean: real training digits (the floor) and
+//! uniform noise (the ceiling).
 
 use crate::errln;
 use std::path::{Path, PathBuf};
