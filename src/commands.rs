@@ -460,8 +460,8 @@ pub fn generate(
     draw: crate::generate::Draw<'_>,
     out: &Path,
 ) -> Result<()> {
-    let checkpoint = latest_or_best(checkpoint, best)?;
     use crate::generate::Arrangement;
+    let checkpoint = latest_or_best(checkpoint, best)?;
     let generated = crate::generate::generate(&checkpoint, draw, out)?;
     let what = match draw.arrangement {
         Arrangement::Samples => format!("{} samples", draw.n),

@@ -78,10 +78,7 @@ impl ImageBatch {
     /// Writes the images to `path`, in the format its name asks for:
     /// `*.png` a grid, `*.npy` a uint8 (N, side, side) array, `*idx3-ubyte` an IDX file.
     pub fn save(&self, path: &Path, grid_cols: usize) -> anyhow::Result<()> {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().to_string())
-            .unwrap_or_default();
+        let name = file_name(path);
         let bytes = if name.ends_with(".png") {
             let mut out = std::io::Cursor::new(Vec::new());
             self.grid(grid_cols)
@@ -119,8 +116,7 @@ impl ImageBatch {
     /// and a phrase saying how they were read.
     pub fn load(path: &Path) -> anyhow::Result<(ImageBatch, String)> {
         let name = path.display();
-        let file_name = path.file_name().map(|n| n.to_string_lossy().to_string());
-        let file_name = file_name.unwrap_or_default();
+        let file_name = file_name(path);
         let (shape, pixels, how) = if file_name.ends_with(".npy") {
             read_npy(path)?
         } else if file_name.ends_with("idx3-ubyte") || file_name.ends_with("idx3-ubyte.gz") {
@@ -146,6 +142,13 @@ impl ImageBatch {
         let how = format!("{} images of {side}x{side} ({how})", batch.len());
         Ok((batch, how))
     }
+}
+
+/// The last part of `path`, whose ending names an image file's format.
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default()
 }
 
 /// The image sides [`ImageBatch::load`] takes (MNIST's digits are 28, the DCGANs' 32).
@@ -233,8 +236,7 @@ fn read_npy(path: &Path) -> anyhow::Result<(Vec<u64>, Vec<u8>, String)> {
 /// (`*idx1-ubyte`, optionally `.gz`), each a digit 0-9.
 pub fn load_labels(path: &Path) -> anyhow::Result<Vec<u8>> {
     let name = path.display();
-    let file_name = path.file_name().map(|n| n.to_string_lossy().to_string());
-    let file_name = file_name.unwrap_or_default();
+    let file_name = file_name(path);
     let (shape, values): (Vec<u64>, Vec<i64>) = if file_name.ends_with(".npy") {
         let (bytes, shape, dtype) = open_npy(path)?;
         let values = match (dtype.type_char(), dtype.num_bytes()) {
