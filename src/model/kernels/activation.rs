@@ -17,7 +17,7 @@ use burn::backend::{Dispatch, Flex, backend_extension};
 use burn::prelude::*;
 use burn_flex::FlexTensor;
 
-use super::{tensor, values};
+use super::{tensor, values, zip_map};
 
 #[backend_extension(Flex, Autodiff)]
 pub trait Activations: burn::backend::Backend {
@@ -48,7 +48,8 @@ pub fn tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 }
 
 fn tanh_forward(x: &FlexTensor) -> FlexTensor {
-    let out = values(x).iter().map(|&v| fast_tanh(v)).collect();
+    let x_values = values(x);
+    let out = zip_map(&x_values, &x_values, |v, _| fast_tanh(v));
     tensor(out, x.layout().shape().clone())
 }
 
@@ -76,10 +77,11 @@ fn fast_tanh(x: f32) -> f32 {
 /// `v` where `x > 0`, `slope * v` elsewhere, element by element (`v` has `x`'s shape).
 fn by_sign(x: &FlexTensor, v: &FlexTensor, slope: f64) -> FlexTensor {
     let slope = slope as f32;
-    let out = (values(x).iter())
-        .zip(values(v).iter())
-        .map(|(&x, &v)| if x > 0.0 { v } else { slope * v })
-        .collect();
+    let out = zip_map(
+        &values(x),
+        &values(v),
+        move |x, v| if x > 0.0 { v } else { slope * v },
+    );
     tensor(out, x.layout().shape().clone())
 }
 
@@ -126,10 +128,9 @@ impl Backward<Flex, 1> for TanhBackward {
         let [node] = ops.parents;
         let dy = grads.consume::<Flex>(&ops.node);
         if let Some(node) = node {
-            let dx = (values(&ops.state).iter())
-                .zip(values(&dy).iter())
-                .map(|(&y, &dy)| dy * (1.0 - y * y))
-                .collect();
+            let dx = zip_map(&values(&ops.state), &values(&dy), |y, dy| {
+                dy * (1.0 - y * y)
+            });
             grads.register::<Flex>(node.id, tensor(dx, dy.layout().shape().clone()));
         }
     }

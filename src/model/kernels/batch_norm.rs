@@ -18,7 +18,7 @@ use burn::prelude::*;
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::{tensor, values};
+use super::{tensor, values, zeros};
 
 /// What the operation returns: the output, and the batch's mean and biased variance per
 /// channel (constants, for the running statistics).
@@ -165,7 +165,7 @@ fn forward(
     let scale: Vec<f64> = (0..s.channels)
         .map(|c| gamma[c] as f64 / (variance[c] + epsilon).sqrt())
         .collect();
-    let mut out = vec![0f32; xs.len()];
+    let mut out = zeros(xs.len());
     s.map(&mut out, |c, at, out| {
         let (a, b) = (
             scale[c] as f32,
@@ -237,7 +237,7 @@ impl Backward<Flex, 3> for BatchNormBackward {
         if let Some(node) = node_x {
             // dx = g inv (dy - sum_dy / n - x_hat sum_dy_x_hat / n) = a dy + b x + k per channel.
             let n = s.count();
-            let mut dx = vec![0f32; xs.len()];
+            let mut dx = zeros(xs.len());
             s.map(&mut dx, |c, at, dx| {
                 let a = gamma[c] as f64 * inv_std[c];
                 let b = -a * inv_std[c] * sum_dy_x_hat[c] / n;

@@ -15,7 +15,7 @@ use burn::prelude::*;
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::{tensor, values};
+use super::{tensor, values, zeros};
 
 #[backend_extension(Flex, Autodiff)]
 pub trait InterleavePhases: burn::backend::Backend {
@@ -83,7 +83,7 @@ impl Sizes {
 fn forward(y: &FlexTensor) -> FlexTensor {
     let s = Sizes::of_phases(y);
     let y = values(y);
-    let mut out = vec![0f32; s.batch * s.image_len()];
+    let mut out = zeros(s.batch * s.image_len());
     out.par_chunks_mut(s.image_len().max(1))
         .enumerate()
         .for_each(|(n, out)| {
@@ -102,7 +102,7 @@ fn forward(y: &FlexTensor) -> FlexTensor {
 
 fn backward(s: Sizes, d_out: &FlexTensor) -> FlexTensor {
     let d_out = values(d_out);
-    let mut dy = vec![0f32; s.batch * s.phases_len()];
+    let mut dy = zeros(s.batch * s.phases_len());
     dy.par_chunks_mut(s.phases_len().max(1))
         .enumerate()
         .for_each(|(n, dy)| {

@@ -12,6 +12,9 @@
 use std::borrow::Cow;
 
 use burn_flex::FlexTensor;
+use rayon::prelude::*;
+
+use super::super::zeros;
 
 /// Column buffers are [`Layout::PixelRows`] from this many input channels on (runs of at least
 /// 64 bytes) when the tap rows' spans would be short: strided, or under
@@ -196,7 +199,7 @@ impl Geometry {
         match self.layout() {
             Layout::TapRows => (Cow::Borrowed(w), [self.taps(), 1]),
             Layout::PixelRows => {
-                let mut out = vec![0f32; w.len()];
+                let mut out = zeros(w.len());
                 transpose::transpose(
                     &self.weight_in_tap_order(w),
                     &mut out,
@@ -245,10 +248,10 @@ impl Geometry {
     /// Each output channel's `[rows, cols]` block of a weight-shaped buffer, transposed.
     fn per_output_channel(&self, values: &[f32], [rows, cols]: [usize; 2]) -> Vec<f32> {
         let taps = self.taps();
-        let mut out = vec![0f32; values.len()];
-        for (values, out) in values.chunks_exact(taps).zip(out.chunks_exact_mut(taps)) {
-            transpose::transpose(values, out, cols, rows);
-        }
+        let mut out = zeros(values.len());
+        (out.par_chunks_exact_mut(taps))
+            .zip(values.par_chunks_exact(taps))
+            .for_each(|(out, values)| transpose::transpose(values, out, cols, rows));
         out
     }
 

@@ -27,7 +27,7 @@ use rayon::prelude::*;
 
 mod columns;
 
-use super::{tensor, values};
+use super::{CHUNK, tensor, values, zeros};
 use columns::{Geometry, Layout};
 
 /// Images per parallel task (and per partial sum of the weight gradient).
@@ -135,7 +135,7 @@ fn gemm(size: [usize; 3], dst: (&mut [f32], [usize; 2]), accumulate: bool, lhs: 
 /// The whole batch's product `lhs (m x k) . rhs (k x n)`, in parallel, into a new buffer
 /// whose entries are `dst_strides` apart.
 fn batch_gemm([m, n, k]: [usize; 3], dst_strides: [usize; 2], lhs: View, rhs: View) -> Vec<f32> {
-    let mut dst = vec![0f32; m * n];
+    let mut dst = zeros(m * n);
     let dst_view = (&mut dst[..], dst_strides);
     gemm_with(
         [m, n, k],
@@ -162,7 +162,7 @@ fn image_offset(g: &Geometry, b: usize) -> usize {
 /// in each row; pixel rows: image after image).
 fn batch_columns(g: &Geometry, x: &[f32]) -> Vec<f32> {
     let (pixels, ld) = (g.pixels(), g.batch * g.pixels());
-    let mut cols = vec![0f32; g.taps() * ld];
+    let mut cols = zeros(g.taps() * ld);
     match g.layout() {
         Layout::PixelRows => {
             cols.par_chunks_mut((g.taps() * pixels).max(1))
@@ -190,7 +190,7 @@ fn batch_columns(g: &Geometry, x: &[f32]) -> Vec<f32> {
 
 /// `[B, C, P]` values reordered as `[C, B, P]` (and back with `batch` and `c` swapped).
 fn swap_outer(values: &[f32], [batch, c, pixels]: [usize; 3]) -> Vec<f32> {
-    let mut out = vec![0f32; values.len()];
+    let mut out = zeros(values.len());
     out.par_chunks_mut((batch * pixels).max(1))
         .enumerate()
         .for_each(|(ch, out)| {
@@ -204,7 +204,7 @@ fn swap_outer(values: &[f32], [batch, c, pixels]: [usize; 3]) -> Vec<f32> {
 
 /// Images of `[P, C]` values reordered as `[C, P]`.
 fn channels_first(values: &[f32], [pixels, c]: [usize; 2]) -> Vec<f32> {
-    let mut out = vec![0f32; values.len()];
+    let mut out = zeros(values.len());
     let image = (pixels * c).max(1);
     out.par_chunks_mut(image)
         .zip(values.par_chunks(image))
@@ -224,8 +224,8 @@ fn column_products(
     let (taps, pixels) = (g.taps(), g.pixels());
     if g.is_empty() || (w.is_none() && dy.is_none()) {
         return (
-            w.map(|_| vec![0f32; g.batch * g.output_len()]),
-            dy.map(|_| vec![0f32; g.c_out * taps]),
+            w.map(|_| zeros(g.batch * g.output_len())),
+            dy.map(|_| zeros(g.c_out * taps)),
         );
     }
     let w = w.map(|w| g.forward_weight(w));
@@ -256,7 +256,7 @@ fn column_products(
         return (out, dw);
     }
     let [tap_stride, pixel_stride] = g.column_strides(pixels);
-    let mut out = w.map(|_| vec![0f32; g.batch * g.output_len()]);
+    let mut out = w.map(|_| zeros(g.batch * g.output_len()));
     let groups: Vec<Option<&mut [f32]>> = match out.as_mut() {
         Some(out) => out.chunks_mut(g.output_len() * GROUP).map(Some).collect(),
         None => (0..g.batch.div_ceil(GROUP)).map(|_| None).collect(),
@@ -304,10 +304,13 @@ fn column_products(
         .collect();
     // The groups' sums added in order, so the result does not depend on the thread count.
     let dw = dy.map(|_| {
-        let mut sum = vec![0f32; g.c_out * taps];
-        for partial in partials.iter().flatten() {
-            sum.iter_mut().zip(partial).for_each(|(s, p)| *s += p);
-        }
+        let mut sum = zeros(g.c_out * taps);
+        sum.par_chunks_mut(CHUNK).enumerate().for_each(|(i, sum)| {
+            for partial in partials.iter().flatten() {
+                let partial = &partial[i * CHUNK..];
+                sum.iter_mut().zip(partial).for_each(|(s, p)| *s += p);
+            }
+        });
         g.weight_from_tap_order(sum)
     });
     (out, dw)
@@ -317,7 +320,7 @@ fn column_products(
 /// gradient `dy` of its output.
 fn input_grad(g: &Geometry, w: &[f32], dy: &[f32]) -> Vec<f32> {
     let (taps, pixels) = (g.taps(), g.pixels());
-    let mut dx = vec![0f32; g.batch * g.input_len()];
+    let mut dx = zeros(g.batch * g.input_len());
     if g.is_empty() {
         return dx;
     }
