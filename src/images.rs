@@ -6,7 +6,7 @@ use std::path::Path;
 use image::GrayImage;
 use npyz::WriterBuilder;
 
-use crate::data::{idx, resize_image, unit_to_byte};
+use crate::data::{idx, resize_images, unit_to_byte};
 use crate::fsutil::write_atomic;
 
 /// Pixels between tiles of a grid, as torchvision's `make_grid` (padding 2).
@@ -46,9 +46,7 @@ impl ImageBatch {
         if side == self.side {
             return self.clone();
         }
-        let pixels = (0..self.len())
-            .flat_map(|i| resize_image(self.image(i), self.side, side))
-            .collect();
+        let pixels = resize_images(&self.pixels, self.side, side);
         ImageBatch { pixels, side }
     }
 

@@ -12,6 +12,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use image::imageops::{self, FilterType};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// What can go wrong with a data file; every variant names the file.
@@ -223,9 +224,7 @@ impl Digits {
         if side == self.side {
             return self.clone();
         }
-        let pixels = (0..self.len())
-            .flat_map(|i| resize_image(self.image(i), self.side, side))
-            .collect();
+        let pixels = resize_images(&self.pixels, self.side, side);
         Digits {
             pixels,
             labels: self.labels.clone(),
@@ -233,9 +232,10 @@ impl Digits {
         }
     }
 
-    /// All pixels scaled from bytes to [-1, 1] (`ToTensor` then `Normalize(0.5, 0.5)`).
+    /// All pixels scaled from bytes to [-1, 1] (`ToTensor` then `Normalize(0.5, 0.5)`), in
+    /// parallel (47 million of them for MNIST's training split).
     pub fn to_unit_range(&self) -> Vec<f32> {
-        self.pixels.iter().map(|&p| byte_to_unit(p)).collect()
+        self.pixels.par_iter().map(|&p| byte_to_unit(p)).collect()
     }
 }
 
@@ -249,8 +249,16 @@ pub fn unit_to_byte(v: f32) -> u8 {
     ((v.clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8
 }
 
+/// Every `from` x `from` image of `pixels` (one after the other) resized to `to` x `to`
+/// bilinearly, in parallel: 60 000 training digits take seconds on one core.
+pub fn resize_images(pixels: &[u8], from: usize, to: usize) -> Vec<u8> {
+    (pixels.par_chunks((from * from).max(1)))
+        .flat_map_iter(|image| resize_image(image, from, to))
+        .collect()
+}
+
 /// Resizes one square grayscale image bilinearly.
-pub fn resize_image(pixels: &[u8], from: usize, to: usize) -> Vec<u8> {
+fn resize_image(pixels: &[u8], from: usize, to: usize) -> Vec<u8> {
     let img = image::GrayImage::from_raw(from as u32, from as u32, pixels.to_vec())
         .expect("pixel count matches the side");
     imageops::resize(&img, to as u32, to as u32, FilterType::Triangle).into_raw()

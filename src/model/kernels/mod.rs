@@ -6,7 +6,8 @@
 //! - [`batch_norm`]: BatchNorm in training mode from per-channel sums on NCHW memory;
 //! - [`activation`]: LeakyReLU in one pass each way (burn's builds masks and selects), and
 //!   tanh differentiated from its output (burn's computes it again);
-//! - [`phase`]: the interleaving of the upsampling convolution's four phases.
+//! - [`phase`]: the interleaving of the upsampling convolution's four phases;
+//! - [`pool`]: 2x2 max pooling (the evaluator's LeNet).
 //!
 //! They apply on the CPU only ([`crate::backend::on_cpu`]); on a GPU the models use burn's ops.
 
@@ -14,6 +15,7 @@ pub mod activation;
 pub mod batch_norm;
 pub mod conv;
 pub mod phase;
+pub mod pool;
 
 use burn::tensor::{Shape, TensorData};
 use burn_flex::FlexTensor;
@@ -94,7 +96,10 @@ mod tests {
     fn parallel_passes_write_every_value_as_the_serial_ones_do() {
         // Long enough for the parallel path, and not a whole number of chunks.
         let len = 3 * PARALLEL_FROM + 7;
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
         let a: Vec<f32> = (0..len).map(|i| (i as f32 * 0.37).sin()).collect();
         let b: Vec<f32> = (0..len).map(|i| (i as f32 * 0.11).cos()).collect();
         let f = |a: f32, b: f32| if a > 0.0 { b } else { 0.2 * b };
