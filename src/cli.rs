@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use ganrunner::data::DatasetName;
+use ganrunner::export::Net;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -25,8 +26,8 @@ pub enum Command {
     Train(TrainArgs),
     /// Sample a trained generator into a PNG grid, a .npy array or an IDX file.
     Generate(GenerateArgs),
-    /// Write a trained generator's weights to a .safetensors file that the report's PyTorch
-    /// modules load as they are (`load_state_dict`).
+    /// Write a trained generator's (or discriminator's) weights to a .safetensors file that the
+    /// report's PyTorch modules load as they are (`load_state_dict`).
     Export(ExportArgs),
     /// Run a spec's sweep grid, recording every run in the tracking database.
     Sweep(SweepArgs),
@@ -355,6 +356,10 @@ pub struct GeneratorArgs {
 pub struct ExportArgs {
     #[command(flatten)]
     pub generator: GeneratorArgs,
+    /// Which network: the generator (g) or the discriminator (d, as the losses saw it:
+    /// spectrally normalized with `model.spectral_norm`).
+    #[arg(long, value_enum, default_value = "g", ignore_case = true)]
+    pub net: Net,
     /// Output file: *.safetensors.
     #[arg(long)]
     pub out: PathBuf,

@@ -10,6 +10,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::data::{self, DatasetName, fetch};
 use crate::exec;
+use crate::export::Net;
 use crate::progress::ProgressObserver;
 use crate::spec::{Override, Spec};
 use crate::train::{self, Status};
@@ -491,15 +492,16 @@ pub fn generate(
     Ok(())
 }
 
-pub fn export(checkpoint: &Path, best: bool, raw: bool, out: &Path) -> Result<()> {
+pub fn export(checkpoint: &Path, net: Net, best: bool, raw: bool, out: &Path) -> Result<()> {
     let checkpoint = latest_or_best(checkpoint, best)?;
-    let exported = crate::export::export(&checkpoint, raw, out)?;
+    let exported = crate::export::export(&checkpoint, net, raw, out)?;
     outln!(
-        "wrote {} tensors of the {}step-{} generator to {}, with the names of the report's \
+        "wrote {} tensors of the {}step-{} {} to {}, with the names of the report's \
          PyTorch module {} (bench/pytorch_reference.py)",
         exported.tensors,
         averaged_words(exported.averaged),
         exported.step,
+        net.noun(),
         out.display(),
         exported.module
     )?;

@@ -1,6 +1,7 @@
-//! `runner export`: a trained generator's weights as a safetensors file whose tensor names
-//! are those of the report's PyTorch modules (`MlpG`, `DcganG`, `ClassicG` in
-//! `bench/pytorch_reference.py`), so that PyTorch's `load_state_dict` takes them as they are.
+//! `runner export`: a trained generator's (or discriminator's) weights as a safetensors file
+//! whose tensor names are those of the report's PyTorch modules (`MlpG`, `DcganG`, `ClassicG`
+//! and `MlpD`, `DcganD`, `ClassicD` in `bench/pytorch_reference.py`), so that PyTorch's
+//! `load_state_dict` takes them as they are.
 //!
 //! burn names a parameter by its module path (`Dcgan.conv1.weight`); each arch has a table
 //! from those paths to PyTorch's (`conv_blocks.2.weight`), and a parameter without one is an
@@ -16,8 +17,46 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::Tensor;
 use safetensors::{Dtype, tensor::TensorView};
 
-use crate::generate::{Loaded, load_generator};
-use crate::model::ModelConfig;
+use crate::generate::{load_generator, load_latest};
+use crate::model::{Discriminator, Generator, ModelConfig};
+use crate::spec::RunConfig;
+use crate::train::checkpoint;
+use crate::train::rng::{Stream, rng_for};
+
+/// Which of a run's two networks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Net {
+    /// The generator.
+    #[default]
+    G,
+    /// The discriminator.
+    D,
+}
+
+impl Net {
+    pub fn noun(self) -> &'static str {
+        match self {
+            Net::G => "generator",
+            Net::D => "discriminator",
+        }
+    }
+}
+
+/// A network in memory, to be written.
+#[derive(Clone, Copy)]
+pub enum Network<'a> {
+    G(&'a Generator),
+    D(&'a Discriminator),
+}
+
+impl Network<'_> {
+    fn net(self) -> Net {
+        match self {
+            Network::G(_) => Net::G,
+            Network::D(_) => Net::D,
+        }
+    }
+}
 
 /// What [`export`] wrote.
 pub struct Exported {
@@ -75,15 +114,15 @@ impl ModuleVisitor for Collector {
     }
 }
 
-/// The PyTorch module of `model`'s generator and its name for the parameter at burn `path`,
-/// or None for a path the table does not know.
-fn torch_name(model: &ModelConfig, path: &str) -> Option<String> {
+/// PyTorch's name, in the report's module for `net` of `model`, for the parameter at burn
+/// `path`, or None for a path the table does not know.
+fn torch_name(model: &ModelConfig, net: Net, path: &str) -> Option<String> {
     let parts: Vec<&str> = path.split('.').collect();
-    match (model, parts.as_slice()) {
-        (ModelConfig::Gan(_), ["Gan", "mlp", "layers", i, name]) => {
+    match (model, net, parts.as_slice()) {
+        (ModelConfig::Gan(_), _, ["Gan", "mlp", "layers", i, name]) => {
             Some(format!("fc.{i}.{}", param(name)))
         }
-        (ModelConfig::Dcgan(_), ["Dcgan", module, name]) => {
+        (ModelConfig::Dcgan(_), Net::G, ["Dcgan", module, name]) => {
             let at = match *module {
                 "project" => "l1.0",
                 "bn0" => "conv_blocks.0",
@@ -96,9 +135,23 @@ fn torch_name(model: &ModelConfig, path: &str) -> Option<String> {
             };
             Some(format!("{at}.{}", param(name)))
         }
+        // Block i is model.4i-1 (its convolution; 0 for the first, which has no BatchNorm)
+        // followed by LeakyReLU, Dropout2d and model.4i+2 (its BatchNorm).
+        (ModelConfig::Dcgan(_), Net::D, ["Dcgan", "blocks", i, layer, name]) => {
+            let i: usize = i.parse().ok()?;
+            let at = match *layer {
+                "conv" => (4 * i).saturating_sub(1),
+                "bn" => 4 * i + 2,
+                _ => return None,
+            };
+            Some(format!("model.{at}.{}", param(name)))
+        }
+        (ModelConfig::Dcgan(_), Net::D, ["Dcgan", "head", name]) => {
+            Some(format!("adv_layer.0.{name}"))
+        }
         // Block i is net.3i (the transposed convolution) and net.3i+1 (its BatchNorm); the
         // last convolution follows the last block's ReLU.
-        (ModelConfig::DcganClassic(_), ["Classic", "blocks", i, layer, name]) => {
+        (ModelConfig::DcganClassic(_), Net::G, ["Classic", "blocks", i, layer, name]) => {
             let i: usize = i.parse().ok()?;
             let at = match *layer {
                 "conv" => 3 * i,
@@ -107,9 +160,25 @@ fn torch_name(model: &ModelConfig, path: &str) -> Option<String> {
             };
             Some(format!("net.{at}.{}", param(name)))
         }
-        (ModelConfig::DcganClassic(opts), ["Classic", "conv_out", name]) => {
+        (ModelConfig::DcganClassic(opts), Net::G, ["Classic", "conv_out", name]) => {
             Some(format!("net.{}.{}", 3 * opts.g_channels.len(), param(name)))
         }
+        // Block i is net.3i-1 (its convolution; 0 for the first, which has no BatchNorm) and
+        // net.3i (its BatchNorm), each followed by a LeakyReLU.
+        (ModelConfig::DcganClassic(_), Net::D, ["Classic", "blocks", i, layer, name]) => {
+            let i: usize = i.parse().ok()?;
+            let at = match *layer {
+                "conv" => (3 * i).saturating_sub(1),
+                "bn" => 3 * i,
+                _ => return None,
+            };
+            Some(format!("net.{at}.{}", param(name)))
+        }
+        (ModelConfig::DcganClassic(opts), Net::D, ["Classic", "conv_out", name]) => Some(format!(
+            "net.{}.{}",
+            3 * opts.d_channels.len() - 1,
+            param(name)
+        )),
         _ => None,
     }
 }
@@ -123,25 +192,32 @@ fn param(name: &str) -> &str {
     }
 }
 
-fn torch_module(model: &ModelConfig) -> &'static str {
-    match model {
-        ModelConfig::Gan(_) => "MlpG",
-        ModelConfig::Dcgan(_) => "DcganG",
-        ModelConfig::DcganClassic(_) => "ClassicG",
+fn torch_module(model: &ModelConfig, net: Net) -> &'static str {
+    match (model, net) {
+        (ModelConfig::Gan(_), Net::G) => "MlpG",
+        (ModelConfig::Gan(_), Net::D) => "MlpD",
+        (ModelConfig::Dcgan(_), Net::G) => "DcganG",
+        (ModelConfig::Dcgan(_), Net::D) => "DcganD",
+        (ModelConfig::DcganClassic(_), Net::G) => "ClassicG",
+        (ModelConfig::DcganClassic(_), Net::D) => "ClassicD",
     }
 }
 
-/// The generator's tensors under PyTorch's names, as PyTorch lays them out.
-fn torch_weights(loaded: &Loaded) -> Result<BTreeMap<String, Weight>> {
+/// The network's tensors under PyTorch's names, as PyTorch lays them out.
+fn torch_weights(network: Network, model: &ModelConfig) -> Result<BTreeMap<String, Weight>> {
     let mut collector = Collector::default();
-    loaded.generator.visit(&mut collector);
-    let model = &loaded.config.model;
+    match network {
+        Network::G(g) => g.visit(&mut collector),
+        Network::D(d) => d.visit(&mut collector),
+    }
+    let net = network.net();
     let mut out = BTreeMap::new();
     for (path, weight) in collector.weights {
-        let Some(name) = torch_name(model, &path) else {
+        let Some(name) = torch_name(model, net, &path) else {
             bail!(
-                "internal: no PyTorch name for {} parameter `{path}`",
-                model.arch()
+                "internal: no PyTorch name for {} {} parameter `{path}`",
+                model.arch(),
+                net.noun()
             );
         };
         out.insert(name, weight);
@@ -149,22 +225,75 @@ fn torch_weights(loaded: &Loaded) -> Result<BTreeMap<String, Weight>> {
     Ok(out)
 }
 
-/// Writes the generator of `checkpoint` (its moving average of weights when the run kept one,
-/// unless `raw`) to `out` as safetensors, with the run's config and step as metadata.
-pub fn export(checkpoint: &Path, raw: bool, out: &Path) -> Result<Exported> {
+/// Writes `net` of `checkpoint` to `out` as safetensors, with the run's config and step as
+/// metadata: the generator's moving average of weights when the run kept one, unless `raw`;
+/// the discriminator as the losses saw it (spectrally normalized with `model.spectral_norm`).
+pub fn export(checkpoint: &Path, net: Net, raw: bool, out: &Path) -> Result<Exported> {
     anyhow::ensure!(
         out.extension().is_some_and(|e| e == "safetensors"),
         "{}: the weights are written as safetensors; use a name ending in .safetensors",
         out.display()
     );
-    let loaded = load_generator(checkpoint, raw)?;
-    let weights = torch_weights(&loaded)?;
+    match net {
+        Net::G => {
+            let loaded = load_generator(checkpoint, raw)?;
+            let g = Network::G(&loaded.generator);
+            write(g, &loaded.config, loaded.step, loaded.averaged, out)
+        }
+        Net::D => {
+            anyhow::ensure!(
+                !raw,
+                "--raw picks G's weights over their average; D has no average"
+            );
+            let (d, config, step) = load_discriminator(checkpoint)?;
+            write(Network::D(&d), &config, step, false, out)
+        }
+    }
+}
+
+/// The discriminator of a checkpoint (or of a run directory's latest checkpoint) as its
+/// losses saw it (spectrally normalized with `model.spectral_norm`), with the run's config
+/// and the checkpoint's step.
+pub fn load_discriminator(checkpoint: &Path) -> Result<(Discriminator, RunConfig, u64)> {
+    load_latest(checkpoint, discriminator_in)
+}
+
+fn discriminator_in(dir: &Path) -> Result<(Discriminator, RunConfig, u64)> {
+    let opened = checkpoint::Opened::open(dir)?;
+    let config = opened.meta.config.clone();
+    let device = crate::backend::device();
+    let (_, template) =
+        (config.model).build(&mut rng_for(config.train.seed, Stream::Init, 0), &device);
+    let d = opened.discriminator(template)?;
+    let d = match config.model.spectral_norm() {
+        true => opened.spectral(&d)?.apply(&d),
+        false => d,
+    };
+    Ok((d, config, opened.meta.step))
+}
+
+/// Writes `network` of a run with `config`, at `step`, to `out` as safetensors (`averaged`:
+/// the weights are G's moving average).
+pub fn write(
+    network: Network,
+    config: &RunConfig,
+    step: u64,
+    averaged: bool,
+    out: &Path,
+) -> Result<Exported> {
+    let (model, net) = (&config.model, network.net());
+    anyhow::ensure!(
+        net == Net::G || !model.conditional().has_class_head(),
+        "the discriminator's class head (model.conditional = projection or acgan) has no \
+         counterpart in the report's PyTorch modules; nothing written"
+    );
+    let weights = torch_weights(network, model)?;
     anyhow::ensure!(
         weights
             .values()
             .all(|w| w.values.iter().all(|v| v.is_finite())),
-        "{}: the generator has NaN or infinite weights; nothing written",
-        checkpoint.display()
+        "the {} has NaN or infinite weights; nothing written",
+        net.noun()
     );
     let encoded: Vec<(&String, &Weight, Vec<u8>)> = weights
         .iter()
@@ -188,31 +317,36 @@ pub fn export(checkpoint: &Path, raw: bool, out: &Path) -> Result<Exported> {
     for name in tracked {
         views.push((name, TensorView::new(Dtype::I64, vec![], &zero)?));
     }
-    let model = &loaded.config.model;
+    let (label_inputs, sample_dropout) = match net {
+        Net::G => (
+            model.conditional().generator_inputs(),
+            model.sample_dropout(),
+        ),
+        Net::D => (model.conditional().discriminator_inputs(), false),
+    };
     let metadata = HashMap::from([
         // What Hugging Face's loaders expect of PyTorch weights.
         ("format".to_string(), "pt".to_string()),
-        ("ganrunner.module".into(), torch_module(model).into()),
+        ("ganrunner.module".into(), torch_module(model, net).into()),
+        ("ganrunner.net".into(), net.noun().into()),
         ("ganrunner.arch".into(), model.arch().into()),
         (
             "ganrunner.latent_dim".into(),
             model.latent_dim().to_string(),
         ),
-        // A conditional G takes z followed by the one-hot label (10 more inputs).
-        (
-            "ganrunner.label_inputs".into(),
-            model.conditional().generator_inputs().to_string(),
-        ),
+        // A conditional G takes z followed by the one-hot label (10 more inputs); a `concat`
+        // D, the label as 10 more inputs (MLP) or constant channels (conv) after the image.
+        ("ganrunner.label_inputs".into(), label_inputs.to_string()),
         // The report's vanilla G drew its samples with dropout on (`module.train()`).
         (
             "ganrunner.sample_dropout".into(),
-            model.sample_dropout().to_string(),
+            sample_dropout.to_string(),
         ),
-        ("ganrunner.step".into(), loaded.step.to_string()),
-        ("ganrunner.averaged".into(), loaded.averaged.to_string()),
+        ("ganrunner.step".into(), step.to_string()),
+        ("ganrunner.averaged".into(), averaged.to_string()),
         (
             "ganrunner.config".into(),
-            serde_json::to_string(&loaded.config).context("the run's config as JSON")?,
+            serde_json::to_string(config).context("the run's config as JSON")?,
         ),
     ]);
     let tensors = views.len();
@@ -220,9 +354,9 @@ pub fn export(checkpoint: &Path, raw: bool, out: &Path) -> Result<Exported> {
     crate::fsutil::write_atomic(out, &file)
         .with_context(|| format!("writing {}", out.display()))?;
     Ok(Exported {
-        module: torch_module(model),
+        module: torch_module(model, net),
         tensors,
-        step: loaded.step,
-        averaged: loaded.averaged,
+        step,
+        averaged,
     })
 }

@@ -24,12 +24,17 @@ pub struct Loaded {
 /// Loads the generator of a checkpoint (or of a run directory's latest checkpoint): the
 /// moving average of its weights when the run kept one, unless `raw`.
 pub fn load_generator(path: &Path, raw: bool) -> anyhow::Result<Loaded> {
-    // A run still training deletes its older checkpoints as it writes new ones: one deleted
-    // while it was read gives way to the run's newest.
+    load_latest(path, |dir| load_checkpoint(dir, raw))
+}
+
+/// `load` applied to the checkpoint `path` names (a run directory: its latest). A run still
+/// training deletes its older checkpoints as it writes new ones: one deleted while it was
+/// read gives way to the run's newest.
+pub fn load_latest<T>(path: &Path, load: impl Fn(&Path) -> anyhow::Result<T>) -> anyhow::Result<T> {
     let mut attempts = 0;
     loop {
         let dir = checkpoint::resolve(path)?;
-        match load_checkpoint(&dir, raw) {
+        match load(&dir) {
             Err(_) if dir != path && !dir.exists() && attempts < 10 => attempts += 1,
             loaded => return loaded,
         }

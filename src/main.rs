@@ -100,7 +100,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Export(a) => {
             let g = &a.generator;
             let checkpoint = ganrunner::score::resolve_target(&g.checkpoint, &g.db.db)?;
-            commands::export(&checkpoint, g.best, g.raw, &a.out)
+            commands::export(&checkpoint, a.net, g.best, g.raw, &a.out)
         }
         Command::Sweep(a) => commands::sweep(commands::SweepRequest {
             device: select(a.device.device)?,

@@ -66,6 +66,17 @@ pub fn runner() -> Command {
     Command::cargo_bin("runner").unwrap()
 }
 
+/// The Python that has torch: `$TORCH_PYTHON` (as `make bench` takes it), else `python3`;
+/// None when it cannot import torch.
+pub fn torch_python() -> Option<String> {
+    let python = std::env::var("TORCH_PYTHON").unwrap_or_else(|_| "python3".into());
+    std::process::Command::new(&python)
+        .args(["-c", "import torch"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+        .then_some(python)
+}
+
 /// The tracking database of a test's working directory.
 pub fn db(dir: &Path) -> Connection {
     Connection::open(dir.join("results/runs.sqlite")).unwrap()

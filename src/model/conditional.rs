@@ -39,6 +39,11 @@ impl Conditioning {
         self != Conditioning::None
     }
 
+    /// Whether D gains a head on its features (projection's embedding, AC-GAN's classifier).
+    pub fn has_class_head(self) -> bool {
+        matches!(self, Conditioning::Projection | Conditioning::Acgan)
+    }
+
     /// Inputs G gains beside the latent vector.
     pub fn generator_inputs(self) -> usize {
         if self.is_conditional() { CLASSES } else { 0 }

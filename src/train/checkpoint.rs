@@ -344,6 +344,11 @@ impl Opened {
         self.module(template, GENERATOR_EMA)
     }
 
+    /// The discriminator's weights, loaded into `template`.
+    pub fn discriminator(&self, template: Discriminator) -> anyhow::Result<Discriminator> {
+        self.module(template, DISCRIMINATOR)
+    }
+
     /// The spectral normalization vectors, for `discriminator`'s weights.
     pub fn spectral(
         &self,

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer, RmsPropConfig};
 use burn::prelude::*;
+use rand::rngs::StdRng;
 
 use super::batches::Batches;
 use super::checkpoint::{self, CheckpointMeta, TrainingState};
@@ -154,18 +155,14 @@ impl Trainer {
         if let Some(norm) = &mut self.spectral {
             norm.iterate(&self.discriminator);
         }
+        let (mut rng, real, labels, z) = self.draw(step);
         let train = &self.config.train;
         let (g_lr, d_lr) = train.learning_rates(step, self.total_steps);
         let loss = train.loss;
         let d_steps = train.d_steps as u64;
         let latent_dim = self.config.model.latent_dim();
-        let mut rng = rng_for(train.seed, Stream::Step, step);
         let first_batch = (step - 1) * d_steps;
-
         let model = &self.config.model;
-        let (real, labels) = real_batch(&mut self.batches, first_batch, model, &self.device);
-        let n = real.dims()[0];
-        let z = latents(&mut rng, n, latent_dim, &self.device);
         let fake = self.generator.forward(z, labels.as_ref(), Some(&mut rng));
         // G's loss needs D's input gradient only: with D's weights as constants the backward
         // pass skips D's weight gradients (PyTorch's loop computes them and throws them away).
@@ -239,6 +236,33 @@ impl Trainer {
             d: d_loss.expect("d_steps >= 1"),
             g: read_loss(g_loss)?,
         })
+    }
+
+    /// What step `step` starts from: its random generator, after it drew the G step's
+    /// latents `z`, the real batch and its one-hot labels (conditional models), and `z`.
+    fn draw(&mut self, step: u64) -> (StdRng, Tensor<4>, Option<Tensor<2>>, Tensor<2>) {
+        let train = &self.config.train;
+        let mut rng = rng_for(train.seed, Stream::Step, step);
+        let first_batch = (step - 1) * train.d_steps as u64;
+        let model = &self.config.model;
+        let (real, labels) = real_batch(&mut self.batches, first_batch, model, &self.device);
+        let z = latents(&mut rng, real.dims()[0], model.latent_dim(), &self.device);
+        (rng, real, labels, z)
+    }
+
+    /// The real batch and G's latents of step `step` (its first D step's): what the same
+    /// step of another implementation needs to compute the same losses.
+    pub fn inputs(&mut self, step: u64) -> (Tensor<4>, Tensor<2>) {
+        let (_, real, _, z) = self.draw(step);
+        (real, z)
+    }
+
+    pub fn generator(&self) -> &Generator {
+        &self.generator
+    }
+
+    pub fn discriminator(&self) -> &Discriminator {
+        &self.discriminator
     }
 
     /// D as the losses see it: with its weights spectrally normalized when the model says so.

@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Loads a `runner export` file into the report's PyTorch module and checks its output.
 
-usage: check_export.py WEIGHTS.safetensors Z.f32 EXPECTED.f32
+usage: check_export.py WEIGHTS.safetensors INPUT.f32 EXPECTED.f32
 
-The module is the one the file's metadata names (`MlpG`, `DcganG`, `ClassicG` of
-bench/pytorch_reference.py), loaded with `load_state_dict(strict=True)`; z and the runner's
-output for it are raw little-endian float32. Exits 1 when the outputs differ by more than
+The module is the one the file's metadata names (`MlpG`, `DcganG`, `ClassicG`, `MlpD`,
+`DcganD`, `ClassicD` of bench/pytorch_reference.py), loaded with
+`load_state_dict(strict=True)`, in evaluation mode; the input (G: latents, D: images) and the
+runner's output for it (G: images, D: logits) are raw little-endian float32. Exits 1 when the outputs differ by more than
 1e-4. Reads safetensors with the standard library and torch alone (no numpy, no safetensors
 package needed).
 """
@@ -37,16 +38,25 @@ def load_safetensors(path):
 
 
 def main():
-    weights, z_path, expected_path = sys.argv[1:4]
+    weights, input_path, expected_path = sys.argv[1:4]
     state, metadata = load_safetensors(weights)
     module = getattr(pytorch_reference, metadata["ganrunner.module"])()
     module.load_state_dict(state, strict=True)
     module.eval()
-    latent = int(metadata["ganrunner.latent_dim"])
-    z = torch.frombuffer(bytearray(Path(z_path).read_bytes()), dtype=torch.float32).reshape(-1, latent)
+    raw = torch.frombuffer(bytearray(Path(input_path).read_bytes()), dtype=torch.float32)
     expected = torch.frombuffer(bytearray(Path(expected_path).read_bytes()), dtype=torch.float32)
     with torch.no_grad():
-        got = module(z).reshape(-1)
+        if metadata["ganrunner.net"] == "generator":
+            got = module(raw.reshape(-1, int(metadata["ganrunner.latent_dim"])))
+        else:
+            side = 28 if metadata["ganrunner.arch"] == "gan" else 32
+            images = raw.reshape(-1, 1, side, side)
+            if isinstance(module, pytorch_reference.DcganD):
+                # The runner's D gives logits: the report's DcganD without its final sigmoid.
+                got = module.adv_layer[0](module.model(images).flatten(1))
+            else:
+                got = module(images)
+        got = got.reshape(-1)
     diff = (got - expected).abs().max().item()
     print(f"{metadata['ganrunner.module']}: {len(state)} tensors loaded strictly; largest difference {diff:.2e}")
     sys.exit(0 if diff <= 1e-4 else 1)

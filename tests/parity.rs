@@ -1,0 +1,122 @@
+//! The runner's training step is the report's: started from the runner's initial weights, on
+//! the runner's real batches and latents, the report's PyTorch loop (`bench/pytorch_reference.py`
+//! modules, `tests/pytorch/check_parity.py`) computes the losses the runner computed, step
+//! after step. Runs where torch is importable (`$TORCH_PYTHON`, else `python3`).
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+
+use burn::tensor::Tensor;
+use common::{fixture_dir, tiny_run, torch_python};
+use ganrunner::data::{Digits, Split};
+use ganrunner::export::{Network, write};
+use ganrunner::model::{ClassicOptions, DcganOptions, GanOptions, ModelConfig};
+use ganrunner::train::Trainer;
+
+/// Steps compared: enough for Adam's moments and BatchNorm's statistics to matter, few enough
+/// that float rounding (the two programs sum in other orders) stays far below the tolerance.
+const STEPS: u64 = 10;
+
+/// The report's models at the report's sizes, without dropout (two programs cannot draw the
+/// same masks).
+fn report_models() -> [ModelConfig; 3] {
+    [
+        ModelConfig::Gan(GanOptions {
+            dropout: 0.0,
+            ..Default::default()
+        }),
+        ModelConfig::Dcgan(DcganOptions {
+            d_dropout: 0.0,
+            ..Default::default()
+        }),
+        ModelConfig::DcganClassic(ClassicOptions::default()),
+    ]
+}
+
+fn append<const D: usize>(file: &mut std::fs::File, tensor: Tensor<D>) {
+    let values: Vec<f32> = tensor.into_data().try_to_vec().unwrap();
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    file.write_all(&bytes).unwrap();
+}
+
+/// Trains `STEPS` steps of `model` on the fixture, writing into `dir` what
+/// `check_parity.py` reads: the networks before the first step, each step's inputs, and the
+/// losses.
+fn train(model: ModelConfig, dir: &Path) {
+    let mut config = tiny_run(model, STEPS);
+    // Half the report's 64: the same step, and PyTorch's float64 convolutions are slow.
+    config.train.batch_size = 32;
+    let digits = Digits::load(&fixture_dir(), Split::Train).unwrap();
+    let mut trainer = Trainer::new(&config, &digits);
+    let networks = [
+        (Network::G(trainer.generator()), "g"),
+        (Network::D(trainer.discriminator()), "d"),
+    ];
+    for (network, name) in networks {
+        let path = dir.join(format!("{name}.safetensors"));
+        write(network, &config, 0, false, &path).unwrap();
+    }
+    let create = |name: &str| std::fs::File::create(dir.join(name)).unwrap();
+    let (mut real_file, mut z_file) = (create("real.f32"), create("z.f32"));
+    let (mut sizes, mut losses) = (vec![], vec![]);
+    for step in 1..=STEPS {
+        let (real, z) = trainer.inputs(step);
+        sizes.push(real.dims()[0]);
+        append(&mut real_file, real);
+        append(&mut z_file, z);
+        let step_losses = trainer.step(step).unwrap();
+        losses.extend([step_losses.d, step_losses.g]);
+    }
+    let bytes: Vec<u8> = losses.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(dir.join("losses.f32"), bytes).unwrap();
+    // An epoch's last batch can be short.
+    std::fs::write(dir.join("batches.json"), format!("{sizes:?}")).unwrap();
+}
+
+#[test]
+fn pytorch_computes_the_runners_losses_step_after_step() {
+    let Some(python) = torch_python() else {
+        eprintln!(
+            "python3 with torch is missing: the runner's step is not compared with PyTorch's"
+        );
+        return;
+    };
+    let check = |dir: &Path| {
+        let check = Command::new(&python)
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pytorch/check_parity.py"))
+            .arg(dir)
+            // As `make bench` runs PyTorch tuned: its steps are 1.4-1.9x faster (SEED.md).
+            .env(
+                "GLIBC_TUNABLES",
+                "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824",
+            )
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&check.stdout).to_string()
+            + &String::from_utf8_lossy(&check.stderr);
+        (check.status.success(), said)
+    };
+    for model in report_models() {
+        let dir = tempfile::tempdir().unwrap();
+        let arch = model.arch();
+        train(model, dir.path());
+        let (passed, said) = check(dir.path());
+        eprintln!("{said}");
+        assert!(passed, "{arch}: {said}");
+        if arch == "gan" {
+            // The check can fail: a second step's D loss 1e-4 off (as Adam's eps 1e-5 instead
+            // of 1e-8 makes it) is out of bounds.
+            let path = dir.path().join("losses.f32");
+            let mut bytes = std::fs::read(&path).unwrap();
+            let d2 = f32::from_le_bytes(bytes[8..12].try_into().unwrap()) * (1.0 + 1e-4);
+            bytes[8..12].copy_from_slice(&d2.to_le_bytes());
+            std::fs::write(&path, bytes).unwrap();
+            let (passed, said) = check(dir.path());
+            assert!(!passed && said.contains("FAIL"), "{said}");
+            eprintln!("gan: a D loss 1e-4 off at step 2 fails the check, as it should\n");
+        }
+    }
+}

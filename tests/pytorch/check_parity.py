@@ -1,0 +1,112 @@
+#!/usr/bin/env python3
+"""Trains the report's PyTorch modules from the runner's starting point and compares losses.
+
+usage: check_parity.py DIR
+
+DIR holds what `tests/parity.rs` wrote: `g.safetensors` and `d.safetensors` (the runner's
+networks before their first step, as `runner export` writes them), `real.f32` and `z.f32` (each
+step's real batch and G's latents, raw little-endian float32, step after step), `batches.json`
+(each step's batch size) and `losses.f32` (the runner's D and G loss of each step). The report's loop runs on them: a G step (BCE of
+D(G(z)) against "real"), then a D step on the real batch and the detached fake batch (the mean of
+the two BCEs), Adam on both with the run's learning rate and betas and eps 1e-8.
+
+It runs twice: in float64, the reference (the exact result, to float64's rounding), and in
+float32, the envelope: how far a correct float32 implementation strays from the exact result by
+rounding alone (the two programs sum in other orders). GANs amplify rounding: the first Adam
+steps move every weight by about the learning rate whatever its gradient's size, so tiny
+gradients whose sign rounding flips move weights the full step. The runner's losses must stay
+within FACTOR times the envelope so far (and at least FLOOR) of the reference at every step;
+a real difference (Adam's eps 1e-5 instead of 1e-8, say) leaves it at the second step. Prints
+the three side by side; exits 1 when a step is out of bounds.
+"""
+import json
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import pytorch_reference  # noqa: E402
+from check_export import load_safetensors  # noqa: E402
+
+# How far the runner may stray from the float64 result: FACTOR times the furthest PyTorch's own
+# float32 run strayed so far, and at least FLOOR (relative).
+FACTOR, FLOOR = 10.0, 1e-5
+
+
+def module(path):
+    state, metadata = load_safetensors(path)
+    net = getattr(pytorch_reference, metadata["ganrunner.module"])()
+    net.load_state_dict(state, strict=True)
+    # The runner's parity runs train without dropout: masks drawn by two programs differ.
+    for layer in net.modules():
+        if isinstance(layer, (nn.Dropout, nn.Dropout2d)):
+            layer.p = 0.0
+    return net.train(), metadata
+
+
+def floats(path, shape):
+    values = torch.frombuffer(bytearray(Path(path).read_bytes()), dtype=torch.float32)
+    return values.reshape(shape)
+
+
+def train(folder, dtype):
+    """The report's loop on the runner's inputs, in `dtype`; each step's (D loss, G loss)."""
+    g, metadata = module(folder / "g.safetensors")
+    d, _ = module(folder / "d.safetensors")
+    g, d = g.to(dtype), d.to(dtype)
+    config = json.loads(metadata["ganrunner.config"])
+    train = config["train"]
+    latent = int(metadata["ganrunner.latent_dim"])
+    sizes = json.loads((folder / "batches.json").read_text())
+    side = 28 if config["model"]["arch"] == "gan" else 32
+    real_batches = floats(folder / "real.f32", (-1, 1, side, side)).to(dtype).split(sizes)
+    latents = floats(folder / "z.f32", (-1, latent)).to(dtype).split(sizes)
+    # The report's DCGAN ends D in a sigmoid (BCELoss); the others give logits.
+    criterion = nn.BCELoss() if isinstance(d, pytorch_reference.DcganD) else nn.BCEWithLogitsLoss()
+    adam = dict(lr=train["lr"], betas=tuple(train["betas"]), eps=1e-8)
+    opt_g, opt_d = torch.optim.Adam(g.parameters(), **adam), torch.optim.Adam(d.parameters(), **adam)
+    losses = []
+    for step, batch in enumerate(sizes):
+        valid, fake = torch.ones(batch, 1, dtype=dtype), torch.zeros(batch, 1, dtype=dtype)
+        opt_g.zero_grad()
+        generated = g(latents[step])
+        g_loss = criterion(d(generated), valid)
+        g_loss.backward()
+        opt_g.step()
+        opt_d.zero_grad()
+        d_loss = (criterion(d(real_batches[step]), valid) + criterion(d(generated.detach()), fake)) / 2
+        d_loss.backward()
+        opt_d.step()
+        losses.append((d_loss.item(), g_loss.item()))
+    return metadata["ganrunner.arch"], losses
+
+
+def deviation(losses, reference):
+    return max(abs(a - b) / abs(b) for a, b in zip(losses, reference))
+
+
+def main():
+    folder = Path(sys.argv[1])
+    runner = floats(folder / "losses.f32", (-1, 2)).tolist()
+    arch, exact = train(folder, torch.float64)
+    _, single = train(folder, torch.float32)
+    print(f"{arch}: step, D loss and G loss of the runner, PyTorch float32 and float64; "
+          "the relative difference to float64 of the runner, of PyTorch float32, and the bound")
+    envelope, failed = 0.0, False
+    for step, (ours, theirs, reference) in enumerate(zip(runner, single, exact), 1):
+        envelope = max(envelope, deviation(theirs, reference))
+        bound = max(FACTOR * envelope, FLOOR)
+        off = deviation(ours, reference)
+        failed |= off > bound
+        print(f"{step:4d}  D {ours[0]:.6f} {theirs[0]:.6f} {reference[0]:.6f}  "
+              f"G {ours[1]:.6f} {theirs[1]:.6f} {reference[1]:.6f}  "
+              f"{off:.1e} {envelope:.1e} {bound:.1e}{'  FAIL' if off > bound else ''}")
+    print(f"{arch}: {len(runner)} steps, {'FAILED' if failed else 'within the bound at every step'}")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
