@@ -42,23 +42,29 @@ fn append<const D: usize>(file: &mut std::fs::File, tensor: Tensor<D>) {
     file.write_all(&bytes).unwrap();
 }
 
+/// Writes the trainer's G and D as `runner export` would, into `g-{step}.safetensors` and
+/// `d-{step}.safetensors`.
+fn write_networks(trainer: &Trainer, step: u64, dir: &Path) {
+    let networks = [
+        (Network::G(trainer.generator()), "g"),
+        (Network::D(trainer.discriminator()), "d"),
+    ];
+    for (network, name) in networks {
+        let path = dir.join(format!("{name}-{step}.safetensors"));
+        write(network, trainer.config(), step, false, &path).unwrap();
+    }
+}
+
 /// Trains `STEPS` steps of `model` on the fixture, writing into `dir` what
-/// `check_parity.py` reads: the networks before the first step, each step's inputs, and the
-/// losses.
+/// `check_parity.py` reads: the networks before the first step and after the last, each
+/// step's inputs, and the losses.
 fn train(model: ModelConfig, dir: &Path) {
     let mut config = tiny_run(model, STEPS);
     // Half the report's 64: the same step, and PyTorch's float64 convolutions are slow.
     config.train.batch_size = 32;
     let digits = Digits::load(&fixture_dir(), Split::Train).unwrap();
     let mut trainer = Trainer::new(&config, &digits);
-    let networks = [
-        (Network::G(trainer.generator()), "g"),
-        (Network::D(trainer.discriminator()), "d"),
-    ];
-    for (network, name) in networks {
-        let path = dir.join(format!("{name}.safetensors"));
-        write(network, &config, 0, false, &path).unwrap();
-    }
+    write_networks(&trainer, 0, dir);
     let create = |name: &str| std::fs::File::create(dir.join(name)).unwrap();
     let (mut real_file, mut z_file) = (create("real.f32"), create("z.f32"));
     let (mut sizes, mut losses) = (vec![], vec![]);
@@ -70,6 +76,7 @@ fn train(model: ModelConfig, dir: &Path) {
         let step_losses = trainer.step(step).unwrap();
         losses.extend([step_losses.d, step_losses.g]);
     }
+    write_networks(&trainer, STEPS, dir);
     let bytes: Vec<u8> = losses.iter().flat_map(|v| v.to_le_bytes()).collect();
     std::fs::write(dir.join("losses.f32"), bytes).unwrap();
     // An epoch's last batch can be short.
@@ -104,6 +111,14 @@ fn pytorch_computes_the_runners_losses_step_after_step() {
         let arch = model.arch();
         train(model, dir.path());
         let (passed, said) = check(dir.path());
+        let keep = format!("/tmp/parity-{arch}");
+        let _ = std::fs::remove_dir_all(&keep);
+        std::process::Command::new("cp")
+            .args(["-r"])
+            .arg(dir.path())
+            .arg(&keep)
+            .status()
+            .unwrap();
         eprintln!("{said}");
         assert!(passed, "{arch}: {said}");
         if arch == "gan" {

@@ -257,6 +257,10 @@ impl Trainer {
         (real, z)
     }
 
+    pub fn config(&self) -> &RunConfig {
+        &self.config
+    }
+
     pub fn generator(&self) -> &Generator {
         &self.generator
     }

@@ -3,12 +3,14 @@
 
 usage: check_parity.py DIR
 
-DIR holds what `tests/parity.rs` wrote: `g.safetensors` and `d.safetensors` (the runner's
+DIR holds what `tests/parity.rs` wrote: `g-0.safetensors` and `d-0.safetensors` (the runner's
 networks before their first step, as `runner export` writes them), `real.f32` and `z.f32` (each
 step's real batch and G's latents, raw little-endian float32, step after step), `batches.json`
-(each step's batch size) and `losses.f32` (the runner's D and G loss of each step). The report's loop runs on them: a G step (BCE of
-D(G(z)) against "real"), then a D step on the real batch and the detached fake batch (the mean of
-the two BCEs), Adam on both with the run's learning rate and betas and eps 1e-8.
+(each step's batch size), `losses.f32` (the runner's D and G loss of each step) and
+`g-N.safetensors`, `d-N.safetensors` (the networks after the last step N). The report's loop
+runs on them: a G step (BCE of D(G(z)) against "real"), then a D step on the real batch and the
+detached fake batch (the mean of the two BCEs), Adam on both with the run's learning rate and
+betas and eps 1e-8.
 
 It runs twice: in float64, the reference (the exact result, to float64's rounding), and in
 float32, the envelope: how far a correct float32 implementation strays from the exact result by
@@ -16,8 +18,10 @@ rounding alone (the two programs sum in other orders). GANs amplify rounding: th
 steps move every weight by about the learning rate whatever its gradient's size, so tiny
 gradients whose sign rounding flips move weights the full step. The runner's losses must stay
 within FACTOR times the envelope so far (and at least FLOOR) of the reference at every step;
-a real difference (Adam's eps 1e-5 instead of 1e-8, say) leaves it at the second step. Prints
-the three side by side; exits 1 when a step is out of bounds.
+a real difference (Adam's eps 1e-5 instead of 1e-8, say) leaves it at the second step. So must
+the trained networks' BatchNorm running statistics, which no loss shows (the largest
+difference over the largest value, within FACTOR times PyTorch float32's). Prints the three
+side by side; exits 1 when a step or a statistic is out of bounds.
 """
 import json
 import sys
@@ -54,8 +58,8 @@ def floats(path, shape):
 
 def train(folder, dtype):
     """The report's loop on the runner's inputs, in `dtype`; each step's (D loss, G loss)."""
-    g, metadata = module(folder / "g.safetensors")
-    d, _ = module(folder / "d.safetensors")
+    g, metadata = module(folder / "g-0.safetensors")
+    d, _ = module(folder / "d-0.safetensors")
     g, d = g.to(dtype), d.to(dtype)
     config = json.loads(metadata["ganrunner.config"])
     train = config["train"]
@@ -81,18 +85,28 @@ def train(folder, dtype):
         d_loss.backward()
         opt_d.step()
         losses.append((d_loss.item(), g_loss.item()))
-    return metadata["ganrunner.arch"], losses
+    return metadata["ganrunner.arch"], losses, {"g": g.state_dict(), "d": d.state_dict()}
 
 
 def deviation(losses, reference):
     return max(abs(a - b) / abs(b) for a, b in zip(losses, reference))
 
 
+def trained_tensors(folder, steps):
+    """The runner's trained networks' float tensors, by network and name."""
+    return {net: load_safetensors(folder / f"{net}-{steps}.safetensors")[0] for net in ("g", "d")}
+
+
+def tensor_deviation(tensor, reference):
+    reference = reference.double()
+    return ((tensor.double() - reference).abs().max() / reference.abs().max().clamp_min(1e-12)).item()
+
+
 def main():
     folder = Path(sys.argv[1])
     runner = floats(folder / "losses.f32", (-1, 2)).tolist()
-    arch, exact = train(folder, torch.float64)
-    _, single = train(folder, torch.float32)
+    arch, exact, exact_state = train(folder, torch.float64)
+    _, single, single_state = train(folder, torch.float32)
     print(f"{arch}: step, D loss and G loss of the runner, PyTorch float32 and float64; "
           "the relative difference to float64 of the runner, of PyTorch float32, and the bound")
     envelope, failed = 0.0, False
@@ -104,7 +118,32 @@ def main():
         print(f"{step:4d}  D {ours[0]:.6f} {theirs[0]:.6f} {reference[0]:.6f}  "
               f"G {ours[1]:.6f} {theirs[1]:.6f} {reference[1]:.6f}  "
               f"{off:.1e} {envelope:.1e} {bound:.1e}{'  FAIL' if off > bound else ''}")
-    print(f"{arch}: {len(runner)} steps, {'FAILED' if failed else 'within the bound at every step'}")
+    # BatchNorm's running statistics show in no loss: they are checked here. The weights'
+    # training is what the losses check; their largest difference is shown. (Adam moves a
+    # weight whose gradient is near zero by a share of the learning rate that rounding decides,
+    # so single weights differ by up to about 1e-4 here while the losses agree to 1e-7.)
+    print(f"{arch}: after step {len(runner)}, the difference to float64 of the runner's tensors "
+          "(the largest relative to the tensor's largest value; the bound for running statistics):")
+    statistics, weights = [], []
+    for net, tensors in trained_tensors(folder, len(runner)).items():
+        for name, tensor in tensors.items():
+            if not tensor.is_floating_point():
+                continue  # num_batches_tracked: the runner writes 0
+            reference = exact_state[net][name]
+            off = tensor_deviation(tensor, reference)
+            if name.endswith(("running_mean", "running_var")):
+                bound = max(FACTOR * tensor_deviation(single_state[net][name], reference), FLOOR)
+                statistics.append((off > bound, off, f"{net}.{name}", bound))
+            else:
+                weights.append((off, f"{net}.{name}"))
+    statistics.sort(reverse=True)
+    for out, off, name, bound in statistics[: max(1, sum(row[0] for row in statistics))]:
+        failed |= out
+        print(f"      running statistics: {name} {off:.1e} (bound {bound:.1e}){'  FAIL' if out else ''}")
+    if weights:
+        off, name = max(weights)
+        print(f"      weights: {name} {off:.1e}")
+    print(f"{arch}: {len(runner)} steps, {'FAILED' if failed else 'losses and running statistics within the bounds'}")
     sys.exit(1 if failed else 0)
 
 

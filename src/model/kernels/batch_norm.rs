@@ -3,8 +3,8 @@
 //! NCHW memory. burn's default computes the statistics and their gradients through
 //! channel-first copies (`swap_dims` + `reshape`) and about a dozen elementwise tensors.
 //!
-//! Statistics are accumulated in f64 per channel; the variance is the biased one, as burn's
-//! (which is what the running statistics are updated with).
+//! Statistics are accumulated in f64 per channel; the variance that normalizes is the biased
+//! one (as PyTorch's and burn's), the running variance takes the unbiased one (PyTorch's).
 
 use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -43,21 +43,35 @@ pub trait FusedBatchNorm: burn::backend::Backend {
 
 /// `bn` applied to `x`, updating its running statistics when training: this op on the CPU
 /// when training, burn's otherwise.
+///
+/// The running variance is updated as PyTorch's BatchNorm updates it, with the batch's
+/// unbiased variance (burn's `BatchNorm` uses the biased one): the report's G samples in
+/// evaluation mode with PyTorch's statistics (the training step is the same either way).
 pub fn batch_norm(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
     let training = x.device().is_autodiff() && bn.training.is_enabled();
-    if !(training && crate::backend::on_cpu()) {
+    if !training {
         return bn.forward(x);
     }
-    let out = <Dispatch as FusedBatchNorm>::fused_batch_norm_train(
-        x.into_dispatch(),
-        bn.gamma.val().into_dispatch(),
-        bn.beta.val().into_dispatch(),
-        bn.epsilon,
-    );
-    let (mean, variance) = (
-        Tensor::<1>::from_dispatch(out.mean).detach(),
-        Tensor::<1>::from_dispatch(out.variance).detach(),
-    );
+    let [batch, _, height, width] = x.dims();
+    let (gamma, beta) = (bn.gamma.val(), bn.beta.val());
+    let (output, mean, variance) = if crate::backend::on_cpu() {
+        let out = <Dispatch as FusedBatchNorm>::fused_batch_norm_train(
+            x.into_dispatch(),
+            gamma.into_dispatch(),
+            beta.into_dispatch(),
+            bn.epsilon,
+        );
+        (
+            Tensor::from_dispatch(out.output),
+            Tensor::<1>::from_dispatch(out.mean).detach(),
+            Tensor::<1>::from_dispatch(out.variance).detach(),
+        )
+    } else {
+        let out = burn::tensor::module::batch_norm_train(x, gamma, beta, bn.epsilon);
+        (out.output, out.mean, out.variance)
+    };
+    let count = (batch * height * width) as f64;
+    let unbiased = variance.mul_scalar(count / (count - 1.0).max(1.0));
     // As burn's `BatchNorm::forward` in training.
     let momentum = bn.momentum;
     let device = mean.device();
@@ -71,8 +85,8 @@ pub fn batch_norm(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
     bn.running_mean
         .update(running(bn.running_mean.value_sync(), mean));
     bn.running_var
-        .update(running(bn.running_var.value_sync(), variance));
-    Tensor::from_dispatch(out.output)
+        .update(running(bn.running_var.value_sync(), unbiased));
+    output
 }
 
 /// Batch, channels and values per image and channel of an NCHW tensor.
@@ -300,9 +314,11 @@ mod tests {
     use burn::nn::BatchNormConfig;
     use burn::tensor::Distribution;
 
-    /// Output, gradients (input, gamma, beta) and running statistics equal burn's BatchNorm.
+    /// Output, gradients (input, gamma, beta) and the running mean equal burn's BatchNorm; the
+    /// running variance is updated with the unbiased batch variance (PyTorch's), not burn's
+    /// biased one.
     #[test]
-    fn matches_burns_batch_norm_in_training() {
+    fn matches_burns_batch_norm_in_training_and_pytorchs_running_variance() {
         let device = crate::backend::device().autodiff();
         let normal = Distribution::Normal(0.5, 2.0);
         for (batch, channels, side) in [(4, 3, 5), (1, 2, 3), (7, 8, 4)] {
@@ -327,12 +343,18 @@ mod tests {
                     x.grad(&grads).unwrap(),
                     grad(bn.gamma.val()),
                     grad(bn.beta.val()),
-                    stats(bn.running_mean.value()),
-                    stats(bn.running_var.value()),
+                    stats(bn.running_mean.value_sync()),
+                    stats(bn.running_var.value_sync()),
                 ]
             };
             let mine = run(&ours, &|bn, x| batch_norm(bn, x));
-            let reference = run(&theirs, &|bn, x| bn.forward(x));
+            let mut reference = run(&theirs, &|bn, x| bn.forward(x));
+            // burn's running variance is (1 - m) + m v with v biased; PyTorch's takes
+            // v n / (n - 1), n the values per channel.
+            let (m, n) = (0.2, (batch * side * side) as f64);
+            reference[5] = (reference[5].clone().sub_scalar(1.0 - m))
+                .mul_scalar(n / (n - 1.0))
+                .add_scalar(1.0 - m);
             for (name, (a, b)) in ["y", "dx", "dgamma", "dbeta", "running mean", "running var"]
                 .iter()
                 .zip(mine.into_iter().zip(reference))
