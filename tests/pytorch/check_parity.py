@@ -10,7 +10,7 @@ step's real batch and G's latents, raw little-endian float32, step after step), 
 `g-N.safetensors`, `d-N.safetensors` (the networks after the last step N). The report's loop
 runs on them: a G step (BCE of D(G(z)) against "real"), then a D step on the real batch and the
 detached fake batch (the mean of the two BCEs), Adam on both with the run's learning rate and
-betas and eps 1e-8.
+betas and eps 1e-8 (or RMSprop, alpha 0.99 and eps 1e-8, when the run used it).
 
 It runs twice: in float64, the reference (the exact result, to float64's rounding), and in
 float32, the envelope: how far a correct float32 implementation strays from the exact result by
@@ -70,8 +70,11 @@ def train(folder, dtype):
     latents = floats(folder / "z.f32", (-1, latent)).to(dtype).split(sizes)
     # The report's DCGAN ends D in a sigmoid (BCELoss); the others give logits.
     criterion = nn.BCELoss() if isinstance(d, pytorch_reference.DcganD) else nn.BCEWithLogitsLoss()
-    adam = dict(lr=train["lr"], betas=tuple(train["betas"]), eps=1e-8)
-    opt_g, opt_d = torch.optim.Adam(g.parameters(), **adam), torch.optim.Adam(d.parameters(), **adam)
+    if train["optimizer"] == "rmsprop":
+        optimizer = lambda net: torch.optim.RMSprop(net.parameters(), lr=train["lr"], alpha=0.99, eps=1e-8)
+    else:
+        optimizer = lambda net: torch.optim.Adam(net.parameters(), lr=train["lr"], betas=tuple(train["betas"]), eps=1e-8)
+    opt_g, opt_d = optimizer(g), optimizer(d)
     losses = []
     for step, batch in enumerate(sizes):
         valid, fake = torch.ones(batch, 1, dtype=dtype), torch.zeros(batch, 1, dtype=dtype)
@@ -85,7 +88,7 @@ def train(folder, dtype):
         d_loss.backward()
         opt_d.step()
         losses.append((d_loss.item(), g_loss.item()))
-    return metadata["ganrunner.arch"], losses, {"g": g.state_dict(), "d": d.state_dict()}
+    return f"{metadata['ganrunner.arch']} ({train['optimizer']})", losses, {"g": g.state_dict(), "d": d.state_dict()}
 
 
 def deviation(losses, reference):
