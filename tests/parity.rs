@@ -22,23 +22,29 @@ use ganrunner::train::Trainer;
 const STEPS: u64 = 10;
 
 /// The report's models at the report's sizes, without dropout (two programs cannot draw the
-/// same masks), with Adam; and the vanilla GAN with RMSprop, the optimizer the report
-/// discusses.
-fn report_models() -> [(ModelConfig, OptimizerKind); 4] {
+/// same masks), with Adam; the vanilla GAN with RMSprop, the optimizer the report discusses;
+/// and the DCGAN with the BatchNorm the report meant (eps 1e-5, momentum 0.2; the quickstart's).
+fn report_models() -> [(ModelConfig, OptimizerKind); 5] {
     let gan = ModelConfig::Gan(GanOptions {
         dropout: 0.0,
         ..Default::default()
     });
-    let dcgan = ModelConfig::Dcgan(DcganOptions {
+    let dcgan = DcganOptions {
         d_dropout: 0.0,
         ..Default::default()
-    });
+    };
+    let corrected = DcganOptions {
+        bn_eps: 1e-5,
+        bn_momentum: 0.2,
+        ..dcgan.clone()
+    };
     let classic = ModelConfig::DcganClassic(ClassicOptions::default());
     [
         (gan.clone(), OptimizerKind::Adam),
-        (dcgan, OptimizerKind::Adam),
+        (ModelConfig::Dcgan(dcgan), OptimizerKind::Adam),
         (classic, OptimizerKind::Adam),
         (gan, OptimizerKind::Rmsprop),
+        (ModelConfig::Dcgan(corrected), OptimizerKind::Adam),
     ]
 }
 

@@ -12,16 +12,20 @@ runs on them: a G step (BCE of D(G(z)) against "real"), then a D step on the rea
 detached fake batch (the mean of the two BCEs), Adam on both with the run's learning rate and
 betas and eps 1e-8 (or RMSprop, alpha 0.99 and eps 1e-8, when the run used it).
 
-It runs twice: in float64, the reference (the exact result, to float64's rounding), and in
-float32, the envelope: how far a correct float32 implementation strays from the exact result by
-rounding alone (the two programs sum in other orders). GANs amplify rounding: the first Adam
-steps move every weight by about the learning rate whatever its gradient's size, so tiny
-gradients whose sign rounding flips move weights the full step. The runner's losses must stay
-within FACTOR times the envelope so far (and at least FLOOR) of the reference at every step;
+It runs in float64, the reference (the exact result, to float64's rounding), and in float32,
+three times, the envelope: how far a correct float32 implementation strays from the exact
+result by rounding alone (the two programs sum in other orders), once from the runner's
+starting weights and twice from weights each moved to a neighbouring float32 value (rounding
+error of that size is what the two programs' first steps already differ by). GANs amplify
+rounding: the first Adam steps move every weight by about the learning rate whatever its
+gradient's size, so tiny gradients that rounding changes move weights by other shares of the
+step. The runner's losses must stay within FACTOR times the envelope so far (and at least
+FLOOR) of the reference at every step;
 a real difference (Adam's eps 1e-5 instead of 1e-8, say) leaves it at the second step. So must
 the trained networks' BatchNorm running statistics, which no loss shows (the largest
-difference over the largest value, within FACTOR times PyTorch float32's). Prints the three
-side by side; exits 1 when a step or a statistic is out of bounds.
+difference over the largest value, within FACTOR times PyTorch float32's furthest). Prints the
+runner's, PyTorch float32's and float64's losses side by side; exits 1 when a step or a
+statistic is out of bounds.
 """
 import json
 import sys
@@ -36,8 +40,10 @@ import pytorch_reference  # noqa: E402
 from check_export import load_safetensors  # noqa: E402
 
 # How far the runner may stray from the float64 result: FACTOR times the furthest PyTorch's own
-# float32 run strayed so far, and at least FLOOR (relative).
+# float32 runs strayed so far, and at least FLOOR (relative).
 FACTOR, FLOOR = 10.0, 1e-5
+# Seeds of the float32 runs from nudged starting weights.
+NUDGES = (1, 3)
 
 
 def module(path):
@@ -56,13 +62,33 @@ def floats(path, shape):
     return values.reshape(shape)
 
 
-def train(folder, dtype):
-    """The report's loop on the runner's inputs, in `dtype`; each step's (D loss, G loss)."""
+def nudge(net, seed):
+    """Moves every weight of `net` (float32) to a neighbouring float32 value, up or down."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in net.parameters():
+            up = torch.rand(param.shape, generator=generator) < 0.5
+            param.copy_(torch.nextafter(param, torch.where(up, torch.inf, -torch.inf)))
+
+
+def train(folder, dtype, nudge_seed=None):
+    """The report's loop on the runner's inputs, in `dtype` (its starting weights nudged one
+    float32 step with `nudge_seed`); a name for the run, each step's (D loss, G loss), and the
+    trained networks' state."""
     g, metadata = module(folder / "g-0.safetensors")
     d, _ = module(folder / "d-0.safetensors")
+    if nudge_seed is not None:
+        nudge(g, nudge_seed)
+        nudge(d, nudge_seed + 1)
     g, d = g.to(dtype), d.to(dtype)
     config = json.loads(metadata["ganrunner.config"])
     train = config["train"]
+    model = config["model"]
+    if model["arch"] == "dcgan":
+        # The BatchNorms the report built with BatchNorm2d(C, 0.8) take the run's eps and
+        # momentum (G's first keeps PyTorch's defaults, as the report's does).
+        for layer in (g.conv_blocks[3], g.conv_blocks[7], d.model[6], d.model[10], d.model[14]):
+            layer.eps, layer.momentum = model["bn_eps"], model["bn_momentum"]
     latent = int(metadata["ganrunner.latent_dim"])
     sizes = json.loads((folder / "batches.json").read_text())
     side = 28 if config["model"]["arch"] == "gan" else 32
@@ -88,7 +114,8 @@ def train(folder, dtype):
         d_loss.backward()
         opt_d.step()
         losses.append((d_loss.item(), g_loss.item()))
-    return f"{metadata['ganrunner.arch']} ({train['optimizer']})", losses, {"g": g.state_dict(), "d": d.state_dict()}
+    bn = f", BatchNorm eps {model['bn_eps']}" if model["arch"] == "dcgan" else ""
+    return f"{model['arch']} ({train['optimizer']}{bn})", losses, {"g": g.state_dict(), "d": d.state_dict()}
 
 
 def deviation(losses, reference):
@@ -109,15 +136,17 @@ def main():
     folder = Path(sys.argv[1])
     runner = floats(folder / "losses.f32", (-1, 2)).tolist()
     arch, exact, exact_state = train(folder, torch.float64)
-    _, single, single_state = train(folder, torch.float32)
+    # Plain, and from starting weights one float32 step away.
+    singles = [train(folder, torch.float32, seed)[1:] for seed in (None, *NUDGES)]
     print(f"{arch}: step, D loss and G loss of the runner, PyTorch float32 and float64; "
-          "the relative difference to float64 of the runner, of PyTorch float32, and the bound")
+          "the relative difference to float64 of the runner, the envelope, and the bound")
     envelope, failed = 0.0, False
-    for step, (ours, theirs, reference) in enumerate(zip(runner, single, exact), 1):
-        envelope = max(envelope, deviation(theirs, reference))
+    for step, (ours, reference) in enumerate(zip(runner, exact), 1):
+        envelope = max(envelope, *(deviation(losses[step - 1], reference) for losses, _ in singles))
         bound = max(FACTOR * envelope, FLOOR)
         off = deviation(ours, reference)
         failed |= off > bound
+        theirs = singles[0][0][step - 1]
         print(f"{step:4d}  D {ours[0]:.6f} {theirs[0]:.6f} {reference[0]:.6f}  "
               f"G {ours[1]:.6f} {theirs[1]:.6f} {reference[1]:.6f}  "
               f"{off:.1e} {envelope:.1e} {bound:.1e}{'  FAIL' if off > bound else ''}")
@@ -135,7 +164,8 @@ def main():
             reference = exact_state[net][name]
             off = tensor_deviation(tensor, reference)
             if name.endswith(("running_mean", "running_var")):
-                bound = max(FACTOR * tensor_deviation(single_state[net][name], reference), FLOOR)
+                spread = max(tensor_deviation(state[net][name], reference) for _, state in singles)
+                bound = max(FACTOR * spread, FLOOR)
                 statistics.append((off > bound, off, f"{net}.{name}", bound))
             else:
                 weights.append((off, f"{net}.{name}"))
