@@ -52,9 +52,14 @@ pub fn batch_norm(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
     if !training {
         return bn.forward(x);
     }
+    batch_norm_train(bn, x, crate::backend::on_cpu())
+}
+
+/// [`batch_norm`] in training, through this op (`fused`) or burn's.
+fn batch_norm_train(bn: &BatchNorm, x: Tensor<4>, fused: bool) -> Tensor<4> {
     let [batch, _, height, width] = x.dims();
     let (gamma, beta) = (bn.gamma.val(), bn.beta.val());
-    let (output, mean, variance) = if crate::backend::on_cpu() {
+    let (output, mean, variance) = if fused {
         let out = <Dispatch as FusedBatchNorm>::fused_batch_norm_train(
             x.into_dispatch(),
             gamma.into_dispatch(),
@@ -316,7 +321,9 @@ mod tests {
 
     /// Output, gradients (input, gamma, beta) and the running mean equal burn's BatchNorm; the
     /// running variance is updated with the unbiased batch variance (PyTorch's), not burn's
-    /// biased one.
+    /// biased one. The path a GPU takes (burn's op) computes the same.
+    const NAMES: [&str; 6] = ["y", "dx", "dgamma", "dbeta", "running mean", "running var"];
+
     #[test]
     fn matches_burns_batch_norm_in_training_and_pytorchs_running_variance() {
         let device = crate::backend::device().autodiff();
@@ -347,7 +354,16 @@ mod tests {
                     stats(bn.running_var.value_sync()),
                 ]
             };
-            let mine = run(&ours, &|bn, x| batch_norm(bn, x));
+            // The GPU's path (burn's op, the same update) on the CPU, and this op's.
+            let mine = run(&ours, &|bn, x| batch_norm_train(bn, x, true));
+            let unfused = run(&layer(), &|bn, x| batch_norm_train(bn, x, false));
+            for (name, (a, b)) in NAMES.iter().zip(mine.iter().cloned().zip(unfused)) {
+                let error = max_relative_error(a, b);
+                assert!(
+                    error < 1e-4,
+                    "{batch}x{channels}x{side}: unfused {name} off by {error}"
+                );
+            }
             let mut reference = run(&theirs, &|bn, x| bn.forward(x));
             // burn's running variance is (1 - m) + m v with v biased; PyTorch's takes
             // v n / (n - 1), n the values per channel.
@@ -355,10 +371,7 @@ mod tests {
             reference[5] = (reference[5].clone().sub_scalar(1.0 - m))
                 .mul_scalar(n / (n - 1.0))
                 .add_scalar(1.0 - m);
-            for (name, (a, b)) in ["y", "dx", "dgamma", "dbeta", "running mean", "running var"]
-                .iter()
-                .zip(mine.into_iter().zip(reference))
-            {
+            for (name, (a, b)) in NAMES.iter().zip(mine.into_iter().zip(reference)) {
                 let error = max_relative_error(a, b);
                 assert!(
                     error < 1e-4,
