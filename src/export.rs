@@ -265,9 +265,10 @@ fn discriminator_in(dir: &Path) -> Result<(Discriminator, RunConfig, u64)> {
     let (_, template) =
         (config.model).build(&mut rng_for(config.train.seed, Stream::Init, 0), &device);
     let d = opened.discriminator(template)?;
-    let d = match config.model.spectral_norm() {
-        true => opened.spectral(&d)?.apply(&d),
-        false => d,
+    let d = if config.model.spectral_norm() {
+        opened.spectral(&d)?.apply(&d)
+    } else {
+        d
     };
     Ok((d, config, opened.meta.step))
 }
