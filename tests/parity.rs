@@ -17,8 +17,8 @@ use ganrunner::model::{ClassicOptions, DcganOptions, GanOptions, ModelConfig};
 use ganrunner::spec::OptimizerKind;
 use ganrunner::train::Trainer;
 
-/// Steps compared: enough for Adam's moments and BatchNorm's statistics to matter, few enough
-/// that float rounding (the two programs sum in other orders) stays far below the tolerance.
+/// Steps compared: enough for Adam's moments and BatchNorm's running statistics to matter,
+/// and for the fast-learning models to show how much their training amplifies rounding.
 const STEPS: u64 = 10;
 
 /// The report's models at the report's sizes, without dropout (two programs cannot draw the
