@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer, RmsPropConfig};
 use burn::prelude::*;
-use rand::rngs::StdRng;
 
 use super::batches::Batches;
 use super::checkpoint::{self, CheckpointMeta, TrainingState};
@@ -113,6 +112,8 @@ pub struct Trainer {
     batches: Batches,
     /// Steps of the whole run (for learning-rate schedules).
     total_steps: u64,
+    /// Each D step's real batch and latents, when asked to keep them.
+    recorded: Option<Vec<(Tensor<4>, Tensor<2>)>>,
 }
 
 impl Trainer {
@@ -146,6 +147,7 @@ impl Trainer {
             discriminator_optim: optimizer(&config.train),
             batches,
             total_steps,
+            recorded: None,
         }
     }
 
@@ -155,14 +157,21 @@ impl Trainer {
         if let Some(norm) = &mut self.spectral {
             norm.iterate(&self.discriminator);
         }
-        let (mut rng, real, labels, z) = self.draw(step);
         let train = &self.config.train;
         let (g_lr, d_lr) = train.learning_rates(step, self.total_steps);
         let loss = train.loss;
         let d_steps = train.d_steps as u64;
         let latent_dim = self.config.model.latent_dim();
+        let mut rng = rng_for(train.seed, Stream::Step, step);
         let first_batch = (step - 1) * d_steps;
+
         let model = &self.config.model;
+        let (real, labels) = real_batch(&mut self.batches, first_batch, model, &self.device);
+        let n = real.dims()[0];
+        let z = latents(&mut rng, n, latent_dim, &self.device);
+        if let Some(recorded) = &mut self.recorded {
+            recorded.push((real.clone(), z.clone()));
+        }
         let fake = self.generator.forward(z, labels.as_ref(), Some(&mut rng));
         // G's loss needs D's input gradient only: with D's weights as constants the backward
         // pass skips D's weight gradients (PyTorch's loop computes them and throws them away).
@@ -193,6 +202,9 @@ impl Trainer {
                 (real, labels) =
                     real_batch(&mut self.batches, first_batch + k, model, &self.device);
                 let z = latents(&mut rng, real.dims()[0], latent_dim, &self.device);
+                if let Some(recorded) = &mut self.recorded {
+                    recorded.push((real.clone(), z.clone()));
+                }
                 fake = self
                     .generator
                     .forward(z, labels.as_ref(), Some(&mut rng))
@@ -238,23 +250,19 @@ impl Trainer {
         })
     }
 
-    /// What step `step` starts from: its random generator, after it drew the G step's
-    /// latents `z`, the real batch and its one-hot labels (conditional models), and `z`.
-    fn draw(&mut self, step: u64) -> (StdRng, Tensor<4>, Option<Tensor<2>>, Tensor<2>) {
-        let train = &self.config.train;
-        let mut rng = rng_for(train.seed, Stream::Step, step);
-        let first_batch = (step - 1) * train.d_steps as u64;
-        let model = &self.config.model;
-        let (real, labels) = real_batch(&mut self.batches, first_batch, model, &self.device);
-        let z = latents(&mut rng, real.dims()[0], model.latent_dim(), &self.device);
-        (rng, real, labels, z)
+    /// From now on, keeps each D step's real batch and latents (the G step's are the first D
+    /// step's), for another implementation of the step to take the same inputs.
+    pub fn record_inputs(&mut self) {
+        self.recorded = Some(Vec::new());
     }
 
-    /// The real batch and G's latents of step `step` (its first D step's): what the same
-    /// step of another implementation needs to compute the same losses.
-    pub fn inputs(&mut self, step: u64) -> (Tensor<4>, Tensor<2>) {
-        let (_, real, _, z) = self.draw(step);
-        (real, z)
+    /// The real batches and latents kept since the last call (see [`Trainer::record_inputs`]),
+    /// one pair per D step.
+    pub fn take_inputs(&mut self) -> Vec<(Tensor<4>, Tensor<2>)> {
+        self.recorded
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     pub fn config(&self) -> &RunConfig {

@@ -5,12 +5,14 @@ usage: check_parity.py DIR
 
 DIR holds what `tests/parity.rs` wrote: `g-0.safetensors` and `d-0.safetensors` (the runner's
 networks before their first step, as `runner export` writes them), `real.f32` and `z.f32` (each
-step's real batch and G's latents, raw little-endian float32, step after step), `batches.json`
-(each step's batch size), `losses.f32` (the runner's D and G loss of each step) and
-`g-N.safetensors`, `d-N.safetensors` (the networks after the last step N). The report's loop
-runs on them: a G step (BCE of D(G(z)) against "real"), then a D step on the real batch and the
-detached fake batch (the mean of the two BCEs), Adam on both with the run's learning rate and
-betas and eps 1e-8 (or RMSprop, alpha 0.99 and eps 1e-8, when the run used it).
+D step's real batch and latents, raw little-endian float32, one after the other; a step's G
+step takes its first D step's latents), `batches.json` (each D step's batch size), `losses.f32`
+(the runner's D and G loss of each step, D's of its last D step) and `g-N.safetensors`,
+`d-N.safetensors` (the networks after the last step N). The report's loop runs on them: a G
+step (BCE of D(G(z)) against "real"), then `d_steps` D steps (the mean of the BCEs of a real
+batch against "real" and of detached fakes against "fake": the G step's fakes first, then
+fresh ones), Adam on both with the run's learning rate and betas and eps 1e-8 (or RMSprop,
+alpha 0.99 and eps 1e-8, when the run used it).
 
 It runs in float64, the reference (the exact result, to float64's rounding), and in float32,
 three times, the envelope: how far a correct float32 implementation strays from the exact
@@ -20,12 +22,11 @@ error of that size is what the two programs' first steps already differ by). GAN
 rounding: the first Adam steps move every weight by about the learning rate whatever its
 gradient's size, so tiny gradients that rounding changes move weights by other shares of the
 step. The runner's losses must stay within FACTOR times the envelope so far (and at least
-FLOOR) of the reference at every step;
-a real difference (Adam's eps 1e-5 instead of 1e-8, say) leaves it at the second step. So must
-the trained networks' BatchNorm running statistics, which no loss shows (the largest
-difference over the largest value, within FACTOR times PyTorch float32's furthest). Prints the
-runner's, PyTorch float32's and float64's losses side by side; exits 1 when a step or a
-statistic is out of bounds.
+FLOOR) of the reference at every step; a real difference (Adam's eps 1e-5 instead of 1e-8,
+say) leaves it at the second step. So must the trained networks' BatchNorm running
+statistics, which no loss shows (the largest difference over the largest value, within FACTOR
+times PyTorch float32's furthest). Prints the runner's, PyTorch float32's and float64's losses
+side by side; exits 1 when a step or a statistic is out of bounds.
 """
 import json
 import sys
@@ -101,21 +102,30 @@ def train(folder, dtype, nudge_seed=None):
     else:
         optimizer = lambda net: torch.optim.Adam(net.parameters(), lr=train["lr"], betas=tuple(train["betas"]), eps=1e-8)
     opt_g, opt_d = optimizer(g), optimizer(d)
-    losses = []
-    for step, batch in enumerate(sizes):
-        valid, fake = torch.ones(batch, 1, dtype=dtype), torch.zeros(batch, 1, dtype=dtype)
+    labels = lambda value, like: torch.full((like.shape[0], 1), value, dtype=dtype)
+    d_steps, losses = train["d_steps"], []
+    for first in range(0, len(sizes), d_steps):
         opt_g.zero_grad()
-        generated = g(latents[step])
-        g_loss = criterion(d(generated), valid)
+        generated = g(latents[first])
+        g_loss = criterion(d(generated), labels(1.0, generated))
         g_loss.backward()
         opt_g.step()
-        opt_d.zero_grad()
-        d_loss = (criterion(d(real_batches[step]), valid) + criterion(d(generated.detach()), fake)) / 2
-        d_loss.backward()
-        opt_d.step()
+        # The first D step judges the G step's fakes; each further one a fresh real batch and
+        # fakes from fresh latents (G in training mode, as the runner draws them).
+        fake = generated.detach()
+        for k in range(first, first + d_steps):
+            if k > first:
+                fake = g(latents[k]).detach()
+            opt_d.zero_grad()
+            real = real_batches[k]
+            d_loss = (criterion(d(real), labels(1.0, real)) + criterion(d(fake), labels(0.0, fake))) / 2
+            d_loss.backward()
+            opt_d.step()
         losses.append((d_loss.item(), g_loss.item()))
     bn = f", BatchNorm eps {model['bn_eps']}" if model["arch"] == "dcgan" else ""
-    return f"{model['arch']} ({train['optimizer']}{bn})", losses, {"g": g.state_dict(), "d": d.state_dict()}
+    steps = f", {d_steps} D steps" if d_steps > 1 else ""
+    name = f"{model['arch']} ({train['optimizer']}{bn}{steps})"
+    return name, losses, {"g": g.state_dict(), "d": d.state_dict()}
 
 
 def deviation(losses, reference):
