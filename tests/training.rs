@@ -146,9 +146,14 @@ impl Observer for StopAt {
 
 #[test]
 fn resuming_from_a_checkpoint_equals_an_uninterrupted_run() {
-    for model in tiny_models() {
-        let arch = model.arch();
+    // With and without the moving average of G (which samples when kept).
+    for (model, g_ema) in tiny_models()
+        .into_iter()
+        .flat_map(|m| [(m.clone(), 0.0), (m, 0.9)])
+    {
+        let arch = format!("{} g_ema {g_ema}", model.arch());
         let mut config = tiny_run(model, 10);
+        config.train.g_ema = g_ema;
         // No sample at the step the run stops: nothing but the checkpoint itself settles
         // BatchNorm's running statistics there (burn keeps a forward's update pending).
         config.log.sample_every = 10;
