@@ -18,7 +18,7 @@ use burn::tensor::Tensor;
 use safetensors::{Dtype, tensor::TensorView};
 
 use crate::generate::{load_generator, load_latest};
-use crate::model::{Discriminator, Generator, ModelConfig, snapshot};
+use crate::model::{Discriminator, Generator, ModelConfig};
 use crate::spec::RunConfig;
 use crate::train::checkpoint;
 use crate::train::rng::{Stream, rng_for};
@@ -207,8 +207,8 @@ fn torch_module(model: &ModelConfig, net: Net) -> &'static str {
 fn torch_weights(network: Network, model: &ModelConfig) -> Result<BTreeMap<String, Weight>> {
     let mut collector = Collector::default();
     match network {
-        Network::G(g) => snapshot(g).visit(&mut collector),
-        Network::D(d) => snapshot(d).visit(&mut collector),
+        Network::G(g) => g.visit(&mut collector),
+        Network::D(d) => d.visit(&mut collector),
     }
     let net = network.net();
     let mut out = BTreeMap::new();

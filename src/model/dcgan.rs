@@ -83,8 +83,8 @@ fn upsample_conv3_bn(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
     }
     let weight = conv.weight.val();
     let c_out = weight.dims()[0];
-    let scale = bn.gamma.val() / (bn.running_var.value_sync() + bn.epsilon).sqrt();
-    let shift = bn.beta.val() - bn.running_mean.value_sync() * scale.clone();
+    let scale = bn.gamma.val() / (bn.running_var.value() + bn.epsilon).sqrt();
+    let shift = bn.beta.val() - bn.running_mean.value() * scale.clone();
     let bias = match &conv.bias {
         Some(b) => b.val() * scale.clone() + shift,
         None => shift,

@@ -326,15 +326,6 @@ impl ModelConfig {
     }
 }
 
-/// `module` as it is to be saved or exported, its BatchNorm running statistics up to date. burn
-/// keeps each forward's update of them pending until the module is read through `valid()`; a
-/// record or a visit of the module itself would miss the last one (a checkpoint would lose
-/// it, and a run resumed from that checkpoint would sample and score with other statistics
-/// than the run that never stopped).
-pub fn snapshot<M: burn::module::Module>(module: &M) -> M {
-    module.valid()
-}
-
 /// A generator: latent `[B, latent_dim]` (and one-hot labels `[B, CLASSES]` when
 /// conditional) -> images `[B, 1, side, side]` in [-1, 1].
 #[derive(Module, Debug)]

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::fetch::md5_hex;
 use crate::fsutil::temp_sibling;
-use crate::model::{Discriminator, Generator, snapshot};
+use crate::model::{Discriminator, Generator};
 use crate::spec::RunConfig;
 
 const META: &str = "checkpoint.json";
@@ -126,11 +126,11 @@ fn save_to(
         let mut files: Vec<(&str, Vec<u8>)> = vec![
             (
                 GENERATOR,
-                module_bytes(snapshot(state.generator).into_record())?.to_vec(),
+                module_bytes(state.generator.clone().into_record())?.to_vec(),
             ),
             (
                 DISCRIMINATOR,
-                module_bytes(snapshot(state.discriminator).into_record())?.to_vec(),
+                module_bytes(state.discriminator.clone().into_record())?.to_vec(),
             ),
             (
                 GENERATOR_OPTIM,
@@ -147,7 +147,7 @@ fn save_to(
         if let Some(average) = state.generator_ema {
             files.push((
                 GENERATOR_EMA,
-                module_bytes(snapshot(average).into_record())?.to_vec(),
+                module_bytes(average.clone().into_record())?.to_vec(),
             ));
         }
         let mut meta = meta.clone();

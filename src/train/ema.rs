@@ -7,7 +7,7 @@
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::prelude::*;
 
-use crate::model::{Generator, snapshot};
+use crate::model::Generator;
 
 /// Every float tensor of a module, flattened, in visiting order.
 struct Collect(Vec<Tensor<1>>);
@@ -43,8 +43,7 @@ impl<I: Iterator<Item = Tensor<1>>> ModuleMapper for Blend<I> {
 /// The average after one more G step: `decay * average + (1 - decay) * generator`.
 pub fn update(average: Generator, generator: &Generator, decay: f64) -> Generator {
     let mut current = Collect(Vec::new());
-    // With the running statistics of G's latest forward, not the one before.
-    snapshot(generator).visit(&mut current);
+    generator.visit(&mut current);
     average.map(&mut Blend {
         decay,
         current: current.0.into_iter(),

@@ -13,6 +13,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{AutodiffBackend, Dispatch, ExtensionType, Flex, backend_extension};
+use burn::module::RunningState;
 use burn::nn::BatchNorm;
 use burn::prelude::*;
 use burn_flex::FlexTensor;
@@ -77,20 +78,23 @@ fn batch_norm_train(bn: &BatchNorm, x: Tensor<4>, fused: bool) -> Tensor<4> {
     };
     let count = (batch * height * width) as f64;
     let unbiased = variance.mul_scalar(count / (count - 1.0).max(1.0));
-    // As burn's `BatchNorm::forward` in training.
+    // As burn's `BatchNorm::forward` in training, and settled at once: burn keeps an update
+    // pending until the state is read with `value_sync()` (or the module through `valid()`),
+    // and a checkpoint's record, an export or the moving average of G, which read the module
+    // as it is, would miss the latest one (a run resumed from that checkpoint would sample
+    // and score with other statistics than the run that never stopped).
     let momentum = bn.momentum;
     let device = mean.device();
-    let running = |state: Tensor<1>, batch: Tensor<1>| {
-        state
-            .to_device(&device)
+    let update = |state: &RunningState<Tensor<1>>, batch: Tensor<1>| {
+        let running = (state.value_sync().to_device(&device))
             .mul_scalar(1.0 - momentum)
             .add(batch.mul_scalar(momentum))
-            .detach()
+            .detach();
+        state.update(running);
+        state.value_sync();
     };
-    bn.running_mean
-        .update(running(bn.running_mean.value_sync(), mean));
-    bn.running_var
-        .update(running(bn.running_var.value_sync(), unbiased));
+    update(&bn.running_mean, mean);
+    update(&bn.running_var, unbiased);
     output
 }
 
@@ -319,11 +323,11 @@ mod tests {
     use burn::nn::BatchNormConfig;
     use burn::tensor::Distribution;
 
+    const NAMES: [&str; 6] = ["y", "dx", "dgamma", "dbeta", "running mean", "running var"];
+
     /// Output, gradients (input, gamma, beta) and the running mean equal burn's BatchNorm; the
     /// running variance is updated with the unbiased batch variance (PyTorch's), not burn's
     /// biased one. The path a GPU takes (burn's op) computes the same.
-    const NAMES: [&str; 6] = ["y", "dx", "dgamma", "dbeta", "running mean", "running var"];
-
     #[test]
     fn matches_burns_batch_norm_in_training_and_pytorchs_running_variance() {
         let device = crate::backend::device().autodiff();
