@@ -316,11 +316,7 @@ pub fn fidelity(real: &RealManifold, fake: &FeatureSet) -> Fidelity {
     // (gathered over the blocks), is it in some generated ball and how near is the nearest.
     let blocks = fake.fold_distances(
         &real.features,
-        || Tally {
-            recalled: vec![false; n],
-            nearest: vec![f32::INFINITY; n],
-            ..Tally::default()
-        },
+        || Tally::new(n),
         |tally, j, d| {
             let (mut in_pr, mut in_dc, radius) = (false, 0, fake_radii[j]);
             let real_radii = real.pr_radii.iter().zip(&real.dc_radii);
@@ -335,32 +331,20 @@ pub fn fidelity(real: &RealManifold, fake: &FeatureSet) -> Fidelity {
             tally.in_balls += in_dc;
         },
     );
-    let (mut recalled, mut nearest) = (vec![false; n], vec![f32::INFINITY; n]);
-    let (mut precise, mut in_balls) = (0, 0);
-    for tally in blocks {
-        precise += tally.precise;
-        in_balls += tally.in_balls;
-        recalled
-            .iter_mut()
-            .zip(&tally.recalled)
-            .for_each(|(r, &t)| *r |= t);
-        nearest
-            .iter_mut()
-            .zip(&tally.nearest)
-            .for_each(|(m, &t)| *m = m.min(t));
-    }
-    let covered = nearest.iter().zip(&real.dc_radii).filter(|(d, r)| d <= r);
+    let total = blocks.into_iter().fold(Tally::new(n), Tally::merge);
+    let covered = (total.nearest.iter())
+        .zip(&real.dc_radii)
+        .filter(|(d, r)| d <= r);
     let (m, n) = (fake.len().max(1) as f64, n.max(1) as f64);
     Fidelity {
-        precision: precise as f64 / m,
-        density: in_balls as f64 / (DC_K as f64 * m),
-        recall: recalled.iter().filter(|&&r| r).count() as f64 / n,
+        precision: total.precise as f64 / m,
+        density: total.in_balls as f64 / (DC_K as f64 * m),
+        recall: total.recalled.iter().filter(|&&r| r).count() as f64 / n,
         coverage: covered.count() as f64 / n,
     }
 }
 
-/// What [`fidelity`] counts over one block of generated samples.
-#[derive(Default)]
+/// What [`fidelity`] counts over one block of generated samples (or, merged, over all).
 struct Tally {
     /// Generated samples inside the real manifold.
     precise: usize,
@@ -370,6 +354,31 @@ struct Tally {
     recalled: Vec<bool>,
     /// Per real sample: the squared distance to its nearest generated sample.
     nearest: Vec<f32>,
+}
+
+impl Tally {
+    /// Nothing counted yet, for `n` real samples.
+    fn new(n: usize) -> Tally {
+        Tally {
+            precise: 0,
+            in_balls: 0,
+            recalled: vec![false; n],
+            nearest: vec![f32::INFINITY; n],
+        }
+    }
+
+    /// The counts over both tallies' generated samples.
+    fn merge(mut self, other: Tally) -> Tally {
+        self.precise += other.precise;
+        self.in_balls += other.in_balls;
+        (self.recalled.iter_mut())
+            .zip(&other.recalled)
+            .for_each(|(r, &o)| *r |= o);
+        (self.nearest.iter_mut())
+            .zip(&other.nearest)
+            .for_each(|(m, &o)| *m = m.min(o));
+        self
+    }
 }
 
 #[cfg(test)]
