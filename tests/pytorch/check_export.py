@@ -6,9 +6,9 @@ usage: check_export.py WEIGHTS.safetensors INPUT.f32 EXPECTED.f32
 The module is the one the file's metadata names (`MlpG`, `DcganG`, `ClassicG`, `MlpD`,
 `DcganD`, `ClassicD` of bench/pytorch_reference.py), loaded with
 `load_state_dict(strict=True)`, in evaluation mode; the input (G: latents, D: images) and the
-runner's output for it (G: images, D: logits) are raw little-endian float32. Exits 1 when the outputs differ by more than
-1e-4. Reads safetensors with the standard library and torch alone (no numpy, no safetensors
-package needed).
+runner's output for it (G: images, D: logits) are raw little-endian float32. Exits 1 when the
+outputs differ by more than 1e-4. Reads safetensors with the standard library and torch alone
+(no numpy, no safetensors package needed).
 """
 import json
 import struct
@@ -37,20 +37,30 @@ def load_safetensors(path):
     return tensors, metadata
 
 
+def floats(path, shape=(-1,)):
+    """A raw little-endian float32 file as a tensor of `shape`."""
+    values = torch.frombuffer(bytearray(Path(path).read_bytes()), dtype=torch.float32)
+    return values.reshape(shape)
+
+
+def image_side(arch):
+    """The side of the images `arch` makes and judges."""
+    return 28 if arch == "gan" else 32
+
+
 def main():
     weights, input_path, expected_path = sys.argv[1:4]
     state, metadata = load_safetensors(weights)
     module = getattr(pytorch_reference, metadata["ganrunner.module"])()
     module.load_state_dict(state, strict=True)
     module.eval()
-    raw = torch.frombuffer(bytearray(Path(input_path).read_bytes()), dtype=torch.float32)
-    expected = torch.frombuffer(bytearray(Path(expected_path).read_bytes()), dtype=torch.float32)
+    expected = floats(expected_path)
     with torch.no_grad():
         if metadata["ganrunner.net"] == "generator":
-            got = module(raw.reshape(-1, int(metadata["ganrunner.latent_dim"])))
+            got = module(floats(input_path, (-1, int(metadata["ganrunner.latent_dim"]))))
         else:
-            side = 28 if metadata["ganrunner.arch"] == "gan" else 32
-            images = raw.reshape(-1, 1, side, side)
+            side = image_side(metadata["ganrunner.arch"])
+            images = floats(input_path, (-1, 1, side, side))
             if isinstance(module, pytorch_reference.DcganD):
                 # The runner's D gives logits: the report's DcganD without its final sigmoid.
                 got = module.adv_layer[0](module.model(images).flatten(1))

@@ -38,7 +38,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pytorch_reference  # noqa: E402
-from check_export import load_safetensors  # noqa: E402
+from check_export import floats, image_side, load_safetensors  # noqa: E402
 
 # How far the runner may stray from the float64 result: FACTOR times the furthest PyTorch's own
 # float32 runs strayed so far, and at least FLOOR (relative).
@@ -56,11 +56,6 @@ def module(path):
         if isinstance(layer, (nn.Dropout, nn.Dropout2d)):
             layer.p = 0.0
     return net.train(), metadata
-
-
-def floats(path, shape):
-    values = torch.frombuffer(bytearray(Path(path).read_bytes()), dtype=torch.float32)
-    return values.reshape(shape)
 
 
 def nudge(net, seed):
@@ -92,7 +87,7 @@ def train(folder, dtype, nudge_seed=None):
             layer.eps, layer.momentum = model["bn_eps"], model["bn_momentum"]
     latent = int(metadata["ganrunner.latent_dim"])
     sizes = json.loads((folder / "batches.json").read_text())
-    side = 28 if config["model"]["arch"] == "gan" else 32
+    side = image_side(model["arch"])
     real_batches = floats(folder / "real.f32", (-1, 1, side, side)).to(dtype).split(sizes)
     latents = floats(folder / "z.f32", (-1, latent)).to(dtype).split(sizes)
     # The report's DCGAN ends D in a sigmoid (BCELoss); the others give logits.
