@@ -154,8 +154,9 @@ fn resuming_from_a_checkpoint_equals_an_uninterrupted_run() {
         let arch = format!("{} g_ema {g_ema}", model.arch());
         let mut config = tiny_run(model, 10);
         config.train.g_ema = g_ema;
-        // No sample at the step the run stops: nothing but the checkpoint itself settles
-        // BatchNorm's running statistics there (burn keeps a forward's update pending).
+        // No sample at the step the run stops: a sample reads G through `valid()`, which
+        // settles BatchNorm's pending running statistics, and would hide a checkpoint that
+        // does not (burn keeps a forward's update pending).
         config.log.sample_every = 10;
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         train::train(&config, a.path(), &mut ()).unwrap();
@@ -186,7 +187,7 @@ fn resuming_from_a_checkpoint_equals_an_uninterrupted_run() {
     }
 }
 
-/// The float tensors of `net` of the run in `run_dir` (its latest checkpoint) by name.
+/// The tensors of `net` of the run in `run_dir` (its latest checkpoint), by name.
 fn tensors(run_dir: &std::path::Path, net: Net) -> Vec<(String, Vec<u8>)> {
     let out = run_dir.join(format!("{net:?}.safetensors"));
     ganrunner::export::export(run_dir, net, false, &out).unwrap();
