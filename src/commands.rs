@@ -86,6 +86,7 @@ pub fn train(
         Path::new("results").join(&spec.name).join(dir)
     });
     train::refuse_foreign_dir(&run_dir)?;
+    train::refuse_inside_run_dir(&run_dir)?;
     let mut progress = ProgressObserver::new(&spec.name, interrupt_flag());
     let outcome = train::train(&config, &run_dir, &mut progress);
     progress.finish();
@@ -165,6 +166,9 @@ pub fn sweep(req: SweepRequest) -> Result<()> {
         );
     }
     let spec = Spec::load_with(req.spec, req.overrides)?;
+    // Its runs' directories and its database, nested in another run's, would go with it.
+    train::refuse_inside_run_dir(&req.results.join(&spec.name))?;
+    train::refuse_inside_run_dir(req.db)?;
     let stop = interrupt_flag();
     if !req.dry_run {
         // A database that cannot be written fails the sweep before it announces a report.

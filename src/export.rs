@@ -234,6 +234,7 @@ pub fn export(checkpoint: &Path, net: Net, raw: bool, out: &Path) -> Result<Expo
         "{}: the weights are written as safetensors; use a name ending in .safetensors",
         out.display()
     );
+    crate::train::refuse_run_entry(out)?;
     match net {
         Net::G => {
             let loaded = load_generator(checkpoint, raw)?;

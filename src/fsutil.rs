@@ -30,6 +30,32 @@ pub fn write_atomic_with(
     result
 }
 
+/// Where `path` is or would be: its deepest existing ancestor with symlinks followed, and the
+/// rest of it with `.` and `..` taken as the directories that creating it would make.
+pub fn resolve_path(path: &Path) -> std::io::Result<PathBuf> {
+    use std::path::Component;
+    let absolute = std::path::absolute(path)?;
+    let components: Vec<Component> = absolute.components().collect();
+    for existing in (1..=components.len()).rev() {
+        let Ok(mut resolved) =
+            std::fs::canonicalize(components[..existing].iter().collect::<PathBuf>())
+        else {
+            continue;
+        };
+        for component in &components[existing..] {
+            match component {
+                Component::ParentDir => {
+                    resolved.pop();
+                }
+                Component::Normal(name) => resolved.push(name),
+                _ => {}
+            }
+        }
+        return Ok(resolved);
+    }
+    Ok(absolute)
+}
+
 /// The file a run directory's lock is taken on; every training attempt creates it first.
 pub const LOCK_FILE: &str = ".lock";
 

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use rand::rngs::StdRng;
 
+use crate::data::Split;
 use crate::images::ImageBatch;
 use crate::model::{CLASSES, Generator};
 use crate::train::checkpoint;
@@ -105,6 +106,19 @@ pub struct Nearness {
     pub test_count: usize,
 }
 
+/// Refuses to write generated digits over a data set's own file (`train-images-idx3-ubyte`
+/// and the like): runs trained on it would then train on samples.
+fn refuse_data_set_file(out: &Path) -> anyhow::Result<()> {
+    let standard = Split::ALL.iter().flat_map(|split| split.file_names());
+    let name = out.file_name().unwrap_or_default();
+    anyhow::ensure!(
+        !(out.exists() && standard.into_iter().any(|file| name == file.as_str())),
+        "{}: is a data set's file; generated digits would replace it (name the output otherwise)",
+        out.display()
+    );
+    Ok(())
+}
+
 /// Draws samples into `out` (`.png` grid, `.npy` or IDX; the raw formats are resized back to
 /// 28x28) from the average of G's weights when the run kept one, unless `draw.raw`. A
 /// conditional model without `draw.class` draws the classes in turn (one grid column, or one
@@ -118,6 +132,8 @@ pub fn generate(checkpoint_path: &Path, draw: Draw<'_>, out: &Path) -> anyhow::R
         arrangement,
     } = draw;
     anyhow::ensure!(n > 0, "--n must be at least 1");
+    crate::train::refuse_run_entry(out)?;
+    refuse_data_set_file(out)?;
     let is_grid = out.extension().is_some_and(|e| e == "png");
     let per_row = match arrangement {
         Arrangement::Samples => 1,

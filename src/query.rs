@@ -373,13 +373,8 @@ pub fn run_dirs(db: &Path) -> Result<Vec<(String, std::path::PathBuf)>> {
     runs.rows
         .iter()
         .filter_map(|row| Some((row[0].as_str()?, row[1].as_str()?)))
-        .map(|(id, dir)| Ok((id.to_string(), resolve_path(Path::new(dir))?)))
+        .map(|(id, dir)| Ok((id.to_string(), crate::fsutil::resolve_path(Path::new(dir))?)))
         .collect()
-}
-
-/// `path` with symlinks followed when it exists, else made absolute.
-pub fn resolve_path(path: &Path) -> std::io::Result<std::path::PathBuf> {
-    std::fs::canonicalize(path).or_else(|_| std::path::absolute(path))
 }
 
 /// A LIKE pattern matching strings that start with `prefix` literally.

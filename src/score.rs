@@ -180,7 +180,7 @@ fn unlike_logged(
             config.train.seed
         ));
     }
-    let resolved = |p: &Path| crate::query::resolve_path(p).unwrap_or_else(|_| p.to_path_buf());
+    let resolved = |p: &Path| crate::fsutil::resolve_path(p).unwrap_or_else(|_| p.to_path_buf());
     let run_data = config.data.resolved_dir();
     match data_dir {
         Some(dir) if resolved(dir) != resolved(&run_data) => Some(format!(

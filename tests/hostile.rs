@@ -658,6 +658,114 @@ fn a_generator_with_broken_weights_writes_nothing() {
 }
 
 #[test]
+fn outputs_never_land_in_a_run_directory_or_on_the_data() {
+    // `generate --out results/<exp>/<id>/samples/step-00000000.png` replaced the run's grid.
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), "kept", 10, "[0]");
+    sweep(dir.path(), &spec, &[]).success();
+    let conn = db(dir.path());
+    let (id, run_dir): (String, String) = conn
+        .query_row("SELECT id, run_dir FROM runs", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    let run_dir = dir.path().join(run_dir);
+    let files_of = |dir: &Path| -> Vec<(PathBuf, Vec<u8>)> {
+        let mut files: Vec<_> = walkdir(dir)
+            .into_iter()
+            .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
+            .collect();
+        files.sort();
+        files
+    };
+    let before = files_of(&run_dir);
+    std::os::unix::fs::symlink(&run_dir, dir.path().join("link")).unwrap();
+    let grid = "samples/step-00000000.png";
+    let run = run_dir.strip_prefix(dir.path()).unwrap();
+    for out in [
+        run.join(grid),
+        run.join("samples/new.png"),
+        run.join("config.toml.png"),
+        run.join("made/../samples/x.npy"),
+        run.join(".lock.npy"),
+        Path::new("link").join(grid),
+    ] {
+        let refused = !out.ends_with("config.toml.png");
+        let assert = runner()
+            .current_dir(dir.path())
+            .args(["generate", "--n", "4", "--checkpoint", &id, "--out"])
+            .arg(&out)
+            .assert();
+        if refused {
+            assert
+                .code(1)
+                .stderr(predicate::str::contains("is the run's own"));
+        } else {
+            std::fs::remove_file(dir.path().join(&out)).unwrap();
+        }
+    }
+    runner()
+        .current_dir(dir.path())
+        .args(["export", "--checkpoint", &id, "--out"])
+        .arg(run.join("checkpoints/g.safetensors"))
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("is the run's own"));
+    let inner = run.join("inner").display().to_string();
+    for flag in ["--results", "--db"] {
+        sweep(dir.path(), &spec, &[flag, &inner])
+            .code(1)
+            .stderr(predicate::str::contains("lies inside the run directory"));
+    }
+    train(dir.path(), &spec, &fixture_dir(), &["--out", &inner])
+        .code(1)
+        .stderr(predicate::str::contains("lies inside the run directory"));
+    assert_eq!(files_of(&run_dir), before, "the run's files changed");
+    // Beside the run directory is fine.
+    runner()
+        .current_dir(dir.path())
+        .args([
+            "generate",
+            "--n",
+            "4",
+            "--checkpoint",
+            &id,
+            "--out",
+            "beside.png",
+        ])
+        .assert()
+        .success();
+    // A data set's images are not replaced by samples.
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let images = data.join("train-images-idx3-ubyte");
+    std::fs::write(&images, b"digits").unwrap();
+    runner()
+        .args(["generate", "--n", "4", "--checkpoint"])
+        .arg(dir.path().join(run))
+        .arg("--out")
+        .arg(&images)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("is a data set's file"));
+    assert_eq!(std::fs::read(&images).unwrap(), b"digits");
+}
+
+/// Every file under `dir`, recursively.
+fn walkdir(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walkdir(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
+#[test]
 fn a_reader_that_goes_away_stops_no_run() {
     // `runner sweep ... 2>&1 | head -1`: the pipes close before the first line is written.
     // Every line after that used to panic (`failed printing to stderr`) and kill the run.

@@ -407,7 +407,7 @@ fn write_site(
 /// The site replaces `out` whole: refuse when a run directory the database knows lies inside
 /// it (or it inside one), whatever the experiment's name or `--results`.
 fn refuse_run_dirs_inside(db: &Path, out: &Path) -> Result<()> {
-    let out = crate::query::resolve_path(out)?;
+    let out = crate::fsutil::resolve_path(out)?;
     for (id, dir) in crate::query::run_dirs(db)? {
         if dir.starts_with(&out) || out.starts_with(&dir) {
             bail!(
