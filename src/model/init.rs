@@ -4,6 +4,8 @@
 //! depend on thread scheduling; drawing everything from a [`StdRng`] the trainer seeds
 //! per step keeps every run reproducible and every resume exact.
 
+use std::cell::RefCell;
+
 use burn::module::Param;
 use burn::nn::BatchNorm;
 use burn::prelude::*;
@@ -118,6 +120,24 @@ pub fn batch_norm(
     bn
 }
 
+thread_local! {
+    /// The masks [`dropout`] drew on this thread since [`record_dropout_masks`], in order:
+    /// instrumentation for replaying a run's step in another implementation
+    /// (`tests/parity.rs`).
+    static RECORDED_MASKS: RefCell<Option<Vec<TensorData>>> = const { RefCell::new(None) };
+}
+
+/// From now on, keeps every dropout mask drawn on this thread (see [`take_dropout_masks`]).
+pub fn record_dropout_masks() {
+    RECORDED_MASKS.with_borrow_mut(|masks| *masks.get_or_insert_with(Vec::new) = Vec::new());
+}
+
+/// The masks drawn on this thread since the last call, as drawn (each value 0 or
+/// `1 / (1 - p)`, in its mask shape); none unless [`record_dropout_masks`] was called.
+pub fn take_dropout_masks() -> Vec<TensorData> {
+    RECORDED_MASKS.with_borrow_mut(|masks| masks.as_mut().map(std::mem::take).unwrap_or_default())
+}
+
 /// Inverted dropout with a host-drawn mask of shape `mask_shape`, broadcast over `x`: a
 /// `[B, C, 1, 1]` mask is PyTorch's Dropout2d, a full-shape mask is plain Dropout.
 pub fn dropout<const D: usize>(
@@ -133,7 +153,13 @@ pub fn dropout<const D: usize>(
     let scale = (1.0 / keep) as f32;
     let n: usize = mask_shape.iter().product();
     let mask = keep_mask(rng, keep, n, scale);
-    let mask = Tensor::from_data(TensorData::new(mask, mask_shape), &x.device());
+    let mask = TensorData::new(mask, mask_shape);
+    RECORDED_MASKS.with_borrow_mut(|masks| {
+        if let Some(masks) = masks {
+            masks.push(mask.clone());
+        }
+    });
+    let mask = Tensor::from_data(mask, &x.device());
     x * mask
 }
 

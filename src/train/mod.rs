@@ -20,7 +20,7 @@ pub mod rng;
 pub mod spectral;
 mod trainer;
 
-pub use trainer::{DEFAULT_CLIP, Trainer};
+pub use trainer::{DEFAULT_CLIP, StepInputs, Trainer};
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -97,6 +97,16 @@ impl burn::module::ModuleMapper for ClipWeights {
     }
 }
 
+/// What training steps took besides the networks' weights (see [`Trainer::record_inputs`]).
+pub struct StepInputs {
+    /// One (real batch, latents) pair per D step.
+    pub batches: Vec<(Tensor<4>, Tensor<2>)>,
+    /// Every dropout mask in the order drawn: G's forward pass (its layers in order), D's on
+    /// G's fakes, then per D step D's on the real batch and on the fakes (and G's before
+    /// those, for D steps after the first), each value 0 or `1 / (1 - p)`.
+    pub dropout_masks: Vec<burn::tensor::TensorData>,
+}
+
 /// A run in progress: the models, their optimizers and the data.
 pub struct Trainer {
     config: RunConfig,
@@ -251,18 +261,21 @@ impl Trainer {
     }
 
     /// From now on, keeps each D step's real batch and latents (the G step's are the first D
-    /// step's), for another implementation of the step to take the same inputs.
+    /// step's) and every dropout mask, for another implementation of the step to take the same
+    /// inputs. The masks are kept per thread: record one trainer per thread.
     pub fn record_inputs(&mut self) {
         self.recorded = Some(Vec::new());
+        crate::model::init::record_dropout_masks();
     }
 
-    /// The real batches and latents kept since the last call (see [`Trainer::record_inputs`]),
-    /// one pair per D step.
-    pub fn take_inputs(&mut self) -> Vec<(Tensor<4>, Tensor<2>)> {
-        self.recorded
-            .as_mut()
-            .map(std::mem::take)
-            .unwrap_or_default()
+    /// What the steps since the last call took (see [`Trainer::record_inputs`]).
+    pub fn take_inputs(&mut self) -> StepInputs {
+        StepInputs {
+            batches: (self.recorded.as_mut())
+                .map(std::mem::take)
+                .unwrap_or_default(),
+            dropout_masks: crate::model::init::take_dropout_masks(),
+        }
     }
 
     pub fn config(&self) -> &RunConfig {
