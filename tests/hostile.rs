@@ -149,6 +149,12 @@ fn the_report_never_replaces_run_directories() {
     let run_dir: String = conn
         .query_row("SELECT run_dir FROM runs", [], |r| r.get(0))
         .unwrap();
+    runner()
+        .current_dir(dir.path())
+        .args(["report", "--out", &format!("{run_dir}/samples")])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("lies inside the directory of run"));
     assert!(dir.path().join(run_dir).join("checkpoints").is_dir());
     // A symlinked --out is written through, and stays a link.
     let target = dir.path().join("site");

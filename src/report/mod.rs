@@ -409,10 +409,12 @@ fn write_site(
 fn refuse_run_dirs_inside(db: &Path, out: &Path) -> Result<()> {
     let out = crate::fsutil::resolve_path(out)?;
     for (id, dir) in crate::query::run_dirs(db)? {
-        if dir.starts_with(&out) || out.starts_with(&dir) {
+        let (holds, inside) = (dir.starts_with(&out), out.starts_with(&dir));
+        if holds || inside {
+            let relation = if holds { "holds" } else { "lies inside" };
             bail!(
-                "{}: holds the directory of run {id} ({}); the report would replace it. Choose \
-                 another --out",
+                "{}: {relation} the directory of run {id} ({}); the report would replace it. \
+                 Choose another --out",
                 out.display(),
                 dir.display()
             );

@@ -73,6 +73,14 @@ fn real_batch(
     (images, conditional.then(|| one_hot(&labels, device)))
 }
 
+/// Keeps a D step's real batch and latents when `recorded` is on (see
+/// [`Trainer::record_inputs`]).
+fn record(recorded: &mut Option<Vec<(Tensor<4>, Tensor<2>)>>, real: &Tensor<4>, z: &Tensor<2>) {
+    if let Some(recorded) = recorded {
+        recorded.push((real.clone(), z.clone()));
+    }
+}
+
 /// WGAN's weight clipping when `train.clip` is not set (Arjovsky et al.).
 pub const DEFAULT_CLIP: f64 = 0.01;
 
@@ -179,9 +187,7 @@ impl Trainer {
         let (real, labels) = real_batch(&mut self.batches, first_batch, model, &self.device);
         let n = real.dims()[0];
         let z = latents(&mut rng, n, latent_dim, &self.device);
-        if let Some(recorded) = &mut self.recorded {
-            recorded.push((real.clone(), z.clone()));
-        }
+        record(&mut self.recorded, &real, &z);
         let fake = self.generator.forward(z, labels.as_ref(), Some(&mut rng));
         // G's loss needs D's input gradient only: with D's weights as constants the backward
         // pass skips D's weight gradients (PyTorch's loop computes them and throws them away).
@@ -212,9 +218,7 @@ impl Trainer {
                 (real, labels) =
                     real_batch(&mut self.batches, first_batch + k, model, &self.device);
                 let z = latents(&mut rng, real.dims()[0], latent_dim, &self.device);
-                if let Some(recorded) = &mut self.recorded {
-                    recorded.push((real.clone(), z.clone()));
-                }
+                record(&mut self.recorded, &real, &z);
                 fake = self
                     .generator
                     .forward(z, labels.as_ref(), Some(&mut rng))

@@ -17,7 +17,7 @@ use burn::backend::{Dispatch, Flex, backend_extension};
 use burn::prelude::*;
 use burn_flex::FlexTensor;
 
-use super::{tensor, values, zip_map};
+use super::{map, tensor, values, zip_map};
 
 #[backend_extension(Flex, Autodiff)]
 pub trait Activations: burn::backend::Backend {
@@ -49,7 +49,7 @@ pub fn tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 
 fn tanh_forward(x: &FlexTensor) -> FlexTensor {
     let x_values = values(x);
-    let out = zip_map(&x_values, &x_values, |v, _| fast_tanh(v));
+    let out = map(&x_values, fast_tanh);
     tensor(out, x.layout().shape().clone())
 }
 

@@ -70,6 +70,11 @@ fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32>
     out
 }
 
+/// `f(a[i])` for every index, in parallel when the slice is long.
+fn map(a: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
+    zip_map(a, a, |a, _| f(a))
+}
+
 /// The values of `t`, contiguous (copied only when they are not).
 fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
     match t.as_slice::<f32>() {
