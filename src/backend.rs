@@ -5,6 +5,7 @@
 //! asked for but missing is an error, never a silent fall back to the CPU.
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Result, bail};
 use burn::prelude::Device;
@@ -188,9 +189,19 @@ pub fn device() -> Device {
     selected().device()
 }
 
-/// Whether computation runs on the CPU (where the runner's own kernels apply).
-pub fn on_cpu() -> bool {
-    selected() == DeviceChoice::Cpu
+/// Set by [`gpu_path_on_cpu`].
+static GPU_PATH_ON_CPU: AtomicBool = AtomicBool::new(false);
+
+/// From now on (`on`), the CPU runs the model code a GPU runs: burn's operations instead of
+/// the runner's own kernels, so that the GPU path's training can be checked where no GPU is
+/// (`tests/parity.rs`). Process-wide.
+pub fn gpu_path_on_cpu(on: bool) {
+    GPU_PATH_ON_CPU.store(on, Ordering::Relaxed);
+}
+
+/// Whether the runner's own CPU kernels apply: on the CPU, unless [`gpu_path_on_cpu`].
+pub fn own_kernels() -> bool {
+    selected() == DeviceChoice::Cpu && !GPU_PATH_ON_CPU.load(Ordering::Relaxed)
 }
 
 /// A short name of the backend in use, for logs and the database.

@@ -1,7 +1,8 @@
 //! The runner's training step is the report's: started from the runner's initial weights, on
 //! the runner's real batches and latents, the report's PyTorch loop (`bench/pytorch_reference.py`
 //! modules, `tests/pytorch/check_parity.py`) computes the losses the runner computed, step
-//! after step. Runs where torch is importable (`$TORCH_PYTHON`, else `python3`).
+//! after step; so it does for what a GPU trains (burn's operations instead of the runner's CPU
+//! kernels), run on the CPU. Runs where torch is importable (`$TORCH_PYTHON`, else `python3`).
 
 mod common;
 
@@ -154,4 +155,17 @@ fn pytorch_computes_the_runners_losses_step_after_step() {
             eprintln!("gan: a D loss 1e-4 off at step 2 fails the check, as it should\n");
         }
     }
+    // What a GPU trains (burn's operations where the CPU has the runner's kernels: im2col
+    // convolutions, burn's transposed convolution, BatchNorm, tanh and LeakyReLU), run on the
+    // CPU: the three models as the report trains them.
+    ganrunner::backend::gpu_path_on_cpu(true);
+    for (model, optimizer, d_steps) in report_models().into_iter().take(3) {
+        let dir = tempfile::tempdir().unwrap();
+        let arch = model.arch();
+        train(model, optimizer, d_steps, dir.path());
+        let (passed, said) = check(dir.path());
+        eprintln!("the GPU path on the CPU, {said}");
+        assert!(passed, "the GPU path, {arch}: {said}");
+    }
+    ganrunner::backend::gpu_path_on_cpu(false);
 }

@@ -41,7 +41,7 @@ pub fn transposed(conv: &ConvTranspose2d, x: Tensor<4>) -> Tensor<4> {
     ) else {
         panic!("conv::transposed needs a plain square transposed convolution, got {conv:?}");
     };
-    if !crate::backend::on_cpu() {
+    if !crate::backend::own_kernels() {
         return conv.forward(x);
     }
     let out = super::kernels::conv::conv_transpose2d(x, conv.weight.val(), stride, pad);
@@ -74,7 +74,7 @@ pub fn conv2d(
     [stride, pad]: [usize; 2],
     trained: bool,
 ) -> Tensor<4> {
-    if crate::backend::on_cpu() {
+    if crate::backend::own_kernels() {
         with_bias(super::kernels::conv::conv2d(x, weight, stride, pad), bias)
     } else if trained {
         im2col_conv2d(x, weight, bias, stride, pad)
@@ -135,7 +135,7 @@ pub fn phase_conv(
     });
     let out = conv2d(x, Tensor::cat(kernels, 0), bias, [1, 1], trained);
     debug_assert_eq!(out.dims(), [batch, 4 * c_out, h + 1, w + 1]);
-    if crate::backend::on_cpu() {
+    if crate::backend::own_kernels() {
         return super::kernels::phase::interleave(out);
     }
     let phase = |k: usize, a: usize, b: usize| {

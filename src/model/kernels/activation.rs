@@ -30,7 +30,7 @@ pub trait Activations: burn::backend::Backend {
 
 /// LeakyReLU of `x`: this op on the CPU, burn's elsewhere.
 pub fn leaky_relu<const D: usize>(x: Tensor<D>, slope: f64) -> Tensor<D> {
-    if !crate::backend::on_cpu() {
+    if !crate::backend::own_kernels() {
         return burn::tensor::activation::leaky_relu(x, slope);
     }
     Tensor::from_dispatch(<Dispatch as Activations>::fused_leaky_relu(
@@ -41,7 +41,7 @@ pub fn leaky_relu<const D: usize>(x: Tensor<D>, slope: f64) -> Tensor<D> {
 
 /// tanh of `x`: this op on the CPU, burn's elsewhere.
 pub fn tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    if !crate::backend::on_cpu() {
+    if !crate::backend::own_kernels() {
         return burn::tensor::activation::tanh(x);
     }
     Tensor::from_dispatch(<Dispatch as Activations>::fused_tanh(x.into_dispatch()))

@@ -53,7 +53,7 @@ pub fn batch_norm(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
     if !training {
         return bn.forward(x);
     }
-    batch_norm_train(bn, x, crate::backend::on_cpu())
+    batch_norm_train(bn, x, crate::backend::own_kernels())
 }
 
 /// [`batch_norm`] in training, through this op (`fused`) or burn's.

@@ -9,7 +9,7 @@
 //! - [`phase`]: the interleaving of the upsampling convolution's four phases;
 //! - [`pool`]: 2x2 max pooling (the evaluator's LeNet).
 //!
-//! They apply on the CPU only ([`crate::backend::on_cpu`]); on a GPU the models use burn's ops.
+//! They apply on the CPU only ([`crate::backend::own_kernels`]); on a GPU the models use burn's ops.
 
 pub mod activation;
 pub mod batch_norm;

@@ -26,7 +26,7 @@ pub trait MaxPool: burn::backend::Backend {
 
 /// 2x2 max pooling with stride 2: this op on the CPU, burn's elsewhere.
 pub fn max_pool_2x2(x: Tensor<4>) -> Tensor<4> {
-    if !crate::backend::on_cpu() {
+    if !crate::backend::own_kernels() {
         return burn::tensor::module::max_pool2d(x, MaxPoolOptions::new([2, 2]));
     }
     Tensor::from_dispatch(<Dispatch as MaxPool>::max_pool_2x2(x.into_dispatch()))
