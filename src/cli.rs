@@ -112,8 +112,8 @@ pub struct SweepArgs {
     #[command(flatten)]
     pub set: SetArg,
     /// Runs at a time (default: one per core on the CPU, one on a GPU).
-    #[arg(long)]
-    pub jobs: Option<usize>,
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub jobs: Option<u64>,
     /// Print the expanded grid and exit.
     #[arg(long)]
     pub dry_run: bool,

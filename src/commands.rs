@@ -234,7 +234,6 @@ pub fn sweep(req: SweepRequest) -> Result<()> {
                     _ => 1,
                 };
                 let jobs = req.jobs.unwrap_or(default_jobs);
-                anyhow::ensure!(jobs > 0, "--jobs must be at least 1");
                 Box::new(exec::LocalExecutor {
                     jobs,
                     stop: stop.clone(),

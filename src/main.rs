@@ -106,7 +106,7 @@ fn run(cli: Cli) -> Result<()> {
             device: select(a.device.device)?,
             spec: &a.spec,
             overrides: &a.set.overrides,
-            jobs: a.jobs,
+            jobs: a.jobs.map(|jobs| jobs as usize),
             dry_run: a.dry_run,
             force: a.force,
             db: &a.db.db,

@@ -449,6 +449,15 @@ fn absurd_values_are_refused_with_the_key_not_a_panic() {
         .assert()
         .code(1)
         .stderr(predicate::str::contains("--batch"));
+    // Refused before the sweep announces a report or touches the database.
+    let fresh = dir.path().join("fresh");
+    std::fs::create_dir(&fresh).unwrap();
+    let spec = write_spec(&fresh, "jobs", 2, "[0]");
+    sweep(&fresh, &spec, &["--jobs", "0"])
+        .code(2)
+        .stdout(predicate::str::is_empty())
+        .stderr(predicate::str::contains("--jobs"));
+    assert!(!fresh.join("results").exists());
     // An empty training split.
     let empty = dir.path().join("empty");
     std::fs::create_dir(&empty).unwrap();

@@ -299,8 +299,9 @@ pub fn refuse_inside_run_dir(path: &Path) -> anyhow::Result<()> {
 }
 
 /// Refuses an output file (`generate --out`, `export --out`) among what training writes into a
-/// run directory ([`RUN_ENTRIES`]): `generate --out <run>/samples/step-00000000.png` replaced
-/// the run's grid. Beside them (`<run>/grid.png`) is the user's.
+/// run directory (its config, losses, records, samples, checkpoints, best state and hidden
+/// files): `generate --out <run>/samples/step-00000000.png` replaced the run's grid. Beside
+/// them (`<run>/grid.png`) is the user's.
 pub fn refuse_run_entry(path: &Path) -> anyhow::Result<()> {
     let Some((run_dir, inner)) = enclosing_run_dir(path)? else {
         return Ok(());
