@@ -87,6 +87,23 @@ impl DirLock {
         Ok(())
     }
 
+    /// Removes the locked directory when it holds nothing but its lock, then its parents below
+    /// `keep` that that leaves empty: undoes the directories a run made when it failed before
+    /// writing anything. What cannot be removed stays (it is harmless).
+    pub fn remove_if_unused(self, keep: &Path) {
+        let only_lock = std::fs::read_dir(&self.dir)
+            .is_ok_and(|mut entries| entries.all(|e| e.is_ok_and(|e| e.file_name() == LOCK_FILE)));
+        if !only_lock || std::fs::remove_dir_all(&self.dir).is_err() {
+            return;
+        }
+        let parents = self.dir.ancestors().skip(1);
+        for parent in parents.take_while(|p| *p != keep && !p.as_os_str().is_empty()) {
+            if std::fs::remove_dir(parent).is_err() {
+                break;
+            }
+        }
+    }
+
     /// Deletes everything in the locked directory but its lock (a run started over), and what
     /// an earlier clear killed half-way left beside it.
     pub fn clear(&self) -> anyhow::Result<()> {

@@ -444,6 +444,8 @@ fn absurd_values_are_refused_with_the_key_not_a_panic() {
         "[train]\nsteps = 2\nbatch_size = 601\n",
         "`train.batch_size` = 601 is larger than the training split (600 images",
     );
+    // Those runs failed before writing anything, and left no directory behind.
+    assert!(!dir.path().join("results").exists());
     runner()
         .args(["bench", "--batch", "100000000", "--steps", "1"])
         .assert()

@@ -391,8 +391,19 @@ pub fn train(
     run_dir: &Path,
     observer: &mut dyn Observer,
 ) -> anyhow::Result<Outcome> {
+    // What existed before: a run that fails before writing anything (a batch larger than its
+    // data, say) removes the directories it made, instead of leaving one holding only a lock.
+    let existing = (run_dir.ancestors())
+        .find(|dir| dir.as_os_str().is_empty() || dir.exists())
+        .map(Path::to_path_buf);
     let lock = crate::fsutil::lock_dir(run_dir)?;
-    train_locked(config, &lock, observer)
+    let outcome = train_locked(config, &lock, observer);
+    if let (Err(_), Some(existing)) = (&outcome, existing)
+        && existing != run_dir
+    {
+        lock.remove_if_unused(&existing);
+    }
+    outcome
 }
 
 /// [`train`] in the run directory whose lock the caller holds (a sweep takes it before it
