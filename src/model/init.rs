@@ -129,7 +129,7 @@ thread_local! {
 
 /// From now on, keeps every dropout mask drawn on this thread (see [`take_dropout_masks`]).
 pub fn record_dropout_masks() {
-    RECORDED_MASKS.with_borrow_mut(|masks| *masks.get_or_insert_with(Vec::new) = Vec::new());
+    RECORDED_MASKS.with_borrow_mut(|masks| *masks = Some(Vec::new()));
 }
 
 /// The masks drawn on this thread since the last call, as drawn (each value 0 or
