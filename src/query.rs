@@ -427,11 +427,21 @@ pub fn show(db: &Path, run_id: &str) -> Result<String> {
         ),
         &[&id],
     )?;
+    // Stored as seconds since the epoch (claims compare it with the clock); shown as the other
+    // times are.
+    let heartbeat = run_sql(
+        db,
+        "SELECT strftime('%Y-%m-%dT%H:%M:%SZ', heartbeat_at, 'unixepoch') FROM runs WHERE id = ?1",
+        &[&id],
+    )?;
     let mut out = String::new();
     for (column, value) in run.columns.iter().zip(row) {
         match column.as_str() {
             "config" => {}
             "status" => out.push_str(&format!("{column:<12} {}\n", cell(&status.rows[0][0]))),
+            "heartbeat_at" => {
+                out.push_str(&format!("{column:<12} {}\n", cell(&heartbeat.rows[0][0])))
+            }
             "run_dir" => {
                 // Recorded as the sweep was given it: say where it is from here.
                 let recorded = cell(value);

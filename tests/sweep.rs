@@ -141,7 +141,10 @@ fn sweeps_run_in_parallel_record_everything_and_are_idempotent() {
         .assert()
         .success()
         .stdout(
-            predicate::str::contains("train.lr").and(predicate::str::contains("checkpoints (2)")),
+            predicate::str::contains("train.lr")
+                .and(predicate::str::contains("checkpoints (2)"))
+                // A time, as started_at is, not seconds since the epoch.
+                .and(predicate::str::is_match(r"heartbeat_at +20\d\d-\d\d-\d\dT").unwrap()),
         );
 }
 
