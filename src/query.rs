@@ -457,14 +457,15 @@ pub fn show(db: &Path, run_id: &str) -> Result<String> {
             _ => out.push_str(&format!("{column:<12} {}\n", cell(value))),
         }
     }
+    // From the resolved config, as the report shows it: the params table keeps flags as SQLite
+    // integers (`spectral_norm` 0), the config as the spec wrote them (false).
     out.push_str("\nconfig:\n");
-    let params = run_sql(
-        db,
-        "SELECT key, value FROM params WHERE run_id = ?1 ORDER BY key",
-        &[&id],
-    )?;
-    for r in &params.rows {
-        out.push_str(&format!("  {:<24} {}\n", cell(&r[0]), cell(&r[1])));
+    let config = (run.columns.iter().zip(row))
+        .find(|(column, _)| *column == "config")
+        .and_then(|(_, value)| serde_json::from_str(value.as_str()?).ok())
+        .unwrap_or_default();
+    for (key, value) in crate::spec::flatten_params(&crate::spec::with_defaults(config)) {
+        out.push_str(&format!("  {key:<24} {}\n", cell(&value)));
     }
     let losses = run_sql(
         db,

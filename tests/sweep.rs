@@ -143,6 +143,8 @@ fn sweeps_run_in_parallel_record_everything_and_are_idempotent() {
         .stdout(
             predicate::str::contains("train.lr")
                 .and(predicate::str::contains("checkpoints (2)"))
+                // Flags as the spec writes them, not as SQLite stores them.
+                .and(predicate::str::is_match(r"model.spectral_norm +false\n").unwrap())
                 // A time, as started_at is, not seconds since the epoch.
                 .and(predicate::str::is_match(r"heartbeat_at +20\d\d-\d\d-\d\dT").unwrap()),
         );
