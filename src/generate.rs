@@ -109,10 +109,12 @@ pub struct Nearness {
 /// Refuses to write generated digits over a data set's own file (`train-images-idx3-ubyte`
 /// and the like): runs trained on it would then train on samples.
 fn refuse_data_set_file(out: &Path) -> anyhow::Result<()> {
-    let standard = Split::ALL.iter().flat_map(|split| split.file_names());
     let name = out.file_name().unwrap_or_default();
+    let is_standard = (Split::ALL.iter())
+        .flat_map(|split| split.file_names())
+        .any(|file| name == file.as_str());
     anyhow::ensure!(
-        !(out.exists() && standard.into_iter().any(|file| name == file.as_str())),
+        !(is_standard && out.exists()),
         "{}: is a data set's file; generated digits would replace it (name the output otherwise)",
         out.display()
     );

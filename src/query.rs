@@ -418,30 +418,24 @@ pub fn show(db: &Path, run_id: &str) -> Result<String> {
     let run = find_run(db, run_id)?;
     let row = &run.rows[0];
     let id = row[0].as_str().unwrap_or_default().to_string();
-    // `running` whose process is gone shows as `orphaned`.
-    let status = run_sql(
+    // `running` whose process is gone shows as `orphaned`; the heartbeat, stored as seconds
+    // since the epoch (claims compare it with the clock), shows as the other times do.
+    let shown = run_sql(
         db,
         &format!(
-            "SELECT {} FROM runs r WHERE id = ?1",
+            "SELECT {}, strftime('%Y-%m-%dT%H:%M:%SZ', heartbeat_at, 'unixepoch') \
+             FROM runs r WHERE id = ?1",
             track::claims::status_sql("r")
         ),
         &[&id],
     )?;
-    // Stored as seconds since the epoch (claims compare it with the clock); shown as the other
-    // times are.
-    let heartbeat = run_sql(
-        db,
-        "SELECT strftime('%Y-%m-%dT%H:%M:%SZ', heartbeat_at, 'unixepoch') FROM runs WHERE id = ?1",
-        &[&id],
-    )?;
+    let (status, heartbeat) = (&shown.rows[0][0], &shown.rows[0][1]);
     let mut out = String::new();
     for (column, value) in run.columns.iter().zip(row) {
         match column.as_str() {
             "config" => {}
-            "status" => out.push_str(&format!("{column:<12} {}\n", cell(&status.rows[0][0]))),
-            "heartbeat_at" => {
-                out.push_str(&format!("{column:<12} {}\n", cell(&heartbeat.rows[0][0])))
-            }
+            "status" => out.push_str(&format!("{column:<12} {}\n", cell(status))),
+            "heartbeat_at" => out.push_str(&format!("{column:<12} {}\n", cell(heartbeat))),
             "run_dir" => {
                 // Recorded as the sweep was given it: say where it is from here.
                 let recorded = cell(value);
