@@ -233,8 +233,8 @@ impl ModelConfig {
             }
             ModelConfig::Dcgan(o) => {
                 probability("d_dropout", o.d_dropout);
-                if !(o.bn_eps.is_finite() && o.bn_eps > 0.0) {
-                    out.push(("bn_eps", format!("must be > 0, got {}", o.bn_eps)));
+                if let Err(msg) = positive_f32(o.bn_eps) {
+                    out.push(("bn_eps", msg));
                 }
                 if !(0.0..=1.0).contains(&o.bn_momentum) {
                     out.push((
@@ -378,5 +378,23 @@ impl Discriminator {
             Discriminator::Dcgan(d) => d.forward(images, labels, dropout_rng),
             Discriminator::Classic(d) => d.forward(images, labels),
         }
+    }
+}
+
+/// Why `value` is no positive number training can use, if it is not: training computes in
+/// 32-bit floats, where 1e-300 is 0 (a learning rate that learns nothing) and 1e39 is infinite.
+pub fn positive_f32(value: f64) -> Result<(), String> {
+    if value.is_infinite() {
+        Err(format!("must be finite, got {value}"))
+    } else if !(value > 0.0) {
+        Err(format!("must be > 0, got {value}"))
+    } else if !(value as f32).is_normal() {
+        Err(format!(
+            "must be between {:e} and {:e} (a 32-bit float), got {value:e}",
+            f32::MIN_POSITIVE,
+            f32::MAX
+        ))
+    } else {
+        Ok(())
     }
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::data::DatasetName;
-use crate::model::ModelConfig;
+use crate::model::{ModelConfig, positive_f32};
 use crate::train::loss::LossKind;
 
 use super::flatten_params;
@@ -237,8 +237,8 @@ impl RunConfig {
         if t.batch_size == 0 {
             bad("train.batch_size", "must be at least 1".into());
         }
-        if !(t.lr.is_finite() && t.lr > 0.0) {
-            bad("train.lr", format!("must be > 0, got {}", t.lr));
+        if let Err(msg) = positive_f32(t.lr) {
+            bad("train.lr", msg);
         }
         if t.betas.iter().any(|b| !(0.0..1.0).contains(b)) {
             bad(
@@ -250,10 +250,8 @@ impl RunConfig {
             bad("train.d_steps", "must be at least 1".into());
         }
         for (key, lr) in [("train.g_lr", t.g_lr), ("train.d_lr", t.d_lr)] {
-            if let Some(lr) = lr
-                && !(lr.is_finite() && lr > 0.0)
-            {
-                bad(key, format!("must be > 0, got {lr}"));
+            if let Some(Err(msg)) = lr.map(positive_f32) {
+                bad(key, msg);
             }
         }
         if !(t.real_label > 0.0 && t.real_label <= 1.0) {
@@ -291,8 +289,12 @@ impl RunConfig {
                 Some(_) if t.loss != owner => {
                     bad(key, format!("only applies to loss = \"{name}\""))
                 }
-                Some(v) if !(v.is_finite() && v > 0.0) => bad(key, format!("must be > 0, got {v}")),
-                _ => {}
+                Some(v) => {
+                    if let Err(msg) = positive_f32(v) {
+                        bad(key, msg)
+                    }
+                }
+                None => {}
             }
         }
         let l = &self.log;

@@ -818,6 +818,16 @@ mod tests {
         assert!(key_of("loss = \"wgan\"\nclip = -1.0").contains("`train.clip` must be > 0"));
         assert!(key_of("g_lr = 0.0").contains("`train.g_lr` must be > 0"));
         assert!(key_of("d_lr = nan").contains("`train.d_lr`"));
+        // Training computes in f32: a rate that rounds to 0 there, or to infinity, is refused.
+        assert!(key_of("lr = inf").contains("`train.lr` must be finite, got inf"));
+        assert!(key_of("lr = 1e-300").contains("`train.lr` must be between 1.1754944e-38"));
+        assert!(key_of("d_lr = 1e39").contains("`train.d_lr` must be between"));
+        assert!(parse("name = \"x\"\n[train]\nlr = 1e-30\n").is_ok());
+        let err = parse("name = \"x\"\n[model]\narch = \"dcgan\"\nbn_eps = 1e-46\n").unwrap_err();
+        assert!(
+            err.to_string().contains("`model.bn_eps` must be between"),
+            "{err}"
+        );
         assert!(key_of("loss = \"wgan-pg\"").contains("unknown variant"));
         assert!(key_of("gp_weight = 5.0").contains("`train.gp_weight` only applies"));
         assert!(key_of("loss = \"wgan-gp\"\ngp_weight = 0.0").contains("must be > 0"));
