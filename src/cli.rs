@@ -39,6 +39,8 @@ pub enum Command {
     Show(ShowArgs),
     /// Write the HTML report of the tracking database (index, experiments, runs).
     Report(ReportArgs),
+    /// Tag runs and note what you see in them; `runs --tag`, `show` and the report list them.
+    Tag(TagArgs),
     /// Delete runs: their database rows and their directories (never one being trained).
     Rm(RmArgs),
     /// Score a generator (LeNet-FID, IS, precision/recall...), or with --real what real
@@ -189,6 +191,9 @@ pub struct RunsArgs {
     /// pruned, pending, running, orphaned.
     #[arg(long, conflicts_with = "group")]
     pub status: Vec<String>,
+    /// Only runs with this tag (repeatable: with all of them); see `runner tag`.
+    #[arg(long, value_name = "TAG", conflicts_with_all = ["group", "explain"])]
+    pub tag: Vec<String>,
     /// The order of the rows.
     #[arg(long, value_enum, default_value = "started", conflicts_with = "group")]
     pub sort: ganrunner::query::RunOrder,
@@ -210,6 +215,25 @@ pub struct RunsArgs {
 pub struct ShowArgs {
     /// A run id (or a unique prefix of one).
     pub run: String,
+    #[command(flatten)]
+    pub db: DbArg,
+}
+
+#[derive(Debug, Args)]
+pub struct TagArgs {
+    /// Run ids (or unique prefixes of them); without --add, --remove or --note, their tags
+    /// and notes are printed.
+    #[arg(required = true)]
+    pub runs: Vec<String>,
+    /// Add this tag (repeatable): one word, such as `good`, `baseline` or `collapsed`.
+    #[arg(long, short, value_name = "TAG")]
+    pub add: Vec<String>,
+    /// Remove this tag (repeatable).
+    #[arg(long, short, value_name = "TAG")]
+    pub remove: Vec<String>,
+    /// Set the runs' note (`--note ""` clears it).
+    #[arg(long, value_name = "TEXT")]
+    pub note: Option<String>,
     #[command(flatten)]
     pub db: DbArg,
 }

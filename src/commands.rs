@@ -328,6 +328,7 @@ pub fn query(db: &Path, sql: &str, format: crate::query::Format) -> Result<()> {
 pub struct RunsRequest<'a> {
     pub experiment: Option<&'a str>,
     pub statuses: &'a [String],
+    pub tags: &'a [String],
     pub order: crate::query::RunOrder,
     pub group: bool,
     pub explain: bool,
@@ -341,7 +342,7 @@ pub fn runs(req: RunsRequest) -> Result<()> {
     } else if req.explain {
         crate::report::explain(req.db, req.experiment)?
     } else {
-        crate::query::runs(req.db, req.experiment, req.statuses, req.order)?
+        crate::query::runs(req.db, req.experiment, req.statuses, req.tags, req.order)?
     };
     out!("{}", rows.render(req.format)?)?;
     Ok(())
@@ -349,6 +350,46 @@ pub fn runs(req: RunsRequest) -> Result<()> {
 
 pub fn show(db: &Path, run: &str) -> Result<()> {
     out!("{}", crate::query::show(db, run)?)?;
+    Ok(())
+}
+
+/// `runner tag`: changes the runs' tags and note (each run's in one transaction), or prints
+/// them when `change` is empty.
+pub fn tag(db: &Path, runs: &[String], change: &crate::track::annotations::Change) -> Result<()> {
+    use crate::track::annotations;
+    let mut conn = crate::track::open(db)?;
+    // Every id first: a typo in the third changes nothing in the first two.
+    let found = runs
+        .iter()
+        .map(|run| {
+            let row = crate::query::find_run(db, run)?;
+            let text = |column| {
+                row.get(0, column)
+                    .and_then(|v| v.as_str())
+                    .map(String::from)
+            };
+            let id = text("id").unwrap_or_default();
+            let recorded = PathBuf::from(text("run_dir").unwrap_or_default());
+            Ok((id, crate::track::locate(db, &recorded)))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    for (id, run_dir) in &found {
+        let now = if change.is_empty() {
+            annotations::load(&conn, id)?
+        } else {
+            annotations::apply(&mut conn, id, run_dir.as_deref(), change)
+                .with_context(|| format!("run {id}"))?
+        };
+        let tags = now.tags.iter().cloned().collect::<Vec<_>>().join(", ");
+        outln!(
+            "{id}  tags: {}  note: {}",
+            if tags.is_empty() { "-" } else { &tags },
+            now.note.as_deref().unwrap_or("-")
+        )?;
+        if run_dir.is_none() && !change.is_empty() {
+            errln!("run {id}: its directory is not there; the tags are in the database only");
+        }
+    }
     Ok(())
 }
 

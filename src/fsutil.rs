@@ -74,13 +74,15 @@ impl DirLock {
         &self.dir
     }
 
-    /// Empties the locked directory but for its lock, moving what it held into `to` (a new
-    /// directory), so the lock stays held on the directory that keeps its name.
-    pub fn move_contents(&self, to: &Path) -> std::io::Result<()> {
+    /// Empties the locked directory but for its lock and the entries named in `keep`, moving
+    /// what it held into `to` (a new directory), so the lock stays held on the directory that
+    /// keeps its name.
+    pub fn move_contents(&self, to: &Path, keep: &[&str]) -> std::io::Result<()> {
         std::fs::create_dir_all(to)?;
         for entry in std::fs::read_dir(&self.dir)? {
             let entry = entry?;
-            if entry.file_name() != LOCK_FILE {
+            let name = entry.file_name();
+            if name != LOCK_FILE && !keep.iter().any(|k| name == *k) {
                 std::fs::rename(entry.path(), to.join(entry.file_name()))?;
             }
         }
@@ -104,15 +106,15 @@ impl DirLock {
         }
     }
 
-    /// Deletes everything in the locked directory but its lock (a run started over), and what
-    /// an earlier clear killed half-way left beside it.
-    pub fn clear(&self) -> anyhow::Result<()> {
+    /// Deletes everything in the locked directory but its lock and the entries named in `keep`
+    /// (a run started over), and what an earlier clear killed half-way left beside it.
+    pub fn clear(&self, keep: &[&str]) -> anyhow::Result<()> {
         let name = self.dir.file_name().unwrap_or_default().to_string_lossy();
         if let Some(parent) = self.dir.parent() {
             remove_temp_dirs(parent, &format!("{name}."))?;
         }
         let doomed = doomed_sibling(&self.dir);
-        self.move_contents(&doomed)?;
+        self.move_contents(&doomed, keep)?;
         std::fs::remove_dir_all(&doomed)
             .map_err(|e| anyhow::anyhow!("removing {}: {e}", doomed.display()))
     }
@@ -246,18 +248,21 @@ mod tests {
         let held = lock_dir(&run).unwrap();
         std::fs::create_dir_all(run.join("checkpoints/step-1")).unwrap();
         std::fs::write(run.join("records.jsonl"), "x").unwrap();
-        held.move_contents(&dir.path().join("aside")).unwrap();
+        std::fs::write(run.join("mine.json"), "x").unwrap();
+        held.move_contents(&dir.path().join("aside"), &["mine.json"])
+            .unwrap();
         assert!(dir.path().join("aside/checkpoints/step-1").is_dir());
         assert!(dir.path().join("aside/records.jsonl").is_file());
         std::fs::write(run.join("losses.csv"), "x").unwrap();
         let killed_clear = dir.path().join(".run.old.tmp-999999");
         std::fs::create_dir_all(killed_clear.join("checkpoints")).unwrap();
-        held.clear().unwrap();
-        let left: Vec<_> = std::fs::read_dir(&run)
+        held.clear(&["mine.json"]).unwrap();
+        let mut left: Vec<_> = std::fs::read_dir(&run)
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
-        assert_eq!(left, [LOCK_FILE]);
+        left.sort();
+        assert_eq!(left, [LOCK_FILE, "mine.json"]);
         assert_eq!(
             std::fs::read_dir(dir.path()).unwrap().count(),
             2,

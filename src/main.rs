@@ -136,6 +136,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Runs(a) => commands::runs(commands::RunsRequest {
             experiment: a.experiment.as_deref(),
             statuses: &a.status,
+            tags: &a.tag,
             order: a.sort,
             group: a.group,
             explain: a.explain,
@@ -143,6 +144,15 @@ fn run(cli: Cli) -> Result<()> {
             db: &a.db.db,
         }),
         Command::Show(a) => commands::show(&a.db.db, &a.run),
+        Command::Tag(a) => commands::tag(
+            &a.db.db,
+            &a.runs,
+            &ganrunner::track::annotations::Change {
+                add: a.add,
+                remove: a.remove,
+                note: a.note,
+            },
+        ),
         Command::Rm(a) => commands::remove(commands::RemoveRequest {
             runs: &a.runs,
             experiment: a.experiment.as_deref(),

@@ -333,14 +333,17 @@ pub enum RunOrder {
 }
 
 /// `runner runs`: every run (of `experiment`; with one of `statuses`, as shown, `orphaned`
-/// included) with its status, progress, latest losses, and its last and best LeNet-FID.
+/// included; with every one of `tags`) with its status, progress, latest losses, its last and
+/// best LeNet-FID, and its tags.
 pub fn runs(
     db: &Path,
     experiment: Option<&str>,
     statuses: &[String],
+    tags: &[String],
     order: RunOrder,
 ) -> Result<Rows> {
     track::check_statuses(statuses, &["orphaned"])?;
+    let tags = (!tags.is_empty()).then(|| serde_json::json!(tags).to_string());
     let order = match order {
         RunOrder::Started => "r.experiment, r.started_at, r.id",
         RunOrder::BestFid => "best_fid IS NULL, best_fid, r.id",
@@ -356,13 +359,16 @@ pub fn runs(
                 (SELECT value FROM metrics m WHERE m.run_id = r.id AND m.name = 'g_loss' ORDER BY step DESC LIMIT 1) AS g_loss,
                 (SELECT round(value, 3) FROM evals e WHERE e.run_id = r.id AND e.metric = 'fid' ORDER BY step DESC LIMIT 1) AS fid,
                 (SELECT round(min(value), 3) FROM evals e WHERE e.run_id = r.id AND e.metric = 'fid') AS best_fid,
+                (SELECT group_concat(tag, ' ') FROM (SELECT tag FROM tags t WHERE t.run_id = r.id ORDER BY tag)) AS tags,
                 r.finished_at, r.error
          FROM runs r
          WHERE (?1 IS NULL OR r.experiment = ?1)
            AND (?2 IS NULL OR {status} IN (SELECT value FROM json_each(?2)))
+           AND NOT EXISTS (SELECT 1 FROM json_each(?3) j
+                           WHERE j.value NOT IN (SELECT tag FROM tags t WHERE t.run_id = r.id))
          ORDER BY {order}"
         ),
-        &[&experiment, &statuses],
+        &[&experiment, &statuses, &tags],
     )
 }
 
@@ -423,13 +429,14 @@ pub fn show(db: &Path, run_id: &str) -> Result<String> {
     let shown = run_sql(
         db,
         &format!(
-            "SELECT {}, strftime('%Y-%m-%dT%H:%M:%SZ', heartbeat_at, 'unixepoch') \
+            "SELECT {}, strftime('%Y-%m-%dT%H:%M:%SZ', heartbeat_at, 'unixepoch'), \
+               (SELECT group_concat(tag, ' ') FROM (SELECT tag FROM tags WHERE run_id = r.id ORDER BY tag)) \
              FROM runs r WHERE id = ?1",
             track::claims::status_sql("r")
         ),
         &[&id],
     )?;
-    let (status, heartbeat) = (&shown.rows[0][0], &shown.rows[0][1]);
+    let (status, heartbeat, tags) = (&shown.rows[0][0], &shown.rows[0][1], &shown.rows[0][2]);
     let mut out = String::new();
     for (column, value) in run.columns.iter().zip(row) {
         match column.as_str() {
@@ -451,6 +458,7 @@ pub fn show(db: &Path, run_id: &str) -> Result<String> {
             _ => out.push_str(&format!("{column:<12} {}\n", cell(value))),
         }
     }
+    out.push_str(&format!("{:<12} {}\n", "tags", cell(tags)));
     // From the resolved config, as the report shows it: the params table keeps flags as SQLite
     // integers (`spectral_norm` 0), the config as the spec wrote them (false).
     out.push_str("\nconfig:\n");

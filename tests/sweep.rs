@@ -354,6 +354,112 @@ fn a_sweep_killed_mid_run_resumes_and_ends_with_each_run_once() {
 }
 
 #[test]
+fn tags_and_notes_survive_a_new_database_and_a_forced_rerun() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), 10, "[1e-4, 2e-4]", "[0]");
+    sweep(dir.path(), &spec, &["--no-report"]).success();
+    let ids = common::texts(&db(dir.path()), "SELECT id FROM runs ORDER BY id");
+    let (good, other) = (&ids[0], &ids[1]);
+    let tag = |args: &[&str]| {
+        runner()
+            .current_dir(dir.path())
+            .arg("tag")
+            .args(args)
+            .assert()
+    };
+    tag(&[
+        &good[..6],
+        "--add",
+        "good",
+        "-a",
+        "baseline",
+        "--note",
+        "sharp 7s",
+    ])
+    .success()
+    .stdout(predicate::str::contains(
+        "tags: baseline, good  note: sharp 7s",
+    ));
+    tag(&[other, "-a", "collapsed"]).success();
+    tag(&[good, "-r", "baseline"]).success();
+    let file = dir
+        .path()
+        .join(format!("results/tiny/{good}/annotations.json"));
+    let written = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        written.contains("\"good\"") && !written.contains("baseline"),
+        "{written}"
+    );
+    // A bad tag, or a run that is not there, changes nothing, in any run named.
+    tag(&[good, "-a", "two words"])
+        .failure()
+        .stderr(predicate::str::contains("tag `two words`"));
+    tag(&[good, "nosuchrun", "-a", "more"])
+        .failure()
+        .stderr(predicate::str::contains("no run `nosuchrun`"));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), written);
+    let runs = |args: &[&str]| {
+        let out = runner()
+            .current_dir(dir.path())
+            .args(["runs", "--format", "csv"])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let tagged = runs(&["--tag", "good"]);
+    assert!(
+        tagged.contains(good.as_str()) && !tagged.contains(other.as_str()),
+        "{tagged}"
+    );
+    assert_eq!(
+        runs(&["--tag", "good", "--tag", "collapsed"])
+            .lines()
+            .count(),
+        1
+    );
+    // The run's own file brings them back into a new database, and starting over keeps them.
+    std::fs::remove_file(dir.path().join("results/runs.sqlite")).unwrap();
+    sweep(dir.path(), &spec, &["--no-report"]).success();
+    sweep(dir.path(), &spec, &["--no-report", "--force"]).success();
+    let conn = db(dir.path());
+    assert_eq!(
+        common::texts(&conn, "SELECT run_id || ' ' || tag FROM tags ORDER BY tag"),
+        [format!("{other} collapsed"), format!("{good} good")]
+    );
+    assert_eq!(
+        common::texts(&conn, &format!("SELECT note FROM runs WHERE id = '{good}'")),
+        ["sharp 7s"]
+    );
+    assert!(file.is_file());
+    runner()
+        .current_dir(dir.path())
+        .arg("report")
+        .assert()
+        .success();
+    let index = std::fs::read_to_string(dir.path().join("results/report/index.html")).unwrap();
+    assert!(
+        index.contains(r#"<span class="tag">good</span>"#),
+        "{index}"
+    );
+    // Nothing else writes over it; clearing the note and the tags removes the file.
+    runner()
+        .current_dir(dir.path())
+        .args(["generate", "--checkpoint", good, "--n", "4", "--out"])
+        .arg(&file)
+        .assert()
+        .failure();
+    tag(&[good, "-r", "good", "--note", ""]).success();
+    assert!(!file.exists());
+    runner()
+        .current_dir(dir.path())
+        .args(["rm", "--yes", other])
+        .assert()
+        .success();
+    assert_eq!(count(&db(dir.path()), "SELECT count(*) FROM tags"), 0);
+}
+
+#[test]
 fn query_reads_and_refuses_writes() {
     let dir = tempfile::tempdir().unwrap();
     let spec = write_spec(dir.path(), 3, "[2e-4]", "[0]");

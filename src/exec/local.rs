@@ -78,6 +78,9 @@ fn claim_and_run(
         for line in lines.iter() {
             tracker.record(line.event.clone())?;
         }
+        if let Some(event) = super::replay_annotations(experiment, &run.id, &run.run_dir) {
+            tracker.record(event)?;
+        }
         tracker.flush()?;
     }
     let has_checkpoint = !train::checkpoint::list(&run.run_dir).is_empty();
@@ -104,7 +107,7 @@ fn claim_and_run(
             let aside = run
                 .run_dir
                 .with_extension(format!("unrecorded-{}", track::now() as u64));
-            lock.move_contents(&aside)
+            lock.move_contents(&aside, &[track::annotations::FILE])
                 .with_context(|| format!("moving {} aside", run.run_dir.display()))?;
             errln!(
                 "{experiment}: {} had checkpoints but no records; moved to {} and started over",

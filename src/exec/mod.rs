@@ -29,8 +29,8 @@ use serde::{Deserialize, Serialize};
 use crate::errln;
 use crate::fsutil::DirLock;
 use crate::spec::{GridPoint, RunConfig, Spec};
-use crate::track::records;
 use crate::track::{self, Event, RunRecord, Tracker};
+use crate::track::{annotations, records};
 use crate::train;
 pub use local::LocalExecutor;
 pub use plan::{Planner, grid_table, recorded_states};
@@ -196,11 +196,27 @@ pub fn lock_or_leave(experiment: &str, run: &PlannedRun) -> Result<Option<DirLoc
 /// directory is emptied; it is `fresh` when there is no checkpoint left to resume from.
 pub fn prepare(run: PlannedRun, force: bool, lock: &DirLock) -> Result<Pending> {
     if force {
-        lock.clear()
+        // Starting over trains the same config again: the user's tags and note stay.
+        lock.clear(&[annotations::FILE])
             .with_context(|| format!("emptying {}", run.run_dir.display()))?;
     }
     let fresh = train::checkpoint::list(&run.run_dir).is_empty();
     Ok(Pending { run, fresh })
+}
+
+/// The event that replays `run_dir`'s tags and note into a database that missed them (a new
+/// or deleted one); a damaged file is reported and left.
+pub fn replay_annotations(experiment: &str, run_id: &str, run_dir: &Path) -> Option<Event> {
+    match annotations::read(run_dir) {
+        Ok(annotations) => annotations.map(|annotations| Event::Annotated {
+            run_id: run_id.to_string(),
+            annotations,
+        }),
+        Err(err) => {
+            errln!("{experiment}: run {run_id}: {err:#}; its tags and note are not replayed");
+            None
+        }
+    }
 }
 
 /// The database record of a planned run.

@@ -403,6 +403,9 @@ pub fn collect(
             }
             tracker.send(event);
         }
+        if let Some(event) = super::replay_annotations(experiment, &run_id, run_dir) {
+            tracker.send(event);
+        }
         let status = status.unwrap_or_else(|| {
             // When the task's log last changed (not now), so collecting again changes nothing.
             let ended_at = std::fs::metadata(&log)

@@ -386,7 +386,7 @@ impl Discriminator {
 pub fn positive_f32(value: f64) -> Result<(), String> {
     if value.is_infinite() {
         Err(format!("must be finite, got {value}"))
-    } else if !(value > 0.0) {
+    } else if value.is_nan() || value <= 0.0 {
         Err(format!("must be > 0, got {value}"))
     } else if !(value as f32).is_normal() {
         Err(format!(

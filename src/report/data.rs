@@ -39,6 +39,9 @@ pub struct Run {
     pub checkpoints: Vec<(i64, String)>,
     /// (step, kind, detail): rung decisions and failure detectors' findings, in order.
     pub events: Vec<(i64, String, String)>,
+    /// What its user said of it (`runner tag`).
+    pub tags: Vec<String>,
+    pub note: Option<String>,
 }
 
 impl Run {
@@ -106,6 +109,16 @@ pub fn load(db: &Path, only: Option<&str>, detail: Detail) -> Result<Vec<Experim
     Ok(experiments)
 }
 
+/// Whether the database has `table`: one last written by an older runner, opened read-only,
+/// has not been upgraded.
+fn has_table(conn: &Connection, table: &str) -> Result<bool> {
+    Ok(conn.query_row(
+        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1",
+        [table],
+        |r| r.get(0),
+    )?)
+}
+
 /// Runs grouped by experiment, in start order.
 fn load_runs(conn: &Connection, detail: Detail) -> Result<BTreeMap<String, Vec<Run>>> {
     let mut by_id: BTreeMap<String, (String, Run)> = BTreeMap::new();
@@ -158,6 +171,19 @@ fn load_runs(conn: &Connection, detail: Detail) -> Result<BTreeMap<String, Vec<R
         run.params.insert(r.get(1)?, text(r.get(2)?));
         Ok(())
     })?;
+    if has_table(conn, "tags")? {
+        each(
+            "SELECT run_id, tag FROM tags ORDER BY run_id, tag",
+            &mut |run, r| {
+                run.tags.push(r.get(1)?);
+                Ok(())
+            },
+        )?;
+        each("SELECT id, note FROM runs", &mut |run, r| {
+            run.note = r.get(1)?;
+            Ok(())
+        })?;
+    }
     each(
         "SELECT run_id, step, metric, value FROM evals",
         &mut |run, r| {
@@ -194,13 +220,7 @@ fn load_runs(conn: &Connection, detail: Detail) -> Result<BTreeMap<String, Vec<R
                 Ok(())
             },
         )?;
-        // (A database last written by an older runner, opened read-only, has no events table.)
-        let has_events: bool = conn.query_row(
-            "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'events'",
-            [],
-            |r| r.get(0),
-        )?;
-        if has_events {
+        if has_table(conn, "events")? {
             each(
                 "SELECT run_id, step, kind, detail FROM events ORDER BY run_id, step, at",
                 &mut |run, r| {

@@ -172,6 +172,8 @@ struct LeaderRow {
     rank: usize,
     id: String,
     href: String,
+    tags: Vec<String>,
+    note: Option<String>,
     status: String,
     steps: String,
     swept: Vec<String>,
@@ -237,6 +239,8 @@ fn experiment_view(experiment: &Experiment, href_prefix: &str) -> ExperimentView
                 rank: i + 1,
                 id: run.id.clone(),
                 href: format!("{href_prefix}{}/index.html", slug(&run.id)),
+                tags: run.tags.clone(),
+                note: run.note.clone(),
                 status: run.status.clone(),
                 steps: match run.total_steps {
                     Some(t) => format!("{}/{t}", run.steps_done),

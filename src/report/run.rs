@@ -202,6 +202,8 @@ pub(super) fn run_page(site: &Site, experiment: &Experiment, run: &Run) -> Resul
                 finished_at => run.finished_at.clone(),
                 host => run.host.clone(),
                 backend => run.backend.clone(),
+                tags => run.tags.clone(),
+                note => run.note.clone(),
             },
             params => Value::from(Serde(&run.params)),
             events => Value::from(Serde(&run.events)),

@@ -8,6 +8,7 @@
 //! `records.jsonl` ([`records`]), the durable copy a later sweep replays when the database
 //! missed them (a failed write, a new or deleted database, a Slurm task).
 
+pub mod annotations;
 pub mod claims;
 pub mod records;
 pub mod writer;
@@ -99,6 +100,14 @@ CREATE TABLE events (
     at     REAL NOT NULL,                  -- seconds since the Unix epoch
     PRIMARY KEY (run_id, step, kind)
 );
+"#,
+    r#"
+CREATE TABLE tags (
+    run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    tag    TEXT NOT NULL,                  -- a user's label (`runner tag`)
+    PRIMARY KEY (run_id, tag)
+);
+ALTER TABLE runs ADD COLUMN note TEXT;     -- a user's note on the run (`runner tag --note`)
 "#,
 ];
 
@@ -362,6 +371,11 @@ pub enum Event {
         steps_done: u64,
         error: Option<String>,
         at: f64,
+    },
+    /// A run's tags and note, replayed from its `annotations.json` (never in `records.jsonl`).
+    Annotated {
+        run_id: String,
+        annotations: annotations::Annotations,
     },
 }
 

@@ -310,6 +310,19 @@ fn apply(tx: &rusqlite::Transaction<'_>, event: Event) -> Result<()> {
                 params![run_id, status, steps_done as i64, error, at],
             )?;
         }
+        Event::Annotated {
+            run_id,
+            annotations,
+        } => {
+            let known: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM runs WHERE id = ?1)",
+                [&run_id],
+                |r| r.get(0),
+            )?;
+            if known {
+                super::annotations::store(tx, &run_id, &annotations)?;
+            }
+        }
     }
     Ok(())
 }

@@ -28,12 +28,13 @@ pub fn refuse_foreign_dir(run_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What training (and, `records.jsonl`, its executor) writes into a run directory, besides
-/// hidden entries (its lock, temporaries).
-const RUN_ENTRIES: [&str; 6] = [
+/// What training (and, `records.jsonl`, its executor; `annotations.json`, `runner tag`)
+/// writes into a run directory, besides hidden entries (its lock, temporaries).
+const RUN_ENTRIES: [&str; 7] = [
     CONFIG_FILE,
     "losses.csv",
     "records.jsonl",
+    "annotations.json",
     "samples",
     "checkpoints",
     "best",
