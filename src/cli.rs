@@ -241,14 +241,17 @@ pub struct TagArgs {
 #[derive(Debug, Args)]
 pub struct RmArgs {
     /// Run ids (or unique prefixes of them).
-    #[arg(required_unless_present = "experiment", conflicts_with = "experiment")]
+    #[arg(required_unless_present_any = ["experiment", "tag"], conflicts_with_all = ["experiment", "tag"])]
     pub runs: Vec<String>,
-    /// Every run of this experiment (with --status, only those).
+    /// Every run of this experiment (with --status or --tag, only those).
     #[arg(long)]
     pub experiment: Option<String>,
+    /// Every run with this tag (repeatable: with all of them; with --experiment, of that one).
+    #[arg(long, value_name = "TAG")]
+    pub tag: Vec<String>,
     /// Only runs with this status (repeatable): finished, failed, diverged, interrupted,
     /// pruned, pending, running.
-    #[arg(long, requires = "experiment")]
+    #[arg(long)]
     pub status: Vec<String>,
     /// List what would be deleted and delete nothing.
     #[arg(long)]

@@ -397,6 +397,7 @@ pub fn tag(db: &Path, runs: &[String], change: &crate::track::annotations::Chang
 pub struct RemoveRequest<'a> {
     pub runs: &'a [String],
     pub experiment: Option<&'a str>,
+    pub tags: &'a [String],
     pub statuses: &'a [String],
     pub dry_run: bool,
     pub yes: bool,
@@ -406,7 +407,7 @@ pub struct RemoveRequest<'a> {
 pub fn remove(req: RemoveRequest) -> Result<()> {
     use crate::budget::human;
     use crate::remove::Removed;
-    let targets = crate::remove::select(req.db, req.runs, req.experiment, req.statuses)?;
+    let targets = crate::remove::select(req.db, req.runs, req.experiment, req.tags, req.statuses)?;
     if targets.is_empty() {
         outln!("no runs match")?;
         return Ok(());

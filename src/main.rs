@@ -156,6 +156,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Rm(a) => commands::remove(commands::RemoveRequest {
             runs: &a.runs,
             experiment: a.experiment.as_deref(),
+            tags: &a.tag,
             statuses: &a.status,
             dry_run: a.dry_run,
             yes: a.yes,

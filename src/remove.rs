@@ -29,12 +29,14 @@ pub struct Target {
     pub bytes: u64,
 }
 
-/// The runs `ids` name (each an id or a unique prefix) and every run of `experiment`, those
-/// whose status is one of `statuses` (any, when empty), each once.
+/// The runs `ids` name (each an id or a unique prefix) and every run of `experiment` (of any,
+/// with `tags` but no experiment) that has all of `tags`, those whose status is one of
+/// `statuses` (any, when empty), each once.
 pub fn select(
     db: &Path,
     ids: &[String],
     experiment: Option<&str>,
+    tags: &[String],
     statuses: &[String],
 ) -> Result<Vec<Target>> {
     crate::track::check_statuses(statuses, &[])?;
@@ -64,14 +66,31 @@ pub fn select(
             });
         }
     };
-    if let Some(experiment) = experiment {
+    if experiment.is_some() || !tags.is_empty() {
+        let tags_json = serde_json::json!(tags).to_string();
         let runs = crate::query::run_sql(
             db,
-            "SELECT * FROM runs WHERE experiment = ?1 ORDER BY id",
-            &[&experiment],
+            "SELECT * FROM runs r WHERE (?1 IS NULL OR experiment = ?1)
+               AND NOT EXISTS (SELECT 1 FROM json_each(?2) j
+                               WHERE j.value NOT IN (SELECT tag FROM tags t WHERE t.run_id = r.id))
+             ORDER BY id",
+            &[&experiment, &tags_json],
         )?;
         if runs.rows.is_empty() {
-            bail!("no runs of experiment `{experiment}` in {}", db.display());
+            let tagged = if tags.is_empty() {
+                String::new()
+            } else {
+                format!(" tagged {}", tags.join(" and "))
+            };
+            match experiment {
+                Some(experiment) => {
+                    bail!(
+                        "no runs of experiment `{experiment}`{tagged} in {}",
+                        db.display()
+                    )
+                }
+                None => bail!("no runs{tagged} in {}", db.display()),
+            }
         }
         (0..runs.rows.len()).for_each(|i| add(&runs, i));
     }

@@ -453,10 +453,13 @@ fn tags_and_notes_survive_a_new_database_and_a_forced_rerun() {
     assert!(!file.exists());
     runner()
         .current_dir(dir.path())
-        .args(["rm", "--yes", other])
+        .args(["rm", "--yes", "--tag", "collapsed"])
         .assert()
-        .success();
-    assert_eq!(count(&db(dir.path()), "SELECT count(*) FROM tags"), 0);
+        .success()
+        .stdout(predicate::str::contains("deleted 1 of 1 runs"));
+    let conn = db(dir.path());
+    assert_eq!(count(&conn, "SELECT count(*) FROM tags"), 0);
+    assert_eq!(common::texts(&conn, "SELECT id FROM runs"), [good.clone()]);
 }
 
 #[test]
