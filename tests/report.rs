@@ -14,6 +14,11 @@ const UNSAFE: &str = "<script>alert('x')</script>";
 
 /// A two-run sweep (lr 1e-4 and 2e-3), evaluated every 6 steps or not at all.
 fn sweep(dir: &Path, evaluate: bool) {
+    sweep_with(dir, evaluate, &[]);
+}
+
+/// The sweep of [`sweep`] with `sets` (`--set` values) applied.
+fn sweep_with(dir: &Path, evaluate: bool, sets: &[&str]) {
     let model = common::tiny_gan_model_toml();
     let spec = dir.join("tiny.toml");
     std::fs::write(
@@ -43,6 +48,7 @@ eval_every = 6
         .arg(&spec)
         .arg("--data-dir")
         .arg(fixture_dir())
+        .args(sets.iter().flat_map(|set| ["--set", set]))
         .assert()
         .success()
         .stdout(predicate::str::contains(
@@ -61,6 +67,32 @@ fn run_pages(report: &Path) -> Vec<PathBuf> {
         .filter(|p| p.is_dir())
         .map(|p| p.join("index.html"))
         .collect()
+}
+
+#[test]
+fn seeds_are_replicates_not_a_setting_to_plot() {
+    let dir = tempfile::tempdir().unwrap();
+    let page = || read(dir.path().join("results/report/tiny/index.html"));
+    sweep_with(
+        dir.path(),
+        true,
+        &["sweep.train.lr=[1e-4]", "sweep.train.seed=[0, 1]"],
+    );
+    let replicates = page();
+    assert!(
+        replicates.contains("Only the seed was swept"),
+        "{replicates}"
+    );
+    for plot in ["sweep-0.svg", "parallel.svg", "history.svg"] {
+        assert!(!replicates.contains(plot), "{plot}");
+    }
+    assert!(replicates.contains("fid-curves.svg"));
+    sweep_with(dir.path(), true, &["sweep.train.seed=[0, 1]"]);
+    let settings = page();
+    assert!(settings.contains("FID vs train.lr") && !settings.contains("vs train.seed"));
+    assert!(settings.contains("parallel.svg") && settings.contains("history.svg"));
+    let parallel = read(dir.path().join("results/report/tiny/parallel.svg"));
+    assert!(!parallel.contains("train.seed"));
 }
 
 #[test]

@@ -83,6 +83,7 @@ pub fn page(site: &Site, experiment: &Experiment, leader: &Run, run: &Run) -> Re
             y_label: "loss",
             series: loss_series,
             legend: true,
+            smooth: true,
             ..Default::default()
         },
     )?;

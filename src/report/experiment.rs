@@ -69,7 +69,10 @@ pub(super) fn experiment_page(site: &Site, experiment: &Experiment) -> Result<()
         .map(|r| r.id.clone());
     let mut plot_refs = Vec::new();
     let swept = &view.swept_keys;
-    for (i, key) in swept.iter().enumerate() {
+    // A seed is a replicate, not a setting: the score against it is noise (the replicates'
+    // table below summarises it), though it still tells the lines of a setting's plot apart.
+    let settings: Vec<&String> = swept.iter().filter(|k| *k != "train.seed").collect();
+    for (i, key) in settings.iter().copied().enumerate() {
         let group_key = swept.iter().find(|k| *k != key);
         let runs: Vec<&Run> = experiment
             .runs
@@ -115,9 +118,9 @@ pub(super) fn experiment_page(site: &Site, experiment: &Experiment) -> Result<()
         )?;
         plot_refs.push(Plot { title, src });
     }
-    if !swept.is_empty() {
+    if !settings.is_empty() {
         let title = format!("Settings and {} of every run", ranking.short());
-        let (axes, lines) = parallel_coordinates(experiment, swept, ranking);
+        let (axes, lines) = parallel_coordinates(experiment, &settings, ranking);
         let svg = plots::parallel_svg(&title, &axes, &lines).map_err(anyhow::Error::msg)?;
         site.file(&format!("{dir}/parallel.svg"), svg.as_bytes())?;
         plot_refs.push(Plot {
@@ -125,7 +128,11 @@ pub(super) fn experiment_page(site: &Site, experiment: &Experiment) -> Result<()
             src: "parallel.svg".into(),
         });
     }
-    let history_plot = match History::of(experiment, ranking, best.as_deref()) {
+    // Replicates have no history to read: their order says nothing.
+    let history = (!settings.is_empty())
+        .then(|| History::of(experiment, ranking, best.as_deref()))
+        .flatten();
+    let history_plot = match history {
         Some(history) => {
             let title = format!(
                 "{} of each run in the order the runs started (x: pruned), and the best so far",
@@ -213,6 +220,7 @@ pub(super) fn experiment_page(site: &Site, experiment: &Experiment) -> Result<()
                 y_label: label,
                 legend: series.len() <= 10,
                 series,
+                smooth: true,
                 ..Default::default()
             },
         )?;
@@ -387,7 +395,7 @@ pub fn explain(db: &Path, experiment: Option<&str>) -> Result<crate::query::Rows
 /// ranking metric last, best at the top.
 fn parallel_coordinates(
     experiment: &Experiment,
-    swept: &[String],
+    swept: &[&String],
     ranking: Ranking,
 ) -> (Vec<Axis>, Vec<Polyline>) {
     let runs = &experiment.runs;
@@ -397,7 +405,7 @@ fn parallel_coordinates(
         let missing = String::new();
         let values: Vec<&String> = runs
             .iter()
-            .map(|r| r.params.get(key).unwrap_or(&missing))
+            .map(|r| r.params.get(*key).unwrap_or(&missing))
             .collect();
         let (xs, categories, log) = x_axis(&values);
         let (positions, ticks) = match categories {
@@ -436,7 +444,7 @@ fn parallel_coordinates(
             }
         };
         axes.push(Axis {
-            name: key.clone(),
+            name: key.to_string(),
             ticks,
         });
         columns.push(positions);

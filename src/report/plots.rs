@@ -30,6 +30,8 @@ pub struct Chart<'a> {
     pub crosses: Vec<(f64, f64)>,
     /// Points drawn as dots and joined by no line (one per run, say).
     pub dots: Vec<(f64, f64)>,
+    /// Lines of many noisy points (losses) drawn faint, under their smoothed means.
+    pub smooth: bool,
 }
 
 const SIZE: (u32, u32) = (720, 400);
@@ -72,12 +74,8 @@ fn envelope(points: &[(f64, f64)], columns: usize, log_x: bool) -> Vec<(f64, f64
     if points.len() <= 4 * columns {
         return points.to_vec();
     }
-    let at = |x: f64| if log_x { x.ln() } else { x };
-    let (lo, hi) = (at(points[0].0), at(points[points.len() - 1].0));
-    let width = (hi - lo) / columns as f64;
-    let column = |x: f64| (((at(x) - lo) / width) as usize).min(columns - 1);
     let mut kept = Vec::with_capacity(4 * columns);
-    for span in points.chunk_by(|a, b| column(a.0) == column(b.0)) {
+    for span in spans(points, columns, log_x) {
         let by_y = |a: &&(f64, f64), b: &&(f64, f64)| a.1.total_cmp(&b.1);
         let low = span.iter().min_by(by_y).expect("spans are not empty");
         let high = span.iter().max_by(by_y).expect("spans are not empty");
@@ -91,6 +89,34 @@ fn envelope(points: &[(f64, f64)], columns: usize, log_x: bool) -> Vec<(f64, f64
         }
     }
     kept
+}
+
+/// `points` (sorted by x, at least two) cut into the runs that fall in each of `count` equal
+/// spans of x.
+fn spans(points: &[(f64, f64)], count: usize, log_x: bool) -> impl Iterator<Item = &[(f64, f64)]> {
+    let at = move |x: f64| if log_x { x.ln() } else { x };
+    let (lo, hi) = (at(points[0].0), at(points[points.len() - 1].0));
+    let width = (hi - lo) / count as f64;
+    let span = move |x: f64| (((at(x) - lo) / width) as usize).min(count - 1);
+    points.chunk_by(move |a, b| span(a.0) == span(b.0))
+}
+
+/// How many spans a smoothed line averages over: the trend of a noisy loss, as
+/// TensorBoard's smoothing shows it.
+const SMOOTH_SPANS: usize = 150;
+
+/// The mean point of each of [`SMOOTH_SPANS`] spans of x, or `None` when there are too few
+/// points for that to smooth anything.
+fn smoothed(points: &[(f64, f64)], log_x: bool) -> Option<Vec<(f64, f64)>> {
+    (points.len() > 4 * SMOOTH_SPANS).then(|| {
+        spans(points, SMOOTH_SPANS, log_x)
+            .map(|span| {
+                let n = span.len() as f64;
+                let (x, y) = span.iter().fold((0.0, 0.0), |(x, y), p| (x + p.0, y + p.1));
+                (x / n, y / n)
+            })
+            .collect()
+    })
 }
 
 /// Renders `chart` as an SVG document.
@@ -150,10 +176,18 @@ fn draw<'a>(
                 .draw()?;
             for (i, s) in chart.series.iter().enumerate() {
                 let color = palette(i);
-                let drawn = ctx.draw_series(LineSeries::new(
-                    envelope(&s.points, SIZE.0 as usize, chart.log_x),
-                    color.stroke_width(2),
-                ))?;
+                let raw = envelope(&s.points, SIZE.0 as usize, chart.log_x);
+                let drawn = match chart
+                    .smooth
+                    .then(|| smoothed(&s.points, chart.log_x))
+                    .flatten()
+                {
+                    Some(means) => {
+                        ctx.draw_series(LineSeries::new(raw, color.mix(0.15).stroke_width(1)))?;
+                        ctx.draw_series(LineSeries::new(means, color.stroke_width(2)))?
+                    }
+                    None => ctx.draw_series(LineSeries::new(raw, color.stroke_width(2)))?,
+                };
                 if chart.legend {
                     drawn.label(s.name.clone()).legend(move |(x, y)| {
                         PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
@@ -361,6 +395,36 @@ mod tests {
         };
         let size = svg(&chart).unwrap().len();
         assert!(size < 400_000, "{size} bytes");
+    }
+
+    #[test]
+    fn noisy_lines_are_smoothed_to_the_mean_of_each_span() {
+        // A loss alternating 0 and 1 around a slow ramp: the means follow the ramp.
+        let points: Vec<(f64, f64)> = (0..30_000)
+            .map(|i| (i as f64, i as f64 / 30_000.0 + (i % 2) as f64))
+            .collect();
+        let means = smoothed(&points, false).unwrap();
+        assert_eq!(means.len(), SMOOTH_SPANS);
+        for (x, y) in &means {
+            assert!((y - (x / 30_000.0 + 0.5)).abs() < 1e-3, "({x}, {y})");
+        }
+        assert!(means.windows(2).all(|w| w[0].0 < w[1].0), "in step order");
+        assert_eq!(smoothed(&points[..4 * SMOOTH_SPANS], false), None);
+        let chart = |smooth| Chart {
+            title: "losses",
+            series: vec![Series {
+                name: "D".into(),
+                points: points.clone(),
+            }],
+            smooth,
+            ..Default::default()
+        };
+        // The faint raw line under the mean: one more path than without smoothing.
+        let paths = |svg: String| svg.matches("<polyline").count();
+        assert_eq!(
+            paths(svg(&chart(true)).unwrap()),
+            paths(svg(&chart(false)).unwrap()) + 1
+        );
     }
 
     #[test]

@@ -81,6 +81,7 @@ pub(super) fn run_page(site: &Site, experiment: &Experiment, run: &Run) -> Resul
                 y_label: "loss",
                 series: losses,
                 legend: true,
+                smooth: true,
                 ..Default::default()
             },
         )?,
