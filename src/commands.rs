@@ -357,8 +357,8 @@ pub fn show(db: &Path, run: &str) -> Result<()> {
 /// them when `change` is empty.
 pub fn tag(db: &Path, runs: &[String], change: &crate::track::annotations::Change) -> Result<()> {
     use crate::track::annotations;
-    let mut conn = crate::track::open(db)?;
-    // Every id first: a typo in the third changes nothing in the first two.
+    // Every id first (read-only: a mistyped --db is not created): a typo in the third changes
+    // nothing in the first two.
     let found = runs
         .iter()
         .map(|run| {
@@ -373,6 +373,11 @@ pub fn tag(db: &Path, runs: &[String], change: &crate::track::annotations::Chang
             Ok((id, crate::track::locate(db, &recorded)))
         })
         .collect::<Result<Vec<_>>>()?;
+    let mut conn = if change.is_empty() {
+        crate::track::open_read_only(db)?
+    } else {
+        crate::track::open(db)?
+    };
     for (id, run_dir) in &found {
         let now = if change.is_empty() {
             annotations::load(&conn, id)?

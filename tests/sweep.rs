@@ -397,6 +397,10 @@ fn tags_and_notes_survive_a_new_database_and_a_forced_rerun() {
     tag(&[good, "nosuchrun", "-a", "more"])
         .failure()
         .stderr(predicate::str::contains("no run `nosuchrun`"));
+    tag(&[good, "-a", "more", "--db", "typo/runs.sqlite"])
+        .failure()
+        .stderr(predicate::str::contains("no such database"));
+    assert!(!dir.path().join("typo").exists());
     assert_eq!(std::fs::read_to_string(&file).unwrap(), written);
     let runs = |args: &[&str]| {
         let out = runner()
