@@ -352,6 +352,7 @@ pub fn runs(
     };
     let statuses = (!statuses.is_empty()).then(|| serde_json::json!(statuses).to_string());
     let status = track::claims::status_sql("r");
+    let (tags_of, tagged) = (tags_sql("r"), tagged_sql("r", "?3"));
     run_sql(
         db,
         &format!("SELECT r.experiment, r.id AS run, {status} AS status, r.steps_done AS steps,
@@ -359,16 +360,32 @@ pub fn runs(
                 (SELECT value FROM metrics m WHERE m.run_id = r.id AND m.name = 'g_loss' ORDER BY step DESC LIMIT 1) AS g_loss,
                 (SELECT round(value, 3) FROM evals e WHERE e.run_id = r.id AND e.metric = 'fid' ORDER BY step DESC LIMIT 1) AS fid,
                 (SELECT round(min(value), 3) FROM evals e WHERE e.run_id = r.id AND e.metric = 'fid') AS best_fid,
-                (SELECT group_concat(tag, ' ') FROM (SELECT tag FROM tags t WHERE t.run_id = r.id ORDER BY tag)) AS tags,
+                {tags_of} AS tags,
                 r.finished_at, r.error
          FROM runs r
          WHERE (?1 IS NULL OR r.experiment = ?1)
            AND (?2 IS NULL OR {status} IN (SELECT value FROM json_each(?2)))
-           AND NOT EXISTS (SELECT 1 FROM json_each(?3) j
-                           WHERE j.value NOT IN (SELECT tag FROM tags t WHERE t.run_id = r.id))
+           AND {tagged}
          ORDER BY {order}"
         ),
         &[&experiment, &statuses, &tags],
+    )
+}
+
+/// SQL for run `alias`'s tags, space-separated in order (NULL without any).
+fn tags_sql(alias: &str) -> String {
+    format!(
+        "(SELECT group_concat(tag, ' ') FROM \
+           (SELECT tag FROM tags t WHERE t.run_id = {alias}.id ORDER BY tag))"
+    )
+}
+
+/// SQL that holds when run `alias` has every tag of the JSON array bound at `param` (any run
+/// for an empty array or NULL).
+pub fn tagged_sql(alias: &str, param: &str) -> String {
+    format!(
+        "NOT EXISTS (SELECT 1 FROM json_each({param}) j \
+           WHERE j.value NOT IN (SELECT tag FROM tags t WHERE t.run_id = {alias}.id))"
     )
 }
 
@@ -429,10 +446,10 @@ pub fn show(db: &Path, run_id: &str) -> Result<String> {
     let shown = run_sql(
         db,
         &format!(
-            "SELECT {}, strftime('%Y-%m-%dT%H:%M:%SZ', heartbeat_at, 'unixepoch'), \
-               (SELECT group_concat(tag, ' ') FROM (SELECT tag FROM tags WHERE run_id = r.id ORDER BY tag)) \
+            "SELECT {}, strftime('%Y-%m-%dT%H:%M:%SZ', heartbeat_at, 'unixepoch'), {} \
              FROM runs r WHERE id = ?1",
-            track::claims::status_sql("r")
+            track::claims::status_sql("r"),
+            tags_sql("r")
         ),
         &[&id],
     )?;

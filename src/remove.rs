@@ -70,10 +70,10 @@ pub fn select(
         let tags_json = serde_json::json!(tags).to_string();
         let runs = crate::query::run_sql(
             db,
-            "SELECT * FROM runs r WHERE (?1 IS NULL OR experiment = ?1)
-               AND NOT EXISTS (SELECT 1 FROM json_each(?2) j
-                               WHERE j.value NOT IN (SELECT tag FROM tags t WHERE t.run_id = r.id))
-             ORDER BY id",
+            &format!(
+                "SELECT * FROM runs r WHERE (?1 IS NULL OR experiment = ?1) AND {} ORDER BY id",
+                crate::query::tagged_sql("r", "?2")
+            ),
             &[&experiment, &tags_json],
         )?;
         if runs.rows.is_empty() {
