@@ -76,8 +76,17 @@ fn seeds_are_replicates_not_a_setting_to_plot() {
     sweep_with(
         dir.path(),
         true,
-        &["sweep.train.lr=[1e-4]", "sweep.train.seed=[0, 1]"],
+        &[
+            "sweep.train.lr=[1e-4]",
+            "sweep.train.seed=[0, 1]",
+            "train.g_ema=0.9",
+        ],
     );
+    // With a moving average of G, the run pages plot its FID beside the raw G's.
+    for run in run_pages(&dir.path().join("results/report")) {
+        let fid = read(run.with_file_name("fid.svg"));
+        assert!(fid.contains("fid_raw"), "{}", run.display());
+    }
     let replicates = page();
     assert!(
         replicates.contains("Only the seed was swept"),

@@ -102,22 +102,28 @@ pub(super) fn run_page(site: &Site, experiment: &Experiment, run: &Run) -> Resul
     };
     if !run.evals.is_empty() {
         for (file, title, names) in [
-            ("fid.svg", "LeNet-FID over training", &["fid"][..]),
+            // With a moving average of G, its FID beside the raw G's.
+            (
+                "fid.svg",
+                "LeNet-FID over training",
+                &["fid", "fid_raw"][..],
+            ),
             (
                 "fidelity.svg",
                 "Precision, recall, density, coverage",
                 &["precision", "recall", "density", "coverage"][..],
             ),
         ] {
+            let series = eval_series(names);
             let src = site.plot(
                 &format!("{dir}/{file}"),
                 &Chart {
                     title,
                     x_label: "step",
                     y_label: if file == "fid.svg" { "FID" } else { "value" },
-                    series: eval_series(names),
+                    legend: series.len() > 1,
+                    series,
                     markers: true,
-                    legend: names.len() > 1,
                     ..Default::default()
                 },
             )?;
