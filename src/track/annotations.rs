@@ -59,6 +59,15 @@ pub fn check_tag(tag: &str) -> Result<()> {
     Ok(())
 }
 
+/// Refuses a note longer than [`MAX_NOTE`] characters.
+fn check_note(note: &str) -> Result<()> {
+    let length = note.chars().count();
+    if length > MAX_NOTE {
+        bail!("the note has {length} characters; a note keeps at most {MAX_NOTE}");
+    }
+    Ok(())
+}
+
 /// The annotations `run_dir` holds (`None` without a file); a damaged file is an error naming it.
 pub fn read(run_dir: &Path) -> Result<Option<Annotations>> {
     let path = path(run_dir);
@@ -69,6 +78,13 @@ pub fn read(run_dir: &Path) -> Result<Option<Annotations>> {
     };
     let annotations: Annotations =
         serde_json::from_str(&text).with_context(|| format!("{}: damaged", path.display()))?;
+    // A file edited by hand gets the checks `runner tag` makes.
+    annotations
+        .tags
+        .iter()
+        .try_for_each(|tag| check_tag(tag))
+        .and_then(|()| check_note(annotations.note.as_deref().unwrap_or_default()))
+        .with_context(|| format!("{}: damaged", path.display()))?;
     Ok(Some(annotations))
 }
 
@@ -114,14 +130,7 @@ pub fn apply(
     for tag in change.add.iter().chain(&change.remove) {
         check_tag(tag)?;
     }
-    if let Some(note) = &change.note
-        && note.chars().count() > MAX_NOTE
-    {
-        bail!(
-            "the note has {} characters; a note keeps at most {MAX_NOTE}",
-            note.chars().count()
-        );
-    }
+    check_note(change.note.as_deref().unwrap_or_default())?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut annotations = load(&tx, run_id)?;
     for tag in &change.remove {
@@ -174,9 +183,15 @@ mod tests {
     fn a_damaged_file_is_named_and_none_is_nothing() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(read(dir.path()).unwrap(), None);
-        std::fs::write(path(dir.path()), "{\"tags\": [").unwrap();
-        let err = format!("{:#}", read(dir.path()).unwrap_err());
-        assert!(err.contains("annotations.json: damaged"), "{err}");
+        for damaged in [
+            r#"{"tags": ["#,
+            r#"{"tags": ["two words"], "note": null}"#,
+            r#"{"tags": [], "note": null, "extra": 1}"#,
+        ] {
+            std::fs::write(path(dir.path()), damaged).unwrap();
+            let err = format!("{:#}", read(dir.path()).unwrap_err());
+            assert!(err.contains("annotations.json: damaged"), "{err}");
+        }
         let a = Annotations {
             tags: ["good".to_string()].into(),
             note: Some("sharp 7s".into()),
