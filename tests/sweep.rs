@@ -463,7 +463,10 @@ fn tags_and_notes_survive_a_new_database_and_a_forced_rerun() {
         .stdout(predicate::str::contains("deleted 1 of 1 runs"));
     let conn = db(dir.path());
     assert_eq!(count(&conn, "SELECT count(*) FROM tags"), 0);
-    assert_eq!(common::texts(&conn, "SELECT id FROM runs"), std::slice::from_ref(good));
+    assert_eq!(
+        common::texts(&conn, "SELECT id FROM runs"),
+        std::slice::from_ref(good)
+    );
 }
 
 #[test]

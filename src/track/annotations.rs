@@ -103,8 +103,17 @@ pub fn load(conn: &Connection, run_id: &str) -> Result<Annotations> {
     Ok(Annotations { tags, note })
 }
 
-/// Replaces the database's annotations of `run_id` (a row the database has) with `annotations`.
-pub fn store(tx: &Transaction<'_>, run_id: &str, annotations: &Annotations) -> Result<()> {
+/// Replaces the database's annotations of `run_id` with `annotations`; `false` (and nothing
+/// stored) when the database has no such run.
+pub fn store(tx: &Transaction<'_>, run_id: &str, annotations: &Annotations) -> Result<bool> {
+    let known: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM runs WHERE id = ?1)",
+        [run_id],
+        |r| r.get(0),
+    )?;
+    if !known {
+        return Ok(false);
+    }
     tx.execute("DELETE FROM tags WHERE run_id = ?1", [run_id])?;
     for tag in &annotations.tags {
         tx.execute(
@@ -116,7 +125,7 @@ pub fn store(tx: &Transaction<'_>, run_id: &str, annotations: &Annotations) -> R
         "UPDATE runs SET note = ?2 WHERE id = ?1",
         rusqlite::params![run_id, annotations.note],
     )?;
-    Ok(())
+    Ok(true)
 }
 
 /// Applies `change` to run `run_id` in `conn`'s database and in `run_dir`'s file (when the
@@ -140,7 +149,11 @@ pub fn apply(
     if let Some(note) = &change.note {
         annotations.note = Some(note.trim().to_string()).filter(|n| !n.is_empty());
     }
-    store(&tx, run_id, &annotations)?;
+    // (`runner rm` may have deleted it since it was looked up.)
+    anyhow::ensure!(
+        store(&tx, run_id, &annotations)?,
+        "run {run_id} is no longer in the database"
+    );
     if let Some(dir) = run_dir.filter(|dir| dir.is_dir()) {
         write(dir, &annotations)?;
     }
@@ -177,6 +190,22 @@ mod tests {
             let err = check_tag(bad).unwrap_err().to_string();
             assert!(err.contains("a tag is 1 to 64"), "{err}");
         }
+    }
+
+    #[test]
+    fn a_run_the_database_lost_is_not_annotated() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = crate::track::open(&dir.path().join("runs.sqlite")).unwrap();
+        let change = Change {
+            note: Some("deleted meanwhile".into()),
+            ..Default::default()
+        };
+        let err = apply(&mut conn, "0123456789ab", Some(dir.path()), &change).unwrap_err();
+        assert!(
+            err.to_string().contains("no longer in the database"),
+            "{err}"
+        );
+        assert!(!path(dir.path()).exists());
     }
 
     #[test]

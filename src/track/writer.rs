@@ -314,14 +314,8 @@ fn apply(tx: &rusqlite::Transaction<'_>, event: Event) -> Result<()> {
             run_id,
             annotations,
         } => {
-            let known: bool = tx.query_row(
-                "SELECT EXISTS (SELECT 1 FROM runs WHERE id = ?1)",
-                [&run_id],
-                |r| r.get(0),
-            )?;
-            if known {
-                super::annotations::store(tx, &run_id, &annotations)?;
-            }
+            // (A run the database does not know keeps its file, and nothing is stored.)
+            super::annotations::store(tx, &run_id, &annotations)?;
         }
     }
     Ok(())
