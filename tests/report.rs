@@ -96,12 +96,32 @@ fn seeds_are_replicates_not_a_setting_to_plot() {
         assert!(!replicates.contains(plot), "{plot}");
     }
     assert!(replicates.contains("fid-curves.svg"));
-    sweep_with(dir.path(), true, &["sweep.train.seed=[0, 1]"]);
+    sweep_with(
+        dir.path(),
+        true,
+        &["sweep.train.seed=[0, 1]", "train.g_ema=0.9"],
+    );
     let settings = page();
     assert!(settings.contains("FID vs train.lr") && !settings.contains("vs train.seed"));
     assert!(settings.contains("parallel.svg") && settings.contains("history.svg"));
     let parallel = read(dir.path().join("results/report/tiny/parallel.svg"));
     assert!(!parallel.contains("train.seed"));
+    // One line per seed through its two learning rates (a grid's slice), and the legend's two
+    // strokes, in the series' colours (the axes and the grid are drawn thinner).
+    let by_lr = (0..3)
+        .map(|i| {
+            read(
+                dir.path()
+                    .join(format!("results/report/tiny/sweep-{i}.svg")),
+            )
+        })
+        .find(|svg| svg.contains("FID vs train.lr"))
+        .unwrap();
+    let series_lines = by_lr
+        .lines()
+        .filter(|l| l.starts_with("<polyline") && l.contains("stroke-width=\"2\""))
+        .count();
+    assert_eq!(series_lines, 4, "{by_lr}");
 }
 
 #[test]

@@ -57,6 +57,9 @@ pub(super) fn x_axis(values: &[&String]) -> (Vec<f64>, Option<Vec<String>>, bool
     (xs, Some(distinct.into_iter().cloned().collect()), false)
 }
 
+/// The most values of a setting that its plot joins by a line: a grid sweeps a few.
+const MAX_LINE_VALUES: usize = 12;
+
 pub(super) fn experiment_page(site: &Site, experiment: &Experiment) -> Result<()> {
     let dir = slug(&experiment.name);
     let view = experiment_view(experiment, "");
@@ -100,6 +103,12 @@ pub(super) fn experiment_page(site: &Site, experiment: &Experiment) -> Result<()
                 Series { name, points }
             })
             .collect();
+        // A line reads as "the score as the setting moves, the rest held": true of a grid's
+        // slice (one run per value, few values), not of a search's runs, which are points.
+        let grid_slice = series.iter().all(|s| {
+            let distinct = s.points.chunk_by(|a, b| a.0 == b.0).count();
+            distinct == s.points.len() && distinct <= MAX_LINE_VALUES
+        });
         let title = format!("{} vs {key}", ranking.short());
         let src = site.plot(
             &format!("{dir}/sweep-{i}.svg"),
@@ -110,6 +119,7 @@ pub(super) fn experiment_page(site: &Site, experiment: &Experiment) -> Result<()
                 legend: group_key.is_some() && series.len() <= 12,
                 series,
                 markers: true,
+                scatter: !grid_slice,
                 highlight,
                 x_categories: categories,
                 log_x,

@@ -18,6 +18,9 @@ pub struct Chart<'a> {
     pub series: Vec<Series>,
     /// Draw markers at every point (for few points, e.g. one per run).
     pub markers: bool,
+    /// Draw the series' points as markers only, joined by no line (runs of a search, whose
+    /// order along x says nothing).
+    pub scatter: bool,
     /// A point to circle in red (the best run).
     pub highlight: Option<(f64, f64)>,
     /// Names for integer x positions (a categorical axis), instead of numbers.
@@ -182,6 +185,8 @@ fn draw<'a>(
                     .then(|| smoothed(&s.points, chart.log_x))
                     .flatten()
                 {
+                    _ if chart.scatter => ctx
+                        .draw_series(s.points.iter().map(|&p| Circle::new(p, 4, color.filled())))?,
                     Some(means) => {
                         ctx.draw_series(LineSeries::new(raw, color.mix(0.15).stroke_width(1)))?;
                         ctx.draw_series(LineSeries::new(means, color.stroke_width(2)))?
@@ -193,7 +198,7 @@ fn draw<'a>(
                         PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
                     });
                 }
-                if chart.markers {
+                if chart.markers && !chart.scatter {
                     ctx.draw_series(s.points.iter().map(|&p| Circle::new(p, 4, color.filled())))?;
                 }
             }
@@ -425,6 +430,26 @@ mod tests {
             paths(svg(&chart(true)).unwrap()),
             paths(svg(&chart(false)).unwrap()) + 1
         );
+    }
+
+    #[test]
+    fn scatter_charts_draw_points_and_no_line() {
+        let chart = |scatter| Chart {
+            title: "FID vs train.lr",
+            series: vec![Series {
+                name: "runs".into(),
+                points: vec![(1e-4, 300.0), (2e-4, 250.0), (3e-4, 280.0)],
+            }],
+            markers: true,
+            scatter,
+            ..Default::default()
+        };
+        let (lines, points) = (svg(&chart(false)).unwrap(), svg(&chart(true)).unwrap());
+        // (The axes and the grid are polylines too.)
+        let count = |svg: &str, element: &str| svg.matches(element).count();
+        assert_eq!(count(&lines, "<polyline"), count(&points, "<polyline") + 1);
+        assert_eq!(count(&points, "<circle"), 3);
+        assert_eq!(count(&lines, "<circle"), 3);
     }
 
     #[test]
