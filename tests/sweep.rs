@@ -35,6 +35,20 @@ eval_samples = 0
     spec
 }
 
+/// `runner runs --format csv` with `args`, run in `dir`.
+fn runs_csv(dir: &Path, args: &[&str]) -> String {
+    let out = runner()
+        .current_dir(dir)
+        .args(["runs", "--format", "csv"])
+        .args(args)
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    String::from_utf8(out).unwrap()
+}
+
 fn sweep(dir: &Path, spec: &Path, extra: &[&str]) -> assert_cmd::assert::Assert {
     runner()
         .current_dir(dir)
@@ -169,17 +183,8 @@ fn a_failed_run_is_recorded_and_the_others_finish() {
     assert!(error.contains("NaN or infinite"), "{error}");
     // `runs` filters by status and sorts.
     let runs = |args: &[&str]| {
-        let out = runner()
-            .current_dir(dir.path())
-            .args(["runs", "--format", "csv"])
-            .args(args)
-            .assert()
-            .success()
-            .get_output()
-            .stdout
-            .clone();
-        let text = String::from_utf8(out).unwrap();
-        text.lines()
+        runs_csv(dir.path(), args)
+            .lines()
             .skip(1)
             .map(|l| l.split(',').nth(2).unwrap().to_string())
             .collect::<Vec<_>>()
@@ -402,15 +407,7 @@ fn tags_and_notes_survive_a_new_database_and_a_forced_rerun() {
         .stderr(predicate::str::contains("no such database"));
     assert!(!dir.path().join("typo").exists());
     assert_eq!(std::fs::read_to_string(&file).unwrap(), written);
-    let runs = |args: &[&str]| {
-        let out = runner()
-            .current_dir(dir.path())
-            .args(["runs", "--format", "csv"])
-            .args(args)
-            .output()
-            .unwrap();
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let runs = |args: &[&str]| runs_csv(dir.path(), args);
     let tagged = runs(&["--tag", "good"]);
     assert!(
         tagged.contains(good.as_str()) && !tagged.contains(other.as_str()),
