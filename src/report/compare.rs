@@ -135,6 +135,8 @@ pub fn page(site: &Site, experiment: &Experiment, leader: &Run, run: &Run) -> Re
                 grid => grid(r).map(|g| g.0),
                 grid_step => grid(r).map(|g| g.1),
                 events => Value::from(Serde(&r.events)),
+                tags => r.tags.clone(),
+                note => r.note.clone(),
             }
         })
         .collect();
