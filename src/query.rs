@@ -352,7 +352,16 @@ pub fn runs(
     };
     let statuses = (!statuses.is_empty()).then(|| serde_json::json!(statuses).to_string());
     let status = track::claims::status_sql("r");
-    let (tags_of, tagged) = (tags_sql("r"), tagged_sql("r", "?3"));
+    let (tags_of, tagged) = if has_tags(db)? {
+        (tags_sql("r"), tagged_sql("r", "?3"))
+    } else if tags.is_some() {
+        bail!(
+            "{}: an older runner's database, read-only here: it has no tags",
+            db.display()
+        )
+    } else {
+        ("NULL".into(), "?3 IS NULL".into())
+    };
     run_sql(
         db,
         &format!("SELECT r.experiment, r.id AS run, {status} AS status, r.steps_done AS steps,
@@ -370,6 +379,16 @@ pub fn runs(
         ),
         &[&experiment, &statuses, &tags],
     )
+}
+
+/// Whether the database has the `tags` table (see [`track::has_table`]).
+fn has_tags(db: &Path) -> Result<bool> {
+    let found = run_sql(
+        db,
+        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'tags'",
+        &[],
+    )?;
+    Ok(found.rows[0][0].as_i64() == Some(1))
 }
 
 /// SQL for run `alias`'s tags, space-separated in order (NULL without any).
@@ -449,7 +468,11 @@ pub fn show(db: &Path, run_id: &str) -> Result<String> {
             "SELECT {}, strftime('%Y-%m-%dT%H:%M:%SZ', heartbeat_at, 'unixepoch'), {} \
              FROM runs r WHERE id = ?1",
             track::claims::status_sql("r"),
-            tags_sql("r")
+            if has_tags(db)? {
+                tags_sql("r")
+            } else {
+                "NULL".into()
+            }
         ),
         &[&id],
     )?;

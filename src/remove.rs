@@ -72,7 +72,12 @@ pub fn select(
             db,
             &format!(
                 "SELECT * FROM runs r WHERE (?1 IS NULL OR experiment = ?1) AND {} ORDER BY id",
-                crate::query::tagged_sql("r", "?2")
+                // (An older runner's database, read-only here, has no tags table to ask.)
+                if tags.is_empty() {
+                    "?2 = '[]'".into()
+                } else {
+                    crate::query::tagged_sql("r", "?2")
+                }
             ),
             &[&experiment, &tags_json],
         )?;

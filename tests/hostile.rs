@@ -1270,6 +1270,63 @@ impl SmallDisk {
     fn free(&self) {
         std::fs::remove_file(&self.filler).unwrap();
     }
+
+    /// Makes it read-only, as a copy of results on read-only media is.
+    fn remount_read_only(&self) {
+        let status = std::process::Command::new("mount")
+            .args(["-o", "remount,ro"])
+            .arg(&self.path)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+#[test]
+fn an_older_runners_database_on_read_only_media_is_read_without_tags() {
+    // `runner runs` and `show` failed on it with "no such table: tags" (schema 6 added it).
+    let dir = tempfile::tempdir().unwrap();
+    let Some(disk) = SmallDisk::mount(&dir.path().join("disk"), "4m") else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let db = disk.path.join("runs.sqlite");
+    let conn = Connection::open(&db).unwrap();
+    for migration in &ganrunner::track::MIGRATIONS[..5] {
+        conn.execute_batch(migration).unwrap();
+    }
+    conn.execute_batch(
+        "PRAGMA user_version = 5;
+         INSERT INTO experiments VALUES ('old', '', 'old.toml', '2026-01-01T00:00:00Z');
+         INSERT INTO runs (id, experiment, config, config_hash, status, run_dir)
+           VALUES ('0123456789ab', 'old', '{}', '0123456789ab', 'finished', 'old/0123456789ab');",
+    )
+    .unwrap();
+    drop(conn);
+    disk.remount_read_only();
+    let runner_on = |args: &[&str]| {
+        runner()
+            .current_dir(dir.path())
+            .args(args)
+            .arg("--db")
+            .arg(&db)
+            .assert()
+    };
+    runner_on(&["runs"])
+        .success()
+        .stdout(predicate::str::contains("0123456789ab"));
+    runner_on(&["show", "0123"])
+        .success()
+        .stdout(predicate::str::contains("experiment   old"));
+    runner_on(&["tag", "0123"])
+        .success()
+        .stdout(predicate::str::contains("tags: -"));
+    runner_on(&["runs", "--tag", "good"])
+        .failure()
+        .stderr(predicate::str::contains("it has no tags"));
+    runner_on(&["rm", "--experiment", "old", "--dry-run"])
+        .success()
+        .stdout(predicate::str::contains("would delete 1 runs"));
 }
 
 impl Drop for SmallDisk {

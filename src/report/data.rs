@@ -109,16 +109,6 @@ pub fn load(db: &Path, only: Option<&str>, detail: Detail) -> Result<Vec<Experim
     Ok(experiments)
 }
 
-/// Whether the database has `table`: one last written by an older runner, opened read-only,
-/// has not been upgraded.
-fn has_table(conn: &Connection, table: &str) -> Result<bool> {
-    Ok(conn.query_row(
-        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1",
-        [table],
-        |r| r.get(0),
-    )?)
-}
-
 /// Runs grouped by experiment, in start order.
 fn load_runs(conn: &Connection, detail: Detail) -> Result<BTreeMap<String, Vec<Run>>> {
     let mut by_id: BTreeMap<String, (String, Run)> = BTreeMap::new();
@@ -171,7 +161,7 @@ fn load_runs(conn: &Connection, detail: Detail) -> Result<BTreeMap<String, Vec<R
         run.params.insert(r.get(1)?, text(r.get(2)?));
         Ok(())
     })?;
-    if has_table(conn, "tags")? {
+    if crate::track::has_table(conn, "tags")? {
         each(
             "SELECT run_id, tag FROM tags ORDER BY run_id, tag",
             &mut |run, r| {
@@ -220,7 +210,7 @@ fn load_runs(conn: &Connection, detail: Detail) -> Result<BTreeMap<String, Vec<R
                 Ok(())
             },
         )?;
-        if has_table(conn, "events")? {
+        if crate::track::has_table(conn, "events")? {
             each(
                 "SELECT run_id, step, kind, detail FROM events ORDER BY run_id, step, at",
                 &mut |run, r| {

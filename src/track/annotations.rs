@@ -90,6 +90,9 @@ pub fn read(run_dir: &Path) -> Result<Option<Annotations>> {
 
 /// The annotations the database holds for `run_id`.
 pub fn load(conn: &Connection, run_id: &str) -> Result<Annotations> {
+    if !super::has_table(conn, "tags")? {
+        return Ok(Annotations::default());
+    }
     let note = conn
         .query_row("SELECT note FROM runs WHERE id = ?1", [run_id], |r| {
             r.get::<_, Option<String>>(0)

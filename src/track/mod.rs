@@ -111,6 +111,16 @@ ALTER TABLE runs ADD COLUMN note TEXT;     -- a user's note on the run (`runner 
 "#,
 ];
 
+/// Whether the database has `table`: one an older runner wrote, read where it cannot be
+/// upgraded (a read-only copy), lacks the newer ones.
+pub fn has_table(conn: &Connection, table: &str) -> Result<bool> {
+    Ok(conn.query_row(
+        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1",
+        [table],
+        |r| r.get(0),
+    )?)
+}
+
 /// The database's default place.
 pub fn default_db() -> PathBuf {
     PathBuf::from("results/runs.sqlite")
