@@ -383,12 +383,7 @@ pub fn runs(
 
 /// Whether the database has the `tags` table (see [`track::has_table`]).
 fn has_tags(db: &Path) -> Result<bool> {
-    let found = run_sql(
-        db,
-        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'tags'",
-        &[],
-    )?;
-    Ok(found.rows[0][0].as_i64() == Some(1))
+    track::has_table(&track::open_read_only(db)?, "tags")
 }
 
 /// SQL for run `alias`'s tags, space-separated in order (NULL without any).

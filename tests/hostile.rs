@@ -1282,6 +1282,15 @@ impl SmallDisk {
     }
 }
 
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+    }
+}
+
 #[test]
 fn an_older_runners_database_on_read_only_media_is_read_without_tags() {
     // `runner runs` and `show` failed on it with "no such table: tags" (schema 6 added it).
@@ -1327,15 +1336,6 @@ fn an_older_runners_database_on_read_only_media_is_read_without_tags() {
     runner_on(&["rm", "--experiment", "old", "--dry-run"])
         .success()
         .stdout(predicate::str::contains("would delete 1 runs"));
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.path)
-            .status();
-    }
 }
 
 #[test]

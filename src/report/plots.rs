@@ -179,19 +179,23 @@ fn draw<'a>(
                 .draw()?;
             for (i, s) in chart.series.iter().enumerate() {
                 let color = palette(i);
-                let raw = envelope(&s.points, SIZE.0 as usize, chart.log_x);
-                let drawn = match chart
+                let circles = || {
+                    s.points
+                        .iter()
+                        .map(move |&p| Circle::new(p, 4, color.filled()))
+                };
+                let raw = || envelope(&s.points, SIZE.0 as usize, chart.log_x);
+                let drawn = if chart.scatter {
+                    ctx.draw_series(circles())?
+                } else if let Some(means) = chart
                     .smooth
                     .then(|| smoothed(&s.points, chart.log_x))
                     .flatten()
                 {
-                    _ if chart.scatter => ctx
-                        .draw_series(s.points.iter().map(|&p| Circle::new(p, 4, color.filled())))?,
-                    Some(means) => {
-                        ctx.draw_series(LineSeries::new(raw, color.mix(0.15).stroke_width(1)))?;
-                        ctx.draw_series(LineSeries::new(means, color.stroke_width(2)))?
-                    }
-                    None => ctx.draw_series(LineSeries::new(raw, color.stroke_width(2)))?,
+                    ctx.draw_series(LineSeries::new(raw(), color.mix(0.15).stroke_width(1)))?;
+                    ctx.draw_series(LineSeries::new(means, color.stroke_width(2)))?
+                } else {
+                    ctx.draw_series(LineSeries::new(raw(), color.stroke_width(2)))?
                 };
                 if chart.legend {
                     drawn.label(s.name.clone()).legend(move |(x, y)| {
@@ -199,7 +203,7 @@ fn draw<'a>(
                     });
                 }
                 if chart.markers && !chart.scatter {
-                    ctx.draw_series(s.points.iter().map(|&p| Circle::new(p, 4, color.filled())))?;
+                    ctx.draw_series(circles())?;
                 }
             }
             let dot = RGBColor(70, 110, 170).filled();
