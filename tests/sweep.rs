@@ -433,6 +433,27 @@ fn tags_and_notes_survive_a_new_database_and_a_forced_rerun() {
         ["sharp 7s"]
     );
     assert!(file.is_file());
+    // A database restored from a backup taken before a note changed gets the new note back
+    // from the run's file, though the run is finished and not trained again.
+    let backup = dir.path().join("backup.sqlite");
+    conn.execute("VACUUM INTO ?1", [backup.to_str().unwrap()])
+        .unwrap();
+    drop(conn);
+    tag(&[good, "--note", "sharp 7s and 9s"]).success();
+    for suffix in ["-wal", "-shm", ""] {
+        let _ = std::fs::remove_file(dir.path().join(format!("results/runs.sqlite{suffix}")));
+    }
+    std::fs::copy(&backup, dir.path().join("results/runs.sqlite")).unwrap();
+    sweep(dir.path(), &spec, &["--no-report"])
+        .success()
+        .stdout(predicate::str::contains("2 skipped"));
+    assert_eq!(
+        common::texts(
+            &db(dir.path()),
+            &format!("SELECT note FROM runs WHERE id = '{good}'")
+        ),
+        ["sharp 7s and 9s"]
+    );
     runner()
         .current_dir(dir.path())
         .arg("report")

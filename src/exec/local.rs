@@ -78,10 +78,12 @@ fn claim_and_run(
         for line in lines.iter() {
             tracker.record(line.event.clone())?;
         }
-        if let Some(event) = super::replay_annotations(experiment, &run.id, &run.run_dir) {
-            tracker.record(event)?;
-        }
         tracker.flush()?;
+    }
+    // The run's own file is the durable copy of its tags and note: a database restored from
+    // a backup gets back the ones given since.
+    if let Some(event) = super::replay_annotations(experiment, &run.id, &run.run_dir) {
+        tracker.record(event)?;
     }
     let has_checkpoint = !train::checkpoint::list(&run.run_dir).is_empty();
     if !force

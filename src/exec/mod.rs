@@ -204,13 +204,14 @@ pub fn prepare(run: PlannedRun, force: bool, lock: &DirLock) -> Result<Pending> 
     Ok(Pending { run, fresh })
 }
 
-/// The event that replays `run_dir`'s tags and note into a database that missed them (a new
-/// or deleted one); a damaged file is reported and left.
+/// The event that replays `run_dir`'s tags and note into the database, which may have missed
+/// them (a new or deleted database, one restored from a backup); a damaged file is reported
+/// and left.
 pub fn replay_annotations(experiment: &str, run_id: &str, run_dir: &Path) -> Option<Event> {
     match annotations::read(run_dir) {
-        Ok(annotations) => annotations.map(|annotations| Event::Annotated {
+        Ok(annotations) => annotations.map(|_| Event::Annotated {
             run_id: run_id.to_string(),
-            annotations,
+            run_dir: run_dir.to_path_buf(),
         }),
         Err(err) => {
             errln!("{experiment}: run {run_id}: {err:#}; its tags and note are not replayed");
@@ -315,6 +316,11 @@ pub fn run(
             && row.as_ref().is_some_and(|row| row.status == "finished")
             && train::checkpoint::newest_is_intact(&run.run_dir)
         {
+            // Its own file is the durable copy of its tags and note: a database restored
+            // from a backup gets back the ones given since.
+            if let Some(event) = replay_annotations(&spec.name, &run.id, &run.run_dir) {
+                tracker.send(event);
+            }
             skipped += 1;
             continue;
         }

@@ -198,8 +198,15 @@ fn draw<'a>(
                     ctx.draw_series(LineSeries::new(raw(), color.stroke_width(2)))?
                 };
                 if chart.legend {
+                    // The key shows a series as it is drawn: a point, or a stroke.
+                    let scatter = chart.scatter;
                     drawn.label(s.name.clone()).legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+                        if scatter {
+                            Circle::new((x + 9, y), 4, color.filled()).into_dyn()
+                        } else {
+                            PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+                                .into_dyn()
+                        }
                     });
                 }
                 if chart.markers && !chart.scatter {
@@ -454,6 +461,21 @@ mod tests {
         assert_eq!(count(&lines, "<polyline"), count(&points, "<polyline") + 1);
         assert_eq!(count(&points, "<circle"), 3);
         assert_eq!(count(&lines, "<circle"), 3);
+        // With a legend, a scatter's key is one more point and a line's key one more stroke.
+        let keyed = |scatter| {
+            svg(&Chart {
+                legend: true,
+                ..chart(scatter)
+            })
+            .unwrap()
+        };
+        let (lines_keyed, points_keyed) = (keyed(false), keyed(true));
+        assert_eq!(count(&points_keyed, "<circle"), 4);
+        assert_eq!(count(&lines_keyed, "<circle"), 3);
+        assert_eq!(
+            count(&lines_keyed, "<polyline"),
+            count(&points_keyed, "<polyline") + 2
+        );
     }
 
     #[test]

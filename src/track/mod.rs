@@ -382,11 +382,10 @@ pub enum Event {
         error: Option<String>,
         at: f64,
     },
-    /// A run's tags and note, replayed from its `annotations.json` (never in `records.jsonl`).
-    Annotated {
-        run_id: String,
-        annotations: annotations::Annotations,
-    },
+    /// Replays a run's tags and note from `run_dir`'s `annotations.json`, read as it is under
+    /// the database's write lock, so that a `runner tag` at the same moment is never undone
+    /// (never in `records.jsonl`).
+    Annotated { run_id: String, run_dir: PathBuf },
 }
 
 /// The statuses a run can have (`runs.status`); `runner runs` also shows `orphaned`, a

@@ -310,12 +310,12 @@ fn apply(tx: &rusqlite::Transaction<'_>, event: Event) -> Result<()> {
                 params![run_id, status, steps_done as i64, error, at],
             )?;
         }
-        Event::Annotated {
-            run_id,
-            annotations,
-        } => {
-            // (A run the database does not know keeps its file, and nothing is stored.)
-            super::annotations::store(tx, &run_id, &annotations)?;
+        Event::Annotated { run_id, run_dir } => {
+            // A missing or damaged file replays nothing (the sender reported the damage), and
+            // a run the database does not know keeps its file with nothing stored.
+            if let Ok(Some(annotations)) = super::annotations::read(&run_dir) {
+                super::annotations::store(tx, &run_id, &annotations)?;
+            }
         }
     }
     Ok(())
