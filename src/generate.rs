@@ -49,7 +49,11 @@ fn load_checkpoint(dir: &Path, raw: bool) -> anyhow::Result<Loaded> {
     let (generator, _) = config
         .model
         .build(&mut rng_for(config.train.seed, Stream::Init, 0), &device);
-    let (generator, averaged) = checkpoint.generator(generator, raw)?;
+    let (mut generator, averaged) = checkpoint.generator(generator, raw)?;
+    if averaged {
+        // As training sampled and scored it.
+        generator = crate::train::ema::settle(&generator, &config.model, config.train.seed);
+    }
     Ok(Loaded {
         generator,
         config,

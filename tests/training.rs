@@ -171,16 +171,17 @@ fn resuming_from_a_checkpoint_equals_an_uninterrupted_run() {
         );
         let png = |d: &std::path::Path| std::fs::read(d.join("samples/step-00000010.png")).unwrap();
         assert!(png(a.path()) == png(b.path()), "{arch}: same final samples");
-        // Both networks' weights and running statistics, as `runner export` reads them.
-        for net in [Net::G, Net::D] {
-            let (straight, resumed) = (tensors(a.path(), net), tensors(b.path(), net));
+        // Both networks' weights and running statistics, as `runner export` reads them (G's
+        // average and G itself).
+        for (net, raw) in [(Net::G, false), (Net::G, true), (Net::D, false)] {
+            let (straight, resumed) = (tensors(a.path(), net, raw), tensors(b.path(), net, raw));
             let differ: Vec<&String> = (straight.iter().zip(&resumed))
                 .filter(|(s, r)| s != r)
                 .map(|(s, _)| &s.0)
                 .collect();
             assert!(
                 differ.is_empty(),
-                "{arch} {}: {differ:?} differ",
+                "{arch} {} (raw {raw}): {differ:?} differ",
                 net.noun()
             );
         }
@@ -188,9 +189,9 @@ fn resuming_from_a_checkpoint_equals_an_uninterrupted_run() {
 }
 
 /// The tensors of `net` of the run in `run_dir` (its latest checkpoint), by name.
-fn tensors(run_dir: &std::path::Path, net: Net) -> Vec<(String, Vec<u8>)> {
-    let out = run_dir.join(format!("{net:?}.safetensors"));
-    ganrunner::export::export(run_dir, net, false, &out).unwrap();
+fn tensors(run_dir: &std::path::Path, net: Net, raw: bool) -> Vec<(String, Vec<u8>)> {
+    let out = run_dir.join(format!("{net:?}-{raw}.safetensors"));
+    ganrunner::export::export(run_dir, net, raw, &out).unwrap();
     let bytes = std::fs::read(&out).unwrap();
     let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let mut tensors: Vec<_> = (file.tensors().into_iter())

@@ -77,6 +77,10 @@ impl ClassicGenerator {
         }
         tanh(conv::transposed(&self.conv_out, x))
     }
+
+    pub fn batch_norms_mut(&mut self) -> Vec<&mut BatchNorm> {
+        self.blocks.iter_mut().map(|block| &mut block.bn).collect()
+    }
 }
 
 #[derive(Module, Debug)]

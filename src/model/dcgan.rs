@@ -72,6 +72,10 @@ impl DcganGenerator {
         let x = leaky_relu(upsample_conv3_bn(&self.conv2, &self.bn2, x), 0.2);
         tanh(conv::forward(&self.conv_out, x))
     }
+
+    pub fn batch_norms_mut(&mut self) -> Vec<&mut BatchNorm> {
+        vec![&mut self.bn0, &mut self.bn1, &mut self.bn2]
+    }
 }
 
 /// `bn(upsample_conv3(conv, x))`. When not training, BatchNorm is an affine map per channel

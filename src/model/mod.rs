@@ -353,6 +353,15 @@ impl Generator {
             Generator::Classic(g) => g.forward(z),
         }
     }
+
+    /// G's BatchNorm layers, input side first (none in the vanilla GAN).
+    pub fn batch_norms_mut(&mut self) -> Vec<&mut burn::nn::BatchNorm> {
+        match self {
+            Generator::Gan(_) => Vec::new(),
+            Generator::Dcgan(g) => g.batch_norms_mut(),
+            Generator::Classic(g) => g.batch_norms_mut(),
+        }
+    }
 }
 
 /// A discriminator: images `[B, 1, side, side]` (and one-hot labels when conditional) ->

@@ -3,11 +3,16 @@
 //! parameter of the average becomes `decay * average + (1 - decay) * current`. BatchNorm's
 //! running statistics are averaged the same way. The average never enters a loss: its tensors
 //! are rebuilt off the autodiff graph.
+//!
+//! Averaged statistics belong to no one set of weights, though: they mix those of every G the
+//! average has seen, early ones included, and a BatchNorm G samples badly with them. The
+//! average therefore samples and is scored [`settle`]d: with statistics of its own.
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::prelude::*;
 
-use crate::model::Generator;
+use super::rng::{Stream, rng_for};
+use crate::model::{CLASSES, Generator, ModelConfig, conditional::one_hot};
 
 /// Every float tensor of a module, flattened, in visiting order.
 struct Collect(Vec<Tensor<1>>);
@@ -50,9 +55,55 @@ pub fn update(average: Generator, generator: &Generator, decay: f64) -> Generato
     })
 }
 
-/// A fresh average: G's weights as they are, detached.
+/// A fresh average: G's weights as they are, detached, with running statistics of its own
+/// (a clone's are G's, shared, which every G step would then write over).
 pub fn start(generator: &Generator) -> Generator {
-    update(generator.clone(), generator, 0.0)
+    update(generator.valid().train(), generator, 0.0)
+}
+
+/// Batches of noise that settle an average's BatchNorm statistics, and their size.
+const SETTLE_BATCHES: u64 = 16;
+const SETTLE_BATCH: usize = 64;
+
+/// The average as it samples: a copy whose BatchNorm running statistics are recomputed from
+/// its own activations on 1 024 latents of `seed`'s own stream ("standing statistics", Brock
+/// et al. 2019), the mean over 16 batches in training mode. The average itself is left as it
+/// is (a resumed run goes on averaging exactly). A G without BatchNorm is a plain copy.
+pub fn settle(average: &Generator, model: &ModelConfig, seed: u64) -> Generator {
+    let mut copy = average.clone();
+    if copy.batch_norms_mut().is_empty() {
+        return copy;
+    }
+    // A copy with its own running statistics (a clone's share the average's), trained so
+    // that BatchNorm normalizes with the batch's statistics and updates them.
+    let device = super::training_device();
+    let mut settled = copy.valid().fork(&device).train().set_require_grad(true);
+    let momenta: Vec<f64> = settled
+        .batch_norms_mut()
+        .iter()
+        .map(|bn| bn.momentum)
+        .collect();
+    for batch in 0..SETTLE_BATCHES {
+        // The k-th batch's momentum 1/k keeps each statistic the mean over the k batches.
+        for bn in settled.batch_norms_mut() {
+            bn.momentum = 1.0 / (batch + 1) as f64;
+        }
+        let z = super::latents(
+            &mut rng_for(seed, Stream::Statistics, batch),
+            SETTLE_BATCH,
+            model.latent_dim(),
+            &device,
+        );
+        let labels = model.conditional().is_conditional().then(|| {
+            let classes: Vec<u8> = (0..SETTLE_BATCH).map(|i| (i % CLASSES) as u8).collect();
+            one_hot(&classes, &device)
+        });
+        settled.forward(z, labels.as_ref(), None);
+    }
+    for (bn, momentum) in settled.batch_norms_mut().into_iter().zip(momenta) {
+        bn.momentum = momentum;
+    }
+    settled.set_require_grad(false)
 }
 
 #[cfg(test)]
@@ -94,5 +145,57 @@ mod tests {
             average.visit(&mut AnyTracked(&mut tracked));
             assert!(!tracked, "the average is not trained");
         }
+    }
+
+    /// G's output on `z` in training mode, on all of it as one batch.
+    fn train_forward(generator: &Generator, z: &[f32], latent_dim: usize) -> Vec<f32> {
+        let device = crate::train::training_device();
+        let n = z.len() / latent_dim;
+        let z = Tensor::from_data(TensorData::new(z.to_vec(), [n, latent_dim]), &device);
+        let out = generator.forward(z, None, None);
+        out.into_data().try_to_vec::<f32>().unwrap()
+    }
+
+    #[test]
+    fn the_average_keeps_its_own_statistics_and_samples_with_settled_ones() {
+        let device = crate::train::training_device();
+        let model = ModelConfig::default();
+        let latent_dim = model.latent_dim();
+        let generator = model.build(&mut rng_for(1, Stream::Init, 0), &device).0;
+        let average = start(&generator);
+        let before = values(&average);
+        // G's training (a forward in training mode updates its statistics) leaves them.
+        let z: Vec<f32> = (0..SETTLE_BATCHES)
+            .flat_map(|b| {
+                crate::train::normal_values(
+                    &mut rng_for(7, Stream::Statistics, b),
+                    SETTLE_BATCH * latent_dim,
+                )
+            })
+            .collect();
+        let in_training = train_forward(&generator, &z, latent_dim);
+        assert!(values(&generator) != before, "G's statistics moved");
+        assert!(values(&average) == before, "the average's did not");
+        // Settled on the same latents, the average in evaluation mode draws nearly what G
+        // draws in training mode on all of them at once (the same weights, statistics of
+        // the same activations); with the statistics it started with, far from it.
+        let settled = settle(&average, &model, 7);
+        assert!(values(&average) == before, "settling leaves the average");
+        assert!(values(&settle(&average, &model, 7)) == values(&settled));
+        let sampled = |g: &Generator| {
+            crate::train::sample_latents(g, &model, &z, None, &mut rng_for(0, Stream::Eval, 1))
+        };
+        let distance = |a: &[f32], b: &[f32]| {
+            a.iter().zip(b).map(|(x, y)| (x - y).abs()).sum::<f32>() / a.len() as f32
+        };
+        let (settled_gap, unsettled_gap) = (
+            distance(&sampled(&settled), &in_training),
+            distance(&sampled(&average), &in_training),
+        );
+        eprintln!("settled {settled_gap}, unsettled {unsettled_gap}");
+        assert!(
+            settled_gap < 1e-3 && unsettled_gap > 0.02,
+            "{settled_gap} {unsettled_gap}"
+        );
     }
 }

@@ -19,6 +19,8 @@ pub enum Stream {
     Samples = 4,
     /// The samples an evaluation scores (index 0: latents, 1: dropout).
     Eval = 5,
+    /// The batches that settle the BatchNorm statistics of G's moving average (index = batch).
+    Statistics = 6,
 }
 
 /// The generator of `stream` at `index` for `seed`.

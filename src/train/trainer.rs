@@ -2,6 +2,7 @@
 //! takes the report's step (a G update, then `d_steps` D updates), and saves, samples,
 //! evaluates and resumes its state.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
@@ -341,7 +342,7 @@ impl Trainer {
                 .collect::<Vec<_>>()
         });
         let images = sample(
-            self.sampler(),
+            &self.sampler(),
             &self.config.model,
             labels.as_ref().map_or(grid * grid, Vec::len),
             self.config.train.seed,
@@ -353,9 +354,16 @@ impl Trainer {
         Ok(path)
     }
 
-    /// The generator that samples: the moving average when the run keeps one.
-    fn sampler(&self) -> &Generator {
-        self.generator_ema.as_ref().unwrap_or(&self.generator)
+    /// The generator that samples: the moving average, settled, when the run keeps one.
+    fn sampler(&self) -> Cow<'_, Generator> {
+        match &self.generator_ema {
+            Some(average) => Cow::Owned(ema::settle(
+                average,
+                &self.config.model,
+                self.config.train.seed,
+            )),
+            None => Cow::Borrowed(&self.generator),
+        }
     }
 
     /// Scores `eval_samples` fresh samples (the same noise at every step) with `evaluator`;
@@ -365,7 +373,7 @@ impl Trainer {
         let draw = |generator: &Generator| {
             evaluate_generator(evaluator, generator, model, n, self.config.train.seed)
         };
-        let mut metrics = draw(self.sampler());
+        let mut metrics = draw(&self.sampler());
         if self.generator_ema.is_some() {
             metrics.fid_raw = Some(draw(&self.generator).fid);
         }
@@ -397,9 +405,12 @@ impl Trainer {
     fn load(&mut self, dir: &Path) -> anyhow::Result<()> {
         let checkpoint = checkpoint::Opened::open(dir)?;
         checkpoint::check_compatible(&checkpoint.meta, &self.config, dir)?;
+        // Templates of their own (`valid().train()`): a clone shares the running statistics
+        // of the networks it was cloned from, which a load would write over before the last
+        // file is read.
         let (g, d, go, dop) = checkpoint.training(
-            self.generator.clone(),
-            self.discriminator.clone(),
+            self.generator.valid().train(),
+            self.discriminator.valid().train(),
             optimizer(&self.config.train),
             optimizer(&self.config.train),
         )?;
@@ -408,8 +419,10 @@ impl Trainer {
             None => None,
         };
         let generator_ema = match &self.generator_ema {
-            // Detached, as a fresh average is.
-            Some(_) => Some(ema::start(&checkpoint.generator_ema(g.clone())?)),
+            // (Into a clone of `g`, it would write the average's statistics over G's.)
+            Some(average) => Some(ema::start(
+                &checkpoint.generator_ema(average.valid().train())?,
+            )),
             None => None,
         };
         // Nothing changes until everything loaded: a corrupt file leaves the fresh state.
