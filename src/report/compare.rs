@@ -54,6 +54,7 @@ pub fn page(site: &Site, experiment: &Experiment, leader: &Run, run: &Run) -> Re
                 series: fid_series,
                 markers: true,
                 legend: true,
+                log_y_when_wide: true,
                 ..Default::default()
             },
         )?;

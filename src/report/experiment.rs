@@ -205,6 +205,7 @@ pub(super) fn experiment_page(site: &Site, experiment: &Experiment) -> Result<()
                     })
                     .collect(),
                 markers: false,
+                log_y_when_wide: true,
                 ..Default::default()
             },
         )?;

@@ -35,6 +35,16 @@ pub struct Chart<'a> {
     pub dots: Vec<(f64, f64)>,
     /// Lines of many noisy points (losses) drawn faint, under their smoothed means.
     pub smooth: bool,
+    /// A log-scale y axis when the values span more than a factor of 10 (an FID falls from
+    /// the thousands to single digits: on a linear axis its first evaluation flattens the
+    /// rest).
+    pub log_y_when_wide: bool,
+}
+
+/// Whether values from `lo` to `hi` (all positive) are drawn on a log axis by a chart that
+/// allows it.
+fn wide(lo: f64, hi: f64) -> bool {
+    lo > 0.0 && hi > 10.0 * lo
 }
 
 const SIZE: (u32, u32) = (720, 400);
@@ -143,7 +153,13 @@ fn draw<'a>(
         Some(names) => (-0.5, names.len() as f64 - 0.5),
         None => padded(all().map(|p| p.0), chart.log_x),
     };
-    let (y0, y1) = padded(all().map(|p| p.1), false);
+    let ys = || all().map(|p| p.1).filter(|v| v.is_finite());
+    let log_y = chart.log_y_when_wide
+        && wide(
+            ys().fold(f64::INFINITY, f64::min),
+            ys().fold(f64::NEG_INFINITY, f64::max),
+        );
+    let (y0, y1) = padded(all().map(|p| p.1), log_y);
     let mut builder = ChartBuilder::on(&root);
     builder
         .caption(chart.title, ("sans-serif", 18))
@@ -234,13 +250,22 @@ fn draw<'a>(
             }
         }};
     }
-    match (&chart.x_categories, chart.log_x) {
-        (None, true) => plot!(builder.build_cartesian_2d((x0..x1).log_scale(), y0..y1)?, 8),
-        (Some(names), _) => plot!(
-            builder.build_cartesian_2d(x0..x1, y0..y1)?,
+    let ys = y0..y1;
+    match (&chart.x_categories, chart.log_x, log_y) {
+        (None, true, false) => plot!(builder.build_cartesian_2d((x0..x1).log_scale(), ys)?, 8),
+        (None, true, true) => plot!(
+            builder.build_cartesian_2d((x0..x1).log_scale(), ys.log_scale())?,
+            8
+        ),
+        (Some(names), _, false) => {
+            plot!(builder.build_cartesian_2d(x0..x1, ys)?, names.len() * 2 + 1)
+        }
+        (Some(names), _, true) => plot!(
+            builder.build_cartesian_2d(x0..x1, ys.log_scale())?,
             names.len() * 2 + 1
         ),
-        (None, false) => plot!(builder.build_cartesian_2d(x0..x1, y0..y1)?, 10),
+        (None, false, false) => plot!(builder.build_cartesian_2d(x0..x1, ys)?, 10),
+        (None, false, true) => plot!(builder.build_cartesian_2d(x0..x1, ys.log_scale())?, 10),
     }
     root.present()?;
     Ok(())
@@ -440,6 +465,39 @@ mod tests {
         assert_eq!(
             paths(svg(&chart(true)).unwrap()),
             paths(svg(&chart(false)).unwrap()) + 1
+        );
+    }
+
+    #[test]
+    fn fid_curves_spanning_decades_get_a_log_axis() {
+        let chart = |points: Vec<(f64, f64)>, log_y_when_wide| Chart {
+            title: "LeNet-FID over training",
+            series: vec![Series {
+                name: "run".into(),
+                points,
+            }],
+            log_y_when_wide,
+            ..Default::default()
+        };
+        let falling = vec![
+            (1000.0, 1349.0),
+            (2000.0, 526.0),
+            (4000.0, 46.0),
+            (12000.0, 8.8),
+        ];
+        let (log, linear) = (
+            svg(&chart(falling.clone(), true)).unwrap(),
+            svg(&chart(falling, false)).unwrap(),
+        );
+        // Ticks at powers of ten on the log axis; on the linear one, steps of 200.
+        let label = |svg: &str, text: &str| svg.lines().any(|line| line.trim() == text);
+        assert!(label(&log, "100") && !label(&log, "1200"), "{log}");
+        assert!(label(&linear, "1200") && !label(&linear, "100"), "{linear}");
+        // Within one decade the axis stays linear.
+        let narrow = vec![(1000.0, 40.0), (2000.0, 21.0), (3000.0, 9.5)];
+        assert_eq!(
+            svg(&chart(narrow.clone(), true)).unwrap(),
+            svg(&chart(narrow, false)).unwrap()
         );
     }
 

@@ -124,6 +124,7 @@ pub(super) fn run_page(site: &Site, experiment: &Experiment, run: &Run) -> Resul
                     legend: series.len() > 1,
                     series,
                     markers: true,
+                    log_y_when_wide: file == "fid.svg",
                     ..Default::default()
                 },
             )?;
