@@ -12,7 +12,7 @@ use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::prelude::*;
 
 use super::rng::{Stream, rng_for};
-use crate::model::{CLASSES, Generator, ModelConfig, conditional::one_hot};
+use crate::model::{Generator, ModelConfig, conditional::one_hot};
 
 /// Every float tensor of a module, flattened, in visiting order.
 struct Collect(Vec<Tensor<1>>);
@@ -83,6 +83,8 @@ pub fn settle(average: &Generator, model: &ModelConfig, seed: u64) -> Generator 
         .iter()
         .map(|bn| bn.momentum)
         .collect();
+    // Every class in turn for a conditional G, as an evaluation draws them.
+    let labels = super::eval_labels(model, SETTLE_BATCH).map(|l| one_hot(&l, &device));
     for batch in 0..SETTLE_BATCHES {
         // The k-th batch's momentum 1/k keeps each statistic the mean over the k batches.
         for bn in settled.batch_norms_mut() {
@@ -94,10 +96,6 @@ pub fn settle(average: &Generator, model: &ModelConfig, seed: u64) -> Generator 
             model.latent_dim(),
             &device,
         );
-        let labels = model.conditional().is_conditional().then(|| {
-            let classes: Vec<u8> = (0..SETTLE_BATCH).map(|i| (i % CLASSES) as u8).collect();
-            one_hot(&classes, &device)
-        });
         settled.forward(z, labels.as_ref(), None);
     }
     for (bn, momentum) in settled.batch_norms_mut().into_iter().zip(momenta) {
