@@ -367,8 +367,17 @@ pub struct TrainArgs {
 pub struct GeneratorArgs {
     /// A run id (or a unique prefix of one), a run directory (its latest checkpoint), a
     /// checkpoint directory or its checkpoint.json.
-    #[arg(long)]
-    pub checkpoint: String,
+    #[arg(value_name = "CHECKPOINT", required_unless_present = "checkpoint_flag")]
+    target: Option<String>,
+    /// The same as CHECKPOINT, as a flag (as `eval`, `show` and scripts of earlier releases
+    /// pass it).
+    #[arg(
+        long = "checkpoint",
+        id = "checkpoint_flag",
+        value_name = "CHECKPOINT",
+        conflicts_with = "target"
+    )]
+    checkpoint_flag: Option<String>,
     /// With a run directory: its best checkpoint (lowest LeNet-FID), not its latest.
     #[arg(long)]
     pub best: bool,
@@ -377,6 +386,14 @@ pub struct GeneratorArgs {
     pub raw: bool,
     #[command(flatten)]
     pub db: DbArg,
+}
+
+impl GeneratorArgs {
+    /// The checkpoint asked for, positionally or with `--checkpoint`.
+    pub fn checkpoint(&self) -> &str {
+        let given = self.target.as_ref().or(self.checkpoint_flag.as_ref());
+        given.expect("clap requires one of them")
+    }
 }
 
 #[derive(Debug, Args)]
@@ -399,7 +416,7 @@ pub struct GenerateArgs {
     #[command(flatten)]
     pub generator: GeneratorArgs,
     /// Number of images [default: 64]; with --interpolate, of walks [default: 8].
-    #[arg(long)]
+    #[arg(long, short)]
     pub n: Option<usize>,
     /// Seed of the latent noise.
     #[arg(long, default_value_t = 0)]

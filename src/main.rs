@@ -94,12 +94,12 @@ fn run(cli: Cli) -> Result<()> {
                 arrangement,
             };
             let g = &a.generator;
-            let checkpoint = ganrunner::score::resolve_target(&g.checkpoint, &g.db.db)?;
+            let checkpoint = ganrunner::score::resolve_target(g.checkpoint(), &g.db.db)?;
             commands::generate(&checkpoint, g.best, draw, &a.out)
         }
         Command::Export(a) => {
             let g = &a.generator;
-            let checkpoint = ganrunner::score::resolve_target(&g.checkpoint, &g.db.db)?;
+            let checkpoint = ganrunner::score::resolve_target(g.checkpoint(), &g.db.db)?;
             commands::export(&checkpoint, a.net, g.best, g.raw, &a.out)
         }
         Command::Sweep(a) => commands::sweep(commands::SweepRequest {

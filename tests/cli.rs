@@ -87,10 +87,16 @@ fn train_then_generate_png_npy_and_idx() {
         7
     );
 
-    for name in ["grid.png", "samples.npy", "samples-idx3-ubyte"] {
+    // The run positionally, as `show` and `eval` take it, or with --checkpoint.
+    for (name, flag) in [
+        ("grid.png", None),
+        ("samples.npy", Some("--checkpoint")),
+        ("samples-idx3-ubyte", None),
+    ] {
         let out = dir.path().join(name);
         runner()
-            .args(["generate", "--n", "10", "--checkpoint"])
+            .args(["generate", "-n", "10"])
+            .args(flag)
             .arg(&run)
             .arg("--out")
             .arg(&out)
@@ -98,6 +104,11 @@ fn train_then_generate_png_npy_and_idx() {
             .success();
         assert!(out.is_file(), "{name}");
     }
+    runner()
+        .args(["generate", "--out", "x.png"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("<CHECKPOINT>"));
     let idx = ganrunner::data::idx::read(&dir.path().join("samples-idx3-ubyte")).unwrap();
     assert_eq!(
         idx.dims,
@@ -112,7 +123,6 @@ fn train_then_generate_png_npy_and_idx() {
         runner()
             .arg("generate")
             .args(args)
-            .arg("--checkpoint")
             .arg(&run)
             .arg("--out")
             .arg(dir.path().join(out))

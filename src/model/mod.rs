@@ -182,6 +182,9 @@ impl ModelConfig {
     /// Impossible values, as (key, message) pairs; empty when the config is valid.
     pub fn problems(&self) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
+        if self.latent_dim() == 0 {
+            out.push(("latent_dim", "must be at least 1, got 0".to_string()));
+        }
         let mut positive = |key: &'static str, values: &[usize]| {
             if values.is_empty() || values.contains(&0) {
                 out.push((
@@ -192,12 +195,10 @@ impl ModelConfig {
         };
         match self {
             ModelConfig::Gan(o) => {
-                positive("latent_dim", &[o.latent_dim]);
                 positive("g_hidden", &o.g_hidden);
                 positive("d_hidden", &o.d_hidden);
             }
             ModelConfig::Dcgan(o) => {
-                positive("latent_dim", &[o.latent_dim]);
                 positive("g_channels", &o.g_channels);
                 positive("d_channels", &o.d_channels);
                 if o.d_channels.len() > 5 {
@@ -211,7 +212,6 @@ impl ModelConfig {
                 }
             }
             ModelConfig::DcganClassic(o) => {
-                positive("latent_dim", &[o.latent_dim]);
                 positive("g_channels", &o.g_channels);
                 positive("d_channels", &o.d_channels);
             }
