@@ -146,14 +146,18 @@ impl Observer for StopAt {
 
 #[test]
 fn resuming_from_a_checkpoint_equals_an_uninterrupted_run() {
-    // With and without the moving average of G (which samples when kept).
-    for (model, g_ema) in tiny_models()
-        .into_iter()
-        .flat_map(|m| [(m.clone(), 0.0), (m, 0.9)])
-    {
-        let arch = format!("{} g_ema {g_ema}", model.arch());
+    // With and without the moving average of G (which samples when kept), warmed up or not.
+    for (model, g_ema, warmup) in tiny_models().into_iter().flat_map(|m| {
+        [
+            (m.clone(), 0.0, false),
+            (m.clone(), 0.9, false),
+            (m, 0.99, true),
+        ]
+    }) {
+        let arch = format!("{} g_ema {g_ema} warmup {warmup}", model.arch());
         let mut config = tiny_run(model, 10);
         config.train.g_ema = g_ema;
+        config.train.g_ema_warmup = warmup;
         // No sample at the step the run stops: a sample reads G through `valid()`, which
         // settles BatchNorm's pending running statistics, and would hide a checkpoint that
         // does not (burn keeps a forward's update pending).
@@ -394,6 +398,51 @@ fn every_loss_trains_every_model_and_resumes_exactly_with_schedules() {
             );
         }
     }
+}
+
+#[test]
+fn a_warmed_up_average_lets_go_of_the_first_weights() {
+    let model = ModelConfig::Gan(Default::default());
+    let mut config = tiny_run(model, 10);
+    config.train.g_ema = 0.999;
+    let mut warmed = config.clone();
+    warmed.train.g_ema_warmup = true;
+    let (plain, warm) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    train::train(&config, plain.path(), &mut ()).unwrap();
+    train::train(&warmed, warm.path(), &mut ()).unwrap();
+    assert_eq!(
+        losses_csv(plain.path()),
+        losses_csv(warm.path()),
+        "G trains the same"
+    );
+    let floats = |dir: &std::path::Path, raw: bool| -> Vec<f32> {
+        (tensors(dir, Net::G, raw).into_iter())
+            .flat_map(|(_, bytes)| {
+                bytes
+                    .chunks(4)
+                    .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let generator = floats(plain.path(), true);
+    assert_eq!(generator, floats(warm.path(), true));
+    let distance = |average: Vec<f32>| -> f64 {
+        (average.iter().zip(&generator))
+            .map(|(a, g)| f64::from(a - g).powi(2))
+            .sum::<f64>()
+            .sqrt()
+    };
+    let (from_plain, from_warm) = (
+        distance(floats(plain.path(), false)),
+        distance(floats(warm.path(), false)),
+    );
+    // After 10 steps at 0.999 the plain average is still 99% the first weights; the warmed
+    // up one (decay 11/20 at step 10) spans the last few steps.
+    assert!(
+        from_warm < 0.5 * from_plain,
+        "distance to G: warmed up {from_warm}, plain {from_plain}"
+    );
 }
 
 #[test]

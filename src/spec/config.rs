@@ -71,6 +71,9 @@ pub struct TrainConfig {
     pub clip: Option<f64>,
     /// Decay of an exponential moving average of G's weights (see `train::ema`); 0 = off.
     pub g_ema: f64,
+    /// Ramp the average's decay up from 0 to `g_ema` (see `train::ema::decay`), so that it
+    /// never holds on to G's first, random weights.
+    pub g_ema_warmup: bool,
     /// `loss = "wgan-gp"`: the gradient penalty's weight lambda (10).
     pub gp_weight: Option<f64>,
     /// The R1 penalty's gamma on real images (any loss); 0 = off.
@@ -108,6 +111,7 @@ impl Default for TrainConfig {
             real_label: 1.0,
             clip: None,
             g_ema: 0.0,
+            g_ema_warmup: false,
             gp_weight: None,
             r1_gamma: 0.0,
         }

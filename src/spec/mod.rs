@@ -98,6 +98,7 @@ const LATER_KEYS: &[(&str, &str, &str)] = &[
     ("train", "real_label", "1.0"),
     ("train", "clip", "null"),
     ("train", "g_ema", "0.0"),
+    ("train", "g_ema_warmup", "false"),
     ("train", "gp_weight", "null"),
     ("train", "r1_gamma", "0.0"),
     ("model", "spectral_norm", "false"),

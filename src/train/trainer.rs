@@ -209,7 +209,8 @@ impl Trainer {
             .generator_optim
             .step(g_lr, self.generator.clone(), grads);
         if let Some(average) = self.generator_ema.take() {
-            self.generator_ema = Some(ema::update(average, &self.generator, train.g_ema));
+            let decay = ema::decay(train.g_ema, train.g_ema_warmup, step);
+            self.generator_ema = Some(ema::update(average, &self.generator, decay));
         }
 
         let mut d_loss = None;
