@@ -159,6 +159,34 @@ pub struct SweepRequest<'a> {
     pub slurm_flags_given: bool,
 }
 
+/// The experiment's best run so far on its search's objective (LeNet-FID without one), and
+/// its swept values: what a sweep was run to find.
+fn best_lines(db: &Path, spec: &Spec) -> Result<Vec<String>> {
+    let metric = spec.search.objective_metric();
+    let higher = crate::eval::higher_is_better(metric).unwrap_or(false);
+    let conn = crate::track::open_read_only(db)?;
+    let keys = spec.swept_keys();
+    let Some(best) = crate::track::best_run(&conn, &spec.name, metric, higher, &keys)? else {
+        return Ok(Vec::new());
+    };
+    let name = if metric == "fid" { "LeNet-FID" } else { metric };
+    let of = match best.scored {
+        1 => String::new(),
+        n => format!(" (the best of {n} scored runs)"),
+    };
+    let mut lines = vec![format!(
+        "best: run {}, {name} {:.3} at step {}{of}",
+        best.run_id, best.value, best.step
+    )];
+    if !best.params.is_empty() {
+        let values: Vec<String> = (best.params.iter())
+            .map(|(key, value)| format!("{key} = {value}"))
+            .collect();
+        lines.push(format!("      {}", values.join(", ")));
+    }
+    Ok(lines)
+}
+
 pub fn sweep(req: SweepRequest) -> Result<()> {
     if req.slurm.is_none() && req.slurm_flags_given {
         bail!(
@@ -276,6 +304,15 @@ pub fn sweep(req: SweepRequest) -> Result<()> {
         )?;
         summary
     };
+    // The runs are recorded; failing to read the best back must not fail the sweep.
+    match best_lines(req.db, &spec) {
+        Ok(lines) => {
+            for line in lines {
+                outln!("{line}")?;
+            }
+        }
+        Err(err) => errln!("warning: the best run could not be read: {err:#}"),
+    }
     drop(live_report);
     if req.write_report {
         match crate::report::write(req.db, &report_dir, None) {

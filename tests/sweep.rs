@@ -92,9 +92,11 @@ fn dry_run_prints_the_grid_and_writes_nothing() {
 fn sweeps_run_in_parallel_record_everything_and_are_idempotent() {
     let dir = tempfile::tempdir().unwrap();
     let spec = write_spec(dir.path(), 20, "[1e-4, 2e-4]", "[0, 1]");
-    sweep(dir.path(), &spec, &["--jobs", "4"])
-        .success()
-        .stdout(predicate::str::contains("4 finished"));
+    sweep(dir.path(), &spec, &["--jobs", "4"]).success().stdout(
+        predicate::str::contains("4 finished")
+            .and(predicate::str::contains("best:").not())
+            .trim(),
+    );
     let conn = db(dir.path());
     assert_eq!(
         count(&conn, "SELECT count(*) FROM runs WHERE status = 'finished'"),
@@ -1079,7 +1081,26 @@ fn replicates_group_by_everything_but_the_seed() {
         .unwrap()
         .replace("eval_samples = 0", "eval_samples = 60");
     std::fs::write(&spec, text).unwrap();
-    sweep(dir.path(), &spec, &["--jobs", "2"]).success();
+    let out = sweep(dir.path(), &spec, &["--jobs", "2"]).success();
+    let printed = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    // The sweep ends naming its best run and that run's swept values.
+    let (best, fid, lr, seed): (String, f64, f64, i64) = db(dir.path())
+        .query_row(
+            "SELECT e.run_id, e.value, lr.value, seed.value FROM evals e \
+             JOIN params lr ON lr.run_id = e.run_id AND lr.key = 'train.lr' \
+             JOIN params seed ON seed.run_id = e.run_id AND seed.key = 'train.seed' \
+             WHERE e.metric = 'fid' ORDER BY e.value LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .unwrap();
+    let line =
+        format!("best: run {best}, LeNet-FID {fid:.3} at step 10 (the best of 6 scored runs)");
+    assert!(printed.contains(&line), "{line} in:\n{printed}");
+    assert!(
+        printed.contains(&format!("      train.lr = {lr}, train.seed = {seed}\n")),
+        "{printed}"
+    );
     // `runner runs <flag> --format json`, read back.
     let runs_json = |flag: &str| -> Vec<serde_json::Value> {
         let out = runner()
