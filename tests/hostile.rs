@@ -1333,6 +1333,12 @@ fn an_older_runners_database_on_read_only_media_is_read_without_tags() {
     runner_on(&["runs", "--tag", "good"])
         .failure()
         .stderr(predicate::str::contains("it has no tags"));
+    runner_on(&["tag", "0123", "--add", "good"])
+        .failure()
+        .stderr(
+            predicate::str::contains("cannot be written here")
+                .and(predicate::str::contains("Read-only file system")),
+        );
     runner_on(&["rm", "--experiment", "old", "--dry-run"])
         .success()
         .stdout(predicate::str::contains("would delete 1 runs"));

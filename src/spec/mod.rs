@@ -367,8 +367,8 @@ impl Spec {
             return Err((
                 "name".into(),
                 format!(
-                    "must be 1 to {MAX_NAME_LEN} letters, digits, `-`, `_` or `.`, not starting \
-                     with `.` (it names a directory)"
+                    "must be 1 to {MAX_NAME_LEN} ASCII letters, digits, `-`, `_` or `.`, not \
+                     starting with `.` (it names a directory and goes into URLs)"
                 ),
             ));
         }

@@ -147,6 +147,46 @@ pub fn busy_timeout() -> Duration {
 
 /// Opens (creating and migrating) the database for writing.
 pub fn open(path: &Path) -> Result<Connection> {
+    open_for_writing(path).map_err(|err| match unwritable(path) {
+        Some(why) => err.context(format!(
+            "{}: {why}; `runner runs`, `show`, `query` and `report` can still read it",
+            path.display()
+        )),
+        None => err,
+    })
+}
+
+/// Why the database at `path` cannot be written, if the file system says so: SQLite's own
+/// error on a read-only file or folder is a bare "unable to open database file".
+fn unwritable(path: &Path) -> Option<String> {
+    let read_only = |err: std::io::Error| {
+        matches!(
+            err.kind(),
+            std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied
+        )
+        .then(|| format!("cannot be written here ({err})"))
+    };
+    if path.is_file() {
+        let opened = std::fs::OpenOptions::new().append(true).open(path);
+        if let Some(why) = opened.err().and_then(read_only) {
+            return Some(why);
+        }
+    }
+    // WAL mode also creates files beside the database.
+    let folder = path.parent().filter(|p| !p.as_os_str().is_empty());
+    let probe = folder
+        .unwrap_or(Path::new("."))
+        .join(format!(".runs-probe-{}", std::process::id()));
+    match std::fs::File::create_new(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            None
+        }
+        Err(err) => read_only(err),
+    }
+}
+
+fn open_for_writing(path: &Path) -> Result<Connection> {
     anyhow::ensure!(
         !path.is_dir(),
         "{}: is a directory, not a database file",
