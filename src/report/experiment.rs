@@ -153,6 +153,7 @@ pub(super) fn experiment_page(site: &Site, experiment: &Experiment) -> Result<()
                 &Chart {
                     title: &title,
                     x_label: "run (in start order)",
+                    integer_x: true,
                     y_label: ranking.short(),
                     series: vec![Series {
                         name: "best so far".into(),

@@ -27,6 +27,8 @@ pub struct Chart<'a> {
     pub x_categories: Option<Vec<String>>,
     /// Log-scale x axis (hyperparameters such as learning rates).
     pub log_x: bool,
+    /// The x axis counts things (runs): labelled at whole numbers only.
+    pub integer_x: bool,
     /// Show the legend (off for many anonymous lines).
     pub legend: bool,
     /// Points marked with a cross (where pruned runs stopped).
@@ -167,6 +169,7 @@ fn draw<'a>(
         .x_label_area_size(45)
         .y_label_area_size(70);
     let categories = chart.x_categories.clone();
+    let integer_x = chart.integer_x;
     let x_fmt = move |x: &f64| match &categories {
         Some(names) => {
             let i = x.round();
@@ -176,7 +179,16 @@ fn draw<'a>(
                 String::new()
             }
         }
+        None if integer_x && x.fract() != 0.0 => String::new(),
         None => format_number(*x),
+    };
+    // At most one label per whole number: plotters picks the roundest step that gives no
+    // more labels than asked for.
+    let whole_numbers = (x1.floor() - x0.ceil() + 1.0).max(1.0) as usize;
+    let linear_labels = if chart.integer_x {
+        whole_numbers.min(10)
+    } else {
+        10
     };
     let y_fmt = |y: &f64| format_number(*y);
     let palette = |i: usize| Palette99::pick(i).to_rgba();
@@ -264,8 +276,11 @@ fn draw<'a>(
             builder.build_cartesian_2d(x0..x1, ys.log_scale())?,
             names.len() * 2 + 1
         ),
-        (None, false, false) => plot!(builder.build_cartesian_2d(x0..x1, ys)?, 10),
-        (None, false, true) => plot!(builder.build_cartesian_2d(x0..x1, ys.log_scale())?, 10),
+        (None, false, false) => plot!(builder.build_cartesian_2d(x0..x1, ys)?, linear_labels),
+        (None, false, true) => plot!(
+            builder.build_cartesian_2d(x0..x1, ys.log_scale())?,
+            linear_labels
+        ),
     }
     root.present()?;
     Ok(())
@@ -373,6 +388,13 @@ fn draw_parallel<'a>(
             root.draw(&PathElement::new(
                 vec![(x - 4, y), (x, y)],
                 BLACK.stroke_width(1),
+            ))?;
+            // A pale backing keeps the label legible where runs' lines cross it (the best
+            // and worst runs' run along the axes' ends, where the extreme labels are).
+            let width = 8 * label.chars().count() as i32;
+            root.draw(&Rectangle::new(
+                [(x + 4, y - 9), (x + 8 + width, y + 7)],
+                WHITE.mix(0.8).filled(),
             ))?;
             root.draw(&Text::new(
                 label.clone(),
@@ -499,6 +521,33 @@ mod tests {
             svg(&chart(narrow.clone(), true)).unwrap(),
             svg(&chart(narrow, false)).unwrap()
         );
+    }
+
+    #[test]
+    fn run_counts_are_labelled_at_whole_numbers_only() {
+        let label = |svg: &str, text: &str| svg.lines().any(|line| line.trim() == text);
+        for runs in [2, 3, 7, 40] {
+            let points: Vec<(f64, f64)> = (1..=runs).map(|i| (i as f64, 10.0 + i as f64)).collect();
+            let chart = |integer_x| Chart {
+                title: "history",
+                x_label: "run (in start order)",
+                series: vec![Series {
+                    name: "best so far".into(),
+                    points: points.clone(),
+                }],
+                integer_x,
+                ..Default::default()
+            };
+            let (counted, plain) = (svg(&chart(true)).unwrap(), svg(&chart(false)).unwrap());
+            assert!(label(&counted, "1") || label(&counted, "0"), "{counted}");
+            assert!(label(&counted, &runs.to_string()) || runs > 10, "{counted}");
+            for half in ["1.5", "1.2", "2.5", "0.5"] {
+                assert!(!label(&counted, half), "{runs} runs: {half} in {counted}");
+            }
+            if runs == 2 {
+                assert!(label(&plain, "1.2"), "plotters' own steps: {plain}");
+            }
+        }
     }
 
     #[test]
