@@ -85,7 +85,11 @@ fn seeds_are_replicates_not_a_setting_to_plot() {
     // With a moving average of G, the run pages plot its FID beside the raw G's.
     for run in run_pages(&dir.path().join("results/report")) {
         let fid = read(run.with_file_name("fid.svg"));
-        assert!(fid.contains("fid_raw"), "{}", run.display());
+        assert!(
+            fid.contains("fid_raw (G)") && fid.contains("average)"),
+            "{}: the key says which line is the average's",
+            run.display()
+        );
     }
     let replicates = page();
     assert!(

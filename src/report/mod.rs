@@ -116,11 +116,13 @@ fn slug(name: &str) -> String {
     s
 }
 
-/// A metric for a table cell: at least four significant digits, at most four decimals.
+/// A metric for a table cell: four significant digits from 1 up (so a column's values line
+/// up: 8.764 beside 10.01), four decimals below (precision and recall).
 fn format_value(v: f64) -> String {
     match v.abs() {
         a if a >= 100.0 => format!("{v:.1}"),
         a if a >= 10.0 => format!("{v:.2}"),
+        a if a >= 1.0 => format!("{v:.3}"),
         _ => format!("{v:.4}"),
     }
 }
@@ -458,11 +460,14 @@ mod tests {
 
     #[test]
     fn metrics_show_four_significant_digits_or_more() {
-        let shown: Vec<String> = [1291.64, 54.024, -12.5, 0.00803, 0.0]
+        let shown: Vec<String> = [1291.64, 54.024, -12.5, 8.76401, 0.00803, 0.0]
             .into_iter()
             .map(format_value)
             .collect();
-        assert_eq!(shown, ["1291.6", "54.02", "-12.50", "0.0080", "0.0000"]);
+        assert_eq!(
+            shown,
+            ["1291.6", "54.02", "-12.50", "8.764", "0.0080", "0.0000"]
+        );
     }
 
     #[test]

@@ -86,11 +86,18 @@ pub(super) fn run_page(site: &Site, experiment: &Experiment, run: &Run) -> Resul
             },
         )?,
     }];
+    let has = |name: &str| run.evals.values().any(|m| m.contains_key(name));
+    let has_raw = has("fid_raw");
     let eval_series = |names: &[&str]| -> Vec<Series> {
         names
             .iter()
             .map(|name| Series {
-                name: (*name).into(),
+                // Beside `fid_raw`, `fid` is the average's: the key says whose is which.
+                name: match *name {
+                    "fid" if has_raw => "fid (G's average)".into(),
+                    "fid_raw" => "fid_raw (G)".into(),
+                    other => other.into(),
+                },
                 points: run
                     .evals
                     .iter()
@@ -136,7 +143,6 @@ pub(super) fn run_page(site: &Site, experiment: &Experiment, run: &Run) -> Resul
     }
     // Beside the FID, the scores only some runs have: the raw G's (with a moving average of
     // G) and the conditional ones.
-    let has = |name: &str| run.evals.values().any(|m| m.contains_key(name));
     let eval_columns: Vec<&str> = std::iter::once("fid")
         .chain(
             ["fid_raw", "intra_fid", "class_acc"]
