@@ -352,6 +352,74 @@ fn a_rung_at_the_last_step_decides_nothing() {
 }
 
 #[test]
+fn patience_stops_a_run_whose_fid_stopped_improving_and_a_rerun_leaves_it_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), "[3e-3, 1e-3, 1e-7]", "1/2");
+    let text = std::fs::read_to_string(&spec).unwrap();
+    let text = text
+        .replace("rungs = [10, 20]", "patience = 1")
+        .replace("steps = 30", "steps = 40")
+        .replace("eval_every = 10", "eval_every = 5");
+    std::fs::write(&spec, text).unwrap();
+    sweep_cmd(dir.path(), &spec, "2").assert().success();
+    // Each run's status and steps done, as "pruned 15".
+    let ended = |conn: &Connection| -> BTreeMap<String, String> {
+        let sql = "SELECT id, status || ' ' || steps_done FROM runs";
+        rows::<String>(conn, sql).into_iter().collect()
+    };
+    let conn = db(dir.path());
+    let before = ended(&conn);
+    let mut stopped = 0;
+    for (id, ended) in &before {
+        let fids = rows::<f64>(
+            &conn,
+            &format!(
+                "SELECT CAST(step AS TEXT), value FROM evals \
+                 WHERE run_id = '{id}' AND metric = 'fid' ORDER BY step"
+            ),
+        );
+        // Patience 1: the first evaluation before the end that does not beat the best.
+        let mut best = f64::INFINITY;
+        let mut stop = None;
+        for (step, fid) in &fids {
+            let step: u64 = step.parse().unwrap();
+            if *fid < best {
+                best = *fid;
+            } else if step < 40 {
+                stop = Some(step);
+                break;
+            }
+        }
+        let plateaus = count(
+            &conn,
+            &format!("SELECT count(*) FROM events WHERE run_id = '{id}' AND kind = 'plateau'"),
+        );
+        match stop {
+            Some(step) => {
+                stopped += 1;
+                assert_eq!(*ended, format!("pruned {step}"), "{id}: {fids:?}");
+                assert_eq!(plateaus, 1, "{id}");
+                let error: String = conn
+                    .query_row("SELECT error FROM runs WHERE id = ?1", [id], |r| r.get(0))
+                    .unwrap();
+                assert!(
+                    error.starts_with("stopped on plateau: fid has not beaten"),
+                    "{error}"
+                );
+            }
+            None => {
+                assert_eq!(ended, "finished 40", "{id}: {fids:?}");
+                assert_eq!(plateaus, 0, "{id}");
+            }
+        }
+    }
+    assert!(stopped > 0, "some run plateaued: {before:?}");
+    // Stopped on a plateau is no rung decision: a rerun promotes nothing.
+    sweep_cmd(dir.path(), &spec, "2").assert().success();
+    assert_eq!(ended(&db(dir.path())), before);
+}
+
+#[test]
 fn impossible_prune_rules_name_the_key_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let spec = write_spec(dir.path(), "[1e-3]", "1/2");
@@ -365,6 +433,7 @@ fn impossible_prune_rules_name_the_key_and_line() {
         ),
         ("keep = \"1/2\"", "keep = 1.5", "search.prune.keep"),
         ("eval_every = 10", "eval_every = 0", "search.prune.rungs"),
+        ("rungs = [10, 20]", "patience = 0", "search.prune.patience"),
     ] {
         std::fs::write(&spec, text.replace(from, to)).unwrap();
         sweep_cmd(dir.path(), &spec, "1").assert().code(1).stderr(
@@ -381,4 +450,12 @@ fn impossible_prune_rules_name_the_key_and_line() {
         .assert()
         .code(1)
         .stderr(predicate::str::contains("boredom"));
+    let unevaluated = text
+        .replace("rungs = [10, 20]", "patience = 3")
+        .replace("eval_samples = 100", "eval_samples = 0");
+    std::fs::write(&spec, unevaluated).unwrap();
+    sweep_cmd(dir.path(), &spec, "1").assert().code(1).stderr(
+        predicate::str::contains("`search.prune.patience`")
+            .and(predicate::str::contains("needs evaluations")),
+    );
 }

@@ -28,6 +28,8 @@ struct RunObserver<'a> {
     /// The first record that could not be written; it stops the run.
     failure: Option<String>,
     pruning: Option<&'a Pruning>,
+    /// The run's directory, whose records `patience` reads back.
+    run_dir: &'a Path,
     detectors: Detectors,
     /// Why the run is to stop as pruned, once decided.
     pruned: Option<String>,
@@ -137,6 +139,14 @@ impl Observer for RunObserver<'_> {
                 self.pruned.get_or_insert(detail);
             }
         }
+        if let Some(patience) = pruning.rule.patience {
+            let lines = records::read(self.run_dir);
+            if let Some(why) = super::prune::plateau(&lines, metric, patience, step, value) {
+                self.flag(step, "plateau", why.clone());
+                self.pruned
+                    .get_or_insert(format!("stopped on plateau: {why}"));
+            }
+        }
     }
 
     fn pruned(&mut self) -> Option<String> {
@@ -189,6 +199,7 @@ pub fn run_one(
         total: 0,
         failure: None,
         pruning: run.pruning.as_deref(),
+        run_dir: &run.run_dir,
         detectors: Detectors::default(),
         pruned: None,
     };

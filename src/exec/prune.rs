@@ -1,5 +1,6 @@
 //! `[search.prune]`: asynchronous successive halving (ASHA) over a sweep's runs, and stopping
-//! runs on the failure detectors of [`crate::detect`].
+//! runs on the failure detectors of [`crate::detect`] or when their metric stops improving
+//! (`patience`, [`plateau`]).
 //!
 //! A run evaluated at a rung step is compared with every run of its sweep that has an
 //! evaluation at that rung so far (itself included): it goes on when its metric is among the
@@ -118,6 +119,46 @@ impl Pruning {
     }
 }
 
+/// Why a run stops under `patience`, if it does: its evaluations of `metric` to `step` (the
+/// latest recorded at each step, since a resumed run may evaluate a step again, and `value`,
+/// this step's own) end in `patience` or more in a row that do not beat the best before them.
+pub fn plateau(
+    lines: &[records::Line],
+    metric: &str,
+    patience: u32,
+    step: u64,
+    value: f64,
+) -> Option<String> {
+    let mut by_step = std::collections::BTreeMap::new();
+    for line in lines {
+        if let Event::Eval {
+            step: s, metrics, ..
+        } = &line.event
+            && *s < step
+            && let Some((_, v)) = metrics.iter().find(|(m, _)| m == metric)
+        {
+            by_step.insert(*s, *v);
+        }
+    }
+    by_step.insert(step, value);
+    let higher = higher_is_better(metric) == Some(true);
+    let beats = |v: f64, best: f64| if higher { v > best } else { v < best };
+    let (mut best, mut since) = (None, 0u32);
+    for (&s, &v) in &by_step {
+        if v.is_finite() && best.is_none_or(|(_, b)| beats(v, b)) {
+            (best, since) = (Some((s, v)), 0);
+        } else {
+            since += 1;
+        }
+    }
+    (since >= patience).then(|| match best {
+        Some((at, b)) => format!(
+            "{metric} has not beaten its best ({b:.4} at step {at}) in {since} evaluations, to step {step}"
+        ),
+        None => format!("{metric} has had no value in {since} evaluations, to step {step}"),
+    })
+}
+
 /// A run's latest recorded value of `metric` at `step`.
 fn eval_at(lines: &[records::Line], metric: &str, step: u64) -> Option<f64> {
     lines.iter().rev().find_map(|line| match &line.event {
@@ -183,6 +224,58 @@ mod tests {
             error: None,
             at: 0.0,
         }
+    }
+
+    #[test]
+    fn patience_counts_evaluations_since_the_best_in_the_metrics_direction() {
+        let lines = |events: Vec<Event>| -> Vec<records::Line> {
+            let line = |event| records::Line {
+                task: "local:h:1".into(),
+                event,
+            };
+            events.into_iter().map(line).collect()
+        };
+        // FID 10, 8, 9, 8 (a tie is no improvement), then this step's 8.5: three since 8.
+        let history = lines(vec![
+            eval(100, 10.0),
+            eval(200, 8.0),
+            eval(300, 9.0),
+            eval(400, 8.0),
+        ]);
+        let why = plateau(&history, "fid", 3, 500, 8.5).unwrap();
+        assert_eq!(
+            why,
+            "fid has not beaten its best (8.0000 at step 200) in 3 evaluations, to step 500"
+        );
+        assert_eq!(plateau(&history, "fid", 4, 500, 8.5), None);
+        assert_eq!(plateau(&history, "fid", 1, 500, 7.9), None, "a new best");
+        // IS is better higher: 1.0 at every step never beats the first.
+        assert!(plateau(&history, "is", 4, 500, 1.0).is_some());
+        assert_eq!(plateau(&history, "is", 4, 500, 1.5), None);
+        // A resumed run evaluated step 300 again (the later value counts); evaluations at and
+        // past this step, from an attempt that did not reach its checkpoint, do not count.
+        let resumed = lines(vec![
+            eval(100, 10.0),
+            eval(200, 8.0),
+            eval(300, 9.0),
+            eval(400, 9.5),
+            eval(500, 1.0),
+            eval(300, 7.0),
+        ]);
+        let why = plateau(&resumed, "fid", 1, 400, 7.5).unwrap();
+        assert!(why.starts_with("fid has not beaten its best (7.0000 at step 300) in 1"));
+        assert_eq!(plateau(&resumed, "fid", 2, 400, 7.5), None);
+        // No value (NaN, a diverged evaluation) is never an improvement.
+        assert_eq!(
+            plateau(&[], "fid", 2, 200, f64::NAN),
+            None,
+            "one evaluation"
+        );
+        let nan = lines(vec![eval(100, f64::NAN)]);
+        assert_eq!(
+            plateau(&nan, "fid", 2, 200, f64::NAN).unwrap(),
+            "fid has had no value in 2 evaluations, to step 200"
+        );
     }
 
     #[test]

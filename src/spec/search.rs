@@ -80,6 +80,10 @@ pub struct PruneRule {
     /// Failure detectors that stop a run as pruned when they fire.
     #[serde(default)]
     pub stop_on: Vec<Detector>,
+    /// Stop a run as pruned once `metric` has gone this many evaluations in a row without
+    /// beating its best (Keras' and Lightning's `EarlyStopping(patience)`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patience: Option<u32>,
 }
 
 fn default_metric() -> String {
@@ -140,10 +144,19 @@ impl PruneRule {
         if !(self.keep.is_finite() && 0.0 < self.keep && self.keep < 1.0) {
             return fail("keep", format!("must be in (0, 1), got {}", self.keep));
         }
-        if self.rungs.is_empty() && self.stop_on.is_empty() {
+        if self.rungs.is_empty() && self.stop_on.is_empty() && self.patience.is_none() {
             return fail(
                 "rungs",
-                "needs at least one step (or a `stop_on` rule)".into(),
+                "needs at least one step (or a `stop_on` rule, or `patience`)".into(),
+            );
+        }
+        if self.patience == Some(0) {
+            return fail("patience", "must be at least 1 evaluation, got 0".into());
+        }
+        if self.patience.is_some() && (eval_samples == 0 || eval_every == 0) {
+            return fail(
+                "patience",
+                "needs evaluations: set `log.eval_every` and `log.eval_samples` > 0".into(),
             );
         }
         if !self.rungs.windows(2).all(|w| w[0] < w[1]) || self.rungs.first() == Some(&0) {
@@ -274,6 +287,7 @@ pub(crate) fn test_rule(metric: &str, keep: f64) -> PruneRule {
         rungs: vec![100, 200],
         keep,
         stop_on: vec![],
+        patience: None,
     }
 }
 
