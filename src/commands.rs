@@ -64,6 +64,22 @@ pub fn train(
     steps: Option<u64>,
 ) -> Result<()> {
     let spec = Spec::load_with(spec_path, overrides)?;
+    // What only a sweep does would otherwise be dropped without a word.
+    let swept = spec.swept_keys();
+    if !swept.is_empty() || spec.search.prune.is_some() {
+        let mut only_sweeps = Vec::new();
+        if !swept.is_empty() {
+            only_sweeps.push(format!("varies {}", swept.join(", ")));
+        }
+        if spec.search.prune.is_some() {
+            only_sweeps.push("stops runs early ([search.prune])".to_string());
+        }
+        errln!(
+            "note: {} also {}: that is `runner sweep`'s; `train` trains the base config alone",
+            spec_path.display(),
+            only_sweeps.join(" and ")
+        );
+    }
     let mut config = spec.run_config();
     if let Some(dir) = data_dir {
         config.data.dir = Some(dir.to_path_buf());

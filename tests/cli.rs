@@ -68,7 +68,8 @@ fn train_then_generate_png_npy_and_idx() {
     };
     train()
         .success()
-        .stdout(predicate::str::contains("finished 6 steps"));
+        .stdout(predicate::str::contains("finished 6 steps"))
+        .stderr(predicate::str::contains("note:").not());
     for step in [0, 3, 6] {
         assert!(
             run.join(format!("samples/step-{step:08}.png")).is_file(),
@@ -86,6 +87,25 @@ fn train_then_generate_png_npy_and_idx() {
             .count(),
         7
     );
+    // A sweep's spec trains its base config, and says what it leaves to `runner sweep`.
+    runner()
+        .arg("train")
+        .arg(&spec)
+        .args([
+            "--set",
+            "sweep.train.lr=[1e-4, 4e-4]",
+            "--steps",
+            "1",
+            "--out",
+        ])
+        .arg(dir.path().join("base"))
+        .arg("--data-dir")
+        .arg(fixture_dir())
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(
+            "also varies train.lr: that is `runner sweep`'s",
+        ));
 
     // The run positionally, as `show` and `eval` take it, or with --checkpoint.
     for (name, flag) in [
