@@ -181,8 +181,7 @@ fn best_lines(db: &Path, spec: &Spec) -> Result<Vec<String>> {
     let metric = spec.search.objective_metric();
     let higher = crate::eval::higher_is_better(metric).unwrap_or(false);
     let conn = crate::track::open_read_only(db)?;
-    let keys = spec.swept_keys();
-    let Some(best) = crate::track::best_run(&conn, &spec.name, metric, higher, &keys)? else {
+    let Some(best) = crate::track::best_run(&conn, &spec.name, metric, higher)? else {
         return Ok(Vec::new());
     };
     let name = if metric == "fid" { "LeNet-FID" } else { metric };
@@ -194,10 +193,18 @@ fn best_lines(db: &Path, spec: &Spec) -> Result<Vec<String>> {
         "best: run {}, {name} {:.3} at step {}{of}",
         best.run_id, best.value, best.step
     )];
-    if !best.params.is_empty() {
-        let values: Vec<String> = (best.params.iter())
-            .map(|(key, value)| format!("{key} = {value}"))
-            .collect();
+    // From the resolved config, as `runner show` lists it: the params table keeps flags as
+    // SQLite integers (0), the config as the spec wrote them (false).
+    let config = crate::spec::with_defaults(best.config);
+    let flat: std::collections::BTreeMap<String, serde_json::Value> =
+        crate::spec::flatten_params(&config).into_iter().collect();
+    let values: Vec<String> = (spec.swept_keys().iter())
+        .filter_map(|key| match flat.get(key)? {
+            serde_json::Value::String(text) => Some(format!("{key} = {text}")),
+            value => Some(format!("{key} = {value}")),
+        })
+        .collect();
+    if !values.is_empty() {
         lines.push(format!("      {}", values.join(", ")));
     }
     Ok(lines)

@@ -1074,6 +1074,33 @@ fn the_best_evaluation_keeps_its_checkpoint_for_generate_best() {
 }
 
 #[test]
+fn the_best_run_shows_its_swept_values_as_the_spec_wrote_them() {
+    // The params table keeps flags as integers; the best line reads the config, as `show` does.
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), 4, "[2e-4]", "[0]");
+    let text = std::fs::read_to_string(&spec)
+        .unwrap()
+        .replace("eval_samples = 0", "eval_samples = 50")
+        .replace(
+            "[sweep]\n",
+            "[sweep]\n\"model.spectral_norm\" = [false, true]\n",
+        );
+    std::fs::write(&spec, text).unwrap();
+    let out = sweep(dir.path(), &spec, &["--no-report"]).success();
+    let printed = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    let flag: bool = db(dir.path())
+        .query_row(
+            "SELECT p.value FROM evals e JOIN params p ON p.run_id = e.run_id \
+             AND p.key = 'model.spectral_norm' WHERE e.metric = 'fid' ORDER BY e.value LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let line = format!("      model.spectral_norm = {flag}, train.lr = 0.0002, train.seed = 0\n");
+    assert!(printed.contains(&line), "{line} in:\n{printed}");
+}
+
+#[test]
 fn replicates_group_by_everything_but_the_seed() {
     let dir = tempfile::tempdir().unwrap();
     let spec = write_spec(dir.path(), 10, "[1e-4, 4e-4]", "[0, 1, 2]");

@@ -551,35 +551,34 @@ pub struct BestRun {
     pub step: u64,
     /// How many of the experiment's runs were scored on the metric.
     pub scored: usize,
-    /// Its values of the keys asked for, as the `params` table has them.
-    pub params: Vec<(String, String)>,
+    /// Its resolved config as recorded (JSON; null if it does not parse).
+    pub config: serde_json::Value,
 }
 
 /// Among `experiment`'s finished and pruned runs (those [`run_score`] scores), the one with
 /// the best value of `metric` over its evaluations (the highest when `higher`), the earliest
-/// step on a tie; with its values of `keys`.
+/// step on a tie.
 pub fn best_run(
     conn: &Connection,
     experiment: &str,
     metric: &str,
     higher: bool,
-    keys: &[String],
 ) -> Result<Option<BestRun>> {
     use rusqlite::OptionalExtension;
     let scored = "FROM evals e JOIN runs r ON r.id = e.run_id \
                   WHERE r.experiment = ?1 AND e.metric = ?2 AND r.status IN ('finished', 'pruned')";
     let order = if higher { "DESC" } else { "ASC" };
-    let best: Option<(String, f64, i64)> = conn
+    let best: Option<(String, f64, i64, String)> = conn
         .query_row(
             &format!(
-                "SELECT e.run_id, e.value, e.step {scored} AND e.value = e.value \
+                "SELECT e.run_id, e.value, e.step, r.config {scored} AND e.value = e.value \
                  ORDER BY e.value {order}, e.step, e.run_id LIMIT 1"
             ),
             [experiment, metric],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )
         .optional()?;
-    let Some((run_id, value, step)) = best else {
+    let Some((run_id, value, step, config)) = best else {
         return Ok(None);
     };
     let scored: i64 = conn.query_row(
@@ -587,25 +586,12 @@ pub fn best_run(
         [experiment, metric],
         |r| r.get(0),
     )?;
-    let mut params = Vec::new();
-    let mut query = conn.prepare("SELECT value FROM params WHERE run_id = ?1 AND key = ?2")?;
-    for key in keys {
-        let value: Option<rusqlite::types::Value> =
-            query.query_row([&run_id, key], |r| r.get(0)).optional()?;
-        let text = match value {
-            Some(rusqlite::types::Value::Text(text)) => text,
-            Some(rusqlite::types::Value::Integer(n)) => n.to_string(),
-            Some(rusqlite::types::Value::Real(x)) => x.to_string(),
-            _ => continue,
-        };
-        params.push((key.clone(), text));
-    }
     Ok(Some(BestRun {
         run_id,
         value,
         step: step as u64,
         scored: scored as usize,
-        params,
+        config: serde_json::from_str(&config).unwrap_or_default(),
     }))
 }
 
