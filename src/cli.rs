@@ -272,8 +272,10 @@ pub struct EvalArgs {
     pub target: Option<String>,
     /// Score images another program made instead (a PyTorch GAN's, say): a .npy array
     /// (uint8, or floats in [-1, 1], [0, 1] or [0, 255]) or an IDX file, shaped (N, S, S),
-    /// (N, 1, S, S), (N, S, S, 1) or (N, S*S), against --dataset's test digits.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["real", "train_classifier", "seed"])]
+    /// (N, 1, S, S), (N, S, S, 1) or (N, S*S); or a folder of PNG files, one image each (as
+    /// pytorch-fid reads), or of class folders 0-9 of them (their labels), against
+    /// --dataset's test digits.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["real", "train_classifier", "seed"])]
     pub images: Option<PathBuf>,
     /// With --images: the class each image was drawn for (a conditional GAN's), as a .npy
     /// vector (uint8, int32 or int64) or an IDX label file; adds class_acc and intra_fid.
@@ -286,7 +288,7 @@ pub struct EvalArgs {
     /// Score real training digits (the floor) and uniform noise (the ceiling) instead.
     #[arg(long)]
     pub real: bool,
-    /// Images to score (with --images: the file's first ones).
+    /// Images to score (with --images: the first ones, files of a folder in name order).
     #[arg(long, default_value_t = 10_000)]
     pub samples: usize,
     /// Noise seed (default: the run's seed, which reproduces its logged evaluation).
@@ -440,7 +442,9 @@ pub struct GenerateArgs {
     /// the classes in turn, one grid column (with --interpolate, one walk) each.
     #[arg(long, value_parser = clap::value_parser!(u8).range(0..10))]
     pub class: Option<u8>,
-    /// Output file: *.png (grid), *.npy (uint8, N x 28 x 28) or *idx3-ubyte (IDX).
+    /// Output: *.png (a grid), *.npy (uint8, N x 28 x 28), *idx3-ubyte (IDX), or a new or
+    /// empty folder (a name ending in /) of PNG files at G's size, one per image, in a
+    /// subfolder per class for a conditional model (torchvision's ImageFolder layout).
     #[arg(long)]
     pub out: PathBuf,
 }

@@ -669,7 +669,7 @@ pub fn eval(req: EvalRequest) -> Result<()> {
     } else {
         let target = req
             .target
-            .context("name a run or a checkpoint, or pass --images FILE or --real")?;
+            .context("name a run or a checkpoint, or pass --images PATH or --real")?;
         let target = crate::score::resolve_target(target, req.db)?;
         let (scored, unlike_logged) =
             crate::score::score_checkpoint(&target, req.samples, req.seed, req.data_dir, &mut log)?;

@@ -125,8 +125,8 @@ fn refuse_data_set_file(out: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Draws samples into `out` (`.png` grid, `.npy` or IDX; the raw formats are resized back to
-/// 28x28) from the average of G's weights when the run kept one, unless `draw.raw`. A
+/// Draws samples into `out` (`.png` grid, `.npy`, IDX or a folder of PNG files; the arrays
+/// are resized back to 28x28 for MNIST tools, the PNG files keep G's size) from the average of G's weights when the run kept one, unless `draw.raw`. A
 /// conditional model without `draw.class` draws the classes in turn (one grid column, or one
 /// row per walk or per sample beside its neighbours).
 pub fn generate(checkpoint_path: &Path, draw: Draw<'_>, out: &Path) -> anyhow::Result<Generated> {
@@ -140,7 +140,8 @@ pub fn generate(checkpoint_path: &Path, draw: Draw<'_>, out: &Path) -> anyhow::R
     anyhow::ensure!(n > 0, "--n must be at least 1");
     crate::train::refuse_run_entry(out)?;
     refuse_data_set_file(out)?;
-    let is_grid = out.extension().is_some_and(|e| e == "png");
+    let to_folder = crate::images::names_folder(out);
+    let is_grid = !to_folder && out.extension().is_some_and(|e| e == "png");
     let per_row = match arrangement {
         Arrangement::Samples => 1,
         Arrangement::Walks { steps } => {
@@ -229,7 +230,11 @@ pub fn generate(checkpoint_path: &Path, draw: Draw<'_>, out: &Path) -> anyhow::R
         checkpoint_path.display()
     );
     let images = ImageBatch::from_unit(&values, model.image_side());
-    let images = if is_grid { images } else { images.resized(28) };
+    let images = if is_grid || to_folder {
+        images
+    } else {
+        images.resized(28)
+    };
     let mut nearness = None;
     let (images, cols) = match arrangement {
         Arrangement::Walks { steps } => (images, steps),
@@ -242,7 +247,11 @@ pub fn generate(checkpoint_path: &Path, draw: Draw<'_>, out: &Path) -> anyhow::R
         Arrangement::Samples if conditional && class.is_none() => (images, CLASSES.min(n)),
         Arrangement::Samples => (images, (n as f64).sqrt().ceil() as usize),
     };
-    images.save(out, cols)?;
+    if to_folder {
+        crate::images::write_folder(&images, labels.as_deref(), out)?;
+    } else {
+        images.save(out, cols)?;
+    }
     Ok(Generated {
         step,
         averaged,

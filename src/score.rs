@@ -110,8 +110,17 @@ pub fn score_file(
     log: &mut dyn FnMut(&str),
 ) -> Result<Scored> {
     anyhow::ensure!(samples >= 2, "--samples must be at least 2");
-    let (mut images, how) = ImageBatch::load(path)?;
+    let crate::images::Loaded {
+        mut images,
+        labels: folder_labels,
+        how,
+    } = ImageBatch::load(path)?;
     log(&format!("{}: {how}", path.display()));
+    anyhow::ensure!(
+        labels.is_none() || folder_labels.is_none(),
+        "{}: its class folders already label the images; drop --labels",
+        path.display()
+    );
     let mut labels = labels
         .map(|labels_path| -> Result<Vec<u8>> {
             let labels = crate::images::load_labels(labels_path)?;
@@ -125,7 +134,8 @@ pub fn score_file(
             );
             Ok(labels)
         })
-        .transpose()?;
+        .transpose()?
+        .or(folder_labels);
     anyhow::ensure!(
         images.len() >= 2,
         "{}: {} image(s); scoring needs at least 2",

@@ -138,6 +138,41 @@ fn train_then_generate_png_npy_and_idx() {
     let grid = image::open(dir.path().join("grid.png")).unwrap();
     assert_eq!((grid.width(), grid.height()), (4 * 34 + 2, 3 * 34 + 2));
 
+    // A folder of PNG files (what pytorch-fid reads): the grid's images at G's 32 pixels, in
+    // order; scored by `eval --images`; never written into again.
+    let folder = dir.path().join("pngs/");
+    let to_folder = || {
+        runner()
+            .args(["generate", "-n", "10"])
+            .arg(&run)
+            .arg("--out")
+            .arg(&folder)
+            .assert()
+    };
+    to_folder().success();
+    let grid = grid.into_luma8();
+    for i in 0..10u32 {
+        let (x0, y0) = (2 + i % 4 * 34, 2 + i / 4 * 34);
+        let tile: Vec<u8> = (0..32 * 32)
+            .map(|j| grid.get_pixel(x0 + j % 32, y0 + j / 32).0[0])
+            .collect();
+        let file = image::open(folder.join(format!("{i:06}.png"))).unwrap();
+        assert_eq!(file.into_luma8().into_raw(), tile, "image {i}");
+    }
+    runner()
+        .args(["eval", "--samples", "10", "--images"])
+        .arg(&folder)
+        .arg("--data-dir")
+        .arg(fixture_dir())
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("10 images of 32x32 (PNG files)"));
+    let before = std::fs::read(folder.join("000009.png")).unwrap();
+    to_folder()
+        .failure()
+        .stderr(predicate::str::contains("already holds 10 entries"));
+    assert_eq!(std::fs::read(folder.join("000009.png")).unwrap(), before);
+
     // Walks through the latent space: one row each, starting from the plain draw's samples.
     let generate = |args: &[&str], out: &str| {
         runner()

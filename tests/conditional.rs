@@ -179,6 +179,14 @@ fn generate_draws_one_class_and_refuses_a_class_for_an_unconditional_run() {
     generate(dir.path(), draw(Some(7)), &out("sevens.npy")).unwrap();
     generate(dir.path(), draw(Some(2)), &out("twos.npy")).unwrap();
     generate(dir.path(), draw(None), &out("all.png")).unwrap();
+    // A folder: one subfolder per class, image i of class i % 10 (or --class's).
+    for (class, name) in [(None, "all/"), (Some(7), "sevens/")] {
+        generate(dir.path(), draw(class), &out(name)).unwrap();
+        let loaded = ImageBatch::load(&out(name)).unwrap();
+        let expected: Vec<u8> = (0..12).map(|i| class.unwrap_or(i % 10)).collect();
+        assert_eq!(loaded.labels, Some(expected), "{name}");
+        assert_eq!((loaded.images.len(), loaded.images.side), (12, 32));
+    }
     let read = |name: &str| std::fs::read(out(name)).unwrap();
     assert_ne!(read("sevens.npy"), read("twos.npy"), "the class matters");
     // Without --class: one grid column per class.
@@ -315,6 +323,16 @@ fn a_conditional_gans_images_with_their_labels_score_as_its_own_evaluation() {
     assert_eq!(scored.metrics.fid, own.metrics.fid);
     assert_eq!(scored.metrics.class_acc, Some(own_acc));
     assert_eq!(scored.metrics.intra_fid, own.metrics.intra_fid);
+    // The same images in class folders (torchvision's ImageFolder layout) carry their labels.
+    let folder = dir.path().join("by-class");
+    let batch = ImageBatch::from_unit(&values, 28);
+    ganrunner::images::write_folder(&batch, Some(&labels), &folder).unwrap();
+    let scored = ganrunner::score::score_file(&folder, None, &fixture, n, &mut log).unwrap();
+    assert_eq!(scored.metrics.fid, own.metrics.fid);
+    assert_eq!(scored.metrics.class_acc, Some(own_acc));
+    assert_eq!(scored.metrics.intra_fid, own.metrics.intra_fid);
+    let twice = ganrunner::score::score_file(&folder, Some(&labels_file), &fixture, n, &mut log);
+    assert!(format!("{:#}", twice.err().unwrap()).contains("already label the images"));
 
     let eval = |labels: &std::path::Path| {
         let mut command = common::runner();

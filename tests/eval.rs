@@ -276,8 +276,10 @@ fn images_from_another_program_score_as_the_runner_scores_its_own_samples() {
     );
     let idx = dir.path().join("samples-idx3-ubyte");
     pixels.save(&idx, 1).unwrap();
+    let folder = dir.path().join("pngs");
+    ganrunner::images::write_folder(&pixels, None, &folder).unwrap();
 
-    for path in [&tanh, &bytes, &idx] {
+    for path in [&tanh, &bytes, &idx, &folder] {
         let scored = ganrunner::score::score_file(path, None, &fixture, n, &mut log).unwrap();
         assert_eq!(scored.metrics.fid, own.metrics.fid, "{}", path.display());
         assert_eq!(scored.metrics.precision, own.metrics.precision);
@@ -327,7 +329,12 @@ fn bad_image_files_are_refused_naming_the_file_and_what_is_wrong() {
     let mut nan = vec![0.5f32; 2 * 784];
     nan[5] = f32::NAN;
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
-        ("grid.png", vec![0; 10], "unknown image file"),
+        (
+            "grid.png",
+            vec![0; 10],
+            "one PNG file (a grid?) is not split",
+        ),
+        ("samples.jpg", vec![0; 10], "unknown image file"),
         (
             "junk.npy",
             b"not an array at all".to_vec(),

@@ -1,13 +1,18 @@
-//! Generated images as files: PNG grids for people, `.npy` and IDX for other tools; and the
-//! images (and labels) other programs wrote, read for scoring.
+//! Generated images as files: PNG grids for people; `.npy` arrays, IDX files and folders of
+//! PNG files for other tools; and the images (and labels) other programs wrote, read for
+//! scoring.
+
+mod folder;
+mod npy;
 
 use std::path::Path;
 
 use image::GrayImage;
-use npyz::WriterBuilder;
 
 use crate::data::{idx, resize_images, unit_to_byte};
 use crate::fsutil::write_atomic;
+
+pub use folder::{names_folder, write_folder};
 
 /// Pixels between tiles of a grid, as torchvision's `make_grid` (padding 2).
 const GRID_PADDING: usize = 2;
@@ -83,16 +88,7 @@ impl ImageBatch {
                 .write_to(&mut out, image::ImageFormat::Png)?;
             out.into_inner()
         } else if name.ends_with(".npy") {
-            let mut out = Vec::new();
-            let shape = [self.len() as u64, self.side as u64, self.side as u64];
-            let mut writer = npyz::WriteOptions::<u8>::new()
-                .default_dtype()
-                .shape(&shape)
-                .writer(&mut out)
-                .begin_nd()?;
-            writer.extend(self.pixels.iter().copied())?;
-            writer.finish()?;
-            out
+            npy::encode(self)?
         } else if name.ends_with("idx3-ubyte") {
             idx::encode(&idx::IdxArray {
                 dims: vec![self.len(), self.side, self.side],
@@ -100,7 +96,8 @@ impl ImageBatch {
             })
         } else {
             anyhow::bail!(
-                "{}: unknown output format; use a name ending in .png, .npy or idx3-ubyte",
+                "{}: unknown output format; use a name ending in .png, .npy or idx3-ubyte, \
+                 or in / for a folder of PNG files",
                 path.display()
             );
         };
@@ -108,22 +105,32 @@ impl ImageBatch {
     }
 
     /// Reads images another program made: a `.npy` array or an IDX file (`*idx3-ubyte`,
-    /// optionally `.gz`), N square grayscale images shaped (N, S, S), (N, 1, S, S),
-    /// (N, S, S, 1) or (N, S*S). Bytes are pixels; floats are read as [-1, 1] (a tanh
-    /// output: any value below 0) or [0, 1] (else, up to 1) or [0, 255]. Returns the images
-    /// and a phrase saying how they were read.
-    pub fn load(path: &Path) -> anyhow::Result<(ImageBatch, String)> {
+    /// optionally `.gz`) of N square grayscale images shaped (N, S, S), (N, 1, S, S),
+    /// (N, S, S, 1) or (N, S*S), or a folder of PNG files (or of class folders 0-9 of
+    /// them, which give their labels). Bytes are
+    /// pixels; floats are read as [-1, 1] (a tanh output: any value below 0) or [0, 1] (else,
+    /// up to 1) or [0, 255].
+    pub fn load(path: &Path) -> anyhow::Result<Loaded> {
         let name = path.display();
+        if path.is_dir() {
+            return folder::read(path);
+        }
         let file_name = file_name(path);
         let (shape, pixels, how) = if file_name.ends_with(".npy") {
-            read_npy(path)?
+            npy::read_images(path)?
         } else if file_name.ends_with("idx3-ubyte") || file_name.ends_with("idx3-ubyte.gz") {
             let array = idx::read(path)?;
             let shape = array.dims.iter().map(|&d| d as u64).collect();
             (shape, array.data, "bytes".to_string())
+        } else if file_name.to_ascii_lowercase().ends_with(".png") {
+            anyhow::bail!(
+                "{name}: one PNG file (a grid?) is not split into images; use a folder of PNG \
+                 files, one image each, a .npy array or an IDX file (*idx3-ubyte)"
+            );
         } else {
             anyhow::bail!(
-                "{name}: unknown image file; use a .npy array or an IDX file (*idx3-ubyte)"
+                "{name}: unknown image file; use a .npy array, an IDX file (*idx3-ubyte) or a \
+                 folder of PNG files"
             );
         };
         let side = square_side(&shape).ok_or_else(|| {
@@ -132,14 +139,24 @@ impl ImageBatch {
                  use (N, S, S), (N, 1, S, S), (N, S, S, 1) or (N, S*S)"
             )
         })?;
-        anyhow::ensure!(
-            (MIN_SIDE..=MAX_SIDE).contains(&side),
-            "{name}: images of {side}x{side} pixels; the evaluator takes {MIN_SIDE} to {MAX_SIDE}"
-        );
-        let batch = ImageBatch { pixels, side };
-        let how = format!("{} images of {side}x{side} ({how})", batch.len());
-        Ok((batch, how))
+        check_side(&name.to_string(), side)?;
+        let images = ImageBatch { pixels, side };
+        let how = format!("{} images of {side}x{side} ({how})", images.len());
+        Ok(Loaded {
+            images,
+            labels: None,
+            how,
+        })
     }
+}
+
+/// Images read by [`ImageBatch::load`].
+pub struct Loaded {
+    pub images: ImageBatch,
+    /// The class of each image, where the files say it (a folder per class).
+    pub labels: Option<Vec<u8>>,
+    /// How they were read, for the log: "200 images of 32x32 (<f4 in [-1, 1])".
+    pub how: String,
 }
 
 /// The last part of `path`, whose ending names an image file's format.
@@ -152,6 +169,15 @@ fn file_name(path: &Path) -> String {
 /// The image sides [`ImageBatch::load`] takes (MNIST's digits are 28, the DCGANs' 32).
 const MIN_SIDE: usize = 8;
 const MAX_SIDE: usize = 256;
+
+/// Refuses images of a side the evaluator does not take.
+fn check_side(name: &str, side: usize) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        (MIN_SIDE..=MAX_SIDE).contains(&side),
+        "{name}: images of {side}x{side} pixels; the evaluator takes {MIN_SIDE} to {MAX_SIDE}"
+    );
+    Ok(())
+}
 
 /// The side S of images shaped (N, S, S), (N, 1, S, S), (N, S, S, 1) or (N, S*S).
 fn square_side(shape: &[u64]) -> Option<usize> {
@@ -166,69 +192,6 @@ fn square_side(shape: &[u64]) -> Option<usize> {
     usize::try_from(side).ok()
 }
 
-/// A `.npy` file read whole, its header checked against its size before anything is
-/// allocated for what it claims: the file's bytes, the array's shape and its type.
-fn open_npy(path: &Path) -> anyhow::Result<(Vec<u8>, Vec<u64>, npyz::TypeStr)> {
-    let name = path.display();
-    let size = std::fs::metadata(path)
-        .map_err(|e| anyhow::anyhow!("{name}: {e}"))?
-        .len();
-    if let Some(available) = crate::budget::available_bytes() {
-        anyhow::ensure!(
-            (size as f64) * 1.5 < available,
-            "{name}: {} does not fit in the {} of memory available",
-            crate::budget::human(size as f64),
-            crate::budget::human(available)
-        );
-    }
-    let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
-    let npy = npyz::NpyFile::new(&bytes[..])
-        .map_err(|e| anyhow::anyhow!("{name}: not a .npy array: {e}"))?;
-    let shape = npy.shape().to_vec();
-    anyhow::ensure!(
-        npy.order() == npyz::Order::C,
-        "{name}: a Fortran-ordered array; save it in C order (numpy's default)"
-    );
-    let npyz::DType::Plain(dtype) = npy.dtype() else {
-        anyhow::bail!("{name}: a structured array; save plain numbers");
-    };
-    let item = dtype.num_bytes().unwrap_or(0).max(1) as u64;
-    let count = shape.iter().try_fold(1u64, |n, &d| n.checked_mul(d));
-    anyhow::ensure!(
-        count.is_some_and(|n| n.saturating_mul(item) <= bytes.len() as u64),
-        "{name}: its header says {shape:?} of {dtype}, more than the file's {} bytes hold",
-        bytes.len()
-    );
-    Ok((bytes, shape, dtype))
-}
-
-/// The values of a `.npy` array of `T` in `bytes`.
-fn npy_values<T: npyz::Deserialize>(bytes: &[u8]) -> anyhow::Result<Vec<T>> {
-    let data = npyz::NpyFile::new(bytes)?.data::<T>()?;
-    Ok(data.collect::<std::io::Result<_>>()?)
-}
-
-/// A `.npy` array's shape, its values as pixels, and how they were read.
-fn read_npy(path: &Path) -> anyhow::Result<(Vec<u64>, Vec<u8>, String)> {
-    let (bytes, shape, dtype) = open_npy(path)?;
-    let (pixels, how) = match (dtype.type_char(), dtype.num_bytes()) {
-        (npyz::TypeChar::Uint, Some(1)) => (npy_values::<u8>(&bytes)?, "bytes".to_string()),
-        (npyz::TypeChar::Float, Some(size)) if size == 4 || size == 8 => {
-            let (pixels, range) = if size == 4 {
-                float_pixels::<f32>(&bytes, path)?
-            } else {
-                float_pixels::<f64>(&bytes, path)?
-            };
-            (pixels, format!("{dtype} in {range}"))
-        }
-        _ => anyhow::bail!(
-            "{}: values of type {dtype}; use uint8, float32 or float64",
-            path.display()
-        ),
-    };
-    Ok((shape, pixels, how))
-}
-
 /// Reads the class of each image of a file another program made: a `.npy` vector of
 /// integers (uint8, int32 or int64: what numpy and `torch.long` save) or an IDX label file
 /// (`*idx1-ubyte`, optionally `.gz`), each a digit 0-9.
@@ -236,20 +199,7 @@ pub fn load_labels(path: &Path) -> anyhow::Result<Vec<u8>> {
     let name = path.display();
     let file_name = file_name(path);
     let (shape, values): (Vec<u64>, Vec<i64>) = if file_name.ends_with(".npy") {
-        let (bytes, shape, dtype) = open_npy(path)?;
-        let values = match (dtype.type_char(), dtype.num_bytes()) {
-            (npyz::TypeChar::Uint, Some(1)) => npy_values::<u8>(&bytes)?
-                .into_iter()
-                .map(i64::from)
-                .collect(),
-            (npyz::TypeChar::Int, Some(4)) => npy_values::<i32>(&bytes)?
-                .into_iter()
-                .map(i64::from)
-                .collect(),
-            (npyz::TypeChar::Int, Some(8)) => npy_values::<i64>(&bytes)?,
-            _ => anyhow::bail!("{name}: labels of type {dtype}; use uint8, int32 or int64"),
-        };
-        (shape, values)
+        npy::read_integers(path)?
     } else if file_name.ends_with("idx1-ubyte") || file_name.ends_with("idx1-ubyte.gz") {
         let array = idx::read(path)?;
         let shape = array.dims.iter().map(|&d| d as u64).collect();
@@ -271,51 +221,6 @@ pub fn load_labels(path: &Path) -> anyhow::Result<Vec<u8>> {
                 .ok_or_else(|| anyhow::anyhow!("{name}: label {i} is {v}; labels are digits 0-9"))
         })
         .collect()
-}
-
-/// The pixels of a `.npy` array of floats, read twice (its range first, then its values) so
-/// that nothing larger than the pixels is held, and the range they were read in.
-fn float_pixels<T: npyz::Deserialize + Into<f64>>(
-    bytes: &[u8],
-    path: &Path,
-) -> anyhow::Result<(Vec<u8>, &'static str)> {
-    let name = path.display();
-    let values = || -> anyhow::Result<_> {
-        let npy = npyz::NpyFile::new(bytes)?;
-        Ok(npy.data::<T>()?.map(|v| v.map(Into::into)))
-    };
-    let (mut min, mut max) = (f64::INFINITY, f64::NEG_INFINITY);
-    for (i, value) in values()?.enumerate() {
-        let value: f64 = value?;
-        anyhow::ensure!(
-            value.is_finite(),
-            "{name}: value {i} is {value}; nothing scored"
-        );
-        (min, max) = (min.min(value), max.max(value));
-    }
-    // A little past the ends is rounding; more is another range, or no images at all.
-    const SLACK: f64 = 1e-3;
-    type ToPixel = fn(f64) -> u8;
-    let (range, low, high, to_pixel): (&'static str, f64, f64, ToPixel) = if min < 0.0 {
-        // As the runner turns its own generators' output into pixels.
-        ("[-1, 1]", -1.0, 1.0, |v| unit_to_byte(v as f32))
-    } else if max <= 1.0 + SLACK {
-        ("[0, 1]", 0.0, 1.0, |v| {
-            (v * 255.0).round().clamp(0.0, 255.0) as u8
-        })
-    } else {
-        ("[0, 255]", 0.0, 255.0, |v| {
-            v.round().clamp(0.0, 255.0) as u8
-        })
-    };
-    anyhow::ensure!(
-        min >= low - SLACK && max <= high + SLACK,
-        "{name}: values from {min} to {max}; images should lie in [-1, 1], [0, 1] or [0, 255]"
-    );
-    let pixels = values()?
-        .map(|v| v.map(to_pixel))
-        .collect::<std::io::Result<_>>()?;
-    Ok((pixels, range))
 }
 
 #[cfg(test)]
