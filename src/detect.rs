@@ -30,7 +30,7 @@ pub const SWING: f64 = 0.15;
 
 /// A failure a detector looks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case", try_from = "String")]
 pub enum Detector {
     Collapse,
     DWins,
@@ -38,6 +38,8 @@ pub enum Detector {
 }
 
 impl Detector {
+    const ALL: [Detector; 3] = [Detector::Collapse, Detector::DWins, Detector::Oscillation];
+
     /// The name events and specs use.
     pub fn name(self) -> &'static str {
         match self {
@@ -45,6 +47,25 @@ impl Detector {
             Detector::DWins => "d_wins",
             Detector::Oscillation => "oscillation",
         }
+    }
+}
+
+impl TryFrom<String> for Detector {
+    type Error = String;
+
+    /// A detector by name; a plateau, which users reach for here, is `patience`'s.
+    fn try_from(name: String) -> Result<Self, String> {
+        Detector::ALL
+            .into_iter()
+            .find(|d| d.name() == name)
+            .ok_or_else(|| {
+                let hint = if name == "plateau" {
+                    "; to stop a run whose metric stopped improving, set `patience = N`"
+                } else {
+                    ""
+                };
+                format!("unknown detector `{name}`, expected `collapse`, `d_wins` or `oscillation`{hint}")
+            })
     }
 }
 

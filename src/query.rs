@@ -26,6 +26,8 @@ fn to_json(value: ValueRef<'_>) -> serde_json::Value {
     match value {
         ValueRef::Null => serde_json::Value::Null,
         ValueRef::Integer(i) => i.into(),
+        // JSON has no infinity; "inf" is what Python's float() and pandas read back.
+        ValueRef::Real(f) if f.is_infinite() => if f > 0.0 { "inf" } else { "-inf" }.into(),
         ValueRef::Real(f) => serde_json::Number::from_f64(f)
             .map(Into::into)
             .unwrap_or(serde_json::Value::Null),
@@ -590,6 +592,20 @@ mod tests {
         assert_eq!(cell_of(241.174213), "241.174213");
         assert_eq!(cell_of(0.0), "0");
         assert_eq!(cell_of(3e15), "3e15");
+    }
+
+    #[test]
+    fn infinities_are_shown_not_dropped() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let values: Vec<serde_json::Value> = conn
+            .query_row("SELECT 1e308 * 10, -1e308 * 10, 0.5", [], |row| {
+                Ok((0..3).map(|i| to_json(row.get_ref(i).unwrap())).collect())
+            })
+            .unwrap();
+        assert_eq!(
+            values,
+            [serde_json::json!("inf"), "-inf".into(), 0.5.into()]
+        );
     }
 
     #[test]

@@ -441,15 +441,16 @@ fn impossible_prune_rules_name_the_key_and_line() {
                 .and(predicate::str::contains("pruned.toml:")),
         );
     }
-    std::fs::write(
-        &spec,
-        text.replace("keep =", "stop_on = [\"boredom\"]\nkeep ="),
-    )
-    .unwrap();
-    sweep_cmd(dir.path(), &spec, "1")
-        .assert()
-        .code(1)
-        .stderr(predicate::str::contains("boredom"));
+    for (detector, expected) in [
+        ("boredom", "unknown detector `boredom`, expected `collapse`"),
+        ("plateau", "set `patience = N`"),
+    ] {
+        let stop_on = format!("stop_on = [\"{detector}\"]\nkeep =");
+        std::fs::write(&spec, text.replace("keep =", &stop_on)).unwrap();
+        sweep_cmd(dir.path(), &spec, "1").assert().code(1).stderr(
+            predicate::str::contains(expected).and(predicate::str::contains("pruned.toml:")),
+        );
+    }
     let unevaluated = text
         .replace("rungs = [10, 20]", "patience = 3")
         .replace("eval_samples = 100", "eval_samples = 0");
