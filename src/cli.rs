@@ -24,7 +24,7 @@ pub enum Command {
     Data(DataCommand),
     /// Train one run from a spec file.
     Train(TrainArgs),
-    /// Sample a trained generator into a PNG grid, a .npy array or an IDX file.
+    /// Sample a trained generator into a PNG grid, a .npy array, an IDX file or a folder of PNGs.
     Generate(GenerateArgs),
     /// Write a trained generator's (or discriminator's) weights to a .safetensors file that the
     /// report's PyTorch modules load as they are (`load_state_dict`).

@@ -376,7 +376,7 @@ fn train_unguarded(
         final_checkpoint: None,
     };
     if resumed_from.is_none() {
-        let path = trainer.save_sample(run_dir, 0)?;
+        let path = trainer.save_sample(&trainer.sampler(), run_dir, 0)?;
         observer.sample(0, &path);
     }
     if first >= total {
@@ -405,14 +405,16 @@ fn train_unguarded(
         log.push(step, losses)?;
         observer.step(step, losses);
         let stop = observer.should_stop();
-        if step.is_multiple_of(logc.sample_every) || step == total {
-            let path = trainer.save_sample(run_dir, step)?;
+        let sample_due = step.is_multiple_of(logc.sample_every) || step == total;
+        let eval_due = logc.eval_samples > 0
+            && ((logc.eval_every > 0 && step.is_multiple_of(logc.eval_every)) || step == total);
+        let sampler = (sample_due || eval_due).then(|| trainer.sampler());
+        if let Some(sampler) = sampler.as_deref().filter(|_| sample_due) {
+            let path = trainer.save_sample(sampler, run_dir, step)?;
             observer.sample(step, &path);
             outcome.final_sample = Some(path);
         }
-        let eval_due =
-            (logc.eval_every > 0 && step.is_multiple_of(logc.eval_every)) || step == total;
-        if logc.eval_samples > 0 && eval_due {
+        if let Some(sampler) = sampler.as_deref().filter(|_| eval_due) {
             if evaluator.is_none() {
                 let mut message = |line: &str| observer.message(line);
                 evaluator = Some(Evaluator::new(
@@ -421,7 +423,7 @@ fn train_unguarded(
                     &mut message,
                 )?);
             }
-            let metrics = trainer.evaluate(evaluator.as_ref().expect("created above"));
+            let metrics = trainer.evaluate(sampler, evaluator.as_ref().expect("created above"));
             observer.eval(step, &metrics);
             if metrics.fid.is_finite() && best_fid.is_none_or(|best| metrics.fid < best) {
                 trainer.save_best(run_dir, step, metrics.fid)?;

@@ -333,9 +333,14 @@ impl Trainer {
         }
     }
 
-    /// The fixed-noise grid: `log.grid` x `log.grid` images, or for a conditional model one
-    /// row of `log.grid` images per class.
-    pub(super) fn save_sample(&self, run_dir: &Path, step: u64) -> anyhow::Result<PathBuf> {
+    /// The fixed-noise grid of `sampler` (see [`Trainer::sampler`]): `log.grid` x `log.grid`
+    /// images, or for a conditional model one row of `log.grid` images per class.
+    pub(super) fn save_sample(
+        &self,
+        sampler: &Generator,
+        run_dir: &Path,
+        step: u64,
+    ) -> anyhow::Result<PathBuf> {
         let grid = self.config.log.grid;
         let labels = self.config.model.conditional().is_conditional().then(|| {
             (0..CLASSES * grid)
@@ -343,7 +348,7 @@ impl Trainer {
                 .collect::<Vec<_>>()
         });
         let images = sample(
-            &self.sampler(),
+            sampler,
             &self.config.model,
             labels.as_ref().map_or(grid * grid, Vec::len),
             self.config.train.seed,
@@ -356,7 +361,9 @@ impl Trainer {
     }
 
     /// The generator that samples: the moving average, settled, when the run keeps one.
-    fn sampler(&self) -> Cow<'_, Generator> {
+    /// Settling takes a few forward passes, so a step that draws a grid and evaluates asks
+    /// once.
+    pub(super) fn sampler(&self) -> Cow<'_, Generator> {
         match &self.generator_ema {
             Some(average) => Cow::Owned(ema::settle(
                 average,
@@ -367,14 +374,14 @@ impl Trainer {
         }
     }
 
-    /// Scores `eval_samples` fresh samples (the same noise at every step) with `evaluator`;
-    /// with a moving average, the average, and the raw G's FID beside it.
-    pub(super) fn evaluate(&self, evaluator: &Evaluator) -> Metrics {
+    /// Scores `eval_samples` fresh samples of `sampler` (the same noise at every step) with
+    /// `evaluator`; with a moving average, the raw G's FID beside it.
+    pub(super) fn evaluate(&self, sampler: &Generator, evaluator: &Evaluator) -> Metrics {
         let (model, n) = (&self.config.model, self.config.log.eval_samples);
         let draw = |generator: &Generator| {
             evaluate_generator(evaluator, generator, model, n, self.config.train.seed)
         };
-        let mut metrics = draw(&self.sampler());
+        let mut metrics = draw(sampler);
         if self.generator_ema.is_some() {
             metrics.fid_raw = Some(draw(&self.generator).fid);
         }
