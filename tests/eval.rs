@@ -406,3 +406,51 @@ fn bad_image_files_are_refused_naming_the_file_and_what_is_wrong() {
             );
     }
 }
+
+#[test]
+fn runs_share_one_evaluator_per_data_set_and_side_until_the_data_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    for from in [
+        common::fixture_dir(),
+        common::fixture_dir().join("evaluator"),
+    ] {
+        let to = dir
+            .path()
+            .join(from.strip_prefix(common::fixture_dir()).unwrap());
+        std::fs::create_dir_all(&to).unwrap();
+        for entry in std::fs::read_dir(&from).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
+            }
+        }
+    }
+    let mut lines = Vec::new();
+    let mut shared =
+        |side| Evaluator::shared(dir.path(), side, &mut |l| lines.push(l.to_string())).unwrap();
+    let first = shared(28);
+    let again = shared(28);
+    assert!(std::sync::Arc::ptr_eq(&first, &again));
+    assert!(!std::sync::Arc::ptr_eq(&first, &shared(32)), "another side");
+    // Rewritten test digits: a new evaluator, which scores against them.
+    let test = dir.path().join("t10k-images-idx3-ubyte.gz");
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+    std::fs::File::options()
+        .write(true)
+        .open(&test)
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    let rebuilt = shared(28);
+    assert!(!std::sync::Arc::ptr_eq(&first, &rebuilt));
+    assert!(std::sync::Arc::ptr_eq(&rebuilt, &shared(28)));
+    let cached = format!(
+        "classifier: {} (test accuracy",
+        dir.path().join("evaluator/lenet-v2.bpk").display()
+    );
+    assert_eq!(lines.len(), 5, "{lines:?}");
+    assert!(
+        lines.iter().all(|l| l.starts_with(&cached)),
+        "every run logs its classifier: {lines:?}"
+    );
+}

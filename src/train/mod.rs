@@ -417,7 +417,7 @@ fn train_unguarded(
         if let Some(sampler) = sampler.as_deref().filter(|_| eval_due) {
             if evaluator.is_none() {
                 let mut message = |line: &str| observer.message(line);
-                evaluator = Some(Evaluator::new(
+                evaluator = Some(Evaluator::shared(
                     &config.data.resolved_dir(),
                     config.model.image_side(),
                     &mut message,
