@@ -421,10 +421,21 @@ fn tags_and_notes_survive_a_new_database_and_a_forced_rerun() {
             .count(),
         1
     );
-    // The run's own file brings them back into a new database, and starting over keeps them.
+    // The run's own file brings them back into a new database, and starting over keeps them,
+    // and what else the user saved in the run's folder; what training wrote goes.
     std::fs::remove_file(dir.path().join("results/runs.sqlite")).unwrap();
     sweep(dir.path(), &spec, &["--no-report"]).success();
+    let run_dir = dir.path().join(format!("results/tiny/{good}"));
+    std::fs::create_dir(run_dir.join("my-samples")).unwrap();
+    std::fs::write(run_dir.join("my-samples/000000.png"), "mine").unwrap();
+    let stale_grid = run_dir.join("samples/step-99999999.png");
+    std::fs::write(&stale_grid, "an older attempt's").unwrap();
     sweep(dir.path(), &spec, &["--no-report", "--force"]).success();
+    assert_eq!(
+        std::fs::read_to_string(run_dir.join("my-samples/000000.png")).unwrap(),
+        "mine"
+    );
+    assert!(!stale_grid.exists(), "the run's own files go");
     let conn = db(dir.path());
     assert_eq!(
         common::texts(&conn, "SELECT run_id || ' ' || tag FROM tags ORDER BY tag"),

@@ -192,13 +192,17 @@ pub fn lock_or_leave(experiment: &str, run: &PlannedRun) -> Result<Option<DirLoc
     Ok(lock)
 }
 
-/// A run about to start, in its directory whose lock the caller holds: with `force` the
-/// directory is emptied; it is `fresh` when there is no checkpoint left to resume from.
+/// A run about to start, in its directory whose lock the caller holds: with `force` what
+/// training wrote there goes; it is `fresh` when there is no checkpoint left to resume from.
 pub fn prepare(run: PlannedRun, force: bool, lock: &DirLock) -> Result<Pending> {
     if force {
-        // Starting over trains the same config again: the user's tags and note stay.
-        lock.clear(&[annotations::FILE])
-            .with_context(|| format!("emptying {}", run.run_dir.display()))?;
+        // Starting over trains the same config again: the user's tags and note stay, and so
+        // does anything else the user saved there.
+        let emptying = || format!("emptying {}", run.run_dir.display());
+        let mut keep = train::users_entries(&run.run_dir).with_context(emptying)?;
+        keep.push(annotations::FILE.to_string());
+        let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
+        lock.clear(&keep).with_context(emptying)?;
     }
     let fresh = train::checkpoint::list(&run.run_dir).is_empty();
     Ok(Pending { run, fresh })

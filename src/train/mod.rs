@@ -21,7 +21,9 @@ mod run_dir;
 pub mod spectral;
 mod trainer;
 
-pub use run_dir::{CONFIG_FILE, refuse_foreign_dir, refuse_inside_run_dir, refuse_run_entry};
+pub use run_dir::{
+    CONFIG_FILE, refuse_foreign_dir, refuse_inside_run_dir, refuse_run_entry, users_entries,
+};
 pub use trainer::{DEFAULT_CLIP, StepInputs, Trainer};
 
 use std::io::Write;

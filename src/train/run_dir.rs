@@ -40,6 +40,20 @@ const RUN_ENTRIES: [&str; 7] = [
     "best",
 ];
 
+/// The entries of `run_dir` that training did not write: what a user saved there
+/// (`generate --out` into it, notes), which starting the run over keeps. Hidden entries are
+/// the run's (its lock, temporaries).
+pub fn users_entries(run_dir: &Path) -> std::io::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(run_dir)? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if !(name.starts_with('.') || RUN_ENTRIES.contains(&name.as_str())) {
+            names.push(name);
+        }
+    }
+    Ok(names)
+}
+
 /// The run directory `path` lies in, if any, and `path` relative to it (symlinks and `..`
 /// followed).
 fn enclosing_run_dir(path: &Path) -> anyhow::Result<Option<(PathBuf, PathBuf)>> {
