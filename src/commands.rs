@@ -488,6 +488,10 @@ pub fn remove(req: RemoveRequest) -> Result<()> {
             t.run_dir.display(),
             human(t.bytes as f64)
         )?;
+        let saved = crate::train::users_entries(&t.run_dir).unwrap_or_default();
+        if !saved.is_empty() {
+            outln!("  with what you saved in it: {}", saved.join(", "))?;
+        }
     }
     let what = format!("{} runs, {} on disk", targets.len(), human(total as f64));
     if req.dry_run {

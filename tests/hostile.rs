@@ -848,9 +848,19 @@ fn rm_deletes_a_runs_rows_and_files_but_never_a_run_being_trained() {
     rm(&["--experiment", "tiny"])
         .failure()
         .stderr(predicate::str::contains("pass --yes"));
+    // Files the user saved in a run's folder go with it, and the listing says so.
+    let run_dir = |id: &str| -> String {
+        db(dir.path())
+            .query_row("SELECT run_dir FROM runs WHERE id = ?1", [id], |r| r.get(0))
+            .unwrap()
+    };
+    std::fs::write(dir.path().join(run_dir(&ids[1])).join("notes.txt"), "x").unwrap();
     rm(&["--experiment", "tiny", "--dry-run"]).success().stdout(
         predicate::str::contains(&ids[0])
             .and(predicate::str::contains(&ids[1]))
+            .and(predicate::str::contains(
+                "with what you saved in it: notes.txt",
+            ))
             .and(predicate::str::contains("would delete 2 runs")),
     );
     assert_eq!(count(&db(dir.path()), "SELECT count(*) FROM runs"), 3);
