@@ -405,6 +405,30 @@ fn bad_image_files_are_refused_naming_the_file_and_what_is_wrong() {
                     .and(predicates::str::contains("panicked").not()),
             );
     }
+    // A pipe, whose reading would wait for a writer forever.
+    let pipe = dir.path().join("pipe.npy");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&pipe)
+            .status()
+            .unwrap()
+            .success()
+    );
+    for flag in ["--images", "--labels"] {
+        let mut command = common::runner();
+        command.args(["eval", "--images"]);
+        if flag == "--labels" {
+            command.arg(dir.path().join("one.npy")).arg("--labels");
+        }
+        command
+            .arg(&pipe)
+            .arg("--data-dir")
+            .arg(common::fixture_dir())
+            .timeout(std::time::Duration::from_secs(60))
+            .assert()
+            .code(1)
+            .stderr(predicates::str::contains("pipe.npy: not a regular file"));
+    }
 }
 
 #[test]

@@ -171,8 +171,12 @@ fn listing(dir: &Path, class: Option<u8>) -> anyhow::Result<Listing> {
         if name.starts_with('.') {
             continue;
         }
-        if path.is_dir() {
+        // Links are followed; a pipe or a device would block or never end.
+        let meta = std::fs::metadata(&path).with_context(|| path.display().to_string())?;
+        if meta.is_dir() {
             folders.push((path, name));
+        } else if !meta.is_file() {
+            anyhow::bail!("{}: not a regular file", path.display());
         } else if name.to_ascii_lowercase().ends_with(".png") {
             files.push(Entry { path, name, class });
         } else {
@@ -341,6 +345,20 @@ mod tests {
                 "not-a-class",
                 Box::new(|d| std::fs::create_dir(d.join("cats")).unwrap()),
                 "cats: a folder among the images; class folders are named 0 to 9",
+            ),
+            (
+                "pipe",
+                Box::new(|d| {
+                    let fifo = d.join("p.png");
+                    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+                    assert!(made.unwrap().success());
+                }),
+                "p.png: not a regular file",
+            ),
+            (
+                "dangling",
+                Box::new(|d| std::os::unix::fs::symlink(d.join("gone"), d.join("l.png")).unwrap()),
+                "l.png: No such file",
             ),
             (
                 "padded-class",

@@ -115,6 +115,7 @@ impl ImageBatch {
         if path.is_dir() {
             return folder::read(path);
         }
+        refuse_special_file(path)?;
         let file_name = file_name(path);
         let (shape, pixels, how) = if file_name.ends_with(".npy") {
             npy::read_images(path)?
@@ -159,6 +160,18 @@ pub struct Loaded {
     pub how: String,
 }
 
+/// Refuses a pipe, socket or device, whose reading would block or never end (a missing file
+/// is left to the reader's own error).
+fn refuse_special_file(path: &Path) -> anyhow::Result<()> {
+    let meta = std::fs::metadata(path);
+    anyhow::ensure!(
+        meta.is_err() || meta.is_ok_and(|m| m.is_file()),
+        "{}: not a regular file",
+        path.display()
+    );
+    Ok(())
+}
+
 /// The last part of `path`, whose ending names an image file's format.
 fn file_name(path: &Path) -> String {
     path.file_name()
@@ -197,6 +210,7 @@ fn square_side(shape: &[u64]) -> Option<usize> {
 /// (`*idx1-ubyte`, optionally `.gz`), each a digit 0-9.
 pub fn load_labels(path: &Path) -> anyhow::Result<Vec<u8>> {
     let name = path.display();
+    refuse_special_file(path)?;
     let file_name = file_name(path);
     let (shape, values): (Vec<u64>, Vec<i64>) = if file_name.ends_with(".npy") {
         npy::read_integers(path)?
