@@ -122,12 +122,19 @@ impl DirLock {
 
 /// Locks run directory `dir` (creating it), failing when another process holds it.
 pub fn lock_dir(dir: &Path) -> anyhow::Result<DirLock> {
-    try_lock_dir(dir)?.ok_or_else(|| {
-        anyhow::anyhow!(
-            "{}: another process is training in this directory",
-            dir.display()
-        )
-    })
+    // A lock held for a moment may be a copy that a child process of this one holds between
+    // its fork and its exec (a lock goes with the open file), so look again for a second
+    // before calling it another process's.
+    for _ in 0..20 {
+        if let Some(lock) = try_lock_dir(dir)? {
+            return Ok(lock);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    anyhow::bail!(
+        "{}: another process is training in this directory",
+        dir.display()
+    )
 }
 
 /// Like [`lock_dir`], answering `None` when another process holds the lock.
@@ -239,6 +246,29 @@ mod tests {
         assert!(err.contains("another process is training"), "{err}");
         drop(held);
         lock_dir(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn a_lock_that_a_starting_child_inherited_for_a_moment_is_waited_for() {
+        use std::os::unix::process::CommandExt;
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        let held = lock_dir(&run).unwrap();
+        let mut command = std::process::Command::new("true");
+        // The child holds a copy of every open file, the lock's too, from its fork to its exec.
+        // SAFETY: the hook only sleeps, which is async-signal-safe.
+        unsafe {
+            command.pre_exec(|| {
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                Ok(())
+            });
+        }
+        let spawning = std::thread::spawn(move || command.status().unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        drop(held);
+        assert!(try_lock_dir(&run).unwrap().is_none(), "the child holds it");
+        lock_dir(&run).unwrap();
+        assert!(spawning.join().unwrap().success());
     }
 
     #[test]
