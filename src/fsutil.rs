@@ -122,19 +122,25 @@ impl DirLock {
 
 /// Locks run directory `dir` (creating it), failing when another process holds it.
 pub fn lock_dir(dir: &Path) -> anyhow::Result<DirLock> {
-    // A lock held for a moment may be a copy that a child process of this one holds between
-    // its fork and its exec (a lock goes with the open file), so look again for a second
-    // before calling it another process's.
+    try_lock_dir_patiently(dir)?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "{}: another process is training in this directory",
+            dir.display()
+        )
+    })
+}
+
+/// Like [`try_lock_dir`], looking again for a second before answering `None`: a lock held
+/// for a moment may be a copy that a child process of this one holds between its fork and
+/// its exec (a lock goes with the open file), not another process's.
+pub fn try_lock_dir_patiently(dir: &Path) -> anyhow::Result<Option<DirLock>> {
     for _ in 0..20 {
         if let Some(lock) = try_lock_dir(dir)? {
-            return Ok(lock);
+            return Ok(Some(lock));
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    anyhow::bail!(
-        "{}: another process is training in this directory",
-        dir.display()
-    )
+    try_lock_dir(dir)
 }
 
 /// Like [`lock_dir`], answering `None` when another process holds the lock.

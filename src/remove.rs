@@ -135,7 +135,7 @@ pub fn remove(db: &Path, target: &Target) -> Result<Removed> {
     }
     let exists = kind.is_ok_and(|k| k.is_dir());
     let _lock = if exists {
-        match crate::fsutil::try_lock_dir(dir)? {
+        match crate::fsutil::try_lock_dir_patiently(dir)? {
             Some(lock) => Some(lock),
             None => {
                 return Ok(Removed::Held {

@@ -181,7 +181,7 @@ pub trait Executor {
 /// Locks `run`'s directory (creating it) before anything there is read or written, or says
 /// that another process trains in it and answers `None`: the run is left to that process.
 pub fn lock_or_leave(experiment: &str, run: &PlannedRun) -> Result<Option<DirLock>> {
-    let lock = crate::fsutil::try_lock_dir(&run.run_dir)?;
+    let lock = crate::fsutil::try_lock_dir_patiently(&run.run_dir)?;
     if lock.is_none() {
         errln!(
             "{experiment}: run {}: another process is training in {}; left to it",
