@@ -1,4 +1,4 @@
-//! `runner eval`: scoring a trained generator on demand or another program's image file, and
+//! `runner eval`: scoring a trained generator on demand or another program's images, and
 //! the calibration sets that tell what the numbers mean: real training digits (the floor) and
 //! uniform noise (the ceiling).
 
@@ -99,9 +99,10 @@ pub fn score_checkpoint(
     Ok((scored, unlike_logged))
 }
 
-/// Scores the first `samples` images of a file another program made (see
+/// Scores the first `samples` images of a file or folder another program made (see
 /// [`ImageBatch::load`]) against the test digits in `data_dir`, as a run's evaluations score
-/// its samples: one yardstick for a PyTorch GAN and the runner's.
+/// its samples: one yardstick for a PyTorch GAN and the runner's. `labels` (or the folder's
+/// class folders) add the conditional scores.
 pub fn score_file(
     path: &Path,
     labels: Option<&Path>,
