@@ -274,10 +274,10 @@ pub struct EvalArgs {
     /// (uint8, or floats in [-1, 1], [0, 1] or [0, 255]) or an IDX file, shaped (N, S, S),
     /// (N, 1, S, S), (N, S, S, 1) or (N, S*S); or a folder of PNG files, one image each (as
     /// pytorch-fid reads), or of class folders 0-9 of them (their labels), against
-    /// --dataset's test digits.
-    #[arg(long, value_name = "PATH", conflicts_with_all = ["real", "train_classifier", "seed"])]
-    pub images: Option<PathBuf>,
-    /// With --images: the class each image was drawn for (a conditional GAN's), as a .npy
+    /// --dataset's test digits. Several (`--images a.npy b.npy pngs/`): one row each.
+    #[arg(long, value_name = "PATH", num_args = 1.., conflicts_with_all = ["real", "train_classifier", "seed"])]
+    pub images: Vec<PathBuf>,
+    /// With one --images: the class each image was drawn for (a conditional GAN's), as a .npy
     /// vector (uint8, int32 or int64) or an IDX label file; adds class_acc and intra_fid.
     #[arg(long, value_name = "FILE", requires = "images")]
     pub labels: Option<PathBuf>,

@@ -625,8 +625,8 @@ pub fn export(checkpoint: &Path, net: Net, best: bool, raw: bool, out: &Path) ->
 /// What `runner eval` was asked.
 pub struct EvalRequest<'a> {
     pub target: Option<&'a str>,
-    /// Images another program made, to score instead of a run.
-    pub images: Option<&'a Path>,
+    /// Images another program made (files or folders), to score instead of a run.
+    pub images: &'a [std::path::PathBuf],
     /// The class of each of `images`, for a conditional GAN's.
     pub labels: Option<&'a Path>,
     pub real: bool,
@@ -661,15 +661,16 @@ pub fn eval(req: EvalRequest) -> Result<()> {
             req.seed.unwrap_or(0),
             &mut log,
         )?
-    } else if let Some(file) = req.images {
+    } else if !req.images.is_empty() {
+        anyhow::ensure!(
+            req.labels.is_none() || req.images.len() == 1,
+            "--labels goes with one --images, not {}",
+            req.images.len()
+        );
         let dir = data::dataset_dir(Path::new("data"), req.dataset, req.data_dir);
-        vec![crate::score::score_file(
-            file,
-            req.labels,
-            &dir,
-            req.samples,
-            &mut log,
-        )?]
+        (req.images.iter())
+            .map(|path| crate::score::score_file(path, req.labels, &dir, req.samples, &mut log))
+            .collect::<Result<_>>()?
     } else {
         let target = req
             .target

@@ -166,7 +166,7 @@ fn run(cli: Cli) -> Result<()> {
             select(a.device.device)?;
             commands::eval(commands::EvalRequest {
                 target: a.target.as_deref(),
-                images: a.images.as_deref(),
+                images: &a.images,
                 labels: a.labels.as_deref(),
                 real: a.real,
                 train_classifier: a.train_classifier,

@@ -156,7 +156,8 @@ pub fn score_file(
     if let Some(labels) = &mut labels {
         labels.truncate(kept);
     }
-    let evaluator = Evaluator::new(data_dir, images.side, log)?;
+    // Shared: several files of one side are scored with one evaluator.
+    let evaluator = Evaluator::shared(data_dir, images.side, log)?;
     let start = Instant::now();
     Ok(Scored {
         label: path.display().to_string(),

@@ -348,6 +348,16 @@ fn a_conditional_gans_images_with_their_labels_score_as_its_own_evaluation() {
     eval(&labels_file)
         .success()
         .stdout(predicates::str::contains(",class_acc,intra_fid,"));
+    common::runner()
+        .args(["eval", "--images"])
+        .args([&images, &folder])
+        .arg("--labels")
+        .arg(&labels_file)
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains(
+            "--labels goes with one --images, not 2",
+        ));
     let short = write("short.npy", "<i8", &[3], &longs[..24]);
     eval(&short)
         .code(1)

@@ -318,6 +318,21 @@ fn images_from_another_program_score_as_the_runner_scores_its_own_samples() {
     );
     assert_eq!(fid_of("100").0, 100);
     assert_eq!(fid_of("5000").0, 200, "a short file is scored whole");
+    // Several at once: a row each, in order.
+    let out = common::runner()
+        .args(["eval", "--format", "json", "--images"])
+        .args([&tanh, &folder, &idx])
+        .arg("--data-dir")
+        .arg(&fixture)
+        .assert()
+        .success();
+    let rows: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    for (row, path) in rows.iter().zip([&tanh, &folder, &idx]) {
+        assert_eq!(row["set"], path.display().to_string());
+        assert!((row["fid"].as_f64().unwrap() - own.metrics.fid).abs() < 1e-3);
+    }
     assert!(!dir.path().join("results").exists(), "nothing recorded");
 }
 
