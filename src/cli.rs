@@ -215,6 +215,10 @@ pub struct RunsArgs {
 pub struct ShowArgs {
     /// A run id (or a unique prefix of one).
     pub run: String,
+    /// json: one object (the record, `config`, every logged step's `losses`, `evaluations`,
+    /// `events`, `samples`, `checkpoints`), for scripts.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: ganrunner::query::ShowFormat,
     #[command(flatten)]
     pub db: DbArg,
 }

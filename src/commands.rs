@@ -408,8 +408,8 @@ pub fn runs(req: RunsRequest) -> Result<()> {
     Ok(())
 }
 
-pub fn show(db: &Path, run: &str) -> Result<()> {
-    out!("{}", crate::query::show(db, run)?)?;
+pub fn show(db: &Path, run: &str, format: crate::query::ShowFormat) -> Result<()> {
+    out!("{}", crate::query::show(db, run, format)?)?;
     Ok(())
 }
 

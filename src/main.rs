@@ -143,7 +143,7 @@ fn run(cli: Cli) -> Result<()> {
             format: a.format,
             db: &a.db.db,
         }),
-        Command::Show(a) => commands::show(&a.db.db, &a.run),
+        Command::Show(a) => commands::show(&a.db.db, &a.run, a.format),
         Command::Tag(a) => commands::tag(
             &a.db.db,
             &a.runs,

@@ -1,7 +1,7 @@
 //! The read side of the tracking database: `runner query`, `runner runs`, `runner show`.
 //! Everything here opens the database read-only.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 use rusqlite::types::ValueRef;
@@ -304,6 +304,13 @@ impl Rows {
         self.rows.get(row)?.get(i)
     }
 
+    /// The rows as JSON objects, column to value.
+    pub fn objects(&self) -> Vec<serde_json::Value> {
+        (self.rows.iter())
+            .map(|row| (self.columns.iter().cloned().zip(row.iter().cloned())).collect())
+            .collect()
+    }
+
     pub fn render(&self, format: Format) -> Result<String> {
         let mut text = String::new();
         let mut write = |part: &str| {
@@ -452,122 +459,203 @@ pub fn find_run(db: &Path, run_id: &str) -> Result<Rows> {
     }
 }
 
-/// `runner show`: one run's record, resolved config and files.
-pub fn show(db: &Path, run_id: &str) -> Result<String> {
-    let run = find_run(db, run_id)?;
-    let row = &run.rows[0];
-    let id = row[0].as_str().unwrap_or_default().to_string();
-    // `running` whose process is gone shows as `orphaned`; the heartbeat, stored as seconds
-    // since the epoch (claims compare it with the clock), shows as the other times do.
-    let shown = run_sql(
-        db,
-        &format!(
-            "SELECT {}, strftime('%Y-%m-%dT%H:%M:%SZ', heartbeat_at, 'unixepoch'), {} \
-             FROM runs r WHERE id = ?1",
-            track::claims::status_sql("r"),
-            if has_tags(db)? {
-                tags_sql("r")
-            } else {
-                "NULL".into()
-            }
-        ),
-        &[&id],
-    )?;
-    let (status, heartbeat, tags) = (&shown.rows[0][0], &shown.rows[0][1], &shown.rows[0][2]);
-    let mut out = String::new();
-    for (column, value) in run.columns.iter().zip(row) {
-        match column.as_str() {
-            "config" => {}
-            "status" => out.push_str(&format!("{column:<12} {}\n", cell(status))),
-            "heartbeat_at" => out.push_str(&format!("{column:<12} {}\n", cell(heartbeat))),
-            "run_dir" => {
-                // Recorded as the sweep was given it: say where it is from here.
-                let recorded = cell(value);
-                let here = match track::locate(db, Path::new(&recorded)) {
-                    Some(path) if path != Path::new(&recorded) => {
-                        format!(" (here: {})", path.display())
-                    }
-                    Some(_) => String::new(),
-                    None => " (not found)".into(),
-                };
-                out.push_str(&format!("{column:<12} {recorded}{here}\n"));
-            }
-            _ => out.push_str(&format!("{column:<12} {}\n", cell(value))),
-        }
-    }
-    out.push_str(&format!("{:<12} {}\n", "tags", cell(tags)));
-    // From the resolved config, as the report shows it: the params table keeps flags as SQLite
-    // integers (`spectral_norm` 0), the config as the spec wrote them (false).
-    out.push_str("\nconfig:\n");
-    let config = (run.columns.iter().zip(row))
-        .find(|(column, _)| *column == "config")
-        .and_then(|(_, value)| serde_json::from_str(value.as_str()?).ok())
-        .unwrap_or_default();
-    for (key, value) in crate::spec::flatten_params(&crate::spec::with_defaults(config)) {
-        out.push_str(&format!("  {key:<24} {}\n", cell(&value)));
-    }
-    let losses = run_sql(
-        db,
-        "SELECT step, max(CASE name WHEN 'd_loss' THEN value END) AS d_loss, max(CASE name WHEN 'g_loss' THEN value END) AS g_loss
-         FROM metrics WHERE run_id = ?1 GROUP BY step ORDER BY step",
-        &[&id],
-    )?;
-    if let (Some(first), Some(last)) = (losses.rows.first(), losses.rows.last()) {
-        out.push_str(&format!(
-            "\nlosses ({} logged steps): step {} D {} G {} ... step {} D {} G {}\n",
-            losses.rows.len(),
-            cell(&first[0]),
-            cell(&first[1]),
-            cell(&first[2]),
-            cell(&last[0]),
-            cell(&last[1]),
-            cell(&last[2])
-        ));
-    }
-    let evals = run_sql(
-        db,
-        "SELECT step, max(CASE metric WHEN 'fid' THEN round(value, 3) END) AS fid,
-                max(CASE metric WHEN 'is' THEN round(value, 3) END) AS \"is\",
-                max(CASE metric WHEN 'precision' THEN round(value, 4) END) AS precision,
-                max(CASE metric WHEN 'recall' THEN round(value, 4) END) AS recall,
-                max(CASE metric WHEN 'coverage' THEN round(value, 4) END) AS coverage
-         FROM evals WHERE run_id = ?1 GROUP BY step ORDER BY step",
-        &[&id],
-    )?;
-    if !evals.rows.is_empty() {
-        out.push_str(&format!("\nevaluations ({}):\n", evals.rows.len()));
-        out.push_str(&evals.render(Format::Table)?);
-    }
-    // Why a run stopped or changed course: rung decisions, failure detectors, damaged
-    // checkpoints.
-    let events = run_sql(
-        db,
-        "SELECT step, kind, detail FROM events WHERE run_id = ?1 ORDER BY step, at",
-        &[&id],
-    )?;
-    if !events.rows.is_empty() {
-        out.push_str(&format!("\nevents ({}):\n", events.rows.len()));
-        for r in &events.rows {
-            out.push_str(&format!(
-                "  {:>8}  {}: {}\n",
-                cell(&r[0]),
-                cell(&r[1]),
-                cell(&r[2])
-            ));
-        }
-    }
-    for (table, label) in [("samples", "samples"), ("checkpoints", "checkpoints")] {
-        let files = run_sql(
+/// Everything `runner show` says of one run.
+struct RunDetail {
+    /// The `runs` row but its config, with the status as the claims see it (`orphaned`), the
+    /// heartbeat as a time and the tags.
+    record: Vec<(String, serde_json::Value)>,
+    /// Where the run's directory is from here, when not where the database recorded it
+    /// (`None` when it is not found).
+    run_dir_here: Option<Option<PathBuf>>,
+    /// The resolved config as the spec writes it (flags `false`, not the params table's 0).
+    config: Vec<(String, serde_json::Value)>,
+    losses: Rows,
+    evals: Rows,
+    events: Rows,
+    samples: Rows,
+    checkpoints: Rows,
+}
+
+impl RunDetail {
+    fn load(db: &Path, run_id: &str) -> Result<Self> {
+        let run = find_run(db, run_id)?;
+        let row = &run.rows[0];
+        let id = row[0].as_str().unwrap_or_default().to_string();
+        // `running` whose process is gone shows as `orphaned`; the heartbeat, stored as
+        // seconds since the epoch (claims compare it with the clock), shows as the other
+        // times do.
+        let shown = run_sql(
             db,
-            &format!("SELECT step, path FROM {table} WHERE run_id = ?1 ORDER BY step"),
+            &format!(
+                "SELECT {}, strftime('%Y-%m-%dT%H:%M:%SZ', heartbeat_at, 'unixepoch'), {} \
+                 FROM runs r WHERE id = ?1",
+                track::claims::status_sql("r"),
+                if has_tags(db)? {
+                    tags_sql("r")
+                } else {
+                    "NULL".into()
+                }
+            ),
             &[&id],
         )?;
-        out.push_str(&format!("\n{label} ({}):\n", files.rows.len()));
-        for r in &files.rows {
-            out.push_str(&format!("  {:>8}  {}\n", cell(&r[0]), cell(&r[1])));
+        let [status, heartbeat, tags] = <[serde_json::Value; 3]>::try_from(shown.rows[0].clone())
+            .map_err(|_| anyhow::anyhow!("three columns"))?;
+        let (mut record, mut config, mut run_dir_here) = (Vec::new(), None, None);
+        for (column, value) in run.columns.iter().zip(row) {
+            let value = match column.as_str() {
+                "config" => {
+                    config = value.as_str().and_then(|v| serde_json::from_str(v).ok());
+                    continue;
+                }
+                "status" => status.clone(),
+                "heartbeat_at" => heartbeat.clone(),
+                "run_dir" => {
+                    // Recorded as the sweep was given it: say where it is from here.
+                    let recorded = cell(value);
+                    run_dir_here = match track::locate(db, Path::new(&recorded)) {
+                        Some(path) if path == Path::new(&recorded) => None,
+                        found => Some(found),
+                    };
+                    value.clone()
+                }
+                _ => value.clone(),
+            };
+            record.push((column.clone(), value));
         }
+        record.push(("tags".into(), tags));
+        let files = |table: &str| {
+            run_sql(
+                db,
+                &format!("SELECT step, path FROM {table} WHERE run_id = ?1 ORDER BY step"),
+                &[&id],
+            )
+        };
+        Ok(RunDetail {
+            record,
+            run_dir_here,
+            config: crate::spec::flatten_params(&crate::spec::with_defaults(
+                config.unwrap_or_default(),
+            )),
+            losses: run_sql(
+                db,
+                "SELECT step, max(CASE name WHEN 'd_loss' THEN value END) AS d_loss, \
+                 max(CASE name WHEN 'g_loss' THEN value END) AS g_loss \
+                 FROM metrics WHERE run_id = ?1 GROUP BY step ORDER BY step",
+                &[&id],
+            )?,
+            evals: run_sql(
+                db,
+                "SELECT step, max(CASE metric WHEN 'fid' THEN round(value, 3) END) AS fid,
+                        max(CASE metric WHEN 'is' THEN round(value, 3) END) AS \"is\",
+                        max(CASE metric WHEN 'precision' THEN round(value, 4) END) AS precision,
+                        max(CASE metric WHEN 'recall' THEN round(value, 4) END) AS recall,
+                        max(CASE metric WHEN 'coverage' THEN round(value, 4) END) AS coverage
+                 FROM evals WHERE run_id = ?1 GROUP BY step ORDER BY step",
+                &[&id],
+            )?,
+            // Why a run stopped or changed course: rung decisions, failure detectors, damaged
+            // checkpoints.
+            events: run_sql(
+                db,
+                "SELECT step, kind, detail FROM events WHERE run_id = ?1 ORDER BY step, at",
+                &[&id],
+            )?,
+            samples: files("samples")?,
+            checkpoints: files("checkpoints")?,
+        })
     }
-    Ok(out)
+
+    fn text(&self) -> Result<String> {
+        let mut out = String::new();
+        for (column, value) in &self.record {
+            let here = match (column.as_str(), &self.run_dir_here) {
+                ("run_dir", Some(Some(path))) => format!(" (here: {})", path.display()),
+                ("run_dir", Some(None)) => " (not found)".into(),
+                _ => String::new(),
+            };
+            out.push_str(&format!("{column:<12} {}{here}\n", cell(value)));
+        }
+        out.push_str("\nconfig:\n");
+        for (key, value) in &self.config {
+            out.push_str(&format!("  {key:<24} {}\n", cell(value)));
+        }
+        if let (Some(first), Some(last)) = (self.losses.rows.first(), self.losses.rows.last()) {
+            out.push_str(&format!(
+                "\nlosses ({} logged steps): step {} D {} G {} ... step {} D {} G {}\n",
+                self.losses.rows.len(),
+                cell(&first[0]),
+                cell(&first[1]),
+                cell(&first[2]),
+                cell(&last[0]),
+                cell(&last[1]),
+                cell(&last[2])
+            ));
+        }
+        if !self.evals.rows.is_empty() {
+            out.push_str(&format!("\nevaluations ({}):\n", self.evals.rows.len()));
+            out.push_str(&self.evals.render(Format::Table)?);
+        }
+        if !self.events.rows.is_empty() {
+            out.push_str(&format!("\nevents ({}):\n", self.events.rows.len()));
+            for r in &self.events.rows {
+                out.push_str(&format!(
+                    "  {:>8}  {}: {}\n",
+                    cell(&r[0]),
+                    cell(&r[1]),
+                    cell(&r[2])
+                ));
+            }
+        }
+        for (label, files) in [
+            ("samples", &self.samples),
+            ("checkpoints", &self.checkpoints),
+        ] {
+            out.push_str(&format!("\n{label} ({}):\n", files.rows.len()));
+            for r in &files.rows {
+                out.push_str(&format!("  {:>8}  {}\n", cell(&r[0]), cell(&r[1])));
+            }
+        }
+        Ok(out)
+    }
+
+    /// One JSON object: the record's columns, then `config` (dotted keys), every logged step's
+    /// `losses`, and the `evaluations`, `events`, `samples` and `checkpoints` as lists.
+    fn json(&self) -> Result<String> {
+        let mut object: serde_json::Map<String, serde_json::Value> =
+            self.record.iter().cloned().collect();
+        if let Some(here) = &self.run_dir_here {
+            let here = here.as_ref().map(|p| p.display().to_string());
+            object.insert("run_dir_here".into(), here.into());
+        }
+        object.insert("config".into(), self.config.iter().cloned().collect());
+        for (key, rows) in [
+            ("losses", &self.losses),
+            ("evaluations", &self.evals),
+            ("events", &self.events),
+            ("samples", &self.samples),
+            ("checkpoints", &self.checkpoints),
+        ] {
+            object.insert(key.into(), rows.objects().into());
+        }
+        Ok(serde_json::to_string_pretty(&object)? + "\n")
+    }
+}
+
+/// `runner show`: one run's record, resolved config, losses, evaluations, events and files,
+/// as text or (`Format::Json`) one JSON object.
+pub fn show(db: &Path, run_id: &str, format: ShowFormat) -> Result<String> {
+    let detail = RunDetail::load(db, run_id)?;
+    match format {
+        ShowFormat::Text => detail.text(),
+        ShowFormat::Json => detail.json(),
+    }
+}
+
+/// Output formats of `runner show`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ShowFormat {
+    Text,
+    Json,
 }
 
 #[cfg(test)]

@@ -164,6 +164,37 @@ fn sweeps_run_in_parallel_record_everything_and_are_idempotent() {
                 // A time, as started_at is, not seconds since the epoch.
                 .and(predicate::str::is_match(r"heartbeat_at +20\d\d-\d\d-\d\dT").unwrap()),
         );
+    // The same as one JSON object, for scripts: every logged step's losses, as the database
+    // has them.
+    let out = runner()
+        .current_dir(dir.path())
+        .args(["show", &id, "--format", "json"])
+        .assert()
+        .success();
+    let shown: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert_eq!(shown["id"], id.as_str());
+    assert_eq!(shown["status"], "finished");
+    assert_eq!(shown["config"]["model.spectral_norm"], false);
+    let lr: f64 = conn
+        .query_row(
+            "SELECT value FROM params WHERE run_id = ?1 AND key = 'train.lr'",
+            [&id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(shown["config"]["train.lr"], lr);
+    let losses = shown["losses"].as_array().unwrap();
+    assert_eq!(losses.len(), 20);
+    let last_g: f64 = conn
+        .query_row(
+            "SELECT value FROM metrics WHERE run_id = ?1 AND name = 'g_loss' AND step = 20",
+            [&id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(losses[19]["step"], 20);
+    assert_eq!(losses[19]["g_loss"], last_g);
+    assert_eq!(shown["checkpoints"].as_array().unwrap().len(), 2);
 }
 
 #[test]
