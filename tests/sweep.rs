@@ -175,23 +175,13 @@ fn sweeps_run_in_parallel_record_everything_and_are_idempotent() {
     assert_eq!(shown["id"], id.as_str());
     assert_eq!(shown["status"], "finished");
     assert_eq!(shown["config"]["model.spectral_norm"], false);
-    let lr: f64 = conn
-        .query_row(
-            "SELECT value FROM params WHERE run_id = ?1 AND key = 'train.lr'",
-            [&id],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let value = |sql: &str| -> f64 { conn.query_row(sql, [&id], |r| r.get(0)).unwrap() };
+    let lr = value("SELECT value FROM params WHERE run_id = ?1 AND key = 'train.lr'");
     assert_eq!(shown["config"]["train.lr"], lr);
     let losses = shown["losses"].as_array().unwrap();
     assert_eq!(losses.len(), 20);
-    let last_g: f64 = conn
-        .query_row(
-            "SELECT value FROM metrics WHERE run_id = ?1 AND name = 'g_loss' AND step = 20",
-            [&id],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let last_g =
+        value("SELECT value FROM metrics WHERE run_id = ?1 AND name = 'g_loss' AND step = 20");
     assert_eq!(losses[19]["step"], 20);
     assert_eq!(losses[19]["g_loss"], last_g);
     assert_eq!(shown["checkpoints"].as_array().unwrap().len(), 2);
