@@ -126,9 +126,10 @@ fn refuse_data_set_file(out: &Path) -> anyhow::Result<()> {
 }
 
 /// Draws samples into `out` (`.png` grid, `.npy`, IDX or a folder of PNG files; the arrays
-/// are resized back to 28x28 for MNIST tools, the PNG files keep G's size) from the average of G's weights when the run kept one, unless `draw.raw`. A
-/// conditional model without `draw.class` draws the classes in turn (one grid column, or one
-/// row per walk or per sample beside its neighbours).
+/// are resized back to 28x28 for MNIST tools, the PNG files keep G's size) from the average
+/// of G's weights when the run kept one, unless `draw.raw`. A conditional model without
+/// `draw.class` draws the classes in turn (one grid column, or one row per walk or per
+/// sample beside its neighbours).
 pub fn generate(checkpoint_path: &Path, draw: Draw<'_>, out: &Path) -> anyhow::Result<Generated> {
     let Draw {
         n,

@@ -498,8 +498,9 @@ impl RunDetail {
             ),
             &[&id],
         )?;
-        let [status, heartbeat, tags] = <[serde_json::Value; 3]>::try_from(shown.rows[0].clone())
-            .map_err(|_| anyhow::anyhow!("three columns"))?;
+        let [status, heartbeat, tags]: [serde_json::Value; 3] = (shown.rows[0].clone())
+            .try_into()
+            .expect("the statement selects three columns");
         let (mut record, mut config, mut run_dir_here) = (Vec::new(), None, None);
         for (column, value) in run.columns.iter().zip(row) {
             let value = match column.as_str() {
@@ -642,7 +643,7 @@ impl RunDetail {
 }
 
 /// `runner show`: one run's record, resolved config, losses, evaluations, events and files,
-/// as text or (`Format::Json`) one JSON object.
+/// as text or (`ShowFormat::Json`) one JSON object.
 pub fn show(db: &Path, run_id: &str, format: ShowFormat) -> Result<String> {
     let detail = RunDetail::load(db, run_id)?;
     match format {

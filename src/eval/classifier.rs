@@ -238,6 +238,15 @@ impl Classifier {
         Classifier::shipped(&meta.train_md5)?.context("shipped classifier of another version")
     }
 
+    /// The line a run logs about the classifier it scores with: where it is, how accurate.
+    pub fn summary(&self) -> String {
+        format!(
+            "classifier: {} (test accuracy {:.2}%)",
+            self.path.display(),
+            100.0 * self.test_accuracy
+        )
+    }
+
     /// The classifier of the data set in `data_dir`: the shipped one when the runner ships one
     /// for this data, else the cached one, trained first if there is none (or the data
     /// changed; always with `retrain`). `log` receives one line per epoch while training.
@@ -264,11 +273,7 @@ impl Classifier {
         );
         let md5 = train_md5(&train);
         if let Some(shipped) = Classifier::shipped(&md5)? {
-            log(&format!(
-                "classifier: {} (test accuracy {:.2}%)",
-                shipped.path.display(),
-                100.0 * shipped.test_accuracy
-            ));
+            log(&shipped.summary());
             return Ok(shipped);
         }
         let device = crate::backend::device();
@@ -281,17 +286,14 @@ impl Classifier {
             match crate::train::checkpoint::load_module(LeNet::new(&device), &cache, &weights_file)
             {
                 Ok(model) => {
-                    log(&format!(
-                        "classifier: {} (test accuracy {:.2}%)",
-                        weights.display(),
-                        100.0 * meta.test_accuracy
-                    ));
-                    return Ok(Classifier {
+                    let cached = Classifier {
                         model,
                         device,
                         test_accuracy: meta.test_accuracy,
                         path: weights,
-                    });
+                    };
+                    log(&cached.summary());
+                    return Ok(cached);
                 }
                 Err(e) => log(&format!("{e:#}; retraining the classifier")),
             }

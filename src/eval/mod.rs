@@ -181,11 +181,7 @@ impl Evaluator {
         // Held while building, so that runs starting together build one, not one each.
         let mut built = BUILT.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some((_, evaluator)) = built.iter().find(|(k, _)| *k == key) {
-            log(&format!(
-                "classifier: {} (test accuracy {:.2}%)",
-                evaluator.classifier.path.display(),
-                100.0 * evaluator.classifier.test_accuracy
-            ));
+            log(&evaluator.classifier.summary());
             return Ok(Arc::clone(evaluator));
         }
         let evaluator = Arc::new(Evaluator::new(data_dir, side, log)?);

@@ -40,6 +40,12 @@ const RUN_ENTRIES: [&str; 7] = [
     "best",
 ];
 
+/// Whether an entry of a run directory, by name, is the run's own: one of [`RUN_ENTRIES`] or
+/// hidden.
+fn is_runs_own(name: &str) -> bool {
+    name.starts_with('.') || RUN_ENTRIES.contains(&name)
+}
+
 /// The entries of `run_dir` that training did not write: what a user saved there
 /// (`generate --out` into it, notes), which starting the run over keeps. Hidden entries are
 /// the run's (its lock, temporaries).
@@ -47,7 +53,7 @@ pub fn users_entries(run_dir: &Path) -> std::io::Result<Vec<String>> {
     let mut names = Vec::new();
     for entry in std::fs::read_dir(run_dir)? {
         let name = entry?.file_name().to_string_lossy().into_owned();
-        if !(name.starts_with('.') || RUN_ENTRIES.contains(&name.as_str())) {
+        if !is_runs_own(&name) {
             names.push(name);
         }
     }
@@ -103,7 +109,7 @@ pub fn refuse_run_entry(path: &Path) -> anyhow::Result<()> {
         .and_then(|name| name.to_str())
         .unwrap_or("");
     anyhow::ensure!(
-        !(first.starts_with('.') || RUN_ENTRIES.contains(&first)),
+        !is_runs_own(first),
         "{}: is the run's own `{first}` in {} (what its training writes); write it elsewhere",
         path.display(),
         run_dir.display()
