@@ -36,6 +36,12 @@ eval_samples = 0
 }
 
 /// `runner runs --format csv` with `args`, run in `dir`.
+/// Rewrites the spec at `spec` with `edit`.
+fn edit_spec(spec: &Path, edit: impl FnOnce(String) -> String) {
+    let text = std::fs::read_to_string(spec).unwrap();
+    std::fs::write(spec, edit(text)).unwrap();
+}
+
 fn runs_csv(dir: &Path, args: &[&str]) -> String {
     let out = runner()
         .current_dir(dir)
@@ -633,10 +639,9 @@ fn query_reads_and_refuses_writes() {
 fn sweeps_log_evaluations_and_eval_reproduces_them() {
     let dir = tempfile::tempdir().unwrap();
     let spec = write_spec(dir.path(), 20, "[2e-4]", "[0]");
-    let text = std::fs::read_to_string(&spec)
-        .unwrap()
-        .replace("eval_samples = 0", "eval_samples = 120\neval_every = 10");
-    std::fs::write(&spec, text).unwrap();
+    edit_spec(&spec, |text| {
+        text.replace("eval_samples = 0", "eval_samples = 120\neval_every = 10")
+    });
     sweep(dir.path(), &spec, &[]).success();
     let conn = db(dir.path());
     assert_eq!(
@@ -1050,11 +1055,12 @@ fn tpe_trials_crossed_with_seeds_are_scored_over_their_runs() {
 fn the_best_evaluation_keeps_its_checkpoint_for_generate_best() {
     let dir = tempfile::tempdir().unwrap();
     let spec = write_spec(dir.path(), 30, "[2e-4]", "[0]");
-    let text = std::fs::read_to_string(&spec).unwrap().replace(
-        "eval_samples = 0",
-        "eval_samples = 60\neval_every = 5\nkeep_checkpoints = 1",
-    );
-    std::fs::write(&spec, text).unwrap();
+    edit_spec(&spec, |text| {
+        text.replace(
+            "eval_samples = 0",
+            "eval_samples = 60\neval_every = 5\nkeep_checkpoints = 1",
+        )
+    });
     sweep(dir.path(), &spec, &[]).success();
     let conn = db(dir.path());
     let (run_dir, best_step, best_fid): (String, i64, f64) = conn
@@ -1110,14 +1116,13 @@ fn the_best_run_shows_its_swept_values_as_the_spec_wrote_them() {
     // The params table keeps flags as integers; the best line reads the config, as `show` does.
     let dir = tempfile::tempdir().unwrap();
     let spec = write_spec(dir.path(), 4, "[2e-4]", "[0]");
-    let text = std::fs::read_to_string(&spec)
-        .unwrap()
-        .replace("eval_samples = 0", "eval_samples = 50")
-        .replace(
-            "[sweep]\n",
-            "[sweep]\n\"model.spectral_norm\" = [false, true]\n",
-        );
-    std::fs::write(&spec, text).unwrap();
+    edit_spec(&spec, |text| {
+        text.replace("eval_samples = 0", "eval_samples = 50")
+            .replace(
+                "[sweep]\n",
+                "[sweep]\n\"model.spectral_norm\" = [false, true]\n",
+            )
+    });
     let out = sweep(dir.path(), &spec, &["--no-report"]).success();
     let printed = String::from_utf8(out.get_output().stdout.clone()).unwrap();
     let flag: bool = db(dir.path())
@@ -1136,10 +1141,9 @@ fn the_best_run_shows_its_swept_values_as_the_spec_wrote_them() {
 fn replicates_group_by_everything_but_the_seed() {
     let dir = tempfile::tempdir().unwrap();
     let spec = write_spec(dir.path(), 10, "[1e-4, 4e-4]", "[0, 1, 2]");
-    let text = std::fs::read_to_string(&spec)
-        .unwrap()
-        .replace("eval_samples = 0", "eval_samples = 60");
-    std::fs::write(&spec, text).unwrap();
+    edit_spec(&spec, |text| {
+        text.replace("eval_samples = 0", "eval_samples = 60")
+    });
     let out = sweep(dir.path(), &spec, &["--jobs", "2"]).success();
     let printed = String::from_utf8(out.get_output().stdout.clone()).unwrap();
     // The sweep ends naming its best run and that run's swept values.
