@@ -22,30 +22,70 @@ pub struct IdxArray {
 
 /// Reads an IDX file, gunzipping it first when its name ends in `.gz`.
 pub fn read(path: &Path) -> Result<IdxArray, DataError> {
-    parse(&read_bytes(path)?).map_err(|reason| DataError::Corrupt {
-        path: path.to_path_buf(),
-        reason,
-    })
+    let (mut bytes, dims, header_len) = read_checked(path)?;
+    bytes.drain(..header_len);
+    Ok(IdxArray { dims, data: bytes })
 }
 
-/// The uncompressed bytes of an IDX file (gunzipped when its name ends in `.gz`).
+/// The uncompressed bytes of an IDX file (gunzipped when its name ends in `.gz`), header
+/// included, checked as [`read`] checks them.
 pub fn read_bytes(path: &Path) -> Result<Vec<u8>, DataError> {
-    let file = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
-    let mut bytes = Vec::new();
-    let result = if path.extension().is_some_and(|ext| ext == "gz") {
-        GzDecoder::new(file).read_to_end(&mut bytes)
-    } else {
-        std::io::BufReader::new(file).read_to_end(&mut bytes)
-    };
-    result.map_err(|e| DataError::Corrupt {
+    Ok(read_checked(path)?.0)
+}
+
+/// The file's bytes, its dimensions and its header's length. The header is read first and the
+/// data after it no further than the header declares, so a file that claims or holds more
+/// than memory can take (a huge file given as a data set, a small `.gz` that inflates without
+/// end) is refused without being read whole.
+fn read_checked(path: &Path) -> Result<(Vec<u8>, Vec<usize>, usize), DataError> {
+    let corrupt = |reason: String| DataError::Corrupt {
         path: path.to_path_buf(),
-        reason: format!("cannot be read or decompressed: {e}"),
-    })?;
-    Ok(bytes)
+        reason,
+    };
+    let unreadable = |e: std::io::Error| corrupt(format!("cannot be read or decompressed: {e}"));
+    let file = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
+    let reader: Box<dyn Read> = if path.extension().is_some_and(|ext| ext == "gz") {
+        Box::new(GzDecoder::new(file))
+    } else {
+        Box::new(std::io::BufReader::new(file))
+    };
+    let mut bytes = Vec::new();
+    let mut reader = reader.take(4);
+    reader.read_to_end(&mut bytes).map_err(unreadable)?;
+    if let [_, _, _, ndims] = bytes[..] {
+        reader.set_limit(4 * u64::from(ndims));
+        reader.read_to_end(&mut bytes).map_err(unreadable)?;
+    }
+    let (dims, header_len, expected) = header(&bytes).map_err(corrupt)?;
+    if let Some(available) = crate::budget::available_bytes()
+        && expected as f64 > available
+    {
+        return Err(corrupt(format!(
+            "dimensions {dims:?} need {} of memory and {} is available",
+            crate::budget::human(expected as f64),
+            crate::budget::human(available)
+        )));
+    }
+    // One byte more than declared tells a file with trailing bytes from a whole one.
+    reader.set_limit(expected as u64 + 1);
+    reader.read_to_end(&mut bytes).map_err(unreadable)?;
+    check_body(&dims, expected, bytes.len() - header_len).map_err(corrupt)?;
+    Ok((bytes, dims, header_len))
 }
 
 /// Parses the bytes of an (uncompressed) IDX file; the error says what is wrong.
 pub fn parse(bytes: &[u8]) -> Result<IdxArray, String> {
+    let (dims, header_len, expected) = header(bytes)?;
+    check_body(&dims, expected, bytes.len() - header_len)?;
+    Ok(IdxArray {
+        dims,
+        data: bytes[header_len..].to_vec(),
+    })
+}
+
+/// The dimensions, the header's length and the data bytes they need, from the start of a
+/// file (at least its header).
+fn header(bytes: &[u8]) -> Result<(Vec<usize>, usize, usize), String> {
     if bytes.len() < 4 {
         return Err(format!(
             "too short for an IDX header ({} bytes)",
@@ -78,23 +118,26 @@ pub fn parse(bytes: &[u8]) -> Result<IdxArray, String> {
         .chunks_exact(4)
         .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
         .collect();
-    let expected: usize = dims.iter().product();
-    let body = &bytes[header_len..];
-    if body.len() != expected {
+    let expected = dims
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| format!("dimensions {dims:?} hold more bytes than can be addressed"))?;
+    Ok((dims, header_len, expected))
+}
+
+/// Whether the data after the header, `held` bytes, is what the dimensions need.
+fn check_body(dims: &[usize], expected: usize, held: usize) -> Result<(), String> {
+    if held < expected {
         return Err(format!(
-            "dimensions {dims:?} need {expected} data bytes but the file holds {}{}",
-            body.len(),
-            if body.len() < expected {
-                " (truncated)"
-            } else {
-                ""
-            }
+            "dimensions {dims:?} need {expected} data bytes but the file holds {held} (truncated)"
         ));
     }
-    Ok(IdxArray {
-        dims,
-        data: body.to_vec(),
-    })
+    if held > expected {
+        return Err(format!(
+            "dimensions {dims:?} need {expected} data bytes and the file holds more after them"
+        ));
+    }
+    Ok(())
 }
 
 /// Serializes an array as an uncompressed IDX file.
@@ -145,6 +188,66 @@ mod tests {
         assert!(parse(&bytes[..9]).unwrap_err().contains("truncated header"));
         let mut longer = bytes.clone();
         longer.push(0);
-        assert!(parse(&longer).unwrap_err().contains("holds 13"));
+        assert!(parse(&longer).unwrap_err().contains("holds more"));
+    }
+    /// A header of `dims` and `body` bytes after it, as a file.
+    fn file_with(dir: &Path, name: &str, dims: &[u32], body: &[u8]) -> std::path::PathBuf {
+        let mut bytes = vec![0, 0, UBYTE, dims.len() as u8];
+        for d in dims {
+            bytes.extend_from_slice(&d.to_be_bytes());
+        }
+        bytes.extend_from_slice(body);
+        let path = dir.join(name);
+        if name.ends_with(".gz") {
+            use std::io::Write;
+            let mut gz = flate2::write::GzEncoder::new(
+                std::fs::File::create(&path).unwrap(),
+                flate2::Compression::fast(),
+            );
+            gz.write_all(&bytes).unwrap();
+            gz.finish().unwrap();
+        } else {
+            std::fs::write(&path, bytes).unwrap();
+        }
+        path
+    }
+
+    #[test]
+    fn files_read_whole_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["a-idx3-ubyte", "a-idx3-ubyte.gz"] {
+            let path = file_with(dir.path(), name, &[2, 2, 3], &sample().data);
+            assert_eq!(read(&path).unwrap(), sample());
+            assert_eq!(read_bytes(&path).unwrap(), encode(&sample()));
+            let path = file_with(dir.path(), name, &[2, 2, 3], &[0; 13]);
+            let err = read(&path).unwrap_err().to_string();
+            assert!(err.contains(name) && err.contains("holds more"), "{err}");
+            let path = file_with(dir.path(), name, &[2, 2, 3], &[0; 11]);
+            let err = read_bytes(&path).unwrap_err().to_string();
+            assert!(err.contains("holds 11 (truncated)"), "{err}");
+        }
+    }
+
+    #[test]
+    fn dimensions_beyond_memory_or_addresses_are_refused_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        // Their product wraps to 0 in 64 bits: an empty body must not pass for 2^64 bytes.
+        let path = file_with(
+            dir.path(),
+            "wrap-idx3-ubyte",
+            &[1 << 16, 1 << 24, 1 << 24],
+            &[],
+        );
+        let err = read(&path).unwrap_err().to_string();
+        assert!(err.contains("more bytes than can be addressed"), "{err}");
+        // 1 TiB declared, and a body that would inflate to it: refused before reading it.
+        let path = file_with(
+            dir.path(),
+            "big-idx3-ubyte.gz",
+            &[1 << 20, 1 << 10, 1 << 10],
+            &[0; 4096],
+        );
+        let err = read(&path).unwrap_err().to_string();
+        assert!(err.contains("need 1.0 TiB of memory"), "{err}");
     }
 }
