@@ -470,7 +470,10 @@ struct RunDetail {
     /// The resolved config as the spec writes it (flags `false`, not the params table's 0).
     config: Vec<(String, serde_json::Value)>,
     losses: Rows,
+    /// The headline evaluations, rounded, one row per step: the text's table.
     evals: Rows,
+    /// Every evaluation value as stored, as (step, metric, value) rows: the JSON's.
+    eval_values: Rows,
     events: Rows,
     samples: Rows,
     checkpoints: Rows,
@@ -554,6 +557,11 @@ impl RunDetail {
                  FROM evals WHERE run_id = ?1 GROUP BY step ORDER BY step",
                 &[&id],
             )?,
+            eval_values: run_sql(
+                db,
+                "SELECT step, metric, value FROM evals WHERE run_id = ?1 ORDER BY step, metric",
+                &[&id],
+            )?,
             // Why a run stopped or changed course: rung decisions, failure detectors, damaged
             // checkpoints.
             events: run_sql(
@@ -619,8 +627,26 @@ impl RunDetail {
         Ok(out)
     }
 
+    /// Each evaluated step's metrics, all of them as stored: `{"step": 400, "fid": ..., "kid":
+    /// ..., "class_0": ...}`.
+    fn evaluations(&self) -> Vec<serde_json::Value> {
+        let mut steps: Vec<serde_json::Map<String, serde_json::Value>> = Vec::new();
+        for row in &self.eval_values.rows {
+            let [step, metric, value] = &row[..] else {
+                unreachable!("the query selects three columns")
+            };
+            if steps.last().is_none_or(|last| last["step"] != *step) {
+                steps.push([("step".to_string(), step.clone())].into_iter().collect());
+            }
+            let last = steps.last_mut().expect("pushed above");
+            last.insert(metric.as_str().unwrap_or_default().into(), value.clone());
+        }
+        steps.into_iter().map(serde_json::Value::Object).collect()
+    }
+
     /// One JSON object: the record's columns, then `config` (dotted keys), every logged step's
-    /// `losses`, and the `evaluations`, `events`, `samples` and `checkpoints` as lists.
+    /// `losses`, every evaluated step's metrics (all of them, unrounded: the text shows the
+    /// headline ones), and the `events`, `samples` and `checkpoints` as lists.
     fn json(&self) -> Result<String> {
         let mut object: serde_json::Map<String, serde_json::Value> =
             self.record.iter().cloned().collect();
@@ -629,9 +655,9 @@ impl RunDetail {
             object.insert("run_dir_here".into(), here.into());
         }
         object.insert("config".into(), self.config.iter().cloned().collect());
+        object.insert("evaluations".into(), self.evaluations().into());
         for (key, rows) in [
             ("losses", &self.losses),
-            ("evaluations", &self.evals),
             ("events", &self.events),
             ("samples", &self.samples),
             ("checkpoints", &self.checkpoints),

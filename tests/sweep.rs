@@ -664,6 +664,20 @@ fn sweeps_log_evaluations_and_eval_reproduces_them() {
         )
         .unwrap();
     assert!(fid.is_finite() && fid > 0.0);
+    // `show --format json` gives every stored value, unrounded, by step.
+    let out = runner()
+        .current_dir(dir.path())
+        .args(["show", &run, "--format", "json"])
+        .assert()
+        .success();
+    let shown: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    let evaluations = shown["evaluations"].as_array().unwrap();
+    assert_eq!(evaluations.len(), 2);
+    assert_eq!(evaluations[1]["step"], 20);
+    assert_eq!(evaluations[1]["fid"].as_f64(), Some(fid));
+    let stored = count(&conn, "SELECT count(*) FROM evals WHERE step = 20");
+    assert_eq!(evaluations[1].as_object().unwrap().len() as i64, stored + 1);
+    assert!(evaluations[1]["kid"].is_number() && evaluations[1]["class_9"].is_number());
     let out = runner()
         .current_dir(dir.path())
         .args(["eval", &run[..6], "--samples", "120", "--format", "json"])
