@@ -151,6 +151,27 @@ pub struct SweepArgs {
     /// Slurm: merge the records of ended tasks into the database, submitting nothing.
     #[arg(long)]
     pub collect: bool,
+    #[command(flatten)]
+    pub timeout: TimeoutArg,
+}
+
+/// `--timeout`, shared by `train` and `sweep`.
+#[derive(Debug, Args)]
+pub struct TimeoutArg {
+    /// Stop after this long (e.g. 90m, 8h, 1h30m), as Optuna's `timeout` does: runs then
+    /// training checkpoint and stop, queued ones do not start, and the same command resumes
+    /// them (exit 124 when it stopped any).
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
+    pub timeout: Option<std::time::Duration>,
+}
+
+fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
+    let duration = humantime::parse_duration(text)
+        .map_err(|e| format!("{e} (a duration with its unit: 90m, 8h, 1h30m)"))?;
+    if duration.is_zero() {
+        return Err("a time limit of zero would stop every run before it starts".into());
+    }
+    Ok(duration)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -366,6 +387,8 @@ pub struct TrainArgs {
     /// Override the spec's number of steps.
     #[arg(long)]
     pub steps: Option<u64>,
+    #[command(flatten)]
+    pub timeout: TimeoutArg,
 }
 
 /// Which trained generator: `generate` and `export`.

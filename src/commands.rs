@@ -13,6 +13,7 @@ use crate::exec;
 use crate::export::Net;
 use crate::progress::ProgressObserver;
 use crate::spec::{Override, Spec};
+use crate::time_limit::TimeLimit;
 use crate::train::{self, Status};
 
 pub fn data_fetch(
@@ -46,6 +47,12 @@ pub fn data_info(dataset: DatasetName, root: &Path, explicit: Option<&Path>) -> 
 #[error("{0}")]
 pub struct Interrupted(pub String);
 
+/// The error of a command stopped by its `--timeout` (the binary exits with 124, as GNU
+/// `timeout` does).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct TimedOut(pub String);
+
 /// A flag set by Ctrl-C, SIGTERM or SIGHUP (a scheduler's or `timeout`'s stop), so runs
 /// checkpoint and stop cleanly.
 fn interrupt_flag() -> Arc<AtomicBool> {
@@ -62,7 +69,10 @@ pub fn train(
     out: Option<&Path>,
     data_dir: Option<&Path>,
     steps: Option<u64>,
+    timeout: Option<std::time::Duration>,
 ) -> Result<()> {
+    let stop = interrupt_flag();
+    let time_limit = timeout.map(|limit| TimeLimit::start(limit, &stop));
     let spec = Spec::load_with(spec_path, overrides)?;
     // What only a sweep does would otherwise be dropped without a word.
     let swept = spec.swept_keys();
@@ -103,9 +113,10 @@ pub fn train(
     });
     train::refuse_foreign_dir(&run_dir)?;
     train::refuse_inside_run_dir(&run_dir)?;
-    let mut progress = ProgressObserver::new(&spec.name, interrupt_flag());
+    let mut progress = ProgressObserver::new(&spec.name, stop);
     let outcome = train::train(&config, &run_dir, &mut progress);
     progress.finish();
+    let timed_out = time_limit.as_ref().is_some_and(TimeLimit::disarm);
     let outcome = outcome.with_context(|| format!("run {}", run_dir.display()))?;
     let secs = outcome.elapsed.as_secs_f64();
     let done = outcome.steps - outcome.resumed_from.unwrap_or(0);
@@ -139,11 +150,18 @@ pub fn train(
             1000.0 * secs / done as f64,
         )?,
         Status::Interrupted { step } => {
-            return Err(Interrupted(format!(
-                "interrupted at step {step}; checkpoint saved in {}, run the same command again to resume",
+            let resume = format!(
+                "checkpoint saved in {}, run the same command again to resume",
                 run_dir.display()
-            ))
-            .into());
+            );
+            return Err(match &time_limit {
+                Some(limit) if timed_out => TimedOut(format!(
+                    "time limit of {} reached at step {step}; {resume}",
+                    limit.limit()
+                ))
+                .into(),
+                _ => Interrupted(format!("interrupted at step {step}; {resume}")).into(),
+            });
         }
         Status::Diverged { step, .. } => {
             bail!("run diverged at step {step}: a loss became NaN or infinite ({losses})")
@@ -173,6 +191,8 @@ pub struct SweepRequest<'a> {
     pub collect: bool,
     /// Whether any Slurm-only flag was given (refused for the local executor).
     pub slurm_flags_given: bool,
+    /// `--timeout`: stop the sweep after this long.
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// The experiment's best run so far on its search's objective (LeNet-FID without one), and
@@ -216,11 +236,21 @@ pub fn sweep(req: SweepRequest) -> Result<()> {
             "--partition, --max-parallel, --sbatch-arg, --wait and --collect need --executor slurm"
         );
     }
+    if req.slurm.is_some() && req.timeout.is_some() {
+        bail!(
+            "--timeout limits a sweep on this machine; give Slurm's tasks their time with \
+             --sbatch-arg=--time=HH:MM:SS (a task stopped at its limit checkpoints, and the next \
+             sweep resumes it)"
+        );
+    }
+    let stop = interrupt_flag();
+    let time_limit = (req.timeout)
+        .filter(|_| !req.dry_run)
+        .map(|limit| TimeLimit::start(limit, &stop));
     let spec = Spec::load_with(req.spec, req.overrides)?;
     // Its runs' directories and its database, nested in another run's, would go with it.
     train::refuse_inside_run_dir(&req.results.join(&spec.name))?;
     train::refuse_inside_run_dir(req.db)?;
-    let stop = interrupt_flag();
     if !req.dry_run {
         // A database that cannot be written fails the sweep before it announces a report.
         drop(crate::track::open(req.db)?);
@@ -237,6 +267,7 @@ pub fn sweep(req: SweepRequest) -> Result<()> {
     } else {
         None
     };
+    let mut timed_out = None;
     let summary = if req.collect {
         let tracker = crate::track::Tracker::start(req.db)?;
         let jobs = crate::exec::slurm::outstanding_jobs(req.results, &spec.name)?;
@@ -305,6 +336,17 @@ pub fn sweep(req: SweepRequest) -> Result<()> {
         // TPE trials are proposed after merging, from every result there is.
         planner.propose(req.db)?;
         let (summary, total) = exec::sweep(req.spec, planner, &options, executor.as_ref())?;
+        if let Some(limit) = &time_limit
+            && limit.disarm()
+        {
+            timed_out = Some(format!(
+                "time limit of {} reached; runs checkpointed and stopped: {}, not started: {}; \
+                 run the same command again to resume them",
+                limit.limit(),
+                summary.interrupted,
+                total.saturating_sub(summary.runs())
+            ));
+        }
         let held = if summary.held > 0 {
             format!(
                 ", {} left to another process or Slurm task that has them",
@@ -349,6 +391,9 @@ pub fn sweep(req: SweepRequest) -> Result<()> {
             "see `runner runs --experiment {}` for the diverged runs",
             spec.name
         )?;
+    }
+    if let Some(message) = timed_out {
+        return Err(TimedOut(message).into());
     }
     if summary.interrupted > 0 || stop.load(Ordering::Relaxed) {
         return Err(Interrupted("interrupted; run the same command again to resume".into()).into());

@@ -7,7 +7,7 @@
 //! database). [`data`] loads and fetches the digits, [`model`] builds the networks, [`backend`]
 //! picks the device, [`budget`] refuses absurd sizes, [`detect`] spots failing GANs, [`images`]
 //! writes what people look at, [`score`] is `runner eval`, [`generate`] is `runner generate`,
-//! [`export`] is `runner export`, [`remove`] is `runner rm`; [`replicates`] and [`importance`] are the statistics of sweeps.
+//! [`export`] is `runner export`, [`remove`] is `runner rm`, [`time_limit`] is `--timeout`; [`replicates`] and [`importance`] are the statistics of sweeps.
 //! [`commands`] is the CLI's glue, one function per command.
 
 pub mod backend;
@@ -32,5 +32,6 @@ pub mod replicates;
 pub mod report;
 pub mod score;
 pub mod spec;
+pub mod time_limit;
 pub mod track;
 pub mod train;

@@ -31,8 +31,8 @@ fn keep_freed_memory() {
 }
 
 /// Exit statuses: 0 done, 1 an error (bad input, a failed run, a database that cannot be
-/// written), 2 a command-line usage error (clap's), 130 stopped by Ctrl-C or SIGTERM (runs
-/// checkpointed; the same command resumes them).
+/// written), 2 a command-line usage error (clap's), 124 stopped by `--timeout` and 130 by
+/// Ctrl-C or SIGTERM (runs checkpointed; the same command resumes them).
 fn main() -> ExitCode {
     keep_freed_memory();
     match run(Cli::parse()) {
@@ -41,6 +41,8 @@ fn main() -> ExitCode {
             ganrunner::errln!("error: {}", ganrunner::track::error_message(&err));
             if err.downcast_ref::<commands::Interrupted>().is_some() {
                 ExitCode::from(130)
+            } else if err.downcast_ref::<commands::TimedOut>().is_some() {
+                ExitCode::from(124)
             } else {
                 ExitCode::FAILURE
             }
@@ -68,6 +70,7 @@ fn run(cli: Cli) -> Result<()> {
                 a.out.as_deref(),
                 a.data_dir.as_deref(),
                 a.steps,
+                a.timeout.timeout,
             )
         }
         Command::Generate(a) => {
@@ -127,6 +130,7 @@ fn run(cli: Cli) -> Result<()> {
                 || !a.sbatch_args.is_empty()
                 || a.wait
                 || a.collect,
+            timeout: a.timeout.timeout,
         }),
         Command::Report(a) => {
             let out = a.out.unwrap_or_else(|| a.db.db.with_file_name("report"));

@@ -35,13 +35,13 @@ eval_samples = 0
     spec
 }
 
-/// `runner runs --format csv` with `args`, run in `dir`.
 /// Rewrites the spec at `spec` with `edit`.
 fn edit_spec(spec: &Path, edit: impl FnOnce(String) -> String) {
     let text = std::fs::read_to_string(spec).unwrap();
     std::fs::write(spec, edit(text)).unwrap();
 }
 
+/// `runner runs --format csv` with `args`, run in `dir`.
 fn runs_csv(dir: &Path, args: &[&str]) -> String {
     let out = runner()
         .current_dir(dir)
@@ -308,6 +308,62 @@ fn ctrl_c_checkpoints_marks_runs_interrupted_and_a_rerun_finishes_them() {
         count(&db(dir.path()), "SELECT count(*) FROM metrics"),
         2 * 1000 * 2
     );
+}
+
+#[test]
+fn a_timeout_checkpoints_what_trains_starts_nothing_more_and_exits_124() {
+    let dir = tempfile::tempdir().unwrap();
+    // Runs far longer than the limit, one at a time.
+    let spec = write_spec(dir.path(), 1_000_000, "[2e-4]", "[0, 1, 2]");
+    let started = std::time::Instant::now();
+    sweep(dir.path(), &spec, &["--jobs", "1", "--timeout", "4s"])
+        .code(124)
+        .stderr(predicate::str::contains(
+            "time limit of 4s reached; runs checkpointed and stopped: 1, not started: 2; run the \
+             same command again to resume them",
+        ));
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+    let conn = db(dir.path());
+    assert_eq!(
+        common::texts(&conn, "SELECT status FROM runs"),
+        ["interrupted"]
+    );
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM runs r WHERE steps_done > 0 AND EXISTS \
+             (SELECT 1 FROM checkpoints c WHERE c.run_id = r.id AND c.step = r.steps_done)"
+        ),
+        1,
+        "the run stopped on a checkpoint of the step it reached"
+    );
+    // `train` stops the same way, and resumes from there.
+    let out = dir.path().join("one");
+    let train = |timeout: &str| {
+        runner()
+            .current_dir(dir.path())
+            .arg("train")
+            .arg(&spec)
+            .arg("--data-dir")
+            .arg(fixture_dir())
+            .arg("--out")
+            .arg(&out)
+            .args(["--timeout", timeout])
+            .assert()
+            .code(124)
+    };
+    train("2s").stderr(predicate::str::contains("time limit of 2s reached at step"));
+    let first = ganrunner::train::checkpoint::list(&out).pop().unwrap().0;
+    train("2s");
+    assert!(ganrunner::train::checkpoint::list(&out).pop().unwrap().0 > first);
+    // A limit Slurm's tasks would not keep is refused before anything is submitted.
+    sweep(
+        dir.path(),
+        &spec,
+        &["--executor", "slurm", "--timeout", "1h"],
+    )
+    .code(1)
+    .stderr(predicate::str::contains("--sbatch-arg=--time="));
 }
 
 #[test]

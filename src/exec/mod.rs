@@ -125,6 +125,20 @@ pub struct Summary {
     pub held: usize,
 }
 
+impl Summary {
+    /// How many runs it accounts for: those not counted were never started.
+    pub fn runs(&self) -> usize {
+        self.finished
+            + self.skipped
+            + self.failed
+            + self.diverged
+            + self.interrupted
+            + self.pruned
+            + self.queued
+            + self.held
+    }
+}
+
 impl std::ops::AddAssign for Summary {
     fn add_assign(&mut self, other: Summary) {
         self.finished += other.finished;
