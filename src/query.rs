@@ -371,7 +371,7 @@ pub fn runs(
     } else {
         ("NULL".into(), "?3 IS NULL".into())
     };
-    run_sql(
+    let mut listed = run_sql(
         db,
         &format!("SELECT r.experiment, r.id AS run, {status} AS status, r.steps_done AS steps,
                 (SELECT value FROM metrics m WHERE m.run_id = r.id AND m.name = 'd_loss' ORDER BY step DESC LIMIT 1) AS d_loss,
@@ -387,7 +387,73 @@ pub fn runs(
          ORDER BY {order}"
         ),
         &[&experiment, &statuses, &tags],
-    )
+    )?;
+    // What tells an experiment's runs apart, beside their scores.
+    let settings = varied_settings(db, experiment)?;
+    let at = 1 + listed
+        .columns
+        .iter()
+        .position(|c| c == "best_fid")
+        .expect("selected");
+    listed.columns.insert(at, "config".into());
+    for row in &mut listed.rows {
+        let id = row[1].as_str().unwrap_or_default();
+        let config = settings.get(id).cloned().unwrap_or_default();
+        row.insert(at, config.into());
+    }
+    Ok(listed)
+}
+
+/// For each run of `experiment` (of every experiment without one): the settings its
+/// experiment varies, the config keys whose values differ between its runs (where the data
+/// lies aside), as `key=value` items in key order, as `runs --group` shows them.
+fn varied_settings(
+    db: &Path,
+    experiment: Option<&str>,
+) -> Result<std::collections::HashMap<String, String>> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let recorded = run_sql(
+        db,
+        "SELECT experiment, id, config FROM runs WHERE ?1 IS NULL OR experiment = ?1",
+        &[&experiment],
+    )?;
+    // experiment -> run -> key -> value
+    type Settings = BTreeMap<String, String>;
+    let mut experiments: BTreeMap<&str, Vec<(&str, Settings)>> = BTreeMap::new();
+    for row in &recorded.rows {
+        let (Some(name), Some(id)) = (row[0].as_str(), row[1].as_str()) else {
+            continue;
+        };
+        let config = row[2]
+            .as_str()
+            .and_then(|text| serde_json::from_str(text).ok())
+            .unwrap_or_default();
+        let settings = crate::spec::flatten_params(&crate::spec::with_defaults(config))
+            .into_iter()
+            .filter(|(key, _)| key != "data.dir")
+            .map(|(key, value)| (key, value.to_string()))
+            .collect();
+        experiments.entry(name).or_default().push((id, settings));
+    }
+    let mut out = std::collections::HashMap::new();
+    for runs in experiments.values() {
+        let keys: BTreeSet<&String> = runs.iter().flat_map(|(_, s)| s.keys()).collect();
+        let varied: Vec<&String> = keys
+            .into_iter()
+            .filter(|key| {
+                let values: BTreeSet<Option<&String>> =
+                    runs.iter().map(|(_, s)| s.get(*key)).collect();
+                values.len() > 1
+            })
+            .collect();
+        for (id, settings) in runs {
+            let items: Vec<String> = (varied.iter())
+                .filter_map(|key| Some(format!("{key}={}", settings.get(*key)?)))
+                .collect();
+            out.insert(id.to_string(), items.join(" "));
+        }
+    }
+    Ok(out)
 }
 
 /// Whether the database has the `tags` table (see [`track::has_table`]).

@@ -1246,6 +1246,25 @@ fn replicates_group_by_everything_but_the_seed() {
             .clone();
         serde_json::from_slice(&out).unwrap()
     };
+    // Each run's row names what the sweep varied, and the run's values of it.
+    let listed = runs_json("--status=finished");
+    assert_eq!(listed.len(), 6);
+    let conn = db(dir.path());
+    for row in &listed {
+        let (lr, seed): (f64, i64) = conn
+            .query_row(
+                "SELECT (SELECT value FROM params WHERE run_id = ?1 AND key = 'train.lr'), \
+                 (SELECT value FROM params WHERE run_id = ?1 AND key = 'train.seed')",
+                [row["run"].as_str().unwrap()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(
+            row["config"],
+            format!("train.lr={} train.seed={seed}", serde_json::json!(lr))
+        );
+    }
+    drop(conn);
     let groups = runs_json("--group");
     assert_eq!(groups.len(), 2, "{groups:#?}");
     let conn = db(dir.path());
