@@ -210,6 +210,23 @@ fn a_failed_run_is_recorded_and_the_others_finish() {
         )
         .unwrap();
     assert!(error.contains("NaN or infinite"), "{error}");
+    // A rerun leaves both as they are: the diverged run would diverge again where it did.
+    let diverged: String = conn
+        .query_row("SELECT id FROM runs WHERE status = 'diverged'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    let trained = format!("run {diverged} diverged");
+    sweep(dir.path(), &spec, &[])
+        .success()
+        .stdout(
+            predicate::str::contains("0 finished, 1 skipped")
+                .and(predicate::str::contains("1 diverged")),
+        )
+        .stderr(predicate::str::contains(&trained).not());
+    sweep(dir.path(), &spec, &["--force"])
+        .success()
+        .stderr(predicate::str::contains(&trained));
     // `runs` filters by status and sorts.
     let runs = |args: &[&str]| {
         runs_csv(dir.path(), args)

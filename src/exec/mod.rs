@@ -322,6 +322,7 @@ pub fn run(
     share_pruning(spec, &mut runs, cohort);
     let mut skipped = 0;
     let mut pruned = 0;
+    let mut diverged = 0;
     let mut held = 0;
     let me = track::claims::Owner::this_process().tag();
     // Each rung's evaluations, read once for all the pruned runs reconsidered here.
@@ -340,6 +341,15 @@ pub fn run(
                 tracker.send(event);
             }
             skipped += 1;
+            continue;
+        }
+        // A diverged run is a result too, and training is deterministic: resumed, it would
+        // diverge again at the same step. `--force` trains it again.
+        if !options.force
+            && row.as_ref().is_some_and(|row| row.status == "diverged")
+            && run.run_dir.is_dir()
+        {
+            diverged += 1;
             continue;
         }
         // Left to a live process that trains it, or to the Slurm task it is queued as (an
@@ -385,6 +395,7 @@ pub fn run(
     Ok(Summary {
         skipped: skipped + summary.skipped,
         pruned: pruned + summary.pruned,
+        diverged: diverged + summary.diverged,
         held: held + summary.held,
         ..summary
     })
