@@ -353,6 +353,26 @@ fn the_report_loads_in_chromium_without_broken_images_missing_pages_or_errors() 
             "the experiment page shows {part}"
         );
     }
+    // The runs' last grids side by side, the best first, each a file of the site.
+    let gallery = experiment
+        .split("class=\"samples gallery\"")
+        .nth(1)
+        .expect("a gallery of samples");
+    assert!(
+        gallery
+            .trim_start()
+            .starts_with(">\n<figure class=\"best\">")
+    );
+    let grids: Vec<String> = gallery
+        .split("<img src=\"")
+        .skip(1)
+        .map(|rest| rest.split('"').next().unwrap().replace("&#x2f;", "/"))
+        .collect();
+    assert_eq!(grids.len(), 2, "{gallery}");
+    for grid in grids {
+        assert!(grid.ends_with("/step-00000012.png"), "{grid}");
+        assert!(results.join("report/tiny").join(&grid).is_file(), "{grid}");
+    }
     let parallel = read(results.join("report/tiny/parallel.svg"));
     assert!(parallel.contains("train.lr") && parallel.contains("FID"));
     for page in run_pages(&results.join("report")) {

@@ -1,6 +1,7 @@
 //! An experiment's page: its score against each swept setting, parallel coordinates, its
 //! history (each run's score in start order, and the best so far), the FID and loss curves of
-//! all its runs, its leaderboard, what each setting explains ([`crate::importance`], also
+//! all its runs, the best runs' last samples side by side, its leaderboard, what each setting
+//! explains ([`crate::importance`], also
 //! `runner runs --explain`) and its replicates.
 
 use std::collections::BTreeMap;
@@ -60,7 +61,32 @@ pub(super) fn x_axis(values: &[&String]) -> (Vec<f64>, Option<Vec<String>>, bool
 /// The most values of a setting that its plot joins by a line: a grid sweeps a few.
 const MAX_LINE_VALUES: usize = 12;
 
-pub(super) fn experiment_page(site: &Site, experiment: &Experiment) -> Result<()> {
+/// The most runs whose last samples the experiment's page shows, best first.
+const MAX_GALLERY: usize = 24;
+
+/// One run's last sample grid on its experiment's page.
+#[derive(serde::Serialize)]
+struct GalleryEntry {
+    rank: usize,
+    id: String,
+    /// The run's page.
+    href: String,
+    best: bool,
+    /// The grid, relative to the experiment's page.
+    src: String,
+    step: i64,
+    metric: String,
+    /// The run's values of the swept settings, `key = value`.
+    swept: Vec<String>,
+}
+
+/// `final_samples`: each run's last grid in the site (its step, and its name in the run's
+/// folder), as its run page copied it.
+pub(super) fn experiment_page(
+    site: &Site,
+    experiment: &Experiment,
+    final_samples: &BTreeMap<&str, (i64, String)>,
+) -> Result<()> {
     let dir = slug(&experiment.name);
     let view = experiment_view(experiment, "");
     let ranking = Ranking::of(experiment);
@@ -246,12 +272,33 @@ pub(super) fn experiment_page(site: &Site, experiment: &Experiment) -> Result<()
             compare::page(site, experiment, leader, run)?;
         }
     }
+    // What the report's authors judged by eye, side by side: the runs' last grids, best first.
+    let gallery: Vec<GalleryEntry> = (view.leaderboard.iter())
+        .filter_map(|row| {
+            let (step, name) = final_samples.get(row.id.as_str())?;
+            Some(GalleryEntry {
+                rank: row.rank,
+                id: row.id.clone(),
+                href: row.href.clone(),
+                best: row.best,
+                src: format!("{}/{name}", slug(&row.id)),
+                step: *step,
+                metric: row.metric.clone(),
+                swept: (swept.iter().zip(&row.swept))
+                    .map(|(key, value)| format!("{key} = {value}"))
+                    .collect(),
+            })
+        })
+        .take(MAX_GALLERY)
+        .collect();
     site.page(
         &format!("{dir}/index.html"),
         "experiment.html",
         minijinja::context! {
             root => "../",
             experiment => Value::from(Serde(&view)),
+            gallery => Value::from(Serde(&gallery)),
+            gallery_of => final_samples.len(),
             sweep_plots => Value::from(Serde(&plot_refs)),
             history_plot => Value::from(Serde(&history_plot)),
             curve_plots => Value::from(Serde(&curve_plots)),

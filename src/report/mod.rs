@@ -486,10 +486,13 @@ fn build(site: &Site, experiments: &[Experiment], db: &Path) -> Result<()> {
         minijinja::context! { root => "", db => db.display().to_string(), experiments => Value::from(Serde(&views)) },
     )?;
     for experiment in experiments {
-        experiment_page(site, experiment)?;
+        let mut final_samples = BTreeMap::new();
         for run in &experiment.runs {
-            run_page(site, experiment, run)?;
+            if let Some(sample) = run_page(site, experiment, run)? {
+                final_samples.insert(run.id.as_str(), sample);
+            }
         }
+        experiment_page(site, experiment, &final_samples)?;
     }
     Ok(())
 }

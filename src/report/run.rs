@@ -60,7 +60,13 @@ struct FileRef {
     path: String,
 }
 
-pub(super) fn run_page(site: &Site, experiment: &Experiment, run: &Run) -> Result<()> {
+/// Writes a run's page; returns its last sample grid that the site holds (its step, and its
+/// file name in the run's folder), which the experiment's page shows too.
+pub(super) fn run_page(
+    site: &Site,
+    experiment: &Experiment,
+    run: &Run,
+) -> Result<Option<(i64, String)>> {
     let dir = format!("{}/{}", slug(&experiment.name), slug(&run.id));
     let losses: Vec<Series> = [("d_loss", "D"), ("g_loss", "G")]
         .iter()
@@ -198,6 +204,7 @@ pub(super) fn run_page(site: &Site, experiment: &Experiment, run: &Run) -> Resul
             path: logged.clone(),
         })
         .collect();
+    let final_sample = (samples.iter().rev()).find_map(|s| Some((s.step, s.href.clone()?)));
     site.page(
         &format!("{dir}/index.html"),
         "run.html",
@@ -224,11 +231,12 @@ pub(super) fn run_page(site: &Site, experiment: &Experiment, run: &Run) -> Resul
             plots => Value::from(Serde(&plots)),
             eval_columns => Value::from(Serde(&eval_columns)),
             eval_rows => Value::from(Serde(&eval_rows)),
-            final_sample => samples.iter().rev().find_map(|s| s.href.clone()),
+            final_sample => final_sample.as_ref().map(|(_, href)| href.clone()),
             conditional => run.params.get("model.conditional").is_some_and(|c| c != "none"),
             samples => Value::from(Serde(&samples)),
             samples_logged => run.samples.len(),
             checkpoints => Value::from(Serde(&checkpoints)),
         },
-    )
+    )?;
+    Ok(final_sample)
 }
