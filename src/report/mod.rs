@@ -426,16 +426,19 @@ fn write_site(
 }
 
 /// The site replaces `out` whole: refuse when a file the last report did not write (a note a
-/// user saved there, say) would go with it. A marker without the list (written by a release
-/// before it) vouches for nothing and refuses nothing.
+/// user saved there, say) would go with it. A marker without the list, written by a release
+/// before it, vouches for the kinds of file reports have ever written: pages, plots and grids.
 fn refuse_foreign_files(out: &Path) -> Result<()> {
     let Ok(marker) = std::fs::read_to_string(out.join(MARKER)) else {
         return Ok(());
     };
-    let Some(list) = marker.strip_prefix(MARKER_HEADER) else {
-        return Ok(());
+    let own: Option<std::collections::HashSet<&str>> =
+        (marker.strip_prefix(MARKER_HEADER)).map(|list| list.lines().collect());
+    let reports = |path: &Path, rel: &Path| match &own {
+        Some(own) => own.contains(rel.to_string_lossy().as_ref()),
+        None => (path.extension().and_then(|e| e.to_str()))
+            .is_some_and(|e| ["html", "svg", "png"].contains(&e)),
     };
-    let own: std::collections::HashSet<&str> = list.lines().collect();
     let mut pending = vec![out.to_path_buf()];
     while let Some(dir) = pending.pop() {
         for entry in std::fs::read_dir(&dir).with_context(|| dir.display().to_string())? {
@@ -443,7 +446,7 @@ fn refuse_foreign_files(out: &Path) -> Result<()> {
             let rel = path.strip_prefix(out).expect("inside out");
             if path.is_dir() && !path.is_symlink() {
                 pending.push(path);
-            } else if rel != Path::new(MARKER) && !own.contains(rel.to_string_lossy().as_ref()) {
+            } else if rel != Path::new(MARKER) && !reports(&path, rel) {
                 bail!(
                     "{}: not written by `runner report`, and each report replaces {} whole; \
                      move it out first",
