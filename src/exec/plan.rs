@@ -234,13 +234,16 @@ pub fn grid_table(planner: &Planner, recorded: &HashMap<String, String>) -> Stri
     let counted: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
     out.push_str(&format!("{} runs: {}", runs.len(), counted.join(", ")));
     if counts.iter().any(|(status, _)| status != "new") {
-        let pruned = if counts.iter().any(|(status, _)| status == "pruned") {
+        let has = |wanted: &str| counts.iter().any(|(status, _)| status == wanted);
+        let diverged = if has("diverged") { " and diverged" } else { "" };
+        let pruned = if has("pruned") {
             ", pruned ones unless their rung now keeps them"
         } else {
             ""
         };
         out.push_str(&format!(
-            " (finished runs are skipped{pruned}; the others resume; --force starts all over)"
+            " (finished{diverged} runs are skipped{pruned}; the others resume; --force starts \
+             all over)"
         ));
     }
     out.push('\n');
