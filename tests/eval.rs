@@ -493,3 +493,57 @@ fn runs_share_one_evaluator_per_data_set_and_side_until_the_data_changes() {
         "every run logs its classifier: {lines:?}"
     );
 }
+
+#[test]
+fn data_the_evaluator_cannot_read_fails_a_run_before_it_trains() {
+    use ganrunner::data::idx::{IdxArray, encode};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("digits32");
+    std::fs::create_dir(&data).unwrap();
+    for (split, n) in [("train", 64), ("t10k", 20)] {
+        let images = IdxArray {
+            dims: vec![n, 32, 32],
+            data: (0..n * 1024).map(|i| (i % 251) as u8).collect(),
+        };
+        let labels = IdxArray {
+            dims: vec![n],
+            data: (0..n).map(|i| (i % 10) as u8).collect(),
+        };
+        std::fs::write(
+            data.join(format!("{split}-images-idx3-ubyte")),
+            encode(&images),
+        )
+        .unwrap();
+        std::fs::write(
+            data.join(format!("{split}-labels-idx1-ubyte")),
+            encode(&labels),
+        )
+        .unwrap();
+    }
+    let spec = dir.path().join("spec.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "name = \"big\"\n{}[train]\nsteps = 100000\nbatch_size = 16\n[log]\neval_samples = 50\neval_every = 50000\n",
+            common::tiny_gan_model_toml()
+        ),
+    )
+    .unwrap();
+    let run = dir.path().join("run");
+    let started = std::time::Instant::now();
+    common::runner()
+        .arg("train")
+        .arg(&spec)
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--out")
+        .arg(&run)
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains(
+            "the evaluator needs 28x28 digits, found 32x32",
+        ));
+    // Before its first step: nothing trained, nothing left behind.
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+    assert!(!run.exists());
+}

@@ -362,11 +362,23 @@ fn train_unguarded(
     checkpoint::remove_unfinished(run_dir)?;
     // Resume (or refuse an incompatible checkpoint) before writing anything into the run.
     let resumed_from = trainer.resume(run_dir, observer)?;
+    let first = resumed_from.unwrap_or(0);
+    // Built before the first step, so that data the evaluator cannot read (no test split,
+    // digits of another size) fails the run now, not after training to its first evaluation.
+    let evaluator = if config.log.eval_samples > 0 && first < total {
+        let mut message = |line: &str| observer.message(line);
+        Some(Evaluator::shared(
+            &data_dir,
+            config.model.image_side(),
+            &mut message,
+        )?)
+    } else {
+        None
+    };
     crate::fsutil::write_atomic(
         &run_dir.join(CONFIG_FILE),
         toml::to_string_pretty(config)?.as_bytes(),
     )?;
-    let first = resumed_from.unwrap_or(0);
     let mut log = LossLog::open(run_dir, first)?;
     let mut outcome = Outcome {
         status: Status::Finished,
@@ -389,7 +401,6 @@ fn train_unguarded(
     }
     observer.started(first, total);
     let logc = config.log.clone();
-    let mut evaluator = None;
     // The best evaluation so far: a resumed run's own, a fresh run's none (a best checkpoint
     // left by an earlier attempt goes).
     let mut best_fid = resumed_from.and_then(|_| checkpoint::best_fid(run_dir));
@@ -416,16 +427,10 @@ fn train_unguarded(
             observer.sample(step, &path);
             outcome.final_sample = Some(path);
         }
-        if let Some(sampler) = sampler.as_deref().filter(|_| eval_due) {
-            if evaluator.is_none() {
-                let mut message = |line: &str| observer.message(line);
-                evaluator = Some(Evaluator::shared(
-                    &config.data.resolved_dir(),
-                    config.model.image_side(),
-                    &mut message,
-                )?);
-            }
-            let metrics = trainer.evaluate(sampler, evaluator.as_ref().expect("created above"));
+        if let (Some(sampler), Some(evaluator)) =
+            (sampler.as_deref().filter(|_| eval_due), &evaluator)
+        {
+            let metrics = trainer.evaluate(sampler, evaluator);
             observer.eval(step, &metrics);
             if metrics.fid.is_finite() && best_fid.is_none_or(|best| metrics.fid < best) {
                 trainer.save_best(run_dir, step, metrics.fid)?;
