@@ -405,8 +405,9 @@ pub fn runs(
 }
 
 /// For each run of `experiment` (of every experiment without one): the settings its
-/// experiment varies, the config keys whose values differ between its runs (where the data
-/// lies aside), as `key=value` items in key order, as `runs --group` shows them.
+/// experiment varies, the config keys whose values differ between its runs (`data.dir`
+/// aside: where the data lies is no setting), as `key=value` items in key order, as `runs
+/// --group` shows them.
 fn varied_settings(
     db: &Path,
     experiment: Option<&str>,

@@ -190,6 +190,7 @@ mod tests {
         longer.push(0);
         assert!(parse(&longer).unwrap_err().contains("holds more"));
     }
+
     /// A header of `dims` and `body` bytes after it, as a file.
     fn file_with(dir: &Path, name: &str, dims: &[u32], body: &[u8]) -> std::path::PathBuf {
         let mut bytes = vec![0, 0, UBYTE, dims.len() as u8];

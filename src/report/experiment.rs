@@ -1,8 +1,7 @@
 //! An experiment's page: its score against each swept setting, parallel coordinates, its
 //! history (each run's score in start order, and the best so far), the FID and loss curves of
 //! all its runs, the best runs' last samples side by side, its leaderboard, what each setting
-//! explains ([`crate::importance`], also
-//! `runner runs --explain`) and its replicates.
+//! explains ([`crate::importance`], also `runner runs --explain`) and its replicates.
 
 use std::collections::BTreeMap;
 use std::path::Path;
