@@ -1308,6 +1308,24 @@ fn replicates_group_by_everything_but_the_seed() {
         assert!((group["fid_mean"].as_f64().unwrap() - mean).abs() < 1e-9);
         assert!((group["fid_ci95"].as_f64().unwrap() - half.unwrap()).abs() < 1e-9);
     }
+    // The sweep also named the best configuration by its mean over the seeds, and whether
+    // the runner-up's seeds tell it apart.
+    let mean_line = |group: &serde_json::Value| {
+        format!(
+            "{}, final LeNet-FID {:.3} ± {:.3} over 3 seeds",
+            group["config"].as_str().unwrap(),
+            group["fid_mean"].as_f64().unwrap(),
+            group["fid_ci95"].as_f64().unwrap()
+        )
+    };
+    let leader = format!("best mean over seeds: {}\n", mean_line(&groups[0]));
+    assert!(printed.contains(&leader), "{leader} in:\n{printed}");
+    let verdict = match groups[1]["vs_leader"].as_str().unwrap() {
+        "overlaps" => "its seeds cannot tell it from the best",
+        _ => "worse",
+    };
+    let next = format!("      next: {} ({verdict}; ", mean_line(&groups[1]));
+    assert!(printed.contains(&next), "{next} in:\n{printed}");
     assert_eq!(groups[0]["vs_leader"], "leader");
     assert!(groups[0]["fid_mean"].as_f64() <= groups[1]["fid_mean"].as_f64());
     assert!(["overlaps", "worse"].contains(&groups[1]["vs_leader"].as_str().unwrap()));
