@@ -158,9 +158,9 @@ pub struct SweepArgs {
 /// `--timeout`, shared by `train` and `sweep`.
 #[derive(Debug, Args)]
 pub struct TimeoutArg {
-    /// Stop after this long (e.g. 90m, 8h, 1h30m), as Optuna's `timeout` does: runs then
-    /// training checkpoint and stop, queued ones do not start, and the same command resumes
-    /// them (exit 124 when it stopped any).
+    /// Stop after this long (e.g. 90m, 8h, 1h30m), as Optuna's `timeout` does: the runs in
+    /// training checkpoint and stop, queued ones do not start (exit 124), and the same command
+    /// resumes them.
     #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
     pub timeout: Option<std::time::Duration>,
 }
