@@ -384,6 +384,94 @@ fn a_timeout_checkpoints_what_trains_starts_nothing_more_and_exits_124() {
 }
 
 #[test]
+fn a_longer_run_starts_where_the_shorter_one_of_its_config_ended() {
+    let (dir, fresh) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let lengthen = |spec: &Path| edit_spec(spec, |text| text.replace("steps = 20", "steps = 40"));
+    let spec = write_spec(dir.path(), 20, "[2e-4]", "[0]");
+    edit_spec(&spec, |text| {
+        text.replace("eval_samples = 0", "eval_samples = 60\neval_every = 10")
+    });
+    sweep(dir.path(), &spec, &[]).success();
+    let shorter: String = db(dir.path())
+        .query_row("SELECT id FROM runs", [], |r| r.get(0))
+        .unwrap();
+    let history = |dir: &Path, run: &str| -> Vec<(String, i64, String, f64)> {
+        let conn = db(dir);
+        let mut stmt = conn
+            .prepare(
+                "SELECT 'metric', step, name, value FROM metrics WHERE run_id = ?1 \
+                 UNION ALL SELECT 'eval', step, metric, value FROM evals WHERE run_id = ?1 \
+                 ORDER BY 1, 2, 3",
+            )
+            .unwrap();
+        stmt.query_map([run], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let before = history(dir.path(), &shorter);
+    lengthen(&spec);
+    let out = sweep(dir.path(), &spec, &[]).success();
+    let printed = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(
+        printed.contains(&format!(
+            "continues run {shorter}, the same config trained for 20 steps"
+        )),
+        "{printed}"
+    );
+    let longer: String = db(dir.path())
+        .query_row("SELECT id FROM runs WHERE steps_done = 40", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    // The same history as the same config trained from step 0 elsewhere: every loss and every
+    // evaluation, the first 20 steps' included.
+    let spec2 = write_spec(fresh.path(), 20, "[2e-4]", "[0]");
+    edit_spec(&spec2, |text| {
+        text.replace("eval_samples = 0", "eval_samples = 60\neval_every = 10")
+    });
+    lengthen(&spec2);
+    sweep(fresh.path(), &spec2, &[])
+        .success()
+        .stderr(predicate::str::contains("continues").not());
+    let continued = history(dir.path(), &longer);
+    assert_eq!(continued.iter().filter(|r| r.0 == "metric").count(), 2 * 40);
+    let evaluated: std::collections::BTreeSet<i64> = (continued.iter())
+        .filter(|r| r.0 == "eval")
+        .map(|r| r.1)
+        .collect();
+    assert_eq!(evaluated, [10, 20, 30, 40].into());
+    assert_eq!(continued, history(fresh.path(), &longer));
+    // Its files are its own, and the shorter run is as it was.
+    let conn = db(dir.path());
+    for path in common::texts(
+        &conn,
+        &format!(
+            "SELECT path FROM samples WHERE run_id = '{longer}' \
+             UNION ALL SELECT path FROM checkpoints WHERE run_id = '{longer}'"
+        ),
+    ) {
+        assert!(path.contains(&longer), "{path}");
+        assert!(dir.path().join(&path).exists(), "{path}");
+    }
+    assert_eq!(history(dir.path(), &shorter), before);
+    assert_eq!(
+        count(
+            &conn,
+            &format!(
+                "SELECT count(*) FROM events WHERE run_id = '{longer}' AND kind = 'continues'"
+            )
+        ),
+        1
+    );
+    // `--force` starts over, from step 0.
+    sweep(dir.path(), &spec, &["--force"])
+        .success()
+        .stderr(predicate::str::contains("continues").not());
+    assert_eq!(history(dir.path(), &longer), history(fresh.path(), &longer));
+}
+
+#[test]
 fn a_sweep_killed_mid_run_resumes_and_ends_with_each_run_once() {
     let dir = tempfile::tempdir().unwrap();
     let (mut child, spec) = start_long_sweep(dir.path());

@@ -11,8 +11,10 @@
 //! Every grid point runs through [`run_one`] (`point.rs`), whichever executor: [`local`] on a
 //! pool of worker threads here, recording into each run's `records.jsonl` and the database, or
 //! [`slurm`] as Slurm array tasks, recording only into `records.jsonl`, merged afterwards.
-//! [`prune`] stops runs early (ASHA rungs and failure detectors) under both.
+//! [`prune`] stops runs early (ASHA rungs and failure detectors) under both; `extend` starts
+//! a new run from a finished shorter run of its config.
 
+mod extend;
 pub mod local;
 mod plan;
 mod point;
@@ -255,6 +257,38 @@ pub fn record_of(experiment: &str, run: &PlannedRun) -> RunRecord {
     }
 }
 
+/// Starts `run`, new, from the finished shorter run of its config when there is one
+/// ([`extend`]); when that fails it trains from step 0, as without one.
+fn continue_shorter_run(
+    reader: &rusqlite::Connection,
+    db: &Path,
+    experiment: &str,
+    run: &PlannedRun,
+) {
+    let continued = extend::shorter_run(reader, db, experiment, run).and_then(|shorter| {
+        let Some(shorter) = shorter else {
+            return Ok(None);
+        };
+        extend::continue_from(experiment, run, &shorter)?;
+        Ok(Some(shorter))
+    });
+    match continued {
+        Ok(Some(shorter)) => errln!(
+            "{experiment}: run {} continues run {}, the same config trained for {} steps: \
+             those steps are its first",
+            run.id,
+            shorter.id,
+            shorter.steps
+        ),
+        Ok(None) => {}
+        Err(err) => errln!(
+            "{experiment}: run {} could not start from a shorter run ({err:#}); it trains from \
+             step 0",
+            run.id
+        ),
+    }
+}
+
 /// A spec's sweep: runs what `planner` planned, and for a TPE search, each batch it proposes
 /// as the ones before end. Returns what it did and how many runs it planned.
 pub fn sweep(
@@ -330,6 +364,9 @@ pub fn run(
     let mut todo = Vec::new();
     for mut run in runs {
         let row = track::claims::ClaimRow::read(&reader, &run.id)?;
+        if !options.force && row.is_none() && !run.run_dir.exists() {
+            continue_shorter_run(&reader, &options.db, &spec.name, &run);
+        }
         // Finished, with its final checkpoint on disk, whole.
         if !options.force
             && row.as_ref().is_some_and(|row| row.status == "finished")

@@ -425,19 +425,24 @@ pub(crate) fn load_module_bytes<M: Module>(
     Ok(module.try_load_record(record).map_err(|e| corrupt(&e))?)
 }
 
-/// Makes sure a checkpoint can continue a run of `config`: everything but the length of
-/// training and the logging settings must be the same.
-pub fn check_compatible(
-    meta: &CheckpointMeta,
-    config: &RunConfig,
-    dir: &Path,
-) -> anyhow::Result<()> {
+/// Whether two configs train the same, step for step: everything but the length of training
+/// and the logging settings is the same.
+pub fn same_training(a: &RunConfig, b: &RunConfig) -> bool {
     let essence = |c: &RunConfig| {
         let mut c = c.clone();
         (c.train.steps, c.train.epochs, c.log) = (None, None, Default::default());
         c
     };
-    if essence(&meta.config) != essence(config) {
+    essence(a) == essence(b)
+}
+
+/// Makes sure a checkpoint can continue a run of `config` ([`same_training`]).
+pub fn check_compatible(
+    meta: &CheckpointMeta,
+    config: &RunConfig,
+    dir: &Path,
+) -> anyhow::Result<()> {
+    if !same_training(&meta.config, config) {
         bail!(
             "{}: the checkpoint was written by a different config; use a new run directory or \
              remove the old checkpoints",

@@ -1,0 +1,250 @@
+//! Longer runs start where shorter ones ended. A new run whose config an experiment already
+//! trained for fewer steps (the same config, on the same data, but a smaller `train.steps`)
+//! starts from that run's last checkpoint instead of step 0. With a learning rate that does
+//! not depend on the length of training (`lr_decay = "none"`), each step depends only on the
+//! config, the data and (seed, step), so its first steps are the shorter run's, bitwise; the
+//! shorter run's history (losses, grids, evaluations, checkpoints, best state, and what it
+//! logged at its end) is copied in as the new run's own, and the shorter run is left as it
+//! was. Its rung decisions stay behind: they compared it with its own sweep's runs.
+//!
+//! The copy is made under the new run's directory lock, files first and its `records.jsonl`
+//! last: a copy cut short (a kill, a full disk) leaves checkpoints without records, which the
+//! next sweep moves aside and trains afresh, never a history that is half someone else's.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use rusqlite::Connection;
+
+use super::PlannedRun;
+use crate::spec::{LrDecay, RunConfig};
+use crate::track::{self, Event, records};
+use crate::train::checkpoint;
+
+/// A finished run that a planned run can continue.
+pub struct Shorter {
+    pub id: String,
+    /// Its directory as the database records it (the prefix of the paths in its records).
+    recorded_dir: PathBuf,
+    /// Where it is now.
+    dir: PathBuf,
+    pub steps: u64,
+}
+
+/// The finished run of `experiment` that `run` can continue: the same training but for the
+/// length, on the same data, with its last checkpoint whole; the longest such run. `None` when
+/// there is none, or when the learning rate depends on the length (`lr_decay`), or the run
+/// is set in epochs.
+pub fn shorter_run(
+    conn: &Connection,
+    db: &Path,
+    experiment: &str,
+    run: &PlannedRun,
+) -> Result<Option<Shorter>> {
+    let config = &run.point.config;
+    let Some(steps) = config.train.steps else {
+        return Ok(None);
+    };
+    if config.train.lr_decay != LrDecay::None {
+        return Ok(None);
+    }
+    let mut statement = conn.prepare(
+        "SELECT id, config, run_dir, steps_done FROM runs \
+         WHERE experiment = ?1 AND data_id = ?2 AND status = 'finished' AND id != ?3 \
+           AND steps_done > 0 AND steps_done < ?4 \
+         ORDER BY steps_done DESC, id",
+    )?;
+    let candidates = statement.query_map(
+        rusqlite::params![experiment, run.data_id, run.id, steps as i64],
+        |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, i64>(3)?,
+            ))
+        },
+    )?;
+    for candidate in candidates {
+        let (id, recorded, recorded_dir, done) = candidate?;
+        let Ok(shorter) = serde_json::from_value::<RunConfig>(crate::spec::with_defaults(
+            serde_json::from_str(&recorded).unwrap_or_default(),
+        )) else {
+            continue;
+        };
+        if !checkpoint::same_training(&shorter, config) {
+            continue;
+        }
+        let recorded_dir = PathBuf::from(recorded_dir);
+        let Some(dir) = track::locate(db, &recorded_dir) else {
+            continue;
+        };
+        let last = checkpoint::list(&dir).pop().map(|(step, _)| step);
+        if last == Some(done as u64) && checkpoint::newest_is_intact(&dir) {
+            return Ok(Some(Shorter {
+                id,
+                recorded_dir,
+                dir,
+                steps: done as u64,
+            }));
+        }
+    }
+    Ok(None)
+}
+
+/// Copies `shorter`'s state and history into `run`'s new directory, as `run`'s own (under
+/// `experiment`), so that the run resumes at `shorter.steps`. On an error the directory is
+/// left empty, for the run to train from step 0.
+pub fn continue_from(experiment: &str, run: &PlannedRun, shorter: &Shorter) -> Result<()> {
+    let lock = crate::fsutil::lock_dir(&run.run_dir)?;
+    // Another sweep of the same spec may have made the copy since this one planned the run.
+    if records::path(&run.run_dir).exists() {
+        return Ok(());
+    }
+    let copied = copy_history(experiment, run, shorter);
+    if copied.is_err() {
+        lock.clear(&[])?;
+    }
+    copied
+}
+
+fn copy_history(experiment: &str, run: &PlannedRun, shorter: &Shorter) -> Result<()> {
+    let to = &run.run_dir;
+    for (_, dir) in checkpoint::list(&shorter.dir) {
+        let name = dir.file_name().expect("a checkpoint's name");
+        copy_dir(&dir, &checkpoint::checkpoints_dir(to).join(name))?;
+    }
+    for dir in ["samples", "best"] {
+        if shorter.dir.join(dir).is_dir() {
+            copy_dir(&shorter.dir.join(dir), &to.join(dir))?;
+        }
+    }
+    let losses = shorter.dir.join("losses.csv");
+    if losses.is_file() {
+        std::fs::copy(&losses, to.join("losses.csv"))
+            .with_context(|| format!("copying {}", losses.display()))?;
+    }
+    // Its events, as this run's: its id, its files, and the record of its own config.
+    let record = super::record_of(experiment, run);
+    let moved = |path: &str| -> Result<String> {
+        let rest = Path::new(path)
+            .strip_prefix(&shorter.recorded_dir)
+            .with_context(|| format!("{path} is not in {}", shorter.recorded_dir.display()))?;
+        Ok(to.join(rest).display().to_string())
+    };
+    let records = records::read_checked(&shorter.dir);
+    if let Some(damage) = records.damage(&shorter.dir) {
+        bail!("{damage}");
+    }
+    let mut lines = Vec::new();
+    for line in records.lines {
+        let event = match line.event {
+            Event::RunStarted { fresh, at, .. } => Event::RunStarted {
+                record: record.clone(),
+                fresh,
+                at,
+            },
+            Event::Metric {
+                step,
+                name,
+                value,
+                at,
+                ..
+            } => Event::Metric {
+                run_id: run.id.clone(),
+                step,
+                name,
+                value,
+                at,
+            },
+            Event::Sample { step, path, .. } => Event::Sample {
+                run_id: run.id.clone(),
+                step,
+                path: moved(&path)?,
+            },
+            Event::Checkpoint { step, path, .. } => Event::Checkpoint {
+                run_id: run.id.clone(),
+                step,
+                path: moved(&path)?,
+            },
+            Event::Eval { step, metrics, .. } => Event::Eval {
+                run_id: run.id.clone(),
+                step,
+                metrics,
+            },
+            // Rung decisions compared it with its own sweep's runs.
+            Event::Flagged { kind, .. } if ["kept", "pruned", "promoted"].contains(&&*kind) => {
+                continue;
+            }
+            Event::Flagged {
+                step,
+                kind,
+                detail,
+                at,
+                ..
+            } => Event::Flagged {
+                run_id: run.id.clone(),
+                step,
+                kind,
+                detail,
+                at,
+            },
+            Event::CheckpointRemoved { step, .. } => Event::CheckpointRemoved {
+                run_id: run.id.clone(),
+                step,
+            },
+            // Its end, its queueing and its tags are its own.
+            Event::RunEnded { .. }
+            | Event::RunQueued { .. }
+            | Event::Annotated { .. }
+            | Event::Experiment { .. } => continue,
+        };
+        lines.push(records::Line {
+            task: line.task,
+            event,
+        });
+    }
+    if !lines
+        .iter()
+        .any(|line| matches!(line.event, Event::RunStarted { .. }))
+    {
+        bail!("{}: no start in its records", shorter.dir.display());
+    }
+    lines.push(records::Line {
+        task: format!("continued:{}", shorter.id),
+        event: Event::Flagged {
+            run_id: run.id.clone(),
+            step: shorter.steps,
+            kind: "continues".into(),
+            detail: format!(
+                "run {} (the same config, trained for {} steps): its steps are this run's first",
+                shorter.id, shorter.steps
+            ),
+            at: track::now(),
+        },
+    });
+    let mut text = String::new();
+    for line in &lines {
+        text.push_str(&serde_json::to_string(line)?);
+        text.push('\n');
+    }
+    crate::fsutil::write_atomic(&records::path(to), text.as_bytes())
+        .with_context(|| format!("writing {}", records::path(to).display()))
+}
+
+/// Copies the files of `from` (one level of folders deep, as checkpoints and grids are) into
+/// the new directory `to`.
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
+    for entry in std::fs::read_dir(from).with_context(|| from.display().to_string())? {
+        let path = entry?.path();
+        let target = to.join(path.file_name().expect("an entry's name"));
+        if path.is_dir() {
+            copy_dir(&path, &target)?;
+        } else {
+            std::fs::copy(&path, &target)
+                .with_context(|| format!("copying {} to {}", path.display(), target.display()))?;
+        }
+    }
+    Ok(())
+}
