@@ -469,6 +469,25 @@ fn a_longer_run_starts_where_the_shorter_one_of_its_config_ended() {
         .success()
         .stderr(predicate::str::contains("continues").not());
     assert_eq!(history(dir.path(), &longer), history(fresh.path(), &longer));
+    // Through Slurm: the copy is made before the task is submitted, and collected with it.
+    let slurm = tempfile::tempdir().unwrap();
+    let spec3 = write_spec(slurm.path(), 20, "[2e-4]", "[0]");
+    edit_spec(&spec3, |text| {
+        text.replace("eval_samples = 0", "eval_samples = 60\neval_every = 10")
+    });
+    sweep(slurm.path(), &spec3, &[]).success();
+    lengthen(&spec3);
+    let path = fake_slurm(slurm.path());
+    common::slurm_sweep(slurm.path(), &spec3, &path, &[])
+        .success()
+        .stderr(predicate::str::contains("continues run"));
+    let plan = common::slurm_plan(slurm.path(), "tiny");
+    common::run_slurm_task(slurm.path(), &plan, 0).success();
+    common::slurm_sweep(slurm.path(), &spec3, &path, &["--collect"]).success();
+    assert_eq!(
+        history(slurm.path(), &longer),
+        history(fresh.path(), &longer)
+    );
 }
 
 #[test]
