@@ -24,102 +24,115 @@ use crate::train::checkpoint;
 /// A finished run that a planned run can continue.
 pub struct Shorter {
     pub id: String,
+    config: RunConfig,
+    data_id: String,
     /// Its directory as the database records it (the prefix of the paths in its records).
     recorded_dir: PathBuf,
-    /// Where it is now.
-    dir: PathBuf,
     pub steps: u64,
 }
 
-/// The finished run of `experiment` that `run` can continue: the same training but for the
-/// length, on the same data, with its last checkpoint whole; the longest such run. `None` when
-/// there is none, or when the learning rate depends on the length (`lr_decay`), or the run
-/// is set in epochs.
-pub fn shorter_run(
-    conn: &Connection,
-    db: &Path,
-    experiment: &str,
-    run: &PlannedRun,
-) -> Result<Option<Shorter>> {
-    let config = &run.point.config;
-    let Some(steps) = config.train.steps else {
-        return Ok(None);
-    };
-    if config.train.lr_decay != LrDecay::None {
-        return Ok(None);
-    }
-    let mut statement = conn.prepare(
-        "SELECT id, config, run_dir, steps_done FROM runs \
-         WHERE experiment = ?1 AND data_id = ?2 AND status = 'finished' AND id != ?3 \
-           AND steps_done > 0 AND steps_done < ?4 \
-         ORDER BY steps_done DESC, id",
-    )?;
-    let candidates = statement.query_map(
-        rusqlite::params![experiment, run.data_id, run.id, steps as i64],
-        |row| {
+/// An experiment's finished runs, read once for all the runs a sweep plans.
+pub struct Finished(Vec<Shorter>);
+
+impl Finished {
+    pub fn of(conn: &Connection, experiment: &str) -> Result<Finished> {
+        let mut statement = conn.prepare(
+            "SELECT id, config, data_id, run_dir, steps_done FROM runs \
+             WHERE experiment = ?1 AND status = 'finished' AND steps_done > 0 \
+             ORDER BY steps_done DESC, id",
+        )?;
+        let rows = statement.query_map([experiment], |row| {
             Ok((
                 row.get::<_, String>(0)?,
                 row.get::<_, String>(1)?,
-                row.get::<_, String>(2)?,
-                row.get::<_, i64>(3)?,
+                row.get::<_, Option<String>>(2)?,
+                row.get::<_, String>(3)?,
+                row.get::<_, i64>(4)?,
             ))
-        },
-    )?;
-    for candidate in candidates {
-        let (id, recorded, recorded_dir, done) = candidate?;
-        let Ok(shorter) = serde_json::from_value::<RunConfig>(crate::spec::with_defaults(
-            serde_json::from_str(&recorded).unwrap_or_default(),
-        )) else {
-            continue;
-        };
-        if !checkpoint::same_training(&shorter, config) {
-            continue;
+        })?;
+        let mut runs = Vec::new();
+        for row in rows {
+            let (id, config, data_id, recorded_dir, steps) = row?;
+            let config =
+                crate::spec::with_defaults(serde_json::from_str(&config).unwrap_or_default());
+            if let Ok(config) = serde_json::from_value::<RunConfig>(config) {
+                runs.push(Shorter {
+                    id,
+                    config,
+                    data_id: data_id.unwrap_or_default(),
+                    recorded_dir: PathBuf::from(recorded_dir),
+                    steps: steps as u64,
+                });
+            }
         }
-        let recorded_dir = PathBuf::from(recorded_dir);
-        let Some(dir) = track::locate(db, &recorded_dir) else {
-            continue;
-        };
-        let last = checkpoint::list(&dir).pop().map(|(step, _)| step);
-        if last == Some(done as u64) && checkpoint::newest_is_intact(&dir) {
-            return Ok(Some(Shorter {
-                id,
-                recorded_dir,
-                dir,
-                steps: done as u64,
-            }));
-        }
+        Ok(Finished(runs))
     }
-    Ok(None)
+
+    /// The run `run` can continue: the same training but for the length, on the same data,
+    /// shorter, with its last checkpoint whole where it lies now (found from `db`); the
+    /// longest such run. `None` when there is none, or when the learning rate depends on
+    /// the length (`lr_decay`), or the run is set in epochs.
+    pub fn shorter_run(&self, db: &Path, run: &PlannedRun) -> Option<(&Shorter, PathBuf)> {
+        let config = &run.point.config;
+        let steps = config.train.steps?;
+        if config.train.lr_decay != LrDecay::None {
+            return None;
+        }
+        self.0
+            .iter()
+            .filter(|shorter| {
+                shorter.steps < steps
+                    && shorter.id != run.id
+                    && shorter.data_id == run.data_id
+                    && checkpoint::same_training(&shorter.config, config)
+            })
+            .find_map(|shorter| {
+                let dir = track::locate(db, &shorter.recorded_dir)?;
+                let last = checkpoint::list(&dir).pop().map(|(step, _)| step);
+                (last == Some(shorter.steps) && checkpoint::newest_is_intact(&dir))
+                    .then_some((shorter, dir))
+            })
+    }
 }
 
-/// Copies `shorter`'s state and history into `run`'s new directory, as `run`'s own (under
-/// `experiment`), so that the run resumes at `shorter.steps`. On an error the directory is
-/// left empty, for the run to train from step 0.
-pub fn continue_from(experiment: &str, run: &PlannedRun, shorter: &Shorter) -> Result<()> {
+/// Copies `shorter`'s state and history (from `shorter_dir`, where it lies now) into `run`'s
+/// new directory, as `run`'s own (under `experiment`), so that the run resumes at
+/// `shorter.steps`. On an error the directory is left empty, for the run to train from step 0.
+pub fn continue_from(
+    experiment: &str,
+    run: &PlannedRun,
+    shorter: &Shorter,
+    shorter_dir: &Path,
+) -> Result<()> {
     let lock = crate::fsutil::lock_dir(&run.run_dir)?;
     // Another sweep of the same spec may have made the copy since this one planned the run.
     if records::path(&run.run_dir).exists() {
         return Ok(());
     }
-    let copied = copy_history(experiment, run, shorter);
+    let copied = copy_history(experiment, run, shorter, shorter_dir);
     if copied.is_err() {
         lock.clear(&[])?;
     }
     copied
 }
 
-fn copy_history(experiment: &str, run: &PlannedRun, shorter: &Shorter) -> Result<()> {
+fn copy_history(
+    experiment: &str,
+    run: &PlannedRun,
+    shorter: &Shorter,
+    shorter_dir: &Path,
+) -> Result<()> {
     let to = &run.run_dir;
-    for (_, dir) in checkpoint::list(&shorter.dir) {
+    for (_, dir) in checkpoint::list(shorter_dir) {
         let name = dir.file_name().expect("a checkpoint's name");
         copy_dir(&dir, &checkpoint::checkpoints_dir(to).join(name))?;
     }
     for dir in ["samples", "best"] {
-        if shorter.dir.join(dir).is_dir() {
-            copy_dir(&shorter.dir.join(dir), &to.join(dir))?;
+        if shorter_dir.join(dir).is_dir() {
+            copy_dir(&shorter_dir.join(dir), &to.join(dir))?;
         }
     }
-    let losses = shorter.dir.join("losses.csv");
+    let losses = shorter_dir.join("losses.csv");
     if losses.is_file() {
         std::fs::copy(&losses, to.join("losses.csv"))
             .with_context(|| format!("copying {}", losses.display()))?;
@@ -132,8 +145,8 @@ fn copy_history(experiment: &str, run: &PlannedRun, shorter: &Shorter) -> Result
             .with_context(|| format!("{path} is not in {}", shorter.recorded_dir.display()))?;
         Ok(to.join(rest).display().to_string())
     };
-    let records = records::read_checked(&shorter.dir);
-    if let Some(damage) = records.damage(&shorter.dir) {
+    let records = records::read_checked(shorter_dir);
+    if let Some(damage) = records.damage(shorter_dir) {
         bail!("{damage}");
     }
     let mut lines = Vec::new();
@@ -208,7 +221,7 @@ fn copy_history(experiment: &str, run: &PlannedRun, shorter: &Shorter) -> Result
         .iter()
         .any(|line| matches!(line.event, Event::RunStarted { .. }))
     {
-        bail!("{}: no start in its records", shorter.dir.display());
+        bail!("{}: no start in its records", shorter_dir.display());
     }
     lines.push(records::Line {
         task: format!("continued:{}", shorter.id),

@@ -257,30 +257,25 @@ pub fn record_of(experiment: &str, run: &PlannedRun) -> RunRecord {
     }
 }
 
-/// Starts `run`, new, from the finished shorter run of its config when there is one
-/// ([`extend`]); when that fails it trains from step 0, as without one.
+/// Starts `run`, new, from the finished shorter run of its config among `finished` when
+/// there is one ([`extend`]); when that fails it trains from step 0, as without one.
 fn continue_shorter_run(
-    reader: &rusqlite::Connection,
+    finished: &extend::Finished,
     db: &Path,
     experiment: &str,
     run: &PlannedRun,
 ) {
-    let continued = extend::shorter_run(reader, db, experiment, run).and_then(|shorter| {
-        let Some(shorter) = shorter else {
-            return Ok(None);
-        };
-        extend::continue_from(experiment, run, &shorter)?;
-        Ok(Some(shorter))
-    });
-    match continued {
-        Ok(Some(shorter)) => errln!(
+    let Some((shorter, dir)) = finished.shorter_run(db, run) else {
+        return;
+    };
+    match extend::continue_from(experiment, run, shorter, &dir) {
+        Ok(()) => errln!(
             "{experiment}: run {} continues run {}, the same config trained for {} steps: \
              those steps are its first",
             run.id,
             shorter.id,
             shorter.steps
         ),
-        Ok(None) => {}
         Err(err) => errln!(
             "{experiment}: run {} could not start from a shorter run ({err:#}); it trains from \
              step 0",
@@ -362,10 +357,16 @@ pub fn run(
     // Each rung's evaluations, read once for all the pruned runs reconsidered here.
     let mut rung_values = std::collections::BTreeMap::new();
     let mut todo = Vec::new();
+    // The experiment's finished runs, that longer new runs may continue (read when needed).
+    let mut finished = None;
     for mut run in runs {
         let row = track::claims::ClaimRow::read(&reader, &run.id)?;
         if !options.force && row.is_none() && !run.run_dir.exists() {
-            continue_shorter_run(&reader, &options.db, &spec.name, &run);
+            let finished = match &finished {
+                Some(finished) => finished,
+                None => finished.insert(extend::Finished::of(&reader, &spec.name)?),
+            };
+            continue_shorter_run(finished, &options.db, &spec.name, &run);
         }
         // Finished, with its final checkpoint on disk, whole.
         if !options.force
