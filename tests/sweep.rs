@@ -387,10 +387,15 @@ fn a_timeout_checkpoints_what_trains_starts_nothing_more_and_exits_124() {
 fn a_longer_run_starts_where_the_shorter_one_of_its_config_ended() {
     let (dir, fresh) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let lengthen = |spec: &Path| edit_spec(spec, |text| text.replace("steps = 20", "steps = 40"));
-    let spec = write_spec(dir.path(), 20, "[2e-4]", "[0]");
-    edit_spec(&spec, |text| {
-        text.replace("eval_samples = 0", "eval_samples = 60\neval_every = 10")
-    });
+    // One run of 20 steps, evaluated every 10.
+    let evaluated_spec = |dir: &Path| {
+        let spec = write_spec(dir, 20, "[2e-4]", "[0]");
+        edit_spec(&spec, |text| {
+            text.replace("eval_samples = 0", "eval_samples = 60\neval_every = 10")
+        });
+        spec
+    };
+    let spec = evaluated_spec(dir.path());
     sweep(dir.path(), &spec, &[]).success();
     let shorter: String = db(dir.path())
         .query_row("SELECT id FROM runs", [], |r| r.get(0))
@@ -426,10 +431,7 @@ fn a_longer_run_starts_where_the_shorter_one_of_its_config_ended() {
         .unwrap();
     // The same history as the same config trained from step 0 elsewhere: every loss and every
     // evaluation, the first 20 steps' included.
-    let spec2 = write_spec(fresh.path(), 20, "[2e-4]", "[0]");
-    edit_spec(&spec2, |text| {
-        text.replace("eval_samples = 0", "eval_samples = 60\neval_every = 10")
-    });
+    let spec2 = evaluated_spec(fresh.path());
     lengthen(&spec2);
     sweep(fresh.path(), &spec2, &[])
         .success()
@@ -471,10 +473,7 @@ fn a_longer_run_starts_where_the_shorter_one_of_its_config_ended() {
     assert_eq!(history(dir.path(), &longer), history(fresh.path(), &longer));
     // Through Slurm: the copy is made before the task is submitted, and collected with it.
     let slurm = tempfile::tempdir().unwrap();
-    let spec3 = write_spec(slurm.path(), 20, "[2e-4]", "[0]");
-    edit_spec(&spec3, |text| {
-        text.replace("eval_samples = 0", "eval_samples = 60\neval_every = 10")
-    });
+    let spec3 = evaluated_spec(slurm.path());
     sweep(slurm.path(), &spec3, &[]).success();
     lengthen(&spec3);
     let path = fake_slurm(slurm.path());
