@@ -336,7 +336,7 @@ pub fn sweep(req: SweepRequest) -> Result<()> {
         let mut planner = exec::Planner::new(&spec, req.results, req.data_dir)?;
         if req.dry_run {
             planner.propose(req.db)?;
-            let recorded = exec::recorded_states(req.db)?;
+            let recorded = exec::recorded_states(req.db, &planner)?;
             out!("{}", exec::grid_table(&planner, &recorded))?;
             return Ok(());
         }

@@ -416,6 +416,11 @@ fn a_longer_run_starts_where_the_shorter_one_of_its_config_ended() {
     };
     let before = history(dir.path(), &shorter);
     lengthen(&spec);
+    sweep(dir.path(), &spec, &["--dry-run"])
+        .success()
+        .stdout(predicate::str::contains(format!(
+            "new from {shorter} at 20"
+        )));
     let out = sweep(dir.path(), &spec, &[]).success();
     let printed = String::from_utf8_lossy(&out.get_output().stderr).to_string();
     assert!(

@@ -169,13 +169,31 @@ impl<'a> Planner<'a> {
     }
 }
 
-/// What the database `db` records of each run, for `--dry-run`: run id -> its status and
-/// steps ("interrupted 400/800"). Nothing when there is no database yet.
-pub fn recorded_states(db: &Path) -> Result<HashMap<String, String>> {
+/// What the database `db` records of each of `planner`'s runs, for `--dry-run`: run id -> its
+/// status and steps ("interrupted 400/800"); a new run that will continue a finished shorter
+/// run of its config says which ("new from 8d0c51e2a7f3 at 400"). Nothing when there is no
+/// database yet.
+pub fn recorded_states(db: &Path, planner: &Planner) -> Result<HashMap<String, String>> {
     if !db.exists() {
         return Ok(Default::default());
     }
     let conn = track::open_read_only(db)?;
+    let mut states = states_of_runs(&conn)?;
+    let finished = super::extend::Finished::of(&conn, &planner.spec.name)?;
+    for run in &planner.runs {
+        if !states.contains_key(&run.id)
+            && !run.run_dir.exists()
+            && let Some((shorter, _)) = finished.shorter_run(db, run)
+        {
+            let from = format!("new from {} at {}", shorter.id, shorter.steps);
+            states.insert(run.id.clone(), from);
+        }
+    }
+    Ok(states)
+}
+
+/// Each recorded run's status and steps.
+fn states_of_runs(conn: &rusqlite::Connection) -> Result<HashMap<String, String>> {
     let sql = format!(
         "SELECT r.id, {}, r.steps_done, r.total_steps FROM runs r",
         track::claims::status_sql("r")
