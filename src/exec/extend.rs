@@ -53,9 +53,8 @@ impl Finished {
         let mut runs = Vec::new();
         for row in rows {
             let (id, config, data_id, recorded_dir, steps) = row?;
-            let config =
-                crate::spec::with_defaults(serde_json::from_str(&config).unwrap_or_default());
-            if let Ok(config) = serde_json::from_value::<RunConfig>(config) {
+            // (Keys added since it was recorded take their defaults.)
+            if let Ok(config) = serde_json::from_str::<RunConfig>(&config) {
                 runs.push(Shorter {
                     id,
                     config,
@@ -68,14 +67,14 @@ impl Finished {
         Ok(Finished(runs))
     }
 
-    /// The run `run` can continue: the same training but for the length, on the same data,
-    /// shorter, with its last checkpoint whole where it lies now (found from `db`); the
-    /// longest such run. `None` when there is none, or when the learning rate depends on
-    /// the length (`lr_decay`), or the run is set in epochs.
+    /// The run `run`, new (no directory yet), can continue: the same training but for the
+    /// length, on the same data, shorter, with its last checkpoint whole where it lies now
+    /// (found from `db`); the longest such run. `None` when there is none, or when the
+    /// learning rate depends on the length (`lr_decay`), or the run is set in epochs.
     pub fn shorter_run(&self, db: &Path, run: &PlannedRun) -> Option<(&Shorter, PathBuf)> {
         let config = &run.point.config;
         let steps = config.train.steps?;
-        if config.train.lr_decay != LrDecay::None {
+        if config.train.lr_decay != LrDecay::None || run.run_dir.exists() {
             return None;
         }
         self.0
@@ -150,72 +149,30 @@ fn copy_history(
         bail!("{damage}");
     }
     let mut lines = Vec::new();
-    for line in records.lines {
-        let event = match line.event {
-            Event::RunStarted { fresh, at, .. } => Event::RunStarted {
-                record: record.clone(),
-                fresh,
-                at,
-            },
-            Event::Metric {
-                step,
-                name,
-                value,
-                at,
-                ..
-            } => Event::Metric {
-                run_id: run.id.clone(),
-                step,
-                name,
-                value,
-                at,
-            },
-            Event::Sample { step, path, .. } => Event::Sample {
-                run_id: run.id.clone(),
-                step,
-                path: moved(&path)?,
-            },
-            Event::Checkpoint { step, path, .. } => Event::Checkpoint {
-                run_id: run.id.clone(),
-                step,
-                path: moved(&path)?,
-            },
-            Event::Eval { step, metrics, .. } => Event::Eval {
-                run_id: run.id.clone(),
-                step,
-                metrics,
-            },
+    for mut line in records.lines {
+        match &mut line.event {
+            Event::RunStarted {
+                record: started, ..
+            } => *started = record.clone(),
+            Event::Metric { run_id, .. }
+            | Event::Eval { run_id, .. }
+            | Event::CheckpointRemoved { run_id, .. } => *run_id = run.id.clone(),
+            Event::Sample { run_id, path, .. } | Event::Checkpoint { run_id, path, .. } => {
+                *run_id = run.id.clone();
+                *path = moved(path)?;
+            }
             // Rung decisions compared it with its own sweep's runs.
-            Event::Flagged { kind, .. } if ["kept", "pruned", "promoted"].contains(&&*kind) => {
+            Event::Flagged { kind, .. } if ["kept", "pruned", "promoted"].contains(&&**kind) => {
                 continue;
             }
-            Event::Flagged {
-                step,
-                kind,
-                detail,
-                at,
-                ..
-            } => Event::Flagged {
-                run_id: run.id.clone(),
-                step,
-                kind,
-                detail,
-                at,
-            },
-            Event::CheckpointRemoved { step, .. } => Event::CheckpointRemoved {
-                run_id: run.id.clone(),
-                step,
-            },
+            Event::Flagged { run_id, .. } => *run_id = run.id.clone(),
             // Its end, its queueing and its tags are its own.
             Event::RunEnded { .. }
             | Event::RunQueued { .. }
             | Event::Annotated { .. }
             | Event::Experiment { .. } => continue,
-        };
-        lines.push(records::Line {
-            task: line.task,
-            event,
-        });
+        }
+        lines.push(line);
     }
     if !lines
         .iter()
@@ -245,8 +202,7 @@ fn copy_history(
         .with_context(|| format!("writing {}", records::path(to).display()))
 }
 
-/// Copies the files of `from` (one level of folders deep, as checkpoints and grids are) into
-/// the new directory `to`.
+/// Copies `from` and everything in it into the new directory `to`.
 fn copy_dir(from: &Path, to: &Path) -> Result<()> {
     std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
     for entry in std::fs::read_dir(from).with_context(|| from.display().to_string())? {

@@ -361,7 +361,7 @@ pub fn run(
     let mut finished = None;
     for mut run in runs {
         let row = track::claims::ClaimRow::read(&reader, &run.id)?;
-        if !options.force && row.is_none() && !run.run_dir.exists() {
+        if !options.force && row.is_none() {
             let finished = match &finished {
                 Some(finished) => finished,
                 None => finished.insert(extend::Finished::of(&reader, &spec.name)?),

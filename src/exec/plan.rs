@@ -182,7 +182,6 @@ pub fn recorded_states(db: &Path, planner: &Planner) -> Result<HashMap<String, S
     let finished = super::extend::Finished::of(&conn, &planner.spec.name)?;
     for run in &planner.runs {
         if !states.contains_key(&run.id)
-            && !run.run_dir.exists()
             && let Some((shorter, _)) = finished.shorter_run(db, run)
         {
             let from = format!("new from {} at {}", shorter.id, shorter.steps);
