@@ -405,14 +405,13 @@ pub fn runs(
 }
 
 /// For each run of `experiment` (of every experiment without one): the settings its
-/// experiment varies, the config keys whose values differ between its runs (`data.dir`
-/// aside: where the data lies is no setting), as `key=value` items in key order, as `runs
-/// --group` shows them.
+/// experiment varies ([`varied_keys`]), as `key=value` items in key order, as `runs --group`
+/// shows them.
 fn varied_settings(
     db: &Path,
     experiment: Option<&str>,
 ) -> Result<std::collections::HashMap<String, String>> {
-    use std::collections::{BTreeMap, BTreeSet};
+    use std::collections::BTreeMap;
     let recorded = run_sql(
         db,
         "SELECT experiment, id, config FROM runs WHERE ?1 IS NULL OR experiment = ?1",
@@ -431,30 +430,38 @@ fn varied_settings(
             .unwrap_or_default();
         let settings = crate::spec::flatten_params(&crate::spec::with_defaults(config))
             .into_iter()
-            .filter(|(key, _)| key != "data.dir")
             .map(|(key, value)| (key, value.to_string()))
             .collect();
         experiments.entry(name).or_default().push((id, settings));
     }
     let mut out = std::collections::HashMap::new();
     for runs in experiments.values() {
-        let keys: BTreeSet<&String> = runs.iter().flat_map(|(_, s)| s.keys()).collect();
-        let varied: Vec<&String> = keys
-            .into_iter()
-            .filter(|key| {
-                let values: BTreeSet<Option<&String>> =
-                    runs.iter().map(|(_, s)| s.get(*key)).collect();
-                values.len() > 1
-            })
-            .collect();
+        let varied = varied_keys(runs.iter().map(|(_, settings)| settings));
         for (id, settings) in runs {
             let items: Vec<String> = (varied.iter())
-                .filter_map(|key| Some(format!("{key}={}", settings.get(*key)?)))
+                .filter_map(|key| Some(format!("{key}={}", settings.get(key)?)))
                 .collect();
             out.insert(id.to_string(), items.join(" "));
         }
     }
     Ok(out)
+}
+
+/// The config keys whose values differ between runs (each a dotted key -> value map), in key
+/// order; `data.dir` aside: where the data lies is no setting.
+pub fn varied_keys<'a>(
+    runs: impl Iterator<Item = &'a std::collections::BTreeMap<String, String>> + Clone,
+) -> Vec<String> {
+    let keys: std::collections::BTreeSet<&String> = runs.clone().flat_map(|r| r.keys()).collect();
+    keys.into_iter()
+        .filter(|key| key.as_str() != "data.dir")
+        .filter(|key| {
+            let values: std::collections::BTreeSet<Option<&String>> =
+                runs.clone().map(|r| r.get(*key)).collect();
+            values.len() > 1
+        })
+        .cloned()
+        .collect()
 }
 
 /// Whether the database has the `tags` table (see [`track::has_table`]).

@@ -24,7 +24,7 @@ mod live;
 mod plots;
 mod run;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -159,16 +159,7 @@ fn short(value: &str) -> String {
 
 /// The config keys whose values differ between the runs.
 fn swept_keys<'a>(runs: impl Iterator<Item = &'a Run> + Clone) -> Vec<String> {
-    let keys: BTreeSet<&String> = runs.clone().flat_map(|r| r.params.keys()).collect();
-    keys.into_iter()
-        .filter(|k| {
-            let values: BTreeSet<Option<&String>> =
-                runs.clone().map(|r| r.params.get(*k)).collect();
-            values.len() > 1
-        })
-        .filter(|k| k.as_str() != "data.dir")
-        .cloned()
-        .collect()
+    crate::query::varied_keys(runs.map(|r| &r.params))
 }
 
 #[derive(Serialize)]
