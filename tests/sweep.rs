@@ -55,6 +55,16 @@ fn runs_csv(dir: &Path, args: &[&str]) -> String {
     String::from_utf8(out).unwrap()
 }
 
+/// `runner show <run> --format json`, run in `dir`, read back.
+fn show_json(dir: &Path, run: &str) -> serde_json::Value {
+    let out = runner()
+        .current_dir(dir)
+        .args(["show", run, "--format", "json"])
+        .assert()
+        .success();
+    serde_json::from_slice(&out.get_output().stdout).unwrap()
+}
+
 fn sweep(dir: &Path, spec: &Path, extra: &[&str]) -> assert_cmd::assert::Assert {
     runner()
         .current_dir(dir)
@@ -172,12 +182,7 @@ fn sweeps_run_in_parallel_record_everything_and_are_idempotent() {
         );
     // The same as one JSON object, for scripts: every logged step's losses, as the database
     // has them.
-    let out = runner()
-        .current_dir(dir.path())
-        .args(["show", &id, "--format", "json"])
-        .assert()
-        .success();
-    let shown: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    let shown = show_json(dir.path(), &id);
     assert_eq!(shown["id"], id.as_str());
     assert_eq!(shown["status"], "finished");
     assert_eq!(shown["config"]["model.spectral_norm"], false);
@@ -849,12 +854,7 @@ fn sweeps_log_evaluations_and_eval_reproduces_them() {
         .unwrap();
     assert!(fid.is_finite() && fid > 0.0);
     // `show --format json` gives every stored value, unrounded, by step.
-    let out = runner()
-        .current_dir(dir.path())
-        .args(["show", &run, "--format", "json"])
-        .assert()
-        .success();
-    let shown: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    let shown = show_json(dir.path(), &run);
     let evaluations = shown["evaluations"].as_array().unwrap();
     assert_eq!(evaluations.len(), 2);
     assert_eq!(evaluations[1]["step"], 20);
