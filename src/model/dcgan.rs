@@ -11,7 +11,7 @@ use rand::rngs::StdRng;
 
 use super::conditional::{ClassHead, Verdict, with_label_channels};
 use super::kernels::activation::{leaky_relu, tanh};
-use super::kernels::batch_norm::batch_norm;
+use super::kernels::batch_norm::{batch_norm, uses_batch_statistics};
 use super::{DcganOptions, conv, init};
 
 /// Side of the images this model makes.
@@ -80,9 +80,10 @@ impl DcganGenerator {
 
 /// `bn(upsample_conv3(conv, x))`. When not training, BatchNorm is an affine map per channel
 /// with its running statistics, folded into the convolution's weight and bias (one pass over
-/// the output fewer; sampling is inference only).
+/// the output fewer; sampling is inference only). A training-mode forward without gradients
+/// (the fakes of D steps after the first) normalizes with the batch's statistics.
 fn upsample_conv3_bn(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
-    if conv::is_trained(conv) {
+    if uses_batch_statistics(bn, &x) {
         return batch_norm(bn, upsample_conv3(conv, x));
     }
     let weight = conv.weight.val();

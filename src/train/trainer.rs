@@ -221,8 +221,9 @@ impl Trainer {
                     real_batch(&mut self.batches, first_batch + k, model, &self.device);
                 let z = latents(&mut rng, real.dims()[0], latent_dim, &self.device);
                 record(&mut self.recorded, &real, &z);
-                fake = self
-                    .generator
+                // Without autodiff: a tracked forward's graph hangs on G's parameters until
+                // the next G step, and each D step's backward walks all of them again.
+                fake = (self.generator.clone().no_grad())
                     .forward(z, labels.as_ref(), Some(&mut rng))
                     .detach();
             }
@@ -534,6 +535,37 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+    /// The fakes of D steps after the first come from a `no_grad()` copy of G (a tracked
+    /// forward's graph would hang on G's parameters until the next G step, each D step's
+    /// backward walking all of them again): in training mode all the same, so the same images
+    /// (BatchNorm with the batch's statistics, not its running ones; dropout drawn) and the
+    /// same running statistics after it, as a tracked forward gives.
+    #[test]
+    fn an_untracked_copy_of_g_draws_what_the_tracked_g_draws() {
+        let device = training_device();
+        for model in [
+            crate::model::ModelConfig::default(),
+            crate::model::ModelConfig::DcganClassic(Default::default()),
+            crate::model::ModelConfig::Gan(Default::default()),
+        ] {
+            let draw = |untracked: bool| {
+                let (g, _) = model.build(&mut rng_for(0, Stream::Init, 0), &device);
+                let g = if untracked { g.no_grad() } else { g };
+                let mut rng = rng_for(0, Stream::Step, 1);
+                let z = latents(&mut rng, 16, model.latent_dim(), &device);
+                let images = g.forward(z, None, Some(&mut rng)).detach();
+                let images: Vec<f32> = images.into_data().try_to_vec().unwrap();
+                let statistics: Vec<_> = values(&g).into_iter().map(|(_, v)| v).collect();
+                (images, statistics)
+            };
+            let (tracked, untracked) = (draw(false), draw(true));
+            assert!(tracked.0 == untracked.0, "{model:?}: other images");
+            assert!(
+                tracked.1 == untracked.1,
+                "{model:?}: other running statistics"
+            );
         }
     }
 }

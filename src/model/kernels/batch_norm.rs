@@ -49,11 +49,16 @@ pub trait FusedBatchNorm: burn::backend::Backend {
 /// unbiased variance (burn's `BatchNorm` uses the biased one): the report's G samples in
 /// evaluation mode with PyTorch's statistics (the training step is the same either way).
 pub fn batch_norm(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
-    let training = x.device().is_autodiff() && bn.training.is_enabled();
-    if !training {
+    if !uses_batch_statistics(bn, &x) {
         return bn.forward(x);
     }
     batch_norm_train(bn, x, crate::backend::own_kernels())
+}
+
+/// Whether [`batch_norm`] normalizes `x` with the batch's statistics (training mode on the
+/// training device, gradients tracked or not) rather than with `bn`'s running ones.
+pub fn uses_batch_statistics(bn: &BatchNorm, x: &Tensor<4>) -> bool {
+    x.device().is_autodiff() && bn.training.is_enabled()
 }
 
 /// [`batch_norm`] in training, through this op (`fused`) or burn's.
