@@ -510,10 +510,27 @@ fn a_sweep_killed_mid_run_resumes_and_ends_with_each_run_once() {
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .unwrap();
     assert_eq!(ok, "ok", "a killed writer leaves the database consistent");
-    assert!(
-        count(&conn, "SELECT count(*) FROM runs WHERE status = 'finished'") < 2,
-        "killed before the end"
+    let unfinished = count(&conn, "SELECT count(*) FROM runs WHERE status = 'running'");
+    assert!(unfinished >= 1, "killed before the end");
+    // Its runs show as orphaned at once (its pid is gone), not a heartbeat lease later.
+    let listed = runner()
+        .current_dir(dir.path())
+        .args(["runs", "--status", "orphaned", "--format", "csv"])
+        .assert()
+        .success();
+    let csv = String::from_utf8_lossy(&listed.get_output().stdout).to_string();
+    assert_eq!(
+        csv.lines().filter(|l| l.contains(",orphaned,")).count(),
+        unfinished as usize,
+        "{csv}"
     );
+    runner()
+        .current_dir(dir.path())
+        .args(["report", "--out", "killed-report"])
+        .assert()
+        .success();
+    let index = std::fs::read_to_string(dir.path().join("killed-report/index.html")).unwrap();
+    assert!(index.contains("orphaned"), "the report says so too");
     // A crash of the machine (not of the process) can also damage the newest checkpoint.
     for run_dir in &common::texts(&conn, "SELECT run_dir FROM runs") {
         let (_, newest) = ganrunner::train::checkpoint::list(&dir.path().join(run_dir))

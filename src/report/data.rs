@@ -114,11 +114,13 @@ fn load_runs(conn: &Connection, detail: Detail) -> Result<BTreeMap<String, Vec<R
     let mut by_id: BTreeMap<String, (String, Run)> = BTreeMap::new();
     let mut configs: BTreeMap<String, String> = BTreeMap::new();
     let mut order = Vec::new();
-    let mut stmt = conn.prepare(
-        "SELECT id, experiment, status, steps_done, total_steps, error, run_dir, started_at, finished_at,
+    // A run whose process is gone shows as `orphaned`, as `runner runs` shows it.
+    let mut stmt = conn.prepare(&format!(
+        "SELECT id, experiment, {}, steps_done, total_steps, error, run_dir, started_at, finished_at,
                 host, backend, config
          FROM runs ORDER BY started_at, id",
-    )?;
+        crate::track::claims::status_sql("runs")
+    ))?;
     let rows = stmt.query_map([], |r| {
         Ok((
             r.get::<_, String>(1)?,

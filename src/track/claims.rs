@@ -11,6 +11,7 @@
 use std::time::Duration;
 
 use anyhow::Result;
+use rusqlite::functions::FunctionFlags;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::RunRecord;
@@ -164,13 +165,24 @@ pub fn heartbeat(conn: &Connection, me: &str) -> Result<()> {
     Ok(())
 }
 
-/// SQL for a run's status as people should read it: `running` whose owner stopped beating
-/// shows as `orphaned` (its process is gone; the next sweep resumes it).
+/// SQL for a run's status as people should read it: `running` whose owner is gone shows as
+/// `orphaned` (the next sweep resumes it). A connection of [`super::open`] or
+/// [`super::open_read_only`] has [`register_owner_alive`]'s function.
 pub fn status_sql(alias: &str) -> String {
     format!(
-        "CASE WHEN {alias}.status = 'running' AND coalesce({alias}.heartbeat_at, 0) < unixepoch('subsec') - {LEASE_SECS} \
+        "CASE WHEN {alias}.status = 'running' AND NOT owner_alive({alias}.owner, {alias}.heartbeat_at) \
          THEN 'orphaned' ELSE {alias}.status END"
     )
+}
+
+/// Gives `conn` the SQL function `owner_alive(owner, heartbeat_at)`, [`is_alive`] now: a run
+/// whose process was killed on this host shows as `orphaned` at once, not a lease later.
+pub fn register_owner_alive(conn: &Connection) -> rusqlite::Result<()> {
+    conn.create_scalar_function("owner_alive", 2, FunctionFlags::SQLITE_UTF8, |ctx| {
+        let owner: Option<String> = ctx.get(0)?;
+        let heartbeat_at: Option<f64> = ctx.get(1)?;
+        Ok(owner.is_some_and(|owner| is_alive(&owner, heartbeat_at, super::now())))
+    })
 }
 
 #[cfg(test)]

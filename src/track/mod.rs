@@ -217,6 +217,7 @@ fn open_for_writing(path: &Path) -> Result<Connection> {
     set_wal(&conn).with_context(|| format!("opening {}", path.display()))?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    claims::register_owner_alive(&conn)?;
     migrate(&mut conn).with_context(|| format!("migrating {}", path.display()))?;
     Ok(conn)
 }
@@ -327,6 +328,7 @@ pub fn open_read_only(path: &Path) -> Result<Connection> {
         AuthAction::Attach { .. } | AuthAction::Detach { .. } => Authorization::Deny,
         _ => Authorization::Allow,
     }))?;
+    claims::register_owner_alive(&conn)?;
     Ok(conn)
 }
 
