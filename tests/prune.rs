@@ -420,6 +420,85 @@ fn patience_stops_a_run_whose_fid_stopped_improving_and_a_rerun_leaves_it_stoppe
 }
 
 #[test]
+fn median_stops_a_run_worse_than_the_finished_runs_and_a_rerun_leaves_it_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), "[3e-3, 1e-3, 1e-7]", "1/2");
+    let text = std::fs::read_to_string(&spec).unwrap();
+    let text = text
+        .replace("rungs = [10, 20]", "median = true\nstartup_runs = 1")
+        .replace("keep = \"1/2\"\n", "")
+        .replace("steps = 30", "steps = 40")
+        .replace("eval_every = 10", "eval_every = 5");
+    std::fs::write(&spec, text).unwrap();
+    // One run at a time: each is judged against the runs that finished before it started.
+    sweep_cmd(dir.path(), &spec, "1").assert().success();
+    let ended = |conn: &Connection| -> BTreeMap<String, String> {
+        let sql = "SELECT id, status || ' ' || steps_done FROM runs";
+        rows::<String>(conn, sql).into_iter().collect()
+    };
+    let conn = db(dir.path());
+    let before = ended(&conn);
+    let fids = |id: &str| -> BTreeMap<u64, f64> {
+        let sql = format!(
+            "SELECT CAST(step AS TEXT), value FROM evals WHERE run_id = '{id}' AND metric = 'fid'"
+        );
+        (rows::<f64>(&conn, &sql).into_iter())
+            .map(|(step, fid)| (step.parse().unwrap(), fid))
+            .collect()
+    };
+    let order = rows::<String>(&conn, "SELECT id, id FROM runs ORDER BY started_at, id");
+    let (mut finished, mut stopped) = (Vec::<BTreeMap<u64, f64>>::new(), 0);
+    for (id, _) in &order {
+        let own = fids(id);
+        let mut best = f64::INFINITY;
+        let mut stop = None;
+        for (&step, &fid) in own.iter().filter(|(step, _)| **step < 40) {
+            best = best.min(fid);
+            let mut at: Vec<f64> = finished
+                .iter()
+                .filter_map(|f| f.get(&step).copied())
+                .collect();
+            at.sort_by(f64::total_cmp);
+            let n = at.len();
+            if n > 0 && best > (at[(n - 1) / 2] + at[n / 2]) / 2.0 {
+                stop = Some(step);
+                break;
+            }
+        }
+        let medians = count(
+            &conn,
+            &format!("SELECT count(*) FROM events WHERE run_id = '{id}' AND kind = 'median'"),
+        );
+        match stop {
+            Some(step) => {
+                stopped += 1;
+                assert_eq!(before[id], format!("pruned {step}"), "{id}: {own:?}");
+                assert_eq!(medians, 1, "{id}");
+                let error: String = conn
+                    .query_row("SELECT error FROM runs WHERE id = ?1", [id], |r| r.get(0))
+                    .unwrap();
+                assert!(
+                    error.starts_with("stopped below the median: fid's best"),
+                    "{error}"
+                );
+            }
+            None => {
+                assert_eq!(before[id], "finished 40", "{id}: {own:?}");
+                assert_eq!(medians, 0, "{id}");
+                finished.push(own);
+            }
+        }
+    }
+    assert!(
+        stopped > 0,
+        "some run was worse than the median: {before:?}"
+    );
+    // The median's stop is no rung decision: a rerun promotes nothing.
+    sweep_cmd(dir.path(), &spec, "1").assert().success();
+    assert_eq!(ended(&db(dir.path())), before);
+}
+
+#[test]
 fn impossible_prune_rules_name_the_key_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let spec = write_spec(dir.path(), "[1e-3]", "1/2");
@@ -434,6 +513,21 @@ fn impossible_prune_rules_name_the_key_and_line() {
         ("keep = \"1/2\"", "keep = 1.5", "search.prune.keep"),
         ("eval_every = 10", "eval_every = 0", "search.prune.rungs"),
         ("rungs = [10, 20]", "patience = 0", "search.prune.patience"),
+        (
+            "rungs = [10, 20]",
+            "rungs = [10]\nmedian = true",
+            "search.prune.median",
+        ),
+        (
+            "rungs = [10, 20]",
+            "rungs = [10]\nwarmup_steps = 10",
+            "search.prune.warmup_steps",
+        ),
+        (
+            "rungs = [10, 20]",
+            "median = true\nstartup_runs = 0",
+            "search.prune.startup_runs",
+        ),
     ] {
         std::fs::write(&spec, text.replace(from, to)).unwrap();
         sweep_cmd(dir.path(), &spec, "1").assert().code(1).stderr(

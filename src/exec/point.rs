@@ -139,13 +139,20 @@ impl Observer for RunObserver<'_> {
                 self.pruned.get_or_insert(detail);
             }
         }
-        if let Some(patience) = pruning.rule.patience {
-            let lines = records::read(self.run_dir);
-            if let Some(why) = super::prune::plateau(&lines, metric, patience, step, value) {
-                self.flag(step, "plateau", why.clone());
-                self.pruned
-                    .get_or_insert(format!("stopped on plateau: {why}"));
-            }
+        let rule = &pruning.rule;
+        let lines = (rule.patience.is_some() || rule.median).then(|| records::read(self.run_dir));
+        let lines = lines.as_deref().unwrap_or_default();
+        if let Some(patience) = rule.patience
+            && let Some(why) = super::prune::plateau(lines, metric, patience, step, value)
+        {
+            self.flag(step, "plateau", why.clone());
+            self.pruned
+                .get_or_insert(format!("stopped on plateau: {why}"));
+        }
+        if let Some(why) = pruning.below_median(lines, step, value) {
+            self.flag(step, "median", why.clone());
+            self.pruned
+                .get_or_insert(format!("stopped below the median: {why}"));
         }
     }
 

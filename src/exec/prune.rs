@@ -1,6 +1,6 @@
-//! `[search.prune]`: asynchronous successive halving (ASHA) over a sweep's runs, and stopping
-//! runs on the failure detectors of [`crate::detect`] or when their metric stops improving
-//! (`patience`, [`plateau`]).
+//! `[search.prune]`: asynchronous successive halving (ASHA) over a sweep's runs, Optuna's
+//! median rule ([`Pruning::below_median`]), and stopping runs on the failure detectors of
+//! [`crate::detect`] or when their metric stops improving (`patience`, [`plateau`]).
 //!
 //! A run evaluated at a rung step is compared with every run of its sweep that has an
 //! evaluation at that rung so far (itself included): it goes on when its metric is among the
@@ -117,6 +117,46 @@ impl Pruning {
         let values = rungs.entry(rung).or_insert_with(|| self.rung_values(rung));
         Some((rung, value, Decision::judge(&self.rule, value, values)))
     }
+
+    /// Under `median`, why the run whose records are `lines` stops after its evaluation
+    /// `value` at `step`, if it does: its best value so far (NaN is none) is worse than the
+    /// median of the cohort's finished runs' values at `step`, as Optuna's `MedianPruner`
+    /// judges (before `warmup_steps`, or with fewer than `startup_runs` such values, it goes
+    /// on). Runs still training, pruned or failed are not compared with: their values at a
+    /// step say less of where a run ends.
+    pub fn below_median(&self, lines: &[records::Line], step: u64, value: f64) -> Option<String> {
+        let rule = &self.rule;
+        if !rule.median || step < rule.warmup_steps.unwrap_or(0) {
+            return None;
+        }
+        let mut finished: Vec<f64> = (self.cohort.iter())
+            .map(|dir| records::read(dir))
+            .filter(|lines| records::last_status(lines).as_deref() == Some("finished"))
+            .filter_map(|lines| eval_at(&lines, &rule.metric, step))
+            .filter(|v| !v.is_nan())
+            .collect();
+        if finished.is_empty() || finished.len() < rule.startup_runs() {
+            return None;
+        }
+        finished.sort_by(f64::total_cmp);
+        let n = finished.len();
+        let median = (finished[(n - 1) / 2] + finished[n / 2]) / 2.0;
+        let metric = &rule.metric;
+        let higher = higher_is_better(metric) == Some(true);
+        let runs = if n == 1 { "run" } else { "runs" };
+        let of = format!("the median of {n} finished {runs} at step {step}");
+        match best_so_far(&evals_to(lines, metric, step, value), higher) {
+            None => Some(format!(
+                "{metric} has had no value, against {median:.4}, {of}"
+            )),
+            Some((at, best)) if if higher { best < median } else { best > median } => {
+                Some(format!(
+                    "{metric}'s best so far, {best:.4} at step {at}, is worse than {median:.4}, {of}"
+                ))
+            }
+            Some(_) => None,
+        }
+    }
 }
 
 /// Why a run stops under `patience`, if it does: its evaluations of `metric` to `step` (the
@@ -129,6 +169,33 @@ pub fn plateau(
     step: u64,
     value: f64,
 ) -> Option<String> {
+    let by_step = evals_to(lines, metric, step, value);
+    let higher = higher_is_better(metric) == Some(true);
+    let (mut best, mut since) = (None, 0u32);
+    for (&s, &v) in &by_step {
+        if v.is_finite() && best.is_none_or(|(_, b)| beats(v, b, higher)) {
+            (best, since) = (Some((s, v)), 0);
+        } else {
+            since += 1;
+        }
+    }
+    (since >= patience).then(|| match best {
+        Some((at, b)) => format!(
+            "{metric} has not beaten its best ({b:.4} at step {at}) in {since} evaluations, to step {step}"
+        ),
+        None => format!("{metric} has had no value in {since} evaluations, to step {step}"),
+    })
+}
+
+/// A run's evaluations of `metric` by step, to `step`: the latest recorded at each step
+/// before it (a resumed run may evaluate a step again; what an attempt recorded past `step`
+/// did not reach a checkpoint), and `value`, this step's own.
+fn evals_to(
+    lines: &[records::Line],
+    metric: &str,
+    step: u64,
+    value: f64,
+) -> std::collections::BTreeMap<u64, f64> {
     let mut by_step = std::collections::BTreeMap::new();
     for line in lines {
         if let Event::Eval {
@@ -141,21 +208,20 @@ pub fn plateau(
         }
     }
     by_step.insert(step, value);
-    let higher = higher_is_better(metric) == Some(true);
-    let beats = |v: f64, best: f64| if higher { v > best } else { v < best };
-    let (mut best, mut since) = (None, 0u32);
-    for (&s, &v) in &by_step {
-        if v.is_finite() && best.is_none_or(|(_, b)| beats(v, b)) {
-            (best, since) = (Some((s, v)), 0);
-        } else {
-            since += 1;
-        }
-    }
-    (since >= patience).then(|| match best {
-        Some((at, b)) => format!(
-            "{metric} has not beaten its best ({b:.4} at step {at}) in {since} evaluations, to step {step}"
-        ),
-        None => format!("{metric} has had no value in {since} evaluations, to step {step}"),
+    by_step
+}
+
+/// Whether `v` beats `best` in the metric's direction.
+fn beats(v: f64, best: f64, higher: bool) -> bool {
+    if higher { v > best } else { v < best }
+}
+
+/// The best finite value of `by_step`, with its step (the first, on ties).
+fn best_so_far(by_step: &std::collections::BTreeMap<u64, f64>, higher: bool) -> Option<(u64, f64)> {
+    let finite = by_step.iter().filter(|(_, v)| v.is_finite());
+    finite.fold(None, |best, (&s, &v)| match best {
+        Some((_, b)) if !beats(v, b, higher) => best,
+        _ => Some((s, v)),
     })
 }
 
@@ -365,5 +431,83 @@ mod tests {
             pruning.reconsider(&records::read(&g), &mut Default::default()),
             None
         );
+    }
+
+    #[test]
+    fn median_stops_a_run_whose_best_is_worse_than_the_finished_runs_median() {
+        let root = tempfile::tempdir().unwrap();
+        let root = root.path();
+        let finished = |name: &str, fid: f64| {
+            run_with(
+                root,
+                name,
+                vec![eval(100, fid), eval(200, fid), ended("finished", 200)],
+            )
+        };
+        let mut rule = test_rule("fid", 0.5);
+        (rule.rungs, rule.median, rule.startup_runs) = (vec![], true, Some(3));
+        let mut pruning = Pruning {
+            rule,
+            cohort: vec![finished("a", 10.0), finished("b", 20.0)],
+        };
+        // Still training, pruned or failed: not compared with, however good.
+        for (name, status) in [("c", None), ("d", Some("pruned")), ("e", Some("failed"))] {
+            let mut events = vec![eval(100, 1.0)];
+            events.extend(status.map(|s| ended(s, 100)));
+            pruning.cohort.push(run_with(root, name, events));
+        }
+        assert_eq!(
+            pruning.below_median(&[], 100, 99.0),
+            None,
+            "two finished of three"
+        );
+        pruning.cohort.push(finished("f", 40.0));
+        // 10, 20, 40: the median is 20; a tie goes on.
+        let why = pruning.below_median(&[], 100, 25.0).unwrap();
+        assert_eq!(
+            why,
+            "fid's best so far, 25.0000 at step 100, is worse than 20.0000, the median of 3 \
+             finished runs at step 100"
+        );
+        assert_eq!(pruning.below_median(&[], 100, 20.0), None);
+        // The run's best so far counts, not this evaluation alone.
+        let own = [records::Line {
+            task: "local:h:1".into(),
+            event: eval(100, 15.0),
+        }];
+        assert_eq!(pruning.below_median(&own, 200, 30.0), None);
+        assert!(pruning.below_median(&own, 200, f64::NAN).is_none());
+        // An even count takes the mean of the middle two: 10, 20, 40, 50 give 30.
+        pruning.cohort.push(finished("g", 50.0));
+        assert!(
+            pruning
+                .below_median(&[], 100, 31.0)
+                .unwrap()
+                .contains("30.0000, the median of 4")
+        );
+        assert_eq!(pruning.below_median(&[], 100, 29.0), None);
+        // No value at all is worse than any median; no finished value at a step, no judgement.
+        assert!(
+            pruning
+                .below_median(&[], 100, f64::NAN)
+                .unwrap()
+                .contains("no value")
+        );
+        assert_eq!(
+            pruning.below_median(&[], 150, 1e9),
+            None,
+            "no finished run evaluated 150"
+        );
+        // Before the warm-up ends, and with the rule off, every run goes on.
+        pruning.rule.warmup_steps = Some(150);
+        assert_eq!(pruning.below_median(&[], 100, 1e9), None);
+        assert!(pruning.below_median(&[], 200, 1e9).is_some());
+        pruning.rule.median = false;
+        assert_eq!(pruning.below_median(&[], 200, 1e9), None);
+        // Higher is better for IS (every run here scored 1.0 at every step).
+        let mut is = pruning.clone();
+        (is.rule.metric, is.rule.median) = ("is".into(), true);
+        assert!(is.below_median(&[], 200, 0.5).is_some());
+        assert_eq!(is.below_median(&[], 200, 1.5), None);
     }
 }

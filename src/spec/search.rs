@@ -84,6 +84,18 @@ pub struct PruneRule {
     /// beating its best (Keras' and Lightning's `EarlyStopping(patience)`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub patience: Option<u32>,
+    /// Optuna's `MedianPruner`: from `warmup_steps` on, stop a run at an evaluation when its
+    /// best `metric` so far is worse than the median of the finished runs' values at that
+    /// step, once `startup_runs` finished runs have one there.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub median: bool,
+    /// `median`: finished runs with a value at a step before it judges there (Optuna's
+    /// `n_startup_trials`; default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup_runs: Option<u32>,
+    /// `median`: the step from which it judges (Optuna's `n_warmup_steps`; default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup_steps: Option<u64>,
 }
 
 fn default_metric() -> String {
@@ -144,19 +156,52 @@ impl PruneRule {
         if !(self.keep.is_finite() && 0.0 < self.keep && self.keep < 1.0) {
             return fail("keep", format!("must be in (0, 1), got {}", self.keep));
         }
-        if self.rungs.is_empty() && self.stop_on.is_empty() && self.patience.is_none() {
+        if self.rungs.is_empty()
+            && self.stop_on.is_empty()
+            && self.patience.is_none()
+            && !self.median
+        {
             return fail(
                 "rungs",
-                "needs at least one step (or a `stop_on` rule, or `patience`)".into(),
+                "needs at least one step (or a `stop_on` rule, `patience` or `median = true`)"
+                    .into(),
             );
         }
         if self.patience == Some(0) {
             return fail("patience", "must be at least 1 evaluation, got 0".into());
         }
-        if self.patience.is_some() && (eval_samples == 0 || eval_every == 0) {
+        let no_evaluations = eval_samples == 0 || eval_every == 0;
+        for (key, set) in [
+            ("patience", self.patience.is_some()),
+            ("median", self.median),
+        ] {
+            if set && no_evaluations {
+                return fail(
+                    key,
+                    "needs evaluations: set `log.eval_every` and `log.eval_samples` > 0".into(),
+                );
+            }
+        }
+        if self.median && !self.rungs.is_empty() {
             return fail(
-                "patience",
-                "needs evaluations: set `log.eval_every` and `log.eval_samples` > 0".into(),
+                "median",
+                "and `rungs` are two pruners (against finished runs at every evaluation, or \
+                 successive halving at the rungs): keep one"
+                    .into(),
+            );
+        }
+        for (key, set) in [
+            ("startup_runs", self.startup_runs.is_some()),
+            ("warmup_steps", self.warmup_steps.is_some()),
+        ] {
+            if set && !self.median {
+                return fail(key, "only applies with `median = true`".into());
+            }
+        }
+        if self.startup_runs == Some(0) {
+            return fail(
+                "startup_runs",
+                "must be at least 1 finished run, got 0".into(),
             );
         }
         if !self.rungs.windows(2).all(|w| w[0] < w[1]) || self.rungs.first() == Some(&0) {
@@ -182,6 +227,11 @@ impl PruneRule {
             );
         }
         None
+    }
+
+    /// `median`'s finished runs needed at a step before it judges there.
+    pub fn startup_runs(&self) -> usize {
+        self.startup_runs.unwrap_or(5) as usize
     }
 
     /// How many of `n` runs at a rung go on.
@@ -288,6 +338,9 @@ pub(crate) fn test_rule(metric: &str, keep: f64) -> PruneRule {
         keep,
         stop_on: vec![],
         patience: None,
+        median: false,
+        startup_runs: None,
+        warmup_steps: None,
     }
 }
 
