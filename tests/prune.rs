@@ -351,38 +351,49 @@ fn a_rung_at_the_last_step_decides_nothing() {
     );
 }
 
-#[test]
-fn patience_stops_a_run_whose_fid_stopped_improving_and_a_rerun_leaves_it_stopped() {
-    let dir = tempfile::tempdir().unwrap();
-    let spec = write_spec(dir.path(), "[3e-3, 1e-3, 1e-7]", "1/2");
+/// A sweep of three lrs (one far too small) over 40 steps, evaluated every 5, stopped early by
+/// `rule` instead of rungs.
+fn early_stopping_spec(dir: &Path, rule: &str) -> PathBuf {
+    let spec = write_spec(dir, "[3e-3, 1e-3, 1e-7]", "1/2");
     let text = std::fs::read_to_string(&spec).unwrap();
     let text = text
-        .replace("rungs = [10, 20]", "patience = 1")
+        .replace("rungs = [10, 20]", rule)
         .replace("steps = 30", "steps = 40")
         .replace("eval_every = 10", "eval_every = 5");
     std::fs::write(&spec, text).unwrap();
+    spec
+}
+
+/// Each run's status and steps done, as "pruned 15".
+fn ended(conn: &Connection) -> BTreeMap<String, String> {
+    let sql = "SELECT id, status || ' ' || steps_done FROM runs";
+    rows::<String>(conn, sql).into_iter().collect()
+}
+
+/// A run's LeNet-FIDs by step.
+fn fids_by_step(conn: &Connection, id: &str) -> BTreeMap<u64, f64> {
+    let sql = format!(
+        "SELECT CAST(step AS TEXT), value FROM evals WHERE run_id = '{id}' AND metric = 'fid'"
+    );
+    (rows::<f64>(conn, &sql).into_iter())
+        .map(|(step, fid)| (step.parse().unwrap(), fid))
+        .collect()
+}
+
+#[test]
+fn patience_stops_a_run_whose_fid_stopped_improving_and_a_rerun_leaves_it_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = early_stopping_spec(dir.path(), "patience = 1");
     sweep_cmd(dir.path(), &spec, "2").assert().success();
-    // Each run's status and steps done, as "pruned 15".
-    let ended = |conn: &Connection| -> BTreeMap<String, String> {
-        let sql = "SELECT id, status || ' ' || steps_done FROM runs";
-        rows::<String>(conn, sql).into_iter().collect()
-    };
     let conn = db(dir.path());
     let before = ended(&conn);
     let mut stopped = 0;
     for (id, ended) in &before {
-        let fids = rows::<f64>(
-            &conn,
-            &format!(
-                "SELECT CAST(step AS TEXT), value FROM evals \
-                 WHERE run_id = '{id}' AND metric = 'fid' ORDER BY step"
-            ),
-        );
+        let fids = fids_by_step(&conn, id);
         // Patience 1: the first evaluation before the end that does not beat the best.
         let mut best = f64::INFINITY;
         let mut stop = None;
-        for (step, fid) in &fids {
-            let step: u64 = step.parse().unwrap();
+        for (&step, fid) in &fids {
             if *fid < best {
                 best = *fid;
             } else if step < 40 {
@@ -422,34 +433,15 @@ fn patience_stops_a_run_whose_fid_stopped_improving_and_a_rerun_leaves_it_stoppe
 #[test]
 fn median_stops_a_run_worse_than_the_finished_runs_and_a_rerun_leaves_it_stopped() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = write_spec(dir.path(), "[3e-3, 1e-3, 1e-7]", "1/2");
-    let text = std::fs::read_to_string(&spec).unwrap();
-    let text = text
-        .replace("rungs = [10, 20]", "median = true\nstartup_runs = 1")
-        .replace("keep = \"1/2\"\n", "")
-        .replace("steps = 30", "steps = 40")
-        .replace("eval_every = 10", "eval_every = 5");
-    std::fs::write(&spec, text).unwrap();
+    let spec = early_stopping_spec(dir.path(), "median = true\nstartup_runs = 1");
     // One run at a time: each is judged against the runs that finished before it started.
     sweep_cmd(dir.path(), &spec, "1").assert().success();
-    let ended = |conn: &Connection| -> BTreeMap<String, String> {
-        let sql = "SELECT id, status || ' ' || steps_done FROM runs";
-        rows::<String>(conn, sql).into_iter().collect()
-    };
     let conn = db(dir.path());
     let before = ended(&conn);
-    let fids = |id: &str| -> BTreeMap<u64, f64> {
-        let sql = format!(
-            "SELECT CAST(step AS TEXT), value FROM evals WHERE run_id = '{id}' AND metric = 'fid'"
-        );
-        (rows::<f64>(&conn, &sql).into_iter())
-            .map(|(step, fid)| (step.parse().unwrap(), fid))
-            .collect()
-    };
     let order = rows::<String>(&conn, "SELECT id, id FROM runs ORDER BY started_at, id");
     let (mut finished, mut stopped) = (Vec::<BTreeMap<u64, f64>>::new(), 0);
     for (id, _) in &order {
-        let own = fids(id);
+        let own = fids_by_step(&conn, id);
         let mut best = f64::INFINITY;
         let mut stop = None;
         for (&step, &fid) in own.iter().filter(|(step, _)| **step < 40) {
