@@ -438,7 +438,12 @@ fn median_stops_a_run_worse_than_the_finished_runs_and_a_rerun_leaves_it_stopped
     sweep_cmd(dir.path(), &spec, "1").assert().success();
     let conn = db(dir.path());
     let before = ended(&conn);
-    let order = rows::<String>(&conn, "SELECT id, id FROM runs ORDER BY started_at, id");
+    // In training order (`started_at` has whole seconds; these runs take less).
+    let order = rows::<String>(
+        &conn,
+        "SELECT run_id, run_id FROM metrics GROUP BY run_id ORDER BY min(wall_time)",
+    );
+    assert_eq!(order.len(), 3);
     let (mut finished, mut stopped) = (Vec::<BTreeMap<u64, f64>>::new(), 0);
     for (id, _) in &order {
         let own = fids_by_step(&conn, id);

@@ -149,11 +149,9 @@ impl Pruning {
             None => Some(format!(
                 "{metric} has had no value, against {median:.4}, {of}"
             )),
-            Some((at, best)) if if higher { best < median } else { best > median } => {
-                Some(format!(
-                    "{metric}'s best so far, {best:.4} at step {at}, is worse than {median:.4}, {of}"
-                ))
-            }
+            Some((at, best)) if beats(median, best, higher) => Some(format!(
+                "{metric}'s best so far, {best:.4} at step {at}, is worse than {median:.4}, {of}"
+            )),
             Some(_) => None,
         }
     }
