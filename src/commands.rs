@@ -54,12 +54,24 @@ pub struct Interrupted(pub String);
 pub struct TimedOut(pub String);
 
 /// A flag set by Ctrl-C, SIGTERM or SIGHUP (a scheduler's or `timeout`'s stop), so runs
-/// checkpoint and stop cleanly.
+/// checkpoint and stop cleanly at the end of their step. A signal while stopping quits at
+/// once, as a kill would (nothing stored is lost; runs resume from their last checkpoint):
+/// nobody has to wait out a long step or evaluation.
 fn interrupt_flag() -> Arc<AtomicBool> {
     let flag = Arc::new(AtomicBool::new(false));
     let handler_flag = flag.clone();
     // Only one handler per process; a second registration (tests) is harmless to skip.
-    let _ = ctrlc::set_handler(move || handler_flag.store(true, Ordering::Relaxed));
+    let _ = ctrlc::set_handler(move || {
+        if handler_flag.swap(true, Ordering::Relaxed) {
+            errln!(
+                "interrupted while stopping: quitting at once; runs resume from their last checkpoint"
+            );
+            std::process::exit(130);
+        }
+        errln!(
+            "stopping: runs checkpoint at the end of their step (interrupt again to quit at once)"
+        );
+    });
     flag
 }
 

@@ -333,6 +333,72 @@ fn ctrl_c_checkpoints_marks_runs_interrupted_and_a_rerun_finishes_them() {
 }
 
 #[test]
+fn a_second_interrupt_quits_at_once_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    // One step of a million D steps: minutes, which the first Ctrl-C would wait out.
+    let spec = write_spec(dir.path(), 2, "[2e-4]", "[0]");
+    edit_spec(&spec, |text| {
+        text.replace("batch_size = 16", "batch_size = 16\nd_steps = 1000000")
+    });
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("runner"))
+        .current_dir(dir.path())
+        .arg("sweep")
+        .arg(&spec)
+        .arg("--data-dir")
+        .arg(fixture_dir())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !Connection::open(dir.path().join("results/runs.sqlite")).is_ok_and(|conn| {
+        conn.query_row(
+            "SELECT count(*) FROM runs WHERE status = 'running'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .is_ok_and(|n| n == 1)
+    }) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let interrupt = || {
+        let pid = child.id().to_string();
+        let kill = std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status();
+        assert!(kill.unwrap().success());
+    };
+    interrupt();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    interrupt();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("stopping: runs checkpoint at the end of their step")
+            && stderr.contains("interrupted while stopping: quitting at once"),
+        "{stderr}"
+    );
+    // It did not wait for the step: no checkpoint, the run left as a kill leaves it.
+    let conn = db(dir.path());
+    let ok: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(ok, "ok");
+    assert_eq!(count(&conn, "SELECT count(*) FROM checkpoints"), 0);
+    runner()
+        .current_dir(dir.path())
+        .args(["runs", "--format", "csv"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(",orphaned,0,"));
+}
+
+#[test]
 fn a_timeout_checkpoints_what_trains_starts_nothing_more_and_exits_124() {
     let dir = tempfile::tempdir().unwrap();
     // Runs far longer than the limit, one at a time.
