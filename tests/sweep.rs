@@ -340,7 +340,7 @@ fn a_second_interrupt_quits_at_once_and_loses_nothing() {
     edit_spec(&spec, |text| {
         text.replace("batch_size = 16", "batch_size = 16\nd_steps = 1000000")
     });
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("runner"))
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("runner"))
         .current_dir(dir.path())
         .arg("sweep")
         .arg(&spec)
