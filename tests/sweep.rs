@@ -3,6 +3,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 
 use common::{count, db, fake_slurm, fixture_dir, runner};
 use predicates::prelude::*;
@@ -256,19 +257,37 @@ fn a_failed_run_is_recorded_and_the_others_finish() {
 
 /// Starts a 2-run sweep of 1000 steps in the background and waits until both runs have
 /// checkpointed and logged past step 25.
-// The child is handed to the caller, which signals it and waits for it.
-#[allow(clippy::zombie_processes)]
 fn start_long_sweep(dir: &Path) -> (std::process::Child, PathBuf) {
     let spec = write_spec(dir, 1000, "[2e-4]", "[0, 1]");
+    let child = start_sweep(dir, &spec, &["--jobs", "2"], Stdio::null(), |count| {
+        count("SELECT count(*) FROM runs") == 2
+            && count("SELECT count(*) FROM checkpoints") >= 2
+            && count("SELECT min(steps_done) FROM runs") > 25
+    });
+    (child, spec)
+}
+
+/// Spawns `runner sweep spec` in `dir` with `extra` arguments, its stderr to `stderr`, and
+/// hands it over once `ready` holds of its database (`ready` reads counts through the
+/// function it is given).
+// The child is handed to the caller, which signals it and waits for it.
+#[allow(clippy::zombie_processes)]
+fn start_sweep(
+    dir: &Path,
+    spec: &Path,
+    extra: &[&str],
+    stderr: Stdio,
+    ready: impl Fn(&dyn Fn(&str) -> i64) -> bool,
+) -> std::process::Child {
     let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("runner"))
         .current_dir(dir)
         .arg("sweep")
-        .arg(&spec)
+        .arg(spec)
         .arg("--data-dir")
         .arg(fixture_dir())
-        .args(["--jobs", "2"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     let db_path = dir.join("results/runs.sqlite");
@@ -281,12 +300,9 @@ fn start_long_sweep(dir: &Path) -> (std::process::Child, PathBuf) {
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
         if let Ok(conn) = Connection::open(&db_path) {
-            let busy = |sql| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap_or(0);
-            if busy("SELECT count(*) FROM runs") == 2
-                && busy("SELECT count(*) FROM checkpoints") >= 2
-                && busy("SELECT min(steps_done) FROM runs") > 25
-            {
-                return (child, spec);
+            let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap_or(0);
+            if ready(&count) {
+                return child;
             }
         }
     }
@@ -340,31 +356,9 @@ fn a_second_interrupt_quits_at_once_and_loses_nothing() {
     edit_spec(&spec, |text| {
         text.replace("batch_size = 16", "batch_size = 16\nd_steps = 1000000")
     });
-    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("runner"))
-        .current_dir(dir.path())
-        .arg("sweep")
-        .arg(&spec)
-        .arg("--data-dir")
-        .arg(fixture_dir())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while !Connection::open(dir.path().join("results/runs.sqlite")).is_ok_and(|conn| {
-        conn.query_row(
-            "SELECT count(*) FROM runs WHERE status = 'running'",
-            [],
-            |r| r.get::<_, i64>(0),
-        )
-        .is_ok_and(|n| n == 1)
-    }) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the run never started"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    let child = start_sweep(dir.path(), &spec, &[], Stdio::piped(), |count| {
+        count("SELECT count(*) FROM runs WHERE status = 'running'") == 1
+    });
     let interrupt = || {
         let pid = child.id().to_string();
         let kill = std::process::Command::new("kill")
