@@ -69,7 +69,7 @@ fn interrupt_flag() -> Arc<AtomicBool> {
             std::process::exit(130);
         }
         errln!(
-            "stopping: runs checkpoint at the end of their step (interrupt again to quit at once)"
+            "stopping: runs training in this process checkpoint at the end of their step (interrupt again to quit at once)"
         );
     });
     flag

@@ -373,8 +373,9 @@ fn a_second_interrupt_quits_at_once_and_loses_nothing() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(130), "{stderr}");
     assert!(
-        stderr.contains("stopping: runs checkpoint at the end of their step")
-            && stderr.contains("interrupted while stopping: quitting at once"),
+        stderr.contains(
+            "stopping: runs training in this process checkpoint at the end of their step"
+        ) && stderr.contains("interrupted while stopping: quitting at once"),
         "{stderr}"
     );
     // It did not wait for the step: no checkpoint, the run left as a kill leaves it.
