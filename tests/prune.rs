@@ -380,6 +380,38 @@ fn fids_by_step(conn: &Connection, id: &str) -> BTreeMap<u64, f64> {
         .collect()
 }
 
+/// Checks how run `id` ended (`ended`, as "pruned 15"): stopped at `stop` by `kind`, with one
+/// such event and its error starting with `reason`, or, with no stop, finished at step 40 with
+/// none. `fids` are its LeNet-FIDs by step, for the messages.
+fn check_ending(
+    conn: &Connection,
+    id: &str,
+    ended: &str,
+    stop: Option<u64>,
+    kind: &str,
+    reason: &str,
+    fids: &BTreeMap<u64, f64>,
+) {
+    let events = count(
+        conn,
+        &format!("SELECT count(*) FROM events WHERE run_id = '{id}' AND kind = '{kind}'"),
+    );
+    match stop {
+        Some(step) => {
+            assert_eq!(ended, format!("pruned {step}"), "{id}: {fids:?}");
+            assert_eq!(events, 1, "{id}");
+            let error: String = conn
+                .query_row("SELECT error FROM runs WHERE id = ?1", [id], |r| r.get(0))
+                .unwrap();
+            assert!(error.starts_with(reason), "{error}");
+        }
+        None => {
+            assert_eq!(ended, "finished 40", "{id}: {fids:?}");
+            assert_eq!(events, 0, "{id}");
+        }
+    }
+}
+
 #[test]
 fn patience_stops_a_run_whose_fid_stopped_improving_and_a_rerun_leaves_it_stopped() {
     let dir = tempfile::tempdir().unwrap();
@@ -401,28 +433,16 @@ fn patience_stops_a_run_whose_fid_stopped_improving_and_a_rerun_leaves_it_stoppe
                 break;
             }
         }
-        let plateaus = count(
+        check_ending(
             &conn,
-            &format!("SELECT count(*) FROM events WHERE run_id = '{id}' AND kind = 'plateau'"),
+            id,
+            ended,
+            stop,
+            "plateau",
+            "stopped on plateau: fid has not beaten",
+            &fids,
         );
-        match stop {
-            Some(step) => {
-                stopped += 1;
-                assert_eq!(*ended, format!("pruned {step}"), "{id}: {fids:?}");
-                assert_eq!(plateaus, 1, "{id}");
-                let error: String = conn
-                    .query_row("SELECT error FROM runs WHERE id = ?1", [id], |r| r.get(0))
-                    .unwrap();
-                assert!(
-                    error.starts_with("stopped on plateau: fid has not beaten"),
-                    "{error}"
-                );
-            }
-            None => {
-                assert_eq!(ended, "finished 40", "{id}: {fids:?}");
-                assert_eq!(plateaus, 0, "{id}");
-            }
-        }
+        stopped += usize::from(stop.is_some());
     }
     assert!(stopped > 0, "some run plateaued: {before:?}");
     // Stopped on a plateau is no rung decision: a rerun promotes nothing.
@@ -462,28 +482,11 @@ fn median_stops_a_run_worse_than_the_finished_runs_and_a_rerun_leaves_it_stopped
                 break;
             }
         }
-        let medians = count(
-            &conn,
-            &format!("SELECT count(*) FROM events WHERE run_id = '{id}' AND kind = 'median'"),
-        );
-        match stop {
-            Some(step) => {
-                stopped += 1;
-                assert_eq!(before[id], format!("pruned {step}"), "{id}: {own:?}");
-                assert_eq!(medians, 1, "{id}");
-                let error: String = conn
-                    .query_row("SELECT error FROM runs WHERE id = ?1", [id], |r| r.get(0))
-                    .unwrap();
-                assert!(
-                    error.starts_with("stopped below the median: fid's best"),
-                    "{error}"
-                );
-            }
-            None => {
-                assert_eq!(before[id], "finished 40", "{id}: {own:?}");
-                assert_eq!(medians, 0, "{id}");
-                finished.push(own);
-            }
+        let reason = "stopped below the median: fid's best";
+        check_ending(&conn, id, &before[id], stop, "median", reason, &own);
+        stopped += usize::from(stop.is_some());
+        if stop.is_none() {
+            finished.push(own);
         }
     }
     assert!(

@@ -380,10 +380,7 @@ fn a_second_interrupt_quits_at_once_and_loses_nothing() {
     );
     // It did not wait for the step: no checkpoint, the run left as a kill leaves it.
     let conn = db(dir.path());
-    let ok: String = conn
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(ok, "ok");
+    assert_eq!(common::texts(&conn, "PRAGMA integrity_check"), ["ok"]);
     assert_eq!(count(&conn, "SELECT count(*) FROM checkpoints"), 0);
     runner()
         .current_dir(dir.path())
@@ -567,10 +564,11 @@ fn a_sweep_killed_mid_run_resumes_and_ends_with_each_run_once() {
     child.kill().unwrap();
     child.wait().unwrap();
     let conn = db(dir.path());
-    let ok: String = conn
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(ok, "ok", "a killed writer leaves the database consistent");
+    assert_eq!(
+        common::texts(&conn, "PRAGMA integrity_check"),
+        ["ok"],
+        "a killed writer leaves the database consistent"
+    );
     let unfinished = count(&conn, "SELECT count(*) FROM runs WHERE status = 'running'");
     assert!(unfinished >= 1, "killed before the end");
     // Its runs show as orphaned at once (its pid is gone), not a heartbeat lease later.
@@ -605,10 +603,7 @@ fn a_sweep_killed_mid_run_resumes_and_ends_with_each_run_once() {
         .success()
         .stdout(predicate::str::contains("2 finished"));
     let conn = db(dir.path());
-    let ok: String = conn
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(ok, "ok");
+    assert_eq!(common::texts(&conn, "PRAGMA integrity_check"), ["ok"]);
     assert_eq!(
         count(
             &conn,
