@@ -494,6 +494,15 @@ mod tests {
         }
     }
 
+    /// One model of each arch, at the report's sizes.
+    fn every_arch() -> [crate::model::ModelConfig; 3] {
+        [
+            crate::model::ModelConfig::default(),
+            crate::model::ModelConfig::DcganClassic(Default::default()),
+            crate::model::ModelConfig::Gan(Default::default()),
+        ]
+    }
+
     fn values<M: Module>(module: &M) -> Vec<(bool, Vec<f32>)> {
         let mut values = Values(Vec::new());
         module.visit(&mut values);
@@ -508,11 +517,7 @@ mod tests {
     #[test]
     fn a_step_trains_every_parameter_of_both_networks() {
         let digits = Digits::synthetic(64);
-        for model in [
-            crate::model::ModelConfig::default(),
-            crate::model::ModelConfig::DcganClassic(Default::default()),
-            crate::model::ModelConfig::Gan(Default::default()),
-        ] {
+        for model in every_arch() {
             let mut config = RunConfig {
                 model,
                 ..Default::default()
@@ -545,11 +550,7 @@ mod tests {
     #[test]
     fn an_untracked_copy_of_g_draws_what_the_tracked_g_draws() {
         let device = training_device();
-        for model in [
-            crate::model::ModelConfig::default(),
-            crate::model::ModelConfig::DcganClassic(Default::default()),
-            crate::model::ModelConfig::Gan(Default::default()),
-        ] {
+        for model in every_arch() {
             let draw = |untracked: bool| {
                 let (g, _) = model.build(&mut rng_for(0, Stream::Init, 0), &device);
                 let g = if untracked { g.no_grad() } else { g };
