@@ -33,7 +33,7 @@ pub enum Command {
     Sweep(SweepArgs),
     /// Run one read-only SQL statement on the tracking database.
     Query(QueryArgs),
-    /// List runs with their status and latest losses.
+    /// List runs with their status, steps, training time (and time left), latest losses and LeNet-FID.
     Runs(RunsArgs),
     /// Show one run: its record, config, losses, samples and checkpoints.
     Show(ShowArgs),
@@ -226,6 +226,9 @@ pub struct RunsArgs {
     /// their best LeNet-FID's variance it explains, its chance level, its rank correlation.
     #[arg(long, conflicts_with_all = ["status", "sort"])]
     pub explain: bool,
+    /// The table shows `runtime` (training time over all of a run's sessions, at its latest
+    /// logged step) and `eta` (a running run's time left at its average pace) as h:mm:ss; csv
+    /// and json give seconds.
     #[arg(long, value_enum, default_value = "table")]
     pub format: ganrunner::query::Format,
     #[command(flatten)]

@@ -501,7 +501,12 @@ pub fn runs(req: RunsRequest) -> Result<()> {
     } else if req.explain {
         crate::report::explain(req.db, req.experiment)?
     } else {
-        crate::query::runs(req.db, req.experiment, req.statuses, req.tags, req.order)?
+        let mut rows =
+            crate::query::runs(req.db, req.experiment, req.statuses, req.tags, req.order)?;
+        if req.format == crate::query::Format::Table {
+            rows.durations_as_clock(&["runtime", "eta"]);
+        }
+        rows
     };
     out!("{}", rows.render(req.format)?)?;
     Ok(())

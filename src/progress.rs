@@ -51,7 +51,7 @@ impl Observer for ProgressObserver {
         self.bar.reset_eta();
     }
 
-    fn step(&mut self, step: u64, losses: Losses) {
+    fn step(&mut self, step: u64, losses: Losses, _seconds: f64) {
         self.bar.set_position(step);
         self.bar
             .set_message(format!("D {:.4} G {:.4}", losses.d, losses.g));

@@ -17,6 +17,7 @@ pub enum Format {
 }
 
 /// Column names and rows of a query, values as JSON.
+#[derive(Clone)]
 pub struct Rows {
     pub columns: Vec<String>,
     pub rows: Vec<Vec<serde_json::Value>>,
@@ -297,7 +298,27 @@ pub fn format_table(rows: &[Vec<String>]) -> String {
     out
 }
 
+/// A duration as hours, minutes and seconds: `0:02:05`, `27:00:00`.
+pub fn clock(seconds: f64) -> String {
+    let s = seconds.max(0.0).round() as u64;
+    format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
 impl Rows {
+    /// Shows the seconds in `columns` as [`clock`] times (for people; scripts keep seconds).
+    pub fn durations_as_clock(&mut self, columns: &[&str]) {
+        for column in columns {
+            let Some(i) = self.columns.iter().position(|c| c == column) else {
+                continue;
+            };
+            for row in &mut self.rows {
+                if let Some(seconds) = row[i].as_f64() {
+                    row[i] = clock(seconds).into();
+                }
+            }
+        }
+    }
+
     /// The value of `column` in row `row`.
     pub fn get(&self, row: usize, column: &str) -> Option<&serde_json::Value> {
         let i = self.columns.iter().position(|c| c == column)?;
@@ -371,16 +392,20 @@ pub fn runs(
     } else {
         ("NULL".into(), "?3 IS NULL".into())
     };
+    let timing = latest_time_sql(db)?;
     let mut listed = run_sql(
         db,
         &format!("SELECT r.experiment, r.id AS run, {status} AS status, r.steps_done AS steps,
+                round(t.seconds, 1) AS runtime,
+                CASE WHEN {status} = 'running' AND t.step > 0 AND r.total_steps > t.step
+                     THEN round(t.seconds / t.step * (r.total_steps - t.step), 1) END AS eta,
                 (SELECT value FROM metrics m WHERE m.run_id = r.id AND m.name = 'd_loss' ORDER BY step DESC LIMIT 1) AS d_loss,
                 (SELECT value FROM metrics m WHERE m.run_id = r.id AND m.name = 'g_loss' ORDER BY step DESC LIMIT 1) AS g_loss,
                 (SELECT round(value, 3) FROM evals e WHERE e.run_id = r.id AND e.metric = 'fid' ORDER BY step DESC LIMIT 1) AS fid,
                 (SELECT round(min(value), 3) FROM evals e WHERE e.run_id = r.id AND e.metric = 'fid') AS best_fid,
                 {tags_of} AS tags,
                 r.finished_at, r.error
-         FROM runs r
+         FROM runs r LEFT JOIN ({timing}) t ON t.run_id = r.id
          WHERE (?1 IS NULL OR r.experiment = ?1)
            AND (?2 IS NULL OR {status} IN (SELECT value FROM json_each(?2)))
            AND {tagged}
@@ -465,6 +490,23 @@ pub fn varied_keys<'a>(
 }
 
 /// Whether the database has the `tags` table (see [`track::has_table`]).
+/// SQL for each run's latest logged step with a training time: `run_id`, `step`, `seconds`
+/// (no rows in a database of an older runner, which recorded none).
+fn latest_time_sql(db: &Path) -> Result<&'static str> {
+    // (SQLite takes a bare column from the row that max() picks.)
+    Ok(if has_seconds(db)? {
+        "SELECT run_id, max(step) AS step, seconds FROM metrics WHERE seconds IS NOT NULL \
+         GROUP BY run_id"
+    } else {
+        "SELECT NULL AS run_id, NULL AS step, NULL AS seconds WHERE 0"
+    })
+}
+
+/// Whether the database records training times (an older runner's does not).
+fn has_seconds(db: &Path) -> Result<bool> {
+    track::has_column(&track::open_read_only(db)?, "metrics", "seconds")
+}
+
 fn has_tags(db: &Path) -> Result<bool> {
     track::has_table(&track::open_read_only(db)?, "tags")
 }
@@ -564,20 +606,23 @@ impl RunDetail {
         let shown = run_sql(
             db,
             &format!(
-                "SELECT {}, strftime('%Y-%m-%dT%H:%M:%SZ', heartbeat_at, 'unixepoch'), {} \
-                 FROM runs r WHERE id = ?1",
+                "SELECT {}, strftime('%Y-%m-%dT%H:%M:%SZ', heartbeat_at, 'unixepoch'), {}, \
+                 round(t.seconds, 1) FROM runs r LEFT JOIN ({}) t ON t.run_id = r.id \
+                 WHERE id = ?1",
                 track::claims::status_sql("r"),
                 if has_tags(db)? {
                     tags_sql("r")
                 } else {
                     "NULL".into()
-                }
+                },
+                latest_time_sql(db)?
             ),
             &[&id],
         )?;
-        let [status, heartbeat, tags]: [serde_json::Value; 3] = (shown.rows[0].clone())
+        let [status, heartbeat, tags, runtime]: [serde_json::Value; 4] = (shown.rows[0].clone())
             .try_into()
-            .expect("the statement selects three columns");
+            .expect("the statement selects four columns");
+        let timed = has_seconds(db)?;
         let (mut record, mut config, mut run_dir_here) = (Vec::new(), None, None);
         for (column, value) in run.columns.iter().zip(row) {
             let value = match column.as_str() {
@@ -599,6 +644,9 @@ impl RunDetail {
                 _ => value.clone(),
             };
             record.push((column.clone(), value));
+            if column == "total_steps" {
+                record.push(("runtime".into(), runtime.clone()));
+            }
         }
         record.push(("tags".into(), tags));
         let files = |table: &str| {
@@ -616,24 +664,44 @@ impl RunDetail {
             )),
             losses: run_sql(
                 db,
-                "SELECT step, max(CASE name WHEN 'd_loss' THEN value END) AS d_loss, \
-                 max(CASE name WHEN 'g_loss' THEN value END) AS g_loss \
-                 FROM metrics WHERE run_id = ?1 GROUP BY step ORDER BY step",
+                &format!(
+                    "SELECT step, max(CASE name WHEN 'd_loss' THEN value END) AS d_loss, \
+                     max(CASE name WHEN 'g_loss' THEN value END) AS g_loss{seconds} \
+                     FROM metrics WHERE run_id = ?1 GROUP BY step ORDER BY step",
+                    seconds = if timed {
+                        ", max(seconds) AS seconds"
+                    } else {
+                        ""
+                    }
+                ),
                 &[&id],
             )?,
             evals: run_sql(
                 db,
-                "SELECT step, max(CASE metric WHEN 'fid' THEN round(value, 3) END) AS fid,
+                &format!(
+                "SELECT step, {time}max(CASE metric WHEN 'fid' THEN round(value, 3) END) AS fid,
                         max(CASE metric WHEN 'is' THEN round(value, 3) END) AS \"is\",
                         max(CASE metric WHEN 'precision' THEN round(value, 4) END) AS precision,
                         max(CASE metric WHEN 'recall' THEN round(value, 4) END) AS recall,
                         max(CASE metric WHEN 'coverage' THEN round(value, 4) END) AS coverage
                  FROM evals WHERE run_id = ?1 GROUP BY step ORDER BY step",
+                    time = if timed { "max(seconds) AS time, " } else { "" }
+                ),
                 &[&id],
             )?,
+            // (The training time as one more value of each evaluated step.)
             eval_values: run_sql(
                 db,
-                "SELECT step, metric, value FROM evals WHERE run_id = ?1 ORDER BY step, metric",
+                &format!(
+                    "SELECT step, metric, value FROM evals WHERE run_id = ?1{seconds} \
+                     ORDER BY step, metric",
+                    seconds = if timed {
+                        " UNION ALL SELECT step, 'seconds', max(seconds) FROM evals \
+                         WHERE run_id = ?1 AND seconds IS NOT NULL GROUP BY step"
+                    } else {
+                        ""
+                    }
+                ),
                 &[&id],
             )?,
             // Why a run stopped or changed course: rung decisions, failure detectors, damaged
@@ -656,7 +724,11 @@ impl RunDetail {
                 ("run_dir", Some(None)) => " (not found)".into(),
                 _ => String::new(),
             };
-            out.push_str(&format!("{column:<12} {}{here}\n", cell(value)));
+            let value = match (column.as_str(), value.as_f64()) {
+                ("runtime", Some(seconds)) => clock(seconds),
+                _ => cell(value),
+            };
+            out.push_str(&format!("{column:<12} {value}{here}\n"));
         }
         out.push_str("\nconfig:\n");
         for (key, value) in &self.config {
@@ -676,7 +748,9 @@ impl RunDetail {
         }
         if !self.evals.rows.is_empty() {
             out.push_str(&format!("\nevaluations ({}):\n", self.evals.rows.len()));
-            out.push_str(&self.evals.render(Format::Table)?);
+            let mut evals = self.evals.clone();
+            evals.durations_as_clock(&["time"]);
+            out.push_str(&evals.render(Format::Table)?);
         }
         if !self.events.rows.is_empty() {
             out.push_str(&format!("\nevents ({}):\n", self.events.rows.len()));

@@ -232,6 +232,7 @@ pub fn record(
         run_id: id.clone(),
         step,
         metrics: metrics.named(),
+        seconds: None,
     };
     // Into the run's own records too, so a rebuilt database keeps it; a run directory that
     // cannot be written (read-only media) still gets the database row.

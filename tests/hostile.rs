@@ -1343,6 +1343,13 @@ fn an_older_runners_database_on_read_only_media_is_read_without_tags() {
     runner_on(&["runs", "--tag", "good"])
         .failure()
         .stderr(predicate::str::contains("it has no tags"));
+    // Nor training times (schema 7): none is shown, and the report is written.
+    runner_on(&["runs", "--format", "csv"])
+        .success()
+        .stdout(predicate::str::contains("runtime,eta,"));
+    let site = dir.path().join("site");
+    runner_on(&["report", "--out", site.to_str().unwrap()]).success();
+    assert!(site.join("old/0123456789ab/index.html").is_file());
     runner_on(&["tag", "0123", "--add", "good"])
         .failure()
         .stderr(

@@ -100,6 +100,21 @@ fn seeds_are_replicates_not_a_setting_to_plot() {
         assert!(!replicates.contains(plot), "{plot}");
     }
     assert!(replicates.contains("fid-curves.svg"));
+    // Training time: the FID against it, a column of the leaderboards, each run's total and
+    // the time each evaluation was reached at.
+    assert!(replicates.contains("fid-time.svg") && replicates.contains("<th>time</th>"));
+    let against_time = read(dir.path().join("results/report/tiny/fid-time.svg"));
+    assert!(
+        against_time.contains("training time (seconds)"),
+        "{against_time}"
+    );
+    let index = read(dir.path().join("results/report/index.html"));
+    assert!(index.contains("<th>time</th><th>"), "{index}");
+    for run in run_pages(&dir.path().join("results/report")) {
+        let page = read(run);
+        assert!(page.contains("Training time 0:00:0"), "{page}");
+        assert!(page.contains("<tr><th>step</th><th>time</th>"), "{page}");
+    }
     sweep_with(
         dir.path(),
         true,

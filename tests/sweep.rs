@@ -312,6 +312,18 @@ fn start_sweep(
 fn ctrl_c_checkpoints_marks_runs_interrupted_and_a_rerun_finishes_them() {
     let dir = tempfile::tempdir().unwrap();
     let (mut child, spec) = start_long_sweep(dir.path());
+    // While they train, `runs` gives each its training time and the time it has left.
+    let csv = runs_csv(dir.path(), &["--status", "running"]);
+    let timed = |row: &&str| {
+        let fields: Vec<&str> = row.split(',').collect();
+        // (runtime and eta follow steps.)
+        fields[4].parse::<f64>().unwrap() > 0.0 && fields[5].parse::<f64>().unwrap() > 0.0
+    };
+    assert!(
+        csv.starts_with("experiment,run,status,steps,runtime,eta,"),
+        "{csv}"
+    );
+    assert_eq!(csv.lines().skip(1).filter(timed).count(), 2, "{csv}");
     let pid = child.id().to_string();
     assert!(
         std::process::Command::new("kill")
@@ -342,9 +354,41 @@ fn ctrl_c_checkpoints_marks_runs_interrupted_and_a_rerun_finishes_them() {
     sweep(dir.path(), &spec, &["--jobs", "2"])
         .success()
         .stdout(predicate::str::contains("2 finished"));
+    let conn = db(dir.path());
+    assert_eq!(count(&conn, "SELECT count(*) FROM metrics"), 2 * 1000 * 2);
+    // Each logged step has the run's training time, which goes on across the interruption
+    // (from the checkpoint's) instead of starting again, and `runs` shows the last one.
     assert_eq!(
-        count(&db(dir.path()), "SELECT count(*) FROM metrics"),
-        2 * 1000 * 2
+        count(&conn, "SELECT count(*) FROM metrics WHERE seconds IS NULL"),
+        0
+    );
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM metrics a JOIN metrics b ON b.run_id = a.run_id \
+             AND b.name = a.name AND b.step = a.step + 1 WHERE b.seconds < a.seconds"
+        ),
+        0
+    );
+    let runtimes = common::texts(
+        &conn,
+        "SELECT CAST(round(seconds, 1) AS TEXT) FROM metrics WHERE step = 1000 \
+         AND name = 'd_loss' ORDER BY run_id",
+    );
+    let csv = runs_csv(dir.path(), &["--sort", "steps"]);
+    let mut rows = csv.lines().map(|l| l.split(',').collect::<Vec<_>>());
+    let header = rows.next().unwrap();
+    let column = |name| header.iter().position(|c| *c == name).unwrap();
+    let (run, runtime, eta) = (column("run"), column("runtime"), column("eta"));
+    let mut listed: Vec<(String, String, String)> = rows
+        .map(|r| (r[run].into(), r[runtime].into(), r[eta].into()))
+        .collect();
+    listed.sort();
+    let shown: Vec<String> = listed.iter().map(|r| r.1.clone()).collect();
+    assert_eq!(shown, runtimes, "runs shows each run's last training time");
+    assert!(
+        listed.iter().all(|r| r.2.is_empty()),
+        "no time left when finished"
     );
 }
 
@@ -933,7 +977,9 @@ fn sweeps_log_evaluations_and_eval_reproduces_them() {
     assert_eq!(evaluations[1]["step"], 20);
     assert_eq!(evaluations[1]["fid"].as_f64(), Some(fid));
     let stored = count(&conn, "SELECT count(*) FROM evals WHERE step = 20");
-    assert_eq!(evaluations[1].as_object().unwrap().len() as i64, stored + 1);
+    // (Beside them, its step and the training time it was reached at.)
+    assert_eq!(evaluations[1].as_object().unwrap().len() as i64, stored + 2);
+    assert!(evaluations[1]["seconds"].as_f64().unwrap() > 0.0);
     assert!(evaluations[1]["kid"].is_number() && evaluations[1]["class_9"].is_number());
     let out = runner()
         .current_dir(dir.path())
@@ -953,10 +999,18 @@ fn sweeps_log_evaluations_and_eval_reproduces_them() {
         "runner eval gives {again}, the run logged {fid}"
     );
     assert_eq!(rows[0]["step"], 20);
-    // Re-recording the same evaluation adds no rows.
+    // Re-recording the same evaluation adds no rows, and keeps the training time it was
+    // reached at.
     assert_eq!(
         count(&db(dir.path()), "SELECT count(DISTINCT step) FROM evals"),
         2
+    );
+    assert_eq!(
+        count(
+            &db(dir.path()),
+            "SELECT count(*) FROM evals WHERE seconds IS NULL OR seconds <= 0"
+        ),
+        0
     );
     // Another sample count or noise is scored and shown, never stored over the logged value.
     let stored = || -> (f64, f64) {

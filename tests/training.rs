@@ -135,7 +135,7 @@ struct StopAt {
 }
 
 impl Observer for StopAt {
-    fn step(&mut self, step: u64, _losses: ganrunner::train::Losses) {
+    fn step(&mut self, step: u64, _losses: ganrunner::train::Losses, _seconds: f64) {
         self.done = step;
     }
 
@@ -190,6 +190,69 @@ fn resuming_from_a_checkpoint_equals_an_uninterrupted_run() {
             );
         }
     }
+}
+
+/// The training time the trainer reports at each step; stops after `stop_at` steps.
+struct Clock {
+    seconds: Vec<(u64, f64)>,
+    stop_at: u64,
+}
+
+impl Observer for Clock {
+    fn step(&mut self, step: u64, _losses: train::Losses, seconds: f64) {
+        self.seconds.push((step, seconds));
+    }
+
+    fn should_stop(&self) -> bool {
+        self.seconds.last().is_some_and(|s| s.0 >= self.stop_at)
+    }
+}
+
+#[test]
+fn a_runs_training_time_goes_on_from_its_checkpoint_when_resumed() {
+    let config = tiny_run(tiny_models().remove(0), 6);
+    let dir = tempfile::tempdir().unwrap();
+    let train = |stop_at| {
+        let mut clock = Clock {
+            seconds: Vec::new(),
+            stop_at,
+        };
+        train::train(&config, dir.path(), &mut clock).unwrap();
+        clock.seconds
+    };
+    let first = train(3);
+    assert_eq!(first.iter().map(|s| s.0).collect::<Vec<_>>(), [1, 2, 3]);
+    assert!(first.windows(2).all(|w| w[0].1 < w[1].1) && first[0].1 > 0.0);
+    let meta = dir.path().join("checkpoints/step-00000003/checkpoint.json");
+    let saved = train::checkpoint::read_meta(meta.parent().unwrap()).unwrap();
+    let at_checkpoint = saved.seconds.expect("the checkpoint keeps the time");
+    assert!(
+        at_checkpoint >= first[2].1,
+        "saved after the step it checkpoints"
+    );
+    // What a resume reads is the checkpoint's time (here set far ahead, as after hours of
+    // training), counted on from there; a value that is no duration counts as none.
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&meta).unwrap()).unwrap();
+    let with = |seconds: f64| {
+        let mut json = json.clone();
+        json["seconds"] = seconds.into();
+        std::fs::write(&meta, json.to_string()).unwrap();
+    };
+    with(3600.0);
+    let resumed = train(4);
+    assert_eq!(resumed[0].0, 4);
+    assert!(
+        resumed[0].1 > 3600.0 && resumed[0].1 < 3660.0,
+        "{resumed:?}"
+    );
+    std::fs::remove_dir_all(dir.path().join("checkpoints/step-00000004")).unwrap();
+    with(-5.0);
+    let from_nothing = train(6);
+    assert!(
+        from_nothing[0].1 >= 0.0 && from_nothing[0].1 < 60.0,
+        "{from_nothing:?}"
+    );
 }
 
 /// The tensors of `net` of the run in `run_dir` (its latest checkpoint), by name.
@@ -337,7 +400,7 @@ fn an_exploding_run_stops_as_diverged() {
 struct StopAfter(u64);
 
 impl Observer for StopAfter {
-    fn step(&mut self, step: u64, _losses: train::Losses) {
+    fn step(&mut self, step: u64, _losses: train::Losses, _seconds: f64) {
         if step >= self.0 {
             self.0 = 0;
         }
@@ -650,7 +713,7 @@ fn evaluations_come_every_eval_every_steps_and_at_the_end_reproducibly() {
 struct FailsAt(u64);
 
 impl Observer for FailsAt {
-    fn step(&mut self, step: u64, _: train::Losses) {
+    fn step(&mut self, step: u64, _: train::Losses, _: f64) {
         if step == self.0 {
             panic!("can't allocate buffer of size: 150994944");
         }

@@ -33,6 +33,8 @@ struct RunObserver<'a> {
     detectors: Detectors,
     /// Why the run is to stop as pruned, once decided.
     pruned: Option<String>,
+    /// The run's training time at its latest step.
+    seconds: f64,
 }
 
 impl RunObserver<'_> {
@@ -76,8 +78,9 @@ impl Observer for RunObserver<'_> {
         self.progress.started(first_step, total_steps);
     }
 
-    fn step(&mut self, step: u64, losses: Losses) {
-        self.progress.step(step, losses);
+    fn step(&mut self, step: u64, losses: Losses, seconds: f64) {
+        self.seconds = seconds;
+        self.progress.step(step, losses, seconds);
         if let Some(finding) = self.detectors.step(losses) {
             self.found(step, finding);
         }
@@ -89,6 +92,7 @@ impl Observer for RunObserver<'_> {
                     name: name.into(),
                     value: value as f64,
                     at: track::now(),
+                    seconds: Some(seconds),
                 });
             }
         }
@@ -117,6 +121,7 @@ impl Observer for RunObserver<'_> {
             run_id: self.run_id.clone(),
             step,
             metrics: named.clone(),
+            seconds: Some(self.seconds),
         });
         for finding in self.detectors.eval(metrics) {
             self.found(step, finding);
@@ -209,6 +214,7 @@ pub fn run_one(
         run_dir: &run.run_dir,
         detectors: Detectors::default(),
         pruned: None,
+        seconds: 0.0,
     };
     observer.send(Event::RunStarted {
         record: record_of(experiment, run),

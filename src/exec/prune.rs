@@ -277,6 +277,7 @@ mod tests {
             run_id: "r".into(),
             step,
             metrics: vec![("fid".into(), fid), ("is".into(), 1.0)],
+            seconds: None,
         }
     }
 

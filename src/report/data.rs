@@ -29,12 +29,16 @@ pub struct Run {
     /// Where it trained: the machine and the backend (`cpu-flex`, `vulkan`, `cuda`).
     pub host: Option<String>,
     pub backend: Option<String>,
+    /// Training time over all its sessions, in seconds, at its latest logged step.
+    pub runtime: Option<f64>,
     /// Dotted config key -> value as text.
     pub params: BTreeMap<String, String>,
     /// Metric name (d_loss, g_loss) -> (step, value) in step order.
     pub metrics: BTreeMap<String, Vec<(f64, f64)>>,
     /// Step -> metric -> value.
     pub evals: BTreeMap<i64, BTreeMap<String, f64>>,
+    /// Step -> the training time its evaluation was reached at, in seconds.
+    pub eval_seconds: BTreeMap<i64, f64>,
     pub samples: Vec<(i64, String)>,
     pub checkpoints: Vec<(i64, String)>,
     /// (step, kind, detail): rung decisions and failure detectors' findings, in order.
@@ -114,12 +118,21 @@ fn load_runs(conn: &Connection, detail: Detail) -> Result<BTreeMap<String, Vec<R
     let mut by_id: BTreeMap<String, (String, Run)> = BTreeMap::new();
     let mut configs: BTreeMap<String, String> = BTreeMap::new();
     let mut order = Vec::new();
+    // Training times are recorded since schema 7 (an older runner's database read as it is
+    // has none).
+    let timed = crate::track::has_column(conn, "metrics", "seconds")?;
     // A run whose process is gone shows as `orphaned`, as `runner runs` shows it.
     let mut stmt = conn.prepare(&format!(
         "SELECT id, experiment, {}, steps_done, total_steps, error, run_dir, started_at, finished_at,
-                host, backend, config
+                host, backend, config, {}
          FROM runs ORDER BY started_at, id",
-        crate::track::claims::status_sql("runs")
+        crate::track::claims::status_sql("runs"),
+        if timed {
+            "(SELECT seconds FROM metrics WHERE run_id = runs.id AND seconds IS NOT NULL \
+              ORDER BY step DESC LIMIT 1)"
+        } else {
+            "NULL"
+        }
     ))?;
     let rows = stmt.query_map([], |r| {
         Ok((
@@ -135,6 +148,7 @@ fn load_runs(conn: &Connection, detail: Detail) -> Result<BTreeMap<String, Vec<R
                 finished_at: r.get(8)?,
                 host: r.get(9)?,
                 backend: r.get(10)?,
+                runtime: r.get(12)?,
                 ..Default::default()
             },
             r.get::<_, String>(11)?,
@@ -186,6 +200,16 @@ fn load_runs(conn: &Connection, detail: Detail) -> Result<BTreeMap<String, Vec<R
             Ok(())
         },
     )?;
+    if timed {
+        each(
+            "SELECT run_id, step, max(seconds) FROM evals WHERE seconds IS NOT NULL \
+             GROUP BY run_id, step",
+            &mut |run, r| {
+                run.eval_seconds.insert(r.get(1)?, r.get(2)?);
+                Ok(())
+            },
+        )?;
+    }
     if detail == Detail::Full {
         each(
             "SELECT run_id, name, step, value FROM metrics ORDER BY run_id, name, step",

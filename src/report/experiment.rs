@@ -209,21 +209,49 @@ pub(super) fn experiment_page(
         })
         .filter(|(_, points)| !points.is_empty())
         .collect();
-    if !fid_curves.is_empty() {
-        let title = "LeNet-FID over training (x: where a pruned run stopped)".to_string();
+    // The same curves against training time, which compares runs whose steps cost
+    // differently (batch sizes, D steps, models), in the unit that suits the longest run.
+    let timed = timed_curves(&fid_curves);
+    let longest = (timed.iter().flat_map(|(_, p)| p)).fold(0.0_f64, |m, p| m.max(p.0));
+    let (unit, per) = match longest {
+        t if t > 3.0 * 3600.0 => ("hours", 3600.0),
+        t if t > 180.0 => ("minutes", 60.0),
+        _ => ("seconds", 1.0),
+    };
+    let timed: Vec<_> = (timed.into_iter())
+        .map(|(r, points)| (r, points.into_iter().map(|(t, f)| (t / per, f)).collect()))
+        .collect();
+    let time_label = format!("training time ({unit})");
+    for (file, title, x_label, curves) in [
+        (
+            "fid-curves.svg",
+            "LeNet-FID over training (x: where a pruned run stopped)",
+            "step",
+            fid_curves,
+        ),
+        (
+            "fid-time.svg",
+            "LeNet-FID against training time (x: where a pruned run stopped)",
+            time_label.as_str(),
+            timed,
+        ),
+    ] {
+        if curves.is_empty() {
+            continue;
+        }
         let src = site.plot(
-            &format!("{dir}/fid-curves.svg"),
+            &format!("{dir}/{file}"),
             &Chart {
-                title: &title,
-                x_label: "step",
+                title,
+                x_label,
                 y_label: "FID",
-                legend: fid_curves.len() <= 10,
-                crosses: fid_curves
+                legend: curves.len() <= 10,
+                crosses: curves
                     .iter()
                     .filter(|(r, _)| r.status == "pruned")
                     .filter_map(|(_, points)| points.last().copied())
                     .collect(),
-                series: fid_curves
+                series: curves
                     .into_iter()
                     .map(|(r, points)| Series {
                         name: r.id.chars().take(8).collect(),
@@ -235,7 +263,10 @@ pub(super) fn experiment_page(
                 ..Default::default()
             },
         )?;
-        curve_plots.push(Plot { title, src });
+        curve_plots.push(Plot {
+            title: title.into(),
+            src,
+        });
     }
     for (name, label) in [("d_loss", "D loss"), ("g_loss", "G loss")] {
         let series: Vec<Series> = experiment
@@ -357,6 +388,19 @@ impl History {
         }
         (history.scores.len() + history.pruned.len() >= 2).then_some(history)
     }
+}
+
+/// Each run's (step, value) points with the step replaced by the run's training time at it,
+/// in seconds; steps without a recorded time (runs of older releases) are left out.
+fn timed_curves<'a>(curves: &[(&'a Run, Vec<(f64, f64)>)]) -> Vec<(&'a Run, Vec<(f64, f64)>)> {
+    (curves.iter())
+        .filter_map(|(run, points)| {
+            let timed: Vec<(f64, f64)> = (points.iter())
+                .filter_map(|&(step, value)| Some((*run.eval_seconds.get(&(step as i64))?, value)))
+                .collect();
+            (!timed.is_empty()).then_some((*run, timed))
+        })
+        .collect()
 }
 
 /// What each setting that differs between an experiment's finished runs explains of their

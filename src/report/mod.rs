@@ -171,6 +171,8 @@ struct LeaderRow {
     note: Option<String>,
     status: String,
     steps: String,
+    /// Its training time (h:mm:ss), empty when not recorded.
+    time: String,
     swept: Vec<String>,
     metric: String,
     best: bool,
@@ -241,6 +243,7 @@ fn experiment_view(experiment: &Experiment, href_prefix: &str) -> ExperimentView
                     Some(t) => format!("{}/{t}", run.steps_done),
                     None => run.steps_done.to_string(),
                 },
+                time: run.runtime.map(crate::query::clock).unwrap_or_default(),
                 swept: swept
                     .iter()
                     .map(|k| run.params.get(k).map(|v| short(v)).unwrap_or_default())

@@ -157,11 +157,19 @@ pub(super) fn run_page(
         )
         .chain(crate::eval::HEADLINE[1..].iter().copied())
         .collect();
+    // The training time each evaluation was reached at (runs of older releases have none).
+    let seconds = &run.eval_seconds;
+    let timed = !seconds.is_empty();
     let eval_rows: Vec<Vec<String>> = run
         .evals
         .iter()
         .map(|(step, m)| {
             std::iter::once(step.to_string())
+                .chain(timed.then(|| {
+                    (seconds.get(step).copied())
+                        .map(crate::query::clock)
+                        .unwrap_or_default()
+                }))
                 .chain(
                     eval_columns
                         .iter()
@@ -223,12 +231,14 @@ pub(super) fn run_page(
                 finished_at => run.finished_at.clone(),
                 host => run.host.clone(),
                 backend => run.backend.clone(),
+                runtime => run.runtime.map(crate::query::clock),
                 tags => run.tags.clone(),
                 note => run.note.clone(),
             },
             params => Value::from(Serde(&run.params)),
             events => Value::from(Serde(&run.events)),
             plots => Value::from(Serde(&plots)),
+            timed => timed,
             eval_columns => Value::from(Serde(&eval_columns)),
             eval_rows => Value::from(Serde(&eval_rows)),
             final_sample => final_sample.as_ref().map(|(_, href)| href.clone()),

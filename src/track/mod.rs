@@ -109,6 +109,10 @@ CREATE TABLE tags (
 );
 ALTER TABLE runs ADD COLUMN note TEXT;     -- a user's note on the run (`runner tag --note`)
 "#,
+    r#"
+ALTER TABLE metrics ADD COLUMN seconds REAL;  -- the run's training time at this step, over all its sessions
+ALTER TABLE evals ADD COLUMN seconds REAL;    -- the same, at the evaluated step
+"#,
 ];
 
 /// Whether the database has `table`: one an older runner wrote, read where it cannot be
@@ -117,6 +121,16 @@ pub fn has_table(conn: &Connection, table: &str) -> Result<bool> {
     Ok(conn.query_row(
         "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1",
         [table],
+        |r| r.get(0),
+    )?)
+}
+
+/// Whether `table` has `column`: a database an older runner wrote, read where it cannot be
+/// upgraded, lacks the newer ones.
+pub fn has_column(conn: &Connection, table: &str, column: &str) -> Result<bool> {
+    Ok(conn.query_row(
+        "SELECT count(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",
+        [table, column],
         |r| r.get(0),
     )?)
 }
@@ -388,6 +402,9 @@ pub enum Event {
         name: String,
         value: f64,
         at: f64,
+        /// The run's training time at `step` (none in records of older releases).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seconds: Option<f64>,
     },
     Sample {
         run_id: String,
@@ -404,6 +421,10 @@ pub enum Event {
         run_id: String,
         step: u64,
         metrics: Vec<(String, f64)>,
+        /// The run's training time at `step`: none from `runner eval`, which keeps the
+        /// recorded one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seconds: Option<f64>,
     },
     /// Something that happened to a run at a step: a rung decision (`kept`, `pruned`,
     /// `promoted`), a failure detector's finding (`collapse`, `d_wins`, `oscillation`), or a

@@ -246,10 +246,11 @@ fn apply(tx: &rusqlite::Transaction<'_>, event: Event) -> Result<()> {
             name,
             value,
             at,
+            seconds,
         } => {
             tx.execute(
-                "INSERT OR REPLACE INTO metrics (run_id, step, name, value, wall_time) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![run_id, step as i64, name, value, at],
+                "INSERT OR REPLACE INTO metrics (run_id, step, name, value, wall_time, seconds) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![run_id, step as i64, name, value, at, seconds],
             )?;
             tx.execute(
                 "UPDATE runs SET steps_done = max(steps_done, ?2) WHERE id = ?1",
@@ -272,11 +273,14 @@ fn apply(tx: &rusqlite::Transaction<'_>, event: Event) -> Result<()> {
             run_id,
             step,
             metrics,
+            seconds,
         } => {
             for (metric, value) in metrics {
                 tx.execute(
-                    "INSERT OR REPLACE INTO evals (run_id, step, metric, value) VALUES (?1, ?2, ?3, ?4)",
-                    params![run_id, step as i64, metric, value],
+                    "INSERT INTO evals (run_id, step, metric, value, seconds) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (run_id, step, metric) DO UPDATE
+                     SET value = excluded.value, seconds = coalesce(excluded.seconds, seconds)",
+                    params![run_id, step as i64, metric, value, seconds],
                 )?;
             }
         }

@@ -41,6 +41,10 @@ pub struct CheckpointMeta {
     /// The LeNet-FID of this step, in the run's best checkpoint (`best/`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fid: Option<f64>,
+    /// The run's training time up to this checkpoint, in seconds over all its sessions (none
+    /// in checkpoints written before it was kept: a run resumed from one counts from there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<f64>,
     /// The MD5 of each file beside it, filled in by [`save`] (empty in checkpoints written
     /// before checksums, which are then checked only by parsing them).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

@@ -90,7 +90,9 @@ pub struct Outcome {
 /// Receives a run's progress; every method has a do-nothing default.
 pub trait Observer {
     fn started(&mut self, _first_step: u64, _total_steps: u64) {}
-    fn step(&mut self, _step: u64, _losses: Losses) {}
+    /// Step `step` trained; `seconds` is the run's training time so far, over all its
+    /// sessions (evaluations and checkpoints included, the set-up of each session not).
+    fn step(&mut self, _step: u64, _losses: Losses, _seconds: f64) {}
     fn sample(&mut self, _step: u64, _path: &Path) {}
     fn checkpoint(&mut self, _step: u64, _path: &Path) {}
     /// A periodic checkpoint was deleted (see `keep_checkpoints`).
@@ -407,6 +409,9 @@ fn train_unguarded(
     if resumed_from.is_none() && checkpoint::best_dir(run_dir).exists() {
         std::fs::remove_dir_all(checkpoint::best_dir(run_dir))?;
     }
+    // The run's training time: its earlier sessions' and this one's from its first step on.
+    let (before, session) = (trainer.seconds_before, Instant::now());
+    let seconds = || before + session.elapsed().as_secs_f64();
     for step in first + 1..=total {
         let losses = trainer.step(step).with_context(|| format!("step {step}"))?;
         outcome.steps = step;
@@ -416,7 +421,7 @@ fn train_unguarded(
             break;
         }
         log.push(step, losses)?;
-        observer.step(step, losses);
+        observer.step(step, losses, seconds());
         let stop = observer.should_stop();
         let sample_due = step.is_multiple_of(logc.sample_every) || step == total;
         let eval_due = logc.eval_samples > 0
@@ -433,14 +438,14 @@ fn train_unguarded(
             let metrics = trainer.evaluate(sampler, evaluator);
             observer.eval(step, &metrics);
             if metrics.fid.is_finite() && best_fid.is_none_or(|best| metrics.fid < best) {
-                trainer.save_best(run_dir, step, metrics.fid)?;
+                trainer.save_best(run_dir, step, metrics.fid, seconds())?;
                 best_fid = Some(metrics.fid);
             }
         }
         let pruned = observer.pruned().filter(|_| step < total);
         if step.is_multiple_of(logc.checkpoint_every) || step == total || stop || pruned.is_some() {
             log.flush()?;
-            let path = trainer.save_checkpoint(run_dir, step)?;
+            let path = trainer.save_checkpoint(run_dir, step, seconds())?;
             observer.checkpoint(step, &path);
             for removed in checkpoint::prune(run_dir, logc.keep_checkpoints, total)? {
                 observer.checkpoint_removed(removed);

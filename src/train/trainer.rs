@@ -133,6 +133,8 @@ pub struct Trainer {
     total_steps: u64,
     /// Each D step's real batch and latents, when asked to keep them.
     recorded: Option<Vec<(Tensor<4>, Tensor<2>)>>,
+    /// The training time of the sessions before this one (the resumed checkpoint's), seconds.
+    pub(super) seconds_before: f64,
 }
 
 impl Trainer {
@@ -167,6 +169,7 @@ impl Trainer {
             batches,
             total_steps,
             recorded: None,
+            seconds_before: 0.0,
         }
     }
 
@@ -316,20 +319,32 @@ impl Trainer {
         }
     }
 
-    pub(super) fn save_checkpoint(&self, run_dir: &Path, step: u64) -> anyhow::Result<PathBuf> {
-        checkpoint::save(run_dir, &self.meta(step, None), self.state())
+    pub(super) fn save_checkpoint(
+        &self,
+        run_dir: &Path,
+        step: u64,
+        seconds: f64,
+    ) -> anyhow::Result<PathBuf> {
+        checkpoint::save(run_dir, &self.meta(step, None, seconds), self.state())
     }
 
     /// Keeps the state of `step`, whose evaluation scored `fid`, as the run's best.
-    pub(super) fn save_best(&self, run_dir: &Path, step: u64, fid: f64) -> anyhow::Result<PathBuf> {
-        checkpoint::save_best(run_dir, &self.meta(step, Some(fid)), self.state())
+    pub(super) fn save_best(
+        &self,
+        run_dir: &Path,
+        step: u64,
+        fid: f64,
+        seconds: f64,
+    ) -> anyhow::Result<PathBuf> {
+        checkpoint::save_best(run_dir, &self.meta(step, Some(fid), seconds), self.state())
     }
 
-    fn meta(&self, step: u64, fid: Option<f64>) -> CheckpointMeta {
+    fn meta(&self, step: u64, fid: Option<f64>, seconds: f64) -> CheckpointMeta {
         CheckpointMeta {
             step,
             config: self.config.clone(),
             fid,
+            seconds: Some(seconds),
             files: Default::default(),
         }
     }
@@ -443,6 +458,12 @@ impl Trainer {
             self.spectral,
             self.generator_ema,
         ) = (g, d, go, dop, spectral, generator_ema);
+        // (A hand-edited value that is no duration counts as none.)
+        let seconds = checkpoint
+            .meta
+            .seconds
+            .filter(|s| s.is_finite() && *s >= 0.0);
+        self.seconds_before = seconds.unwrap_or(0.0);
         Ok(())
     }
 }
