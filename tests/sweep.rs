@@ -556,6 +556,18 @@ fn a_longer_run_starts_where_the_shorter_one_of_its_config_ended() {
         .collect();
     assert_eq!(evaluated, [10, 20, 30, 40].into());
     assert_eq!(continued, history(fresh.path(), &longer));
+    // Its training time goes on from the shorter run's, whose steps it took over.
+    let seconds_at = |run: &str, step: i64| -> f64 {
+        db(dir.path())
+            .query_row(
+                "SELECT seconds FROM metrics WHERE run_id = ?1 AND step = ?2 AND name = 'd_loss'",
+                rusqlite::params![run, step],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    assert_eq!(seconds_at(&longer, 20), seconds_at(&shorter, 20));
+    assert!(seconds_at(&longer, 21) > seconds_at(&shorter, 20));
     // Its files are its own, and the shorter run is as it was.
     let conn = db(dir.path());
     for path in common::texts(
