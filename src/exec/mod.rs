@@ -404,7 +404,7 @@ pub fn run(
         // A pruned run stays pruned unless its rung now keeps it (a sweep whose spec no longer
         // prunes resumes it like any unfinished run).
         if let Some(pruning) = run.pruning.as_ref().filter(|_| !options.force) {
-            let lines = records::read(&run.run_dir);
+            let lines = records::read_without_losses(&run.run_dir);
             if records::last_status(&lines).as_deref() == Some("pruned") {
                 match pruning.reconsider(&lines, &mut rung_values) {
                     Some((rung, value, decision)) if decision.keep => {

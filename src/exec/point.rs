@@ -145,7 +145,8 @@ impl Observer for RunObserver<'_> {
             }
         }
         let rule = &pruning.rule;
-        let lines = (rule.patience.is_some() || rule.median).then(|| records::read(self.run_dir));
+        let lines = (rule.patience.is_some() || rule.median)
+            .then(|| records::read_without_losses(self.run_dir));
         let lines = lines.as_deref().unwrap_or_default();
         if let Some(patience) = rule.patience
             && let Some(why) = super::prune::plateau(lines, metric, patience, step, value)

@@ -79,7 +79,7 @@ impl Pruning {
     pub fn rung_values(&self, rung: u64) -> Vec<f64> {
         self.cohort
             .iter()
-            .filter_map(|dir| eval_at(&records::read(dir), &self.rule.metric, rung))
+            .filter_map(|dir| eval_at(&records::read_without_losses(dir), &self.rule.metric, rung))
             .collect()
     }
 
@@ -130,7 +130,7 @@ impl Pruning {
             return None;
         }
         let mut finished: Vec<f64> = (self.cohort.iter())
-            .map(|dir| records::read(dir))
+            .map(|dir| records::read_without_losses(dir))
             .filter(|lines| records::last_status(lines).as_deref() == Some("finished"))
             .filter_map(|lines| eval_at(&lines, &rule.metric, step))
             .filter(|v| !v.is_nan())

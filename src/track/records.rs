@@ -119,12 +119,27 @@ impl Records {
 /// Reads `run_dir`'s records, telling lines cut short by a kill (skipped: their event was
 /// never acknowledged) from damaged ones.
 pub fn read_checked(run_dir: &Path) -> Records {
+    parse(run_dir, |_| false)
+}
+
+/// The complete lines of `run_dir`'s records but its logged losses (`Metric` events), which
+/// are passed over unparsed: they are most of a file, and what pruning decisions, which read
+/// every run of a sweep at each evaluation, never look at.
+pub fn read_without_losses(run_dir: &Path) -> Vec<Line> {
+    // The event's name follows the task, a JSON string whose quotes inside are escaped, so
+    // no other line holds the marker.
+    const LOSS: &[u8] = br#","event":{"Metric":"#;
+    parse(run_dir, |text| text.windows(LOSS.len()).any(|w| w == LOSS)).lines
+}
+
+/// Reads `run_dir`'s records, but the lines `skip` passes over.
+fn parse(run_dir: &Path, skip: impl Fn(&[u8]) -> bool) -> Records {
     let Ok(bytes) = std::fs::read(path(run_dir)) else {
         return Records::default();
     };
     let mut records = Records::default();
     for (i, text) in bytes.split(|&b| b == b'\n').enumerate() {
-        if text.iter().all(u8::is_ascii_whitespace) {
+        if text.iter().all(u8::is_ascii_whitespace) || skip(text) {
             continue;
         }
         match serde_json::from_slice(text) {
@@ -162,6 +177,44 @@ mod tests {
             error: None,
             at: 0.0,
         }
+    }
+
+    #[test]
+    fn reading_without_losses_passes_over_the_loss_lines_only() {
+        let dir = tempfile::tempdir().unwrap();
+        // A task that spells the marker (JSON escapes its quotes) is not taken for a loss.
+        let task = r#"x","event":{"Metric":"#;
+        let records = RecordsFile::open(dir.path(), task.into(), true).unwrap();
+        let metric = |name: &str| Event::Metric {
+            run_id: "r".into(),
+            step: 1,
+            name: name.into(),
+            value: 0.5,
+            at: 0.0,
+            seconds: Some(1.0),
+        };
+        let eval = Event::Eval {
+            run_id: "r".into(),
+            step: 1,
+            metrics: vec![("fid".into(), 3.0)],
+            seconds: Some(1.0),
+        };
+        for event in [metric("d_loss"), eval, metric("g_loss"), ended("finished")] {
+            records.write(event).unwrap();
+        }
+        let json = |lines: Vec<Line>| -> Vec<String> {
+            (lines.iter())
+                .map(|line| serde_json::to_string(line).unwrap())
+                .collect()
+        };
+        let all = json(read(dir.path()));
+        assert_eq!(all.len(), 4);
+        let others: Vec<String> = (all.iter())
+            .filter(|line| !line.contains("d_loss") && !line.contains("g_loss"))
+            .cloned()
+            .collect();
+        assert_eq!(others.len(), 2);
+        assert_eq!(json(read_without_losses(dir.path())), others);
     }
 
     #[test]
