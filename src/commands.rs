@@ -207,24 +207,35 @@ pub struct SweepRequest<'a> {
     pub timeout: Option<std::time::Duration>,
 }
 
-/// The experiment's best run so far on its search's objective (LeNet-FID without one), and
-/// its swept values: what a sweep was run to find.
-fn best_lines(db: &Path, spec: &Spec) -> Result<Vec<String>> {
+/// The experiment's training time so far, and its best run on its search's objective
+/// (LeNet-FID without one) with its swept values: what a sweep was run to find.
+fn result_lines(db: &Path, spec: &Spec) -> Result<Vec<String>> {
+    let mut lines = Vec::new();
+    // What the experiment cost (runs train side by side: this is not the sweep's wall time).
+    if let Some((seconds, runs)) = crate::query::training_time(db, &spec.name)? {
+        let runs = if runs == 1 {
+            "1 run".into()
+        } else {
+            format!("{runs} runs")
+        };
+        let time = crate::query::clock(seconds);
+        lines.push(format!("training time: {time} over {runs}"));
+    }
     let metric = spec.search.objective_metric();
     let higher = crate::eval::higher_is_better(metric).unwrap_or(false);
     let conn = crate::track::open_read_only(db)?;
     let Some(best) = crate::track::best_run(&conn, &spec.name, metric, higher)? else {
-        return Ok(Vec::new());
+        return Ok(lines);
     };
     let name = if metric == "fid" { "LeNet-FID" } else { metric };
     let of = match best.scored {
         1 => String::new(),
         n => format!(" (the best of {n} scored runs)"),
     };
-    let mut lines = vec![format!(
+    lines.push(format!(
         "best: run {}, {name} {:.3} at step {}{of}",
         best.run_id, best.value, best.step
-    )];
+    ));
     // From the resolved config, as `runner show` lists it: the params table keeps flags as
     // SQLite integers (0), the config as the spec wrote them (false).
     let config = crate::spec::with_defaults(best.config);
@@ -424,13 +435,13 @@ pub fn sweep(req: SweepRequest) -> Result<()> {
         summary
     };
     // The runs are recorded; failing to read the best back must not fail the sweep.
-    match best_lines(req.db, &spec) {
+    match result_lines(req.db, &spec) {
         Ok(lines) => {
             for line in lines {
                 outln!("{line}")?;
             }
         }
-        Err(err) => errln!("warning: the best run could not be read: {err:#}"),
+        Err(err) => errln!("warning: the results could not be read back: {err:#}"),
     }
     drop(live_report);
     if req.write_report {

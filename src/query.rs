@@ -490,6 +490,28 @@ pub fn varied_keys<'a>(
 }
 
 /// Whether the database has the `tags` table (see [`track::has_table`]).
+/// The training time of `experiment`'s runs, in seconds, and how many runs have one (none
+/// before any).
+pub fn training_time(db: &Path, experiment: &str) -> Result<Option<(f64, usize)>> {
+    let rows = run_sql(
+        db,
+        &format!(
+            "SELECT sum(t.seconds), count(t.seconds) FROM runs r JOIN ({}) t ON t.run_id = r.id \
+             WHERE r.experiment = ?1",
+            latest_time_sql(db)?
+        ),
+        &[&experiment],
+    )?;
+    let (seconds, runs) = (
+        rows.get(0, "sum(t.seconds)"),
+        rows.get(0, "count(t.seconds)"),
+    );
+    Ok(seconds
+        .and_then(serde_json::Value::as_f64)
+        .zip(runs.and_then(serde_json::Value::as_u64))
+        .map(|(seconds, runs)| (seconds, runs as usize)))
+}
+
 /// SQL for each run's latest logged step with a training time: `run_id`, `step`, `seconds`
 /// (no rows in a database of an older runner, which recorded none).
 fn latest_time_sql(db: &Path) -> Result<&'static str> {

@@ -109,9 +109,11 @@ fn dry_run_prints_the_grid_and_writes_nothing() {
 fn sweeps_run_in_parallel_record_everything_and_are_idempotent() {
     let dir = tempfile::tempdir().unwrap();
     let spec = write_spec(dir.path(), 20, "[1e-4, 2e-4]", "[0, 1]");
+    // Unevaluated runs have no best, but have cost training time.
     sweep(dir.path(), &spec, &["--jobs", "4"]).success().stdout(
         predicate::str::contains("4 finished")
             .and(predicate::str::contains("best:").not())
+            .and(predicate::str::is_match(r"\ntraining time: 0:00:\d\d over 4 runs\n").unwrap())
             .trim(),
     );
     let conn = db(dir.path());
