@@ -112,12 +112,21 @@ pub fn page(site: &Site, experiment: &Experiment, leader: &Run, run: &Run) -> Re
                 .last()
                 .map(|p| format_value(p.1))
                 .unwrap_or_else(|| "-".into()),
+            r.runtime
+                .map(crate::query::clock)
+                .unwrap_or_else(|| "-".into()),
         ]
     };
     let (a, b) = (outcome(leader), outcome(run));
-    for (i, what) in ["status", "steps done", "best FID", "last FID"]
-        .iter()
-        .enumerate()
+    for (i, what) in [
+        "status",
+        "steps done",
+        "best FID",
+        "last FID",
+        "training time",
+    ]
+    .iter()
+    .enumerate()
     {
         rows.push([what.to_string(), a[i].clone(), b[i].clone()]);
     }

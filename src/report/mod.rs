@@ -187,6 +187,8 @@ struct ExperimentView {
     href: String,
     runs: usize,
     statuses: String,
+    /// The runs' training times added up (h:mm:ss), empty when none was recorded.
+    time: String,
     ranking: &'static str,
     metric: &'static str,
     swept_keys: Vec<String>,
@@ -227,6 +229,9 @@ fn experiment_view(experiment: &Experiment, href_prefix: &str) -> ExperimentView
             .map(|(s, n)| format!("{n} {s}"))
             .collect::<Vec<_>>()
             .join(", "),
+        time: (experiment.runs.iter().any(|r| r.runtime.is_some()))
+            .then(|| crate::query::clock(experiment.runs.iter().filter_map(|r| r.runtime).sum()))
+            .unwrap_or_default(),
         ranking: ranking.label(),
         metric: ranking.short(),
         leaderboard: runs
