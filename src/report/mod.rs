@@ -229,9 +229,13 @@ fn experiment_view(experiment: &Experiment, href_prefix: &str) -> ExperimentView
             .map(|(s, n)| format!("{n} {s}"))
             .collect::<Vec<_>>()
             .join(", "),
-        time: (experiment.runs.iter().any(|r| r.runtime.is_some()))
-            .then(|| crate::query::clock(experiment.runs.iter().filter_map(|r| r.runtime).sum()))
-            .unwrap_or_default(),
+        time: {
+            let times: Vec<f64> = experiment.runs.iter().filter_map(|r| r.runtime).collect();
+            match times.is_empty() {
+                true => String::new(),
+                false => crate::query::clock(times.iter().sum()),
+            }
+        },
         ranking: ranking.label(),
         metric: ranking.short(),
         leaderboard: runs
