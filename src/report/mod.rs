@@ -231,9 +231,10 @@ fn experiment_view(experiment: &Experiment, href_prefix: &str) -> ExperimentView
             .join(", "),
         time: {
             let times: Vec<f64> = experiment.runs.iter().filter_map(|r| r.runtime).collect();
-            match times.is_empty() {
-                true => String::new(),
-                false => crate::query::clock(times.iter().sum()),
+            if times.is_empty() {
+                String::new()
+            } else {
+                crate::query::clock(times.iter().sum())
             }
         },
         ranking: ranking.label(),
