@@ -392,20 +392,27 @@ pub fn runs(
     } else {
         ("NULL".into(), "?3 IS NULL".into())
     };
-    let timing = latest_time_sql(db)?;
+    let timed = has_seconds(db)?;
+    let runtime = latest_time_sql(timed, "r", "round(seconds, 1)");
+    // The steps left at the run's average pace so far.
+    let left = latest_time_sql(
+        timed,
+        "r",
+        "CASE WHEN step > 0 AND r.total_steps > step \
+         THEN round(seconds / step * (r.total_steps - step), 1) END",
+    );
     let mut listed = run_sql(
         db,
         &format!("SELECT r.experiment, r.id AS run, {status} AS status, r.steps_done AS steps,
-                round(t.seconds, 1) AS runtime,
-                CASE WHEN {status} = 'running' AND t.step > 0 AND r.total_steps > t.step
-                     THEN round(t.seconds / t.step * (r.total_steps - t.step), 1) END AS eta,
+                {runtime} AS runtime,
+                CASE WHEN {status} = 'running' THEN {left} END AS eta,
                 (SELECT value FROM metrics m WHERE m.run_id = r.id AND m.name = 'd_loss' ORDER BY step DESC LIMIT 1) AS d_loss,
                 (SELECT value FROM metrics m WHERE m.run_id = r.id AND m.name = 'g_loss' ORDER BY step DESC LIMIT 1) AS g_loss,
                 (SELECT round(value, 3) FROM evals e WHERE e.run_id = r.id AND e.metric = 'fid' ORDER BY step DESC LIMIT 1) AS fid,
                 (SELECT round(min(value), 3) FROM evals e WHERE e.run_id = r.id AND e.metric = 'fid') AS best_fid,
                 {tags_of} AS tags,
                 r.finished_at, r.error
-         FROM runs r LEFT JOIN ({timing}) t ON t.run_id = r.id
+         FROM runs r
          WHERE (?1 IS NULL OR r.experiment = ?1)
            AND (?2 IS NULL OR {status} IN (SELECT value FROM json_each(?2)))
            AND {tagged}
@@ -496,32 +503,30 @@ pub fn training_time(db: &Path, experiment: &str) -> Result<Option<(f64, usize)>
     let rows = run_sql(
         db,
         &format!(
-            "SELECT sum(t.seconds), count(t.seconds) FROM runs r JOIN ({}) t ON t.run_id = r.id \
-             WHERE r.experiment = ?1",
-            latest_time_sql(db)?
+            "SELECT sum(seconds), count(seconds) FROM (SELECT {} AS seconds FROM runs r \
+             WHERE r.experiment = ?1)",
+            latest_time_sql(has_seconds(db)?, "r", "seconds")
         ),
         &[&experiment],
     )?;
-    let (seconds, runs) = (
-        rows.get(0, "sum(t.seconds)"),
-        rows.get(0, "count(t.seconds)"),
-    );
+    let (seconds, runs) = (rows.get(0, "sum(seconds)"), rows.get(0, "count(seconds)"));
     Ok(seconds
         .and_then(serde_json::Value::as_f64)
         .zip(runs.and_then(serde_json::Value::as_u64))
         .map(|(seconds, runs)| (seconds, runs as usize)))
 }
 
-/// SQL for each run's latest logged step with a training time: `run_id`, `step`, `seconds`
-/// (no rows in a database of an older runner, which recorded none).
-fn latest_time_sql(db: &Path) -> Result<&'static str> {
-    // (SQLite takes a bare column from the row that max() picks.)
-    Ok(if has_seconds(db)? {
-        "SELECT run_id, max(step) AS step, seconds FROM metrics WHERE seconds IS NOT NULL \
-         GROUP BY run_id"
-    } else {
-        "SELECT NULL AS run_id, NULL AS step, NULL AS seconds WHERE 0"
-    })
+/// SQL for `expr` (of `seconds` and `step`) at run `alias`'s latest logged step with a
+/// training time (NULL when it has none, or the database is an older runner's: not `timed`).
+pub(crate) fn latest_time_sql(timed: bool, alias: &str, expr: &str) -> String {
+    if !timed {
+        return "NULL".into();
+    }
+    // (By the primary key (run_id, step, name) backwards: no scan of every run's rows.)
+    format!(
+        "(SELECT {expr} FROM metrics m WHERE m.run_id = {alias}.id AND m.seconds IS NOT NULL \
+         ORDER BY m.step DESC LIMIT 1)"
+    )
 }
 
 /// Whether the database records training times (an older runner's does not).
@@ -622,6 +627,7 @@ impl RunDetail {
         let run = find_run(db, run_id)?;
         let row = &run.rows[0];
         let id = row[0].as_str().unwrap_or_default().to_string();
+        let timed = has_seconds(db)?;
         // `running` whose process is gone shows as `orphaned`; the heartbeat, stored as
         // seconds since the epoch (claims compare it with the clock), shows as the other
         // times do.
@@ -629,22 +635,20 @@ impl RunDetail {
             db,
             &format!(
                 "SELECT {}, strftime('%Y-%m-%dT%H:%M:%SZ', heartbeat_at, 'unixepoch'), {}, \
-                 round(t.seconds, 1) FROM runs r LEFT JOIN ({}) t ON t.run_id = r.id \
-                 WHERE id = ?1",
+                 {} FROM runs r WHERE id = ?1",
                 track::claims::status_sql("r"),
                 if has_tags(db)? {
                     tags_sql("r")
                 } else {
                     "NULL".into()
                 },
-                latest_time_sql(db)?
+                latest_time_sql(timed, "r", "round(seconds, 1)")
             ),
             &[&id],
         )?;
         let [status, heartbeat, tags, runtime]: [serde_json::Value; 4] = (shown.rows[0].clone())
             .try_into()
             .expect("the statement selects four columns");
-        let timed = has_seconds(db)?;
         let (mut record, mut config, mut run_dir_here) = (Vec::new(), None, None);
         for (column, value) in run.columns.iter().zip(row) {
             let value = match column.as_str() {

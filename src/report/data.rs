@@ -127,12 +127,7 @@ fn load_runs(conn: &Connection, detail: Detail) -> Result<BTreeMap<String, Vec<R
                 host, backend, config, {}
          FROM runs ORDER BY started_at, id",
         crate::track::claims::status_sql("runs"),
-        if timed {
-            "(SELECT seconds FROM metrics WHERE run_id = runs.id AND seconds IS NOT NULL \
-              ORDER BY step DESC LIMIT 1)"
-        } else {
-            "NULL"
-        }
+        crate::query::latest_time_sql(timed, "runs", "seconds")
     ))?;
     let rows = stmt.query_map([], |r| {
         Ok((
