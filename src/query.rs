@@ -393,7 +393,8 @@ pub fn runs(
         ("NULL".into(), "?3 IS NULL".into())
     };
     let timed = has_seconds(db)?;
-    let runtime = latest_time_sql(timed, "r", "round(seconds, 1)");
+    // (Unrounded: the table's h:mm:ss rounds it once, as every other place that shows it.)
+    let runtime = latest_time_sql(timed, "r", "seconds");
     // The steps left at the run's average pace so far.
     let left = latest_time_sql(
         timed,
@@ -642,7 +643,7 @@ impl RunDetail {
                 } else {
                     "NULL".into()
                 },
-                latest_time_sql(timed, "r", "round(seconds, 1)")
+                latest_time_sql(timed, "r", "seconds")
             ),
             &[&id],
         )?;

@@ -372,11 +372,15 @@ fn ctrl_c_checkpoints_marks_runs_interrupted_and_a_rerun_finishes_them() {
         ),
         0
     );
-    let runtimes = common::texts(
-        &conn,
-        "SELECT CAST(round(seconds, 1) AS TEXT) FROM metrics WHERE step = 1000 \
-         AND name = 'd_loss' ORDER BY run_id",
-    );
+    let runtimes: Vec<f64> = conn
+        .prepare(
+            "SELECT seconds FROM metrics WHERE step = 1000 AND name = 'd_loss' ORDER BY run_id",
+        )
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
     let csv = runs_csv(dir.path(), &["--sort", "steps"]);
     let mut rows = csv.lines().map(|l| l.split(',').collect::<Vec<_>>());
     let header = rows.next().unwrap();
@@ -386,7 +390,7 @@ fn ctrl_c_checkpoints_marks_runs_interrupted_and_a_rerun_finishes_them() {
         .map(|r| (r[run].into(), r[runtime].into(), r[eta].into()))
         .collect();
     listed.sort();
-    let shown: Vec<String> = listed.iter().map(|r| r.1.clone()).collect();
+    let shown: Vec<f64> = listed.iter().map(|r| r.1.parse().unwrap()).collect();
     assert_eq!(shown, runtimes, "runs shows each run's last training time");
     assert!(
         listed.iter().all(|r| r.2.is_empty()),
@@ -962,7 +966,32 @@ fn sweeps_log_evaluations_and_eval_reproduces_them() {
     edit_spec(&spec, |text| {
         text.replace("eval_samples = 0", "eval_samples = 120\neval_every = 10")
     });
-    sweep(dir.path(), &spec, &[]).success();
+    let out = sweep(dir.path(), &spec, &[]).success();
+    // The sweep's total is the run's time as `runs` shows it (one rounding, not two).
+    let printed = String::from_utf8_lossy(&out.get_output().stdout).to_string();
+    let total = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("training time: "))
+        .and_then(|l| l.strip_suffix(" over 1 run"))
+        .unwrap_or_else(|| panic!("{printed}"))
+        .to_string();
+    let table = runner()
+        .current_dir(dir.path())
+        .arg("runs")
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let table = String::from_utf8_lossy(&table);
+    assert!(
+        table
+            .lines()
+            .nth(2)
+            .unwrap()
+            .contains(&format!("  {total}  ")),
+        "{total} in {table}"
+    );
     let conn = db(dir.path());
     assert_eq!(
         count(&conn, "SELECT count(DISTINCT step) FROM evals"),
