@@ -54,6 +54,13 @@ impl Run {
         self.metrics.get(name)?.last().map(|p| p.1)
     }
 
+    /// For a run in training, the time its steps left take at its average pace so far.
+    pub fn time_left(&self) -> Option<f64> {
+        let (seconds, total) = (self.runtime?, self.total_steps?);
+        (self.status == "running" && self.steps_done > 0 && total > self.steps_done)
+            .then(|| seconds / self.steps_done as f64 * (total - self.steps_done) as f64)
+    }
+
     /// The lowest LeNet-FID of its evaluations (the state kept in `<run>/best/`).
     pub fn best_fid(&self) -> Option<f64> {
         self.evals
@@ -263,4 +270,34 @@ fn load_runs(conn: &Connection, detail: Detail) -> Result<BTreeMap<String, Vec<R
         out.entry(experiment).or_default().push(run);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_left_is_a_running_runs_steps_left_at_its_average_pace() {
+        let run = |status: &str, steps_done, runtime| Run {
+            status: status.into(),
+            steps_done,
+            total_steps: Some(1000),
+            runtime,
+            ..Default::default()
+        };
+        assert_eq!(run("running", 250, Some(60.0)).time_left(), Some(180.0));
+        for (status, steps, runtime) in [
+            ("orphaned", 250, Some(60.0)),
+            ("finished", 1000, Some(60.0)),
+            ("running", 0, Some(0.0)),
+            ("running", 250, None),
+            ("running", 1000, Some(60.0)),
+        ] {
+            assert_eq!(
+                run(status, steps, runtime).time_left(),
+                None,
+                "{status} {steps}"
+            );
+        }
+    }
 }
