@@ -201,3 +201,15 @@ pub fn trained_and_scored(
             .unwrap();
     (run, scored)
 }
+
+/// The report's compare page (one run beside the best) in the experiment folder `dir`.
+pub fn compare_page(dir: &Path) -> PathBuf {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            let name = p.to_string_lossy();
+            name.ends_with(".html") && name.contains("compare-")
+        })
+        .unwrap_or_else(|| panic!("no compare page in {}", dir.display()))
+}

@@ -111,13 +111,7 @@ fn seeds_are_replicates_not_a_setting_to_plot() {
     let index = read(dir.path().join("results/report/index.html"));
     assert!(index.contains("<th>time</th><th>"), "{index}");
     assert!(index.contains("Training time 0:00:0") && index.contains(" in all."));
-    let compare = std::fs::read_dir(dir.path().join("results/report/tiny"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| {
-            p.to_string_lossy().ends_with(".html") && p.to_string_lossy().contains("compare-")
-        })
-        .unwrap();
+    let compare = common::compare_page(&dir.path().join("results/report/tiny"));
     assert!(read(compare).contains("<code>training time</code></td><td>0:00:0"));
     for run in run_pages(&dir.path().join("results/report")) {
         let page = read(run);

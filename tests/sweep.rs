@@ -829,13 +829,7 @@ fn tags_and_notes_survive_a_new_database_and_a_forced_rerun() {
         "{index}"
     );
     // The compare page of the run that is not the best shows both runs' tags and notes.
-    let compare = std::fs::read_dir(dir.path().join("results/report/tiny"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| {
-            p.to_string_lossy().ends_with(".html") && p.to_string_lossy().contains("compare-")
-        })
-        .unwrap();
+    let compare = common::compare_page(&dir.path().join("results/report/tiny"));
     let compare = std::fs::read_to_string(compare).unwrap();
     for tag in ["good", "collapsed"] {
         assert!(
