@@ -360,11 +360,13 @@ pub enum RunOrder {
     Fid,
     /// Most steps done first.
     Steps,
+    /// Longest training time first (runs without one last).
+    Runtime,
 }
 
 /// `runner runs`: every run (of `experiment`; with one of `statuses`, as shown, `orphaned`
-/// included; with every one of `tags`) with its status, progress, latest losses, its last and
-/// best LeNet-FID, and its tags.
+/// included; with every one of `tags`) with its status, progress, training time (and time
+/// left), latest losses, its last and best LeNet-FID, and its tags.
 pub fn runs(
     db: &Path,
     experiment: Option<&str>,
@@ -379,6 +381,7 @@ pub fn runs(
         RunOrder::BestFid => "best_fid IS NULL, best_fid, r.id",
         RunOrder::Fid => "fid IS NULL, fid, r.id",
         RunOrder::Steps => "steps DESC, r.id",
+        RunOrder::Runtime => "runtime IS NULL, runtime DESC, r.id",
     };
     let statuses = (!statuses.is_empty()).then(|| serde_json::json!(statuses).to_string());
     let status = track::claims::status_sql("r");

@@ -381,7 +381,7 @@ fn ctrl_c_checkpoints_marks_runs_interrupted_and_a_rerun_finishes_them() {
         .unwrap()
         .map(Result::unwrap)
         .collect();
-    let csv = runs_csv(dir.path(), &["--sort", "steps"]);
+    let csv = runs_csv(dir.path(), &["--sort", "runtime"]);
     let mut rows = csv.lines().map(|l| l.split(',').collect::<Vec<_>>());
     let header = rows.next().unwrap();
     let column = |name| header.iter().position(|c| *c == name).unwrap();
@@ -389,6 +389,8 @@ fn ctrl_c_checkpoints_marks_runs_interrupted_and_a_rerun_finishes_them() {
     let mut listed: Vec<(String, String, String)> = rows
         .map(|r| (r[run].into(), r[runtime].into(), r[eta].into()))
         .collect();
+    let seconds = |r: &(String, String, String)| r.1.parse::<f64>().unwrap();
+    assert!(seconds(&listed[0]) >= seconds(&listed[1]), "longest first");
     listed.sort();
     let shown: Vec<f64> = listed.iter().map(|r| r.1.parse().unwrap()).collect();
     assert_eq!(shown, runtimes, "runs shows each run's last training time");
