@@ -500,7 +500,6 @@ pub fn varied_keys<'a>(
         .collect()
 }
 
-/// Whether the database has the `tags` table (see [`track::has_table`]).
 /// The training time of `experiment`'s runs, in seconds, and how many runs have one (none
 /// before any).
 pub fn training_time(db: &Path, experiment: &str) -> Result<Option<(f64, usize)>> {
@@ -538,6 +537,7 @@ fn has_seconds(db: &Path) -> Result<bool> {
     track::has_column(&track::open_read_only(db)?, "metrics", "seconds")
 }
 
+/// Whether the database has the `tags` table (see [`track::has_table`]).
 fn has_tags(db: &Path) -> Result<bool> {
     track::has_table(&track::open_read_only(db)?, "tags")
 }
