@@ -37,7 +37,7 @@ pub struct Run {
     pub metrics: BTreeMap<String, Vec<(f64, f64)>>,
     /// Step -> metric -> value.
     pub evals: BTreeMap<i64, BTreeMap<String, f64>>,
-    /// Step -> the training time its evaluation was reached at, in seconds.
+    /// Step -> the training time its evaluation was reached at, in seconds (`Detail::Full`).
     pub eval_seconds: BTreeMap<i64, f64>,
     pub samples: Vec<(i64, String)>,
     pub checkpoints: Vec<(i64, String)>,
@@ -87,7 +87,8 @@ pub enum Detail {
     /// Everything the report shows.
     Full,
     /// The record, settings and evaluations, without the logged history (losses, samples,
-    /// checkpoints, events): what ranking and comparing runs need.
+    /// checkpoints, events, the evaluations' training times): what ranking and comparing
+    /// runs need.
     Scores,
 }
 
@@ -202,17 +203,17 @@ fn load_runs(conn: &Connection, detail: Detail) -> Result<BTreeMap<String, Vec<R
             Ok(())
         },
     )?;
-    if timed {
-        each(
-            "SELECT run_id, step, max(seconds) FROM evals WHERE seconds IS NOT NULL \
-             GROUP BY run_id, step",
-            &mut |run, r| {
-                run.eval_seconds.insert(r.get(1)?, r.get(2)?);
-                Ok(())
-            },
-        )?;
-    }
     if detail == Detail::Full {
+        if timed {
+            each(
+                "SELECT run_id, step, max(seconds) FROM evals WHERE seconds IS NOT NULL \
+                 GROUP BY run_id, step",
+                &mut |run, r| {
+                    run.eval_seconds.insert(r.get(1)?, r.get(2)?);
+                    Ok(())
+                },
+            )?;
+        }
         each(
             "SELECT run_id, name, step, value FROM metrics ORDER BY run_id, name, step",
             &mut |run, r| {
