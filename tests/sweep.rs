@@ -56,6 +56,26 @@ fn runs_csv(dir: &Path, args: &[&str]) -> String {
     String::from_utf8(out).unwrap()
 }
 
+/// The values of `columns` (by the header's names) in each row of `csv`.
+fn csv_columns(csv: &str, columns: &[&str]) -> Vec<Vec<String>> {
+    let mut reader = csv::Reader::from_reader(csv.as_bytes());
+    let header = reader.headers().unwrap().clone();
+    let at: Vec<usize> = (columns.iter())
+        .map(|c| {
+            header
+                .iter()
+                .position(|h| h == *c)
+                .unwrap_or_else(|| panic!("no {c}: {csv}"))
+        })
+        .collect();
+    (reader.records())
+        .map(|row| {
+            let row = row.unwrap();
+            at.iter().map(|&i| row[i].to_string()).collect()
+        })
+        .collect()
+}
+
 /// `runner show <run> --format json`, run in `dir`, read back.
 fn show_json(dir: &Path, run: &str) -> serde_json::Value {
     let out = runner()
@@ -237,11 +257,8 @@ fn a_failed_run_is_recorded_and_the_others_finish() {
         .stderr(predicate::str::contains(&trained));
     // `runs` filters by status and sorts.
     let runs = |args: &[&str]| {
-        runs_csv(dir.path(), args)
-            .lines()
-            .skip(1)
-            .map(|l| l.split(',').nth(2).unwrap().to_string())
-            .collect::<Vec<_>>()
+        let statuses = csv_columns(&runs_csv(dir.path(), args), &["status"]);
+        statuses.into_iter().flatten().collect::<Vec<_>>()
     };
     assert_eq!(runs(&["--status", "diverged"]), ["diverged"]);
     assert_eq!(
@@ -316,16 +333,14 @@ fn ctrl_c_checkpoints_marks_runs_interrupted_and_a_rerun_finishes_them() {
     let (mut child, spec) = start_long_sweep(dir.path());
     // While they train, `runs` gives each its training time and the time it has left.
     let csv = runs_csv(dir.path(), &["--status", "running"]);
-    let timed = |row: &&str| {
-        let fields: Vec<&str> = row.split(',').collect();
-        // (runtime and eta follow steps.)
-        fields[4].parse::<f64>().unwrap() > 0.0 && fields[5].parse::<f64>().unwrap() > 0.0
-    };
     assert!(
         csv.starts_with("experiment,run,status,steps,runtime,eta,"),
         "{csv}"
     );
-    assert_eq!(csv.lines().skip(1).filter(timed).count(), 2, "{csv}");
+    let running = csv_columns(&csv, &["runtime", "eta"]);
+    let positive = |v: &String| v.parse::<f64>().unwrap() > 0.0;
+    assert_eq!(running.len(), 2, "{csv}");
+    assert!(running.iter().flatten().all(positive), "{csv}");
     let pid = child.id().to_string();
     assert!(
         std::process::Command::new("kill")
@@ -382,20 +397,14 @@ fn ctrl_c_checkpoints_marks_runs_interrupted_and_a_rerun_finishes_them() {
         .map(Result::unwrap)
         .collect();
     let csv = runs_csv(dir.path(), &["--sort", "runtime"]);
-    let mut rows = csv.lines().map(|l| l.split(',').collect::<Vec<_>>());
-    let header = rows.next().unwrap();
-    let column = |name| header.iter().position(|c| *c == name).unwrap();
-    let (run, runtime, eta) = (column("run"), column("runtime"), column("eta"));
-    let mut listed: Vec<(String, String, String)> = rows
-        .map(|r| (r[run].into(), r[runtime].into(), r[eta].into()))
-        .collect();
-    let seconds = |r: &(String, String, String)| r.1.parse::<f64>().unwrap();
+    let mut listed = csv_columns(&csv, &["run", "runtime", "eta"]);
+    let seconds = |row: &Vec<String>| row[1].parse::<f64>().unwrap();
     assert!(seconds(&listed[0]) >= seconds(&listed[1]), "longest first");
     listed.sort();
-    let shown: Vec<f64> = listed.iter().map(|r| r.1.parse().unwrap()).collect();
+    let shown: Vec<f64> = listed.iter().map(seconds).collect();
     assert_eq!(shown, runtimes, "runs shows each run's last training time");
     assert!(
-        listed.iter().all(|r| r.2.is_empty()),
+        listed.iter().all(|row| row[2].is_empty()),
         "no time left when finished"
     );
 }
