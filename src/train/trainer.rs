@@ -563,6 +563,7 @@ mod tests {
             }
         }
     }
+
     /// The fakes of D steps after the first come from a `no_grad()` copy of G (a tracked
     /// forward's graph would hang on G's parameters until the next G step, each D step's
     /// backward walking all of them again): in training mode all the same, so the same images
