@@ -111,6 +111,10 @@ pub fn train(
         (config.train.steps, config.train.epochs) = (Some(steps), None);
     }
     crate::budget::check_run(&config)?;
+    if out.is_none() {
+        let experiment_dir = Path::new("results").join(&spec.name);
+        crate::track::refuse_database_clash(&experiment_dir, &crate::track::default_db())?;
+    }
     let run_dir: PathBuf = out.map(Path::to_path_buf).unwrap_or_else(|| {
         // Another config is another run: each set of overrides trains in its own directory.
         let dir = match overrides {
@@ -314,8 +318,10 @@ pub fn sweep(req: SweepRequest) -> Result<()> {
         .map(|limit| TimeLimit::start(limit, &stop));
     let spec = Spec::load_with(req.spec, req.overrides)?;
     // Its runs' directories and its database, nested in another run's, would go with it.
-    train::refuse_inside_run_dir(&req.results.join(&spec.name))?;
+    let experiment_dir = req.results.join(&spec.name);
+    train::refuse_inside_run_dir(&experiment_dir)?;
     train::refuse_inside_run_dir(req.db)?;
+    crate::track::refuse_database_clash(&experiment_dir, req.db)?;
     if !req.dry_run {
         // A database that cannot be written fails the sweep before it announces a report.
         drop(crate::track::open(req.db)?);

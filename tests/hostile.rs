@@ -646,6 +646,57 @@ fn smaller_traps() {
 }
 
 #[test]
+fn an_experiment_never_takes_the_databases_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), "tiny", 10, "[0]");
+    sweep(dir.path(), &spec, &[]).success();
+    let before = dump(&db(dir.path()));
+    // `runs.sqlite-wal` as a directory is where SQLite makes its log: every later command
+    // failed to open the database. `runs.sqlite` itself was a run failed for nothing.
+    for name in [
+        "runs.sqlite",
+        "runs.sqlite-wal",
+        "runs.sqlite-shm",
+        "runs.sqlite-journal",
+    ] {
+        let clash = write_spec(dir.path(), name, 10, "[0]");
+        sweep(dir.path(), &clash, &[]).failure().stderr(
+            predicate::str::contains("companion files").and(predicate::str::contains(name)),
+        );
+        train(dir.path(), &clash, &fixture_dir(), &[])
+            .failure()
+            .stderr(predicate::str::contains("choose another experiment name"));
+        assert!(!dir.path().join("results").join(name).is_dir(), "{name}");
+    }
+    // Another database, another results directory: the same rule for their names.
+    let other = write_spec(dir.path(), "mine.db-wal", 10, "[0]");
+    sweep(
+        dir.path(),
+        &other,
+        &["--db", "out/mine.db", "--results", "out"],
+    )
+    .failure()
+    .stderr(predicate::str::contains("companion files"));
+    // A file where the experiment's directory would go is named, and no run is failed for it.
+    std::fs::write(dir.path().join("results/notes"), "mine").unwrap();
+    let notes = write_spec(dir.path(), "notes", 10, "[0]");
+    sweep(dir.path(), &notes, &[])
+        .failure()
+        .stderr(predicate::str::contains("results/notes: is a file"));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("results/notes")).unwrap(),
+        "mine"
+    );
+    assert_eq!(dump(&db(dir.path())), before);
+    runner()
+        .current_dir(dir.path())
+        .args(["runs"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("tiny"));
+}
+
+#[test]
 fn a_generator_with_broken_weights_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let spec = dir.path().join("boom.toml");

@@ -140,6 +140,34 @@ pub fn default_db() -> PathBuf {
     PathBuf::from("results/runs.sqlite")
 }
 
+/// Refuses an experiment's directory that would take the place of the database `db` or of
+/// SQLite's files beside it (`-wal`, `-shm`, `-journal`): an experiment named `runs.sqlite-wal`
+/// made a directory where SQLite creates its write-ahead log, and every later command failed
+/// to open the database. A file in the way (`results/runs.sqlite` itself) is refused too,
+/// before any run is recorded as failed.
+pub fn refuse_database_clash(experiment_dir: &Path, db: &Path) -> Result<()> {
+    let resolve = crate::fsutil::resolve_path;
+    let (dir, db) = (resolve(experiment_dir)?, resolve(db)?);
+    let companions = ["", "-wal", "-shm", "-journal"].map(|suffix| {
+        let mut name = db.clone().into_os_string();
+        name.push(suffix);
+        PathBuf::from(name)
+    });
+    anyhow::ensure!(
+        !companions.contains(&dir),
+        "{}: would be the experiment's directory, and is the database {} or the name SQLite \
+         gives its companion files; choose another experiment name",
+        experiment_dir.display(),
+        db.display()
+    );
+    anyhow::ensure!(
+        !experiment_dir.exists() || experiment_dir.is_dir(),
+        "{}: is a file, not the experiment's directory; choose another experiment name",
+        experiment_dir.display()
+    );
+    Ok(())
+}
+
 /// Seconds since the Unix epoch: events carry the time they happened, so that records merged
 /// later (from Slurm tasks) keep it.
 pub fn now() -> f64 {
