@@ -1,0 +1,119 @@
+//! The look-ups and SQL pieces that `runs`, `show`, `rm`, `tag` and the report share: a run by
+//! its id or a prefix of it, the runs' directories, their tags and their training times.
+
+use std::path::Path;
+
+use anyhow::{Result, bail};
+
+use super::{Rows, run_sql};
+use crate::track;
+
+/// SQL for `expr` (of `seconds` and `step`) at run `alias`'s latest logged step with a
+/// training time (NULL when it has none, or the database is an older runner's: not `timed`).
+pub(crate) fn latest_time_sql(timed: bool, alias: &str, expr: &str) -> String {
+    if !timed {
+        return "NULL".into();
+    }
+    // (By the primary key (run_id, step, name) backwards: no scan of every run's rows.)
+    format!(
+        "(SELECT {expr} FROM metrics m WHERE m.run_id = {alias}.id AND m.seconds IS NOT NULL \
+         ORDER BY m.step DESC LIMIT 1)"
+    )
+}
+
+/// Whether the database records training times (an older runner's does not).
+pub(super) fn has_seconds(db: &Path) -> Result<bool> {
+    track::has_column(&track::open_read_only(db)?, "metrics", "seconds")
+}
+
+/// Whether the database has the `tags` table (see [`track::has_table`]).
+pub(super) fn has_tags(db: &Path) -> Result<bool> {
+    track::has_table(&track::open_read_only(db)?, "tags")
+}
+
+/// SQL for run `alias`'s tags, space-separated in order (NULL without any).
+pub(super) fn tags_sql(alias: &str) -> String {
+    format!(
+        "(SELECT group_concat(tag, ' ') FROM \
+           (SELECT tag FROM tags t WHERE t.run_id = {alias}.id ORDER BY tag))"
+    )
+}
+
+/// SQL that holds when run `alias` has every tag of the JSON array bound at `param` (any run
+/// for an empty array or NULL).
+pub fn tagged_sql(alias: &str, param: &str) -> String {
+    format!(
+        "NOT EXISTS (SELECT 1 FROM json_each({param}) j \
+           WHERE j.value NOT IN (SELECT tag FROM tags t WHERE t.run_id = {alias}.id))"
+    )
+}
+
+/// Every run's id and directory, resolved (symlinks followed when it exists, else made
+/// absolute), for comparing with a path a user gave.
+pub fn run_dirs(db: &Path) -> Result<Vec<(String, std::path::PathBuf)>> {
+    let runs = run_sql(db, "SELECT id, run_dir FROM runs", &[])?;
+    runs.rows
+        .iter()
+        .filter_map(|row| Some((row[0].as_str()?, row[1].as_str()?)))
+        .map(|(id, dir)| Ok((id.to_string(), crate::fsutil::resolve_path(Path::new(dir))?)))
+        .collect()
+}
+
+/// A LIKE pattern matching strings that start with `prefix` literally.
+fn like_prefix(prefix: &str) -> String {
+    let mut pattern = String::new();
+    for c in prefix.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern + "%"
+}
+
+/// The fewest characters of a run id that name it as a prefix (as git's abbreviations).
+const MIN_PREFIX: usize = 4;
+
+/// The `runs` row of the one run whose id is or starts with `run_id` (of at least
+/// `MIN_PREFIX` characters).
+pub fn find_run(db: &Path, run_id: &str) -> Result<Rows> {
+    // A shorter prefix (an empty argument: a script's unset variable) matched every run, and
+    // picked the only one of a database: `runner rm --yes "$ID"` deleted it.
+    let prefix = (run_id.chars().count() >= MIN_PREFIX).then(|| like_prefix(run_id));
+    let run = run_sql(
+        db,
+        "SELECT * FROM runs WHERE id = ?1 OR id LIKE ?2 ESCAPE '\\'",
+        &[&run_id, &prefix],
+    )?;
+    match run.rows.len() {
+        0 if prefix.is_none() => bail!(
+            "`{run_id}` is not a run id, and a prefix of one needs at least {MIN_PREFIX} characters"
+        ),
+        0 => bail!("no run `{run_id}` in {}", db.display()),
+        1 => Ok(run),
+        n => bail!("`{run_id}` matches {n} runs; give more of the id"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn like_prefixes_match_wildcards_literally() {
+        assert_eq!(like_prefix("a%_\\"), "a\\%\\_\\\\%");
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let matches = |id: &str, prefix: &str| -> bool {
+            conn.query_row(
+                "SELECT ?1 LIKE ?2 ESCAPE '\\'",
+                [id, &like_prefix(prefix)],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
+        assert!(matches("ab12", "ab"));
+        assert!(!matches("ab12", "%"));
+        assert!(!matches("ab12", "a_"));
+        assert!(matches("a_12", "a_"));
+    }
+}
