@@ -2,7 +2,8 @@
 //!
 //! A spec file has `name`, `description`, the tables of one run's config (`[data]`, `[model]`,
 //! `[train]`, `[log]`: `config`), and optionally `[sweep]` lists and `[search]` trials
-//! (`search`); `--set` edits it (`overrides`). Unknown keys, wrong types and impossible values
+//! (`search`), which expand into a grid of runs (`grid`), each identified by what it trains
+//! (`identity`); `--set` edits it (`overrides`). Unknown keys, wrong types and impossible values
 //! are errors naming the file, the key and its line, reported before anything runs or is
 //! written.
 
@@ -14,11 +15,17 @@ use serde::{Deserialize, Serialize};
 use crate::model::ModelConfig;
 
 mod config;
+mod grid;
+mod identity;
 mod overrides;
 pub mod search;
 pub mod tpe;
 pub use config::*;
+pub use grid::GridPoint;
+pub use identity::{flatten_params, run_id, with_defaults};
 pub use overrides::Override;
+
+use grid::is_untrained_key;
 
 /// A spec that cannot be used, with where the problem is.
 #[derive(Debug, thiserror::Error)]
@@ -80,171 +87,6 @@ pub struct Spec {
     #[serde(default)]
     pub search: search::Search,
 }
-
-/// One point of a sweep grid: its resolved config and the swept values that made it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct GridPoint {
-    pub config: RunConfig,
-    pub swept: Vec<(String, toml::Value)>,
-}
-
-/// Keys added to the config after run ids were defined (table, key, default): at the default
-/// a key is left out of the id, so runs recorded before keep their ids.
-const LATER_KEYS: &[(&str, &str, &str)] = &[
-    ("train", "loss", "\"bce\""),
-    ("train", "g_lr", "null"),
-    ("train", "d_lr", "null"),
-    ("train", "lr_decay", "\"none\""),
-    ("train", "real_label", "1.0"),
-    ("train", "clip", "null"),
-    ("train", "g_ema", "0.0"),
-    ("train", "g_ema_warmup", "false"),
-    ("train", "gp_weight", "null"),
-    ("train", "r1_gamma", "0.0"),
-    ("model", "spectral_norm", "false"),
-    ("model", "conditional", "\"none\""),
-];
-
-/// A run's identity: a stable hash (12 hex digits) of its experiment, its resolved config
-/// without `[log]` (which changes what is written, not what is trained) and `data.dir` (where
-/// the data lies), and `data_id`, the content hash of the data it trains on. The same config
-/// in two experiments, or on other data, is another run.
-pub fn run_id(experiment: &str, config: &RunConfig, data_id: &str) -> String {
-    let mut config = config.clone();
-    config.data.dir = None;
-    let mut value = serde_json::to_value(&config).expect("configs serialize");
-    if let Some(map) = value.as_object_mut() {
-        map.remove("log");
-    }
-    for (table, key, default) in LATER_KEYS {
-        if let Some(table) = value.get_mut(*table).and_then(|t| t.as_object_mut())
-            && table.get(*key).map(|v| v.to_string()).as_deref() == Some(default)
-        {
-            table.remove(*key);
-        }
-    }
-    let identity = serde_json::json!({
-        "experiment": experiment,
-        "config": value,
-        "data": data_id,
-    });
-    let hex = crate::data::fetch::md5_hex(canonical_json(&identity).as_bytes());
-    hex[..12].to_string()
-}
-
-/// A recorded config (JSON) with the keys added since it was recorded filled in at their
-/// defaults, so configs from before and after compare equal when they train the same; as it
-/// is when it does not parse as this runner's config.
-pub fn with_defaults(config: serde_json::Value) -> serde_json::Value {
-    serde_json::from_value::<RunConfig>(config.clone())
-        .ok()
-        .and_then(|c| serde_json::to_value(c).ok())
-        .unwrap_or(config)
-}
-
-/// Every (dotted key, value) leaf of a resolved config, for the `params` table.
-pub fn flatten_params(config: &serde_json::Value) -> Vec<(String, serde_json::Value)> {
-    fn walk(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, serde_json::Value)>) {
-        match value {
-            serde_json::Value::Object(map) => {
-                for (k, v) in map {
-                    let key = if prefix.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{prefix}.{k}")
-                    };
-                    walk(&key, v, out);
-                }
-            }
-            serde_json::Value::Null => {}
-            leaf => out.push((prefix.to_string(), leaf.clone())),
-        }
-    }
-    let mut out = Vec::new();
-    walk("", config, &mut out);
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    out
-}
-
-/// Keys that do not change what is trained (runs are identified without them): varying them in
-/// `[sweep]` or `[search]` would collapse points into one run.
-fn is_untrained_key(path: &str) -> bool {
-    path == "log" || path.starts_with("log.") || path == "data.dir"
-}
-
-/// JSON text with object keys sorted, whatever serde_json's map order.
-fn canonical_json(value: &serde_json::Value) -> String {
-    match value {
-        serde_json::Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            let items: Vec<String> = keys
-                .into_iter()
-                .map(|k| {
-                    format!(
-                        "{}:{}",
-                        serde_json::Value::String(k.clone()),
-                        canonical_json(&map[k])
-                    )
-                })
-                .collect();
-            format!("{{{}}}", items.join(","))
-        }
-        serde_json::Value::Array(items) => {
-            format!(
-                "[{}]",
-                items
-                    .iter()
-                    .map(canonical_json)
-                    .collect::<Vec<_>>()
-                    .join(",")
-            )
-        }
-        other => other.to_string(),
-    }
-}
-
-/// The sweep table flattened to (dotted path, values), accepting both `"train.lr" = [...]`
-/// and `train.lr = [...]` (a nested table) under `[sweep]`.
-fn flatten_sweep(table: &toml::Table, prefix: &str, out: &mut Vec<(String, toml::Value)>) {
-    for (key, value) in table {
-        let path = if prefix.is_empty() {
-            key.clone()
-        } else {
-            format!("{prefix}.{key}")
-        };
-        match value {
-            toml::Value::Table(inner) => flatten_sweep(inner, &path, out),
-            other => out.push((path, other.clone())),
-        }
-    }
-}
-
-/// Sets `path` (dotted) in a TOML table, creating the tables on the way.
-fn set_path(root: &mut toml::Table, path: &str, value: toml::Value) -> Result<(), String> {
-    let (table, leaf) = match path.rsplit_once('.') {
-        Some((parent, leaf)) => (table_at(root, parent)?, leaf),
-        None => (root, path),
-    };
-    table.insert(leaf.to_string(), value);
-    Ok(())
-}
-
-/// The table at a dotted path, created if missing.
-fn table_at<'a>(root: &'a mut toml::Table, dotted: &str) -> Result<&'a mut toml::Table, String> {
-    let mut table = root;
-    for part in dotted.split('.') {
-        table = table
-            .entry(part)
-            .or_insert_with(|| toml::Value::Table(Default::default()))
-            .as_table_mut()
-            .ok_or(format!("`{part}` is not a table"))?;
-    }
-    Ok(table)
-}
-
-/// One swept path and its values.
-type SweepAxis = (String, Vec<toml::Value>);
 
 /// The largest spec file read.
 const MAX_SPEC_BYTES: u64 = 1 << 20;
@@ -386,55 +228,6 @@ impl Spec {
         Ok(())
     }
 
-    /// The swept paths and their value lists, sorted by path. Errors are (`sweep.<path>`,
-    /// message) for anything that would make the grid differ from what `--dry-run` shows: a
-    /// value that is not a non-empty list, a repeated value, a whole table (which would replace
-    /// the spec's table), a path swept twice or inside another, and keys that do not change
-    /// what is trained (`log.*`, `data.dir`: their points would collapse into one run).
-    fn sweep_axes(&self) -> Result<Vec<SweepAxis>, (String, String)> {
-        let mut flat = Vec::new();
-        flatten_sweep(&self.sweep, "", &mut flat);
-        flat.sort_by(|a, b| a.0.cmp(&b.0));
-        for pair in flat.windows(2) {
-            let (a, b) = (&pair[0].0, &pair[1].0);
-            if a == b || b.starts_with(&format!("{a}.")) {
-                return Err((
-                    format!("sweep.{b}"),
-                    format!("is swept twice (also as `{a}`); sweep each key once"),
-                ));
-            }
-        }
-        flat.into_iter()
-            .map(|(path, value)| {
-                let fail = |message: String| Err((format!("sweep.{path}"), message));
-                if is_untrained_key(&path) {
-                    return fail(
-                        "does not change what is trained (runs are identified without [log] and \
-                         data.dir), so its points would be one run; set it outside [sweep]"
-                            .into(),
-                    );
-                }
-                let toml::Value::Array(items) = value else {
-                    return fail("must be a non-empty list of values".into());
-                };
-                if items.is_empty() {
-                    return fail("must be a non-empty list of values".into());
-                }
-                if items.iter().any(|v| v.is_table()) {
-                    return fail(format!(
-                        "lists whole tables, which would replace [{path}] and drop its other keys; \
-                         sweep its keys one by one (\"{path}.<key>\" = [...])"
-                    ));
-                }
-                let mut seen = std::collections::HashSet::new();
-                if let Some(item) = items.iter().find(|item| !seen.insert(item.to_string())) {
-                    return fail(format!("lists {item} twice"));
-                }
-                Ok((path, items))
-            })
-            .collect()
-    }
-
     /// `[search]` problems as (`search.<key>`, message).
     fn check_search(&self) -> Result<(), (String, String)> {
         use search::Strategy;
@@ -545,105 +338,6 @@ impl Spec {
         Ok(())
     }
 
-    /// Expands the sweep into its grid: the cartesian product of every swept list, each point
-    /// a validated config. A spec without `[sweep]` is a grid of one. Errors are
-    /// (`sweep.<path>`, message).
-    pub fn grid(&self) -> Result<Vec<GridPoint>, (String, String)> {
-        let axes = self.sweep_axes()?;
-        let trial_count = self.search.trials as usize;
-        let sizes: Vec<usize> = axes.iter().map(|(_, values)| values.len()).collect();
-        let runs = sizes
-            .iter()
-            .try_fold(trial_count.max(1), |n, &size| n.checked_mul(size));
-        if runs.is_none_or(|n| n > MAX_RUNS) {
-            let mut factors: Vec<String> = sizes.iter().map(usize::to_string).collect();
-            if trial_count > 0 {
-                factors.insert(0, format!("{trial_count} trials"));
-            }
-            let mut runs = runs.map_or("over 2^64".into(), |n| n.to_string());
-            if factors.len() > 1 {
-                runs = format!("{} = {runs}", factors.join(" x "));
-            }
-            return Err((
-                "sweep".into(),
-                format!("expands to {runs} runs; a sweep may have at most {MAX_RUNS}"),
-            ));
-        }
-        let mut points = self.search.trials();
-        if points.is_empty() {
-            points.push(Vec::new());
-        }
-        self.cross(points, &axes)
-    }
-
-    /// The grid points of one search trial: its `values` crossed with the `[sweep]` lists
-    /// (the points [`Spec::grid`] gives that trial; a proposed TPE trial's).
-    pub fn trial_points(
-        &self,
-        values: Vec<(String, toml::Value)>,
-    ) -> Result<Vec<GridPoint>, (String, String)> {
-        self.cross(vec![values], &self.sweep_axes()?)
-    }
-
-    /// Each of `points` crossed with every value of each axis, in order, as validated configs.
-    fn cross(
-        &self,
-        mut points: Vec<Vec<(String, toml::Value)>>,
-        axes: &[SweepAxis],
-    ) -> Result<Vec<GridPoint>, (String, String)> {
-        let base = toml::Table::try_from(self.run_config()).expect("configs serialize");
-        for (path, values) in axes {
-            points = points
-                .into_iter()
-                .flat_map(|point| {
-                    values.iter().map(move |v| {
-                        let mut next = point.clone();
-                        next.push((path.clone(), v.clone()));
-                        next
-                    })
-                })
-                .collect();
-        }
-        points
-            .into_iter()
-            .map(|swept| self.point_of(&base, swept))
-            .collect()
-    }
-
-    /// The validated config of `base` with `swept` set.
-    fn point_of(
-        &self,
-        base: &toml::Table,
-        swept: Vec<(String, toml::Value)>,
-    ) -> Result<GridPoint, (String, String)> {
-        let mut table = base.clone();
-        for (path, value) in &swept {
-            set_path(&mut table, path, value.clone()).map_err(|e| (self.origin(path), e))?;
-        }
-        let config: RunConfig =
-            toml::Value::Table(table)
-                .try_into()
-                .map_err(|e: toml::de::Error| {
-                    let key = swept.last().map(|(p, _)| p.as_str()).unwrap_or("");
-                    (
-                        self.origin(key),
-                        format!("gives an invalid config: {}", e.message().trim()),
-                    )
-                })?;
-        if let Some((key, message)) = config.problems().into_iter().next() {
-            let culprit = swept
-                .iter()
-                .find(|(p, _)| *p == key)
-                .map(|(p, _)| p.clone())
-                .unwrap_or(key.clone());
-            return Err((
-                self.origin(&culprit),
-                format!("gives `{key}` that {message}"),
-            ));
-        }
-        Ok(GridPoint { config, swept })
-    }
-
     pub fn run_config(&self) -> RunConfig {
         RunConfig {
             data: self.data.clone(),
@@ -651,31 +345,6 @@ impl Spec {
             train: self.train.clone(),
             log: self.log.clone(),
         }
-    }
-
-    /// Where a varied key comes from, for errors: `search.space.<key>` or `sweep.<key>`.
-    fn origin(&self, key: &str) -> String {
-        if self.search.space.contains_key(key) {
-            format!("search.space.{key}")
-        } else {
-            format!("sweep.{key}")
-        }
-    }
-
-    /// The swept and searched paths, in the order grid points list them.
-    pub fn swept_keys(&self) -> Vec<String> {
-        let mut keys: Vec<String> = self.search.space.keys().cloned().collect();
-        keys.extend(self.swept_grid_keys());
-        keys
-    }
-
-    /// The `[sweep]` paths, sorted.
-    fn swept_grid_keys(&self) -> Vec<String> {
-        let mut flat = Vec::new();
-        flatten_sweep(&self.sweep, "", &mut flat);
-        let mut keys: Vec<String> = flat.into_iter().map(|(k, _)| k).collect();
-        keys.sort();
-        keys
     }
 }
 

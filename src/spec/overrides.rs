@@ -11,7 +11,8 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::{Spec, set_path, table_at};
+use super::Spec;
+use super::grid::{set_path, table_at};
 
 /// One `--set KEY=VALUE`.
 #[derive(Debug, Clone, PartialEq)]
