@@ -10,10 +10,8 @@ use std::time::Instant;
 use burn::prelude::*;
 use burn::tensor::Distribution;
 
-use crate::data::Digits;
 use crate::model::{ClassicOptions, DcganOptions, GanOptions, ModelConfig};
 use crate::spec::RunConfig;
-use crate::train::Trainer;
 
 /// Timings of one model, in milliseconds per step unless said otherwise.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -111,18 +109,7 @@ pub fn time_steps(
         ..Default::default()
     };
     config.train.batch_size = batch;
-    let mut trainer = Trainer::new(&config, &Digits::synthetic(batch * 4));
-    for step in 1..=warmup as u64 {
-        trainer.step(step)?;
-    }
-    let mut ms = (0..steps as u64)
-        .map(|i| {
-            let start = Instant::now();
-            trainer.step(warmup as u64 + 1 + i)?;
-            Ok(start.elapsed().as_secs_f64() * 1000.0)
-        })
-        .collect::<anyhow::Result<Vec<f64>>>()?;
-    ms.sort_by(f64::total_cmp);
+    let ms = crate::train::step_times_ms(&config, warmup, steps)?;
     let median = ms[ms.len() / 2];
     let gflop = config.model.step_flops(batch, config.train.d_steps) as f64 / 1e9;
     let gflop_per_s = gflop / (median / 1000.0);

@@ -126,6 +126,87 @@ fn dry_run_prints_the_grid_and_writes_nothing() {
 }
 
 #[test]
+fn estimate_prices_each_runs_steps_left_at_its_timed_pace_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), 20, "[1e-4, 2e-4]", "[0, 1]");
+    // (run, time left in seconds or none) of each row, and the summary line.
+    let estimate = |extra: &[&str]| {
+        let out = sweep(dir.path(), &spec, &[&["--estimate"][..], extra].concat()).success();
+        let stdout = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+        let mut lines = stdout.lines();
+        let header = lines.next().unwrap();
+        assert!(header.contains("time left"), "{stdout}");
+        let at = header.find("time left").unwrap();
+        let rows: Vec<(String, Option<f64>)> = (lines.clone().skip(1))
+            .take_while(|line| !line.contains(" runs: "))
+            .map(|line| {
+                let left = line.get(at..).unwrap_or("").split_whitespace().next();
+                let seconds = left.filter(|cell| cell.contains(':')).map(|clock| {
+                    (clock.split(':'))
+                        .map(|part| part.parse::<f64>().unwrap())
+                        .fold(0.0, |total, part| total * 60.0 + part)
+                });
+                (line.split_whitespace().next().unwrap().to_string(), seconds)
+            })
+            .collect();
+        let summary = (lines.find(|line| line.starts_with("estimated training time")))
+            .unwrap_or_else(|| panic!("{stdout}"))
+            .to_string();
+        (rows, summary)
+    };
+    // Seeds and learning rates do not change what a step computes: one shape, timed once, and
+    // every run priced at its pace.
+    let (rows, summary) = estimate(&["--set", "train.steps=200000"]);
+    assert_eq!(rows.len(), 4, "{summary}");
+    let pace_ms: f64 = (summary.split("3 steps timed here: ").nth(1))
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("{summary}"))
+        .parse()
+        .unwrap();
+    let priced = 200.0 * pace_ms;
+    for (run, left) in &rows {
+        let left = left.unwrap_or_else(|| panic!("{run}: no time left"));
+        assert!(
+            (left - priced).abs() <= priced * 0.005 + 1.0,
+            "{run} {left} {summary}"
+        );
+    }
+    assert!(summary.contains("for 4 runs"), "{summary}");
+    assert!(!dir.path().join("results").exists());
+    // Two batch sizes are two shapes.
+    let (rows, summary) = estimate(&["--set", "sweep.train.batch_size=[16, 32]"]);
+    assert_eq!(rows.len(), 8);
+    assert!(summary.contains("of each of 2 step shapes"), "{summary}");
+    // A finished run has nothing left, unless --force starts it over.
+    sweep(
+        dir.path(),
+        &spec,
+        &[
+            "--set",
+            "sweep.train.lr=[1e-4]",
+            "--set",
+            "sweep.train.seed=[0]",
+        ],
+    )
+    .success();
+    let (rows, summary) = estimate(&[]);
+    assert_eq!(rows.iter().filter(|(_, left)| left.is_none()).count(), 1);
+    assert!(summary.contains("for 3 runs"), "{summary}");
+    let (rows, summary) = estimate(&["--force"]);
+    assert!(rows.iter().all(|(_, left)| left.is_some()));
+    assert!(summary.contains("for 4 runs"), "{summary}");
+    assert_eq!(count(&db(dir.path()), "SELECT count(*) FROM runs"), 1);
+    // Nothing left at all says so.
+    let (_, summary) = estimate(&[
+        "--set",
+        "sweep.train.lr=[1e-4]",
+        "--set",
+        "sweep.train.seed=[0]",
+    ]);
+    assert!(summary.contains("nothing left to train"), "{summary}");
+}
+
+#[test]
 fn sweeps_run_in_parallel_record_everything_and_are_idempotent() {
     let dir = tempfile::tempdir().unwrap();
     let spec = write_spec(dir.path(), 20, "[1e-4, 2e-4]", "[0, 1]");
@@ -1188,6 +1269,12 @@ fn slurm_sweeps_plan_submit_run_tasks_and_collect_idempotently() {
     )
     .unwrap();
 
+    // A dry run writes nothing, so it does not collect.
+    for dry in ["--dry-run", "--estimate"] {
+        slurm(&["--collect", dry])
+            .failure()
+            .stderr(predicate::str::contains("a dry run"));
+    }
     // While task 1 is still queued, collecting merges only task 0.
     std::fs::write(dir.path().join("queue.txt"), "42_1\n").unwrap();
     slurm(&["--collect"]).success().stdout(

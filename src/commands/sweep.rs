@@ -22,6 +22,8 @@ pub struct SweepRequest<'a> {
     pub device: crate::backend::DeviceChoice,
     pub jobs: Option<usize>,
     pub dry_run: bool,
+    /// `--estimate`: the dry run's table with each run's training time left, timed here.
+    pub estimate: bool,
     pub force: bool,
     pub db: &'a Path,
     pub results: &'a Path,
@@ -130,6 +132,12 @@ pub fn sweep(req: SweepRequest) -> Result<()> {
             "--partition, --max-parallel, --sbatch-arg, --wait and --collect need --executor slurm"
         );
     }
+    if req.collect && req.dry_run {
+        bail!(
+            "--collect merges ended Slurm tasks' records into the database, which a dry run \
+             (--dry-run, --estimate) must not write; drop one of them"
+        );
+    }
     if req.slurm.is_some() && req.timeout.is_some() {
         bail!(
             "--timeout limits a sweep on this machine; give Slurm's tasks their time with \
@@ -191,7 +199,22 @@ pub fn sweep(req: SweepRequest) -> Result<()> {
         if req.dry_run {
             planner.propose(req.db)?;
             let recorded = exec::recorded_states(req.db, &planner)?;
-            out!("{}", exec::grid_table(&planner, &recorded))?;
+            let estimate = if req.estimate {
+                let timing = |i: usize, n: usize| {
+                    errln!(
+                        "timing {} steps of step shape {} of {n}...",
+                        exec::estimate::TIMED_STEPS,
+                        i + 1
+                    )
+                };
+                Some(exec::estimate(&planner, &recorded, req.force, timing)?)
+            } else {
+                None
+            };
+            out!(
+                "{}",
+                exec::grid_table(&planner, &recorded, estimate.as_ref())
+            )?;
             return Ok(());
         }
         let executor: Box<dyn exec::Executor> = match &req.slurm {

@@ -14,6 +14,7 @@
 //! [`prune`] stops runs early (ASHA rungs and failure detectors) under both; `extend` starts
 //! a new run from a finished shorter run of its config.
 
+pub mod estimate;
 mod extend;
 pub mod local;
 mod plan;
@@ -34,8 +35,9 @@ use crate::spec::{GridPoint, RunConfig, Spec};
 use crate::track::{self, Event, RunRecord, Tracker};
 use crate::track::{annotations, records};
 use crate::train;
+pub use estimate::{Estimate, estimate};
 pub use local::LocalExecutor;
-pub use plan::{Planner, grid_table, recorded_states};
+pub use plan::{Planner, Recorded, grid_table, recorded_states};
 pub use point::run_one;
 use prune::Pruning;
 

@@ -10,7 +10,7 @@ use anyhow::Result;
 use super::PlannedRun;
 use crate::spec::search::Strategy;
 use crate::spec::{GridPoint, Spec, tpe};
-use crate::track;
+use crate::{query, track};
 
 /// A TPE trial: the values it sets and its runs (one per point of the `[sweep]` grid).
 type Trial = (Vec<(String, toml::Value)>, Vec<String>);
@@ -169,11 +169,35 @@ impl<'a> Planner<'a> {
     }
 }
 
-/// What the database `db` records of each of `planner`'s runs, for `--dry-run`: run id -> its
-/// status and steps ("interrupted 400/800"); a new run that will continue a finished shorter
-/// run of its config says which ("new from 8d0c51e2a7f3 at 400"). Nothing when there is no
-/// database yet.
-pub fn recorded_states(db: &Path, planner: &Planner) -> Result<HashMap<String, String>> {
+/// What the database records of a planned run, for `--dry-run`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recorded {
+    /// Its status as people read it (`orphaned` for a `running` run whose process is gone);
+    /// `new` for a run that is not recorded but continues a shorter one.
+    pub status: String,
+    /// Steps done, and planned when known.
+    pub steps: Option<(u64, Option<u64>)>,
+    /// A new run's finished shorter run of its config: its id and the step it continues from.
+    pub from: Option<(String, u64)>,
+}
+
+impl std::fmt::Display for Recorded {
+    /// "interrupted 400/800", "finished 800", "new from 8d0c51e2a7f3 at 400".
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "{}", self.status)?;
+        match (&self.steps, &self.from) {
+            (_, Some((id, step))) => write!(f, " from {id} at {step}"),
+            (Some((done, Some(total))), None) => write!(f, " {done}/{total}"),
+            (Some((done, None)), None) => write!(f, " {done}"),
+            (None, None) => Ok(()),
+        }
+    }
+}
+
+/// What the database `db` records of each of `planner`'s runs that it knows, by run id: its
+/// status and steps; a new run that will continue a finished shorter run of its config, which
+/// one. Nothing when there is no database yet.
+pub fn recorded_states(db: &Path, planner: &Planner) -> Result<HashMap<String, Recorded>> {
     if !db.exists() {
         return Ok(Default::default());
     }
@@ -184,7 +208,11 @@ pub fn recorded_states(db: &Path, planner: &Planner) -> Result<HashMap<String, S
         if !states.contains_key(&run.id)
             && let Some((shorter, _)) = finished.shorter_run(db, run)
         {
-            let from = format!("new from {} at {}", shorter.id, shorter.steps);
+            let from = Recorded {
+                status: "new".into(),
+                steps: None,
+                from: Some((shorter.id.clone(), shorter.steps)),
+            };
             states.insert(run.id.clone(), from);
         }
     }
@@ -192,7 +220,7 @@ pub fn recorded_states(db: &Path, planner: &Planner) -> Result<HashMap<String, S
 }
 
 /// Each recorded run's status and steps.
-fn states_of_runs(conn: &rusqlite::Connection) -> Result<HashMap<String, String>> {
+fn states_of_runs(conn: &rusqlite::Connection) -> Result<HashMap<String, Recorded>> {
     let sql = format!(
         "SELECT r.id, {}, r.steps_done, r.total_steps FROM runs r",
         track::claims::status_sql("r")
@@ -200,33 +228,41 @@ fn states_of_runs(conn: &rusqlite::Connection) -> Result<HashMap<String, String>
     let mut statement = conn.prepare(&sql)?;
     let rows = statement.query_map([], |r| {
         let (id, status): (String, String) = (r.get(0)?, r.get(1)?);
+        // (Counts as stored; a hand-edited negative one reads as 0.)
         let (done, total): (Option<i64>, Option<i64>) = (r.get(2)?, r.get(3)?);
-        let steps = match (done, total) {
-            (Some(done), Some(total)) => format!(" {done}/{total}"),
-            (Some(done), None) => format!(" {done}"),
-            _ => String::new(),
-        };
-        Ok((id, format!("{status}{steps}")))
+        let count = |n: i64| n.max(0) as u64;
+        let steps = done.map(|done| (count(done), total.map(count)));
+        Ok((
+            id,
+            Recorded {
+                status,
+                steps,
+                from: None,
+            },
+        ))
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// The planned runs as a table: run id, what the database records of it (`recorded`, from
-/// [`recorded_states`]; `new` when nothing) and the swept values, then the count of each.
-pub fn grid_table(planner: &Planner, recorded: &HashMap<String, String>) -> String {
+/// [`recorded_states`]; `new` when nothing), with an `estimate` its training time left, and
+/// the swept values; then the count of each status (and the estimate's total).
+pub fn grid_table(
+    planner: &Planner,
+    recorded: &HashMap<String, Recorded>,
+    estimate: Option<&super::Estimate>,
+) -> String {
     let (spec, runs) = (planner.spec, &planner.runs);
     let keys = spec.swept_keys();
-    let mut rows = vec![
-        ["run", "recorded"]
-            .map(String::from)
-            .into_iter()
-            .chain(keys.iter().cloned())
-            .collect::<Vec<_>>(),
-    ];
+    let mut header = vec!["run".to_string(), "recorded".to_string()];
+    header.extend(estimate.map(|_| "time left".to_string()));
+    let mut rows = vec![header.into_iter().chain(keys.iter().cloned()).collect()];
     let mut counts: Vec<(String, usize)> = Vec::new();
     for run in runs {
-        let state = recorded.get(&run.id).map_or("new", String::as_str);
-        let status = state.split(' ').next().unwrap_or(state).to_string();
+        let (state, status) = match recorded.get(&run.id) {
+            Some(recorded) => (recorded.to_string(), recorded.status.clone()),
+            None => ("new".to_string(), "new".to_string()),
+        };
         match counts.iter_mut().find(|(s, _)| *s == status) {
             Some((_, n)) => *n += 1,
             None => counts.push((status, 1)),
@@ -239,14 +275,20 @@ pub fn grid_table(planner: &Planner, recorded: &HashMap<String, String>) -> Stri
                 .map(|(_, v)| v.to_string())
                 .unwrap_or_default()
         });
+        let left = estimate.map(|e| {
+            e.left
+                .get(&run.id)
+                .map_or(String::new(), |s| query::clock(*s))
+        });
         rows.push(
-            [run.id.clone(), state.to_string()]
+            [run.id.clone(), state]
                 .into_iter()
+                .chain(left)
                 .chain(values)
                 .collect(),
         );
     }
-    let mut out = crate::query::format_table(&rows);
+    let mut out = query::format_table(&rows);
     counts.sort();
     let counted: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
     out.push_str(&format!("{} runs: {}", runs.len(), counted.join(", ")));
@@ -264,6 +306,10 @@ pub fn grid_table(planner: &Planner, recorded: &HashMap<String, String>) -> Stri
         ));
     }
     out.push('\n');
+    if let Some(estimate) = estimate {
+        out.push_str(&estimate.summary());
+        out.push('\n');
+    }
     let trials = spec.search.trials as usize;
     if spec.search.strategy == Strategy::Tpe && planner.trials_planned() < trials {
         out.push_str(&format!(

@@ -127,6 +127,26 @@ pub fn training_device() -> Device {
     crate::backend::device().autodiff()
 }
 
+/// Milliseconds per training step of `config` (its model, batch, D steps, loss and
+/// penalties) on synthetic digits: `steps` of them (at least one), sorted, after `warmup`
+/// untimed ones.
+pub fn step_times_ms(config: &RunConfig, warmup: usize, steps: usize) -> anyhow::Result<Vec<f64>> {
+    let digits = Digits::synthetic(config.train.batch_size * 4);
+    let mut trainer = Trainer::new(config, &digits);
+    for step in 1..=warmup as u64 {
+        trainer.step(step)?;
+    }
+    let mut ms = (0..steps.max(1) as u64)
+        .map(|i| {
+            let start = Instant::now();
+            trainer.step(warmup as u64 + 1 + i)?;
+            Ok(start.elapsed().as_secs_f64() * 1000.0)
+        })
+        .collect::<anyhow::Result<Vec<f64>>>()?;
+    ms.sort_by(f64::total_cmp);
+    Ok(ms)
+}
+
 /// `n` latent vectors from N(0, 1).
 pub fn latents(rng: &mut StdRng, n: usize, latent_dim: usize, device: &Device) -> Tensor<2> {
     Tensor::from_data(
