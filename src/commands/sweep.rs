@@ -201,11 +201,15 @@ pub fn sweep(req: SweepRequest) -> Result<()> {
             let recorded = exec::recorded_states(req.db, &planner)?;
             let estimate = if req.estimate {
                 let timing = |i: usize, n: usize| {
+                    if stop.load(Ordering::Relaxed) {
+                        return Err(Interrupted("interrupted: no estimate".into()).into());
+                    }
                     errln!(
                         "timing {} steps of step shape {} of {n}...",
                         exec::estimate::TIMED_STEPS,
                         i + 1
-                    )
+                    );
+                    Ok(())
                 };
                 Some(exec::estimate(&planner, &recorded, req.force, timing)?)
             } else {

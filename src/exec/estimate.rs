@@ -76,12 +76,13 @@ fn ms(seconds: f64) -> String {
 
 /// Times the step shapes of `planner`'s runs that a sweep would train (all of them with
 /// `force`), given what the database records of them, and prices their steps left.
-/// `timing(i, n)` is told before each of the `n` shapes is timed.
+/// `timing(i, n)` is told before each of the `n` shapes is timed; an error from it (Ctrl-C)
+/// stops the estimate.
 pub fn estimate(
     planner: &Planner,
     recorded: &HashMap<String, Recorded>,
     force: bool,
-    mut timing: impl FnMut(usize, usize),
+    mut timing: impl FnMut(usize, usize) -> Result<()>,
 ) -> Result<Estimate> {
     let mut train_lens: HashMap<PathBuf, usize> = HashMap::new();
     let mut to_train: Vec<(&PlannedRun, u64)> = Vec::new();
@@ -117,7 +118,7 @@ pub fn estimate(
     }
     let mut step_seconds: HashMap<String, f64> = HashMap::new();
     for (i, (key, shape)) in shapes.iter().enumerate() {
-        timing(i, shapes.len());
+        timing(i, shapes.len())?;
         let ms = crate::train::step_times_ms(shape, WARMUP_STEPS, TIMED_STEPS)
             .with_context(|| format!("timing a step of batch {}", shape.train.batch_size))?;
         step_seconds.insert(key.clone(), ms[ms.len() / 2] / 1000.0);
