@@ -158,7 +158,7 @@ fn estimate_prices_each_runs_steps_left_at_its_timed_pace_and_writes_nothing() {
     // every run priced at its pace.
     let (rows, summary) = estimate(&["--set", "train.steps=200000"]);
     assert_eq!(rows.len(), 4, "{summary}");
-    let pace_ms: f64 = (summary.split("3 steps timed here: ").nth(1))
+    let pace_ms: f64 = (summary.split("(timed here: ").nth(1))
         .and_then(|rest| rest.split(' ').next())
         .unwrap_or_else(|| panic!("{summary}"))
         .parse()
@@ -176,7 +176,21 @@ fn estimate_prices_each_runs_steps_left_at_its_timed_pace_and_writes_nothing() {
     // Two batch sizes are two shapes.
     let (rows, summary) = estimate(&["--set", "sweep.train.batch_size=[16, 32]"]);
     assert_eq!(rows.len(), 8);
-    assert!(summary.contains("of each of 2 step shapes"), "{summary}");
+    assert!(summary.contains("(2 shapes timed here: "), "{summary}");
+    assert!(!summary.contains("evaluation"), "{summary}");
+    // Evaluations every 10 steps and at the end: two a run, timed once and counted in.
+    let evaluating = [
+        "--set",
+        "log.eval_samples=200",
+        "--set",
+        "log.eval_every=10",
+    ];
+    let (rows, summary) = estimate(&evaluating);
+    assert_eq!(rows.len(), 4);
+    assert!(
+        summary.contains("8 evaluations included") && summary.contains(" s an evaluation"),
+        "{summary}"
+    );
     // A finished run has nothing left, unless --force starts it over.
     sweep(
         dir.path(),

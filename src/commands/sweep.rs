@@ -205,8 +205,7 @@ pub fn sweep(req: SweepRequest) -> Result<()> {
                         return Err(Interrupted("interrupted: no estimate".into()).into());
                     }
                     errln!(
-                        "timing {} steps of step shape {} of {n}...",
-                        exec::estimate::TIMED_STEPS,
+                        "timing shape {} of {n} (training steps, an evaluation)...",
                         i + 1
                     );
                     Ok(())

@@ -1,31 +1,39 @@
 //! `runner sweep --estimate`: what a sweep would cost on this machine, before it runs. Each
-//! distinct step shape among the runs left to train (what a training step computes: model,
-//! batch, D steps, loss and penalties; not the seed, learning rates or the run's length) is
-//! timed for a few steps on synthetic digits, and each run's steps left are priced at its
-//! shape's median.
+//! distinct shape among the runs left to train (what a training step and an evaluation
+//! compute: model, batch, D steps, loss and penalties, evaluation samples and test digits; not
+//! the seed, learning rates or the run's length) is timed for a few steps on synthetic
+//! digits, and for one evaluation; each run's steps and evaluations left are priced at its
+//! shape's.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
-use super::PlannedRun;
 use super::plan::{Planner, Recorded};
 use crate::spec::RunConfig;
 
 /// Untimed steps before the timed ones (the first allocates every buffer).
 const WARMUP_STEPS: usize = 1;
-/// Steps timed per shape; the median prices them.
-pub const TIMED_STEPS: usize = 3;
+/// Steps timed per shape at least; the median prices them.
+const TIMED_STEPS: usize = 3;
+/// Steps this quick are timed until about this long (at most [`MAX_TIMED_STEPS`]): a few
+/// milliseconds' steps vary more than the clock's resolution.
+const MIN_TIMED_SECONDS: f64 = 0.3;
+const MAX_TIMED_STEPS: usize = 100;
 
 /// A sweep's training time left, run by run.
 #[derive(Debug, Clone, Default)]
 pub struct Estimate {
-    /// Seconds of training each planned run has left, by run id: none for a run the sweep
-    /// skips (finished, diverged, pruned, or trained by another process).
+    /// Seconds of training (evaluations included) each planned run has left, by run id: none
+    /// for a run the sweep skips (finished, diverged, pruned, or trained by another process).
     pub left: HashMap<String, f64>,
-    /// The seconds per step of each shape timed.
+    /// The evaluations the runs left to train will make.
+    pub evaluations: u64,
+    /// Each timed shape's seconds per step.
     pub step_seconds: Vec<f64>,
+    /// Each timed shape's seconds per evaluation (shapes whose runs evaluate).
+    pub eval_seconds: Vec<f64>,
 }
 
 impl Estimate {
@@ -40,42 +48,54 @@ impl Estimate {
         if runs == 0 {
             return "estimated training time: nothing left to train".into();
         }
-        let (fastest, slowest) = self
-            .step_seconds
-            .iter()
-            .fold((f64::INFINITY, 0.0f64), |(lo, hi), &s| {
-                (lo.min(s), hi.max(s))
-            });
-        let pace = if self.step_seconds.len() == 1 {
-            format!("{TIMED_STEPS} steps timed here: {} ms a step", ms(fastest))
-        } else {
-            format!(
-                "{TIMED_STEPS} steps of each of {} step shapes timed here: {} to {} ms a step",
-                self.step_seconds.len(),
-                ms(fastest),
-                ms(slowest)
-            )
+        let shapes = match self.step_seconds.len() {
+            1 => String::new(),
+            n => format!("{n} shapes "),
+        };
+        let mut timed = format!(
+            "{shapes}timed here: {} ms a step",
+            spread(&self.step_seconds, 1000.0)
+        );
+        if !self.eval_seconds.is_empty() {
+            timed += &format!(", {} s an evaluation", spread(&self.eval_seconds, 1.0));
+        }
+        let plural = |n: u64, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+        let evaluations = match self.evaluations {
+            0 => String::new(),
+            n => format!(", {} included", plural(n, "evaluation")),
         };
         let cores = rayon::current_num_threads();
         format!(
-            "estimated training time: {} for {runs} run{} ({pace}, one run at a time on {cores} \
-             core{}); evaluations are not counted, and early stopping can cut it short",
+            "estimated training time: {} for {}{evaluations} ({timed}; one run at a time on {}); \
+             early stopping can cut it short",
             crate::query::clock(seconds),
-            if runs == 1 { "" } else { "s" },
-            if cores == 1 { "" } else { "s" },
+            plural(runs as u64, "run"),
+            plural(cores as u64, "core"),
         )
     }
 }
 
-/// `seconds` as milliseconds to three significant digits (0.0123 -> "12.3").
-fn ms(seconds: f64) -> String {
-    let ms = seconds * 1000.0;
-    let decimals = (2 - ms.abs().max(1e-3).log10().floor() as i32).clamp(0, 5) as usize;
-    format!("{ms:.decimals$}")
+/// Values (in seconds) shown in `unit`s per second, to three significant digits: one value, or
+/// the lowest and highest.
+fn spread(seconds: &[f64], unit: f64) -> String {
+    let lowest = seconds.iter().copied().fold(f64::INFINITY, f64::min);
+    let highest = seconds.iter().copied().fold(0.0, f64::max);
+    let [lowest, highest] = [lowest, highest].map(|s| significant(s * unit));
+    if lowest == highest {
+        lowest
+    } else {
+        format!("{lowest} to {highest}")
+    }
 }
 
-/// Times the step shapes of `planner`'s runs that a sweep would train (all of them with
-/// `force`), given what the database records of them, and prices their steps left.
+/// `value` to three significant digits: 412, 12.3, 0.510.
+fn significant(value: f64) -> String {
+    let decimals = (2 - value.abs().max(1e-3).log10().floor() as i32).clamp(0, 5) as usize;
+    format!("{value:.decimals$}")
+}
+
+/// Times the shapes of `planner`'s runs that a sweep would train (all of them with `force`),
+/// given what the database records of them, and prices their steps and evaluations left.
 /// `timing(i, n)` is told before each of the `n` shapes is timed; an error from it (Ctrl-C)
 /// stops the estimate.
 pub fn estimate(
@@ -85,7 +105,9 @@ pub fn estimate(
     mut timing: impl FnMut(usize, usize) -> Result<()>,
 ) -> Result<Estimate> {
     let mut train_lens: HashMap<PathBuf, usize> = HashMap::new();
-    let mut to_train: Vec<(&PlannedRun, u64)> = Vec::new();
+    // (run id, shape key, steps left, evaluations left), and each shape's config by key.
+    let mut to_train: Vec<(&str, String, u64, u64)> = Vec::new();
+    let mut shapes: Vec<(String, RunConfig, bool)> = Vec::new();
     for run in &planner.runs {
         let config = &run.point.config;
         // Only a run whose length is given in epochs needs its data's size.
@@ -103,37 +125,52 @@ pub fn estimate(
             }
         };
         let total = config.train.total_steps(train_len);
-        let left = steps_left(total, recorded.get(&run.id), force);
-        if left > 0 {
-            to_train.push((run, left));
+        let steps = steps_left(total, recorded.get(&run.id), force);
+        if steps == 0 {
+            continue;
         }
-    }
-    let mut shapes: Vec<(String, RunConfig)> = Vec::new();
-    for (run, _) in &to_train {
-        let shape = step_shape(&run.point.config);
+        let evaluations = evaluations_left(config, total - steps, total);
+        let shape = shape(config);
         let key = serde_json::to_string(&shape).expect("configs serialize");
-        if !shapes.iter().any(|(k, _)| *k == key) {
-            shapes.push((key, shape));
+        match shapes.iter_mut().find(|(k, ..)| *k == key) {
+            Some((_, _, evaluates)) => *evaluates |= evaluations > 0,
+            None => shapes.push((key.clone(), shape, evaluations > 0)),
         }
+        to_train.push((&run.id, key, steps, evaluations));
     }
-    let mut step_seconds: HashMap<String, f64> = HashMap::new();
-    for (i, (key, shape)) in shapes.iter().enumerate() {
+    // Shape key -> (seconds a step, seconds an evaluation).
+    let mut prices: HashMap<&str, (f64, f64)> = HashMap::new();
+    let mut estimate = Estimate::default();
+    for (i, (key, shape, evaluates)) in shapes.iter().enumerate() {
         timing(i, shapes.len())?;
-        let ms = crate::train::step_times_ms(shape, WARMUP_STEPS, TIMED_STEPS)
-            .with_context(|| format!("timing a step of batch {}", shape.train.batch_size))?;
-        step_seconds.insert(key.clone(), ms[ms.len() / 2] / 1000.0);
+        let time_steps = |steps| {
+            let ms = crate::train::step_times_ms(shape, WARMUP_STEPS, steps)
+                .with_context(|| format!("timing a step of batch {}", shape.train.batch_size))?;
+            anyhow::Ok(ms[ms.len() / 2] / 1000.0)
+        };
+        let mut step = time_steps(TIMED_STEPS)?;
+        if step * (TIMED_STEPS as f64) < MIN_TIMED_SECONDS {
+            let steps = (MIN_TIMED_SECONDS / step.max(1e-6)).ceil() as usize;
+            step = time_steps(steps.min(MAX_TIMED_STEPS))?;
+        }
+        estimate.step_seconds.push(step);
+        let evaluation = if *evaluates {
+            let seconds = crate::train::evaluation_seconds(shape)
+                .with_context(|| format!("timing an evaluation of {}", shape.log.eval_samples))?;
+            estimate.eval_seconds.push(seconds);
+            seconds
+        } else {
+            0.0
+        };
+        prices.insert(key, (step, evaluation));
     }
-    let left = to_train
-        .iter()
-        .map(|(run, steps)| {
-            let key = serde_json::to_string(&step_shape(&run.point.config)).expect("serializes");
-            (run.id.clone(), *steps as f64 * step_seconds[&key])
-        })
-        .collect();
-    Ok(Estimate {
-        left,
-        step_seconds: shapes.iter().map(|(key, _)| step_seconds[key]).collect(),
-    })
+    for (id, key, steps, evaluations) in to_train {
+        let (step, evaluation) = prices[key.as_str()];
+        let seconds = steps as f64 * step + evaluations as f64 * evaluation;
+        estimate.left.insert(id.to_string(), seconds);
+        estimate.evaluations += evaluations;
+    }
+    Ok(estimate)
 }
 
 /// The steps a sweep would train of a run with `total` steps, given what is recorded of it:
@@ -153,10 +190,24 @@ fn steps_left(total: u64, recorded: Option<&Recorded>, force: bool) -> u64 {
     }
 }
 
-/// What a training step of `config` computes, without what changes only the values it
-/// computes with (seed, learning rates and their schedule, the real label's target, penalty
-/// and averaging weights) or the run's length and files (steps, epochs, `[log]`, `[data]`).
-fn step_shape(config: &RunConfig) -> RunConfig {
+/// The evaluations a run of `config` makes after step `from` up to `total`: at every
+/// `log.eval_every` steps and at its last step.
+fn evaluations_left(config: &RunConfig, from: u64, total: u64) -> u64 {
+    let log = &config.log;
+    if log.eval_samples == 0 || from >= total {
+        return 0;
+    }
+    match log.eval_every {
+        0 => 1,
+        every => total / every - from / every + u64::from(!total.is_multiple_of(every)),
+    }
+}
+
+/// What a training step and an evaluation of `config` compute, without what changes only the
+/// values they compute with (seed, learning rates and their schedule, the real label's
+/// target, penalty and averaging weights) or the run's length and files (steps, epochs, `[log]`
+/// but the evaluations' samples, where the data lies).
+fn shape(config: &RunConfig) -> RunConfig {
     let (mut shape, defaults) = (config.clone(), RunConfig::default());
     let train = &mut shape.train;
     (train.steps, train.epochs, train.seed) = (Some(1), None, 0);
@@ -168,7 +219,10 @@ fn step_shape(config: &RunConfig) -> RunConfig {
     train.clip = train.clip.map(|_| 0.01);
     train.r1_gamma = if train.r1_gamma > 0.0 { 1.0 } else { 0.0 };
     train.g_ema = if train.g_ema > 0.0 { 0.999 } else { 0.0 };
-    (shape.log, shape.data) = (defaults.log, defaults.data);
+    let eval_samples = shape.log.eval_samples;
+    shape.log = defaults.log;
+    shape.log.eval_samples = eval_samples;
+    shape.data.dir = Some(shape.data.resolved_dir());
     shape
 }
 
@@ -187,22 +241,14 @@ mod tests {
     #[test]
     fn runs_are_priced_by_the_steps_a_sweep_would_train() {
         assert_eq!(steps_left(800, None, false), 800);
-        assert_eq!(
-            steps_left(800, Some(&recorded("new", None, Some(300))), false),
-            500
-        );
-        assert_eq!(
-            steps_left(800, Some(&recorded("interrupted", Some(600), None)), false),
-            200
-        );
-        assert_eq!(
-            steps_left(800, Some(&recorded("orphaned", Some(100), None)), false),
-            700
-        );
-        assert_eq!(
-            steps_left(800, Some(&recorded("failed", Some(0), None)), false),
-            800
-        );
+        let new_from = recorded("new", None, Some(300));
+        assert_eq!(steps_left(800, Some(&new_from), false), 500);
+        let interrupted = recorded("interrupted", Some(600), None);
+        assert_eq!(steps_left(800, Some(&interrupted), false), 200);
+        let orphaned = recorded("orphaned", Some(100), None);
+        assert_eq!(steps_left(800, Some(&orphaned), false), 700);
+        let failed = recorded("failed", Some(0), None);
+        assert_eq!(steps_left(800, Some(&failed), false), 800);
         for skipped in ["finished", "diverged", "pruned", "running"] {
             let run = recorded(skipped, Some(400), None);
             assert_eq!(steps_left(800, Some(&run), false), 0, "{skipped}");
@@ -215,28 +261,71 @@ mod tests {
     }
 
     #[test]
-    fn paces_keep_three_significant_digits() {
-        assert_eq!(ms(0.41234), "412");
-        assert_eq!(ms(0.0123), "12.3");
-        assert_eq!(ms(0.00051), "0.510");
-        assert_eq!(ms(2.5), "2500");
+    fn evaluations_come_every_eval_every_steps_and_at_the_end() {
+        let mut config = RunConfig::default();
+        config.log.eval_every = 400;
+        assert_eq!(evaluations_left(&config, 0, 800), 2);
+        assert_eq!(evaluations_left(&config, 0, 1000), 3);
+        assert_eq!(evaluations_left(&config, 400, 800), 1);
+        assert_eq!(evaluations_left(&config, 399, 800), 2);
+        assert_eq!(evaluations_left(&config, 800, 800), 0);
+        config.log.eval_every = 0;
+        assert_eq!(evaluations_left(&config, 0, 800), 1);
+        config.log.eval_samples = 0;
+        assert_eq!(evaluations_left(&config, 0, 800), 0);
     }
 
     #[test]
-    fn a_step_shape_is_what_a_step_computes() {
+    fn figures_keep_three_significant_digits() {
+        assert_eq!(significant(412.34), "412");
+        assert_eq!(significant(12.34), "12.3");
+        assert_eq!(significant(0.51), "0.510");
+        assert_eq!(significant(2500.0), "2500");
+        assert_eq!(spread(&[0.0123, 0.0123], 1000.0), "12.3");
+        assert_eq!(spread(&[0.0123, 0.4], 1000.0), "12.3 to 400");
+        let one = Estimate {
+            left: HashMap::from([("a".into(), 100.0)]),
+            evaluations: 0,
+            step_seconds: vec![0.1234],
+            eval_seconds: vec![],
+        };
+        assert!(
+            one.summary()
+                .contains("0:01:40 for 1 run (timed here: 123 ms a step;")
+        );
+        let two = Estimate {
+            left: HashMap::from([("a".into(), 100.0), ("b".into(), 3600.0)]),
+            evaluations: 4,
+            step_seconds: vec![0.1234, 0.01],
+            eval_seconds: vec![2.0],
+        };
+        let summary = two.summary();
+        assert!(
+            summary.contains(
+                "1:01:40 for 2 runs, 4 evaluations included (2 shapes timed here: 10.0 to 123 ms \
+                 a step, 2.00 s an evaluation;"
+            ),
+            "{summary}"
+        );
+    }
+
+    #[test]
+    fn a_shape_is_what_a_step_and_an_evaluation_compute() {
         let base = RunConfig::default();
         let mut same = base.clone();
         (same.train.seed, same.train.lr, same.train.steps) = (7, 1e-3, Some(5000));
-        same.train.r1_gamma = 10.0;
+        (same.train.r1_gamma, same.log.eval_every) = (10.0, 500);
         let mut other_gamma = base.clone();
         other_gamma.train.r1_gamma = 0.1;
-        assert_eq!(step_shape(&same), step_shape(&other_gamma));
-        let mut bigger = base.clone();
+        assert_eq!(shape(&same), shape(&other_gamma));
+        let mut bigger = same.clone();
         bigger.train.batch_size = 128;
-        let mut more_d = base.clone();
+        let mut more_d = same.clone();
         more_d.train.d_steps = 2;
-        for costlier in [bigger, more_d, base.clone()] {
-            assert_ne!(step_shape(&same), step_shape(&costlier));
+        let mut fewer_samples = same.clone();
+        fewer_samples.log.eval_samples = 1000;
+        for costlier in [bigger, more_d, fewer_samples, base.clone()] {
+            assert_ne!(shape(&same), shape(&costlier));
         }
     }
 }

@@ -131,8 +131,7 @@ pub fn training_device() -> Device {
 /// penalties) on synthetic digits: `steps` of them (at least one), sorted, after `warmup`
 /// untimed ones.
 pub fn step_times_ms(config: &RunConfig, warmup: usize, steps: usize) -> anyhow::Result<Vec<f64>> {
-    let digits = Digits::synthetic(config.train.batch_size * 4);
-    let mut trainer = Trainer::new(config, &digits);
+    let mut trainer = Trainer::new(config, &Digits::synthetic(config.train.batch_size * 4));
     for step in 1..=warmup as u64 {
         trainer.step(step)?;
     }
@@ -145,6 +144,19 @@ pub fn step_times_ms(config: &RunConfig, warmup: usize, steps: usize) -> anyhow:
         .collect::<anyhow::Result<Vec<f64>>>()?;
     ms.sort_by(f64::total_cmp);
     Ok(ms)
+}
+
+/// Seconds one evaluation of a run of `config` takes (its `log.eval_samples` samples drawn and
+/// scored against the test digits in its data directory), timed with an untrained generator:
+/// the work does not depend on what it draws. Building the evaluator, once per sweep, is not
+/// timed.
+pub fn evaluation_seconds(config: &RunConfig) -> anyhow::Result<f64> {
+    let side = config.model.image_side();
+    let evaluator = Evaluator::shared(&config.data.resolved_dir(), side, &mut |_| {})?;
+    let trainer = Trainer::new(config, &Digits::synthetic(config.train.batch_size));
+    let start = Instant::now();
+    trainer.evaluate(&trainer.sampler(), &evaluator);
+    Ok(start.elapsed().as_secs_f64())
 }
 
 /// `n` latent vectors from N(0, 1).
