@@ -81,7 +81,7 @@ build-gpu-autotune:
 
 # The Vulkan build checked on Mesa's software Vulkan driver, no GPU needed (bench/vulkan-smoke.sh
 # says what it fetches and patches under dist/vulkan-smoke): about 6 minutes to build, 6 to check.
-vulkan-smoke:
+vulkan-smoke: data
 	bash bench/vulkan-smoke.sh
 
 # What bench/gpu-check.sh needs on a GPU machine, compressed to travel (a device `run` carries

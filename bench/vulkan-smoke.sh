@@ -43,6 +43,15 @@ if [ ! -f "$ICD" ]; then
 {"file_format_version": "1.0.0", "ICD": {"library_path": "$PWD/$MESA/usr/lib/x86_64-linux-gnu/libvulkan_lvp.so", "api_version": "1.3"}}
 EOF
 fi
+# The Vulkan loader itself, where the system has none (a machine without libvulkan1 found no
+# adapter at all): Debian's libvulkan1, unpacked beside Mesa, as gpu-check.sh does on the GPU.
+if ! ldconfig -p | grep -q 'libvulkan\.so\.1 ' && [ ! -e "$MESA/usr/lib/x86_64-linux-gnu/libvulkan.so.1" ]; then
+    log "fetching the Vulkan loader (libvulkan1)"
+    mkdir -p "$WORK/loader"
+    (cd "$WORK/loader" && { apt-get download -qq libvulkan1 2>/dev/null \
+        || { apt-get update -qq && apt-get download -qq libvulkan1; }; })
+    dpkg-deb -x "$WORK"/loader/libvulkan1_*.deb "$MESA"
+fi
 export VK_ICD_FILENAMES="$PWD/$ICD" VK_DRIVER_FILES="$PWD/$ICD"
 export LD_LIBRARY_PATH="$PWD/$MESA/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export GANRUNNER_VULKAN_ADAPTER=cpu
