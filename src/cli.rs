@@ -119,8 +119,8 @@ pub struct SweepArgs {
     /// Print the expanded grid and exit.
     #[arg(long)]
     pub dry_run: bool,
-    /// A dry run that also times a few training steps of each kind of step the runs left to
-    /// train take, here, and prints each run's estimated training time and their total.
+    /// A dry run that also times, here, a few training steps and one evaluation of each kind
+    /// of run left to train, and prints each run's estimated training time and their total.
     #[arg(long)]
     pub estimate: bool,
     /// Rerun finished runs from scratch.

@@ -1444,6 +1444,11 @@ fn tpe_searches_propose_trials_from_the_scores_of_the_ended_ones() {
         sweep(dir.path(), &spec, &["--dry-run"])
             .success()
             .stdout(predicate::str::contains("TPE: 3 of 7 trials planned"));
+        sweep(dir.path(), &spec, &["--estimate"]).success().stdout(
+            predicate::str::contains("for 3 runs").and(predicate::str::contains(
+                "(the estimate counts the planned ones)",
+            )),
+        );
         sweep(dir.path(), &spec, &["--no-report"])
             .success()
             .stdout(predicate::str::contains("7 runs: 7 finished"))

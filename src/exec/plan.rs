@@ -312,9 +312,14 @@ pub fn grid_table(
     }
     let trials = spec.search.trials as usize;
     if spec.search.strategy == Strategy::Tpe && planner.trials_planned() < trials {
+        let estimated = if estimate.is_some() {
+            " (the estimate counts the planned ones)"
+        } else {
+            ""
+        };
         out.push_str(&format!(
             "TPE: {} of {trials} trials planned; the others are proposed from the scores of \
-             these as they end\n",
+             these as they end{estimated}\n",
             planner.trials_planned()
         ));
     }
