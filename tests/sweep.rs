@@ -191,6 +191,26 @@ fn estimate_prices_each_runs_steps_left_at_its_timed_pace_and_writes_nothing() {
         summary.contains("8 evaluations included") && summary.contains(" s an evaluation"),
         "{summary}"
     );
+    // Data without the test digits an evaluation needs is named before anything runs.
+    let train_only = dir.path().join("train-only");
+    std::fs::create_dir(&train_only).unwrap();
+    for name in ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"] {
+        std::fs::copy(fixture_dir().join(name), train_only.join(name)).unwrap();
+    }
+    runner()
+        .current_dir(dir.path())
+        .arg("sweep")
+        .arg(&spec)
+        .args(["--estimate", "--data-dir"])
+        .arg(&train_only)
+        .args(evaluating)
+        .assert()
+        .failure()
+        .stderr(
+            predicate::str::contains("timing an evaluation")
+                .and(predicate::str::contains("t10k-images")),
+        );
+    assert!(!dir.path().join("results").exists());
     // A finished run has nothing left, unless --force starts it over.
     sweep(
         dir.path(),

@@ -200,12 +200,13 @@ pub fn sweep(req: SweepRequest) -> Result<()> {
             planner.propose(req.db)?;
             let recorded = exec::recorded_states(req.db, &planner)?;
             let estimate = if req.estimate {
-                let timing = |i: usize, n: usize| {
+                let timing = |i: usize, n: usize, evaluates: bool| {
                     if stop.load(Ordering::Relaxed) {
                         return Err(Interrupted("interrupted: no estimate".into()).into());
                     }
+                    let evaluation = if evaluates { " and an evaluation" } else { "" };
                     errln!(
-                        "timing shape {} of {n} (training steps, an evaluation)...",
+                        "timing shape {} of {n}: training steps{evaluation}...",
                         i + 1
                     );
                     Ok(())

@@ -96,13 +96,13 @@ fn significant(value: f64) -> String {
 
 /// Times the shapes of `planner`'s runs that a sweep would train (all of them with `force`),
 /// given what the database records of them, and prices their steps and evaluations left.
-/// `timing(i, n)` is told before each of the `n` shapes is timed; an error from it (Ctrl-C)
-/// stops the estimate.
+/// `timing(i, n, evaluates)` is told before each of the `n` shapes is timed (and whether an
+/// evaluation is); an error from it (Ctrl-C) stops the estimate.
 pub fn estimate(
     planner: &Planner,
     recorded: &HashMap<String, Recorded>,
     force: bool,
-    mut timing: impl FnMut(usize, usize) -> Result<()>,
+    mut timing: impl FnMut(usize, usize, bool) -> Result<()>,
 ) -> Result<Estimate> {
     let mut train_lens: HashMap<PathBuf, usize> = HashMap::new();
     // (run id, shape key, steps left, evaluations left), and each shape's config by key.
@@ -142,7 +142,7 @@ pub fn estimate(
     let mut prices: HashMap<&str, (f64, f64)> = HashMap::new();
     let mut estimate = Estimate::default();
     for (i, (key, shape, evaluates)) in shapes.iter().enumerate() {
-        timing(i, shapes.len())?;
+        timing(i, shapes.len(), *evaluates)?;
         let time_steps = |steps| {
             let ms = crate::train::step_times_ms(shape, WARMUP_STEPS, steps)
                 .with_context(|| format!("timing a step of batch {}", shape.train.batch_size))?;
@@ -155,8 +155,12 @@ pub fn estimate(
         }
         estimate.step_seconds.push(step);
         let evaluation = if *evaluates {
-            let seconds = crate::train::evaluation_seconds(shape)
-                .with_context(|| format!("timing an evaluation of {}", shape.log.eval_samples))?;
+            let seconds = crate::train::evaluation_seconds(shape).with_context(|| {
+                format!(
+                    "timing an evaluation ({} samples against the test digits)",
+                    shape.log.eval_samples
+                )
+            })?;
             estimate.eval_seconds.push(seconds);
             seconds
         } else {
