@@ -105,7 +105,8 @@ pub fn estimate(
     mut timing: impl FnMut(usize, usize, bool) -> Result<()>,
 ) -> Result<Estimate> {
     let mut train_lens: HashMap<PathBuf, usize> = HashMap::new();
-    // (run id, shape key, steps left, evaluations left), and each shape's config by key.
+    // (run id, shape key, steps left, evaluations left); each shape's key, config and whether
+    // any of its runs evaluates.
     let mut to_train: Vec<(&str, String, u64, u64)> = Vec::new();
     let mut shapes: Vec<(String, RunConfig, bool)> = Vec::new();
     for run in &planner.runs {
