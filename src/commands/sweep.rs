@@ -2,7 +2,7 @@
 //! then what it found: the training time, the best run and, over seeds, the best mean.
 
 use std::path::Path;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Result, bail};
 
@@ -126,6 +126,34 @@ fn replicate_lines(db: &Path, experiment: &str) -> Result<Vec<String>> {
     Ok(lines)
 }
 
+/// `--dry-run`: the planned grid and what the database has of each run; with `--estimate`,
+/// each run's training time left, timed here (Ctrl-C, `stop`, ends the timing).
+fn dry_run(req: &SweepRequest, mut planner: exec::Planner, stop: &AtomicBool) -> Result<()> {
+    planner.propose(req.db)?;
+    let recorded = exec::recorded_states(req.db, &planner)?;
+    let estimate = if req.estimate {
+        let timing = |i: usize, n: usize, evaluates: bool| {
+            if stop.load(Ordering::Relaxed) {
+                return Err(Interrupted("interrupted: no estimate".into()).into());
+            }
+            let evaluation = if evaluates { " and an evaluation" } else { "" };
+            errln!(
+                "timing shape {} of {n}: training steps{evaluation}...",
+                i + 1
+            );
+            Ok(())
+        };
+        Some(exec::estimate(&planner, &recorded, req.force, timing)?)
+    } else {
+        None
+    };
+    out!(
+        "{}",
+        exec::grid_table(&planner, &recorded, estimate.as_ref())
+    )?;
+    Ok(())
+}
+
 pub fn sweep(req: SweepRequest) -> Result<()> {
     if req.slurm.is_none() && req.slurm_flags_given {
         bail!(
@@ -197,29 +225,7 @@ pub fn sweep(req: SweepRequest) -> Result<()> {
     } else {
         let mut planner = exec::Planner::new(&spec, req.results, req.data_dir)?;
         if req.dry_run {
-            planner.propose(req.db)?;
-            let recorded = exec::recorded_states(req.db, &planner)?;
-            let estimate = if req.estimate {
-                let timing = |i: usize, n: usize, evaluates: bool| {
-                    if stop.load(Ordering::Relaxed) {
-                        return Err(Interrupted("interrupted: no estimate".into()).into());
-                    }
-                    let evaluation = if evaluates { " and an evaluation" } else { "" };
-                    errln!(
-                        "timing shape {} of {n}: training steps{evaluation}...",
-                        i + 1
-                    );
-                    Ok(())
-                };
-                Some(exec::estimate(&planner, &recorded, req.force, timing)?)
-            } else {
-                None
-            };
-            out!(
-                "{}",
-                exec::grid_table(&planner, &recorded, estimate.as_ref())
-            )?;
-            return Ok(());
+            return dry_run(&req, planner, &stop);
         }
         let executor: Box<dyn exec::Executor> = match &req.slurm {
             Some(options) => Box::new(crate::exec::slurm::SlurmExecutor {
