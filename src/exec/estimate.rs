@@ -104,6 +104,7 @@ pub fn estimate(
     force: bool,
     mut timing: impl FnMut(usize, usize, bool) -> Result<()>,
 ) -> Result<Estimate> {
+    let prunes = planner.spec().search.prune.is_some();
     let mut train_lens: HashMap<PathBuf, usize> = HashMap::new();
     // (run id, shape key, steps left, evaluations left); each shape's key, config and whether
     // any of its runs evaluates.
@@ -126,7 +127,7 @@ pub fn estimate(
             }
         };
         let total = config.train.total_steps(train_len);
-        let steps = steps_left(total, recorded.get(&run.id), force);
+        let steps = steps_left(total, recorded.get(&run.id), force, prunes);
         if steps == 0 {
             continue;
         }
@@ -181,16 +182,17 @@ pub fn estimate(
 /// The steps a sweep would train of a run with `total` steps, given what is recorded of it:
 /// all of a new run's (but those of the shorter run it continues), the rest of an unfinished
 /// one's (from its last recorded step: it resumes from its checkpoint at or before it), none
-/// of one the sweep skips. `force` starts every run over.
-fn steps_left(total: u64, recorded: Option<&Recorded>, force: bool) -> u64 {
+/// of one the sweep skips. `force` starts every run over; a pruned run stays pruned while
+/// the sweep `prunes` (unless its rung now keeps it), and resumes otherwise.
+fn steps_left(total: u64, recorded: Option<&Recorded>, force: bool, prunes: bool) -> u64 {
     let Some(recorded) = recorded.filter(|_| !force) else {
         return total;
     };
     match (recorded.status.as_str(), &recorded.from) {
         (_, Some((_, from))) => total.saturating_sub(*from),
-        // (`running`: another process trains it; `pruned`: kept out unless its rung now
-        // keeps it.)
-        ("finished" | "diverged" | "pruned" | "running", _) => 0,
+        // (`running`: another process trains it.)
+        ("finished" | "diverged" | "running", _) => 0,
+        ("pruned", _) if prunes => 0,
         _ => total.saturating_sub(recorded.steps.map_or(0, |(done, _)| done)),
     }
 }
@@ -245,24 +247,24 @@ mod tests {
 
     #[test]
     fn runs_are_priced_by_the_steps_a_sweep_would_train() {
-        assert_eq!(steps_left(800, None, false), 800);
+        let left = |run: Option<&Recorded>, force| steps_left(800, run, force, true);
+        assert_eq!(left(None, false), 800);
         let new_from = recorded("new", None, Some(300));
-        assert_eq!(steps_left(800, Some(&new_from), false), 500);
+        assert_eq!(left(Some(&new_from), false), 500);
         let interrupted = recorded("interrupted", Some(600), None);
-        assert_eq!(steps_left(800, Some(&interrupted), false), 200);
+        assert_eq!(left(Some(&interrupted), false), 200);
         let orphaned = recorded("orphaned", Some(100), None);
-        assert_eq!(steps_left(800, Some(&orphaned), false), 700);
+        assert_eq!(left(Some(&orphaned), false), 700);
         let failed = recorded("failed", Some(0), None);
-        assert_eq!(steps_left(800, Some(&failed), false), 800);
+        assert_eq!(left(Some(&failed), false), 800);
         for skipped in ["finished", "diverged", "pruned", "running"] {
             let run = recorded(skipped, Some(400), None);
-            assert_eq!(steps_left(800, Some(&run), false), 0, "{skipped}");
-            assert_eq!(
-                steps_left(800, Some(&run), true),
-                800,
-                "{skipped} with --force"
-            );
+            assert_eq!(left(Some(&run), false), 0, "{skipped}");
+            assert_eq!(left(Some(&run), true), 800, "{skipped} with --force");
         }
+        // A sweep that no longer prunes resumes its pruned runs.
+        let pruned = recorded("pruned", Some(400), None);
+        assert_eq!(steps_left(800, Some(&pruned), false, false), 400);
     }
 
     #[test]
