@@ -1008,6 +1008,14 @@ fn a_finished_run_whose_final_checkpoint_is_damaged_is_rebuilt_by_the_next_sweep
         .assert()
         .failure()
         .stderr(predicate::str::contains("MD5 mismatch"));
+    // The dry run says so, and what the sweep will resume from.
+    sweep(dir.path(), &spec, &["--dry-run"])
+        .success()
+        .stdout(predicate::str::contains("checkpoint lost 10/15"))
+        .stdout(predicate::str::contains("1 runs: 1 checkpoint lost"));
+    sweep(dir.path(), &spec, &["--estimate"])
+        .success()
+        .stdout(predicate::str::contains(" for 1 run "));
     // Not skipped as finished: resumed from step 10 to the same end.
     sweep(dir.path(), &spec, &[])
         .success()

@@ -257,6 +257,8 @@ mod tests {
         assert_eq!(left(Some(&orphaned), false), 700);
         let failed = recorded("failed", Some(0), None);
         assert_eq!(left(Some(&failed), false), 800);
+        let lost = recorded("checkpoint lost", Some(600), None);
+        assert_eq!(left(Some(&lost), false), 200);
         for skipped in ["finished", "diverged", "pruned", "running"] {
             let run = recorded(skipped, Some(400), None);
             assert_eq!(left(Some(&run), false), 0, "{skipped}");

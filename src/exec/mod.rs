@@ -78,9 +78,7 @@ fn stay_where_recorded(
 ) -> Result<Vec<PathBuf>> {
     let mut elsewhere = Vec::new();
     for run in runs {
-        if let Some(dir) =
-            track::run_dir(conn, &run.id)?.and_then(|recorded| track::locate(db, &recorded))
-            && dir.is_dir()
+        if let Some(dir) = recorded_dir(db, conn, &run.id)?
             && !same_dir(&dir, &run.run_dir)
         {
             run.run_dir = dir.clone();
@@ -88,6 +86,12 @@ fn stay_where_recorded(
         }
     }
     Ok(elsewhere)
+}
+
+/// The directory the database records for run `id`, when it exists.
+fn recorded_dir(db: &Path, conn: &rusqlite::Connection, id: &str) -> Result<Option<PathBuf>> {
+    let recorded = track::run_dir(conn, id)?.and_then(|recorded| track::locate(db, &recorded));
+    Ok(recorded.filter(|dir| dir.is_dir()))
 }
 
 /// Whether two paths name one directory (`results/x` and `./results/x`, or through a link).

@@ -10,6 +10,7 @@ use anyhow::Result;
 use super::PlannedRun;
 use crate::spec::search::Strategy;
 use crate::spec::{GridPoint, Spec, tpe};
+use crate::train::checkpoint;
 use crate::{query, track};
 
 /// A TPE trial: the values it sets and its runs (one per point of the `[sweep]` grid).
@@ -169,6 +170,10 @@ impl<'a> Planner<'a> {
     }
 }
 
+/// The status of a finished run whose final checkpoint is damaged or gone: the next sweep
+/// trains it again from its newest whole checkpoint (the steps it shows).
+const CHECKPOINT_LOST: &str = "checkpoint lost";
+
 /// What the database records of a planned run, for `--dry-run`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Recorded {
@@ -205,6 +210,18 @@ pub fn recorded_states(db: &Path, planner: &Planner) -> Result<HashMap<String, R
     let mut states = states_of_runs(&conn)?;
     let finished = super::extend::Finished::of(&conn, &planner.spec.name)?;
     for run in &planner.runs {
+        if let Some(state) = states.get_mut(&run.id)
+            && state.status == "finished"
+        {
+            // The sweep trains it again from its newest whole checkpoint.
+            let dir = super::recorded_dir(db, &conn, &run.id)?;
+            let dir = dir.as_deref().unwrap_or(&run.run_dir);
+            if !checkpoint::newest_is_intact(dir) {
+                state.status = CHECKPOINT_LOST.into();
+                let total = state.steps.and_then(|(_, total)| total);
+                state.steps = Some((checkpoint::resumable_step(dir).unwrap_or(0), total));
+            }
+        }
         if !states.contains_key(&run.id)
             && let Some((shorter, _)) = finished.shorter_run(db, run)
         {

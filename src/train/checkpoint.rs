@@ -215,6 +215,14 @@ pub fn newest_is_intact(run_dir: &Path) -> bool {
         .is_some_and(|(_, dir)| verify(&dir).is_ok())
 }
 
+/// The step of the run's newest whole checkpoint, the one training resumes from.
+pub fn resumable_step(run_dir: &Path) -> Option<u64> {
+    list(run_dir)
+        .into_iter()
+        .rev()
+        .find_map(|(step, dir)| verify(&dir).is_ok().then_some(step))
+}
+
 /// Deletes the temporary directories of checkpoints whose writer was killed while saving or
 /// deleting them (they are never resumed from, and a checkpoint can take hundreds of
 /// megabytes). Only the process holding the run directory's lock may call it: no other is
