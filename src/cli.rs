@@ -120,7 +120,8 @@ pub struct SweepArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// A dry run that also times, here, a few training steps and one evaluation of each kind
-    /// of run left to train, and prints each run's estimated training time and their total.
+    /// of run left to train (alone, and `--jobs` at a time), and prints each run's estimated
+    /// training time and the sweep's.
     #[arg(long)]
     pub estimate: bool,
     /// Rerun finished runs from scratch.

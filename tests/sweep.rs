@@ -154,24 +154,55 @@ fn estimate_prices_each_runs_steps_left_at_its_timed_pace_and_writes_nothing() {
             .to_string();
         (rows, summary)
     };
+    // The figure after `before` in the summary, a number or a clock.
+    let figure = |summary: &str, before: &str| -> f64 {
+        let figure = (summary.split(before).nth(1))
+            .and_then(|rest| rest.split(' ').next())
+            .unwrap_or_else(|| panic!("no {before:?} in {summary}"));
+        (figure.split(':'))
+            .map(|part| part.parse::<f64>().unwrap())
+            .fold(0.0, |total, part| total * 60.0 + part)
+    };
     // Seeds and learning rates do not change what a step computes: one shape, timed once, and
-    // every run priced at its pace.
-    let (rows, summary) = estimate(&["--set", "train.steps=200000"]);
+    // every run priced at its pace; one at a time, the sweep takes their sum.
+    let long = ["--set", "train.steps=200000"];
+    let (rows, summary) = estimate(&[&long[..], &["--jobs", "1"]].concat());
     assert_eq!(rows.len(), 4, "{summary}");
-    let pace_ms: f64 = (summary.split("(timed here: ").nth(1))
-        .and_then(|rest| rest.split(' ').next())
-        .unwrap_or_else(|| panic!("{summary}"))
-        .parse()
-        .unwrap();
-    let priced = 200.0 * pace_ms;
-    for (run, left) in &rows {
-        let left = left.unwrap_or_else(|| panic!("{run}: no time left"));
+    let priced = 200.0 * figure(&summary, "(timed here: ");
+    let lefts: Vec<f64> = (rows.iter())
+        .map(|(run, left)| left.unwrap_or_else(|| panic!("{run}: no time left")))
+        .collect();
+    for left in &lefts {
         assert!(
             (left - priced).abs() <= priced * 0.005 + 1.0,
-            "{run} {left} {summary}"
+            "{left} {summary}"
         );
     }
     assert!(summary.contains("for 4 runs"), "{summary}");
+    assert!(summary.contains("one run at a time"), "{summary}");
+    let wall = figure(&summary, "estimated training time: ");
+    assert!((wall - lefts.iter().sum::<f64>()).abs() <= 4.0, "{summary}");
+    // Two at a time, each timed beside a copy of itself: four runs are two rounds of two.
+    let (rows, summary) = estimate(&[&long[..], &["--jobs", "2"]].concat());
+    assert!(
+        summary.contains(" ms a step alone and ") && summary.contains("2 runs at a time"),
+        "{summary}"
+    );
+    let alone = 200.0 * figure(&summary, "(timed here: ");
+    let shared = 200.0 * figure(&summary, " ms a step alone and ");
+    assert!(shared >= alone, "{summary}");
+    for (run, left) in &rows {
+        let left = left.unwrap_or_else(|| panic!("{run}: no time left"));
+        assert!(
+            (left - shared).abs() <= shared * 0.005 + 1.0,
+            "{left} {summary}"
+        );
+    }
+    let wall = figure(&summary, "estimated training time: ");
+    assert!(
+        (wall - 2.0 * shared).abs() <= shared * 0.01 + 2.0,
+        "{summary}"
+    );
     assert!(!dir.path().join("results").exists());
     // Two batch sizes are two shapes.
     let (rows, summary) = estimate(&["--set", "sweep.train.batch_size=[16, 32]"]);

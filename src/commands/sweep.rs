@@ -126,6 +126,17 @@ fn replicate_lines(db: &Path, experiment: &str) -> Result<Vec<String>> {
     Ok(lines)
 }
 
+/// Runs at a time on this machine: `--jobs`, or one at a time on a GPU and one per core on
+/// the CPU (measured on 2 cores: four 150-step DCGAN runs took 2:33 with 2 jobs, 2:47 with
+/// 1; `--estimate` tells for a sweep's own runs).
+fn local_jobs(req: &SweepRequest) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    req.jobs.unwrap_or(match req.device {
+        crate::backend::DeviceChoice::Cpu => cores,
+        _ => 1,
+    })
+}
+
 /// `--dry-run`: the planned grid and what the database has of each run; with `--estimate`,
 /// each run's training time left, timed here (Ctrl-C, `stop`, ends the timing).
 fn dry_run(req: &SweepRequest, mut planner: exec::Planner, stop: &AtomicBool) -> Result<()> {
@@ -143,7 +154,15 @@ fn dry_run(req: &SweepRequest, mut planner: exec::Planner, stop: &AtomicBool) ->
             );
             Ok(())
         };
-        Some(exec::estimate(&planner, &recorded, req.force, timing)?)
+        // Each Slurm task trains one run where Slurm puts it: priced as alone here.
+        let jobs = if req.slurm.is_some() {
+            1
+        } else {
+            local_jobs(req)
+        };
+        Some(exec::estimate(
+            &planner, &recorded, req.force, jobs, timing,
+        )?)
     } else {
         None
     };
@@ -234,22 +253,10 @@ pub fn sweep(req: SweepRequest) -> Result<()> {
                 stop: stop.clone(),
                 device: req.device,
             }),
-            None => {
-                let cores = std::thread::available_parallelism()
-                    .map(|n| n.get())
-                    .unwrap_or(1);
-                // One run at a time on a GPU; on the CPU, one per core (measured: a 4-run DCGAN
-                // sweep on 2 cores took 34 s with 2 jobs, 44 s with 1; README "Speed").
-                let default_jobs = match req.device {
-                    crate::backend::DeviceChoice::Cpu => cores,
-                    _ => 1,
-                };
-                let jobs = req.jobs.unwrap_or(default_jobs);
-                Box::new(exec::LocalExecutor {
-                    jobs,
-                    stop: stop.clone(),
-                })
-            }
+            None => Box::new(exec::LocalExecutor {
+                jobs: local_jobs(&req),
+                stop: stop.clone(),
+            }),
         };
         // Merge what earlier Slurm jobs' ended tasks recorded first, whichever executor, so
         // runs queued as tasks that ended are known as such: skipped when they finished, run

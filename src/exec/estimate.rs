@@ -3,7 +3,9 @@
 //! compute: model, batch, D steps, loss and penalties, evaluation samples and test digits; not
 //! the seed, learning rates or the run's length) is timed for a few steps on synthetic
 //! digits, and for one evaluation; each run's steps and evaluations left are priced at its
-//! shape's.
+//! shape's. A sweep that trains several runs at a time shares the cores among them: each
+//! shape is timed again with as many copies of it training at once, and the runs are laid
+//! out in the sweep's order on its `--jobs` workers.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -22,55 +24,72 @@ const TIMED_STEPS: usize = 3;
 const MIN_TIMED_SECONDS: f64 = 0.3;
 const MAX_TIMED_STEPS: usize = 100;
 
-/// A sweep's training time left, run by run.
+/// A sweep's time left, run by run.
 #[derive(Debug, Clone, Default)]
 pub struct Estimate {
-    /// Seconds of training (evaluations included) each planned run has left, by run id: none
-    /// for a run the sweep skips (finished, diverged, pruned, or trained by another process).
+    /// Seconds from each run's start to its end (evaluations included), by run id: none for
+    /// a run the sweep skips (finished, diverged, pruned, or trained by another process).
     pub left: HashMap<String, f64>,
+    /// Seconds from the first run's start to the last one's end.
+    pub wall: f64,
+    /// Runs trained at a time.
+    pub jobs: usize,
     /// The evaluations the runs left to train will make.
     pub evaluations: u64,
-    /// Each timed shape's seconds per step.
+    /// Each timed shape's seconds per step, training alone.
     pub step_seconds: Vec<f64>,
-    /// Each timed shape's seconds per evaluation (shapes whose runs evaluate).
+    /// Each timed shape's seconds per step with `jobs` runs of it training at once (none when
+    /// one run trains at a time).
+    pub shared_step_seconds: Vec<f64>,
+    /// Each timed shape's seconds per evaluation, alone (shapes whose runs evaluate).
     pub eval_seconds: Vec<f64>,
 }
 
 impl Estimate {
-    /// The runs left to train and their training time in all.
-    pub fn total(&self) -> (usize, f64) {
-        (self.left.len(), self.left.values().sum())
-    }
-
     /// One line for people: the total and what it rests on.
     pub fn summary(&self) -> String {
-        let (runs, seconds) = self.total();
-        if runs == 0 {
+        if self.left.is_empty() {
             return "estimated training time: nothing left to train".into();
         }
         let shapes = match self.step_seconds.len() {
             1 => String::new(),
             n => format!("{n} shapes "),
         };
+        let at_a_time = self.jobs > 1 && !self.shared_step_seconds.is_empty();
+        let alone = if at_a_time { " alone" } else { "" };
         let mut timed = format!(
-            "{shapes}timed here: {} ms a step",
+            "{shapes}timed here: {} ms a step{alone}",
             spread(&self.step_seconds, 1000.0)
         );
+        if at_a_time {
+            timed += &format!(
+                " and {} with {} at a time",
+                spread(&self.shared_step_seconds, 1000.0),
+                self.jobs
+            );
+        }
         if !self.eval_seconds.is_empty() {
-            timed += &format!(", {} s an evaluation", spread(&self.eval_seconds, 1.0));
+            timed += &format!(
+                ", {} s an evaluation{alone}",
+                spread(&self.eval_seconds, 1.0)
+            );
         }
         let plural = |n: u64, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
         let evaluations = match self.evaluations {
             0 => String::new(),
             n => format!(", {} included", plural(n, "evaluation")),
         };
-        let cores = rayon::current_num_threads();
+        let cores = plural(rayon::current_num_threads() as u64, "core");
+        let sharing = if at_a_time {
+            format!("{} runs at a time on {cores}", self.jobs)
+        } else {
+            format!("one run at a time on {cores}")
+        };
         format!(
-            "estimated training time: {} for {}{evaluations} ({timed}; one run at a time on {}); \
-             early stopping can cut it short",
-            crate::query::clock(seconds),
-            plural(runs as u64, "run"),
-            plural(cores as u64, "core"),
+            "estimated training time: {} for {}{evaluations} ({timed}; {sharing}); early \
+             stopping can cut it short",
+            crate::query::clock(self.wall),
+            plural(self.left.len() as u64, "run"),
         )
     }
 }
@@ -95,19 +114,20 @@ fn significant(value: f64) -> String {
 }
 
 /// Times the shapes of `planner`'s runs that a sweep would train (all of them with `force`),
-/// given what the database records of them, and prices their steps and evaluations left.
-/// `timing(i, n, evaluates)` is told before each of the `n` shapes is timed (and whether an
-/// evaluation is); an error from it (Ctrl-C) stops the estimate.
+/// given what the database records of them, and prices their steps and evaluations left,
+/// `jobs` runs at a time. `timing(i, n, evaluates)` is told before each of the `n` shapes is
+/// timed (and whether an evaluation is); an error from it (Ctrl-C) stops the estimate.
 pub fn estimate(
     planner: &Planner,
     recorded: &HashMap<String, Recorded>,
     force: bool,
+    jobs: usize,
     mut timing: impl FnMut(usize, usize, bool) -> Result<()>,
 ) -> Result<Estimate> {
     let prunes = planner.spec().search.prune.is_some();
     let mut train_lens: HashMap<PathBuf, usize> = HashMap::new();
-    // (run id, shape key, steps left, evaluations left); each shape's key, config and whether
-    // any of its runs evaluates.
+    // (run id, shape key, steps left, evaluations left), in the sweep's order; each shape's
+    // key, config and whether any of its runs evaluates.
     let mut to_train: Vec<(&str, String, u64, u64)> = Vec::new();
     let mut shapes: Vec<(String, RunConfig, bool)> = Vec::new();
     for run in &planner.runs {
@@ -140,22 +160,35 @@ pub fn estimate(
         }
         to_train.push((&run.id, key, steps, evaluations));
     }
-    // Shape key -> (seconds a step, seconds an evaluation).
-    let mut prices: HashMap<&str, (f64, f64)> = HashMap::new();
-    let mut estimate = Estimate::default();
+    // As the local executor: no more workers than runs.
+    let jobs = jobs.clamp(1, to_train.len().max(1));
+    // Shape key -> (seconds a step alone, an evaluation alone, how much slower beside others).
+    let mut prices: HashMap<&str, (f64, f64, f64)> = HashMap::new();
+    let mut estimate = Estimate {
+        jobs,
+        ..Estimate::default()
+    };
     for (i, (key, shape, evaluates)) in shapes.iter().enumerate() {
         timing(i, shapes.len(), *evaluates)?;
-        let time_steps = |steps| {
-            let ms = crate::train::step_times_ms(shape, WARMUP_STEPS, steps)
-                .with_context(|| format!("timing a step of batch {}", shape.train.batch_size))?;
-            anyhow::Ok(ms[ms.len() / 2] / 1000.0)
+        let time_steps = |copies, steps| {
+            median_step_seconds(shape, copies, steps)
+                .with_context(|| format!("timing a step of batch {}", shape.train.batch_size))
         };
-        let mut step = time_steps(TIMED_STEPS)?;
-        if step * (TIMED_STEPS as f64) < MIN_TIMED_SECONDS {
-            let steps = (MIN_TIMED_SECONDS / step.max(1e-6)).ceil() as usize;
-            step = time_steps(steps.min(MAX_TIMED_STEPS))?;
+        let mut steps = TIMED_STEPS;
+        let mut step = time_steps(1, steps)?;
+        if step * (steps as f64) < MIN_TIMED_SECONDS {
+            steps = ((MIN_TIMED_SECONDS / step.max(1e-6)).ceil() as usize).min(MAX_TIMED_STEPS);
+            step = time_steps(1, steps)?;
         }
         estimate.step_seconds.push(step);
+        // (Never faster beside others: a shared step timed quicker is the clock's noise.)
+        let slowdown = if jobs > 1 {
+            let shared = time_steps(jobs, steps)?.max(step);
+            estimate.shared_step_seconds.push(shared);
+            shared / step
+        } else {
+            1.0
+        };
         let evaluation = if *evaluates {
             let seconds = crate::train::evaluation_seconds(shape).with_context(|| {
                 format!(
@@ -168,15 +201,73 @@ pub fn estimate(
         } else {
             0.0
         };
-        prices.insert(key, (step, evaluation));
+        prices.insert(key, (step, evaluation, slowdown));
     }
-    for (id, key, steps, evaluations) in to_train {
-        let (step, evaluation) = prices[key.as_str()];
-        let seconds = steps as f64 * step + evaluations as f64 * evaluation;
+    let work: Vec<(f64, f64)> = (to_train.iter())
+        .map(|(_, key, steps, evaluations)| {
+            let (step, evaluation, slowdown) = prices[key.as_str()];
+            let alone = *steps as f64 * step + *evaluations as f64 * evaluation;
+            (alone, slowdown)
+        })
+        .collect();
+    let (durations, wall) = schedule(&work, jobs);
+    estimate.wall = wall;
+    for ((id, _, _, evaluations), seconds) in to_train.iter().zip(durations) {
         estimate.left.insert(id.to_string(), seconds);
         estimate.evaluations += evaluations;
     }
     Ok(estimate)
+}
+
+/// The median seconds of `steps` training steps of `config`, with `copies` runs of it
+/// training at once (each on its own thread, sharing the cores as a sweep's runs do).
+fn median_step_seconds(config: &RunConfig, copies: usize, steps: usize) -> Result<f64> {
+    let times = std::thread::scope(|scope| {
+        let copies: Vec<_> = (0..copies)
+            .map(|_| scope.spawn(|| crate::train::step_times_ms(config, WARMUP_STEPS, steps)))
+            .collect();
+        let mut all = Vec::new();
+        for copy in copies {
+            all.extend(copy.join().expect("a timing thread panicked")?);
+        }
+        anyhow::Ok(all)
+    });
+    let mut ms = times?;
+    ms.sort_by(f64::total_cmp);
+    Ok(ms[ms.len() / 2] / 1000.0)
+}
+
+/// Runs in the sweep's order on `jobs` workers, each taking `(alone, slowdown)`: `alone`
+/// seconds by itself, `slowdown` times as long beside `jobs - 1` others (and in proportion
+/// beside fewer). Returns each run's seconds from its start to its end, and the seconds to
+/// the last end.
+fn schedule(runs: &[(f64, f64)], jobs: usize) -> (Vec<f64>, f64) {
+    let jobs = jobs.max(1);
+    let mut durations = vec![0.0; runs.len()];
+    // (run, its work left in seconds alone, when it started)
+    let mut active: Vec<(usize, f64, f64)> = Vec::new();
+    let (mut next, mut now) = (0, 0.0);
+    loop {
+        while active.len() < jobs && next < runs.len() {
+            active.push((next, runs[next].0, now));
+            next += 1;
+        }
+        if active.is_empty() {
+            return (durations, now);
+        }
+        let beside = (active.len() - 1) as f64 / (jobs - 1).max(1) as f64;
+        let stretch = |run: usize| 1.0 + (runs[run].1 - 1.0) * beside;
+        let (first, until) = (active.iter().enumerate())
+            .map(|(at, &(run, left, _))| (at, left * stretch(run)))
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .expect("a run is active");
+        for (run, left, _) in active.iter_mut() {
+            *left -= until / stretch(*run);
+        }
+        now += until;
+        let (run, _, started) = active.remove(first);
+        durations[run] = now - started;
+    }
 }
 
 /// The steps a sweep would train of a run with `total` steps, given what is recorded of it:
@@ -294,9 +385,10 @@ mod tests {
         assert_eq!(spread(&[0.0123, 0.4], 1000.0), "12.3 to 400");
         let one = Estimate {
             left: HashMap::from([("a".into(), 100.0)]),
-            evaluations: 0,
+            wall: 100.0,
+            jobs: 1,
             step_seconds: vec![0.1234],
-            eval_seconds: vec![],
+            ..Estimate::default()
         };
         assert!(
             one.summary()
@@ -304,18 +396,55 @@ mod tests {
         );
         let two = Estimate {
             left: HashMap::from([("a".into(), 100.0), ("b".into(), 3600.0)]),
+            wall: 3700.0,
+            jobs: 1,
             evaluations: 4,
             step_seconds: vec![0.1234, 0.01],
             eval_seconds: vec![2.0],
+            ..Estimate::default()
         };
         let summary = two.summary();
         assert!(
             summary.contains(
                 "1:01:40 for 2 runs, 4 evaluations included (2 shapes timed here: 10.0 to 123 ms \
-                 a step, 2.00 s an evaluation;"
+                 a step, 2.00 s an evaluation; one run at a time on "
             ),
             "{summary}"
         );
+        let shared = Estimate {
+            wall: 3600.0,
+            jobs: 2,
+            shared_step_seconds: vec![0.2, 0.015],
+            ..two
+        };
+        let summary = shared.summary();
+        assert!(
+            summary.contains(
+                "1:00:00 for 2 runs, 4 evaluations included (2 shapes timed here: 10.0 to 123 ms \
+                 a step alone and 15.0 to 200 with 2 at a time, 2.00 s an evaluation alone; 2 \
+                 runs at a time on "
+            ),
+            "{summary}"
+        );
+    }
+
+    #[test]
+    fn runs_are_laid_out_in_order_on_the_sweeps_workers() {
+        // One at a time: one after the other.
+        let (durations, wall) = schedule(&[(10.0, 1.5), (20.0, 1.5)], 1);
+        assert_eq!((durations, wall), (vec![10.0, 20.0], 30.0));
+        // Two at a time, each 1.5x slower beside the other: the first ends at 15 s with 10
+        // s of the second's work done; the rest of it (10 s alone) runs alone.
+        let (durations, wall) = schedule(&[(10.0, 1.5), (20.0, 1.5)], 2);
+        assert_eq!((durations, wall), (vec![15.0, 25.0], 25.0));
+        // The third run starts on the worker the first one freed.
+        let (durations, wall) = schedule(&[(10.0, 2.0), (30.0, 2.0), (10.0, 2.0)], 2);
+        // 0-20: runs 1 and 2 (10 s of 2's work done); 20-40: runs 2 and 3 (3 ends, 2 has
+        // 10 s left); 40-50: run 2 alone.
+        assert_eq!((durations, wall), (vec![20.0, 50.0, 20.0], 50.0));
+        // More workers than runs, and no runs.
+        assert_eq!(schedule(&[(4.0, 1.0)], 8), (vec![4.0], 4.0));
+        assert_eq!(schedule(&[], 2), (vec![], 0.0));
     }
 
     #[test]
