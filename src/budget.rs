@@ -187,6 +187,23 @@ pub fn check_run(config: &RunConfig) -> Result<()> {
     )
 }
 
+/// How many runs of `configs` can train at once within the memory available: `jobs`, or
+/// fewer when that many of the largest would not fit (at least one; each alone was checked by
+/// [`check_run`]). With the estimate per run when it caps.
+pub fn runs_at_once<'a>(
+    jobs: usize,
+    configs: impl IntoIterator<Item = &'a RunConfig>,
+) -> (usize, Option<f64>) {
+    let largest = configs.into_iter().map(run_bytes).fold(0.0, f64::max);
+    match available_bytes() {
+        Some(available) if largest > 0.0 && jobs as f64 * largest > available => {
+            let fit = ((available / largest).floor() as usize).clamp(1, jobs);
+            (fit, Some(largest))
+        }
+        _ => (jobs, None),
+    }
+}
+
 /// Refuses `n` images of `side`x`side` (what `generate` and `eval` hold at once) when they
 /// do not fit; `flag` names the option in the message.
 pub fn check_images(n: usize, side: usize, flag: &str) -> Result<()> {
@@ -228,5 +245,31 @@ mod tests {
             check_images(10_000, 32, "--n").unwrap();
         }
         assert_eq!(human(3.0 * 1024.0 * 1024.0 * 1024.0), "3.0 GiB");
+    }
+
+    #[test]
+    fn runs_at_once_are_as_many_as_fit_in_memory_together() {
+        let Some(available) = available_bytes() else {
+            return;
+        };
+        let small = RunConfig::default();
+        assert_eq!(runs_at_once(2, [&small]), (2, None));
+        // A batch that makes a run need about 40% of the memory available: two fit, not four.
+        let with_batch = |batch| {
+            let mut config = RunConfig::default();
+            config.train.batch_size = batch;
+            config
+        };
+        let per_image = run_bytes(&with_batch(2)) - run_bytes(&with_batch(1));
+        let batch = ((0.4 * available - run_bytes(&with_batch(0))) / per_image) as usize;
+        let large = with_batch(batch);
+        check_run(&large).unwrap();
+        let (fit, each) = runs_at_once(4, [&small, &large, &small]);
+        assert_eq!(fit, 2);
+        assert_eq!(each, Some(run_bytes(&large)));
+        assert_eq!(runs_at_once(2, [&large]), (2, None));
+        // One run at a time always, however large.
+        let (fit, _) = runs_at_once(4, [&with_batch(batch * 2)]);
+        assert_eq!(fit, 1);
     }
 }

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
+use super::PlannedRun;
 use super::plan::{Planner, Recorded};
 use crate::spec::RunConfig;
 
@@ -128,7 +129,7 @@ pub fn estimate(
     let mut train_lens: HashMap<PathBuf, usize> = HashMap::new();
     // (run id, shape key, steps left, evaluations left), in the sweep's order; each shape's
     // key, config and whether any of its runs evaluates.
-    let mut to_train: Vec<(&str, String, u64, u64)> = Vec::new();
+    let mut to_train: Vec<(&PlannedRun, String, u64, u64)> = Vec::new();
     let mut shapes: Vec<(String, RunConfig, bool)> = Vec::new();
     for run in &planner.runs {
         let config = &run.point.config;
@@ -158,10 +159,11 @@ pub fn estimate(
             Some((_, _, evaluates)) => *evaluates |= evaluations > 0,
             None => shapes.push((key.clone(), shape, evaluations > 0)),
         }
-        to_train.push((&run.id, key, steps, evaluations));
+        to_train.push((run, key, steps, evaluations));
     }
-    // As the local executor: no more workers than runs.
-    let jobs = jobs.clamp(1, to_train.len().max(1));
+    // As many workers as the local executor would use.
+    let runs_left = to_train.iter().map(|(run, ..)| *run);
+    let jobs = super::local::workers(&planner.spec().name, jobs, runs_left);
     // Shape key -> (seconds a step alone, an evaluation alone, how much slower beside others).
     let mut prices: HashMap<&str, (f64, f64, f64)> = HashMap::new();
     let mut estimate = Estimate {
@@ -218,8 +220,8 @@ pub fn estimate(
         .collect();
     let (durations, wall) = schedule(&work, jobs);
     estimate.wall = wall;
-    for ((id, _, _, evaluations), seconds) in to_train.iter().zip(durations) {
-        estimate.left.insert(id.to_string(), seconds);
+    for ((run, _, _, evaluations), seconds) in to_train.iter().zip(durations) {
+        estimate.left.insert(run.id.clone(), seconds);
         estimate.evaluations += evaluations;
     }
     Ok(estimate)

@@ -152,6 +152,28 @@ fn record_failure(
     Ok("failed".into())
 }
 
+/// How many of `runs` train at a time given `--jobs`: no more than there are runs (a hostile
+/// `--jobs 1000000` must not spawn a million threads), nor than fit in memory together (an
+/// out-of-memory kill stops every run at once), which it says.
+pub fn workers<'a>(
+    experiment: &str,
+    jobs: usize,
+    runs: impl ExactSizeIterator<Item = &'a PlannedRun>,
+) -> usize {
+    let jobs = jobs.clamp(1, runs.len().max(1));
+    let (fit, each) = crate::budget::runs_at_once(jobs, runs.map(|run| &run.point.config));
+    if let Some(each) = each {
+        errln!(
+            "{experiment}: {jobs} runs at a time would need about {} of memory ({} each at \
+             most); {fit} at a time fit in the {} available",
+            crate::budget::human(each * jobs as f64),
+            crate::budget::human(each),
+            crate::budget::human(crate::budget::available_bytes().unwrap_or(0.0)),
+        );
+    }
+    fit
+}
+
 /// Runs grid points here, `jobs` at a time, with a progress bar each.
 pub struct LocalExecutor {
     pub jobs: usize,
@@ -178,8 +200,7 @@ impl Executor for LocalExecutor {
                 .progress_chars("=> "),
         );
         overall.set_prefix(experiment.to_string());
-        // No more workers than runs (a hostile `--jobs 1000000` must not spawn a million threads).
-        let workers = self.jobs.clamp(1, runs.len().max(1));
+        let workers = workers(experiment, self.jobs, runs.iter());
         let queue = Mutex::new(VecDeque::from(runs));
         let summary = Mutex::new(Summary::default());
         let db_error = Mutex::new(None::<String>);
