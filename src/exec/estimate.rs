@@ -33,6 +33,8 @@ pub struct Estimate {
     pub left: HashMap<String, f64>,
     /// Seconds from the first run's start to the last one's end.
     pub wall: f64,
+    /// The same, one run at a time (when `jobs` is more than one): whether sharing pays.
+    pub one_at_a_time: Option<f64>,
     /// Runs trained at a time.
     pub jobs: usize,
     /// The evaluations the runs left to train will make.
@@ -82,7 +84,11 @@ impl Estimate {
         };
         let cores = plural(rayon::current_num_threads() as u64, "core");
         let sharing = if at_a_time {
-            format!("{} runs at a time on {cores}", self.jobs)
+            let mut sharing = format!("{} runs at a time on {cores}", self.jobs);
+            if let Some(alone) = self.one_at_a_time {
+                sharing += &format!("; {} one at a time", crate::query::clock(alone));
+            }
+            sharing
         } else {
             format!("one run at a time on {cores}")
         };
@@ -220,6 +226,9 @@ pub fn estimate(
         .collect();
     let (durations, wall) = schedule(&work, jobs);
     estimate.wall = wall;
+    if jobs > 1 {
+        estimate.one_at_a_time = Some(work.iter().map(|(alone, _)| alone).sum());
+    }
     for ((run, _, _, evaluations), seconds) in to_train.iter().zip(durations) {
         estimate.left.insert(run.id.clone(), seconds);
         estimate.evaluations += evaluations;
@@ -421,6 +430,7 @@ mod tests {
         );
         let shared = Estimate {
             wall: 3600.0,
+            one_at_a_time: Some(3700.0),
             jobs: 2,
             shared_step_seconds: vec![0.2, 0.015],
             ..two
@@ -431,7 +441,7 @@ mod tests {
                 "1:00:00 for 2 runs, 4 evaluations included (2 shapes timed here: 10.0 to 123 ms \
                  a step alone and 15.0 to 200 with 2 at a time, 2.00 s an evaluation alone; 2 \
                  runs at a time on "
-            ),
+            ) && summary.contains("; 1:01:40 one at a time); early stopping"),
             "{summary}"
         );
     }
