@@ -1497,7 +1497,8 @@ fn tpe_searches_propose_trials_from_the_scores_of_the_ended_ones() {
             .stdout(predicate::str::contains("TPE: 3 of 7 trials planned"));
         sweep(dir.path(), &spec, &["--estimate"]).success().stdout(
             predicate::str::contains("for 3 runs").and(predicate::str::contains(
-                "(the estimate counts the planned ones)",
+                "(the estimate counts the planned ones; at their pace, all 7 left would take \
+                 about ",
             )),
         );
         sweep(dir.path(), &spec, &["--no-report"])

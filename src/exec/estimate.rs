@@ -133,7 +133,7 @@ pub fn estimate(
 ) -> Result<Estimate> {
     let prunes = planner.spec().search.prune.is_some();
     let mut train_lens: HashMap<PathBuf, usize> = HashMap::new();
-    // (run id, shape key, steps left, evaluations left), in the sweep's order; each shape's
+    // (run, shape key, steps left, evaluations left), in the sweep's order; each shape's
     // key, config and whether any of its runs evaluates.
     let mut to_train: Vec<(&PlannedRun, String, u64, u64)> = Vec::new();
     let mut shapes: Vec<(String, RunConfig, bool)> = Vec::new();

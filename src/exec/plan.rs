@@ -329,10 +329,21 @@ pub fn grid_table(
     }
     let trials = spec.search.trials as usize;
     if spec.search.strategy == Strategy::Tpe && planner.trials_planned() < trials {
-        let estimated = if estimate.is_some() {
-            " (the estimate counts the planned ones)"
-        } else {
-            ""
+        let unplanned = trials - planner.trials_planned();
+        let estimated = match estimate {
+            // The trials still to come, at the pace of those planned and left to train.
+            Some(estimate) if !estimate.left.is_empty() => {
+                let left = estimate.left.len();
+                let all = estimate.wall * (left + unplanned) as f64 / left as f64;
+                format!(
+                    " (the estimate counts the planned ones; at their pace, all {} left would \
+                     take about {})",
+                    left + unplanned,
+                    query::clock(all)
+                )
+            }
+            Some(_) => " (the estimate counts the planned ones)".to_string(),
+            None => String::new(),
         };
         out.push_str(&format!(
             "TPE: {} of {trials} trials planned; the others are proposed from the scores of \
