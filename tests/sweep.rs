@@ -401,6 +401,22 @@ fn a_failed_run_is_recorded_and_the_others_finish() {
     sweep(dir.path(), &spec, &["--force"])
         .success()
         .stderr(predicate::str::contains(&trained));
+    // Its directory deleted, it is trained again: the dry run says so, from step 0.
+    let run_dir: String = conn
+        .query_row("SELECT run_dir FROM runs WHERE id = ?1", [&diverged], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    std::fs::remove_dir_all(dir.path().join(&run_dir)).unwrap();
+    sweep(dir.path(), &spec, &["--dry-run"])
+        .success()
+        .stdout(predicate::str::contains(format!(
+            "{diverged}  checkpoint lost 0/20"
+        )))
+        .stdout(predicate::str::contains("1 checkpoint lost, 1 finished"));
+    sweep(dir.path(), &spec, &[])
+        .success()
+        .stderr(predicate::str::contains(&trained));
     // `runs` filters by status and sorts.
     let runs = |args: &[&str]| {
         let statuses = csv_columns(&runs_csv(dir.path(), args), &["status"]);

@@ -170,8 +170,9 @@ impl<'a> Planner<'a> {
     }
 }
 
-/// The status of a finished run whose final checkpoint is damaged or gone: the next sweep
-/// trains it again from its newest whole checkpoint (the steps it shows).
+/// The status of a finished run whose final checkpoint is damaged or gone (or a diverged run
+/// whose directory is gone): the next sweep trains it again from its newest whole checkpoint
+/// (the steps it shows; 0 when there is none).
 const CHECKPOINT_LOST: &str = "checkpoint lost";
 
 /// What the database records of a planned run, for `--dry-run`.
@@ -211,12 +212,16 @@ pub fn recorded_states(db: &Path, planner: &Planner) -> Result<HashMap<String, R
     let finished = super::extend::Finished::of(&conn, &planner.spec.name)?;
     for run in &planner.runs {
         if let Some(state) = states.get_mut(&run.id)
-            && state.status == "finished"
+            && ["finished", "diverged"].contains(&state.status.as_str())
         {
-            // The sweep trains it again from its newest whole checkpoint.
+            // The sweep trains it again, from its newest whole checkpoint.
             let dir = super::recorded_dir(db, &conn, &run.id)?;
             let dir = dir.as_deref().unwrap_or(&run.run_dir);
-            if !checkpoint::newest_is_intact(dir) {
+            let lost = match state.status.as_str() {
+                "finished" => !checkpoint::newest_is_intact(dir),
+                _ => !dir.is_dir(),
+            };
+            if lost {
                 state.status = CHECKPOINT_LOST.into();
                 let total = state.steps.and_then(|(_, total)| total);
                 state.steps = Some((checkpoint::resumable_step(dir).unwrap_or(0), total));
