@@ -245,7 +245,10 @@ fn median_step_seconds(config: &RunConfig, copies: usize, steps: usize) -> Resul
             .collect();
         let mut all = Vec::new();
         for copy in copies {
-            all.extend(copy.join().expect("a timing thread panicked")?);
+            let times = copy
+                .join()
+                .map_err(|_| anyhow::anyhow!("a timing thread stopped"))?;
+            all.extend(times?);
         }
         anyhow::Ok(all)
     });
