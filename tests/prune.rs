@@ -179,6 +179,28 @@ fn runs_outside_a_rungs_best_fraction_are_pruned_and_a_rerun_promotes_and_resume
     );
     drop(conn);
 
+    // The dry run tells which runs the rerun promotes, and the estimate prices their steps.
+    let dry = sweep_cmd(dir.path(), &spec, "1")
+        .arg("--dry-run")
+        .assert()
+        .success();
+    let table = String::from_utf8_lossy(&dry.get_output().stdout).to_string();
+    for id in &expected {
+        assert!(table.contains(&format!("{id}  promoted 10/")), "{table}");
+    }
+    assert!(
+        table.contains(&format!("{} promoted", expected.len())),
+        "{table}"
+    );
+    sweep_cmd(dir.path(), &spec, "1")
+        .arg("--estimate")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(format!(
+            "for {} run",
+            expected.len()
+        )));
+
     let rerun = sweep_cmd(dir.path(), &spec, "1").assert().success();
     let stderr = String::from_utf8_lossy(&rerun.get_output().stderr).to_string();
     for id in &expected {

@@ -210,21 +210,37 @@ pub fn recorded_states(db: &Path, planner: &Planner) -> Result<HashMap<String, R
     let conn = track::open_read_only(db)?;
     let mut states = states_of_runs(&conn)?;
     let finished = super::extend::Finished::of(&conn, &planner.spec.name)?;
-    for run in &planner.runs {
-        if let Some(state) = states.get_mut(&run.id)
-            && ["finished", "diverged"].contains(&state.status.as_str())
-        {
-            // The sweep trains it again, from its newest whole checkpoint.
-            let dir = super::recorded_dir(db, &conn, &run.id)?;
-            let dir = dir.as_deref().unwrap_or(&run.run_dir);
-            let lost = match state.status.as_str() {
+    // Where each run trains: the directory the database records for it, else the planned one.
+    let dirs = (planner.runs.iter())
+        .map(|run| Ok(super::recorded_dir(db, &conn, &run.id)?.unwrap_or(run.run_dir.clone())))
+        .collect::<Result<Vec<PathBuf>>>()?;
+    // The sweep's pruning, whose rungs may now keep runs they pruned (the sweep promotes them).
+    let pruning = (planner.spec.search.prune.as_ref()).map(|rule| super::prune::Pruning {
+        rule: rule.clone(),
+        cohort: dirs.clone(),
+    });
+    let mut rung_values = std::collections::BTreeMap::new();
+    for (run, dir) in planner.runs.iter().zip(&dirs) {
+        if let Some(state) = states.get_mut(&run.id) {
+            let status = state.status.clone();
+            // The sweep trains these again, from their newest whole checkpoint.
+            let lost = match status.as_str() {
                 "finished" => !checkpoint::newest_is_intact(dir),
-                _ => !dir.is_dir(),
+                "diverged" => !dir.is_dir(),
+                _ => false,
             };
             if lost {
                 state.status = CHECKPOINT_LOST.into();
                 let total = state.steps.and_then(|(_, total)| total);
                 state.steps = Some((checkpoint::resumable_step(dir).unwrap_or(0), total));
+            }
+            if let Some(pruning) = pruning.as_ref().filter(|_| status == "pruned") {
+                let lines = crate::track::records::read_without_losses(dir);
+                if (pruning.reconsider(&lines, &mut rung_values))
+                    .is_some_and(|(_, _, decision)| decision.keep)
+                {
+                    state.status = "promoted".into();
+                }
             }
         }
         if !states.contains_key(&run.id)
