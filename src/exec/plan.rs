@@ -178,7 +178,8 @@ const CHECKPOINT_LOST: &str = "checkpoint lost";
 /// What the database records of a planned run, for `--dry-run`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Recorded {
-    /// Its status as people read it (`orphaned` for a `running` run whose process is gone);
+    /// Its status as people read it (`orphaned` for a `running` run whose process is gone),
+    /// or what the sweep will do with it where that differs (`checkpoint lost`, `promoted`);
     /// `new` for a run that is not recorded but continues a shorter one.
     pub status: String,
     /// Steps done, and planned when known.
