@@ -113,7 +113,8 @@ pub struct SweepArgs {
     pub spec: PathBuf,
     #[command(flatten)]
     pub set: SetArg,
-    /// Runs at a time (default: one per core on the CPU, one on a GPU).
+    /// Runs at a time (default: one per core on the CPU, one on a GPU; fewer when that many
+    /// would not fit in memory together).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub jobs: Option<u64>,
     /// Print the expanded grid and exit.
