@@ -35,6 +35,9 @@ pub struct Estimate {
     pub wall: f64,
     /// The same, one run at a time (when `jobs` is more than one): whether sharing pays.
     pub one_at_a_time: Option<f64>,
+    /// Under `[search.prune]` rungs: the seconds to the last end if each rung kept its share
+    /// (`keep`) of the runs that reach it, and that share.
+    pub if_rungs_keep: Option<(f64, f64)>,
     /// Runs trained at a time.
     pub jobs: usize,
     /// The evaluations the runs left to train will make.
@@ -92,12 +95,30 @@ impl Estimate {
         } else {
             format!("one run at a time on {cores}")
         };
+        let stopping = match self.if_rungs_keep {
+            Some((wall, keep)) => format!(
+                "about {} if each rung keeps {} of the runs that reach it (its first runs always \
+                 go on)",
+                crate::query::clock(wall),
+                share(keep)
+            ),
+            None => "early stopping can cut it short".into(),
+        };
         format!(
-            "estimated training time: {} for {}{evaluations} ({timed}; {sharing}); early \
-             stopping can cut it short",
+            "estimated training time: {} for {}{evaluations} ({timed}; {sharing}); {stopping}",
             crate::query::clock(self.wall),
             plural(self.left.len() as u64, "run"),
         )
+    }
+}
+
+/// A fraction for people: "1/3" when it is one over a whole number, else "25%".
+fn share(fraction: f64) -> String {
+    let over = 1.0 / fraction;
+    if (over - over.round()).abs() < 1e-9 {
+        format!("1/{}", over.round())
+    } else {
+        format!("{:.0}%", fraction * 100.0)
     }
 }
 
@@ -133,9 +154,12 @@ pub fn estimate(
 ) -> Result<Estimate> {
     let prunes = planner.spec().search.prune.is_some();
     let mut train_lens: HashMap<PathBuf, usize> = HashMap::new();
-    // (run, shape key, steps left, evaluations left), in the sweep's order; each shape's
-    // key, config and whether any of its runs evaluates.
-    let mut to_train: Vec<(&PlannedRun, String, u64, u64)> = Vec::new();
+    // (run, shape key, steps left, evaluations left, the share of its work left that
+    // pruning's rungs would leave), in the sweep's order; each shape's key, config and
+    // whether any of its runs evaluates.
+    let mut to_train: Vec<(&PlannedRun, String, u64, u64, f64)> = Vec::new();
+    let asha = planner.spec().search.prune.as_ref();
+    let asha = asha.filter(|rule| !rule.rungs.is_empty());
     let mut shapes: Vec<(String, RunConfig, bool)> = Vec::new();
     for run in &planner.runs {
         let config = &run.point.config;
@@ -165,7 +189,10 @@ pub fn estimate(
             Some((_, _, evaluates)) => *evaluates |= evaluations > 0,
             None => shapes.push((key.clone(), shape, evaluations > 0)),
         }
-        to_train.push((run, key, steps, evaluations));
+        let kept = asha.map_or(1.0, |rule| {
+            kept_share(&rule.rungs, rule.keep, total - steps, total)
+        });
+        to_train.push((run, key, steps, evaluations, kept));
     }
     // As many workers as the local executor would use.
     let runs_left = to_train.iter().map(|(run, ..)| *run);
@@ -216,7 +243,7 @@ pub fn estimate(
     // its small steps took 1.1-1.3x as long).
     let eval_slowdown = jobs as f64;
     let work: Vec<(f64, f64)> = (to_train.iter())
-        .map(|(_, key, steps, evaluations)| {
+        .map(|(_, key, steps, evaluations, _)| {
             let (step, evaluation, step_slowdown) = prices[key.as_str()];
             let (training, evaluating) = (*steps as f64 * step, *evaluations as f64 * evaluation);
             let alone = training + evaluating;
@@ -229,11 +256,37 @@ pub fn estimate(
     if jobs > 1 {
         estimate.one_at_a_time = Some(work.iter().map(|(alone, _)| alone).sum());
     }
-    for ((run, _, _, evaluations), seconds) in to_train.iter().zip(durations) {
+    if let Some(rule) = asha {
+        let pruned: Vec<(f64, f64)> = (work.iter().zip(&to_train))
+            .map(|(&(alone, slowdown), (.., kept))| (alone * kept, slowdown))
+            .collect();
+        estimate.if_rungs_keep = Some((schedule(&pruned, jobs).1, rule.keep));
+    }
+    for ((run, _, _, evaluations, _), seconds) in to_train.iter().zip(durations) {
         estimate.left.insert(run.id.clone(), seconds);
         estimate.evaluations += evaluations;
     }
     Ok(estimate)
+}
+
+/// The share of a run's work from step `from` to `total` that is left when each of `rungs`
+/// after `from` keeps `keep` of the runs that reach it: its steps to the first rung, `keep`
+/// of those to the next, and so on (each run alike, as if every rung ranked at random).
+fn kept_share(rungs: &[u64], keep: f64, from: u64, total: u64) -> f64 {
+    if total <= from {
+        return 1.0;
+    }
+    let mut ahead: Vec<u64> = (rungs.iter().copied())
+        .filter(|&rung| rung > from && rung < total)
+        .collect();
+    ahead.sort_unstable();
+    ahead.dedup();
+    let (mut expected, mut start, mut reaching) = (0.0, from, 1.0);
+    for end in ahead.into_iter().chain([total]) {
+        expected += reaching * (end - start) as f64;
+        (start, reaching) = (end, reaching * keep);
+    }
+    expected / (total - from) as f64
 }
 
 /// The median seconds of `steps` training steps of `config`, with `copies` runs of it
@@ -447,6 +500,37 @@ mod tests {
             ) && summary.contains("; 1:01:40 one at a time); early stopping"),
             "{summary}"
         );
+        let pruning = Estimate {
+            if_rungs_keep: Some((1200.0, 1.0 / 3.0)),
+            ..shared
+        };
+        assert!(
+            pruning.summary().ends_with(
+                "one at a time); about 0:20:00 if each rung keeps 1/3 of the runs that reach it \
+                 (its first runs always go on)"
+            ),
+            "{}",
+            pruning.summary()
+        );
+    }
+
+    #[test]
+    fn rungs_leave_their_kept_share_of_the_work() {
+        let third = 1.0 / 3.0;
+        let rungs = [500, 1000, 2000];
+        // gan-asha: 500 + 500/3 + 1000/9 + 1000/27 of 3000 steps (27%; the sweep trained 26%).
+        let expected = (500.0 + 500.0 / 3.0 + 1000.0 / 9.0 + 1000.0 / 27.0) / 3000.0;
+        assert!((kept_share(&rungs, third, 0, 3000) - expected).abs() < 1e-12);
+        // A run resuming past a rung has been kept there.
+        let from_1000 = (1000.0 + 1000.0 / 3.0) / 2000.0;
+        assert!((kept_share(&rungs, third, 1000, 3000) - from_1000).abs() < 1e-12);
+        // Rungs at or past the end, or none: all of it.
+        assert_eq!(kept_share(&[3000, 4000], third, 0, 3000), 1.0);
+        assert_eq!(kept_share(&[], third, 0, 3000), 1.0);
+        assert_eq!(kept_share(&rungs, third, 3000, 3000), 1.0);
+        assert_eq!(share(third), "1/3");
+        assert_eq!(share(0.25), "1/4");
+        assert_eq!(share(0.4), "40%");
     }
 
     #[test]
