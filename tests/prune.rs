@@ -199,7 +199,10 @@ fn runs_outside_a_rungs_best_fraction_are_pruned_and_a_rerun_promotes_and_resume
         .stdout(predicate::str::contains(format!(
             "for {} run",
             expected.len()
-        )));
+        )))
+        .stdout(predicate::str::contains(
+            "if each rung keeps 1/2 of the runs that reach it",
+        ));
 
     let rerun = sweep_cmd(dir.path(), &spec, "1").assert().success();
     let stderr = String::from_utf8_lossy(&rerun.get_output().stderr).to_string();
