@@ -503,6 +503,18 @@ fn ctrl_c_checkpoints_marks_runs_interrupted_and_a_rerun_finishes_them() {
     let positive = |v: &String| v.parse::<f64>().unwrap() > 0.0;
     assert_eq!(running.len(), 2, "{csv}");
     assert!(running.iter().flatten().all(positive), "{csv}");
+    // The report's run pages say so too.
+    let site = dir.path().join("site");
+    runner()
+        .current_dir(dir.path())
+        .args(["report", "--out", "site"])
+        .assert()
+        .success();
+    for run in csv_columns(&csv, &["run"]).into_iter().flatten() {
+        let page = std::fs::read_to_string(site.join("tiny").join(&run).join("index.html"));
+        let page = page.unwrap_or_else(|err| panic!("{run}: {err}"));
+        assert!(page.contains(" so far, about "), "{run}: no time left");
+    }
     let pid = child.id().to_string();
     assert!(
         std::process::Command::new("kill")

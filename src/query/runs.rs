@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{Result, bail};
 
-use super::sql::{has_seconds, has_tags, latest_time_sql, tagged_sql, tags_sql};
+use super::sql::{has_seconds, has_tags, latest_time_sql, tagged_sql, tags_sql, time_left_sql};
 use super::{Rows, run_sql};
 use crate::track;
 
@@ -59,18 +59,12 @@ pub fn runs(
     let timed = has_seconds(db)?;
     // (Unrounded: the table's h:mm:ss rounds it once, as every other place that shows it.)
     let runtime = latest_time_sql(timed, "r", "seconds");
-    // The steps left at the run's average pace so far.
-    let left = latest_time_sql(
-        timed,
-        "r",
-        "CASE WHEN step > 0 AND r.total_steps > step \
-         THEN round(seconds / step * (r.total_steps - step), 1) END",
-    );
+    let eta = time_left_sql(timed, "r", &status);
     let mut listed = run_sql(
         db,
         &format!("SELECT r.experiment, r.id AS run, {status} AS status, r.steps_done AS steps,
                 {runtime} AS runtime,
-                CASE WHEN {status} = 'running' THEN {left} END AS eta,
+                {eta} AS eta,
                 (SELECT value FROM metrics m WHERE m.run_id = r.id AND m.name = 'd_loss' ORDER BY step DESC LIMIT 1) AS d_loss,
                 (SELECT value FROM metrics m WHERE m.run_id = r.id AND m.name = 'g_loss' ORDER BY step DESC LIMIT 1) AS g_loss,
                 (SELECT round(value, 3) FROM evals e WHERE e.run_id = r.id AND e.metric = 'fid' ORDER BY step DESC LIMIT 1) AS fid,

@@ -21,6 +21,20 @@ pub(crate) fn latest_time_sql(timed: bool, alias: &str, expr: &str) -> String {
     )
 }
 
+/// SQL for run `alias`'s time left while its status (`status`, SQL) is `running`: its steps
+/// left at its average pace so far (NULL otherwise).
+pub(crate) fn time_left_sql(timed: bool, alias: &str, status: &str) -> String {
+    let left = latest_time_sql(
+        timed,
+        alias,
+        &format!(
+            "CASE WHEN step > 0 AND {alias}.total_steps > step \
+             THEN round(seconds / step * ({alias}.total_steps - step), 1) END"
+        ),
+    );
+    format!("CASE WHEN {status} = 'running' THEN {left} END")
+}
+
 /// Whether the database records training times (an older runner's does not).
 pub(super) fn has_seconds(db: &Path) -> Result<bool> {
     track::has_column(&track::open_read_only(db)?, "metrics", "seconds")

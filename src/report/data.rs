@@ -31,6 +31,9 @@ pub struct Run {
     pub backend: Option<String>,
     /// Training time over all its sessions, in seconds, at its latest logged step.
     pub runtime: Option<f64>,
+    /// While it trains, the time its steps left take at its average pace so far (as `runs`'
+    /// `eta`).
+    pub time_left: Option<f64>,
     /// Dotted config key -> value as text.
     pub params: BTreeMap<String, String>,
     /// Metric name (d_loss, g_loss) -> (step, value) in step order.
@@ -52,13 +55,6 @@ impl Run {
     /// The last value of a logged metric.
     pub fn last_metric(&self, name: &str) -> Option<f64> {
         self.metrics.get(name)?.last().map(|p| p.1)
-    }
-
-    /// For a run in training, the time its steps left take at its average pace so far.
-    pub fn time_left(&self) -> Option<f64> {
-        let (seconds, total) = (self.runtime?, self.total_steps?);
-        (self.status == "running" && self.steps_done > 0 && total > self.steps_done)
-            .then(|| seconds / self.steps_done as f64 * (total - self.steps_done) as f64)
     }
 
     /// The lowest LeNet-FID of its evaluations (the state kept in `<run>/best/`).
@@ -130,12 +126,13 @@ fn load_runs(conn: &Connection, detail: Detail) -> Result<BTreeMap<String, Vec<R
     // has none).
     let timed = crate::track::has_column(conn, "metrics", "seconds")?;
     // A run whose process is gone shows as `orphaned`, as `runner runs` shows it.
+    let status = crate::track::claims::status_sql("runs");
     let mut stmt = conn.prepare(&format!(
-        "SELECT id, experiment, {}, steps_done, total_steps, error, run_dir, started_at, finished_at,
-                host, backend, config, {}
+        "SELECT id, experiment, {status}, steps_done, total_steps, error, run_dir, started_at,
+                finished_at, host, backend, config, {}, {}
          FROM runs ORDER BY started_at, id",
-        crate::track::claims::status_sql("runs"),
-        crate::query::latest_time_sql(timed, "runs", "seconds")
+        crate::query::latest_time_sql(timed, "runs", "seconds"),
+        crate::query::time_left_sql(timed, "runs", &status),
     ))?;
     let rows = stmt.query_map([], |r| {
         Ok((
@@ -152,6 +149,7 @@ fn load_runs(conn: &Connection, detail: Detail) -> Result<BTreeMap<String, Vec<R
                 host: r.get(9)?,
                 backend: r.get(10)?,
                 runtime: r.get(12)?,
+                time_left: r.get(13)?,
                 ..Default::default()
             },
             r.get::<_, String>(11)?,
@@ -271,34 +269,4 @@ fn load_runs(conn: &Connection, detail: Detail) -> Result<BTreeMap<String, Vec<R
         out.entry(experiment).or_default().push(run);
     }
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn time_left_is_a_running_runs_steps_left_at_its_average_pace() {
-        let run = |status: &str, steps_done, runtime| Run {
-            status: status.into(),
-            steps_done,
-            total_steps: Some(1000),
-            runtime,
-            ..Default::default()
-        };
-        assert_eq!(run("running", 250, Some(60.0)).time_left(), Some(180.0));
-        for (status, steps, runtime) in [
-            ("orphaned", 250, Some(60.0)),
-            ("finished", 1000, Some(60.0)),
-            ("running", 0, Some(0.0)),
-            ("running", 250, None),
-            ("running", 1000, Some(60.0)),
-        ] {
-            assert_eq!(
-                run(status, steps, runtime).time_left(),
-                None,
-                "{status} {steps}"
-            );
-        }
-    }
 }

@@ -232,7 +232,7 @@ pub(super) fn run_page(
                 host => run.host.clone(),
                 backend => run.backend.clone(),
                 runtime => run.runtime.map(crate::query::clock),
-                left => run.time_left().map(crate::query::clock),
+                left => run.time_left.map(crate::query::clock),
                 tags => run.tags.clone(),
                 note => run.note.clone(),
             },
