@@ -141,6 +141,17 @@ fn significant(value: f64) -> String {
     format!("{value:.decimals$}")
 }
 
+/// A run a sweep would train, and what is left of it.
+struct RunLeft<'a> {
+    run: &'a PlannedRun,
+    /// Its shape's key (see [`shape`]).
+    shape: String,
+    steps: u64,
+    evaluations: u64,
+    /// The share of its work that `[search.prune]` rungs would leave ([`kept_share`]).
+    kept: f64,
+}
+
 /// Times the shapes of `planner`'s runs that a sweep would train (all of them with `force`),
 /// given what the database records of them, and prices their steps and evaluations left,
 /// `jobs` runs at a time. `timing(i, n, evaluates)` is told before each of the `n` shapes is
@@ -154,10 +165,9 @@ pub fn estimate(
 ) -> Result<Estimate> {
     let prunes = planner.spec().search.prune.is_some();
     let mut train_lens: HashMap<PathBuf, usize> = HashMap::new();
-    // (run, shape key, steps left, evaluations left, the share of its work left that
-    // pruning's rungs would leave), in the sweep's order; each shape's key, config and
-    // whether any of its runs evaluates.
-    let mut to_train: Vec<(&PlannedRun, String, u64, u64, f64)> = Vec::new();
+    // The runs left to train, in the sweep's order; each shape's key, config and whether any
+    // of its runs evaluates.
+    let mut to_train: Vec<RunLeft> = Vec::new();
     let asha = planner.spec().search.prune.as_ref();
     let asha = asha.filter(|rule| !rule.rungs.is_empty());
     let mut shapes: Vec<(String, RunConfig, bool)> = Vec::new();
@@ -192,10 +202,16 @@ pub fn estimate(
         let kept = asha.map_or(1.0, |rule| {
             kept_share(&rule.rungs, rule.keep, total - steps, total)
         });
-        to_train.push((run, key, steps, evaluations, kept));
+        to_train.push(RunLeft {
+            run,
+            shape: key,
+            steps,
+            evaluations,
+            kept,
+        });
     }
     // As many workers as the local executor would use.
-    let runs_left = to_train.iter().map(|(run, ..)| *run);
+    let runs_left = to_train.iter().map(|left| left.run);
     let jobs = super::local::workers(&planner.spec().name, jobs, runs_left);
     // Shape key -> (seconds a step alone, an evaluation alone, how much slower beside others).
     let mut prices: HashMap<&str, (f64, f64, f64)> = HashMap::new();
@@ -243,9 +259,10 @@ pub fn estimate(
     // its small steps took 1.1-1.3x as long).
     let eval_slowdown = jobs as f64;
     let work: Vec<(f64, f64)> = (to_train.iter())
-        .map(|(_, key, steps, evaluations, _)| {
-            let (step, evaluation, step_slowdown) = prices[key.as_str()];
-            let (training, evaluating) = (*steps as f64 * step, *evaluations as f64 * evaluation);
+        .map(|left| {
+            let (step, evaluation, step_slowdown) = prices[left.shape.as_str()];
+            let training = left.steps as f64 * step;
+            let evaluating = left.evaluations as f64 * evaluation;
             let alone = training + evaluating;
             let shared = training * step_slowdown + evaluating * eval_slowdown;
             (alone, if alone > 0.0 { shared / alone } else { 1.0 })
@@ -258,13 +275,13 @@ pub fn estimate(
     }
     if let Some(rule) = asha {
         let pruned: Vec<(f64, f64)> = (work.iter().zip(&to_train))
-            .map(|(&(alone, slowdown), (.., kept))| (alone * kept, slowdown))
+            .map(|(&(alone, slowdown), left)| (alone * left.kept, slowdown))
             .collect();
         estimate.if_rungs_keep = Some((schedule(&pruned, jobs).1, rule.keep));
     }
-    for ((run, _, _, evaluations, _), seconds) in to_train.iter().zip(durations) {
-        estimate.left.insert(run.id.clone(), seconds);
-        estimate.evaluations += evaluations;
+    for (left, seconds) in to_train.iter().zip(durations) {
+        estimate.left.insert(left.run.id.clone(), seconds);
+        estimate.evaluations += left.evaluations;
     }
     Ok(estimate)
 }
