@@ -1322,6 +1322,19 @@ fn slurm_sweeps_plan_submit_run_tasks_and_collect_idempotently() {
         ),
         2
     );
+    // Until their tasks start them, a dry run shows the runs left to Slurm and prices nothing,
+    // as a sweep (of either executor) leaves them.
+    let queued = || {
+        predicate::str::contains("2 runs: 2 queued (")
+            .and(predicate::str::contains(
+                "queued ones are left to their Slurm tasks",
+            ))
+            .and(predicate::str::contains("nothing left to train"))
+    };
+    slurm(&["--estimate"]).success().stdout(queued());
+    sweep(dir.path(), &spec, &["--estimate"])
+        .success()
+        .stdout(queued());
 
     // Task 0 runs to the end; task 1 "is killed" after it started: only its first record.
     common::run_slurm_task(dir.path(), &plan, 0).success();

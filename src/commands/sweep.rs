@@ -141,7 +141,7 @@ fn local_jobs(req: &SweepRequest) -> usize {
 /// each run's training time left, timed here (Ctrl-C, `stop`, ends the timing).
 fn dry_run(req: &SweepRequest, mut planner: exec::Planner, stop: &AtomicBool) -> Result<()> {
     planner.propose(req.db)?;
-    let recorded = exec::recorded_states(req.db, &planner)?;
+    let recorded = exec::recorded_states(req.db, &planner, req.force)?;
     let estimate = if req.estimate {
         let timing = |i: usize, n: usize, evaluates: bool| {
             if stop.load(Ordering::Relaxed) {
@@ -160,9 +160,7 @@ fn dry_run(req: &SweepRequest, mut planner: exec::Planner, stop: &AtomicBool) ->
         } else {
             local_jobs(req)
         };
-        Some(exec::estimate(
-            &planner, &recorded, req.force, jobs, timing,
-        )?)
+        Some(exec::estimate(&planner, &recorded, jobs, timing)?)
     } else {
         None
     };

@@ -152,18 +152,16 @@ struct RunLeft<'a> {
     kept: f64,
 }
 
-/// Times the shapes of `planner`'s runs that a sweep would train (all of them with `force`),
-/// given what the database records of them, and prices their steps and evaluations left,
+/// Times the shapes of `planner`'s runs that a sweep would train, given what the database
+/// records of them and what the sweep would do with them ([`super::recorded_states`]), and prices their steps and evaluations left,
 /// `jobs` runs at a time. `timing(i, n, evaluates)` is told before each of the `n` shapes is
 /// timed (and whether an evaluation is); an error from it (Ctrl-C) stops the estimate.
 pub fn estimate(
     planner: &Planner,
     recorded: &HashMap<String, Recorded>,
-    force: bool,
     jobs: usize,
     mut timing: impl FnMut(usize, usize, bool) -> Result<()>,
 ) -> Result<Estimate> {
-    let prunes = planner.spec().search.prune.is_some();
     let mut train_lens: HashMap<PathBuf, usize> = HashMap::new();
     // The runs left to train, in the sweep's order; each shape's key, config and whether any
     // of its runs evaluates.
@@ -188,7 +186,7 @@ pub fn estimate(
             }
         };
         let total = config.train.total_steps(train_len);
-        let steps = steps_left(total, recorded.get(&run.id), force, prunes);
+        let steps = steps_left(total, recorded.get(&run.id));
         if steps == 0 {
             continue;
         }
@@ -361,20 +359,15 @@ fn schedule(runs: &[(f64, f64)], jobs: usize) -> (Vec<f64>, f64) {
 }
 
 /// The steps a sweep would train of a run with `total` steps, given what is recorded of it:
-/// all of a new run's (but those of the shorter run it continues), the rest of an unfinished
-/// one's (from its last recorded step: it resumes from its checkpoint at or before it), none
-/// of one the sweep skips. `force` starts every run over; a pruned run stays pruned while
-/// the sweep `prunes` (unless its rung now keeps it), and resumes otherwise.
-fn steps_left(total: u64, recorded: Option<&Recorded>, force: bool, prunes: bool) -> u64 {
-    let Some(recorded) = recorded.filter(|_| !force) else {
-        return total;
-    };
-    match (recorded.status.as_str(), &recorded.from) {
-        (_, Some((_, from))) => total.saturating_sub(*from),
-        // (`running`: another process trains it.)
-        ("finished" | "diverged" | "running", _) => 0,
-        ("pruned", _) if prunes => 0,
-        _ => total.saturating_sub(recorded.steps.map_or(0, |(done, _)| done)),
+/// all of a new run's, and of the others those from the step it would train from (a resumed
+/// run's last recorded step: it resumes from its checkpoint at or before it); none of one the
+/// sweep leaves as it is.
+fn steps_left(total: u64, recorded: Option<&Recorded>) -> u64 {
+    match recorded {
+        None => total,
+        Some(recorded) => recorded
+            .trains_from
+            .map_or(0, |from| total.saturating_sub(from)),
     }
 }
 
@@ -418,36 +411,20 @@ fn shape(config: &RunConfig) -> RunConfig {
 mod tests {
     use super::*;
 
-    fn recorded(status: &str, done: Option<u64>, from: Option<u64>) -> Recorded {
-        Recorded {
-            status: status.into(),
-            steps: done.map(|done| (done, Some(800))),
-            from: from.map(|step| ("8d0c51e2a7f3".into(), step)),
-        }
-    }
-
     #[test]
     fn runs_are_priced_by_the_steps_a_sweep_would_train() {
-        let left = |run: Option<&Recorded>, force| steps_left(800, run, force, true);
-        assert_eq!(left(None, false), 800);
-        let new_from = recorded("new", None, Some(300));
-        assert_eq!(left(Some(&new_from), false), 500);
-        let interrupted = recorded("interrupted", Some(600), None);
-        assert_eq!(left(Some(&interrupted), false), 200);
-        let orphaned = recorded("orphaned", Some(100), None);
-        assert_eq!(left(Some(&orphaned), false), 700);
-        let failed = recorded("failed", Some(0), None);
-        assert_eq!(left(Some(&failed), false), 800);
-        let lost = recorded("checkpoint lost", Some(600), None);
-        assert_eq!(left(Some(&lost), false), 200);
-        for skipped in ["finished", "diverged", "pruned", "running"] {
-            let run = recorded(skipped, Some(400), None);
-            assert_eq!(left(Some(&run), false), 0, "{skipped}");
-            assert_eq!(left(Some(&run), true), 800, "{skipped} with --force");
-        }
-        // A sweep that no longer prunes resumes its pruned runs.
-        let pruned = recorded("pruned", Some(400), None);
-        assert_eq!(steps_left(800, Some(&pruned), false, false), 400);
+        let recorded = |trains_from| Recorded {
+            status: "interrupted".into(),
+            steps: Some((600, Some(800))),
+            from: None,
+            trains_from,
+        };
+        assert_eq!(steps_left(800, None), 800);
+        assert_eq!(steps_left(800, Some(&recorded(Some(600)))), 200);
+        assert_eq!(steps_left(800, Some(&recorded(Some(0)))), 800);
+        assert_eq!(steps_left(800, Some(&recorded(None))), 0);
+        // A run whose config now trains fewer steps than it has done.
+        assert_eq!(steps_left(500, Some(&recorded(Some(600)))), 0);
     }
 
     #[test]

@@ -21,6 +21,7 @@ mod plan;
 mod point;
 pub mod prune;
 pub mod slurm;
+mod verdict;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -32,14 +33,15 @@ use serde::{Deserialize, Serialize};
 use crate::errln;
 use crate::fsutil::DirLock;
 use crate::spec::{GridPoint, RunConfig, Spec};
+use crate::track::annotations;
 use crate::track::{self, Event, RunRecord, Tracker};
-use crate::track::{annotations, records};
 use crate::train;
 pub use estimate::{Estimate, estimate};
 pub use local::LocalExecutor;
 pub use plan::{Planner, Recorded, grid_table, recorded_states};
 pub use point::run_one;
 use prune::Pruning;
+pub use verdict::Verdict;
 
 /// How to run a sweep.
 #[derive(Debug, Clone)]
@@ -359,9 +361,7 @@ pub fn run(
     let mut pruned = 0;
     let mut diverged = 0;
     let mut held = 0;
-    let me = track::claims::Owner::this_process().tag();
-    // Each rung's evaluations, read once for all the pruned runs reconsidered here.
-    let mut rung_values = std::collections::BTreeMap::new();
+    let mut judge = verdict::Judge::new(options.force);
     let mut todo = Vec::new();
     // The experiment's finished runs, that longer new runs may continue (read when needed).
     let mut finished = None;
@@ -374,59 +374,32 @@ pub fn run(
             };
             continue_shorter_run(finished, &options.db, &spec.name, &run);
         }
-        // Finished, with its final checkpoint on disk, whole.
-        if !options.force
-            && row.as_ref().is_some_and(|row| row.status == "finished")
-            && train::checkpoint::newest_is_intact(&run.run_dir)
-        {
-            // Its own file is the durable copy of its tags and note: a database restored
-            // from a backup gets back the ones given since.
-            if let Some(event) = replay_annotations(&spec.name, &run.id, &run.run_dir) {
-                tracker.send(event);
-            }
-            skipped += 1;
-            continue;
-        }
-        // A diverged run is a result too, and training is deterministic: resumed, it would
-        // diverge again at the same step. `--force` trains it again.
-        if !options.force
-            && row.as_ref().is_some_and(|row| row.status == "diverged")
-            && run.run_dir.is_dir()
-        {
-            diverged += 1;
-            continue;
-        }
-        // Left to a live process that trains it, or to the Slurm task it is queued as (an
-        // executor's own claim closes the race; this keeps a Slurm sweep from queuing it).
-        if let Some(by) = row.and_then(|row| row.holder(&me, track::now())) {
-            errln!(
-                "{}: run {} is being trained by {by}; left to it",
-                spec.name,
-                run.id
-            );
-            held += 1;
-            continue;
-        }
-        // A pruned run stays pruned unless its rung now keeps it (a sweep whose spec no longer
-        // prunes resumes it like any unfinished run).
-        if let Some(pruning) = run.pruning.as_ref().filter(|_| !options.force) {
-            let lines = records::read_without_losses(&run.run_dir);
-            if records::last_status(&lines).as_deref() == Some("pruned") {
-                match pruning.reconsider(&lines, &mut rung_values) {
-                    Some((rung, value, decision)) if decision.keep => {
-                        let why = decision.describe(&pruning.rule.metric, value, rung);
-                        errln!("{}: run {} promoted ({why})", spec.name, run.id);
-                        run.promoted = Some((rung, why));
-                    }
-                    // Outside its rung's best still, or stopped by a failure detector.
-                    _ => {
-                        pruned += 1;
-                        continue;
-                    }
+        match judge.verdict(row.as_ref(), &run.run_dir, run.pruning.as_deref()) {
+            Verdict::Finished => {
+                // Its own file is the durable copy of its tags and note: a database restored
+                // from a backup gets back the ones given since.
+                if let Some(event) = replay_annotations(&spec.name, &run.id, &run.run_dir) {
+                    tracker.send(event);
                 }
+                skipped += 1;
             }
+            Verdict::Diverged => diverged += 1,
+            Verdict::Held { by, .. } => {
+                errln!(
+                    "{}: run {} is being trained by {by}; left to it",
+                    spec.name,
+                    run.id
+                );
+                held += 1;
+            }
+            Verdict::Pruned => pruned += 1,
+            Verdict::Promoted { rung, why } => {
+                errln!("{}: run {} promoted ({why})", spec.name, run.id);
+                run.promoted = Some((rung, why));
+                todo.push(run);
+            }
+            Verdict::CheckpointLost | Verdict::Train => todo.push(run),
         }
-        todo.push(run);
     }
     drop(reader);
     let summary = executor.execute(&spec.name, todo, options.force, &tracker);

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
-use super::PlannedRun;
+use super::{PlannedRun, Verdict};
 use crate::spec::search::Strategy;
 use crate::spec::{GridPoint, Spec, tpe};
 use crate::train::checkpoint;
@@ -175,17 +175,21 @@ impl<'a> Planner<'a> {
 /// (the steps it shows; 0 when there is none).
 const CHECKPOINT_LOST: &str = "checkpoint lost";
 
-/// What the database records of a planned run, for `--dry-run`.
+/// What the database records of a planned run, for `--dry-run`, and what the sweep would do
+/// with it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Recorded {
     /// Its status as people read it (`orphaned` for a `running` run whose process is gone),
-    /// or what the sweep will do with it where that differs (`checkpoint lost`, `promoted`);
-    /// `new` for a run that is not recorded but continues a shorter one.
+    /// or what the sweep will do with it where that differs (`checkpoint lost`, `promoted`,
+    /// `queued` for a run left to the Slurm task it is queued as); `new` for a run that is not
+    /// recorded but continues a shorter one.
     pub status: String,
     /// Steps done, and planned when known.
     pub steps: Option<(u64, Option<u64>)>,
     /// A new run's finished shorter run of its config: its id and the step it continues from.
     pub from: Option<(String, u64)>,
+    /// The step the sweep would train it from; none when it leaves the run as it is.
+    pub trains_from: Option<u64>,
 }
 
 impl std::fmt::Display for Recorded {
@@ -202,9 +206,14 @@ impl std::fmt::Display for Recorded {
 }
 
 /// What the database `db` records of each of `planner`'s runs that it knows, by run id: its
-/// status and steps; a new run that will continue a finished shorter run of its config, which
-/// one. Nothing when there is no database yet.
-pub fn recorded_states(db: &Path, planner: &Planner) -> Result<HashMap<String, Recorded>> {
+/// status and steps, and what a sweep (with `force`) would do with it, as the sweep decides
+/// ([`super::verdict`]); a new run that will continue a finished shorter run of its config,
+/// which one. Nothing when there is no database yet.
+pub fn recorded_states(
+    db: &Path,
+    planner: &Planner,
+    force: bool,
+) -> Result<HashMap<String, Recorded>> {
     if !db.exists() {
         return Ok(Default::default());
     }
@@ -220,37 +229,31 @@ pub fn recorded_states(db: &Path, planner: &Planner) -> Result<HashMap<String, R
         rule: rule.clone(),
         cohort: dirs.clone(),
     });
-    let mut rung_values = std::collections::BTreeMap::new();
+    let mut judge = super::verdict::Judge::new(force);
     for (run, dir) in planner.runs.iter().zip(&dirs) {
         if let Some(state) = states.get_mut(&run.id) {
-            let status = state.status.clone();
-            // The sweep trains these again, from their newest whole checkpoint.
-            let lost = match status.as_str() {
-                "finished" => !checkpoint::newest_is_intact(dir),
-                "diverged" => !dir.is_dir(),
-                _ => false,
-            };
-            if lost {
-                state.status = CHECKPOINT_LOST.into();
-                let total = state.steps.and_then(|(_, total)| total);
-                state.steps = Some((checkpoint::resumable_step(dir).unwrap_or(0), total));
-            }
-            if let Some(pruning) = pruning.as_ref().filter(|_| status == "pruned") {
-                let lines = crate::track::records::read_without_losses(dir);
-                if (pruning.reconsider(&lines, &mut rung_values))
-                    .is_some_and(|(_, _, decision)| decision.keep)
-                {
-                    state.status = "promoted".into();
+            let row = track::claims::ClaimRow::read(&conn, &run.id)?;
+            let verdict = judge.verdict(row.as_ref(), dir, pruning.as_ref());
+            let done = state.steps.map_or(0, |(done, _)| done);
+            state.trains_from = verdict.trains().then_some(if force { 0 } else { done });
+            match verdict {
+                Verdict::CheckpointLost => {
+                    state.status = CHECKPOINT_LOST.into();
+                    let total = state.steps.and_then(|(_, total)| total);
+                    let step = checkpoint::resumable_step(dir).unwrap_or(0);
+                    state.steps = Some((step, total));
+                    state.trains_from = Some(step);
                 }
+                Verdict::Promoted { .. } => state.status = "promoted".into(),
+                Verdict::Held { queued: true, .. } => state.status = "queued".into(),
+                _ => {}
             }
-        }
-        if !states.contains_key(&run.id)
-            && let Some((shorter, _)) = finished.shorter_run(db, run)
-        {
+        } else if !force && let Some((shorter, _)) = finished.shorter_run(db, run) {
             let from = Recorded {
                 status: "new".into(),
                 steps: None,
                 from: Some((shorter.id.clone(), shorter.steps)),
+                trains_from: Some(shorter.steps),
             };
             states.insert(run.id.clone(), from);
         }
@@ -277,6 +280,7 @@ fn states_of_runs(conn: &rusqlite::Connection) -> Result<HashMap<String, Recorde
                 status,
                 steps,
                 from: None,
+                trains_from: None,
             },
         ))
     })?;
@@ -339,9 +343,15 @@ pub fn grid_table(
         } else {
             ""
         };
+        let held = match (has("running"), has("queued")) {
+            (false, false) => "",
+            (true, false) => "; running ones are left to the process training them",
+            (false, true) => "; queued ones are left to their Slurm tasks",
+            (true, true) => "; running and queued ones are left to their process or Slurm task",
+        };
         out.push_str(&format!(
-            " (finished{diverged} runs are skipped{pruned}; the others resume; --force starts \
-             all over)"
+            " (finished{diverged} runs are skipped{pruned}{held}; the others resume; --force \
+             starts all over)"
         ));
     }
     out.push('\n');
