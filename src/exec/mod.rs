@@ -1,5 +1,6 @@
 //! Executing a sweep: `runner sweep` plans a spec's grid ([`Planner`]), skips what the
-//! database knows as finished or pruned ([`run`]) and hands the rest to an [`Executor`]; a TPE
+//! database knows as finished or pruned ([`run`], deciding by `verdict`, as `--dry-run` does)
+//! and hands the rest to an [`Executor`]; a TPE
 //! search proposes and runs more as its batches end ([`sweep`]).
 //!
 //! Each grid point is a run whose id is the hash of its experiment, resolved config and data
