@@ -207,7 +207,7 @@ impl std::fmt::Display for Recorded {
 
 /// What the database `db` records of each of `planner`'s runs that it knows, by run id: its
 /// status and steps, and what a sweep (with `force`) would do with it, as the sweep decides
-/// ([`super::verdict`]); a new run that will continue a finished shorter run of its config,
+/// ([`super::Verdict`]); a new run that will continue a finished shorter run of its config,
 /// which one. Nothing when there is no database yet.
 pub fn recorded_states(
     db: &Path,
