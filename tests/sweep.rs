@@ -222,6 +222,16 @@ fn estimate_prices_each_runs_steps_left_at_its_timed_pace_and_writes_nothing() {
         summary.contains("8 evaluations included") && summary.contains(" s an evaluation"),
         "{summary}"
     );
+    // Two at a time, an evaluation is timed again beside a run training, and that run's steps
+    // meanwhile.
+    let (_, summary) = estimate(&[&evaluating[..], &["--jobs", "2"]].concat());
+    let before = summary.split(" s an evaluation alone and ").next().unwrap();
+    let alone: f64 = before.rsplit(' ').next().unwrap().parse().unwrap();
+    let beside = figure(&summary, " s an evaluation alone and ");
+    assert!(
+        beside >= alone && summary.contains(" beside 1 run training, whose steps then take "),
+        "{summary}"
+    );
     // Data without the test digits an evaluation needs is named before anything runs.
     let train_only = dir.path().join("train-only");
     std::fs::create_dir(&train_only).unwrap();

@@ -28,6 +28,7 @@ pub use trainer::{DEFAULT_CLIP, StepInputs, Trainer};
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -146,17 +147,94 @@ pub fn step_times_ms(config: &RunConfig, warmup: usize, steps: usize) -> anyhow:
     Ok(ms)
 }
 
-/// Seconds one evaluation of a run of `config` takes (its `log.eval_samples` samples drawn and
-/// scored against the test digits in its data directory), timed with an untrained generator:
-/// the work does not depend on what it draws. Building the evaluator, once per sweep, is not
-/// timed.
-pub fn evaluation_seconds(config: &RunConfig) -> anyhow::Result<f64> {
+/// An evaluation of a run of `config` timed: its `log.eval_samples` samples drawn and scored
+/// against the test digits in its data directory, with an untrained generator (the work does
+/// not depend on what it draws).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EvaluationTimes {
+    /// Seconds to build the evaluator (reading the test digits and their features): once per
+    /// process and data, 0 when this process had built it.
+    pub setup: f64,
+    /// Seconds of one evaluation alone.
+    pub alone: f64,
+    /// With runs of `config` training beside it: seconds of one evaluation, and the median
+    /// seconds of their steps meanwhile.
+    pub beside_steps: Option<(f64, f64)>,
+}
+
+/// Times an evaluation of `config` alone and, when `beside` is more than 0, again while
+/// `beside` runs of it train (each on its own thread, as a sweep's workers).
+pub fn time_evaluation(config: &RunConfig, beside: usize) -> anyhow::Result<EvaluationTimes> {
     let side = config.model.image_side();
-    let evaluator = Evaluator::shared(&config.data.resolved_dir(), side, &mut |_| {})?;
-    let trainer = Trainer::new(config, &Digits::synthetic(config.train.batch_size));
     let start = Instant::now();
-    trainer.evaluate(&trainer.sampler(), &evaluator);
-    Ok(start.elapsed().as_secs_f64())
+    let evaluator = Evaluator::shared(&config.data.resolved_dir(), side, &mut |_| {})?;
+    let setup = start.elapsed().as_secs_f64();
+    let trainer = Trainer::new(config, &Digits::synthetic(config.train.batch_size));
+    let evaluate = || {
+        let start = Instant::now();
+        trainer.evaluate(&trainer.sampler(), &evaluator);
+        start.elapsed().as_secs_f64()
+    };
+    let alone = evaluate();
+    if beside == 0 {
+        return Ok(EvaluationTimes {
+            setup,
+            alone,
+            beside_steps: None,
+        });
+    }
+    let (ready, done) = (std::sync::Barrier::new(beside + 1), AtomicBool::new(false));
+    let (seconds, steps) = std::thread::scope(|scope| {
+        let runs: Vec<_> = (0..beside)
+            .map(|_| {
+                scope.spawn(|| {
+                    let digits = Digits::synthetic(config.train.batch_size * 4);
+                    let mut trainer = Trainer::new(config, &digits);
+                    let warmed_up = trainer.step(1);
+                    ready.wait();
+                    warmed_up?;
+                    let mut seconds = Vec::new();
+                    for step in 2.. {
+                        let start = Instant::now();
+                        trainer.step(step)?;
+                        seconds.push(start.elapsed().as_secs_f64());
+                        if done.load(Ordering::Relaxed) {
+                            break;
+                        }
+                    }
+                    anyhow::Ok(seconds)
+                })
+            })
+            .collect();
+        ready.wait();
+        // (Set even if the evaluation panics: the runs beside it would step forever.)
+        let stop_them = StoreOnDrop(&done);
+        let seconds = evaluate();
+        drop(stop_them);
+        let mut steps = Vec::new();
+        for run in runs {
+            let times = run
+                .join()
+                .map_err(|_| anyhow::anyhow!("a timing thread stopped"))?;
+            steps.extend(times?);
+        }
+        steps.sort_by(f64::total_cmp);
+        anyhow::Ok((seconds, steps))
+    })?;
+    Ok(EvaluationTimes {
+        setup,
+        alone,
+        beside_steps: Some((seconds, steps[steps.len() / 2])),
+    })
+}
+
+/// Sets its flag when dropped.
+struct StoreOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StoreOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 /// `n` latent vectors from N(0, 1).

@@ -4,13 +4,19 @@
 //! the seed, learning rates or the run's length) is timed for a few steps on synthetic
 //! digits, and for one evaluation; each run's steps and evaluations left are priced at its
 //! shape's. A sweep that trains several runs at a time shares the cores among them: each
-//! shape is timed again with as many copies of it training at once, and the runs are laid
-//! out in the sweep's order on its `--jobs` workers.
+//! shape is timed again with as many copies of it training at once, and its evaluation again
+//! beside copies training (an evaluation takes every core it can, and the steps beside it
+//! slow down); the runs are then laid out in the sweep's order on its `--jobs` workers
+//! (`layout.rs`).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
+
+mod layout;
+
+use layout::{Pace, Work, kept_share, schedule};
 
 use super::PlannedRun;
 use super::plan::{Planner, Recorded};
@@ -49,6 +55,12 @@ pub struct Estimate {
     pub shared_step_seconds: Vec<f64>,
     /// Each timed shape's seconds per evaluation, alone (shapes whose runs evaluate).
     pub eval_seconds: Vec<f64>,
+    /// The same beside `jobs - 1` runs of it training (none when one run trains at a time).
+    pub shared_eval_seconds: Vec<f64>,
+    /// How many times as long as alone those runs' steps took meanwhile.
+    pub step_beside_eval: Vec<f64>,
+    /// Seconds to build the evaluators (reading the test digits) before the first evaluation.
+    pub setup: f64,
 }
 
 impl Estimate {
@@ -74,13 +86,24 @@ impl Estimate {
                 self.jobs
             );
         }
+        let plural = |n: u64, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
         if !self.eval_seconds.is_empty() {
             timed += &format!(
                 ", {} s an evaluation{alone}",
                 spread(&self.eval_seconds, 1.0)
             );
         }
-        let plural = |n: u64, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+        if at_a_time && !self.shared_eval_seconds.is_empty() {
+            timed += &format!(
+                " and {} beside {} training, whose steps then take {}x as long",
+                spread(&self.shared_eval_seconds, 1.0),
+                plural(self.jobs as u64 - 1, "run"),
+                spread(&self.step_beside_eval, 1.0)
+            );
+        }
+        if self.setup >= 0.05 {
+            timed += &format!(", {} s to set up evaluations", significant(self.setup));
+        }
         let evaluations = match self.evaluations {
             0 => String::new(),
             n => format!(", {} included", plural(n, "evaluation")),
@@ -211,8 +234,8 @@ pub fn estimate(
     // As many workers as the local executor would use.
     let runs_left = to_train.iter().map(|left| left.run);
     let jobs = super::local::workers(&planner.spec().name, jobs, runs_left);
-    // Shape key -> (seconds a step alone, an evaluation alone, how much slower beside others).
-    let mut prices: HashMap<&str, (f64, f64, f64)> = HashMap::new();
+    // Shape key -> seconds a step alone, an evaluation alone, and its pace beside others.
+    let mut prices: HashMap<&str, (f64, f64, Pace)> = HashMap::new();
     let mut estimate = Estimate {
         jobs,
         ..Estimate::default()
@@ -230,78 +253,69 @@ pub fn estimate(
             step = time_steps(1, steps)?;
         }
         estimate.step_seconds.push(step);
-        // (Never faster beside others: a shared step timed quicker is the clock's noise.)
-        let slowdown = if jobs > 1 {
+        let mut pace = Pace::ALONE;
+        // (Never faster beside others: a shared time timed quicker is the clock's noise.)
+        let shared = if jobs > 1 {
             let shared = time_steps(jobs, steps)?.max(step);
             estimate.shared_step_seconds.push(shared);
-            shared / step
+            pace.step = shared / step;
+            shared
         } else {
-            1.0
+            step
         };
-        let evaluation = if *evaluates {
-            let seconds = crate::train::evaluation_seconds(shape).with_context(|| {
-                format!(
-                    "timing an evaluation ({} samples against the test digits)",
-                    shape.log.eval_samples
-                )
-            })?;
-            estimate.eval_seconds.push(seconds);
-            seconds
-        } else {
-            0.0
-        };
-        prices.insert(key, (step, evaluation, slowdown));
+        let mut evaluation = 0.0;
+        if *evaluates {
+            let times = crate::train::time_evaluation(shape, jobs.saturating_sub(1)).with_context(
+                || {
+                    format!(
+                        "timing an evaluation ({} samples against the test digits)",
+                        shape.log.eval_samples
+                    )
+                },
+            )?;
+            estimate.setup += times.setup;
+            evaluation = times.alone;
+            estimate.eval_seconds.push(evaluation);
+            if let Some((seconds, step_meanwhile)) = times.beside_steps {
+                let seconds = seconds.max(evaluation);
+                estimate.shared_eval_seconds.push(seconds);
+                pace.evaluation = seconds / evaluation;
+                pace.step_beside_evaluation = (step_meanwhile / shared).max(1.0);
+                estimate
+                    .step_beside_eval
+                    .push(pace.step * pace.step_beside_evaluation);
+            }
+        }
+        prices.insert(key, (step, evaluation, pace));
     }
-    // An evaluation computes in large batches on every core: beside others it gets its share
-    // of them (the vanilla GAN sweep's took about twice as long with 2 jobs on 2 cores, where
-    // its small steps took 1.1-1.3x as long).
-    let eval_slowdown = jobs as f64;
-    let work: Vec<(f64, f64)> = (to_train.iter())
+    let work: Vec<Work> = (to_train.iter())
         .map(|left| {
-            let (step, evaluation, step_slowdown) = prices[left.shape.as_str()];
-            let training = left.steps as f64 * step;
-            let evaluating = left.evaluations as f64 * evaluation;
-            let alone = training + evaluating;
-            let shared = training * step_slowdown + evaluating * eval_slowdown;
-            (alone, if alone > 0.0 { shared / alone } else { 1.0 })
+            let (step, evaluation, pace) = prices[left.shape.as_str()];
+            let steps = left.steps as f64 * step;
+            let evaluations = left.evaluations as f64 * evaluation;
+            Work::new(steps, evaluations, left.evaluations, pace)
         })
         .collect();
+    // A sweep builds each evaluator once, as its first runs start (the others wait for it):
+    // that set-up comes before everything.
     let (durations, wall) = schedule(&work, jobs);
-    estimate.wall = wall;
+    estimate.wall = estimate.setup + wall;
     if jobs > 1 {
-        estimate.one_at_a_time = Some(work.iter().map(|(alone, _)| alone).sum());
+        let alone: f64 = work.iter().map(Work::alone).sum();
+        estimate.one_at_a_time = Some(estimate.setup + alone);
     }
     if let Some(rule) = asha {
-        let pruned: Vec<(f64, f64)> = (work.iter().zip(&to_train))
-            .map(|(&(alone, slowdown), left)| (alone * left.kept, slowdown))
+        let pruned: Vec<Work> = (work.iter().zip(&to_train))
+            .map(|(work, left)| work.scaled(left.kept))
             .collect();
-        estimate.if_rungs_keep = Some((schedule(&pruned, jobs).1, rule.keep));
+        let wall = estimate.setup + schedule(&pruned, jobs).1;
+        estimate.if_rungs_keep = Some((wall, rule.keep));
     }
     for (left, seconds) in to_train.iter().zip(durations) {
         estimate.left.insert(left.run.id.clone(), seconds);
         estimate.evaluations += left.evaluations;
     }
     Ok(estimate)
-}
-
-/// The share of a run's work from step `from` to `total` that is left when each of `rungs`
-/// after `from` keeps `keep` of the runs that reach it: its steps to the first rung, `keep`
-/// of those to the next, and so on (each run alike, as if every rung ranked at random).
-fn kept_share(rungs: &[u64], keep: f64, from: u64, total: u64) -> f64 {
-    if total <= from {
-        return 1.0;
-    }
-    let mut ahead: Vec<u64> = (rungs.iter().copied())
-        .filter(|&rung| rung > from && rung < total)
-        .collect();
-    ahead.sort_unstable();
-    ahead.dedup();
-    let (mut expected, mut start, mut reaching) = (0.0, from, 1.0);
-    for end in ahead.into_iter().chain([total]) {
-        expected += reaching * (end - start) as f64;
-        (start, reaching) = (end, reaching * keep);
-    }
-    expected / (total - from) as f64
 }
 
 /// The median seconds of `steps` training steps of `config`, with `copies` runs of it
@@ -323,39 +337,6 @@ fn median_step_seconds(config: &RunConfig, copies: usize, steps: usize) -> Resul
     let mut ms = times?;
     ms.sort_by(f64::total_cmp);
     Ok(ms[ms.len() / 2] / 1000.0)
-}
-
-/// Runs in the sweep's order on `jobs` workers, each taking `(alone, slowdown)`: `alone`
-/// seconds by itself, `slowdown` times as long beside `jobs - 1` others (and in proportion
-/// beside fewer). Returns each run's seconds from its start to its end, and the seconds to
-/// the last end.
-fn schedule(runs: &[(f64, f64)], jobs: usize) -> (Vec<f64>, f64) {
-    let jobs = jobs.max(1);
-    let mut durations = vec![0.0; runs.len()];
-    // (run, its work left in seconds alone, when it started)
-    let mut active: Vec<(usize, f64, f64)> = Vec::new();
-    let (mut next, mut now) = (0, 0.0);
-    loop {
-        while active.len() < jobs && next < runs.len() {
-            active.push((next, runs[next].0, now));
-            next += 1;
-        }
-        if active.is_empty() {
-            return (durations, now);
-        }
-        let beside = (active.len() - 1) as f64 / (jobs - 1).max(1) as f64;
-        let stretch = |run: usize| 1.0 + (runs[run].1 - 1.0) * beside;
-        let (first, until) = (active.iter().enumerate())
-            .map(|(at, &(run, left, _))| (at, left * stretch(run)))
-            .min_by(|a, b| a.1.total_cmp(&b.1))
-            .expect("a run is active");
-        for (run, left, _) in active.iter_mut() {
-            *left -= until / stretch(*run);
-        }
-        now += until;
-        let (run, _, started) = active.remove(first);
-        durations[run] = now - started;
-    }
 }
 
 /// The steps a sweep would train of a run with `total` steps, given what is recorded of it:
@@ -494,6 +475,20 @@ mod tests {
             ) && summary.contains("; 1:01:40 one at a time); early stopping"),
             "{summary}"
         );
+        let beside = Estimate {
+            shared_eval_seconds: vec![3.5],
+            step_beside_eval: vec![1.4, 1.1],
+            setup: 2.0,
+            ..shared.clone()
+        };
+        let summary = beside.summary();
+        assert!(
+            summary.contains(
+                "2.00 s an evaluation alone and 3.50 beside 1 run training, whose steps then \
+                 take 1.10 to 1.40x as long, 2.00 s to set up evaluations; 2 runs at a time"
+            ),
+            "{summary}"
+        );
         let pruning = Estimate {
             if_rungs_keep: Some((1200.0, 1.0 / 3.0)),
             ..shared
@@ -509,41 +504,10 @@ mod tests {
     }
 
     #[test]
-    fn rungs_leave_their_kept_share_of_the_work() {
-        let third = 1.0 / 3.0;
-        let rungs = [500, 1000, 2000];
-        // gan-asha: 500 + 500/3 + 1000/9 + 1000/27 of 3000 steps (27%; the sweep trained 26%).
-        let expected = (500.0 + 500.0 / 3.0 + 1000.0 / 9.0 + 1000.0 / 27.0) / 3000.0;
-        assert!((kept_share(&rungs, third, 0, 3000) - expected).abs() < 1e-12);
-        // A run resuming past a rung has been kept there.
-        let from_1000 = (1000.0 + 1000.0 / 3.0) / 2000.0;
-        assert!((kept_share(&rungs, third, 1000, 3000) - from_1000).abs() < 1e-12);
-        // Rungs at or past the end, or none: all of it.
-        assert_eq!(kept_share(&[3000, 4000], third, 0, 3000), 1.0);
-        assert_eq!(kept_share(&[], third, 0, 3000), 1.0);
-        assert_eq!(kept_share(&rungs, third, 3000, 3000), 1.0);
-        assert_eq!(share(third), "1/3");
+    fn shares_read_as_fractions() {
+        assert_eq!(share(1.0 / 3.0), "1/3");
         assert_eq!(share(0.25), "1/4");
         assert_eq!(share(0.4), "40%");
-    }
-
-    #[test]
-    fn runs_are_laid_out_in_order_on_the_sweeps_workers() {
-        // One at a time: one after the other.
-        let (durations, wall) = schedule(&[(10.0, 1.5), (20.0, 1.5)], 1);
-        assert_eq!((durations, wall), (vec![10.0, 20.0], 30.0));
-        // Two at a time, each 1.5x slower beside the other: the first ends at 15 s with 10
-        // s of the second's work done; the rest of it (10 s alone) runs alone.
-        let (durations, wall) = schedule(&[(10.0, 1.5), (20.0, 1.5)], 2);
-        assert_eq!((durations, wall), (vec![15.0, 25.0], 25.0));
-        // The third run starts on the worker the first one freed.
-        let (durations, wall) = schedule(&[(10.0, 2.0), (30.0, 2.0), (10.0, 2.0)], 2);
-        // 0-20: runs 1 and 2 (10 s of 2's work done); 20-40: runs 2 and 3 (3 ends, 2 has
-        // 10 s left); 40-50: run 2 alone.
-        assert_eq!((durations, wall), (vec![20.0, 50.0, 20.0], 50.0));
-        // More workers than runs, and no runs.
-        assert_eq!(schedule(&[(4.0, 1.0)], 8), (vec![4.0], 4.0));
-        assert_eq!(schedule(&[], 2), (vec![], 0.0));
     }
 
     #[test]
