@@ -204,6 +204,23 @@ fn estimate_prices_each_runs_steps_left_at_its_timed_pace_and_writes_nothing() {
         "{summary}"
     );
     assert!(!dir.path().join("results").exists());
+    // Timed while other processes keep every core busy, it says that it runs long.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        for _ in 0..cores {
+            scope.spawn(|| {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            });
+        }
+        let estimated = sweep(dir.path(), &spec, &["--estimate"]);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        estimated.success().stderr(predicate::str::contains(
+            "of this machine's CPU time: the timings share the cores with them",
+        ));
+    });
     // Two batch sizes are two shapes.
     let (rows, summary) = estimate(&["--set", "sweep.train.batch_size=[16, 32]"]);
     assert_eq!(rows.len(), 8);

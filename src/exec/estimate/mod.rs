@@ -135,6 +135,32 @@ impl Estimate {
     }
 }
 
+/// Other processes' share of the CPU time above which the estimate warns that it runs long.
+const BUSY_SHARE: f64 = 0.25;
+
+/// The share of this machine's CPU time that other processes used over `window`, while this
+/// one sleeps (from `/proc/stat`; none where there is none).
+fn others_cpu_share(window: std::time::Duration) -> Option<f64> {
+    let read = || cpu_times(&std::fs::read_to_string("/proc/stat").ok()?);
+    let (busy, total) = read()?;
+    std::thread::sleep(window);
+    let (busy_after, total_after) = read()?;
+    let total = total_after.checked_sub(total).filter(|&t| t > 0)?;
+    Some(busy_after.saturating_sub(busy) as f64 / total as f64)
+}
+
+/// (busy, all) clock ticks of every CPU together, from `/proc/stat`'s `cpu` line: user, nice,
+/// system, idle, iowait, irq, softirq, steal; idle and iowait are not busy.
+fn cpu_times(stat: &str) -> Option<(u64, u64)> {
+    let line = stat.lines().find(|line| line.starts_with("cpu "))?;
+    let ticks: Vec<u64> = (line.split_whitespace().skip(1).take(8))
+        .map(|n| n.parse().ok())
+        .collect::<Option<_>>()?;
+    let total: u64 = ticks.iter().sum();
+    let idle = ticks.get(3)? + ticks.get(4).unwrap_or(&0);
+    Some((total - idle, total))
+}
+
 /// A fraction for people: "1/3" when it is one over a whole number, else "25%".
 fn share(fraction: f64) -> String {
     let over = 1.0 / fraction;
@@ -240,6 +266,17 @@ pub fn estimate(
         jobs,
         ..Estimate::default()
     };
+    // Timed beside other work, every figure runs long.
+    if !shapes.is_empty()
+        && let Some(busy) = others_cpu_share(std::time::Duration::from_millis(250))
+        && busy > BUSY_SHARE
+    {
+        crate::errln!(
+            "warning: other processes are using {:.0}% of this machine's CPU time: the timings \
+             share the cores with them, so this estimate runs long (estimate on an idle machine)",
+            busy * 100.0
+        );
+    }
     for (i, (key, shape, evaluates)) in shapes.iter().enumerate() {
         timing(i, shapes.len(), *evaluates)?;
         let time_steps = |copies, steps| {
@@ -501,6 +538,16 @@ mod tests {
             "{}",
             pruning.summary()
         );
+    }
+
+    #[test]
+    fn cpu_time_is_read_from_proc_stat() {
+        let stat = "cpu  100 5 50 800 40 3 2 0 0 0\ncpu0 50 2 25 400 20 1 1 0 0 0\n";
+        assert_eq!(cpu_times(stat), Some((160, 1000)));
+        assert_eq!(cpu_times("intr 1 2 3\n"), None);
+        assert_eq!(cpu_times("cpu  1 2 x\n"), None);
+        // Short lines (old kernels) count what they have.
+        assert_eq!(cpu_times("cpu  10 0 10 80\n"), Some((20, 100)));
     }
 
     #[test]
