@@ -48,6 +48,47 @@ impl FeatureSet {
         self.norms.len()
     }
 
+    /// Features per sample.
+    fn dim(&self) -> usize {
+        self.cols.nrows()
+    }
+
+    /// The dot products of every sample of this set with each of the `n` samples whose
+    /// features follow each other in `samples`: `n` runs of `len()` values. (The `gemm` crate
+    /// the convolutions use: about twice nalgebra's product here.)
+    fn dots(&self, samples: &[f32], n: usize) -> Vec<f32> {
+        let (m, d) = (self.len(), self.dim());
+        let mut dots = vec![0.0f32; m * n];
+        assert!(samples.len() >= n * d && self.cols.len() == m * d);
+        // SAFETY: dst is m x n (entry (i, j) at i + j m), lhs m x d (this set's samples, each
+        // contiguous: (i, c) at i d + c), rhs d x n ((c, j) at j d + c): all inside their
+        // slices (asserted above), and dst aliases neither.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                d,
+                dots.as_mut_ptr(),
+                m as isize,
+                1,
+                false,
+                self.cols.as_slice().as_ptr(),
+                1,
+                d as isize,
+                samples.as_ptr(),
+                d as isize,
+                1,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+        dots
+    }
+
     pub fn is_empty(&self) -> bool {
         self.norms.is_empty()
     }
@@ -80,17 +121,13 @@ impl FeatureSet {
             .map(|block| {
                 let first = block * BLOCK;
                 let len = BLOCK.min(n - first);
-                // other (m x d) * these samples (d x len): column j holds x_j . y for every y.
-                let dots = &other.rows * self.cols.columns(first, len);
+                let dots = other.dots(&self.cols.as_slice()[first * self.dim()..], len);
                 let mut distances = vec![0.0f32; other.len()];
                 let mut state = start();
                 for j in 0..len {
                     let i = first + j;
-                    for ((d, &dot), &norm) in distances
-                        .iter_mut()
-                        .zip(dots.column(j).iter())
-                        .zip(&other.norms)
-                    {
+                    let dots = &dots[j * other.len()..(j + 1) * other.len()];
+                    for ((d, &dot), &norm) in distances.iter_mut().zip(dots).zip(&other.norms) {
                         *d = (self.norms[i] + norm - 2.0 * dot).max(0.0);
                     }
                     visit(&mut state, i, &distances);
