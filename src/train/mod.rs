@@ -211,21 +211,28 @@ pub fn time_evaluation(config: &RunConfig, beside: usize) -> anyhow::Result<Eval
         let stop_them = StoreOnDrop(&done);
         let seconds = evaluate();
         drop(stop_them);
-        let mut steps = Vec::new();
-        for run in runs {
-            let times = run
-                .join()
-                .map_err(|_| anyhow::anyhow!("a timing thread stopped"))?;
-            steps.extend(times?);
-        }
-        steps.sort_by(f64::total_cmp);
-        anyhow::Ok((seconds, steps))
+        anyhow::Ok((seconds, joined_sorted(runs)?))
     })?;
     Ok(EvaluationTimes {
         setup,
         alone,
         beside_steps: Some((seconds, steps[steps.len() / 2])),
     })
+}
+
+/// What timing threads measured, together and sorted.
+pub fn joined_sorted(
+    threads: Vec<std::thread::ScopedJoinHandle<'_, anyhow::Result<Vec<f64>>>>,
+) -> anyhow::Result<Vec<f64>> {
+    let mut all = Vec::new();
+    for thread in threads {
+        let times = thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("a timing thread stopped"))?;
+        all.extend(times?);
+    }
+    all.sort_by(f64::total_cmp);
+    Ok(all)
 }
 
 /// Sets its flag when dropped.

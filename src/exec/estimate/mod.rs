@@ -358,21 +358,12 @@ pub fn estimate(
 /// The median seconds of `steps` training steps of `config`, with `copies` runs of it
 /// training at once (each on its own thread, sharing the cores as a sweep's runs do).
 fn median_step_seconds(config: &RunConfig, copies: usize, steps: usize) -> Result<f64> {
-    let times = std::thread::scope(|scope| {
+    let ms = std::thread::scope(|scope| {
         let copies: Vec<_> = (0..copies)
             .map(|_| scope.spawn(|| crate::train::step_times_ms(config, WARMUP_STEPS, steps)))
             .collect();
-        let mut all = Vec::new();
-        for copy in copies {
-            let times = copy
-                .join()
-                .map_err(|_| anyhow::anyhow!("a timing thread stopped"))?;
-            all.extend(times?);
-        }
-        anyhow::Ok(all)
-    });
-    let mut ms = times?;
-    ms.sort_by(f64::total_cmp);
+        crate::train::joined_sorted(copies)
+    })?;
     Ok(ms[ms.len() / 2] / 1000.0)
 }
 
