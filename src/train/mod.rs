@@ -188,11 +188,17 @@ pub fn time_evaluation(config: &RunConfig, beside: usize) -> anyhow::Result<Eval
         let runs: Vec<_> = (0..beside)
             .map(|_| {
                 scope.spawn(|| {
-                    let digits = Digits::synthetic(config.train.batch_size * 4);
-                    let mut trainer = Trainer::new(config, &digits);
-                    let warmed_up = trainer.step(1);
+                    // At the barrier whatever happens before it: the evaluation waits there.
+                    let warmed_up = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        let digits = Digits::synthetic(config.train.batch_size * 4);
+                        let mut trainer = Trainer::new(config, &digits);
+                        trainer.step(1).map(|_| trainer)
+                    }));
                     ready.wait();
-                    warmed_up?;
+                    let Ok(trainer) = warmed_up else {
+                        anyhow::bail!("a run timed beside the evaluation panicked while starting");
+                    };
+                    let mut trainer = trainer?;
                     let mut seconds = Vec::new();
                     for step in 2.. {
                         let start = Instant::now();
