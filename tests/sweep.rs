@@ -288,6 +288,25 @@ fn estimate_prices_each_runs_steps_left_at_its_timed_pace_and_writes_nothing() {
     assert!(rows.iter().all(|(_, left)| left.is_some()));
     assert!(summary.contains("for 4 runs"), "{summary}");
     assert_eq!(count(&db(dir.path()), "SELECT count(*) FROM runs"), 1);
+    // Claimed by another live process (pid 1, on this host) that has not started it yet: left
+    // to it, as the sweep leaves it, even with --force.
+    let owner = format!("{}:1", ganrunner::track::hostname());
+    db(dir.path())
+        .execute(
+            "UPDATE runs SET status = 'pending', owner = ?1, heartbeat_at = ?2",
+            rusqlite::params![owner, ganrunner::track::now()],
+        )
+        .unwrap();
+    for force in [&[][..], &["--force"]] {
+        let (rows, summary) = estimate(force);
+        assert_eq!(rows.iter().filter(|(_, left)| left.is_none()).count(), 1);
+        assert!(summary.contains("for 3 runs"), "{summary}");
+    }
+    sweep(dir.path(), &spec, &["--dry-run"]).success().stdout(
+        predicate::str::contains("3 new, 1 running (").and(predicate::str::contains(
+            "running ones are left to the process training them",
+        )),
+    );
     // Nothing left at all says so.
     let (_, summary) = estimate(&[
         "--set",

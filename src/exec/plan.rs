@@ -245,7 +245,11 @@ pub fn recorded_states(
                     state.trains_from = Some(step);
                 }
                 Verdict::Promoted { .. } => state.status = "promoted".into(),
-                Verdict::Held { queued: true, .. } => state.status = "queued".into(),
+                // (A live process's claim shows as running even in the moment before it
+                // starts the run.)
+                Verdict::Held { queued, .. } => {
+                    state.status = if queued { "queued" } else { "running" }.into();
+                }
                 _ => {}
             }
         } else if !force && let Some((shorter, _)) = finished.shorter_run(db, run) {
