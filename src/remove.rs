@@ -151,7 +151,7 @@ pub fn remove(db: &Path, target: &Target) -> Result<Removed> {
     if let Some(row) = ClaimRow::read(&tx, &target.id)?
         && let Some(by) = row.holder(&Owner::this_process().tag(), crate::track::now())
     {
-        return Ok(Removed::Held { by });
+        return Ok(Removed::Held { by: by.to_string() });
     }
     let trash = crate::fsutil::hidden_sibling(dir, &format!("deleting-{}", std::process::id()));
     if exists {

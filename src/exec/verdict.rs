@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::prune::Pruning;
-use crate::track::claims::{ClaimRow, Owner};
+use crate::track::claims::{ClaimRow, Holder, Owner};
 use crate::track::records;
 use crate::train::checkpoint;
 
@@ -79,11 +79,9 @@ impl Judge {
         }
         // (An executor's own claim closes the race with a process starting it now; this keeps
         // a Slurm sweep from queuing it.)
-        if let Some(row) = row
-            && let Some(by) = row.holder(&self.me, crate::track::now())
-        {
-            // (Not a live process of another owner: the Slurm task.)
-            let queued = (row.owner.as_deref()).is_none_or(|owner| owner == self.me);
+        if let Some(holder) = row.and_then(|row| row.holder(&self.me, crate::track::now())) {
+            let queued = matches!(holder, Holder::SlurmTask(_));
+            let by = holder.to_string();
             return Verdict::Held { by, queued };
         }
         // A pruned run stays pruned unless its rung now keeps it (a sweep whose spec no longer

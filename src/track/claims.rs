@@ -119,17 +119,38 @@ impl ClaimRow {
 
     /// Who holds the run at `now`, when it is not `me`: a live process training it, or the
     /// Slurm task it is queued as.
-    pub fn holder(&self, me: &str, now: f64) -> Option<String> {
+    pub fn holder(&self, me: &str, now: f64) -> Option<Holder> {
         if self.status != "running" && self.status != "pending" {
             return None;
         }
         let other_owner = self.owner.as_ref().filter(|owner| *owner != me);
         match (other_owner, &self.slurm_task) {
-            (Some(owner), _) => is_alive(owner, self.heartbeat_at, now).then(|| owner.clone()),
-            (None, Some(task)) => Some(format!(
-                "Slurm task {task} (until it ends and a sweep of its spec merges it)"
-            )),
+            (Some(owner), _) => {
+                is_alive(owner, self.heartbeat_at, now).then(|| Holder::Process(owner.clone()))
+            }
+            (None, Some(task)) => Some(Holder::SlurmTask(task.clone())),
             (None, None) => None,
+        }
+    }
+}
+
+/// Who holds a run that another process may not train.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Holder {
+    /// A live process (`host:pid`) that trains it or has claimed it.
+    Process(String),
+    /// The Slurm array task it is queued as.
+    SlurmTask(String),
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            Holder::Process(owner) => write!(f, "{owner}"),
+            Holder::SlurmTask(task) => write!(
+                f,
+                "Slurm task {task} (until it ends and a sweep of its spec merges it)"
+            ),
         }
     }
 }
@@ -140,7 +161,7 @@ pub fn claim(tx: &Transaction<'_>, record: &RunRecord, me: &str, now: f64) -> Re
     let status = match ClaimRow::read(tx, &record.id)? {
         Some(row) => {
             if let Some(by) = row.holder(me, now) {
-                return Ok(Claim::Held { by });
+                return Ok(Claim::Held { by: by.to_string() });
             }
             Some(row.status)
         }

@@ -132,10 +132,7 @@ pub fn training_device() -> Device {
 /// penalties) on synthetic digits: `steps` of them (at least one), sorted, after `warmup`
 /// untimed ones.
 pub fn step_times_ms(config: &RunConfig, warmup: usize, steps: usize) -> anyhow::Result<Vec<f64>> {
-    let mut trainer = Trainer::new(config, &Digits::synthetic(config.train.batch_size * 4));
-    for step in 1..=warmup as u64 {
-        trainer.step(step)?;
-    }
+    let mut trainer = warmed_up_trainer(config, warmup)?;
     let mut ms = (0..steps.max(1) as u64)
         .map(|i| {
             let start = Instant::now();
@@ -145,6 +142,16 @@ pub fn step_times_ms(config: &RunConfig, warmup: usize, steps: usize) -> anyhow:
         .collect::<anyhow::Result<Vec<f64>>>()?;
     ms.sort_by(f64::total_cmp);
     Ok(ms)
+}
+
+/// A trainer of `config` on synthetic digits that has trained `warmup` steps (the first
+/// allocates every buffer), for timing the steps after.
+fn warmed_up_trainer(config: &RunConfig, warmup: usize) -> anyhow::Result<Trainer> {
+    let mut trainer = Trainer::new(config, &Digits::synthetic(config.train.batch_size * 4));
+    for step in 1..=warmup as u64 {
+        trainer.step(step)?;
+    }
+    Ok(trainer)
 }
 
 /// An evaluation of a run of `config` timed: its `log.eval_samples` samples drawn and scored
@@ -190,9 +197,7 @@ pub fn time_evaluation(config: &RunConfig, beside: usize) -> anyhow::Result<Eval
                 scope.spawn(|| {
                     // At the barrier whatever happens before it: the evaluation waits there.
                     let warmed_up = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        let digits = Digits::synthetic(config.train.batch_size * 4);
-                        let mut trainer = Trainer::new(config, &digits);
-                        trainer.step(1).map(|_| trainer)
+                        warmed_up_trainer(config, 1)
                     }));
                     ready.wait();
                     let Ok(trainer) = warmed_up else {

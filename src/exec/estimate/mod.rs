@@ -202,8 +202,8 @@ struct RunLeft<'a> {
 }
 
 /// Times the shapes of `planner`'s runs that a sweep would train, given what the database
-/// records of them and what the sweep would do with them ([`super::recorded_states`]), and prices their steps and evaluations left,
-/// `jobs` runs at a time. `timing(i, n, evaluates)` is told before each of the `n` shapes is
+/// records of them and what the sweep would do with them ([`super::recorded_states`]), and
+/// prices their steps and evaluations left, `jobs` runs at a time. `timing(i, n, evaluates)` is told before each of the `n` shapes is
 /// timed (and whether an evaluation is); an error from it (Ctrl-C) stops the estimate.
 pub fn estimate(
     planner: &Planner,
