@@ -332,6 +332,34 @@ fn a_deleted_database_is_rebuilt_from_the_runs_records() {
     let spec = write_spec(dir.path(), "tiny", 12, "[0, 1]");
     sweep(dir.path(), &spec, &[]).success();
     let first = dump(&db(dir.path()));
+    // A damaged database (its pages overwritten, or all of it) is left as it is, and every
+    // command says how to get its rows back.
+    let path = dir.path().join("results/runs.sqlite");
+    let good = std::fs::read(&path).unwrap();
+    let mut pages_damaged = good.clone();
+    for byte in pages_damaged.iter_mut().skip(4096).step_by(7) {
+        *byte ^= 0x55;
+    }
+    for damaged in [pages_damaged, vec![0x5a; good.len()]] {
+        std::fs::write(&path, &damaged).unwrap();
+        let advice = "move it aside with any -wal and -shm file beside it, then sweep each spec";
+        sweep(dir.path(), &spec, &[])
+            .failure()
+            .stderr(predicate::str::contains(advice));
+        for command in [
+            &["runs"][..],
+            &["query", "SELECT * FROM metrics"],
+            &["report"],
+        ] {
+            runner()
+                .current_dir(dir.path())
+                .args(command)
+                .assert()
+                .failure()
+                .stderr(predicate::str::contains(advice));
+        }
+        assert!(std::fs::read(&path).unwrap() == damaged, "left as it was");
+    }
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(dir.path().join(format!("results/runs.sqlite{suffix}")));
     }

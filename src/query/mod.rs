@@ -14,7 +14,7 @@ pub(crate) use sql::{latest_time_sql, time_left_sql};
 
 use std::path::Path;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use rusqlite::types::ValueRef;
 
 use crate::track;
@@ -85,9 +85,7 @@ fn for_each_row(
     sink: &mut dyn Sink,
 ) -> Result<()> {
     let conn = track::open_read_only(db)?;
-    let mut stmt = conn
-        .prepare(sql)
-        .map_err(|e| anyhow::anyhow!("SQL error: {e}"))?;
+    let mut stmt = conn.prepare(sql).context("SQL error")?;
     if !stmt.readonly() {
         bail!(
             "refused: `runner query` is read-only, and this statement would write to the database"
@@ -96,13 +94,8 @@ fn for_each_row(
     let columns = unique_names(stmt.column_names());
     let n = columns.len();
     sink.columns(columns)?;
-    let mut cursor = stmt
-        .query(params)
-        .map_err(|e| anyhow::anyhow!("SQL error: {e}"))?;
-    while let Some(row) = cursor
-        .next()
-        .map_err(|e| anyhow::anyhow!("SQL error: {e}"))?
-    {
+    let mut cursor = stmt.query(params).context("SQL error")?;
+    while let Some(row) = cursor.next().context("SQL error")? {
         let values = (0..n)
             .map(|i| row.get_ref(i).map(to_json))
             .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -291,7 +284,8 @@ pub fn format_table(rows: &[Vec<String>]) -> String {
         let line: Vec<String> = row
             .iter()
             .zip(&widths)
-            .map(|(s, w)| format!("{s:<w$}"))
+            // Padded by hand: `format!`'s width stops at 65 535 and panics past it.
+            .map(|(s, w)| format!("{s}{}", " ".repeat(w - s.chars().count())))
             .collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
@@ -395,5 +389,20 @@ mod tests {
             values,
             [serde_json::json!("inf"), "-inf".into(), 0.5.into()]
         );
+    }
+
+    #[test]
+    fn a_table_pads_cells_wider_than_formats_width_limit() {
+        // `printf('%.*c', 100000, 'x')` in a query made such a cell, and padding it panicked.
+        let wide = "x".repeat(70_000);
+        let table = format_table(&[
+            vec!["a".into(), "b".into()],
+            vec![wide.clone(), "1".into()],
+            vec!["é".into(), "2".into()],
+        ]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines[0], format!("a{}  b", " ".repeat(69_999)));
+        assert_eq!(lines[2], format!("{wide}  1"));
+        assert_eq!(lines[3], format!("é{}  2", " ".repeat(69_999)));
     }
 }

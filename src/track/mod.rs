@@ -648,15 +648,21 @@ pub fn best_run(
 
 /// An error and its causes on one line, leaving out a cause whose text the line already has
 /// (an I/O error both wrapped and shown by its wrapper would otherwise appear twice), and
-/// saying what SQLite's bare "disk I/O error" usually means.
+/// saying what SQLite's bare "disk I/O error" usually means and what to do with a damaged
+/// database.
 pub fn error_message(err: &anyhow::Error) -> String {
     let mut out = String::new();
     let mut io_failure = None;
+    let mut damaged = false;
     for cause in err.chain() {
         // SQLite's own error only repeats its wrapper's text behind a number.
         if let Some(sqlite) = cause.downcast_ref::<rusqlite::ffi::Error>() {
-            if sqlite.code == rusqlite::ErrorCode::SystemIoFailure {
-                io_failure = Some(sqlite.extended_code);
+            match sqlite.code {
+                rusqlite::ErrorCode::SystemIoFailure => io_failure = Some(sqlite.extended_code),
+                rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt => {
+                    damaged = true
+                }
+                _ => {}
             }
             continue;
         }
@@ -673,6 +679,14 @@ pub fn error_message(err: &anyhow::Error) -> String {
         out.push_str(&format!(
             " (SQLite code {code}: is the disk full, or its file system read-only or gone?)"
         ));
+    }
+    if damaged {
+        // Every run keeps its own records, from which a sweep rebuilds the rows it misses.
+        out.push_str(
+            " (the database file is damaged, or not a database: move it aside with any -wal \
+             and -shm file beside it, then sweep each spec again: its runs' rows, tags and \
+             notes are rebuilt from each run's records.jsonl without training anything again)",
+        );
     }
     out
 }
