@@ -9,11 +9,30 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     write_atomic_with(path, |file| file.write_all(bytes))
 }
 
-/// Like [`write_atomic`], with the content produced by `write` into the temporary file.
+/// Like [`write_atomic`], with the content produced by `write` into the temporary file. A
+/// symlink at `path` is written through: the file it points to is replaced, not the link.
 pub fn write_atomic_with(
     path: &Path,
     write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
+    let linked;
+    let path = if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        // A dangling link names the file to make.
+        linked = std::fs::canonicalize(path).or_else(|_| {
+            let target = std::fs::read_link(path)?;
+            Ok::<_, std::io::Error>(path.parent().unwrap_or(Path::new("")).join(target))
+        })?;
+        // The rename would put a regular file in place of a device, a pipe or a folder.
+        if std::fs::metadata(&linked).is_ok_and(|m| !m.is_file()) {
+            return Err(std::io::Error::other(format!(
+                "links to {}, which is not a regular file",
+                linked.display()
+            )));
+        }
+        linked.as_path()
+    } else {
+        path
+    };
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)?;
     }
@@ -319,5 +338,39 @@ mod tests {
         );
         write_atomic(&path, b"ok").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"ok");
+    }
+
+    #[test]
+    fn a_symlink_is_written_through_to_a_regular_file_only() {
+        use std::os::unix::fs::FileTypeExt;
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("kept/target.png");
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::write(&target, "old").unwrap();
+        let link = dir.path().join("link.png");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        write_atomic(&link, b"new").unwrap();
+        assert!(link.symlink_metadata().unwrap().file_type().is_symlink());
+        assert_eq!(std::fs::read(&target).unwrap(), b"new");
+        // A dangling link makes its target.
+        std::fs::remove_file(&target).unwrap();
+        write_atomic(&link, b"made").unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"made");
+
+        let device = dir.path().join("null.png");
+        std::os::unix::fs::symlink("/dev/null", &device).unwrap();
+        let err = write_atomic(&device, b"x").unwrap_err().to_string();
+        assert!(err.contains("not a regular file"), "{err}");
+        assert!(
+            Path::new("/dev/null")
+                .metadata()
+                .unwrap()
+                .file_type()
+                .is_char_device()
+        );
+        let folder = dir.path().join("folder.png");
+        std::os::unix::fs::symlink(dir.path().join("kept"), &folder).unwrap();
+        assert!(write_atomic(&folder, b"x").is_err());
+        assert!(dir.path().join("kept").is_dir());
     }
 }
