@@ -128,7 +128,9 @@ pub fn fingerprint(dir: &Path) -> Result<String, DataError> {
     use md5::{Digest, Md5};
     let mut hasher = Md5::new();
     for name in Split::Train.file_names() {
-        hasher.update(idx::read_bytes(&locate(dir, &name)?)?);
+        let (header, array) = idx::read_with_header(&locate(dir, &name)?)?;
+        hasher.update(header);
+        hasher.update(array.data);
     }
     Ok(fetch::hex(&hasher.finalize()))
 }

@@ -189,9 +189,11 @@ const SHIPPED: &[Shipped] = &[
 ];
 
 fn train_md5(train: &Digits) -> String {
-    let mut bytes = train.pixels.clone();
-    bytes.extend_from_slice(&train.labels);
-    crate::data::fetch::md5_hex(&bytes)
+    use md5::{Digest, Md5};
+    let mut hasher = Md5::new();
+    hasher.update(&train.pixels);
+    hasher.update(&train.labels);
+    crate::data::fetch::hex(&hasher.finalize())
 }
 
 impl Classifier {
