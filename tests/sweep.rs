@@ -1669,6 +1669,124 @@ fn tpe_trials_crossed_with_seeds_are_scored_over_their_runs() {
     );
 }
 
+/// Two sweeps of one TPE search share it, as Optuna's workers share a study: one that finds
+/// a batch trained by the other waits for it and goes on proposing, and resumes the trials of
+/// one that is killed.
+#[test]
+fn sweeps_of_one_tpe_search_wait_for_each_others_trials_and_resume_a_killed_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("tpe.toml");
+    // Runs long enough (seconds) for the second sweep to start while they train.
+    let text = tpe_spec("tpe-shared", 4, 2, "", "")
+        .replace("steps = 10", "steps = 5000")
+        .replace("checkpoint_every = 10", "checkpoint_every = 100")
+        .replace("sample_every = 10", "sample_every = 1000");
+    std::fs::write(&spec, text).unwrap();
+    // Two runs in training, each past its first checkpoint.
+    let started = |count: &dyn Fn(&str) -> i64| {
+        count(
+            "SELECT count(DISTINCT r.id) FROM runs r JOIN checkpoints c ON c.run_id = r.id \
+             WHERE r.status = 'running'",
+        ) == 2
+    };
+    let waiting_sweep = |log: &Path| {
+        let sweep = std::process::Command::new(assert_cmd::cargo::cargo_bin("runner"))
+            .current_dir(dir.path())
+            .args([
+                "sweep",
+                "tpe.toml",
+                "--no-report",
+                "--jobs",
+                "1",
+                "--data-dir",
+            ])
+            .arg(fixture_dir())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while !std::fs::read_to_string(log)
+            .unwrap()
+            .contains("waiting for 2 of its trials' runs that other processes train (")
+        {
+            assert!(std::time::Instant::now() < deadline, "it never waited");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        sweep
+    };
+
+    // The startup trials train in the first sweep, which is killed while the second waits.
+    let mut first = start_sweep(
+        dir.path(),
+        &spec,
+        &["--jobs", "2", "--no-report"],
+        Stdio::null(),
+        started,
+    );
+    let log = dir.path().join("second.log");
+    let second = waiting_sweep(&log);
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let out = second.wait_with_output().unwrap();
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("2 of its trials' runs stopped before they ended, their process gone"),
+        "{stderr}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("4 runs: 4 finished, 0 skipped"),
+        "the killed sweep's trials resumed and counted here: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // Two more trials: the first sweep trains them, the second waits, then both propose the
+    // last batch from the same results and share it.
+    edit_spec(&spec, |text| text.replace("trials = 4", "trials = 8"));
+    let first = start_sweep(
+        dir.path(),
+        &spec,
+        &["--jobs", "2", "--no-report"],
+        Stdio::piped(),
+        started,
+    );
+    let second = waiting_sweep(&log);
+    let out = first.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = second.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("8 runs: "),
+        "{stdout}"
+    );
+    let conn = db(dir.path());
+    assert_eq!(
+        count(&conn, "SELECT count(*) FROM runs WHERE status = 'finished'"),
+        8
+    );
+    // Each trained by one process but the two the killed sweep started, which the other one
+    // resumed: the processes that wrote each run's records.
+    let mut writers: Vec<usize> = std::fs::read_dir(dir.path().join("results/tpe-shared"))
+        .unwrap()
+        .map(|entry| {
+            let records = entry.unwrap().path().join("records.jsonl");
+            let text = std::fs::read_to_string(records).unwrap();
+            let tasks: std::collections::HashSet<&str> = text
+                .lines()
+                .filter_map(|line| line.split("\"task\":\"").nth(1)?.split('"').next())
+                .collect();
+            tasks.len()
+        })
+        .collect();
+    writers.sort();
+    assert_eq!(writers, [1, 1, 1, 1, 1, 1, 2, 2]);
+}
+
 #[test]
 fn the_best_evaluation_keeps_its_checkpoint_for_generate_best() {
     let dir = tempfile::tempdir().unwrap();

@@ -24,9 +24,11 @@ pub mod prune;
 pub mod slurm;
 mod verdict;
 
+use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -35,6 +37,7 @@ use crate::errln;
 use crate::fsutil::DirLock;
 use crate::spec::{GridPoint, RunConfig, Spec};
 use crate::track::annotations;
+use crate::track::claims::Holder;
 use crate::track::{self, Event, RunRecord, Tracker};
 use crate::train;
 pub use estimate::{Estimate, estimate};
@@ -49,7 +52,7 @@ pub use verdict::Verdict;
 pub struct SweepOptions {
     pub force: bool,
     pub db: PathBuf,
-    /// Set by Ctrl-C or SIGTERM: no further TPE batch starts.
+    /// Set by Ctrl-C, SIGTERM or `--timeout`: no further TPE batch starts, nor waits.
     pub stop: Arc<AtomicBool>,
 }
 
@@ -305,25 +308,97 @@ pub fn sweep(
     let mut runs = planner.runs.clone();
     let mut cohort = Vec::new();
     let mut summary = Summary::default();
+    let mut resumed = HashSet::new();
     loop {
         summary += run(spec, spec_path, runs, &mut cohort, options, executor)?;
-        if summary.interrupted > 0 || options.stop.load(Ordering::Relaxed) {
-            break;
+        match next_trials(&mut planner, options, &mut summary, &mut resumed)? {
+            Some(next) => runs = next,
+            None => break,
         }
-        let (before, trials) = (planner.runs.len(), planner.trials_planned());
-        if planner.propose(&options.db)? == 0 {
-            break;
-        }
-        runs = planner.runs[before..].to_vec();
-        errln!(
-            "{}: TPE proposed {} more trials from the results of {trials} ({} of {} planned)",
-            spec.name,
-            planner.trials_planned() - trials,
-            planner.trials_planned(),
-            spec.search.trials
-        );
     }
     Ok((summary, planner.runs.len()))
+}
+
+/// How often a TPE search waiting on other processes' trials looks again.
+const TRIALS_POLL: Duration = Duration::from_secs(1);
+
+/// What a TPE search runs next (none: nothing more): the batch it proposes once every trial
+/// before it has ended. Trials that other live processes train (two sweeps of one search share
+/// it, as Optuna's workers share a study) are waited for, so that both go on proposing; those
+/// whose process died or was stopped are resumed here, once (`resumed`); those queued as Slurm
+/// tasks are left to them, as the sweep ends.
+fn next_trials(
+    planner: &mut Planner,
+    options: &SweepOptions,
+    summary: &mut Summary,
+    resumed: &mut HashSet<String>,
+) -> Result<Option<Vec<PlannedRun>>> {
+    let name = &planner.spec().name;
+    let mut waiting = false;
+    loop {
+        if summary.interrupted > 0 || options.stop.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let (before, trials) = (planner.runs.len(), planner.trials_planned());
+        if planner.propose(&options.db)? > 0 {
+            errln!(
+                "{name}: TPE proposed {} more trials from the results of {trials} ({} of {} \
+                 planned)",
+                planner.trials_planned() - trials,
+                planner.trials_planned(),
+                planner.spec().search.trials
+            );
+            return Ok(Some(planner.runs[before..].to_vec()));
+        }
+        let awaited = planner.awaited(&options.db)?;
+        let queued = |holder: &Option<Holder>| matches!(holder, Some(Holder::SlurmTask(_)));
+        if awaited.is_empty() || awaited.iter().any(|(_, holder)| queued(holder)) {
+            return Ok(None);
+        }
+        let orphans: Vec<PlannedRun> = awaited
+            .iter()
+            .filter(|(_, holder)| holder.is_none())
+            .map(|(run, _)| run.clone())
+            .collect();
+        if !orphans.is_empty() {
+            // Once each: one that is still neither ended nor held after this sweep ran it
+            // (its directory locked by a process the database does not know) is left.
+            if orphans.iter().any(|run| resumed.contains(&run.id)) {
+                return Ok(None);
+            }
+            resumed.extend(orphans.iter().map(|run| run.id.clone()));
+            // They were counted as left to their process; this sweep trains them now.
+            summary.held = summary.held.saturating_sub(orphans.len());
+            errln!(
+                "{name}: {} of its trials' runs stopped before they ended, their process gone \
+                 ({}); resuming them here",
+                orphans.len(),
+                orphans
+                    .iter()
+                    .map(|run| run.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            return Ok(Some(orphans));
+        }
+        if !waiting {
+            waiting = true;
+            let holders: BTreeSet<String> = awaited
+                .iter()
+                .filter_map(|(_, holder)| holder.as_ref().map(Holder::to_string))
+                .collect();
+            errln!(
+                "{name}: waiting for {} of its trials' runs that other processes train ({}) \
+                 before TPE proposes more",
+                awaited.len(),
+                holders.into_iter().collect::<Vec<_>>().join(", ")
+            );
+        }
+        let until = Instant::now() + TRIALS_POLL;
+        while Instant::now() < until && !options.stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 /// Records the experiment, skips runs the database knows as finished (or pruned), and hands

@@ -10,6 +10,7 @@ use anyhow::Result;
 use super::{PlannedRun, Verdict};
 use crate::spec::search::Strategy;
 use crate::spec::{GridPoint, Spec, tpe};
+use crate::track::claims::{ClaimRow, Holder, Owner};
 use crate::train::checkpoint;
 use crate::{query, track};
 
@@ -168,6 +169,31 @@ impl<'a> Planner<'a> {
         }
         Ok(self.runs.len() - before)
     }
+
+    /// For a TPE search with trials left to propose: the planned runs that have not ended, on
+    /// which [`Planner::propose`] waits, each with the live process or Slurm task holding it
+    /// (none: nothing does, its process died or was stopped).
+    pub fn awaited(&self, db: &Path) -> Result<Vec<(PlannedRun, Option<Holder>)>> {
+        let search = &self.spec.search;
+        if search.strategy != Strategy::Tpe
+            || self.trials.len() as u32 >= search.trials
+            || !db.exists()
+        {
+            return Ok(Vec::new());
+        }
+        let conn = track::open_read_only(db)?;
+        let metric = search.objective_metric();
+        let higher = crate::eval::higher_is_better(metric).unwrap_or(false);
+        let (me, now) = (Owner::this_process().tag(), track::now());
+        let mut awaited = Vec::new();
+        for run in &self.runs {
+            if track::run_score(&conn, &run.id, metric, higher)? == track::RunScore::Unended {
+                let holder = ClaimRow::read(&conn, &run.id)?.and_then(|row| row.holder(&me, now));
+                awaited.push((run.clone(), holder));
+            }
+        }
+        Ok(awaited)
+    }
 }
 
 /// The status of a finished run whose final checkpoint is damaged or gone (or a diverged run
@@ -232,7 +258,7 @@ pub fn recorded_states(
     let mut judge = super::verdict::Judge::new(force);
     for (run, dir) in planner.runs.iter().zip(&dirs) {
         if let Some(state) = states.get_mut(&run.id) {
-            let row = track::claims::ClaimRow::read(&conn, &run.id)?;
+            let row = ClaimRow::read(&conn, &run.id)?;
             let verdict = judge.verdict(row.as_ref(), dir, pruning.as_ref());
             let done = state.steps.map_or(0, |(done, _)| done);
             state.trains_from = verdict.trains().then_some(if force { 0 } else { done });
