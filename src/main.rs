@@ -35,7 +35,7 @@ fn keep_freed_memory() {
 /// Ctrl-C or SIGTERM (runs checkpointed; the same command resumes them).
 fn main() -> ExitCode {
     keep_freed_memory();
-    match run(Cli::parse()) {
+    match utf8_arguments().and_then(|()| run(Cli::parse())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             ganrunner::errln!("error: {}", ganrunner::track::error_message(&err));
@@ -48,6 +48,20 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Refuses an argument that is not UTF-8 (a path, mostly): the database and the runs' records
+/// keep paths as text, and one that cannot be written there failed runs midway.
+fn utf8_arguments() -> Result<()> {
+    for (i, argument) in std::env::args_os().enumerate().skip(1) {
+        anyhow::ensure!(
+            argument.to_str().is_some(),
+            "argument {i} ({}) is not valid UTF-8: the database and the runs' records keep \
+             paths as text, so name files and folders in UTF-8",
+            argument.to_string_lossy()
+        );
+    }
+    Ok(())
 }
 
 fn run(cli: Cli) -> Result<()> {

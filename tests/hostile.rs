@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -580,6 +581,19 @@ fn smaller_traps() {
         .assert()
         .failure()
         .stderr(predicate::str::contains("no run `%___`"));
+    // A path that is not UTF-8 cannot be recorded as text: refused before anything is written
+    // (the runs failed with a panic midway, left `pending`).
+    let odd = std::ffi::OsStr::from_bytes(b"res\xff");
+    runner()
+        .current_dir(dir.path())
+        .arg("sweep")
+        .arg(&spec)
+        .arg("--results")
+        .arg(odd)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("(res\u{fffd}) is not valid UTF-8"));
+    assert!(!dir.path().join(odd).exists());
     // A directory is not a database.
     runner()
         .current_dir(dir.path())

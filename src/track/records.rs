@@ -69,7 +69,8 @@ impl RecordsFile {
             task: self.task.clone(),
             event,
         };
-        let mut text = serde_json::to_string(&line).expect("events serialize");
+        let mut text = serde_json::to_string(&line)
+            .map_err(|err| format!("recording in {}: {err}", self.path.display()))?;
         text.push('\n');
         let mut file = self.file.lock().expect("records lock");
         file.write_all(text.as_bytes())
