@@ -178,13 +178,33 @@ pub fn now() -> f64 {
 }
 
 /// How long a connection waits for another process's write lock before failing
-/// (`GANRUNNER_DB_TIMEOUT`, seconds; default 30).
+/// (`GANRUNNER_DB_TIMEOUT`, seconds, at most a day; default 30). A value that is not one is
+/// said once and the default used.
 pub fn busy_timeout() -> Duration {
-    std::env::var("GANRUNNER_DB_TIMEOUT")
-        .ok()
-        .and_then(|s| s.parse::<f64>().ok())
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map_or(Duration::from_secs(30), Duration::from_secs_f64)
+    static TIMEOUT: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *TIMEOUT.get_or_init(|| {
+        let default = Duration::from_secs(30);
+        let Ok(text) = std::env::var("GANRUNNER_DB_TIMEOUT") else {
+            return default;
+        };
+        parse_busy_timeout(&text).unwrap_or_else(|| {
+            crate::errln!(
+                "warning: GANRUNNER_DB_TIMEOUT={text} is not a number of seconds from 0 to \
+                 86400; waiting {} s for the database's lock",
+                default.as_secs()
+            );
+            default
+        })
+    })
+}
+
+/// `GANRUNNER_DB_TIMEOUT`'s value, if it is one (SQLite counts the wait in milliseconds in
+/// 32 bits: 1e300 s panicked the conversion).
+fn parse_busy_timeout(text: &str) -> Option<Duration> {
+    let seconds = text.trim().parse::<f64>().ok()?;
+    (0.0..=86_400.0)
+        .contains(&seconds)
+        .then(|| Duration::from_secs_f64(seconds))
 }
 
 /// Opens (creating and migrating) the database for writing.
@@ -745,6 +765,16 @@ mod tests {
             None,
             "not a bare name"
         );
+    }
+
+    #[test]
+    fn a_lock_timeout_is_a_number_of_seconds_up_to_a_day() {
+        assert_eq!(parse_busy_timeout("2.5"), Some(Duration::from_millis(2500)));
+        assert_eq!(parse_busy_timeout(" 0 "), Some(Duration::ZERO));
+        assert_eq!(parse_busy_timeout("86400"), Some(Duration::from_secs(86_400)));
+        for bad in ["-1", "1e300", "NaN", "inf", "30s", ""] {
+            assert_eq!(parse_busy_timeout(bad), None, "{bad}");
+        }
     }
 
     #[test]
