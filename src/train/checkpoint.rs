@@ -270,7 +270,8 @@ pub fn resolve(path: &Path) -> anyhow::Result<PathBuf> {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     bail!(
-        "{}: not a checkpoint, nor a run directory with checkpoints",
+        "{}: not a checkpoint, nor a run directory with checkpoints (a run writes one every \
+         `log.checkpoint_every` steps and when it ends)",
         path.display()
     )
 }
