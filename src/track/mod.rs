@@ -771,7 +771,10 @@ mod tests {
     fn a_lock_timeout_is_a_number_of_seconds_up_to_a_day() {
         assert_eq!(parse_busy_timeout("2.5"), Some(Duration::from_millis(2500)));
         assert_eq!(parse_busy_timeout(" 0 "), Some(Duration::ZERO));
-        assert_eq!(parse_busy_timeout("86400"), Some(Duration::from_secs(86_400)));
+        assert_eq!(
+            parse_busy_timeout("86400"),
+            Some(Duration::from_secs(86_400))
+        );
         for bad in ["-1", "1e300", "NaN", "inf", "30s", ""] {
             assert_eq!(parse_busy_timeout(bad), None, "{bad}");
         }
