@@ -12,6 +12,7 @@
 #   4. a local sweep and a Slurm sweep of one spec at once: each run trained once;
 #   5. a local sweep after a Slurm job ended unmerged: it merges the job, skipping its runs;
 #   6. a TPE search with --wait: startup trials, then each proposed batch, as jobs.
+# All of it in a project directory whose path holds a space and single quotes.
 # Every daemon it started is stopped on exit. Usage: tests/slurm.sh [path/to/runner]
 set -euo pipefail
 
@@ -96,7 +97,8 @@ done
 sinfo -h -o %t | grep -q idle || { cat "$T"/log/*.log; fail "the Slurm node never became idle"; }
 echo "slurm up: $(sinfo -h -o '%P %D %t')"
 
-WORK=$T/work
+# A project path with a space and quotes, as users have: the batch script must quote it.
+WORK="$T/o'brien's work"
 mkdir -p "$WORK"
 cd "$WORK"
 spec() { # name steps seeds

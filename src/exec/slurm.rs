@@ -107,6 +107,12 @@ fn run_checked(command: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
+/// `path` as one word of a POSIX shell command line: single-quoted, its own single quotes
+/// closed, escaped and reopened (a project under `/home/o'brien/my runs` is a path like any).
+fn sh_quote(path: &Path) -> String {
+    format!("'{}'", path.display().to_string().replace('\'', r"'\''"))
+}
+
 impl Executor for SlurmExecutor {
     fn execute(
         &self,
@@ -174,22 +180,24 @@ impl Executor for SlurmExecutor {
             "#!/bin/sh".to_string(),
             format!("#SBATCH --job-name=ganrunner-{experiment}"),
             format!("#SBATCH --array=0-{}{throttle}", plan.runs.len() - 1),
-            format!("#SBATCH --output={}/%A_%a.log", dir.display()),
-            format!("#SBATCH --chdir={}", cwd.display()),
         ];
         if let Some(partition) = &self.options.partition {
             lines.push(format!("#SBATCH --partition={partition}"));
         }
         lines.push(format!("export GANRUNNER_DEVICE={}", self.device.flag()));
         lines.push(format!(
-            "exec '{}' slurm-task '{}' \"$SLURM_ARRAY_TASK_ID\"",
-            exe.display(),
-            plan_path.display()
+            "exec {} slurm-task {} \"$SLURM_ARRAY_TASK_ID\"",
+            sh_quote(&exe),
+            sh_quote(&plan_path)
         ));
         crate::fsutil::write_atomic(&script, (lines.join("\n") + "\n").as_bytes())?;
+        // The paths go to sbatch as arguments rather than `#SBATCH` lines, whose own parser
+        // splits at spaces; the user's `--sbatch-arg`s come after, so they win.
         let submitted = run_checked(
             Command::new("sbatch")
                 .arg("--parsable")
+                .arg(format!("--output={}/%A_%a.log", dir.display()))
+                .arg(format!("--chdir={}", cwd.display()))
                 .args(&self.options.sbatch_args)
                 .arg(&script),
         )
@@ -487,4 +495,23 @@ pub fn run_task(plan_path: &Path, index: usize) -> Result<()> {
         bail!("run {} {status}", pending.run.id);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_quoted_for_the_shell_whatever_they_hold() {
+        let path = Path::new("/home/o'brien/my runs/$HOME `x` \"q\"/plan.json");
+        let printed = Command::new("sh")
+            .arg("-c")
+            .arg(format!("printf %s {}", sh_quote(path)))
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(printed.stdout).unwrap(),
+            path.to_str().unwrap()
+        );
+    }
 }
