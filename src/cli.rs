@@ -317,7 +317,7 @@ pub struct EvalArgs {
     pub labels: Option<PathBuf>,
     /// Train (again) and cache the evaluator's classifier for --dataset / --data-dir, printing
     /// its test accuracy (MNIST and Fashion-MNIST use the shipped ones: nothing to train).
-    #[arg(long, conflicts_with = "real")]
+    #[arg(long, conflicts_with_all = ["real", "seed", "samples"])]
     pub train_classifier: bool,
     /// Score real training digits (the floor) and uniform noise (the ceiling) instead.
     #[arg(long)]

@@ -59,6 +59,20 @@ fn data_fetch_refuses_the_other_data_sets_option_and_writes_nothing() {
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
 
+#[test]
+fn options_that_would_be_ignored_are_usage_errors() {
+    for args in [
+        &["eval", "--train-classifier", "--seed", "3"][..],
+        &["eval", "--train-classifier", "--samples", "50"],
+    ] {
+        runner()
+            .args(args)
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains("cannot be used with"));
+    }
+}
+
 const TINY_SPEC: &str = r#"
 name = "tiny"
 [model]
