@@ -339,8 +339,14 @@ fn next_trials(
         if summary.interrupted > 0 || options.stop.load(Ordering::Relaxed) {
             return Ok(None);
         }
-        let (before, trials) = (planner.runs.len(), planner.trials_planned());
-        if planner.propose(&options.db)? > 0 {
+        // With no trial left unended, the next batch can be proposed (none: the search is
+        // complete, or no TPE search); a wait reads only what it waits on.
+        let awaited = planner.awaited(&options.db)?;
+        if awaited.is_empty() {
+            let (before, trials) = (planner.runs.len(), planner.trials_planned());
+            if planner.propose(&options.db)? == 0 {
+                return Ok(None);
+            }
             errln!(
                 "{name}: TPE proposed {} more trials from the results of {trials} ({} of {} \
                  planned)",
@@ -350,9 +356,7 @@ fn next_trials(
             );
             return Ok(Some(planner.runs[before..].to_vec()));
         }
-        let awaited = planner.awaited(&options.db)?;
-        let queued = |holder: &Option<Holder>| matches!(holder, Some(Holder::SlurmTask(_)));
-        if awaited.is_empty() || awaited.iter().any(|(_, holder)| queued(holder)) {
+        if (awaited.iter()).any(|(_, holder)| matches!(holder, Some(Holder::SlurmTask(_)))) {
             return Ok(None);
         }
         let orphans: Vec<PlannedRun> = awaited

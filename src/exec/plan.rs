@@ -172,7 +172,8 @@ impl<'a> Planner<'a> {
 
     /// For a TPE search with trials left to propose: the planned runs that have not ended, on
     /// which [`Planner::propose`] waits, each with the live process or Slurm task holding it
-    /// (none: nothing does, its process died or was stopped).
+    /// (none: nothing does, its process died or was stopped). Empty when `propose` can go on,
+    /// or has nothing to propose.
     pub fn awaited(&self, db: &Path) -> Result<Vec<(PlannedRun, Option<Holder>)>> {
         let search = &self.spec.search;
         if search.strategy != Strategy::Tpe
