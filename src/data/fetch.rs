@@ -56,11 +56,20 @@ pub enum Outcome {
 
 /// Hex MD5 of some bytes.
 pub fn md5_hex(bytes: &[u8]) -> String {
-    hex(&Md5::digest(bytes))
+    md5_hex_of([bytes])
+}
+
+/// Hex MD5 of `parts` one after another, as of their concatenation, without making it.
+pub fn md5_hex_of<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> String {
+    let mut hasher = Md5::new();
+    for part in parts {
+        hasher.update(part);
+    }
+    hex(&hasher.finalize())
 }
 
 /// Lowercase hex of a digest.
-pub fn hex(digest: &[u8]) -> String {
+fn hex(digest: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 

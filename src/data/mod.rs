@@ -125,14 +125,12 @@ pub fn locate(dir: &Path, name: &str) -> Result<PathBuf, DataError> {
 /// bytes of its images and labels: what identifies the data a run trains on, whether the files
 /// are gzipped or not and wherever the directory lies.
 pub fn fingerprint(dir: &Path) -> Result<String, DataError> {
-    use md5::{Digest, Md5};
-    let mut hasher = Md5::new();
-    for name in Split::Train.file_names() {
-        let (header, array) = idx::read_with_header(&locate(dir, &name)?)?;
-        hasher.update(header);
-        hasher.update(array.data);
-    }
-    Ok(fetch::hex(&hasher.finalize()))
+    let files = (Split::Train.file_names().into_iter())
+        .map(|name| idx::read_with_header(&locate(dir, &name)?))
+        .collect::<Result<Vec<_>, DataError>>()?;
+    Ok(fetch::md5_hex_of(files.iter().flat_map(
+        |(header, array)| [&header[..], &array.data[..]],
+    )))
 }
 
 /// A set of square grayscale images with their class labels.

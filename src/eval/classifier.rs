@@ -189,11 +189,7 @@ const SHIPPED: &[Shipped] = &[
 ];
 
 fn train_md5(train: &Digits) -> String {
-    use md5::{Digest, Md5};
-    let mut hasher = Md5::new();
-    hasher.update(&train.pixels);
-    hasher.update(&train.labels);
-    crate::data::fetch::hex(&hasher.finalize())
+    crate::data::fetch::md5_hex_of([&train.pixels[..], &train.labels[..]])
 }
 
 impl Classifier {
