@@ -9,8 +9,9 @@
 #
 # Steps: unpack the Vulkan loader; `runner bench --device vulkan` (and cuda when this runner has
 # it) for gan, dcgan and dcgan-classic at batch 64 and 256 (and the report's DCGAN at batch 64
-# with the autotuned runner, when dist/ or dist/carry holds one: row `vulkan+at`); 50 steps of the report's DCGAN on the
-# GPU and on the CPU from the same seed, losses compared; a 2000-step quickstart-sized DCGAN on
+# with the autotuned runner, when dist/ or dist/carry holds one: row `vulkan+at`; dcgan and
+# dcgan-classic at batch 64 with burn's convolution kernels: rows `vulkan+burn-conv`); 50
+# steps of the report's DCGAN on the GPU and on the CPU from the same seed, losses compared; a 2000-step quickstart-sized DCGAN on
 # the GPU and its LeNet-FID; bench/pytorch_reference.py --device cuda when torch imports.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -126,6 +127,15 @@ if [ -x "$AUTOTUNED" ]; then
         fi
     done
 fi
+# The report's two convolutional models with burn's own convolution kernels
+# (GANRUNNER_GPU_CONV=burn: a few kernels a layer where the default im2col form launches
+# dozens), rows `+burn-conv`: whichever is faster should be the default.
+for device in "${DEVICES[@]}"; do
+    log "bench $device batch 64, burn's convolutions"
+    GANRUNNER_GPU_CONV=burn timeout 120 "$RUNNER" bench --device "$device" --model dcgan \
+        --model dcgan-classic --batch 64 --steps "$BENCH_STEPS" --warmup 2 --format json \
+        2>> "$OUT/burn-conv.err" | sed "s/^{/{\"side\":\"burn-conv\",\"device\":\"$device\",/" >> "$ROWS"
+done
 # PyTorch on the same GPU, side by side.
 if python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
     for batch in $BATCHES; do
@@ -138,16 +148,21 @@ else
     log "torch with CUDA is not importable here: no PyTorch column"
 fi
 
-# Same seed on the GPU and the CPU: the report's DCGAN for 50 steps, losses compared.
+# Same seed on the GPU (with each way of convolving) and the CPU: the report's DCGAN for 50
+# steps, losses compared.
 COMPARE=""
 if [ ${#DEVICES[@]} -gt 0 ]; then
     gpu=${DEVICES[0]}
-    for device in "$gpu" cpu; do
-        log "$COMPARE_STEPS DCGAN steps on $device"
-        timeout 240 "$RUNNER" train "$COMPARE_SPEC" --device "$device" --steps "$COMPARE_STEPS" \
-            --data-dir "$DATA" --out "$OUT/dcgan50-$device" > "$OUT/dcgan50-$device.log" 2>&1
+    for run in "$gpu" "$gpu-burn-conv" cpu; do
+        conv=im2col device=${run%-burn-conv}
+        [ "$run" != "$device" ] && conv=burn
+        log "$COMPARE_STEPS DCGAN steps on $device ($conv convolutions)"
+        GANRUNNER_GPU_CONV=$conv timeout 240 "$RUNNER" train "$COMPARE_SPEC" --device "$device" \
+            --steps "$COMPARE_STEPS" --data-dir "$DATA" --out "$OUT/dcgan50-$run" \
+            > "$OUT/dcgan50-$run.log" 2>&1
     done
-    COMPARE=$(python3 - "$OUT/dcgan50-$gpu/losses.csv" "$OUT/dcgan50-cpu/losses.csv" <<'EOF'
+    for run in "$gpu" "$gpu-burn-conv"; do
+        COMPARE+=$(python3 - "$OUT/dcgan50-$run/losses.csv" "$OUT/dcgan50-cpu/losses.csv" "$run" <<'EOF'
 import csv, sys
 def load(p):
     try:
@@ -157,14 +172,15 @@ def load(p):
 gpu, cpu = load(sys.argv[1]), load(sys.argv[2])
 steps = sorted(set(gpu) & set(cpu))
 if not steps:
-    print("GPU vs CPU losses: not compared (a run failed; see its log)")
+    print(f"{sys.argv[3]} vs CPU losses: not compared (a run failed; see its log)")
 else:
     def worst(upto):
         return max(max(abs(gpu[s][0] - cpu[s][0]), abs(gpu[s][1] - cpu[s][1])) for s in steps if s <= upto)
-    print(f"GPU vs CPU, same seed, {len(steps)} steps: max |loss difference| "
+    print(f"{sys.argv[3]} vs CPU, same seed, {len(steps)} steps: max |loss difference| "
           f"{worst(1):.2e} at step 1, {worst(10):.2e} up to step 10, {worst(steps[-1]):.2e} up to step {steps[-1]}")
 EOF
-)
+)$'\n'
+    done
     # The quickstart-sized run on the GPU, and its LeNet-FID.
     log "$QUICK_STEPS-step quickstart-sized DCGAN on $gpu"
     begin=$(date +%s)
@@ -181,19 +197,19 @@ rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 key = lambda r: (r["model"], r["batch"])
 cpu = {key(r): r for r in rows if r["device"] == "cpu" and r["side"] == "ours"}
 torch = {key(r): r for r in rows if r["side"] == "pytorch"}
-print(f"{'model':<14} {'batch':>5} {'device':<9} {'ours ms':>7} {'CPU ms':>9} {'CPU/GPU':>8} {'torch ms':>9} {'ours/torch':>10}")
+print(f"{'model':<14} {'batch':>5} {'device':<16} {'ours ms':>7} {'CPU ms':>9} {'CPU/GPU':>8} {'torch ms':>9} {'ours/torch':>10}")
 for r in rows:
     if r["side"] == "pytorch" or r["device"] == "cpu":
         continue
     c, t = cpu.get(key(r)), torch.get(key(r))
     cell = lambda v, f: f.format(v) if v is not None else f"{'-':>{len(f.format(0.0))}}"
-    device = r["device"] + ("+at" if r["side"] == "autotuned" else "")
+    device = r["device"] + {"autotuned": "+at", "burn-conv": "+burn-conv"}.get(r["side"], "")
     tuning = f"  (autotune: slowest step {r['max_ms']:.0f} ms)" if r["side"] == "autotuned" else ""
-    print(f"{r['model']:<14} {r['batch']:>5} {device:<9} {r['median_ms']:7.2f} "
+    print(f"{r['model']:<14} {r['batch']:>5} {device:<16} {r['median_ms']:7.2f} "
           f"{cell(c and c['median_ms'], '{:9.1f}')} {cell(c and c['median_ms'] / r['median_ms'], '{:8.1f}')} "
           f"{cell(t and t['median_ms'], '{:9.2f}')} {cell(t and r['median_ms'] / t['median_ms'], '{:10.2f}')}{tuning}")
 EOF
 [ -n "$AUTOTUNE_NOTES" ] && printf '%s' "$AUTOTUNE_NOTES"
-[ -n "$COMPARE" ] && echo "$COMPARE"
+[ -n "$COMPARE" ] && printf '%s' "$COMPARE"
 [ -n "${QUICK_S:-}" ] && echo "quickstart-sized DCGAN, $QUICK_STEPS steps on ${DEVICES[0]}: ${QUICK_S} s, LeNet-FID ${FID:-?}"
 log "done"

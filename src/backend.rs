@@ -116,6 +116,7 @@ fn requested(flag: Option<DeviceChoice>) -> Result<DeviceChoice> {
 /// answers (a small computation on it) before anything is trained.
 pub fn select(flag: Option<DeviceChoice>) -> Result<DeviceChoice> {
     let choice = requested(flag)?;
+    set_gpu_conv(requested_gpu_conv()?);
     if !choice.compiled() {
         bail!(
             "--device {0}: this runner was built without the `{0}` feature; build one with \
@@ -204,9 +205,68 @@ pub fn own_kernels() -> bool {
     selected() == DeviceChoice::Cpu && !GPU_PATH_ON_CPU.load(Ordering::Relaxed)
 }
 
-/// A short name of the backend in use, for logs and the database.
+/// How the model code computes trained convolutions where the runner's CPU kernels do not
+/// apply (a GPU, or the GPU path on the CPU). `GANRUNNER_GPU_CONV` picks one per process;
+/// which is faster on a real GPU is what `bench/gpu-check.sh` times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GpuConv {
+    /// One matrix product over the input's shifted views built from burn's tensor ops, and
+    /// G's upsampling convolutions as four 2x2 phase convolutions: the fewest multiplies. The
+    /// default, checked on a software GPU.
+    Im2col,
+    /// burn's own convolution kernels forward and backward, and G's upsampling convolutions as
+    /// burn's nearest upsampling then a convolution: a handful of kernels a layer where the
+    /// im2col form launches dozens (one slice, copy and scatter per kernel tap), and at batch
+    /// 64 a GPU step is launch-bound.
+    Burn,
+}
+
+impl GpuConv {
+    /// Its `GANRUNNER_GPU_CONV` value.
+    pub fn value(self) -> &'static str {
+        match self {
+            GpuConv::Im2col => "im2col",
+            GpuConv::Burn => "burn",
+        }
+    }
+}
+
+/// Set by [`set_gpu_conv`]: whether [`GpuConv::Burn`] is chosen.
+static BURN_CONV: AtomicBool = AtomicBool::new(false);
+
+/// From now on, the GPU path convolves as `conv` says. Process-wide.
+pub fn set_gpu_conv(conv: GpuConv) {
+    BURN_CONV.store(conv == GpuConv::Burn, Ordering::Relaxed);
+}
+
+/// How the GPU path convolves (see [`GpuConv`]).
+pub fn gpu_conv() -> GpuConv {
+    if BURN_CONV.load(Ordering::Relaxed) {
+        GpuConv::Burn
+    } else {
+        GpuConv::Im2col
+    }
+}
+
+/// `GANRUNNER_GPU_CONV` (`im2col`, the default, or `burn`).
+fn requested_gpu_conv() -> Result<GpuConv> {
+    let Ok(value) = std::env::var("GANRUNNER_GPU_CONV") else {
+        return Ok(GpuConv::Im2col);
+    };
+    [GpuConv::Im2col, GpuConv::Burn]
+        .into_iter()
+        .find(|conv| conv.value() == value)
+        .ok_or_else(|| anyhow::anyhow!("GANRUNNER_GPU_CONV={value}: expected im2col or burn"))
+}
+
+/// A short name of the backend in use, for logs and the database: the device, and on a GPU
+/// the convolutions when they are not the default ones (they round otherwise).
 pub fn name() -> &'static str {
-    selected().name()
+    match (selected(), gpu_conv()) {
+        (DeviceChoice::Vulkan, GpuConv::Burn) => "vulkan+burn-conv",
+        (DeviceChoice::Cuda, GpuConv::Burn) => "cuda+burn-conv",
+        (device, _) => device.name(),
+    }
 }
 
 #[cfg(test)]

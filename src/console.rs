@@ -67,9 +67,21 @@ macro_rules! errln {
     };
 }
 
+/// `n` and a noun, in the plural unless `n` is 1: "1 run", "3 runs", "0 samples".
+pub fn counted(n: usize, noun: &str) -> String {
+    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counted_says_one_thing_and_many_things() {
+        assert_eq!(counted(1, "run"), "1 run");
+        assert_eq!(counted(0, "sample"), "0 samples");
+        assert_eq!(counted(12, "experiment"), "12 experiments");
+    }
 
     /// A stream whose reader has gone, or that is full.
     struct Failing(io::ErrorKind, usize);

@@ -455,7 +455,7 @@ fn every_shipped_experiment_validates_and_expands() {
                 .arg(common::fixture_dir())
                 .assert()
                 .success()
-                .stdout(predicate::str::is_match(r"\n\d+ runs: \d+ (new|finished)").unwrap());
+                .stdout(predicate::str::is_match(r"\n\d+ runs?: \d+ (new|finished)").unwrap());
             specs += 1;
         }
     }
@@ -520,6 +520,14 @@ fn a_gpu_this_build_lacks_is_an_error_not_a_cpu_run() {
         .assert()
         .code(1)
         .stderr(predicate::str::contains("GANRUNNER_DEVICE=tpu"));
+    runner()
+        .args(["bench", "--steps", "1", "--model", "gan"])
+        .env("GANRUNNER_GPU_CONV", "winograd")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "GANRUNNER_GPU_CONV=winograd: expected im2col or burn",
+        ));
     runner()
         .args([
             "bench", "--steps", "1", "--warmup", "0", "--model", "gan", "--format", "json",

@@ -1,14 +1,14 @@
 //! What a GPU computes, checked where no GPU is: the model code a GPU runs (burn's operations
 //! where the CPU build has the runner's own kernels, `backend::gpu_path_on_cpu`) trains and
-//! samples as the kernels do, to float rounding. One test in its own binary: the switch is
-//! process-wide. (`make parity` checks both paths against the report's PyTorch loop too.)
+//! samples as the kernels do, to float rounding, with either of its ways to convolve
+//! (`backend::GpuConv`). One test in its own binary: the switches are process-wide. (`make parity` checks both paths against the report's PyTorch loop too.)
 
 mod common;
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::prelude::Tensor;
 use common::{fixture_dir, tiny_models, tiny_run};
-use ganrunner::backend::gpu_path_on_cpu;
+use ganrunner::backend::{GpuConv, gpu_path_on_cpu, set_gpu_conv};
 use ganrunner::data::{Digits, Split};
 use ganrunner::model::{Conditioning, ModelConfig};
 use ganrunner::spec::RunConfig;
@@ -53,8 +53,11 @@ struct Trained {
     samples: Vec<f32>,
 }
 
-fn train_and_sample(config: &RunConfig, digits: &Digits, gpu_path: bool) -> Trained {
-    gpu_path_on_cpu(gpu_path);
+/// Trains through the CPU kernels (`gpu_path` None), or through the GPU path's model code
+/// with its convolutions computed as `gpu_path` says.
+fn train_and_sample(config: &RunConfig, digits: &Digits, gpu_path: Option<GpuConv>) -> Trained {
+    gpu_path_on_cpu(gpu_path.is_some());
+    set_gpu_conv(gpu_path.unwrap_or(GpuConv::Im2col));
     let model = &config.model;
     let mut trainer = Trainer::new(config, digits);
     let mut losses = vec![];
@@ -122,35 +125,36 @@ fn the_gpu_path_trains_and_samples_as_the_cpu_kernels_do() {
     configs.extend([conditional, penalized]);
     for config in &configs {
         let model = &config.model;
-        let (kernels, gpu) = (
-            train_and_sample(config, &digits, false),
-            train_and_sample(config, &digits, true),
-        );
-        let losses = furthest(&gpu.losses, &kernels.losses, true);
-        let samples = furthest(&gpu.samples, &kernels.samples, false);
-        assert_eq!(gpu.statistics.len(), kernels.statistics.len());
-        let statistics = (gpu.statistics.iter().zip(&kernels.statistics))
-            .map(|(a, b)| furthest(a, b, false) / b.iter().fold(1e-6, |m, v| v.abs().max(m)))
-            .fold(0.0, f32::max);
-        eprintln!(
-            "{} ({:?}): losses {losses:.1e} apart (relative), running statistics \
-             after step 1 {statistics:.1e}, samples {samples:.1e}",
-            model.arch(),
-            config.train.loss
-        );
-        assert!(
-            losses < LOSSES && statistics < STATISTICS && samples < SAMPLES,
-            "{config:?}: the GPU path's losses are {losses:e} apart, its running statistics \
-             {statistics:e}, its samples {samples:e}:\n{:?}\n{:?}",
-            gpu.losses,
-            kernels.losses
-        );
-        // Other operations round otherwise (the vanilla GAN's only differences, burn's tanh
-        // and LeakyReLU, leave its losses bitwise equal over these steps, not its samples).
-        assert!(
-            gpu.losses != kernels.losses || gpu.samples != kernels.samples,
-            "{}: both paths gave the same bits: is the GPU path on?",
-            model.arch()
-        );
+        let kernels = train_and_sample(config, &digits, None);
+        // Both ways the GPU path can convolve: the im2col form and burn's own kernels.
+        for conv in [GpuConv::Im2col, GpuConv::Burn] {
+            let gpu = train_and_sample(config, &digits, Some(conv));
+            let losses = furthest(&gpu.losses, &kernels.losses, true);
+            let samples = furthest(&gpu.samples, &kernels.samples, false);
+            assert_eq!(gpu.statistics.len(), kernels.statistics.len());
+            let statistics = (gpu.statistics.iter().zip(&kernels.statistics))
+                .map(|(a, b)| furthest(a, b, false) / b.iter().fold(1e-6, |m, v| v.abs().max(m)))
+                .fold(0.0, f32::max);
+            eprintln!(
+                "{} ({:?}, {conv:?} convolutions): losses {losses:.1e} apart (relative), running \
+                 statistics after step 1 {statistics:.1e}, samples {samples:.1e}",
+                model.arch(),
+                config.train.loss
+            );
+            assert!(
+                losses < LOSSES && statistics < STATISTICS && samples < SAMPLES,
+                "{config:?}, {conv:?} convolutions: the GPU path's losses are {losses:e} apart, \
+                 its running statistics {statistics:e}, its samples {samples:e}:\n{:?}\n{:?}",
+                gpu.losses,
+                kernels.losses
+            );
+            // Other operations round otherwise (the vanilla GAN's only differences, burn's tanh
+            // and LeakyReLU, leave its losses bitwise equal over these steps, not its samples).
+            assert!(
+                gpu.losses != kernels.losses || gpu.samples != kernels.samples,
+                "{}: both paths gave the same bits: is the GPU path on?",
+                model.arch()
+            );
+        }
     }
 }

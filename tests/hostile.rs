@@ -1054,7 +1054,7 @@ fn a_finished_run_whose_final_checkpoint_is_damaged_is_rebuilt_by_the_next_sweep
     sweep(dir.path(), &spec, &["--dry-run"])
         .success()
         .stdout(predicate::str::contains("checkpoint lost 10/15"))
-        .stdout(predicate::str::contains("1 runs: 1 checkpoint lost"));
+        .stdout(predicate::str::contains("1 run: 1 checkpoint lost"));
     sweep(dir.path(), &spec, &["--estimate"])
         .success()
         .stdout(predicate::str::contains(" for 1 run "));
@@ -1459,7 +1459,7 @@ fn an_older_runners_database_on_read_only_media_is_read_without_tags() {
         );
     runner_on(&["rm", "--experiment", "old", "--dry-run"])
         .success()
-        .stdout(predicate::str::contains("would delete 1 runs"));
+        .stdout(predicate::str::contains("would delete 1 run,"));
 }
 
 #[test]

@@ -1083,7 +1083,7 @@ fn tags_and_notes_survive_a_new_database_and_a_forced_rerun() {
         .args(["rm", "--yes", "--tag", "collapsed"])
         .assert()
         .success()
-        .stdout(predicate::str::contains("deleted 1 of 1 runs"));
+        .stdout(predicate::str::contains("deleted 1 of 1 run;"));
     let conn = db(dir.path());
     assert_eq!(count(&conn, "SELECT count(*) FROM tags"), 0);
     assert_eq!(
@@ -1358,7 +1358,8 @@ fn slurm_sweeps_plan_submit_run_tasks_and_collect_idempotently() {
     assert!(
         script.contains("#SBATCH --array=0-1%1")
             && script.contains("--partition=cpu")
-            && script.contains("export GANRUNNER_DEVICE=cpu\n"),
+            && script.contains("export GANRUNNER_DEVICE=cpu\n")
+            && script.contains("export GANRUNNER_GPU_CONV=im2col\n"),
         "{script}"
     );
     assert_eq!(

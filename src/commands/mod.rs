@@ -6,6 +6,7 @@ mod sweep;
 
 pub use sweep::{SweepRequest, sweep};
 
+use crate::console::counted;
 use crate::{errln, out, outln};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -207,9 +208,9 @@ pub fn train(
 pub fn report(db: &Path, out: &Path, experiment: Option<&str>) -> Result<()> {
     let written = crate::report::write(db, out, experiment)?;
     outln!(
-        "report of {} experiments, {} runs: {}",
-        written.experiments,
-        written.runs,
+        "report of {}, {}: {}",
+        counted(written.experiments, "experiment"),
+        counted(written.runs, "run"),
         written.index.display()
     )?;
     Ok(())
@@ -339,7 +340,11 @@ pub fn remove(req: RemoveRequest) -> Result<()> {
             outln!("  with what you saved in it: {}", saved.join(", "))?;
         }
     }
-    let what = format!("{} runs, {} on disk", targets.len(), human(total as f64));
+    let what = format!(
+        "{}, {} on disk",
+        counted(targets.len(), "run"),
+        human(total as f64)
+    );
     if req.dry_run {
         outln!("would delete {what} (--dry-run: nothing deleted)")?;
         return Ok(());
@@ -373,8 +378,8 @@ pub fn remove(req: RemoveRequest) -> Result<()> {
         }
     }
     outln!(
-        "deleted {deleted} of {} runs; `runner report` updates the report",
-        targets.len()
+        "deleted {deleted} of {}; `runner report` updates the report",
+        counted(targets.len(), "run")
     )?;
     anyhow::ensure!(kept == 0, "{kept} of the runs were not deleted (see above)");
     Ok(())
@@ -425,14 +430,15 @@ pub fn generate(
     let checkpoint = latest_or_best(checkpoint, best)?;
     let generated = crate::generate::generate(&checkpoint, draw, out)?;
     let what = match draw.arrangement {
-        Arrangement::Samples => format!("{} samples", draw.n),
-        Arrangement::Walks { steps } => format!("{} walks of {steps} images", draw.n),
-        Arrangement::Nearest { k, .. } => {
-            format!(
-                "{} samples, each beside its {k} nearest training digits,",
-                draw.n
-            )
+        Arrangement::Samples => counted(draw.n, "sample"),
+        Arrangement::Walks { steps } => {
+            format!("{} of {}", counted(draw.n, "walk"), counted(steps, "image"))
         }
+        Arrangement::Nearest { k, .. } => format!(
+            "{}, each beside its {k} nearest training {},",
+            counted(draw.n, "sample"),
+            if k == 1 { "digit" } else { "digits" }
+        ),
     };
     outln!(
         "wrote {what} of the {}step-{} generator to {}",
@@ -589,7 +595,7 @@ pub fn bench(
         };
         outln!(
             "device {}, CPU kernels {simd}; device peak (2048^3 f32 matmul, {on}): {peak:.1} GFLOP/s",
-            device.name(),
+            crate::backend::name(),
         )?;
         outln!(
             "{:<14} {:>5} {:>7} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>6} {:>8}",
@@ -611,7 +617,7 @@ pub fn bench(
         if json {
             let mut value = serde_json::to_value(&t)?;
             value["machine_peak_gflop_per_s"] = peak.into();
-            value["backend"] = device.name().into();
+            value["backend"] = crate::backend::name().into();
             value["simd"] = simd.into();
             outln!("{value}")?;
         } else {

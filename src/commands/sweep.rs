@@ -44,11 +44,7 @@ fn result_lines(db: &Path, spec: &Spec) -> Result<Vec<String>> {
     let mut lines = Vec::new();
     // What the experiment cost (runs train side by side: this is not the sweep's wall time).
     if let Some((seconds, runs)) = crate::query::training_time(db, &spec.name)? {
-        let runs = if runs == 1 {
-            "1 run".into()
-        } else {
-            format!("{runs} runs")
-        };
+        let runs = crate::console::counted(runs, "run");
         let time = crate::query::clock(seconds);
         lines.push(format!("training time: {time} over {runs}"));
     }
@@ -290,8 +286,9 @@ pub fn sweep(req: SweepRequest) -> Result<()> {
             String::new()
         };
         outln!(
-            "{}: {total} runs: {} finished, {} skipped (already finished), {} pruned, {} failed, {} diverged, {} interrupted, {} queued{held}\ndatabase: {}",
+            "{}: {}: {} finished, {} skipped (already finished), {} pruned, {} failed, {} diverged, {} interrupted, {} queued{held}\ndatabase: {}",
             spec.name,
+            crate::console::counted(total, "run"),
             summary.finished,
             summary.skipped,
             summary.pruned,

@@ -365,7 +365,8 @@ pub fn grid_table(
     let mut out = query::format_table(&rows);
     counts.sort();
     let counted: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
-    out.push_str(&format!("{} runs: {}", runs.len(), counted.join(", ")));
+    let total = crate::console::counted(runs.len(), "run");
+    out.push_str(&format!("{total}: {}", counted.join(", ")));
     if counts.iter().any(|(status, _)| status != "new") {
         let has = |wanted: &str| counts.iter().any(|(status, _)| status == wanted);
         let diverged = if has("diverged") { " and diverged" } else { "" };

@@ -143,8 +143,10 @@ impl Pruning {
         let median = (finished[(n - 1) / 2] + finished[n / 2]) / 2.0;
         let metric = &rule.metric;
         let higher = higher_is_better(metric) == Some(true);
-        let runs = if n == 1 { "run" } else { "runs" };
-        let of = format!("the median of {n} finished {runs} at step {step}");
+        let of = format!(
+            "the median of {} at step {step}",
+            crate::console::counted(n, "finished run")
+        );
         match best_so_far(&evals_to(lines, metric, step, value), higher) {
             None => Some(format!(
                 "{metric} has had no value, against {median:.4}, {of}"

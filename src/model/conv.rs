@@ -1,6 +1,7 @@
 //! Convolutions: on the CPU the runner's own kernel ([`super::kernels::conv`]); on a GPU, when
 //! trained, one matrix product over shifted views of the input (im2col) built from burn's
-//! differentiable tensor ops, and burn's own convolution when sampling.
+//! differentiable tensor ops, and burn's own convolution when sampling (or always, with
+//! `GANRUNNER_GPU_CONV=burn`: [`crate::backend::GpuConv`]).
 //!
 //! Why not burn's convolution when training: burn-flex differentiates `conv2d` through a
 //! transposed convolution (input gradient) and a convolution with batch and channels swapped
@@ -15,6 +16,8 @@ use burn::nn::conv::{Conv2d, ConvTranspose2d};
 use burn::prelude::*;
 use burn::tensor::ops::PadMode;
 use burn::tensor::s;
+
+use crate::backend::GpuConv;
 
 /// `conv` (square kernel, symmetric padding, no dilation or groups) applied to `x`.
 pub fn forward(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
@@ -66,7 +69,8 @@ pub fn is_trained(conv: &Conv2d) -> bool {
 
 /// 2-D convolution of `x` `[B, Cin, H, W]` with `weight` `[Cout, Cin, k, k]`, stride and zero
 /// padding on every side: the runner's kernel on the CPU; on a GPU [`im2col_conv2d`] when it
-/// will be differentiated (`trained`), burn's own when not, e.g. when sampling.
+/// will be differentiated (`trained`) and [`GpuConv::Im2col`] is chosen, burn's own otherwise
+/// (e.g. when sampling).
 pub fn conv2d(
     x: Tensor<4>,
     weight: Tensor<4>,
@@ -76,7 +80,7 @@ pub fn conv2d(
 ) -> Tensor<4> {
     if crate::backend::own_kernels() {
         with_bias(super::kernels::conv::conv2d(x, weight, stride, pad), bias)
-    } else if trained {
+    } else if trained && crate::backend::gpu_conv() == GpuConv::Im2col {
         im2col_conv2d(x, weight, bias, stride, pad)
     } else {
         burn::tensor::module::conv2d(

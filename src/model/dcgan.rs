@@ -7,12 +7,15 @@
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, Linear, PaddingConfig2d};
 use burn::prelude::*;
+use burn::tensor::module::interpolate;
+use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use rand::rngs::StdRng;
 
 use super::conditional::{ClassHead, Verdict, with_label_channels};
 use super::kernels::activation::{leaky_relu, tanh};
 use super::kernels::batch_norm::{batch_norm, uses_batch_statistics};
 use super::{DcganOptions, conv, init};
+use crate::backend::GpuConv;
 
 /// Side of the images this model makes.
 pub const SIDE: usize = 32;
@@ -94,12 +97,11 @@ fn upsample_conv3_bn(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
         Some(b) => b.val() * scale.clone() + shift,
         None => shift,
     };
-    conv::phase_conv(
+    upsampled_conv3(
         x,
         weight * scale.reshape([c_out, 1, 1, 1]),
         Some(bias),
         false,
-        upsample_taps,
     )
 }
 
@@ -110,13 +112,28 @@ fn upsample_conv3_bn(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
 /// [w0 + w1, w2] (phase 1) per axis. The kernels are sums of the weight's slices, so gradients
 /// reach the same 3x3 weight as before.
 pub fn upsample_conv3(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    conv::phase_conv(
+    upsampled_conv3(
         x,
         conv.weight.val(),
         conv.bias.as_ref().map(|b| b.val()),
         conv::is_trained(conv),
-        upsample_taps,
     )
+}
+
+/// The 3x3 convolution (`weight`, `bias`) of `x` upsampled x2: as phase convolutions, or on a
+/// GPU with [`GpuConv::Burn`] as burn's nearest upsampling then its convolution (two kernels).
+fn upsampled_conv3(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Option<Tensor<1>>,
+    trained: bool,
+) -> Tensor<4> {
+    if !crate::backend::own_kernels() && crate::backend::gpu_conv() == GpuConv::Burn {
+        let twice = InterpolateOptions::new(InterpolateMode::Nearest).with_scale_factor([2.0, 2.0]);
+        let upsampled = interpolate(x, twice);
+        return conv::conv2d(upsampled, weight, bias, [1, 1], trained);
+    }
+    conv::phase_conv(x, weight, bias, trained, upsample_taps)
 }
 
 /// The taps of [`upsample_conv3`]'s phase kernels along one axis.

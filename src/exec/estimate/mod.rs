@@ -86,7 +86,7 @@ impl Estimate {
                 self.jobs
             );
         }
-        let plural = |n: u64, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+        use crate::console::counted;
         if !self.eval_seconds.is_empty() {
             timed += &format!(
                 ", {} s an evaluation{alone}",
@@ -97,7 +97,7 @@ impl Estimate {
             timed += &format!(
                 " and {} beside {} training, whose steps then take {}x as long",
                 spread(&self.shared_eval_seconds, 1.0),
-                plural(self.jobs as u64 - 1, "run"),
+                counted(self.jobs - 1, "run"),
                 spread(&self.step_beside_eval, 1.0)
             );
         }
@@ -106,9 +106,9 @@ impl Estimate {
         }
         let evaluations = match self.evaluations {
             0 => String::new(),
-            n => format!(", {} included", plural(n, "evaluation")),
+            n => format!(", {} included", counted(n as usize, "evaluation")),
         };
-        let cores = plural(rayon::current_num_threads() as u64, "core");
+        let cores = counted(rayon::current_num_threads(), "core");
         let sharing = if at_a_time {
             let mut sharing = format!("{} runs at a time on {cores}", self.jobs);
             if let Some(alone) = self.one_at_a_time {
@@ -130,7 +130,7 @@ impl Estimate {
         format!(
             "estimated training time: {} for {}{evaluations} ({timed}; {sharing}); {stopping}",
             crate::query::clock(self.wall),
-            plural(self.left.len() as u64, "run"),
+            counted(self.left.len(), "run"),
         )
     }
 }
