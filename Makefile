@@ -80,7 +80,7 @@ build-gpu-autotune:
 	cp $(CARGO_TARGET_DIR)/gpu/runner dist/runner-gpu-autotune
 
 # The Vulkan build checked on Mesa's software Vulkan driver, no GPU needed (bench/vulkan-smoke.sh
-# says what it fetches and patches under dist/vulkan-smoke): about 6 minutes to build, 6 to check.
+# says what it fetches and patches under dist/vulkan-smoke): 25 minutes to rebuild, 10 to check.
 vulkan-smoke: data
 	bash bench/vulkan-smoke.sh
 

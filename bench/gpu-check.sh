@@ -129,11 +129,12 @@ if [ -x "$AUTOTUNED" ]; then
 fi
 # The report's two convolutional models with burn's own convolution kernels
 # (GANRUNNER_GPU_CONV=burn: a few kernels a layer where the default im2col form launches
-# dozens), rows `+burn-conv`: whichever is faster should be the default.
+# dozens), rows `+burn-conv`, at the first batch size: whichever is faster should be the default.
 for device in "${DEVICES[@]}"; do
-    log "bench $device batch 64, burn's convolutions"
+    batch=${BATCHES%% *}
+    log "bench $device batch $batch, burn's convolutions"
     GANRUNNER_GPU_CONV=burn timeout 120 "$RUNNER" bench --device "$device" --model dcgan \
-        --model dcgan-classic --batch 64 --steps "$BENCH_STEPS" --warmup 2 --format json \
+        --model dcgan-classic --batch "$batch" --steps "$BENCH_STEPS" --warmup 2 --format json \
         2>> "$OUT/burn-conv.err" | sed "s/^{/{\"side\":\"burn-conv\",\"device\":\"$device\",/" >> "$ROWS"
 done
 # PyTorch on the same GPU, side by side.

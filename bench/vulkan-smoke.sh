@@ -5,7 +5,7 @@
 # that drift from the CPU's, a resume or an evaluation that breaks off the CPU, a bug in
 # bench/gpu-check.sh itself (run last, at tiny sizes).
 #
-#   make vulkan-smoke        # about 6 minutes to build (GPU crates warm), 6 to check
+#   make vulkan-smoke        # 25 minutes to rebuild the runner (GPU crates built), 10 to check
 #
 # Needs apt (Debian 12) and the crates registry. Two things it fetches or patches, all under
 # dist/vulkan-smoke/ (git-ignored), none of them part of the runner that ships:
@@ -105,6 +105,8 @@ log "bench on the software GPU"
 log "6 steps on vulkan and on the CPU, from the same seed"
 train --device vulkan --out "$RUNS/vulkan"
 train --device cpu --out "$RUNS/cpu"
+log "6 steps on vulkan with burn's convolution kernels (GANRUNNER_GPU_CONV=burn)"
+GANRUNNER_GPU_CONV=burn train --device vulkan --out "$RUNS/vulkan-burn-conv"
 log "3 steps, then resumed to 6, on vulkan; and 3 on the CPU resumed on vulkan"
 train --device vulkan --out "$RUNS/resumed" --steps 3
 train --device vulkan --out "$RUNS/resumed"
@@ -122,15 +124,18 @@ def losses(name):
             for r in csv.DictReader(open(f"{runs}/{name}/losses.csv"))}
 def worst(a, b):
     return max(abs(x - y) for s in a for x, y in zip(a[s], b[s]))
-vulkan, cpu, resumed, moved = (losses(n) for n in ("vulkan", "cpu", "resumed", "moved"))
+vulkan, cpu, resumed, moved, burn_conv = (
+    losses(n) for n in ("vulkan", "cpu", "resumed", "moved", "vulkan-burn-conv"))
 checks = [
-    ("vulkan vs CPU, 6 steps", worst(vulkan, cpu), 1e-3),
-    ("vulkan resumed at 3 vs straight", worst(resumed, vulkan), 1e-5),
-    ("CPU to vulkan at 3 vs CPU straight", worst(moved, cpu), 1e-3),
+    ("vulkan vs CPU, 6 steps", vulkan, cpu, 1e-3),
+    ("vulkan with burn's convolutions vs CPU, 6 steps", burn_conv, cpu, 1e-3),
+    ("vulkan resumed at 3 vs straight", resumed, vulkan, 1e-5),
+    ("CPU to vulkan at 3 vs CPU straight", moved, cpu, 1e-3),
 ]
 failed = False
-for what, diff, tolerance in checks:
-    ok = len(vulkan) == 6 and diff <= tolerance
+for what, run, reference, tolerance in checks:
+    diff = worst(run, reference)
+    ok = len(run) == 6 and diff <= tolerance
     failed |= not ok
     print(f"{'ok  ' if ok else 'FAIL'} {what}: max |loss difference| {diff:.1e} (tolerance {tolerance:.0e})")
 scores = list(csv.DictReader(open(f"{runs}/eval.csv")))
