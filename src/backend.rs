@@ -211,8 +211,7 @@ pub fn own_kernels() -> bool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GpuConv {
     /// One matrix product over the input's shifted views built from burn's tensor ops, and
-    /// G's upsampling convolutions as four 2x2 phase convolutions: the fewest multiplies. The
-    /// default, checked on a software GPU.
+    /// G's upsampling convolutions as four 2x2 phase convolutions: the fewest multiplies.
     Im2col,
     /// burn's own convolution kernels forward and backward, and G's upsampling convolutions as
     /// burn's nearest upsampling then a convolution: a handful of kernels a layer where the
@@ -231,8 +230,12 @@ impl GpuConv {
     }
 }
 
+/// Without `GANRUNNER_GPU_CONV`. `bench/gpu-check.sh` times both on a GPU: the faster should be
+/// this.
+const DEFAULT_GPU_CONV: GpuConv = GpuConv::Im2col;
+
 /// Set by [`set_gpu_conv`]: whether [`GpuConv::Burn`] is chosen.
-static BURN_CONV: AtomicBool = AtomicBool::new(false);
+static BURN_CONV: AtomicBool = AtomicBool::new(matches!(DEFAULT_GPU_CONV, GpuConv::Burn));
 
 /// From now on, the GPU path convolves as `conv` says. Process-wide.
 pub fn set_gpu_conv(conv: GpuConv) {
@@ -248,10 +251,10 @@ pub fn gpu_conv() -> GpuConv {
     }
 }
 
-/// `GANRUNNER_GPU_CONV` (`im2col`, the default, or `burn`).
+/// `GANRUNNER_GPU_CONV` (`im2col` or `burn`), else the default.
 fn requested_gpu_conv() -> Result<GpuConv> {
     let Ok(value) = std::env::var("GANRUNNER_GPU_CONV") else {
-        return Ok(GpuConv::Im2col);
+        return Ok(DEFAULT_GPU_CONV);
     };
     [GpuConv::Im2col, GpuConv::Burn]
         .into_iter()
@@ -260,7 +263,7 @@ fn requested_gpu_conv() -> Result<GpuConv> {
 }
 
 /// A short name of the backend in use, for logs and the database: the device, and on a GPU
-/// the convolutions when they are not the default ones (they round otherwise).
+/// with burn's convolutions, that (they round otherwise than the im2col form).
 pub fn name() -> &'static str {
     match (selected(), gpu_conv()) {
         (DeviceChoice::Vulkan, GpuConv::Burn) => "vulkan+burn-conv",
