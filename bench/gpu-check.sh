@@ -11,8 +11,9 @@
 # it) for gan, dcgan and dcgan-classic at batch 64 and 256 (and the report's DCGAN at batch 64
 # with the autotuned runner, when dist/ or dist/carry holds one: row `vulkan+at`; dcgan and
 # dcgan-classic at batch 64 with burn's convolution kernels: rows `vulkan+burn-conv`); 50
-# steps of the report's DCGAN on the GPU and on the CPU from the same seed, losses compared; a 2000-step quickstart-sized DCGAN on
-# the GPU and its LeNet-FID; bench/pytorch_reference.py --device cuda when torch imports.
+# steps of the report's DCGAN on the GPU (each way of convolving) and on the CPU from the same
+# seed, losses compared; a 2000-step quickstart-sized DCGAN on the GPU and its LeNet-FID;
+# bench/pytorch_reference.py --device cuda when torch imports.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu-check}

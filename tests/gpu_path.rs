@@ -1,7 +1,8 @@
 //! What a GPU computes, checked where no GPU is: the model code a GPU runs (burn's operations
 //! where the CPU build has the runner's own kernels, `backend::gpu_path_on_cpu`) trains and
 //! samples as the kernels do, to float rounding, with either of its ways to convolve
-//! (`backend::GpuConv`). One test in its own binary: the switches are process-wide. (`make parity` checks both paths against the report's PyTorch loop too.)
+//! (`backend::GpuConv`). One test in its own binary: the switches are process-wide. (`make
+//! parity` checks both paths against the report's PyTorch loop too.)
 
 mod common;
 

@@ -435,9 +435,9 @@ pub fn generate(
             format!("{} of {}", counted(draw.n, "walk"), counted(steps, "image"))
         }
         Arrangement::Nearest { k, .. } => format!(
-            "{}, each beside its {k} nearest training {},",
+            "{}, each beside its {},",
             counted(draw.n, "sample"),
-            if k == 1 { "digit" } else { "digits" }
+            counted(k, "nearest training digit")
         ),
     };
     outln!(
