@@ -3,17 +3,19 @@
 # registry. It needs what `make build-gpu` leaves in dist/ (the stripped runner with the GPU
 # features, and the Vulkan loader's .deb) and data/mnist, or what `make gpu-carry` packs into
 # dist/carry/ for a machine that gets 64 MiB at most (the runner and MNIST gzipped: carry
-# `dist/carry` alone). It prints one table; it finishes in under 8 minutes.
+# `dist/carry` alone). It prints one table, within GPU_CHECK_BUDGET seconds (7.5 minutes).
 #
 #   bash bench/gpu-check.sh            # from the repository root; writes under ${OUT:-/tmp/gpu-check}
 #
-# Steps: unpack the Vulkan loader; `runner bench --device vulkan` (and cuda when this runner has
-# it) for gan, dcgan and dcgan-classic at batch 64 and 256 (and the report's DCGAN at batch 64
-# with the autotuned runner, when dist/ or dist/carry holds one: row `vulkan+at`; dcgan and
-# dcgan-classic at batch 64 with burn's convolution kernels: rows `vulkan+burn-conv`); 50
-# steps of the report's DCGAN on the GPU (each way of convolving) and on the CPU from the same
-# seed, losses compared; a 2000-step quickstart-sized DCGAN on the GPU and its LeNet-FID;
-# bench/pytorch_reference.py --device cuda when torch imports.
+# Steps, most important first, each within what is left of GPU_CHECK_BUDGET seconds (default
+# 450; a step that no longer fits is skipped and named): unpack the Vulkan loader; at batch 64,
+# `runner bench --device vulkan` (and cuda when this runner has it) for gan, dcgan and
+# dcgan-classic, dcgan and dcgan-classic again with burn's convolution kernels (rows
+# `vulkan+burn-conv`), the CPU, and bench/pytorch_reference.py --device cuda when torch
+# imports; 50 steps of the report's DCGAN on the GPU (each way of convolving) and on the CPU
+# from the same seed, losses compared; a 2000-step quickstart-sized DCGAN on the GPU and its
+# LeNet-FID; batch 256 (ours and PyTorch); the report's DCGAN at batch 64 with the autotuned
+# runner, when dist/ or dist/carry holds one (row `vulkan+at`).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu-check}
@@ -100,66 +102,68 @@ done
 
 ROWS="$OUT/rows.jsonl"
 : > "$ROWS"
-# Our step times: GPU devices, and the CPU beside them.
-for device in "${DEVICES[@]}" cpu; do
-    for batch in $BATCHES; do
-        steps=$BENCH_STEPS
-        [ "$device" = cpu ] && steps=3
-        [ "$device" = cpu ] && [ "$batch" = 256 ] && continue
-        log "bench $device batch $batch"
-        timeout 120 "$RUNNER" bench --device "$device" --model gan --model dcgan --model dcgan-classic \
-            --batch "$batch" --steps "$steps" --warmup 2 --format json \
-            | sed "s/^{/{\"side\":\"ours\",\"device\":\"$device\",/" >> "$ROWS"
-    done
-done
-# The autotuned runner on the report's DCGAN at batch 64, without warm-up steps: its median is
-# the tuned step, its slowest step the one that tuned (every process tunes again).
-# Tuning that takes over 90 s in every process is itself the answer.
-AUTOTUNE_NOTES=""
-if [ -x "$AUTOTUNED" ]; then
-    for device in "${DEVICES[@]}"; do
-        log "bench $device batch 64, autotuned runner"
-        row=$(timeout 90 "$AUTOTUNED" bench --device "$device" --model dcgan --batch 64 \
-            --steps "$BENCH_STEPS" --warmup 0 --format json 2>> "$OUT/autotuned.err")
-        if [ -n "$row" ]; then
-            echo "$row" | sed "s/^{/{\"side\":\"autotuned\",\"device\":\"$device\",/" >> "$ROWS"
-        else
-            AUTOTUNE_NOTES+="autotuned runner on $device: no result within 90 s (see $OUT/autotuned.err)"$'\n'
-        fi
-    done
-fi
-# The report's two convolutional models with burn's own convolution kernels
-# (GANRUNNER_GPU_CONV=burn: a few kernels a layer where the default im2col form launches
-# dozens), rows `+burn-conv`, at the first batch size: whichever is faster should be the default.
-for device in "${DEVICES[@]}"; do
-    batch=${BATCHES%% *}
-    log "bench $device batch $batch, burn's convolutions"
-    GANRUNNER_GPU_CONV=burn timeout 120 "$RUNNER" bench --device "$device" --model dcgan \
-        --model dcgan-classic --batch "$batch" --steps "$BENCH_STEPS" --warmup 2 --format json \
-        2>> "$OUT/burn-conv.err" | sed "s/^{/{\"side\":\"burn-conv\",\"device\":\"$device\",/" >> "$ROWS"
-done
-# PyTorch on the same GPU, side by side.
-if python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
-    for batch in $BATCHES; do
-        log "pytorch cuda batch $batch"
-        timeout 120 python3 bench/pytorch_reference.py --device cuda --model gan --model dcgan \
-            --model dcgan-classic --batch "$batch" --steps "$BENCH_STEPS" \
-            | sed 's/^{/{"side":"pytorch","device":"cuda",/' >> "$ROWS"
-    done
-else
-    log "torch with CUDA is not importable here: no PyTorch column"
-fi
+# The device machine's call limit is 600 s and a session's device time 900 s, starts included:
+# every step gets what is left of GPU_CHECK_BUDGET (less 20 s for the table), and one that
+# would get under 10 s is skipped and named, so a slow GPU still ends with the table and time
+# to rerun. Steps run most important first: what the issue's goals compare (batch 64 against
+# the CPU and PyTorch, each way of convolving), the losses against the CPU, the FID, then
+# batch 256 and the autotuned runner.
+BUDGET=${GPU_CHECK_BUDGET:-450}
+SKIPPED=""
+# `allow CAP WHAT`: sets ALLOW to CAP seconds or what the budget has left, whichever is less;
+# fails (and notes WHAT as skipped) when that is under 10 s.
+allow() {
+    local left=$(( BUDGET - 20 - ($(date +%s) - START) ))
+    ALLOW=$(( left < $1 ? left : $1 ))
+    (( ALLOW >= 10 )) && return 0
+    SKIPPED+="skipped (out of GPU_CHECK_BUDGET=$BUDGET s): $2"$'\n'
+    return 1
+}
+FIRST_BATCH=${BATCHES%% *}
+# `bench_rows SIDE DEVICE BATCH STEPS MODEL...`: our step times as rows (SIDE ours, or
+# burn-conv for GANRUNNER_GPU_CONV=burn).
+bench_rows() {
+    local side=$1 device=$2 batch=$3 steps=$4 conv=im2col
+    shift 4
+    [ "$side" = burn-conv ] && conv=burn
+    allow 120 "bench $device batch $batch ($side)" || return 0
+    log "bench $device batch $batch ($side)"
+    GANRUNNER_GPU_CONV=$conv timeout "$ALLOW" "$RUNNER" bench --device "$device" "${@/#/--model=}" \
+        --batch "$batch" --steps "$steps" --warmup 2 --format json 2>> "$OUT/bench.err" \
+        | sed "s/^{/{\"side\":\"$side\",\"device\":\"$device\",/" >> "$ROWS"
+}
+# `torch_rows BATCH`: PyTorch's step times on the same GPU, side by side.
+TORCH=no
+python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null && TORCH=yes
+[ $TORCH = no ] && log "torch with CUDA is not importable here: no PyTorch column"
+torch_rows() {
+    [ $TORCH = yes ] || return 0
+    allow 120 "pytorch cuda batch $1" || return 0
+    log "pytorch cuda batch $1"
+    timeout "$ALLOW" python3 bench/pytorch_reference.py --device cuda --model gan --model dcgan \
+        --model dcgan-classic --batch "$1" --steps "$BENCH_STEPS" \
+        | sed 's/^{/{"side":"pytorch","device":"cuda",/' >> "$ROWS"
+}
 
-# Same seed on the GPU (with each way of convolving) and the CPU: the report's DCGAN for 50
-# steps, losses compared.
+# 1. The first batch size (64): each GPU device both ways of convolving, the CPU, PyTorch.
+for device in "${DEVICES[@]}"; do
+    bench_rows ours "$device" "$FIRST_BATCH" "$BENCH_STEPS" gan dcgan dcgan-classic
+    bench_rows burn-conv "$device" "$FIRST_BATCH" "$BENCH_STEPS" dcgan dcgan-classic
+done
+bench_rows ours cpu "$FIRST_BATCH" 3 gan dcgan dcgan-classic
+torch_rows "$FIRST_BATCH"
+
+# 2. The report's DCGAN for 50 steps from the same seed on the GPU (each way of convolving)
+# and on the CPU, losses compared.
 COMPARE=""
 if [ ${#DEVICES[@]} -gt 0 ]; then
     gpu=${DEVICES[0]}
     for run in "$gpu" "$gpu-burn-conv" cpu; do
-        conv=im2col device=${run%-burn-conv}
-        [ "$run" != "$device" ] && conv=burn
+        device=${run%-burn-conv} conv=im2col
+        [ "$run" = "$gpu-burn-conv" ] && conv=burn
+        allow 240 "$COMPARE_STEPS DCGAN steps on $device ($conv convolutions)" || continue
         log "$COMPARE_STEPS DCGAN steps on $device ($conv convolutions)"
-        GANRUNNER_GPU_CONV=$conv timeout 240 "$RUNNER" train "$COMPARE_SPEC" --device "$device" \
+        GANRUNNER_GPU_CONV=$conv timeout "$ALLOW" "$RUNNER" train "$COMPARE_SPEC" --device "$device" \
             --steps "$COMPARE_STEPS" --data-dir "$DATA" --out "$OUT/dcgan50-$run" \
             > "$OUT/dcgan50-$run.log" 2>&1
     done
@@ -174,7 +178,7 @@ def load(p):
 gpu, cpu = load(sys.argv[1]), load(sys.argv[2])
 steps = sorted(set(gpu) & set(cpu))
 if not steps:
-    print(f"{sys.argv[3]} vs CPU losses: not compared (a run failed; see its log)")
+    print(f"{sys.argv[3]} vs CPU losses: not compared (a run failed or was skipped; see its log)")
 else:
     def worst(upto):
         return max(max(abs(gpu[s][0] - cpu[s][0]), abs(gpu[s][1] - cpu[s][1])) for s in steps if s <= upto)
@@ -183,14 +187,45 @@ else:
 EOF
 )$'\n'
     done
-    # The quickstart-sized run on the GPU, and its LeNet-FID.
-    log "$QUICK_STEPS-step quickstart-sized DCGAN on $gpu"
-    begin=$(date +%s)
-    timeout 200 "$RUNNER" train experiments/quickstart.toml --device "$gpu" --steps "$QUICK_STEPS" \
-        --data-dir "$DATA" --out "$OUT/quick-$gpu" > "$OUT/quick.log" 2>&1
-    QUICK_S=$(( $(date +%s) - begin ))
-    FID=$(timeout 150 "$RUNNER" eval "$OUT/quick-$gpu" --device "$gpu" --data-dir "$DATA" --samples "$EVAL_SAMPLES" \
-        --format csv 2>>"$OUT/quick.log" | python3 -c "import csv,sys; r=list(csv.DictReader(sys.stdin)); print(r[0].get('fid','?') if r else '?')")
+
+    # 3. The quickstart-sized run on the GPU, and its LeNet-FID.
+    if allow 200 "$QUICK_STEPS-step quickstart-sized DCGAN on $gpu"; then
+        log "$QUICK_STEPS-step quickstart-sized DCGAN on $gpu"
+        begin=$(date +%s)
+        timeout "$ALLOW" "$RUNNER" train experiments/quickstart.toml --device "$gpu" \
+            --steps "$QUICK_STEPS" --data-dir "$DATA" --out "$OUT/quick-$gpu" > "$OUT/quick.log" 2>&1
+        QUICK_S=$(( $(date +%s) - begin ))
+        allow 150 "LeNet-FID of the quickstart-sized run" \
+            && FID=$(timeout "$ALLOW" "$RUNNER" eval "$OUT/quick-$gpu" --device "$gpu" --data-dir "$DATA" \
+                --samples "$EVAL_SAMPLES" --format csv 2>>"$OUT/quick.log" \
+                | python3 -c "import csv,sys; r=list(csv.DictReader(sys.stdin)); print(r[0].get('fid','?') if r else '?')")
+    fi
+fi
+
+# 4. The other batch sizes, on the GPU devices and PyTorch (the CPU only at the first).
+for batch in ${BATCHES#"$FIRST_BATCH"}; do
+    for device in "${DEVICES[@]}"; do
+        bench_rows ours "$device" "$batch" "$BENCH_STEPS" gan dcgan dcgan-classic
+    done
+    torch_rows "$batch"
+done
+
+# 5. The autotuned runner on the report's DCGAN at the first batch size, without warm-up steps:
+# its median is the tuned step, its slowest step the one that tuned (every process tunes
+# again). Tuning that takes over 90 s in every process is itself the answer.
+AUTOTUNE_NOTES=""
+if [ -x "$AUTOTUNED" ]; then
+    for device in "${DEVICES[@]}"; do
+        allow 90 "bench $device batch $FIRST_BATCH, autotuned runner" || continue
+        log "bench $device batch $FIRST_BATCH, autotuned runner"
+        row=$(timeout "$ALLOW" "$AUTOTUNED" bench --device "$device" --model dcgan --batch "$FIRST_BATCH" \
+            --steps "$BENCH_STEPS" --warmup 0 --format json 2>> "$OUT/autotuned.err")
+        if [ -n "$row" ]; then
+            echo "$row" | sed "s/^{/{\"side\":\"autotuned\",\"device\":\"$device\",/" >> "$ROWS"
+        else
+            AUTOTUNE_NOTES+="autotuned runner on $device: no result within $ALLOW s (see $OUT/autotuned.err)"$'\n'
+        fi
+    done
 fi
 
 python3 - "$ROWS" <<'EOF'
@@ -212,6 +247,7 @@ for r in rows:
           f"{cell(t and t['median_ms'], '{:9.2f}')} {cell(t and r['median_ms'] / t['median_ms'], '{:10.2f}')}{tuning}")
 EOF
 [ -n "$AUTOTUNE_NOTES" ] && printf '%s' "$AUTOTUNE_NOTES"
+[ -n "$SKIPPED" ] && printf '%s' "$SKIPPED"
 [ -n "$COMPARE" ] && printf '%s' "$COMPARE"
 [ -n "${QUICK_S:-}" ] && echo "quickstart-sized DCGAN, $QUICK_STEPS steps on ${DEVICES[0]}: ${QUICK_S} s, LeNet-FID ${FID:-?}"
 log "done"

@@ -178,8 +178,8 @@ pub fn train(
             outcome.steps
         )?,
         Status::Finished => outln!(
-            "finished {} steps{resumed} in {secs:.1} s ({:.1} ms/step); last losses {losses}\n{files}",
-            outcome.steps,
+            "finished {}{resumed} in {secs:.1} s ({:.1} ms/step); last losses {losses}\n{files}",
+            crate::console::counted(outcome.steps as usize, "step"),
             1000.0 * secs / done as f64,
         )?,
         Status::Interrupted { step } => {

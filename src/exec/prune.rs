@@ -19,6 +19,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::console::counted;
 use crate::eval::higher_is_better;
 use crate::spec::search::PruneRule;
 use crate::track::Event;
@@ -181,9 +182,13 @@ pub fn plateau(
     }
     (since >= patience).then(|| match best {
         Some((at, b)) => format!(
-            "{metric} has not beaten its best ({b:.4} at step {at}) in {since} evaluations, to step {step}"
+            "{metric} has not beaten its best ({b:.4} at step {at}) in {}, to step {step}",
+            counted(since as usize, "evaluation")
         ),
-        None => format!("{metric} has had no value in {since} evaluations, to step {step}"),
+        None => format!(
+            "{metric} has had no value in {}, to step {step}",
+            counted(since as usize, "evaluation")
+        ),
     })
 }
 

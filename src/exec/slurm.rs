@@ -224,8 +224,8 @@ impl Executor for SlurmExecutor {
         }
         tracker.flush();
         errln!(
-            "submitted Slurm job {job}: {} tasks; logs in {}",
-            plan.runs.len(),
+            "submitted Slurm job {job}: {}; logs in {}",
+            crate::console::counted(plan.runs.len(), "task"),
             dir.display()
         );
         if !self.options.wait {
@@ -264,8 +264,9 @@ pub fn wait(jobs: &[String], stop: &AtomicBool) -> Result<()> {
             return Ok(());
         }
         bar.set_message(format!(
-            "Slurm job {}: {left} tasks queued or running",
-            jobs.join(", ")
+            "Slurm job {}: {} queued or running",
+            jobs.join(", "),
+            crate::console::counted(left, "task")
         ));
         if stop.load(Ordering::Relaxed) {
             bar.finish_and_clear();
@@ -444,9 +445,10 @@ pub fn collect(
         && unanswered > 0
     {
         errln!(
-            "{experiment}: Slurm does not answer here ({err:#}): {unanswered} runs queued as \
-             Slurm tasks that recorded no end are left to them; merge them where Slurm answers \
-             (runner sweep <spec> --executor slurm --collect)"
+            "{experiment}: Slurm does not answer here ({err:#}): {} queued as Slurm tasks that \
+             recorded no end are left to them; merge them where Slurm answers \
+             (runner sweep <spec> --executor slurm --collect)",
+            crate::console::counted(unanswered, "run")
         );
     }
     Ok(statuses)

@@ -144,8 +144,8 @@ pub fn read(dir: &Path) -> anyhow::Result<Loaded> {
     }
     let images = ImageBatch { pixels, side };
     let how = format!(
-        "{} images of {side}x{side} (PNG files{}{})",
-        images.len(),
+        "{} of {side}x{side} (PNG files{}{})",
+        crate::console::counted(images.len(), "image"),
         if by_class { " in class folders" } else { "" },
         if coloured { ", colour made gray" } else { "" }
     );

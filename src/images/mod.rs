@@ -142,7 +142,10 @@ impl ImageBatch {
         })?;
         check_side(&name.to_string(), side)?;
         let images = ImageBatch { pixels, side };
-        let how = format!("{} images of {side}x{side} ({how})", images.len());
+        let how = format!(
+            "{} of {side}x{side} ({how})",
+            crate::console::counted(images.len(), "image")
+        );
         Ok(Loaded {
             images,
             labels: None,

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# bench/gpu-check.sh's own flow, without a GPU: a stand-in runner answers `--device vulkan` on
+# the CPU (and has no cuda), so every step of the check runs, at its tiny sizes, on the test
+# fixture. The check is meant for a GPU session's one call; this keeps an edit to it from
+# breaking it unseen. Checks that
+#   1. every row comes out (vulkan, vulkan+burn-conv), the two 3-step comparisons find the
+#      CPU's own losses (difference 0: the stand-in is the CPU) and the FID line has a number;
+#   2. with a budget too small for the later steps, those are named as skipped and the table
+#      still prints.
+# Usage: tests/gpu-check.sh [path/to/runner]
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+RUNNER=$(realpath "${1:-${CARGO_TARGET_DIR:-$HOME/.cache/ganrunner-target}/release/runner}")
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+cat > "$WORK/runner" <<EOF
+#!/usr/bin/env bash
+args=()
+for arg in "\$@"; do
+    [ "\$arg" = cuda ] && { echo "error: --device cuda: not in this stand-in" >&2; exit 1; }
+    [ "\$arg" = vulkan ] && arg=cpu
+    args+=("\$arg")
+done
+exec "$RUNNER" "\${args[@]}"
+EOF
+chmod +x "$WORK/runner"
+
+check() {
+    OUT="$WORK/out" RUNNER="$WORK/runner" DATA="$ROOT/tests/fixtures/mnist-mini" \
+        GPU_CHECK_SIZES=tiny "$@" bash "$ROOT/bench/gpu-check.sh" 2> "$WORK/log" > "$WORK/table" \
+        || fail "gpu-check.sh exited $? (log: $(tail -3 "$WORK/log"))"
+}
+
+check env
+for row in "^dcgan .* vulkan " "^dcgan-classic .* vulkan+burn-conv " "^gan .* vulkan "; do
+    grep -q "$row" "$WORK/table" || fail "no row matching '$row' in: $(cat "$WORK/table")"
+done
+for run in vulkan vulkan-burn-conv; do
+    grep -q "^$run vs CPU, same seed, 3 steps: max |loss difference| 0.00e+00 at step 1" "$WORK/table" \
+        || fail "no 3-step comparison of $run with the CPU's own losses in: $(cat "$WORK/table")"
+done
+grep -q "^quickstart-sized DCGAN, 3 steps on vulkan: [0-9]* s, LeNet-FID [0-9]" "$WORK/table" \
+    || fail "no LeNet-FID line in: $(cat "$WORK/table")"
+grep -q skipped "$WORK/table" && fail "a step was skipped at the default budget: $(cat "$WORK/table")"
+echo "ok: every step of the GPU check runs and its table comes out"
+
+# A budget that ends after the first steps: the rest are skipped, by name, and the table prints.
+check env GPU_CHECK_BUDGET=31
+grep -q "^model .* ours ms" "$WORK/table" || fail "no table with a small budget: $(cat "$WORK/table")"
+grep -q "^skipped (out of GPU_CHECK_BUDGET=31 s): 3-step quickstart-sized DCGAN on vulkan" "$WORK/table" \
+    || fail "the quickstart-sized run was not named as skipped: $(cat "$WORK/table")"
+echo "ok: out of budget, the GPU check names what it skipped and still prints its table"
