@@ -5,7 +5,12 @@
 # dist/carry/ for a machine that gets 64 MiB at most (the runner and MNIST gzipped: carry
 # `dist/carry` alone). It prints one table, within GPU_CHECK_BUDGET seconds (7.5 minutes).
 #
-#   bash bench/gpu-check.sh            # from the repository root; writes under ${OUT:-/tmp/gpu-check}
+#   bash bench/gpu-check.sh            # from the repository root
+#
+# What comes back is in ${OUT:-/tmp/gpu-check}, six files, none in a folder (a device call returns
+# at most 8 files from $OUT): table.txt (what it prints), rows.jsonl (every timing), log.txt
+# (its progress and every step's messages) and losses-<run>.csv (the three compared runs). The
+# runs, binaries and loader go to ${GPU_CHECK_WORK:-/tmp/gpu-check-work}.
 #
 # Steps, most important first, each within what is left of GPU_CHECK_BUDGET seconds (default
 # 450; a step that no longer fits is skipped and named): unpack the Vulkan loader; at batch 64,
@@ -19,21 +24,24 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu-check}
+WORK=${GPU_CHECK_WORK:-/tmp/gpu-check-work}
 RUNNER=${RUNNER:-dist/runner-gpu}
 DATA=${DATA:-data/mnist}
-mkdir -p "$OUT"
 # Runs start afresh: a run directory left by an earlier check would be resumed, not timed.
-rm -rf "$OUT"/dcgan50-* "$OUT"/quick-*
+mkdir -p "$WORK" "$OUT"
+rm -rf "$WORK"/dcgan50-* "$WORK"/quick-* "$OUT"/losses-*.csv
+LOG="$OUT/log.txt"
+: > "$LOG"
 # What `make gpu-carry` packed, when the plain files did not travel.
 if [ ! -x "$RUNNER" ] && [ -f dist/carry/runner-gpu.gz ]; then
-    gzip -dc dist/carry/runner-gpu.gz > "$OUT/runner-gpu" && chmod +x "$OUT/runner-gpu"
-    RUNNER="$OUT/runner-gpu"
+    gzip -dc dist/carry/runner-gpu.gz > "$WORK/runner-gpu" && chmod +x "$WORK/runner-gpu"
+    RUNNER="$WORK/runner-gpu"
 fi
 # The same runner built with burn's autotune (`gpu-autotune`), when it travelled too.
 AUTOTUNED=${AUTOTUNED:-dist/runner-gpu-autotune}
 if [ ! -x "$AUTOTUNED" ] && [ -f dist/carry/runner-gpu-autotune.gz ]; then
-    gzip -dc dist/carry/runner-gpu-autotune.gz > "$OUT/runner-gpu-autotune" \
-        && chmod +x "$OUT/runner-gpu-autotune" && AUTOTUNED="$OUT/runner-gpu-autotune"
+    gzip -dc dist/carry/runner-gpu-autotune.gz > "$WORK/runner-gpu-autotune" \
+        && chmod +x "$WORK/runner-gpu-autotune" && AUTOTUNED="$WORK/runner-gpu-autotune"
 fi
 [ -d "$DATA" ] || DATA=dist/carry/mnist
 START=$(date +%s)
@@ -48,11 +56,11 @@ else
     BATCHES="64 256" BENCH_STEPS=20 COMPARE_STEPS=50 QUICK_STEPS=2000 EVAL_SAMPLES=10000
     COMPARE_SPEC=experiments/dcgan.toml
 fi
-log() { echo "[$(( $(date +%s) - START ))s] $*" >&2; }
+log() { echo "[$(( $(date +%s) - START ))s] $*" | tee -a "$LOG" >&2; }
 [ -x "$RUNNER" ] || { echo "no $RUNNER (nor dist/carry): run \`make gpu-carry\` first" >&2; exit 1; }
 
 # The Vulkan loader from the .deb beside the binary (no apt on the GPU machine needed).
-LOADER="$OUT/vulkan-loader"
+LOADER="$WORK/vulkan-loader"
 mkdir -p "$LOADER"
 for deb in dist/vulkan/*.deb dist/carry/vulkan/*.deb; do
     [ -f "$deb" ] && dpkg-deb -x "$deb" "$LOADER"
@@ -67,10 +75,10 @@ if [ -f "$MOUNTED_ICD" ]; then
 elif ! ls /usr/share/vulkan/icd.d/nvidia_icd*.json /etc/vulkan/icd.d/nvidia_icd*.json >/dev/null 2>&1; then
     lib=$(ldconfig -p 2>/dev/null | awk '/libGLX_nvidia.so.0/ {print $NF; exit}')
     if [ -n "$lib" ]; then
-        cat > "$OUT/nvidia_icd.json" <<EOF
+        cat > "$WORK/nvidia_icd.json" <<EOF
 {"file_format_version": "1.0.0", "ICD": {"library_path": "$lib", "api_version": "1.3"}}
 EOF
-        export VK_ICD_FILENAMES="$OUT/nvidia_icd.json"
+        export VK_ICD_FILENAMES="$WORK/nvidia_icd.json"
     fi
 fi
 # CUDA for --device cuda (the driver's libcuda.so.1 is found on its own): NVRTC, and the CUDA
@@ -93,10 +101,10 @@ log "nvidia-smi: $(nvidia-smi --query-gpu=name,driver_version,memory.total --for
 DEVICES=()
 for device in vulkan cuda; do
     if "$RUNNER" bench --device "$device" --model gan --steps 1 --warmup 0 --format json \
-        > "$OUT/probe-$device.json" 2> "$OUT/probe-$device.err"; then
+        > "$WORK/probe-$device.json" 2> "$WORK/probe-$device.err"; then
         DEVICES+=("$device")
     else
-        log "--device $device unavailable: $(tail -1 "$OUT/probe-$device.err")"
+        log "--device $device unavailable: $(tail -1 "$WORK/probe-$device.err")"
     fi
 done
 
@@ -129,7 +137,7 @@ bench_rows() {
     allow 120 "bench $device batch $batch ($side)" || return 0
     log "bench $device batch $batch ($side)"
     GANRUNNER_GPU_CONV=$conv timeout "$ALLOW" "$RUNNER" bench --device "$device" "${@/#/--model=}" \
-        --batch "$batch" --steps "$steps" --warmup 2 --format json 2>> "$OUT/bench.err" \
+        --batch "$batch" --steps "$steps" --warmup 2 --format json 2>> "$LOG" \
         | sed "s/^{/{\"side\":\"$side\",\"device\":\"$device\",/" >> "$ROWS"
 }
 # `torch_rows BATCH`: PyTorch's step times on the same GPU, side by side.
@@ -164,11 +172,12 @@ if [ ${#DEVICES[@]} -gt 0 ]; then
         allow 240 "$COMPARE_STEPS DCGAN steps on $device ($conv convolutions)" || continue
         log "$COMPARE_STEPS DCGAN steps on $device ($conv convolutions)"
         GANRUNNER_GPU_CONV=$conv timeout "$ALLOW" "$RUNNER" train "$COMPARE_SPEC" --device "$device" \
-            --steps "$COMPARE_STEPS" --data-dir "$DATA" --out "$OUT/dcgan50-$run" \
-            > "$OUT/dcgan50-$run.log" 2>&1
+            --steps "$COMPARE_STEPS" --set log.eval_samples=0 --data-dir "$DATA" \
+            --out "$WORK/dcgan50-$run" >> "$LOG" 2>&1
+        cp "$WORK/dcgan50-$run/losses.csv" "$OUT/losses-$run.csv" 2>/dev/null
     done
     for run in "$gpu" "$gpu-burn-conv"; do
-        COMPARE+=$(python3 - "$OUT/dcgan50-$run/losses.csv" "$OUT/dcgan50-cpu/losses.csv" "$run" <<'EOF'
+        COMPARE+=$(python3 - "$OUT/losses-$run.csv" "$OUT/losses-cpu.csv" "$run" <<'EOF'
 import csv, sys
 def load(p):
     try:
@@ -178,7 +187,7 @@ def load(p):
 gpu, cpu = load(sys.argv[1]), load(sys.argv[2])
 steps = sorted(set(gpu) & set(cpu))
 if not steps:
-    print(f"{sys.argv[3]} vs CPU losses: not compared (a run failed or was skipped; see its log)")
+    print(f"{sys.argv[3]} vs CPU losses: not compared (a run failed or was skipped; see log.txt)")
 else:
     def worst(upto):
         return max(max(abs(gpu[s][0] - cpu[s][0]), abs(gpu[s][1] - cpu[s][1])) for s in steps if s <= upto)
@@ -193,11 +202,11 @@ EOF
         log "$QUICK_STEPS-step quickstart-sized DCGAN on $gpu"
         begin=$(date +%s)
         timeout "$ALLOW" "$RUNNER" train experiments/quickstart.toml --device "$gpu" \
-            --steps "$QUICK_STEPS" --data-dir "$DATA" --out "$OUT/quick-$gpu" > "$OUT/quick.log" 2>&1
+            --steps "$QUICK_STEPS" --data-dir "$DATA" --out "$WORK/quick-$gpu" >> "$LOG" 2>&1
         QUICK_S=$(( $(date +%s) - begin ))
         allow 150 "LeNet-FID of the quickstart-sized run" \
-            && FID=$(timeout "$ALLOW" "$RUNNER" eval "$OUT/quick-$gpu" --device "$gpu" --data-dir "$DATA" \
-                --samples "$EVAL_SAMPLES" --format csv 2>>"$OUT/quick.log" \
+            && FID=$(timeout "$ALLOW" "$RUNNER" eval "$WORK/quick-$gpu" --device "$gpu" --data-dir "$DATA" \
+                --samples "$EVAL_SAMPLES" --format csv 2>>"$LOG" \
                 | python3 -c "import csv,sys; r=list(csv.DictReader(sys.stdin)); print(r[0].get('fid','?') if r else '?')")
     fi
 fi
@@ -219,15 +228,16 @@ if [ -x "$AUTOTUNED" ]; then
         allow 90 "bench $device batch $FIRST_BATCH, autotuned runner" || continue
         log "bench $device batch $FIRST_BATCH, autotuned runner"
         row=$(timeout "$ALLOW" "$AUTOTUNED" bench --device "$device" --model dcgan --batch "$FIRST_BATCH" \
-            --steps "$BENCH_STEPS" --warmup 0 --format json 2>> "$OUT/autotuned.err")
+            --steps "$BENCH_STEPS" --warmup 0 --format json 2>> "$LOG")
         if [ -n "$row" ]; then
             echo "$row" | sed "s/^{/{\"side\":\"autotuned\",\"device\":\"$device\",/" >> "$ROWS"
         else
-            AUTOTUNE_NOTES+="autotuned runner on $device: no result within $ALLOW s (see $OUT/autotuned.err)"$'\n'
+            AUTOTUNE_NOTES+="autotuned runner on $device: no result within $ALLOW s (see log.txt)"$'\n'
         fi
     done
 fi
 
+{
 python3 - "$ROWS" <<'EOF'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
@@ -250,4 +260,5 @@ EOF
 [ -n "$SKIPPED" ] && printf '%s' "$SKIPPED"
 [ -n "$COMPARE" ] && printf '%s' "$COMPARE"
 [ -n "${QUICK_S:-}" ] && echo "quickstart-sized DCGAN, $QUICK_STEPS steps on ${DEVICES[0]}: ${QUICK_S} s, LeNet-FID ${FID:-?}"
+} | tee "$OUT/table.txt"
 log "done"

@@ -147,7 +147,7 @@ EOF
 
 # The GPU check itself, small, with this runner: the script the lent GPU will run, end to end.
 log "bench/gpu-check.sh at tiny sizes on lavapipe"
-OUT="$WORK/gpu-check" RUNNER="$RUNNER" GPU_CHECK_SIZES=tiny bash bench/gpu-check.sh \
+OUT="$WORK/gpu-check" GPU_CHECK_WORK="$WORK/gpu-check-work" RUNNER="$RUNNER" GPU_CHECK_SIZES=tiny bash bench/gpu-check.sh \
     2> "$WORK/gpu-check.log" | tee "$WORK/gpu-check.txt"
 grep -q "^dcgan .* vulkan" "$WORK/gpu-check.txt" && grep -q "max |loss difference|" "$WORK/gpu-check.txt" \
     && grep -q "LeNet-FID [0-9]" "$WORK/gpu-check.txt" \

@@ -5,7 +5,9 @@
 # breaking it unseen. Checks that
 #   1. every row comes out (vulkan, vulkan+burn-conv), the two 3-step comparisons find the
 #      CPU's own losses (difference 0: the stand-in is the CPU) and the FID line has a number;
-#   2. with a budget too small for the later steps, those are named as skipped and the table
+#   2. what a device call would bring back from $OUT fits its limits (at most 8 files, none in
+#      a folder here): the table, the rows, the log and the compared runs' losses;
+#   3. with a budget too small for the later steps, those are named as skipped and the table
 #      still prints.
 # Usage: tests/gpu-check.sh [path/to/runner]
 set -euo pipefail
@@ -29,7 +31,7 @@ EOF
 chmod +x "$WORK/runner"
 
 check() {
-    OUT="$WORK/out" RUNNER="$WORK/runner" DATA="$ROOT/tests/fixtures/mnist-mini" \
+    OUT="$WORK/out" GPU_CHECK_WORK="$WORK/scratch" RUNNER="$WORK/runner" DATA="$ROOT/tests/fixtures/mnist-mini" \
         GPU_CHECK_SIZES=tiny "$@" bash "$ROOT/bench/gpu-check.sh" 2> "$WORK/log" > "$WORK/table" \
         || fail "gpu-check.sh exited $? (log: $(tail -3 "$WORK/log"))"
 }
@@ -46,6 +48,13 @@ grep -q "^quickstart-sized DCGAN, 3 steps on vulkan: [0-9]* s, LeNet-FID [0-9]" 
     || fail "no LeNet-FID line in: $(cat "$WORK/table")"
 grep -q skipped "$WORK/table" && fail "a step was skipped at the default budget: $(cat "$WORK/table")"
 echo "ok: every step of the GPU check runs and its table comes out"
+
+returned=$(cd "$WORK/out" && find . -mindepth 1 | sort | paste -sd' ')
+[ "$returned" = "./log.txt ./losses-cpu.csv ./losses-vulkan-burn-conv.csv ./losses-vulkan.csv ./rows.jsonl ./table.txt" ] \
+    || fail "\$OUT holds other than the six files a device call brings back: $returned"
+cmp -s "$WORK/table" "$WORK/out/table.txt" || fail "table.txt is not what the check printed"
+grep -q "bench vulkan batch 16" "$WORK/out/log.txt" || fail "log.txt lacks the progress lines"
+echo "ok: \$OUT holds the six files a device call brings back"
 
 # A budget that ends after the first steps: the rest are skipped, by name, and the table prints.
 check env GPU_CHECK_BUDGET=31

@@ -175,7 +175,7 @@ echo "$error" | grep -q "CANCELLED" || fail "the failure shows the log's tail"
 cancelled=$(sql "SELECT id FROM runs WHERE slurm_task = '${job}_0'")
 out=$("$RUNNER" sweep two.toml --executor slurm --wait --no-report 2>&1)
 echo "$out"
-echo "$out" | grep -q "submitted Slurm job [0-9]*: 1 tasks" || fail "the rerun submits only the failed point"
+echo "$out" | grep -q "submitted Slurm job [0-9]*: 1 task;" || fail "the rerun submits only the failed point"
 echo "$out" | grep -q "2 runs: 1 finished, 1 skipped" || fail "the rerun's summary counts its own run"
 [ "$(sql "SELECT status FROM runs WHERE id = '$cancelled'")" = finished ] || fail "the rerun finished it"
 [ "$(sql "SELECT count(*) FROM runs WHERE experiment = 'two'")" = 2 ] || fail "still two runs"

@@ -1464,7 +1464,7 @@ fn slurm_sweeps_plan_submit_run_tasks_and_collect_idempotently() {
     // A rerun submits only the failed point.
     slurm(&[])
         .success()
-        .stderr(predicate::str::contains("submitted Slurm job 42: 1 tasks"))
+        .stderr(predicate::str::contains("submitted Slurm job 42: 1 task;"))
         .stdout(predicate::str::contains("1 skipped"));
     // Slurm-only flags need the Slurm executor.
     sweep(dir.path(), &spec, &["--wait"])

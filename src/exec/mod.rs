@@ -352,7 +352,7 @@ fn next_trials(
                  planned)",
                 planner.trials_planned() - trials,
                 planner.trials_planned(),
-                planner.spec().search.trials
+                planner.spec().search.trial_count()
             );
             return Ok(Some(planner.runs[before..].to_vec()));
         }

@@ -132,7 +132,7 @@ impl<'a> Planner<'a> {
         let higher = crate::eval::higher_is_better(metric).unwrap_or(false);
         // Each run's score, read once (the database does not change under this call).
         let mut scores: HashMap<String, track::RunScore> = HashMap::new();
-        while (self.trials.len() as u32) < search.trials {
+        while (self.trials.len() as u32) < search.trial_count() {
             let mut observed = Vec::new();
             for (values, ids) in &self.trials {
                 // A trial's score is the mean over its runs (its seeds, say); lower is better
@@ -156,11 +156,19 @@ impl<'a> Planner<'a> {
                 });
             }
             let start = self.trials.len() as u32;
-            let end = start.saturating_add(search.batch_size()).min(search.trials);
+            let end = start
+                .saturating_add(search.batch_size())
+                .min(search.trial_count());
             // The batch's earlier proposals, for a constant liar.
             let mut pending: Vec<Vec<(String, toml::Value)>> = Vec::new();
             for trial in start..end {
-                let values = tpe::propose(&search.space, &observed, &pending, search.seed, trial);
+                let values = tpe::propose(
+                    &search.space,
+                    &observed,
+                    &pending,
+                    search.draw_seed(),
+                    trial,
+                );
                 if search.constant_liar == Some(true) {
                     pending.push(values.clone());
                 }
@@ -177,7 +185,7 @@ impl<'a> Planner<'a> {
     pub fn awaited(&self, db: &Path) -> Result<Vec<(PlannedRun, Option<Holder>)>> {
         let search = &self.spec.search;
         if search.strategy != Strategy::Tpe
-            || self.trials.len() as u32 >= search.trials
+            || self.trials.len() as u32 >= search.trial_count()
             || !db.exists()
         {
             return Ok(Vec::new());
@@ -391,7 +399,7 @@ pub fn grid_table(
         out.push_str(&estimate.summary());
         out.push('\n');
     }
-    let trials = spec.search.trials as usize;
+    let trials = spec.search.trial_count() as usize;
     if spec.search.strategy == Strategy::Tpe && planner.trials_planned() < trials {
         let unplanned = trials - planner.trials_planned();
         let estimated = match estimate {

@@ -122,7 +122,7 @@ impl Spec {
     /// (`sweep.<path>`, message).
     pub fn grid(&self) -> Result<Vec<GridPoint>, (String, String)> {
         let axes = self.sweep_axes()?;
-        let trial_count = self.search.trials as usize;
+        let trial_count = self.search.trial_count() as usize;
         let sizes: Vec<usize> = axes.iter().map(|(_, values)| values.len()).collect();
         let runs = sizes
             .iter()

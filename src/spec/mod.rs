@@ -237,11 +237,18 @@ impl Spec {
         {
             return Err((format!("search.prune.{key}"), message));
         }
-        if search.strategy == Strategy::Grid && (!search.space.is_empty() || search.trials > 0) {
+        let searched = [
+            ("trials", search.trials.is_some()),
+            ("seed", search.seed.is_some()),
+            ("space", !search.space.is_empty()),
+        ];
+        if search.strategy == Strategy::Grid
+            && let Some((key, _)) = searched.iter().find(|(_, set)| *set)
+        {
             return Err((
-                "search.strategy".into(),
-                "must be \"random\", \"sobol\" or \"tpe\" for `trials` and `[search.space]` \
-                 (the grid is `[sweep]`)"
+                format!("search.{key}"),
+                "is for a search: set `search.strategy` to \"random\", \"sobol\" or \"tpe\" \
+                 (a grid is `[sweep]`)"
                     .into(),
             ));
         }
@@ -262,10 +269,11 @@ impl Spec {
         if search.strategy == Strategy::Grid {
             return Ok(());
         }
-        if !(1..=100_000).contains(&search.trials) {
+        let trials = search.trial_count();
+        if !(1..=100_000).contains(&trials) {
             return Err((
                 "search.trials".into(),
-                format!("must be in 1..=100000, got {}", search.trials),
+                format!("must be in 1..=100000, got {trials}"),
             ));
         }
         if search.space.is_empty() {
@@ -300,10 +308,13 @@ impl Spec {
         let search = &self.search;
         let fail = |key: &str, message: String| Err((format!("search.{key}"), message));
         // Each batch is proposed from every trial before it: quadratic in the trials.
-        if search.trials > 1000 {
+        if search.trial_count() > 1000 {
             return fail(
                 "trials",
-                format!("must be at most 1000 for \"tpe\", got {}", search.trials),
+                format!(
+                    "must be at most 1000 for \"tpe\", got {}",
+                    search.trial_count()
+                ),
             );
         }
         if search.startup == Some(0) {
@@ -708,7 +719,21 @@ mod tests {
             .to_string();
             assert!(err.contains(words), "{search}: {err}");
         };
-        refused("trials = 3\n", "must be \"random\", \"sobol\" or \"tpe\"");
+        // Search keys without a search strategy, even at values that would do nothing.
+        for (search, key) in [
+            ("trials = 3\n", "search.trials"),
+            ("trials = 0\n", "search.trials"),
+            ("seed = 7\n", "search.seed"),
+            (
+                "[search.space]\n\"train.lr\" = { uniform = [0.1, 0.2] }\n",
+                "search.space",
+            ),
+        ] {
+            refused(
+                search,
+                &format!("`{key}` is for a search: set `search.strategy` to"),
+            );
+        }
         refused(
             "strategy = \"sobol\"\ntrials = 0\n[search.space]\n\"train.lr\" = { uniform = [0.1, 0.2] }\n",
             "search.trials",

@@ -82,6 +82,16 @@ impl Override {
             }
             Err((_, message)) => format!("`{}`: {message}", self.key),
         };
+        let digits = self.raw.strip_prefix(['-', '+']).unwrap_or(&self.raw);
+        if self.value.is_str() && !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+            // A number that TOML could not read: it took it for text.
+            return Err(format!(
+                "{error} ({} is beyond TOML's integers, {} to {})",
+                self.raw,
+                i64::MIN,
+                i64::MAX
+            ));
+        }
         if !self.value.is_str() {
             let mut with_text = table.clone();
             self.set(&mut with_text, toml::Value::String(self.raw.clone()))?;
@@ -253,6 +263,13 @@ d_steps = [1, 2]
     #[test]
     fn a_value_of_the_wrong_type_is_tried_as_text() {
         assert_eq!(with(&["name=2024"]).unwrap().name, "2024");
+        // Digits beyond TOML's integers are text too, fine for a name but not for a number.
+        let huge = "18446744073709551615";
+        assert_eq!(with(&[&format!("name={huge}")]).unwrap().name, huge);
+        let error = with(&[&format!("train.seed={huge}")])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("is beyond TOML's integers"), "{error}");
         assert_eq!(with(&["description=1.5"]).unwrap().description, "1.5");
         let error = with(&["train.lr=true"]).unwrap_err().to_string();
         assert!(

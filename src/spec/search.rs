@@ -45,8 +45,10 @@ pub enum Distribution {
 #[serde(deny_unknown_fields, default)]
 pub struct Search {
     pub strategy: Strategy,
-    pub trials: u32,
-    pub seed: u32,
+    /// How many trials (for random, Sobol and TPE; absent under the grid).
+    pub trials: Option<u32>,
+    /// The seed of the trials' draws (default 0; absent under the grid).
+    pub seed: Option<u32>,
     /// Dotted config path -> distribution.
     pub space: std::collections::BTreeMap<String, Distribution>,
     /// Early stopping of the sweep's runs (ASHA and failure detectors).
@@ -290,8 +292,10 @@ impl Search {
             .enumerate()
             .map(|(dim, (key, distribution))| {
                 let u = match self.strategy {
-                    Strategy::Sobol => f64::from(sobol_burley::sample(i, dim as u32, self.seed)),
-                    _ => stream(self.seed, i, key).random::<f64>(),
+                    Strategy::Sobol => {
+                        f64::from(sobol_burley::sample(i, dim as u32, self.draw_seed()))
+                    }
+                    _ => stream(self.draw_seed(), i, key).random::<f64>(),
                 };
                 (key.clone(), distribution.at(u))
             })
@@ -304,14 +308,24 @@ impl Search {
         let known = match self.strategy {
             Strategy::Grid => 0,
             Strategy::Tpe => self.startup_trials(),
-            _ => self.trials,
+            _ => self.trial_count(),
         };
         (0..known).map(|i| self.trial(i)).collect()
     }
 
     /// TPE's random trials before the first proposal.
     pub fn startup_trials(&self) -> u32 {
-        self.startup.unwrap_or(10).min(self.trials)
+        self.startup.unwrap_or(10).min(self.trial_count())
+    }
+
+    /// How many trials the search runs (0 under the grid).
+    pub fn trial_count(&self) -> u32 {
+        self.trials.unwrap_or(0)
+    }
+
+    /// The seed of the trials' draws.
+    pub fn draw_seed(&self) -> u32 {
+        self.seed.unwrap_or(0)
     }
 
     /// TPE's trials proposed at once.
@@ -359,8 +373,8 @@ mod tests {
         );
         Search {
             strategy,
-            trials,
-            seed,
+            trials: Some(trials),
+            seed: Some(seed),
             space,
             ..Default::default()
         }

@@ -251,8 +251,8 @@ mod tests {
     ) -> f64 {
         let search = super::super::search::Search {
             strategy: super::super::search::Strategy::Random,
-            trials,
-            seed,
+            trials: Some(trials),
+            seed: Some(seed),
             space: space.clone(),
             ..Default::default()
         };
