@@ -30,7 +30,7 @@ pub enum Strategy {
 
 /// One key's distribution in `[search.space]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[serde(rename_all = "snake_case", try_from = "toml::Table")]
 pub enum Distribution {
     /// Uniform in log space between two positive bounds (learning rates).
     LogUniform([f64; 2]),
@@ -38,6 +38,29 @@ pub enum Distribution {
     /// An integer between two bounds, both included.
     Int([i64; 2]),
     Choice(Vec<toml::Value>),
+}
+
+impl TryFrom<toml::Table> for Distribution {
+    type Error = String;
+
+    /// One `{ form = bounds }` table; none, two or an unknown form get a message that lists
+    /// the forms (serde's own for an enum says "wanted exactly 1 element").
+    fn try_from(table: toml::Table) -> Result<Self, String> {
+        const FORMS: &str = "{ log_uniform = [low, high] }, { uniform = [low, high] }, \
+                             { int = [low, high] } or { choice = [value, ...] }";
+        let mut entries = table.into_iter();
+        let (Some((form, value)), None) = (entries.next(), entries.next()) else {
+            return Err(format!("needs one distribution: {FORMS}"));
+        };
+        let distribution = match form.as_str() {
+            "log_uniform" => value.try_into().map(Distribution::LogUniform),
+            "uniform" => value.try_into().map(Distribution::Uniform),
+            "int" => value.try_into().map(Distribution::Int),
+            "choice" => value.try_into().map(Distribution::Choice),
+            _ => return Err(format!("`{form}` is no distribution: {FORMS}")),
+        };
+        distribution.map_err(|e| format!("{form}: {}", e.message()))
+    }
 }
 
 /// The `[search]` table.
@@ -430,6 +453,33 @@ mod tests {
         assert!(Distribution::Int([3, 1]).problem().is_some());
         assert!(Distribution::Choice(vec![]).problem().is_some());
         assert!(Distribution::Int([1, 1]).problem().is_none());
+    }
+
+    #[test]
+    fn a_distribution_is_one_form_and_a_wrong_one_lists_the_forms() {
+        let parse = |text: &str| toml::from_str::<Distribution>(text).map_err(|e| e.to_string());
+        assert_eq!(parse("int = [1, 3]"), Ok(Distribution::Int([1, 3])));
+        assert_eq!(
+            parse("uniform = [0, 1]"),
+            Ok(Distribution::Uniform([0.0, 1.0]))
+        );
+        for (text, words) in [
+            ("", "needs one distribution: { log_uniform"),
+            (
+                "uniform = [0.1, 0.2]\nint = [1, 2]",
+                "needs one distribution",
+            ),
+            (
+                "normal = [0, 1]",
+                "`normal` is no distribution: { log_uniform",
+            ),
+            ("uniform = [0.1]", "uniform: invalid length 1"),
+            ("int = [1.5, 2]", "int: invalid type: floating point"),
+            ("choice = 3", "choice: invalid type: integer"),
+        ] {
+            let error = parse(text).unwrap_err();
+            assert!(error.contains(words), "{text:?}: {error}");
+        }
     }
 
     #[test]
