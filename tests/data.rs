@@ -6,7 +6,7 @@ use std::io::Write;
 
 use common::fixture_dir;
 use ganrunner::data::fetch::{self, MNIST_MD5, MNIST_TEST_COUNTS, MNIST_TRAIN_COUNTS};
-use ganrunner::data::{DataError, Digits, Split, idx};
+use ganrunner::data::{DataError, Digits, Split, byte_to_unit, idx};
 
 #[test]
 fn loads_the_gzipped_fixture() {
@@ -19,8 +19,10 @@ fn loads_the_gzipped_fixture() {
     );
     let resized = train.resized(32);
     assert_eq!((resized.side, resized.pixels.len()), (32, 600 * 32 * 32));
-    let unit = train.to_unit_range();
-    assert!(unit.iter().all(|v| (-1.0..=1.0).contains(v)));
+    assert!(
+        (train.pixels.iter()).all(|&p| (-1.0..=1.0).contains(&byte_to_unit(p))),
+        "pixels scale to [-1, 1]"
+    );
 }
 
 fn copy_fixture_with(dir: &std::path::Path, corrupt: impl Fn(&mut Vec<u8>)) {

@@ -7,12 +7,13 @@
 pub mod fetch;
 pub mod idx;
 pub mod pickle;
+mod resize;
+
+pub use resize::resize_images;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use image::imageops::{self, FilterType};
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// What can go wrong with a data file; every variant names the file.
@@ -231,15 +232,9 @@ impl Digits {
             side,
         }
     }
-
-    /// All pixels scaled from bytes to [-1, 1] (`ToTensor` then `Normalize(0.5, 0.5)`), in
-    /// parallel (47 million of them for MNIST's training split).
-    pub fn to_unit_range(&self) -> Vec<f32> {
-        self.pixels.par_iter().map(|&p| byte_to_unit(p)).collect()
-    }
 }
 
-/// One pixel byte scaled to [-1, 1].
+/// One pixel byte scaled to [-1, 1] (`ToTensor` then `Normalize(0.5, 0.5)`).
 pub fn byte_to_unit(p: u8) -> f32 {
     p as f32 / 127.5 - 1.0
 }
@@ -247,21 +242,6 @@ pub fn byte_to_unit(p: u8) -> f32 {
 /// One value in [-1, 1] back to a pixel byte (clamped, rounded).
 pub fn unit_to_byte(v: f32) -> u8 {
     ((v.clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8
-}
-
-/// Every `from` x `from` image of `pixels` (one after the other) resized to `to` x `to`
-/// bilinearly, in parallel: 60 000 training digits take seconds on one core.
-pub fn resize_images(pixels: &[u8], from: usize, to: usize) -> Vec<u8> {
-    (pixels.par_chunks((from * from).max(1)))
-        .flat_map_iter(|image| resize_image(image, from, to))
-        .collect()
-}
-
-/// Resizes one square grayscale image bilinearly.
-fn resize_image(pixels: &[u8], from: usize, to: usize) -> Vec<u8> {
-    let img = image::GrayImage::from_raw(from as u32, from as u32, pixels.to_vec())
-        .expect("pixel count matches the side");
-    imageops::resize(&img, to as u32, to as u32, FilterType::Triangle).into_raw()
 }
 
 /// The data directory to use: the one given, else `<root>/<dataset>`.
@@ -307,7 +287,7 @@ mod tests {
 
     #[test]
     fn resize_keeps_flat_images_flat_and_grows() {
-        let out = resize_image(&[200; 28 * 28], 28, 32);
+        let out = resize_images(&[200; 28 * 28], 28, 32);
         assert_eq!(out.len(), 32 * 32);
         assert!(out.iter().all(|&p| p == 200));
     }

@@ -5,10 +5,13 @@ use burn::tensor::TensorData;
 use rand::seq::SliceRandom;
 
 use super::rng::{Stream, rng_for};
+use crate::data::byte_to_unit;
 
-/// The training images in [-1, 1], their labels, and the order they are served in.
+/// The training images (bytes, scaled to [-1, 1] as each batch is served: a quarter of the
+/// memory floats would take, 180 MiB less for MNIST at 32x32), their labels, and the order
+/// they are served in.
 pub struct Batches {
-    pixels: Vec<f32>,
+    pixels: Vec<u8>,
     labels: Vec<u8>,
     image_len: usize,
     side: usize,
@@ -20,7 +23,7 @@ pub struct Batches {
 
 impl Batches {
     pub fn new(
-        pixels: Vec<f32>,
+        pixels: Vec<u8>,
         labels: Vec<u8>,
         side: usize,
         batch_size: usize,
@@ -67,7 +70,8 @@ impl Batches {
         let mut values = Vec::with_capacity(picked.len() * self.image_len);
         for &i in picked {
             let start = i as usize * self.image_len;
-            values.extend_from_slice(&self.pixels[start..start + self.image_len]);
+            let image = &self.pixels[start..start + self.image_len];
+            values.extend(image.iter().map(|&p| byte_to_unit(p)));
         }
         let labels = picked.iter().map(|&i| self.labels[i as usize]).collect();
         let shape = [picked.len(), 1, self.side, self.side];

@@ -146,7 +146,7 @@ impl Trainer {
         let side = model.image_side();
         let total_steps = config.train.total_steps(train_images.len());
         let batches = Batches::new(
-            train_images.resized(side).to_unit_range(),
+            train_images.resized(side).pixels,
             train_images.labels.clone(),
             side,
             config.train.batch_size,
