@@ -240,7 +240,7 @@ if [ -x "$AUTOTUNED" ]; then
         if [ -n "$row" ]; then
             echo "$row" | sed "s/^{/{\"side\":\"autotuned\",\"device\":\"$device\",/" >> "$ROWS"
         else
-            AUTOTUNE_NOTES+="autotuned runner on $device: no result within $ALLOW s (see log.txt)"$'\n'
+            AUTOTUNE_NOTES+="autotuned runner on $device: no result (it failed, or took over $ALLOW s; see log.txt)"$'\n'
         fi
     done
 fi
