@@ -62,7 +62,7 @@ bench: build
 
 # A stripped runner with the Vulkan and CUDA backends in dist/runner-gpu (it must travel to a GPU
 # machine that reaches no registry), and the Vulkan loader's .deb beside it for bench/gpu-check.sh.
-# The first build takes about 15 minutes on 2 cores (link-time optimization).
+# The first build takes 25-35 minutes on 2 cores (its fat link-time optimization alone 8-25).
 GPU_FEATURES ?= vulkan cuda
 build-gpu:
 	cargo build --profile gpu --features "$(GPU_FEATURES)"
@@ -80,7 +80,7 @@ build-gpu-autotune:
 	cp $(CARGO_TARGET_DIR)/gpu/runner dist/runner-gpu-autotune
 
 # The Vulkan build checked on Mesa's software Vulkan driver, no GPU needed (bench/vulkan-smoke.sh
-# says what it fetches and patches under dist/vulkan-smoke): 25 minutes to rebuild, 10 to check.
+# says what it fetches and patches under dist/vulkan-smoke): 20-25 minutes to rebuild, 10 to check.
 vulkan-smoke: data
 	bash bench/vulkan-smoke.sh
 
