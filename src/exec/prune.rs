@@ -180,15 +180,15 @@ pub fn plateau(
             since += 1;
         }
     }
-    (since >= patience).then(|| match best {
-        Some((at, b)) => format!(
-            "{metric} has not beaten its best ({b:.4} at step {at}) in {}, to step {step}",
-            counted(since as usize, "evaluation")
-        ),
-        None => format!(
-            "{metric} has had no value in {}, to step {step}",
-            counted(since as usize, "evaluation")
-        ),
+    (since >= patience).then(|| {
+        let evaluations = counted(since as usize, "evaluation");
+        match best {
+            Some((at, b)) => format!(
+                "{metric} has not beaten its best ({b:.4} at step {at}) in {evaluations}, to \
+                 step {step}"
+            ),
+            None => format!("{metric} has had no value in {evaluations}, to step {step}"),
+        }
     })
 }
 

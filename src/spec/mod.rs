@@ -308,13 +308,11 @@ impl Spec {
         let search = &self.search;
         let fail = |key: &str, message: String| Err((format!("search.{key}"), message));
         // Each batch is proposed from every trial before it: quadratic in the trials.
-        if search.trial_count() > 1000 {
+        let trials = search.trial_count();
+        if trials > 1000 {
             return fail(
                 "trials",
-                format!(
-                    "must be at most 1000 for \"tpe\", got {}",
-                    search.trial_count()
-                ),
+                format!("must be at most 1000 for \"tpe\", got {trials}"),
             );
         }
         if search.startup == Some(0) {
