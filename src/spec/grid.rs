@@ -54,14 +54,32 @@ pub(super) fn table_at<'a>(
     dotted: &str,
 ) -> Result<&'a mut toml::Table, String> {
     let mut table = root;
+    let mut walked = 0;
     for part in dotted.split('.') {
+        walked += part.len() + 1;
         table = table
             .entry(part)
             .or_insert_with(|| toml::Value::Table(Default::default()))
             .as_table_mut()
-            .ok_or(format!("`{part}` is not a table"))?;
+            .ok_or_else(|| format!("`{}` holds a value, not a table", &dotted[..walked - 1]))?;
     }
     Ok(table)
+}
+
+/// The message for a swept path that goes below a value (`train.seed.int`), with a pointer to
+/// `[search.space]` when the last key names one of its distributions: `"train.seed" = { int =
+/// [0, 9] }` under `[sweep]` reads as a nested table.
+fn through_a_value(path: &str, message: String) -> String {
+    let message = format!("is no config key: {message}");
+    let leaf = path.rsplit('.').next().unwrap_or(path);
+    if !super::search::DISTRIBUTIONS.contains(&leaf) {
+        return message;
+    }
+    let key = &path[..path.len() - leaf.len() - 1];
+    format!(
+        "{message}; [sweep] takes lists of values (\"{key}\" = [...]); a distribution \
+         ({{ {leaf} = ... }}) goes under [search.space], with a [search] strategy"
+    )
 }
 
 /// One swept path and its values.
@@ -190,7 +208,8 @@ impl Spec {
     ) -> Result<GridPoint, (String, String)> {
         let mut table = base.clone();
         for (path, value) in &swept {
-            set_path(&mut table, path, value.clone()).map_err(|e| (self.origin(path), e))?;
+            set_path(&mut table, path, value.clone())
+                .map_err(|e| (self.origin(path), through_a_value(path, e)))?;
         }
         let config: RunConfig =
             toml::Value::Table(table)

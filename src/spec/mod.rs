@@ -129,7 +129,7 @@ impl Spec {
     pub fn parse_with(text: &str, path: &Path, overrides: &[Override]) -> Result<Spec, SpecError> {
         let in_file = |key: String, message: String| SpecError::Invalid {
             path: path.to_path_buf(),
-            line: line_of(text, &key),
+            line: line_of_written(text, &key),
             key,
             message,
         };
@@ -372,6 +372,21 @@ fn model_key_error(spec: &toml::Table) -> Option<(String, String)> {
             let error = ModelConfig::deserialize(alone).err()?;
             Some((format!("model.{key}"), error.message().to_string()))
         })
+}
+
+/// The line of `dotted` or, when the file writes it inside an inline table (`"train.seed" = {
+/// int = [0, 9] }` is `sweep.train.seed.int`), of the nearest key above it of two parts or more.
+fn line_of_written(text: &str, dotted: &str) -> Option<usize> {
+    let mut key = dotted;
+    loop {
+        if let Some(line) = line_of(text, key) {
+            return Some(line);
+        }
+        key = key.rsplit_once('.').map(|(parent, _)| parent)?;
+        if !key.contains('.') {
+            return None;
+        }
+    }
 }
 
 /// The 1-based line where a dotted key (`train.lr`) is set in TOML text, if it can be found:
@@ -928,5 +943,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("sweep.train.batch_size"), "{err}");
+    }
+
+    #[test]
+    fn a_distribution_under_sweep_points_to_search_space() {
+        // An inline table under [sweep] reads as nested keys: `train.seed.int`.
+        let err = parse("name = \"x\"\n[sweep]\n\"train.seed\" = { int = [0, 9] }\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "exp.toml:3: `sweep.train.seed.int` is no config key: `train.seed` holds a value, \
+             not a table; [sweep] takes lists of values (\"train.seed\" = [...]); a \
+             distribution ({ int = ... }) goes under [search.space], with a [search] strategy"
+        );
+        // Any other key below a value names the value, without the pointer.
+        let err = parse("name = \"x\"\n[sweep]\ntrain.lr.low = [1]\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "exp.toml:3: `sweep.train.lr.low` is no config key: `train.lr` holds a value, not \
+             a table"
+        );
     }
 }

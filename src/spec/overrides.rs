@@ -289,7 +289,10 @@ d_steps = [1, 2]
             message(&["train.lrr=1"])
                 .contains("--set train.lrr=1: `train.lrr`: unknown field `lrr`")
         );
-        assert!(message(&["train.lr.x=1"]).contains("--set train.lr.x=1: `lr` is not a table"));
+        assert!(
+            message(&["train.lr.x=1"])
+                .contains("--set train.lr.x=1: `train.lr` holds a value, not a table")
+        );
         assert!(
             message(&["sweep.train.seed=4"])
                 .contains("`sweep.train.seed` must be a non-empty list")

@@ -40,6 +40,9 @@ pub enum Distribution {
     Choice(Vec<toml::Value>),
 }
 
+/// The distributions' names, as `[search.space]` spells them.
+pub const DISTRIBUTIONS: &[&str] = &["log_uniform", "uniform", "int", "choice"];
+
 impl TryFrom<toml::Table> for Distribution {
     type Error = String;
 
