@@ -154,12 +154,7 @@ pub fn groups(db: &Path, experiment: Option<&str>) -> Result<Rows> {
                 experiment.into(),
                 config.clone().into(),
                 seeds.len().into(),
-                seeds
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect::<Vec<_>>()
-                    .join(",")
-                    .into(),
+                seed_ranges(seeds).into(),
                 num(fin.map(|(m, _)| m)),
                 num(fin.and_then(|(_, h)| h)),
                 num(best.map(|(m, _)| m)),
@@ -174,9 +169,39 @@ pub fn groups(db: &Path, experiment: Option<&str>) -> Result<Rows> {
     })
 }
 
+/// Sorted seeds with their runs of consecutive values written as ranges, as Slurm writes job
+/// arrays: `0-2,5,7-9` (a thousand seeds stay one short cell).
+fn seed_ranges(seeds: &[i64]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < seeds.len() {
+        let mut j = i;
+        while j + 1 < seeds.len() && seeds[j + 1] == seeds[j] + 1 {
+            j += 1;
+        }
+        parts.push(match j - i {
+            0 => seeds[i].to_string(),
+            1 => format!("{},{}", seeds[i], seeds[j]),
+            _ => format!("{}-{}", seeds[i], seeds[j]),
+        });
+        i = j + 1;
+    }
+    parts.join(",")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn consecutive_seeds_are_written_as_ranges() {
+        assert_eq!(seed_ranges(&[]), "");
+        assert_eq!(seed_ranges(&[4]), "4");
+        assert_eq!(seed_ranges(&[0, 1]), "0,1");
+        assert_eq!(seed_ranges(&[0, 1, 2, 5, 7, 8, 9, 11, 12]), "0-2,5,7-9,11,12");
+        let thousand: Vec<i64> = (0..1000).collect();
+        assert_eq!(seed_ranges(&thousand), "0-999");
+    }
 
     #[test]
     fn configs_recorded_before_a_key_existed_group_with_its_default() {

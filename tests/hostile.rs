@@ -1049,7 +1049,7 @@ fn a_finished_run_whose_final_checkpoint_is_damaged_is_rebuilt_by_the_next_sweep
         .arg(&run_dir)
         .assert()
         .failure()
-        .stderr(predicate::str::contains("MD5 mismatch"));
+        .stderr(predicate::str::contains("checksum mismatch"));
     // The dry run says so, and what the sweep will resume from.
     sweep(dir.path(), &spec, &["--dry-run"])
         .success()

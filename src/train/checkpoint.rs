@@ -4,8 +4,9 @@
 //! `discriminator.bpk`, `generator-optim.bpk`, `discriminator-optim.bpk` (burnpack) and
 //! `checkpoint.json`. It is assembled under a temporary name, its files flushed to disk, and
 //! renamed into place, so a directory with the final name is complete even after a power cut.
-//! `checkpoint.json` holds each file's MD5, checked before loading: a checkpoint damaged
-//! afterwards is refused as [`Corrupt`], and resuming sets it aside for the one before.
+//! `checkpoint.json` holds each file's checksum (XXH3-128; MD5 in checkpoints of earlier
+//! releases), checked before loading: a checkpoint damaged afterwards is refused as
+//! [`Corrupt`], and resuming sets it aside for the one before.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -45,8 +46,8 @@ pub struct CheckpointMeta {
     /// in checkpoints written before it was kept: a run resumed from one counts from there).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seconds: Option<f64>,
-    /// The MD5 of each file beside it, filled in by [`save`] (empty in checkpoints written
-    /// before checksums, which are then checked only by parsing them).
+    /// Each file beside it -> its [`checksum`], filled in by [`save`] (empty in checkpoints
+    /// written before checksums, which are then checked only by parsing them).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub files: BTreeMap<String, String>,
 }
@@ -157,7 +158,7 @@ fn save_to(
         let mut meta = meta.clone();
         meta.files = files
             .iter()
-            .map(|(name, bytes)| (name.to_string(), md5_hex(bytes)))
+            .map(|(name, bytes)| (name.to_string(), checksum(bytes)))
             .collect();
         files.push((META, serde_json::to_vec_pretty(&meta)?));
         for (name, bytes) in files {
@@ -288,7 +289,25 @@ pub fn read_meta(dir: &Path) -> anyhow::Result<CheckpointMeta> {
     })
 }
 
-/// Reads the checkpoint in `dir` and checks every file it lists against its MD5; returns its
+/// How `checkpoint.json` records a file's checksum: `xxh3-128:` and the hex of its XXH3-128.
+/// Damage, not tampering, is what it guards against, and it hashes at memory speed.
+fn checksum(bytes: &[u8]) -> String {
+    format!("{XXH3_128}{:032x}", xxhash_rust::xxh3::xxh3_128(bytes))
+}
+
+const XXH3_128: &str = "xxh3-128:";
+
+/// Whether `bytes` match a recorded checksum: an XXH3-128 as [`checksum`] writes it, or a
+/// bare MD5 hex, as checkpoints of earlier releases recorded.
+fn matches_checksum(bytes: &[u8], recorded: &str) -> bool {
+    if recorded.starts_with(XXH3_128) {
+        checksum(bytes) == recorded
+    } else {
+        md5_hex(bytes) == recorded
+    }
+}
+
+/// Reads the checkpoint in `dir` and checks every file it lists against its checksum; returns its
 /// metadata. A damaged or missing file is [`Corrupt`].
 pub fn verify(dir: &Path) -> anyhow::Result<CheckpointMeta> {
     let opened = Opened::open(dir)?;
@@ -299,7 +318,7 @@ pub fn verify(dir: &Path) -> anyhow::Result<CheckpointMeta> {
 }
 
 /// A checkpoint opened for loading: its metadata, and its files each read once, when loaded,
-/// and checked against the MD5 the metadata records (so loading reads a file once, and
+/// and checked against the checksum the metadata records (so loading reads a file once, and
 /// checks only what it loads: `generate` does not read D).
 pub struct Opened {
     pub dir: PathBuf,
@@ -319,10 +338,10 @@ impl Opened {
         let path = self.dir.join(name);
         let bytes = read_file(&path)?;
         if let Some(expected) = self.meta.files.get(name)
-            && md5_hex(&bytes) != *expected
+            && !matches_checksum(&bytes, expected)
         {
             return Err(Corrupt(format!(
-                "{}: its content changed after it was written (MD5 mismatch)",
+                "{}: its content changed after it was written (checksum mismatch)",
                 path.display()
             ))
             .into());
