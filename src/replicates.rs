@@ -198,7 +198,10 @@ mod tests {
         assert_eq!(seed_ranges(&[]), "");
         assert_eq!(seed_ranges(&[4]), "4");
         assert_eq!(seed_ranges(&[0, 1]), "0,1");
-        assert_eq!(seed_ranges(&[0, 1, 2, 5, 7, 8, 9, 11, 12]), "0-2,5,7-9,11,12");
+        assert_eq!(
+            seed_ranges(&[0, 1, 2, 5, 7, 8, 9, 11, 12]),
+            "0-2,5,7-9,11,12"
+        );
         let thousand: Vec<i64> = (0..1000).collect();
         assert_eq!(seed_ranges(&thousand), "0-999");
     }

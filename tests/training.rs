@@ -303,15 +303,23 @@ fn damaged_checkpoints_are_set_aside_unfinished_ones_removed_and_the_resume_is_e
         std::fs::write(&path, &bytes).unwrap();
         bytes
     };
-    // Step 6 as an earlier release wrote it: MD5s where XXH3s are now recorded.
+    // Step 6 as an earlier release wrote it: MD5s under `files`, no XXH3s.
     let meta = step_dir(6).join("checkpoint.json");
     let mut json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
-    for (name, sum) in json["files"].as_object_mut().unwrap() {
-        assert!(sum.as_str().unwrap().starts_with("xxh3-128:"), "{sum}");
-        let bytes = std::fs::read(step_dir(6).join(name)).unwrap();
-        *sum = ganrunner::data::fetch::md5_hex(&bytes).into();
-    }
+    let object = json.as_object_mut().unwrap();
+    let checksums = object.remove("checksums").unwrap();
+    let md5s: serde_json::Map<String, serde_json::Value> = checksums
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|name| {
+            let bytes = std::fs::read(step_dir(6).join(name)).unwrap();
+            (name.clone(), ganrunner::data::fetch::md5_hex(&bytes).into())
+        })
+        .collect();
+    assert!(md5s.contains_key("generator-ema.bpk"), "{md5s:?}");
+    object.insert("files".into(), md5s.into());
     std::fs::write(&meta, serde_json::to_vec(&json).unwrap()).unwrap();
     let bytes = flip_a_bit("discriminator.bpk");
     // Sampling reads only G (here its average), and checks only that.
@@ -322,7 +330,7 @@ fn damaged_checkpoints_are_set_aside_unfinished_ones_removed_and_the_resume_is_e
         let meta = step_dir(step).join("checkpoint.json");
         let mut json: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
-        json.as_object_mut().unwrap().remove("files");
+        json.as_object_mut().unwrap().remove("checksums");
         std::fs::write(&meta, serde_json::to_vec(&json).unwrap()).unwrap();
     }
     let optim = step_dir(4).join("generator-optim.bpk");

@@ -4,8 +4,8 @@
 //! `discriminator.bpk`, `generator-optim.bpk`, `discriminator-optim.bpk` (burnpack) and
 //! `checkpoint.json`. It is assembled under a temporary name, its files flushed to disk, and
 //! renamed into place, so a directory with the final name is complete even after a power cut.
-//! `checkpoint.json` holds each file's checksum (XXH3-128; MD5 in checkpoints of earlier
-//! releases), checked before loading: a checkpoint damaged afterwards is refused as
+//! `checkpoint.json` holds each file's XXH3-128 (`checksums`; MD5s under `files` in checkpoints
+//! of earlier releases), checked before loading: a checkpoint damaged afterwards is refused as
 //! [`Corrupt`], and resuming sets it aside for the one before.
 
 use std::collections::BTreeMap;
@@ -46,8 +46,13 @@ pub struct CheckpointMeta {
     /// in checkpoints written before it was kept: a run resumed from one counts from there).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seconds: Option<f64>,
-    /// Each file beside it -> its [`checksum`], filled in by [`save`] (empty in checkpoints
-    /// written before checksums, which are then checked only by parsing them).
+    /// Each file beside it -> its [`checksum`], filled in by [`save`]. A field of its own:
+    /// earlier releases, which know only `files`, read these checkpoints as written before
+    /// checksums (checked by parsing them) rather than as damaged.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub checksums: BTreeMap<String, String>,
+    /// Each file beside it -> its MD5, in checkpoints of earlier releases (both maps are empty
+    /// in checkpoints written before checksums, which are then checked only by parsing them).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub files: BTreeMap<String, String>,
 }
@@ -156,7 +161,8 @@ fn save_to(
             ));
         }
         let mut meta = meta.clone();
-        meta.files = files
+        meta.files.clear();
+        meta.checksums = files
             .iter()
             .map(|(name, bytes)| (name.to_string(), checksum(bytes)))
             .collect();
@@ -289,29 +295,17 @@ pub fn read_meta(dir: &Path) -> anyhow::Result<CheckpointMeta> {
     })
 }
 
-/// How `checkpoint.json` records a file's checksum: `xxh3-128:` and the hex of its XXH3-128.
-/// Damage, not tampering, is what it guards against, and it hashes at memory speed.
+/// A file's checksum as `checkpoint.json` records it: the hex of its XXH3-128. Damage, not
+/// tampering, is what it guards against, and it hashes at memory speed.
 fn checksum(bytes: &[u8]) -> String {
-    format!("{XXH3_128}{:032x}", xxhash_rust::xxh3::xxh3_128(bytes))
-}
-
-const XXH3_128: &str = "xxh3-128:";
-
-/// Whether `bytes` match a recorded checksum: an XXH3-128 as [`checksum`] writes it, or a
-/// bare MD5 hex, as checkpoints of earlier releases recorded.
-fn matches_checksum(bytes: &[u8], recorded: &str) -> bool {
-    if recorded.starts_with(XXH3_128) {
-        checksum(bytes) == recorded
-    } else {
-        md5_hex(bytes) == recorded
-    }
+    format!("{:032x}", xxhash_rust::xxh3::xxh3_128(bytes))
 }
 
 /// Reads the checkpoint in `dir` and checks every file it lists against its checksum; returns its
 /// metadata. A damaged or missing file is [`Corrupt`].
 pub fn verify(dir: &Path) -> anyhow::Result<CheckpointMeta> {
     let opened = Opened::open(dir)?;
-    for name in opened.meta.files.keys() {
+    for name in opened.meta.checksums.keys().chain(opened.meta.files.keys()) {
         opened.read(name)?;
     }
     Ok(opened.meta)
@@ -337,9 +331,12 @@ impl Opened {
     fn read(&self, name: &str) -> anyhow::Result<Bytes> {
         let path = self.dir.join(name);
         let bytes = read_file(&path)?;
-        if let Some(expected) = self.meta.files.get(name)
-            && !matches_checksum(&bytes, expected)
-        {
+        let intact = match (self.meta.checksums.get(name), self.meta.files.get(name)) {
+            (Some(recorded), _) => checksum(&bytes) == *recorded,
+            (None, Some(md5)) => md5_hex(&bytes) == *md5,
+            (None, None) => true,
+        };
+        if !intact {
             return Err(Corrupt(format!(
                 "{}: its content changed after it was written (checksum mismatch)",
                 path.display()
@@ -352,7 +349,9 @@ impl Opened {
     /// Whether the checkpoint holds the file `name` (a listed file that went missing counts:
     /// reading it says so).
     fn has(&self, name: &str) -> bool {
-        self.meta.files.contains_key(name) || self.dir.join(name).is_file()
+        self.meta.checksums.contains_key(name)
+            || self.meta.files.contains_key(name)
+            || self.dir.join(name).is_file()
     }
 
     /// Loads the burnpack file `name` into `module`.
