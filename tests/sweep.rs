@@ -2091,3 +2091,32 @@ fn search_trials_that_draw_the_same_config_are_one_run() {
         .success()
         .stdout(predicate::str::contains("2 runs: 2 new\n"));
 }
+
+#[test]
+fn sweep_entries_train_settings_that_apply_to_some_values_only() {
+    // `train.clip` is WGAN's alone: crossed with the other losses it would be refused.
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), 2, "[2e-4]", "[0]");
+    edit_spec(&spec, |text| {
+        let base = &text[..text.find("[sweep]").unwrap()];
+        format!(
+            "{base}[[sweep]]\n\"train.loss\" = [\"bce\", \"hinge\"]\n\
+             [[sweep]]\n\"train.loss\" = [\"wgan\"]\n\"train.clip\" = [0.01, 0.05]\n"
+        )
+    });
+    let dry = sweep(dir.path(), &spec, &["--dry-run"]).success();
+    let table = String::from_utf8(dry.get_output().stdout.clone()).unwrap();
+    assert!(
+        table.contains("train.clip") && table.contains("4 runs: 4 new"),
+        "{table}"
+    );
+    sweep(dir.path(), &spec, &[]).success();
+    let rows = csv_columns(&runs_csv(dir.path(), &[]), &["status"]);
+    assert_eq!(rows, vec![vec!["finished".to_string()]; 4]);
+    let clips = common::texts(
+        &db(dir.path()),
+        "SELECT json_extract(config, '$.train.loss') || ' ' || \
+         coalesce(json_extract(config, '$.train.clip'), '-') FROM runs ORDER BY 1",
+    );
+    assert_eq!(clips, ["bce -", "hinge -", "wgan 0.01", "wgan 0.05"]);
+}

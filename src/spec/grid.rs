@@ -1,5 +1,7 @@
 //! A spec's grid: its `[sweep]` lists checked and crossed (with `[search]` trials) into
-//! validated run configs, each point with the values that made it.
+//! validated run configs, each point with the values that made it. `[[sweep]]` entries are
+//! grids of their own, one after the other: settings that apply to some values of another
+//! (`train.clip` only with `loss = "wgan"`) go in the entry with those values.
 
 use serde::{Deserialize, Serialize};
 
@@ -10,6 +12,59 @@ use super::{MAX_RUNS, RunConfig, Spec};
 pub struct GridPoint {
     pub config: RunConfig,
     pub swept: Vec<(String, toml::Value)>,
+}
+
+/// A spec's `[sweep]`: one grid (a table), or the union of grids (`[[sweep]]`, an array of
+/// tables).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged, try_from = "toml::Value")]
+pub enum Sweep {
+    Grid(toml::Table),
+    Union(Vec<toml::Table>),
+}
+
+impl Default for Sweep {
+    fn default() -> Self {
+        Sweep::Grid(toml::Table::new())
+    }
+}
+
+impl TryFrom<toml::Value> for Sweep {
+    type Error = String;
+
+    fn try_from(value: toml::Value) -> Result<Self, String> {
+        const FORMS: &str = "a table ([sweep]) or tables of grids one after the other ([[sweep]])";
+        match value {
+            toml::Value::Table(table) => Ok(Sweep::Grid(table)),
+            toml::Value::Array(items) if items.is_empty() => {
+                Err(format!("is an empty list: it must be {FORMS}"))
+            }
+            toml::Value::Array(items) => items
+                .into_iter()
+                .map(|item| match item {
+                    toml::Value::Table(table) => Ok(table),
+                    other => Err(format!("lists {other}: it must be {FORMS}")),
+                })
+                .collect::<Result<_, _>>()
+                .map(Sweep::Union),
+            other => Err(format!("is {other}: it must be {FORMS}")),
+        }
+    }
+}
+
+impl Sweep {
+    /// Each grid with the name its errors go by: `sweep`, or `sweep[N]` (from 1) for the
+    /// N-th `[[sweep]]`.
+    fn grids(&self) -> Vec<(String, &toml::Table)> {
+        match self {
+            Sweep::Grid(table) => vec![("sweep".to_string(), table)],
+            Sweep::Union(tables) => tables
+                .iter()
+                .enumerate()
+                .map(|(i, table)| (format!("sweep[{}]", i + 1), table))
+                .collect(),
+        }
+    }
 }
 
 /// Keys that do not change what is trained (runs are identified without them): varying them in
@@ -82,88 +137,119 @@ fn through_a_value(path: &str, message: String) -> String {
     )
 }
 
+/// The axes of the grid `name` (`sweep`, `sweep[2]`), its paths sorted; errors are
+/// (`<name>.<path>`, message), as [`Spec::sweep_grids`] lists them.
+fn grid_axes(name: &str, table: &toml::Table) -> Result<Vec<SweepAxis>, (String, String)> {
+    let mut flat = Vec::new();
+    flatten_sweep(table, "", &mut flat);
+    flat.sort_by(|a, b| a.0.cmp(&b.0));
+    for pair in flat.windows(2) {
+        let (a, b) = (&pair[0].0, &pair[1].0);
+        if a == b || b.starts_with(&format!("{a}.")) {
+            return Err((
+                format!("{name}.{b}"),
+                format!("is swept twice (also as `{a}`); sweep each key once"),
+            ));
+        }
+    }
+    flat.into_iter()
+        .map(|(path, value)| {
+            let fail = |message: String| Err((format!("{name}.{path}"), message));
+            if is_untrained_key(&path) {
+                return fail(
+                    "does not change what is trained (runs are identified without [log] and \
+                     data.dir), so its points would be one run; set it outside [sweep]"
+                        .into(),
+                );
+            }
+            let toml::Value::Array(items) = value else {
+                return fail("must be a non-empty list of values".into());
+            };
+            if items.is_empty() {
+                return fail("must be a non-empty list of values".into());
+            }
+            if items.iter().any(|v| v.is_table()) {
+                return fail(format!(
+                    "lists whole tables, which would replace [{path}] and drop its other keys; \
+                     sweep its keys one by one (\"{path}.<key>\" = [...])"
+                ));
+            }
+            let mut seen = std::collections::HashSet::new();
+            if let Some(item) = items.iter().find(|item| !seen.insert(item.to_string())) {
+                return fail(format!("lists {item} twice"));
+            }
+            Ok((path, items))
+        })
+        .collect()
+}
+
 /// One swept path and its values.
 type SweepAxis = (String, Vec<toml::Value>);
 
+/// One grid of the sweep: its name in errors (`sweep`, `sweep[2]`) and its axes.
+type Grid = (String, Vec<SweepAxis>);
+
 impl Spec {
-    /// The swept paths and their value lists, sorted by path. Errors are (`sweep.<path>`,
-    /// message) for anything that would make the grid differ from what `--dry-run` shows: a
-    /// value that is not a non-empty list, a repeated value, a whole table (which would replace
-    /// the spec's table), a path swept twice or inside another, and keys that do not change
-    /// what is trained (`log.*`, `data.dir`: their points would collapse into one run).
-    fn sweep_axes(&self) -> Result<Vec<SweepAxis>, (String, String)> {
-        let mut flat = Vec::new();
-        flatten_sweep(&self.sweep, "", &mut flat);
-        flat.sort_by(|a, b| a.0.cmp(&b.0));
-        for pair in flat.windows(2) {
-            let (a, b) = (&pair[0].0, &pair[1].0);
-            if a == b || b.starts_with(&format!("{a}.")) {
-                return Err((
-                    format!("sweep.{b}"),
-                    format!("is swept twice (also as `{a}`); sweep each key once"),
-                ));
-            }
-        }
-        flat.into_iter()
-            .map(|(path, value)| {
-                let fail = |message: String| Err((format!("sweep.{path}"), message));
-                if is_untrained_key(&path) {
-                    return fail(
-                        "does not change what is trained (runs are identified without [log] and \
-                         data.dir), so its points would be one run; set it outside [sweep]"
-                            .into(),
-                    );
-                }
-                let toml::Value::Array(items) = value else {
-                    return fail("must be a non-empty list of values".into());
-                };
-                if items.is_empty() {
-                    return fail("must be a non-empty list of values".into());
-                }
-                if items.iter().any(|v| v.is_table()) {
-                    return fail(format!(
-                        "lists whole tables, which would replace [{path}] and drop its other keys; \
-                         sweep its keys one by one (\"{path}.<key>\" = [...])"
-                    ));
-                }
-                let mut seen = std::collections::HashSet::new();
-                if let Some(item) = items.iter().find(|item| !seen.insert(item.to_string())) {
-                    return fail(format!("lists {item} twice"));
-                }
-                Ok((path, items))
-            })
+    /// Each grid's swept paths and their value lists, sorted by path. Errors are
+    /// (`sweep.<path>` or `sweep[N].<path>`, message) for anything that would make the grid
+    /// differ from what `--dry-run` shows: a value that is not a non-empty list, a repeated
+    /// value, a whole table (which would replace the spec's table), a path swept twice or
+    /// inside another, and keys that do not change what is trained (`log.*`, `data.dir`:
+    /// their points would collapse into one run).
+    fn sweep_grids(&self) -> Result<Vec<Grid>, (String, String)> {
+        self.sweep
+            .grids()
+            .into_iter()
+            .map(|(name, table)| Ok((name.clone(), grid_axes(&name, table)?)))
             .collect()
     }
 
-    /// Expands the sweep into its grid: the cartesian product of every swept list, each point
-    /// a validated config. A spec without `[sweep]` is a grid of one. Errors are
-    /// (`sweep.<path>`, message).
+    /// Expands the sweep into its grid: the cartesian product of every swept list (of each
+    /// `[[sweep]]` entry in turn), each point a validated config. A spec without `[sweep]` is
+    /// a grid of one. Errors are (`sweep.<path>`, message).
     pub fn grid(&self) -> Result<Vec<GridPoint>, (String, String)> {
-        let axes = self.sweep_axes()?;
+        let grids = self.sweep_grids()?;
         let trial_count = self.search.trial_count() as usize;
-        let sizes: Vec<usize> = axes.iter().map(|(_, values)| values.len()).collect();
-        let runs = sizes
+        let sizes: Vec<Vec<usize>> = grids
             .iter()
-            .try_fold(trial_count.max(1), |n, &size| n.checked_mul(size));
+            .map(|(_, axes)| axes.iter().map(|(_, values)| values.len()).collect())
+            .collect();
+        let runs = sizes.iter().try_fold(0usize, |total, sizes| {
+            let grid = sizes
+                .iter()
+                .try_fold(trial_count.max(1), |n, &size| n.checked_mul(size))?;
+            total.checked_add(grid)
+        });
         if runs.is_none_or(|n| n > MAX_RUNS) {
-            let mut factors: Vec<String> = sizes.iter().map(usize::to_string).collect();
-            if trial_count > 0 {
-                factors.insert(0, format!("{trial_count} trials"));
-            }
+            let products: Vec<String> = sizes
+                .iter()
+                .map(|sizes| {
+                    let mut factors: Vec<String> = sizes.iter().map(usize::to_string).collect();
+                    if trial_count > 0 {
+                        factors.insert(0, format!("{trial_count} trials"));
+                    }
+                    factors.join(" x ")
+                })
+                .collect();
             let mut runs = runs.map_or("over 2^64".into(), |n| n.to_string());
-            if factors.len() > 1 {
-                runs = format!("{} = {runs}", factors.join(" x "));
+            let written = products.join(" + ");
+            if written.contains(['x', '+']) {
+                runs = format!("{written} = {runs}");
             }
             return Err((
                 "sweep".into(),
                 format!("expands to {runs} runs; a sweep may have at most {MAX_RUNS}"),
             ));
         }
-        let mut points = self.search.trials();
-        if points.is_empty() {
-            points.push(Vec::new());
+        let mut trials = self.search.trials();
+        if trials.is_empty() {
+            trials.push(Vec::new());
         }
-        self.cross(points, &axes)
+        let mut points = Vec::new();
+        for (name, axes) in &grids {
+            points.extend(self.cross(trials.clone(), name, axes)?);
+        }
+        Ok(points)
     }
 
     /// The grid points of one search trial: its `values` crossed with the `[sweep]` lists
@@ -172,13 +258,19 @@ impl Spec {
         &self,
         values: Vec<(String, toml::Value)>,
     ) -> Result<Vec<GridPoint>, (String, String)> {
-        self.cross(vec![values], &self.sweep_axes()?)
+        let mut points = Vec::new();
+        for (name, axes) in &self.sweep_grids()? {
+            points.extend(self.cross(vec![values.clone()], name, axes)?);
+        }
+        Ok(points)
     }
 
-    /// Each of `points` crossed with every value of each axis, in order, as validated configs.
+    /// Each of `points` crossed with every value of each axis of the grid `name`, in order,
+    /// as validated configs.
     fn cross(
         &self,
         mut points: Vec<Vec<(String, toml::Value)>>,
+        name: &str,
         axes: &[SweepAxis],
     ) -> Result<Vec<GridPoint>, (String, String)> {
         let base = toml::Table::try_from(self.run_config()).expect("configs serialize");
@@ -196,20 +288,21 @@ impl Spec {
         }
         points
             .into_iter()
-            .map(|swept| self.point_of(&base, swept))
+            .map(|swept| self.point_of(&base, name, swept))
             .collect()
     }
 
-    /// The validated config of `base` with `swept` set.
+    /// The validated config of `base` with `swept` set, a point of the grid `name`.
     fn point_of(
         &self,
         base: &toml::Table,
+        name: &str,
         swept: Vec<(String, toml::Value)>,
     ) -> Result<GridPoint, (String, String)> {
         let mut table = base.clone();
         for (path, value) in &swept {
             set_path(&mut table, path, value.clone())
-                .map_err(|e| (self.origin(path), through_a_value(path, e)))?;
+                .map_err(|e| (self.origin(name, path), through_a_value(path, e)))?;
         }
         let config: RunConfig =
             toml::Value::Table(table)
@@ -217,7 +310,7 @@ impl Spec {
                 .map_err(|e: toml::de::Error| {
                     let key = swept.last().map(|(p, _)| p.as_str()).unwrap_or("");
                     (
-                        self.origin(key),
+                        self.origin(name, key),
                         format!("gives an invalid config: {}", e.message().trim()),
                     )
                 })?;
@@ -228,19 +321,20 @@ impl Spec {
                 .map(|(p, _)| p.clone())
                 .unwrap_or(key.clone());
             return Err((
-                self.origin(&culprit),
+                self.origin(name, &culprit),
                 format!("gives `{key}` that {message}"),
             ));
         }
         Ok(GridPoint { config, swept })
     }
 
-    /// Where a varied key comes from, for errors: `search.space.<key>` or `sweep.<key>`.
-    fn origin(&self, key: &str) -> String {
+    /// Where a varied key of a point of the grid `grid` comes from, for errors:
+    /// `search.space.<key>` or `<grid>.<key>` (`sweep.<key>`, `sweep[2].<key>`).
+    fn origin(&self, grid: &str, key: &str) -> String {
         if self.search.space.contains_key(key) {
             format!("search.space.{key}")
         } else {
-            format!("sweep.{key}")
+            format!("{grid}.{key}")
         }
     }
 
@@ -251,12 +345,15 @@ impl Spec {
         keys
     }
 
-    /// The `[sweep]` paths, sorted.
+    /// The `[sweep]` paths (of every grid), sorted.
     pub(super) fn swept_grid_keys(&self) -> Vec<String> {
         let mut flat = Vec::new();
-        flatten_sweep(&self.sweep, "", &mut flat);
+        for (_, table) in self.sweep.grids() {
+            flatten_sweep(table, "", &mut flat);
+        }
         let mut keys: Vec<String> = flat.into_iter().map(|(k, _)| k).collect();
         keys.sort();
+        keys.dedup();
         keys
     }
 }

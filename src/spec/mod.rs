@@ -21,7 +21,7 @@ mod overrides;
 pub mod search;
 pub mod tpe;
 pub use config::*;
-pub use grid::GridPoint;
+pub use grid::{GridPoint, Sweep};
 pub use identity::{flatten_params, run_id, with_defaults};
 pub use overrides::Override;
 
@@ -80,9 +80,10 @@ pub struct Spec {
     pub train: TrainConfig,
     #[serde(default)]
     pub log: LogConfig,
-    /// Dotted config paths -> lists of values; the grid is their cartesian product.
+    /// Dotted config paths -> lists of values; the grid is their cartesian product (or the
+    /// union of several such grids, `[[sweep]]`).
     #[serde(default)]
-    pub sweep: toml::Table,
+    pub sweep: grid::Sweep,
     /// Random or Sobol trials over distributions, crossed with the grid.
     #[serde(default)]
     pub search: search::Search,
@@ -377,6 +378,12 @@ fn model_key_error(spec: &toml::Table) -> Option<(String, String)> {
 /// The line of `dotted` or, when the file writes it inside an inline table (`"train.seed" = {
 /// int = [0, 9] }` is `sweep.train.seed.int`), of the nearest key above it of two parts or more.
 fn line_of_written(text: &str, dotted: &str) -> Option<usize> {
+    if let Some((grid, path)) = dotted
+        .strip_prefix("sweep[")
+        .and_then(|rest| rest.split_once("]."))
+    {
+        return line_in_sweep_entry(text, grid.parse().ok()?, path);
+    }
     let mut key = dotted;
     loop {
         if let Some(line) = line_of(text, key) {
@@ -387,6 +394,34 @@ fn line_of_written(text: &str, dotted: &str) -> Option<usize> {
             return None;
         }
     }
+}
+
+/// The line of `path` in the `n`-th `[[sweep]]` entry (from 1): its lines up to the next
+/// header of another table, read as a `[sweep]` table.
+fn line_in_sweep_entry(text: &str, n: usize, path: &str) -> Option<usize> {
+    let lines: Vec<&str> = text.lines().collect();
+    let is_entry = |line: &&str| {
+        line.trim()
+            .strip_prefix("[[")
+            .and_then(|l| l.split("]]").next())
+            .is_some_and(|name| name.trim() == "sweep")
+    };
+    let start = (lines.iter().enumerate())
+        .filter(|(_, line)| is_entry(line))
+        .nth(n.checked_sub(1)?)?
+        .0;
+    // Its own subtables (`[sweep.train]`) belong to it; any other header ends it.
+    let end = lines[start + 1..]
+        .iter()
+        .position(|line| {
+            let line = line.trim_start();
+            line.starts_with('[') && !line.starts_with("[sweep.")
+        })
+        .map_or(lines.len(), |i| start + 1 + i);
+    let entry: Vec<&str> = std::iter::once("[sweep]")
+        .chain(lines[start + 1..end].iter().copied())
+        .collect();
+    line_of_written(&entry.join("\n"), &format!("sweep.{path}")).map(|line| start + line)
 }
 
 /// The 1-based line where a dotted key (`train.lr`) is set in TOML text, if it can be found:
@@ -943,6 +978,77 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("sweep.train.batch_size"), "{err}");
+    }
+
+    #[test]
+    fn sweep_entries_are_grids_one_after_the_other() {
+        // Clipping is WGAN's alone: one grid over the other losses, one over the clip.
+        let text = "name = \"x\"\n[train]\nsteps = 3\n\
+                    [[sweep]]\n\"train.loss\" = [\"bce\", \"hinge\"]\n\
+                    [[sweep]]\n\"train.loss\" = [\"wgan\"]\n\"train.clip\" = [0.01, 0.02]\n\
+                    [[sweep]]\n";
+        let spec = parse(text).unwrap();
+        assert_eq!(spec.swept_keys(), ["train.clip", "train.loss"]);
+        let grid = spec.grid().unwrap();
+        let points: Vec<(String, Option<f64>)> = grid
+            .iter()
+            .map(|p| (format!("{:?}", p.config.train.loss), p.config.train.clip))
+            .collect();
+        let clip = RunConfig::default().train.clip;
+        assert_eq!(
+            points,
+            [
+                ("Bce".to_string(), clip),
+                ("Hinge".to_string(), clip),
+                ("Wgan".to_string(), Some(0.01)),
+                ("Wgan".to_string(), Some(0.02)),
+                // An empty entry is the base config.
+                ("Bce".to_string(), clip),
+            ]
+        );
+        assert_eq!(grid[2].swept.len(), 2);
+        assert!(grid[4].swept.is_empty());
+
+        // Errors name the entry and find its line, subtables included.
+        let err = parse(&text.replace("0.01, 0.02", "0.01, -1.0"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("exp.toml:8: `sweep[2].train.clip` gives `train.clip` that must be"),
+            "{err}"
+        );
+        let err = parse(&text.replace(
+            "\"train.loss\" = [\"bce\", \"hinge\"]",
+            "[sweep.train]\nclip = [0.1]",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("exp.toml:6: `sweep[1].train.clip` gives `train.clip` that only"),
+            "{err}"
+        );
+        for (sweep, words) in [
+            ("sweep = []", "is an empty list: it must be a table"),
+            ("sweep = 3", "is 3: it must be a table ([sweep]) or tables"),
+            ("sweep = [1]", "lists 1: it must be"),
+        ] {
+            let err = parse(&format!("name = \"x\"\n{sweep}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("line 2") && err.contains(words),
+                "{sweep}: {err}"
+            );
+        }
+        // The bound counts every entry.
+        let big = |n: usize| {
+            let seeds: Vec<String> = (0..n).map(|v| v.to_string()).collect();
+            format!("[[sweep]]\n\"train.seed\" = [{}]\n", seeds.join(","))
+        };
+        let err = parse(&format!("name = \"x\"\n{}{}", big(60_000), big(50_000)))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("60000 + 50000 = 110000 runs"), "{err}");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! The value is TOML (`1e-4`, `[1, 2]`, `{ int = [1, 3] }`, `"text"`); a value that is not
 //! TOML, or whose TOML type the key does not take, is the text itself (`model.arch=dcgan`,
 //! `name=2024`). Keys under `sweep.` and `search.space.` name one swept or searched path
-//! (`sweep.train.lr=[1e-4, 2e-4]`). Any other key sets the spec's value and pins it: a
+//! (`sweep.train.lr=[1e-4, 2e-4]`; in each `[[sweep]]` entry alike). Any other key sets the spec's value and pins it: a
 //! sweep axis or searched key of that path is dropped, so `--set train.lr=1e-4` runs a swept
 //! spec at one learning rate. `train.steps` and `train.epochs` say one thing two ways, so
 //! setting one drops the other. Overrides apply in order; the last of a key wins.
@@ -110,18 +110,16 @@ impl Override {
                 .strip_prefix(prefix)
                 .and_then(|p| p.strip_prefix('.'))
             {
-                let paths = table_at(table, prefix)?;
-                remove_path(paths, path);
-                paths.insert(path.to_string(), value);
+                for paths in path_tables(table, prefix)? {
+                    remove_path(paths, path);
+                    paths.insert(path.to_string(), value.clone());
+                }
                 return Ok(());
             }
         }
         set_path(table, &self.key, value)?;
         for prefix in PATH_TABLES {
-            let paths = prefix
-                .split('.')
-                .try_fold(&mut *table, |t, part| t.get_mut(part)?.as_table_mut());
-            if let Some(paths) = paths {
+            for paths in path_tables(table, prefix).unwrap_or_default() {
                 remove_path(paths, &self.key);
             }
         }
@@ -146,6 +144,24 @@ impl Override {
         };
         inside(&self.key, key) || inside(key, &self.key)
     }
+}
+
+/// The tables of paths at `prefix` (created if missing): the one `[sweep]` or
+/// `[search.space]`, or each `[[sweep]]` entry, which a set applies to alike.
+fn path_tables<'a>(
+    table: &'a mut toml::Table,
+    prefix: &str,
+) -> Result<Vec<&'a mut toml::Table>, String> {
+    if !matches!(table.get(prefix), Some(toml::Value::Array(_))) {
+        return Ok(vec![table_at(table, prefix)?]);
+    }
+    let grids = table.get_mut(prefix).and_then(toml::Value::as_array_mut);
+    (grids.into_iter().flatten())
+        .map(|grid| {
+            grid.as_table_mut()
+                .ok_or_else(|| format!("`{prefix}` lists a value that is not a table"))
+        })
+        .collect()
 }
 
 /// Removes a dotted path from a table of paths, written either way: `"train.lr" = ...` or
@@ -192,6 +208,27 @@ d_steps = [1, 2]
 
     fn parse(text: &str) -> Spec {
         Spec::parse(text, Path::new("x.toml")).unwrap()
+    }
+
+    #[test]
+    fn sets_apply_to_every_sweep_entry() {
+        let text = "name = \"x\"\n[[sweep]]\n\"train.lr\" = [1e-4, 2e-4]\n\
+                    [[sweep]]\n\"train.loss\" = [\"hinge\"]\n\"train.lr\" = [4e-4]\n";
+        let spec = |args: &[&str]| Spec::parse_with(text, Path::new("x.toml"), &sets(args));
+        let lrs = |spec: Spec| -> Vec<f64> {
+            spec.grid()
+                .unwrap()
+                .iter()
+                .map(|p| p.config.train.lr)
+                .collect()
+        };
+        assert_eq!(lrs(spec(&[]).unwrap()), [1e-4, 2e-4, 4e-4]);
+        // Pinned: each entry's axis is dropped.
+        assert_eq!(lrs(spec(&["train.lr=3e-4"]).unwrap()), [3e-4, 3e-4]);
+        // An axis set is set in each entry.
+        let seeded = spec(&["sweep.train.seed=[1, 2]"]).unwrap();
+        assert_eq!(seeded.grid().unwrap().len(), 6);
+        assert_eq!(lrs(spec(&["sweep={}"]).unwrap()), [2e-4]);
     }
 
     #[test]
