@@ -228,12 +228,20 @@ impl Spec {
                     if trial_count > 0 {
                         factors.insert(0, format!("{trial_count} trials"));
                     }
-                    factors.join(" x ")
+                    if factors.is_empty() {
+                        "1".to_string()
+                    } else {
+                        factors.join(" x ")
+                    }
                 })
                 .collect();
             let mut runs = runs.map_or("over 2^64".into(), |n| n.to_string());
-            let written = products.join(" + ");
-            if written.contains(['x', '+']) {
+            // A spec may hold a hundred thousand entries: the sum is shown, not written out.
+            let written = match products.len() {
+                ..=4 => products.join(" + "),
+                n => format!("{} + ... ({n} grids)", products[..3].join(" + ")),
+            };
+            if written != runs {
                 runs = format!("{written} = {runs}");
             }
             return Err((

@@ -1049,6 +1049,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("60000 + 50000 = 110000 runs"), "{err}");
+        let err = parse(&format!("name = \"x\"\n{}", "[[sweep]]\n".repeat(100_001)))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("1 + 1 + 1 + ... (100001 grids) = 100001 runs"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -46,7 +46,7 @@ pub struct CheckpointMeta {
     /// in checkpoints written before it was kept: a run resumed from one counts from there).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seconds: Option<f64>,
-    /// Each file beside it -> its [`checksum`], filled in by [`save`]. A field of its own:
+    /// Each file beside it -> the hex of its XXH3-128, filled in by [`save`]. A field of its own:
     /// earlier releases, which know only `files`, read these checkpoints as written before
     /// checksums (checked by parsing them) rather than as damaged.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
