@@ -167,19 +167,19 @@ impl Spec {
         }
         spec.check().map_err(|(key, message)| {
             let culprit = overrides.iter().rev().find(|set| set.touches(&key));
-            let message = format!("`{key}` {message}");
-            match culprit {
-                Some(set) => overridden(set.to_string(), message),
+            match (culprit, file.check()) {
+                (Some(set), _) => overridden(set.to_string(), format!("`{key}` {message}")),
+                // The file's own problem, which no set touched: at its line.
+                (None, Err((key, message))) => in_file(key, message),
                 // Only the combination fails: name every --set.
-                None if file.check().is_ok() => overridden(
+                (None, Ok(())) => overridden(
                     overrides
                         .iter()
                         .map(Override::to_string)
                         .collect::<Vec<_>>()
                         .join(" --set "),
-                    message,
+                    format!("`{key}` {message}"),
                 ),
-                None => in_file(key, message),
             }
         })?;
         Ok(spec)

@@ -350,6 +350,11 @@ d_steps = [1, 2]
             matches!(error, Err(SpecError::Invalid { line: Some(7), .. })),
             "{error:?}"
         );
+        // Named once, not as "`train.lr` `train.lr` must be".
+        assert_eq!(
+            error.unwrap_err().to_string(),
+            "x.toml:7: `train.lr` must be > 0, got 0"
+        );
         let garbled = SPEC.replace("lr = 2e-4", "lrr = 2e-4");
         let error = Spec::parse_with(&garbled, Path::new("x.toml"), &sets(&["train.lrr=1"]));
         assert!(matches!(error, Err(SpecError::Parse { .. })), "{error:?}");
