@@ -2119,4 +2119,20 @@ fn sweep_entries_train_settings_that_apply_to_some_values_only() {
          coalesce(json_extract(config, '$.train.clip'), '-') FROM runs ORDER BY 1",
     );
     assert_eq!(clips, ["bce -", "hinge -", "wgan 0.01", "wgan 0.05"]);
+    // The report says which runs have no clip at all, rather than an empty value.
+    runner()
+        .current_dir(dir.path())
+        .arg("report")
+        .assert()
+        .success();
+    let pages = dir.path().join("results/report/tiny");
+    let page = std::fs::read_to_string(pages.join("index.html")).unwrap();
+    assert!(!page.contains("train.clip = <"), "{page}");
+    let legends: String = (std::fs::read_dir(&pages).unwrap())
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "svg"))
+        .map(|path| std::fs::read_to_string(path).unwrap())
+        .collect();
+    assert!(legends.contains("train.clip = unset"), "{legends}");
+    assert!(!legends.contains("train.clip = <"), "{legends}");
 }

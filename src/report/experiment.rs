@@ -113,8 +113,9 @@ pub(super) fn experiment_page(
         let mut highlight = None;
         for (run, x) in runs.iter().zip(&xs) {
             let y = ranking.value(run).expect("filtered above");
+            // A setting of other runs only (`train.clip` beside a `[[sweep]]` entry of WGAN).
             let group = group_key
-                .map(|g| format!("{g} = {}", run.params.get(g).cloned().unwrap_or_default()))
+                .map(|g| format!("{g} = {}", run.params.get(g).map_or("unset", |v| v)))
                 .unwrap_or_else(|| "runs".into());
             groups.entry(group).or_default().push((*x, y));
             if best.as_deref() == Some(run.id.as_str()) {
@@ -315,6 +316,7 @@ pub(super) fn experiment_page(
                 step: *step,
                 metric: row.metric.clone(),
                 swept: (swept.iter().zip(&row.swept))
+                    .filter(|(_, value)| !value.is_empty())
                     .map(|(key, value)| format!("{key} = {value}"))
                     .collect(),
             })

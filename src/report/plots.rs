@@ -45,6 +45,37 @@ pub struct Chart<'a> {
 
 /// Whether values from `lo` to `hi` (all positive) are drawn on a log axis by a chart that
 /// allows it.
+/// Where the legend hides the fewest points: the corner whose quarter of the plot holds the
+/// fewest (upper right on a tie). `x` and `y` are each axis's range and whether it is
+/// logarithmic.
+fn legend_corner(
+    points: impl Iterator<Item = (f64, f64)>,
+    x: (f64, f64, bool),
+    y: (f64, f64, bool),
+) -> SeriesLabelPosition {
+    let share = |v: f64, (lo, hi, log): (f64, f64, bool)| {
+        if log {
+            (v.ln() - lo.ln()) / (hi.ln() - lo.ln())
+        } else {
+            (v - lo) / (hi - lo)
+        }
+    };
+    // Upper right, upper left, lower right, lower left.
+    let mut counts = [0usize; 4];
+    for (px, py) in points.filter(|p| p.0.is_finite() && p.1.is_finite()) {
+        let (right, upper) = (share(px, x) >= 0.5, share(py, y) >= 0.5);
+        counts[usize::from(!upper) * 2 + usize::from(!right)] += 1;
+    }
+    let fewest = (0..4).min_by_key(|&i| (counts[i], i)).unwrap_or(0);
+    [
+        SeriesLabelPosition::UpperRight,
+        SeriesLabelPosition::UpperLeft,
+        SeriesLabelPosition::LowerRight,
+        SeriesLabelPosition::LowerLeft,
+    ][fewest]
+        .clone()
+}
+
 fn wide(lo: f64, hi: f64) -> bool {
     lo > 0.0 && hi > 10.0 * lo
 }
@@ -162,6 +193,8 @@ fn draw<'a>(
             ys().fold(f64::NEG_INFINITY, f64::max),
         );
     let (y0, y1) = padded(all().map(|p| p.1), log_y);
+    let log_x = chart.log_x && chart.x_categories.is_none();
+    let legend_at = legend_corner(all().copied(), (x0, x1, log_x), (y0, y1, log_y));
     let mut builder = ChartBuilder::on(&root);
     builder
         .caption(chart.title, ("sans-serif", 18))
@@ -254,7 +287,7 @@ fn draw<'a>(
             }
             if chart.legend && !chart.series.is_empty() {
                 ctx.configure_series_labels()
-                    .position(SeriesLabelPosition::UpperRight)
+                    .position(legend_at.clone())
                     .label_font(("sans-serif", 13))
                     .background_style(WHITE.mix(0.85))
                     .border_style(BLACK.mix(0.4))
@@ -431,6 +464,30 @@ mod tests {
         .unwrap();
         assert!(svg.starts_with("<svg"), "{}", &svg[..50]);
         assert!(svg.contains("&lt;of&gt;") && !svg.contains("<of>"));
+    }
+
+    #[test]
+    fn the_legend_goes_to_the_emptiest_corner() {
+        let at = |points: &[(f64, f64)], log_y: bool| {
+            format!(
+                "{:?}",
+                legend_corner(
+                    points.iter().copied(),
+                    (0.0, 10.0, false),
+                    (1.0, 1000.0, log_y)
+                )
+            )
+        };
+        let upper_right = [(9.0, 900.0), (8.0, 800.0)];
+        assert_eq!(at(&upper_right, false), "UpperLeft");
+        assert_eq!(at(&[], false), "UpperRight");
+        // Everywhere but the lower left.
+        let three = [(9.0, 900.0), (1.0, 900.0), (9.0, 5.0)];
+        assert_eq!(at(&three, false), "LowerLeft");
+        // On a log axis 40 is in the upper half of 1..1000; on a linear one, the lower.
+        let at_40 = [(9.0, 40.0), (1.0, 40.0)];
+        assert_eq!(at(&at_40, true), "LowerRight");
+        assert_eq!(at(&at_40, false), "UpperRight");
     }
 
     #[test]
