@@ -1,11 +1,11 @@
 //! Experiment specs: the TOML file, its validation, its grid and each run's identity.
 //!
 //! A spec file has `name`, `description`, the tables of one run's config (`[data]`, `[model]`,
-//! `[train]`, `[log]`: `config`), and optionally `[sweep]` lists and `[search]` trials
-//! (`search`), which expand into a grid of runs (`grid`), each identified by what it trains
-//! (`identity`); `--set` edits it (`overrides`). Unknown keys, wrong types and impossible values
-//! are errors naming the file, the key and its line, reported before anything runs or is
-//! written.
+//! `[train]`, `[log]`: `config`), and optionally `[sweep]` lists (or `[[sweep]]` grids one after
+//! the other) and `[search]` trials (`search`), which expand into a grid of runs (`grid`), each
+//! identified by what it trains (`identity`); `--set` edits it (`overrides`). Unknown keys,
+//! wrong types and impossible values are errors naming the file, the key and its line, reported
+//! before anything runs or is written.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
