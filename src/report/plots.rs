@@ -43,8 +43,6 @@ pub struct Chart<'a> {
     pub log_y_when_wide: bool,
 }
 
-/// Whether values from `lo` to `hi` (all positive) are drawn on a log axis by a chart that
-/// allows it.
 /// Where the legend hides the fewest points: the corner whose quarter of the plot holds the
 /// fewest (upper right on a tie). `x` and `y` are each axis's range and whether it is
 /// logarithmic.
@@ -76,6 +74,8 @@ fn legend_corner(
         .clone()
 }
 
+/// Whether values from `lo` to `hi` (all positive) are drawn on a log axis by a chart that
+/// allows it.
 fn wide(lo: f64, hi: f64) -> bool {
     lo > 0.0 && hi > 10.0 * lo
 }
@@ -193,8 +193,12 @@ fn draw<'a>(
             ys().fold(f64::NEG_INFINITY, f64::max),
         );
     let (y0, y1) = padded(all().map(|p| p.1), log_y);
-    let log_x = chart.log_x && chart.x_categories.is_none();
-    let legend_at = legend_corner(all().copied(), (x0, x1, log_x), (y0, y1, log_y));
+    let legend_at = if chart.legend {
+        let log_x = chart.log_x && chart.x_categories.is_none();
+        legend_corner(all().copied(), (x0, x1, log_x), (y0, y1, log_y))
+    } else {
+        SeriesLabelPosition::UpperRight
+    };
     let mut builder = ChartBuilder::on(&root);
     builder
         .caption(chart.title, ("sans-serif", 18))
