@@ -9,7 +9,7 @@ use ganrunner::export::Net;
 #[derive(Debug, Parser)]
 #[command(
     name = "runner",
-    version,
+    version = ganrunner::VERSION,
     about = "Train GANs on handwritten digits from TOML experiment specs"
 )]
 pub struct Cli {

@@ -35,3 +35,8 @@ pub mod spec;
 pub mod time_limit;
 pub mod track;
 pub mod train;
+
+/// The runner's version as runs record it (`runs.version`) and `runner --version` prints: the
+/// crate's, with the commit it was built from in its git checkout, `+modified` when the sources
+/// differ from it: `0.1.0 (58e9a61c2)` (see `build.rs`).
+pub const VERSION: &str = env!("GANRUNNER_VERSION");

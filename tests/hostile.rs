@@ -78,7 +78,7 @@ fn dump(conn: &Connection) -> Vec<String> {
     for (table, columns) in [
         (
             "runs",
-            "id, experiment, config, status, started_at, finished_at, error, steps_done, total_steps, run_dir, data_id",
+            "id, experiment, config, status, started_at, finished_at, error, steps_done, total_steps, run_dir, data_id, version",
         ),
         ("params", "*"),
         ("metrics", "*"),

@@ -2136,3 +2136,96 @@ fn sweep_entries_train_settings_that_apply_to_some_values_only() {
     assert!(legends.contains("train.clip = unset"), "{legends}");
     assert!(!legends.contains("train.clip = <"), "{legends}");
 }
+
+#[test]
+fn runs_record_the_runner_that_trained_them_and_a_rerun_names_other_runners() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), 10, "[1e-4, 2e-4]", "[0]");
+    let out = runner().arg("--version").assert().success();
+    let version = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    let version = version.trim().strip_prefix("runner ").unwrap().to_string();
+    assert!(version.starts_with(env!("CARGO_PKG_VERSION")), "{version}");
+    let versions = || {
+        common::texts(
+            &db(dir.path()),
+            "SELECT coalesce(version, 'NULL') FROM runs ORDER BY id",
+        )
+    };
+    sweep(dir.path(), &spec, &[])
+        .success()
+        .stderr(predicate::str::contains("another runner").not());
+    assert_eq!(versions(), [version.clone(), version.clone()]);
+    let ids = common::texts(&db(dir.path()), "SELECT id FROM runs ORDER BY id");
+    assert_eq!(show_json(dir.path(), &ids[0])["version"], version.as_str());
+    let page = dir
+        .path()
+        .join(format!("results/report/tiny/{}/index.html", ids[0]));
+    let page = std::fs::read_to_string(page).unwrap();
+    assert!(page.contains(&format!("by runner {version}")), "{page}");
+
+    // As if an older runner had trained them: one that recorded its version, and one from
+    // before runs recorded it. The rerun keeps both and says so.
+    let conn = Connection::open(dir.path().join("results/runs.sqlite")).unwrap();
+    conn.execute(
+        "UPDATE runs SET version = '0.0.9 (abc)' WHERE id = ?1",
+        [&ids[0]],
+    )
+    .unwrap();
+    conn.execute("UPDATE runs SET version = NULL WHERE id = ?1", [&ids[1]])
+        .unwrap();
+    sweep(dir.path(), &spec, &["--no-report"])
+        .success()
+        .stderr(predicate::str::contains(format!(
+            "tiny: 2 of the runs kept as they are were trained by another runner (1 by 0.0.9 \
+             (abc), 1 by a release that did not record its version; this is {version}); \
+             --force trains them again"
+        )))
+        .stdout(predicate::str::contains("2 skipped"));
+    assert_eq!(versions(), ["0.0.9 (abc)", "NULL"]);
+    // The compare page of the two names the runners beside the settings that differ.
+    runner()
+        .current_dir(dir.path())
+        .arg("report")
+        .assert()
+        .success();
+    let compares: Vec<String> = std::fs::read_dir(dir.path().join("results/report/tiny"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains("compare") && p.extension().unwrap() == "html")
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
+    assert!(
+        compares
+            .iter()
+            .any(|page| page.contains("runner") && page.contains("0.0.9 (abc)")),
+        "no compare page names the runners"
+    );
+    // Trained again by this runner, they record it, and a rerun has nothing to say.
+    sweep(dir.path(), &spec, &["--no-report", "--force"]).success();
+    assert_eq!(versions(), [version.clone(), version.clone()]);
+    sweep(dir.path(), &spec, &["--no-report"])
+        .success()
+        .stderr(predicate::str::contains("another runner").not());
+    // A longer run that continues a shorter one says when another runner trained those steps.
+    conn.execute(
+        "UPDATE runs SET version = '0.0.9 (abc)' WHERE id = ?1",
+        [&ids[0]],
+    )
+    .unwrap();
+    edit_spec(&spec, |s| s.replace("steps = 10", "steps = 20"));
+    let out = sweep(dir.path(), &spec, &["--no-report"]).success();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    let continues: Vec<&str> = (stderr.lines())
+        .filter(|l| l.contains(" continues run "))
+        .collect();
+    assert_eq!(continues.len(), 2, "{stderr}");
+    for line in continues {
+        let by_other = line.contains("10 steps by another runner (0.0.9 (abc)): those steps");
+        assert_eq!(
+            by_other,
+            line.contains(&format!("continues run {},", ids[0])),
+            "{line}"
+        );
+        assert!(by_other || !line.contains("another runner"), "{line}");
+    }
+}

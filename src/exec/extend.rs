@@ -29,6 +29,8 @@ pub struct Shorter {
     /// Its directory as the database records it (the prefix of the paths in its records).
     recorded_dir: PathBuf,
     pub steps: u64,
+    /// The runner that trained it (none: a release that did not record it).
+    pub version: Option<String>,
 }
 
 /// An experiment's finished runs, read once for all the runs a sweep plans.
@@ -37,7 +39,7 @@ pub struct Finished(Vec<Shorter>);
 impl Finished {
     pub fn of(conn: &Connection, experiment: &str) -> Result<Finished> {
         let mut statement = conn.prepare(
-            "SELECT id, config, data_id, run_dir, steps_done FROM runs \
+            "SELECT id, config, data_id, run_dir, steps_done, version FROM runs \
              WHERE experiment = ?1 AND status = 'finished' AND steps_done > 0 \
              ORDER BY steps_done DESC, id",
         )?;
@@ -48,11 +50,12 @@ impl Finished {
                 row.get::<_, Option<String>>(2)?,
                 row.get::<_, String>(3)?,
                 row.get::<_, i64>(4)?,
+                row.get::<_, Option<String>>(5)?,
             ))
         })?;
         let mut runs = Vec::new();
         for row in rows {
-            let (id, config, data_id, recorded_dir, steps) = row?;
+            let (id, config, data_id, recorded_dir, steps, version) = row?;
             // (Keys added since it was recorded take their defaults.)
             if let Ok(config) = serde_json::from_str::<RunConfig>(&config) {
                 runs.push(Shorter {
@@ -61,6 +64,7 @@ impl Finished {
                     data_id: data_id.unwrap_or_default(),
                     recorded_dir: PathBuf::from(recorded_dir),
                     steps: steps as u64,
+                    version,
                 });
             }
         }

@@ -24,7 +24,7 @@ pub mod prune;
 pub mod slurm;
 mod verdict;
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -252,6 +252,47 @@ pub fn replay_annotations(experiment: &str, run_id: &str, run_dir: &Path) -> Opt
     }
 }
 
+/// The runners other than this one that trained a sweep's kept results: version (none for a
+/// release that did not record one) -> how many runs.
+type OtherRunners = BTreeMap<Option<String>, usize>;
+
+/// Counts run `run_id`, kept as it is, when another runner trained it.
+fn count_other_runner(
+    others: &mut OtherRunners,
+    db: &rusqlite::Connection,
+    run_id: &str,
+) -> Result<()> {
+    let version = track::trained_by(db, run_id)?;
+    if version.as_deref() != Some(crate::VERSION) {
+        *others.entry(version).or_default() += 1;
+    }
+    Ok(())
+}
+
+/// Says how many of the finished and diverged runs a sweep keeps another runner trained: a
+/// sweep rerun after a change to the code keeps results the new code did not make, and
+/// without a word the two would pass for one.
+fn note_other_runners(experiment: &str, others: &OtherRunners) {
+    if others.is_empty() {
+        return;
+    }
+    // Named versions first, then the runs of releases before versions were recorded.
+    let by: Vec<String> = (others.iter())
+        .filter_map(|(version, n)| Some(format!("{n} by {}", version.as_ref()?)))
+        .chain(
+            (others.get(&None))
+                .map(|n| format!("{n} by a release that did not record its version")),
+        )
+        .collect();
+    errln!(
+        "{experiment}: {} of the runs kept as they are were trained by another runner ({}; \
+         this is {}); --force trains them again",
+        others.values().sum::<usize>(),
+        by.join(", "),
+        crate::VERSION,
+    );
+}
+
 /// The database record of a planned run.
 pub fn record_of(experiment: &str, run: &PlannedRun) -> RunRecord {
     let config: &RunConfig = &run.point.config;
@@ -266,6 +307,7 @@ pub fn record_of(experiment: &str, run: &PlannedRun) -> RunRecord {
         host: track::hostname(),
         backend: crate::backend::name().to_string(),
         data_id: run.data_id.clone(),
+        version: Some(crate::VERSION.to_string()),
     }
 }
 
@@ -282,11 +324,16 @@ fn continue_shorter_run(
     };
     match extend::continue_from(experiment, run, shorter, &dir) {
         Ok(()) => errln!(
-            "{experiment}: run {} continues run {}, the same config trained for {} steps: \
+            "{experiment}: run {} continues run {}, the same config trained for {} steps{}: \
              those steps are its first",
             run.id,
             shorter.id,
-            shorter.steps
+            shorter.steps,
+            match &shorter.version {
+                Some(version) if version == crate::VERSION => String::new(),
+                Some(version) => format!(" by another runner ({version})"),
+                None => " by a release that did not record its version".into(),
+            }
         ),
         Err(err) => errln!(
             "{experiment}: run {} could not start from a shorter run ({err:#}); it trains from \
@@ -445,6 +492,8 @@ pub fn run(
     let mut todo = Vec::new();
     // The experiment's finished runs, that longer new runs may continue (read when needed).
     let mut finished = None;
+    // The runners other than this one that trained the results kept, and how many each.
+    let mut other_runners = OtherRunners::new();
     for mut run in runs {
         let row = track::claims::ClaimRow::read(&reader, &run.id)?;
         if !options.force && row.is_none() {
@@ -461,9 +510,13 @@ pub fn run(
                 if let Some(event) = replay_annotations(&spec.name, &run.id, &run.run_dir) {
                     tracker.send(event);
                 }
+                count_other_runner(&mut other_runners, &reader, &run.id)?;
                 skipped += 1;
             }
-            Verdict::Diverged => diverged += 1,
+            Verdict::Diverged => {
+                count_other_runner(&mut other_runners, &reader, &run.id)?;
+                diverged += 1;
+            }
             Verdict::Held { by, .. } => {
                 errln!(
                     "{}: run {} is being trained by {by}; left to it",
@@ -482,6 +535,7 @@ pub fn run(
         }
     }
     drop(reader);
+    note_other_runners(&spec.name, &other_runners);
     let summary = executor.execute(&spec.name, todo, options.force, &tracker);
     tracker.close().with_context(|| {
         "the sweep stopped: its runs keep their checkpoints and records (records.jsonl in each \

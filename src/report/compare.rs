@@ -103,6 +103,11 @@ pub fn page(site: &Site, experiment: &Experiment, leader: &Run, run: &Run) -> Re
             [k.clone(), get(leader), get(run)]
         })
         .collect();
+    // Different code explains a difference as a setting does.
+    if leader.version != run.version {
+        let get = |r: &Run| r.version.clone().unwrap_or_else(|| "-".into());
+        rows.push(["runner".into(), get(leader), get(run)]);
+    }
     let outcome = |r: &Run| {
         [
             r.status.clone(),

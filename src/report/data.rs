@@ -29,6 +29,8 @@ pub struct Run {
     /// Where it trained: the machine and the backend (`cpu-flex`, `vulkan`, `cuda`).
     pub host: Option<String>,
     pub backend: Option<String>,
+    /// The runner that trained it (`runs.version`, schema 8).
+    pub version: Option<String>,
     /// Training time over all its sessions, in seconds, at its latest logged step.
     pub runtime: Option<f64>,
     /// While it trains, the time its steps left take at its average pace so far (as `runs`'
@@ -125,11 +127,16 @@ fn load_runs(conn: &Connection, detail: Detail) -> Result<BTreeMap<String, Vec<R
     // Training times are recorded since schema 7 (an older runner's database read as it is
     // has none).
     let timed = crate::track::has_column(conn, "metrics", "seconds")?;
+    let version = if crate::track::has_column(conn, "runs", "version")? {
+        "version"
+    } else {
+        "NULL"
+    };
     // A run whose process is gone shows as `orphaned`, as `runner runs` shows it.
     let status = crate::track::claims::status_sql("runs");
     let mut stmt = conn.prepare(&format!(
         "SELECT id, experiment, {status}, steps_done, total_steps, error, run_dir, started_at,
-                finished_at, host, backend, config, {}, {}
+                finished_at, host, backend, config, {}, {}, {version}
          FROM runs ORDER BY started_at, id",
         crate::query::latest_time_sql(timed, "runs", "seconds"),
         crate::query::time_left_sql(timed, "runs", &status),
@@ -150,6 +157,7 @@ fn load_runs(conn: &Connection, detail: Detail) -> Result<BTreeMap<String, Vec<R
                 backend: r.get(10)?,
                 runtime: r.get(12)?,
                 time_left: r.get(13)?,
+                version: r.get(14)?,
                 ..Default::default()
             },
             r.get::<_, String>(11)?,

@@ -231,6 +231,7 @@ pub(super) fn run_page(
                 finished_at => run.finished_at.clone(),
                 host => run.host.clone(),
                 backend => run.backend.clone(),
+                version => run.version.clone(),
                 runtime => run.runtime.map(crate::query::clock),
                 left => run.time_left.map(crate::query::clock),
                 tags => run.tags.clone(),

@@ -247,6 +247,7 @@ mod tests {
             host: "h".into(),
             backend: "cpu".into(),
             data_id: "d".into(),
+            version: None,
         };
         conn.execute(
             "INSERT INTO experiments VALUES ('e', '', 'e.toml', 'now')",

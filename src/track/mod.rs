@@ -113,6 +113,9 @@ ALTER TABLE runs ADD COLUMN note TEXT;     -- a user's note on the run (`runner 
 ALTER TABLE metrics ADD COLUMN seconds REAL;  -- the run's training time at this step, over all its sessions
 ALTER TABLE evals ADD COLUMN seconds REAL;    -- the same, at the evaluated step
 "#,
+    r#"
+ALTER TABLE runs ADD COLUMN version TEXT;     -- the runner that trains (trained) it: `0.1.0 (58e9a61c2)`
+"#,
 ];
 
 /// Whether the database has `table`: one an older runner wrote, read where it cannot be
@@ -422,6 +425,9 @@ pub struct RunRecord {
     /// Content hash of the training split (see `data::fingerprint`).
     #[serde(default)]
     pub data_id: String,
+    /// The runner that trains it ([`crate::VERSION`]; none in records of older releases).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 /// A write for the tracker thread; also a line of a run's records file.
@@ -518,6 +524,18 @@ pub fn check_statuses(statuses: &[String], extra: &[&str]) -> Result<()> {
         anyhow::bail!("--status {bad}: not a status; one of {}", known.join(", "));
     }
     Ok(())
+}
+
+/// The runner that trained run `run_id`, as recorded (none: a release before runs recorded
+/// it, or a run the database does not know).
+pub fn trained_by(conn: &Connection, run_id: &str) -> Result<Option<String>> {
+    let version = conn.query_row("SELECT version FROM runs WHERE id = ?1", [run_id], |r| {
+        r.get(0)
+    });
+    match version {
+        Err(rusqlite::Error::QueryReturnedNoRows) => Ok(None),
+        version => Ok(version?),
+    }
 }
 
 /// This machine's name.
