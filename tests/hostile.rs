@@ -1460,6 +1460,24 @@ fn an_older_runners_database_on_read_only_media_is_read_without_tags() {
     runner_on(&["rm", "--experiment", "old", "--dry-run"])
         .success()
         .stdout(predicate::str::contains("would delete 1 run,"));
+    // Nor the runners that trained its runs (schema 8): a sweep plans against it.
+    let spec = dir.path().join("old.toml");
+    let model = common::tiny_gan_model_toml();
+    std::fs::write(
+        &spec,
+        format!("name = \"old\"\n{model}[train]\nsteps = 10\nbatch_size = 16\n"),
+    )
+    .unwrap();
+    let data = common::fixture_dir();
+    runner_on(&[
+        "sweep",
+        spec.to_str().unwrap(),
+        "--dry-run",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ])
+    .success()
+    .stdout(predicate::str::contains("1 run: 1 new"));
 }
 
 #[test]

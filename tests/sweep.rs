@@ -2182,6 +2182,11 @@ fn runs_record_the_runner_that_trained_them_and_a_rerun_names_other_runners() {
         )))
         .stdout(predicate::str::contains("2 skipped"));
     assert_eq!(versions(), ["0.0.9 (abc)", "NULL"]);
+    sweep(dir.path(), &spec, &["--dry-run"])
+        .success()
+        .stdout(predicate::str::contains(
+            "--force starts all over; 2 of the runs skipped were trained by another runner)",
+        ));
     // The compare page of the two names the runners beside the settings that differ.
     runner()
         .current_dir(dir.path())

@@ -225,6 +225,9 @@ pub struct Recorded {
     pub from: Option<(String, u64)>,
     /// The step the sweep would train it from; none when it leaves the run as it is.
     pub trains_from: Option<u64>,
+    /// Trained by another runner than this one (`runs.version`), or by one that did not
+    /// record its version.
+    pub by_other_runner: bool,
 }
 
 impl std::fmt::Display for Recorded {
@@ -293,6 +296,7 @@ pub fn recorded_states(
                 steps: None,
                 from: Some((shorter.id.clone(), shorter.steps)),
                 trains_from: Some(shorter.steps),
+                by_other_runner: false,
             };
             states.insert(run.id.clone(), from);
         }
@@ -302,8 +306,14 @@ pub fn recorded_states(
 
 /// Each recorded run's status and steps.
 fn states_of_runs(conn: &rusqlite::Connection) -> Result<HashMap<String, Recorded>> {
+    // (An older runner's database read where it cannot be upgraded has no versions.)
+    let version = if track::has_column(conn, "runs", "version")? {
+        "r.version"
+    } else {
+        "NULL"
+    };
     let sql = format!(
-        "SELECT r.id, {}, r.steps_done, r.total_steps FROM runs r",
+        "SELECT r.id, {}, r.steps_done, r.total_steps, {version} FROM runs r",
         track::claims::status_sql("r")
     );
     let mut statement = conn.prepare(&sql)?;
@@ -313,6 +323,7 @@ fn states_of_runs(conn: &rusqlite::Connection) -> Result<HashMap<String, Recorde
         let (done, total): (Option<i64>, Option<i64>) = (r.get(2)?, r.get(3)?);
         let count = |n: i64| n.max(0) as u64;
         let steps = done.map(|done| (count(done), total.map(count)));
+        let version: Option<String> = r.get(4)?;
         Ok((
             id,
             Recorded {
@@ -320,6 +331,7 @@ fn states_of_runs(conn: &rusqlite::Connection) -> Result<HashMap<String, Recorde
                 steps,
                 from: None,
                 trains_from: None,
+                by_other_runner: version.as_deref() != Some(crate::VERSION),
             },
         ))
     })?;
@@ -340,9 +352,16 @@ pub fn grid_table(
     header.extend(estimate.map(|_| "time left".to_string()));
     let mut rows = vec![header.into_iter().chain(keys.iter().cloned()).collect()];
     let mut counts: Vec<(String, usize)> = Vec::new();
+    // Results kept as they are that another runner made (the sweep says so too).
+    let mut by_others = 0;
     for run in runs {
         let (state, status) = match recorded.get(&run.id) {
-            Some(recorded) => (recorded.to_string(), recorded.status.clone()),
+            Some(recorded) => {
+                let kept = ["finished", "diverged"].contains(&recorded.status.as_str())
+                    && recorded.trains_from.is_none();
+                by_others += usize::from(kept && recorded.by_other_runner);
+                (recorded.to_string(), recorded.status.clone())
+            }
             None => ("new".to_string(), "new".to_string()),
         };
         match counts.iter_mut().find(|(s, _)| *s == status) {
@@ -389,9 +408,16 @@ pub fn grid_table(
             (false, true) => "; queued ones are left to their Slurm tasks",
             (true, true) => "; running and queued ones are left to their process or Slurm task",
         };
+        let others = match by_others {
+            0 => String::new(),
+            n => format!(
+                "; {n} of the runs skipped {} trained by another runner",
+                if n == 1 { "was" } else { "were" }
+            ),
+        };
         out.push_str(&format!(
             " (finished{diverged} runs are skipped{pruned}{held}; the others resume; --force \
-             starts all over)"
+             starts all over{others})"
         ));
     }
     out.push('\n');

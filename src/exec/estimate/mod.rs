@@ -427,6 +427,7 @@ mod tests {
             steps: Some((600, Some(800))),
             from: None,
             trains_from,
+            by_other_runner: false,
         };
         assert_eq!(steps_left(800, None), 800);
         assert_eq!(steps_left(800, Some(&recorded(Some(600)))), 200);
