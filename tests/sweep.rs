@@ -2211,10 +2211,22 @@ fn runs_record_the_runner_that_trained_them_and_a_rerun_names_other_runners() {
     sweep(dir.path(), &spec, &["--no-report"])
         .success()
         .stderr(predicate::str::contains("another runner").not());
-    // A longer run that continues a shorter one says when another runner trained those steps.
+    // A longer run that continues a shorter one says when another runner trained those steps,
+    // and records it as an event at the step it goes on from.
     conn.execute(
         "UPDATE runs SET version = '0.0.9 (abc)' WHERE id = ?1",
         [&ids[0]],
+    )
+    .unwrap();
+    let records = dir
+        .path()
+        .join(format!("results/tiny/{}/records.jsonl", ids[0]));
+    let text = std::fs::read_to_string(&records).unwrap();
+    let stamp = format!("\"version\":\"{version}\"");
+    assert!(text.contains(&stamp), "{text}");
+    std::fs::write(
+        &records,
+        text.replace(&stamp, "\"version\":\"0.0.9 (abc)\""),
     )
     .unwrap();
     edit_spec(&spec, |s| s.replace("steps = 10", "steps = 20"));
@@ -2233,4 +2245,18 @@ fn runs_record_the_runner_that_trained_them_and_a_rerun_names_other_runners() {
         );
         assert!(by_other || !line.contains("another runner"), "{line}");
     }
+    let changes = common::texts(
+        &db(dir.path()),
+        "SELECT c.detail || ' / ' || e.step || ': ' || e.detail FROM events e \
+         JOIN events c ON c.run_id = e.run_id AND c.kind = 'continues' \
+         WHERE e.kind = 'runner_changed'",
+    );
+    assert_eq!(
+        changes,
+        [format!(
+            "run {} (the same config, trained for 10 steps): its steps are this run's first / \
+             10: its steps to 10 were trained by 0.0.9 (abc), the rest by {version}",
+            ids[0]
+        )]
+    );
 }

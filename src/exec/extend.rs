@@ -18,7 +18,7 @@ use rusqlite::Connection;
 
 use super::PlannedRun;
 use crate::spec::{LrDecay, RunConfig};
-use crate::track::{self, Event, records};
+use crate::track::{self, Event, RunRecord, records};
 use crate::train::checkpoint;
 
 /// A finished run that a planned run can continue.
@@ -161,9 +161,15 @@ fn copy_history(
     let mut lines = Vec::new();
     for mut line in records.lines {
         match &mut line.event {
+            // (Its sessions keep the runner that trained them.)
             Event::RunStarted {
                 record: started, ..
-            } => *started = record.clone(),
+            } => {
+                *started = RunRecord {
+                    version: started.version.take(),
+                    ..record.clone()
+                }
+            }
             Event::Metric { run_id, .. }
             | Event::Eval { run_id, .. }
             | Event::CheckpointRemoved { run_id, .. } => *run_id = run.id.clone(),

@@ -56,6 +56,32 @@ impl RunObserver<'_> {
         });
     }
 
+    /// When the checkpoint the run resumes from at `step` was written by another runner than
+    /// this one, says so in an event: `runs.version` holds only the latest session's runner.
+    fn note_runner_change(&mut self, step: u64) {
+        let mut session = None;
+        let mut writer = None;
+        for line in records::read_without_losses(self.run_dir) {
+            match line.event {
+                Event::RunStarted { record, .. } => session = Some(record.version),
+                Event::Checkpoint { step: at, .. } if at == step => writer = session.clone(),
+                _ => {}
+            }
+        }
+        let Some(writer) = writer.filter(|v| v.as_deref() != Some(crate::VERSION)) else {
+            return;
+        };
+        let writer = writer.unwrap_or_else(|| "a release that did not record its version".into());
+        self.flag(
+            step,
+            "runner_changed",
+            format!(
+                "its steps to {step} were trained by {writer}, the rest by {}",
+                crate::VERSION
+            ),
+        );
+    }
+
     /// Records a detector's finding; a `stop_on` detector prunes the run.
     fn found(&mut self, step: u64, finding: crate::detect::Finding) {
         let stops = self
@@ -76,6 +102,9 @@ impl Observer for RunObserver<'_> {
     fn started(&mut self, first_step: u64, total_steps: u64) {
         self.total = total_steps;
         self.progress.started(first_step, total_steps);
+        if first_step > 0 {
+            self.note_runner_change(first_step);
+        }
     }
 
     fn step(&mut self, step: u64, losses: Losses, seconds: f64) {
