@@ -315,8 +315,10 @@ fn migrate(conn: &mut Connection) -> Result<()> {
         let version = tx.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
         anyhow::ensure!(
             version <= MIGRATIONS.len(),
-            "the database has schema version {version}, newer than this runner's {}",
-            MIGRATIONS.len()
+            "the database has schema version {version}, newer than this runner's {} (runner {}): \
+             a newer runner wrote it; use that one, or another --db",
+            MIGRATIONS.len(),
+            crate::VERSION
         );
         let Some(sql) = MIGRATIONS.get(version) else {
             return Ok(());
@@ -810,7 +812,16 @@ mod tests {
         assert_eq!(version, MIGRATIONS.len());
         conn.pragma_update(None, "user_version", 99).unwrap();
         drop(conn);
-        assert!(open(&path).unwrap_err().to_string().contains("migrating"));
+        let err = format!("{:#}", open(&path).unwrap_err());
+        assert!(
+            err.contains("migrating")
+                && err.contains(&format!(
+                    "schema version 99, newer than this runner's {} (runner {}): a newer runner",
+                    MIGRATIONS.len(),
+                    crate::VERSION
+                )),
+            "{err}"
+        );
     }
 
     #[test]
