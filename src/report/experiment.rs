@@ -3,7 +3,7 @@
 //! all its runs, the best runs' last samples side by side, its leaderboard, what each setting
 //! explains ([`crate::importance`], also `runner runs --explain`) and its replicates.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use anyhow::Result;
@@ -54,7 +54,31 @@ pub(super) fn x_axis(values: &[&String]) -> (Vec<f64>, Option<Vec<String>>, bool
                 .expect("collected above") as f64
         })
         .collect();
-    (xs, Some(distinct.into_iter().cloned().collect()), false)
+    let names = match numbers {
+        Some(_) => distinct_labels(&distinct),
+        None => distinct.into_iter().cloned().collect(),
+    };
+    (xs, Some(names), false)
+}
+
+/// Labels for distinct numbers (as text), each rounded to the fewest significant digits, 3 at
+/// least, that keep them apart, where that is shorter: a searched learning rate reads
+/// 0.000166, not 0.00016632325697911321, and a grid's 0.0002 stays as it is.
+fn distinct_labels(numbers: &[&String]) -> Vec<String> {
+    let rounded = |digits: usize| -> Vec<String> {
+        (numbers.iter())
+            .map(|n| {
+                let x: f64 = n.parse().unwrap_or(f64::NAN);
+                let x: f64 = format!("{x:.*e}", digits - 1).parse().unwrap_or(x);
+                let x = x.to_string();
+                if x.len() < n.len() { x } else { n.to_string() }
+            })
+            .collect()
+    };
+    (3..=17)
+        .map(rounded)
+        .find(|labels| labels.iter().collect::<BTreeSet<_>>().len() == numbers.len())
+        .unwrap_or_else(|| numbers.iter().map(|n| n.to_string()).collect())
 }
 
 /// The most values of a setting that its plot joins by a line: a grid sweeps a few.

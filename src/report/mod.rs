@@ -579,6 +579,16 @@ mod tests {
         assert_eq!(xs, [2.0, 0.0, 1.0, 0.0]);
         assert_eq!(names.unwrap(), ["1e-4", "0.0002", "0.0004"]);
         assert!(!log);
+        // Searched values are labelled short, with the digits that tell them apart.
+        let drawn = strings(&[
+            "0.0008780331784839773",
+            "0.00016632325697911321",
+            "0.000166351",
+        ]);
+        let refs: Vec<&String> = drawn.iter().collect();
+        let (xs, names, _) = x_axis(&refs);
+        assert_eq!(xs, [2.0, 0.0, 1.0]);
+        assert_eq!(names.unwrap(), ["0.0001663", "0.0001664", "0.000878"]);
         let many: Vec<String> = (1..=20).map(|i| format!("{}", i as f64 * 1e-4)).collect();
         let refs: Vec<&String> = many.iter().collect();
         let (xs, names, log) = x_axis(&refs);
