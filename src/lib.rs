@@ -37,6 +37,6 @@ pub mod track;
 pub mod train;
 
 /// The runner's version as runs record it (`runs.version`) and `runner --version` prints: the
-/// crate's, with the commit it was built from in its git checkout, `+modified` when the sources
-/// differ from it: `0.1.0 (58e9a61c2)` (see `build.rs`).
+/// crate's, with the commit it was built from in its git checkout and a hash of how the sources
+/// differ from it: `0.1.0 (58e9a61c2)`, `0.1.0 (58e9a61c2+modified.7211301)` (see `build.rs`).
 pub const VERSION: &str = env!("GANRUNNER_VERSION");
