@@ -399,6 +399,10 @@ pub struct TrainArgs {
     pub steps: Option<u64>,
     #[command(flatten)]
     pub timeout: TimeoutArg,
+    /// Print the config it would train as a spec (every key, defaults included: saved, it
+    /// trains the same run) and where; train nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// Which trained generator: `generate` and `export`.

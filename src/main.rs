@@ -85,6 +85,7 @@ fn run(cli: Cli) -> Result<()> {
                 a.data_dir.as_deref(),
                 a.steps,
                 a.timeout.timeout,
+                a.dry_run,
             )
         }
         Command::Generate(a) => {

@@ -396,6 +396,79 @@ fn set_changes_a_key_for_one_command_and_trains_it_as_its_own_run() {
 }
 
 #[test]
+fn train_dry_run_prints_the_config_as_a_spec_that_trains_the_same_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let swept = format!("{TINY_SPEC}[sweep]\n\"train.lr\" = [1e-4, 2e-4]\n");
+    std::fs::write(dir.path().join("tiny.toml"), swept).unwrap();
+    let run = |args: &[&str]| {
+        runner()
+            .current_dir(dir.path())
+            .args(args)
+            .arg("--data-dir")
+            .arg(fixture_dir())
+            .assert()
+    };
+    let stdout = |assert: assert_cmd::assert::Assert| {
+        String::from_utf8(assert.get_output().stdout.clone()).unwrap()
+    };
+    let dry_run = || {
+        run(&["train", "tiny.toml", "--set", "train.seed=7", "--dry-run"])
+            .success()
+            .stderr(predicate::str::contains("trains the base config alone"))
+    };
+    let printed = stdout(dry_run());
+    let (comment, spec) = printed.split_once('\n').unwrap();
+    assert!(
+        comment.starts_with("# `runner train` would train this config in results/tiny/train-")
+            && comment.ends_with(": a new run"),
+        "{printed}"
+    );
+    assert!(
+        spec.starts_with("name = \"tiny\"\ndescription = \"\"\n"),
+        "{printed}"
+    );
+    // Every key, the file's, the set's and the defaults.
+    let table: toml::Table = toml::from_str(&printed).unwrap();
+    assert_eq!(table["train"]["seed"].as_integer(), Some(7));
+    assert_eq!(table["model"]["latent_dim"].as_integer(), Some(8));
+    assert_eq!(table["train"]["optimizer"].as_str(), Some("adam"));
+    assert_eq!(table["model"]["bn_eps"].as_float(), Some(0.8));
+    assert!(
+        !dir.path().join("results").exists(),
+        "a dry run writes nothing"
+    );
+    // Saved, it plans the very run `train` trains: the same config, the same id.
+    std::fs::write(dir.path().join("resolved.toml"), &printed).unwrap();
+    assert_eq!(
+        stdout(run(&["sweep", "resolved.toml", "--dry-run"]).success()),
+        stdout(
+            run(&[
+                "sweep",
+                "tiny.toml",
+                "--dry-run",
+                "--set",
+                "train.seed=7",
+                "--set",
+                "sweep={}"
+            ])
+            .success()
+        )
+    );
+    // Once trained, it says where training would go on from.
+    run(&["train", "tiny.toml", "--set", "train.seed=7"]).success();
+    let again = stdout(dry_run());
+    assert!(
+        again
+            .lines()
+            .next()
+            .unwrap()
+            .ends_with(": it goes on from its checkpoint at step 6"),
+        "{again}"
+    );
+    assert_eq!(again.split_once('\n').unwrap().1, spec);
+}
+
+#[test]
 fn generate_from_nothing_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     runner()

@@ -99,6 +99,7 @@ pub fn train(
     data_dir: Option<&Path>,
     steps: Option<u64>,
     timeout: Option<std::time::Duration>,
+    dry_run: bool,
 ) -> Result<()> {
     let stop = interrupt_flag();
     let time_limit = timeout.map(|limit| TimeLimit::start(limit, &stop));
@@ -146,6 +147,9 @@ pub fn train(
     });
     train::refuse_foreign_dir(&run_dir)?;
     train::refuse_inside_run_dir(&run_dir)?;
+    if dry_run {
+        return print_resolved_spec(&spec, &config, &run_dir);
+    }
     let mut progress = ProgressObserver::new(&spec.name, stop);
     let outcome = train::train(&config, &run_dir, &mut progress);
     progress.finish();
@@ -203,6 +207,24 @@ pub fn train(
         Status::Pruned { step, reason } => outln!("pruned at step {step}: {reason}\n{files}")?,
     }
     Ok(())
+}
+
+/// `train --dry-run`: the config `train` would run, as a spec (every key, defaults included:
+/// saved as a file, it trains the same run, as Hydra's `--cfg job` prints a job's config),
+/// after a comment saying where it would train and from which step.
+fn print_resolved_spec(spec: &Spec, config: &crate::spec::RunConfig, run_dir: &Path) -> Result<()> {
+    let start = match train::checkpoint::resumable_step(run_dir) {
+        Some(step) => format!("it goes on from its checkpoint at step {step}"),
+        None => "a new run".into(),
+    };
+    let text = |s: &str| toml::Value::String(s.into()).to_string();
+    outln!(
+        "# `runner train` would train this config in {}: {start}\nname = {}\ndescription = {}\n",
+        run_dir.display(),
+        text(&spec.name),
+        text(&spec.description)
+    )?;
+    out!("{}", toml::to_string(config)?)
 }
 
 pub fn report(db: &Path, out: &Path, experiment: Option<&str>) -> Result<()> {
