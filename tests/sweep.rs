@@ -2162,6 +2162,10 @@ fn runs_record_the_runner_that_trained_them_and_a_rerun_names_other_runners() {
         .join(format!("results/report/tiny/{}/index.html", ids[0]));
     let page = std::fs::read_to_string(page).unwrap();
     assert!(page.contains(&format!("by runner {version}")), "{page}");
+    assert!(
+        page.contains(&format!("Written by runner {version}.")),
+        "{page}"
+    );
 
     // As if an older runner had trained them: one that recorded its version, and one from
     // before runs recorded it. The rerun keeps both and says so.

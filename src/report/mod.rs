@@ -399,6 +399,7 @@ fn write_site(
     }
     let tmp = crate::fsutil::temp_sibling(out);
     let mut env = templates();
+    env.add_global("runner_version", crate::VERSION);
     if let Some(every) = reload_every {
         env.add_global("reload_every", every.as_secs().max(1));
     }
