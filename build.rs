@@ -88,6 +88,9 @@ fn changes() -> Option<Vec<u8>> {
 fn git(args: &[&str], input: Option<&[u8]>) -> Option<Vec<u8>> {
     let mut child = Command::new("git")
         .args(args)
+        // Never take the index's lock to refresh it: a git command of the user's at that
+        // moment would fail on it.
+        .env("GIT_OPTIONAL_LOCKS", "0")
         .stdin(if input.is_some() {
             Stdio::piped()
         } else {

@@ -2240,6 +2240,12 @@ fn runs_record_the_runner_that_trained_them_and_a_rerun_names_other_runners() {
         .filter(|l| l.contains(" continues run "))
         .collect();
     assert_eq!(continues.len(), 2, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            ": its steps to 10 were trained by 0.0.9 (abc), the rest by {version}"
+        )),
+        "{stderr}"
+    );
     for line in continues {
         let by_other = line.contains("10 steps by another runner (0.0.9 (abc)): those steps");
         assert_eq!(

@@ -72,14 +72,13 @@ impl RunObserver<'_> {
             return;
         };
         let writer = writer.unwrap_or_else(|| "a release that did not record its version".into());
-        self.flag(
-            step,
-            "runner_changed",
-            format!(
-                "its steps to {step} were trained by {writer}, the rest by {}",
-                crate::VERSION
-            ),
+        let detail = format!(
+            "its steps to {step} were trained by {writer}, the rest by {}",
+            crate::VERSION
         );
+        self.progress
+            .message(&format!("run {}: {detail}", self.run_id));
+        self.flag(step, "runner_changed", detail);
     }
 
     /// Records a detector's finding; a `stop_on` detector prunes the run.
