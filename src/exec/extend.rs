@@ -38,16 +38,12 @@ pub struct Finished(Vec<Shorter>);
 
 impl Finished {
     pub fn of(conn: &Connection, experiment: &str) -> Result<Finished> {
-        // (`--dry-run` may read an older runner's database where it cannot upgrade it.)
-        let version = if track::has_column(conn, "runs", "version")? {
-            "version"
-        } else {
-            "NULL"
-        };
         let mut statement = conn.prepare(&format!(
-            "SELECT id, config, data_id, run_dir, steps_done, {version} FROM runs \
+            "SELECT id, config, data_id, run_dir, steps_done, {} FROM runs \
              WHERE experiment = ?1 AND status = 'finished' AND steps_done > 0 \
-             ORDER BY steps_done DESC, id"
+             ORDER BY steps_done DESC, id",
+            // (`--dry-run` may read an older runner's database where it cannot upgrade it.)
+            track::version_sql(conn, "runs")?
         ))?;
         let rows = statement.query_map([experiment], |row| {
             Ok((

@@ -306,15 +306,10 @@ pub fn recorded_states(
 
 /// Each recorded run's status and steps.
 fn states_of_runs(conn: &rusqlite::Connection) -> Result<HashMap<String, Recorded>> {
-    // (An older runner's database read where it cannot be upgraded has no versions.)
-    let version = if track::has_column(conn, "runs", "version")? {
-        "r.version"
-    } else {
-        "NULL"
-    };
     let sql = format!(
-        "SELECT r.id, {}, r.steps_done, r.total_steps, {version} FROM runs r",
-        track::claims::status_sql("r")
+        "SELECT r.id, {}, r.steps_done, r.total_steps, {} FROM runs r",
+        track::claims::status_sql("r"),
+        track::version_sql(conn, "r")?
     );
     let mut statement = conn.prepare(&sql)?;
     let rows = statement.query_map([], |r| {

@@ -127,19 +127,15 @@ fn load_runs(conn: &Connection, detail: Detail) -> Result<BTreeMap<String, Vec<R
     // Training times are recorded since schema 7 (an older runner's database read as it is
     // has none).
     let timed = crate::track::has_column(conn, "metrics", "seconds")?;
-    let version = if crate::track::has_column(conn, "runs", "version")? {
-        "version"
-    } else {
-        "NULL"
-    };
     // A run whose process is gone shows as `orphaned`, as `runner runs` shows it.
     let status = crate::track::claims::status_sql("runs");
     let mut stmt = conn.prepare(&format!(
         "SELECT id, experiment, {status}, steps_done, total_steps, error, run_dir, started_at,
-                finished_at, host, backend, config, {}, {}, {version}
+                finished_at, host, backend, config, {}, {}, {}
          FROM runs ORDER BY started_at, id",
         crate::query::latest_time_sql(timed, "runs", "seconds"),
         crate::query::time_left_sql(timed, "runs", &status),
+        crate::track::version_sql(conn, "runs")?,
     ))?;
     let rows = stmt.query_map([], |r| {
         Ok((

@@ -138,6 +138,15 @@ pub fn has_column(conn: &Connection, table: &str, column: &str) -> Result<bool> 
     )?)
 }
 
+/// `runs.version` as a select expression on the runs table named `alias`: NULL in a database
+/// of a release before it, read where it cannot be upgraded (a read-only copy).
+pub fn version_sql(conn: &Connection, alias: &str) -> Result<String> {
+    Ok(match has_column(conn, "runs", "version")? {
+        true => format!("{alias}.version"),
+        false => "NULL".into(),
+    })
+}
+
 /// The database's default place.
 pub fn default_db() -> PathBuf {
     PathBuf::from("results/runs.sqlite")
