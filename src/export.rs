@@ -20,7 +20,7 @@ use safetensors::{Dtype, tensor::TensorView};
 use crate::generate::{load_generator, load_latest};
 use crate::model::{Discriminator, Generator, ModelConfig};
 use crate::spec::RunConfig;
-use crate::train::checkpoint;
+use crate::train::checkpoint::{self, CheckpointMeta};
 use crate::train::rng::{Stream, rng_for};
 
 /// Which of a run's two networks.
@@ -239,27 +239,37 @@ pub fn export(checkpoint: &Path, net: Net, raw: bool, out: &Path) -> Result<Expo
         Net::G => {
             let loaded = load_generator(checkpoint, raw)?;
             let g = Network::G(&loaded.generator);
-            write(g, &loaded.config, loaded.step, loaded.averaged, out)
+            let trained = Trained {
+                step: loaded.step,
+                averaged: loaded.averaged,
+                runner: loaded.runner.as_deref(),
+            };
+            write(g, &loaded.config, trained, out)
         }
         Net::D => {
             anyhow::ensure!(
                 !raw,
                 "--raw picks G's weights over their average; D has no average"
             );
-            let (d, config, step) = load_discriminator(checkpoint)?;
-            write(Network::D(&d), &config, step, false, out)
+            let (d, meta) = load_discriminator(checkpoint)?;
+            let trained = Trained {
+                step: meta.step,
+                averaged: false,
+                runner: meta.runner.as_deref(),
+            };
+            write(Network::D(&d), &meta.config, trained, out)
         }
     }
 }
 
 /// The discriminator of a checkpoint (or of a run directory's latest checkpoint) as its
-/// losses saw it (spectrally normalized with `model.spectral_norm`), with the run's config
-/// and the checkpoint's step.
-pub fn load_discriminator(checkpoint: &Path) -> Result<(Discriminator, RunConfig, u64)> {
+/// losses saw it (spectrally normalized with `model.spectral_norm`), with the checkpoint's
+/// record (the run's config, the step).
+pub fn load_discriminator(checkpoint: &Path) -> Result<(Discriminator, CheckpointMeta)> {
     load_latest(checkpoint, discriminator_in)
 }
 
-fn discriminator_in(dir: &Path) -> Result<(Discriminator, RunConfig, u64)> {
+fn discriminator_in(dir: &Path) -> Result<(Discriminator, CheckpointMeta)> {
     let opened = checkpoint::Opened::open(dir)?;
     let config = opened.meta.config.clone();
     let device = crate::backend::device();
@@ -271,16 +281,24 @@ fn discriminator_in(dir: &Path) -> Result<(Discriminator, RunConfig, u64)> {
     } else {
         d
     };
-    Ok((d, config, opened.meta.step))
+    Ok((d, opened.meta))
 }
 
-/// Writes `network` of a run with `config`, at `step`, to `out` as safetensors (`averaged`:
-/// the weights are G's moving average).
+/// Where exported weights come from, for the file's metadata.
+pub struct Trained<'a> {
+    /// The checkpoint's step.
+    pub step: u64,
+    /// The weights are G's moving average.
+    pub averaged: bool,
+    /// The runner that wrote the checkpoint, when it recorded itself.
+    pub runner: Option<&'a str>,
+}
+
+/// Writes `network` of a run with `config`, `trained` as it says, to `out` as safetensors.
 pub fn write(
     network: Network,
     config: &RunConfig,
-    step: u64,
-    averaged: bool,
+    trained: Trained,
     out: &Path,
 ) -> Result<Exported> {
     let (model, net) = (&config.model, network.net());
@@ -326,7 +344,12 @@ pub fn write(
         ),
         Net::D => (model.conditional().discriminator_inputs(), false),
     };
-    let metadata = HashMap::from([
+    let Trained {
+        step,
+        averaged,
+        runner,
+    } = trained;
+    let mut metadata = HashMap::from([
         // What Hugging Face's loaders expect of PyTorch weights.
         ("format".to_string(), "pt".to_string()),
         ("ganrunner.module".into(), torch_module(model, net).into()),
@@ -351,6 +374,9 @@ pub fn write(
             serde_json::to_string(config).context("the run's config as JSON")?,
         ),
     ]);
+    if let Some(runner) = runner {
+        metadata.insert("ganrunner.trained_by".into(), runner.into());
+    }
     let tensors = views.len();
     let file = safetensors::serialize(views, Some(metadata))?;
     crate::fsutil::write_atomic(out, &file)

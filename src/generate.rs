@@ -20,6 +20,8 @@ pub struct Loaded {
     pub averaged: bool,
     /// The checkpoint it came from.
     pub dir: std::path::PathBuf,
+    /// The runner that wrote the checkpoint (none: a release that did not record it).
+    pub runner: Option<String>,
 }
 
 /// Loads the generator of a checkpoint (or of a run directory's latest checkpoint): the
@@ -60,6 +62,7 @@ fn load_checkpoint(dir: &Path, raw: bool) -> anyhow::Result<Loaded> {
         step: checkpoint.meta.step,
         averaged,
         dir: dir.to_path_buf(),
+        runner: checkpoint.meta.runner.clone(),
     })
 }
 

@@ -56,7 +56,8 @@ fn outputs(run: &Path, net: Net, dir: &Path) -> (PathBuf, PathBuf) {
             (z, images.into_data().try_to_vec().unwrap())
         }
         Net::D => {
-            let (d, config, _) = ganrunner::export::load_discriminator(run).unwrap();
+            let (d, meta) = ganrunner::export::load_discriminator(run).unwrap();
+            let config = meta.config;
             let side = config.model.image_side();
             let images = fixed(n * side * side);
             let shape = [n, 1, side, side];
@@ -161,6 +162,10 @@ fn pytorch_loads_every_arch_strictly_and_computes_the_same_images_and_logits() {
                 tensors.names().iter().all(|n| !n.contains("gamma")),
                 "{arch} {net:?}"
             );
+            // The weights say which runner trained them.
+            let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+            let metadata = header.metadata().clone().unwrap();
+            assert_eq!(metadata["ganrunner.trained_by"], ganrunner::VERSION);
             let Some(python) = &python else {
                 continue;
             };

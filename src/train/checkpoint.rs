@@ -46,6 +46,9 @@ pub struct CheckpointMeta {
     /// in checkpoints written before it was kept: a run resumed from one counts from there).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seconds: Option<f64>,
+    /// The runner that wrote it ([`crate::VERSION`]; none in checkpoints of earlier releases).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner: Option<String>,
     /// Each file beside it -> the hex of its XXH3-128, filled in by [`save`]. A field of its own:
     /// earlier releases, which know only `files`, read these checkpoints as written before
     /// checksums (checked by parsing them) rather than as damaged.

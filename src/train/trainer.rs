@@ -345,6 +345,7 @@ impl Trainer {
             config: self.config.clone(),
             fid,
             seconds: Some(seconds),
+            runner: Some(crate::VERSION.into()),
             checksums: Default::default(),
             files: Default::default(),
         }
