@@ -13,7 +13,7 @@ use std::process::Command;
 use burn::tensor::Tensor;
 use common::{fixture_dir, tiny_run, torch_python};
 use ganrunner::data::{Digits, Split};
-use ganrunner::export::{Network, write};
+use ganrunner::export::{Network, Trained, write};
 use ganrunner::model::{ClassicOptions, DcganOptions, GanOptions, ModelConfig};
 use ganrunner::spec::OptimizerKind;
 use ganrunner::train::Trainer;
@@ -76,7 +76,12 @@ fn write_networks(trainer: &Trainer, step: u64, dir: &Path) {
     ];
     for (network, name) in networks {
         let path = dir.join(format!("{name}-{step}.safetensors"));
-        write(network, trainer.config(), step, false, &path).unwrap();
+        let trained = Trained {
+            step,
+            averaged: false,
+            runner: Some(ganrunner::VERSION),
+        };
+        write(network, trainer.config(), trained, &path).unwrap();
     }
 }
 
