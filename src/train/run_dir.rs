@@ -14,8 +14,13 @@ pub const CONFIG_FILE: &str = "config.toml";
 /// training writes `config.toml`, `losses.csv` and `best/` there, and would replace the
 /// user's own. (Sweeps name their own directories, `<results>/<experiment>/<run id>`.)
 pub fn refuse_foreign_dir(run_dir: &Path) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !run_dir.exists() || run_dir.is_dir(),
+        "{}: is a file, not a directory; training needs a new or empty directory there",
+        run_dir.display()
+    );
     let Ok(mut entries) = std::fs::read_dir(run_dir) else {
-        return Ok(()); // Absent: created next (a file in the way is refused there).
+        return Ok(()); // Absent: created next.
     };
     let ours = run_dir.join(crate::fsutil::LOCK_FILE).exists()
         || checkpoint::checkpoints_dir(run_dir).is_dir();
