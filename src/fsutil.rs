@@ -5,6 +5,27 @@ use std::path::{Path, PathBuf};
 
 /// Writes `bytes` to `path` through a temporary sibling and a rename, so that a reader (or a
 /// crash) never sees a half-written file. Creates the parent directory if needed.
+/// `std::fs::create_dir_all`, whose error, when a file stands where a directory must go,
+/// names that file ("results is a file, not a directory") instead of saying "File exists".
+pub fn create_dir_all(dir: impl AsRef<Path>) -> std::io::Result<()> {
+    let dir = dir.as_ref();
+    std::fs::create_dir_all(dir).map_err(|err| match file_in_the_way(dir) {
+        Some(file) => std::io::Error::new(
+            std::io::ErrorKind::NotADirectory,
+            format!("{} is a file, not a directory", file.display()),
+        ),
+        None => err,
+    })
+}
+
+/// The file (or other non-directory) at `dir` or at one of its ancestors, where a directory
+/// would have to be for `dir` to be one.
+pub fn file_in_the_way(dir: &Path) -> Option<&Path> {
+    (dir.ancestors())
+        .filter(|a| !a.as_os_str().is_empty())
+        .find(|a| a.exists() && !a.is_dir())
+}
+
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     write_atomic_with(path, |file| file.write_all(bytes))
 }
@@ -34,7 +55,7 @@ pub fn write_atomic_with(
         path
     };
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)?;
+        create_dir_all(parent)?;
     }
     let tmp = temp_sibling(path);
     let result = (|| {
@@ -97,7 +118,7 @@ impl DirLock {
     /// what it held into `to` (a new directory), so the lock stays held on the directory that
     /// keeps its name.
     pub fn move_contents(&self, to: &Path, keep: &[&str]) -> std::io::Result<()> {
-        std::fs::create_dir_all(to)?;
+        create_dir_all(to)?;
         for entry in std::fs::read_dir(&self.dir)? {
             let entry = entry?;
             let name = entry.file_name();
@@ -164,7 +185,7 @@ pub fn try_lock_dir_patiently(dir: &Path) -> anyhow::Result<Option<DirLock>> {
 
 /// Like [`lock_dir`], answering `None` when another process holds the lock.
 pub fn try_lock_dir(dir: &Path) -> anyhow::Result<Option<DirLock>> {
-    std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
+    create_dir_all(dir).map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
     let (file, locked) = try_lock_file(&dir.join(LOCK_FILE))?;
     Ok(locked.then(|| DirLock {
         dir: dir.to_path_buf(),
@@ -262,6 +283,22 @@ pub fn remove_temp_dirs(parent: &Path, prefix: &str) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_in_the_way_of_a_directory_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("taken");
+        std::fs::write(&file, "mine").unwrap();
+        for wanted in [file.join("sub/deeper"), file.clone()] {
+            let err = create_dir_all(&wanted).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!("{} is a file, not a directory", file.display())
+            );
+        }
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "mine");
+        create_dir_all(&dir.path().join("new/sub")).unwrap();
+    }
 
     #[test]
     fn a_locked_directory_is_refused_until_released() {

@@ -468,8 +468,8 @@ fn train_dry_run_prints_the_config_as_a_spec_that_trains_the_same_run() {
     assert_eq!(again.split_once('\n').unwrap().1, spec);
     // A file where the run directory would go is refused alike, dry or not, and kept.
     std::fs::write(dir.path().join("taken"), "mine").unwrap();
-    for dry in [true, false] {
-        let mut args = vec!["train", "tiny.toml", "--out", "taken"];
+    for (out, dry) in [("taken", true), ("taken", false), ("taken/run", false)] {
+        let mut args = vec!["train", "tiny.toml", "--out", out];
         args.extend(dry.then_some("--dry-run"));
         run(&args).failure().stderr(predicate::str::contains(
             "taken: is a file, not a directory; training needs a new or empty directory there",

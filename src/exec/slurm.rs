@@ -150,7 +150,8 @@ impl Executor for SlurmExecutor {
             crate::eval::classifier::Classifier::load_or_train(&dir, &mut |l| errln!("{l}"))?;
         }
         let dir = std::path::absolute(slurm_dir(&self.results, experiment))?;
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        crate::fsutil::create_dir_all(&dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
         let stamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()

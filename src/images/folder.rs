@@ -38,7 +38,7 @@ pub fn write_folder(images: &ImageBatch, labels: Option<&[u8]>, dir: &Path) -> a
         );
     }
     if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).with_context(|| parent.display().to_string())?;
+        crate::fsutil::create_dir_all(parent).with_context(|| parent.display().to_string())?;
     }
     let staging = crate::fsutil::temp_sibling(&dir);
     let written = write_files(images, labels, &staging, &dir)
@@ -64,7 +64,7 @@ fn write_files(
         });
         let file = folder.join(format!("{i:0width$}.png"));
         let shown = || dir.join(&file).display().to_string();
-        std::fs::create_dir_all(staging.join(&folder)).with_context(shown)?;
+        crate::fsutil::create_dir_all(staging.join(&folder)).with_context(shown)?;
         let image = GrayImage::from_raw(side, side, images.image(i).to_vec())
             .expect("an image's pixels fill its side");
         let mut out =

@@ -315,7 +315,7 @@ impl Site {
     fn file(&self, rel: &str, bytes: &[u8]) -> Result<()> {
         let path = self.root.join(rel);
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
+            crate::fsutil::create_dir_all(parent)?;
         }
         std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
         self.written.borrow_mut().push(rel.to_string());
@@ -363,7 +363,7 @@ fn write_site(
         out.to_path_buf()
     };
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
+        crate::fsutil::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;
     }
     // Two reports of one --out at once (two sweeps ending together) take turns: each

@@ -267,7 +267,7 @@ fn open_for_writing(path: &Path) -> Result<Connection> {
         path.display()
     );
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
+        crate::fsutil::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;
     }
     let mut conn = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;

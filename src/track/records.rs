@@ -38,7 +38,7 @@ impl RecordsFile {
     /// Opens the records of `run_dir` for `task`: a fresh start replaces the records of earlier
     /// attempts, a resume adds to them.
     pub fn open(run_dir: &Path, task: String, fresh: bool) -> Result<RecordsFile> {
-        std::fs::create_dir_all(run_dir)
+        crate::fsutil::create_dir_all(run_dir)
             .with_context(|| format!("creating {}", run_dir.display()))?;
         let path = path(run_dir);
         let mut file = if fresh {

@@ -133,7 +133,7 @@ fn save_to(
 ) -> anyhow::Result<PathBuf> {
     let tmp = temp_sibling(&target);
     let write = || -> anyhow::Result<()> {
-        std::fs::create_dir_all(&tmp)?;
+        crate::fsutil::create_dir_all(&tmp)?;
         let module_bytes = |m: ModuleRecord| m.into_bytes().map_err(|e| anyhow::anyhow!("{e}"));
         let optim_bytes = |o: &ModuleOptimizer| o.into_bytes().map_err(|e| anyhow::anyhow!("{e}"));
         let mut files: Vec<(&str, Vec<u8>)> = vec![

@@ -14,11 +14,12 @@ pub const CONFIG_FILE: &str = "config.toml";
 /// training writes `config.toml`, `losses.csv` and `best/` there, and would replace the
 /// user's own. (Sweeps name their own directories, `<results>/<experiment>/<run id>`.)
 pub fn refuse_foreign_dir(run_dir: &Path) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        !run_dir.exists() || run_dir.is_dir(),
-        "{}: is a file, not a directory; training needs a new or empty directory there",
-        run_dir.display()
-    );
+    if let Some(file) = crate::fsutil::file_in_the_way(run_dir) {
+        anyhow::bail!(
+            "{}: is a file, not a directory; training needs a new or empty directory there",
+            file.display()
+        );
+    }
     let Ok(mut entries) = std::fs::read_dir(run_dir) else {
         return Ok(()); // Absent: created next.
     };
