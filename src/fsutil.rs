@@ -297,7 +297,7 @@ mod tests {
             );
         }
         assert_eq!(std::fs::read_to_string(&file).unwrap(), "mine");
-        create_dir_all(&dir.path().join("new/sub")).unwrap();
+        create_dir_all(dir.path().join("new/sub")).unwrap();
     }
 
     #[test]
