@@ -3,8 +3,6 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// Writes `bytes` to `path` through a temporary sibling and a rename, so that a reader (or a
-/// crash) never sees a half-written file. Creates the parent directory if needed.
 /// `std::fs::create_dir_all`, whose error, when a file stands where a directory must go,
 /// names that file ("results is a file, not a directory") instead of saying "File exists".
 pub fn create_dir_all(dir: impl AsRef<Path>) -> std::io::Result<()> {
@@ -26,6 +24,8 @@ pub fn file_in_the_way(dir: &Path) -> Option<&Path> {
         .find(|a| a.exists() && !a.is_dir())
 }
 
+/// Writes `bytes` to `path` through a temporary sibling and a rename, so that a reader (or a
+/// crash) never sees a half-written file. Creates the parent directory if needed.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     write_atomic_with(path, |file| file.write_all(bytes))
 }

@@ -14,8 +14,9 @@ use super::data::{self, Experiment, Run};
 use super::plots::{self, Axis, Chart, Polyline, Series};
 use super::{Plot, Ranking, Site, compare, experiment_view, format_value, slug, swept_keys};
 
-/// Up to this many distinct values, a swept setting gets one evenly spaced, exactly labelled
-/// tick per value (as a grid of hyperparameters reads best); more get a numeric axis.
+/// Up to this many distinct values, a swept setting gets one evenly spaced tick per value,
+/// labelled with the digits that tell them apart (as a grid of hyperparameters reads best);
+/// more get a numeric axis.
 const MAX_CATEGORIES: usize = 8;
 
 /// Where each value of a swept setting goes on the x axis: (x of each value, category names
