@@ -277,12 +277,9 @@ fn note_other_runners(experiment: &str, others: &OtherRunners) {
         return;
     }
     // Named versions first, then the runs of releases before versions were recorded.
-    let by: Vec<String> = (others.iter())
-        .filter_map(|(version, n)| Some(format!("{n} by {}", version.as_ref()?)))
-        .chain(
-            (others.get(&None))
-                .map(|n| format!("{n} by a release that did not record its version")),
-        )
+    let by: Vec<String> = (others.iter().filter(|(version, _)| version.is_some()))
+        .chain(others.get_key_value(&None))
+        .map(|(version, n)| format!("{n} by {}", track::runner_name(version.as_deref())))
         .collect();
     errln!(
         "{experiment}: {} of the runs kept as they are were trained by another runner ({}; \
@@ -329,10 +326,10 @@ fn continue_shorter_run(
             run.id,
             shorter.id,
             shorter.steps,
-            match &shorter.version {
-                Some(version) if version == crate::VERSION => String::new(),
+            match shorter.version.as_deref() {
+                Some(crate::VERSION) => String::new(),
                 Some(version) => format!(" by another runner ({version})"),
-                None => " by a release that did not record its version".into(),
+                None => format!(" by {}", track::runner_name(None)),
             }
         ),
         Err(err) => errln!(

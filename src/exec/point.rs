@@ -71,9 +71,9 @@ impl RunObserver<'_> {
         let Some(writer) = writer.filter(|v| v.as_deref() != Some(crate::VERSION)) else {
             return;
         };
-        let writer = writer.unwrap_or_else(|| "a release that did not record its version".into());
         let detail = format!(
-            "its steps to {step} were trained by {writer}, the rest by {}",
+            "its steps to {step} were trained by {}, the rest by {}",
+            track::runner_name(writer.as_deref()),
             crate::VERSION
         );
         self.progress

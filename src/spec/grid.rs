@@ -253,11 +253,7 @@ impl Spec {
         if trials.is_empty() {
             trials.push(Vec::new());
         }
-        let mut points = Vec::new();
-        for (name, axes) in &grids {
-            points.extend(self.cross(trials.clone(), name, axes)?);
-        }
-        Ok(points)
+        self.cross_grids(trials, &grids)
     }
 
     /// The grid points of one search trial: its `values` crossed with the `[sweep]` lists
@@ -266,9 +262,18 @@ impl Spec {
         &self,
         values: Vec<(String, toml::Value)>,
     ) -> Result<Vec<GridPoint>, (String, String)> {
+        self.cross_grids(vec![values], &self.sweep_grids()?)
+    }
+
+    /// Each of `trials` crossed with each grid in turn, as validated configs.
+    fn cross_grids(
+        &self,
+        trials: Vec<Vec<(String, toml::Value)>>,
+        grids: &[Grid],
+    ) -> Result<Vec<GridPoint>, (String, String)> {
         let mut points = Vec::new();
-        for (name, axes) in &self.sweep_grids()? {
-            points.extend(self.cross(vec![values.clone()], name, axes)?);
+        for (name, axes) in grids {
+            points.extend(self.cross(trials.clone(), name, axes)?);
         }
         Ok(points)
     }

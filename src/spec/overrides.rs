@@ -5,8 +5,9 @@
 //! `name=2024`). Keys under `sweep.` and `search.space.` name one swept or searched path
 //! (`sweep.train.lr=[1e-4, 2e-4]`; in each `[[sweep]]` entry alike). Any other key sets the
 //! spec's value and pins it: a sweep axis or searched key of that path is dropped (in each
-//! entry), so `--set train.lr=1e-4` runs a swept spec at one learning rate. `train.steps` and `train.epochs` say one thing two ways, so
-//! setting one drops the other. Overrides apply in order; the last of a key wins.
+//! entry), so `--set train.lr=1e-4` runs a swept spec at one learning rate. `train.steps` and
+//! `train.epochs` say one thing two ways, so setting one drops the other. Overrides apply in
+//! order; the last of a key wins.
 
 use std::fmt;
 use std::str::FromStr;

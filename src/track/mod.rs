@@ -549,6 +549,12 @@ pub fn trained_by(conn: &Connection, run_id: &str) -> Result<Option<String>> {
     }
 }
 
+/// A recorded runner version as messages name it: the version, or for none (records, rows
+/// and checkpoints of releases before versions were kept) what that means.
+pub fn runner_name(version: Option<&str>) -> &str {
+    version.unwrap_or("a release that did not record its version")
+}
+
 /// This machine's name.
 pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
