@@ -1461,13 +1461,7 @@ fn an_older_runners_database_on_read_only_media_is_read_without_tags() {
         .success()
         .stdout(predicate::str::contains("would delete 1 run,"));
     // Nor the runners that trained its runs (schema 8): a sweep plans against it.
-    let spec = dir.path().join("old.toml");
-    let model = common::tiny_gan_model_toml();
-    std::fs::write(
-        &spec,
-        format!("name = \"old\"\n{model}[train]\nsteps = 10\nbatch_size = 16\n"),
-    )
-    .unwrap();
+    let spec = write_spec(dir.path(), "old", 10, "[0]");
     let data = common::fixture_dir();
     runner_on(&[
         "sweep",
