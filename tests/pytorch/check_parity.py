@@ -1,15 +1,16 @@
 #!/usr/bin/env python3
 """Trains the report's PyTorch modules from the runner's starting point and compares losses.
 
-usage: check_parity.py DIR
+usage: check_parity.py DIR...
 
-DIR holds what `tests/parity.rs` wrote: `g-0.safetensors` and `d-0.safetensors` (the runner's
+Each DIR holds what `tests/parity.rs` wrote: `g-0.safetensors` and `d-0.safetensors` (the runner's
 networks before their first step, as `runner export` writes them), `real.f32` and `z.f32` (each
 D step's real batch and latents, raw little-endian float32, one after the other; a step's G
 step takes its first D step's latents), `batches.json` (each D step's batch size), `losses.f32`
 (the runner's D and G loss of each step, D's of its last D step) and `g-N.safetensors`,
 `d-N.safetensors` (the networks after the last step N), and `masks.u8` with `masks.json` (every
-dropout mask the runner drew, 1 kept and 0 dropped, one after the other, and their shapes).
+dropout mask the runner drew, 1 kept and 0 dropped, one after the other, and their shapes), and
+optionally `label`, which names the training in the output (e.g. "the GPU path on the CPU").
 The report's loop runs on them, its Dropout and Dropout2d modules replaying the runner's
 masks in the order the runner drew them (G's forward pass, D's on G's fakes, then D's on the
 real batch and on the fakes; a mask too many or too few is an error): a G
@@ -30,7 +31,7 @@ FLOOR) of the reference at every step; a real difference (Adam's eps 1e-5 instea
 say) leaves it at the second step. So must the trained networks' BatchNorm running
 statistics, which no loss shows (the largest difference over the largest value, within FACTOR
 times PyTorch float32's furthest). Prints the runner's, PyTorch float32's and float64's losses
-side by side; exits 1 when a step or a statistic is out of bounds.
+side by side, for each DIR in turn; exits 1 when a step or a statistic of any is out of bounds.
 """
 import json
 import math
@@ -177,10 +178,13 @@ def tensor_deviation(tensor, reference):
     return ((tensor.double() - reference).abs().max() / reference.abs().max().clamp_min(1e-12)).item()
 
 
-def main():
-    folder = Path(sys.argv[1])
+def check(folder):
+    """Prints the comparison of the training in `folder`; whether it is within the bounds."""
     runner = floats(folder / "losses.f32", (-1, 2)).tolist()
     arch, exact, exact_state = train(folder, torch.float64)
+    label = folder / "label"
+    if label.exists():
+        arch = f"{label.read_text().strip()}, {arch}"
     # Plain, and from starting weights one float32 step away.
     singles = [train(folder, torch.float32, seed)[1:] for seed in (None, *NUDGES)]
     print(f"{arch}: step, D loss and G loss of the runner, PyTorch float32 and float64; "
@@ -221,8 +225,13 @@ def main():
     if weights:
         off, name = max(weights)
         print(f"      weights: {name} {off:.1e}")
-    print(f"{arch}: {len(runner)} steps, {'FAILED' if failed else 'losses and running statistics within the bounds'}")
-    sys.exit(1 if failed else 0)
+    print(f"{arch}: {len(runner)} steps, {'FAILED' if failed else 'losses and running statistics within the bounds'}\n")
+    return not failed
+
+
+def main():
+    passed = [check(Path(folder)) for folder in sys.argv[1:]]
+    sys.exit(0 if passed and all(passed) else 1)
 
 
 if __name__ == "__main__":
