@@ -10,11 +10,12 @@
 //! dcgan-classic step.
 
 use std::borrow::Cow;
+use std::mem::MaybeUninit;
 
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::super::zeros;
+use super::super::{filled, transpose_into};
 
 /// Column buffers are [`Layout::PixelRows`] from this many input channels on (runs of at least
 /// 64 bytes) when the tap rows' spans would be short: strided, or under
@@ -199,13 +200,13 @@ impl Geometry {
         match self.layout() {
             Layout::TapRows => (Cow::Borrowed(w), [self.taps(), 1]),
             Layout::PixelRows => {
-                let mut out = zeros(w.len());
-                transpose::transpose(
-                    &self.weight_in_tap_order(w),
-                    &mut out,
-                    self.taps(),
-                    self.c_out,
-                );
+                let w = self.weight_in_tap_order(w);
+                // SAFETY: the transpose writes every value.
+                let out = unsafe {
+                    filled(w.len(), |out| {
+                        transpose_into(&w, out, self.taps(), self.c_out)
+                    })
+                };
                 (Cow::Owned(out), [1, self.c_out])
             }
         }
@@ -248,11 +249,15 @@ impl Geometry {
     /// Each output channel's `[rows, cols]` block of a weight-shaped buffer, transposed.
     fn per_output_channel(&self, values: &[f32], [rows, cols]: [usize; 2]) -> Vec<f32> {
         let taps = self.taps();
-        let mut out = zeros(values.len());
-        (out.par_chunks_exact_mut(taps))
-            .zip(values.par_chunks_exact(taps))
-            .for_each(|(out, values)| transpose::transpose(values, out, cols, rows));
-        out
+        // SAFETY: a weight-shaped buffer is whole blocks of `taps` values, each transposed
+        // whole.
+        unsafe {
+            filled(values.len(), |out| {
+                (out.par_chunks_exact_mut(taps))
+                    .zip(values.par_chunks_exact(taps))
+                    .for_each(|(out, values)| transpose_into(values, out, cols, rows))
+            })
+        }
     }
 
     /// Writes the column buffer of one image `x` (`Cin x H x W`) into `cols`: for tap rows,
@@ -274,12 +279,23 @@ impl Geometry {
         }
     }
 
-    /// Writes into `dx` (one image's `Cin x H x W` values, all zero) the sum, per input pixel,
-    /// of the column buffer's entries read from it; `cols` and `ld` as [`Self::im2col`] writes
-    /// them.
-    pub(super) fn col2im(&self, cols: &[f32], dx: &mut [f32], ld: usize, scratch: &mut Vec<f32>) {
+    /// Writes into `dx` (one image's `Cin x H x W` values, every one) the sum, per input
+    /// pixel, of the column buffer's entries read from it; `cols` and `ld` as
+    /// [`Self::im2col`] writes them.
+    pub(super) fn col2im(
+        &self,
+        cols: &[f32],
+        dx: &mut [MaybeUninit<f32>],
+        ld: usize,
+        scratch: &mut Vec<f32>,
+    ) {
         match self.layout() {
-            Layout::TapRows => self.col2im_tap_rows(cols, dx, ld),
+            Layout::TapRows => {
+                dx.fill(MaybeUninit::new(0.0));
+                // SAFETY: every value was just written; `MaybeUninit<f32>` has `f32`'s layout.
+                let dx = unsafe { &mut *(dx as *mut [MaybeUninit<f32>] as *mut [f32]) };
+                self.col2im_tap_rows(cols, dx, ld)
+            }
             Layout::PixelRows => {
                 scratch.clear();
                 scratch.resize(self.input_len(), 0.0);
@@ -287,7 +303,7 @@ impl Geometry {
                     let sums = &mut scratch[input..input + len];
                     sums.iter_mut().zip(&cols[at..]).for_each(|(s, c)| *s += c);
                 });
-                transpose::transpose(scratch, dx, self.c_in, self.h * self.w);
+                transpose_into(scratch, dx, self.c_in, self.h * self.w);
             }
         }
     }

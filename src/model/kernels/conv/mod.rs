@@ -24,10 +24,11 @@ use burn::backend::{Dispatch, Flex, backend_extension};
 use burn::prelude::*;
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 mod columns;
 
-use super::{CHUNK, tensor, values, zeros};
+use super::{CHUNK, as_uninit, filled, tensor, transpose_into, values, zeros};
 use columns::{Geometry, Layout};
 
 /// Images per parallel task (and per partial sum of the weight gradient).
@@ -85,10 +86,11 @@ fn view(values: &[f32], strides: [usize; 2]) -> View<'_> {
     View { values, strides }
 }
 
-/// `dst (m x n) = [dst +] lhs (m x k) . rhs (k x n)`, `dst`'s entries `dst_strides` apart.
+/// `dst (m x n) = [dst +] lhs (m x k) . rhs (k x n)`, `dst`'s entries `dst_strides` apart
+/// (read only when `accumulate`).
 fn gemm_with(
     [m, n, k]: [usize; 3],
-    (dst, [dst_rs, dst_cs]): (&mut [f32], [usize; 2]),
+    (dst, [dst_rs, dst_cs]): (&mut [MaybeUninit<f32>], [usize; 2]),
     accumulate: bool,
     lhs: View,
     rhs: View,
@@ -101,13 +103,14 @@ fn gemm_with(
     let [lhs_rs, lhs_cs] = lhs.strides;
     let [rhs_rs, rhs_cs] = rhs.strides;
     // SAFETY: the strides describe matrices inside the slices (checked above in debug builds,
-    // and by construction from `Geometry`); `dst` does not alias the inputs.
+    // and by construction from `Geometry`); `dst` does not alias the inputs, and `gemm` reads
+    // it only when told to accumulate, which callers do only onto written values.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst.as_mut_ptr().cast::<f32>(),
             dst_cs as isize,
             dst_rs as isize,
             accumulate,
@@ -127,25 +130,41 @@ fn gemm_with(
     }
 }
 
-/// [`gemm_with`] on the calling thread.
-fn gemm(size: [usize; 3], dst: (&mut [f32], [usize; 2]), accumulate: bool, lhs: View, rhs: View) {
-    gemm_with(size, dst, accumulate, lhs, rhs, gemm::Parallelism::None);
+/// [`gemm_with`] on the calling thread, overwriting `dst`.
+fn gemm(size: [usize; 3], dst: (&mut [MaybeUninit<f32>], [usize; 2]), lhs: View, rhs: View) {
+    gemm_with(size, dst, false, lhs, rhs, gemm::Parallelism::None);
 }
 
-/// The whole batch's product `lhs (m x k) . rhs (k x n)`, in parallel, into a new buffer
-/// whose entries are `dst_strides` apart.
-fn batch_gemm([m, n, k]: [usize; 3], dst_strides: [usize; 2], lhs: View, rhs: View) -> Vec<f32> {
-    let mut dst = zeros(m * n);
-    let dst_view = (&mut dst[..], dst_strides);
+/// [`gemm_with`] on the calling thread, adding to `dst`.
+fn gemm_add(size: [usize; 3], (dst, strides): (&mut [f32], [usize; 2]), lhs: View, rhs: View) {
+    let dst = as_uninit_mut(dst);
     gemm_with(
-        [m, n, k],
-        dst_view,
-        false,
+        size,
+        (dst, strides),
+        true,
         lhs,
         rhs,
-        gemm::Parallelism::Rayon(0),
+        gemm::Parallelism::None,
     );
-    dst
+}
+
+/// `values` as a product's destination (which writes only floats into it).
+fn as_uninit_mut(values: &mut [f32]) -> &mut [MaybeUninit<f32>] {
+    // SAFETY: `MaybeUninit<f32>` has `f32`'s layout; what is written through the result is
+    // written by `gemm`, always floats.
+    unsafe { std::slice::from_raw_parts_mut(values.as_mut_ptr().cast(), values.len()) }
+}
+
+/// The whole batch's product `lhs (m x k) . rhs (k x n)`, in parallel, into a new buffer of
+/// `m * n` values whose entries are `dst_strides` apart (so that they fill it).
+fn batch_gemm([m, n, k]: [usize; 3], dst_strides: [usize; 2], lhs: View, rhs: View) -> Vec<f32> {
+    let parallel = gemm::Parallelism::Rayon(0);
+    // SAFETY: the product writes its m x n entries, which fill the buffer.
+    unsafe {
+        filled(m * n, |dst| {
+            gemm_with([m, n, k], (dst, dst_strides), false, lhs, rhs, parallel)
+        })
+    }
 }
 
 /// Below this many output pixels per image, the images' columns share one buffer and each
@@ -190,26 +209,32 @@ fn batch_columns(g: &Geometry, x: &[f32]) -> Vec<f32> {
 
 /// `[B, C, P]` values reordered as `[C, B, P]` (and back with `batch` and `c` swapped).
 fn swap_outer(values: &[f32], [batch, c, pixels]: [usize; 3]) -> Vec<f32> {
-    let mut out = zeros(values.len());
-    out.par_chunks_mut((batch * pixels).max(1))
-        .enumerate()
-        .for_each(|(ch, out)| {
-            for (b, out) in out.chunks_mut(pixels.max(1)).enumerate() {
-                let from = (b * c + ch) * pixels;
-                out.copy_from_slice(&values[from..from + pixels]);
-            }
-        });
-    out
+    // SAFETY: each of the `c * batch` runs of `pixels` values is copied.
+    unsafe {
+        filled(values.len(), |out| {
+            out.par_chunks_mut((batch * pixels).max(1))
+                .enumerate()
+                .for_each(|(ch, out)| {
+                    for (b, out) in out.chunks_mut(pixels.max(1)).enumerate() {
+                        let from = (b * c + ch) * pixels;
+                        out.copy_from_slice(as_uninit(&values[from..from + pixels]));
+                    }
+                })
+        })
+    }
 }
 
 /// Images of `[P, C]` values reordered as `[C, P]`.
 fn channels_first(values: &[f32], [pixels, c]: [usize; 2]) -> Vec<f32> {
-    let mut out = zeros(values.len());
     let image = (pixels * c).max(1);
-    out.par_chunks_mut(image)
-        .zip(values.par_chunks(image))
-        .for_each(|(out, values)| transpose::transpose(values, out, c, pixels));
-    out
+    // SAFETY: each image is transposed whole.
+    unsafe {
+        filled(values.len(), |out| {
+            out.par_chunks_mut(image)
+                .zip(values.par_chunks(image))
+                .for_each(|(out, values)| transpose_into(values, out, c, pixels))
+        })
+    }
 }
 
 /// From the column buffers of the convolution's input `x`: its output `[B, Cout, Ho, Wo]`
@@ -256,9 +281,12 @@ fn column_products(
         return (out, dw);
     }
     let [tap_stride, pixel_stride] = g.column_strides(pixels);
-    let mut out = w.map(|_| zeros(g.batch * g.output_len()));
-    let groups: Vec<Option<&mut [f32]>> = match out.as_mut() {
-        Some(out) => out.chunks_mut(g.output_len() * GROUP).map(Some).collect(),
+    let out_len = g.batch * g.output_len();
+    let mut out = w.map(|_| Vec::with_capacity(out_len));
+    let groups: Vec<Option<&mut [MaybeUninit<f32>]>> = match out.as_mut() {
+        Some(out) => (out.spare_capacity_mut()[..out_len].chunks_mut(g.output_len() * GROUP))
+            .map(Some)
+            .collect(),
         None => (0..g.batch.div_ceil(GROUP)).map(|_| None).collect(),
     };
     let partials: Vec<Option<Vec<f32>>> = groups
@@ -271,7 +299,8 @@ fn column_products(
                 (Layout::PixelRows, Some(_)) => vec![0f32; g.output_len()],
                 _ => Vec::new(),
             };
-            let mut dw = dy.map(|_| vec![0f32; g.c_out * taps]);
+            // The group's weight gradient, from its first image's product on.
+            let mut dw: Option<Vec<f32>> = None;
             for (i, b) in (group * GROUP..((group + 1) * GROUP).min(g.batch)).enumerate() {
                 let x = &x[b * g.input_len()..(b + 1) * g.input_len()];
                 g.im2col(x, &mut cols, pixels, &mut scratch);
@@ -281,32 +310,47 @@ fn column_products(
                     let cols = view(&cols, [tap_stride, pixel_stride]);
                     let size = [g.c_out, pixels, taps];
                     match g.layout() {
-                        Layout::TapRows => gemm(size, (out, g.output_strides()), false, w, cols),
+                        Layout::TapRows => gemm(size, (out, g.output_strides()), w, cols),
                         Layout::PixelRows => {
-                            let product = &mut product[..];
-                            gemm(size, (product, g.output_strides()), false, w, cols);
-                            transpose::transpose(product, out, g.c_out, pixels);
+                            let dst = as_uninit_mut(&mut product);
+                            gemm(size, (dst, g.output_strides()), w, cols);
+                            transpose_into(&product, out, g.c_out, pixels);
                         }
                     }
                 }
-                if let (Some(dy), Some(dw)) = (dy, dw.as_mut()) {
+                if let Some(dy) = dy {
                     // dW (Cout x taps) += dY_b (Cout x pixels) . cols^T (pixels x taps)
                     let dy = view(
                         &dy[b * g.output_len()..(b + 1) * g.output_len()],
                         [pixels, 1],
                     );
                     let cols_t = view(&cols, [pixel_stride, tap_stride]);
-                    gemm([g.c_out, taps, pixels], (dw, [taps, 1]), i > 0, dy, cols_t);
+                    let size = [g.c_out, taps, pixels];
+                    match dw.as_mut() {
+                        Some(dw) => gemm_add(size, (dw, [taps, 1]), dy, cols_t),
+                        None => {
+                            let first = |dw: &mut _| gemm(size, (dw, [taps, 1]), dy, cols_t);
+                            // SAFETY: the product's c_out x taps entries fill the buffer.
+                            dw = Some(unsafe { filled(g.c_out * taps, first) });
+                        }
+                    }
                 }
             }
             dw
         })
         .collect();
-    // The groups' sums added in order, so the result does not depend on the thread count.
+    if let Some(out) = out.as_mut() {
+        // SAFETY: each group wrote the outputs of each of its images, which fill the buffer.
+        unsafe { out.set_len(out_len) };
+    }
+    // The groups' sums added in order onto the first's, so the result does not depend on the
+    // thread count.
     let dw = dy.map(|_| {
-        let mut sum = zeros(g.c_out * taps);
+        let mut partials = partials.into_iter().flatten();
+        let mut sum = partials.next().expect("a batch has a first group");
+        let rest: Vec<Vec<f32>> = partials.collect();
         sum.par_chunks_mut(CHUNK).enumerate().for_each(|(i, sum)| {
-            for partial in partials.iter().flatten() {
+            for partial in &rest {
                 let partial = &partial[i * CHUNK..];
                 sum.iter_mut().zip(partial).for_each(|(s, p)| *s += p);
             }
@@ -320,9 +364,9 @@ fn column_products(
 /// gradient `dy` of its output.
 fn input_grad(g: &Geometry, w: &[f32], dy: &[f32]) -> Vec<f32> {
     let (taps, pixels) = (g.taps(), g.pixels());
-    let mut dx = zeros(g.batch * g.input_len());
+    let dx_len = g.batch * g.input_len();
     if g.is_empty() {
-        return dx;
+        return zeros(dx_len);
     }
     let (w_t, w_t_strides) = g.input_grad_weight(w);
     let w_t = view(&w_t, w_t_strides);
@@ -335,31 +379,39 @@ fn input_grad(g: &Geometry, w: &[f32], dy: &[f32]) -> Vec<f32> {
             w_t,
             view(&dy, [n, 1]),
         );
-        dx.par_chunks_mut(g.input_len().max(1))
-            .enumerate()
-            .for_each_init(Vec::new, |scratch, (b, dx)| {
-                g.col2im(&cols[image_offset(g, b)..], dx, n, scratch)
-            });
-        return dx;
+        // SAFETY: col2im writes each image's input gradient whole.
+        return unsafe {
+            filled(dx_len, |dx| {
+                dx.par_chunks_mut(g.input_len().max(1))
+                    .enumerate()
+                    .for_each_init(Vec::new, |scratch, (b, dx)| {
+                        g.col2im(&cols[image_offset(g, b)..], dx, n, scratch)
+                    })
+            })
+        };
     }
     let col_strides = g.column_strides(pixels);
-    dx.par_chunks_mut(g.input_len() * GROUP)
-        .enumerate()
-        .for_each(|(group, dx)| {
-            let (mut cols, mut scratch) = (vec![0f32; taps * pixels], Vec::new());
-            for (i, dx) in dx.chunks_mut(g.input_len()).enumerate() {
-                let b = group * GROUP + i;
-                let dy = view(
-                    &dy[b * g.output_len()..(b + 1) * g.output_len()],
-                    [pixels, 1],
-                );
-                // dcols (taps x pixels) = W^T (taps x Cout) . dY_b (Cout x pixels)
-                let size = [taps, pixels, g.c_out];
-                gemm(size, (&mut cols, col_strides), false, w_t, dy);
-                g.col2im(&cols, dx, pixels, &mut scratch);
-            }
-        });
-    dx
+    // SAFETY: col2im writes each image's input gradient whole.
+    unsafe {
+        filled(dx_len, |dx| {
+            dx.par_chunks_mut(g.input_len() * GROUP)
+                .enumerate()
+                .for_each(|(group, dx)| {
+                    let (mut cols, mut scratch) = (vec![0f32; taps * pixels], Vec::new());
+                    for (i, dx) in dx.chunks_mut(g.input_len()).enumerate() {
+                        let b = group * GROUP + i;
+                        let dy = view(
+                            &dy[b * g.output_len()..(b + 1) * g.output_len()],
+                            [pixels, 1],
+                        );
+                        // dcols (taps x pixels) = W^T (taps x Cout) . dY_b (Cout x pixels)
+                        let size = [taps, pixels, g.c_out];
+                        gemm(size, (as_uninit_mut(&mut cols), col_strides), w_t, dy);
+                        g.col2im(&cols, dx, pixels, &mut scratch);
+                    }
+                })
+        })
+    }
 }
 
 /// Which of the two operations.
