@@ -58,15 +58,22 @@ fn zeros(len: usize) -> Vec<f32> {
 /// `fill` must write every one of the `len` values.
 unsafe fn filled(len: usize, fill: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec<f32> {
     let mut out = Vec::with_capacity(len);
-    let spare = &mut out.spare_capacity_mut()[..len];
-    if cfg!(any(test, debug_assertions)) {
-        // A value `fill` misses shows as NaN in the unit tests and debug builds.
-        spare.fill(MaybeUninit::new(f32::NAN));
-    }
-    fill(spare);
+    fill(unwritten(&mut out, len));
     // SAFETY: the caller's promise.
     unsafe { out.set_len(len) };
     out
+}
+
+/// The first `len` values of an empty buffer's memory, to write before `set_len(len)`. They
+/// are NaN in the unit tests and debug builds, so that a value never written shows.
+fn unwritten(buffer: &mut Vec<f32>, len: usize) -> &mut [MaybeUninit<f32>] {
+    buffer.clear();
+    buffer.reserve(len);
+    let spare = &mut buffer.spare_capacity_mut()[..len];
+    if cfg!(any(test, debug_assertions)) {
+        spare.fill(MaybeUninit::new(f32::NAN));
+    }
+    spare
 }
 
 /// `values` as the source of a copy into a buffer being [`filled`].

@@ -28,7 +28,7 @@ use std::mem::MaybeUninit;
 
 mod columns;
 
-use super::{CHUNK, as_uninit, filled, tensor, transpose_into, values, zeros};
+use super::{CHUNK, as_uninit, filled, tensor, transpose_into, unwritten, values, zeros};
 use columns::{Geometry, Layout};
 
 /// Images per parallel task (and per partial sum of the weight gradient).
@@ -282,9 +282,9 @@ fn column_products(
     }
     let [tap_stride, pixel_stride] = g.column_strides(pixels);
     let out_len = g.batch * g.output_len();
-    let mut out = w.map(|_| Vec::with_capacity(out_len));
+    let mut out = w.map(|_| Vec::new());
     let groups: Vec<Option<&mut [MaybeUninit<f32>]>> = match out.as_mut() {
-        Some(out) => (out.spare_capacity_mut()[..out_len].chunks_mut(g.output_len() * GROUP))
+        Some(out) => (unwritten(out, out_len).chunks_mut(g.output_len() * GROUP))
             .map(Some)
             .collect(),
         None => (0..g.batch.div_ceil(GROUP)).map(|_| None).collect(),
