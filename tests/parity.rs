@@ -48,8 +48,9 @@ impl Case {
 /// one and with five D steps per G step: with
 /// its Dropout2d that model amplifies rounding so much that float32 runs split at step 5
 /// (PyTorch's own, from weights one float32 step apart, included) and end 1e-3 apart. With
-/// five D steps its D wins at once and float32 runs stray 1e-2 from the exact result by the
-/// third step, so that bounds little after it: three steps are compared there.
+/// five D steps its D wins at once and float32 runs stray 3e-3 from the exact result by the
+/// third step and 0.3-1 by the tenth, a bound that checks nothing: three steps are compared
+/// there.
 fn report_models() -> [Case; 8] {
     let gan = ModelConfig::Gan(GanOptions::default());
     let without_dropout = ModelConfig::Gan(GanOptions {

@@ -130,29 +130,25 @@ fn gemm_with(
     }
 }
 
-/// [`gemm_with`] on the calling thread, overwriting `dst`.
+/// [`gemm_with`] on the calling thread, writing fresh memory `dst`.
 fn gemm(size: [usize; 3], dst: (&mut [MaybeUninit<f32>], [usize; 2]), lhs: View, rhs: View) {
     gemm_with(size, dst, false, lhs, rhs, gemm::Parallelism::None);
 }
 
-/// [`gemm_with`] on the calling thread, adding to `dst`.
-fn gemm_add(size: [usize; 3], (dst, strides): (&mut [f32], [usize; 2]), lhs: View, rhs: View) {
-    let dst = as_uninit_mut(dst);
-    gemm_with(
-        size,
-        (dst, strides),
-        true,
-        lhs,
-        rhs,
-        gemm::Parallelism::None,
-    );
-}
-
-/// `values` as a product's destination (which writes only floats into it).
-fn as_uninit_mut(values: &mut [f32]) -> &mut [MaybeUninit<f32>] {
-    // SAFETY: `MaybeUninit<f32>` has `f32`'s layout; what is written through the result is
-    // written by `gemm`, always floats.
-    unsafe { std::slice::from_raw_parts_mut(values.as_mut_ptr().cast(), values.len()) }
+/// [`gemm_with`] on the calling thread, onto the values of `dst` (added to them when
+/// `accumulate`, else overwriting them).
+fn gemm_into(
+    size: [usize; 3],
+    (dst, strides): (&mut [f32], [usize; 2]),
+    accumulate: bool,
+    lhs: View,
+    rhs: View,
+) {
+    // SAFETY: `MaybeUninit<f32>` has `f32`'s layout, and `gemm` writes only floats through it.
+    let dst: &mut [MaybeUninit<f32>] =
+        unsafe { std::slice::from_raw_parts_mut(dst.as_mut_ptr().cast(), dst.len()) };
+    let parallelism = gemm::Parallelism::None;
+    gemm_with(size, (dst, strides), accumulate, lhs, rhs, parallelism);
 }
 
 /// The whole batch's product `lhs (m x k) . rhs (k x n)`, in parallel, into a new buffer of
@@ -312,8 +308,8 @@ fn column_products(
                     match g.layout() {
                         Layout::TapRows => gemm(size, (out, g.output_strides()), w, cols),
                         Layout::PixelRows => {
-                            let dst = as_uninit_mut(&mut product);
-                            gemm(size, (dst, g.output_strides()), w, cols);
+                            let dst = (&mut product[..], g.output_strides());
+                            gemm_into(size, dst, false, w, cols);
                             transpose_into(&product, out, g.c_out, pixels);
                         }
                     }
@@ -327,7 +323,7 @@ fn column_products(
                     let cols_t = view(&cols, [pixel_stride, tap_stride]);
                     let size = [g.c_out, taps, pixels];
                     match dw.as_mut() {
-                        Some(dw) => gemm_add(size, (dw, [taps, 1]), dy, cols_t),
+                        Some(dw) => gemm_into(size, (dw, [taps, 1]), true, dy, cols_t),
                         None => {
                             let first = |dw: &mut _| gemm(size, (dw, [taps, 1]), dy, cols_t);
                             // SAFETY: the product's c_out x taps entries fill the buffer.
@@ -406,7 +402,7 @@ fn input_grad(g: &Geometry, w: &[f32], dy: &[f32]) -> Vec<f32> {
                         );
                         // dcols (taps x pixels) = W^T (taps x Cout) . dY_b (Cout x pixels)
                         let size = [taps, pixels, g.c_out];
-                        gemm(size, (as_uninit_mut(&mut cols), col_strides), w_t, dy);
+                        gemm_into(size, (&mut cols, col_strides), false, w_t, dy);
                         g.col2im(&cols, dx, pixels, &mut scratch);
                     }
                 })
