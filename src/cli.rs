@@ -22,7 +22,7 @@ pub enum Command {
     /// Get, check and describe the data sets.
     #[command(subcommand)]
     Data(DataCommand),
-    /// Train one run from a spec file.
+    /// Train a spec's base config as one run, recorded in the tracking database (with --out, unrecorded).
     Train(TrainArgs),
     /// Sample a trained generator into a PNG grid, a .npy array, an IDX file or a folder of PNGs.
     Generate(GenerateArgs),
@@ -387,10 +387,12 @@ pub struct TrainArgs {
     pub spec: PathBuf,
     #[command(flatten)]
     pub set: SetArg,
-    /// The run directory (default: results/<spec name>/train, or train-<hash> with --set). An
-    /// existing run there resumes.
+    /// Train in this directory, unrecorded (an existing run there resumes). Without it the
+    /// run is the sweep's run of this config: recorded in --db, in results/<spec name>/<run id>.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub db: DbArg,
     /// A directory with the standard IDX files, overriding the spec's [data] dir.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,

@@ -78,15 +78,16 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Train(a) => {
             select(a.device.device)?;
-            commands::train(
-                &a.spec,
-                &a.set.overrides,
-                a.out.as_deref(),
-                a.data_dir.as_deref(),
-                a.steps,
-                a.timeout.timeout,
-                a.dry_run,
-            )
+            commands::train(commands::TrainRequest {
+                spec: &a.spec,
+                overrides: &a.set.overrides,
+                out: a.out.as_deref(),
+                data_dir: a.data_dir.as_deref(),
+                steps: a.steps,
+                timeout: a.timeout.timeout,
+                dry_run: a.dry_run,
+                db: &a.db.db,
+            })
         }
         Command::Generate(a) => {
             select(a.device.device)?;

@@ -349,24 +349,29 @@ fn set_changes_a_key_for_one_command_and_trains_it_as_its_own_run() {
     };
     train(&["train.steps=2", "train.lr=3e-4"])
         .success()
-        .stdout(predicate::str::contains("finished 2 steps"));
+        .stdout(predicate::str::contains("finished at step 2"));
     train(&["train.steps=2"])
         .success()
-        .stdout(predicate::str::contains("finished 2 steps"));
-    // The same sets again resume their own run; the file alone trains in `train`.
+        .stdout(predicate::str::contains("finished at step 2"));
+    // The same sets again find their own run finished; the file alone is a third run.
     train(&["train.steps=2", "train.lr=3e-4"])
         .success()
-        .stdout(predicate::str::contains("already at step 2"));
+        .stdout(predicate::str::contains(
+            "already finished at step 2: nothing to train",
+        ));
     train(&[])
         .success()
-        .stdout(predicate::str::contains("finished 6 steps"));
-    let mut runs: Vec<String> = std::fs::read_dir(dir.path().join("results/tiny"))
+        .stdout(predicate::str::contains("finished at step 6"));
+    // Each is recorded as the sweep's run of its config, in a directory named by its id.
+    let db = rusqlite::Connection::open(dir.path().join("results/runs.sqlite")).unwrap();
+    let runs = common::texts(&db, "SELECT id FROM runs ORDER BY id");
+    let mut dirs: Vec<String> = std::fs::read_dir(dir.path().join("results/tiny"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
-    runs.sort();
+    dirs.sort();
     assert_eq!(runs.len(), 3, "{runs:?}");
-    assert_eq!(runs[0], "train");
+    assert_eq!(dirs, runs);
     let lr = |run: &str| {
         let config = dir
             .path()
@@ -378,7 +383,6 @@ fn set_changes_a_key_for_one_command_and_trains_it_as_its_own_run() {
         config["train"]["lr"].as_float().unwrap()
     };
     let mut rates: Vec<f64> = runs.iter().map(|run| lr(run)).collect();
-    assert_eq!(rates[0], 2e-4, "the file's");
     rates.sort_by(f64::total_cmp);
     assert_eq!(rates, [2e-4, 2e-4, 3e-4]);
 
@@ -395,19 +399,79 @@ fn set_changes_a_key_for_one_command_and_trains_it_as_its_own_run() {
     assert!(!dir.path().join("results").exists());
 }
 
+/// `runner ARGS --data-dir <the fixture>` in `dir`.
+fn on_fixture(dir: &Path, args: &[&str]) -> assert_cmd::assert::Assert {
+    runner()
+        .current_dir(dir)
+        .args(args)
+        .arg("--data-dir")
+        .arg(fixture_dir())
+        .assert()
+}
+
+#[test]
+fn train_records_its_run_as_the_sweep_of_its_config_does() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tiny.toml"), TINY_SPEC).unwrap();
+    let with_data = |args: &[&str]| on_fixture(dir.path(), args);
+    let printed = with_data(&["train", "tiny.toml"]).success();
+    let printed = String::from_utf8(printed.get_output().stdout.clone()).unwrap();
+    let id = printed.split_whitespace().nth(1).unwrap().to_string();
+    assert!(
+        printed.starts_with(&format!("run {id} finished at step 6; training time "))
+            && printed.contains(&format!("run directory: results/tiny/{id}\n"))
+            && printed.contains(&format!(
+                "checkpoint: results/tiny/{id}/checkpoints/step-00000006\n"
+            ))
+            && printed.contains(&format!("`runner show {id}`")),
+        "{printed}"
+    );
+    // `show`, `runs` and the report see it; the sweep of the spec finds it finished.
+    runner()
+        .current_dir(dir.path())
+        .args(["show", &id])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("finished"));
+    with_data(&["sweep", "tiny.toml", "--no-report"])
+        .success()
+        .stdout(predicate::str::contains("0 finished, 1 skipped"));
+    // A longer run of the config goes on from it, as a sweep's would.
+    let longer = with_data(&["train", "tiny.toml", "--steps", "9"]).success();
+    let longer = String::from_utf8(longer.get_output().stdout.clone()).unwrap();
+    let longer_id = longer.split_whitespace().nth(1).unwrap().to_string();
+    assert!(longer.contains("finished at step 9"), "{longer}");
+    let db = rusqlite::Connection::open(dir.path().join("results/runs.sqlite")).unwrap();
+    let continues =
+        format!("SELECT detail FROM events WHERE run_id = '{longer_id}' AND kind = 'continues'");
+    let events = common::texts(&db, &continues).join("\n");
+    assert!(events.contains(&id), "{events}");
+    // A database that is not one is refused before anything trains.
+    std::fs::write(dir.path().join("notes.sqlite"), "my notes").unwrap();
+    with_data(&[
+        "train",
+        "tiny.toml",
+        "--steps",
+        "12",
+        "--db",
+        "notes.sqlite",
+    ])
+    .failure()
+    .stderr(predicate::str::contains("notes.sqlite"));
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("results/tiny"))
+            .unwrap()
+            .count(),
+        2
+    );
+}
+
 #[test]
 fn train_dry_run_prints_the_config_as_a_spec_that_trains_the_same_run() {
     let dir = tempfile::tempdir().unwrap();
     let swept = format!("{TINY_SPEC}[sweep]\n\"train.lr\" = [1e-4, 2e-4]\n");
     std::fs::write(dir.path().join("tiny.toml"), swept).unwrap();
-    let run = |args: &[&str]| {
-        runner()
-            .current_dir(dir.path())
-            .args(args)
-            .arg("--data-dir")
-            .arg(fixture_dir())
-            .assert()
-    };
+    let run = |args: &[&str]| on_fixture(dir.path(), args);
     let stdout = |assert: assert_cmd::assert::Assert| {
         String::from_utf8(assert.get_output().stdout.clone()).unwrap()
     };
@@ -419,7 +483,8 @@ fn train_dry_run_prints_the_config_as_a_spec_that_trains_the_same_run() {
     let printed = stdout(dry_run());
     let (comment, spec) = printed.split_once('\n').unwrap();
     assert!(
-        comment.starts_with("# `runner train` would train this config in results/tiny/train-")
+        comment.starts_with("# `runner train` would train this config in results/tiny/")
+            && comment.contains(" in results/runs.sqlite): ")
             && comment.ends_with(": a new run"),
         "{printed}"
     );
@@ -454,7 +519,7 @@ fn train_dry_run_prints_the_config_as_a_spec_that_trains_the_same_run() {
             .success()
         )
     );
-    // Once trained, it says where training would go on from.
+    // Once trained, it says what the database has of the run, and where training goes on.
     run(&["train", "tiny.toml", "--set", "train.seed=7"]).success();
     let again = stdout(dry_run());
     assert!(
@@ -462,10 +527,34 @@ fn train_dry_run_prints_the_config_as_a_spec_that_trains_the_same_run() {
             .lines()
             .next()
             .unwrap()
-            .ends_with(": it goes on from its checkpoint at step 6"),
+            .ends_with(" in results/runs.sqlite): finished 6/6; nothing to train"),
         "{again}"
     );
     assert_eq!(again.split_once('\n').unwrap().1, spec);
+    let longer = stdout(
+        run(&[
+            "train",
+            "tiny.toml",
+            "--set",
+            "train.seed=7",
+            "--steps",
+            "9",
+            "--dry-run",
+        ])
+        .success(),
+    );
+    let first = longer.lines().next().unwrap();
+    assert!(
+        first.contains(": a new run, going on from run ") && first.ends_with(" at step 6"),
+        "{longer}"
+    );
+    let scratch = stdout(run(&["train", "tiny.toml", "--out", "scratch", "--dry-run"]).success());
+    assert!(
+        scratch.starts_with(
+            "# `runner train` would train this config in scratch (not recorded: --out): a new run\n"
+        ),
+        "{scratch}"
+    );
     // A file where the run directory would go is refused alike, dry or not, and kept.
     std::fs::write(dir.path().join("taken"), "mine").unwrap();
     for (out, dry) in [("taken", true), ("taken", false), ("taken/run", false)] {

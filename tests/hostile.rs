@@ -451,7 +451,7 @@ fn absurd_values_are_refused_with_the_key_not_a_panic() {
     let bad = |name: &str, body: &str, expected: &str| {
         let spec = dir.path().join(format!("{name}.toml"));
         std::fs::write(&spec, format!("name = \"{name}\"\n{body}")).unwrap();
-        train(dir.path(), &spec, &fixture_dir(), &[])
+        train(dir.path(), &spec, &fixture_dir(), &["--out", "scratch"])
             .code(1)
             .stderr(
                 predicate::str::contains(expected).and(predicate::str::contains("panicked").not()),
@@ -474,7 +474,22 @@ fn absurd_values_are_refused_with_the_key_not_a_panic() {
         "`train.batch_size` = 601 is larger than the training split (600 images",
     );
     // Those runs failed before writing anything, and left no directory behind.
-    assert!(!dir.path().join("results").exists());
+    assert!(!dir.path().join("scratch").exists());
+    // Recorded, the run that got as far as its data is a failed run, as in a sweep.
+    train(
+        dir.path(),
+        &dir.path().join("batch.toml"),
+        &fixture_dir(),
+        &[],
+    )
+    .code(1)
+    .stderr(predicate::str::contains(
+        "failed: `train.batch_size` = 601 is larger",
+    ));
+    assert_eq!(
+        common::texts(&db(dir.path()), "SELECT status FROM runs"),
+        ["failed"]
+    );
     runner()
         .args(["bench", "--batch", "100000000", "--steps", "1"])
         .assert()
@@ -546,7 +561,9 @@ fn sweeps_exit_non_zero_when_runs_fail_and_sigterm_is_an_interrupt() {
         )
         .unwrap();
     assert_eq!(status, "interrupted");
-    // `train` too.
+    // `train` too: the spec's base config is that run, which it resumes.
+    let steps = "SELECT min(steps_done) FROM runs WHERE experiment = 'long'";
+    let stopped_at: i64 = db(dir.path()).query_row(steps, [], |r| r.get(0)).unwrap();
     let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("runner"))
         .current_dir(dir.path())
         .arg("train")
@@ -557,16 +574,16 @@ fn sweeps_exit_non_zero_when_runs_fail_and_sigterm_is_an_interrupt() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let checkpoints = dir.path().join("results/long/train/checkpoints");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !checkpoints.is_dir() {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for(dir.path(), steps, stopped_at + 10);
     signal(&child, "TERM");
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130));
     assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted at step"));
+    let resumed_to: i64 = db(dir.path()).query_row(steps, [], |r| r.get(0)).unwrap();
+    assert!(
+        resumed_to >= stopped_at + 10,
+        "{stopped_at} -> {resumed_to}"
+    );
 }
 
 #[test]
@@ -662,9 +679,17 @@ fn smaller_traps() {
         .clone();
     let text = String::from_utf8_lossy(&out);
     assert_eq!(text.matches("No such file").count(), 1, "{text}");
-    // Rerunning `train` with fewer steps says so and still names the files.
-    train(dir.path(), &spec, &fixture_dir(), &["--steps", "20"]).success();
-    train(dir.path(), &spec, &fixture_dir(), &["--steps", "10"])
+    // Rerunning `train --out` with fewer steps says so and still names the files.
+    let rerun = |steps| {
+        train(
+            dir.path(),
+            &spec,
+            &fixture_dir(),
+            &["--out", "results/tiny/train", "--steps", steps],
+        )
+    };
+    rerun("20").success();
+    rerun("10")
         .success()
         .stdout(
             predicate::str::contains("already at step 20")
@@ -748,7 +773,13 @@ fn a_generator_with_broken_weights_writes_nothing() {
         format!("name = \"boom\"\n{model}[train]\nsteps = 20\nbatch_size = 16\nlr = 1e30\n[log]\ncheckpoint_every = 1\nkeep_checkpoints = 100\neval_samples = 0\n"),
     )
     .unwrap();
-    train(dir.path(), &spec, &fixture_dir(), &[]).code(predicate::ne(2));
+    train(
+        dir.path(),
+        &spec,
+        &fixture_dir(),
+        &["--out", "results/boom/train"],
+    )
+    .code(predicate::ne(2));
     let checkpoints = dir.path().join("results/boom/train/checkpoints");
     let last = std::fs::read_dir(&checkpoints)
         .unwrap()

@@ -1,10 +1,12 @@
 //! What each subcommand does, as the binary calls it: the glue between the command line and
 //! the library (messages, progress, exit status). Kept thin: the work is in the modules.
-//! `runner sweep`, the one with most to say, has its own file.
+//! `runner sweep` and `runner train`, the ones with most to say, have their own files.
 
 mod sweep;
+mod train;
 
 pub use sweep::{SweepRequest, sweep};
+pub use train::{TrainRequest, train};
 
 use crate::console::counted;
 use crate::{errln, out, outln};
@@ -16,10 +18,6 @@ use anyhow::{Context, Result, bail};
 
 use crate::data::{self, DatasetName, fetch};
 use crate::export::Net;
-use crate::progress::ProgressObserver;
-use crate::spec::{Override, Spec};
-use crate::time_limit::TimeLimit;
-use crate::train::{self, Status};
 
 pub fn data_fetch(
     dataset: DatasetName,
@@ -90,141 +88,6 @@ fn interrupt_flag() -> Arc<AtomicBool> {
         );
     });
     flag
-}
-
-pub fn train(
-    spec_path: &Path,
-    overrides: &[Override],
-    out: Option<&Path>,
-    data_dir: Option<&Path>,
-    steps: Option<u64>,
-    timeout: Option<std::time::Duration>,
-    dry_run: bool,
-) -> Result<()> {
-    let stop = interrupt_flag();
-    let time_limit = timeout.map(|limit| TimeLimit::start(limit, &stop));
-    let spec = Spec::load_with(spec_path, overrides)?;
-    // What only a sweep does would otherwise be dropped without a word.
-    let swept = spec.swept_keys();
-    if !swept.is_empty() || spec.search.prune.is_some() {
-        let mut only_sweeps = Vec::new();
-        if !swept.is_empty() {
-            only_sweeps.push(format!("varies {}", swept.join(", ")));
-        }
-        if spec.search.prune.is_some() {
-            only_sweeps.push("stops runs early ([search.prune])".to_string());
-        }
-        errln!(
-            "note: {} also {}: that is `runner sweep`'s; `train` trains the base config alone",
-            spec_path.display(),
-            only_sweeps.join(" and ")
-        );
-    }
-    let mut config = spec.run_config();
-    if let Some(dir) = data_dir {
-        config.data.dir = Some(dir.to_path_buf());
-    }
-    if let Some(steps) = steps {
-        anyhow::ensure!(steps > 0, "--steps must be at least 1");
-        (config.train.steps, config.train.epochs) = (Some(steps), None);
-    }
-    crate::budget::check_run(&config)?;
-    if out.is_none() {
-        let experiment_dir = Path::new("results").join(&spec.name);
-        crate::track::refuse_database_clash(&experiment_dir, &crate::track::default_db())?;
-    }
-    let run_dir: PathBuf = out.map(Path::to_path_buf).unwrap_or_else(|| {
-        // Another config is another run: each set of overrides trains in its own directory.
-        let dir = match overrides {
-            [] => "train".to_string(),
-            _ => {
-                let sets: Vec<String> = overrides.iter().map(Override::to_string).collect();
-                let hash = fetch::md5_hex(sets.join("\n").as_bytes());
-                format!("train-{}", &hash[..8])
-            }
-        };
-        Path::new("results").join(&spec.name).join(dir)
-    });
-    train::refuse_foreign_dir(&run_dir)?;
-    train::refuse_inside_run_dir(&run_dir)?;
-    if dry_run {
-        return print_resolved_spec(&spec, &config, &run_dir);
-    }
-    let mut progress = ProgressObserver::new(&spec.name, stop);
-    let outcome = train::train(&config, &run_dir, &mut progress);
-    progress.finish();
-    let timed_out = time_limit.as_ref().is_some_and(TimeLimit::disarm);
-    let outcome = outcome.with_context(|| format!("run {}", run_dir.display()))?;
-    let secs = outcome.elapsed.as_secs_f64();
-    let done = outcome.steps - outcome.resumed_from.unwrap_or(0);
-    let losses = outcome
-        .last_losses
-        .map(|l| format!("D {:.4}, G {:.4}", l.d, l.g))
-        .unwrap_or_default();
-    let resumed = outcome
-        .resumed_from
-        .map(|s| format!(" (resumed at step {s})"))
-        .unwrap_or_default();
-    let files = format!(
-        "samples: {}\ncheckpoint: {}",
-        outcome
-            .final_sample
-            .map(|p| p.display().to_string())
-            .unwrap_or_default(),
-        outcome
-            .final_checkpoint
-            .map(|p| p.display().to_string())
-            .unwrap_or_default(),
-    );
-    match outcome.status {
-        Status::Finished if done == 0 => outln!(
-            "already at step {}: nothing to train; last losses {losses}\n{files}",
-            outcome.steps
-        )?,
-        Status::Finished => outln!(
-            "finished {}{resumed} in {secs:.1} s ({:.1} ms/step); last losses {losses}\n{files}",
-            crate::console::counted(outcome.steps as usize, "step"),
-            1000.0 * secs / done as f64,
-        )?,
-        Status::Interrupted { step } => {
-            let resume = format!(
-                "checkpoint saved in {}, run the same command again to resume",
-                run_dir.display()
-            );
-            return Err(match &time_limit {
-                Some(limit) if timed_out => TimedOut(format!(
-                    "time limit of {} reached at step {step}; {resume}",
-                    limit.limit()
-                ))
-                .into(),
-                _ => Interrupted(format!("interrupted at step {step}; {resume}")).into(),
-            });
-        }
-        Status::Diverged { step, .. } => {
-            bail!("run diverged at step {step}: a loss became NaN or infinite ({losses})")
-        }
-        // `train` has no sweep to compare with; only a sweep's observer prunes.
-        Status::Pruned { step, reason } => outln!("pruned at step {step}: {reason}\n{files}")?,
-    }
-    Ok(())
-}
-
-/// `train --dry-run`: the config `train` would run, as a spec (every key, defaults included:
-/// saved as a file, it trains the same run, as Hydra's `--cfg job` prints a job's config),
-/// after a comment saying where it would train and from which step.
-fn print_resolved_spec(spec: &Spec, config: &crate::spec::RunConfig, run_dir: &Path) -> Result<()> {
-    let start = match train::checkpoint::resumable_step(run_dir) {
-        Some(step) => format!("it goes on from its checkpoint at step {step}"),
-        None => "a new run".into(),
-    };
-    let text = |s: &str| toml::Value::String(s.into()).to_string();
-    outln!(
-        "# `runner train` would train this config in {}: {start}\nname = {}\ndescription = {}\n",
-        run_dir.display(),
-        text(&spec.name),
-        text(&spec.description)
-    )?;
-    out!("{}", toml::to_string(config)?)
 }
 
 pub fn report(db: &Path, out: &Path, experiment: Option<&str>) -> Result<()> {

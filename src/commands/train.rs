@@ -1,0 +1,376 @@
+//! `runner train`: one run of a spec's base config. Without `--out` it is the sweep's run of
+//! that config, recorded in the tracking database (the same id, directory, records and rows),
+//! so `runs`, `show`, `report` and a later sweep see it; with `--out` it trains in that
+//! directory alone, unrecorded.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use super::{Interrupted, TimedOut, interrupt_flag};
+use crate::console::counted;
+use crate::exec;
+use crate::progress::ProgressObserver;
+use crate::spec::{Override, RunConfig, Spec};
+use crate::time_limit::TimeLimit;
+use crate::train::{self, Status};
+use crate::{errln, out, outln};
+
+/// What `runner train` was asked.
+pub struct TrainRequest<'a> {
+    pub spec: &'a Path,
+    /// `--set` overrides of the spec's keys.
+    pub overrides: &'a [Override],
+    /// `--out`: train in this directory, unrecorded.
+    pub out: Option<&'a Path>,
+    pub data_dir: Option<&'a Path>,
+    pub steps: Option<u64>,
+    pub timeout: Option<Duration>,
+    pub dry_run: bool,
+    /// The tracking database a run without `--out` is recorded in.
+    pub db: &'a Path,
+}
+
+pub fn train(req: TrainRequest) -> Result<()> {
+    let stop = interrupt_flag();
+    let time_limit = (req.timeout)
+        .filter(|_| !req.dry_run)
+        .map(|limit| TimeLimit::start(limit, &stop));
+    let spec = Spec::load_with(req.spec, req.overrides)?;
+    note_what_only_sweeps_do(&spec, req.spec);
+    let mut config = spec.run_config();
+    if let Some(dir) = req.data_dir {
+        config.data.dir = Some(dir.to_path_buf());
+    }
+    if let Some(steps) = req.steps {
+        anyhow::ensure!(steps > 0, "--steps must be at least 1");
+        (config.train.steps, config.train.epochs) = (Some(steps), None);
+    }
+    crate::budget::check_run(&config)?;
+    match req.out {
+        Some(out) => unrecorded(&spec, &config, out, req.dry_run, stop, time_limit),
+        None => recorded(&spec, config, &req, stop, time_limit),
+    }
+}
+
+/// What only a sweep does would otherwise be dropped without a word.
+fn note_what_only_sweeps_do(spec: &Spec, path: &Path) {
+    let swept = spec.swept_keys();
+    let mut only_sweeps = Vec::new();
+    if !swept.is_empty() {
+        only_sweeps.push(format!("varies {}", swept.join(", ")));
+    }
+    if spec.search.prune.is_some() {
+        only_sweeps.push("stops runs early ([search.prune])".to_string());
+    }
+    if !only_sweeps.is_empty() {
+        errln!(
+            "note: {} also {}: that is `runner sweep`'s; `train` trains the base config alone",
+            path.display(),
+            only_sweeps.join(" and ")
+        );
+    }
+}
+
+/// Trains `config` as the sweep's run of it: a grid of one point, run by the sweep's own
+/// executor (claimed, locked, recorded, resumed, skipped when finished, continued from a
+/// shorter run of its config), then says how it ended.
+fn recorded(
+    spec: &Spec,
+    config: RunConfig,
+    req: &TrainRequest,
+    stop: Arc<AtomicBool>,
+    time_limit: Option<TimeLimit>,
+) -> Result<()> {
+    let results = Path::new("results");
+    let experiment_dir = results.join(&spec.name);
+    train::refuse_inside_run_dir(&experiment_dir)?;
+    train::refuse_inside_run_dir(req.db)?;
+    crate::track::refuse_database_clash(&experiment_dir, req.db)?;
+    let base = Spec {
+        data: config.data,
+        model: config.model,
+        train: config.train,
+        log: config.log,
+        sweep: Default::default(),
+        search: Default::default(),
+        ..spec.clone()
+    };
+    let planned = exec::Planner::new(&base, results, None);
+    if req.dry_run {
+        let place = dry_run_place(&planned, req.db, &experiment_dir)?;
+        return print_resolved_spec(spec, &base.run_config(), &place);
+    }
+    let planner = planned?;
+    let id = (planner.runs.first().map(|run| run.id.clone()))
+        .context("a spec's base config is one run")?;
+    // A database that cannot be written fails before anything trains.
+    drop(crate::track::open(req.db)?);
+    let options = exec::SweepOptions {
+        force: false,
+        db: req.db.to_path_buf(),
+        stop: stop.clone(),
+    };
+    let executor = exec::LocalExecutor {
+        jobs: 1,
+        stop: stop.clone(),
+    };
+    let (summary, _) = exec::sweep(req.spec, planner, &options, &executor)?;
+    let timed_out = time_limit.as_ref().is_some_and(TimeLimit::disarm);
+    if summary.held > 0 {
+        outln!("run {id} is being trained by another process; `runner runs` follows it")?;
+        return Ok(());
+    }
+    let Some(ended) = Ended::read(req.db, &id)? else {
+        // Stopped before the run was claimed.
+        return Err(Interrupted(format!("interrupted before run {id} started")).into());
+    };
+    match ended.status.as_str() {
+        "interrupted" => {
+            let resume = format!(
+                "checkpoint saved in {}, run the same command again to resume",
+                ended.run_dir
+            );
+            let step = ended.steps;
+            Err(match &time_limit {
+                Some(limit) if timed_out => TimedOut(format!(
+                    "time limit of {} reached at step {step}; {resume}",
+                    limit.limit()
+                ))
+                .into(),
+                _ => Interrupted(format!("interrupted at step {step}; {resume}")).into(),
+            })
+        }
+        "diverged" | "failed" => bail!(
+            "run {id} {}: {}",
+            ended.status,
+            ended.error.as_deref().unwrap_or("no error recorded")
+        ),
+        _ => {
+            let what = match summary.skipped {
+                0 => format!("{} at step {}", ended.status, ended.steps),
+                _ => format!(
+                    "already {} at step {}: nothing to train",
+                    ended.status, ended.steps
+                ),
+            };
+            outln!("run {id} {what}; {}", ended.results())?;
+            outln!("{}", ended.files())?;
+            outln!(
+                "recorded in {} (`runner show {id}`, `runner report`)",
+                req.db.display()
+            )?;
+            Ok(())
+        }
+    }
+}
+
+/// Where `train --dry-run` would train the planned run, and what the database `db` has of it
+/// (as the sweep's `--dry-run` reads it). Its id hashes its data: without the data the config
+/// still prints.
+fn dry_run_place(
+    planned: &Result<exec::Planner>,
+    db: &Path,
+    experiment_dir: &Path,
+) -> Result<String> {
+    let planner = match planned {
+        Ok(planner) => planner,
+        Err(err) => {
+            return Ok(format!(
+                "{} (its run id hashes its data, which cannot be read yet: {err:#})",
+                experiment_dir.join("<run id>").display()
+            ));
+        }
+    };
+    let run = &planner.runs[0];
+    let recorded = exec::recorded_states(db, planner, false)?;
+    let start = match recorded.get(&run.id) {
+        None => "a new run".to_string(),
+        Some(state) => match (state.trains_from, &state.from) {
+            (Some(step), Some((shorter, _))) => {
+                format!("a new run, going on from run {shorter} at step {step}")
+            }
+            (Some(step), None) => format!("{state}; it goes on from step {step}"),
+            (None, _) => format!("{state}; nothing to train"),
+        },
+    };
+    Ok(format!(
+        "{} (run {} in {}): {start}",
+        run.run_dir.display(),
+        run.id,
+        db.display()
+    ))
+}
+
+/// What the database holds of a run `train` trained, for its closing lines.
+struct Ended {
+    status: String,
+    steps: i64,
+    error: Option<String>,
+    run_dir: String,
+    seconds: Option<f64>,
+    losses: Option<(f64, f64)>,
+    fid: Option<f64>,
+    sample: Option<String>,
+    checkpoint: Option<String>,
+}
+
+impl Ended {
+    /// None when the database has no such run.
+    fn read(db: &Path, id: &str) -> Result<Option<Ended>> {
+        let rows = crate::query::run_sql(
+            db,
+            "SELECT r.status, r.steps_done, r.error, r.run_dir, \
+             (SELECT max(seconds) FROM metrics WHERE run_id = r.id) AS seconds, \
+             (SELECT value FROM metrics WHERE run_id = r.id AND name = 'd_loss' \
+              ORDER BY step DESC LIMIT 1) AS d_loss, \
+             (SELECT value FROM metrics WHERE run_id = r.id AND name = 'g_loss' \
+              ORDER BY step DESC LIMIT 1) AS g_loss, \
+             (SELECT value FROM evals WHERE run_id = r.id AND metric = 'fid' \
+              ORDER BY step DESC LIMIT 1) AS fid, \
+             (SELECT path FROM samples WHERE run_id = r.id ORDER BY step DESC LIMIT 1) AS sample, \
+             (SELECT path FROM checkpoints WHERE run_id = r.id ORDER BY step DESC LIMIT 1) \
+              AS checkpoint \
+             FROM runs r WHERE r.id = ?1",
+            &[&id],
+        )?;
+        let text = |column| rows.get(0, column)?.as_str().map(String::from);
+        let number = |column| rows.get(0, column)?.as_f64();
+        let Some(status) = text("status") else {
+            return Ok(None);
+        };
+        Ok(Some(Ended {
+            status,
+            steps: rows
+                .get(0, "steps_done")
+                .and_then(|v| v.as_i64())
+                .unwrap_or(0),
+            error: text("error"),
+            run_dir: text("run_dir").unwrap_or_default(),
+            seconds: number("seconds"),
+            losses: number("d_loss").zip(number("g_loss")),
+            fid: number("fid"),
+            sample: text("sample"),
+            checkpoint: text("checkpoint"),
+        }))
+    }
+
+    /// `training time 0:01:38; last losses D 0.4013, G 1.1429; LeNet-FID 142.744`.
+    fn results(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(seconds) = self.seconds {
+            parts.push(format!("training time {}", crate::query::clock(seconds)));
+        }
+        if let Some((d, g)) = self.losses {
+            parts.push(format!("last losses D {d:.4}, G {g:.4}"));
+        }
+        if let Some(fid) = self.fid {
+            parts.push(format!("LeNet-FID {fid:.3}"));
+        }
+        parts.join("; ")
+    }
+
+    fn files(&self) -> String {
+        format!(
+            "run directory: {}\nsamples: {}\ncheckpoint: {}",
+            self.run_dir,
+            self.sample.as_deref().unwrap_or("-"),
+            self.checkpoint.as_deref().unwrap_or("-")
+        )
+    }
+}
+
+/// Trains `config` in `run_dir` with no database: `--out`.
+fn unrecorded(
+    spec: &Spec,
+    config: &RunConfig,
+    run_dir: &Path,
+    dry_run: bool,
+    stop: Arc<AtomicBool>,
+    time_limit: Option<TimeLimit>,
+) -> Result<()> {
+    train::refuse_foreign_dir(run_dir)?;
+    train::refuse_inside_run_dir(run_dir)?;
+    if dry_run {
+        let start = match train::checkpoint::resumable_step(run_dir) {
+            Some(step) => format!("it goes on from its checkpoint at step {step}"),
+            None => "a new run".into(),
+        };
+        let place = format!("{} (not recorded: --out): {start}", run_dir.display());
+        return print_resolved_spec(spec, config, &place);
+    }
+    let mut progress = ProgressObserver::new(&spec.name, stop);
+    let outcome = train::train(config, run_dir, &mut progress);
+    progress.finish();
+    let timed_out = time_limit.as_ref().is_some_and(TimeLimit::disarm);
+    let outcome = outcome.with_context(|| format!("run {}", run_dir.display()))?;
+    let secs = outcome.elapsed.as_secs_f64();
+    let done = outcome.steps - outcome.resumed_from.unwrap_or(0);
+    let losses = outcome
+        .last_losses
+        .map(|l| format!("D {:.4}, G {:.4}", l.d, l.g))
+        .unwrap_or_default();
+    let resumed = outcome
+        .resumed_from
+        .map(|s| format!(" (resumed at step {s})"))
+        .unwrap_or_default();
+    let files = format!(
+        "samples: {}\ncheckpoint: {}",
+        outcome
+            .final_sample
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        outcome
+            .final_checkpoint
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+    );
+    match outcome.status {
+        Status::Finished if done == 0 => outln!(
+            "already at step {}: nothing to train; last losses {losses}\n{files}",
+            outcome.steps
+        )?,
+        Status::Finished => outln!(
+            "finished {}{resumed} in {secs:.1} s ({:.1} ms/step); last losses {losses}\n{files}",
+            counted(outcome.steps as usize, "step"),
+            1000.0 * secs / done as f64,
+        )?,
+        Status::Interrupted { step } => {
+            let resume = format!(
+                "checkpoint saved in {}, run the same command again to resume",
+                run_dir.display()
+            );
+            return Err(match &time_limit {
+                Some(limit) if timed_out => TimedOut(format!(
+                    "time limit of {} reached at step {step}; {resume}",
+                    limit.limit()
+                ))
+                .into(),
+                _ => Interrupted(format!("interrupted at step {step}; {resume}")).into(),
+            });
+        }
+        Status::Diverged { step, .. } => {
+            bail!("run diverged at step {step}: a loss became NaN or infinite ({losses})")
+        }
+        // `train` has no sweep to compare with; only a sweep's observer prunes.
+        Status::Pruned { step, reason } => outln!("pruned at step {step}: {reason}\n{files}")?,
+    }
+    Ok(())
+}
+
+/// `train --dry-run`: the config `train` would run, as a spec (every key, defaults included:
+/// saved as a file, it trains the same run, as Hydra's `--cfg job` prints a job's config),
+/// after a comment saying where it would train and from which step (`place`).
+fn print_resolved_spec(spec: &Spec, config: &RunConfig, place: &str) -> Result<()> {
+    let text = |s: &str| toml::Value::String(s.into()).to_string();
+    outln!(
+        "# `runner train` would train this config in {place}\nname = {}\n\
+         description = {}\n",
+        text(&spec.name),
+        text(&spec.description)
+    )?;
+    out!("{}", toml::to_string(config)?)
+}
