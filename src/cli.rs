@@ -243,7 +243,7 @@ pub struct RunsArgs {
 
 #[derive(Debug, Args)]
 pub struct ShowArgs {
-    /// A run id (or a unique prefix of one).
+    /// A run id (or a unique prefix of one), or the run's directory.
     pub run: String,
     /// json: one object (the record, `config`, every logged step's `losses`, `evaluations`,
     /// `events`, `samples`, `checkpoints`), for scripts.
@@ -255,8 +255,8 @@ pub struct ShowArgs {
 
 #[derive(Debug, Args)]
 pub struct TagArgs {
-    /// Run ids (or unique prefixes of them); without --add, --remove or --note, their tags
-    /// and notes are printed.
+    /// Run ids (or unique prefixes of them, or their directories); without --add, --remove or
+    /// --note, their tags and notes are printed.
     #[arg(required = true)]
     pub runs: Vec<String>,
     /// Add this tag (repeatable): one word, such as `good`, `baseline` or `collapsed`.
@@ -274,7 +274,7 @@ pub struct TagArgs {
 
 #[derive(Debug, Args)]
 pub struct RmArgs {
-    /// Run ids (or unique prefixes of them).
+    /// Run ids (or unique prefixes of them, or their directories).
     #[arg(required_unless_present_any = ["experiment", "tag"], conflicts_with_all = ["experiment", "tag"])]
     pub runs: Vec<String>,
     /// Every run of this experiment (with --status or --tag, only those).

@@ -436,6 +436,23 @@ fn train_records_its_run_as_the_sweep_of_its_config_does() {
     with_data(&["sweep", "tiny.toml", "--no-report"])
         .success()
         .stdout(predicate::str::contains("0 finished, 1 skipped"));
+    // `show` (and `tag`, `rm`) take its directory too; a scratch run's is named as unrecorded.
+    runner()
+        .current_dir(dir.path())
+        .args(["show", &format!("results/tiny/{id}")])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(&id));
+    with_data(&["train", "tiny.toml", "--out", "scratch", "--steps", "1"]).success();
+    runner()
+        .current_dir(dir.path())
+        .args(["show", "scratch"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(
+            "scratch: no run in results/runs.sqlite was trained in this directory \
+             (`runner train --out` runs are not recorded",
+        ));
     // A longer run of the config goes on from it, as a sweep's would.
     let longer = with_data(&["train", "tiny.toml", "--steps", "9"]).success();
     let longer = String::from_utf8(longer.get_output().stdout.clone()).unwrap();

@@ -89,8 +89,36 @@ fn like_prefix(prefix: &str) -> String {
 const MIN_PREFIX: usize = 4;
 
 /// The `runs` row of the one run whose id is or starts with `run_id` (of at least
-/// `MIN_PREFIX` characters).
+/// `MIN_PREFIX` characters), or else, when `run_id` names a directory, of the run trained in it.
 pub fn find_run(db: &Path, run_id: &str) -> Result<Rows> {
+    match find_run_by_id(db, run_id) {
+        Err(_) if Path::new(run_id).is_dir() => find_run_in(db, Path::new(run_id)),
+        found => found,
+    }
+}
+
+/// The `runs` row of the run whose directory is `dir`.
+fn find_run_in(db: &Path, dir: &Path) -> Result<Rows> {
+    let wanted = crate::fsutil::resolve_path(dir)?;
+    let Some((id, _)) = run_dirs(db)?.into_iter().find(|(_, d)| *d == wanted) else {
+        if !crate::train::checkpoint::checkpoints_dir(dir).is_dir() {
+            bail!(
+                "{}: not a run id, nor a run directory (it has no checkpoints/)",
+                dir.display()
+            );
+        }
+        bail!(
+            "{}: no run in {} was trained in this directory (`runner train --out` runs are not \
+             recorded, nor were `runner train` runs of earlier releases; `generate`, `eval` and \
+             `export` take the directory itself)",
+            dir.display(),
+            db.display()
+        );
+    };
+    run_sql(db, "SELECT * FROM runs WHERE id = ?1", &[&id])
+}
+
+fn find_run_by_id(db: &Path, run_id: &str) -> Result<Rows> {
     // A shorter prefix (an empty argument: a script's unset variable) matched every run, and
     // picked the only one of a database: `runner rm --yes "$ID"` deleted it.
     let prefix = (run_id.chars().count() >= MIN_PREFIX).then(|| like_prefix(run_id));
