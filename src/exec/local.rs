@@ -193,7 +193,11 @@ impl Executor for LocalExecutor {
         } else {
             ProgressDrawTarget::hidden()
         });
-        let overall = multi.add(ProgressBar::new(runs.len() as u64));
+        // One run (`runner train`, a sweep of one) has its own bar; a count of one says nothing.
+        let overall = match runs.len() {
+            1 => ProgressBar::hidden(),
+            n => multi.add(ProgressBar::new(n as u64)),
+        };
         overall.set_style(
             ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} runs, {elapsed}")
                 .expect("template")
