@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 
 use crate::train::{Losses, Observer};
 
@@ -26,11 +26,16 @@ impl ProgressObserver {
     /// Drives an existing bar, e.g. one of a `MultiProgress`.
     pub fn with_bar(bar: ProgressBar, stop: Arc<AtomicBool>) -> Self {
         bar.set_style(
-            ProgressStyle::with_template(
-                "{prefix} [{bar:30}] {pos}/{len} {msg} {per_sec} ETA {eta}",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
+            ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} {rate} ETA {eta}")
+                .expect("valid template")
+                // indicatif's `{per_sec}` prints four decimals ("51.4043/s").
+                .with_key(
+                    "rate",
+                    |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                        let _ = write!(w, "{:.1} steps/s", state.per_sec());
+                    },
+                )
+                .progress_chars("=> "),
         );
         ProgressObserver { bar, stop }
     }
