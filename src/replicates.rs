@@ -62,10 +62,12 @@ fn group_key(config: &serde_json::Value) -> Vec<String> {
 pub fn groups(db: &Path, experiment: Option<&str>) -> Result<Rows> {
     let found = run_sql(
         db,
-        "SELECT r.experiment, r.config,
-                (SELECT value FROM evals e WHERE e.run_id = r.id AND e.metric = 'fid' ORDER BY step DESC LIMIT 1),
+        &format!(
+            "SELECT r.experiment, r.config, {},
                 (SELECT min(value) FROM evals e WHERE e.run_id = r.id AND e.metric = 'fid')
-         FROM runs r WHERE r.status = 'finished' AND (?1 IS NULL OR r.experiment = ?1)",
+             FROM runs r WHERE r.status = 'finished' AND (?1 IS NULL OR r.experiment = ?1)",
+            crate::query::latest_eval_sql("r", "fid")
+        ),
         &[&experiment],
     )?;
     let runs: Vec<Run> = found

@@ -129,21 +129,7 @@ fn recorded(
         return Err(Interrupted(format!("interrupted before run {id} started")).into());
     };
     match ended.status.as_str() {
-        "interrupted" => {
-            let resume = format!(
-                "checkpoint saved in {}, run the same command again to resume",
-                ended.run_dir
-            );
-            let step = ended.steps;
-            Err(match &time_limit {
-                Some(limit) if timed_out => TimedOut(format!(
-                    "time limit of {} reached at step {step}; {resume}",
-                    limit.limit()
-                ))
-                .into(),
-                _ => Interrupted(format!("interrupted at step {step}; {resume}")).into(),
-            })
-        }
+        "interrupted" => Err(stopped(ended.steps, &ended.run_dir, time_limit, timed_out)),
         "diverged" | "failed" => bail!(
             "run {id} {}: {}",
             ended.status,
@@ -165,6 +151,25 @@ fn recorded(
             )?;
             Ok(())
         }
+    }
+}
+
+/// The error of a run stopped at `step` by Ctrl-C or SIGTERM, or by `time_limit` when it
+/// `timed_out`, with its checkpoint in `run_dir`.
+fn stopped(
+    step: impl std::fmt::Display,
+    run_dir: impl std::fmt::Display,
+    time_limit: Option<TimeLimit>,
+    timed_out: bool,
+) -> anyhow::Error {
+    let resume = format!("checkpoint saved in {run_dir}, run the same command again to resume");
+    match time_limit {
+        Some(limit) if timed_out => TimedOut(format!(
+            "time limit of {} reached at step {step}; {resume}",
+            limit.limit()
+        ))
+        .into(),
+        _ => Interrupted(format!("interrupted at step {step}; {resume}")).into(),
     }
 }
 
@@ -221,22 +226,21 @@ struct Ended {
 impl Ended {
     /// None when the database has no such run.
     fn read(db: &Path, id: &str) -> Result<Option<Ended>> {
-        let rows = crate::query::run_sql(
-            db,
-            "SELECT r.status, r.steps_done, r.error, r.run_dir, \
-             (SELECT max(seconds) FROM metrics WHERE run_id = r.id) AS seconds, \
-             (SELECT value FROM metrics WHERE run_id = r.id AND name = 'd_loss' \
-              ORDER BY step DESC LIMIT 1) AS d_loss, \
-             (SELECT value FROM metrics WHERE run_id = r.id AND name = 'g_loss' \
-              ORDER BY step DESC LIMIT 1) AS g_loss, \
-             (SELECT value FROM evals WHERE run_id = r.id AND metric = 'fid' \
-              ORDER BY step DESC LIMIT 1) AS fid, \
+        use crate::query::{latest_eval_sql, latest_loss_sql, latest_time_sql};
+        let sql = format!(
+            "SELECT r.status, r.steps_done, r.error, r.run_dir, {} AS seconds, {} AS d_loss, \
+             {} AS g_loss, {} AS fid, \
              (SELECT path FROM samples WHERE run_id = r.id ORDER BY step DESC LIMIT 1) AS sample, \
              (SELECT path FROM checkpoints WHERE run_id = r.id ORDER BY step DESC LIMIT 1) \
               AS checkpoint \
              FROM runs r WHERE r.id = ?1",
-            &[&id],
-        )?;
+            // (`track::open` brought the database to this release's schema: it has times.)
+            latest_time_sql(true, "r", "seconds"),
+            latest_loss_sql("r", "d_loss"),
+            latest_loss_sql("r", "g_loss"),
+            latest_eval_sql("r", "fid"),
+        );
+        let rows = crate::query::run_sql(db, &sql, &[&id])?;
         let text = |column| rows.get(0, column)?.as_str().map(String::from);
         let number = |column| rows.get(0, column)?.as_f64();
         let Some(status) = text("status") else {
@@ -339,18 +343,7 @@ fn unrecorded(
             1000.0 * secs / done as f64,
         )?,
         Status::Interrupted { step } => {
-            let resume = format!(
-                "checkpoint saved in {}, run the same command again to resume",
-                run_dir.display()
-            );
-            return Err(match &time_limit {
-                Some(limit) if timed_out => TimedOut(format!(
-                    "time limit of {} reached at step {step}; {resume}",
-                    limit.limit()
-                ))
-                .into(),
-                _ => Interrupted(format!("interrupted at step {step}; {resume}")).into(),
-            });
+            return Err(stopped(step, run_dir.display(), time_limit, timed_out));
         }
         Status::Diverged { step, .. } => {
             bail!("run diverged at step {step}: a loss became NaN or infinite ({losses})")

@@ -5,7 +5,10 @@ use std::path::Path;
 
 use anyhow::{Result, bail};
 
-use super::sql::{has_seconds, has_tags, latest_time_sql, tagged_sql, tags_sql, time_left_sql};
+use super::sql::{
+    has_seconds, has_tags, latest_eval_sql, latest_loss_sql, latest_time_sql, tagged_sql, tags_sql,
+    time_left_sql,
+};
 use super::{Rows, run_sql};
 use crate::track;
 
@@ -60,14 +63,19 @@ pub fn runs(
     // (Unrounded: the table's h:mm:ss rounds it once, as every other place that shows it.)
     let runtime = latest_time_sql(timed, "r", "seconds");
     let eta = time_left_sql(timed, "r", &status);
+    let (d_loss, g_loss) = (
+        latest_loss_sql("r", "d_loss"),
+        latest_loss_sql("r", "g_loss"),
+    );
+    let fid = latest_eval_sql("r", "fid");
     let mut listed = run_sql(
         db,
         &format!("SELECT r.experiment, r.id AS run, {status} AS status, r.steps_done AS steps,
                 {runtime} AS runtime,
                 {eta} AS eta,
-                (SELECT value FROM metrics m WHERE m.run_id = r.id AND m.name = 'd_loss' ORDER BY step DESC LIMIT 1) AS d_loss,
-                (SELECT value FROM metrics m WHERE m.run_id = r.id AND m.name = 'g_loss' ORDER BY step DESC LIMIT 1) AS g_loss,
-                (SELECT round(value, 3) FROM evals e WHERE e.run_id = r.id AND e.metric = 'fid' ORDER BY step DESC LIMIT 1) AS fid,
+                {d_loss} AS d_loss,
+                {g_loss} AS g_loss,
+                round({fid}, 3) AS fid,
                 (SELECT round(min(value), 3) FROM evals e WHERE e.run_id = r.id AND e.metric = 'fid') AS best_fid,
                 {tags_of} AS tags,
                 r.finished_at, r.error

@@ -21,6 +21,23 @@ pub(crate) fn latest_time_sql(timed: bool, alias: &str, expr: &str) -> String {
     )
 }
 
+/// SQL for run `alias`'s latest logged value of the loss `name` (`d_loss`, `g_loss`), NULL
+/// when it has none.
+pub(crate) fn latest_loss_sql(alias: &str, name: &str) -> String {
+    format!(
+        "(SELECT value FROM metrics m WHERE m.run_id = {alias}.id AND m.name = '{name}' \
+         ORDER BY step DESC LIMIT 1)"
+    )
+}
+
+/// SQL for run `alias`'s latest evaluation of `metric` (`fid`, ...), NULL when it has none.
+pub(crate) fn latest_eval_sql(alias: &str, metric: &str) -> String {
+    format!(
+        "(SELECT value FROM evals e WHERE e.run_id = {alias}.id AND e.metric = '{metric}' \
+         ORDER BY step DESC LIMIT 1)"
+    )
+}
+
 /// SQL for run `alias`'s time left while its status (`status`, SQL) is `running`: its steps
 /// left at its average pace so far (NULL otherwise).
 pub(crate) fn time_left_sql(timed: bool, alias: &str, status: &str) -> String {
