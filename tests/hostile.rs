@@ -1190,6 +1190,18 @@ fn an_empty_or_short_run_id_names_no_run() {
     run(&["show", &id[..4]])
         .success()
         .stdout(predicate::str::contains(&id));
+    // A prefix that two runs share is ambiguous even where a directory bears its name: it was
+    // taken for that directory, whose message hid the clash.
+    db(dir.path())
+        .execute_batch(&format!(
+            "CREATE TEMP TABLE twin AS SELECT * FROM runs; UPDATE twin SET id = '{id}x';
+         INSERT INTO runs SELECT * FROM twin;"
+        ))
+        .unwrap();
+    std::fs::create_dir_all(dir.path().join(&id[..4]).join("checkpoints")).unwrap();
+    run(&["show", &id[..4]])
+        .failure()
+        .stderr(predicate::str::contains("matches 2 runs"));
 }
 
 #[test]

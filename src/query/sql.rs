@@ -106,11 +106,25 @@ fn like_prefix(prefix: &str) -> String {
 const MIN_PREFIX: usize = 4;
 
 /// The `runs` row of the one run whose id is or starts with `run_id` (of at least
-/// `MIN_PREFIX` characters), or else, when `run_id` names a directory, of the run trained in it.
+/// `MIN_PREFIX` characters), or else, when no run's id does and `run_id` names a directory, of
+/// the run trained in it.
 pub fn find_run(db: &Path, run_id: &str) -> Result<Rows> {
-    match find_run_by_id(db, run_id) {
-        Err(_) if Path::new(run_id).is_dir() => find_run_in(db, Path::new(run_id)),
-        found => found,
+    // A shorter prefix (an empty argument: a script's unset variable) matched every run, and
+    // picked the only one of a database: `runner rm --yes "$ID"` deleted it.
+    let prefix = (run_id.chars().count() >= MIN_PREFIX).then(|| like_prefix(run_id));
+    let run = run_sql(
+        db,
+        "SELECT * FROM runs WHERE id = ?1 OR id LIKE ?2 ESCAPE '\\'",
+        &[&run_id, &prefix],
+    )?;
+    match run.rows.len() {
+        1 => Ok(run),
+        0 if Path::new(run_id).is_dir() => find_run_in(db, Path::new(run_id)),
+        0 if prefix.is_none() => bail!(
+            "`{run_id}` is not a run id, and a prefix of one needs at least {MIN_PREFIX} characters"
+        ),
+        0 => bail!("no run `{run_id}` in {}", db.display()),
+        n => bail!("`{run_id}` matches {n} runs; give more of the id"),
     }
 }
 
@@ -133,25 +147,6 @@ fn find_run_in(db: &Path, dir: &Path) -> Result<Rows> {
         );
     };
     run_sql(db, "SELECT * FROM runs WHERE id = ?1", &[&id])
-}
-
-fn find_run_by_id(db: &Path, run_id: &str) -> Result<Rows> {
-    // A shorter prefix (an empty argument: a script's unset variable) matched every run, and
-    // picked the only one of a database: `runner rm --yes "$ID"` deleted it.
-    let prefix = (run_id.chars().count() >= MIN_PREFIX).then(|| like_prefix(run_id));
-    let run = run_sql(
-        db,
-        "SELECT * FROM runs WHERE id = ?1 OR id LIKE ?2 ESCAPE '\\'",
-        &[&run_id, &prefix],
-    )?;
-    match run.rows.len() {
-        0 if prefix.is_none() => bail!(
-            "`{run_id}` is not a run id, and a prefix of one needs at least {MIN_PREFIX} characters"
-        ),
-        0 => bail!("no run `{run_id}` in {}", db.display()),
-        1 => Ok(run),
-        n => bail!("`{run_id}` matches {n} runs; give more of the id"),
-    }
 }
 
 #[cfg(test)]
