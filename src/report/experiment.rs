@@ -85,6 +85,10 @@ fn distinct_labels(numbers: &[&String]) -> Vec<String> {
 /// The most values of a setting that its plot joins by a line: a grid sweeps a few.
 const MAX_LINE_VALUES: usize = 12;
 
+/// The most lines a setting's plot draws, one per value of another setting (and the most its
+/// legend names).
+const MAX_LINES: usize = 12;
+
 /// The most runs whose last samples the experiment's page shows, best first.
 const MAX_GALLERY: usize = 24;
 
@@ -102,6 +106,105 @@ struct GalleryEntry {
     metric: String,
     /// The run's values of the swept settings, `key = value`.
     swept: Vec<String>,
+}
+
+/// What one swept setting's plot draws: each run's score against its value of the setting, one
+/// line per value of another swept setting (a seed's line shows how one replicate responds).
+struct SettingPoints {
+    series: Vec<Series>,
+    /// Runs drawn as dots alone, where one line per value of the other setting would be a
+    /// tangle (300 seeds): with the mean of the runs at each value as the one line.
+    dots: Vec<(f64, f64)>,
+    /// The series' points as markers only: a search's runs, whose order along x says nothing.
+    scatter: bool,
+    legend: bool,
+    highlight: Option<(f64, f64)>,
+    categories: Option<Vec<String>>,
+    log_x: bool,
+}
+
+impl SettingPoints {
+    fn of(
+        experiment: &Experiment,
+        ranking: Ranking,
+        swept: &[String],
+        key: &str,
+        best: Option<&str>,
+    ) -> Self {
+        let group_key = swept.iter().find(|k| *k != key);
+        let runs: Vec<&Run> = experiment
+            .runs
+            .iter()
+            .filter(|r| ranking.value(r).is_some() && r.params.contains_key(key))
+            .collect();
+        let values: Vec<&String> = runs.iter().map(|r| &r.params[key]).collect();
+        let (xs, categories, log_x) = x_axis(&values);
+        let mut groups: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+        let mut highlight = None;
+        for (run, x) in runs.iter().zip(&xs) {
+            let y = ranking.value(run).expect("filtered above");
+            // A setting of other runs only (`train.clip` beside a `[[sweep]]` entry of WGAN).
+            let group = group_key
+                .map(|g| format!("{g} = {}", run.params.get(g).map_or("unset", |v| v)))
+                .unwrap_or_else(|| "runs".into());
+            groups.entry(group).or_default().push((*x, y));
+            if best == Some(run.id.as_str()) {
+                highlight = Some((*x, y));
+            }
+        }
+        let by_x = |mut points: Vec<(f64, f64)>| {
+            points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            points
+        };
+        if groups.len() > MAX_LINES {
+            let dots = by_x(groups.into_values().flatten().collect());
+            let means: Vec<(f64, f64)> = (dots.chunk_by(|a, b| a.0 == b.0))
+                .map(|runs| {
+                    let sum: f64 = runs.iter().map(|p| p.1).sum();
+                    (runs[0].0, sum / runs.len() as f64)
+                })
+                .collect();
+            // A search's runs each have a value of their own: there is no mean to draw.
+            let series: Vec<Series> = (means.len() < dots.len())
+                .then(|| Series {
+                    name: "mean of the runs at each value".into(),
+                    points: means,
+                })
+                .into_iter()
+                .collect();
+            return SettingPoints {
+                legend: !series.is_empty(),
+                series,
+                dots,
+                scatter: false,
+                highlight,
+                categories,
+                log_x,
+            };
+        }
+        let series: Vec<Series> = groups
+            .into_iter()
+            .map(|(name, points)| Series {
+                name,
+                points: by_x(points),
+            })
+            .collect();
+        // A line reads as "the score as the setting moves, the rest held": true of a grid's
+        // slice (one run per value, few values), not of a search's runs, which are points.
+        let grid_slice = series.iter().all(|s| {
+            let distinct = s.points.chunk_by(|a, b| a.0 == b.0).count();
+            distinct == s.points.len() && distinct <= MAX_LINE_VALUES
+        });
+        SettingPoints {
+            legend: group_key.is_some(),
+            series,
+            dots: Vec::new(),
+            scatter: !grid_slice,
+            highlight,
+            categories,
+            log_x,
+        }
+    }
 }
 
 /// `final_samples`: each run's last grid in the site (its step, and its name in the run's
@@ -126,40 +229,7 @@ pub(super) fn experiment_page(
     // table below summarises it), though it still tells the lines of a setting's plot apart.
     let settings: Vec<&String> = swept.iter().filter(|k| *k != "train.seed").collect();
     for (i, key) in settings.iter().copied().enumerate() {
-        let group_key = swept.iter().find(|k| *k != key);
-        let runs: Vec<&Run> = experiment
-            .runs
-            .iter()
-            .filter(|r| ranking.value(r).is_some() && r.params.contains_key(key))
-            .collect();
-        let values: Vec<&String> = runs.iter().map(|r| &r.params[key]).collect();
-        let (xs, categories, log_x) = x_axis(&values);
-        let mut groups: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
-        let mut highlight = None;
-        for (run, x) in runs.iter().zip(&xs) {
-            let y = ranking.value(run).expect("filtered above");
-            // A setting of other runs only (`train.clip` beside a `[[sweep]]` entry of WGAN).
-            let group = group_key
-                .map(|g| format!("{g} = {}", run.params.get(g).map_or("unset", |v| v)))
-                .unwrap_or_else(|| "runs".into());
-            groups.entry(group).or_default().push((*x, y));
-            if best.as_deref() == Some(run.id.as_str()) {
-                highlight = Some((*x, y));
-            }
-        }
-        let series: Vec<Series> = groups
-            .into_iter()
-            .map(|(name, mut points)| {
-                points.sort_by(|a, b| a.0.total_cmp(&b.0));
-                Series { name, points }
-            })
-            .collect();
-        // A line reads as "the score as the setting moves, the rest held": true of a grid's
-        // slice (one run per value, few values), not of a search's runs, which are points.
-        let grid_slice = series.iter().all(|s| {
-            let distinct = s.points.chunk_by(|a, b| a.0 == b.0).count();
-            distinct == s.points.len() && distinct <= MAX_LINE_VALUES
-        });
+        let points = SettingPoints::of(experiment, ranking, swept, key, best.as_deref());
         let title = format!("{} vs {key}", ranking.short());
         let src = site.plot(
             &format!("{dir}/sweep-{i}.svg"),
@@ -167,13 +237,14 @@ pub(super) fn experiment_page(
                 title: &title,
                 x_label: key,
                 y_label: ranking.short(),
-                legend: group_key.is_some() && series.len() <= 12,
-                series,
+                legend: points.legend,
+                series: points.series,
+                dots: points.dots,
                 markers: true,
-                scatter: !grid_slice,
-                highlight,
-                x_categories: categories,
-                log_x,
+                scatter: points.scatter,
+                highlight: points.highlight,
+                x_categories: points.categories,
+                log_x: points.log_x,
                 ..Default::default()
             },
         )?;
@@ -655,6 +726,68 @@ mod tests {
                 .unwrap_or_default(),
             ..Default::default()
         }
+    }
+
+    /// Runs of a grid of `lrs` by `seeds`, each scored `lr * 1e6 + seed`.
+    fn grid(lrs: &[f64], seeds: usize) -> Experiment {
+        let runs = (lrs.iter())
+            .flat_map(|&lr| (0..seeds).map(move |seed| (lr, seed)))
+            .map(|(lr, seed)| Run {
+                params: BTreeMap::from([
+                    ("train.lr".to_string(), lr.to_string()),
+                    ("train.seed".to_string(), seed.to_string()),
+                ]),
+                ..run(
+                    &format!("{lr}-{seed}"),
+                    "finished",
+                    Some(lr * 1e6 + seed as f64),
+                    true,
+                )
+            })
+            .collect();
+        Experiment {
+            name: "e".into(),
+            description: String::new(),
+            runs,
+        }
+    }
+
+    #[test]
+    fn a_setting_is_drawn_with_a_line_per_seed_or_with_the_mean_of_many() {
+        let swept = ["train.lr".to_string(), "train.seed".to_string()];
+        let few = SettingPoints::of(
+            &grid(&[1e-4, 2e-4], 3),
+            Ranking::Fid,
+            &swept,
+            "train.lr",
+            None,
+        );
+        assert_eq!(few.series.len(), 3);
+        assert_eq!(few.series[1].name, "train.seed = 1");
+        assert_eq!(few.series[1].points, [(0.0, 101.0), (1.0, 201.0)]);
+        assert!(few.dots.is_empty() && few.legend && !few.scatter);
+        // 300 seeds made 300 lines: one dot a run and the mean at each value instead.
+        let many = SettingPoints::of(
+            &grid(&[1e-4, 2e-4], 20),
+            Ranking::Fid,
+            &swept,
+            "train.lr",
+            Some("0.0002-0"),
+        );
+        assert_eq!(many.dots.len(), 40);
+        assert_eq!(many.series.len(), 1);
+        assert_eq!(many.series[0].points, [(0.0, 109.5), (1.0, 209.5)]);
+        assert_eq!(many.highlight, Some((1.0, 200.0)));
+        assert!(many.legend);
+        // A search's runs each have values of their own: dots, with no mean to draw.
+        let mut search = grid(&[0.0], 20);
+        for (i, run) in search.runs.iter_mut().enumerate() {
+            run.params
+                .insert("train.lr".into(), format!("0.000{}", i + 10));
+        }
+        let points = SettingPoints::of(&search, Ranking::Fid, &swept, "train.lr", None);
+        assert_eq!((points.dots.len(), points.series.len()), (20, 0));
+        assert!(!points.legend);
     }
 
     #[test]
