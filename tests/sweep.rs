@@ -851,6 +851,54 @@ fn a_longer_run_starts_where_the_shorter_one_of_its_config_ended() {
 }
 
 #[test]
+fn a_longer_run_whose_learning_rate_decays_over_its_length_starts_over_and_says_why() {
+    // It cannot take the shorter run's steps as its first (their learning rates differ), so
+    // it trained from step 0 without a word: its user expected it to go on.
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), 20, "[2e-4]", "[0]");
+    edit_spec(&spec, |text| {
+        text.replace("batch_size = 16", "batch_size = 16\nlr_decay = \"linear\"")
+    });
+    sweep(dir.path(), &spec, &[]).success();
+    let shorter = common::texts(&db(dir.path()), "SELECT id FROM runs").remove(0);
+    edit_spec(&spec, |text| text.replace("steps = 20", "steps = 40"));
+    let why = "`train.lr_decay` fits the learning rate to a run's length";
+    sweep(dir.path(), &spec, &["--dry-run"])
+        .success()
+        .stdout(predicate::str::contains(format!(
+            "1 new run trains from step 0, not from the finished shorter run of its config: {why}"
+        )));
+    runner()
+        .current_dir(dir.path())
+        .args(["train", "--dry-run", "--data-dir"])
+        .arg(fixture_dir())
+        .arg(&spec)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(format!(
+            "a new run, from step 0: run {shorter} trained this config for 20 steps, but {why}"
+        )));
+    sweep(dir.path(), &spec, &[])
+        .success()
+        .stderr(predicate::str::contains(format!(
+            "trains from step 0, not from run {shorter} (the same config trained for 20 steps)"
+        )))
+        .stderr(predicate::str::contains("continues").not());
+    let conn = db(dir.path());
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM events WHERE kind = 'continues'"
+        ),
+        0
+    );
+    assert_eq!(
+        count(&conn, "SELECT count(*) FROM metrics WHERE name = 'd_loss'"),
+        20 + 40
+    );
+}
+
+#[test]
 fn a_sweep_killed_mid_run_resumes_and_ends_with_each_run_once() {
     let dir = tempfile::tempdir().unwrap();
     let (mut child, spec) = start_long_sweep(dir.path());

@@ -194,6 +194,14 @@ fn dry_run_place(
     let recorded = exec::recorded_states(db, planner, false)?;
     let start = match recorded.get(&run.id) {
         None => "a new run".to_string(),
+        Some(exec::Recorded {
+            not_from: Some((shorter, steps)),
+            ..
+        }) => format!(
+            "a new run, from step 0: run {shorter} trained this config for {steps} steps, but \
+             `train.lr_decay` fits the learning rate to a run's length, so their first steps \
+             differ"
+        ),
         Some(state) => match (state.trains_from, &state.from) {
             (Some(step), Some((shorter, _))) => {
                 format!("a new run, going on from run {shorter} at step {step}")

@@ -78,25 +78,44 @@ impl Finished {
     /// (found from `db`); the longest such run. `None` when there is none, or when the
     /// learning rate depends on the length (`lr_decay`), or the run is set in epochs.
     pub fn shorter_run(&self, db: &Path, run: &PlannedRun) -> Option<(&Shorter, PathBuf)> {
-        let config = &run.point.config;
-        let steps = config.train.steps?;
-        if config.train.lr_decay != LrDecay::None || run.run_dir.exists() {
+        if run.point.config.train.lr_decay != LrDecay::None {
             return None;
         }
-        self.0
-            .iter()
-            .filter(|shorter| {
-                shorter.steps < steps
-                    && shorter.id != run.id
-                    && shorter.data_id == run.data_id
-                    && checkpoint::same_training(&shorter.config, config)
-            })
-            .find_map(|shorter| {
-                let dir = track::locate(db, &shorter.recorded_dir)?;
-                let last = checkpoint::list(&dir).pop().map(|(step, _)| step);
-                (last == Some(shorter.steps) && checkpoint::newest_is_intact(&dir))
-                    .then_some((shorter, dir))
-            })
+        self.same_but_shorter(run)?.find_map(|shorter| {
+            let dir = track::locate(db, &shorter.recorded_dir)?;
+            let last = checkpoint::list(&dir).pop().map(|(step, _)| step);
+            (last == Some(shorter.steps) && checkpoint::newest_is_intact(&dir))
+                .then_some((shorter, dir))
+        })
+    }
+
+    /// The longest finished shorter run of `run`'s config that `run`, new, cannot continue
+    /// because its learning rate decays over its length (`lr_decay`): their first steps
+    /// differ, so `run` trains from step 0, which its user would not otherwise guess.
+    pub fn passed_over_for_decay(&self, run: &PlannedRun) -> Option<&Shorter> {
+        if run.point.config.train.lr_decay == LrDecay::None {
+            return None;
+        }
+        self.same_but_shorter(run)?.next()
+    }
+
+    /// The finished runs of `run`'s config on its data, but shorter, longest first; none when
+    /// `run` has a directory already (it is not new) or is set in epochs.
+    fn same_but_shorter<'a>(
+        &'a self,
+        run: &PlannedRun,
+    ) -> Option<impl Iterator<Item = &'a Shorter>> {
+        let config = &run.point.config;
+        let steps = config.train.steps?;
+        if run.run_dir.exists() {
+            return None;
+        }
+        Some(self.0.iter().filter(move |shorter| {
+            shorter.steps < steps
+                && shorter.id != run.id
+                && shorter.data_id == run.data_id
+                && checkpoint::same_training(&shorter.config, config)
+        }))
     }
 }
 

@@ -317,6 +317,16 @@ fn continue_shorter_run(
     run: &PlannedRun,
 ) {
     let Some((shorter, dir)) = finished.shorter_run(db, run) else {
+        if let Some(shorter) = finished.passed_over_for_decay(run) {
+            errln!(
+                "{experiment}: run {} trains from step 0, not from run {} (the same config \
+                 trained for {} steps): `train.lr_decay` fits the learning rate to a run's \
+                 length, so their first steps differ",
+                run.id,
+                shorter.id,
+                shorter.steps
+            );
+        }
         return;
     };
     match extend::continue_from(experiment, run, shorter, &dir) {

@@ -223,6 +223,9 @@ pub struct Recorded {
     pub steps: Option<(u64, Option<u64>)>,
     /// A new run's finished shorter run of its config: its id and the step it continues from.
     pub from: Option<(String, u64)>,
+    /// A new run's finished shorter run of its config that it cannot continue, its learning
+    /// rate fitted to its length (`lr_decay`): its id and steps.
+    pub not_from: Option<(String, u64)>,
     /// The step the sweep would train it from; none when it leaves the run as it is.
     pub trains_from: Option<u64>,
     /// Trained by another runner than this one (`runs.version`), or by one that did not
@@ -295,10 +298,21 @@ pub fn recorded_states(
                 status: "new".into(),
                 steps: None,
                 from: Some((shorter.id.clone(), shorter.steps)),
+                not_from: None,
                 trains_from: Some(shorter.steps),
                 by_other_runner: false,
             };
             states.insert(run.id.clone(), from);
+        } else if !force && let Some(shorter) = finished.passed_over_for_decay(run) {
+            let anew = Recorded {
+                status: "new".into(),
+                steps: None,
+                from: None,
+                not_from: Some((shorter.id.clone(), shorter.steps)),
+                trains_from: Some(0),
+                by_other_runner: false,
+            };
+            states.insert(run.id.clone(), anew);
         }
     }
     Ok(states)
@@ -325,6 +339,7 @@ fn states_of_runs(conn: &rusqlite::Connection) -> Result<HashMap<String, Recorde
                 status,
                 steps,
                 from: None,
+                not_from: None,
                 trains_from: None,
                 by_other_runner: version.as_deref() != Some(crate::VERSION),
             },
@@ -416,6 +431,25 @@ pub fn grid_table(
         ));
     }
     out.push('\n');
+    let restart = (runs.iter())
+        .filter(|run| recorded.get(&run.id).is_some_and(|r| r.not_from.is_some()))
+        .count();
+    if restart > 0 {
+        out.push_str(&format!(
+            "{} from step 0, not from the finished shorter run of {}: `train.lr_decay` fits \
+             the learning rate to a run's length, so their first steps differ\n",
+            if restart == 1 {
+                "1 new run trains".to_string()
+            } else {
+                format!("{restart} new runs train")
+            },
+            if restart == 1 {
+                "its config"
+            } else {
+                "their configs"
+            }
+        ));
+    }
     if let Some(estimate) = estimate {
         out.push_str(&estimate.summary());
         out.push('\n');

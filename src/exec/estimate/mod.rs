@@ -426,6 +426,7 @@ mod tests {
             status: "interrupted".into(),
             steps: Some((600, Some(800))),
             from: None,
+            not_from: None,
             trains_from,
             by_other_runner: false,
         };
