@@ -71,6 +71,21 @@ impl Sizes {
             }
         }
     }
+
+    /// Each 2x2 block's largest value, as `for_each_max` picks it, for one plane: the same
+    /// comparisons without the indices, which the compiler vectorizes (the evaluator pools
+    /// 20 000 images' planes per evaluation).
+    fn max_of_blocks(&self, x: &[f32], out: &mut [f32]) {
+        let (wo, w) = (self.w / 2, self.w);
+        let larger = |a: f32, b: f32| if b > a { b } else { a };
+        for (i, out) in out.chunks_exact_mut(wo.max(1)).enumerate() {
+            let top = x[2 * i * w..][..2 * wo].chunks_exact(2);
+            let bottom = x[(2 * i + 1) * w..][..2 * wo].chunks_exact(2);
+            for ((o, t), b) in out.iter_mut().zip(top).zip(bottom) {
+                *o = larger(larger(larger(t[0], t[1]), b[0]), b[1]);
+            }
+        }
+    }
 }
 
 fn forward(x: &FlexTensor) -> FlexTensor {
@@ -80,7 +95,7 @@ fn forward(x: &FlexTensor) -> FlexTensor {
     let mut out = zeros(s.planes * s.out_plane());
     out.par_chunks_mut(s.out_plane().max(1))
         .zip(x.par_chunks((s.h * s.w).max(1)))
-        .for_each(|(out, x)| s.for_each_max(x, |o, i| out[o] = x[i]));
+        .for_each(|(out, x)| s.max_of_blocks(x, out));
     tensor(out, [shape[0], shape[1], s.h / 2, s.w / 2])
 }
 
