@@ -205,13 +205,15 @@ impl Spec {
                 .name
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-            && !self.name.starts_with('.');
+            // `-x` read as an option: `runner runs --experiment -x` failed.
+            && !self.name.starts_with(['.', '-']);
         if !name_ok {
             return Err((
                 "name".into(),
                 format!(
                     "must be 1 to {MAX_NAME_LEN} ASCII letters, digits, `-`, `_` or `.`, not \
-                     starting with `.` (it names a directory and goes into URLs)"
+                     starting with `.` or `-` (it names a directory, goes into URLs and is \
+                     given to options such as `runs --experiment`)"
                 ),
             ));
         }
@@ -920,6 +922,11 @@ mod tests {
             .to_string();
         assert!(err.contains("`name` must be 1 to 100"), "{err}");
         assert!(parse(&format!("name = \"{}\"", &long[1..])).is_ok());
+        for bad in [".hidden", "-x", "a/b", "a b", ""] {
+            let err = parse(&format!("name = \"{bad}\"")).unwrap_err().to_string();
+            assert!(err.contains("`name` must be 1 to 100"), "{bad}: {err}");
+        }
+        assert!(parse("name = \"x-1.2_b\"").is_ok());
     }
 
     #[test]
