@@ -198,9 +198,8 @@ fn dry_run_place(
             not_from: Some((shorter, steps)),
             ..
         }) => format!(
-            "a new run, from step 0: run {shorter} trained this config for {steps} steps, but \
-             `train.lr_decay` fits the learning rate to a run's length, so their first steps \
-             differ"
+            "a new run, from step 0: run {shorter} trained this config for {steps} steps, but {}",
+            exec::DECAY_RESTARTS
         ),
         Some(state) => match (state.trains_from, &state.from) {
             (Some(step), Some((shorter, _))) => {

@@ -21,6 +21,11 @@ use crate::spec::{LrDecay, RunConfig};
 use crate::track::{self, Event, RunRecord, records};
 use crate::train::checkpoint;
 
+/// Why a longer run with `lr_decay` trains from step 0 rather than going on from the shorter
+/// run of its config (`Finished::passed_over_for_decay`).
+pub const DECAY_RESTARTS: &str = "`train.lr_decay` fits the learning rate to a run's length, so \
+                                  their first steps differ";
+
 /// A finished run that a planned run can continue.
 pub struct Shorter {
     pub id: String,

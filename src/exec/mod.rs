@@ -41,6 +41,7 @@ use crate::track::claims::Holder;
 use crate::track::{self, Event, RunRecord, Tracker};
 use crate::train;
 pub use estimate::{Estimate, estimate};
+pub use extend::DECAY_RESTARTS;
 pub use local::LocalExecutor;
 pub use plan::{Planner, Recorded, grid_table, recorded_states};
 pub use point::run_one;
@@ -320,11 +321,11 @@ fn continue_shorter_run(
         if let Some(shorter) = finished.passed_over_for_decay(run) {
             errln!(
                 "{experiment}: run {} trains from step 0, not from run {} (the same config \
-                 trained for {} steps): `train.lr_decay` fits the learning rate to a run's \
-                 length, so their first steps differ",
+                 trained for {} steps): {}",
                 run.id,
                 shorter.id,
-                shorter.steps
+                shorter.steps,
+                extend::DECAY_RESTARTS
             );
         }
         return;

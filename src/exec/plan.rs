@@ -436,8 +436,7 @@ pub fn grid_table(
         .count();
     if restart > 0 {
         out.push_str(&format!(
-            "{} from step 0, not from the finished shorter run of {}: `train.lr_decay` fits \
-             the learning rate to a run's length, so their first steps differ\n",
+            "{} from step 0, not from the finished shorter run of {}: {}\n",
             if restart == 1 {
                 "1 new run trains".to_string()
             } else {
@@ -447,7 +446,8 @@ pub fn grid_table(
                 "its config"
             } else {
                 "their configs"
-            }
+            },
+            super::DECAY_RESTARTS
         ));
     }
     if let Some(estimate) = estimate {
