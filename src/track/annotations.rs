@@ -68,6 +68,24 @@ fn check_note(note: &str) -> Result<()> {
     Ok(())
 }
 
+/// Refuses a new note with control characters other than line breaks and tabs: `runs` and
+/// `show` print notes to terminals, where an escape sequence acts (clears the screen,
+/// retitles the window) instead of showing. (Notes kept by earlier releases stay readable.)
+fn check_new_note(note: &str) -> Result<()> {
+    check_note(note)?;
+    if let Some((at, c)) =
+        (note.chars().enumerate()).find(|(_, c)| c.is_control() && !matches!(c, '\n' | '\t'))
+    {
+        bail!(
+            "the note has a control character ({:?}, character {}): a note is text, with line \
+             breaks and tabs at most",
+            c,
+            at + 1
+        );
+    }
+    Ok(())
+}
+
 /// The annotations `run_dir` holds (`None` without a file); a damaged file is an error naming it.
 pub fn read(run_dir: &Path) -> Result<Option<Annotations>> {
     let path = path(run_dir);
@@ -142,7 +160,7 @@ pub fn apply(
     for tag in change.add.iter().chain(&change.remove) {
         check_tag(tag)?;
     }
-    check_note(change.note.as_deref().unwrap_or_default())?;
+    check_new_note(change.note.as_deref().unwrap_or_default())?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut annotations = load(&tx, run_id)?;
     for tag in &change.remove {
@@ -193,6 +211,21 @@ mod tests {
             let err = check_tag(bad).unwrap_err().to_string();
             assert!(err.contains("a tag is 1 to 64"), "{err}");
         }
+    }
+
+    #[test]
+    fn notes_are_text() {
+        check_new_note("sharp 7s,\n\tfew 1s: été").unwrap();
+        for bad in ["\u{1b}[2J", "a\rb", "bell\u{7}", "\u{9b}31m"] {
+            let err = check_new_note(bad).unwrap_err().to_string();
+            assert!(err.contains("control character"), "{err}");
+            // One that an earlier release kept is read as it is.
+            check_note(bad).unwrap();
+        }
+        let err = check_new_note(&"n".repeat(MAX_NOTE + 1))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at most 10000"), "{err}");
     }
 
     #[test]
