@@ -379,6 +379,24 @@ fn sweeps_run_in_parallel_record_everything_and_are_idempotent() {
         .assert()
         .success()
         .stdout(predicate::str::contains(" finished ").count(6));
+    // A mistyped experiment listed no runs, as if it had none.
+    for extra in [&[][..], &["--group"], &["--explain"]] {
+        runner()
+            .current_dir(dir.path())
+            .args(["runs", "--experiment", "tiyn"])
+            .args(extra)
+            .assert()
+            .failure()
+            .stderr(predicate::str::contains(
+                "no experiment `tiyn` in results/runs.sqlite (it has tiny)",
+            ));
+    }
+    runner()
+        .current_dir(dir.path())
+        .args(["runs", "--experiment", "tiny", "--status", "failed"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(" finished ").not());
     let id: String = conn
         .query_row("SELECT id FROM runs LIMIT 1", [], |r| r.get(0))
         .unwrap();

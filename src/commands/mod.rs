@@ -124,6 +124,9 @@ pub struct RunsRequest<'a> {
 }
 
 pub fn runs(req: RunsRequest) -> Result<()> {
+    if let Some(name) = req.experiment {
+        crate::query::check_experiment(req.db, name)?;
+    }
     let rows = if req.group {
         crate::replicates::groups(req.db, req.experiment)?
     } else if req.explain {

@@ -9,7 +9,7 @@ mod sql;
 
 pub use runs::{RunOrder, runs, training_time, varied_keys};
 pub use show::{ShowFormat, show};
-pub use sql::{find_run, run_dirs, tagged_sql};
+pub use sql::{check_experiment, find_run, run_dirs, tagged_sql};
 pub(crate) use sql::{latest_eval_sql, latest_loss_sql, latest_time_sql, time_left_sql};
 
 use std::path::Path;

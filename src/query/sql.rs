@@ -102,6 +102,33 @@ fn like_prefix(prefix: &str) -> String {
     pattern + "%"
 }
 
+/// Refuses `name` when `db` has no experiment of that name, naming those it has: a mistyped
+/// `--experiment` listed no runs, as if that experiment had none.
+pub fn check_experiment(db: &Path, name: &str) -> Result<()> {
+    let known = run_sql(
+        db,
+        "SELECT name FROM experiments UNION SELECT experiment FROM runs ORDER BY 1",
+        &[],
+    )?;
+    let names: Vec<&str> = (known.rows.iter())
+        .filter_map(|row| row[0].as_str())
+        .collect();
+    if names.contains(&name) {
+        return Ok(());
+    }
+    const SHOWN: usize = 20;
+    let has = match names.len() {
+        0 => "it has none yet".to_string(),
+        n if n > SHOWN => format!(
+            "it has {}, and {} more",
+            names[..SHOWN].join(", "),
+            n - SHOWN
+        ),
+        _ => format!("it has {}", names.join(", ")),
+    };
+    bail!("no experiment `{name}` in {} ({has})", db.display())
+}
+
 /// The fewest characters of a run id that name it as a prefix (as git's abbreviations).
 const MIN_PREFIX: usize = 4;
 

@@ -105,12 +105,8 @@ pub fn load(db: &Path, only: Option<&str>, detail: Detail) -> Result<Vec<Experim
             })
         })?
         .collect::<Result<_, _>>()?;
-    if let Some(name) = only {
-        anyhow::ensure!(
-            !experiments.is_empty(),
-            "no experiment `{name}` in {}",
-            db.display()
-        );
+    if let Some(name) = only.filter(|_| experiments.is_empty()) {
+        crate::query::check_experiment(db, name)?;
     }
     let mut runs = load_runs(&conn, detail)?;
     for experiment in &mut experiments {
