@@ -435,18 +435,12 @@ pub fn grid_table(
         .filter(|run| recorded.get(&run.id).is_some_and(|r| r.not_from.is_some()))
         .count();
     if restart > 0 {
+        let (trains, configs) = match restart {
+            1 => ("1 new run trains".to_string(), "its config"),
+            n => (format!("{n} new runs train"), "their configs"),
+        };
         out.push_str(&format!(
-            "{} from step 0, not from the finished shorter run of {}: {}\n",
-            if restart == 1 {
-                "1 new run trains".to_string()
-            } else {
-                format!("{restart} new runs train")
-            },
-            if restart == 1 {
-                "its config"
-            } else {
-                "their configs"
-            },
+            "{trains} from step 0, not from the finished shorter run of {configs}: {}\n",
             super::DECAY_RESTARTS
         ));
     }

@@ -105,8 +105,12 @@ pub fn load(db: &Path, only: Option<&str>, detail: Detail) -> Result<Vec<Experim
             })
         })?
         .collect::<Result<_, _>>()?;
-    if let Some(name) = only.filter(|_| experiments.is_empty()) {
-        crate::query::check_experiment(db, name)?;
+    if let Some(name) = only {
+        anyhow::ensure!(
+            !experiments.is_empty(),
+            "no experiment `{name}` in {}",
+            db.display()
+        );
     }
     let mut runs = load_runs(&conn, detail)?;
     for experiment in &mut experiments {
