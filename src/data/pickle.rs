@@ -6,6 +6,11 @@
 //! or a memo reference to one. This walker runs the opcodes (protocols 0-2) on a small stack of
 //! `Value`s, evaluating only those two calls, and returns every array it built, in order.
 //! Byte strings are kept as ranges into the input, so the 150 MB arrays are never copied twice.
+//!
+//! A pickle is a program, and a few bytes of it can ask for unbounded work: values nested
+//! until walking them overflows the stack, memo references that copy a value again and again,
+//! one array's bytes returned a million times. MNIST's pickle needs a few dozen values, so the
+//! walker refuses anything far beyond that (the `MAX_*` bounds) with an error.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -19,6 +24,14 @@ pub struct RawArray {
     /// Raw little-endian element bytes, C order.
     pub bytes: Vec<u8>,
 }
+
+/// Values on the stack at once: MNIST's pickle holds about twenty.
+const MAX_STACK: usize = 10_000;
+/// Compound values built (tuples, lists and dicts filled, calls): MNIST's builds a few dozen.
+/// A value nests at most this deep, so walking and dropping it cannot overflow the stack.
+const MAX_COMPOUNDS: usize = 10_000;
+/// Values that memo PUTs and GETs may copy, all told.
+const MAX_COPIED_VALUES: usize = 1 << 20;
 
 #[derive(Debug, Clone)]
 enum Value {
@@ -45,15 +58,60 @@ pub fn extract_arrays(pickle: &[u8]) -> Result<Vec<RawArray>, String> {
     let pop = |stack: &mut Vec<Value>, at: usize| {
         stack.pop().ok_or(format!("stack underflow at offset {at}"))
     };
+    let (mut compounds, mut copied) = (0, 0);
+    let mut copy = |value: &Value, at: usize| {
+        copied += nodes(value);
+        if copied > MAX_COPIED_VALUES {
+            return Err(format!(
+                "the memo copies more than {MAX_COPIED_VALUES} values (at offset {at}): \
+                 not a pickle of arrays"
+            ));
+        }
+        Ok(value.clone())
+    };
     loop {
         let at = r.pos;
         let op = r.take(1)?[0];
+        if stack.len() > MAX_STACK {
+            return Err(format!(
+                "more than {MAX_STACK} values on the stack at offset {at}: not a pickle of arrays"
+            ));
+        }
+        if matches!(
+            op,
+            b't' | b'\x85' | b'\x86' | b'\x87' | b'a' | b'e' | b'u' | b's' | b'R'
+        ) {
+            compounds += 1;
+            if compounds > MAX_COMPOUNDS {
+                return Err(format!(
+                    "more than {MAX_COMPOUNDS} tuples, lists, dicts and calls at offset {at}: \
+                     not a pickle of arrays"
+                ));
+            }
+        }
         match op {
             b'.' => {
                 let result = pop(&mut stack, at)?;
                 let mut arrays = Vec::new();
-                collect_arrays(&result, pickle, &mut arrays);
-                return Ok(arrays);
+                collect_arrays(&result, &mut arrays);
+                // Each array's bytes are copied out: a pickle's own arrays fit in it, and
+                // one array referenced over and over would fill memory.
+                let bytes: usize = arrays.iter().map(|(_, _, data)| data.len()).sum();
+                if bytes > pickle.len() {
+                    return Err(format!(
+                        "its arrays hold {bytes} bytes, more than the pickle's {}: one array \
+                         is referenced more than once",
+                        pickle.len()
+                    ));
+                }
+                return Ok(arrays
+                    .into_iter()
+                    .map(|(dtype, shape, data)| RawArray {
+                        dtype: dtype.clone(),
+                        shape: shape.clone(),
+                        bytes: pickle[data.clone()].to_vec(),
+                    })
+                    .collect());
             }
             b'\x80' => r.skip(1)?, // PROTO
             b'c' => {
@@ -70,7 +128,7 @@ pub fn extract_arrays(pickle: &[u8]) -> Result<Vec<RawArray>, String> {
                 let top = stack
                     .last()
                     .ok_or(format!("PUT on an empty stack at offset {at}"))?;
-                memo.insert(index, top.clone());
+                memo.insert(index, copy(top, at)?);
             }
             b'h' | b'j' => {
                 let index = if op == b'h' {
@@ -81,7 +139,7 @@ pub fn extract_arrays(pickle: &[u8]) -> Result<Vec<RawArray>, String> {
                 let value = memo
                     .get(&index)
                     .ok_or(format!("GET of unknown memo {index} at offset {at}"))?;
-                stack.push(value.clone());
+                stack.push(copy(value, at)?);
             }
             b'(' => stack.push(Value::Mark),
             b')' => stack.push(Value::Tuple(Vec::new())),
@@ -232,7 +290,10 @@ fn array_state(state: &Value) -> Result<(String, Vec<usize>, Range<usize>), Stri
         .get(1..)
         .and_then(|s| s.parse().ok())
         .ok_or(format!("unknown dtype {dtype}"))?;
-    let expected = shape.iter().product::<usize>() * item_size;
+    let expected = shape
+        .iter()
+        .try_fold(item_size, |n, &d| n.checked_mul(d))
+        .ok_or(format!("array of shape {shape:?} has too many elements"))?;
     if data.len() != expected {
         return Err(format!(
             "array of shape {shape:?} and dtype {dtype} needs {expected} bytes, has {}",
@@ -242,17 +303,22 @@ fn array_state(state: &Value) -> Result<(String, Vec<usize>, Range<usize>), Stri
     Ok((dtype.clone(), shape, data.clone()))
 }
 
-fn collect_arrays(value: &Value, pickle: &[u8], out: &mut Vec<RawArray>) {
+/// Every array in `value`, in order: dtype, shape and where its bytes are in the pickle.
+fn collect_arrays<'v>(value: &'v Value, out: &mut Vec<&'v (String, Vec<usize>, Range<usize>)>) {
     match value {
-        Value::Array(Some((dtype, shape, data))) => out.push(RawArray {
-            dtype: dtype.clone(),
-            shape: shape.clone(),
-            bytes: pickle[data.clone()].to_vec(),
-        }),
+        Value::Array(Some(array)) => out.push(array),
         Value::Tuple(items) | Value::Opaque(items) => {
-            items.iter().for_each(|v| collect_arrays(v, pickle, out))
+            items.iter().for_each(|v| collect_arrays(v, out))
         }
         _ => {}
+    }
+}
+
+/// How many values `value` is made of, itself included.
+fn nodes(value: &Value) -> usize {
+    match value {
+        Value::Tuple(items) | Value::Opaque(items) => 1 + items.iter().map(nodes).sum::<usize>(),
+        _ => 1,
     }
 }
 
@@ -365,5 +431,49 @@ mod tests {
         let at = p.windows(3).position(|w| w == b"K\x01\x85").unwrap();
         p[at + 1] = 2;
         assert!(extract_arrays(&p).unwrap_err().contains("needs 8 bytes"));
+    }
+
+    #[test]
+    fn pickles_that_ask_for_unbounded_work_are_refused() {
+        let program = |body: Vec<u8>| [vec![0x80, 2], body, b".".to_vec()].concat();
+        // Nested 20 000 deep: walking or dropping it would overflow the stack.
+        let deep = program([b"N".to_vec(), vec![0x85; 20_000]].concat());
+        assert!(
+            extract_arrays(&deep)
+                .unwrap_err()
+                .contains("more than 10000 tuples")
+        );
+        let wide = program(b"N".repeat(20_000));
+        assert!(extract_arrays(&wide).unwrap_err().contains("on the stack"));
+        // Each round pairs the value with a copy of itself: 40 rounds, 10^12 values.
+        let doubling = program([b"N".to_vec(), b"q\x00h\x00\x86".repeat(40)].concat());
+        assert!(
+            extract_arrays(&doubling)
+                .unwrap_err()
+                .contains("copies more than")
+        );
+        // One 8-byte array returned 1 000 times: more bytes than the pickle holds.
+        let mut p = tiny_pickle();
+        p.truncate(p.len() - 2); // the closing TUPLE2 and STOP
+        p.extend_from_slice(b"q\x02(");
+        p.extend_from_slice(&b"h\x02".repeat(1000));
+        p.extend_from_slice(b"t\x86.");
+        assert!(extract_arrays(&p).unwrap_err().contains("more than once"));
+    }
+
+    #[test]
+    fn a_shape_whose_size_overflows_is_an_error() {
+        let state = Value::Tuple(vec![
+            Value::Int(1),
+            Value::Tuple(vec![Value::Int(i64::MAX), Value::Int(4)]),
+            Value::Dtype("f4".into()),
+            Value::Int(0),
+            Value::Bytes(0..4),
+        ]);
+        assert!(
+            array_state(&state)
+                .unwrap_err()
+                .contains("too many elements")
+        );
     }
 }
