@@ -1190,6 +1190,16 @@ fn an_empty_or_short_run_id_names_no_run() {
     run(&["show", &id[..4]])
         .success()
         .stdout(predicate::str::contains(&id));
+    run(&["show", &id[..6].to_uppercase()])
+        .success()
+        .stdout(predicate::str::contains(&id));
+    // A prefix of more than 50 000 bytes failed, as a LIKE pattern, with SQLite's "LIKE or
+    // GLOB pattern too complex"; compared as text now, `_` must still be no wildcard.
+    for not_a_prefix in [format!("{}_", &id[..4]), "a".repeat(60_000)] {
+        run(&["show", &not_a_prefix])
+            .failure()
+            .stderr(predicate::str::contains("no run `"));
+    }
     // A prefix that two runs share is ambiguous even where a directory bears its name: it was
     // taken for that directory, whose message hid the clash.
     db(dir.path())

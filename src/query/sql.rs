@@ -90,18 +90,6 @@ pub fn run_dirs(db: &Path) -> Result<Vec<(String, std::path::PathBuf)>> {
         .collect()
 }
 
-/// A LIKE pattern matching strings that start with `prefix` literally.
-fn like_prefix(prefix: &str) -> String {
-    let mut pattern = String::new();
-    for c in prefix.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            pattern.push('\\');
-        }
-        pattern.push(c);
-    }
-    pattern + "%"
-}
-
 /// Refuses `name` when `db` has no experiment of that name, naming those it has: a mistyped
 /// `--experiment` listed no runs, as if that experiment had none.
 pub fn check_experiment(db: &Path, name: &str) -> Result<()> {
@@ -138,10 +126,12 @@ const MIN_PREFIX: usize = 4;
 pub fn find_run(db: &Path, run_id: &str) -> Result<Rows> {
     // A shorter prefix (an empty argument: a script's unset variable) matched every run, and
     // picked the only one of a database: `runner rm --yes "$ID"` deleted it.
-    let prefix = (run_id.chars().count() >= MIN_PREFIX).then(|| like_prefix(run_id));
+    let prefix = (run_id.chars().count() >= MIN_PREFIX).then_some(run_id);
+    // Compared as text, not as a LIKE pattern: `_` and `%` are wildcards there, and SQLite
+    // refuses a pattern of more than 50 000 bytes ("LIKE or GLOB pattern too complex").
     let run = run_sql(
         db,
-        "SELECT * FROM runs WHERE id = ?1 OR id LIKE ?2 ESCAPE '\\'",
+        "SELECT * FROM runs WHERE id = ?1 OR lower(substr(id, 1, length(?2))) = lower(?2)",
         &[&run_id, &prefix],
     )?;
     match run.rows.len() {
@@ -174,27 +164,4 @@ fn find_run_in(db: &Path, dir: &Path) -> Result<Rows> {
         );
     };
     run_sql(db, "SELECT * FROM runs WHERE id = ?1", &[&id])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn like_prefixes_match_wildcards_literally() {
-        assert_eq!(like_prefix("a%_\\"), "a\\%\\_\\\\%");
-        let conn = rusqlite::Connection::open_in_memory().unwrap();
-        let matches = |id: &str, prefix: &str| -> bool {
-            conn.query_row(
-                "SELECT ?1 LIKE ?2 ESCAPE '\\'",
-                [id, &like_prefix(prefix)],
-                |r| r.get(0),
-            )
-            .unwrap()
-        };
-        assert!(matches("ab12", "ab"));
-        assert!(!matches("ab12", "%"));
-        assert!(!matches("ab12", "a_"));
-        assert!(matches("a_12", "a_"));
-    }
 }
