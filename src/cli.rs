@@ -302,7 +302,8 @@ pub struct EvalArgs {
     #[command(flatten)]
     pub device: DeviceArg,
     /// A run id (or a unique prefix of one), a run directory or a checkpoint directory.
-    #[arg(conflicts_with_all = ["real", "train_classifier", "images"])]
+    /// (A run is scored against its own data set: --dataset would be ignored.)
+    #[arg(conflicts_with_all = ["real", "train_classifier", "images", "dataset"])]
     pub target: Option<String>,
     /// Score images another program made instead (a PyTorch GAN's, say): a .npy array
     /// (uint8, or floats in [-1, 1], [0, 1] or [0, 255]) or an IDX file, shaped (N, S, S),

@@ -64,6 +64,8 @@ fn options_that_would_be_ignored_are_usage_errors() {
     for args in [
         &["eval", "--train-classifier", "--seed", "3"][..],
         &["eval", "--train-classifier", "--samples", "50"],
+        // A run is scored against its own data set.
+        &["eval", "abcd", "--dataset", "fashion-mnist"],
     ] {
         runner()
             .args(args)
@@ -168,6 +170,13 @@ fn train_then_generate_png_npy_and_idx() {
         .assert()
         .failure()
         .stderr(predicate::str::contains("<CHECKPOINT>"));
+    // --best with a checkpoint said "the run has no evaluation yet".
+    runner()
+        .args(["generate", "--best", "--out", "x.png"])
+        .arg(run.join("checkpoints/step-00000006"))
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("not one of its checkpoints"));
     let idx = ganrunner::data::idx::read(&dir.path().join("samples-idx3-ubyte")).unwrap();
     assert_eq!(
         idx.dims,

@@ -290,6 +290,13 @@ fn latest_or_best(checkpoint: &Path, best: bool) -> Result<std::path::PathBuf> {
     if !best {
         return Ok(checkpoint.to_path_buf());
     }
+    // Its `best/` would not be there, and "no evaluation yet" would mislead.
+    anyhow::ensure!(
+        !crate::train::checkpoint::is_checkpoint(checkpoint),
+        "{}: --best picks a run's best checkpoint; give the run (its id or directory), not one \
+         of its checkpoints",
+        checkpoint.display()
+    );
     let best_dir = crate::train::checkpoint::best_dir(checkpoint);
     anyhow::ensure!(
         best_dir.join("checkpoint.json").is_file(),

@@ -259,10 +259,19 @@ pub fn prune(run_dir: &Path, keep: usize, protect: u64) -> anyhow::Result<Vec<u6
     Ok(removed)
 }
 
+/// Whether `path` names one checkpoint: its directory or its `checkpoint.json`.
+pub fn is_checkpoint(path: &Path) -> bool {
+    is_meta(path) || path.join(META).is_file()
+}
+
+fn is_meta(path: &Path) -> bool {
+    path.is_file() && path.file_name().is_some_and(|n| n == META)
+}
+
 /// A checkpoint directory found from what a user names: a checkpoint directory, its
 /// `checkpoint.json`, or a run directory (its latest checkpoint).
 pub fn resolve(path: &Path) -> anyhow::Result<PathBuf> {
-    if path.is_file() && path.file_name().is_some_and(|n| n == META) {
+    if is_meta(path) {
         return Ok(path.parent().expect("a file has a parent").to_path_buf());
     }
     if path.join(META).is_file() {
