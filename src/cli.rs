@@ -390,7 +390,7 @@ pub struct TrainArgs {
     pub set: SetArg,
     /// Train in this directory, unrecorded (an existing run there resumes). Without it the
     /// run is the sweep's run of this config: recorded in --db, in results/<spec name>/<run id>.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "db")]
     pub out: Option<PathBuf>,
     #[command(flatten)]
     pub db: DbArg,

@@ -1536,6 +1536,10 @@ fn slurm_sweeps_plan_submit_run_tasks_and_collect_idempotently() {
     sweep(dir.path(), &spec, &["--wait"])
         .failure()
         .stderr(predicate::str::contains("need --executor slurm"));
+    // And --jobs, which Slurm's tasks ignored, is the local executor's.
+    slurm(&["--jobs", "2"])
+        .failure()
+        .stderr(predicate::str::contains("--max-parallel"));
 }
 
 /// A local sweep merges what ended Slurm tasks recorded before it plans: it skips what they

@@ -173,6 +173,12 @@ pub fn sweep(req: SweepRequest) -> Result<()> {
             "--partition, --max-parallel, --sbatch-arg, --wait and --collect need --executor slurm"
         );
     }
+    if req.slurm.is_some() && req.jobs.is_some() {
+        bail!(
+            "--jobs sets how many runs train at once on this machine; Slurm trains each run as \
+             a task of its own: limit how many run at once with --max-parallel"
+        );
+    }
     if req.collect && req.dry_run {
         bail!(
             "--collect merges ended Slurm tasks' records into the database, which a dry run \
