@@ -249,6 +249,11 @@ impl RunConfig {
                 "train.betas",
                 format!("must both be in [0, 1), got {:?}", t.betas),
             );
+        } else if t.optimizer == OptimizerKind::Rmsprop && t.betas != TrainConfig::default().betas {
+            bad(
+                "train.betas",
+                "are Adam's: optimizer = \"rmsprop\" has none, and would ignore them".into(),
+            );
         }
         if t.d_steps == 0 {
             bad("train.d_steps", "must be at least 1".into());

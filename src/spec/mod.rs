@@ -566,6 +566,16 @@ mod tests {
         assert!(key_of("lr_decay = \"cosine\"").contains("unknown variant"));
         assert!(key_of("g_ema = 1.0").contains("`train.g_ema` must be in [0, 1)"));
         assert!(key_of("g_ema = -0.5").contains("`train.g_ema`"));
+        // RMSprop has no betas: set ones were silently ignored; the defaults stay harmless.
+        let rmsprop = |betas: &str| format!("optimizer = \"rmsprop\"\nbetas = {betas}");
+        assert!(key_of(&rmsprop("[0.9, 0.999]")).contains("`train.betas` are Adam's"));
+        assert!(
+            parse(&format!(
+                "name = \"x\"\n[train]\n{}\n",
+                rmsprop("[0.5, 0.999]")
+            ))
+            .is_ok()
+        );
         let ok =
             parse("name = \"x\"\n[train]\nloss = \"wgan\"\nclip = 0.05\noptimizer = \"rmsprop\"\n");
         assert!(ok.is_ok(), "{ok:?}");
