@@ -136,7 +136,7 @@ impl Spec {
         };
         let table: toml::Table = toml::from_str(text).map_err(|e| SpecError::Parse {
             path: path.to_path_buf(),
-            message: e.to_string().trim_end().to_string(),
+            message: toml_error(text, &e),
         })?;
         let file = Spec::from_table(&table).map_err(|e| match e {
             (Some(key), message) => in_file(key, message),
@@ -145,7 +145,7 @@ impl Spec {
                 // Reparsed from the text for the error's line and excerpt.
                 message: toml::from_str::<Spec>(text)
                     .err()
-                    .map_or(e.1, |e| e.to_string().trim_end().to_string()),
+                    .map_or(e.1, |e| toml_error(text, &e)),
             },
         })?;
         if overrides.is_empty() {
@@ -362,6 +362,40 @@ impl Spec {
 
 /// The `[model]` key a parse error comes from, with its message: `[model]` is read through
 /// its `arch`, which hides the key from the parser's own message, so each key is tried alone.
+/// toml's message for an error in `text`. It quotes the whole offending line, and a
+/// generated spec's line of thousands of values filled the screen: a long line is quoted
+/// around the error alone.
+fn toml_error(text: &str, err: &toml::de::Error) -> String {
+    const AROUND: usize = 60;
+    let full = err.to_string().trim_end().to_string();
+    let Some(start) = err.span().map(|span| span.start.min(text.len())) else {
+        return full;
+    };
+    let Some(start) = (0..=start).rev().find(|&i| text.is_char_boundary(i)) else {
+        return full;
+    };
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let line_text = text[line_start..].lines().next().unwrap_or_default();
+    if line_text.chars().count() <= 2 * AROUND {
+        return full;
+    }
+    let column = text[line_start..start].chars().count();
+    let first = column.saturating_sub(AROUND);
+    let excerpt: String = line_text.chars().skip(first).take(2 * AROUND).collect();
+    let before = if first > 0 { "…" } else { "" };
+    let after = if first + 2 * AROUND < line_text.chars().count() {
+        "…"
+    } else {
+        ""
+    };
+    format!(
+        "TOML parse error at line {}, column {}: {}\n  near: {before}{excerpt}{after}",
+        text[..start].matches('\n').count() + 1,
+        column + 1,
+        err.message().trim_end()
+    )
+}
+
 fn model_key_error(spec: &toml::Table) -> Option<(String, String)> {
     let model = spec.get("model")?.as_table()?;
     let arch = model.get("arch").cloned();
@@ -533,6 +567,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("exp.toml:2: `train.d_steps`"), "{err}");
+    }
+
+    #[test]
+    fn a_parse_error_on_a_long_line_quotes_the_line_around_it() {
+        let seeds: Vec<String> = (0..5000).map(|i| i.to_string()).collect();
+        let text = format!(
+            "name = \"x\"\n[sweep]\ntrain.seed = [{}, oops, 1]\n",
+            seeds.join(", ")
+        );
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.len() < 400, "{err}");
+        let column = text.lines().nth(2).unwrap().find("oops").unwrap() + 1;
+        assert!(
+            err.contains(&format!("line 3, column {column}")) && err.contains("4999, oops, 1]"),
+            "{err}"
+        );
+        // A short line is quoted whole, as toml does.
+        let err = parse("name = \"x\"\n[train]\nlr = oops\n").unwrap_err();
+        assert!(err.to_string().contains("3 | lr = oops"), "{err}");
     }
 
     #[test]
