@@ -227,7 +227,24 @@ impl Spec {
             ));
         }
         self.check_search()?;
-        self.grid()?;
+        let points = self.grid()?;
+        if let Some(prune) = &self.search.prune
+            && let Some(&first) = prune.rungs.first()
+            // (Runs counted in epochs take their length from the data: the sweep's to judge.)
+            && let Some(longest) = (points.iter())
+                .map(|point| point.config.train.steps)
+                .collect::<Option<Vec<u64>>>()
+                .and_then(|steps| steps.into_iter().max())
+            && first >= longest
+        {
+            return Err((
+                "search.prune.rungs".into(),
+                format!(
+                    "start at step {first}, where every run has ended (the longest trains \
+                     {longest} steps): no run would be compared there, nor pruned"
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -567,6 +584,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("exp.toml:2: `train.d_steps`"), "{err}");
+    }
+
+    #[test]
+    fn rungs_that_no_run_reaches_before_its_end_are_refused() {
+        let spec = |rungs: &str| {
+            parse(&format!(
+                "name = \"x\"\n[train]\nsteps = 20\n[log]\neval_every = 10\n\
+                 [search.prune]\nrungs = {rungs}\n[sweep]\ntrain.lr = [1e-4, 2e-4]\n"
+            ))
+        };
+        for past in ["[20]", "[30, 40]"] {
+            let err = spec(past).unwrap_err().to_string();
+            assert!(
+                err.contains("`search.prune.rungs` start at step")
+                    && err.contains("the longest trains 20 steps"),
+                "{err}"
+            );
+        }
+        assert!(spec("[10, 30]").is_ok(), "a rung before the end prunes");
     }
 
     #[test]
