@@ -377,8 +377,6 @@ impl Spec {
     }
 }
 
-/// The `[model]` key a parse error comes from, with its message: `[model]` is read through
-/// its `arch`, which hides the key from the parser's own message, so each key is tried alone.
 /// toml's message for an error in `text`. It quotes the whole offending line, and a
 /// generated spec's line of thousands of values filled the screen: a long line is quoted
 /// around the error alone.
@@ -413,6 +411,8 @@ fn toml_error(text: &str, err: &toml::de::Error) -> String {
     )
 }
 
+/// The `[model]` key a parse error comes from, with its message: `[model]` is read through
+/// its `arch`, which hides the key from the parser's own message, so each key is tried alone.
 fn model_key_error(spec: &toml::Table) -> Option<(String, String)> {
     let model = spec.get("model")?.as_table()?;
     let arch = model.get("arch").cloned();
