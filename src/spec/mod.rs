@@ -100,9 +100,18 @@ impl Spec {
 
     /// Reads a spec file, applies `--set` overrides in order, and validates the result.
     pub fn load_with(path: &Path, overrides: &[Override]) -> Result<Spec, SpecError> {
-        let read = |source| SpecError::Read {
+        // std said "stream did not contain valid UTF-8" of a UTF-16 file; without its
+        // byte-order mark, one is valid UTF-8 with a NUL after each ASCII letter.
+        let not_text = || SpecError::Parse {
             path: path.to_path_buf(),
-            source,
+            message: "is not UTF-8 text, as TOML must be (saved as UTF-16, or not text)".into(),
+        };
+        let read = |source: std::io::Error| match source.kind() {
+            std::io::ErrorKind::InvalidData => not_text(),
+            _ => SpecError::Read {
+                path: path.to_path_buf(),
+                source,
+            },
         };
         let mut text = String::new();
         // A spec is a page of TOML: a file far larger (a data file, /dev/zero) is not one,
@@ -110,6 +119,9 @@ impl Spec {
         std::fs::File::open(path)
             .and_then(|file| file.take(MAX_SPEC_BYTES + 1).read_to_string(&mut text))
             .map_err(read)?;
+        if text.contains('\0') {
+            return Err(not_text());
+        }
         if text.len() as u64 > MAX_SPEC_BYTES {
             return Err(SpecError::Parse {
                 path: path.to_path_buf(),
@@ -584,6 +596,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("exp.toml:2: `train.d_steps`"), "{err}");
+    }
+
+    #[test]
+    fn files_that_are_no_toml_text_are_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        // As Windows editors save it: a byte-order mark, then UTF-16; without the mark, NULs.
+        let utf16: Vec<u8> = "\u{feff}name = \"x\"\n"
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        let big = vec![b'#'; (MAX_SPEC_BYTES + 1) as usize];
+        for (name, bytes, says) in [
+            ("utf16.toml", &utf16[..], "utf16.toml: is not UTF-8 text"),
+            ("nul.toml", &utf16[2..], "nul.toml: is not UTF-8 text"),
+            ("big.toml", &big[..], "big.toml: larger than 1 MiB"),
+        ] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes).unwrap();
+            let err = Spec::load(&path).unwrap_err().to_string();
+            assert!(err.contains(says), "{err}");
+        }
     }
 
     #[test]
