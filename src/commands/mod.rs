@@ -299,7 +299,7 @@ fn latest_or_best(checkpoint: &Path, best: bool) -> Result<std::path::PathBuf> {
     );
     let best_dir = crate::train::checkpoint::best_dir(checkpoint);
     anyhow::ensure!(
-        best_dir.join("checkpoint.json").is_file(),
+        crate::train::checkpoint::is_checkpoint(&best_dir),
         "{}: no best checkpoint (the run has no evaluation yet; see `log.eval_every`)",
         checkpoint.display()
     );
