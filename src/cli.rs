@@ -37,6 +37,9 @@ pub enum Command {
     Runs(RunsArgs),
     /// Show one run: its record, config, losses, samples and checkpoints.
     Show(ShowArgs),
+    /// Compare runs side by side: their progress, losses, last scores and the settings that
+    /// differ.
+    Compare(CompareArgs),
     /// Write the HTML report of the tracking database (index, experiments, runs).
     Report(ReportArgs),
     /// Tag runs and note what you see in them; `runs --tag`, `show` and the report list them.
@@ -249,6 +252,22 @@ pub struct ShowArgs {
     /// `events`, `samples`, `checkpoints`), for scripts.
     #[arg(long, value_enum, default_value = "text")]
     pub format: ganrunner::query::ShowFormat,
+    #[command(flatten)]
+    pub db: DbArg,
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// Two or more run ids (or unique prefixes of them, or their directories).
+    #[arg(required = true, num_args = 2..)]
+    pub runs: Vec<String>,
+    /// Every setting, not only those that differ between the runs.
+    #[arg(long)]
+    pub all: bool,
+    /// table and csv: one row per field, one column per run (the table shows `runtime` as
+    /// h:mm:ss); json: one object per run.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: ganrunner::query::Format,
     #[command(flatten)]
     pub db: DbArg,
 }

@@ -165,6 +165,7 @@ fn run(cli: Cli) -> Result<()> {
             db: &a.db.db,
         }),
         Command::Show(a) => commands::show(&a.db.db, &a.run, a.format),
+        Command::Compare(a) => commands::compare(&a.db.db, &a.runs, a.all, a.format),
         Command::Tag(a) => commands::tag(
             &a.db.db,
             &a.runs,

@@ -2340,3 +2340,97 @@ fn runs_record_the_runner_that_trained_them_and_a_rerun_names_other_runners() {
         )]
     );
 }
+
+#[test]
+fn compare_puts_runs_side_by_side_with_the_settings_that_differ() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), 6, "[1e-4, 4e-4]", "[0]");
+    edit_spec(&spec, |text| {
+        text.replace("eval_samples = 0", "eval_samples = 50")
+    });
+    sweep(dir.path(), &spec, &["--no-report"]).success();
+    let conn = db(dir.path());
+    let ids = common::texts(&conn, "SELECT id FROM runs ORDER BY id");
+    let compare = |args: &[&str]| {
+        runner()
+            .current_dir(dir.path())
+            .arg("compare")
+            .args(args)
+            .assert()
+    };
+    let stdout = |assert: assert_cmd::assert::Assert| {
+        String::from_utf8(assert.success().get_output().stdout.clone()).unwrap()
+    };
+    // One column per run, in the order given (a prefix and a directory name runs too).
+    let run_dir: String = conn
+        .query_row("SELECT run_dir FROM runs WHERE id = ?1", [&ids[0]], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    let csv = stdout(compare(&[&ids[1][..6], &run_dir, "--format", "csv"]));
+    let mut reader = csv::Reader::from_reader(csv.as_bytes());
+    assert_eq!(
+        reader.headers().unwrap().iter().collect::<Vec<_>>(),
+        ["run", ids[1].as_str(), ids[0].as_str()]
+    );
+    let fields: std::collections::HashMap<String, Vec<String>> = (reader.records())
+        .map(|row| {
+            let row = row.unwrap();
+            (
+                row[0].to_string(),
+                vec![row[1].to_string(), row[2].to_string()],
+            )
+        })
+        .collect();
+    // The setting that differs, as the params table records it; not those that do not.
+    for (i, id) in [&ids[1], &ids[0]].into_iter().enumerate() {
+        let lr: f64 = conn
+            .query_row(
+                "SELECT value FROM params WHERE run_id = ?1 AND key = 'train.lr'",
+                [id],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(fields["train.lr"][i].parse::<f64>().unwrap(), lr, "{csv}");
+        // Each score is the run's last evaluation's.
+        let fid: f64 = conn
+            .query_row(
+                "SELECT value FROM evals WHERE run_id = ?1 AND metric = 'fid' \
+                 ORDER BY step DESC LIMIT 1",
+                [id],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(fields["fid"][i].parse::<f64>().unwrap(), fid, "{csv}");
+        assert_eq!(fields["steps"][i], "6");
+        assert_eq!(fields["eval_step"][i], "6");
+    }
+    for same in [
+        "train.seed",
+        "train.batch_size",
+        "data.dir",
+        "note",
+        "version",
+    ] {
+        assert!(!fields.contains_key(same), "{same} in:\n{csv}");
+    }
+    assert!(fields.contains_key("best_fid") && fields.contains_key("kid"));
+    // --all: every setting (where the data lies is none).
+    let all = stdout(compare(&[&ids[0], &ids[1], "--all"]));
+    assert!(all.lines().any(|l| l.starts_with("train.seed ")), "{all}");
+    assert!(!all.contains("data.dir"), "{all}");
+    // JSON: one object per run.
+    let json: Vec<serde_json::Value> =
+        serde_json::from_str(&stdout(compare(&[&ids[0], &ids[1], "--format", "json"]))).unwrap();
+    assert_eq!(json.len(), 2);
+    assert_eq!(json[1]["run"], ids[1].as_str());
+    assert!(json[1]["train.lr"].is_number() && json[1]["fid"].is_number());
+    // One run named twice compares nothing; an unknown id is named.
+    compare(&[&ids[0], &ids[0][..8]])
+        .code(1)
+        .stderr(predicate::str::contains("give two or more runs to compare"));
+    compare(&[&ids[0], "ffffffff"])
+        .code(1)
+        .stdout("")
+        .stderr(predicate::str::contains("no run `ffffffff`"));
+}

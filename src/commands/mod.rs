@@ -148,6 +148,11 @@ pub fn show(db: &Path, run: &str, format: crate::query::ShowFormat) -> Result<()
     Ok(())
 }
 
+pub fn compare(db: &Path, runs: &[String], all: bool, format: crate::query::Format) -> Result<()> {
+    out!("{}", crate::query::compare(db, runs, all, format)?)?;
+    Ok(())
+}
+
 /// `runner tag`: changes the runs' tags and note (each run's in one transaction), or prints
 /// them when `change` is empty.
 pub fn tag(db: &Path, runs: &[String], change: &crate::track::annotations::Change) -> Result<()> {
