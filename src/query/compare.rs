@@ -153,7 +153,7 @@ struct RunFields {
 fn fields(db: &Path, id: &str) -> Result<RunFields> {
     let run = run_sql(db, "SELECT * FROM runs WHERE id = ?1", &[&id])?;
     let mut record: BTreeMap<String, Value> = (run.columns.iter().cloned())
-        .zip(run.rows[0].iter().cloned())
+        .zip(run.run_row(id, db)?.iter().cloned())
         .collect();
     let config = record
         .remove("config")
@@ -188,12 +188,7 @@ fn fields(db: &Path, id: &str) -> Result<RunFields> {
         ),
         &[&id],
     )?;
-    record.extend(
-        derived.objects()[0]
-            .as_object()
-            .cloned()
-            .unwrap_or_default(),
-    );
+    record.extend((derived.columns.iter().cloned()).zip(derived.run_row(id, db)?.iter().cloned()));
     let scores = run_sql(
         db,
         "SELECT metric, value FROM evals WHERE run_id = ?1 \

@@ -333,6 +333,15 @@ impl Rows {
         self.rows.get(row)?.get(i)
     }
 
+    /// The first row of a look-up of run `id` in `db`; an error when there is none: the run was
+    /// deleted (`runner rm`) since it was found.
+    pub(crate) fn run_row(&self, id: &str, db: &Path) -> Result<&[serde_json::Value]> {
+        match self.rows.first() {
+            Some(row) => Ok(row),
+            None => bail!("run {id} was deleted from {} meanwhile", db.display()),
+        }
+    }
+
     /// The rows as JSON objects, column to value.
     pub fn objects(&self) -> Vec<serde_json::Value> {
         (self.rows.iter())
@@ -359,6 +368,19 @@ impl Rows {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_run_deleted_between_two_look_ups_is_an_error_not_a_panic() {
+        let gone = Rows {
+            columns: vec!["id".into()],
+            rows: Vec::new(),
+        };
+        let err = gone.run_row("3f9a", Path::new("r.sqlite")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "run 3f9a was deleted from r.sqlite meanwhile"
+        );
+    }
 
     #[test]
     fn repeated_column_names_get_suffixes() {

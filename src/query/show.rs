@@ -52,9 +52,10 @@ impl RunDetail {
             ),
             &[&id],
         )?;
-        let [status, heartbeat, tags, runtime]: [serde_json::Value; 4] = (shown.rows[0].clone())
-            .try_into()
-            .expect("the statement selects four columns");
+        let [status, heartbeat, tags, runtime]: [serde_json::Value; 4] =
+            (shown.run_row(&id, db)?.to_vec())
+                .try_into()
+                .expect("the statement selects four columns");
         let (mut record, mut config, mut run_dir_here) = (Vec::new(), None, None);
         for (column, value) in run.columns.iter().zip(row) {
             let value = match column.as_str() {
