@@ -403,16 +403,20 @@ pub struct InfoArgs {
 pub struct TrainArgs {
     #[command(flatten)]
     pub device: DeviceArg,
-    /// The experiment spec (TOML).
+    /// The experiment spec (TOML), or a recorded run (its id, a unique prefix of 4+, or its
+    /// directory) whose config to train again: longer (--steps), changed (--set: a new run of
+    /// its experiment) or elsewhere (--out: unrecorded, to see that it reproduces).
     pub spec: PathBuf,
     #[command(flatten)]
     pub set: SetArg,
     /// Train in this directory, unrecorded (an existing run there resumes). Without it the
     /// run is the sweep's run of this config: recorded in --db, in results/<spec name>/<run id>.
-    #[arg(long, conflicts_with = "db")]
+    #[arg(long)]
     pub out: Option<PathBuf>,
-    #[command(flatten)]
-    pub db: DbArg,
+    /// The tracking database the run is recorded in (and a run given as SPEC looked up in)
+    /// [default: results/runs.sqlite].
+    #[arg(long)]
+    pub db: Option<PathBuf>,
     /// A directory with the standard IDX files, overriding the spec's [data] dir.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,

@@ -86,7 +86,7 @@ fn run(cli: Cli) -> Result<()> {
                 steps: a.steps,
                 timeout: a.timeout.timeout,
                 dry_run: a.dry_run,
-                db: &a.db.db,
+                db: a.db.as_deref(),
             })
         }
         Command::Generate(a) => {

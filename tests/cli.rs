@@ -66,8 +66,6 @@ fn options_that_would_be_ignored_are_usage_errors() {
         &["eval", "--train-classifier", "--samples", "50"],
         // A run is scored against its own data set.
         &["eval", "abcd", "--dataset", "fashion-mnist"],
-        // A run trained with --out is not recorded.
-        &["train", "x.toml", "--out", "run", "--db", "other.sqlite"],
     ] {
         runner()
             .args(args)

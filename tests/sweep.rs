@@ -2434,3 +2434,98 @@ fn compare_puts_runs_side_by_side_with_the_settings_that_differ() {
         .stdout("")
         .stderr(predicate::str::contains("no run `ffffffff`"));
 }
+
+#[test]
+fn train_takes_a_recorded_run_in_place_of_its_spec() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), 6, "[2e-4]", "[0]");
+    sweep(dir.path(), &spec, &["--no-report"]).success();
+    let conn = db(dir.path());
+    let (first, run_dir): (String, String) = conn
+        .query_row("SELECT id, run_dir FROM runs", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    let train = |args: &[&str]| {
+        runner()
+            .current_dir(dir.path())
+            .arg("train")
+            .args(args)
+            .assert()
+    };
+    let stdout = |assert: assert_cmd::assert::Assert| {
+        String::from_utf8(assert.success().get_output().stdout.clone()).unwrap()
+    };
+    // As it is: the run itself, finished.
+    let again = stdout(train(&[&first[..6]]));
+    assert!(
+        again.contains(&format!("run {first} already finished at step 6")),
+        "{again}"
+    );
+    // Its config printed as a spec trains the same run.
+    let printed = stdout(train(&[&run_dir, "--dry-run"]));
+    std::fs::write(dir.path().join("saved.toml"), &printed).unwrap();
+    let saved = stdout(train(&["saved.toml", "--dry-run"]));
+    assert!(saved.contains(&format!("(run {first} in ")), "{saved}");
+    // The run directory's config.toml (which names no experiment) stands for the run.
+    let own = stdout(train(&[&format!("{run_dir}/config.toml"), "--dry-run"]));
+    assert_eq!(own, printed);
+    // Longer: a new run that goes on from it, its first steps bitwise the run's.
+    train(&[&first, "--steps", "12"]).success();
+    let longer: String = conn
+        .query_row(
+            "SELECT id FROM runs WHERE steps_done = 12 AND experiment = 'tiny'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let losses = |id: &str| -> Vec<(i64, f64)> {
+        let mut statement = conn
+            .prepare("SELECT step, value FROM metrics WHERE run_id = ?1 AND step <= 6 ORDER BY step, name")
+            .unwrap();
+        statement
+            .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    assert_eq!(losses(&longer).len(), 12);
+    assert_eq!(losses(&longer), losses(&first));
+    // Changed: a new run of its experiment with the value set.
+    train(&[&first, "--set", "train.lr=1e-3"]).success();
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM params p JOIN runs r ON r.id = p.run_id \
+             WHERE r.experiment = 'tiny' AND p.key = 'train.lr' AND p.value = 1e-3"
+        ),
+        1
+    );
+    // Elsewhere, unrecorded: the same losses (the run reproduces).
+    train(&[&first, "--out", "again"]).success();
+    let csv = std::fs::read_to_string(dir.path().join("again/losses.csv")).unwrap();
+    let last: Vec<f32> = csv
+        .lines()
+        .last()
+        .unwrap()
+        .split(',')
+        .skip(1)
+        .take(2)
+        .map(|v| v.parse().unwrap())
+        .collect();
+    let recorded: Vec<f32> = losses(&first)[10..]
+        .iter()
+        .map(|(_, v)| *v as f32)
+        .collect();
+    assert_eq!(last, recorded, "{csv}");
+    assert_eq!(count(&conn, "SELECT count(*) FROM runs"), 3);
+    // Neither a spec nor a run; --db beside --out means nothing with a spec file.
+    train(&["nothere"]).code(1).stderr(predicate::str::contains(
+        "`nothere`: no such spec file, nor run",
+    ));
+    train(&["tiny.toml", "--out", "run", "--db", "other.sqlite"])
+        .code(1)
+        .stderr(predicate::str::contains(
+            "a run trained with --out is not recorded",
+        ));
+}

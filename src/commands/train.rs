@@ -21,6 +21,7 @@ use crate::{errln, out, outln};
 
 /// What `runner train` was asked.
 pub struct TrainRequest<'a> {
+    /// A spec file, or a recorded run whose config to train again.
     pub spec: &'a Path,
     /// `--set` overrides of the spec's keys.
     pub overrides: &'a [Override],
@@ -30,8 +31,9 @@ pub struct TrainRequest<'a> {
     pub steps: Option<u64>,
     pub timeout: Option<Duration>,
     pub dry_run: bool,
-    /// The tracking database a run without `--out` is recorded in.
-    pub db: &'a Path,
+    /// `--db`: the tracking database a run without `--out` is recorded in, and a run given
+    /// as `spec` is looked up in (default [`crate::track::default_db`]).
+    pub db: Option<&'a Path>,
 }
 
 pub fn train(req: TrainRequest) -> Result<()> {
@@ -39,8 +41,23 @@ pub fn train(req: TrainRequest) -> Result<()> {
     let time_limit = (req.timeout)
         .filter(|_| !req.dry_run)
         .map(|limit| TimeLimit::start(limit, &stop));
-    let spec = Spec::load_with(req.spec, req.overrides)?;
-    note_what_only_sweeps_do(&spec, req.spec);
+    let db = req
+        .db
+        .map_or_else(crate::track::default_db, Path::to_path_buf);
+    let (spec, spec_path) = match recorded_run(req.spec, &db)? {
+        Some(run) => (run.spec(req.overrides)?, run.spec_path),
+        None => {
+            if req.out.is_some() && req.db.is_some() {
+                bail!(
+                    "--db with --out and a spec file: a run trained with --out is not recorded \
+                     (--db names where a run given instead of a spec is looked up)"
+                );
+            }
+            let spec = Spec::load_with(req.spec, req.overrides)?;
+            note_what_only_sweeps_do(&spec, req.spec);
+            (spec, req.spec.to_path_buf())
+        }
+    };
     let mut config = spec.run_config();
     if let Some(dir) = req.data_dir {
         config.data.dir = Some(dir.to_path_buf());
@@ -52,7 +69,99 @@ pub fn train(req: TrainRequest) -> Result<()> {
     crate::budget::check_run(&config)?;
     match req.out {
         Some(out) => unrecorded(&spec, &config, out, req.dry_run, stop, time_limit),
-        None => recorded(&spec, config, &req, stop, time_limit),
+        None => recorded(&spec, &spec_path, config, &db, &req, stop, time_limit),
+    }
+}
+
+/// A recorded run given to `train` instead of a spec: its experiment and config.
+struct RecordedRun {
+    id: String,
+    experiment: String,
+    description: String,
+    /// The spec its experiment was last swept from (shown by the report), kept as it is.
+    spec_path: std::path::PathBuf,
+    config: RunConfig,
+}
+
+/// The run `arg` names in `db` when it is no spec file: a run id (or a unique prefix of one),
+/// a run directory or its `config.toml`. Any other path that exists as a file, or ends in
+/// `.toml`, is a spec.
+fn recorded_run(arg: &Path, db: &Path) -> Result<Option<RecordedRun>> {
+    // A run directory's `config.toml` (which names no experiment) stands for its run.
+    let arg = match arg.parent() {
+        Some(dir)
+            if arg.file_name() == Some(train::CONFIG_FILE.as_ref())
+                && dir.join(crate::fsutil::LOCK_FILE).is_file() =>
+        {
+            dir
+        }
+        _ => arg,
+    };
+    if arg.is_file() || arg.extension().is_some_and(|e| e == "toml") {
+        return Ok(None);
+    }
+    let text = arg.to_string_lossy();
+    if !arg.is_dir() && !db.exists() {
+        bail!(
+            "`{text}`: no such spec file, nor a database at {} to find a run in",
+            db.display()
+        );
+    }
+    let run = match crate::query::find_run(db, &text) {
+        Ok(run) => run,
+        // (A directory's error names it, and what it lacks.)
+        Err(err) if arg.is_dir() => return Err(err),
+        Err(err) => return Err(err.context(format!("`{text}`: no such spec file, nor run"))),
+    };
+    let value = |column| {
+        run.get(0, column)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+    };
+    let id = value("id").to_string();
+    let experiment = value("experiment").to_string();
+    let config = serde_json::from_str(value("config"))
+        .map(crate::spec::with_defaults)
+        .and_then(serde_json::from_value)
+        .with_context(|| format!("run {id}: its recorded config is not one this runner reads"))?;
+    let described = crate::query::run_sql(
+        db,
+        "SELECT description, spec_path FROM experiments WHERE name = ?1",
+        &[&experiment],
+    )?;
+    let described = |column| {
+        described
+            .get(0, column)
+            .and_then(|v| v.as_str())
+            .map(String::from)
+    };
+    Ok(Some(RecordedRun {
+        description: described("description").unwrap_or_default(),
+        spec_path: described("spec_path")
+            .unwrap_or_else(|| format!("run {id}"))
+            .into(),
+        id,
+        experiment,
+        config,
+    }))
+}
+
+impl RecordedRun {
+    /// The run's config as a spec of its experiment, with `overrides` applied; `--set` errors
+    /// name the run.
+    fn spec(&self, overrides: &[Override]) -> Result<Spec> {
+        let text = |s: &str| toml::Value::String(s.into()).to_string();
+        let spec = format!(
+            "name = {}\ndescription = {}\n{}",
+            text(&self.experiment),
+            text(&self.description),
+            toml::to_string(&self.config)?
+        );
+        Ok(Spec::parse_with(
+            &spec,
+            Path::new(&format!("run {}", self.id)),
+            overrides,
+        )?)
     }
 }
 
@@ -80,7 +189,9 @@ fn note_what_only_sweeps_do(spec: &Spec, path: &Path) {
 /// shorter run of its config), then says how it ended.
 fn recorded(
     spec: &Spec,
+    spec_path: &Path,
     config: RunConfig,
+    db: &Path,
     req: &TrainRequest,
     stop: Arc<AtomicBool>,
     time_limit: Option<TimeLimit>,
@@ -88,8 +199,8 @@ fn recorded(
     let results = Path::new("results");
     let experiment_dir = results.join(&spec.name);
     train::refuse_inside_run_dir(&experiment_dir)?;
-    train::refuse_inside_run_dir(req.db)?;
-    crate::track::refuse_database_clash(&experiment_dir, req.db)?;
+    train::refuse_inside_run_dir(db)?;
+    crate::track::refuse_database_clash(&experiment_dir, db)?;
     let base = Spec {
         data: config.data,
         model: config.model,
@@ -101,30 +212,30 @@ fn recorded(
     };
     let planned = exec::Planner::new(&base, results, None);
     if req.dry_run {
-        let place = dry_run_place(&planned, req.db, &experiment_dir)?;
+        let place = dry_run_place(&planned, db, &experiment_dir)?;
         return print_resolved_spec(spec, &base.run_config(), &place);
     }
     let planner = planned?;
     let id = (planner.runs.first().map(|run| run.id.clone()))
         .context("a spec's base config is one run")?;
     // A database that cannot be written fails before anything trains.
-    drop(crate::track::open(req.db)?);
+    drop(crate::track::open(db)?);
     let options = exec::SweepOptions {
         force: false,
-        db: req.db.to_path_buf(),
+        db: db.to_path_buf(),
         stop: stop.clone(),
     };
     let executor = exec::LocalExecutor {
         jobs: 1,
         stop: stop.clone(),
     };
-    let (summary, _) = exec::sweep(req.spec, planner, &options, &executor)?;
+    let (summary, _) = exec::sweep(spec_path, planner, &options, &executor)?;
     let timed_out = time_limit.as_ref().is_some_and(TimeLimit::disarm);
     if summary.held > 0 {
         outln!("run {id} is being trained by another process; `runner runs` follows it")?;
         return Ok(());
     }
-    let Some(ended) = Ended::read(req.db, &id)? else {
+    let Some(ended) = Ended::read(db, &id)? else {
         // Stopped before the run was claimed.
         return Err(Interrupted(format!("interrupted before run {id} started")).into());
     };
@@ -147,7 +258,7 @@ fn recorded(
             outln!("{}", ended.files())?;
             outln!(
                 "recorded in {} (`runner show {id}`, `runner report`)",
-                req.db.display()
+                db.display()
             )?;
             Ok(())
         }
