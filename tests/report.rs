@@ -409,6 +409,17 @@ fn the_report_loads_in_chromium_without_broken_images_missing_pages_or_errors() 
         assert!(html.contains("fid.svg") && !html.contains("no-evals"));
         assert!(html.contains("checkpoint.json"), "checkpoint links");
         assert!(html.contains("runner export "), "how to use the run");
+        let id = page
+            .parent()
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap();
+        assert!(
+            html.contains(&format!("runner train {id} --steps 24")),
+            "how to train it longer"
+        );
     }
     std::fs::copy(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/check.html"),
