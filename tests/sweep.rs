@@ -97,6 +97,16 @@ fn sweep(dir: &Path, spec: &Path, extra: &[&str]) -> assert_cmd::assert::Assert 
         .assert()
 }
 
+/// `runner <command> <args>`, run in `dir`.
+fn command_in(dir: &Path, command: &str, args: &[&str]) -> assert_cmd::assert::Assert {
+    runner().current_dir(dir).arg(command).args(args).assert()
+}
+
+/// What a command that must succeed printed on stdout.
+fn stdout_of(assert: assert_cmd::assert::Assert) -> String {
+    String::from_utf8(assert.success().get_output().stdout.clone()).unwrap()
+}
+
 #[test]
 fn dry_run_prints_the_grid_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -2351,23 +2361,14 @@ fn compare_puts_runs_side_by_side_with_the_settings_that_differ() {
     sweep(dir.path(), &spec, &["--no-report"]).success();
     let conn = db(dir.path());
     let ids = common::texts(&conn, "SELECT id FROM runs ORDER BY id");
-    let compare = |args: &[&str]| {
-        runner()
-            .current_dir(dir.path())
-            .arg("compare")
-            .args(args)
-            .assert()
-    };
-    let stdout = |assert: assert_cmd::assert::Assert| {
-        String::from_utf8(assert.success().get_output().stdout.clone()).unwrap()
-    };
+    let compare = |args: &[&str]| command_in(dir.path(), "compare", args);
     // One column per run, in the order given (a prefix and a directory name runs too).
     let run_dir: String = conn
         .query_row("SELECT run_dir FROM runs WHERE id = ?1", [&ids[0]], |r| {
             r.get(0)
         })
         .unwrap();
-    let csv = stdout(compare(&[&ids[1][..6], &run_dir, "--format", "csv"]));
+    let csv = stdout_of(compare(&[&ids[1][..6], &run_dir, "--format", "csv"]));
     let mut reader = csv::Reader::from_reader(csv.as_bytes());
     assert_eq!(
         reader.headers().unwrap().iter().collect::<Vec<_>>(),
@@ -2416,12 +2417,12 @@ fn compare_puts_runs_side_by_side_with_the_settings_that_differ() {
     }
     assert!(fields.contains_key("best_fid") && fields.contains_key("kid"));
     // --all: every setting (where the data lies is none).
-    let all = stdout(compare(&[&ids[0], &ids[1], "--all"]));
+    let all = stdout_of(compare(&[&ids[0], &ids[1], "--all"]));
     assert!(all.lines().any(|l| l.starts_with("train.seed ")), "{all}");
     assert!(!all.contains("data.dir"), "{all}");
     // JSON: one object per run.
     let json: Vec<serde_json::Value> =
-        serde_json::from_str(&stdout(compare(&[&ids[0], &ids[1], "--format", "json"]))).unwrap();
+        serde_json::from_str(&stdout_of(compare(&[&ids[0], &ids[1], "--format", "json"]))).unwrap();
     assert_eq!(json.len(), 2);
     assert_eq!(json[1]["run"], ids[1].as_str());
     assert!(json[1]["train.lr"].is_number() && json[1]["fid"].is_number());
@@ -2446,29 +2447,20 @@ fn train_takes_a_recorded_run_in_place_of_its_spec() {
             Ok((r.get(0)?, r.get(1)?))
         })
         .unwrap();
-    let train = |args: &[&str]| {
-        runner()
-            .current_dir(dir.path())
-            .arg("train")
-            .args(args)
-            .assert()
-    };
-    let stdout = |assert: assert_cmd::assert::Assert| {
-        String::from_utf8(assert.success().get_output().stdout.clone()).unwrap()
-    };
+    let train = |args: &[&str]| command_in(dir.path(), "train", args);
     // As it is: the run itself, finished.
-    let again = stdout(train(&[&first[..6]]));
+    let again = stdout_of(train(&[&first[..6]]));
     assert!(
         again.contains(&format!("run {first} already finished at step 6")),
         "{again}"
     );
     // Its config printed as a spec trains the same run.
-    let printed = stdout(train(&[&run_dir, "--dry-run"]));
+    let printed = stdout_of(train(&[&run_dir, "--dry-run"]));
     std::fs::write(dir.path().join("saved.toml"), &printed).unwrap();
-    let saved = stdout(train(&["saved.toml", "--dry-run"]));
+    let saved = stdout_of(train(&["saved.toml", "--dry-run"]));
     assert!(saved.contains(&format!("(run {first} in ")), "{saved}");
     // The run directory's config.toml (which names no experiment) stands for the run.
-    let own = stdout(train(&[&format!("{run_dir}/config.toml"), "--dry-run"]));
+    let own = stdout_of(train(&[&format!("{run_dir}/config.toml"), "--dry-run"]));
     assert_eq!(own, printed);
     // Longer: a new run that goes on from it, its first steps bitwise the run's.
     train(&[&first, "--steps", "12"]).success();

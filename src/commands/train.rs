@@ -150,13 +150,7 @@ impl RecordedRun {
     /// The run's config as a spec of its experiment, with `overrides` applied; `--set` errors
     /// name the run.
     fn spec(&self, overrides: &[Override]) -> Result<Spec> {
-        let text = |s: &str| toml::Value::String(s.into()).to_string();
-        let spec = format!(
-            "name = {}\ndescription = {}\n{}",
-            text(&self.experiment),
-            text(&self.description),
-            toml::to_string(&self.config)?
-        );
+        let spec = spec_text(&self.experiment, &self.description, &self.config)?;
         Ok(Spec::parse_with(
             &spec,
             Path::new(&format!("run {}", self.id)),
@@ -476,12 +470,17 @@ fn unrecorded(
 /// saved as a file, it trains the same run, as Hydra's `--cfg job` prints a job's config),
 /// after a comment saying where it would train and from which step (`place`).
 fn print_resolved_spec(spec: &Spec, config: &RunConfig, place: &str) -> Result<()> {
+    outln!("# `runner train` would train this config in {place}")?;
+    out!("{}", spec_text(&spec.name, &spec.description, config)?)
+}
+
+/// A spec of experiment `name` whose base config is `config`, every key written.
+fn spec_text(name: &str, description: &str, config: &RunConfig) -> Result<String> {
     let text = |s: &str| toml::Value::String(s.into()).to_string();
-    outln!(
-        "# `runner train` would train this config in {place}\nname = {}\n\
-         description = {}\n",
-        text(&spec.name),
-        text(&spec.description)
-    )?;
-    out!("{}", toml::to_string(config)?)
+    Ok(format!(
+        "name = {}\ndescription = {}\n\n{}",
+        text(name),
+        text(description),
+        toml::to_string(config)?
+    ))
 }

@@ -34,8 +34,8 @@ const PROVENANCE: [&str; 4] = ["data_id", "version", "host", "backend"];
 
 /// `runner compare`: the runs `given` names (ids, unique prefixes or run directories; at least
 /// two different runs), as a table or CSV with one row per field and one column per run, or
-/// as JSON with one object per run. The fields: the record ([`RECORD`]; those empty in every
-/// run left out), every score of each run's last evaluation, the [`PROVENANCE`] fields where
+/// as JSON with one object per run. The fields: the record (`RECORD`; those empty in every
+/// run left out), every score of each run's last evaluation, the `PROVENANCE` fields where
 /// the runs differ, and the settings that differ between them (every setting with
 /// `every_setting`).
 pub fn compare(db: &Path, given: &[String], every_setting: bool, format: Format) -> Result<String> {
