@@ -2416,6 +2416,12 @@ fn compare_puts_runs_side_by_side_with_the_settings_that_differ() {
         assert!(!fields.contains_key(same), "{same} in:\n{csv}");
     }
     assert!(fields.contains_key("best_fid") && fields.contains_key("kid"));
+    // A note's line break and tab stay inside its cell (`tag` refuses other control
+    // characters).
+    command_in(dir.path(), "tag", &[&ids[0], "--note", "blurry\n\tred"]).success();
+    let table = stdout_of(compare(&[&ids[0], &ids[1]]));
+    let note = table.lines().find(|l| l.starts_with("note ")).unwrap();
+    assert!(note.contains(r"blurry\n\tred"), "{table}");
     // --all: every setting (where the data lies is none).
     let all = stdout_of(compare(&[&ids[0], &ids[1], "--all"]));
     assert!(all.lines().any(|l| l.starts_with("train.seed ")), "{all}");
@@ -2520,4 +2526,16 @@ fn train_takes_a_recorded_run_in_place_of_its_spec() {
         .stderr(predicate::str::contains(
             "a run trained with --out is not recorded",
         ));
+    // A recorded config this runner cannot read (a key of another release) is named as such.
+    conn.execute(
+        "UPDATE runs SET config = json_set(config, '$.train.warp', 9) WHERE id = ?1",
+        [&first],
+    )
+    .unwrap();
+    train(&[&first])
+        .code(1)
+        .stderr(predicate::str::contains(format!(
+            "run {first}: its recorded config is not one this runner reads"
+        )))
+        .stderr(predicate::str::contains("warp"));
 }

@@ -189,7 +189,7 @@ pub fn tag(db: &Path, runs: &[String], change: &crate::track::annotations::Chang
         outln!(
             "{id}  tags: {}  note: {}",
             if tags.is_empty() { "-" } else { &tags },
-            now.note.as_deref().unwrap_or("-")
+            crate::query::printable(now.note.as_deref().unwrap_or("-"), false)
         )?;
         if run_dir.is_none() && !change.is_empty() {
             errln!("run {id}: its directory is not there; the tags are in the database only");

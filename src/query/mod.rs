@@ -173,7 +173,8 @@ impl<'a> Printer<'a> {
     fn finish(mut self) -> Result<()> {
         match self.format {
             Format::Table => {
-                let mut table = vec![std::mem::take(&mut self.columns)];
+                let header = self.columns.iter().map(|c| printable(c, false)).collect();
+                let mut table = vec![header];
                 table.append(&mut self.table);
                 (self.write)(&format_table(&table))?;
                 if self.cut {
@@ -211,7 +212,8 @@ impl Sink for Printer<'_> {
                     self.cut = true;
                     return Ok(false);
                 }
-                self.table.push(row.iter().map(cell).collect());
+                // One line a row: a line break in a value would start a false row.
+                (self.table).push(row.iter().map(|v| printable(&cell(v), false)).collect());
             }
             Format::Csv => {
                 // Every digit, for programs that read it back.
@@ -270,6 +272,21 @@ fn cell(value: &serde_json::Value) -> String {
         },
         other => other.to_string(),
     }
+}
+
+/// `text` for a terminal: control characters (a note's line breaks and tabs, an escape
+/// sequence that would restyle the terminal) written as Rust escapes (`\n`, `\t`,
+/// `\u{1b}`); with `keep_newlines`, line breaks are kept as they are.
+pub(crate) fn printable(text: &str, keep_newlines: bool) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() && !(keep_newlines && c == '\n') {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// A plain text table: the first row is the header.
@@ -368,6 +385,25 @@ impl Rows {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tables_keep_one_line_a_row_and_never_pass_on_escape_sequences() {
+        let note = serde_json::Value::from("sharp 7s\n\x1b[2Jgone\tnext");
+        let rows = Rows {
+            columns: vec!["id".into(), "odd\nname".into()],
+            rows: vec![vec!["a".into(), note.clone()], vec!["b".into(), 1.into()]],
+        };
+        let table = rows.render(Format::Table).unwrap();
+        assert_eq!(table.lines().count(), 4, "{table}");
+        assert!(table.contains(r"sharp 7s\n\u{1b}[2Jgone\tnext"), "{table}");
+        assert!(table.contains(r"odd\nname"), "{table}");
+        assert!(!table.contains('\x1b'));
+        // CSV and JSON give the text as it is.
+        let csv = rows.render(Format::Csv).unwrap();
+        assert!(csv.contains("\"sharp 7s\n\x1b[2Jgone\tnext\""), "{csv}");
+        // Text that keeps its line breaks still loses the escape.
+        assert_eq!(printable("a\nb\x1b", true), "a\nb\\u{1b}");
+    }
 
     #[test]
     fn a_run_deleted_between_two_look_ups_is_an_error_not_a_panic() {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 
 use super::sql::{find_run, has_seconds, has_tags, latest_time_sql, tags_sql};
-use super::{Format, Rows, cell, clock, run_sql};
+use super::{Format, Rows, cell, clock, printable, run_sql};
 use crate::track;
 
 /// Everything `runner show` says of one run.
@@ -159,7 +159,7 @@ impl RunDetail {
             };
             let value = match (column.as_str(), value.as_f64()) {
                 ("runtime", Some(seconds)) => clock(seconds),
-                _ => cell(value),
+                _ => printable(&cell(value), true),
             };
             out.push_str(&format!("{column:<12} {value}{here}\n"));
         }
@@ -192,7 +192,7 @@ impl RunDetail {
                     "  {:>8}  {}: {}\n",
                     cell(&r[0]),
                     cell(&r[1]),
-                    cell(&r[2])
+                    printable(&cell(&r[2]), true)
                 ));
             }
         }
