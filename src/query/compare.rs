@@ -39,28 +39,21 @@ const PROVENANCE: [&str; 4] = ["data_id", "version", "host", "backend"];
 /// the runs differ, and the settings that differ between them (every setting with
 /// `every_setting`).
 pub fn compare(db: &Path, given: &[String], every_setting: bool, format: Format) -> Result<String> {
-    let mut ids: Vec<String> = Vec::new();
+    let mut runs: Vec<RunFields> = Vec::new();
     for run in given {
         let found = find_run(db, run)?;
-        let id = found
-            .get(0, "id")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        if !ids.iter().any(|known| known == id) {
-            ids.push(id.to_string());
+        let id = found.get(0, "id").and_then(Value::as_str);
+        if !runs.iter().any(|known| Some(known.id.as_str()) == id) {
+            runs.push(fields(db, &found)?);
         }
     }
-    if ids.len() < 2 {
+    if runs.len() < 2 {
         bail!(
             "{} all name run {}: give two or more runs to compare",
             given.join(" "),
-            ids[0]
+            runs[0].id
         );
     }
-    let runs = ids
-        .iter()
-        .map(|id| fields(db, id))
-        .collect::<Result<Vec<_>>>()?;
     // Field names in order: the record, scores, provenance, then settings.
     let mut names: Vec<String> = RECORD.iter().map(|s| s.to_string()).collect();
     let mut scores: Vec<String> = (runs.iter())
@@ -129,7 +122,7 @@ pub fn compare(db: &Path, given: &[String], every_setting: bool, format: Format)
     // One row per field, one column per run.
     let side_by_side = Rows {
         columns: std::iter::once("run".to_string())
-            .chain(ids.iter().cloned())
+            .chain(runs.iter().map(|run| run.id.clone()))
             .collect(),
         rows: (names.iter().enumerate())
             .map(|(i, name)| {
@@ -150,11 +143,16 @@ struct RunFields {
     settings: BTreeMap<String, Value>,
 }
 
-fn fields(db: &Path, id: &str) -> Result<RunFields> {
-    let run = run_sql(db, "SELECT * FROM runs WHERE id = ?1", &[&id])?;
-    let mut record: BTreeMap<String, Value> = (run.columns.iter().cloned())
-        .zip(run.run_row(id, db)?.iter().cloned())
+/// The fields of the run whose `runs` row `found` holds ([`find_run`]'s look-up).
+fn fields(db: &Path, found: &Rows) -> Result<RunFields> {
+    let mut record: BTreeMap<String, Value> = (found.columns.iter().cloned())
+        .zip(found.rows[0].iter().cloned())
         .collect();
+    let id = record
+        .get("id")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     let config = record
         .remove("config")
         .and_then(|text| serde_json::from_str(text.as_str()?).ok())
@@ -188,7 +186,7 @@ fn fields(db: &Path, id: &str) -> Result<RunFields> {
         ),
         &[&id],
     )?;
-    record.extend((derived.columns.iter().cloned()).zip(derived.run_row(id, db)?.iter().cloned()));
+    record.extend((derived.columns.iter().cloned()).zip(derived.run_row(&id, db)?.iter().cloned()));
     let scores = run_sql(
         db,
         "SELECT metric, value FROM evals WHERE run_id = ?1 \
@@ -199,7 +197,7 @@ fn fields(db: &Path, id: &str) -> Result<RunFields> {
         .filter_map(|row| Some((row[0].as_str()?.to_string(), row[1].clone())))
         .collect();
     Ok(RunFields {
-        id: id.to_string(),
+        id,
         record,
         scores,
         settings,
