@@ -320,10 +320,27 @@ pub struct RmArgs {
 pub struct EvalArgs {
     #[command(flatten)]
     pub device: DeviceArg,
-    /// A run id (or a unique prefix of one), a run directory or a checkpoint directory.
-    /// (A run is scored against its own data set: --dataset would be ignored.)
-    #[arg(conflicts_with_all = ["real", "train_classifier", "images", "dataset"])]
-    pub target: Option<String>,
+    /// A run id (or a unique prefix of one), a run directory or a checkpoint directory;
+    /// several give a row each, scored with one evaluator. (A run is scored against its own
+    /// data set: --dataset would be ignored.)
+    #[arg(value_name = "TARGET", conflicts_with_all = ["real", "train_classifier", "images", "dataset"])]
+    pub targets: Vec<String>,
+    /// Every run of this experiment that has a checkpoint (with --tag or --status, only
+    /// those): e.g. to score, once they have trained, the runs of a sweep that trained without
+    /// evaluations (`log.eval_samples = 0`).
+    #[arg(long, conflicts_with_all = ["real", "train_classifier", "images", "dataset"])]
+    pub experiment: Option<String>,
+    /// Every run with this tag (repeatable: with all of them; with --experiment, of that one).
+    #[arg(long, value_name = "TAG", conflicts_with_all = ["real", "train_classifier", "images", "dataset"])]
+    pub tag: Vec<String>,
+    /// With --experiment or --tag: only runs with this status (repeatable): finished, failed,
+    /// diverged, interrupted, pruned, pending, running.
+    #[arg(long, conflicts_with_all = ["real", "train_classifier", "images"])]
+    pub status: Vec<String>,
+    /// Each run's best state (its lowest-LeNet-FID evaluation's, as `generate --best`), not
+    /// its latest checkpoint: with --samples 50000, the final figure of what a run did best.
+    #[arg(long, conflicts_with_all = ["real", "train_classifier", "images"])]
+    pub best: bool,
     /// Score images another program made instead (a PyTorch GAN's, say): a .npy array
     /// (uint8, or floats in [-1, 1], [0, 1] or [0, 255]) or an IDX file, shaped (N, S, S),
     /// (N, 1, S, S), (N, S, S, 1) or (N, S*S); or a folder of PNG files, one image each (as

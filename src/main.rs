@@ -187,7 +187,11 @@ fn run(cli: Cli) -> Result<()> {
         Command::Eval(a) => {
             select(a.device.device)?;
             commands::eval(commands::EvalRequest {
-                target: a.target.as_deref(),
+                targets: &a.targets,
+                experiment: a.experiment.as_deref(),
+                tags: &a.tag,
+                statuses: &a.status,
+                best: a.best,
                 images: &a.images,
                 labels: a.labels.as_deref(),
                 real: a.real,

@@ -8,102 +8,13 @@
 //! renamed directory is removed. A process killed in between leaves that renamed directory
 //! behind, never rows that point to half a run.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use rusqlite::TransactionBehavior;
 
-use crate::query::Rows;
+use crate::query::SelectedRun;
 use crate::track::claims::{ClaimRow, Owner};
-
-/// A run picked for deletion.
-#[derive(Debug, Clone)]
-pub struct Target {
-    pub id: String,
-    pub experiment: String,
-    pub status: String,
-    pub steps_done: u64,
-    /// Where it is now (`track::locate`), or as the database records it when it is gone.
-    pub run_dir: PathBuf,
-    /// Bytes its directory holds (0 when it is not there).
-    pub bytes: u64,
-}
-
-/// The runs `ids` name (each an id or a unique prefix) and every run of `experiment` (of any,
-/// with `tags` but no experiment) that has all of `tags`, those whose status is one of
-/// `statuses` (any, when empty), each once.
-pub fn select(
-    db: &Path,
-    ids: &[String],
-    experiment: Option<&str>,
-    tags: &[String],
-    statuses: &[String],
-) -> Result<Vec<Target>> {
-    crate::track::check_statuses(statuses, &[])?;
-    let mut targets: Vec<Target> = Vec::new();
-    let mut add = |run: &Rows, i: usize| {
-        let text = |column: &str| {
-            run.get(i, column)
-                .and_then(|v| v.as_str())
-                .unwrap_or_default()
-                .to_string()
-        };
-        let (id, status) = (text("id"), text("status"));
-        let wanted = statuses.is_empty() || statuses.contains(&status);
-        if wanted && !targets.iter().any(|t| t.id == id) {
-            let recorded = PathBuf::from(text("run_dir"));
-            let run_dir = crate::track::locate(db, &recorded).unwrap_or(recorded);
-            targets.push(Target {
-                id,
-                experiment: text("experiment"),
-                status,
-                steps_done: run
-                    .get(i, "steps_done")
-                    .and_then(|v| v.as_u64())
-                    .unwrap_or(0),
-                bytes: dir_size(&run_dir),
-                run_dir,
-            });
-        }
-    };
-    if experiment.is_some() || !tags.is_empty() {
-        let tags_json = serde_json::json!(tags).to_string();
-        let runs = crate::query::run_sql(
-            db,
-            &format!(
-                "SELECT * FROM runs r WHERE (?1 IS NULL OR experiment = ?1) AND {} ORDER BY id",
-                // (An older runner's database, read-only here, has no tags table to ask.)
-                if tags.is_empty() {
-                    "?2 = '[]'".into()
-                } else {
-                    crate::query::tagged_sql("r", "?2")
-                }
-            ),
-            &[&experiment, &tags_json],
-        )?;
-        if runs.rows.is_empty() {
-            let tagged = if tags.is_empty() {
-                String::new()
-            } else {
-                format!(" tagged {}", tags.join(" and "))
-            };
-            match experiment {
-                Some(experiment) => {
-                    bail!(
-                        "no runs of experiment `{experiment}`{tagged} in {}",
-                        db.display()
-                    )
-                }
-                None => bail!("no runs{tagged} in {}", db.display()),
-            }
-        }
-        (0..runs.rows.len()).for_each(|i| add(&runs, i));
-    }
-    for id in ids {
-        add(&crate::query::find_run(db, id)?, 0);
-    }
-    Ok(targets)
-}
 
 /// How deleting one run went.
 #[derive(Debug, PartialEq, Eq)]
@@ -115,7 +26,7 @@ pub enum Removed {
 }
 
 /// Deletes `target`'s rows from `db` and its directory, unless a live process holds it.
-pub fn remove(db: &Path, target: &Target) -> Result<Removed> {
+pub fn remove(db: &Path, target: &SelectedRun) -> Result<Removed> {
     let dir = &target.run_dir;
     // A database row names the directory; delete only what is plainly that run's.
     if dir.file_name().and_then(|n| n.to_str()) != Some(target.id.as_str()) {
@@ -187,8 +98,8 @@ pub fn remove(db: &Path, target: &Target) -> Result<Removed> {
     Ok(Removed::Deleted { files: exists })
 }
 
-/// Bytes of the files under `dir` (symlinks not followed).
-fn dir_size(dir: &Path) -> u64 {
+/// Bytes of the files under `dir` (symlinks not followed; 0 when it is not there).
+pub fn dir_size(dir: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };

@@ -80,7 +80,7 @@ pub fn score_checkpoint(
     let data_dir = data_dir
         .map(Path::to_path_buf)
         .unwrap_or_else(|| config.data.resolved_dir());
-    let evaluator = Evaluator::new(&data_dir, config.model.image_side(), log)?;
+    let evaluator = Evaluator::shared(&data_dir, config.model.image_side(), log)?;
     let start = Instant::now();
     let metrics = crate::train::evaluate_generator(
         &evaluator,
@@ -205,28 +205,24 @@ fn unlike_logged(
 }
 
 /// Stores an evaluation of the checkpoint in `checkpoint_dir` with its run, when the
-/// database knows the run (by its directory); returns the run id it was stored under.
-pub fn record(
-    db: &Path,
-    checkpoint_dir: &Path,
-    step: u64,
-    metrics: &Metrics,
-) -> Result<Option<String>> {
+/// database knows the run (by its directory), and keeps the checkpoint as the run's best state
+/// when it scored best.
+pub fn record(db: &Path, checkpoint_dir: &Path, step: u64, metrics: &Metrics) -> Result<()> {
     if !db.is_file() {
-        return Ok(None);
+        return Ok(());
     }
     // <run dir>/checkpoints/step-N
     let Some(run_dir) = checkpoint_dir.parent().and_then(Path::parent) else {
-        return Ok(None);
+        return Ok(());
     };
     let Ok(run_dir) = std::fs::canonicalize(run_dir) else {
-        return Ok(None);
+        return Ok(());
     };
     let found = crate::query::run_dirs(db)?
         .into_iter()
         .find(|(_, dir)| *dir == run_dir);
     let Some((id, _)) = found else {
-        return Ok(None);
+        return Ok(());
     };
     let event = Event::Eval {
         run_id: id.clone(),
@@ -245,7 +241,32 @@ pub fn record(
     let tracker = Tracker::start(db)?;
     tracker.send(event);
     tracker.close()?;
-    Ok(Some(id))
+    errln!("recorded as run {id}, step {step}, in {}", db.display());
+    if let Err(err) = keep_if_best(&run_dir, checkpoint_dir, metrics.fid) {
+        errln!("warning: the run's best state is not updated: {err:#}");
+    }
+    Ok(())
+}
+
+/// Keeps a recorded evaluation's checkpoint as its run's best state when it scored below the
+/// run's best so far (or the run has none), as training keeps its evaluations' best: so that
+/// `generate --best`, `eval --best` and the report agree with the best FID `runs` shows. A
+/// run in training keeps its own.
+fn keep_if_best(run_dir: &Path, checkpoint_dir: &Path, fid: f64) -> Result<()> {
+    use crate::train::checkpoint;
+    let better = || fid.is_finite() && checkpoint::best_fid(run_dir).is_none_or(|best| fid < best);
+    if !better() {
+        return Ok(());
+    }
+    let Some(_lock) = crate::fsutil::try_lock_dir_patiently(run_dir)? else {
+        errln!("the run is training: its best state is left to it");
+        return Ok(());
+    };
+    if better() {
+        let best = checkpoint::keep_as_best(run_dir, checkpoint_dir, fid)?;
+        errln!("kept as the run's best state: {}", best.display());
+    }
+    Ok(())
 }
 
 /// Real training digits and uniform noise, `samples` of each, scored at each image side of

@@ -1402,6 +1402,166 @@ fn sweeps_log_evaluations_and_eval_reproduces_them() {
 }
 
 #[test]
+fn eval_scores_many_runs_with_one_evaluator_and_keeps_each_ones_best_state() {
+    let dir = tempfile::tempdir().unwrap();
+    // Trained without evaluations (eval_samples = 0); lr 1e30 diverges at its first step.
+    let spec = write_spec(dir.path(), 20, "[1e-4, 2e-4, 3e-4, 1e30]", "[0]");
+    sweep(dir.path(), &spec, &["--no-report"]).success();
+    let conn = db(dir.path());
+    assert_eq!(count(&conn, "SELECT count(*) FROM evals"), 0);
+    let runs = common::texts(
+        &conn,
+        "SELECT id FROM runs WHERE status = 'finished' ORDER BY id",
+    );
+    let diverged = common::texts(&conn, "SELECT id FROM runs WHERE status = 'diverged'");
+    assert_eq!((runs.len(), diverged.len()), (3, 1));
+    let run_dir = |id: &str| dir.path().join("results/tiny").join(id);
+    // One run's checkpoint damaged after training: the others are still scored.
+    let damaged = ganrunner::train::checkpoint::list(&run_dir(&runs[2]))
+        .pop()
+        .unwrap()
+        .1
+        .join("generator.bpk");
+    std::fs::write(&damaged, b"not a generator").unwrap();
+
+    let out = command_in(
+        dir.path(),
+        "eval",
+        &["--experiment", "tiny", "--format", "json"],
+    )
+    .failure()
+    .stderr(
+        predicate::str::contains("generator.bpk")
+            .and(predicate::str::contains(
+                "1 of 3 checkpoints could not be scored",
+            ))
+            .and(predicate::str::contains(format!(
+                "run {} (diverged): passed over",
+                diverged[0]
+            ))),
+    );
+    let scored: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    let scored = scored.as_array().unwrap();
+    assert_eq!(scored.len(), 2, "{scored:?}");
+    for (row, id) in scored.iter().zip(&runs) {
+        assert!(row["set"].as_str().unwrap().contains(id.as_str()), "{row}");
+        assert_eq!(row["step"], 20);
+        // Recorded with its run, as its own evaluation (the default sample count).
+        let stored: f64 = conn
+            .query_row(
+                "SELECT value FROM evals WHERE run_id = ?1 AND step = 20 AND metric = 'fid'",
+                [id],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!((stored - row["fid"].as_f64().unwrap()).abs() < 1e-3);
+        // ...and its state kept as the run's best, which `--best` now finds.
+        let best = ganrunner::train::checkpoint::best_fid(&run_dir(id));
+        assert_eq!(best, Some(stored), "run {id}");
+        command_in(
+            dir.path(),
+            "generate",
+            &[id, "--best", "-n", "4", "--out", "best.png"],
+        )
+        .success();
+    }
+    assert_eq!(
+        count(&conn, "SELECT count(DISTINCT run_id) FROM evals"),
+        2,
+        "the damaged run has no evaluation"
+    );
+
+    // Scored again: the same values, nothing new kept; runs named twice are scored once.
+    let (first, second) = (runs[0].as_str(), &runs[1][..6]);
+    let again = command_in(
+        dir.path(),
+        "eval",
+        &[first, second, first, "--format", "json"],
+    )
+    .success()
+    .stderr(predicate::str::contains("kept as the run's best").not());
+    let again: serde_json::Value = serde_json::from_slice(&again.get_output().stdout).unwrap();
+    assert_eq!(again.as_array().unwrap().len(), 2);
+    assert_eq!(again[0]["fid"], scored[0]["fid"]);
+    // The best states, scored as a final figure: not stored beside the logged scores.
+    command_in(
+        dir.path(),
+        "eval",
+        &[
+            "--experiment",
+            "tiny",
+            "--status",
+            "finished",
+            "--best",
+            "--samples",
+            "500",
+        ],
+    )
+    .success()
+    .stderr(
+        predicate::str::contains(format!("run {} (finished): passed over", runs[2]))
+            .and(predicate::str::contains("no best checkpoint"))
+            .and(predicate::str::contains(
+                "not recorded with its run: --samples 500",
+            )),
+    );
+    let best = command_in(
+        dir.path(),
+        "eval",
+        &[
+            "--experiment",
+            "tiny",
+            "--best",
+            "--samples",
+            "500",
+            "--format",
+            "csv",
+        ],
+    );
+    let best = stdout_of(best);
+    assert_eq!(best.lines().count(), 3, "a header and two rows: {best}");
+    assert!(
+        best.contains(&format!("{}/best,20,500,", runs[0])),
+        "{best}"
+    );
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM evals WHERE metric = 'samples' AND value = 500"
+        ),
+        0
+    );
+
+    // A run in training keeps its own best state.
+    let training = ganrunner::fsutil::lock_dir(&run_dir(&runs[0])).unwrap();
+    std::fs::remove_dir_all(run_dir(&runs[0]).join("best")).unwrap();
+    command_in(dir.path(), "eval", &[first])
+        .success()
+        .stderr(predicate::str::contains(
+            "the run is training: its best state is left to it",
+        ));
+    assert!(!run_dir(&runs[0]).join("best").exists());
+    drop(training);
+
+    // What a selection leaves nothing of, and --status alone, are refused.
+    command_in(
+        dir.path(),
+        "eval",
+        &["--experiment", "tiny", "--status", "failed"],
+    )
+    .failure()
+    .stderr(predicate::str::contains("none of the 0 runs selected"));
+    command_in(dir.path(), "eval", &["--status", "finished"])
+        .failure()
+        .stderr(predicate::str::contains(
+            "--status picks among the runs of --experiment",
+        ));
+    command_in(dir.path(), "eval", &["--experiment", "tinny"])
+        .failure()
+        .stderr(predicate::str::contains("no experiment `tinny`"));
+}
+
+#[test]
 fn slurm_sweeps_plan_submit_run_tasks_and_collect_idempotently() {
     let dir = tempfile::tempdir().unwrap();
     let spec = write_spec(dir.path(), 20, "[1e-4, 2e-4]", "[0]");

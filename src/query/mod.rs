@@ -1,16 +1,18 @@
 //! The read side of the tracking database: `runner query` (here: one statement, its rows
 //! printed as a table, CSV or JSON), `runner runs` ([`runs`]), `runner show` ([`show`]) and
-//! `runner compare` ([`compare`]), over the look-ups and SQL pieces they share with `rm`, `tag`
-//! and the report (`sql.rs`).
+//! `runner compare` ([`compare`]), over the look-ups and SQL pieces they share with `rm`, `tag`,
+//! `eval` and the report (`sql.rs`, `select.rs`).
 //! Everything here opens the database read-only.
 
 mod compare;
 mod runs;
+mod select;
 mod show;
 mod sql;
 
 pub use compare::compare;
 pub use runs::{RunOrder, runs, training_time, varied_keys};
+pub use select::{SelectedRun, select_runs};
 pub use show::{ShowFormat, show};
 pub use sql::{check_experiment, find_run, run_dirs, tagged_sql};
 pub(crate) use sql::{latest_eval_sql, latest_loss_sql, latest_time_sql, time_left_sql};

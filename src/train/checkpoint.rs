@@ -126,43 +126,77 @@ pub fn best_fid(run_dir: &Path) -> Option<f64> {
     read_meta(&best_dir(run_dir)).ok()?.fid
 }
 
+/// Makes the checkpoint in `dir`, which `runner eval` scored `fid` after training, the best
+/// state of the run in `run_dir`: its files, checked against their checksums, written again
+/// as `best/` with that FID, the way training keeps its best. Only the process holding the
+/// run directory's lock may call it.
+pub fn keep_as_best(run_dir: &Path, dir: &Path, fid: f64) -> anyhow::Result<PathBuf> {
+    let opened = Opened::open(dir)?;
+    let names = [
+        GENERATOR,
+        DISCRIMINATOR,
+        GENERATOR_OPTIM,
+        DISCRIMINATOR_OPTIM,
+        SPECTRAL,
+        GENERATOR_EMA,
+    ];
+    let files = (names.into_iter().filter(|name| opened.has(name)))
+        .map(|name| Ok((name, opened.read(name)?.to_vec())))
+        .collect::<anyhow::Result<_>>()?;
+    let meta = CheckpointMeta {
+        fid: Some(fid),
+        ..opened.meta
+    };
+    write_checkpoint(best_dir(run_dir), &meta, files)
+}
+
 fn save_to(
     target: PathBuf,
     meta: &CheckpointMeta,
     state: TrainingState,
 ) -> anyhow::Result<PathBuf> {
+    let module_bytes = |m: ModuleRecord| m.into_bytes().map_err(|e| anyhow::anyhow!("{e}"));
+    let optim_bytes = |o: &ModuleOptimizer| o.into_bytes().map_err(|e| anyhow::anyhow!("{e}"));
+    let mut files: Vec<(&str, Vec<u8>)> = vec![
+        (
+            GENERATOR,
+            module_bytes(state.generator.clone().into_record())?.to_vec(),
+        ),
+        (
+            DISCRIMINATOR,
+            module_bytes(state.discriminator.clone().into_record())?.to_vec(),
+        ),
+        (
+            GENERATOR_OPTIM,
+            optim_bytes(state.generator_optim)?.to_vec(),
+        ),
+        (
+            DISCRIMINATOR_OPTIM,
+            optim_bytes(state.discriminator_optim)?.to_vec(),
+        ),
+    ];
+    if let Some(norm) = state.spectral {
+        files.push((SPECTRAL, norm.to_bytes()));
+    }
+    if let Some(average) = state.generator_ema {
+        files.push((
+            GENERATOR_EMA,
+            module_bytes(average.clone().into_record())?.to_vec(),
+        ));
+    }
+    write_checkpoint(target, meta, files)
+}
+
+/// Writes `files` and their checksums in `meta` as the checkpoint `target`: assembled under a
+/// temporary name, flushed to disk and renamed into place (replacing what was there).
+fn write_checkpoint(
+    target: PathBuf,
+    meta: &CheckpointMeta,
+    mut files: Vec<(&str, Vec<u8>)>,
+) -> anyhow::Result<PathBuf> {
     let tmp = temp_sibling(&target);
     let write = || -> anyhow::Result<()> {
         crate::fsutil::create_dir_all(&tmp)?;
-        let module_bytes = |m: ModuleRecord| m.into_bytes().map_err(|e| anyhow::anyhow!("{e}"));
-        let optim_bytes = |o: &ModuleOptimizer| o.into_bytes().map_err(|e| anyhow::anyhow!("{e}"));
-        let mut files: Vec<(&str, Vec<u8>)> = vec![
-            (
-                GENERATOR,
-                module_bytes(state.generator.clone().into_record())?.to_vec(),
-            ),
-            (
-                DISCRIMINATOR,
-                module_bytes(state.discriminator.clone().into_record())?.to_vec(),
-            ),
-            (
-                GENERATOR_OPTIM,
-                optim_bytes(state.generator_optim)?.to_vec(),
-            ),
-            (
-                DISCRIMINATOR_OPTIM,
-                optim_bytes(state.discriminator_optim)?.to_vec(),
-            ),
-        ];
-        if let Some(norm) = state.spectral {
-            files.push((SPECTRAL, norm.to_bytes()));
-        }
-        if let Some(average) = state.generator_ema {
-            files.push((
-                GENERATOR_EMA,
-                module_bytes(average.clone().into_record())?.to_vec(),
-            ));
-        }
         let mut meta = meta.clone();
         meta.files.clear();
         meta.checksums = files
