@@ -259,7 +259,9 @@ fn keep_if_best(run_dir: &Path, checkpoint_dir: &Path, fid: f64) -> Result<()> {
         return Ok(());
     }
     let Some(_lock) = crate::fsutil::try_lock_dir_patiently(run_dir)? else {
-        errln!("the run is training: its best state is left to it");
+        errln!(
+            "another process holds the run (training it): its best state is left to that process"
+        );
         return Ok(());
     };
     if better() {

@@ -1538,7 +1538,7 @@ fn eval_scores_many_runs_with_one_evaluator_and_keeps_each_ones_best_state() {
     command_in(dir.path(), "eval", &[first])
         .success()
         .stderr(predicate::str::contains(
-            "the run is training: its best state is left to it",
+            "another process holds the run (training it): its best state is left to that process",
         ));
     assert!(!run_dir(&runs[0]).join("best").exists());
     drop(training);
