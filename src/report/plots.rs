@@ -274,7 +274,8 @@ fn draw<'a>(
                         }
                     });
                 }
-                if chart.markers && !chart.scatter {
+                // A line of one point (a run evaluated once, at its end) draws nothing.
+                if (chart.markers || s.points.len() == 1) && !chart.scatter {
                     ctx.draw_series(circles())?;
                 }
             }
@@ -644,6 +645,21 @@ mod tests {
             count(&lines_keyed, "<polyline"),
             count(&points_keyed, "<polyline") + 2
         );
+    }
+
+    #[test]
+    fn a_line_of_one_point_is_drawn_as_a_point() {
+        let chart = Chart {
+            title: "LeNet-FID over training",
+            series: ["a", "b"]
+                .map(|name| Series {
+                    name: name.into(),
+                    points: vec![(800.0, 140.0)],
+                })
+                .into(),
+            ..Default::default()
+        };
+        assert_eq!(svg(&chart).unwrap().matches("<circle").count(), 2);
     }
 
     #[test]
