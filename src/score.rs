@@ -265,6 +265,8 @@ fn keep_if_best(run_dir: &Path, checkpoint_dir: &Path, fid: f64) -> Result<()> {
         return Ok(());
     };
     if better() {
+        // What an earlier `runner eval` killed while it kept a best state left.
+        checkpoint::remove_unfinished(run_dir)?;
         let best = checkpoint::keep_as_best(run_dir, checkpoint_dir, fid)?;
         errln!("kept as the run's best state: {}", best.display());
     }

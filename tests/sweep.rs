@@ -1423,6 +1423,9 @@ fn eval_scores_many_runs_with_one_evaluator_and_keeps_each_ones_best_state() {
         .1
         .join("generator.bpk");
     std::fs::write(&damaged, b"not a generator").unwrap();
+    // What a `runner eval` killed while it kept a best state left.
+    let half_kept = run_dir(&runs[0]).join(".best.tmp-1");
+    std::fs::create_dir(&half_kept).unwrap();
 
     let out = command_in(
         dir.path(),
@@ -1470,6 +1473,7 @@ fn eval_scores_many_runs_with_one_evaluator_and_keeps_each_ones_best_state() {
         2,
         "the damaged run has no evaluation"
     );
+    assert!(!half_kept.exists());
 
     // Scored again: the same values, nothing new kept; runs named twice are scored once.
     let (first, second) = (runs[0].as_str(), &runs[1][..6]);
