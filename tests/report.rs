@@ -420,6 +420,16 @@ fn the_report_loads_in_chromium_without_broken_images_missing_pages_or_errors() 
             html.contains(&format!("runner train {id} --steps 24")),
             "how to train it longer"
         );
+        // Its best state (evaluated every 6 steps: it has one), linked, and how to score it.
+        let best = html
+            .split("<li id=\"best\">best state, step ")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no best state in {}", page.display()));
+        assert!(
+            best.contains("(LeNet-FID ") && best.contains("best&#x2f;checkpoint.json"),
+            "{best}"
+        );
+        assert!(html.contains(&format!("runner eval {id} --best --samples 50000")));
     }
     std::fs::copy(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/check.html"),

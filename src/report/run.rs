@@ -212,6 +212,17 @@ pub(super) fn run_page(
             path: logged.clone(),
         })
         .collect();
+    // The lowest-FID state (`generate --best`), kept apart from the periodic checkpoints.
+    let best = site.locate(&run.run_dir).and_then(|dir| {
+        let best = crate::train::checkpoint::best_dir(&dir);
+        let meta = crate::train::checkpoint::read_meta(&best).ok()?;
+        Some(minijinja::context! {
+            step => meta.step,
+            fid => meta.fid.map(|fid| format!("{fid:.1}")),
+            href => relative_link(&page_dir, &best.join("checkpoint.json")),
+            path => format!("{}/best", run.run_dir),
+        })
+    });
     let final_sample = (samples.iter().rev()).find_map(|s| Some((s.step, s.href.clone()?)));
     site.page(
         &format!("{dir}/index.html"),
@@ -248,6 +259,7 @@ pub(super) fn run_page(
             samples => Value::from(Serde(&samples)),
             samples_logged => run.samples.len(),
             checkpoints => Value::from(Serde(&checkpoints)),
+            best => best,
         },
     )?;
     Ok(final_sample)
