@@ -1406,7 +1406,10 @@ fn eval_scores_many_runs_with_one_evaluator_and_keeps_each_ones_best_state() {
     let dir = tempfile::tempdir().unwrap();
     // Trained without evaluations (eval_samples = 0); lr 1e30 diverges at its first step.
     let spec = write_spec(dir.path(), 20, "[1e-4, 2e-4, 3e-4, 1e30]", "[0]");
-    sweep(dir.path(), &spec, &["--no-report"]).success();
+    let hint = "no run has a LeNet-FID yet: `runner eval --experiment tiny` scores them all";
+    sweep(dir.path(), &spec, &["--no-report"])
+        .success()
+        .stdout(predicate::str::contains(hint));
     let conn = db(dir.path());
     assert_eq!(count(&conn, "SELECT count(*) FROM evals"), 0);
     let runs = common::texts(
@@ -1474,6 +1477,10 @@ fn eval_scores_many_runs_with_one_evaluator_and_keeps_each_ones_best_state() {
         "the damaged run has no evaluation"
     );
     assert!(!half_kept.exists());
+    // The sweep now ranks them.
+    sweep(dir.path(), &spec, &["--no-report"])
+        .success()
+        .stdout(predicate::str::contains("best: run ").and(predicate::str::contains(hint).not()));
 
     // Scored again: the same values, nothing new kept; runs named twice are scored once.
     let (first, second) = (runs[0].as_str(), &runs[1][..6]);

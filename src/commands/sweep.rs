@@ -43,7 +43,8 @@ pub struct SweepRequest<'a> {
 fn result_lines(db: &Path, spec: &Spec) -> Result<Vec<String>> {
     let mut lines = Vec::new();
     // What the experiment cost (runs train side by side: this is not the sweep's wall time).
-    if let Some((seconds, runs)) = crate::query::training_time(db, &spec.name)? {
+    let trained = crate::query::training_time(db, &spec.name)?;
+    if let Some((seconds, runs)) = trained {
         let runs = crate::console::counted(runs, "run");
         let time = crate::query::clock(seconds);
         lines.push(format!("training time: {time} over {runs}"));
@@ -52,6 +53,13 @@ fn result_lines(db: &Path, spec: &Spec) -> Result<Vec<String>> {
     let higher = crate::eval::higher_is_better(metric).unwrap_or(false);
     let conn = crate::track::open_read_only(db)?;
     let Some(best) = crate::track::best_run(&conn, &spec.name, metric, higher)? else {
+        // Trained without evaluations (`log.eval_samples = 0`, the fastest): say how to rank.
+        if metric == "fid" && trained.is_some() {
+            lines.push(format!(
+                "no run has a LeNet-FID yet: `runner eval --experiment {}` scores them all",
+                spec.name
+            ));
+        }
         return Ok(lines);
     };
     let name = if metric == "fid" { "LeNet-FID" } else { metric };
