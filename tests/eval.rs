@@ -446,8 +446,9 @@ fn bad_image_files_are_refused_naming_the_file_and_what_is_wrong() {
     }
 }
 
-#[test]
-fn runs_share_one_evaluator_per_data_set_and_side_until_the_data_changes() {
+/// A copy of the fixture, with its classifier (trained once, cached in `evaluator/`) but
+/// none of the evaluators' cached references.
+fn fixture_copy() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     for from in [
         common::fixture_dir(),
@@ -459,11 +460,75 @@ fn runs_share_one_evaluator_per_data_set_and_side_until_the_data_changes() {
         std::fs::create_dir_all(&to).unwrap();
         for entry in std::fs::read_dir(&from).unwrap() {
             let path = entry.unwrap().path();
-            if path.is_file() {
+            let reference = path.to_string_lossy().contains("reference-");
+            if path.is_file() && !reference {
                 std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
             }
         }
     }
+    dir
+}
+
+#[test]
+fn the_test_digits_reference_is_cached_on_disk_and_never_read_when_it_is_not_theirs() {
+    let dir = fixture_copy();
+    let new = |side| Evaluator::new(dir.path(), side, &mut |_| {}).unwrap();
+    let train = Digits::load(&common::fixture_dir(), Split::Train).unwrap();
+    let images = |side| batch(&train, |label| label != 7).resized(side);
+    let cached = |side: usize| dir.path().join(format!("evaluator/reference-{side}.bin"));
+    let written = |side| std::fs::metadata(cached(side)).unwrap().modified().unwrap();
+
+    // Computed, written, then read: the same scores, to the bit.
+    let fresh = new(32).evaluate(&images(32), None);
+    let file = std::fs::read(cached(32)).unwrap();
+    let at = written(32);
+    assert_eq!(new(32).evaluate(&images(32), None), fresh);
+    assert_eq!(written(32), at, "read, not written again");
+    let fresh_28 = new(28).evaluate(&images(28), None);
+    assert_ne!(fresh_28, fresh);
+
+    // Damaged (a flipped bit, a cut), or another side's (another key): computed again, the
+    // same scores, the file made whole.
+    let mut flipped = file.clone();
+    flipped[file.len() / 2] ^= 1;
+    for damaged in [flipped, file[..file.len() - 1].to_vec()] {
+        std::fs::write(cached(32), damaged).unwrap();
+        assert_eq!(new(32).evaluate(&images(32), None), fresh);
+        assert_eq!(std::fs::read(cached(32)).unwrap(), file);
+    }
+    std::fs::copy(cached(32), cached(28)).unwrap();
+    assert_eq!(new(28).evaluate(&images(28), None), fresh_28);
+    assert_ne!(std::fs::read(cached(28)).unwrap(), file);
+
+    // A link there is not written through.
+    let theirs = dir.path().join("theirs.bin");
+    std::fs::write(&theirs, b"the user's").unwrap();
+    std::fs::remove_file(cached(28)).unwrap();
+    std::os::unix::fs::symlink(&theirs, cached(28)).unwrap();
+    assert_eq!(new(28).evaluate(&images(28), None), fresh_28);
+    assert_eq!(std::fs::read(&theirs).unwrap(), b"the user's");
+
+    // Other test digits (one pixel changed): another key.
+    let test = Digits::load(dir.path(), Split::Test).unwrap();
+    let mut pixels = test.pixels.clone();
+    pixels[300] = pixels[300].wrapping_add(77);
+    let array = ganrunner::data::idx::IdxArray {
+        dims: vec![test.len(), 28, 28],
+        data: pixels,
+    };
+    std::fs::remove_file(dir.path().join("t10k-images-idx3-ubyte.gz")).unwrap();
+    std::fs::write(
+        dir.path().join("t10k-images-idx3-ubyte"),
+        ganrunner::data::idx::encode(&array),
+    )
+    .unwrap();
+    assert_ne!(new(32).evaluate(&images(32), None), fresh);
+    assert_ne!(std::fs::read(cached(32)).unwrap(), file);
+}
+
+#[test]
+fn runs_share_one_evaluator_per_data_set_and_side_until_the_data_changes() {
+    let dir = fixture_copy();
     let mut lines = Vec::new();
     let mut shared =
         |side| Evaluator::shared(dir.path(), side, &mut |l| lines.push(l.to_string())).unwrap();

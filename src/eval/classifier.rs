@@ -311,12 +311,7 @@ impl Classifier {
             100.0 * classifier.test_accuracy,
             start.elapsed().as_secs_f64()
         ));
-        let bytes = classifier
-            .model
-            .clone()
-            .into_record()
-            .into_bytes()
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let bytes = classifier.weights()?;
         let meta = CacheMeta {
             version: VERSION,
             train_md5: md5,
@@ -336,6 +331,13 @@ impl Classifier {
             ));
         }
         Ok(classifier)
+    }
+
+    /// Its weights, as its cache file holds them: what identifies it.
+    pub fn weights(&self) -> anyhow::Result<Vec<u8>> {
+        let bytes =
+            (self.model.clone().into_record().into_bytes()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(bytes.to_vec())
     }
 
     /// Features and class probabilities of 28x28 images given as bytes, image after image.

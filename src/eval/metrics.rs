@@ -48,6 +48,11 @@ impl FeatureSet {
         self.norms.len()
     }
 
+    /// The `len() * dim` values, sample after sample (as [`FeatureSet::new`] takes them).
+    pub fn values(&self) -> &[f32] {
+        self.cols.as_slice()
+    }
+
     /// Features per sample.
     fn dim(&self) -> usize {
         self.cols.nrows()
@@ -277,12 +282,24 @@ impl RealManifold {
         let mut radii = features.knn_radii(&[PR_K, DC_K]);
         let dc_radii = radii.pop().expect("two radii");
         let pr_radii = radii.pop().expect("two radii");
+        RealManifold::with_radii(features, pr_radii, dc_radii)
+    }
+
+    /// The manifold of `features` with radii computed before (by [`RealManifold::new`]: see
+    /// [`RealManifold::radii`]), one of each per sample.
+    pub fn with_radii(features: FeatureSet, pr_radii: Vec<f32>, dc_radii: Vec<f32>) -> Self {
+        assert!(pr_radii.len() == features.len() && dc_radii.len() == features.len());
         RealManifold {
             gaussian: Gaussian::fit(&features),
             features,
             pr_radii,
             dc_radii,
         }
+    }
+
+    /// The squared k-th neighbour radii for k = [`PR_K`] and for k = [`DC_K`].
+    pub fn radii(&self) -> (&[f32], &[f32]) {
+        (&self.pr_radii, &self.dc_radii)
     }
 }
 

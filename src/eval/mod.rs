@@ -9,6 +9,7 @@
 
 pub mod classifier;
 pub mod metrics;
+pub mod reference;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -169,8 +170,8 @@ impl Evaluator {
 
     /// [`Evaluator::new`], built once per process for each data set and side: the runs of a
     /// sweep share it instead of each reading the data, picking the classifier by the
-    /// training digits' hash and finding the test digits' neighbours again (about 2 s for
-    /// MNIST). Rewritten data files make a new one.
+    /// training digits' hash and reading the test digits' reference (computing it, about 4 s
+    /// for MNIST, when [`reference`] has no cached one). Rewritten data files make a new one.
     pub fn shared(
         data_dir: &Path,
         side: usize,
@@ -201,14 +202,25 @@ impl Evaluator {
             pixels: test.pixels,
             side: test.side,
         };
-        let reference = round_trip(&test, side);
-        let outputs = classifier.outputs(&reference.pixels);
+        let cache = reference::Cache::new(
+            data_dir,
+            side,
+            &classifier.weights()?,
+            &test.pixels,
+            &labels,
+        );
+        let reference = cache.read(labels.len()).unwrap_or_else(|| {
+            let outputs = classifier.outputs(&round_trip(&test, side).pixels);
+            let reference = RealManifold::new(FeatureSet::new(&outputs.features, FEATURES));
+            cache.write(&reference);
+            reference
+        });
         Ok(Evaluator {
-            class_references: by_class(&outputs.features, &labels)
+            class_references: by_class(reference.features.values(), &labels)
                 .iter()
                 .map(Gaussian::fit)
                 .collect(),
-            reference: RealManifold::new(FeatureSet::new(&outputs.features, FEATURES)),
+            reference,
             classifier,
             side,
         })
