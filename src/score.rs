@@ -56,6 +56,13 @@ pub fn resolve_target(target: &str, db: &Path) -> Result<PathBuf> {
     Ok(crate::track::locate(db, &run_dir).unwrap_or(run_dir))
 }
 
+/// Refuses a `--samples` that no checkpoint could be scored on: fewer than 2, or more than
+/// memory holds.
+pub fn check_samples(samples: usize) -> Result<()> {
+    anyhow::ensure!(samples >= 2, "--samples must be at least 2");
+    crate::budget::check_images(samples, 32, "--samples")
+}
+
 /// Scores the generator of a checkpoint (or a run directory's latest) on `samples` images drawn with the evaluation noise
 /// of `seed` (default: the run's own, so the result matches the run's logged evaluation).
 /// Also says why the score does not compare with the run's logged evaluations, if it does
@@ -67,8 +74,7 @@ pub fn score_checkpoint(
     data_dir: Option<&Path>,
     log: &mut dyn FnMut(&str),
 ) -> Result<(Scored, Option<String>)> {
-    anyhow::ensure!(samples >= 2, "--samples must be at least 2");
-    crate::budget::check_images(samples, 32, "--samples")?;
+    check_samples(samples)?;
     let crate::generate::Loaded {
         generator,
         config,

@@ -1567,6 +1567,16 @@ fn eval_scores_many_runs_with_one_evaluator_and_keeps_each_ones_best_state() {
         .stderr(predicate::str::contains(
             "--status picks among the runs of --experiment",
         ));
+    command_in(
+        dir.path(),
+        "eval",
+        &["--experiment", "tiny", "--samples", "1"],
+    )
+    .failure()
+    .stderr(
+        predicate::str::contains("--samples must be at least 2")
+            .and(predicate::str::contains("[1/").not()),
+    );
     command_in(dir.path(), "eval", &["--experiment", "tinny"])
         .failure()
         .stderr(predicate::str::contains("no experiment `tinny`"));

@@ -73,6 +73,8 @@ pub fn eval(req: EvalRequest) -> Result<()> {
             .map(|path| crate::score::score_file(path, req.labels, &dir, req.samples, &mut log))
             .collect::<Result<_>>()?
     } else {
+        // Refused once, not once for each run.
+        crate::score::check_samples(req.samples)?;
         let checkpoints = checkpoints_to_score(&req)?;
         let (mut scored, mut failed) = (Vec::new(), 0);
         for (i, checkpoint) in checkpoints.iter().enumerate() {
