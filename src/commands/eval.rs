@@ -73,35 +73,41 @@ pub fn eval(req: EvalRequest) -> Result<()> {
             .map(|path| crate::score::score_file(path, req.labels, &dir, req.samples, &mut log))
             .collect::<Result<_>>()?
     } else {
-        // Refused once, not once for each run.
-        crate::score::check_samples(req.samples)?;
-        let checkpoints = checkpoints_to_score(&req)?;
-        let (mut scored, mut failed) = (Vec::new(), 0);
-        for (i, checkpoint) in checkpoints.iter().enumerate() {
-            if checkpoints.len() > 1 {
-                errln!("[{}/{}] {}", i + 1, checkpoints.len(), checkpoint.display());
-            }
-            match score_and_record(checkpoint, &req, &mut log) {
-                Ok(one) => scored.push(one),
-                Err(err) if checkpoints.len() == 1 => return Err(err),
-                // One damaged checkpoint leaves the others to be scored.
-                Err(err) => {
-                    errln!("error: {err:#}");
-                    failed += 1;
-                }
-            }
-        }
-        if !scored.is_empty() {
-            out!("{}", crate::score::rows(&scored).render(req.format)?)?;
-        }
-        anyhow::ensure!(
-            failed == 0,
-            "{failed} of {} could not be scored (see above)",
-            counted(checkpoints.len(), "checkpoint")
-        );
-        return Ok(());
+        return score_runs(&req, &mut log);
     };
     out!("{}", crate::score::rows(&scored).render(req.format)?)?;
+    Ok(())
+}
+
+/// Scores the checkpoints of the runs `req` names or selects, one after another, printing a
+/// row each: one that cannot be scored (a damaged file) is named and leaves the others to be
+/// scored, and fails the command at the end.
+fn score_runs(req: &EvalRequest, log: &mut dyn FnMut(&str)) -> Result<()> {
+    // Refused once, not once for each run.
+    crate::score::check_samples(req.samples)?;
+    let checkpoints = checkpoints_to_score(req)?;
+    let (mut scored, mut failed) = (Vec::new(), 0);
+    for (i, checkpoint) in checkpoints.iter().enumerate() {
+        if checkpoints.len() > 1 {
+            errln!("[{}/{}] {}", i + 1, checkpoints.len(), checkpoint.display());
+        }
+        match score_and_record(checkpoint, req, log) {
+            Ok(one) => scored.push(one),
+            Err(err) if checkpoints.len() == 1 => return Err(err),
+            Err(err) => {
+                errln!("error: {err:#}");
+                failed += 1;
+            }
+        }
+    }
+    if !scored.is_empty() {
+        out!("{}", crate::score::rows(&scored).render(req.format)?)?;
+    }
+    anyhow::ensure!(
+        failed == 0,
+        "{failed} of {} could not be scored (see above)",
+        counted(checkpoints.len(), "checkpoint")
+    );
     Ok(())
 }
 

@@ -171,7 +171,7 @@ impl Evaluator {
     /// [`Evaluator::new`], built once per process for each data set and side: the runs of a
     /// sweep share it instead of each reading the data, picking the classifier by the
     /// training digits' hash and reading the test digits' reference (computing it, about 4 s
-    /// for MNIST, when [`reference`] has no cached one). Rewritten data files make a new one.
+    /// for MNIST, when [`mod@reference`] has no cached one). Rewritten data files make a new one.
     pub fn shared(
         data_dir: &Path,
         side: usize,
