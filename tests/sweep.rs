@@ -1470,7 +1470,14 @@ fn eval_scores_many_runs_with_one_evaluator_and_keeps_each_ones_best_state() {
             &[id, "--best", "-n", "4", "--out", "best.png"],
         )
         .success();
+        // ...and `show` names it.
+        let shown = show_json(dir.path(), id);
+        assert_eq!(shown["best"]["step"], 20);
+        assert_eq!(shown["best"]["fid"].as_f64(), Some(stored));
+        let text = stdout_of(command_in(dir.path(), "show", &[id]));
+        assert!(text.contains("best state (step 20, LeNet-FID "), "{text}");
     }
+    assert!(show_json(dir.path(), &runs[2])["best"].is_null());
     assert_eq!(
         count(&conn, "SELECT count(DISTINCT run_id) FROM evals"),
         2,

@@ -26,6 +26,28 @@ struct RunDetail {
     events: Rows,
     samples: Rows,
     checkpoints: Rows,
+    /// The run's best state (`best/`: its lowest-FID evaluation's), where the run has one.
+    best: Option<BestState>,
+}
+
+/// What `runner show` says of a run's best state.
+#[derive(serde::Serialize)]
+struct BestState {
+    step: u64,
+    fid: Option<f64>,
+    path: PathBuf,
+}
+
+impl BestState {
+    fn of(run_dir: &Path) -> Option<Self> {
+        let path = crate::train::checkpoint::best_dir(run_dir);
+        let meta = crate::train::checkpoint::read_meta(&path).ok()?;
+        Some(BestState {
+            step: meta.step,
+            fid: meta.fid,
+            path,
+        })
+    }
 }
 
 impl RunDetail {
@@ -56,7 +78,7 @@ impl RunDetail {
             (shown.run_row(&id, db)?.to_vec())
                 .try_into()
                 .expect("the statement selects four columns");
-        let (mut record, mut config, mut run_dir_here) = (Vec::new(), None, None);
+        let (mut record, mut config, mut run_dir_here, mut best) = (Vec::new(), None, None, None);
         for (column, value) in run.columns.iter().zip(row) {
             let value = match column.as_str() {
                 "config" => {
@@ -68,7 +90,9 @@ impl RunDetail {
                 "run_dir" => {
                     // Recorded as the sweep was given it: say where it is from here.
                     let recorded = cell(value);
-                    run_dir_here = match track::locate(db, Path::new(&recorded)) {
+                    let located = track::locate(db, Path::new(&recorded));
+                    best = located.as_deref().and_then(BestState::of);
+                    run_dir_here = match located {
                         Some(path) if path == Path::new(&recorded) => None,
                         found => Some(found),
                     };
@@ -146,6 +170,7 @@ impl RunDetail {
             )?,
             samples: files("samples")?,
             checkpoints: files("checkpoints")?,
+            best,
         })
     }
 
@@ -205,6 +230,16 @@ impl RunDetail {
                 out.push_str(&format!("  {:>8}  {}\n", cell(&r[0]), cell(&r[1])));
             }
         }
+        if let Some(best) = &self.best {
+            let fid = best
+                .fid
+                .map_or(String::new(), |f| format!(", LeNet-FID {f:.3}"));
+            out.push_str(&format!(
+                "\nbest state (step {}{fid}): {}\n",
+                best.step,
+                best.path.display()
+            ));
+        }
         Ok(out)
     }
 
@@ -227,7 +262,8 @@ impl RunDetail {
 
     /// One JSON object: the record's columns, then `config` (dotted keys), every logged step's
     /// `losses`, every evaluated step's metrics (all of them, unrounded: the text shows the
-    /// headline ones), and the `events`, `samples` and `checkpoints` as lists.
+    /// headline ones), the `events`, `samples` and `checkpoints` as lists, and the `best`
+    /// state (`null` when the run has none).
     fn json(&self) -> Result<String> {
         let mut object: serde_json::Map<String, serde_json::Value> =
             self.record.iter().cloned().collect();
@@ -245,6 +281,7 @@ impl RunDetail {
         ] {
             object.insert(key.into(), rows.objects().into());
         }
+        object.insert("best".into(), serde_json::to_value(&self.best)?);
         Ok(serde_json::to_string_pretty(&object)? + "\n")
     }
 }
