@@ -132,11 +132,6 @@ fn checkpoints_to_score(req: &EvalRequest) -> Result<Vec<PathBuf>> {
         checkpoints.push(latest_or_best(&path, req.best)?);
     }
     if selecting {
-        anyhow::ensure!(
-            req.db.is_file(),
-            "no database at {} to select runs from",
-            req.db.display()
-        );
         if let Some(experiment) = req.experiment {
             crate::query::check_experiment(req.db, experiment)?;
         }

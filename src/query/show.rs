@@ -40,12 +40,11 @@ struct BestState {
 
 impl BestState {
     fn of(run_dir: &Path) -> Option<Self> {
-        let path = crate::train::checkpoint::best_dir(run_dir);
-        let meta = crate::train::checkpoint::read_meta(&path).ok()?;
+        let meta = crate::train::checkpoint::best_meta(run_dir)?;
         Some(BestState {
             step: meta.step,
             fid: meta.fid,
-            path,
+            path: crate::train::checkpoint::best_dir(run_dir),
         })
     }
 }

@@ -214,8 +214,8 @@ pub(super) fn run_page(
         .collect();
     // The lowest-FID state (`generate --best`), kept apart from the periodic checkpoints.
     let best = site.locate(&run.run_dir).and_then(|dir| {
+        let meta = crate::train::checkpoint::best_meta(&dir)?;
         let best = crate::train::checkpoint::best_dir(&dir);
-        let meta = crate::train::checkpoint::read_meta(&best).ok()?;
         Some(minijinja::context! {
             step => meta.step,
             fid => meta.fid.map(|fid| format!("{fid:.1}")),

@@ -121,9 +121,14 @@ pub fn save_best(
     save_to(best_dir(run_dir), meta, state)
 }
 
+/// The metadata of the run's best checkpoint (its step and FID), if it has one.
+pub fn best_meta(run_dir: &Path) -> Option<CheckpointMeta> {
+    read_meta(&best_dir(run_dir)).ok()
+}
+
 /// The FID of the run's best checkpoint, if it has one.
 pub fn best_fid(run_dir: &Path) -> Option<f64> {
-    read_meta(&best_dir(run_dir)).ok()?.fid
+    best_meta(run_dir)?.fid
 }
 
 /// Makes the checkpoint in `dir`, which `runner eval` scored `fid` after training, the best
