@@ -174,18 +174,30 @@ pub fn lock_dir(dir: &Path) -> anyhow::Result<DirLock> {
 /// for a moment may be a copy that a child process of this one holds between its fork and
 /// its exec (a lock goes with the open file), not another process's.
 pub fn try_lock_dir_patiently(dir: &Path) -> anyhow::Result<Option<DirLock>> {
+    create_dir_all(dir).map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
+    try_lock_existing_dir_patiently(dir)
+}
+
+/// Like [`try_lock_dir_patiently`] for a directory that must exist already: never creates
+/// it, and fails (an [`std::io::ErrorKind::NotFound`] inside) when it is gone, e.g. deleted
+/// by `runner rm` meanwhile.
+pub fn try_lock_existing_dir_patiently(dir: &Path) -> anyhow::Result<Option<DirLock>> {
     for _ in 0..20 {
-        if let Some(lock) = try_lock_dir(dir)? {
+        if let Some(lock) = try_lock_existing_dir(dir)? {
             return Ok(Some(lock));
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    try_lock_dir(dir)
+    try_lock_existing_dir(dir)
 }
 
 /// Like [`lock_dir`], answering `None` when another process holds the lock.
 pub fn try_lock_dir(dir: &Path) -> anyhow::Result<Option<DirLock>> {
     create_dir_all(dir).map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
+    try_lock_existing_dir(dir)
+}
+
+fn try_lock_existing_dir(dir: &Path) -> anyhow::Result<Option<DirLock>> {
     let (file, locked) = try_lock_file(&dir.join(LOCK_FILE))?;
     Ok(locked.then(|| DirLock {
         dir: dir.to_path_buf(),
@@ -308,6 +320,21 @@ mod tests {
         assert!(err.contains("another process is training"), "{err}");
         drop(held);
         lock_dir(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn a_deleted_directory_is_not_made_again_to_lock_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        drop(lock_dir(&run).unwrap());
+        std::fs::remove_dir_all(&run).unwrap();
+        let err = try_lock_existing_dir_patiently(&run)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("No such file"), "{err}");
+        assert!(!run.exists());
+        assert!(try_lock_dir_patiently(&run).unwrap().is_some());
+        assert!(run.join(LOCK_FILE).is_file());
     }
 
     #[test]

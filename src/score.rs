@@ -236,19 +236,36 @@ pub fn record(db: &Path, checkpoint_dir: &Path, step: u64, metrics: &Metrics) ->
         metrics: metrics.named(),
         seconds: None,
     };
+    // `runner rm` may delete the run while it is scored: then nothing is stored, and its
+    // directory is not made again.
+    let deleted = || {
+        errln!("run {id} was deleted while it was scored: its evaluation is not stored");
+        Ok(())
+    };
     // Into the run's own records too, so a rebuilt database keeps it; a run directory that
     // cannot be written (read-only media) still gets the database row.
     let task = format!("eval:{}", Owner::this_process().tag());
     let written = RecordsFile::open(&run_dir, task, false)
         .and_then(|records| records.write(event.clone()).map_err(anyhow::Error::msg));
     if let Err(err) = written {
+        if !run_dir.is_dir() {
+            return deleted();
+        }
         errln!("warning: the evaluation is not in the run's records.jsonl: {err:#}");
     }
     let tracker = Tracker::start(db)?;
     tracker.send(event);
-    tracker.close()?;
+    if let Err(err) = tracker.close() {
+        let known = crate::query::run_dirs(db)?
+            .into_iter()
+            .any(|(run, _)| run == id);
+        return if known { Err(err) } else { deleted() };
+    }
     errln!("recorded as run {id}, step {step}, in {}", db.display());
     if let Err(err) = keep_if_best(&run_dir, checkpoint_dir, metrics.fid) {
+        if !run_dir.is_dir() {
+            return deleted();
+        }
         errln!("warning: the run's best state is not updated: {err:#}");
     }
     Ok(())
@@ -264,7 +281,7 @@ fn keep_if_best(run_dir: &Path, checkpoint_dir: &Path, fid: f64) -> Result<()> {
     if !better() {
         return Ok(());
     }
-    let Some(_lock) = crate::fsutil::try_lock_dir_patiently(run_dir)? else {
+    let Some(_lock) = crate::fsutil::try_lock_existing_dir_patiently(run_dir)? else {
         errln!(
             "another process holds the run (training it): its best state is left to that process"
         );

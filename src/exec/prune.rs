@@ -272,6 +272,7 @@ mod tests {
     /// A run directory whose records hold `events`.
     fn run_with(root: &std::path::Path, name: &str, events: Vec<Event>) -> PathBuf {
         let dir = root.join(name);
+        std::fs::create_dir(&dir).unwrap();
         let file = records::RecordsFile::open(&dir, "local:h:1".into(), true).unwrap();
         for event in events {
             file.write(event).unwrap();

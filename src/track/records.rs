@@ -36,10 +36,9 @@ pub struct RecordsFile {
 
 impl RecordsFile {
     /// Opens the records of `run_dir` for `task`: a fresh start replaces the records of earlier
-    /// attempts, a resume adds to them.
+    /// attempts, a resume adds to them. The directory must exist (its lock made it): a run
+    /// directory that `runner rm` deleted is not made again to hold one line.
     pub fn open(run_dir: &Path, task: String, fresh: bool) -> Result<RecordsFile> {
-        crate::fsutil::create_dir_all(run_dir)
-            .with_context(|| format!("creating {}", run_dir.display()))?;
         let path = path(run_dir);
         let mut file = if fresh {
             std::fs::File::create(&path)
@@ -178,6 +177,17 @@ mod tests {
             error: None,
             at: 0.0,
         }
+    }
+
+    #[test]
+    fn a_deleted_run_directory_is_not_made_again_for_its_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        let err = RecordsFile::open(&run, "eval:h:1".into(), false)
+            .err()
+            .unwrap();
+        assert!(format!("{err:#}").contains("run/records.jsonl"), "{err:#}");
+        assert!(!run.exists());
     }
 
     #[test]
