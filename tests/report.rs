@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command as Process;
 
 use common::{fixture_dir, runner};
+use image::GenericImageView;
 use predicates::prelude::*;
 
 const UNSAFE: &str = "<script>alert('x')</script>";
@@ -540,4 +541,27 @@ fn a_run_sampled_often_shows_forty_evenly_spaced_grids_and_says_so() {
         .count();
     assert_eq!(copied, 40);
     assert!(page.join("step-00000000.png").is_file() && page.join("step-00000090.png").is_file());
+    // The same grids animated, in step order: a frame per grid, each its exact pixels.
+    assert!(
+        html.contains("40 grids, steps 0 to 90") && html.contains("src=\"training.gif\""),
+        "{html}"
+    );
+    let gif = std::fs::read(page.join("training.gif")).unwrap();
+    let mut options = gif::DecodeOptions::new();
+    options.set_color_output(gif::ColorOutput::RGBA);
+    let mut decoder = options.read_info(gif.as_slice()).unwrap();
+    let mut frames = Vec::new();
+    while let Some(frame) = decoder.read_next_frame().unwrap() {
+        frames.push(frame.buffer.chunks(4).map(|p| p[0]).collect::<Vec<u8>>());
+    }
+    assert_eq!(frames.len(), 40);
+    for (frame, step) in [(&frames[0], 0), (&frames[39], 90)] {
+        let grid = image::open(page.join(format!("step-{step:08}.png"))).unwrap();
+        assert_eq!(
+            grid.dimensions(),
+            (decoder.width().into(), decoder.height().into())
+        );
+        assert_eq!(frame, grid.into_luma8().as_raw(), "step {step}");
+    }
+    assert_ne!(frames[0], frames[39], "the digits change over training");
 }

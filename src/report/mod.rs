@@ -23,6 +23,7 @@ mod experiment;
 mod live;
 mod plots;
 mod run;
+mod timelapse;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -16,6 +16,9 @@ use super::{Plot, Site, format_value, slug};
 /// would otherwise make a page of thousands of images.
 const MAX_GRIDS: usize = 40;
 
+/// The file name of a run's animated grids in its folder of the site.
+const TIMELAPSE: &str = "training.gif";
+
 /// At most `at_most` of the indices `0..n`, evenly spaced, the first and the last among them.
 pub(super) fn evenly_spaced(n: usize, at_most: usize) -> Vec<usize> {
     if n <= at_most {
@@ -179,6 +182,7 @@ pub(super) fn run_page(
         })
         .collect();
     let mut samples = Vec::new();
+    let mut frames = Vec::new();
     let shown = evenly_spaced(run.samples.len(), MAX_GRIDS);
     for (step, logged) in shown.iter().map(|&i| &run.samples[i]) {
         // A grid that is gone or unreadable (its run deleted meanwhile by `runner rm`) is
@@ -190,6 +194,7 @@ pub(super) fn run_page(
             Some(bytes) => {
                 let name = format!("step-{step:08}.png");
                 site.file(&format!("{dir}/{name}"), &bytes)?;
+                frames.push((*step, bytes));
                 Some(name)
             }
             None => None,
@@ -200,6 +205,26 @@ pub(super) fn run_page(
             path: logged.clone(),
         });
     }
+    // The grids shown, animated; none when they cannot be (a damaged grid: the strip shows
+    // what there is).
+    let timelapse = match frames.as_slice() {
+        [(first, _), .., (last, _)] => {
+            let grids: Vec<&[u8]> = frames.iter().map(|(_, png)| png.as_slice()).collect();
+            match super::timelapse::encode(&grids) {
+                Ok(gif) => {
+                    site.file(&format!("{dir}/{TIMELAPSE}"), &gif)?;
+                    Some(minijinja::context! {
+                        href => TIMELAPSE,
+                        frames => frames.len(),
+                        first => first,
+                        last => last,
+                    })
+                }
+                Err(_) => None,
+            }
+        }
+        _ => None,
+    };
     let page_dir = site.out.join(&dir);
     let checkpoints: Vec<FileRef> = run
         .checkpoints
@@ -257,6 +282,7 @@ pub(super) fn run_page(
             final_sample => final_sample.as_ref().map(|(_, href)| href.clone()),
             conditional => run.params.get("model.conditional").is_some_and(|c| c != "none"),
             samples => Value::from(Serde(&samples)),
+            timelapse => timelapse,
             samples_logged => run.samples.len(),
             checkpoints => Value::from(Serde(&checkpoints)),
             best => best,
