@@ -279,7 +279,7 @@ pub(super) fn run_page(
             timed => timed,
             eval_columns => Value::from(Serde(&eval_columns)),
             eval_rows => Value::from(Serde(&eval_rows)),
-            final_sample => final_sample.as_ref().map(|(_, href)| href.clone()),
+            final_sample => final_sample.as_ref().map(|(step, href)| minijinja::context! { step, href }),
             conditional => run.params.get("model.conditional").is_some_and(|c| c != "none"),
             samples => Value::from(Serde(&samples)),
             timelapse => timelapse,
