@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command as Process;
 
 use common::{fixture_dir, runner};
-use image::GenericImageView;
 use predicates::prelude::*;
 
 const UNSAFE: &str = "<script>alert('x')</script>";
@@ -546,22 +545,50 @@ fn a_run_sampled_often_shows_forty_evenly_spaced_grids_and_says_so() {
         html.contains("40 grids, steps 0 to 90") && html.contains("src=\"training.gif\""),
         "{html}"
     );
-    let gif = std::fs::read(page.join("training.gif")).unwrap();
-    let mut options = gif::DecodeOptions::new();
-    options.set_color_output(gif::ColorOutput::RGBA);
-    let mut decoder = options.read_info(gif.as_slice()).unwrap();
-    let mut frames = Vec::new();
-    while let Some(frame) = decoder.read_next_frame().unwrap() {
-        frames.push(frame.buffer.chunks(4).map(|p| p[0]).collect::<Vec<u8>>());
-    }
+    let frames = gif_frames(&page.join("training.gif"));
     assert_eq!(frames.len(), 40);
     for (frame, step) in [(&frames[0], 0), (&frames[39], 90)] {
         let grid = image::open(page.join(format!("step-{step:08}.png"))).unwrap();
-        assert_eq!(
-            grid.dimensions(),
-            (decoder.width().into(), decoder.height().into())
-        );
         assert_eq!(frame, grid.into_luma8().as_raw(), "step {step}");
     }
     assert_ne!(frames[0], frames[39], "the digits change over training");
+    // The next report takes this GIF while the grids stay the same, and animates a grid
+    // that changed (here the last one replaced by the first) rather than the last report's.
+    runner()
+        .current_dir(dir.path())
+        .arg("report")
+        .assert()
+        .success();
+    assert_eq!(gif_frames(&page.join("training.gif")), frames);
+    let samples = std::fs::read_dir(dir.path().join("results/often"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join("samples"))
+        .find(|p| p.is_dir())
+        .unwrap();
+    std::fs::copy(
+        samples.join("step-00000000.png"),
+        samples.join("step-00000090.png"),
+    )
+    .unwrap();
+    runner()
+        .current_dir(dir.path())
+        .arg("report")
+        .assert()
+        .success();
+    let again = gif_frames(&page.join("training.gif"));
+    assert_eq!(again[..39], frames[..39]);
+    assert_eq!(again[39], frames[0]);
+}
+
+/// The frames of an animated grayscale GIF, as gray levels.
+fn gif_frames(path: &Path) -> Vec<Vec<u8>> {
+    let bytes = std::fs::read(path).unwrap();
+    let mut options = gif::DecodeOptions::new();
+    options.set_color_output(gif::ColorOutput::RGBA);
+    let mut decoder = options.read_info(bytes.as_slice()).unwrap();
+    let mut frames = Vec::new();
+    while let Some(frame) = decoder.read_next_frame().unwrap() {
+        frames.push(frame.buffer.chunks(4).map(|p| p[0]).collect());
+    }
+    frames
 }

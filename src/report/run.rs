@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::data::{Experiment, Run};
 use super::plots::{Chart, Series};
-use super::{Plot, Site, format_value, slug};
+use super::{Plot, Site, format_value, slug, timelapse};
 
 /// The most sample grids a run page shows (and the site copies): a long run sampled often
 /// would otherwise make a page of thousands of images.
@@ -210,7 +210,10 @@ pub(super) fn run_page(
     let timelapse = match frames.as_slice() {
         [(first, _), .., (last, _)] => {
             let grids: Vec<&[u8]> = frames.iter().map(|(_, png)| png.as_slice()).collect();
-            match super::timelapse::encode(&grids) {
+            let last_report = std::fs::read(site.out.join(&dir).join(TIMELAPSE))
+                .ok()
+                .filter(|gif| timelapse::animates(gif, &grids));
+            match last_report.map_or_else(|| timelapse::encode(&grids), Ok) {
                 Ok(gif) => {
                     site.file(&format!("{dir}/{TIMELAPSE}"), &gif)?;
                     Some(minijinja::context! {

@@ -3,12 +3,16 @@
 //! to drop into slides as it is.
 //!
 //! The grids are grayscale, so each pixel's gray level is its own palette index: the frames
-//! are the grids' exact pixels, with nothing quantized.
+//! are the grids' exact pixels, with nothing quantized. Encoding costs far more than the rest
+//! of a run's page (GIF's LZW), so each GIF carries a hash of its grids in a comment, and a
+//! report takes the last report's GIF of a run whose grids are the same (a sweep's live
+//! report encodes only the runs in training).
 
 use std::io::Cursor;
 
 use anyhow::{Context, Result, bail};
 use image::ImageFormat;
+use xxhash_rust::xxh3::Xxh3;
 
 /// How long each frame shows, in hundredths of a second (GIF's unit).
 const FRAME_DELAY: u16 = 20;
@@ -17,6 +21,24 @@ const LAST_FRAME_DELAY: u16 = 200;
 
 fn reader(png: &[u8]) -> image::ImageReader<Cursor<&[u8]>> {
     image::ImageReader::with_format(Cursor::new(png), ImageFormat::Png)
+}
+
+/// The comment that names the grids a GIF animates (the hash of their files, in order).
+fn signature(grids: &[&[u8]]) -> Vec<u8> {
+    let mut hasher = Xxh3::new();
+    for png in grids {
+        hasher.update(&(png.len() as u64).to_le_bytes());
+        hasher.update(png);
+    }
+    format!("ganrunner grids {:032x}", hasher.digest128()).into_bytes()
+}
+
+/// Whether `gif` (a file an earlier report wrote) animates exactly `grids`.
+pub fn animates(gif: &[u8], grids: &[&[u8]]) -> bool {
+    // The comment follows the header, the palette and the loop count (800 bytes).
+    let head = &gif[..gif.len().min(1024)];
+    let signature = signature(grids);
+    gif.ends_with(&[0x3b]) && head.windows(signature.len()).any(|w| w == signature)
 }
 
 /// Encodes the PNG `grids` (in step order, all of one size) as a looping GIF, one grid in
@@ -41,6 +63,7 @@ pub fn encode(grids: &[&[u8]]) -> Result<Vec<u8>> {
     let grays: Vec<u8> = (0..=255u8).flat_map(|v| [v, v, v]).collect();
     let mut encoder = gif::Encoder::new(Vec::new(), gif_width, gif_height, &grays)?;
     encoder.set_repeat(gif::Repeat::Infinite)?;
+    encoder.write_raw_extension(gif::Extension::Comment.into(), &[&signature(grids)])?;
     for (i, png) in grids.iter().enumerate() {
         let pixels = (reader(png).decode())
             .with_context(|| unreadable(i))?
@@ -94,6 +117,25 @@ mod tests {
         }
         assert!(decoder.read_next_frame().unwrap().is_none());
         assert_eq!(delays, [FRAME_DELAY, FRAME_DELAY, LAST_FRAME_DELAY]);
+    }
+
+    #[test]
+    fn a_gif_is_known_by_the_grids_it_animates() {
+        let grids: Vec<Vec<u8>> = (0..3u8)
+            .map(|k| png(6, 6, move |x, _| x as u8 * k))
+            .collect();
+        let refs: Vec<&[u8]> = grids.iter().map(Vec::as_slice).collect();
+        let gif = encode(&refs).unwrap();
+        assert!(animates(&gif, &refs));
+        assert!(!animates(&gif, &refs[..2]), "one grid fewer");
+        assert!(
+            !animates(&gif, &[refs[0], refs[2], refs[1]]),
+            "another order"
+        );
+        let other = png(6, 6, |x, y| (x + y) as u8);
+        assert!(!animates(&gif, &[refs[0], refs[1], &other]), "another grid");
+        assert!(!animates(&gif[..gif.len() - 1], &refs), "a truncated file");
+        assert!(!animates(b"", &refs));
     }
 
     #[test]
