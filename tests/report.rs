@@ -111,8 +111,25 @@ fn seeds_are_replicates_not_a_setting_to_plot() {
     let index = read(dir.path().join("results/report/index.html"));
     assert!(index.contains("<th>time</th><th>"), "{index}");
     assert!(index.contains("Training time 0:00:0") && index.contains(" in all."));
-    let compare = common::compare_page(&dir.path().join("results/report/tiny"));
-    assert!(read(compare).contains("<code>training time</code></td><td>0:00:0"));
+    let compare = read(common::compare_page(
+        &dir.path().join("results/report/tiny"),
+    ));
+    assert!(compare.contains("<code>training time</code></td><td>0:00:0"));
+    // Both runs' animations side by side, the files their pages wrote.
+    let animations: Vec<&str> = compare
+        .split("id=\"timelapses\"")
+        .nth(1)
+        .expect("the runs' animations")
+        .split("<img src=\"")
+        .skip(1)
+        .map(|rest| rest.split('"').next().unwrap())
+        .collect();
+    assert_eq!(animations.len(), 2, "{compare}");
+    for gif in animations {
+        let gif = gif.replace("&#x2f;", "/");
+        assert!(gif.ends_with("/training.gif"), "{gif}");
+        assert!(dir.path().join("results/report/tiny").join(&gif).is_file());
+    }
     for run in run_pages(&dir.path().join("results/report")) {
         let page = read(run);
         assert!(page.contains("Training time 0:00:0"), "{page}");

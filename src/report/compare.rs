@@ -1,6 +1,6 @@
 //! The compare page: a run beside its experiment's best, reached from the leaderboard.
-//! Settings that differ, both runs' FID and loss curves overlaid, their last sample grids side
-//! by side, and their events.
+//! Settings that differ, both runs' FID and loss curves overlaid, their last sample grids and
+//! their animations side by side, and their events.
 
 use anyhow::Result;
 use minijinja::Value;
@@ -149,6 +149,12 @@ pub fn page(site: &Site, experiment: &Experiment, leader: &Run, run: &Run) -> Re
                 href => format!("{}/index.html", slug(&r.id)),
                 grid => grid(r).map(|g| g.0),
                 grid_step => grid(r).map(|g| g.1),
+                // Written by the run's page, built before this one.
+                timelapse => site
+                    .root
+                    .join(format!("{dir}/{}/{}", slug(&r.id), super::run::TIMELAPSE))
+                    .is_file()
+                    .then(|| format!("{}/{}", slug(&r.id), super::run::TIMELAPSE)),
                 events => Value::from(Serde(&r.events)),
                 tags => r.tags.clone(),
                 note => r.note.clone(),

@@ -17,7 +17,7 @@ use super::{Plot, Site, format_value, slug, timelapse};
 const MAX_GRIDS: usize = 40;
 
 /// The file name of a run's animated grids in its folder of the site.
-const TIMELAPSE: &str = "training.gif";
+pub(super) const TIMELAPSE: &str = "training.gif";
 
 /// At most `at_most` of the indices `0..n`, evenly spaced, the first and the last among them.
 pub(super) fn evenly_spaced(n: usize, at_most: usize) -> Vec<usize> {
