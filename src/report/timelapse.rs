@@ -19,6 +19,7 @@ const FRAME_DELAY: u16 = 20;
 /// How long the last grid (the trained model's) is held before the animation starts over.
 const LAST_FRAME_DELAY: u16 = 200;
 
+/// A decoder of one PNG file's bytes.
 fn reader(png: &[u8]) -> image::ImageReader<Cursor<&[u8]>> {
     image::ImageReader::with_format(Cursor::new(png), ImageFormat::Png)
 }
