@@ -20,7 +20,7 @@ data-fashion: build
 	$(RUNNER) data fetch --dataset fashion-mnist
 	$(RUNNER) data info --dataset fashion-mnist
 
-# Data, build, and the quickstart DCGAN sweep (2-3 minutes of training on 2 cores).
+# Data, build, and the quickstart DCGAN sweep (2-4 minutes of training on 2 cores).
 run: data
 	$(RUNNER) sweep experiments/quickstart.toml
 	$(RUNNER) runs --experiment quickstart
