@@ -24,6 +24,27 @@ pub fn file_in_the_way(dir: &Path) -> Option<&Path> {
         .find(|a| a.exists() && !a.is_dir())
 }
 
+/// Reads `path` whole when it is a regular file (or a link to one) of at most `max` bytes:
+/// for files a report copies from where users write, where a link to a device or a pipe
+/// would never end (or never start) and a huge file would exhaust memory.
+pub fn read_regular_file(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Error, ErrorKind, Read};
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(Error::new(ErrorKind::InvalidInput, "not a regular file"));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(max + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(Error::new(
+            ErrorKind::FileTooLarge,
+            format!("larger than {} MiB", max >> 20),
+        ));
+    }
+    Ok(bytes)
+}
+
 /// Writes `bytes` to `path` through a temporary sibling and a rename, so that a reader (or a
 /// crash) never sees a half-written file. Creates the parent directory if needed.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -320,6 +341,29 @@ mod tests {
         assert!(err.contains("another process is training"), "{err}");
         drop(held);
         lock_dir(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn only_regular_files_up_to_the_bound_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("grid.png");
+        std::fs::write(&file, [7u8; 100]).unwrap();
+        assert_eq!(read_regular_file(&file, 100).unwrap(), [7u8; 100]);
+        let err = read_regular_file(&file, 99).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::FileTooLarge);
+        let device = dir.path().join("device.png");
+        std::os::unix::fs::symlink("/dev/zero", &device).unwrap();
+        let pipe = dir.path().join("pipe.png");
+        let made = std::process::Command::new("mkfifo").arg(&pipe).status();
+        assert!(made.unwrap().success());
+        // Neither is opened: reading the first never ends, opening the second never returns.
+        for path in [&device, &pipe, &dir.path().to_path_buf()] {
+            let err = read_regular_file(path, 100).unwrap_err();
+            assert_eq!(err.to_string(), "not a regular file", "{}", path.display());
+        }
+        let link = dir.path().join("link.png");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        assert_eq!(read_regular_file(&link, 100).unwrap().len(), 100);
     }
 
     #[test]

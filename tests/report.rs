@@ -286,6 +286,27 @@ fn runs_without_evaluations_get_pages_ranked_by_loss_and_strings_are_escaped() {
     let id = run_dir.file_name().unwrap().to_string_lossy().into_owned();
     let page = read(report.join("tiny").join(&id).join("index.html"));
     assert!(page.contains("missing: "), "{page}");
+    // So is one that is a link to a device that never ends, or a pipe that no one writes
+    // (reading either never finished).
+    std::fs::remove_dir(&grid).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &grid).unwrap();
+    let fifo = run_dir.join("samples/step-00000004.png");
+    std::fs::remove_file(&fifo).unwrap();
+    assert!(
+        Process::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    runner()
+        .current_dir(dir.path())
+        .arg("report")
+        .timeout(std::time::Duration::from_secs(120))
+        .assert()
+        .success();
+    let page = read(report.join("tiny").join(&id).join("index.html"));
+    assert_eq!(page.matches("missing: ").count(), 2, "{page}");
     // Reports written at once (two sweeps ending together) take turns: none fails, and what
     // killed writers left beside the site goes.
     let results = dir.path().join("results");

@@ -381,6 +381,38 @@ fn damaged_checkpoints_are_set_aside_unfinished_ones_removed_and_the_resume_is_e
 }
 
 #[test]
+fn a_checkpoint_file_that_is_not_a_regular_file_is_damage_not_a_hang() {
+    let config = tiny_run(tiny_models().remove(0), 5);
+    let dir = tempfile::tempdir().unwrap();
+    train::train(&config, dir.path(), &mut ()).unwrap();
+    let step = dir.path().join("checkpoints/step-00000005");
+    for name in ["generator.bpk", "checkpoint.json"] {
+        let path = step.join(name);
+        let kept = std::fs::read(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", &path).unwrap();
+        let Err(err) = ganrunner::generate::load_generator(&step, false) else {
+            panic!("{name}: loaded from /dev/zero");
+        };
+        // A metadata file that is not a file leaves no checkpoint there; another file of
+        // one is damage, which a resume sets aside.
+        let said = format!("{err:#}");
+        if name == "checkpoint.json" {
+            assert!(said.contains("not a checkpoint"), "{said}");
+        } else {
+            assert!(train::checkpoint::is_corrupt(&err), "{said}");
+            assert!(
+                said.contains(&format!("{name}: not a regular file")),
+                "{said}"
+            );
+        }
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, kept).unwrap();
+    }
+    ganrunner::generate::load_generator(&step, false).unwrap();
+}
+
+#[test]
 fn a_loaded_checkpoint_draws_the_same_samples() {
     let config = tiny_run(tiny_models().remove(1), 5);
     let dir = tempfile::tempdir().unwrap();

@@ -11,10 +11,15 @@ use serde::Serialize;
 use super::data::{Experiment, Run};
 use super::plots::{Chart, Series};
 use super::{Plot, Site, format_value, slug, timelapse};
+use crate::fsutil::read_regular_file;
 
 /// The most sample grids a run page shows (and the site copies): a long run sampled often
 /// would otherwise make a page of thousands of images.
 const MAX_GRIDS: usize = 40;
+
+/// The largest sample grid (or last report's animation) a page takes: far beyond any grid
+/// the runner writes (a 16x16 grid of 32-pixel digits is 0.3 MB).
+const MAX_FILE_BYTES: u64 = 64 << 20;
 
 /// The file name of a run's animated grids in its folder of the site.
 pub(super) const TIMELAPSE: &str = "training.gif";
@@ -189,7 +194,7 @@ pub(super) fn run_page(
         // listed without its image rather than failing the whole report.
         let bytes = site
             .locate(logged)
-            .and_then(|source| std::fs::read(source).ok());
+            .and_then(|source| read_regular_file(&source, MAX_FILE_BYTES).ok());
         let href = match bytes {
             Some(bytes) => {
                 let name = format!("step-{step:08}.png");
@@ -210,9 +215,10 @@ pub(super) fn run_page(
     let timelapse = match frames.as_slice() {
         [(first, _), .., (last, _)] => {
             let grids: Vec<&[u8]> = frames.iter().map(|(_, png)| png.as_slice()).collect();
-            let last_report = std::fs::read(site.out.join(&dir).join(TIMELAPSE))
-                .ok()
-                .filter(|gif| timelapse::animates(gif, &grids));
+            let last_report =
+                read_regular_file(&site.out.join(&dir).join(TIMELAPSE), MAX_FILE_BYTES)
+                    .ok()
+                    .filter(|gif| timelapse::animates(gif, &grids));
             match last_report.map_or_else(|| timelapse::encode(&grids), Ok) {
                 Ok(gif) => {
                     site.file(&format!("{dir}/{TIMELAPSE}"), &gif)?;

@@ -89,13 +89,14 @@ fn check_new_note(note: &str) -> Result<()> {
 /// The annotations `run_dir` holds (`None` without a file); a damaged file is an error naming it.
 pub fn read(run_dir: &Path) -> Result<Option<Annotations>> {
     let path = path(run_dir);
-    let text = match std::fs::read_to_string(&path) {
+    // Tags and a note of at most 10 000 characters: a megabyte is far more than a whole file.
+    let text = match crate::fsutil::read_regular_file(&path, 1 << 20) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
     let annotations: Annotations =
-        serde_json::from_str(&text).with_context(|| format!("{}: damaged", path.display()))?;
+        serde_json::from_slice(&text).with_context(|| format!("{}: damaged", path.display()))?;
     // A file edited by hand gets the checks `runner tag` makes.
     annotations
         .tags

@@ -88,6 +88,10 @@ pub struct TrainingState<'a> {
     pub discriminator_optim: &'a ModuleOptimizer,
 }
 
+/// The largest checkpoint file read: far beyond the largest model a run may train (a run
+/// is refused before it starts when it would not fit in memory).
+const MAX_FILE_BYTES: u64 = 16 << 30;
+
 /// The directory that holds a run's checkpoints.
 pub fn checkpoints_dir(run_dir: &Path) -> PathBuf {
     run_dir.join("checkpoints")
@@ -483,8 +487,13 @@ pub fn set_aside(dir: &Path) -> anyhow::Result<PathBuf> {
 
 /// A checkpoint file's bytes; a missing file is [`Corrupt`] (the checkpoint is incomplete).
 fn read_file(path: &Path) -> anyhow::Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => Corrupt(format!("{}: missing", path.display())).into(),
+    use std::io::ErrorKind;
+    // Not a regular file (a link to /dev/zero would be read until memory ran out) is damage.
+    crate::fsutil::read_regular_file(path, MAX_FILE_BYTES).map_err(|e| match e.kind() {
+        ErrorKind::NotFound => Corrupt(format!("{}: missing", path.display())).into(),
+        ErrorKind::InvalidInput | ErrorKind::FileTooLarge => {
+            Corrupt(format!("{}: {e}", path.display())).into()
+        }
         _ => anyhow::anyhow!("reading {}: {e}", path.display()),
     })
 }
