@@ -25,8 +25,9 @@ pub fn file_in_the_way(dir: &Path) -> Option<&Path> {
 }
 
 /// Reads `path` whole when it is a regular file (or a link to one) of at most `max` bytes:
-/// for files a report copies from where users write, where a link to a device or a pipe
-/// would never end (or never start) and a huge file would exhaust memory.
+/// for the files of run directories (grids, checkpoints, records, annotations), which users
+/// can replace, where a link to a device or a pipe would never end (or never start) and a
+/// huge file would exhaust memory.
 pub fn read_regular_file(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
     use std::io::{Error, ErrorKind, Read};
     if !std::fs::metadata(path)?.is_file() {
