@@ -413,6 +413,30 @@ fn a_checkpoint_file_that_is_not_a_regular_file_is_damage_not_a_hang() {
 }
 
 #[test]
+fn a_resume_whose_loss_log_is_a_link_to_a_device_is_refused_naming_it() {
+    let mut config = tiny_run(tiny_models().remove(0), 6);
+    config.log.checkpoint_every = 2;
+    let mut first_four = config.clone();
+    first_four.train.steps = Some(4);
+    let dir = tempfile::tempdir().unwrap();
+    train::train(&first_four, dir.path(), &mut ()).unwrap();
+    let log = dir.path().join("losses.csv");
+    std::fs::remove_file(&log).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &log).unwrap();
+    // Refused, naming the file (it was read until memory ran out), and left as it is.
+    let Err(err) = train::train(&config, dir.path(), &mut ()) else {
+        panic!("trained into a link to a device");
+    };
+    let said = format!("{err:#}");
+    assert!(
+        said.contains("losses.csv")
+            && said.contains("links to /dev/zero, which is not a regular file"),
+        "{said}"
+    );
+    assert!(std::fs::symlink_metadata(&log).unwrap().is_symlink());
+}
+
+#[test]
 fn a_loaded_checkpoint_draws_the_same_samples() {
     let config = tiny_run(tiny_models().remove(1), 5);
     let dir = tempfile::tempdir().unwrap();

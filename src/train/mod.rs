@@ -386,8 +386,9 @@ impl LossLog {
     /// Opens the log, keeping only the rows up to `keep_through` (the step resumed from).
     fn open(run_dir: &Path, keep_through: u64) -> anyhow::Result<Self> {
         let path = run_dir.join("losses.csv");
-        let kept: String = std::fs::read_to_string(&path)
-            .unwrap_or_default()
+        // Rewritten whole from what reads as text; a link to a device is not read.
+        let text = crate::fsutil::read_regular_file(&path, u64::MAX >> 1).unwrap_or_default();
+        let kept: String = String::from_utf8_lossy(&text)
             .lines()
             .skip(1)
             .filter(|l| {
@@ -398,8 +399,10 @@ impl LossLog {
             })
             .map(|l| format!("{l}\n"))
             .collect();
-        crate::fsutil::write_atomic(&path, format!("step,d_loss,g_loss\n{kept}").as_bytes())?;
-        let file = std::fs::OpenOptions::new().append(true).open(&path)?;
+        let file =
+            crate::fsutil::write_atomic(&path, format!("step,d_loss,g_loss\n{kept}").as_bytes())
+                .and_then(|()| std::fs::OpenOptions::new().append(true).open(&path))
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         let last = kept.lines().last().and_then(|row| {
             let mut cells = row.split(',').skip(1).map(|c| c.parse::<f32>().ok());
             Some(Losses {
