@@ -27,7 +27,7 @@ pub fn file_in_the_way(dir: &Path) -> Option<&Path> {
 /// Reads `path` whole when it is a regular file (or a link to one) of at most `max` bytes:
 /// for the files of run directories (grids, checkpoints, records, annotations), which users
 /// can replace, where a link to a device or a pipe would never end (or never start) and a
-/// huge file would exhaust memory.
+/// huge file would exhaust memory. `u64::MAX` bounds nothing.
 pub fn read_regular_file(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
     use std::io::{Error, ErrorKind, Read};
     if !std::fs::metadata(path)?.is_file() {
@@ -35,7 +35,7 @@ pub fn read_regular_file(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
     }
     let mut bytes = Vec::new();
     std::fs::File::open(path)?
-        .take(max + 1)
+        .take(max.saturating_add(1))
         .read_to_end(&mut bytes)?;
     if bytes.len() as u64 > max {
         return Err(Error::new(

@@ -135,7 +135,7 @@ pub fn read_without_losses(run_dir: &Path) -> Vec<Line> {
 /// Reads `run_dir`'s records, but the lines `skip` passes over.
 fn parse(run_dir: &Path, skip: impl Fn(&[u8]) -> bool) -> Records {
     // Not a regular file (a link to a device) holds no records, rather than being read forever.
-    let Ok(bytes) = crate::fsutil::read_regular_file(&path(run_dir), u64::MAX >> 1) else {
+    let Ok(bytes) = crate::fsutil::read_regular_file(&path(run_dir), u64::MAX) else {
         return Records::default();
     };
     let mut records = Records::default();

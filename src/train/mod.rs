@@ -387,7 +387,7 @@ impl LossLog {
     fn open(run_dir: &Path, keep_through: u64) -> anyhow::Result<Self> {
         let path = run_dir.join("losses.csv");
         // Rewritten whole from what reads as text; a link to a device is not read.
-        let text = crate::fsutil::read_regular_file(&path, u64::MAX >> 1).unwrap_or_default();
+        let text = crate::fsutil::read_regular_file(&path, u64::MAX).unwrap_or_default();
         let kept: String = String::from_utf8_lossy(&text)
             .lines()
             .skip(1)
