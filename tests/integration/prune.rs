@@ -1,7 +1,7 @@
 //! `[search.prune]` end to end: rung decisions, promotion and resume on a rerun, and pruning
 //! sweeps sharing one database.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

@@ -2,7 +2,7 @@
 //! experiments and data, concurrent sweeps on one database, a database that stops accepting
 //! writes, a full disk, a deleted database, absurd sizes, signals, and the smaller traps.
 
-mod common;
+use crate::common;
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,6 @@
 //! Training on burn: shapes, losses, determinism, checkpoints, resume and divergence.
 
-mod common;
+use crate::common;
 
 use common::{tiny_models, tiny_run};
 use ganrunner::export::Net;

@@ -1,6 +1,6 @@
 //! `runner report`: the site a tiny real sweep produces, checked as files and in Chromium.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;

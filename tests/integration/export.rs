@@ -1,7 +1,7 @@
 //! `runner export`: the report's PyTorch modules load the exported weights strictly and
 //! compute what the runner's generator and discriminator compute.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

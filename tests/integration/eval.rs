@@ -1,6 +1,6 @@
 //! The evaluator on the real-digit fixture: its metrics behave as their definitions promise.
 
-mod common;
+use crate::common;
 
 use ganrunner::data::{Digits, Split};
 use ganrunner::eval::{Evaluator, Metrics};

@@ -1,6 +1,6 @@
 //! The data pipeline: loading IDX files (good, truncated, wrong magic), and fetching MNIST.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 

@@ -2,7 +2,7 @@
 //! every mode trains reproducibly and resumes exactly, grids have one row per class,
 //! evaluations score the intended classes, and `generate --class` draws one class.
 
-mod common;
+use crate::common;
 
 use common::{tiny_models, tiny_run};
 use ganrunner::data::{Digits, Split};

@@ -1,6 +1,6 @@
 //! The `runner` binary end to end: data info, train, generate, and its errors.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -1,6 +1,6 @@
 //! Sweeps and the tracking database: skip, resume, force, parallel writers, SIGKILL, query.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
