@@ -269,6 +269,39 @@ pub fn load_discriminator(checkpoint: &Path) -> Result<(Discriminator, Checkpoin
     load_latest(checkpoint, discriminator_in)
 }
 
+/// `file` (safetensors bytes) with its header's keys in sorted order, at the same length.
+/// safetensors writes the metadata in a `HashMap`'s order, which changes from one call to the
+/// next: the same weights exported twice made two files, and a checksum or a store of model
+/// files saw a new one each time.
+fn with_sorted_header(mut file: Vec<u8>) -> Result<Vec<u8>> {
+    fn sorted(value: serde_json::Value) -> serde_json::Value {
+        match value {
+            serde_json::Value::Object(map) => {
+                let map: BTreeMap<_, _> = map.into_iter().map(|(k, v)| (k, sorted(v))).collect();
+                serde_json::Value::Object(map.into_iter().collect())
+            }
+            other => other,
+        }
+    }
+    let len_bytes: [u8; 8] = file
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .context("safetensors wrote no header")?;
+    let len = usize::try_from(u64::from_le_bytes(len_bytes))?;
+    let header = file
+        .get(8..8 + len)
+        .context("safetensors wrote a short header")?;
+    let json = serde_json::to_vec(&sorted(serde_json::from_slice(header)?))?;
+    // The same keys and values in another order: as long as the original, which safetensors
+    // padded with spaces so that the tensors' data stays aligned.
+    if json.len() > len {
+        bail!("the sorted safetensors header is longer than safetensors' own");
+    }
+    file[8..8 + json.len()].copy_from_slice(&json);
+    file[8 + json.len()..8 + len].fill(b' ');
+    Ok(file)
+}
+
 fn discriminator_in(dir: &Path) -> Result<(Discriminator, CheckpointMeta)> {
     let opened = checkpoint::Opened::open(dir)?;
     let config = opened.meta.config.clone();
@@ -378,7 +411,7 @@ pub fn write(
         metadata.insert("ganrunner.trained_by".into(), runner.into());
     }
     let tensors = views.len();
-    let file = safetensors::serialize(views, Some(metadata))?;
+    let file = with_sorted_header(safetensors::serialize(views, Some(metadata))?)?;
     crate::fsutil::write_atomic(out, &file)
         .with_context(|| format!("writing {}", out.display()))?;
     Ok(Exported {
@@ -387,4 +420,65 @@ pub fn write(
         step,
         averaged,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// safetensors bytes of two small tensors and ten metadata entries, the metadata in a
+    /// fresh `HashMap` (whose order changes from one map to the next).
+    fn serialized() -> Vec<u8> {
+        let (a, b) = ([1f32, 2.0, 3.0], [4f32; 6]);
+        let (a, b): (Vec<u8>, Vec<u8>) = (
+            a.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            b.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        );
+        let views = vec![
+            (
+                "z.weight",
+                TensorView::new(Dtype::F32, vec![3], &a).unwrap(),
+            ),
+            (
+                "a.bias",
+                TensorView::new(Dtype::F32, vec![2, 3], &b).unwrap(),
+            ),
+        ];
+        let metadata = (0..10)
+            .map(|i| (format!("key{i}"), format!("\"value\" {i}")))
+            .collect();
+        safetensors::serialize(views, Some(metadata)).unwrap()
+    }
+
+    #[test]
+    fn the_same_weights_make_the_same_bytes() {
+        let files: Vec<Vec<u8>> = (0..8)
+            .map(|_| with_sorted_header(serialized()).unwrap())
+            .collect();
+        assert!(files.iter().all(|file| *file == files[0]));
+        // Same length as safetensors' own, and what it wrote reads back unchanged.
+        let original = serialized();
+        assert_eq!(files[0].len(), original.len());
+        let (read, theirs) = (
+            safetensors::SafeTensors::read_metadata(&files[0])
+                .unwrap()
+                .1,
+            safetensors::SafeTensors::read_metadata(&original)
+                .unwrap()
+                .1,
+        );
+        assert_eq!(read.metadata(), theirs.metadata());
+        let tensors = safetensors::SafeTensors::deserialize(&files[0]).unwrap();
+        assert_eq!(
+            tensors.tensor("a.bias").unwrap().data(),
+            &[0, 0, 128, 64].repeat(6)
+        );
+        assert_eq!(tensors.tensor("z.weight").unwrap().shape(), &[3]);
+        // The header's keys in order: the metadata's and the tensors'.
+        let len = u64::from_le_bytes(files[0][..8].try_into().unwrap()) as usize;
+        let header = std::str::from_utf8(&files[0][8..8 + len]).unwrap();
+        let at = |key: &str| header.find(&format!("\"{key}\"")).unwrap();
+        assert!((0..9).all(|i| at(&format!("key{i}")) < at(&format!("key{}", i + 1))));
+        assert!(at("__metadata__") < at("a.bias") && at("a.bias") < at("z.weight"));
+    }
 }

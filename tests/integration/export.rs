@@ -148,15 +148,23 @@ fn pytorch_loads_every_arch_strictly_and_computes_the_same_images_and_logits() {
         let run = train_with(dir.path(), arch, model);
         for net in [Net::G, Net::D] {
             let weights = dir.path().join(format!("{net:?}.safetensors"));
-            runner()
-                .args(["export", "--checkpoint"])
-                .arg(&run)
-                .args(["--net", &format!("{net:?}").to_lowercase(), "--out"])
-                .arg(&weights)
-                .assert()
-                .success()
-                .stdout(predicate::str::contains(format!("step-2 {}", net.noun())));
+            let export = |out: &Path| {
+                runner()
+                    .args(["export", "--checkpoint"])
+                    .arg(&run)
+                    .args(["--net", &format!("{net:?}").to_lowercase(), "--out"])
+                    .arg(out)
+                    .assert()
+                    .success()
+                    .stdout(predicate::str::contains(format!("step-2 {}", net.noun())));
+            };
+            export(&weights);
             let bytes = std::fs::read(&weights).unwrap();
+            // Byte for byte the same file from another process (safetensors' metadata came
+            // out in a hash map's order, another in every process).
+            let again = dir.path().join("again.safetensors");
+            export(&again);
+            assert!(bytes == std::fs::read(&again).unwrap(), "{arch} {net:?}");
             let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
             assert!(
                 tensors.names().iter().all(|n| !n.contains("gamma")),
