@@ -33,6 +33,7 @@ statistics, which no loss shows (the largest difference over the largest value, 
 times PyTorch float32's furthest). Prints the runner's, PyTorch float32's and float64's losses
 side by side, for each DIR in turn; exits 1 when a step or a statistic of any is out of bounds.
 """
+import hashlib
 import json
 import math
 import sys
@@ -178,15 +179,32 @@ def tensor_deviation(tensor, reference):
     return ((tensor.double() - reference).abs().max() / reference.abs().max().clamp_min(1e-12)).item()
 
 
+# The files the report's loop reads from a folder: what its trainings depend on.
+INPUTS = ("g-0.safetensors", "d-0.safetensors", "real.f32", "z.f32", "masks.u8", "masks.json", "batches.json")
+# PyTorch's trainings by the hash of their inputs, computed once.
+TRAININGS = {}
+
+
+def trainings(folder):
+    """The float64 training on `folder`'s inputs, and the float32 ones (plain, and from starting
+    weights one float32 step away); shared by folders with the same inputs: the runner's two
+    paths (its CPU kernels, and the GPU's operations on the CPU) start from the same weights and
+    draw the same batches, latents and masks, and only their results differ."""
+    key = hashlib.sha256(b"".join((folder / name).read_bytes() for name in INPUTS)).hexdigest()
+    if key not in TRAININGS:
+        exact = train(folder, torch.float64)
+        singles = [train(folder, torch.float32, seed)[1:] for seed in (None, *NUDGES)]
+        TRAININGS[key] = exact, singles
+    return TRAININGS[key]
+
+
 def check(folder):
     """Prints the comparison of the training in `folder`; whether it is within the bounds."""
     runner = floats(folder / "losses.f32", (-1, 2)).tolist()
-    arch, exact, exact_state = train(folder, torch.float64)
+    (arch, exact, exact_state), singles = trainings(folder)
     label = folder / "label"
     if label.exists():
         arch = f"{label.read_text().strip()}, {arch}"
-    # Plain, and from starting weights one float32 step away.
-    singles = [train(folder, torch.float32, seed)[1:] for seed in (None, *NUDGES)]
     print(f"{arch}: step, D loss and G loss of the runner, PyTorch float32 and float64; "
           "the relative difference to float64 of the runner, the envelope, and the bound")
     envelope, failed = 0.0, False
