@@ -274,6 +274,8 @@ pub fn load_discriminator(checkpoint: &Path) -> Result<(Discriminator, Checkpoin
 /// next: the same weights exported twice made two files, and a checksum or a store of model
 /// files saw a new one each time.
 fn with_sorted_header(mut file: Vec<u8>) -> Result<Vec<u8>> {
+    // Sorted here rather than left to serde_json's map, which keeps keys sorted only while no
+    // crate in the build turns on its `preserve_order` feature (then it keeps the read order).
     fn sorted(value: serde_json::Value) -> serde_json::Value {
         match value {
             serde_json::Value::Object(map) => {
