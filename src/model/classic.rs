@@ -119,6 +119,12 @@ impl ClassicDiscriminator {
         }
     }
 
+    pub fn batch_norms_mut(&mut self) -> Vec<&mut BatchNorm> {
+        (self.blocks.iter_mut())
+            .filter_map(|block| block.bn.as_mut())
+            .collect()
+    }
+
     pub fn forward(&self, images: Tensor<4>, labels: Option<&Tensor<2>>) -> Verdict {
         let mut x = with_label_channels(images, labels.filter(|_| self.concat_labels));
         for block in &self.blocks {

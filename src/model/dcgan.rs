@@ -182,6 +182,12 @@ impl DcganDiscriminator {
         }
     }
 
+    pub fn batch_norms_mut(&mut self) -> Vec<&mut BatchNorm> {
+        (self.blocks.iter_mut())
+            .filter_map(|block| block.bn.as_mut())
+            .collect()
+    }
+
     pub fn forward(
         &self,
         images: Tensor<4>,

@@ -11,6 +11,7 @@ pub mod classic;
 pub mod conditional;
 pub mod conv;
 pub mod dcgan;
+pub mod ids;
 pub mod init;
 pub mod kernels;
 pub mod mlp;
@@ -307,9 +308,10 @@ impl ModelConfig {
         3 * g + 3 * d + d_steps * 6 * d + (d_steps - 1) * g
     }
 
-    /// Builds G and D with the report's initialisation, drawn from `rng`.
+    /// Builds G and D with the report's initialisation, drawn from `rng`, their parameters
+    /// numbered by [`ids`].
     pub fn build(&self, rng: &mut StdRng, device: &Device) -> (Generator, Discriminator) {
-        match self {
+        let (generator, discriminator) = match self {
             ModelConfig::Gan(o) => (
                 Generator::Gan(mlp::MlpGenerator::new(rng, o, device)),
                 Discriminator::Gan(mlp::MlpDiscriminator::new(rng, o, device)),
@@ -322,7 +324,15 @@ impl ModelConfig {
                 Generator::Classic(classic::ClassicGenerator::new(rng, o, device)),
                 Discriminator::Classic(classic::ClassicDiscriminator::new(rng, o, device)),
             ),
-        }
+        };
+        (
+            ids::numbered(generator, ids::GENERATOR_FIRST, Generator::batch_norms_mut),
+            ids::numbered(
+                discriminator,
+                ids::DISCRIMINATOR_FIRST,
+                Discriminator::batch_norms_mut,
+            ),
+        )
     }
 }
 
@@ -374,6 +384,15 @@ pub enum Discriminator {
 }
 
 impl Discriminator {
+    /// D's BatchNorm layers, input side first (none in the vanilla GAN).
+    pub fn batch_norms_mut(&mut self) -> Vec<&mut burn::nn::BatchNorm> {
+        match self {
+            Discriminator::Gan(_) => Vec::new(),
+            Discriminator::Dcgan(d) => d.batch_norms_mut(),
+            Discriminator::Classic(d) => d.batch_norms_mut(),
+        }
+    }
+
     /// `labels` must be given exactly when the model is conditional; `dropout_rng` draws the
     /// dropout masks, `None` turns dropout off.
     pub fn forward(

@@ -165,7 +165,10 @@ fn save_to(
     state: TrainingState,
 ) -> anyhow::Result<PathBuf> {
     let module_bytes = |m: ModuleRecord| m.into_bytes().map_err(|e| anyhow::anyhow!("{e}"));
-    let optim_bytes = |o: &ModuleOptimizer| o.into_bytes().map_err(|e| anyhow::anyhow!("{e}"));
+    let optim_bytes = |o: &ModuleOptimizer| {
+        let bytes = o.into_bytes().map_err(|e| anyhow::anyhow!("{e}"))?;
+        in_name_order(bytes).map_err(|e| anyhow::anyhow!("{e}"))
+    };
     let mut files: Vec<(&str, Vec<u8>)> = vec![
         (
             GENERATOR,
@@ -194,6 +197,24 @@ fn save_to(
         ));
     }
     write_checkpoint(target, meta, files)
+}
+
+/// A burnpack file's bytes with its tensors in the order of their names. burn writes an
+/// optimizer's state in the order of a hash map, another in every process; with the parameter
+/// ids [`crate::model::ids`] fixes, sorting makes the same state the same bytes.
+fn in_name_order(bytes: Bytes) -> Result<Bytes, burn_pack::Error> {
+    let reader = burn_pack::Reader::from_bytes(bytes)?;
+    let (scalars, metadata) = (reader.scalars().clone(), reader.metadata().clone());
+    let mut tensors = reader.into_tensors()?;
+    tensors.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut writer = burn_pack::Writer::new(tensors);
+    for (key, value) in scalars {
+        writer = writer.with_scalar(&key, value);
+    }
+    for (key, value) in metadata {
+        writer = writer.with_metadata(&key, &value);
+    }
+    writer.into_bytes()
 }
 
 /// Writes `files` and their checksums in `meta` as the checkpoint `target`: assembled under a

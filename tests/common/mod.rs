@@ -61,6 +61,37 @@ pub fn tiny_run(model: ModelConfig, steps: u64) -> RunConfig {
     config
 }
 
+/// The latest checkpoints of the runs in `a` and `b` hold the same files with the same bytes,
+/// but for the training time in `checkpoint.json`.
+pub fn assert_same_checkpoints(a: &std::path::Path, b: &std::path::Path, what: &str) {
+    let latest = |run: &std::path::Path| {
+        let (_, dir) = ganrunner::train::checkpoint::list(run).pop().unwrap();
+        let mut files: Vec<(String, Vec<u8>)> = (std::fs::read_dir(&dir).unwrap())
+            .map(|entry| {
+                let path = entry.unwrap().path();
+                let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                let mut bytes = std::fs::read(&path).unwrap();
+                if name == "checkpoint.json" {
+                    let mut meta: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+                    meta["seconds"] = serde_json::Value::Null;
+                    bytes = serde_json::to_vec(&meta).unwrap();
+                }
+                (name, bytes)
+            })
+            .collect();
+        files.sort();
+        files
+    };
+    let (a, b) = (latest(a), latest(b));
+    let names = |files: &[(String, Vec<u8>)]| files.iter().map(|f| f.0.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&a), names(&b), "{what}: the same files");
+    let differ: Vec<&String> = (a.iter().zip(&b))
+        .filter(|(a, b)| a.1 != b.1)
+        .map(|(a, _)| &a.0)
+        .collect();
+    assert!(differ.is_empty(), "{what}: {differ:?} differ");
+}
+
 /// The `runner` binary.
 pub fn runner() -> Command {
     Command::cargo_bin("runner").unwrap()

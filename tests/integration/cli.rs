@@ -4,7 +4,7 @@ use crate::common;
 
 use std::path::Path;
 
-use common::{fixture_dir, runner};
+use common::{assert_same_checkpoints, fixture_dir, runner};
 use predicates::prelude::*;
 
 #[test]
@@ -298,6 +298,32 @@ fn train_then_generate_png_npy_and_idx() {
     train().success().stdout(
         predicate::str::contains("already at step 6: nothing to train")
             .and(predicate::str::contains("checkpoints/step-00000006")),
+    );
+}
+
+#[test]
+fn the_same_run_writes_the_same_checkpoint_bytes_in_every_process() {
+    // burn's parameter ids are random, and optimizer state is written in a hash map's order:
+    // two processes wrote two sets of files from the same weights, which a checksum, DVC or
+    // git-lfs saw as different.
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("tiny.toml");
+    std::fs::write(&spec, TINY_SPEC).unwrap();
+    let train = |out: &str| {
+        (runner().arg("train").arg(&spec))
+            .args(["--set", "train.g_ema=0.9", "--out"])
+            .arg(dir.path().join(out))
+            .arg("--data-dir")
+            .arg(fixture_dir())
+            .assert()
+            .success();
+    };
+    train("a");
+    train("b");
+    assert_same_checkpoints(
+        &dir.path().join("a"),
+        &dir.path().join("b"),
+        "two processes",
     );
 }
 

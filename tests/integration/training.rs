@@ -2,7 +2,7 @@
 
 use crate::common;
 
-use common::{tiny_models, tiny_run};
+use common::{assert_same_checkpoints, tiny_models, tiny_run};
 use ganrunner::export::Net;
 use ganrunner::model::{GanOptions, ModelConfig};
 use ganrunner::train::{
@@ -175,20 +175,9 @@ fn resuming_from_a_checkpoint_equals_an_uninterrupted_run() {
         );
         let png = |d: &std::path::Path| std::fs::read(d.join("samples/step-00000010.png")).unwrap();
         assert!(png(a.path()) == png(b.path()), "{arch}: same final samples");
-        // Both networks' weights and running statistics, as `runner export` reads them (G's
-        // average and G itself).
-        for (net, raw) in [(Net::G, false), (Net::G, true), (Net::D, false)] {
-            let (straight, resumed) = (tensors(a.path(), net, raw), tensors(b.path(), net, raw));
-            let differ: Vec<&String> = (straight.iter().zip(&resumed))
-                .filter(|(s, r)| s != r)
-                .map(|(s, _)| &s.0)
-                .collect();
-            assert!(
-                differ.is_empty(),
-                "{arch} {} (raw {raw}): {differ:?} differ",
-                net.noun()
-            );
-        }
+        // Both networks' weights and running statistics, G's average, both optimizers' state:
+        // the final checkpoints are the same bytes (all but the training time).
+        assert_same_checkpoints(a.path(), b.path(), &arch);
     }
 }
 
@@ -533,6 +522,7 @@ fn every_loss_trains_every_model_and_resumes_exactly_with_schedules() {
                 losses_csv(b.path()),
                 "{arch} {loss:?}: resume is exact"
             );
+            assert_same_checkpoints(a.path(), b.path(), &format!("{arch} {loss:?}"));
         }
     }
 }
@@ -692,6 +682,7 @@ fn spectral_normalization_trains_every_model_and_resumes_exactly() {
             losses_csv(b.path()),
             "{arch}: resume is exact"
         );
+        assert_same_checkpoints(a.path(), b.path(), arch);
         let mut unnormalized = plain;
         unnormalized.train.loss = ganrunner::train::loss::LossKind::Hinge;
         train::train(&unnormalized, c.path(), &mut ()).unwrap();
@@ -713,6 +704,7 @@ fn rmsprop_and_several_d_steps_train_deterministically() {
     assert_eq!(out.status, Status::Finished);
     train::train(&config, b.path(), &mut ()).unwrap();
     assert_eq!(losses_csv(a.path()), losses_csv(b.path()));
+    assert_same_checkpoints(a.path(), b.path(), "rmsprop");
     let mut adam = config.clone();
     adam.train.optimizer = ganrunner::spec::OptimizerKind::Adam;
     let c = tempfile::tempdir().unwrap();
