@@ -72,8 +72,15 @@ fn of_job(task: &str, job: &str) -> bool {
         .is_some_and(|rest| rest.starts_with('_'))
 }
 
+/// The largest plan read: a million grid points' configs take about a gigabyte.
+const MAX_PLAN_BYTES: u64 = 1 << 30;
+/// How much of a task's log [`log_tail`] reads, from its end.
+const LOG_TAIL_BYTES: u64 = 64 << 10;
+
 fn read_plan(path: &Path) -> Result<Plan> {
-    let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    // Not a regular file (a FIFO named like a plan would block every `--collect`) is refused.
+    let text = crate::fsutil::read_regular_file(path, MAX_PLAN_BYTES)
+        .with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_slice(&text).with_context(|| format!("{}: not a plan", path.display()))
 }
 
@@ -315,8 +322,29 @@ pub fn outstanding_jobs(results: &Path, experiment: &str) -> Result<Vec<String>>
         .collect())
 }
 
+/// The last `lines` lines of a task's log, read from its last [`LOG_TAIL_BYTES`] only (a long
+/// run's log may be large); empty when it is missing or not a regular file.
 fn log_tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+    use std::io::{Read, Seek, SeekFrom};
+    let read = || -> std::io::Result<String> {
+        // Opening a FIFO would wait for a writer: look before opening.
+        let metadata = std::fs::metadata(path)?;
+        if !metadata.is_file() {
+            return Ok(String::new());
+        }
+        let (mut file, len) = (std::fs::File::open(path)?, metadata.len());
+        let start = len.saturating_sub(LOG_TAIL_BYTES);
+        file.seek(SeekFrom::Start(start))?;
+        let mut bytes = Vec::new();
+        file.take(LOG_TAIL_BYTES).read_to_end(&mut bytes)?;
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        // A read from the middle of the file starts inside a line: drop that part.
+        Ok(match text.split_once('\n') {
+            Some((_, rest)) if start > 0 => rest.to_string(),
+            _ => text,
+        })
+    };
+    let text = read().unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
@@ -519,5 +547,29 @@ mod tests {
             String::from_utf8(printed.stdout).unwrap(),
             path.to_str().unwrap()
         );
+    }
+
+    #[test]
+    fn a_log_tail_reads_the_end_of_a_large_log_and_never_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("1_0.log");
+        let text: String = (0..200_000).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(&log, text).unwrap();
+        assert_eq!(log_tail(&log, 2), "line 199998\nline 199999");
+        std::fs::write(&log, "only\n").unwrap();
+        assert_eq!(log_tail(&log, 15), "only");
+        assert_eq!(log_tail(&dir.path().join("gone.log"), 15), "");
+        // A FIFO in a log's or a plan's place: nothing read, nothing waited for.
+        let fifo = dir.path().join("fifo");
+        assert!(
+            Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        assert_eq!(log_tail(&fifo, 15), "");
+        let err = read_plan(&fifo).unwrap_err();
+        assert!(format!("{err:#}").contains("not a regular file"), "{err:#}");
     }
 }
