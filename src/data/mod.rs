@@ -114,6 +114,13 @@ pub fn locate(dir: &Path, name: &str) -> Result<PathBuf, DataError> {
     if let Some(found) = [&plain, &gz].into_iter().find(|p| p.is_file()) {
         return Ok(found.clone());
     }
+    // A directory or a FIFO by that name is there but not data (and a FIFO would block).
+    if let Some(other) = [&plain, &gz].into_iter().find(|p| p.exists()) {
+        return Err(DataError::Io {
+            path: other.clone(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"),
+        });
+    }
     Err(DataError::Missing {
         path: plain,
         hint: "Run `runner data fetch` (or `make data`), or pass --data-dir pointing at a \
@@ -275,6 +282,25 @@ pub fn info(dir: &Path, dataset: DatasetName) -> Result<String, DataError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_data_file_that_is_not_a_regular_file_is_named_not_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("train-images-idx3-ubyte.gz")).unwrap();
+        let err = locate(dir.path(), "train-images-idx3-ubyte").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: not a regular file",
+                dir.path().join("train-images-idx3-ubyte.gz").display()
+            )
+        );
+        let err = locate(dir.path(), "train-labels-idx1-ubyte").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains(": not found. Run `runner data fetch`")
+        );
+    }
 
     #[test]
     fn unit_range_round_trips_bytes() {
