@@ -51,3 +51,50 @@ impl ModuleMapper for Numbering {
         Param::from_mapped_value(self.take(), value, mapper)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ClassicOptions, DcganOptions, GanOptions, ModelConfig};
+    use crate::train::rng::{Stream, rng_for};
+    use burn::module::ModuleVisitor;
+
+    /// Every id a module holds, its running statistics' included, in visiting order.
+    #[derive(Default)]
+    struct Ids(Vec<u64>);
+
+    impl ModuleVisitor for Ids {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.0.push(param.id.val());
+        }
+    }
+
+    fn ids(module: &impl Module) -> Vec<u64> {
+        let mut ids = Ids::default();
+        module.visit(&mut ids);
+        ids.0
+    }
+
+    #[test]
+    fn every_parameter_has_its_own_id_and_every_build_the_same_ones() {
+        let device = crate::backend::device();
+        for model in [
+            ModelConfig::Gan(GanOptions::default()),
+            ModelConfig::Dcgan(DcganOptions::default()),
+            ModelConfig::DcganClassic(ClassicOptions::default()),
+        ] {
+            let build = |seed| model.build(&mut rng_for(seed, Stream::Init, 0), &device);
+            let (g, d) = build(0);
+            let (g_ids, d_ids) = (ids(&g), ids(&d));
+            let mut all: Vec<u64> = g_ids.iter().chain(&d_ids).copied().collect();
+            all.sort();
+            all.dedup();
+            assert_eq!(all.len(), g_ids.len() + d_ids.len(), "{}", model.arch());
+            assert!(g_ids.iter().all(|&id| id < DISCRIMINATOR_FIRST));
+            assert!(d_ids.iter().all(|&id| id >= DISCRIMINATOR_FIRST));
+            // Another seed draws other weights under the same ids.
+            let (g2, d2) = build(1);
+            assert_eq!((ids(&g2), ids(&d2)), (g_ids, d_ids), "{}", model.arch());
+        }
+    }
+}
