@@ -30,11 +30,9 @@ pub fn file_in_the_way(dir: &Path) -> Option<&Path> {
 /// huge file would exhaust memory. `u64::MAX` bounds nothing.
 pub fn read_regular_file(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
     use std::io::{Error, ErrorKind, Read};
-    if !std::fs::metadata(path)?.is_file() {
-        return Err(Error::new(ErrorKind::InvalidInput, "not a regular file"));
-    }
     let mut bytes = Vec::new();
-    std::fs::File::open(path)?
+    open_regular_file(path)?
+        .0
         .take(max.saturating_add(1))
         .read_to_end(&mut bytes)?;
     if bytes.len() as u64 > max {
@@ -44,6 +42,20 @@ pub fn read_regular_file(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
         ));
     }
     Ok(bytes)
+}
+
+/// Opens `path` for reading, with its length, when it is a regular file (or a link to one);
+/// anything else is an `InvalidInput` error, decided before opening: opening a FIFO waits for
+/// a writer.
+pub fn open_regular_file(path: &Path) -> std::io::Result<(std::fs::File, u64)> {
+    let metadata = std::fs::metadata(path)?;
+    if !metadata.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok((std::fs::File::open(path)?, metadata.len()))
 }
 
 /// Writes `bytes` to `path` through a temporary sibling and a rename, so that a reader (or a

@@ -327,12 +327,7 @@ pub fn outstanding_jobs(results: &Path, experiment: &str) -> Result<Vec<String>>
 fn log_tail(path: &Path, lines: usize) -> String {
     use std::io::{Read, Seek, SeekFrom};
     let read = || -> std::io::Result<String> {
-        // Opening a FIFO would wait for a writer: look before opening.
-        let metadata = std::fs::metadata(path)?;
-        if !metadata.is_file() {
-            return Ok(String::new());
-        }
-        let (mut file, len) = (std::fs::File::open(path)?, metadata.len());
+        let (mut file, len) = crate::fsutil::open_regular_file(path)?;
         let start = len.saturating_sub(LOG_TAIL_BYTES);
         file.seek(SeekFrom::Start(start))?;
         let mut bytes = Vec::new();
