@@ -272,6 +272,31 @@ pub fn name() -> &'static str {
     }
 }
 
+/// The widest x86 vector extension the CPU offers, which `gemm` (burn-flex's matrix kernels)
+/// dispatches on at run time: `avx512f`, `avx2+fma` or `sse2` (`native` elsewhere). Kernels of
+/// other widths add in another order, so CPUs with different ones round differently.
+pub fn cpu_kernels() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return "avx512f";
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return "avx2+fma";
+        }
+        return "sse2";
+    }
+    #[allow(unreachable_code)]
+    "native"
+}
+
+/// The CPU kernels training uses, recorded per run (`runs.kernels`): [`cpu_kernels`] on the
+/// CPU, none on a GPU (whose arithmetic the backend's name says).
+pub fn kernels() -> Option<&'static str> {
+    (selected() == DeviceChoice::Cpu).then(cpu_kernels)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

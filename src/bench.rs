@@ -42,24 +42,6 @@ pub fn report_model(arch: &str) -> anyhow::Result<ModelConfig> {
     })
 }
 
-/// The widest x86 vector extension the CPU offers, which `gemm` (burn-flex's matrix kernels)
-/// dispatches on at run time: `avx512f`, `avx2+fma` or `sse2` (`native` elsewhere).
-pub fn simd_level() -> &'static str {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            return "avx512f";
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            return "avx2+fma";
-        }
-        return "sse2";
-    }
-    #[allow(unreachable_code)]
-    "native"
-}
-
 /// GFLOP/s of `n` x `n` f32 matrix products on the selected device, the best of a few timings
 /// of a chain of products (each one's output is the next one's input) that ends in reading one
 /// number. The chain and the final read make a GPU finish every product inside the timing:

@@ -419,7 +419,7 @@ pub fn bench(
         .map(|m| crate::bench::report_model(m))
         .collect::<Result<Vec<_>>>()?;
     let peak = crate::bench::machine_peak_gflops(2048);
-    let simd = crate::bench::simd_level();
+    let simd = crate::backend::cpu_kernels();
     if !json {
         let on = match device {
             crate::backend::DeviceChoice::Cpu => {

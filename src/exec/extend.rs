@@ -181,12 +181,14 @@ fn copy_history(
     let mut lines = Vec::new();
     for mut line in records.lines {
         match &mut line.event {
-            // (Its sessions keep the runner that trained them.)
+            // (Its sessions keep the runner and the arithmetic that trained them.)
             Event::RunStarted {
                 record: started, ..
             } => {
                 *started = RunRecord {
                     version: started.version.take(),
+                    backend: std::mem::take(&mut started.backend),
+                    kernels: started.kernels.take(),
                     ..record.clone()
                 }
             }

@@ -306,6 +306,7 @@ pub fn record_of(experiment: &str, run: &PlannedRun) -> RunRecord {
         backend: crate::backend::name().to_string(),
         data_id: run.data_id.clone(),
         version: Some(crate::VERSION.to_string()),
+        kernels: crate::backend::kernels().map(Into::into),
     }
 }
 

@@ -57,28 +57,50 @@ impl RunObserver<'_> {
     }
 
     /// When the checkpoint the run resumes from at `step` was written by another runner than
-    /// this one, says so in an event: `runs.version` holds only the latest session's runner.
-    fn note_runner_change(&mut self, step: u64) {
+    /// this one, or with other arithmetic (another backend, CPU kernels of another width: a
+    /// cluster's nodes differ), says so in events: `runs.version`, `backend` and `kernels` hold
+    /// only the latest session's.
+    fn note_session_change(&mut self, step: u64) {
         let mut session = None;
         let mut writer = None;
         for line in records::read_without_losses(self.run_dir) {
             match line.event {
-                Event::RunStarted { record, .. } => session = Some(record.version),
+                Event::RunStarted { record, .. } => session = Some(record),
                 Event::Checkpoint { step: at, .. } if at == step => writer = session.clone(),
                 _ => {}
             }
         }
-        let Some(writer) = writer.filter(|v| v.as_deref() != Some(crate::VERSION)) else {
+        let Some(writer) = writer else {
             return;
         };
-        let detail = format!(
-            "its steps to {step} were trained by {}, the rest by {}",
-            track::runner_name(writer.as_deref()),
-            crate::VERSION
-        );
+        if writer.version.as_deref() != Some(crate::VERSION) {
+            let detail = format!(
+                "its steps to {step} were trained by {}, the rest by {}",
+                track::runner_name(writer.version.as_deref()),
+                crate::VERSION
+            );
+            self.note(step, "runner_changed", detail);
+        }
+        let (backend, kernels) = (crate::backend::name(), crate::backend::kernels());
+        // (Records of releases before `kernels` name none: nothing to compare on one backend.)
+        if writer.backend != backend
+            || writer.kernels.is_some() && writer.kernels.as_deref() != kernels
+        {
+            let detail = format!(
+                "its steps to {step} were trained on {}, the rest on {}, which round \
+                 differently: its losses from here are not those of an uninterrupted run",
+                track::arithmetic(&writer.backend, writer.kernels.as_deref()),
+                track::arithmetic(backend, kernels),
+            );
+            self.note(step, "backend_changed", detail);
+        }
+    }
+
+    /// An event the user is also told of as it happens.
+    fn note(&mut self, step: u64, kind: &str, detail: String) {
         self.progress
             .message(&format!("run {}: {detail}", self.run_id));
-        self.flag(step, "runner_changed", detail);
+        self.flag(step, kind, detail);
     }
 
     /// Records a detector's finding; a `stop_on` detector prunes the run.
@@ -102,7 +124,7 @@ impl Observer for RunObserver<'_> {
         self.total = total_steps;
         self.progress.started(first_step, total_steps);
         if first_step > 0 {
-            self.note_runner_change(first_step);
+            self.note_session_change(first_step);
         }
     }
 

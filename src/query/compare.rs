@@ -29,8 +29,9 @@ const RECORD: [&str; 13] = [
 ];
 
 /// Record fields shown only where the runs differ in them: why two runs of one config may
-/// differ (other data files, another release of the runner, another machine or device).
-const PROVENANCE: [&str; 4] = ["data_id", "version", "host", "backend"];
+/// differ (other data files, another release of the runner, another machine, device or CPU
+/// kernels).
+const PROVENANCE: [&str; 5] = ["data_id", "version", "host", "backend", "kernels"];
 
 /// `runner compare`: the runs `given` names (ids, unique prefixes or run directories; at least
 /// two different runs), as a table or CSV with one row per field and one column per run, or

@@ -103,10 +103,18 @@ pub fn page(site: &Site, experiment: &Experiment, leader: &Run, run: &Run) -> Re
             [k.clone(), get(leader), get(run)]
         })
         .collect();
-    // Different code explains a difference as a setting does.
-    if leader.version != run.version {
-        let get = |r: &Run| r.version.clone().unwrap_or_else(|| "-".into());
-        rows.push(["runner".into(), get(leader), get(run)]);
+    // Different code, or arithmetic that rounds otherwise, explains a difference as a setting
+    // does.
+    let arithmetic =
+        |r: &Run| (r.backend.as_deref()).map(|b| crate::track::arithmetic(b, r.kernels.as_deref()));
+    for (name, a, b) in [
+        ("runner", leader.version.clone(), run.version.clone()),
+        ("backend", arithmetic(leader), arithmetic(run)),
+    ] {
+        if a != b {
+            let shown = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+            rows.push([name.into(), shown(a), shown(b)]);
+        }
     }
     let outcome = |r: &Run| {
         [

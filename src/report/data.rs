@@ -31,6 +31,8 @@ pub struct Run {
     pub backend: Option<String>,
     /// The runner that trained it (`runs.version`, schema 8).
     pub version: Option<String>,
+    /// The CPU kernels it trained with (`runs.kernels`, schema 9).
+    pub kernels: Option<String>,
     /// Training time over all its sessions, in seconds, at its latest logged step.
     pub runtime: Option<f64>,
     /// While it trains, the time its steps left take at its average pace so far (as `runs`'
@@ -131,11 +133,12 @@ fn load_runs(conn: &Connection, detail: Detail) -> Result<BTreeMap<String, Vec<R
     let status = crate::track::claims::status_sql("runs");
     let mut stmt = conn.prepare(&format!(
         "SELECT id, experiment, {status}, steps_done, total_steps, error, run_dir, started_at,
-                finished_at, host, backend, config, {}, {}, {}
+                finished_at, host, backend, config, {}, {}, {}, {}
          FROM runs ORDER BY started_at, id",
         crate::query::latest_time_sql(timed, "runs", "seconds"),
         crate::query::time_left_sql(timed, "runs", &status),
         crate::track::version_sql(conn, "runs")?,
+        crate::track::runs_column_sql(conn, "runs", "kernels")?,
     ))?;
     let rows = stmt.query_map([], |r| {
         Ok((
@@ -154,6 +157,7 @@ fn load_runs(conn: &Connection, detail: Detail) -> Result<BTreeMap<String, Vec<R
                 runtime: r.get(12)?,
                 time_left: r.get(13)?,
                 version: r.get(14)?,
+                kernels: r.get(15)?,
                 ..Default::default()
             },
             r.get::<_, String>(11)?,

@@ -276,6 +276,7 @@ pub(super) fn run_page(
                 finished_at => run.finished_at.clone(),
                 host => run.host.clone(),
                 backend => run.backend.clone(),
+                kernels => run.kernels.clone(),
                 version => run.version.clone(),
                 runtime => run.runtime.map(crate::query::clock),
                 left => run.time_left.map(crate::query::clock),

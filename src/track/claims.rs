@@ -248,6 +248,7 @@ mod tests {
             backend: "cpu".into(),
             data_id: "d".into(),
             version: None,
+            kernels: None,
         };
         conn.execute(
             "INSERT INTO experiments VALUES ('e', '', 'e.toml', 'now')",

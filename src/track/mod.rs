@@ -116,6 +116,9 @@ ALTER TABLE evals ADD COLUMN seconds REAL;    -- the same, at the evaluated step
     r#"
 ALTER TABLE runs ADD COLUMN version TEXT;     -- the runner that trains (trained) it: `0.1.0 (58e9a61c2)`
 "#,
+    r#"
+ALTER TABLE runs ADD COLUMN kernels TEXT;     -- the CPU kernels it trains (trained) with: avx512f, avx2+fma; NULL on a GPU
+"#,
 ];
 
 /// Whether the database has `table`: one an older runner wrote, read where it cannot be
@@ -141,8 +144,14 @@ pub fn has_column(conn: &Connection, table: &str, column: &str) -> Result<bool> 
 /// `runs.version` as a select expression on the runs table named `alias`: NULL in a database
 /// of a release before it, read where it cannot be upgraded (a read-only copy).
 pub fn version_sql(conn: &Connection, alias: &str) -> Result<String> {
-    Ok(match has_column(conn, "runs", "version")? {
-        true => format!("{alias}.version"),
+    runs_column_sql(conn, alias, "version")
+}
+
+/// `runs.<column>`, a column added by a migration, as a select expression on the runs table
+/// named `alias`: NULL in a database of a release before it, read where it cannot be upgraded.
+pub fn runs_column_sql(conn: &Connection, alias: &str, column: &str) -> Result<String> {
+    Ok(match has_column(conn, "runs", column)? {
+        true => format!("{alias}.{column}"),
         false => "NULL".into(),
     })
 }
@@ -439,6 +448,10 @@ pub struct RunRecord {
     /// The runner that trains it ([`crate::VERSION`]; none in records of older releases).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// The CPU kernels it trains with ([`crate::backend::kernels`]: `avx512f`, `avx2+fma`);
+    /// none on a GPU and in records of older releases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernels: Option<String>,
 }
 
 /// A write for the tracker thread; also a line of a run's records file.
@@ -553,6 +566,15 @@ pub fn trained_by(conn: &Connection, run_id: &str) -> Result<Option<String>> {
 /// and checkpoints of releases before versions were kept) what that means.
 pub fn runner_name(version: Option<&str>) -> &str {
     version.unwrap_or("a release that did not record its version")
+}
+
+/// A run's arithmetic as people read it: the backend, and the CPU kernels when known
+/// (`cpu-flex with avx512f kernels`).
+pub fn arithmetic(backend: &str, kernels: Option<&str>) -> String {
+    match kernels {
+        Some(kernels) => format!("{backend} with {kernels} kernels"),
+        None => backend.to_string(),
+    }
 }
 
 /// This machine's name.

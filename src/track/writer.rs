@@ -333,11 +333,12 @@ pub(super) fn upsert_run(
     started_at: Option<f64>,
 ) -> Result<()> {
     tx.execute(
-        "INSERT INTO runs (id, experiment, config, config_hash, status, started_at, host, backend, run_dir, total_steps, data_id, version)
-         VALUES (?1, ?2, ?3, ?1, ?8, strftime('%Y-%m-%dT%H:%M:%SZ', ?9, 'unixepoch'), ?4, ?5, ?6, ?7, ?10, ?11)
+        "INSERT INTO runs (id, experiment, config, config_hash, status, started_at, host, backend, run_dir, total_steps, data_id, version, kernels)
+         VALUES (?1, ?2, ?3, ?1, ?8, strftime('%Y-%m-%dT%H:%M:%SZ', ?9, 'unixepoch'), ?4, ?5, ?6, ?7, ?10, ?11, ?12)
          ON CONFLICT(id) DO UPDATE SET experiment = ?2, config = ?3, status = ?8,
             started_at = strftime('%Y-%m-%dT%H:%M:%SZ', ?9, 'unixepoch'), finished_at = NULL, host = ?4,
-            backend = ?5, error = NULL, run_dir = ?6, total_steps = ?7, data_id = ?10, version = ?11",
+            backend = ?5, error = NULL, run_dir = ?6, total_steps = ?7, data_id = ?10, version = ?11,
+            kernels = ?12",
         params![
             record.id,
             record.experiment,
@@ -350,6 +351,7 @@ pub(super) fn upsert_run(
             started_at,
             record.data_id,
             record.version,
+            record.kernels,
         ],
     )?;
     for (key, value) in &record.params {

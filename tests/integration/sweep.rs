@@ -2540,6 +2540,75 @@ fn runs_record_the_runner_that_trained_them_and_a_rerun_names_other_runners() {
 }
 
 #[test]
+fn runs_record_their_cpu_kernels_and_a_run_going_on_with_other_ones_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), 10, "[1e-4]", "[0, 1]");
+    sweep(dir.path(), &spec, &["--no-report"]).success();
+    let conn = db(dir.path());
+    let kernels = common::texts(&conn, "SELECT coalesce(kernels, 'NULL') FROM runs");
+    let ours = kernels[0].clone();
+    assert!(
+        ["avx512f", "avx2+fma", "sse2", "native"].contains(&ours.as_str()),
+        "{kernels:?}"
+    );
+    assert_eq!(kernels, [ours.clone(), ours.clone()]);
+    // As if the first had trained on a node whose kernels are narrower (a cluster's nodes
+    // differ): in its records and in the database.
+    let ids = common::texts(&conn, "SELECT id FROM runs ORDER BY id");
+    let records = dir
+        .path()
+        .join(format!("results/tiny/{}/records.jsonl", ids[0]));
+    let text = std::fs::read_to_string(&records).unwrap();
+    let stamp = format!("\"kernels\":\"{ours}\"");
+    assert!(text.contains(&stamp), "{text}");
+    std::fs::write(&records, text.replace(&stamp, "\"kernels\":\"sse9\"")).unwrap();
+    conn.execute("UPDATE runs SET kernels = 'sse9' WHERE id = ?1", [&ids[0]])
+        .unwrap();
+    // `compare` shows the kernels where the runs differ in them.
+    let table = stdout_of(command_in(dir.path(), "compare", &[&ids[0], &ids[1]]));
+    let row = (table.lines())
+        .find(|line| line.starts_with("kernels"))
+        .unwrap_or_else(|| panic!("no kernels row: {table}"));
+    assert!(row.contains("sse9") && row.contains(&ours), "{row}");
+    // So do the report's run page and its page comparing the two.
+    command_in(dir.path(), "report", &[]).success();
+    let pages = dir.path().join("results/report/tiny");
+    let run_page = std::fs::read_to_string(pages.join(&ids[0]).join("index.html")).unwrap();
+    assert!(
+        run_page.contains("on <code>cpu-flex</code> with <code>sse9</code> kernels"),
+        "{run_page}"
+    );
+    let compare = std::fs::read_to_string(common::compare_page(&pages)).unwrap();
+    assert!(
+        compare.contains("cpu-flex with sse9 kernels")
+            && compare.contains(&format!("cpu-flex with {ours} kernels")),
+        "{compare}"
+    );
+    // Longer runs continue them: the one whose steps were trained with other kernels says so
+    // and records it at the step it goes on from; the other has nothing to say.
+    edit_spec(&spec, |s| s.replace("steps = 10", "steps = 20"));
+    let out = sweep(dir.path(), &spec, &["--no-report"]).success();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    let said = format!(
+        "its steps to 10 were trained on cpu-flex with sse9 kernels, the rest on cpu-flex \
+         with {ours} kernels, which round differently: its losses from here are not those of \
+         an uninterrupted run"
+    );
+    assert_eq!(stderr.matches(&said).count(), 1, "{stderr}");
+    let changes = common::texts(
+        &db(dir.path()),
+        "SELECT e.step || ': ' || e.detail FROM events e WHERE e.kind = 'backend_changed'",
+    );
+    assert_eq!(changes, [format!("10: {said}")]);
+    // The continued runs train with this CPU's kernels, and record that.
+    let kernels = common::texts(
+        &db(dir.path()),
+        "SELECT kernels FROM runs WHERE total_steps = 20",
+    );
+    assert_eq!(kernels, [ours.clone(), ours.clone()]);
+}
+
+#[test]
 fn compare_puts_runs_side_by_side_with_the_settings_that_differ() {
     let dir = tempfile::tempdir().unwrap();
     let spec = write_spec(dir.path(), 6, "[1e-4, 4e-4]", "[0]");
