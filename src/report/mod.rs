@@ -323,28 +323,6 @@ impl Site {
         Ok(())
     }
 
-    /// Puts the run's file `source`, read as `bytes`, at `rel`: as a hard link where both are
-    /// on one filesystem (a long sweep's report held every grid a second time: 111 MB beside
-    /// 50 MB of grids for 400 runs), else as a copy. Grids are written whole under a new
-    /// name and renamed into place, so a run that writes one again leaves the site's as it was.
-    fn file_from(&self, rel: &str, source: &Path, bytes: &[u8]) -> Result<()> {
-        let path = self.root.join(rel);
-        // (A link to a symbolic link would point elsewhere from the site.)
-        let plain = source
-            .symlink_metadata()
-            .is_ok_and(|m| m.file_type().is_file());
-        if plain {
-            if let Some(parent) = path.parent() {
-                crate::fsutil::create_dir_all(parent)?;
-            }
-            if std::fs::hard_link(source, &path).is_ok() {
-                self.written.borrow_mut().push(rel.to_string());
-                return Ok(());
-            }
-        }
-        self.file(rel, bytes)
-    }
-
     /// Draws `chart` into `rel` (an .svg path); returns `rel` for the page.
     fn plot(&self, rel: &str, chart: &Chart) -> Result<String> {
         let svg = plots::svg(chart).map_err(anyhow::Error::msg)?;

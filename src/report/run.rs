@@ -192,14 +192,13 @@ pub(super) fn run_page(
     for (step, logged) in shown.iter().map(|&i| &run.samples[i]) {
         // A grid that is gone or unreadable (its run deleted meanwhile by `runner rm`) is
         // listed without its image rather than failing the whole report.
-        let source = site.locate(logged).and_then(|source| {
-            let bytes = read_regular_file(&source, MAX_FILE_BYTES).ok()?;
-            Some((source, bytes))
-        });
-        let href = match source {
-            Some((source, bytes)) => {
+        let bytes = site
+            .locate(logged)
+            .and_then(|source| read_regular_file(&source, MAX_FILE_BYTES).ok());
+        let href = match bytes {
+            Some(bytes) => {
                 let name = format!("step-{step:08}.png");
-                site.file_from(&format!("{dir}/{name}"), &source, &bytes)?;
+                site.file(&format!("{dir}/{name}"), &bytes)?;
                 frames.push((*step, bytes));
                 Some(name)
             }
