@@ -200,11 +200,13 @@ pub fn sweep(req: SweepRequest) -> Result<()> {
              sweep resumes it)"
         );
     }
+    // Read before Ctrl-C is taken over: a spec that is a pipe no one writes blocks the read,
+    // and the signal's default action, ending the process, is then the one that helps.
+    let spec = Spec::load_with(req.spec, req.overrides)?;
     let stop = interrupt_flag();
     let time_limit = (req.timeout)
         .filter(|_| !req.dry_run)
         .map(|limit| TimeLimit::start(limit, &stop));
-    let spec = Spec::load_with(req.spec, req.overrides)?;
     // Its runs' directories and its database, nested in another run's, would go with it.
     let experiment_dir = req.results.join(&spec.name);
     train::refuse_inside_run_dir(&experiment_dir)?;

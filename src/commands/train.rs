@@ -37,10 +37,6 @@ pub struct TrainRequest<'a> {
 }
 
 pub fn train(req: TrainRequest) -> Result<()> {
-    let stop = interrupt_flag();
-    let time_limit = (req.timeout)
-        .filter(|_| !req.dry_run)
-        .map(|limit| TimeLimit::start(limit, &stop));
     let db = req
         .db
         .map_or_else(crate::track::default_db, Path::to_path_buf);
@@ -58,6 +54,11 @@ pub fn train(req: TrainRequest) -> Result<()> {
             (spec, req.spec.to_path_buf())
         }
     };
+    // Taken over once the spec is read (a pipe no one writes blocks that read: see `sweep`).
+    let stop = interrupt_flag();
+    let time_limit = (req.timeout)
+        .filter(|_| !req.dry_run)
+        .map(|limit| TimeLimit::start(limit, &stop));
     let mut config = spec.run_config();
     if let Some(dir) = req.data_dir {
         config.data.dir = Some(dir.to_path_buf());

@@ -533,6 +533,46 @@ fn absurd_values_are_refused_with_the_key_not_a_panic() {
 }
 
 #[test]
+fn ctrl_c_ends_a_command_still_waiting_to_read_its_spec_from_a_pipe() {
+    // `runner sweep <(make-spec)` reads its spec from a pipe, and one that no one writes
+    // blocks the read. Ctrl-C there ended nothing: the runner had already taken the signal
+    // over (said it would stop runs at the end of their step, and waited on). Now it ends the
+    // command as it ends `cat`, before anything is written.
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("spec.toml");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    assert!(made.unwrap().success());
+    for command in ["sweep", "train"] {
+        let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("runner"))
+            .current_dir(dir.path())
+            .args([command, "spec.toml"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // (Long enough to be blocked in the read.)
+        std::thread::sleep(Duration::from_millis(500));
+        signal(&child, "INT");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                child.kill().unwrap();
+                panic!("`runner {command}` on a pipe went on after Ctrl-C");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(2)
+        );
+        assert!(!dir.path().join("results").exists());
+    }
+}
+
+#[test]
 fn sweeps_exit_non_zero_when_runs_fail_and_sigterm_is_an_interrupt() {
     let dir = tempfile::tempdir().unwrap();
     // Every run fails (the batch is larger than the 600-image fixture).
