@@ -269,12 +269,29 @@ fn unwritable(path: &Path) -> Option<String> {
     }
 }
 
-fn open_for_writing(path: &Path) -> Result<Connection> {
+/// Refuses a database path that holds something other than a file (a directory, a named
+/// pipe, a link to a device): of those SQLite said "disk I/O error", as of a full disk, and
+/// the reading commands "no such database".
+fn refuse_other_kinds(path: &Path) -> Result<()> {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return Ok(()); // none yet (or a dangling link): SQLite creates it, readers say so
+    };
     anyhow::ensure!(
-        !path.is_dir(),
+        !meta.is_dir(),
         "{}: is a directory, not a database file",
         path.display()
     );
+    anyhow::ensure!(
+        meta.is_file(),
+        "{}: is not a regular file (a named pipe, or a link to a device), not a database \
+         file; move it aside, or pick another --db",
+        path.display()
+    );
+    Ok(())
+}
+
+fn open_for_writing(path: &Path) -> Result<Connection> {
+    refuse_other_kinds(path)?;
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         crate::fsutil::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;
@@ -361,11 +378,7 @@ fn user_tables(conn: &Connection) -> rusqlite::Result<Vec<String>> {
 /// database on a read-only filesystem (where SQLite cannot create its shared-memory file) is
 /// opened as immutable.
 pub fn open_read_only(path: &Path) -> Result<Connection> {
-    anyhow::ensure!(
-        !path.is_dir(),
-        "{}: is a directory, not a database file",
-        path.display()
-    );
+    refuse_other_kinds(path)?;
     anyhow::ensure!(
         path.is_file(),
         "{}: no such database (run a sweep first)",

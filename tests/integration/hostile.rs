@@ -5,6 +5,7 @@
 use crate::common;
 
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -658,6 +659,34 @@ fn smaller_traps() {
         .assert()
         .failure()
         .stderr(predicate::str::contains("is a directory"));
+    // Nor is a named pipe or a link to a device, which SQLite took for a failing disk and the
+    // readers for no database at all: both are named as what they are, and left there.
+    let pipe = dir.path().join("pipe.sqlite");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&pipe)
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::os::unix::fs::symlink("/dev/zero", dir.path().join("zero.sqlite")).unwrap();
+    for db in ["pipe.sqlite", "zero.sqlite"] {
+        let refused = format!("{db}: is not a regular file (a named pipe, or a link to a device)");
+        sweep(dir.path(), &spec, &["--db", db])
+            .code(1)
+            .stderr(predicate::str::contains(&refused));
+        for args in [&["runs"][..], &["query", "SELECT 1"], &["report"]] {
+            runner()
+                .current_dir(dir.path())
+                .args(args)
+                .args(["--db", db])
+                .timeout(Duration::from_secs(60))
+                .assert()
+                .code(1)
+                .stderr(predicate::str::contains(&refused));
+        }
+    }
+    assert!(pipe.symlink_metadata().unwrap().file_type().is_fifo());
     // Another program's SQLite database is refused, byte for byte untouched, by writers and
     // readers alike; a file that is not SQLite at all is named.
     let other = dir.path().join("notes.sqlite");
