@@ -48,7 +48,7 @@ impl Finished {
              WHERE experiment = ?1 AND status = 'finished' AND steps_done > 0 \
              ORDER BY steps_done DESC, id",
             // (`--dry-run` may read an older runner's database where it cannot upgrade it.)
-            track::version_sql(conn, "runs")?
+            track::runs_column_sql(conn, "runs", "version")?
         ))?;
         let rows = statement.query_map([experiment], |row| {
             Ok((

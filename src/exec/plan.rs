@@ -323,7 +323,7 @@ fn states_of_runs(conn: &rusqlite::Connection) -> Result<HashMap<String, Recorde
     let sql = format!(
         "SELECT r.id, {}, r.steps_done, r.total_steps, {} FROM runs r",
         track::claims::status_sql("r"),
-        track::version_sql(conn, "r")?
+        track::runs_column_sql(conn, "r", "version")?
     );
     let mut statement = conn.prepare(&sql)?;
     let rows = statement.query_map([], |r| {

@@ -137,7 +137,7 @@ fn load_runs(conn: &Connection, detail: Detail) -> Result<BTreeMap<String, Vec<R
          FROM runs ORDER BY started_at, id",
         crate::query::latest_time_sql(timed, "runs", "seconds"),
         crate::query::time_left_sql(timed, "runs", &status),
-        crate::track::version_sql(conn, "runs")?,
+        crate::track::runs_column_sql(conn, "runs", "version")?,
         crate::track::runs_column_sql(conn, "runs", "kernels")?,
     ))?;
     let rows = stmt.query_map([], |r| {

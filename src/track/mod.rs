@@ -141,14 +141,9 @@ pub fn has_column(conn: &Connection, table: &str, column: &str) -> Result<bool> 
     )?)
 }
 
-/// `runs.version` as a select expression on the runs table named `alias`: NULL in a database
-/// of a release before it, read where it cannot be upgraded (a read-only copy).
-pub fn version_sql(conn: &Connection, alias: &str) -> Result<String> {
-    runs_column_sql(conn, alias, "version")
-}
-
-/// `runs.<column>`, a column added by a migration, as a select expression on the runs table
-/// named `alias`: NULL in a database of a release before it, read where it cannot be upgraded.
+/// `runs.<column>`, a column added by a migration (`version`, `kernels`), as a select
+/// expression on the runs table named `alias`: NULL in a database of a release before it,
+/// read where it cannot be upgraded (a read-only copy).
 pub fn runs_column_sql(conn: &Connection, alias: &str, column: &str) -> Result<String> {
     Ok(match has_column(conn, "runs", column)? {
         true => format!("{alias}.{column}"),
