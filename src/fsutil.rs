@@ -326,6 +326,13 @@ pub fn remove_temp_dirs(parent: &Path, prefix: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Makes a named pipe at `path`, for tests of what must never be opened.
+#[cfg(test)]
+pub fn make_fifo(path: &Path) {
+    let made = std::process::Command::new("mkfifo").arg(path).status();
+    assert!(made.unwrap().success(), "mkfifo {}", path.display());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -367,8 +374,7 @@ mod tests {
         let device = dir.path().join("device.png");
         std::os::unix::fs::symlink("/dev/zero", &device).unwrap();
         let pipe = dir.path().join("pipe.png");
-        let made = std::process::Command::new("mkfifo").arg(&pipe).status();
-        assert!(made.unwrap().success());
+        make_fifo(&pipe);
         // Neither is opened: reading the first never ends, opening the second never returns.
         for path in [&device, &pipe, &dir.path().to_path_buf()] {
             let err = read_regular_file(path, 100).unwrap_err();

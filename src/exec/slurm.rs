@@ -556,13 +556,7 @@ mod tests {
         assert_eq!(log_tail(&dir.path().join("gone.log"), 15), "");
         // A FIFO in a log's or a plan's place: nothing read, nothing waited for.
         let fifo = dir.path().join("fifo");
-        assert!(
-            Command::new("mkfifo")
-                .arg(&fifo)
-                .status()
-                .unwrap()
-                .success()
-        );
+        crate::fsutil::make_fifo(&fifo);
         assert_eq!(log_tail(&fifo, 15), "");
         let err = read_plan(&fifo).unwrap_err();
         assert!(format!("{err:#}").contains("not a regular file"), "{err:#}");

@@ -244,3 +244,9 @@ pub fn compare_page(dir: &Path) -> PathBuf {
         })
         .unwrap_or_else(|| panic!("no compare page in {}", dir.display()))
 }
+
+/// Makes a named pipe at `path`, for tests of what must never be opened.
+pub fn make_fifo(path: &Path) {
+    let made = std::process::Command::new("mkfifo").arg(path).status();
+    assert!(made.unwrap().success(), "mkfifo {}", path.display());
+}

@@ -422,13 +422,7 @@ fn bad_image_files_are_refused_naming_the_file_and_what_is_wrong() {
     }
     // A pipe, whose reading would wait for a writer forever.
     let pipe = dir.path().join("pipe.npy");
-    assert!(
-        std::process::Command::new("mkfifo")
-            .arg(&pipe)
-            .status()
-            .unwrap()
-            .success()
-    );
+    common::make_fifo(&pipe);
     for flag in ["--images", "--labels"] {
         let mut command = common::runner();
         command.args(["eval", "--images"]);

@@ -542,8 +542,7 @@ fn a_signal_ends_a_command_still_waiting_to_read_its_spec_from_a_pipe() {
     // run from a background job, as CI may be, inherits SIGINT ignored.)
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("spec.toml");
-    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
-    assert!(made.unwrap().success());
+    common::make_fifo(&fifo);
     for command in ["sweep", "train"] {
         let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("runner"))
             .current_dir(dir.path())
@@ -663,13 +662,7 @@ fn smaller_traps() {
     // Nor is a named pipe or a link to a device, which SQLite took for a failing disk and the
     // readers for no database at all: both are named as what they are, and left there.
     let pipe = dir.path().join("pipe.sqlite");
-    assert!(
-        std::process::Command::new("mkfifo")
-            .arg(&pipe)
-            .status()
-            .unwrap()
-            .success()
-    );
+    common::make_fifo(&pipe);
     std::os::unix::fs::symlink("/dev/zero", dir.path().join("zero.sqlite")).unwrap();
     for db in ["pipe.sqlite", "zero.sqlite"] {
         let refused = format!("{db}: is not a regular file (a named pipe, or a link to a device)");

@@ -292,13 +292,7 @@ fn runs_without_evaluations_get_pages_ranked_by_loss_and_strings_are_escaped() {
     std::os::unix::fs::symlink("/dev/zero", &grid).unwrap();
     let fifo = run_dir.join("samples/step-00000004.png");
     std::fs::remove_file(&fifo).unwrap();
-    assert!(
-        Process::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success()
-    );
+    common::make_fifo(&fifo);
     runner()
         .current_dir(dir.path())
         .arg("report")
