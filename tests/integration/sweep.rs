@@ -97,6 +97,17 @@ fn sweep(dir: &Path, spec: &Path, extra: &[&str]) -> assert_cmd::assert::Assert 
         .assert()
 }
 
+/// Rewrites the `field` that run `id` of the tiny experiment recorded as `was` to `now`, in
+/// every line of its records, as if another session had trained it.
+fn restamp_records(dir: &Path, id: &str, field: &str, was: &str, now: &str) {
+    let records = dir.join(format!("results/tiny/{id}/records.jsonl"));
+    let text = std::fs::read_to_string(&records).unwrap();
+    let stamp = format!("\"{field}\":\"{was}\"");
+    assert!(text.contains(&stamp), "{text}");
+    let restamped = text.replace(&stamp, &format!("\"{field}\":\"{now}\""));
+    std::fs::write(&records, restamped).unwrap();
+}
+
 /// `runner <command> <args>`, run in `dir`.
 fn command_in(dir: &Path, command: &str, args: &[&str]) -> assert_cmd::assert::Assert {
     runner().current_dir(dir).arg(command).args(args).assert()
@@ -2490,17 +2501,7 @@ fn runs_record_the_runner_that_trained_them_and_a_rerun_names_other_runners() {
         [&ids[0]],
     )
     .unwrap();
-    let records = dir
-        .path()
-        .join(format!("results/tiny/{}/records.jsonl", ids[0]));
-    let text = std::fs::read_to_string(&records).unwrap();
-    let stamp = format!("\"version\":\"{version}\"");
-    assert!(text.contains(&stamp), "{text}");
-    std::fs::write(
-        &records,
-        text.replace(&stamp, "\"version\":\"0.0.9 (abc)\""),
-    )
-    .unwrap();
+    restamp_records(dir.path(), &ids[0], "version", &version, "0.0.9 (abc)");
     edit_spec(&spec, |s| s.replace("steps = 10", "steps = 20"));
     let out = sweep(dir.path(), &spec, &["--no-report"]).success();
     let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
@@ -2555,13 +2556,7 @@ fn runs_record_their_cpu_kernels_and_a_run_going_on_with_other_ones_says_so() {
     // As if the first had trained on a node whose kernels are narrower (a cluster's nodes
     // differ): in its records and in the database.
     let ids = common::texts(&conn, "SELECT id FROM runs ORDER BY id");
-    let records = dir
-        .path()
-        .join(format!("results/tiny/{}/records.jsonl", ids[0]));
-    let text = std::fs::read_to_string(&records).unwrap();
-    let stamp = format!("\"kernels\":\"{ours}\"");
-    assert!(text.contains(&stamp), "{text}");
-    std::fs::write(&records, text.replace(&stamp, "\"kernels\":\"sse9\"")).unwrap();
+    restamp_records(dir.path(), &ids[0], "kernels", &ours, "sse9");
     conn.execute("UPDATE runs SET kernels = 'sse9' WHERE id = ?1", [&ids[0]])
         .unwrap();
     // `compare` shows the kernels where the runs differ in them.
