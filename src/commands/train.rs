@@ -450,11 +450,22 @@ fn unrecorded(
             "already at step {}: nothing to train; last losses {losses}\n{files}",
             outcome.steps
         )?,
-        Status::Finished => outln!(
-            "finished {}{resumed} in {secs:.1} s ({:.1} ms/step); last losses {losses}\n{files}",
-            counted(outcome.steps as usize, "step"),
-            1000.0 * secs / done as f64,
-        )?,
+        Status::Finished => {
+            // A step's time without the evaluations, which can take longer than a short
+            // run's steps (10 000 images sampled and scored each).
+            let evaluating = outcome.evaluating.as_secs_f64();
+            let of_it = if evaluating > 0.0 {
+                format!("; {evaluating:.1} s of it evaluating")
+            } else {
+                String::new()
+            };
+            outln!(
+                "finished {}{resumed} in {secs:.1} s ({:.1} ms/step{of_it}); last losses \
+                 {losses}\n{files}",
+                counted(outcome.steps as usize, "step"),
+                1000.0 * (secs - evaluating) / done as f64,
+            )?
+        }
         Status::Interrupted { step } => {
             return Err(stopped(step, run_dir.display(), time_limit, timed_out));
         }

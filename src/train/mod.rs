@@ -84,6 +84,8 @@ pub struct Outcome {
     pub last_losses: Option<Losses>,
     /// Time spent in this call.
     pub elapsed: Duration,
+    /// Of `elapsed`, the evaluations' (sampling and scoring `log.eval_samples` images each).
+    pub evaluating: Duration,
     pub final_sample: Option<PathBuf>,
     pub final_checkpoint: Option<PathBuf>,
 }
@@ -519,6 +521,7 @@ fn train_unguarded(
         resumed_from,
         last_losses: None,
         elapsed: Duration::ZERO,
+        evaluating: Duration::ZERO,
         final_sample: None,
         final_checkpoint: None,
     };
@@ -566,7 +569,9 @@ fn train_unguarded(
         if let (Some(sampler), Some(evaluator)) =
             (sampler.as_deref().filter(|_| eval_due), &evaluator)
         {
+            let began = Instant::now();
             let metrics = trainer.evaluate(sampler, evaluator);
+            outcome.evaluating += began.elapsed();
             observer.eval(step, &metrics);
             if metrics.fid.is_finite() && best_fid.is_none_or(|best| metrics.fid < best) {
                 trainer.save_best(run_dir, step, metrics.fid, seconds())?;

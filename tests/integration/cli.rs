@@ -302,6 +302,53 @@ fn train_then_generate_png_npy_and_idx() {
 }
 
 #[test]
+fn train_times_its_steps_apart_from_its_evaluations() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("tiny.toml");
+    std::fs::write(&spec, TINY_SPEC).unwrap();
+    let train = |eval_samples: &str, out: &str| {
+        let output = runner()
+            .arg("train")
+            .arg(&spec)
+            .args([
+                "--steps",
+                "2",
+                "--set",
+                &format!("log.eval_samples={eval_samples}"),
+            ])
+            .arg("--out")
+            .arg(dir.path().join(out))
+            .arg("--data-dir")
+            .arg(fixture_dir())
+            .assert()
+            .success();
+        String::from_utf8(output.get_output().stdout.clone()).unwrap()
+    };
+    // "finished 2 steps in T s (S ms/step; E s of it evaluating)": the evaluation at the end
+    // (5 000 images: most of this run's time) is timed apart, and the steps' share is what
+    // is left.
+    let out = train("5000", "scored");
+    let numbers: Vec<f64> = out
+        .lines()
+        .find(|l| l.starts_with("finished 2 steps in "))
+        .unwrap_or_else(|| panic!("no finished line in {out}"))
+        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert!(out.contains(" s of it evaluating)"), "{out}");
+    let [_, total, ms_per_step, evaluating] = numbers[..4] else {
+        panic!("{out}")
+    };
+    assert!(evaluating > 0.0 && evaluating <= total, "{out}");
+    assert!(
+        (2.0 * ms_per_step / 1000.0 + evaluating - total).abs() < 0.15,
+        "steps and evaluation add up to the whole: {out}"
+    );
+    let unscored = train("0", "unscored");
+    assert!(!unscored.contains("evaluating"), "{unscored}");
+}
+
+#[test]
 fn the_same_run_writes_the_same_checkpoint_bytes_in_every_process() {
     // burn's parameter ids are random, and optimizer state is written in a hash map's order:
     // two processes wrote two sets of files from the same weights, which a checksum, DVC or
