@@ -336,7 +336,7 @@ fn train_times_its_steps_apart_from_its_evaluations() {
         .filter_map(|w| w.parse().ok())
         .collect();
     assert!(out.contains(" s of it evaluating)"), "{out}");
-    let [_, total, ms_per_step, evaluating] = numbers[..4] else {
+    let Some(&[_, total, ms_per_step, evaluating]) = numbers.get(..4) else {
         panic!("{out}")
     };
     assert!(evaluating > 0.0 && evaluating <= total, "{out}");
