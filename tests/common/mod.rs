@@ -97,6 +97,11 @@ pub fn runner() -> Command {
     Command::cargo_bin("runner").unwrap()
 }
 
+/// What a command that must succeed printed on stdout.
+pub fn stdout_of(assert: assert_cmd::assert::Assert) -> String {
+    String::from_utf8(assert.success().get_output().stdout.clone()).unwrap()
+}
+
 /// The Python that has torch: `$TORCH_PYTHON` (as `make bench` takes it), else `python3`;
 /// None when it cannot import torch.
 pub fn torch_python() -> Option<String> {

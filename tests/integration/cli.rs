@@ -4,7 +4,7 @@ use crate::common;
 
 use std::path::Path;
 
-use common::{assert_same_checkpoints, fixture_dir, runner};
+use common::{assert_same_checkpoints, fixture_dir, runner, stdout_of};
 use predicates::prelude::*;
 
 #[test]
@@ -307,22 +307,22 @@ fn train_times_its_steps_apart_from_its_evaluations() {
     let spec = dir.path().join("tiny.toml");
     std::fs::write(&spec, TINY_SPEC).unwrap();
     let train = |eval_samples: &str, out: &str| {
-        let output = runner()
-            .arg("train")
-            .arg(&spec)
-            .args([
-                "--steps",
-                "2",
-                "--set",
-                &format!("log.eval_samples={eval_samples}"),
-            ])
-            .arg("--out")
-            .arg(dir.path().join(out))
-            .arg("--data-dir")
-            .arg(fixture_dir())
-            .assert()
-            .success();
-        String::from_utf8(output.get_output().stdout.clone()).unwrap()
+        stdout_of(
+            runner()
+                .arg("train")
+                .arg(&spec)
+                .args([
+                    "--steps",
+                    "2",
+                    "--set",
+                    &format!("log.eval_samples={eval_samples}"),
+                ])
+                .arg("--out")
+                .arg(dir.path().join(out))
+                .arg("--data-dir")
+                .arg(fixture_dir())
+                .assert(),
+        )
     };
     // "finished 2 steps in T s (S ms/step; E s of it evaluating)": the evaluation at the end
     // (5 000 images: most of this run's time) is timed apart, and the steps' share is what
@@ -405,7 +405,7 @@ fn set_changes_a_key_for_one_command_and_trains_it_as_its_own_run() {
         for set in sets {
             cmd.args(["--set", set]);
         }
-        String::from_utf8(cmd.assert().success().get_output().stdout.clone()).unwrap()
+        stdout_of(cmd.assert())
     };
     // Pinning the swept lr and sweeping seeds instead gives the runs of the edited file.
     let edited = dir.path().join("edited.toml");
@@ -496,8 +496,7 @@ fn train_records_its_run_as_the_sweep_of_its_config_does() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("tiny.toml"), TINY_SPEC).unwrap();
     let with_data = |args: &[&str]| on_fixture(dir.path(), args);
-    let printed = with_data(&["train", "tiny.toml"]).success();
-    let printed = String::from_utf8(printed.get_output().stdout.clone()).unwrap();
+    let printed = stdout_of(with_data(&["train", "tiny.toml"]));
     let id = printed.split_whitespace().nth(1).unwrap().to_string();
     assert!(
         printed.starts_with(&format!("run {id} finished at step 6; training time "))
@@ -536,8 +535,7 @@ fn train_records_its_run_as_the_sweep_of_its_config_does() {
              (`runner train --out` runs are not recorded",
         ));
     // A longer run of the config goes on from it, as a sweep's would.
-    let longer = with_data(&["train", "tiny.toml", "--steps", "9"]).success();
-    let longer = String::from_utf8(longer.get_output().stdout.clone()).unwrap();
+    let longer = stdout_of(with_data(&["train", "tiny.toml", "--steps", "9"]));
     let longer_id = longer.split_whitespace().nth(1).unwrap().to_string();
     assert!(longer.contains("finished at step 9"), "{longer}");
     let db = rusqlite::Connection::open(dir.path().join("results/runs.sqlite")).unwrap();
@@ -571,15 +569,12 @@ fn train_dry_run_prints_the_config_as_a_spec_that_trains_the_same_run() {
     let swept = format!("{TINY_SPEC}[sweep]\n\"train.lr\" = [1e-4, 2e-4]\n");
     std::fs::write(dir.path().join("tiny.toml"), swept).unwrap();
     let run = |args: &[&str]| on_fixture(dir.path(), args);
-    let stdout = |assert: assert_cmd::assert::Assert| {
-        String::from_utf8(assert.get_output().stdout.clone()).unwrap()
-    };
     let dry_run = || {
         run(&["train", "tiny.toml", "--set", "train.seed=7", "--dry-run"])
             .success()
             .stderr(predicate::str::contains("trains the base config alone"))
     };
-    let printed = stdout(dry_run());
+    let printed = stdout_of(dry_run());
     let (comment, spec) = printed.split_once('\n').unwrap();
     assert!(
         comment.starts_with("# `runner train` would train this config in results/tiny/")
@@ -604,8 +599,8 @@ fn train_dry_run_prints_the_config_as_a_spec_that_trains_the_same_run() {
     // Saved, it plans the very run `train` trains: the same config, the same id.
     std::fs::write(dir.path().join("resolved.toml"), &printed).unwrap();
     assert_eq!(
-        stdout(run(&["sweep", "resolved.toml", "--dry-run"]).success()),
-        stdout(
+        stdout_of(run(&["sweep", "resolved.toml", "--dry-run"]).success()),
+        stdout_of(
             run(&[
                 "sweep",
                 "tiny.toml",
@@ -620,7 +615,7 @@ fn train_dry_run_prints_the_config_as_a_spec_that_trains_the_same_run() {
     );
     // Once trained, it says what the database has of the run, and where training goes on.
     run(&["train", "tiny.toml", "--set", "train.seed=7"]).success();
-    let again = stdout(dry_run());
+    let again = stdout_of(dry_run());
     assert!(
         again
             .lines()
@@ -630,7 +625,7 @@ fn train_dry_run_prints_the_config_as_a_spec_that_trains_the_same_run() {
         "{again}"
     );
     assert_eq!(again.split_once('\n').unwrap().1, spec);
-    let longer = stdout(
+    let longer = stdout_of(
         run(&[
             "train",
             "tiny.toml",
@@ -647,7 +642,8 @@ fn train_dry_run_prints_the_config_as_a_spec_that_trains_the_same_run() {
         first.contains(": a new run, going on from run ") && first.ends_with(" at step 6"),
         "{longer}"
     );
-    let scratch = stdout(run(&["train", "tiny.toml", "--out", "scratch", "--dry-run"]).success());
+    let scratch =
+        stdout_of(run(&["train", "tiny.toml", "--out", "scratch", "--dry-run"]).success());
     assert!(
         scratch.starts_with(
             "# `runner train` would train this config in scratch (not recorded: --out): a new run\n"

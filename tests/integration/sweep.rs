@@ -5,7 +5,7 @@ use crate::common;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use common::{count, db, fake_slurm, fixture_dir, runner};
+use common::{count, db, fake_slurm, fixture_dir, runner, stdout_of};
 use predicates::prelude::*;
 use rusqlite::Connection;
 
@@ -111,11 +111,6 @@ fn restamp_records(dir: &Path, id: &str, field: &str, was: &str, now: &str) {
 /// `runner <command> <args>`, run in `dir`.
 fn command_in(dir: &Path, command: &str, args: &[&str]) -> assert_cmd::assert::Assert {
     runner().current_dir(dir).arg(command).args(args).assert()
-}
-
-/// What a command that must succeed printed on stdout.
-fn stdout_of(assert: assert_cmd::assert::Assert) -> String {
-    String::from_utf8(assert.success().get_output().stdout.clone()).unwrap()
 }
 
 #[test]
