@@ -652,6 +652,22 @@ fn smaller_traps() {
         .code(1)
         .stderr(predicate::str::contains("(res\u{fffd}) is not valid UTF-8"));
     assert!(!dir.path().join(odd).exists());
+    // A file given as the results directory: refused before the sweep starts, where each new
+    // run was recorded as failed ("rf is a file, not a directory").
+    std::fs::write(dir.path().join("rf"), "notes").unwrap();
+    let db = dir.path().join("results/runs.sqlite");
+    let stored = dump(&Connection::open(&db).unwrap());
+    sweep(
+        dir.path(),
+        &spec,
+        &["--results", "rf", "--set", "train.steps=30"],
+    )
+    .code(1)
+    .stderr(predicate::str::contains(
+        "rf: is a file, so the runs' directories cannot go under it (rf/tiny)",
+    ));
+    assert_eq!(dump(&Connection::open(&db).unwrap()), stored);
+    assert_eq!(std::fs::read(dir.path().join("rf")).unwrap(), b"notes");
     // A directory is not a database.
     runner()
         .current_dir(dir.path())
