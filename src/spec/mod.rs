@@ -3,7 +3,8 @@
 //! A spec file has `name`, `description`, the tables of one run's config (`[data]`, `[model]`,
 //! `[train]`, `[log]`: `config`), and optionally `[sweep]` lists (or `[[sweep]]` grids one after
 //! the other) and `[search]` trials (`search`), which expand into a grid of runs (`grid`), each
-//! identified by what it trains (`identity`); `--set` edits it (`overrides`). Unknown keys,
+//! identified by what it trains (`identity`); `--set` edits it (`overrides`), and `base`
+//! builds its run config on another spec's (`base`). Unknown keys,
 //! wrong types and impossible values are errors naming the file, the key and its line, reported
 //! before anything runs or is written.
 
@@ -14,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::ModelConfig;
 
+mod base;
 mod config;
 mod grid;
 mod identity;
@@ -72,6 +74,10 @@ pub struct Spec {
     pub name: String,
     #[serde(default)]
     pub description: String,
+    /// The spec file whose run config this one's builds on, as written (relative to this
+    /// file's folder); its keys are already in the tables below.
+    #[serde(default, skip_serializing)]
+    pub base: Option<String>,
     #[serde(default)]
     pub data: DataConfig,
     #[serde(default)]
@@ -100,35 +106,7 @@ impl Spec {
 
     /// Reads a spec file, applies `--set` overrides in order, and validates the result.
     pub fn load_with(path: &Path, overrides: &[Override]) -> Result<Spec, SpecError> {
-        // std said "stream did not contain valid UTF-8" of a UTF-16 file; without its
-        // byte-order mark, one is valid UTF-8 with a NUL after each ASCII letter.
-        let not_text = || SpecError::Parse {
-            path: path.to_path_buf(),
-            message: "is not UTF-8 text, as TOML must be (saved as UTF-16, or not text)".into(),
-        };
-        let read = |source: std::io::Error| match source.kind() {
-            std::io::ErrorKind::InvalidData => not_text(),
-            _ => SpecError::Read {
-                path: path.to_path_buf(),
-                source,
-            },
-        };
-        let mut text = String::new();
-        // A spec is a page of TOML: a file far larger (a data file, /dev/zero) is not one,
-        // and reading it whole could exhaust memory.
-        std::fs::File::open(path)
-            .and_then(|file| file.take(MAX_SPEC_BYTES + 1).read_to_string(&mut text))
-            .map_err(read)?;
-        if text.contains('\0') {
-            return Err(not_text());
-        }
-        if text.len() as u64 > MAX_SPEC_BYTES {
-            return Err(SpecError::Parse {
-                path: path.to_path_buf(),
-                message: format!("larger than {} MiB: not a spec file", MAX_SPEC_BYTES >> 20),
-            });
-        }
-        Spec::parse_with(&text, path, overrides)
+        Spec::parse_with(&read_text(path)?, path, overrides)
     }
 
     /// Parses and validates spec text; `path` is only used in errors.
@@ -138,18 +116,53 @@ impl Spec {
 
     /// Parses spec text, applies overrides and validates the result. The file must stand on
     /// its own as TOML of known keys and types (its errors name its lines); a problem the
-    /// overrides bring is reported against the `--set` that brought it.
+    /// overrides bring is reported against the `--set` that brought it. A base it names is
+    /// read relative to `path`'s folder.
     pub fn parse_with(text: &str, path: &Path, overrides: &[Override]) -> Result<Spec, SpecError> {
-        let in_file = |key: String, message: String| SpecError::Invalid {
-            path: path.to_path_buf(),
-            line: line_of_written(text, &key),
-            key,
-            message,
-        };
-        let table: toml::Table = toml::from_str(text).map_err(|e| SpecError::Parse {
+        Spec::parse_layers(text, path, overrides, &[]).map(|(spec, _)| spec)
+    }
+
+    /// `parse_with` for a spec reached through `chain`'s bases (outermost first); also returns
+    /// its table, its bases' keys in.
+    fn parse_layers(
+        text: &str,
+        path: &Path,
+        overrides: &[Override],
+        chain: &[PathBuf],
+    ) -> Result<(Spec, toml::Table), SpecError> {
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| SpecError::Parse {
             path: path.to_path_buf(),
             message: toml_error(text, &e),
         })?;
+        let mut layers = vec![base::Layer {
+            path: path.to_path_buf(),
+            text: text.to_string(),
+        }];
+        if let Some(layer) = base::read_base(&table, path, text, chain)? {
+            let chain = [chain, &[path.to_path_buf()]].concat();
+            let (base_spec, base_table) =
+                Spec::parse_layers(&layer.text, &layer.path, &[], &chain)?;
+            base::inherit(&mut table, &base_table, base_spec.model.arch());
+            layers.push(layer);
+        }
+        // A key's problem is named in the nearest file that writes it.
+        let in_file = |key: String, mut message: String| {
+            let (nearest, line) = (layers.iter().enumerate())
+                .find_map(|(i, layer)| Some((i, Some(line_of_written(&layer.text, &key)?))))
+                .unwrap_or((0, None));
+            if nearest > 0 {
+                message += &format!(
+                    " (a key {} takes from its base: it can change it, not remove it)",
+                    path.display()
+                );
+            }
+            SpecError::Invalid {
+                path: layers[nearest].path.clone(),
+                line,
+                key,
+                message,
+            }
+        };
         let file = Spec::from_table(&table).map_err(|e| match e {
             (Some(key), message) => in_file(key, message),
             (None, _) => SpecError::Parse {
@@ -163,16 +176,21 @@ impl Spec {
         if overrides.is_empty() {
             file.check()
                 .map_err(|(key, message)| in_file(key, message))?;
-            return Ok(file);
+            return Ok((file, table));
         }
         let overridden = |set: String, message: String| SpecError::Override {
             path: path.to_path_buf(),
             set,
             message,
         };
-        let mut table = table;
         let mut spec = file.clone();
         for set in overrides {
+            if set.touches("base") {
+                return Err(overridden(
+                    set.to_string(),
+                    "`base` is read before any --set applies: write it in the file".into(),
+                ));
+            }
             spec = set
                 .apply(&mut table)
                 .map_err(|message| overridden(set.to_string(), message))?;
@@ -194,7 +212,7 @@ impl Spec {
                 ),
             }
         })?;
-        Ok(spec)
+        Ok((spec, table))
     }
 
     /// A spec from its TOML table; errors are (the key, when it can be named; message).
@@ -387,6 +405,39 @@ impl Spec {
             log: self.log.clone(),
         }
     }
+}
+
+/// A spec file's text: UTF-8, at most [`MAX_SPEC_BYTES`].
+fn read_text(path: &Path) -> Result<String, SpecError> {
+    // std said "stream did not contain valid UTF-8" of a UTF-16 file; without its
+    // byte-order mark, one is valid UTF-8 with a NUL after each ASCII letter.
+    let not_text = || SpecError::Parse {
+        path: path.to_path_buf(),
+        message: "is not UTF-8 text, as TOML must be (saved as UTF-16, or not text)".into(),
+    };
+    let read = |source: std::io::Error| match source.kind() {
+        std::io::ErrorKind::InvalidData => not_text(),
+        _ => SpecError::Read {
+            path: path.to_path_buf(),
+            source,
+        },
+    };
+    let mut text = String::new();
+    // A spec is a page of TOML: a file far larger (a data file, /dev/zero) is not one,
+    // and reading it whole could exhaust memory.
+    std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_SPEC_BYTES + 1).read_to_string(&mut text))
+        .map_err(read)?;
+    if text.contains('\0') {
+        return Err(not_text());
+    }
+    if text.len() as u64 > MAX_SPEC_BYTES {
+        return Err(SpecError::Parse {
+            path: path.to_path_buf(),
+            message: format!("larger than {} MiB: not a spec file", MAX_SPEC_BYTES >> 20),
+        });
+    }
+    Ok(text)
 }
 
 /// toml's message for an error in `text`. It quotes the whole offending line, and a

@@ -392,6 +392,56 @@ fn a_bad_spec_names_the_file_key_and_line_and_writes_nothing() {
 }
 
 #[test]
+fn a_spec_on_a_base_plans_the_runs_of_the_base_with_its_own_keys_set() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    let base = dir.path().join("sub/tiny.toml");
+    std::fs::write(
+        &base,
+        format!("{TINY_SPEC}[sweep]\n\"train.lr\" = [1e-4, 2e-4]\n"),
+    )
+    .unwrap();
+    // Found beside the spec, wherever the command runs; its [sweep] is not taken.
+    let variant = dir.path().join("variant.toml");
+    std::fs::write(
+        &variant,
+        "base = \"sub/tiny.toml\"\nname = \"tiny\"\n[train]\nlr = 3e-4\n\
+         [sweep]\n\"train.seed\" = [1, 2, 3]\n",
+    )
+    .unwrap();
+    let dry_run = |spec: &Path, sets: &[&str]| {
+        let mut cmd = runner();
+        cmd.current_dir("/")
+            .args(["sweep", "--dry-run", "--data-dir"])
+            .arg(fixture_dir())
+            .arg(spec);
+        for set in sets {
+            cmd.args(["--set", set]);
+        }
+        stdout_of(cmd.assert())
+    };
+    let planned = dry_run(&variant, &[]);
+    assert!(planned.contains("3 runs: 3 new"), "{planned}");
+    assert_eq!(
+        planned,
+        dry_run(&base, &["train.lr=3e-4", "sweep.train.seed=[1, 2, 3]"])
+    );
+    // A base that goes away is named, with the line that names it.
+    std::fs::remove_file(&base).unwrap();
+    runner()
+        .arg("sweep")
+        .arg(&variant)
+        .arg("--dry-run")
+        .assert()
+        .code(1)
+        .stderr(
+            predicate::str::contains("variant.toml:1: `base` names").and(predicate::str::contains(
+                "sub/tiny.toml: No such file or directory",
+            )),
+        );
+}
+
+#[test]
 fn set_changes_a_key_for_one_command_and_trains_it_as_its_own_run() {
     let dir = tempfile::tempdir().unwrap();
     let spec = dir.path().join("tiny.toml");
