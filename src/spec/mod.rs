@@ -1119,9 +1119,11 @@ mod tests {
     fn mutated_specs_are_accepted_or_refused_never_panicked_on() {
         use rand::{RngExt, SeedableRng};
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments");
-        let mut specs: Vec<String> = std::fs::read_dir(dir)
+        // Parsed at their own paths, so that their bases are found beside them.
+        let mut specs: Vec<(PathBuf, String)> = std::fs::read_dir(dir)
             .unwrap()
-            .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+            .map(|e| e.unwrap().path())
+            .map(|path| (path.clone(), std::fs::read_to_string(path).unwrap()))
             .collect();
         specs.sort();
         let values = [
@@ -1148,6 +1150,7 @@ mod tests {
             "\"tpe\"",
             "{ low = 1e-5, high = 1e-3, log = true }",
             "[0.5, 0.999]",
+            "\"quickstart.toml\"",
         ];
         let tables = [
             "[search.prune]\nmetric = \"fid\"",
@@ -1159,7 +1162,7 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(11);
         let (mut accepted, mut refused) = (0, 0);
         for _ in 0..3000 {
-            let spec = &specs[rng.random_range(0..specs.len())];
+            let (path, spec) = &specs[rng.random_range(0..specs.len())];
             let mut lines: Vec<String> = spec.lines().map(str::to_string).collect();
             for _ in 0..rng.random_range(1..=4) {
                 let at = rng.random_range(0..lines.len());
@@ -1186,7 +1189,7 @@ mod tests {
             }
             let text = lines.join("\n");
             let outcome = std::panic::catch_unwind(|| {
-                parse(&text).map(|spec| spec.grid().map(|points| points.len()))
+                Spec::parse(&text, path).map(|spec| spec.grid().map(|points| points.len()))
             });
             match outcome {
                 Ok(Ok(Ok(_))) => accepted += 1,
