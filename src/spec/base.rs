@@ -127,7 +127,9 @@ mod tests {
     fn load(files: &[(&str, &str)], sets: &[&str]) -> (tempfile::TempDir, Result<Spec, String>) {
         let dir = tempfile::tempdir().unwrap();
         for (name, text) in files {
-            std::fs::write(dir.path().join(name), text).unwrap();
+            let file = dir.path().join(name);
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(file, text).unwrap();
         }
         let sets: Vec<Override> = sets.iter().map(|s| s.parse().unwrap()).collect();
         let spec = Spec::load_with(&dir.path().join(files[0].0), &sets).map_err(|e| {
@@ -160,19 +162,15 @@ eval_every = 400
         let (_dir, spec) = load(&[("child.toml", child), ("quick.toml", QUICK)], &[]);
         let spec = spec.unwrap();
         // The same spec written out in full trains the same config.
-        let flat = r#"name = "child"
-[model]
-arch = "dcgan"
-g_channels = [64, 32]
-spectral_norm = true
-[train]
-steps = 800
-lr = 2e-4
-g_ema = 0.999
-[log]
-eval_every = 400
-"#;
+        let flat = QUICK
+            .replace(
+                "name = \"quick\"\ndescription = \"the base\"",
+                "name = \"child\"",
+            )
+            .replace("lr = 8e-4", "lr = 2e-4");
+        let flat = flat.split("[sweep]").next().unwrap();
         let flat = Spec::parse(flat, Path::new("flat.toml")).unwrap();
+        assert_eq!(flat.train.lr, 2e-4);
         assert_eq!(spec.run_config(), flat.run_config());
         assert_eq!(spec.base.as_deref(), Some("quick.toml"));
         // Its name, description and grid are its own: one run, not the base's three.
@@ -200,12 +198,7 @@ eval_every = 400
                 "name = \"a\"\n[train]\nlr = 3e-4\nbatch_size = 32\nseed = 3\n",
             ),
         ];
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("sub")).unwrap();
-        for (name, text) in files {
-            std::fs::write(dir.path().join(name), text).unwrap();
-        }
-        let train = Spec::load(&dir.path().join("c.toml")).unwrap().train;
+        let train = load(&files, &[]).1.unwrap().train;
         assert_eq!((train.seed, train.lr, train.batch_size), (7, 1e-3, 32));
     }
 
