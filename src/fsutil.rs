@@ -16,6 +16,15 @@ pub fn create_dir_all(dir: impl AsRef<Path>) -> std::io::Result<()> {
     })
 }
 
+/// Whether two paths name one file or directory (`results/x` and `./results/x`, or through a
+/// link); paths that do not exist, when they are equal.
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
 /// The file (or other non-directory) at `dir` or at one of its ancestors, where a directory
 /// would have to be for `dir` to be one.
 pub fn file_in_the_way(dir: &Path) -> Option<&Path> {

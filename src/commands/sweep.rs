@@ -281,6 +281,18 @@ pub fn sweep(req: SweepRequest) -> Result<()> {
         };
         // TPE trials are proposed after merging, from every result there is.
         planner.propose(req.db)?;
+        // A file where the results directory must be (`--results notes.txt`) failed each new
+        // run, recorded as failed; runs the database keeps elsewhere can still run.
+        if let Some(file) = crate::fsutil::file_in_the_way(&experiment_dir)
+            && let Some(dir) = exec::first_new_dir(req.db, &planner)?
+        {
+            bail!(
+                "{}: is a file, so the sweep's new runs cannot have their directories there ({}); \
+                 choose another --results directory",
+                file.display(),
+                dir.display()
+            );
+        }
         let (summary, total) = exec::sweep(req.spec, planner, &options, executor.as_ref())?;
         if let Some(limit) = &time_limit
             && limit.disarm()

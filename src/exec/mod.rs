@@ -86,7 +86,7 @@ fn stay_where_recorded(
     let mut elsewhere = Vec::new();
     for run in runs {
         if let Some(dir) = recorded_dir(db, conn, &run.id)?
-            && !same_dir(&dir, &run.run_dir)
+            && !crate::fsutil::same_file(&dir, &run.run_dir)
         {
             run.run_dir = dir.clone();
             elsewhere.push(dir);
@@ -101,12 +101,16 @@ fn recorded_dir(db: &Path, conn: &rusqlite::Connection, id: &str) -> Result<Opti
     Ok(recorded.filter(|dir| dir.is_dir()))
 }
 
-/// Whether two paths name one directory (`results/x` and `./results/x`, or through a link).
-fn same_dir(a: &Path, b: &Path) -> bool {
-    match (a.canonicalize(), b.canonicalize()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => a == b,
+/// The first of `planner`'s runs whose directory is still to be made where the planner puts
+/// it (under the results directory): one the database `db` records no directory of.
+pub fn first_new_dir(db: &Path, planner: &Planner) -> Result<Option<PathBuf>> {
+    let conn = track::open_read_only(db)?;
+    for run in &planner.runs {
+        if recorded_dir(db, &conn, &run.id)?.is_none() {
+            return Ok(Some(run.run_dir.clone()));
+        }
     }
+    Ok(None)
 }
 
 /// Gives the sweep's runs its `[search.prune]` rule, the cohort being the directories of

@@ -53,12 +53,11 @@ pub(super) fn read_base(
         SpecError::Read { source, .. } => invalid(format!("names {}: {source}", base.display())),
         other => other,
     })?;
-    let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => a == b,
-    };
     let chain = [chain, &[path.to_path_buf()]].concat();
-    if let Some(first) = chain.iter().position(|earlier| same(earlier, &base)) {
+    if let Some(first) = chain
+        .iter()
+        .position(|earlier| crate::fsutil::same_file(earlier, &base))
+    {
         let cycle: Vec<String> = (chain[first..].iter().map(|p| p.display().to_string()))
             .chain([base.display().to_string()])
             .collect();

@@ -159,8 +159,8 @@ pub fn default_db() -> PathBuf {
 /// Refuses an experiment's directory that would take the place of the database `db` or of
 /// SQLite's files beside it (`-wal`, `-shm`, `-journal`): an experiment named `runs.sqlite-wal`
 /// made a directory where SQLite creates its write-ahead log, and every later command failed
-/// to open the database. A file in the way (`results/runs.sqlite` itself, or the results
-/// directory's place) is refused too, before any run is recorded as failed.
+/// to open the database. A file in the way (`results/runs.sqlite` itself) is refused too,
+/// before any run is recorded as failed.
 pub fn refuse_database_clash(experiment_dir: &Path, db: &Path) -> Result<()> {
     let resolve = crate::fsutil::resolve_path;
     let (dir, db) = (resolve(experiment_dir)?, resolve(db)?);
@@ -181,16 +181,6 @@ pub fn refuse_database_clash(experiment_dir: &Path, db: &Path) -> Result<()> {
         "{}: is a file, not the experiment's directory; choose another experiment name",
         experiment_dir.display()
     );
-    // A file where the results directory must be (`--results notes.txt`) failed every run the
-    // sweep started, each recorded as failed.
-    if let Some(file) = crate::fsutil::file_in_the_way(experiment_dir) {
-        anyhow::bail!(
-            "{}: is a file, so the runs' directories cannot go under it ({}); choose another \
-             --results directory",
-            file.display(),
-            experiment_dir.display()
-        );
-    }
     Ok(())
 }
 

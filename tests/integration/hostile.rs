@@ -664,7 +664,7 @@ fn smaller_traps() {
     )
     .code(1)
     .stderr(predicate::str::contains(
-        "rf: is a file, so the runs' directories cannot go under it (rf/tiny)",
+        "rf: is a file, so the sweep's new runs cannot have their directories there (rf/tiny/",
     ));
     assert_eq!(dump(&Connection::open(&db).unwrap()), stored);
     assert_eq!(std::fs::read(dir.path().join("rf")).unwrap(), b"notes");
