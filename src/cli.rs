@@ -112,7 +112,8 @@ pub struct DbArg {
 pub struct SweepArgs {
     #[command(flatten)]
     pub device: DeviceArg,
-    /// The experiment spec (TOML) with an optional [sweep] table.
+    /// The experiment spec (TOML) with an optional [sweep] table (and `base = "other.toml"`, a
+    /// spec whose run config it changes).
     pub spec: PathBuf,
     #[command(flatten)]
     pub set: SetArg,
