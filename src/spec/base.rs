@@ -241,7 +241,13 @@ eval_every = 400
             .1
             .unwrap_err();
         assert!(e.starts_with("w.toml:4: `train.clip` only applies"), "{e}");
-        assert!(e.contains("a key c.toml takes from its base"), "{e}");
+        assert!(e.contains("a key c.toml takes from a base"), "{e}");
+        // Through a base between them too.
+        let middle = "base = \"w.toml\"\nname = \"m\"\n";
+        let child = "base = \"m.toml\"\nname = \"c\"\n[train]\nloss = \"bce\"\n";
+        let files = [("c.toml", child), ("m.toml", middle), ("w.toml", wgan)];
+        let e = load(&files, &[]).1.unwrap_err();
+        assert!(e.starts_with("w.toml:4: `train.clip` only applies"), "{e}");
         // The base's own problem, at its own line, whatever the spec says.
         let bad = "name = \"b\"\n[train]\nbatch_size = 0\n";
         let e = load(

@@ -119,17 +119,17 @@ impl Spec {
     /// overrides bring is reported against the `--set` that brought it. A base it names is
     /// read relative to `path`'s folder.
     pub fn parse_with(text: &str, path: &Path, overrides: &[Override]) -> Result<Spec, SpecError> {
-        Spec::parse_layers(text, path, overrides, &[]).map(|(spec, _)| spec)
+        Spec::parse_layers(text, path, overrides, &[]).map(|(spec, ..)| spec)
     }
 
     /// `parse_with` for a spec reached through `chain`'s bases (outermost first); also returns
-    /// its table, its bases' keys in.
+    /// its table, its bases' keys in, and the files its keys come from, its own first.
     fn parse_layers(
         text: &str,
         path: &Path,
         overrides: &[Override],
         chain: &[PathBuf],
-    ) -> Result<(Spec, toml::Table), SpecError> {
+    ) -> Result<(Spec, toml::Table, Vec<base::Layer>), SpecError> {
         let mut table: toml::Table = toml::from_str(text).map_err(|e| SpecError::Parse {
             path: path.to_path_buf(),
             message: toml_error(text, &e),
@@ -140,10 +140,10 @@ impl Spec {
         }];
         if let Some(layer) = base::read_base(&table, path, text, chain)? {
             let chain = [chain, &[path.to_path_buf()]].concat();
-            let (base_spec, base_table) =
+            let (base_spec, base_table, base_layers) =
                 Spec::parse_layers(&layer.text, &layer.path, &[], &chain)?;
             base::inherit(&mut table, &base_table, base_spec.model.arch());
-            layers.push(layer);
+            layers.extend(base_layers);
         }
         // A key's problem is named in the nearest file that writes it.
         let in_file = |key: String, mut message: String| {
@@ -152,7 +152,7 @@ impl Spec {
                 .unwrap_or((0, None));
             if nearest > 0 {
                 message += &format!(
-                    " (a key {} takes from its base: it can change it, not remove it)",
+                    " (a key {} takes from a base: it can change it, not remove it)",
                     path.display()
                 );
             }
@@ -176,7 +176,7 @@ impl Spec {
         if overrides.is_empty() {
             file.check()
                 .map_err(|(key, message)| in_file(key, message))?;
-            return Ok((file, table));
+            return Ok((file, table, layers));
         }
         let overridden = |set: String, message: String| SpecError::Override {
             path: path.to_path_buf(),
@@ -212,7 +212,7 @@ impl Spec {
                 ),
             }
         })?;
-        Ok((spec, table))
+        Ok((spec, table, layers))
     }
 
     /// A spec from its TOML table; errors are (the key, when it can be named; message).
