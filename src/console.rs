@@ -72,9 +72,27 @@ pub fn counted(n: usize, noun: &str) -> String {
     format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
 }
 
+/// `text` for an error message: whole up to 80 characters, else its first 80 and an ellipsis
+/// (a script's 100 000-character argument came back as a 100 000-character error).
+pub fn clipped(text: &str) -> String {
+    const MAX: usize = 80;
+    match text.char_indices().nth(MAX) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clipped_keeps_short_text_and_cuts_long_text_at_a_character() {
+        assert_eq!(clipped("3f9a"), "3f9a");
+        let long = "é".repeat(100);
+        assert_eq!(clipped(&long), format!("{}…", "é".repeat(80)));
+        assert_eq!(clipped(&"x".repeat(80)), "x".repeat(80));
+    }
 
     #[test]
     fn counted_says_one_thing_and_many_things() {

@@ -114,7 +114,11 @@ pub fn check_experiment(db: &Path, name: &str) -> Result<()> {
         ),
         _ => format!("it has {}", names.join(", ")),
     };
-    bail!("no experiment `{name}` in {} ({has})", db.display())
+    bail!(
+        "no experiment `{}` in {} ({has})",
+        crate::console::clipped(name),
+        db.display()
+    )
 }
 
 /// The fewest characters of a run id that name it as a prefix (as git's abbreviations).
@@ -134,14 +138,15 @@ pub fn find_run(db: &Path, run_id: &str) -> Result<Rows> {
         "SELECT * FROM runs WHERE id = ?1 OR lower(substr(id, 1, length(?2))) = lower(?2)",
         &[&run_id, &prefix],
     )?;
+    let shown = crate::console::clipped(run_id);
     match run.rows.len() {
         1 => Ok(run),
         0 if Path::new(run_id).is_dir() => find_run_in(db, Path::new(run_id)),
         0 if prefix.is_none() => bail!(
-            "`{run_id}` is not a run id, and a prefix of one needs at least {MIN_PREFIX} characters"
+            "`{shown}` is not a run id, and a prefix of one needs at least {MIN_PREFIX} characters"
         ),
-        0 => bail!("no run `{run_id}` in {}", db.display()),
-        n => bail!("`{run_id}` matches {n} runs; give more of the id"),
+        0 => bail!("no run `{shown}` in {}", db.display()),
+        n => bail!("`{shown}` matches {n} runs; give more of the id"),
     }
 }
 

@@ -639,6 +639,22 @@ fn smaller_traps() {
         .assert()
         .failure()
         .stderr(predicate::str::contains("no run `%___`"));
+    // A huge argument is not echoed whole.
+    let huge = "a".repeat(100_000);
+    let said = runner()
+        .current_dir(dir.path())
+        .args(["show", &huge])
+        .assert()
+        .failure()
+        .get_output()
+        .stderr
+        .clone();
+    let said = String::from_utf8(said).unwrap();
+    assert!(
+        said.contains(&format!("no run `{}…`", "a".repeat(80))),
+        "{said}"
+    );
+    assert!(said.len() < 300, "{} bytes", said.len());
     // A path that is not UTF-8 cannot be recorded as text: refused before anything is written
     // (the runs failed with a panic midway, left `pending`).
     let odd = std::ffi::OsStr::from_bytes(b"res\xff");
