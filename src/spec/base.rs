@@ -27,7 +27,8 @@ pub(super) struct Layer {
 }
 
 /// The base file that `table`'s `base` (written in `path`, whose `text` it is) names, read,
-/// with the bases already on the way to it (`chain`) checked for a cycle. `None` without one.
+/// checked for a cycle against `chain` (the specs this one was reached through, outermost
+/// first, and `path` last). `None` without one.
 pub(super) fn read_base(
     table: &toml::Table,
     path: &Path,
@@ -53,7 +54,6 @@ pub(super) fn read_base(
         SpecError::Read { source, .. } => invalid(format!("names {}: {source}", base.display())),
         other => other,
     })?;
-    let chain = [chain, &[path.to_path_buf()]].concat();
     if let Some(first) = chain
         .iter()
         .position(|earlier| crate::fsutil::same_file(earlier, &base))

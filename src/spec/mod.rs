@@ -138,8 +138,8 @@ impl Spec {
             path: path.to_path_buf(),
             text: text.to_string(),
         }];
-        if let Some(layer) = base::read_base(&table, path, text, chain)? {
-            let chain = [chain, &[path.to_path_buf()]].concat();
+        let chain = [chain, &[path.to_path_buf()]].concat();
+        if let Some(layer) = base::read_base(&table, path, text, &chain)? {
             let (base_spec, base_table, base_layers) =
                 Spec::parse_layers(&layer.text, &layer.path, &[], &chain)?;
             base::inherit(&mut table, &base_table, base_spec.model.arch());
