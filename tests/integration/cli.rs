@@ -391,6 +391,19 @@ fn a_bad_spec_names_the_file_key_and_line_and_writes_nothing() {
     assert!(!dir.path().join("results").exists());
 }
 
+/// What `runner sweep <spec> --dry-run` with `--set`s prints, run in `cwd` on the fixture.
+fn sweep_dry_run(cwd: &Path, spec: &Path, sets: &[&str]) -> String {
+    let mut cmd = runner();
+    cmd.current_dir(cwd)
+        .args(["sweep", "--dry-run", "--data-dir"])
+        .arg(fixture_dir())
+        .arg(spec);
+    for set in sets {
+        cmd.args(["--set", set]);
+    }
+    stdout_of(cmd.assert())
+}
+
 #[test]
 fn a_spec_on_a_base_plans_the_runs_of_the_base_with_its_own_keys_set() {
     let dir = tempfile::tempdir().unwrap();
@@ -409,17 +422,7 @@ fn a_spec_on_a_base_plans_the_runs_of_the_base_with_its_own_keys_set() {
          [sweep]\n\"train.seed\" = [1, 2, 3]\n",
     )
     .unwrap();
-    let dry_run = |spec: &Path, sets: &[&str]| {
-        let mut cmd = runner();
-        cmd.current_dir("/")
-            .args(["sweep", "--dry-run", "--data-dir"])
-            .arg(fixture_dir())
-            .arg(spec);
-        for set in sets {
-            cmd.args(["--set", set]);
-        }
-        stdout_of(cmd.assert())
-    };
+    let dry_run = |spec: &Path, sets: &[&str]| sweep_dry_run(Path::new("/"), spec, sets);
     let planned = dry_run(&variant, &[]);
     assert!(planned.contains("3 runs: 3 new"), "{planned}");
     assert_eq!(
@@ -447,16 +450,7 @@ fn set_changes_a_key_for_one_command_and_trains_it_as_its_own_run() {
     let spec = dir.path().join("tiny.toml");
     let swept = format!("{TINY_SPEC}[sweep]\n\"train.lr\" = [1e-4, 2e-4]\n");
     std::fs::write(&spec, &swept).unwrap();
-    let dry_run = |spec: &Path, sets: &[&str]| {
-        let mut cmd = runner();
-        cmd.args(["sweep", "--dry-run", "--data-dir"])
-            .arg(fixture_dir())
-            .arg(spec);
-        for set in sets {
-            cmd.args(["--set", set]);
-        }
-        stdout_of(cmd.assert())
-    };
+    let dry_run = |spec: &Path, sets: &[&str]| sweep_dry_run(Path::new("."), spec, sets);
     // Pinning the swept lr and sweeping seeds instead gives the runs of the edited file.
     let edited = dir.path().join("edited.toml");
     let edit = TINY_SPEC.replace("batch_size = 8\n", "batch_size = 8\nlr = 3e-4\n");
