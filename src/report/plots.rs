@@ -147,15 +147,21 @@ fn spans(points: &[(f64, f64)], count: usize, log_x: bool) -> impl Iterator<Item
     points.chunk_by(move |a, b| span(a.0) == span(b.0))
 }
 
-/// How many spans a smoothed line averages over: the trend of a noisy loss, as
+/// How many spans a long smoothed line averages over: the trend of a noisy loss, as
 /// TensorBoard's smoothing shows it.
 const SMOOTH_SPANS: usize = 150;
 
-/// The mean point of each of [`SMOOTH_SPANS`] spans of x, or `None` when there are too few
-/// points for that to smooth anything.
+/// The fewest points a span of a smoothed line averages: a shorter line (a run of a few
+/// thousand steps logged every 10) gets fewer, wider spans rather than no smoothing.
+const SMOOTH_POINTS_PER_SPAN: usize = 8;
+
+/// The mean point of each of up to [`SMOOTH_SPANS`] spans of x (each of about
+/// [`SMOOTH_POINTS_PER_SPAN`] points or more), or `None` when there are too few points for
+/// that to leave a line of at least 8 spans.
 fn smoothed(points: &[(f64, f64)], log_x: bool) -> Option<Vec<(f64, f64)>> {
-    (points.len() > 4 * SMOOTH_SPANS).then(|| {
-        spans(points, SMOOTH_SPANS, log_x)
+    let count = (points.len() / SMOOTH_POINTS_PER_SPAN).min(SMOOTH_SPANS);
+    (count >= 8).then(|| {
+        spans(points, count, log_x)
             .map(|span| {
                 let n = span.len() as f64;
                 let (x, y) = span.iter().fold((0.0, 0.0), |(x, y), p| (x + p.0, y + p.1));
@@ -534,7 +540,16 @@ mod tests {
             assert!((y - (x / 30_000.0 + 0.5)).abs() < 1e-3, "({x}, {y})");
         }
         assert!(means.windows(2).all(|w| w[0].0 < w[1].0), "in step order");
-        assert_eq!(smoothed(&points[..4 * SMOOTH_SPANS], false), None);
+        // A shorter line (3000 steps logged every 10) is smoothed over fewer, wider spans;
+        // one too short to leave 8 spans of 8 points is drawn as it is.
+        let short = smoothed(&points[..300], false).unwrap();
+        assert_eq!(short.len(), 300 / SMOOTH_POINTS_PER_SPAN);
+        assert!(
+            short.iter().all(|(_, y)| (y - 0.5).abs() < 0.1),
+            "{short:?}"
+        );
+        assert_eq!(smoothed(&points[..64], false).map(|m| m.len()), Some(8));
+        assert_eq!(smoothed(&points[..63], false), None);
         let chart = |smooth| Chart {
             title: "losses",
             series: vec![Series {
