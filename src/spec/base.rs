@@ -268,6 +268,9 @@ eval_every = 400
         );
         let e = err("name = \"c\"\nbase = 3\n", &[]);
         assert!(e.starts_with("c.toml:2: `base` must be the path"), "{e}");
+        // A dotted key makes it a table, named at the line that writes into it.
+        let e = err("name = \"c\"\n\nbase.x = 1\n", &[]);
+        assert!(e.starts_with("c.toml:3: `base` must be the path"), "{e}");
         // It is read before --set applies, so a --set of it is refused, not ignored.
         let e = err(
             "base = \"quick.toml\"\nname = \"c\"\n",

@@ -542,7 +542,8 @@ fn line_in_sweep_entry(text: &str, n: usize, path: &str) -> Option<usize> {
 
 /// The 1-based line where a dotted key (`train.lr`) is set in TOML text, if it can be found:
 /// either `lr = ...` inside a `[train]` table or `train.lr = ...` at the top level; a table's
-/// own name (`sweep`) finds its header.
+/// own name (`sweep`) finds its header, or the first dotted key that writes into it
+/// (`base.x = 1` writes a table `base`).
 pub fn line_of(text: &str, dotted: &str) -> Option<usize> {
     let (table, key) = dotted.rsplit_once('.').unwrap_or(("", dotted));
     let mut current = String::new();
@@ -564,7 +565,10 @@ pub fn line_of(text: &str, dotted: &str) -> Option<usize> {
         } else {
             format!("{current}.{lhs}")
         };
-        if full == dotted || (current == table && lhs == key) {
+        let into_table = full
+            .strip_prefix(dotted)
+            .is_some_and(|rest| rest.starts_with('.'));
+        if full == dotted || into_table || (current == table && lhs == key) {
             return Some(i + 1);
         }
     }
