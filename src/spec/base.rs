@@ -41,7 +41,7 @@ pub(super) fn read_base(
     let invalid = |message: String| SpecError::Invalid {
         path: path.to_path_buf(),
         key: "base".into(),
-        line: super::line_of(text, "base"),
+        line: super::lines::line_of(text, "base"),
         message,
     };
     let Some(name) = value.as_str().filter(|name| !name.is_empty()) else {

@@ -5,8 +5,8 @@
 //! the other) and `[search]` trials (`search`), which expand into a grid of runs (`grid`), each
 //! identified by what it trains (`identity`); `--set` edits it (`overrides`), and `base`
 //! builds its run config on another spec's (`base`). Unknown keys,
-//! wrong types and impossible values are errors naming the file, the key and its line, reported
-//! before anything runs or is written.
+//! wrong types and impossible values are errors naming the file, the key and its line (found
+//! by `lines`), reported before anything runs or is written.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -19,6 +19,7 @@ mod base;
 mod config;
 mod grid;
 mod identity;
+mod lines;
 mod overrides;
 pub mod search;
 pub mod tpe;
@@ -28,6 +29,7 @@ pub use identity::{flatten_params, run_id, with_defaults};
 pub use overrides::Override;
 
 use grid::is_untrained_key;
+use lines::{line_of_written, toml_error};
 
 /// A spec that cannot be used, with where the problem is.
 #[derive(Debug, thiserror::Error)]
@@ -440,40 +442,6 @@ fn read_text(path: &Path) -> Result<String, SpecError> {
     Ok(text)
 }
 
-/// toml's message for an error in `text`. It quotes the whole offending line, and a
-/// generated spec's line of thousands of values filled the screen: a long line is quoted
-/// around the error alone.
-fn toml_error(text: &str, err: &toml::de::Error) -> String {
-    const AROUND: usize = 60;
-    let full = err.to_string().trim_end().to_string();
-    let Some(start) = err.span().map(|span| span.start.min(text.len())) else {
-        return full;
-    };
-    let Some(start) = (0..=start).rev().find(|&i| text.is_char_boundary(i)) else {
-        return full;
-    };
-    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
-    let line_text = text[line_start..].lines().next().unwrap_or_default();
-    if line_text.chars().count() <= 2 * AROUND {
-        return full;
-    }
-    let column = text[line_start..start].chars().count();
-    let first = column.saturating_sub(AROUND);
-    let excerpt: String = line_text.chars().skip(first).take(2 * AROUND).collect();
-    let before = if first > 0 { "…" } else { "" };
-    let after = if first + 2 * AROUND < line_text.chars().count() {
-        "…"
-    } else {
-        ""
-    };
-    format!(
-        "TOML parse error at line {}, column {}: {}\n  near: {before}{excerpt}{after}",
-        text[..start].matches('\n').count() + 1,
-        column + 1,
-        err.message().trim_end()
-    )
-}
-
 /// The `[model]` key a parse error comes from, with its message: `[model]` is read through
 /// its `arch`, which hides the key from the parser's own message, so each key is tried alone.
 fn model_key_error(spec: &toml::Table) -> Option<(String, String)> {
@@ -489,90 +457,6 @@ fn model_key_error(spec: &toml::Table) -> Option<(String, String)> {
             let error = ModelConfig::deserialize(alone).err()?;
             Some((format!("model.{key}"), error.message().to_string()))
         })
-}
-
-/// The line of `dotted` or, when the file writes it inside an inline table (`"train.seed" = {
-/// int = [0, 9] }` is `sweep.train.seed.int`), of the nearest key above it of two parts or more.
-fn line_of_written(text: &str, dotted: &str) -> Option<usize> {
-    if let Some((grid, path)) = dotted
-        .strip_prefix("sweep[")
-        .and_then(|rest| rest.split_once("]."))
-    {
-        return line_in_sweep_entry(text, grid.parse().ok()?, path);
-    }
-    let mut key = dotted;
-    loop {
-        if let Some(line) = line_of(text, key) {
-            return Some(line);
-        }
-        key = key.rsplit_once('.').map(|(parent, _)| parent)?;
-        if !key.contains('.') {
-            return None;
-        }
-    }
-}
-
-/// The line of `path` in the `n`-th `[[sweep]]` entry (from 1): its lines up to the next
-/// header of another table, read as a `[sweep]` table.
-fn line_in_sweep_entry(text: &str, n: usize, path: &str) -> Option<usize> {
-    let lines: Vec<&str> = text.lines().collect();
-    let is_entry = |line: &&str| {
-        line.trim()
-            .strip_prefix("[[")
-            .and_then(|l| l.split("]]").next())
-            .is_some_and(|name| name.trim() == "sweep")
-    };
-    let start = (lines.iter().enumerate())
-        .filter(|(_, line)| is_entry(line))
-        .nth(n.checked_sub(1)?)?
-        .0;
-    // Its own subtables (`[sweep.train]`) belong to it; any other header ends it.
-    let end = lines[start + 1..]
-        .iter()
-        .position(|line| {
-            let line = line.trim_start();
-            line.starts_with('[') && !line.starts_with("[sweep.")
-        })
-        .map_or(lines.len(), |i| start + 1 + i);
-    let entry: Vec<&str> = std::iter::once("[sweep]")
-        .chain(lines[start + 1..end].iter().copied())
-        .collect();
-    line_of_written(&entry.join("\n"), &format!("sweep.{path}")).map(|line| start + line)
-}
-
-/// The 1-based line where a dotted key (`train.lr`) is set in TOML text, if it can be found:
-/// either `lr = ...` inside a `[train]` table or `train.lr = ...` at the top level; a table's
-/// own name (`sweep`) finds its header, or the first dotted key that writes into it
-/// (`base.x = 1` writes a table `base`).
-pub fn line_of(text: &str, dotted: &str) -> Option<usize> {
-    let (table, key) = dotted.rsplit_once('.').unwrap_or(("", dotted));
-    let mut current = String::new();
-    for (i, raw) in text.lines().enumerate() {
-        let line = raw.trim();
-        if let Some(header) = line.strip_prefix('[').and_then(|l| l.split(']').next()) {
-            current = header.trim().to_string();
-            if current == dotted {
-                return Some(i + 1);
-            }
-            continue;
-        }
-        let Some((lhs, _)) = line.split_once('=') else {
-            continue;
-        };
-        let lhs = lhs.trim().trim_matches('"').trim_matches('\'');
-        let full = if current.is_empty() {
-            lhs.to_string()
-        } else {
-            format!("{current}.{lhs}")
-        };
-        let into_table = full
-            .strip_prefix(dotted)
-            .is_some_and(|rest| rest.starts_with('.'));
-        if full == dotted || into_table || (current == table && lhs == key) {
-            return Some(i + 1);
-        }
-    }
-    None
 }
 
 #[cfg(test)]

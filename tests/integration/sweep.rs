@@ -697,12 +697,8 @@ fn a_second_interrupt_quits_at_once_and_loses_nothing() {
     let conn = db(dir.path());
     assert_eq!(common::texts(&conn, "PRAGMA integrity_check"), ["ok"]);
     assert_eq!(count(&conn, "SELECT count(*) FROM checkpoints"), 0);
-    runner()
-        .current_dir(dir.path())
-        .args(["runs", "--format", "csv"])
-        .assert()
-        .success()
-        .stdout(predicate::str::contains(",orphaned,0,"));
+    let csv = runs_csv(dir.path(), &[]);
+    assert!(csv.contains(",orphaned,0,"), "{csv}");
 }
 
 #[test]
@@ -947,12 +943,7 @@ fn a_sweep_killed_mid_run_resumes_and_ends_with_each_run_once() {
     let unfinished = count(&conn, "SELECT count(*) FROM runs WHERE status = 'running'");
     assert!(unfinished >= 1, "killed before the end");
     // Its runs show as orphaned at once (its pid is gone), not a heartbeat lease later.
-    let listed = runner()
-        .current_dir(dir.path())
-        .args(["runs", "--status", "orphaned", "--format", "csv"])
-        .assert()
-        .success();
-    let csv = String::from_utf8_lossy(&listed.get_output().stdout).to_string();
+    let csv = runs_csv(dir.path(), &["--status", "orphaned"]);
     assert_eq!(
         csv.lines().filter(|l| l.contains(",orphaned,")).count(),
         unfinished as usize,
@@ -2114,12 +2105,7 @@ fn the_best_evaluation_keeps_its_checkpoint_for_generate_best() {
         .stdout(predicate::str::contains(format!(
             "step-{best_step} generator"
         )));
-    runner()
-        .current_dir(dir.path())
-        .args(["runs", "--format", "csv"])
-        .assert()
-        .success()
-        .stdout(predicate::str::contains("best_fid"));
+    assert!(runs_csv(dir.path(), &[]).contains("best_fid"));
 }
 
 #[test]
