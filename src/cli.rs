@@ -357,7 +357,7 @@ pub struct EvalArgs {
     /// its test accuracy (MNIST and Fashion-MNIST use the shipped ones: nothing to train).
     #[arg(long, conflicts_with_all = ["real", "seed", "samples"])]
     pub train_classifier: bool,
-    /// Score real training digits (the floor) and uniform noise (the ceiling) instead.
+    /// Score real training images (the floor) and uniform noise (the ceiling) instead.
     #[arg(long)]
     pub real: bool,
     /// Images to score (with --images: the first ones, files of a folder in name order).

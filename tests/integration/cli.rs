@@ -803,7 +803,7 @@ fn eval_real_prints_the_floor_and_the_ceiling_at_both_sides() {
             real["set"]
                 .as_str()
                 .unwrap()
-                .starts_with("real train digits")
+                .starts_with("real training images")
         );
         assert!(noise["set"].as_str().unwrap().starts_with("uniform noise"));
         assert!(noise["fid"].as_f64().unwrap() > 10.0 * real["fid"].as_f64().unwrap());
