@@ -330,7 +330,10 @@ pub fn calibration(
             side,
         };
         for (label, images) in [
-            (format!("real training images ({side}px)"), real.resized(side)),
+            (
+                format!("real training images ({side}px)"),
+                real.resized(side),
+            ),
             (format!("uniform noise ({side}px)"), noise),
         ] {
             let start = Instant::now();
