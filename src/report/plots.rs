@@ -155,12 +155,15 @@ const SMOOTH_SPANS: usize = 150;
 /// thousand steps logged every 10) gets fewer, wider spans rather than no smoothing.
 const SMOOTH_POINTS_PER_SPAN: usize = 8;
 
+/// The fewest spans a smoothed line has: a shorter one is drawn as it is.
+const SMOOTH_MIN_SPANS: usize = 8;
+
 /// The mean point of each of up to [`SMOOTH_SPANS`] spans of x (each of about
 /// [`SMOOTH_POINTS_PER_SPAN`] points or more), or `None` when there are too few points for
-/// that to leave a line of at least 8 spans.
+/// that to leave [`SMOOTH_MIN_SPANS`].
 fn smoothed(points: &[(f64, f64)], log_x: bool) -> Option<Vec<(f64, f64)>> {
     let count = (points.len() / SMOOTH_POINTS_PER_SPAN).min(SMOOTH_SPANS);
-    (count >= 8).then(|| {
+    (count >= SMOOTH_MIN_SPANS).then(|| {
         spans(points, count, log_x)
             .map(|span| {
                 let n = span.len() as f64;
