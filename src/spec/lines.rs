@@ -87,16 +87,20 @@ fn line_in_sweep_entry(text: &str, n: usize, path: &str) -> Option<usize> {
 
 /// The 1-based line where a dotted key (`train.lr`) is set in TOML text, if it can be found:
 /// either `lr = ...` inside a `[train]` table or `train.lr = ...` at the top level; a table's
-/// own name (`sweep`) finds its header, or the first dotted key that writes into it
-/// (`base.x = 1` writes a table `base`).
+/// own name (`sweep`) finds its header, or the first header or dotted key that writes into it
+/// (`base.x = 1` and `[base.x]` write a table `base`).
 pub(super) fn line_of(text: &str, dotted: &str) -> Option<usize> {
     let (table, key) = dotted.rsplit_once('.').unwrap_or(("", dotted));
+    let writes = |name: &str| {
+        name.strip_prefix(dotted)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+    };
     let mut current = String::new();
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim();
         if let Some(header) = line.strip_prefix('[').and_then(|l| l.split(']').next()) {
             current = header.trim().to_string();
-            if current == dotted {
+            if writes(&current) {
                 return Some(i + 1);
             }
             continue;
@@ -110,12 +114,32 @@ pub(super) fn line_of(text: &str, dotted: &str) -> Option<usize> {
         } else {
             format!("{current}.{lhs}")
         };
-        let into_table = full
-            .strip_prefix(dotted)
-            .is_some_and(|rest| rest.starts_with('.'));
-        if full == dotted || into_table || (current == table && lhs == key) {
+        if writes(&full) || (current == table && lhs == key) {
             return Some(i + 1);
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_found_on_the_line_that_writes_them() {
+        let text = "name = \"x\"\ntrain.lr = 1e-3\n\n[model]\n\"arch\" = \"dcgan\"\n\
+                    [sweep]\n\"train.seed\" = { int = [0, 9] }\n[log.extra]\nx = 1\n";
+        assert_eq!(line_of(text, "train.lr"), Some(2));
+        // A table is written by its header, a subtable's header or a dotted key.
+        assert_eq!(line_of(text, "train"), Some(2));
+        assert_eq!(line_of(text, "model"), Some(4));
+        assert_eq!(line_of(text, "log"), Some(8));
+        assert_eq!(line_of(text, "model.arch"), Some(5));
+        assert_eq!(line_of(text, "sweep.train.seed"), Some(7));
+        // Inside an inline table: the key that holds it.
+        assert_eq!(line_of_written(text, "sweep.train.seed.int"), Some(7));
+        // A key's prefix is not the key, and an absent key has no line.
+        assert_eq!(line_of(text, "trai"), None);
+        assert_eq!(line_of(text, "data"), None);
+    }
 }
