@@ -502,7 +502,8 @@ fn timed_curves<'a>(curves: &[(&'a Run, Vec<(f64, f64)>)]) -> Vec<(&'a Run, Vec<
 }
 
 /// What each setting that differs between an experiment's finished runs explains of their
-/// best FID (see [`crate::importance`]); nothing without FIDs or with fewer than three runs.
+/// best FID (see [`crate::importance`]); nothing without FIDs, with fewer than three runs, or
+/// when only the seed differs (what it explains is chance: the runs are replicates).
 fn importance_of(experiment: &Experiment) -> Vec<crate::importance::Importance> {
     let ranking = Ranking::of(experiment);
     if ranking != Ranking::Fid {
@@ -513,7 +514,11 @@ fn importance_of(experiment: &Experiment) -> Vec<crate::importance::Importance> 
         .clone()
         .filter_map(|r| Some((&r.params, ranking.value(r)?)))
         .collect();
-    crate::importance::importance(&scored, &swept_keys(finished))
+    let found = crate::importance::importance(&scored, &swept_keys(finished));
+    if found.iter().all(|i| i.key == "train.seed") {
+        return Vec::new();
+    }
+    found
 }
 
 /// [`importance_of`] as the experiment page's table: text cells, header first.
@@ -788,6 +793,15 @@ mod tests {
         let points = SettingPoints::of(&search, Ranking::Fid, &swept, "train.lr", None);
         assert_eq!((points.dots.len(), points.series.len()), (20, 0));
         assert!(!points.legend);
+    }
+
+    #[test]
+    fn replicates_alone_have_no_settings_to_explain() {
+        let keys = |e: &Experiment| -> Vec<String> {
+            importance_of(e).into_iter().map(|i| i.key).collect()
+        };
+        assert_eq!(keys(&grid(&[1e-4, 2e-4], 3)), ["train.lr", "train.seed"]);
+        assert!(keys(&grid(&[1e-4], 3)).is_empty());
     }
 
     #[test]
