@@ -216,8 +216,19 @@ pub fn sweep(req: SweepRequest) -> Result<()> {
         // A database that cannot be written fails the sweep before it announces a report.
         drop(crate::track::open(req.db)?);
     }
+    // Planned before the report is announced: data that cannot be read fails the sweep here.
+    let planner = if req.collect {
+        None
+    } else {
+        Some(exec::Planner::new(&spec, req.results, req.data_dir)?)
+    };
+    if req.dry_run
+        && let Some(planner) = planner
+    {
+        return dry_run(&req, planner, &stop);
+    }
     let report_dir = req.results.join("report");
-    let live_report = if req.write_report && !req.dry_run {
+    let live_report = if req.write_report {
         outln!(
             "report: {} (rewritten every {} s while the sweep runs)",
             report_dir.join("index.html").display(),
@@ -229,104 +240,103 @@ pub fn sweep(req: SweepRequest) -> Result<()> {
         None
     };
     let mut timed_out = None;
-    let summary = if req.collect {
-        let tracker = crate::track::Tracker::start(req.db)?;
-        let jobs = crate::exec::slurm::outstanding_jobs(req.results, &spec.name)?;
-        if req.slurm.as_ref().is_some_and(|s| s.wait) && !jobs.is_empty() {
-            crate::exec::slurm::wait(&jobs, &stop)?;
-        }
-        let mut summary = exec::Summary::default();
-        for status in crate::exec::slurm::collect(req.results, &spec.name, &tracker)?.values() {
-            summary.count(status);
-        }
-        tracker.close()?;
-        outln!(
-            "{}: collected {} finished, {} pruned, {} failed, {} diverged, {} interrupted; {} still queued or running",
-            spec.name,
-            summary.finished,
-            summary.pruned,
-            summary.failed,
-            summary.diverged,
-            summary.interrupted,
-            summary.queued
-        )?;
-        summary
-    } else {
-        let mut planner = exec::Planner::new(&spec, req.results, req.data_dir)?;
-        if req.dry_run {
-            return dry_run(&req, planner, &stop);
-        }
-        let executor: Box<dyn exec::Executor> = match &req.slurm {
-            Some(options) => Box::new(crate::exec::slurm::SlurmExecutor {
-                options: options.clone(),
-                results: req.results.to_path_buf(),
-                stop: stop.clone(),
-                device: req.device,
-            }),
-            None => Box::new(exec::LocalExecutor {
-                jobs: local_jobs(&req),
-                stop: stop.clone(),
-            }),
-        };
-        // Merge what earlier Slurm jobs' ended tasks recorded first, whichever executor, so
-        // runs queued as tasks that ended are known as such: skipped when they finished, run
-        // again when they did not.
-        let tracker = crate::track::Tracker::start(req.db)?;
-        crate::exec::slurm::collect(req.results, &spec.name, &tracker)?;
-        tracker.close()?;
-        let options = exec::SweepOptions {
-            force: req.force,
-            db: req.db.to_path_buf(),
-            stop: stop.clone(),
-        };
-        // TPE trials are proposed after merging, from every result there is.
-        planner.propose(req.db)?;
-        // A file where the results directory must be (`--results notes.txt`) failed each new
-        // run, recorded as failed; runs the database keeps elsewhere can still run.
-        if let Some(file) = crate::fsutil::file_in_the_way(&experiment_dir)
-            && let Some(dir) = exec::first_new_dir(req.db, &planner)?
-        {
-            bail!(
-                "{}: is a file, so the sweep's new runs cannot have their directories there ({}); \
-                 choose another --results directory",
-                file.display(),
-                dir.display()
-            );
-        }
-        let (summary, total) = exec::sweep(req.spec, planner, &options, executor.as_ref())?;
-        if let Some(limit) = &time_limit
-            && limit.disarm()
-        {
-            timed_out = Some(format!(
-                "time limit of {} reached; runs checkpointed and stopped: {}, not started: {}; \
-                 run the same command again to resume them",
-                limit.limit(),
+    let summary = match planner {
+        None => {
+            let tracker = crate::track::Tracker::start(req.db)?;
+            let jobs = crate::exec::slurm::outstanding_jobs(req.results, &spec.name)?;
+            if req.slurm.as_ref().is_some_and(|s| s.wait) && !jobs.is_empty() {
+                crate::exec::slurm::wait(&jobs, &stop)?;
+            }
+            let mut summary = exec::Summary::default();
+            for status in crate::exec::slurm::collect(req.results, &spec.name, &tracker)?.values() {
+                summary.count(status);
+            }
+            tracker.close()?;
+            outln!(
+                "{}: collected {} finished, {} pruned, {} failed, {} diverged, {} interrupted; {} still queued or running",
+                spec.name,
+                summary.finished,
+                summary.pruned,
+                summary.failed,
+                summary.diverged,
                 summary.interrupted,
-                total.saturating_sub(summary.runs())
-            ));
+                summary.queued
+            )?;
+            summary
         }
-        let held = if summary.held > 0 {
-            format!(
-                ", {} left to another process or Slurm task that has them",
-                summary.held
-            )
-        } else {
-            String::new()
-        };
-        outln!(
-            "{}: {}: {} finished, {} skipped (already finished), {} pruned, {} failed, {} diverged, {} interrupted, {} queued{held}\ndatabase: {}",
-            spec.name,
-            crate::console::counted(total, "run"),
-            summary.finished,
-            summary.skipped,
-            summary.pruned,
-            summary.failed,
-            summary.diverged,
-            summary.interrupted,
-            summary.queued,
-            req.db.display()
-        )?;
-        summary
+        Some(mut planner) => {
+            let executor: Box<dyn exec::Executor> = match &req.slurm {
+                Some(options) => Box::new(crate::exec::slurm::SlurmExecutor {
+                    options: options.clone(),
+                    results: req.results.to_path_buf(),
+                    stop: stop.clone(),
+                    device: req.device,
+                }),
+                None => Box::new(exec::LocalExecutor {
+                    jobs: local_jobs(&req),
+                    stop: stop.clone(),
+                }),
+            };
+            // Merge what earlier Slurm jobs' ended tasks recorded first, whichever executor, so
+            // runs queued as tasks that ended are known as such: skipped when they finished, run
+            // again when they did not.
+            let tracker = crate::track::Tracker::start(req.db)?;
+            crate::exec::slurm::collect(req.results, &spec.name, &tracker)?;
+            tracker.close()?;
+            let options = exec::SweepOptions {
+                force: req.force,
+                db: req.db.to_path_buf(),
+                stop: stop.clone(),
+            };
+            // TPE trials are proposed after merging, from every result there is.
+            planner.propose(req.db)?;
+            // A file where the results directory must be (`--results notes.txt`) failed each new
+            // run, recorded as failed; runs the database keeps elsewhere can still run.
+            if let Some(file) = crate::fsutil::file_in_the_way(&experiment_dir)
+                && let Some(dir) = exec::first_new_dir(req.db, &planner)?
+            {
+                bail!(
+                    "{}: is a file, so the sweep's new runs cannot have their directories there ({}); \
+                 choose another --results directory",
+                    file.display(),
+                    dir.display()
+                );
+            }
+            let (summary, total) = exec::sweep(req.spec, planner, &options, executor.as_ref())?;
+            if let Some(limit) = &time_limit
+                && limit.disarm()
+            {
+                timed_out = Some(format!(
+                    "time limit of {} reached; runs checkpointed and stopped: {}, not started: {}; \
+                 run the same command again to resume them",
+                    limit.limit(),
+                    summary.interrupted,
+                    total.saturating_sub(summary.runs())
+                ));
+            }
+            let held = if summary.held > 0 {
+                format!(
+                    ", {} left to another process or Slurm task that has them",
+                    summary.held
+                )
+            } else {
+                String::new()
+            };
+            outln!(
+                "{}: {}: {} finished, {} skipped (already finished), {} pruned, {} failed, {} diverged, {} interrupted, {} queued{held}\ndatabase: {}",
+                spec.name,
+                crate::console::counted(total, "run"),
+                summary.finished,
+                summary.skipped,
+                summary.pruned,
+                summary.failed,
+                summary.diverged,
+                summary.interrupted,
+                summary.queued,
+                req.db.display()
+            )?;
+            summary
+        }
     };
     // The runs are recorded; failing to read the best back must not fail the sweep.
     match result_lines(req.db, &spec) {

@@ -142,6 +142,27 @@ fn dry_run_prints_the_grid_and_writes_nothing() {
 }
 
 #[test]
+fn a_sweep_without_its_data_says_so_before_announcing_a_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), 20, "[1e-4]", "[0]");
+    let missing = dir.path().join("no-data");
+    let out = runner()
+        .current_dir(dir.path())
+        .arg("sweep")
+        .arg(&spec)
+        .arg("--data-dir")
+        .arg(&missing)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("runner data fetch"))
+        .get_output()
+        .clone();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains("report:"), "{stdout}");
+    assert!(!dir.path().join("results/report").exists());
+}
+
+#[test]
 fn estimate_prices_each_runs_steps_left_at_its_timed_pace_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let spec = write_spec(dir.path(), 20, "[1e-4, 2e-4]", "[0, 1]");
