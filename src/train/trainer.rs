@@ -196,11 +196,9 @@ impl Trainer {
         // G's loss needs D's input gradient only: with D's weights as constants the backward
         // pass skips D's weight gradients (PyTorch's loop computes them and throws them away).
         // D's BatchNorm statistics are shared with this copy and still updated.
-        let verdict = self.critic().into_owned().no_grad().forward(
-            fake.clone(),
-            labels.as_ref(),
-            Some(&mut rng),
-        );
+        let verdict = self
+            .constant_critic()
+            .forward(fake.clone(), labels.as_ref(), Some(&mut rng));
         let g_loss = with_class_loss(
             loss.g_loss(verdict.logits),
             &[verdict.class_logits],
@@ -305,6 +303,16 @@ impl Trainer {
         match &self.spectral {
             Some(norm) => std::borrow::Cow::Owned(norm.apply(&self.discriminator)),
             None => std::borrow::Cow::Borrowed(&self.discriminator),
+        }
+    }
+
+    /// The critic with D's weights as constants, normalized after they became constants:
+    /// normalizing tracked weights would leave a graph that no backward pass walks.
+    fn constant_critic(&self) -> Discriminator {
+        let constant = self.discriminator.clone().no_grad();
+        match &self.spectral {
+            Some(norm) => norm.apply(&constant),
+            None => constant,
         }
     }
 
