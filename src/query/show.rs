@@ -13,6 +13,8 @@ struct RunDetail {
     /// The `runs` row but its config, with the status as the claims see it (`orphaned`), the
     /// heartbeat as a time and the tags.
     record: Vec<(String, serde_json::Value)>,
+    /// The run's directory as the database recorded it.
+    run_dir: PathBuf,
     /// Where the run's directory is from here, when not where the database recorded it
     /// (`None` when it is not found).
     run_dir_here: Option<Option<PathBuf>>,
@@ -77,7 +79,8 @@ impl RunDetail {
             (shown.run_row(&id, db)?.to_vec())
                 .try_into()
                 .expect("the statement selects four columns");
-        let (mut record, mut config, mut run_dir_here, mut best) = (Vec::new(), None, None, None);
+        let (mut record, mut config, mut run_dir, mut run_dir_here, mut best) =
+            (Vec::new(), None, PathBuf::new(), None, None);
         for (column, value) in run.columns.iter().zip(row) {
             let value = match column.as_str() {
                 "config" => {
@@ -88,11 +91,11 @@ impl RunDetail {
                 "heartbeat_at" => heartbeat.clone(),
                 "run_dir" => {
                     // Recorded as the sweep was given it: say where it is from here.
-                    let recorded = cell(value);
-                    let located = track::locate(db, Path::new(&recorded));
+                    run_dir = PathBuf::from(cell(value));
+                    let located = track::locate(db, &run_dir);
                     best = located.as_deref().and_then(BestState::of);
                     run_dir_here = match located {
-                        Some(path) if path == Path::new(&recorded) => None,
+                        Some(path) if path == run_dir => None,
                         found => Some(found),
                     };
                     value.clone()
@@ -114,6 +117,7 @@ impl RunDetail {
         };
         Ok(RunDetail {
             record,
+            run_dir,
             run_dir_here,
             config: crate::spec::flatten_params(&crate::spec::with_defaults(
                 config.unwrap_or_default(),
@@ -173,6 +177,18 @@ impl RunDetail {
         })
     }
 
+    /// A file recorded in the run's directory as it is found from here, when the directory
+    /// moved (a results tree copied home from a cluster).
+    fn path_here(&self, recorded: &serde_json::Value) -> Option<PathBuf> {
+        let Some(Some(here)) = &self.run_dir_here else {
+            return None;
+        };
+        let inside = Path::new(recorded.as_str()?)
+            .strip_prefix(&self.run_dir)
+            .ok()?;
+        Some(here.join(inside))
+    }
+
     fn text(&self) -> Result<String> {
         let mut out = String::new();
         for (column, value) in &self.record {
@@ -226,7 +242,9 @@ impl RunDetail {
         ] {
             out.push_str(&format!("\n{label} ({}):\n", files.rows.len()));
             for r in &files.rows {
-                out.push_str(&format!("  {:>8}  {}\n", cell(&r[0]), cell(&r[1])));
+                let path = (self.path_here(&r[1]))
+                    .map_or_else(|| cell(&r[1]), |p| p.display().to_string());
+                out.push_str(&format!("  {:>8}  {path}\n", cell(&r[0])));
             }
         }
         if let Some(best) = &self.best {
@@ -272,13 +290,22 @@ impl RunDetail {
         }
         object.insert("config".into(), self.config.iter().cloned().collect());
         object.insert("evaluations".into(), self.evaluations().into());
+        for (key, rows) in [("losses", &self.losses), ("events", &self.events)] {
+            object.insert(key.into(), rows.objects().into());
+        }
+        // Files as recorded (`path`), and where they are from here (`path_here`) when the
+        // run's directory moved, as `run_dir` and `run_dir_here`.
         for (key, rows) in [
-            ("losses", &self.losses),
-            ("events", &self.events),
             ("samples", &self.samples),
             ("checkpoints", &self.checkpoints),
         ] {
-            object.insert(key.into(), rows.objects().into());
+            let mut files = rows.objects();
+            for (file, row) in files.iter_mut().zip(&rows.rows) {
+                if let (Some(here), Some(file)) = (self.path_here(&row[1]), file.as_object_mut()) {
+                    file.insert("path_here".into(), here.display().to_string().into());
+                }
+            }
+            object.insert(key.into(), files.into());
         }
         object.insert("best".into(), serde_json::to_value(&self.best)?);
         Ok(serde_json::to_string_pretty(&object)? + "\n")

@@ -1435,11 +1435,24 @@ fn a_results_tree_moved_elsewhere_keeps_its_runs() {
     let id = common::texts(&db(home.path()), "SELECT id FROM runs").remove(0);
     let run = |args: &[&str]| runner().current_dir(home.path()).args(args).assert();
     run(&["report"]).success();
-    run(&["show", &id])
-        .success()
-        .stdout(predicate::str::contains(format!(
-            "(here: results/moved/{id})"
-        )));
+    // Its files are listed where they are now; the JSON keeps the recorded paths beside.
+    let sample = format!("results/moved/{id}/samples/step-00000006.png");
+    run(&["show", &id]).success().stdout(
+        predicate::str::contains(format!("(here: results/moved/{id})"))
+            .and(predicate::str::contains(format!("6  {sample}")))
+            .and(predicate::str::contains(format!(
+                "6  results/moved/{id}/checkpoints/"
+            ))),
+    );
+    let out = run(&["show", &id, "--format", "json"]).success();
+    let shown: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    let last = shown["samples"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["path_here"], sample.as_str(), "{last}");
+    assert!(
+        last["path"].as_str().unwrap().starts_with(scratch_arg),
+        "{last}"
+    );
+    assert!(home.path().join(&sample).is_file());
     let page = home.path().join("results/report/moved").join(&id);
     assert!(
         page.join("step-00000006.png").is_file(),
