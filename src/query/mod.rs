@@ -90,7 +90,17 @@ fn for_each_row(
     sink: &mut dyn Sink,
 ) -> Result<()> {
     let conn = track::open_read_only(db)?;
-    let mut stmt = conn.prepare(sql).context("SQL error")?;
+    let mut stmt = match conn.prepare(sql) {
+        Err(err)
+            if err.sqlite_error_code()
+                == Some(rusqlite::ErrorCode::AuthorizationForStatementDenied) =>
+        {
+            bail!(
+                "refused: `runner query` reads its one database: ATTACH and DETACH are not allowed"
+            )
+        }
+        prepared => prepared.context("SQL error")?,
+    };
     if !stmt.readonly() {
         bail!(
             "refused: `runner query` is read-only, and this statement would write to the database"

@@ -1212,10 +1212,11 @@ fn query_reads_and_refuses_writes() {
         "DELETE FROM metrics",
         "DROP TABLE metrics",
         "ATTACH DATABASE 'other.sqlite' AS other",
+        "DETACH DATABASE main",
     ] {
-        query(sql, "table").failure().stderr(
-            predicate::str::contains("refused").or(predicate::str::contains("not authorized")),
-        );
+        query(sql, "table")
+            .failure()
+            .stderr(predicate::str::contains("refused: `runner query`"));
     }
     query("SELEC nonsense", "table")
         .failure()
