@@ -175,6 +175,32 @@ fn dry_run(req: &SweepRequest, mut planner: exec::Planner, stop: &AtomicBool) ->
     Ok(())
 }
 
+/// `sweep --collect`: merges what the experiment's ended Slurm tasks recorded (after waiting
+/// for them with `--wait`), and says what it found.
+fn collect(req: &SweepRequest, experiment: &str, stop: &AtomicBool) -> Result<exec::Summary> {
+    let tracker = crate::track::Tracker::start(req.db)?;
+    let jobs = crate::exec::slurm::outstanding_jobs(req.results, experiment)?;
+    if req.slurm.as_ref().is_some_and(|s| s.wait) && !jobs.is_empty() {
+        crate::exec::slurm::wait(&jobs, stop)?;
+    }
+    let mut summary = exec::Summary::default();
+    for status in crate::exec::slurm::collect(req.results, experiment, &tracker)?.values() {
+        summary.count(status);
+    }
+    tracker.close()?;
+    outln!(
+        "{}: collected {} finished, {} pruned, {} failed, {} diverged, {} interrupted; {} still queued or running",
+        experiment,
+        summary.finished,
+        summary.pruned,
+        summary.failed,
+        summary.diverged,
+        summary.interrupted,
+        summary.queued
+    )?;
+    Ok(summary)
+}
+
 pub fn sweep(req: SweepRequest) -> Result<()> {
     if req.slurm.is_none() && req.slurm_flags_given {
         bail!(
@@ -241,29 +267,7 @@ pub fn sweep(req: SweepRequest) -> Result<()> {
     };
     let mut timed_out = None;
     let summary = match planner {
-        None => {
-            let tracker = crate::track::Tracker::start(req.db)?;
-            let jobs = crate::exec::slurm::outstanding_jobs(req.results, &spec.name)?;
-            if req.slurm.as_ref().is_some_and(|s| s.wait) && !jobs.is_empty() {
-                crate::exec::slurm::wait(&jobs, &stop)?;
-            }
-            let mut summary = exec::Summary::default();
-            for status in crate::exec::slurm::collect(req.results, &spec.name, &tracker)?.values() {
-                summary.count(status);
-            }
-            tracker.close()?;
-            outln!(
-                "{}: collected {} finished, {} pruned, {} failed, {} diverged, {} interrupted; {} still queued or running",
-                spec.name,
-                summary.finished,
-                summary.pruned,
-                summary.failed,
-                summary.diverged,
-                summary.interrupted,
-                summary.queued
-            )?;
-            summary
-        }
+        None => collect(&req, &spec.name, &stop)?,
         Some(mut planner) => {
             let executor: Box<dyn exec::Executor> = match &req.slurm {
                 Some(options) => Box::new(crate::exec::slurm::SlurmExecutor {
