@@ -195,9 +195,12 @@ impl Trainer {
         let fake = self.generator.forward(z, labels.as_ref(), Some(&mut rng));
         // G's loss needs D's input gradient only: with D's weights as constants the backward
         // pass skips D's weight gradients (PyTorch's loop computes them and throws them away).
-        // D's BatchNorm statistics are shared with this copy and still updated.
+        // D's BatchNorm statistics are shared with this copy and still updated. Its weights
+        // become constants before they are normalized: normalizing tracked weights would leave
+        // a graph that no backward pass walks.
+        let constant = Cow::Owned(self.discriminator.clone().no_grad());
         let verdict = self
-            .constant_critic()
+            .critic(constant)
             .forward(fake.clone(), labels.as_ref(), Some(&mut rng));
         let g_loss = with_class_loss(
             loss.g_loss(verdict.logits),
@@ -228,7 +231,7 @@ impl Trainer {
                     .forward(z, labels.as_ref(), Some(&mut rng))
                     .detach();
             }
-            let critic = self.critic();
+            let critic = self.critic(Cow::Borrowed(&self.discriminator));
             let on_real = critic.forward(real.clone(), labels.as_ref(), Some(&mut rng));
             let on_fake = critic.forward(fake.clone(), labels.as_ref(), Some(&mut rng));
             let step_loss = with_class_loss(
@@ -298,21 +301,12 @@ impl Trainer {
         &self.discriminator
     }
 
-    /// D as the losses see it: with its weights spectrally normalized when the model says so.
-    fn critic(&self) -> std::borrow::Cow<'_, Discriminator> {
+    /// `d` (D, or a copy of it) as the losses see it: with its weights spectrally normalized
+    /// when the model says so.
+    fn critic<'a>(&self, d: Cow<'a, Discriminator>) -> Cow<'a, Discriminator> {
         match &self.spectral {
-            Some(norm) => std::borrow::Cow::Owned(norm.apply(&self.discriminator)),
-            None => std::borrow::Cow::Borrowed(&self.discriminator),
-        }
-    }
-
-    /// The critic with D's weights as constants, normalized after they became constants:
-    /// normalizing tracked weights would leave a graph that no backward pass walks.
-    fn constant_critic(&self) -> Discriminator {
-        let constant = self.discriminator.clone().no_grad();
-        match &self.spectral {
-            Some(norm) => norm.apply(&constant),
-            None => constant,
+            Some(norm) => Cow::Owned(norm.apply(&d)),
+            None => d,
         }
     }
 
