@@ -36,6 +36,42 @@ pub(super) fn toml_error(text: &str, err: &toml::de::Error) -> String {
     )
 }
 
+/// serde's type errors in the words of a spec's author: `expected u64` is a whole number of
+/// 0 or more, `f64` a number, a float serde writes out in full (`1e99` as a hundred digits) is
+/// shown in exponent form, and an integer too large for TOML is named as such (toml read it
+/// as an `i128` that no TOML value holds).
+pub(super) fn plain_types(message: &str) -> String {
+    let mut text = message.replace(
+        " as i128, expected any valid TOML value",
+        &format!(" is beyond TOML's integers, {} to {}", i64::MIN, i64::MAX),
+    );
+    for (rust, words) in [
+        ("usize", "a whole number (0 or more)"),
+        ("u64", "a whole number (0 or more)"),
+        ("u32", "a whole number (0 or more)"),
+        ("f64", "a number"),
+        ("f32", "a number"),
+    ] {
+        text = text.replace(&format!("expected {rust}"), &format!("expected {words}"));
+    }
+    const FLOAT: &str = "floating point `";
+    let mut plain = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    while let Some(at) = rest.find(FLOAT) {
+        let (before, after) = rest.split_at(at + FLOAT.len());
+        plain.push_str(before);
+        let end = after.find('`').unwrap_or(after.len());
+        let written = &after[..end];
+        match written.parse::<f64>() {
+            Ok(value) if written.len() > 20 => plain.push_str(&format!("{value:e}")),
+            _ => plain.push_str(written),
+        }
+        rest = &after[end..];
+    }
+    plain.push_str(rest);
+    plain
+}
+
 /// The line of `dotted` or, when the file writes it inside an inline table (`"train.seed" = {
 /// int = [0, 9] }` is `sweep.train.seed.int`), of the nearest key above it of two parts or more.
 pub(super) fn line_of_written(text: &str, dotted: &str) -> Option<usize> {

@@ -29,7 +29,7 @@ pub use identity::{flatten_params, run_id, with_defaults};
 pub use overrides::Override;
 
 use grid::is_untrained_key;
-use lines::{line_of_written, toml_error};
+use lines::{line_of_written, plain_types, toml_error};
 
 /// A spec that cannot be used, with where the problem is.
 #[derive(Debug, thiserror::Error)]
@@ -39,9 +39,9 @@ pub enum SpecError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}: {message}")]
+    #[error("{path}: {}", plain_types(message))]
     Parse { path: PathBuf, message: String },
-    #[error("{path}{}: `{key}` {message}", line.map(|l| format!(":{l}")).unwrap_or_default())]
+    #[error("{path}{}: `{key}` {}", line.map(|l| format!(":{l}")).unwrap_or_default(), plain_types(message))]
     Invalid {
         path: PathBuf,
         key: String,
@@ -49,7 +49,7 @@ pub enum SpecError {
         message: String,
     },
     /// A problem a `--set` brought (`set` is the argument as given).
-    #[error("{path} with --set {set}: {message}")]
+    #[error("{path} with --set {set}: {}", plain_types(message))]
     Override {
         path: PathBuf,
         set: String,
@@ -535,6 +535,55 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("exp.toml:2: `train.d_steps`"), "{err}");
+    }
+
+    #[test]
+    fn wrong_types_are_named_in_a_spec_authors_words() {
+        let overridden = |set: &str| {
+            let set: Override = set.parse().unwrap();
+            Spec::parse_with("name = \"x\"\n", Path::new("exp.toml"), &[set])
+                .unwrap_err()
+                .to_string()
+        };
+        for (err, says) in [
+            // serde wrote 1e99 out in a hundred digits.
+            (
+                parse("name = \"x\"\n[train]\nsteps = 1e99\n")
+                    .unwrap_err()
+                    .to_string(),
+                "floating point `1e99`, expected a whole number (0 or more)",
+            ),
+            (
+                overridden("train.steps=1e99"),
+                "floating point `1e99`, expected a whole number (0 or more)",
+            ),
+            (
+                parse("name = \"x\"\n[sweep]\n\"train.steps\" = [10, 2.5e40]\n")
+                    .unwrap_err()
+                    .to_string(),
+                "floating point `2.5e40`, expected a whole number",
+            ),
+            (
+                overridden("model.latent_dim=-1"),
+                "integer `-1`, expected a whole number (0 or more)",
+            ),
+            (overridden("train.lr=\"fast\""), "expected a number"),
+            (
+                parse("name = \"x\"\n[train]\nbatch_size = 99999999999999999999\n")
+                    .unwrap_err()
+                    .to_string(),
+                "integer `99999999999999999999` is beyond TOML's integers, \
+                 -9223372036854775808 to 9223372036854775807",
+            ),
+            // Short floats stay as written.
+            (
+                overridden("train.steps=2.5"),
+                "floating point `2.5`, expected",
+            ),
+        ] {
+            assert!(err.contains(says), "{err}");
+            assert!(!err.contains("000000000000"), "{err}");
+        }
     }
 
     #[test]
