@@ -118,12 +118,36 @@ impl Default for ClassicOptions {
 }
 
 /// The `[model]` table: `arch` picks the family, the other keys are that family's options.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "arch", rename_all = "kebab-case")]
 pub enum ModelConfig {
     Gan(GanOptions),
     Dcgan(DcganOptions),
     DcganClassic(ClassicOptions),
+}
+
+/// `arch` defaults to the DCGAN, as the whole table does: a `[model]` table that changes one
+/// of the DCGAN's options need not name it (serde's tagged enums take no default tag).
+impl<'de> Deserialize<'de> for ModelConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(tag = "arch", rename_all = "kebab-case")]
+        enum Tagged {
+            Gan(GanOptions),
+            Dcgan(DcganOptions),
+            DcganClassic(ClassicOptions),
+        }
+        let mut table = toml::Table::deserialize(deserializer)?;
+        table
+            .entry("arch")
+            .or_insert_with(|| ModelConfig::default().arch().into());
+        Ok(match Tagged::deserialize(table) {
+            Ok(Tagged::Gan(o)) => ModelConfig::Gan(o),
+            Ok(Tagged::Dcgan(o)) => ModelConfig::Dcgan(o),
+            Ok(Tagged::DcganClassic(o)) => ModelConfig::DcganClassic(o),
+            Err(e) => return Err(serde::de::Error::custom(e.message().trim_end())),
+        })
+    }
 }
 
 impl Default for ModelConfig {

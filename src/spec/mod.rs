@@ -503,6 +503,29 @@ mod tests {
     }
 
     #[test]
+    fn a_model_table_without_arch_is_the_dcgans() {
+        let implicit = parse("name = \"x\"\n[model]\nlatent_dim = 64\n").unwrap();
+        let explicit = parse("name = \"x\"\n[model]\narch = \"dcgan\"\nlatent_dim = 64\n").unwrap();
+        assert_eq!(implicit.model, explicit.model);
+        assert_eq!(implicit.model.latent_dim(), 64);
+        assert_eq!(
+            run_id("x", &implicit.run_config(), "data"),
+            run_id("x", &explicit.run_config(), "data")
+        );
+        // As a --set on a spec without [model], and its errors are the DCGAN's.
+        let set: Override = "model.bn_eps=1e-5".parse().unwrap();
+        let spec = Spec::parse_with("name = \"x\"\n", Path::new("exp.toml"), &[set]).unwrap();
+        match spec.model {
+            ModelConfig::Dcgan(o) => assert_eq!(o.bn_eps, 1e-5),
+            other => panic!("{other:?}"),
+        }
+        let err = parse("name = \"x\"\n[model]\ng_hidden = [8]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("exp.toml:3: `model.g_hidden`"), "{err}");
+    }
+
+    #[test]
     fn arch_options_parse_and_unknown_keys_fail_with_line() {
         let spec = parse("name = \"x\"\n[model]\narch = \"gan\"\ng_hidden = [8, 16]\n").unwrap();
         match spec.model {
