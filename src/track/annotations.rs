@@ -161,6 +161,9 @@ pub fn apply(
     for tag in change.add.iter().chain(&change.remove) {
         check_tag(tag)?;
     }
+    if let Some(tag) = change.add.iter().find(|tag| change.remove.contains(tag)) {
+        bail!("tag `{tag}` is both added (--add) and removed (--remove): which is meant?");
+    }
     check_new_note(change.note.as_deref().unwrap_or_default())?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut annotations = load(&tx, run_id)?;
@@ -227,6 +230,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("at most 10000"), "{err}");
+    }
+
+    #[test]
+    fn a_tag_both_added_and_removed_is_refused_before_anything_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = crate::track::open(&dir.path().join("runs.sqlite")).unwrap();
+        let change = Change {
+            add: vec!["good".into(), "sharp".into()],
+            remove: vec!["sharp".into()],
+            note: Some("kept?".into()),
+        };
+        let err = apply(&mut conn, "0123456789ab", Some(dir.path()), &change).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("tag `sharp` is both added (--add) and removed (--remove)"),
+            "{err}"
+        );
+        assert!(!path(dir.path()).exists());
     }
 
     #[test]
