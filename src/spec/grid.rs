@@ -121,6 +121,42 @@ pub(super) fn table_at<'a>(
     Ok(table)
 }
 
+/// A point that sweeps `model.arch` to another family than `base`'s keeps, of the base's
+/// `[model]` keys, only those the spec changed from the base family's defaults (and the swept
+/// ones): the others are the base family's defaults, which the other family may not take
+/// (the DCGAN's `bn_eps` is no option of the vanilla GAN's), so `"model.arch" = ["gan",
+/// "dcgan"]` trains each with its own defaults and the options both share.
+fn keep_written_model_keys(
+    table: &mut toml::Table,
+    base: &toml::Table,
+    swept: &[(String, toml::Value)],
+) {
+    let arch = |table: &toml::Table| {
+        let model = table.get("model")?.as_table()?;
+        Some(model.get("arch")?.as_str()?.to_string())
+    };
+    let Some(base_arch) = arch(base).filter(|base_arch| arch(table).as_ref() != Some(base_arch))
+    else {
+        return;
+    };
+    let family_defaults = toml::Table::from_iter([("arch".to_string(), base_arch.into())]);
+    let Ok(defaults) = crate::model::ModelConfig::deserialize(family_defaults)
+        .map_err(|e| e.to_string())
+        .and_then(|defaults| toml::Table::try_from(defaults).map_err(|e| e.to_string()))
+    else {
+        return;
+    };
+    if let Some(model) = table.get_mut("model").and_then(toml::Value::as_table_mut) {
+        model.retain(|key, value| {
+            key == "arch"
+                || defaults.get(key) != Some(value)
+                || swept
+                    .iter()
+                    .any(|(path, _)| *path == format!("model.{key}"))
+        });
+    }
+}
+
 /// The message for a swept path that goes below a value (`train.seed.int`), with a pointer to
 /// `[search.space]` when the last key names one of its distributions: `"train.seed" = { int =
 /// [0, 9] }` under `[sweep]` reads as a nested table.
@@ -317,6 +353,7 @@ impl Spec {
             set_path(&mut table, path, value.clone())
                 .map_err(|e| (self.origin(name, path), through_a_value(path, e)))?;
         }
+        keep_written_model_keys(&mut table, base, &swept);
         let config: RunConfig =
             toml::Value::Table(table)
                 .try_into()

@@ -1223,6 +1223,46 @@ mod tests {
     }
 
     #[test]
+    fn a_sweep_over_model_families_gives_each_its_defaults_and_the_written_options() {
+        let spec = parse(
+            "name = \"x\"\n[model]\nlatent_dim = 64\n\
+             [sweep]\n\"model.arch\" = [\"gan\", \"dcgan\", \"dcgan-classic\"]\n",
+        )
+        .unwrap();
+        let models: Vec<ModelConfig> = (spec.grid().unwrap())
+            .into_iter()
+            .map(|point| point.config.model)
+            .collect();
+        let family = |arch: &str| {
+            let written = format!("name = \"y\"\n[model]\narch = \"{arch}\"\nlatent_dim = 64\n");
+            parse(&written).unwrap().model
+        };
+        assert_eq!(
+            models,
+            [family("gan"), family("dcgan"), family("dcgan-classic")]
+        );
+        // From another family, the swept options of both are kept, even at a default.
+        let spec = parse(
+            "name = \"x\"\n[model]\narch = \"gan\"\n[sweep]\n\
+             \"model.arch\" = [\"dcgan\"]\n\"model.latent_dim\" = [100]\n",
+        )
+        .unwrap();
+        assert_eq!(spec.grid().unwrap()[0].config.model, ModelConfig::default());
+        // An option the spec wrote that the other family lacks is named.
+        let err = parse(
+            "name = \"x\"\n[model]\nbn_eps = 1e-5\n[sweep]\n\"model.arch\" = [\"dcgan\", \"gan\"]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with(
+                "exp.toml:5: `sweep.model.arch` gives an invalid config: unknown field `bn_eps`"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn sweep_entries_are_grids_one_after_the_other() {
         // Clipping is WGAN's alone: one grid over the other losses, one over the clip.
         let text = "name = \"x\"\n[train]\nsteps = 3\n\
