@@ -43,7 +43,7 @@ struct Run {
 
 /// The config without what does not make a group (the seed, and where the data lies), as
 /// sorted `key=value` items.
-fn group_key(config: &serde_json::Value) -> Vec<String> {
+fn group_key(config: &serde_json::Value) -> BTreeMap<String, String> {
     let mut config = crate::spec::with_defaults(config.clone());
     if let Some(train) = config.get_mut("train").and_then(|t| t.as_object_mut()) {
         train.remove("seed");
@@ -53,7 +53,7 @@ fn group_key(config: &serde_json::Value) -> Vec<String> {
     }
     crate::spec::flatten_params(&config)
         .into_iter()
-        .map(|(k, v)| format!("{k}={v}"))
+        .map(|(k, v)| (k, v.to_string()))
         .collect()
 }
 
@@ -85,7 +85,8 @@ pub fn groups(db: &Path, experiment: Option<&str>) -> Result<Rows> {
         })
         .collect();
     // experiment -> group key -> runs; within an experiment only the keys that differ are shown.
-    let mut per_experiment: BTreeMap<&str, BTreeMap<Vec<String>, Vec<&Run>>> = BTreeMap::new();
+    let mut per_experiment: BTreeMap<&str, BTreeMap<BTreeMap<String, String>, Vec<&Run>>> =
+        BTreeMap::new();
     for run in &runs {
         per_experiment
             .entry(&run.experiment)
@@ -107,18 +108,12 @@ pub fn groups(db: &Path, experiment: Option<&str>) -> Result<Rows> {
     ];
     let mut rows = Vec::new();
     for (experiment, groups) in per_experiment {
-        let first = groups.keys().next().expect("an experiment has a group");
-        let shared: Vec<String> = first
-            .iter()
-            .filter(|item| groups.keys().all(|key| key.contains(item)))
-            .cloned()
-            .collect();
+        let varied = crate::query::varied_keys(groups.keys());
         let mut scored: Vec<_> = groups
             .into_iter()
             .map(|(key, members)| {
-                let differing: Vec<String> = key
-                    .into_iter()
-                    .filter(|item| !shared.contains(item))
+                let differing: Vec<String> = (varied.iter())
+                    .filter_map(|k| Some(format!("{k}={}", key.get(k)?)))
                     .collect();
                 let finals: Vec<f64> = members.iter().filter_map(|r| r.fid).collect();
                 let bests: Vec<f64> = members.iter().filter_map(|r| r.best_fid).collect();

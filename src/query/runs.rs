@@ -147,17 +147,25 @@ fn varied_settings(
 }
 
 /// The config keys whose values differ between runs (each a dotted key -> value map), in key
-/// order; `data.dir` aside: where the data lies is no setting.
+/// order; `data.dir` aside: where the data lies is no setting. A model family's option
+/// (`model.*` but `model.arch`) counts where it differs between runs of one family: between
+/// families the defaults differ (a sweep over `model.arch` varies the architecture, not the
+/// vanilla GAN's `g_hidden` beside the DCGAN's `bn_eps`).
 pub fn varied_keys<'a>(
     runs: impl Iterator<Item = &'a std::collections::BTreeMap<String, String>> + Clone,
 ) -> Vec<String> {
-    let keys: std::collections::BTreeSet<&String> = runs.clone().flat_map(|r| r.keys()).collect();
+    use std::collections::{BTreeMap, BTreeSet};
+    let keys: BTreeSet<&String> = runs.clone().flat_map(|r| r.keys()).collect();
     keys.into_iter()
         .filter(|key| key.as_str() != "data.dir")
         .filter(|key| {
-            let values: std::collections::BTreeSet<Option<&String>> =
-                runs.clone().map(|r| r.get(*key)).collect();
-            values.len() > 1
+            let family_option = key.starts_with("model.") && key.as_str() != "model.arch";
+            let mut values: BTreeMap<Option<&String>, BTreeSet<Option<&String>>> = BTreeMap::new();
+            for run in runs.clone() {
+                let family = family_option.then(|| run.get("model.arch")).flatten();
+                values.entry(family).or_default().insert(run.get(*key));
+            }
+            values.values().any(|within| within.len() > 1)
         })
         .cloned()
         .collect()

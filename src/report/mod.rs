@@ -629,6 +629,30 @@ mod tests {
             swept_keys([run("1e-4", "a"), run("2e-4", "b")].iter()),
             ["train.lr"]
         );
+        // Between model families their options differ by default: only what differs within
+        // one family is swept.
+        let model = |arch: &str, option: (&str, &str), latent: &str| Run {
+            params: [("model.arch", arch), option, ("model.latent_dim", latent)]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        };
+        let families = [
+            model("gan", ("model.g_hidden", "[256]"), "64"),
+            model("dcgan", ("model.bn_eps", "0.8"), "64"),
+            model("dcgan", ("model.bn_eps", "0.8"), "64"),
+        ];
+        assert_eq!(swept_keys(families.iter()), ["model.arch"]);
+        let within = [
+            model("gan", ("model.g_hidden", "[256]"), "64"),
+            model("dcgan", ("model.bn_eps", "0.8"), "64"),
+            model("dcgan", ("model.bn_eps", "1e-5"), "100"),
+        ];
+        assert_eq!(
+            swept_keys(within.iter()),
+            ["model.arch", "model.bn_eps", "model.latent_dim"]
+        );
     }
 
     #[test]
