@@ -76,164 +76,9 @@ pub(super) fn run_page(
     run: &Run,
 ) -> Result<Option<(i64, String)>> {
     let dir = format!("{}/{}", slug(&experiment.name), slug(&run.id));
-    let losses: Vec<Series> = [("d_loss", "D"), ("g_loss", "G")]
-        .iter()
-        .filter_map(|(name, label)| {
-            Some(Series {
-                name: (*label).into(),
-                points: run.metrics.get(*name)?.clone(),
-            })
-        })
-        .collect();
-    let mut plots = vec![Plot {
-        title: "Training Losses".into(),
-        src: site.plot(
-            &format!("{dir}/losses.svg"),
-            &Chart {
-                title: "Training Losses",
-                x_label: "step",
-                y_label: "loss",
-                series: losses,
-                legend: true,
-                smooth: true,
-                ..Default::default()
-            },
-        )?,
-    }];
-    let has = |name: &str| run.evals.values().any(|m| m.contains_key(name));
-    let has_raw = has("fid_raw");
-    let eval_series = |names: &[&str]| -> Vec<Series> {
-        names
-            .iter()
-            .map(|name| Series {
-                // Beside `fid_raw`, `fid` is the average's: the key says whose is which.
-                name: match *name {
-                    "fid" if has_raw => "fid (G's average)".into(),
-                    "fid_raw" => "fid_raw (G)".into(),
-                    other => other.into(),
-                },
-                points: run
-                    .evals
-                    .iter()
-                    .filter_map(|(step, m)| Some((*step as f64, *m.get(*name)?)))
-                    .collect(),
-            })
-            .filter(|s| !s.points.is_empty())
-            .collect()
-    };
-    if !run.evals.is_empty() {
-        for (file, title, names) in [
-            // With a moving average of G, its FID beside the raw G's.
-            (
-                "fid.svg",
-                "LeNet-FID over training",
-                &["fid", "fid_raw"][..],
-            ),
-            (
-                "fidelity.svg",
-                "Precision, recall, density, coverage",
-                &["precision", "recall", "density", "coverage"][..],
-            ),
-        ] {
-            let series = eval_series(names);
-            let src = site.plot(
-                &format!("{dir}/{file}"),
-                &Chart {
-                    title,
-                    x_label: "step",
-                    y_label: if file == "fid.svg" { "FID" } else { "value" },
-                    legend: series.len() > 1,
-                    series,
-                    markers: true,
-                    log_y_when_wide: file == "fid.svg",
-                    ..Default::default()
-                },
-            )?;
-            plots.push(Plot {
-                title: title.into(),
-                src,
-            });
-        }
-    }
-    // Beside the FID, the scores only some runs have: the raw G's (with a moving average of
-    // G) and the conditional ones.
-    let eval_columns: Vec<&str> = std::iter::once("fid")
-        .chain(
-            ["fid_raw", "intra_fid", "class_acc"]
-                .into_iter()
-                .filter(|c| has(c)),
-        )
-        .chain(crate::eval::HEADLINE[1..].iter().copied())
-        .collect();
-    // The training time each evaluation was reached at (runs of older releases have none).
-    let seconds = &run.eval_seconds;
-    let timed = !seconds.is_empty();
-    let eval_rows: Vec<Vec<String>> = run
-        .evals
-        .iter()
-        .map(|(step, m)| {
-            std::iter::once(step.to_string())
-                .chain(timed.then(|| {
-                    (seconds.get(step).copied())
-                        .map(crate::query::clock)
-                        .unwrap_or_default()
-                }))
-                .chain(
-                    eval_columns
-                        .iter()
-                        .map(|c| m.get(*c).map(|v| format_value(*v)).unwrap_or_default()),
-                )
-                .collect()
-        })
-        .collect();
-    let mut samples = Vec::new();
-    let mut frames = Vec::new();
-    let shown = evenly_spaced(run.samples.len(), MAX_GRIDS);
-    for (step, logged) in shown.iter().map(|&i| &run.samples[i]) {
-        // A grid that is gone or unreadable (its run deleted meanwhile by `runner rm`) is
-        // listed without its image rather than failing the whole report.
-        let bytes = site
-            .locate(logged)
-            .and_then(|source| read_regular_file(&source, MAX_FILE_BYTES).ok());
-        let href = match bytes {
-            Some(bytes) => {
-                let name = format!("step-{step:08}.png");
-                site.file(&format!("{dir}/{name}"), &bytes)?;
-                frames.push((*step, bytes));
-                Some(name)
-            }
-            None => None,
-        };
-        samples.push(FileRef {
-            step: *step,
-            href,
-            path: logged.clone(),
-        });
-    }
-    // The grids shown, animated; none when they cannot be (a damaged grid: the strip shows
-    // what there is).
-    let timelapse = match frames.as_slice() {
-        [(first, _), .., (last, _)] => {
-            let grids: Vec<&[u8]> = frames.iter().map(|(_, png)| png.as_slice()).collect();
-            let last_report =
-                read_regular_file(&site.out.join(&dir).join(TIMELAPSE), MAX_FILE_BYTES)
-                    .ok()
-                    .filter(|gif| timelapse::animates(gif, &grids));
-            match last_report.map_or_else(|| timelapse::encode(&grids), Ok) {
-                Ok(gif) => {
-                    site.file(&format!("{dir}/{TIMELAPSE}"), &gif)?;
-                    Some(minijinja::context! {
-                        href => TIMELAPSE,
-                        frames => frames.len(),
-                        first => first,
-                        last => last,
-                    })
-                }
-                Err(_) => None,
-            }
-        }
-        _ => None,
-    };
+    let plots = plots(site, &dir, run)?;
+    let evaluations = Evaluations::of(run);
+    let (samples, timelapse) = samples(site, &dir, run)?;
     let page_dir = site.out.join(&dir);
     let checkpoints: Vec<FileRef> = run
         .checkpoints
@@ -286,9 +131,9 @@ pub(super) fn run_page(
             params => Value::from(Serde(&run.params)),
             events => Value::from(Serde(&run.events)),
             plots => Value::from(Serde(&plots)),
-            timed => timed,
-            eval_columns => Value::from(Serde(&eval_columns)),
-            eval_rows => Value::from(Serde(&eval_rows)),
+            timed => evaluations.timed,
+            eval_columns => Value::from(Serde(&evaluations.columns)),
+            eval_rows => Value::from(Serde(&evaluations.rows)),
             final_sample => final_sample.as_ref().map(|(step, href)| minijinja::context! { step, href }),
             conditional => run.params.get("model.conditional").is_some_and(|c| c != "none"),
             samples => Value::from(Serde(&samples)),
@@ -299,4 +144,186 @@ pub(super) fn run_page(
         },
     )?;
     Ok(final_sample)
+}
+
+/// The run's plots, written into its folder `dir` of the site: its losses, and with
+/// evaluations its LeNet-FID and fidelity scores over training.
+fn plots(site: &Site, dir: &str, run: &Run) -> Result<Vec<Plot>> {
+    let losses: Vec<Series> = [("d_loss", "D"), ("g_loss", "G")]
+        .iter()
+        .filter_map(|(name, label)| {
+            Some(Series {
+                name: (*label).into(),
+                points: run.metrics.get(*name)?.clone(),
+            })
+        })
+        .collect();
+    let mut plots = vec![Plot {
+        title: "Training Losses".into(),
+        src: site.plot(
+            &format!("{dir}/losses.svg"),
+            &Chart {
+                title: "Training Losses",
+                x_label: "step",
+                y_label: "loss",
+                series: losses,
+                legend: true,
+                smooth: true,
+                ..Default::default()
+            },
+        )?,
+    }];
+    if run.evals.is_empty() {
+        return Ok(plots);
+    }
+    let has_raw = run.evals.values().any(|m| m.contains_key("fid_raw"));
+    let eval_series = |names: &[&str]| -> Vec<Series> {
+        names
+            .iter()
+            .map(|name| Series {
+                // Beside `fid_raw`, `fid` is the average's: the key says whose is which.
+                name: match *name {
+                    "fid" if has_raw => "fid (G's average)".into(),
+                    "fid_raw" => "fid_raw (G)".into(),
+                    other => other.into(),
+                },
+                points: run
+                    .evals
+                    .iter()
+                    .filter_map(|(step, m)| Some((*step as f64, *m.get(*name)?)))
+                    .collect(),
+            })
+            .filter(|s| !s.points.is_empty())
+            .collect()
+    };
+    for (file, title, names) in [
+        // With a moving average of G, its FID beside the raw G's.
+        (
+            "fid.svg",
+            "LeNet-FID over training",
+            &["fid", "fid_raw"][..],
+        ),
+        (
+            "fidelity.svg",
+            "Precision, recall, density, coverage",
+            &["precision", "recall", "density", "coverage"][..],
+        ),
+    ] {
+        let series = eval_series(names);
+        let src = site.plot(
+            &format!("{dir}/{file}"),
+            &Chart {
+                title,
+                x_label: "step",
+                y_label: if file == "fid.svg" { "FID" } else { "value" },
+                legend: series.len() > 1,
+                series,
+                markers: true,
+                log_y_when_wide: file == "fid.svg",
+                ..Default::default()
+            },
+        )?;
+        plots.push(Plot {
+            title: title.into(),
+            src,
+        });
+    }
+    Ok(plots)
+}
+
+/// The run's evaluations as a table: a row per evaluation, its step, the training time it was
+/// reached at (`timed`: runs of older releases have none) and its scores.
+struct Evaluations {
+    timed: bool,
+    columns: Vec<&'static str>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Evaluations {
+    fn of(run: &Run) -> Evaluations {
+        let has = |name: &str| run.evals.values().any(|m| m.contains_key(name));
+        // Beside the FID, the scores only some runs have: the raw G's (with a moving average
+        // of G) and the conditional ones.
+        let columns: Vec<&str> = std::iter::once("fid")
+            .chain(
+                ["fid_raw", "intra_fid", "class_acc"]
+                    .into_iter()
+                    .filter(|c| has(c)),
+            )
+            .chain(crate::eval::HEADLINE[1..].iter().copied())
+            .collect();
+        let seconds = &run.eval_seconds;
+        let timed = !seconds.is_empty();
+        let rows = run
+            .evals
+            .iter()
+            .map(|(step, m)| {
+                std::iter::once(step.to_string())
+                    .chain(timed.then(|| {
+                        (seconds.get(step).copied())
+                            .map(crate::query::clock)
+                            .unwrap_or_default()
+                    }))
+                    .chain(
+                        columns
+                            .iter()
+                            .map(|c| m.get(*c).map(|v| format_value(*v)).unwrap_or_default()),
+                    )
+                    .collect()
+            })
+            .collect();
+        Evaluations {
+            timed,
+            columns,
+            rows,
+        }
+    }
+}
+
+/// Up to [`MAX_GRIDS`] of the run's sample grids, evenly spaced, copied into its folder `dir`
+/// of the site, and the same grids animated (none when they cannot be: a damaged grid, the
+/// strip then shows what there is).
+fn samples(site: &Site, dir: &str, run: &Run) -> Result<(Vec<FileRef>, Option<minijinja::Value>)> {
+    let mut samples = Vec::new();
+    let mut frames = Vec::new();
+    let shown = evenly_spaced(run.samples.len(), MAX_GRIDS);
+    for (step, logged) in shown.iter().map(|&i| &run.samples[i]) {
+        // A grid that is gone or unreadable (its run deleted meanwhile by `runner rm`) is
+        // listed without its image rather than failing the whole report.
+        let bytes = site
+            .locate(logged)
+            .and_then(|source| read_regular_file(&source, MAX_FILE_BYTES).ok());
+        let href = match bytes {
+            Some(bytes) => {
+                let name = format!("step-{step:08}.png");
+                site.file(&format!("{dir}/{name}"), &bytes)?;
+                frames.push((*step, bytes));
+                Some(name)
+            }
+            None => None,
+        };
+        samples.push(FileRef {
+            step: *step,
+            href,
+            path: logged.clone(),
+        });
+    }
+    let [(first, _), .., (last, _)] = frames.as_slice() else {
+        return Ok((samples, None));
+    };
+    let grids: Vec<&[u8]> = frames.iter().map(|(_, png)| png.as_slice()).collect();
+    let last_report = read_regular_file(&site.out.join(dir).join(TIMELAPSE), MAX_FILE_BYTES)
+        .ok()
+        .filter(|gif| timelapse::animates(gif, &grids));
+    let Ok(gif) = last_report.map_or_else(|| timelapse::encode(&grids), Ok) else {
+        return Ok((samples, None));
+    };
+    site.file(&format!("{dir}/{TIMELAPSE}"), &gif)?;
+    let timelapse = minijinja::context! {
+        href => TIMELAPSE,
+        frames => frames.len(),
+        first => first,
+        last => last,
+    };
+    Ok((samples, Some(timelapse)))
 }
