@@ -12,7 +12,9 @@ use minijinja::value::Serde;
 
 use super::data::{self, Experiment, Run};
 use super::plots::{self, Axis, Chart, Polyline, Series};
-use super::{Plot, Ranking, Site, compare, experiment_view, format_value, slug, swept_keys};
+use super::{
+    ExperimentView, Plot, Ranking, Site, compare, experiment_view, format_value, slug, swept_keys,
+};
 
 /// Up to this many distinct values, a swept setting gets one evenly spaced tick per value,
 /// labelled with the digits that tell them apart (as a grid of hyperparameters reads best);
@@ -223,13 +225,66 @@ pub(super) fn experiment_page(
         .iter()
         .find(|r| r.best)
         .map(|r| r.id.clone());
+    let plot_refs = sweep_plots(
+        site,
+        &dir,
+        experiment,
+        ranking,
+        &view.swept_keys,
+        best.as_deref(),
+    )?;
+    // Replicates have no history to read: their order says nothing.
+    let has_settings = view.swept_keys.iter().any(|k| k != "train.seed");
+    let history_plot = match has_settings
+        .then(|| History::of(experiment, ranking, best.as_deref()))
+        .flatten()
+    {
+        Some(history) => Some(history_plot(site, &dir, ranking, history)?),
+        None => None,
+    };
+    let curve_plots = curve_plots(site, &dir, experiment)?;
+    if let Some(leader) = best
+        .as_ref()
+        .and_then(|b| experiment.runs.iter().find(|r| r.id == *b))
+    {
+        for run in experiment.runs.iter().filter(|r| r.id != leader.id) {
+            compare::page(site, experiment, leader, run)?;
+        }
+    }
+    let gallery = gallery(&view, final_samples);
+    site.page(
+        &format!("{dir}/index.html"),
+        "experiment.html",
+        minijinja::context! {
+            root => "../",
+            experiment => Value::from(Serde(&view)),
+            gallery => Value::from(Serde(&gallery)),
+            gallery_of => final_samples.len(),
+            sweep_plots => Value::from(Serde(&plot_refs)),
+            history_plot => Value::from(Serde(&history_plot)),
+            curve_plots => Value::from(Serde(&curve_plots)),
+            replicates => Value::from(Serde(&replicate_table(&site.db, &experiment.name)?)),
+            importance => Value::from(Serde(&importance_table(experiment))),
+        },
+    )
+}
+
+/// The ranking metric against each swept setting (a seed aside), one plot each, and all of
+/// them in one parallel-coordinates plot.
+fn sweep_plots(
+    site: &Site,
+    dir: &str,
+    experiment: &Experiment,
+    ranking: Ranking,
+    swept: &[String],
+    best: Option<&str>,
+) -> Result<Vec<Plot>> {
     let mut plot_refs = Vec::new();
-    let swept = &view.swept_keys;
     // A seed is a replicate, not a setting: the score against it is noise (the replicates'
-    // table below summarises it), though it still tells the lines of a setting's plot apart.
+    // table summarises it), though it still tells the lines of a setting's plot apart.
     let settings: Vec<&String> = swept.iter().filter(|k| *k != "train.seed").collect();
     for (i, key) in settings.iter().copied().enumerate() {
-        let points = SettingPoints::of(experiment, ranking, swept, key, best.as_deref());
+        let points = SettingPoints::of(experiment, ranking, swept, key, best);
         let title = format!("{} vs {key}", ranking.short());
         let src = site.plot(
             &format!("{dir}/sweep-{i}.svg"),
@@ -260,37 +315,37 @@ pub(super) fn experiment_page(
             src: "parallel.svg".into(),
         });
     }
-    // Replicates have no history to read: their order says nothing.
-    let history = (!settings.is_empty())
-        .then(|| History::of(experiment, ranking, best.as_deref()))
-        .flatten();
-    let history_plot = match history {
-        Some(history) => {
-            let title = format!(
-                "{} of each run in the order the runs started (x: pruned), and the best so far",
-                ranking.short()
-            );
-            let src = site.plot(
-                &format!("{dir}/history.svg"),
-                &Chart {
-                    title: &title,
-                    x_label: "run (in start order)",
-                    integer_x: true,
-                    y_label: ranking.short(),
-                    series: vec![Series {
-                        name: "best so far".into(),
-                        points: history.best_so_far,
-                    }],
-                    dots: history.scores,
-                    crosses: history.pruned,
-                    highlight: history.best,
-                    ..Default::default()
-                },
-            )?;
-            Some(Plot { title, src })
-        }
-        None => None,
-    };
+    Ok(plot_refs)
+}
+
+/// The search's history as a plot: each run's score in start order under the best so far.
+fn history_plot(site: &Site, dir: &str, ranking: Ranking, history: History) -> Result<Plot> {
+    let title = format!(
+        "{} of each run in the order the runs started (x: pruned), and the best so far",
+        ranking.short()
+    );
+    let src = site.plot(
+        &format!("{dir}/history.svg"),
+        &Chart {
+            title: &title,
+            x_label: "run (in start order)",
+            integer_x: true,
+            y_label: ranking.short(),
+            series: vec![Series {
+                name: "best so far".into(),
+                points: history.best_so_far,
+            }],
+            dots: history.scores,
+            crosses: history.pruned,
+            highlight: history.best,
+            ..Default::default()
+        },
+    )?;
+    Ok(Plot { title, src })
+}
+
+/// Every run's LeNet-FID over steps and against training time, and its D and G losses.
+fn curve_plots(site: &Site, dir: &str, experiment: &Experiment) -> Result<Vec<Plot>> {
     let mut curve_plots = Vec::new();
     let fid_curves: Vec<(&Run, Vec<(f64, f64)>)> = experiment
         .runs
@@ -391,16 +446,16 @@ pub(super) fn experiment_page(
         )?;
         curve_plots.push(Plot { title, src });
     }
-    if let Some(leader) = best
-        .as_ref()
-        .and_then(|b| experiment.runs.iter().find(|r| r.id == *b))
-    {
-        for run in experiment.runs.iter().filter(|r| r.id != leader.id) {
-            compare::page(site, experiment, leader, run)?;
-        }
-    }
-    // What the report's authors judged by eye, side by side: the runs' last grids, best first.
-    let gallery: Vec<GalleryEntry> = (view.leaderboard.iter())
+    Ok(curve_plots)
+}
+
+/// What the report's authors judged by eye, side by side: the runs' last grids, best first.
+fn gallery(
+    view: &ExperimentView,
+    final_samples: &BTreeMap<&str, (i64, String)>,
+) -> Vec<GalleryEntry> {
+    let swept = &view.swept_keys;
+    (view.leaderboard.iter())
         .filter_map(|row| {
             let (step, name) = final_samples.get(row.id.as_str())?;
             Some(GalleryEntry {
@@ -418,22 +473,7 @@ pub(super) fn experiment_page(
             })
         })
         .take(MAX_GALLERY)
-        .collect();
-    site.page(
-        &format!("{dir}/index.html"),
-        "experiment.html",
-        minijinja::context! {
-            root => "../",
-            experiment => Value::from(Serde(&view)),
-            gallery => Value::from(Serde(&gallery)),
-            gallery_of => final_samples.len(),
-            sweep_plots => Value::from(Serde(&plot_refs)),
-            history_plot => Value::from(Serde(&history_plot)),
-            curve_plots => Value::from(Serde(&curve_plots)),
-            replicates => Value::from(Serde(&replicate_table(&site.db, &experiment.name)?)),
-            importance => Value::from(Serde(&importance_table(experiment))),
-        },
-    )
+        .collect()
 }
 
 /// An experiment's search history, as Optuna's dashboard draws it: each run's score at its
