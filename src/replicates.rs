@@ -42,7 +42,7 @@ struct Run {
 }
 
 /// The config without what does not make a group (the seed, and where the data lies), as
-/// sorted `key=value` items.
+/// dotted keys and their values.
 fn group_key(config: &serde_json::Value) -> BTreeMap<String, String> {
     let mut config = crate::spec::with_defaults(config.clone());
     if let Some(train) = config.get_mut("train").and_then(|t| t.as_object_mut()) {

@@ -55,7 +55,7 @@ impl ModuleMapper for Numbering {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{ClassicOptions, DcganOptions, GanOptions, ModelConfig};
+    use crate::model::ModelConfig;
     use crate::train::rng::{Stream, rng_for};
     use burn::module::ModuleVisitor;
 
@@ -78,11 +78,7 @@ mod tests {
     #[test]
     fn every_parameter_has_its_own_id_and_every_build_the_same_ones() {
         let device = crate::backend::device();
-        for model in [
-            ModelConfig::Gan(GanOptions::default()),
-            ModelConfig::Dcgan(DcganOptions::default()),
-            ModelConfig::DcganClassic(ClassicOptions::default()),
-        ] {
+        for model in ModelConfig::families() {
             let build = |seed| model.build(&mut rng_for(seed, Stream::Init, 0), &device);
             let (g, d) = build(0);
             let (g_ids, d_ids) = (ids(&g), ids(&d));

@@ -157,6 +157,15 @@ impl Default for ModelConfig {
 }
 
 impl ModelConfig {
+    /// Each family with its defaults (the report's).
+    pub fn families() -> [ModelConfig; 3] {
+        [
+            ModelConfig::Gan(GanOptions::default()),
+            ModelConfig::Dcgan(DcganOptions::default()),
+            ModelConfig::DcganClassic(ClassicOptions::default()),
+        ]
+    }
+
     pub fn arch(&self) -> &'static str {
         match self {
             ModelConfig::Gan(_) => "gan",

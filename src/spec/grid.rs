@@ -139,10 +139,9 @@ fn keep_written_model_keys(
     else {
         return;
     };
-    let family_defaults = toml::Table::from_iter([("arch".to_string(), base_arch.into())]);
-    let Ok(defaults) = crate::model::ModelConfig::deserialize(family_defaults)
-        .map_err(|e| e.to_string())
-        .and_then(|defaults| toml::Table::try_from(defaults).map_err(|e| e.to_string()))
+    let Some(defaults) = (crate::model::ModelConfig::families().into_iter())
+        .find(|family| family.arch() == base_arch)
+        .and_then(|family| toml::Table::try_from(family).ok())
     else {
         return;
     };
