@@ -53,7 +53,7 @@ fn group_key(config: &serde_json::Value) -> BTreeMap<String, String> {
     }
     crate::spec::flatten_params(&config)
         .into_iter()
-        .map(|(k, v)| (k, v.to_string()))
+        .map(|(k, v)| (k, crate::query::json_text(&v)))
         .collect()
 }
 
@@ -108,7 +108,7 @@ pub fn groups(db: &Path, experiment: Option<&str>) -> Result<Rows> {
     ];
     let mut rows = Vec::new();
     for (experiment, groups) in per_experiment {
-        let varied = crate::query::varied_keys(groups.keys());
+        let varied = crate::query::varied_keys(groups.keys(), crate::query::json_text);
         let mut scored: Vec<_> = groups
             .into_iter()
             .map(|(key, members)| {

@@ -8,7 +8,7 @@ use anyhow::{Result, bail};
 use serde_json::Value;
 
 use super::sql::{find_run, has_seconds, has_tags, latest_loss_sql, latest_time_sql, tags_sql};
-use super::{Format, Rows, run_sql, varied_keys};
+use super::{Format, Rows, json_text, run_sql, varied_keys};
 use crate::track;
 
 /// What a run's record says, in the order rows show it.
@@ -85,11 +85,11 @@ pub fn compare(db: &Path, given: &[String], every_setting: bool, format: Format)
         let as_text: Vec<BTreeMap<String, String>> = (runs.iter())
             .map(|run| {
                 (run.settings.iter())
-                    .map(|(key, value)| (key.clone(), value.to_string()))
+                    .map(|(key, value)| (key.clone(), json_text(value)))
                     .collect()
             })
             .collect();
-        varied_keys(as_text.iter())
+        varied_keys(as_text.iter(), json_text)
     };
     let value_of = |run: &RunFields, name: &str| -> Value {
         run.record

@@ -11,7 +11,7 @@ mod show;
 mod sql;
 
 pub use compare::compare;
-pub use runs::{RunOrder, runs, training_time, varied_keys};
+pub use runs::{RunOrder, json_text, runs, training_time, varied_keys};
 pub use select::{SelectedRun, select_runs};
 pub use show::{ShowFormat, show};
 pub use sql::{check_experiment, find_run, run_dirs, tagged_sql};

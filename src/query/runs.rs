@@ -1,6 +1,7 @@
 //! `runner runs`: every run with its status, progress, training time, losses, scores, the
 //! settings that tell it apart and its tags.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Result, bail};
@@ -110,7 +111,6 @@ fn varied_settings(
     db: &Path,
     experiment: Option<&str>,
 ) -> Result<std::collections::HashMap<String, String>> {
-    use std::collections::BTreeMap;
     let recorded = run_sql(
         db,
         "SELECT experiment, id, config FROM runs WHERE ?1 IS NULL OR experiment = ?1",
@@ -135,7 +135,7 @@ fn varied_settings(
     }
     let mut out = std::collections::HashMap::new();
     for runs in experiments.values() {
-        let varied = varied_keys(runs.iter().map(|(_, settings)| settings));
+        let varied = varied_keys(runs.iter().map(|(_, settings)| settings), json_text);
         for (id, settings) in runs {
             let items: Vec<String> = (varied.iter())
                 .filter_map(|key| Some(format!("{key}={}", settings.get(key)?)))
@@ -146,26 +146,49 @@ fn varied_settings(
     Ok(out)
 }
 
-/// The config keys whose values differ between runs (each a dotted key -> value map), in key
-/// order; `data.dir` aside: where the data lies is no setting. A model family's option
-/// (`model.*` but `model.arch`) counts where it differs between runs of one family: between
-/// families the defaults differ (a sweep over `model.arch` varies the architecture, not the
-/// vanilla GAN's `g_hidden` beside the DCGAN's `bn_eps`).
+/// A setting's value as JSON text, as `runs`, `compare` and `runs --group` show it.
+pub fn json_text(value: &serde_json::Value) -> String {
+    value.to_string()
+}
+
+/// The config keys whose values differ between runs (each a dotted key -> value map, its
+/// values written by `render`), in key order; `data.dir` aside: where the data lies is no
+/// setting. A model family's option (`model.*` but `model.arch`) at that family's default
+/// reads as unset: between families the defaults differ, and a sweep over `model.arch` varies
+/// the architecture, not the vanilla GAN's `g_hidden` beside the DCGAN's `bn_eps`, while an
+/// option set away from its family's default (`bn_eps = 1e-5` in one family's runs) still
+/// counts.
 pub fn varied_keys<'a>(
-    runs: impl Iterator<Item = &'a std::collections::BTreeMap<String, String>> + Clone,
+    runs: impl Iterator<Item = &'a BTreeMap<String, String>> + Clone,
+    render: fn(&serde_json::Value) -> String,
 ) -> Vec<String> {
-    use std::collections::{BTreeMap, BTreeSet};
+    use std::collections::BTreeSet;
+    // arch -> option -> default, written as the runs' values are.
+    let defaults: BTreeMap<String, BTreeMap<String, String>> =
+        (crate::model::ModelConfig::families().iter())
+            .map(|family| {
+                let options: BTreeMap<String, String> =
+                    crate::spec::flatten_params(&serde_json::json!({ "model": family }))
+                        .into_iter()
+                        .map(|(key, value)| (key, render(&value)))
+                        .collect();
+                (options["model.arch"].clone(), options)
+            })
+            .collect();
+    let setting = |run: &'a BTreeMap<String, String>, key: &str| -> Option<&'a String> {
+        let value = run.get(key)?;
+        let family_default = (key.starts_with("model.") && key != "model.arch")
+            .then(|| defaults.get(run.get("model.arch")?)?.get(key))
+            .flatten();
+        (family_default != Some(value)).then_some(value)
+    };
     let keys: BTreeSet<&String> = runs.clone().flat_map(|r| r.keys()).collect();
     keys.into_iter()
         .filter(|key| key.as_str() != "data.dir")
         .filter(|key| {
-            let family_option = key.starts_with("model.") && key.as_str() != "model.arch";
-            let mut values: BTreeMap<Option<&String>, BTreeSet<Option<&String>>> = BTreeMap::new();
-            for run in runs.clone() {
-                let family = family_option.then(|| run.get("model.arch")).flatten();
-                values.entry(family).or_default().insert(run.get(*key));
-            }
-            values.values().any(|within| within.len() > 1)
+            let values: BTreeSet<Option<&String>> =
+                runs.clone().map(|run| setting(run, key)).collect();
+            values.len() > 1
         })
         .cloned()
         .collect()

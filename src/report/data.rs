@@ -81,6 +81,18 @@ fn text(value: Value) -> String {
     }
 }
 
+/// A setting's value as the `params` table holds it, read back as text (strings bare, booleans
+/// 0 and 1).
+pub(super) fn param_text(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Bool(b) => i64::from(*b).to_string(),
+        serde_json::Value::Number(n) if n.is_i64() => n.to_string(),
+        serde_json::Value::Number(n) => n.as_f64().unwrap_or(f64::NAN).to_string(),
+        other => other.to_string(),
+    }
+}
+
 /// How much of each run [`load`] reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Detail {
@@ -262,13 +274,7 @@ fn load_runs(conn: &Connection, detail: Detail) -> Result<BTreeMap<String, Vec<R
             continue;
         };
         for (key, value) in crate::spec::flatten_params(&crate::spec::with_defaults(config)) {
-            run.params.entry(key).or_insert_with(|| match value {
-                serde_json::Value::String(s) => s,
-                serde_json::Value::Bool(b) => i64::from(b).to_string(),
-                serde_json::Value::Number(n) if n.is_i64() => n.to_string(),
-                serde_json::Value::Number(n) => n.as_f64().unwrap_or(f64::NAN).to_string(),
-                other => other.to_string(),
-            });
+            run.params.entry(key).or_insert_with(|| param_text(&value));
         }
     }
     let mut out: BTreeMap<String, Vec<Run>> = BTreeMap::new();

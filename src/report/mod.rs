@@ -160,7 +160,7 @@ fn short(value: &str) -> String {
 
 /// The config keys whose values differ between the runs.
 fn swept_keys<'a>(runs: impl Iterator<Item = &'a Run> + Clone) -> Vec<String> {
-    crate::query::varied_keys(runs.map(|r| &r.params))
+    crate::query::varied_keys(runs.map(|r| &r.params), data::param_text)
 }
 
 #[derive(Serialize)]
@@ -629,8 +629,8 @@ mod tests {
             swept_keys([run("1e-4", "a"), run("2e-4", "b")].iter()),
             ["train.lr"]
         );
-        // Between model families their options differ by default: only what differs within
-        // one family is swept.
+        // Between model families their options' defaults differ: a family's option counts
+        // where it is set away from its family's default (as the params table holds them).
         let model = |arch: &str, option: (&str, &str), latent: &str| Run {
             params: [("model.arch", arch), option, ("model.latent_dim", latent)]
                 .into_iter()
@@ -639,19 +639,24 @@ mod tests {
             ..Default::default()
         };
         let families = [
-            model("gan", ("model.g_hidden", "[256]"), "64"),
+            model("gan", ("model.g_hidden", "[32,64,128]"), "64"),
             model("dcgan", ("model.bn_eps", "0.8"), "64"),
-            model("dcgan", ("model.bn_eps", "0.8"), "64"),
+            model("dcgan-classic", ("model.g_channels", "[256,128,64]"), "64"),
         ];
         assert_eq!(swept_keys(families.iter()), ["model.arch"]);
+        let one_set = [
+            model("gan", ("model.g_hidden", "[32,64,128]"), "100"),
+            model("dcgan", ("model.bn_eps", "0.00001"), "100"),
+        ];
+        assert_eq!(swept_keys(one_set.iter()), ["model.arch", "model.bn_eps"]);
         let within = [
-            model("gan", ("model.g_hidden", "[256]"), "64"),
+            model("gan", ("model.g_hidden", "[32,64,128]"), "64"),
             model("dcgan", ("model.bn_eps", "0.8"), "64"),
-            model("dcgan", ("model.bn_eps", "1e-5"), "100"),
+            model("dcgan", ("model.bn_eps", "0.8"), "100"),
         ];
         assert_eq!(
             swept_keys(within.iter()),
-            ["model.arch", "model.bn_eps", "model.latent_dim"]
+            ["model.arch", "model.latent_dim"]
         );
     }
 
