@@ -133,7 +133,15 @@ pub fn runs(req: RunsRequest) -> Result<()> {
     let rows = if req.group {
         crate::replicates::groups(req.db, req.experiment)?
     } else if req.explain {
-        crate::report::explain(req.db, req.experiment)?
+        let rows = crate::report::explain(req.db, req.experiment)?;
+        if rows.rows.is_empty() {
+            let name = req.experiment.unwrap_or("NAME");
+            errln!(
+                "nothing to explain: --explain needs finished runs scored by LeNet-FID that \
+                 differ in a setting (`runner eval --experiment {name}` scores its runs)"
+            );
+        }
+        rows
     } else {
         let mut rows =
             crate::query::runs(req.db, req.experiment, req.statuses, req.tags, req.order)?;

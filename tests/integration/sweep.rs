@@ -416,6 +416,16 @@ fn sweeps_run_in_parallel_record_everything_and_are_idempotent() {
         .assert()
         .success()
         .stdout(predicate::str::contains(" finished ").count(6));
+    // Unscored runs give --explain nothing to read: it says why rather than an empty table.
+    runner()
+        .current_dir(dir.path())
+        .args(["runs", "--experiment", "tiny", "--explain"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(
+            "nothing to explain: --explain needs finished runs scored by LeNet-FID",
+        ))
+        .stderr(predicate::str::contains("`runner eval --experiment tiny`"));
     // A mistyped experiment listed no runs, as if it had none.
     for extra in [&[][..], &["--group"], &["--explain"]] {
         runner()
