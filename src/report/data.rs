@@ -81,16 +81,10 @@ fn text(value: Value) -> String {
     }
 }
 
-/// A setting's value as the `params` table holds it, read back as text (strings bare, booleans
-/// 0 and 1).
+/// A setting's value as the `params` table holds it, read back as text, as the report reads
+/// the table's rows.
 pub(super) fn param_text(value: &serde_json::Value) -> String {
-    match value {
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Bool(b) => i64::from(*b).to_string(),
-        serde_json::Value::Number(n) if n.is_i64() => n.to_string(),
-        serde_json::Value::Number(n) => n.as_f64().unwrap_or(f64::NAN).to_string(),
-        other => other.to_string(),
-    }
+    text(crate::track::writer::param_value(value))
 }
 
 /// How much of each run [`load`] reads.

@@ -355,13 +355,7 @@ pub(super) fn upsert_run(
         ],
     )?;
     for (key, value) in &record.params {
-        let value: rusqlite::types::Value = match value {
-            serde_json::Value::Number(n) if n.is_i64() => n.as_i64().expect("checked").into(),
-            serde_json::Value::Number(n) => n.as_f64().unwrap_or(f64::NAN).into(),
-            serde_json::Value::Bool(b) => i64::from(*b).into(),
-            serde_json::Value::String(s) => s.clone().into(),
-            other => other.to_string().into(),
-        };
+        let value = param_value(value);
         tx.execute(
             "INSERT INTO params (run_id, key, value) VALUES (?1, ?2, ?3)
              ON CONFLICT(run_id, key) DO UPDATE SET value = ?3",
@@ -369,4 +363,16 @@ pub(super) fn upsert_run(
         )?;
     }
     Ok(())
+}
+
+/// A setting as the `params` table holds it: integers and floats as numbers, booleans as 0
+/// and 1, text bare, lists as JSON text.
+pub fn param_value(value: &serde_json::Value) -> rusqlite::types::Value {
+    match value {
+        serde_json::Value::Number(n) if n.is_i64() => n.as_i64().expect("checked").into(),
+        serde_json::Value::Number(n) => n.as_f64().unwrap_or(f64::NAN).into(),
+        serde_json::Value::Bool(b) => i64::from(*b).into(),
+        serde_json::Value::String(s) => s.clone().into(),
+        other => other.to_string().into(),
+    }
 }
