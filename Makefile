@@ -2,7 +2,7 @@
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/ganrunner-target
 RUNNER := $(CARGO_TARGET_DIR)/release/runner
 
-.PHONY: all build build-gpu build-gpu-autotune gpu-carry vulkan-smoke data data-fashion run test test-deps test-full test-slurm bench report parity
+.PHONY: all build build-gpu gpu-carry vulkan-smoke data data-fashion run test test-deps test-full test-slurm bench report parity
 
 all: build
 
@@ -61,23 +61,24 @@ bench: build
 	TORCH_PYTHON=$(TORCH_PYTHON) python3 bench/compare.py $(RUNNER)
 
 # A stripped runner with the Vulkan and CUDA backends in dist/runner-gpu (it must travel to a GPU
-# machine that reaches no registry), and the Vulkan loader's .deb beside it for bench/gpu-check.sh.
+# machine that reaches no registry), and beside it for bench/gpu-check.sh the .deb files of what
+# --device vulkan needs on a machine without a desktop (VULKAN_DEBS).
 # The first build takes 25-35 minutes on 2 cores (its fat link-time optimization alone 8-25).
 GPU_FEATURES ?= vulkan cuda
+# The Vulkan loader, glvnd's GL dispatch libraries (without them NVIDIA's Vulkan driver, in
+# libGLX_nvidia.so.0, gave the loader no vkCreateInstance on the H200) and the X11 client
+# libraries that driver links: the set that ran there, 1.8 MB. Files renamed without the
+# epoch's `%3a`, which a device call may refuse to carry.
+VULKAN_DEBS = libvulkan1 libglvnd0 libglx0 libgl1 libegl1 libopengl0 libgles2 libx11-6 \
+	libx11-data libxext6 libxcb1 libxau6 libxdmcp6 libbsd0 libmd0
 build-gpu:
 	cargo build --profile gpu --features "$(GPU_FEATURES)"
 	mkdir -p dist/vulkan
 	cp $(CARGO_TARGET_DIR)/gpu/runner dist/runner-gpu
 	@size=$$(stat -c %s dist/runner-gpu); echo "dist/runner-gpu: $$((size / 1048576)) MiB"; \
 		test $$size -lt 62914560 || (echo "dist/runner-gpu is over 60 MiB" >&2; exit 1)
-	cd dist/vulkan && (ls libvulkan1_*.deb >/dev/null 2>&1 || apt-get download libvulkan1)
-
-# The same runner with burn's autotune (the `gpu-autotune` feature), for bench/gpu-check.sh to
-# time beside it: whether tuned kernels repay tuning in every process is for a real GPU to say.
-build-gpu-autotune:
-	cargo build --profile gpu --features "$(GPU_FEATURES) gpu-autotune"
-	mkdir -p dist
-	cp $(CARGO_TARGET_DIR)/gpu/runner dist/runner-gpu-autotune
+	cd dist/vulkan && (ls libglvnd0_*.deb >/dev/null 2>&1 || apt-get download $(VULKAN_DEBS)) \
+		&& for f in *%3a*; do [ ! -e "$$f" ] || mv "$$f" "$$(echo "$$f" | sed 's/%3a/-/')"; done
 
 # The Vulkan build checked on Mesa's software Vulkan driver, no GPU needed (bench/vulkan-smoke.sh
 # says what it fetches and patches under dist/vulkan-smoke): 20-25 minutes to rebuild, 10 to check.
@@ -86,12 +87,11 @@ vulkan-smoke: data
 
 # What bench/gpu-check.sh needs on a GPU machine, compressed to travel (a device `run` carries
 # 64 MiB at most; the binary and MNIST are 108 MiB as they are): dist/carry/ holds the gzipped
-# runner and its autotuned twin, the Vulkan loader's .deb and gzipped MNIST (the runner reads
-# .gz IDX files), about 50 MiB. Then: `bash bench/gpu-check.sh` there, with dist/carry beside it.
-gpu-carry: build-gpu build-gpu-autotune data
+# runner, the .deb files of VULKAN_DEBS and gzipped MNIST (the runner reads .gz IDX files),
+# about 33 MiB. Then: `bash bench/gpu-check.sh` there, with dist/carry beside it.
+gpu-carry: build-gpu data
 	rm -rf dist/carry && mkdir -p dist/carry/mnist dist/carry/vulkan
 	gzip -6 -c dist/runner-gpu > dist/carry/runner-gpu.gz
-	gzip -6 -c dist/runner-gpu-autotune > dist/carry/runner-gpu-autotune.gz
 	cp dist/vulkan/*.deb dist/carry/vulkan/
 	for f in data/mnist/*-ubyte; do gzip -6 -c $$f > dist/carry/mnist/$$(basename $$f).gz; done
 	@du -sh dist/carry

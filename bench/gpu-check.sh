@@ -7,10 +7,11 @@
 #
 #   bash bench/gpu-check.sh            # from the repository root
 #
-# What comes back is in ${OUT:-/tmp/gpu-check}, six files, none in a folder (a device call returns
-# at most 8 files from $OUT): table.txt (what it prints), rows.jsonl (every timing), log.txt
-# (its progress and every step's messages) and losses-<run>.csv (the three compared runs). The
-# runs, binaries and loader go to ${GPU_CHECK_WORK:-/tmp/gpu-check-work}.
+# What comes back is in ${OUT:-/tmp/gpu-check}, seven files, none in a folder (a device call
+# returns at most 8 files from $OUT): table.txt (what it prints), rows.jsonl (every timing),
+# log.txt (its progress and every step's messages), losses-<run>.csv (the three compared runs)
+# and profile.txt (where a GPU step's time goes). The runs, binary and libraries go to
+# ${GPU_CHECK_WORK:-/tmp/gpu-check-work}.
 #
 # Steps, most important first, each within what is left of GPU_CHECK_BUDGET seconds (default
 # 450; 2400 at tiny sizes, for a software GPU; a step that no longer fits is skipped and
@@ -21,8 +22,7 @@
 # bench/pytorch_reference.py --device cuda when torch imports; 50 steps of the report's DCGAN
 # on the GPU (each way of convolving) and on the CPU from the same seed, losses compared; a
 # 2000-step quickstart-sized DCGAN on the GPU and its LeNet-FID; batch 256 (ours and
-# PyTorch); the report's DCGAN at batch 64 with the autotuned runner, when dist/ or
-# dist/carry holds one (row `vulkan+at`).
+# PyTorch); cubecl's profile of the report's DCGAN step on the first GPU device.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu-check}
@@ -38,12 +38,6 @@ LOG="$OUT/log.txt"
 if [ ! -x "$RUNNER" ] && [ -f dist/carry/runner-gpu.gz ]; then
     gzip -dc dist/carry/runner-gpu.gz > "$WORK/runner-gpu" && chmod +x "$WORK/runner-gpu"
     RUNNER="$WORK/runner-gpu"
-fi
-# The same runner built with burn's autotune (`gpu-autotune`), when it travelled too.
-AUTOTUNED=${AUTOTUNED:-dist/runner-gpu-autotune}
-if [ ! -x "$AUTOTUNED" ] && [ -f dist/carry/runner-gpu-autotune.gz ]; then
-    gzip -dc dist/carry/runner-gpu-autotune.gz > "$WORK/runner-gpu-autotune" \
-        && chmod +x "$WORK/runner-gpu-autotune" && AUTOTUNED="$WORK/runner-gpu-autotune"
 fi
 [ -d "$DATA" ] || DATA=dist/carry/mnist
 START=$(date +%s)
@@ -64,7 +58,8 @@ fi
 log() { echo "[$(( $(date +%s) - START ))s] $*" | tee -a "$LOG" >&2; }
 [ -x "$RUNNER" ] || { echo "no $RUNNER (nor dist/carry): run \`make gpu-carry\` first" >&2; exit 1; }
 
-# The Vulkan loader from the .deb beside the binary (no apt on the GPU machine needed).
+# The Vulkan loader and glvnd's libraries from the .deb files beside the binary (no apt on the
+# GPU machine needed; see the Makefile's VULKAN_DEBS).
 LOADER="$WORK/vulkan-loader"
 mkdir -p "$LOADER"
 for deb in dist/vulkan/*.deb dist/carry/vulkan/*.deb; do
@@ -120,7 +115,7 @@ ROWS="$OUT/rows.jsonl"
 # would get under 10 s is skipped and named, so a slow GPU still ends with the table and time
 # to rerun. Steps run most important first: what the issue's goals compare (batch 64 against
 # the CPU and PyTorch, each way of convolving), the losses against the CPU, the FID, then
-# batch 256 and the autotuned runner.
+# batch 256 and the profile.
 BUDGET=${GPU_CHECK_BUDGET:-$DEFAULT_BUDGET}
 SKIPPED=""
 # `allow CAP WHAT`: sets ALLOW to CAP seconds (times CAP_SCALE) or what the budget has left,
@@ -231,22 +226,41 @@ for batch in ${BATCHES#"$FIRST_BATCH"}; do
     torch_rows "$batch"
 done
 
-# 5. The autotuned runner on the report's DCGAN at the first batch size, without warm-up steps:
-# its median is the tuned step, its slowest step the one that tuned (every process tunes
-# again). Tuning that takes over 90 s in every process is itself the answer.
-AUTOTUNE_NOTES=""
-if [ -x "$AUTOTUNED" ]; then
-    for device in "${DEVICES[@]}"; do
-        allow 90 "bench $device batch $FIRST_BATCH, autotuned runner" || continue
-        log "bench $device batch $FIRST_BATCH, autotuned runner"
-        row=$(timeout "$ALLOW" "$AUTOTUNED" bench --device "$device" --model dcgan --batch "$FIRST_BATCH" \
-            --steps "$BENCH_STEPS" --warmup 0 --format json 2>> "$LOG")
-        if [ -n "$row" ]; then
-            echo "$row" | sed "s/^{/{\"side\":\"autotuned\",\"device\":\"$device\",/" >> "$ROWS"
-        else
-            AUTOTUNE_NOTES+="autotuned runner on $device: no result (it failed, or took over $ALLOW s; see log.txt)"$'\n'
-        fi
-    done
+# 5. Where the report's DCGAN step's time goes on the first GPU device: cubecl's profiler (a
+# cubecl.toml where the runner starts): each kernel's time in the last of 5 steps (compiling
+# slowed kernels into the third step on the H200), summed by kernel.
+if [ ${#DEVICES[@]} -gt 0 ] && allow 60 "profile of a DCGAN step on ${DEVICES[0]}"; then
+    log "profile of a DCGAN step on ${DEVICES[0]}"
+    mkdir -p "$WORK/profile" && rm -f "$WORK/profile.log"
+    printf '[profiling.logger]\nlevel = "basic"\nfile = "%s"\n' "$WORK/profile.log" > "$WORK/profile/cubecl.toml"
+    (cd "$WORK/profile" && timeout "$ALLOW" "$RUNNER" bench --device "${DEVICES[0]}" --model dcgan \
+        --batch "$FIRST_BATCH" --steps 1 --warmup 4 --format json) >> "$LOG" 2>&1
+    [ -s "$WORK/profile.log" ] || log "no profile: the runner wrote none (cubecl's, GPU backends only)"
+    [ -s "$WORK/profile.log" ] && python3 - "$WORK/profile.log" 5 1 > "$OUT/profile.txt" 2>> "$LOG" <<'EOF'
+import collections, re, sys
+units = {"ns": 1e-6, "µs": 1e-3, "ms": 1.0, "s": 1e3}
+kernels = []
+for line in open(sys.argv[1], encoding="utf-8", errors="replace"):
+    cells = [c.strip() for c in line.split("|")]
+    m = re.fullmatch(r"([0-9.]+)(ns|µs|ms|s)", cells[1]) if len(cells) > 2 else None
+    if m:
+        # A kernel's name is its first cell; a matrix product's last cell is its own.
+        name = cells[-1] if cells[2] == "MatmulEntry" else cells[2]
+        kernels.append((re.sub(r"_[0-9a-f]{8}$", "", name), float(m[1]) * units[m[2]]))
+# Every step launches the same kernels: the timed steps are the log's last lines.
+total_steps, timed = int(sys.argv[2]), int(sys.argv[3])
+per_kernel = collections.defaultdict(lambda: [0, 0.0])
+for name, ms in kernels[len(kernels) - len(kernels) * timed // total_steps:]:
+    per_kernel[name][0] += 1
+    per_kernel[name][1] += ms
+rows = sorted(((ms / timed, n / timed, name) for name, (n, ms) in per_kernel.items()), reverse=True)
+total = sum(r[0] for r in rows)
+print(f"kernel time per step {total:.2f} ms, {sum(r[1] for r in rows):.0f} kernels "
+      f"(the last {timed} of {total_steps} steps; timing each kernel slows the step itself)")
+print(f"{'ms/step':>8} {'share':>6} {'calls':>6} {'mean us':>8}  kernel")
+for ms, n, name in rows[:25]:
+    print(f"{ms:8.2f} {100 * ms / total:5.1f}% {n:6.0f} {ms / n * 1e3:8.1f}  {name[:70]}")
+EOF
 fi
 
 {
@@ -266,16 +280,15 @@ for r in rows:
     if r["side"] == "pytorch" or r["device"] == "cpu":
         continue
     c, c2, t = cpu.get(key(r)), two.get(key(r)), torch.get(key(r))
-    device = r["device"] + {"autotuned": "+at", "burn-conv": "+burn-conv"}.get(r["side"], "")
-    tuning = f"  (autotune: slowest step {r['max_ms']:.0f} ms)" if r["side"] == "autotuned" else ""
+    device = r["device"] + {"burn-conv": "+burn-conv"}.get(r["side"], "")
     print(f"{r['model']:<14} {r['batch']:>5} {device:<16} {r['median_ms']:7.2f} "
           f"{cell(c and c['median_ms'], '{:9.1f}')} {cell(c and c['median_ms'] / r['median_ms'], '{:8.1f}')} "
           f"{cell(c2 and c2['median_ms'], '{:9.1f}')} {cell(c2 and c2['median_ms'] / r['median_ms'], '{:7.1f}')} "
-          f"{cell(t and t['median_ms'], '{:9.2f}')} {cell(t and r['median_ms'] / t['median_ms'], '{:10.2f}')}{tuning}")
+          f"{cell(t and t['median_ms'], '{:9.2f}')} {cell(t and r['median_ms'] / t['median_ms'], '{:10.2f}')}")
 EOF
-[ -n "$AUTOTUNE_NOTES" ] && printf '%s' "$AUTOTUNE_NOTES"
 [ -n "$SKIPPED" ] && printf '%s' "$SKIPPED"
 [ -n "$COMPARE" ] && printf '%s' "$COMPARE"
+[ -s "$OUT/profile.txt" ] && echo "profile of a DCGAN step on ${DEVICES[0]} (profile.txt): $(head -1 "$OUT/profile.txt")"
 [ -n "${QUICK_S:-}" ] && echo "quickstart-sized DCGAN, $QUICK_STEPS steps on ${DEVICES[0]}: ${QUICK_S} s, LeNet-FID ${FID:-?}"
 } | tee "$OUT/table.txt"
 log "done"

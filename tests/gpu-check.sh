@@ -6,7 +6,8 @@
 #   1. every row comes out (vulkan, vulkan+burn-conv), the two 3-step comparisons find the
 #      CPU's own losses (difference 0: the stand-in is the CPU) and the FID line has a number;
 #   2. what a device call would bring back from $OUT fits its limits (at most 8 files, none in
-#      a folder here): the table, the rows, the log and the compared runs' losses;
+#      a folder here): the table, the rows, the log, the compared runs' losses and the profile
+#      (the stand-in writes a profile log as cubecl's profiler would, where a cubecl.toml asks);
 #   3. with a budget too small for the later steps, those are named as skipped and the table
 #      still prints.
 # Usage: tests/gpu-check.sh [path/to/runner]
@@ -20,6 +21,15 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 
 cat > "$WORK/runner" <<EOF
 #!/usr/bin/env bash
+# cubecl's profiler, asked by a cubecl.toml where the runner starts: a line per kernel run, five
+# steps of two kernels (one a matrix product, named by its last cell), the first step compiling.
+log=\$(sed -n 's/^file = "\(.*\)"/\1/p' cubecl.toml 2>/dev/null)
+if [ -n "\$log" ]; then
+    printf '| 2.5s       | ReduceKernel | TensorArgs_d1217d7c\n| 40ms | MatmulEntry | TensorArgs | Simple_4a2870b6\n' > "\$log"
+    for step in 1 2 3 4; do
+        printf '| 1.5ms      | ReduceKernel | TensorArgs_d1217d7c\n| 20µs | MatmulEntry | TensorArgs | Simple_4a2870b6\n' >> "\$log"
+    done
+fi
 args=()
 for arg in "\$@"; do
     [ "\$arg" = cuda ] && { echo "error: --device cuda: not in this stand-in" >&2; exit 1; }
@@ -50,14 +60,21 @@ grep -q skipped "$WORK/table" && fail "a step was skipped at the default budget:
 echo "ok: every step of the GPU check runs and its table comes out"
 
 returned=$(cd "$WORK/out" && find . -mindepth 1 | sort | paste -sd' ')
-[ "$returned" = "./log.txt ./losses-cpu.csv ./losses-vulkan-burn-conv.csv ./losses-vulkan.csv ./rows.jsonl ./table.txt" ] \
-    || fail "\$OUT holds other than the six files a device call brings back: $returned"
+[ "$returned" = "./log.txt ./losses-cpu.csv ./losses-vulkan-burn-conv.csv ./losses-vulkan.csv ./profile.txt ./rows.jsonl ./table.txt" ] \
+    || fail "\$OUT holds other than the seven files a device call brings back: $returned"
+# The last step's kernels, each summed, the largest first; the compiling first step left out.
+grep -q "^kernel time per step 1.52 ms, 2 kernels" "$WORK/out/profile.txt" \
+    && grep -q "^    1.50  98.7%      1   1500.0  ReduceKernel" "$WORK/out/profile.txt" \
+    && grep -q "^    0.02   1.3%      1     20.0  Simple$" "$WORK/out/profile.txt" \
+    || fail "profile.txt is not the last step's kernels: $(cat "$WORK/out/profile.txt")"
+grep -q "^profile of a DCGAN step on vulkan (profile.txt): kernel time per step 1.52 ms" "$WORK/table" \
+    || fail "the table does not name the profile: $(cat "$WORK/table")"
 cmp -s "$WORK/table" "$WORK/out/table.txt" || fail "table.txt is not what the check printed"
 grep -q "bench vulkan batch 16" "$WORK/out/log.txt" || fail "log.txt lacks the progress lines"
 # The quickstart-sized run is timed training alone: its one evaluation comes after it (on a
 # software GPU its own, 10 000 images twice at the end, had taken longer than the whole check).
 grep -q "step 3: FID" "$WORK/out/log.txt" && fail "the quickstart-sized run evaluated while it trained"
-echo "ok: \$OUT holds the six files a device call brings back"
+echo "ok: \$OUT holds the seven files a device call brings back"
 
 # A budget that ends after the first steps: the rest are skipped, by name, and the table prints.
 check env GPU_CHECK_BUDGET=31
