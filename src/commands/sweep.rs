@@ -2,6 +2,7 @@
 //! then what it found: the training time, the best run and, over seeds, the best mean.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Result, bail};
@@ -201,7 +202,8 @@ fn collect(req: &SweepRequest, experiment: &str, stop: &AtomicBool) -> Result<ex
     Ok(summary)
 }
 
-pub fn sweep(req: SweepRequest) -> Result<()> {
+/// Flag combinations a sweep refuses before it reads anything.
+fn refuse_conflicting_flags(req: &SweepRequest) -> Result<()> {
     if req.slurm.is_none() && req.slurm_flags_given {
         bail!(
             "--partition, --max-parallel, --sbatch-arg, --wait and --collect need --executor slurm"
@@ -226,6 +228,138 @@ pub fn sweep(req: SweepRequest) -> Result<()> {
              sweep resumes it)"
         );
     }
+    Ok(())
+}
+
+/// Trains the planned grid, here or as Slurm tasks, and prints how its runs ended; with the
+/// message to exit with when `--timeout` stopped it.
+fn train_grid(
+    req: &SweepRequest,
+    spec: &Spec,
+    mut planner: exec::Planner,
+    stop: &Arc<AtomicBool>,
+    time_limit: Option<&TimeLimit>,
+) -> Result<(exec::Summary, Option<String>)> {
+    let executor: Box<dyn exec::Executor> = match &req.slurm {
+        Some(options) => Box::new(crate::exec::slurm::SlurmExecutor {
+            options: options.clone(),
+            results: req.results.to_path_buf(),
+            stop: stop.clone(),
+            device: req.device,
+        }),
+        None => Box::new(exec::LocalExecutor {
+            jobs: local_jobs(req),
+            stop: stop.clone(),
+        }),
+    };
+    // Merge what earlier Slurm jobs' ended tasks recorded first, whichever executor, so runs
+    // queued as tasks that ended are known as such: skipped when they finished, run again when
+    // they did not.
+    let tracker = crate::track::Tracker::start(req.db)?;
+    crate::exec::slurm::collect(req.results, &spec.name, &tracker)?;
+    tracker.close()?;
+    let options = exec::SweepOptions {
+        force: req.force,
+        db: req.db.to_path_buf(),
+        stop: stop.clone(),
+    };
+    // TPE trials are proposed after merging, from every result there is.
+    planner.propose(req.db)?;
+    // A file where the results directory must be (`--results notes.txt`) failed each new run,
+    // recorded as failed; runs the database keeps elsewhere can still run.
+    if let Some(file) = crate::fsutil::file_in_the_way(&req.results.join(&spec.name))
+        && let Some(dir) = exec::first_new_dir(req.db, &planner)?
+    {
+        bail!(
+            "{}: is a file, so the sweep's new runs cannot have their directories there ({}); \
+             choose another --results directory",
+            file.display(),
+            dir.display()
+        );
+    }
+    let (summary, total) = exec::sweep(req.spec, planner, &options, executor.as_ref())?;
+    let timed_out = time_limit.filter(|limit| limit.disarm()).map(|limit| {
+        format!(
+            "time limit of {} reached; runs checkpointed and stopped: {}, not started: {}; \
+             run the same command again to resume them",
+            limit.limit(),
+            summary.interrupted,
+            total.saturating_sub(summary.runs())
+        )
+    });
+    let held = if summary.held > 0 {
+        format!(
+            ", {} left to another process or Slurm task that has them",
+            summary.held
+        )
+    } else {
+        String::new()
+    };
+    outln!(
+        "{}: {}: {} finished, {} skipped (already finished), {} pruned, {} failed, {} diverged, {} interrupted, {} queued{held}\ndatabase: {}",
+        spec.name,
+        crate::console::counted(total, "run"),
+        summary.finished,
+        summary.skipped,
+        summary.pruned,
+        summary.failed,
+        summary.diverged,
+        summary.interrupted,
+        summary.queued,
+        req.db.display()
+    )?;
+    Ok((summary, timed_out))
+}
+
+/// What the sweep found, its report, and how it exits: timed out, interrupted or with failed
+/// runs, after everything it recorded has been reported.
+fn finish(
+    req: &SweepRequest,
+    spec: &Spec,
+    summary: &exec::Summary,
+    timed_out: Option<String>,
+    stop: &AtomicBool,
+) -> Result<()> {
+    // The runs are recorded; failing to read the best back must not fail the sweep.
+    match result_lines(req.db, spec) {
+        Ok(lines) => {
+            for line in lines {
+                outln!("{line}")?;
+            }
+        }
+        Err(err) => errln!("warning: the results could not be read back: {err:#}"),
+    }
+    if req.write_report {
+        match crate::report::write(req.db, &req.results.join("report"), None) {
+            Ok(written) => outln!("report: {}", written.index.display())?,
+            // The runs are recorded; a report failure must not fail the sweep.
+            Err(err) => errln!("warning: the report could not be written: {err:#}"),
+        }
+    }
+    if summary.diverged > 0 {
+        outln!(
+            "see `runner runs --experiment {}` for the diverged runs",
+            spec.name
+        )?;
+    }
+    if let Some(message) = timed_out {
+        return Err(TimedOut(message).into());
+    }
+    if summary.interrupted > 0 || stop.load(Ordering::Relaxed) {
+        return Err(Interrupted("interrupted; run the same command again to resume".into()).into());
+    }
+    if summary.failed > 0 {
+        bail!(
+            "{} of the runs failed (see `runner runs --experiment {}`)",
+            summary.failed,
+            spec.name
+        );
+    }
+    Ok(())
+}
+
+pub fn sweep(req: SweepRequest) -> Result<()> {
+    refuse_conflicting_flags(&req)?;
     // Read before Ctrl-C is taken over: a spec that is a pipe no one writes blocks the read,
     // and the signal's default action, ending the process, is then the one that helps.
     let spec = Spec::load_with(req.spec, req.overrides)?;
@@ -253,130 +387,26 @@ pub fn sweep(req: SweepRequest) -> Result<()> {
     {
         return dry_run(&req, planner, &stop);
     }
-    let report_dir = req.results.join("report");
     let live_report = if req.write_report {
+        let report_dir = req.results.join("report");
         outln!(
             "report: {} (rewritten every {} s while the sweep runs)",
             report_dir.join("index.html").display(),
             crate::report::EVERY.as_secs()
         )?;
-        let (db, out) = (req.db.to_path_buf(), report_dir.clone());
-        Some(crate::report::live(db, out, crate::report::EVERY))
+        Some(crate::report::live(
+            req.db.to_path_buf(),
+            report_dir,
+            crate::report::EVERY,
+        ))
     } else {
         None
     };
-    let mut timed_out = None;
-    let summary = match planner {
-        None => collect(&req, &spec.name, &stop)?,
-        Some(mut planner) => {
-            let executor: Box<dyn exec::Executor> = match &req.slurm {
-                Some(options) => Box::new(crate::exec::slurm::SlurmExecutor {
-                    options: options.clone(),
-                    results: req.results.to_path_buf(),
-                    stop: stop.clone(),
-                    device: req.device,
-                }),
-                None => Box::new(exec::LocalExecutor {
-                    jobs: local_jobs(&req),
-                    stop: stop.clone(),
-                }),
-            };
-            // Merge what earlier Slurm jobs' ended tasks recorded first, whichever executor, so
-            // runs queued as tasks that ended are known as such: skipped when they finished, run
-            // again when they did not.
-            let tracker = crate::track::Tracker::start(req.db)?;
-            crate::exec::slurm::collect(req.results, &spec.name, &tracker)?;
-            tracker.close()?;
-            let options = exec::SweepOptions {
-                force: req.force,
-                db: req.db.to_path_buf(),
-                stop: stop.clone(),
-            };
-            // TPE trials are proposed after merging, from every result there is.
-            planner.propose(req.db)?;
-            // A file where the results directory must be (`--results notes.txt`) failed each new
-            // run, recorded as failed; runs the database keeps elsewhere can still run.
-            if let Some(file) = crate::fsutil::file_in_the_way(&experiment_dir)
-                && let Some(dir) = exec::first_new_dir(req.db, &planner)?
-            {
-                bail!(
-                    "{}: is a file, so the sweep's new runs cannot have their directories there ({}); \
-                 choose another --results directory",
-                    file.display(),
-                    dir.display()
-                );
-            }
-            let (summary, total) = exec::sweep(req.spec, planner, &options, executor.as_ref())?;
-            if let Some(limit) = &time_limit
-                && limit.disarm()
-            {
-                timed_out = Some(format!(
-                    "time limit of {} reached; runs checkpointed and stopped: {}, not started: {}; \
-                 run the same command again to resume them",
-                    limit.limit(),
-                    summary.interrupted,
-                    total.saturating_sub(summary.runs())
-                ));
-            }
-            let held = if summary.held > 0 {
-                format!(
-                    ", {} left to another process or Slurm task that has them",
-                    summary.held
-                )
-            } else {
-                String::new()
-            };
-            outln!(
-                "{}: {}: {} finished, {} skipped (already finished), {} pruned, {} failed, {} diverged, {} interrupted, {} queued{held}\ndatabase: {}",
-                spec.name,
-                crate::console::counted(total, "run"),
-                summary.finished,
-                summary.skipped,
-                summary.pruned,
-                summary.failed,
-                summary.diverged,
-                summary.interrupted,
-                summary.queued,
-                req.db.display()
-            )?;
-            summary
-        }
+    let (summary, timed_out) = match planner {
+        None => (collect(&req, &spec.name, &stop)?, None),
+        Some(planner) => train_grid(&req, &spec, planner, &stop, time_limit.as_ref())?,
     };
-    // The runs are recorded; failing to read the best back must not fail the sweep.
-    match result_lines(req.db, &spec) {
-        Ok(lines) => {
-            for line in lines {
-                outln!("{line}")?;
-            }
-        }
-        Err(err) => errln!("warning: the results could not be read back: {err:#}"),
-    }
+    // The live report stops before the final one is written.
     drop(live_report);
-    if req.write_report {
-        match crate::report::write(req.db, &report_dir, None) {
-            Ok(written) => outln!("report: {}", written.index.display())?,
-            // The runs are recorded; a report failure must not fail the sweep.
-            Err(err) => errln!("warning: the report could not be written: {err:#}"),
-        }
-    }
-    if summary.diverged > 0 {
-        outln!(
-            "see `runner runs --experiment {}` for the diverged runs",
-            spec.name
-        )?;
-    }
-    if let Some(message) = timed_out {
-        return Err(TimedOut(message).into());
-    }
-    if summary.interrupted > 0 || stop.load(Ordering::Relaxed) {
-        return Err(Interrupted("interrupted; run the same command again to resume".into()).into());
-    }
-    if summary.failed > 0 {
-        bail!(
-            "{} of the runs failed (see `runner runs --experiment {}`)",
-            summary.failed,
-            spec.name
-        );
-    }
-    Ok(())
+    finish(&req, &spec, &summary, timed_out, &stop)
 }
