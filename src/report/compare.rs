@@ -28,14 +28,40 @@ pub fn page(site: &Site, experiment: &Experiment, leader: &Run, run: &Run) -> Re
         }
     };
     let runs = [(leader, label(leader, true)), (run, label(run, false))];
-    let fid = |r: &Run| -> Vec<(f64, f64)> {
-        r.evals
-            .iter()
-            .filter_map(|(step, m)| Some((*step as f64, *m.get("fid")?)))
-            .collect()
-    };
+    let plots = plots(
+        site,
+        &format!("{dir}/{}", name.trim_end_matches(".html")),
+        &runs,
+    )?;
+    let sides: Vec<_> = runs
+        .iter()
+        .map(|(r, label)| side(site, &dir, r, label))
+        .collect();
+    site.page(
+        &format!("{dir}/{name}"),
+        "compare.html",
+        minijinja::context! {
+            root => "../",
+            experiment => experiment.name.clone(),
+            labels => vec![runs[0].1.clone(), runs[1].1.clone()],
+            rows => Value::from(Serde(&rows(leader, run))),
+            plots => Value::from(Serde(&plots)),
+            sides => sides,
+        },
+    )
+}
+
+/// A run's LeNet-FID at each evaluated step.
+fn fid(run: &Run) -> Vec<(f64, f64)> {
+    run.evals
+        .iter()
+        .filter_map(|(step, m)| Some((*step as f64, *m.get("fid")?)))
+        .collect()
+}
+
+/// Both runs' FID curves (when either has one) and losses overlaid, as `{stem}-*.svg`.
+fn plots(site: &Site, stem: &str, runs: &[(&Run, String)]) -> Result<Vec<Plot>> {
     let mut plots = Vec::new();
-    let stem = name.trim_end_matches(".html");
     let fid_series: Vec<Series> = runs
         .iter()
         .map(|(r, l)| Series {
@@ -46,7 +72,7 @@ pub fn page(site: &Site, experiment: &Experiment, leader: &Run, run: &Run) -> Re
         .collect();
     if !fid_series.is_empty() {
         let src = site.plot(
-            &format!("{dir}/{stem}-fid.svg"),
+            &format!("{stem}-fid.svg"),
             &Chart {
                 title: "LeNet-FID over training",
                 x_label: "step",
@@ -77,7 +103,7 @@ pub fn page(site: &Site, experiment: &Experiment, leader: &Run, run: &Run) -> Re
         })
         .collect();
     let src = site.plot(
-        &format!("{dir}/{stem}-losses.svg"),
+        &format!("{stem}-losses.svg"),
         &Chart {
             title: "Training losses",
             x_label: "step",
@@ -92,7 +118,12 @@ pub fn page(site: &Site, experiment: &Experiment, leader: &Run, run: &Run) -> Re
         title: "Training losses".into(),
         src,
     });
-    // Settings that differ, then the outcomes.
+    Ok(plots)
+}
+
+/// The table's rows, `[what, leader's, run's]`: the settings that differ, the runner and the
+/// arithmetic when they differ, then the outcomes.
+fn rows(leader: &Run, run: &Run) -> Vec<[String; 3]> {
     let keys: std::collections::BTreeSet<&String> =
         leader.params.keys().chain(run.params.keys()).collect();
     let mut rows: Vec<[String; 3]> = keys
@@ -143,42 +174,28 @@ pub fn page(site: &Site, experiment: &Experiment, leader: &Run, run: &Run) -> Re
     {
         rows.push([what.to_string(), a[i].clone(), b[i].clone()]);
     }
-    let grid = |r: &Run| {
-        r.samples.iter().rev().find_map(|(step, logged)| {
-            site.locate(logged)
-                .map(|_| (format!("{}/step-{step:08}.png", slug(&r.id)), *step))
-        })
-    };
-    let sides: Vec<_> = runs
-        .iter()
-        .map(|(r, l)| {
-            minijinja::context! {
-                label => l.clone(),
-                href => format!("{}/index.html", slug(&r.id)),
-                grid => grid(r).map(|g| g.0),
-                grid_step => grid(r).map(|g| g.1),
-                // Written by the run's page, built before this one.
-                timelapse => site
-                    .root
-                    .join(format!("{dir}/{}/{}", slug(&r.id), super::run::TIMELAPSE))
-                    .is_file()
-                    .then(|| format!("{}/{}", slug(&r.id), super::run::TIMELAPSE)),
-                events => Value::from(Serde(&r.events)),
-                tags => r.tags.clone(),
-                note => r.note.clone(),
-            }
-        })
-        .collect();
-    site.page(
-        &format!("{dir}/{name}"),
-        "compare.html",
-        minijinja::context! {
-            root => "../",
-            experiment => experiment.name.clone(),
-            labels => vec![runs[0].1.clone(), runs[1].1.clone()],
-            rows => Value::from(Serde(&rows)),
-            plots => Value::from(Serde(&plots)),
-            sides => sides,
-        },
-    )
+    rows
+}
+
+/// One run's column below the table: its last sample grid, animation, events, tags and note.
+fn side(site: &Site, dir: &str, run: &Run, label: &str) -> Value {
+    let grid = run.samples.iter().rev().find_map(|(step, logged)| {
+        site.locate(logged)
+            .map(|_| (format!("{}/step-{step:08}.png", slug(&run.id)), *step))
+    });
+    minijinja::context! {
+        label => label.to_string(),
+        href => format!("{}/index.html", slug(&run.id)),
+        grid => grid.as_ref().map(|g| g.0.clone()),
+        grid_step => grid.as_ref().map(|g| g.1),
+        // Written by the run's page, built before this one.
+        timelapse => site
+            .root
+            .join(format!("{dir}/{}/{}", slug(&run.id), super::run::TIMELAPSE))
+            .is_file()
+            .then(|| format!("{}/{}", slug(&run.id), super::run::TIMELAPSE)),
+        events => Value::from(Serde(&run.events)),
+        tags => run.tags.clone(),
+        note => run.note.clone(),
+    }
 }
