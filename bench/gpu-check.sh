@@ -29,9 +29,10 @@ OUT=${OUT:-/tmp/gpu-check}
 WORK=${GPU_CHECK_WORK:-/tmp/gpu-check-work}
 RUNNER=${RUNNER:-dist/runner-gpu}
 DATA=${DATA:-data/mnist}
-# Runs start afresh: a run directory left by an earlier check would be resumed, not timed.
+# Runs start afresh: a run directory left by an earlier check would be resumed, not timed (and
+# an earlier profile read as this one's).
 mkdir -p "$WORK" "$OUT"
-rm -rf "$WORK"/dcgan50-* "$WORK"/quick-* "$OUT"/losses-*.csv
+rm -rf "$WORK"/dcgan50-* "$WORK"/quick-* "$OUT"/losses-*.csv "$OUT"/profile.txt
 LOG="$OUT/log.txt"
 : > "$LOG"
 # What `make gpu-carry` packed, when the plain files did not travel.

@@ -81,4 +81,6 @@ check env GPU_CHECK_BUDGET=31
 grep -q "^model .* ours ms" "$WORK/table" || fail "no table with a small budget: $(cat "$WORK/table")"
 grep -q "^skipped (out of GPU_CHECK_BUDGET=31 s): 3-step quickstart-sized DCGAN on vulkan" "$WORK/table" \
     || fail "the quickstart-sized run was not named as skipped: $(cat "$WORK/table")"
+# Its profile step skipped too, the first check's profile must not pass for this one's.
+[ ! -e "$WORK/out/profile.txt" ] || fail "the earlier check's profile.txt was left in \$OUT"
 echo "ok: out of budget, the GPU check names what it skipped and still prints its table"
