@@ -51,14 +51,6 @@ pub fn page(site: &Site, experiment: &Experiment, leader: &Run, run: &Run) -> Re
     )
 }
 
-/// A run's LeNet-FID at each evaluated step.
-fn fid(run: &Run) -> Vec<(f64, f64)> {
-    run.evals
-        .iter()
-        .filter_map(|(step, m)| Some((*step as f64, *m.get("fid")?)))
-        .collect()
-}
-
 /// Both runs' FID curves (when either has one) and losses overlaid, as `{stem}-*.svg`.
 fn plots(site: &Site, stem: &str, runs: &[(&Run, String)]) -> Result<Vec<Plot>> {
     let mut plots = Vec::new();
@@ -66,7 +58,7 @@ fn plots(site: &Site, stem: &str, runs: &[(&Run, String)]) -> Result<Vec<Plot>> 
         .iter()
         .map(|(r, l)| Series {
             name: l.clone(),
-            points: fid(r),
+            points: r.fid_points(),
         })
         .filter(|s| !s.points.is_empty())
         .collect();
@@ -152,7 +144,7 @@ fn rows(leader: &Run, run: &Run) -> Vec<[String; 3]> {
             r.status.clone(),
             r.steps_done.to_string(),
             r.best_fid().map(format_value).unwrap_or_else(|| "-".into()),
-            fid(r)
+            r.fid_points()
                 .last()
                 .map(|p| format_value(p.1))
                 .unwrap_or_else(|| "-".into()),

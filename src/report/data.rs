@@ -61,6 +61,14 @@ impl Run {
         self.metrics.get(name)?.last().map(|p| p.1)
     }
 
+    /// Its LeNet-FID at each evaluated step, as recorded (a diverged run's included).
+    pub fn fid_points(&self) -> Vec<(f64, f64)> {
+        self.evals
+            .iter()
+            .filter_map(|(step, m)| Some((*step as f64, *m.get("fid")?)))
+            .collect()
+    }
+
     /// The lowest LeNet-FID of its evaluations (the state kept in `<run>/best/`).
     pub fn best_fid(&self) -> Option<f64> {
         self.evals

@@ -351,12 +351,9 @@ fn curve_plots(site: &Site, dir: &str, experiment: &Experiment) -> Result<Vec<Pl
         .runs
         .iter()
         .map(|r| {
-            let points = r
-                .evals
-                .iter()
-                .filter_map(|(step, m)| Some((*step as f64, *m.get("fid")?)))
+            let points: Vec<_> = (r.fid_points().into_iter())
                 .filter(|p| p.1.is_finite())
-                .collect::<Vec<_>>();
+                .collect();
             (r, points)
         })
         .filter(|(_, points)| !points.is_empty())
