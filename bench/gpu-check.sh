@@ -23,6 +23,8 @@
 # on the GPU (each way of convolving) and on the CPU from the same seed, losses compared; a
 # 2000-step quickstart-sized DCGAN on the GPU and its LeNet-FID; batch 256 (ours and
 # PyTorch); cubecl's profile of the report's DCGAN step on the first GPU device.
+# GPU_CHECK_STEPS (default "1 2 3 4 5") runs only the numbered steps below, e.g. "1 5" to time
+# a change and see its profile in a short call.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu-check}
@@ -121,6 +123,9 @@ ROWS="$OUT/rows.jsonl"
 # batch 256 and the profile.
 BUDGET=${GPU_CHECK_BUDGET:-$DEFAULT_BUDGET}
 SKIPPED=""
+STEPS=" ${GPU_CHECK_STEPS:-1 2 3 4 5} "
+# `step N`: whether GPU_CHECK_STEPS asks for step N.
+step() { [[ "$STEPS" == *" $1 "* ]]; }
 # `allow CAP WHAT`: sets ALLOW to CAP seconds (times CAP_SCALE) or what the budget has left,
 # whichever is less; fails (and notes WHAT as skipped) when that is under 10 s.
 allow() {
@@ -159,18 +164,20 @@ torch_rows() {
 }
 
 # 1. The first batch size (64): each GPU device both ways of convolving, the CPU, PyTorch.
-for device in "${DEVICES[@]}"; do
-    bench_rows ours "$device" "$FIRST_BATCH" "$BENCH_STEPS" gan dcgan dcgan-classic
-    bench_rows burn-conv "$device" "$FIRST_BATCH" "$BENCH_STEPS" dcgan dcgan-classic
-done
-bench_rows ours cpu "$FIRST_BATCH" 3 gan dcgan dcgan-classic
-bench_rows two-cores cpu "$FIRST_BATCH" 3 gan dcgan dcgan-classic
-torch_rows "$FIRST_BATCH"
+if step 1; then
+    for device in "${DEVICES[@]}"; do
+        bench_rows ours "$device" "$FIRST_BATCH" "$BENCH_STEPS" gan dcgan dcgan-classic
+        bench_rows burn-conv "$device" "$FIRST_BATCH" "$BENCH_STEPS" dcgan dcgan-classic
+    done
+    bench_rows ours cpu "$FIRST_BATCH" 3 gan dcgan dcgan-classic
+    bench_rows two-cores cpu "$FIRST_BATCH" 3 gan dcgan dcgan-classic
+    torch_rows "$FIRST_BATCH"
+fi
 
 # 2. The report's DCGAN for 50 steps from the same seed on the GPU (each way of convolving)
 # and on the CPU, losses compared.
 COMPARE=""
-if [ ${#DEVICES[@]} -gt 0 ]; then
+if [ ${#DEVICES[@]} -gt 0 ] && step 2; then
     gpu=${DEVICES[0]}
     for run in "$gpu" "$gpu-burn-conv" cpu; do
         device=${run%-burn-conv} conv=im2col
@@ -202,8 +209,11 @@ else:
 EOF
 )$'\n'
     done
+fi
 
-    # 3. The quickstart-sized run on the GPU, and its LeNet-FID.
+# 3. The quickstart-sized run on the GPU, and its LeNet-FID.
+if [ ${#DEVICES[@]} -gt 0 ] && step 3; then
+    gpu=${DEVICES[0]}
     if allow 200 "$QUICK_STEPS-step quickstart-sized DCGAN on $gpu"; then
         log "$QUICK_STEPS-step quickstart-sized DCGAN on $gpu"
         begin=$(date +%s)
@@ -222,7 +232,7 @@ EOF
 fi
 
 # 4. The other batch sizes, on the GPU devices and PyTorch (the CPU only at the first).
-for batch in ${BATCHES#"$FIRST_BATCH"}; do
+step 4 && for batch in ${BATCHES#"$FIRST_BATCH"}; do
     for device in "${DEVICES[@]}"; do
         bench_rows ours "$device" "$batch" "$BENCH_STEPS" gan dcgan dcgan-classic
     done
@@ -232,7 +242,7 @@ done
 # 5. Where the report's DCGAN step's time goes on the first GPU device: cubecl's profiler (a
 # cubecl.toml where the runner starts): each kernel's time in the last of 5 steps (compiling
 # slowed kernels into the third step on the H200), summed by kernel.
-if [ ${#DEVICES[@]} -gt 0 ] && allow 60 "profile of a DCGAN step on ${DEVICES[0]}"; then
+if [ ${#DEVICES[@]} -gt 0 ] && step 5 && allow 60 "profile of a DCGAN step on ${DEVICES[0]}"; then
     log "profile of a DCGAN step on ${DEVICES[0]}"
     mkdir -p "$WORK/profile" && rm -f "$WORK/profile.log"
     printf '[profiling.logger]\nlevel = "basic"\nfile = "%s"\n' "$WORK/profile.log" > "$WORK/profile/cubecl.toml"

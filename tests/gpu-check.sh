@@ -84,3 +84,12 @@ grep -q "^skipped (out of GPU_CHECK_BUDGET=31 s): 3-step quickstart-sized DCGAN 
 # Its profile step skipped too, the first check's profile must not pass for this one's.
 [ ! -e "$WORK/out/profile.txt" ] || fail "the earlier check's profile.txt was left in \$OUT"
 echo "ok: out of budget, the GPU check names what it skipped and still prints its table"
+
+# Only the steps asked for: the profile alone, no timings, runs or comparisons.
+check env GPU_CHECK_STEPS=5
+grep -q "^profile of a DCGAN step on vulkan (profile.txt): kernel time per step" "$WORK/table" \
+    || fail "GPU_CHECK_STEPS=5 made no profile: $(cat "$WORK/table")"
+grep -qE "^(gan|dcgan)|vs CPU|quickstart-sized|skipped" "$WORK/table" \
+    && fail "GPU_CHECK_STEPS=5 ran other steps: $(cat "$WORK/table")"
+[ "$(cd "$WORK/out" && ls losses-*.csv 2>/dev/null)" = "" ] || fail "GPU_CHECK_STEPS=5 left loss files"
+echo "ok: GPU_CHECK_STEPS runs only the steps it names"

@@ -14,9 +14,8 @@
 
 use burn::nn::conv::{Conv2d, ConvTranspose2d};
 use burn::prelude::*;
-use burn::tensor::ops::PadMode;
-use burn::tensor::s;
 
+use super::remap::{Map, remap};
 use crate::backend::GpuConv;
 
 /// `conv` (square kernel, symmetric padding, no dilation or groups) applied to `x`.
@@ -105,11 +104,16 @@ fn padding(conv: &Conv2d) -> [usize; 2] {
     }
 }
 
+/// For each output phase (0, 1) along one axis of [`phase_conv`], its two taps, each the sum
+/// of the weight's slices along that axis that it lists.
+pub type PhaseTaps = [[&'static [usize]; 2]; 2];
+
 /// A layer that doubles the side of `x` `[B, Cin, H, W]` (such as an upsample-then-convolve),
-/// computed as four 2x2 convolutions on `x`, one per output phase: output pixel (2i+a, 2j+b) is kernel (a, b) applied to input rows {i-1, i} (a = 0) or
-/// {i, i+1} (a = 1), and likewise columns. `taps(tap)` gives, per phase, the two taps of one
-/// axis as combinations of `tap(k)`, the weight's slice k along that axis; the 2x2 kernels are
-/// those of the rows crossed with those of the columns. `weight` is `[Cout, Cin, k, k]`.
+/// computed as four 2x2 convolutions on `x`, one per output phase: output pixel (2i+a, 2j+b)
+/// is kernel (a, b) applied to input rows {i-1, i} (a = 0) or {i, i+1} (a = 1), and likewise
+/// columns. `taps` gives each phase's two taps along one axis as sums of the weight's slices;
+/// the 2x2 kernels are those of the rows crossed with those of the columns. `weight` is
+/// `[Cout, Cin, k, k]`.
 ///
 /// The four kernels run as one convolution with 4x the output channels over `x` padded by 1;
 /// phase (a, b) is its crop starting at (a, b), and the crops interleave into `[B, Cout, 2H, 2W]`.
@@ -118,49 +122,76 @@ pub fn phase_conv(
     weight: Tensor<4>,
     bias: Option<Tensor<1>>,
     trained: bool,
-    taps: impl Fn(&dyn Fn(usize) -> Tensor<4>) -> [[Tensor<4>; 2]; 2],
+    taps: &PhaseTaps,
 ) -> Tensor<4> {
     let [batch, _, h, w] = x.dims();
     let c_out = weight.dims()[0];
-    let axis = |k: &Tensor<4>, dim: usize| -> Vec<Tensor<4>> {
-        taps(&|i| k.clone().narrow(dim, i, 1))
-            .into_iter()
-            .map(|pair| Tensor::cat(pair.to_vec(), dim))
-            .collect()
+    let kernels = if crate::backend::own_kernels() {
+        summed_kernels(&weight, taps)
+    } else {
+        product_kernels(weight, taps)
     };
-    let kernels: Vec<Tensor<4>> = axis(&weight, 2)
-        .iter()
-        .flat_map(|rows| axis(rows, 3))
-        .collect();
     let bias = bias.map(|b| {
         b.unsqueeze_dim::<2>(0)
             .repeat_dim(0, 4)
             .reshape([4 * c_out])
     });
-    let out = conv2d(x, Tensor::cat(kernels, 0), bias, [1, 1], trained);
+    let out = conv2d(x, kernels, bias, [1, 1], trained);
     debug_assert_eq!(out.dims(), [batch, 4 * c_out, h + 1, w + 1]);
     if crate::backend::own_kernels() {
         return super::kernels::phase::interleave(out);
     }
-    let phase = |k: usize, a: usize, b: usize| {
-        out.clone()
-            .slice([0..batch, k * c_out..(k + 1) * c_out, a..a + h, b..b + w])
+    // Output pixel (2i + a, 2j + b) of channel c is phase (a, b)'s crop at (i, j).
+    let interleave = || {
+        let at = (0..c_out * 4 * h * w).map(|out| {
+            let (c, y, x) = (out / (4 * h * w), out / (2 * w) % (2 * h), out % (2 * w));
+            let (a, i, b, j) = (y % 2, y / 2, x % 2, x / 2);
+            (((2 * a + b) * c_out + c) * (h + 1) + i + a) * (w + 1) + j + b
+        });
+        Map::new(4 * c_out * (h + 1) * (w + 1), at.collect())
     };
-    // Phases stacked as [B, a, b, Cout, H, W], then interleaved by one permuting copy (stacking
-    // along the innermost axes instead copies one element at a time).
-    let phases = Tensor::stack::<5>(
-        vec![
-            phase(0, 0, 0),
-            phase(1, 0, 1),
-            phase(2, 1, 0),
-            phase(3, 1, 1),
-        ],
-        1,
-    );
-    phases
-        .reshape([batch, 2, 2, c_out, h, w])
-        .permute([0, 3, 4, 1, 5, 2])
-        .reshape([batch, c_out, 2 * h, 2 * w])
+    let phases = out.reshape([batch, 1, 4 * c_out * (h + 1) * (w + 1)]);
+    let interleaved = remap(phases, ("interleave", [c_out, h, w, 0, 0]), interleave);
+    interleaved.reshape([batch, c_out, 2 * h, 2 * w])
+}
+
+/// [`phase_conv`]'s four 2x2 kernels `[4 Cout, Cin, 2, 2]`, phase (a, b) at 2a + b, as sums of
+/// the weight's slices.
+fn summed_kernels(weight: &Tensor<4>, taps: &PhaseTaps) -> Tensor<4> {
+    let axis = |k: &Tensor<4>, dim: usize| -> Vec<Tensor<4>> {
+        let tap = |slices: &[usize]| {
+            (slices.iter().map(|&i| k.clone().narrow(dim, i, 1)))
+                .reduce(|sum, slice| sum + slice)
+                .expect("a phase's tap sums at least one slice")
+        };
+        (taps.iter())
+            .map(|pair| Tensor::cat(pair.iter().map(|slices| tap(slices)).collect(), dim))
+            .collect()
+    };
+    let rows = axis(weight, 2);
+    Tensor::cat(rows.iter().flat_map(|rows| axis(rows, 3)).collect(), 0)
+}
+
+/// [`summed_kernels`] as one product of the weight with a 0/1 matrix: two kernels on a GPU,
+/// where the slices and sums launch dozens (forward and backward, at every step).
+fn product_kernels(weight: Tensor<4>, taps: &PhaseTaps) -> Tensor<4> {
+    let [c_out, c_in, k, _] = weight.dims();
+    // Row (a, b, t, u): 1 at the weight's taps (kh, kw) that kernel (a, b)'s tap (t, u) sums.
+    let mut sums = vec![0f32; 16 * k * k];
+    for (row, chunk) in sums.chunks_mut(k * k).enumerate() {
+        let (a, b, t, u) = (row / 8, row / 4 % 2, row / 2 % 2, row % 2);
+        for &kh in taps[a][t] {
+            for &kw in taps[b][u] {
+                chunk[kh * k + kw] = 1.0;
+            }
+        }
+    }
+    let sums = Tensor::<2>::from_data(TensorData::new(sums, [16, k * k]), &weight.device());
+    (weight.reshape([c_out * c_in, k * k]))
+        .matmul(sums.transpose())
+        .reshape([c_out, c_in, 4, 2, 2])
+        .permute([2, 0, 1, 3, 4])
+        .reshape([4 * c_out, c_in, 2, 2])
 }
 
 /// [`conv2d`] as one matrix product over the shifted views of the input.
@@ -175,27 +206,24 @@ pub fn im2col_conv2d(
     let [c_out, _, k, _] = weight.dims();
     let h_out = (h + 2 * pad - k) / stride + 1;
     let w_out = (w + 2 * pad - k) / stride + 1;
-    let padded = if pad > 0 {
-        x.pad([(pad, pad), (pad, pad)], PadMode::Constant(0.0))
-    } else {
-        x
+    // Column row (c, kh, kw), position (i, j) is input pixel (i stride + kh - pad, j stride +
+    // kw - pad) of channel c, or zero in the padding.
+    let im2col = || {
+        let at = (0..k * k * h_out * w_out).map(|column| {
+            let (tap, position) = (column / (h_out * w_out), column % (h_out * w_out));
+            let (i, j) = (position / w_out, position % w_out);
+            let y = (i * stride + tap / k).checked_sub(pad).filter(|&y| y < h);
+            let x = (j * stride + tap % k).checked_sub(pad).filter(|&x| x < w);
+            y.zip(x).map_or(h * w, |(y, x)| y * w + x)
+        });
+        Map::new(h * w, at.collect())
     };
-    // One view per kernel tap (kh, kw): the input pixels that tap multiplies, for every output
-    // position. Stacked after the channel axis, they are the columns in weight order
-    // (c_in, kh, kw).
-    let span = |start: usize, len: usize| {
-        let (start, end) = (start as isize, (start + stride * (len - 1) + 1) as isize);
-        burn::tensor::Slice::new(start, Some(end), stride as isize)
-    };
-    let taps: Vec<Tensor<4>> = (0..k)
-        .flat_map(|kh| (0..k).map(move |kw| (kh, kw)))
-        .map(|(kh, kw)| {
-            padded
-                .clone()
-                .slice(s![.., .., span(kh, h_out), span(kw, w_out)])
-        })
-        .collect();
-    let columns = Tensor::stack::<5>(taps, 2).reshape([batch, c_in * k * k, h_out * w_out]);
+    let columns = remap(
+        x.reshape([batch, c_in, h * w]),
+        ("im2col", [h, w, k, stride, pad]),
+        im2col,
+    )
+    .reshape([batch, c_in * k * k, h_out * w_out]);
     let product = weight.reshape([1, c_out, c_in * k * k]).matmul(columns);
     let product = match bias {
         Some(bias) => product + bias.reshape([1, c_out, 1]),
@@ -349,6 +377,25 @@ pub(crate) mod tests {
                     x.grad(grads).unwrap(),
                     conv.weight.val().grad(grads).unwrap(),
                 ]
+            });
+        }
+    }
+
+    /// The phase kernels as one product with a 0/1 matrix (the GPU path) equal the sums of
+    /// the weight's slices (the CPU's), with the weight's gradient: the upsampling taps, and
+    /// single slices of a 4x4 kernel.
+    #[test]
+    fn product_kernels_equal_summed_kernels_with_gradients() {
+        let device = crate::backend::device().autodiff();
+        let normal = Distribution::Normal(0.0, 1.0);
+        let upsample: PhaseTaps = [[&[0], &[1, 2]], [&[0, 1], &[2]]];
+        let single: PhaseTaps = [[&[3], &[1]], [&[2], &[0]]];
+        for (taps, k) in [(upsample, 3), (single, 4)] {
+            let weight = Tensor::<4>::random([5, 3, k, k], normal, &device).require_grad();
+            let summed = summed_kernels(&weight, &taps);
+            let product = product_kernels(weight.clone(), &taps);
+            assert_agree(&format!("{k}x{k} taps"), product, summed, |grads| {
+                vec![weight.grad(grads).unwrap()]
             });
         }
     }

@@ -133,13 +133,11 @@ fn upsampled_conv3(
         let upsampled = interpolate(x, twice);
         return conv::conv2d(upsampled, weight, bias, [1, 1], trained);
     }
-    conv::phase_conv(x, weight, bias, trained, upsample_taps)
+    conv::phase_conv(x, weight, bias, trained, &UPSAMPLE_TAPS)
 }
 
 /// The taps of [`upsample_conv3`]'s phase kernels along one axis.
-fn upsample_taps(tap: &dyn Fn(usize) -> Tensor<4>) -> [[Tensor<4>; 2]; 2] {
-    [[tap(0), tap(1) + tap(2)], [tap(0) + tap(1), tap(2)]]
-}
+const UPSAMPLE_TAPS: conv::PhaseTaps = [[&[0], &[1, 2]], [&[0, 1], &[2]]];
 
 /// One D block: Conv(k3, s2, p1) -> LeakyReLU(0.2) -> Dropout2d -> BatchNorm (not in the first).
 #[derive(Module, Debug)]

@@ -15,6 +15,7 @@ pub mod ids;
 pub mod init;
 pub mod kernels;
 pub mod mlp;
+pub mod remap;
 
 use burn::prelude::*;
 use rand::rngs::StdRng;
