@@ -9,7 +9,8 @@
 #      a folder here): the table, the rows, the log, the compared runs' losses and the profile
 #      (the stand-in writes a profile log as cubecl's profiler would, where a cubecl.toml asks);
 #   3. with a budget too small for the later steps, those are named as skipped and the table
-#      still prints.
+#      still prints;
+#   4. GPU_CHECK_STEPS runs only the steps it names.
 # Usage: tests/gpu-check.sh [path/to/runner]
 set -euo pipefail
 
