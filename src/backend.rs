@@ -210,13 +210,12 @@ pub fn own_kernels() -> bool {
 /// `bench/gpu-check.sh` times both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GpuConv {
-    /// One matrix product over the input's shifted views built from burn's tensor ops, and
-    /// G's upsampling convolutions as four 2x2 phase convolutions: the fewest multiplies.
+    /// One matrix product over the input's im2col columns, gathered in one kernel
+    /// ([`crate::model::gpu_ops::remap`]), and G's upsampling convolutions as four 2x2 phase
+    /// convolutions: the fewest multiplies.
     Im2col,
     /// burn's own convolution kernels forward and backward, and G's upsampling convolutions as
-    /// burn's nearest upsampling then a convolution: a handful of kernels a layer where the
-    /// im2col form launches dozens (one slice, copy and scatter per kernel tap), and at batch
-    /// 64 a GPU step is launch-bound.
+    /// burn's nearest upsampling then a convolution (its direct convolution is the slower).
     Burn,
 }
 
@@ -230,8 +229,8 @@ impl GpuConv {
     }
 }
 
-/// Without `GANRUNNER_GPU_CONV`: on the H200 the report's DCGAN stepped in 38 ms this way and
-/// in 50 with burn's kernels (the classic DCGAN in 25 and 22; 2026-12-04, batch 64).
+/// Without `GANRUNNER_GPU_CONV`: on the H200 the report's DCGAN stepped in 21 ms this way and
+/// in 48 with burn's kernels (the classic DCGAN in 13 and 22; 2026-12-04, batch 64).
 const DEFAULT_GPU_CONV: GpuConv = GpuConv::Im2col;
 
 /// Set by [`set_gpu_conv`]: whether [`GpuConv::Burn`] is chosen.

@@ -1,6 +1,6 @@
 //! Convolutions: on the CPU the runner's own kernel ([`super::kernels::conv`]); on a GPU, when
-//! trained, one matrix product over shifted views of the input (im2col) built from burn's
-//! differentiable tensor ops, and burn's own convolution when sampling (or always, with
+//! trained, one matrix product over the input's columns (im2col, gathered in one kernel each
+//! way by [`super::gpu_ops::remap`]), and burn's own convolution when sampling (or always, with
 //! `GANRUNNER_GPU_CONV=burn`: [`crate::backend::GpuConv`]).
 //!
 //! Why not burn's convolution when training: burn-flex differentiates `conv2d` through a
@@ -8,14 +8,14 @@
 //! (weight gradient) whose output is only k x k: its matrix products are a few columns wide
 //! and run at a fraction of the machine's peak.
 //! Written as `W . cols(x)`, autodiff's backward is two well-shaped matrix products instead
-//! (`dW = sum_b dY_b . cols_b^T`, `dcols = W^T . dY`) plus the cheap scatter of the shifted
-//! views back onto the input. Forward results and gradients equal burn's `conv2d` to float
+//! (`dW = sum_b dY_b . cols_b^T`, `dcols = W^T . dY`) plus the gather of the columns' gradient
+//! back onto the input. Forward results and gradients equal burn's `conv2d` to float
 //! rounding (tested against it below).
 
 use burn::nn::conv::{Conv2d, ConvTranspose2d};
 use burn::prelude::*;
 
-use super::remap::{Map, remap};
+use super::gpu_ops::remap::{Map, remap};
 use crate::backend::GpuConv;
 
 /// `conv` (square kernel, symmetric padding, no dilation or groups) applied to `x`.
@@ -194,7 +194,7 @@ fn product_kernels(weight: Tensor<4>, taps: &PhaseTaps) -> Tensor<4> {
         .reshape([4 * c_out, c_in, 2, 2])
 }
 
-/// [`conv2d`] as one matrix product over the shifted views of the input.
+/// [`conv2d`] as one matrix product over the input's columns.
 pub fn im2col_conv2d(
     x: Tensor<4>,
     weight: Tensor<4>,

@@ -11,11 +11,11 @@ pub mod classic;
 pub mod conditional;
 pub mod conv;
 pub mod dcgan;
+pub mod gpu_ops;
 pub mod ids;
 pub mod init;
 pub mod kernels;
 pub mod mlp;
-pub mod remap;
 
 use burn::prelude::*;
 use rand::rngs::StdRng;

@@ -43,7 +43,8 @@ pub trait FusedBatchNorm: burn::backend::Backend {
 }
 
 /// `bn` applied to `x`, updating its running statistics when training (with this op on the
-/// CPU, burn's tensor operations on a GPU); burn's module, with those statistics, otherwise.
+/// CPU, the GPU path's [`ComposedBatchNorm`](crate::model::gpu_ops::batch_norm) on a GPU);
+/// burn's module, with those statistics, otherwise.
 ///
 /// The running variance is updated as PyTorch's BatchNorm updates it, with the batch's
 /// unbiased variance (burn's `BatchNorm` uses the biased one): the report's G samples in
@@ -61,7 +62,7 @@ pub fn uses_batch_statistics(bn: &BatchNorm, x: &Tensor<4>) -> bool {
     x.device().is_autodiff() && bn.training.is_enabled()
 }
 
-/// [`batch_norm`] in training, through this op (`fused`) or burn's tensor operations.
+/// [`batch_norm`] in training, through this op (`fused`) or the GPU path's.
 fn batch_norm_train(bn: &BatchNorm, x: Tensor<4>, fused: bool) -> Tensor<4> {
     let [batch, _, height, width] = x.dims();
     let (gamma, beta) = (bn.gamma.val(), bn.beta.val());
@@ -78,7 +79,7 @@ fn batch_norm_train(bn: &BatchNorm, x: Tensor<4>, fused: bool) -> Tensor<4> {
             Tensor::<1>::from_dispatch(out.variance).detach(),
         )
     } else {
-        by_axis_means(x, gamma, beta, bn.epsilon)
+        crate::model::gpu_ops::batch_norm::batch_norm_train(x, gamma, beta, bn.epsilon)
     };
     let count = (batch * height * width) as f64;
     let unbiased = variance.mul_scalar(count / (count - 1.0).max(1.0));
@@ -100,36 +101,6 @@ fn batch_norm_train(bn: &BatchNorm, x: Tensor<4>, fused: bool) -> Tensor<4> {
     update(&bn.running_mean, mean);
     update(&bn.running_var, unbiased);
     output
-}
-
-/// BatchNorm in training out of burn's tensor operations (a GPU's path), differentiated by
-/// autodiff: the output, and the batch's mean and biased variance per channel (detached).
-///
-/// Each statistic is a mean over the batch, then the rows, then the columns: burn's own
-/// `batch_norm_train` reduces a channel-first copy `[C, N·H·W]`, which cubecl (without
-/// autotune) reduces with one GPU thread per channel, serially. On the H200 that took 1.4 ms a
-/// reduction for G's last BatchNorm (64 channels of 65 536 values) and 13.8 ms of the report's
-/// DCGAN step's 26 ms of kernel time at batch 64 (cubecl's profiler, 2026-12-04); a mean over
-/// the batch first has a thread for each of the C·H·W values it leaves.
-fn by_axis_means(
-    x: Tensor<4>,
-    gamma: Tensor<1>,
-    beta: Tensor<1>,
-    epsilon: f64,
-) -> (Tensor<4>, Tensor<1>, Tensor<1>) {
-    let channels = x.dims()[1];
-    let per_channel = |t: Tensor<1>| t.reshape([1, channels, 1, 1]);
-    let channel_mean = |t: Tensor<4>| t.mean_dim(0).mean_dim(2).mean_dim(3);
-    let mean = channel_mean(x.clone());
-    let centered = x - mean.clone();
-    let variance = channel_mean(centered.clone().powi_scalar(2));
-    let scale = variance.clone().add_scalar(epsilon).sqrt().recip() * per_channel(gamma);
-    let output = centered * scale + per_channel(beta);
-    (
-        output,
-        mean.reshape([channels]).detach(),
-        variance.reshape([channels]).detach(),
-    )
 }
 
 /// Batch, channels and values per image and channel of an NCHW tensor.
@@ -361,7 +332,7 @@ mod tests {
 
     /// Output, gradients (input, gamma, beta) and the running mean equal burn's BatchNorm; the
     /// running variance is updated with the unbiased batch variance (PyTorch's), not burn's
-    /// biased one. The path a GPU takes (burn's op) computes the same.
+    /// biased one. The path a GPU takes (its composed op) computes the same.
     #[test]
     fn matches_burns_batch_norm_in_training_and_pytorchs_running_variance() {
         let device = crate::backend::device().autodiff();
@@ -392,7 +363,7 @@ mod tests {
                     stats(bn.running_var.value_sync()),
                 ]
             };
-            // The GPU's path (burn's tensor operations, the same update) on the CPU, and this op's.
+            // The GPU's path (its composed op, the same update) on the CPU, and this op's.
             let mine = run(&ours, &|bn, x| batch_norm_train(bn, x, true));
             let unfused = run(&layer(), &|bn, x| batch_norm_train(bn, x, false));
             for (name, (a, b)) in NAMES.iter().zip(mine.iter().cloned().zip(unfused)) {

@@ -1,7 +1,7 @@
 //! A fixed rearrangement of a tensor's last axis, each output value a copy of one input value
 //! or a zero, as one gather forward and one gather backward: the GPU path's im2col
-//! ([`super::conv::im2col_conv2d`]) and the interleave of the upsampling convolution's phases
-//! ([`super::conv::phase_conv`]).
+//! ([`crate::model::conv::im2col_conv2d`]) and the interleave of the upsampling convolution's phases
+//! ([`crate::model::conv::phase_conv`]).
 //!
 //! Why: composed of burn's slices, the columns of a k x k convolution took k^2 slices and
 //! copies forward and k^2 zero-filled scatters and sums backward, and at batch 64 the DCGAN's GPU
