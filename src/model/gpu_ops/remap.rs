@@ -163,7 +163,8 @@ thread_local! {
 /// `x` `[B, C, n]` rearranged by the map `key` names (built by `build` the first time) into
 /// `[B, C, m]`; differentiable.
 pub fn remap(x: Tensor<3>, key: MapKey, build: impl FnOnce() -> Map) -> Tensor<3> {
-    let device = x.device();
+    // Constants, on the device without autodiff: one upload whether `x` is tracked or not.
+    let device = x.device().without_autodiff();
     let n = x.dims()[2];
     let [at, inverse] = UPLOADED.with_borrow_mut(|uploaded| {
         uploaded
