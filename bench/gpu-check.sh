@@ -34,6 +34,8 @@ DATA=${DATA:-data/mnist}
 # Runs start afresh: a run directory left by an earlier check would be resumed, not timed (and
 # an earlier profile read as this one's).
 mkdir -p "$WORK" "$OUT"
+# Absolute: the profile step runs the runner from a folder of its own.
+WORK=$(cd "$WORK" && pwd)
 rm -rf "$WORK"/dcgan50-* "$WORK"/quick-* "$OUT"/losses-*.csv "$OUT"/profile.txt
 LOG="$OUT/log.txt"
 : > "$LOG"
@@ -60,6 +62,7 @@ else
 fi
 log() { echo "[$(( $(date +%s) - START ))s] $*" | tee -a "$LOG" >&2; }
 [ -x "$RUNNER" ] || { echo "no $RUNNER (nor dist/carry): run \`make gpu-carry\` first" >&2; exit 1; }
+RUNNER=$(realpath "$RUNNER")
 
 # The Vulkan loader and glvnd's libraries from the .deb files beside the binary (no apt on the
 # GPU machine needed; see the Makefile's VULKAN_DEBS).

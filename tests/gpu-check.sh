@@ -10,7 +10,8 @@
 #      (the stand-in writes a profile log as cubecl's profiler would, where a cubecl.toml asks);
 #   3. with a budget too small for the later steps, those are named as skipped and the table
 #      still prints;
-#   4. GPU_CHECK_STEPS runs only the steps it names.
+#   4. GPU_CHECK_STEPS runs only the steps it names (and the profile step finds a runner and
+#      a scratch folder named relative to the repository).
 # Usage: tests/gpu-check.sh [path/to/runner]
 set -euo pipefail
 
@@ -86,8 +87,11 @@ grep -q "^skipped (out of GPU_CHECK_BUDGET=31 s): 3-step quickstart-sized DCGAN 
 [ ! -e "$WORK/out/profile.txt" ] || fail "the earlier check's profile.txt was left in \$OUT"
 echo "ok: out of budget, the GPU check names what it skipped and still prints its table"
 
-# Only the steps asked for: the profile alone, no timings, runs or comparisons.
-check env GPU_CHECK_STEPS=5
+# Only the steps asked for: the profile alone, no timings, runs or comparisons. With the runner
+# and the scratch folder named relative to the repository (as bench/vulkan-smoke.sh names
+# them), where the profile step, which runs in a folder of its own, had found no runner.
+check env GPU_CHECK_STEPS=5 GPU_CHECK_WORK="$(realpath --relative-to="$ROOT" "$WORK/scratch")" \
+    RUNNER="$(realpath --relative-to="$ROOT" "$WORK/runner")"
 grep -q "^profile of a DCGAN step on vulkan (profile.txt): kernel time per step" "$WORK/table" \
     || fail "GPU_CHECK_STEPS=5 made no profile: $(cat "$WORK/table")"
 grep -qE "^(gan|dcgan)|vs CPU|quickstart-sized|skipped" "$WORK/table" \
