@@ -51,14 +51,27 @@ fn per_channel<B: Backend>(t: FloatTensor<B>) -> FloatTensor<B> {
     B::float_reshape(t, Shape::new([1, channels, 1, 1]))
 }
 
-/// The sum of `t` `[B, C, H, W]` per channel, `[C]`: over the batch, then over the pixels
-/// (each reduction with thousands of outputs or contiguous inputs, not one thread a channel
-/// over a strided walk).
-fn channel_sums<B: Backend>(t: FloatTensor<B>) -> FloatTensor<B> {
+/// `t` `[B, C, H, W]` reduced per channel to `[C]` by `reduce` (the backend's sum or mean
+/// along a dimension): over the batch, then over the pixels (each reduction with thousands of
+/// outputs or contiguous inputs, not one thread a channel over a strided walk).
+fn per_channel_reduce<B: Backend>(
+    t: FloatTensor<B>,
+    reduce: fn(FloatTensor<B>, usize) -> FloatTensor<B>,
+) -> FloatTensor<B> {
     let [_, channels, height, width] = t.shape().dims();
-    let images = B::float_sum_dim(t, 0);
+    let images = reduce(t, 0);
     let planes = B::float_reshape(images, Shape::new([channels, height * width]));
-    B::float_reshape(B::float_sum_dim(planes, 1), Shape::new([channels]))
+    B::float_reshape(reduce(planes, 1), Shape::new([channels]))
+}
+
+/// The sum per channel.
+fn channel_sums<B: Backend>(t: FloatTensor<B>) -> FloatTensor<B> {
+    per_channel_reduce::<B>(t, B::float_sum_dim)
+}
+
+/// The mean per channel (one kernel fewer than the sum, then a division).
+fn channel_means<B: Backend>(t: FloatTensor<B>) -> FloatTensor<B> {
+    per_channel_reduce::<B>(t, B::float_mean_dim)
 }
 
 /// Values per channel of `[B, C, H, W]`.
@@ -77,11 +90,10 @@ fn forward<B: Backend>(
     beta: FloatTensor<B>,
     epsilon: f64,
 ) -> Normalized<B> {
-    let n = count(&x.shape());
-    let mean = B::float_div_scalar(channel_sums::<B>(x.clone()), n.into());
+    let mean = channel_means::<B>(x.clone());
     let centered = B::float_sub(x, per_channel::<B>(mean.clone()));
     let squares = B::float_mul(centered.clone(), centered.clone());
-    let variance = B::float_div_scalar(channel_sums::<B>(squares), n.into());
+    let variance = channel_means::<B>(squares);
     let scale = B::float_mul(gamma, inverse_std::<B>(variance.clone(), epsilon));
     let output = B::float_add(
         B::float_mul(centered, per_channel::<B>(scale)),
