@@ -15,7 +15,7 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{AutodiffBackend, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
+use burn::backend::{AutodiffBackend, Backend, Flex, TensorMetadata, backend_extension};
 use burn::prelude::*;
 
 use crate::model::kernels::batch_norm::Normalized;
@@ -197,25 +197,4 @@ impl<B: Backend + ComposedBatchNorm, C: CheckpointStrategy> ComposedBatchNorm fo
             variance: Self::from_inner(inner.variance),
         }
     }
-}
-
-/// `x` normalized in training (see [`ComposedBatchNorm`]): the output, and the batch's mean and
-/// biased variance per channel (detached).
-pub fn batch_norm_train(
-    x: Tensor<4>,
-    gamma: Tensor<1>,
-    beta: Tensor<1>,
-    epsilon: f64,
-) -> (Tensor<4>, Tensor<1>, Tensor<1>) {
-    let out = <Dispatch as ComposedBatchNorm>::composed_batch_norm_train(
-        x.into_dispatch(),
-        gamma.into_dispatch(),
-        beta.into_dispatch(),
-        epsilon,
-    );
-    (
-        Tensor::from_dispatch(out.output),
-        Tensor::<1>::from_dispatch(out.mean).detach(),
-        Tensor::<1>::from_dispatch(out.variance).detach(),
-    )
 }

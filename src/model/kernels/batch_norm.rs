@@ -20,6 +20,7 @@ use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
 use super::{tensor, values, zeros};
+use crate::model::gpu_ops::batch_norm::ComposedBatchNorm;
 
 /// What the operation returns: the output, and the batch's mean and biased variance per
 /// channel (constants, for the running statistics).
@@ -66,21 +67,19 @@ pub fn uses_batch_statistics(bn: &BatchNorm, x: &Tensor<4>) -> bool {
 fn batch_norm_train(bn: &BatchNorm, x: Tensor<4>, fused: bool) -> Tensor<4> {
     let [batch, _, height, width] = x.dims();
     let (gamma, beta) = (bn.gamma.val(), bn.beta.val());
-    let (output, mean, variance) = if fused {
-        let out = <Dispatch as FusedBatchNorm>::fused_batch_norm_train(
-            x.into_dispatch(),
-            gamma.into_dispatch(),
-            beta.into_dispatch(),
-            bn.epsilon,
-        );
-        (
-            Tensor::from_dispatch(out.output),
-            Tensor::<1>::from_dispatch(out.mean).detach(),
-            Tensor::<1>::from_dispatch(out.variance).detach(),
-        )
+    let (x, gamma, beta) = (
+        x.into_dispatch(),
+        gamma.into_dispatch(),
+        beta.into_dispatch(),
+    );
+    let normalized = if fused {
+        <Dispatch as FusedBatchNorm>::fused_batch_norm_train(x, gamma, beta, bn.epsilon)
     } else {
-        crate::model::gpu_ops::batch_norm::batch_norm_train(x, gamma, beta, bn.epsilon)
+        <Dispatch as ComposedBatchNorm>::composed_batch_norm_train(x, gamma, beta, bn.epsilon)
     };
+    let output = Tensor::from_dispatch(normalized.output);
+    let mean = Tensor::<1>::from_dispatch(normalized.mean).detach();
+    let variance = Tensor::<1>::from_dispatch(normalized.variance).detach();
     let count = (batch * height * width) as f64;
     let unbiased = variance.mul_scalar(count / (count - 1.0).max(1.0));
     // As burn's `BatchNorm::forward` in training, and settled at once: burn keeps an update
