@@ -19,7 +19,6 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{Backend, Dispatch, Flex, TensorMetadata, backend_extension};
 use burn::prelude::*;
-use burn::tensor::ops::PadMode;
 
 #[backend_extension(
     Flex,
@@ -28,35 +27,45 @@ use burn::tensor::ops::PadMode;
     Autodiff
 )]
 pub trait Remap: Backend {
-    /// `x` `[B, C, N]` -> `[B, C, M]`: output position m is `x[.., at[m]]`, or zero where
-    /// `at[m] == N`. `inverse` (`[N * fan]`, see [`Map`]) is for the backward pass.
+    /// `x` `[B, C, N]` -> `[B, C, M]`: output position m is `x[.., at[m]] * at_mask[m]` (the
+    /// mask is 0 where the output is a zero, 1 elsewhere). `inverse` and `inverse_mask`
+    /// (`[N * fan]`, see [`Map`]) are for the backward pass.
     #[fusion(default)]
     fn remap(
         x: FloatTensor<Self>,
         at: IntTensor<Self>,
+        at_mask: FloatTensor<Self>,
         inverse: IntTensor<Self>,
+        inverse_mask: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        drop(inverse); // read by the backward pass alone (the Autodiff impl's)
-        gather_or_zero::<Self>(x, at)
+        // read by the backward pass alone (the Autodiff impl's)
+        drop((inverse, inverse_mask));
+        gather::<Self>(x, at, at_mask)
     }
 }
 
-/// `values` `[B, C, N]` gathered along the last axis at `at`, where index N reads a zero.
-fn gather_or_zero<B: Backend>(values: FloatTensor<B>, at: IntTensor<B>) -> FloatTensor<B> {
-    let with_zero = B::float_pad(values, &[(0, 0), (0, 0), (0, 1)], PadMode::Constant(0.0));
-    B::float_select(with_zero, 2, at)
+/// `values` `[B, C, N]` gathered along the last axis at `at`, times `mask` per position: a
+/// select and a product, where padding `values` with the zero to read took a fill and a copy.
+fn gather<B: Backend>(
+    values: FloatTensor<B>,
+    at: IntTensor<B>,
+    mask: FloatTensor<B>,
+) -> FloatTensor<B> {
+    let positions = mask.shape().num_elements();
+    let mask = B::float_reshape(mask, Shape::new([1, 1, positions]));
+    B::float_mul(B::float_select(values, 2, at), mask)
 }
 
 /// The gradient of [`Remap::remap`]'s input `[B, C, n]` from its output's, `dy`: for each
-/// input position, the sum of `dy` at its `fan` entries of `inverse` (index M reads a zero).
+/// input position, the sum of `dy` at its `fan` entries of `inverse`, each times its mask.
 fn remap_backward<B: Backend>(
     dy: FloatTensor<B>,
-    inverse: IntTensor<B>,
+    (inverse, mask): Inverse<B>,
     n: usize,
 ) -> FloatTensor<B> {
     let [batch, channels, _] = dy.shape().dims();
     let fan = inverse.shape().num_elements() / n;
-    let gathered = gather_or_zero::<B>(dy, inverse);
+    let gathered = gather::<B>(dy, inverse, mask);
     if fan == 1 {
         return gathered;
     }
@@ -72,12 +81,15 @@ impl Remap for Flex {}
 #[cfg(any(feature = "vulkan", feature = "cuda"))]
 impl Remap for burn_cubecl::CubeBackend {}
 
+/// The inverse map and its mask.
+type Inverse<B> = (IntTensor<B>, FloatTensor<B>);
+
 /// The backward step; its state is the inverse map and the input's last axis.
 #[derive(Debug)]
 struct RemapBackward;
 
 impl<B: Backend> Backward<B, 1> for RemapBackward {
-    type State = (IntTensor<B>, usize);
+    type State = (Inverse<B>, usize);
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [node] = ops.parents;
@@ -93,8 +105,14 @@ impl<B: Backend + Remap, C: CheckpointStrategy> Remap for Autodiff<B, C> {
     fn remap(
         x: FloatTensor<Self>,
         at: IntTensor<Self>,
+        at_mask: FloatTensor<Self>,
         inverse: IntTensor<Self>,
+        inverse_mask: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
+        let (at_mask, inverse_mask) = (at_mask.into_primitive(), inverse_mask.into_primitive());
+        let forward = |inverse, inverse_mask| {
+            B::remap(x.primitive().clone(), at, at_mask, inverse, inverse_mask)
+        };
         match RemapBackward
             .prepare::<C>([x.node()])
             .compute_bound()
@@ -102,10 +120,10 @@ impl<B: Backend + Remap, C: CheckpointStrategy> Remap for Autodiff<B, C> {
         {
             OpsKind::Tracked(prep) => {
                 let n = x.primitive().shape()[2];
-                let out = B::remap(x.primitive().clone(), at, inverse.clone());
-                prep.finish((inverse, n), out)
+                let out = forward(inverse.clone(), inverse_mask.clone());
+                prep.finish(((inverse, inverse_mask), n), out)
             }
-            OpsKind::UnTracked(prep) => prep.finish(B::remap(x.primitive().clone(), at, inverse)),
+            OpsKind::UnTracked(prep) => prep.finish(forward(inverse, inverse_mask)),
         }
     }
 }
@@ -121,8 +139,9 @@ pub struct Map {
 impl Map {
     /// # Panics
     ///
-    /// When a position of `at` is above `n`.
+    /// When a position of `at` is above `n`, or `n` is 0.
     pub fn new(n: usize, at: Vec<usize>) -> Map {
+        assert!(n > 0, "remap::Map: no input positions");
         assert!(
             at.iter().all(|&i| i <= n),
             "remap::Map: a position past {n}"
@@ -150,13 +169,16 @@ impl Map {
     }
 }
 
+/// A map's positions and masks on the device: `at`, its mask, the inverse and its mask.
+type Uploaded = (Tensor<1, Int>, Tensor<1>, Tensor<1, Int>, Tensor<1>);
+
 /// What a [`Map`] is cached under: its kind and sizes (the device is added).
 pub type MapKey = (&'static str, [usize; 5]);
 
 thread_local! {
     /// The maps' index tensors on their device, by key: built and uploaded once per layer
     /// shape, not at every step.
-    static UPLOADED: std::cell::RefCell<std::collections::HashMap<String, [Tensor<1, Int>; 2]>> =
+    static UPLOADED: std::cell::RefCell<std::collections::HashMap<String, Uploaded>> =
         Default::default();
 }
 
@@ -166,26 +188,38 @@ pub fn remap(x: Tensor<3>, key: MapKey, build: impl FnOnce() -> Map) -> Tensor<3
     // Constants, on the device without autodiff: one upload whether `x` is tracked or not.
     let device = x.device().without_autodiff();
     let n = x.dims()[2];
-    let [at, inverse] = UPLOADED.with_borrow_mut(|uploaded| {
+    let (at, at_mask, inverse, inverse_mask) = UPLOADED.with_borrow_mut(|uploaded| {
         uploaded
             .entry(format!("{key:?} {device:?}"))
             .or_insert_with(|| {
                 let map = build();
                 assert_eq!(map.n, n, "remap: the map {key:?} is for another length");
-                let ints = |positions: Vec<usize>| {
-                    let values: Vec<i64> = positions.into_iter().map(|i| i as i64).collect();
-                    let len = values.len();
-                    Tensor::<1, Int>::from_data(TensorData::new(values, [len]), &device)
+                // Positions past the end (a zero) read position 0, masked.
+                let upload = |positions: Vec<usize>, end: usize| {
+                    let len = positions.len();
+                    let read: Vec<i64> = (positions.iter())
+                        .map(|&i| if i < end { i as i64 } else { 0 })
+                        .collect();
+                    let mask: Vec<f32> = (positions.iter())
+                        .map(|&i| if i < end { 1.0 } else { 0.0 })
+                        .collect();
+                    (
+                        Tensor::<1, Int>::from_data(TensorData::new(read, [len]), &device),
+                        Tensor::<1>::from_data(TensorData::new(mask, [len]), &device),
+                    )
                 };
-                let inverse = map.inverse();
-                [ints(map.at), ints(inverse)]
+                let (inverse, inverse_mask) = upload(map.inverse(), map.at.len());
+                let (at, at_mask) = upload(map.at, map.n);
+                (at, at_mask, inverse, inverse_mask)
             })
             .clone()
     });
     Tensor::from_dispatch(<Dispatch as Remap>::remap(
         x.into_dispatch(),
         at.into_dispatch(),
+        at_mask.into_dispatch(),
         inverse.into_dispatch(),
+        inverse_mask.into_dispatch(),
     ))
 }
 
