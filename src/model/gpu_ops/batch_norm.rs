@@ -36,7 +36,7 @@ pub trait ComposedBatchNorm: Backend {
         beta: FloatTensor<Self>,
         epsilon: f64,
     ) -> Normalized<Self> {
-        forward::<Self>(x, gamma, beta, epsilon)
+        forward::<Self>(x, gamma, beta, epsilon).0
     }
 }
 
@@ -84,26 +84,29 @@ fn inverse_std<B: Backend>(variance: FloatTensor<B>, epsilon: f64) -> FloatTenso
     B::float_recip(B::float_sqrt(B::float_add_scalar(variance, epsilon.into())))
 }
 
+/// The op's output, and `1 / std` per channel (what the backward step keeps).
 fn forward<B: Backend>(
     x: FloatTensor<B>,
     gamma: FloatTensor<B>,
     beta: FloatTensor<B>,
     epsilon: f64,
-) -> Normalized<B> {
+) -> (Normalized<B>, FloatTensor<B>) {
     let mean = channel_means::<B>(x.clone());
     let centered = B::float_sub(x, per_channel::<B>(mean.clone()));
     let squares = B::float_mul(centered.clone(), centered.clone());
     let variance = channel_means::<B>(squares);
-    let scale = B::float_mul(gamma, inverse_std::<B>(variance.clone(), epsilon));
+    let inverse_std = inverse_std::<B>(variance.clone(), epsilon);
+    let scale = B::float_mul(gamma, inverse_std.clone());
     let output = B::float_add(
         B::float_mul(centered, per_channel::<B>(scale)),
         per_channel::<B>(beta),
     );
-    Normalized {
+    let normalized = Normalized {
         output,
         mean,
         variance,
-    }
+    };
+    (normalized, inverse_std)
 }
 
 /// What the backward step keeps: the input, gamma, the batch's mean and `1 / std`.
@@ -162,14 +165,16 @@ impl<B: Backend> Backward<B, 3> for ComposedBatchNormBackward {
     }
 }
 
-impl<B: Backend + ComposedBatchNorm, C: CheckpointStrategy> ComposedBatchNorm for Autodiff<B, C> {
+/// The forward is the trait's own composition (no backend overrides it), run here to keep its
+/// `1 / std` for the backward step rather than compute it a second time.
+impl<B: Backend, C: CheckpointStrategy> ComposedBatchNorm for Autodiff<B, C> {
     fn composed_batch_norm_train(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         epsilon: f64,
     ) -> Normalized<Self> {
-        let inner = B::composed_batch_norm_train(
+        let (inner, inverse_std) = forward::<B>(
             x.primitive().clone(),
             gamma.primitive().clone(),
             beta.primitive().clone(),
@@ -185,7 +190,7 @@ impl<B: Backend + ComposedBatchNorm, C: CheckpointStrategy> ComposedBatchNorm fo
                     x: x.primitive().clone(),
                     gamma: gamma.primitive().clone(),
                     mean: inner.mean.clone(),
-                    inverse_std: inverse_std::<B>(inner.variance.clone(), epsilon),
+                    inverse_std,
                 };
                 prep.finish(saved, inner.output)
             }
