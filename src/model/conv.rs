@@ -1,7 +1,9 @@
 //! Convolutions: on the CPU the runner's own kernel ([`super::kernels::conv`]); on a GPU, when
-//! trained, one matrix product over the input's columns (im2col, gathered in one kernel each
-//! way by [`super::gpu_ops::remap`]), and burn's own convolution when sampling (or always, with
-//! `GANRUNNER_GPU_CONV=burn`: [`crate::backend::GpuConv`]).
+//! differentiated, one matrix product over the input's columns (im2col, gathered in one kernel
+//! each way by [`super::gpu_ops::remap`]), and burn's own convolution when sampling (or always,
+//! with `GANRUNNER_GPU_CONV=burn`: [`crate::backend::GpuConv`]). Transposed convolutions go the
+//! same way on a GPU: the doubling ones as four 2x2 phase convolutions ([`phase_conv`]), any
+//! other as a product over its columns.
 //!
 //! Why not burn's convolution when training: burn-flex differentiates `conv2d` through a
 //! transposed convolution (input gradient) and a convolution with batch and channels swapped
@@ -15,7 +17,7 @@
 use burn::nn::conv::{Conv2d, ConvTranspose2d};
 use burn::prelude::*;
 
-use super::gpu_ops::remap::{Map, remap};
+use super::gpu_ops::remap::{Map, MapKey, remap};
 use crate::backend::GpuConv;
 
 /// `conv` (square kernel, symmetric padding, no dilation or groups) applied to `x`.
@@ -26,12 +28,13 @@ pub fn forward(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         conv.weight.val(),
         conv.bias.as_ref().map(|b| b.val()),
         [conv.stride[0], pad],
-        is_trained(conv),
     )
 }
 
 /// `conv` (square kernel, the same stride and padding on both axes, no output padding,
-/// dilation or groups) applied to `x`: the runner's kernel on the CPU, burn's on a GPU.
+/// dilation or groups) applied to `x`: the runner's kernel on the CPU; on a GPU
+/// [`columns_conv_transpose2d`] when differentiated and [`GpuConv::Im2col`] is chosen, burn's
+/// own otherwise.
 pub fn transposed(conv: &ConvTranspose2d, x: Tensor<4>) -> Tensor<4> {
     let square = |v: [usize; 2]| (v[0] == v[1]).then_some(v[0]);
     let (Some(stride), Some(pad), [0, 0], [1, 1], 1) = (
@@ -43,11 +46,15 @@ pub fn transposed(conv: &ConvTranspose2d, x: Tensor<4>) -> Tensor<4> {
     ) else {
         panic!("conv::transposed needs a plain square transposed convolution, got {conv:?}");
     };
-    if !crate::backend::own_kernels() {
-        return conv.forward(x);
+    let (weight, bias) = (conv.weight.val(), conv.bias.as_ref().map(|b| b.val()));
+    if crate::backend::own_kernels() {
+        let out = super::kernels::conv::conv_transpose2d(x, weight, stride, pad);
+        with_bias(out, bias)
+    } else if differentiated(&x, &weight) && crate::backend::gpu_conv() == GpuConv::Im2col {
+        columns_conv_transpose2d(x, weight, bias, stride, pad)
+    } else {
+        conv.forward(x)
     }
-    let out = super::kernels::conv::conv_transpose2d(x, conv.weight.val(), stride, pad);
-    with_bias(out, conv.bias.as_ref().map(|b| b.val()))
 }
 
 /// `out` `[B, C, H, W]` plus `bias` `[C]` per channel, when given.
@@ -66,20 +73,26 @@ pub fn is_trained(conv: &Conv2d) -> bool {
     conv.weight.val().is_require_grad()
 }
 
+/// Whether autodiff will differentiate a convolution of `x` with `weight`: either is tracked.
+/// The input alone is in the G step, which reads D through constant weights but needs the
+/// gradient of D's input.
+fn differentiated(x: &Tensor<4>, weight: &Tensor<4>) -> bool {
+    x.is_tracked() || weight.is_tracked()
+}
+
 /// 2-D convolution of `x` `[B, Cin, H, W]` with `weight` `[Cout, Cin, k, k]`, stride and zero
 /// padding on every side: the runner's kernel on the CPU; on a GPU [`im2col_conv2d`] when it
-/// will be differentiated (`trained`) and [`GpuConv::Im2col`] is chosen, burn's own otherwise
-/// (e.g. when sampling).
+/// will be differentiated and [`GpuConv::Im2col`] is chosen, burn's own otherwise (e.g. when
+/// sampling).
 pub fn conv2d(
     x: Tensor<4>,
     weight: Tensor<4>,
     bias: Option<Tensor<1>>,
     [stride, pad]: [usize; 2],
-    trained: bool,
 ) -> Tensor<4> {
     if crate::backend::own_kernels() {
         with_bias(super::kernels::conv::conv2d(x, weight, stride, pad), bias)
-    } else if trained && crate::backend::gpu_conv() == GpuConv::Im2col {
+    } else if differentiated(&x, &weight) && crate::backend::gpu_conv() == GpuConv::Im2col {
         im2col_conv2d(x, weight, bias, stride, pad)
     } else {
         burn::tensor::module::conv2d(
@@ -121,26 +134,23 @@ pub fn phase_conv(
     x: Tensor<4>,
     weight: Tensor<4>,
     bias: Option<Tensor<1>>,
-    trained: bool,
     taps: &PhaseTaps,
 ) -> Tensor<4> {
     let [batch, _, h, w] = x.dims();
     let c_out = weight.dims()[0];
-    let kernels = if crate::backend::own_kernels() {
-        summed_kernels(&weight, taps)
-    } else {
-        product_kernels(weight, taps)
-    };
-    let bias = bias.map(|b| {
-        b.unsqueeze_dim::<2>(0)
-            .repeat_dim(0, 4)
-            .reshape([4 * c_out])
-    });
-    let out = conv2d(x, kernels, bias, [1, 1], trained);
-    debug_assert_eq!(out.dims(), [batch, 4 * c_out, h + 1, w + 1]);
     if crate::backend::own_kernels() {
+        let bias = bias.map(|b| {
+            b.unsqueeze_dim::<2>(0)
+                .repeat_dim(0, 4)
+                .reshape([4 * c_out])
+        });
+        let out = conv2d(x, summed_kernels(&weight, taps), bias, [1, 1]);
         return super::kernels::phase::interleave(out);
     }
+    // The bias is added once the phases are interleaved: no copy of it per phase, and the
+    // addition can join the next layer's fused kernel.
+    let out = conv2d(x, product_kernels(weight, taps), None, [1, 1]);
+    debug_assert_eq!(out.dims(), [batch, 4 * c_out, h + 1, w + 1]);
     // Output pixel (2i + a, 2j + b) of channel c is phase (a, b)'s crop at (i, j).
     let interleave = || {
         let at = (0..c_out * 4 * h * w).map(|out| {
@@ -152,7 +162,7 @@ pub fn phase_conv(
     };
     let phases = out.reshape([batch, 1, 4 * c_out * (h + 1) * (w + 1)]);
     let interleaved = remap(phases, ("interleave", [c_out, h, w, 0, 0]), interleave);
-    interleaved.reshape([batch, c_out, 2 * h, 2 * w])
+    with_bias(interleaved.reshape([batch, c_out, 2 * h, 2 * w]), bias)
 }
 
 /// [`phase_conv`]'s four 2x2 kernels `[4 Cout, Cin, 2, 2]`, phase (a, b) at 2a + b, as sums of
@@ -202,8 +212,8 @@ pub fn im2col_conv2d(
     stride: usize,
     pad: usize,
 ) -> Tensor<4> {
-    let [batch, c_in, h, w] = x.dims();
-    let [c_out, _, k, _] = weight.dims();
+    let [_, _, h, w] = x.dims();
+    let [c_out, c_in, k, _] = weight.dims();
     let h_out = (h + 2 * pad - k) / stride + 1;
     let w_out = (w + 2 * pad - k) / stride + 1;
     // Column row (c, kh, kw), position (i, j) is input pixel (i stride + kh - pad, j stride +
@@ -218,18 +228,76 @@ pub fn im2col_conv2d(
         });
         Map::new(h * w, at.collect())
     };
-    let columns = remap(
-        x.reshape([batch, c_in, h * w]),
-        ("im2col", [h, w, k, stride, pad]),
-        im2col,
-    )
-    .reshape([batch, c_in * k * k, h_out * w_out]);
-    let product = weight.reshape([1, c_out, c_in * k * k]).matmul(columns);
-    let product = match bias {
-        Some(bias) => product + bias.reshape([1, c_out, 1]),
-        None => product,
+    let key = ("im2col", [h, w, k, stride, pad]);
+    let weights = weight.reshape([c_out, c_in * k * k]);
+    columns_product(x, weights, bias, (key, im2col), [h_out, w_out])
+}
+
+/// For the transposed convolutions that double the side (kernel 4, stride 2, padding 1, as
+/// dcgan-classic's G), output pixel (2i + a, 2j + b) takes its rows from input rows {i - 1, i}
+/// (a = 0) through kernel rows 3 and 1, and from rows {i, i + 1} (a = 1) through 2 and 0:
+/// [`phase_conv`]'s taps, with the kernel flipped as a transposed convolution reads it.
+const DOUBLING_TAPS: PhaseTaps = [[&[3], &[1]], [&[2], &[0]]];
+
+/// A transposed convolution of `x` `[B, Cin, H, W]` with `weight` `[Cin, Cout, k, k]` out of
+/// the GPU path's operations: the doubling ones as four 2x2 phase convolutions (no product
+/// with the zeros between the input's pixels), any other as one matrix product over columns
+/// that gather, for each output pixel and tap, the input pixel it reads (or a zero).
+pub fn columns_conv_transpose2d(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Option<Tensor<1>>,
+    stride: usize,
+    pad: usize,
+) -> Tensor<4> {
+    let [_, _, h, w] = x.dims();
+    let [c_in, c_out, k, _] = weight.dims();
+    // `[Cout, Cin, k, k]`, the layout of the convolutions' weights
+    let weight = weight.swap_dims(0, 1);
+    if (k, stride, pad) == (4, 2, 1) {
+        return phase_conv(x, weight, bias, &DOUBLING_TAPS);
+    }
+    let h_out = (h - 1) * stride + k - 2 * pad;
+    let w_out = (w - 1) * stride + k - 2 * pad;
+    // Output pixel (i, j) reads input pixel (y, x) through tap (kh, kw) where i = y stride -
+    // pad + kh (and likewise for j): where the division is exact and in range.
+    let columns = || {
+        let source = |out: usize, tap: usize, side: usize| {
+            let shifted = (out + pad).checked_sub(tap)?;
+            (shifted % stride == 0 && shifted / stride < side).then_some(shifted / stride)
+        };
+        let at = (0..k * k * h_out * w_out).map(|column| {
+            let (tap, position) = (column / (h_out * w_out), column % (h_out * w_out));
+            let y = source(position / w_out, tap / k, h);
+            let x = source(position % w_out, tap % k, w);
+            y.zip(x).map_or(h * w, |(y, x)| y * w + x)
+        });
+        Map::new(h * w, at.collect())
     };
-    product.reshape([batch, c_out, h_out, w_out])
+    let key = ("transposed columns", [h, w, k, stride, pad]);
+    let weights = weight.reshape([c_out, c_in * k * k]);
+    columns_product(x, weights, bias, (key, columns), [h_out, w_out])
+}
+
+/// `weights` `[Cout, Cin k k]` times the columns `[Cin k k, H' W']` that `map` (a [`Map`] from
+/// an image's pixels to k k H' W' positions, and its cache key) gathers from each channel of
+/// `x` `[B, Cin, H, W]`, plus `bias` per output channel: `[B, Cout, H', W']`.
+fn columns_product(
+    x: Tensor<4>,
+    weights: Tensor<2>,
+    bias: Option<Tensor<1>>,
+    (key, map): (MapKey, impl FnOnce() -> Map),
+    [h_out, w_out]: [usize; 2],
+) -> Tensor<4> {
+    let [batch, c_in, h, w] = x.dims();
+    let [c_out, rows] = weights.dims();
+    let columns =
+        remap(x.reshape([batch, c_in, h * w]), key, map).reshape([batch, rows, h_out * w_out]);
+    let product =
+        (weights.unsqueeze_dim::<3>(0).matmul(columns)).reshape([batch, c_out, h_out, w_out]);
+    // Added after the reshape: added before it, the bias was a kernel of its own (fusion ends
+    // at a reshape); after it, it joins the activation's kernel.
+    with_bias(product, bias)
 }
 
 #[cfg(test)]
@@ -282,7 +350,7 @@ pub(crate) mod tests {
         let device = crate::backend::device().autodiff();
         let normal = Distribution::Normal(0.0, 1.0);
         type Conv = fn(Tensor<4>, Tensor<4>, Option<Tensor<1>>, usize, usize) -> Tensor<4>;
-        let kernel: Conv = |x, w, b, stride, pad| conv2d(x, w, b, [stride, pad], true);
+        let kernel: Conv = |x, w, b, stride, pad| conv2d(x, w, b, [stride, pad]);
         for (name, ours) in [("kernel", kernel), ("im2col", im2col_conv2d as Conv)] {
             for (batch, c_in, c_out, h, w, k, stride, pad, bias) in [
                 (2, 3, 4, 9, 7, 3, 1, 1, true),
@@ -340,9 +408,11 @@ pub(crate) mod tests {
         }
     }
 
-    /// The transposed convolution against burn's, forward and both gradients: the shapes of
+    /// The transposed convolution against burn's, forward and all gradients: the shapes of
     /// dcgan-classic's G (1x1 -> 4x4, then doubling) and odd ones, inputs small and large
-    /// (the kernel's whole-batch and per-image products), few output channels and many.
+    /// (the kernel's whole-batch and per-image products), few output channels and many; for
+    /// the kernel op and for the GPU path's composition ([`columns_conv_transpose2d`]: phase
+    /// convolutions for the doubling ones, one product over columns for the others).
     #[test]
     fn transposed_matches_burns_with_gradients() {
         use burn::nn::conv::ConvTranspose2dConfig;
@@ -370,14 +440,20 @@ pub(crate) mod tests {
                 .with_bias(bias)
                 .init(&device);
             let x = Tensor::<4>::random([batch, c_in, side, side], normal, &device).require_grad();
-            let mine = transposed(&conv, x.clone());
-            let theirs = conv.forward(x.clone());
-            assert_agree(&case, mine, theirs, |grads| {
-                vec![
-                    x.grad(grads).unwrap(),
-                    conv.weight.val().grad(grads).unwrap(),
-                ]
-            });
+            let (weight, b) = (conv.weight.val(), conv.bias.as_ref().map(|b| b.val()));
+            let read = |grads: &burn::tensor::Gradients| {
+                let db = (b.as_ref()).map(|b| b.grad(grads).unwrap().reshape([1, 1, 1, c_out]));
+                [Some(x.grad(grads).unwrap()), weight.grad(grads), db]
+                    .into_iter()
+                    .flatten()
+                    .collect()
+            };
+            let kernel = transposed(&conv, x.clone());
+            assert_agree(&case, kernel, conv.forward(x.clone()), read);
+            let columns =
+                columns_conv_transpose2d(x.clone(), weight.clone(), b.clone(), stride, pad);
+            let case = format!("{case}, columns");
+            assert_agree(&case, columns, conv.forward(x.clone()), read);
         }
     }
 
@@ -410,7 +486,7 @@ pub(crate) mod tests {
         let weight = Tensor::<4>::random([4, 3, 3, 3], normal, &device).require_grad();
         let dw = |y: Tensor<4>| weight.grad(&(y.powi_scalar(2).sum().backward())).unwrap();
         let options = ConvOptions::new([2, 2], [1, 1], [1, 1], 1);
-        let mine = dw(conv2d(x.clone(), weight.clone(), None, [2, 1], true));
+        let mine = dw(conv2d(x.clone(), weight.clone(), None, [2, 1]));
         let theirs = dw(burn_conv2d(x, weight.clone(), None, options));
         assert!(max_relative_error(mine, theirs) < 1e-4);
     }

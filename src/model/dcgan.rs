@@ -97,12 +97,7 @@ fn upsample_conv3_bn(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
         Some(b) => b.val() * scale.clone() + shift,
         None => shift,
     };
-    upsampled_conv3(
-        x,
-        weight * scale.reshape([c_out, 1, 1, 1]),
-        Some(bias),
-        false,
-    )
+    upsampled_conv3(x, weight * scale.reshape([c_out, 1, 1, 1]), Some(bias))
 }
 
 /// `conv` (3x3, stride 1, padding 1) applied to the nearest-neighbour x2 upsampling of `x`,
@@ -112,28 +107,18 @@ fn upsample_conv3_bn(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
 /// [w0 + w1, w2] (phase 1) per axis. The kernels are sums of the weight's slices, so gradients
 /// reach the same 3x3 weight as before.
 pub fn upsample_conv3(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    upsampled_conv3(
-        x,
-        conv.weight.val(),
-        conv.bias.as_ref().map(|b| b.val()),
-        conv::is_trained(conv),
-    )
+    upsampled_conv3(x, conv.weight.val(), conv.bias.as_ref().map(|b| b.val()))
 }
 
 /// The 3x3 convolution (`weight`, `bias`) of `x` upsampled x2: as phase convolutions, or on a
 /// GPU with [`GpuConv::Burn`] as burn's nearest upsampling then its convolution (two kernels).
-fn upsampled_conv3(
-    x: Tensor<4>,
-    weight: Tensor<4>,
-    bias: Option<Tensor<1>>,
-    trained: bool,
-) -> Tensor<4> {
+fn upsampled_conv3(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>) -> Tensor<4> {
     if !crate::backend::own_kernels() && crate::backend::gpu_conv() == GpuConv::Burn {
         let twice = InterpolateOptions::new(InterpolateMode::Nearest).with_scale_factor([2.0, 2.0]);
         let upsampled = interpolate(x, twice);
-        return conv::conv2d(upsampled, weight, bias, [1, 1], trained);
+        return conv::conv2d(upsampled, weight, bias, [1, 1]);
     }
-    conv::phase_conv(x, weight, bias, trained, &UPSAMPLE_TAPS)
+    conv::phase_conv(x, weight, bias, &UPSAMPLE_TAPS)
 }
 
 /// The taps of [`upsample_conv3`]'s phase kernels along one axis.
@@ -194,10 +179,15 @@ impl DcganDiscriminator {
     ) -> Verdict {
         let mut x = with_label_channels(images, labels.filter(|_| self.concat_labels));
         for block in &self.blocks {
+            // Drawn before the layer runs: on a GPU its upload then comes before the
+            // activation, and applying it joins the activation's fused kernel.
+            let mask = dropout_rng.as_deref_mut().and_then(|rng| {
+                let shape = [x.dims()[0], block.conv.weight.dims()[0], 1, 1];
+                init::dropout_mask(self.dropout, shape, rng, &x.device())
+            });
             x = leaky_relu(conv::forward(&block.conv, x), 0.2);
-            if let Some(rng) = dropout_rng.as_deref_mut() {
-                let [b, c, _, _] = x.dims();
-                x = init::dropout(x, self.dropout, [b, c, 1, 1], rng);
+            if let Some(mask) = mask {
+                x = x * mask;
             }
             if let Some(bn) = &block.bn {
                 x = batch_norm(bn, x);

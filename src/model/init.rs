@@ -146,8 +146,21 @@ pub fn dropout<const D: usize>(
     mask_shape: [usize; D],
     rng: &mut StdRng,
 ) -> Tensor<D> {
+    match dropout_mask(p, mask_shape, rng, &x.device()) {
+        Some(mask) => x * mask,
+        None => x,
+    }
+}
+
+/// [`dropout`]'s mask on `device`, each value 0 or `1 / (1 - p)`; none when `p` is 0.
+pub fn dropout_mask<const D: usize>(
+    p: f64,
+    mask_shape: [usize; D],
+    rng: &mut StdRng,
+    device: &Device,
+) -> Option<Tensor<D>> {
     if p <= 0.0 {
-        return x;
+        return None;
     }
     let keep = 1.0 - p;
     let scale = (1.0 / keep) as f32;
@@ -159,8 +172,7 @@ pub fn dropout<const D: usize>(
             masks.push(mask.clone());
         }
     });
-    let mask = Tensor::from_data(mask, &x.device());
-    x * mask
+    Some(Tensor::from_data(mask, device))
 }
 
 /// `n` values, each `scale` with probability `keep` and 0 otherwise: the draws of `n`

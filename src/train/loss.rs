@@ -18,6 +18,8 @@ use burn::prelude::*;
 use burn::tensor::activation::{log_sigmoid, log_softmax, relu};
 use serde::{Deserialize, Serialize};
 
+use crate::model::gpu_ops::bce::logit_bce;
+
 /// `train.loss`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -71,8 +73,12 @@ pub fn class_cross_entropy(logits: Tensor<2>, labels: Tensor<2>) -> Tensor<1> {
 }
 
 /// Binary cross-entropy of logits against an all-real (`true`) or all-fake target, averaged:
-/// the same value as PyTorch's `BCELoss(sigmoid(x), t)`, computed stably.
+/// the same value as PyTorch's `BCELoss(sigmoid(x), t)`, computed stably (on a GPU as one
+/// operation with its own backward pass: [`logit_bce`]).
 pub fn bce_with_logits(logits: Tensor<2>, real: bool) -> Tensor<1> {
+    if !crate::backend::own_kernels() {
+        return logit_bce(logits, if real { 1.0 } else { 0.0 });
+    }
     let signed = if real { logits } else { logits.neg() };
     log_sigmoid(signed).mean().neg()
 }
@@ -81,6 +87,9 @@ pub fn bce_with_logits(logits: Tensor<2>, real: bool) -> Tensor<1> {
 fn bce_with_target(logits: Tensor<2>, t: f64) -> Tensor<1> {
     if t == 1.0 {
         return bce_with_logits(logits, true);
+    }
+    if !crate::backend::own_kernels() {
+        return logit_bce(logits, t);
     }
     (log_sigmoid(logits.clone()).mul_scalar(t) + log_sigmoid(logits.neg()).mul_scalar(1.0 - t))
         .mean()

@@ -6,9 +6,12 @@
 //!
 //! - [`remap`]: a fixed rearrangement of an axis as one gather each way (im2col, and the
 //!   interleave of the upsampling convolution's phases);
-//! - [`batch_norm`]: BatchNorm in training, four reductions each way.
+//! - [`batch_norm`]: BatchNorm in training, four reductions each way;
+//! - [`bce`]: the binary cross-entropy of D's logits, one fused kernel and a reduction forward,
+//!   one kernel backward.
 //!
 //! On the CPU the runner's own kernels ([`super::kernels`]) apply instead.
 
 pub mod batch_norm;
+pub mod bce;
 pub mod remap;
