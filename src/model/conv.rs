@@ -216,21 +216,13 @@ pub fn im2col_conv2d(
     let [c_out, c_in, k, _] = weight.dims();
     let h_out = (h + 2 * pad - k) / stride + 1;
     let w_out = (w + 2 * pad - k) / stride + 1;
-    // Column row (c, kh, kw), position (i, j) is input pixel (i stride + kh - pad, j stride +
-    // kw - pad) of channel c, or zero in the padding.
-    let im2col = || {
-        let at = (0..k * k * h_out * w_out).map(|column| {
-            let (tap, position) = (column / (h_out * w_out), column % (h_out * w_out));
-            let (i, j) = (position / w_out, position % w_out);
-            let y = (i * stride + tap / k).checked_sub(pad).filter(|&y| y < h);
-            let x = (j * stride + tap % k).checked_sub(pad).filter(|&x| x < w);
-            y.zip(x).map_or(h * w, |(y, x)| y * w + x)
-        });
-        Map::new(h * w, at.collect())
+    // Output pixel i reads input pixel i stride + tap - pad, or a zero in the padding.
+    let source = |i: usize, tap: usize, side: usize| {
+        (i * stride + tap).checked_sub(pad).filter(|&y| y < side)
     };
     let key = ("im2col", [h, w, k, stride, pad]);
     let weights = weight.reshape([c_out, c_in * k * k]);
-    columns_product(x, weights, bias, (key, im2col), [h_out, w_out])
+    columns_product(x, weights, bias, key, [k, h_out, w_out], source)
 }
 
 /// For the transposed convolutions that double the side (kernel 4, stride 2, padding 1, as
@@ -259,13 +251,32 @@ pub fn columns_conv_transpose2d(
     }
     let h_out = (h - 1) * stride + k - 2 * pad;
     let w_out = (w - 1) * stride + k - 2 * pad;
-    // Output pixel (i, j) reads input pixel (y, x) through tap (kh, kw) where i = y stride -
-    // pad + kh (and likewise for j): where the division is exact and in range.
-    let columns = || {
-        let source = |out: usize, tap: usize, side: usize| {
-            let shifted = (out + pad).checked_sub(tap)?;
-            (shifted % stride == 0 && shifted / stride < side).then_some(shifted / stride)
-        };
+    // Output pixel i reads input pixel y through a tap where i = y stride - pad + tap: where
+    // the division is exact and y in range.
+    let source = |i: usize, tap: usize, side: usize| {
+        let shifted = (i + pad).checked_sub(tap)?;
+        (shifted % stride == 0 && shifted / stride < side).then_some(shifted / stride)
+    };
+    let key = ("transposed columns", [h, w, k, stride, pad]);
+    let weights = weight.reshape([c_out, c_in * k * k]);
+    columns_product(x, weights, bias, key, [k, h_out, w_out], source)
+}
+
+/// `weights` `[Cout, Cin k k]` times the columns of `x` `[B, Cin, H, W]`, plus `bias` per
+/// output channel: `[B, Cout, H', W']`. Column row (c, kh, kw), position (i, j) is input pixel
+/// (`source(i, kh, H)`, `source(j, kw, W)`) of channel c, or a zero where either is none; the
+/// columns are one gather ([`remap`], its map cached under `key`).
+fn columns_product(
+    x: Tensor<4>,
+    weights: Tensor<2>,
+    bias: Option<Tensor<1>>,
+    key: MapKey,
+    [k, h_out, w_out]: [usize; 3],
+    source: impl Fn(usize, usize, usize) -> Option<usize>,
+) -> Tensor<4> {
+    let [batch, c_in, h, w] = x.dims();
+    let [c_out, rows] = weights.dims();
+    let map = || {
         let at = (0..k * k * h_out * w_out).map(|column| {
             let (tap, position) = (column / (h_out * w_out), column % (h_out * w_out));
             let y = source(position / w_out, tap / k, h);
@@ -274,23 +285,6 @@ pub fn columns_conv_transpose2d(
         });
         Map::new(h * w, at.collect())
     };
-    let key = ("transposed columns", [h, w, k, stride, pad]);
-    let weights = weight.reshape([c_out, c_in * k * k]);
-    columns_product(x, weights, bias, (key, columns), [h_out, w_out])
-}
-
-/// `weights` `[Cout, Cin k k]` times the columns `[Cin k k, H' W']` that `map` (a [`Map`] from
-/// an image's pixels to k k H' W' positions, and its cache key) gathers from each channel of
-/// `x` `[B, Cin, H, W]`, plus `bias` per output channel: `[B, Cout, H', W']`.
-fn columns_product(
-    x: Tensor<4>,
-    weights: Tensor<2>,
-    bias: Option<Tensor<1>>,
-    (key, map): (MapKey, impl FnOnce() -> Map),
-    [h_out, w_out]: [usize; 2],
-) -> Tensor<4> {
-    let [batch, c_in, h, w] = x.dims();
-    let [c_out, rows] = weights.dims();
     let columns =
         remap(x.reshape([batch, c_in, h * w]), key, map).reshape([batch, rows, h_out * w_out]);
     let product =
