@@ -120,7 +120,7 @@ struct Saved<B: Backend> {
 
 /// The gradients for the input, gamma and beta from the output's, `dy`:
 /// `dgamma = sum(dy x_hat)`, `dbeta = sum(dy)`, and
-/// `dx = (n dy - dbeta - x_hat dgamma) gamma inv / n`, per channel, x_hat = (x - mean) inv.
+/// `dx = (dy - (dbeta + x_hat dgamma) / n) gamma inv`, per channel, x_hat = (x - mean) inv.
 ///
 /// `dx` is computed at full size from the per-channel sums as they come: arithmetic on the
 /// `[C]` values between the reductions and it (`dbeta / n`, `gamma inv`) was a kernel each,
@@ -139,14 +139,13 @@ fn backward<B: Backend>(saved: Saved<B>, dy: FloatTensor<B>) -> [FloatTensor<B>;
     );
     let d_beta = channel_sums::<B>(dy.clone());
     let d_gamma = channel_sums::<B>(B::float_mul(dy.clone(), x_hat.clone()));
-    let centered_dy = B::float_sub(
-        B::float_mul_scalar(dy, n.into()),
-        per_channel::<B>(d_beta.clone()),
-    );
     let along_x_hat = B::float_mul(x_hat, per_channel::<B>(d_gamma.clone()));
-    let d_x = B::float_div_scalar(B::float_sub(centered_dy, along_x_hat), n.into());
+    let correction = B::float_div_scalar(
+        B::float_add(along_x_hat, per_channel::<B>(d_beta.clone())),
+        n.into(),
+    );
     let d_x = B::float_mul(
-        B::float_mul(d_x, per_channel::<B>(gamma)),
+        B::float_mul(B::float_sub(dy, correction), per_channel::<B>(gamma)),
         per_channel::<B>(inverse_std),
     );
     [d_x, d_gamma, d_beta]
