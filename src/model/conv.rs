@@ -50,7 +50,7 @@ pub fn transposed(conv: &ConvTranspose2d, x: Tensor<4>) -> Tensor<4> {
     if crate::backend::own_kernels() {
         let out = super::kernels::conv::conv_transpose2d(x, weight, stride, pad);
         with_bias(out, bias)
-    } else if differentiated(&x, &weight) && crate::backend::gpu_conv() == GpuConv::Im2col {
+    } else if in_columns(&x, &weight) {
         columns_conv_transpose2d(x, weight, bias, stride, pad)
     } else {
         conv.forward(x)
@@ -73,11 +73,12 @@ pub fn is_trained(conv: &Conv2d) -> bool {
     conv.weight.val().is_require_grad()
 }
 
-/// Whether autodiff will differentiate a convolution of `x` with `weight`: either is tracked.
-/// The input alone is in the G step, which reads D through constant weights but needs the
-/// gradient of D's input.
-fn differentiated(x: &Tensor<4>, weight: &Tensor<4>) -> bool {
-    x.is_tracked() || weight.is_tracked()
+/// Whether the GPU path computes a convolution of `x` with `weight` as a product over columns:
+/// when [`GpuConv::Im2col`] is chosen and autodiff will differentiate it, i.e. either is
+/// tracked (the input alone is in the G step, which reads D through constant weights but needs
+/// the gradient of D's input).
+fn in_columns(x: &Tensor<4>, weight: &Tensor<4>) -> bool {
+    crate::backend::gpu_conv() == GpuConv::Im2col && (x.is_tracked() || weight.is_tracked())
 }
 
 /// 2-D convolution of `x` `[B, Cin, H, W]` with `weight` `[Cout, Cin, k, k]`, stride and zero
@@ -92,7 +93,7 @@ pub fn conv2d(
 ) -> Tensor<4> {
     if crate::backend::own_kernels() {
         with_bias(super::kernels::conv::conv2d(x, weight, stride, pad), bias)
-    } else if differentiated(&x, &weight) && crate::backend::gpu_conv() == GpuConv::Im2col {
+    } else if in_columns(&x, &weight) {
         im2col_conv2d(x, weight, bias, stride, pad)
     } else {
         burn::tensor::module::conv2d(
