@@ -187,22 +187,40 @@ fn summed_kernels(weight: &Tensor<4>, taps: &PhaseTaps) -> Tensor<4> {
 /// where the slices and sums launch dozens (forward and backward, at every step).
 fn product_kernels(weight: Tensor<4>, taps: &PhaseTaps) -> Tensor<4> {
     let [c_out, c_in, k, _] = weight.dims();
-    // Row (a, b, t, u): 1 at the weight's taps (kh, kw) that kernel (a, b)'s tap (t, u) sums.
-    let mut sums = vec![0f32; 16 * k * k];
-    for (row, chunk) in sums.chunks_mut(k * k).enumerate() {
-        let (a, b, t, u) = (row / 8, row / 4 % 2, row / 2 % 2, row % 2);
-        for &kh in taps[a][t] {
-            for &kw in taps[b][u] {
-                chunk[kh * k + kw] = 1.0;
-            }
-        }
-    }
-    let sums = Tensor::<2>::from_data(TensorData::new(sums, [16, k * k]), &weight.device());
+    let sums = tap_sums(taps, k, &weight.device());
     (weight.reshape([c_out * c_in, k * k]))
-        .matmul(sums.transpose())
+        .matmul(sums)
         .reshape([c_out, c_in, 4, 2, 2])
         .permute([2, 0, 1, 3, 4])
         .reshape([4 * c_out, c_in, 2, 2])
+}
+
+thread_local! {
+    /// [`tap_sums`]' matrices on their device, by taps, size and device: uploaded once, not
+    /// at every step (an upload also ends a fusion block on a GPU).
+    static TAP_SUMS: std::cell::RefCell<std::collections::HashMap<String, Tensor<2>>> =
+        Default::default();
+}
+
+/// `[k k, 16]`, column (a, b, t, u) 1 at the weight's taps (kh, kw) that phase kernel
+/// (a, b)'s tap (t, u) sums, 0 elsewhere.
+fn tap_sums(taps: &PhaseTaps, k: usize, device: &Device) -> Tensor<2> {
+    TAP_SUMS.with_borrow_mut(|uploaded| {
+        let key = format!("{taps:?} {k} {device:?} {}", device.is_autodiff());
+        let build = || {
+            let mut sums = vec![0f32; k * k * 16];
+            for column in 0..16 {
+                let (a, b, t, u) = (column / 8, column / 4 % 2, column / 2 % 2, column % 2);
+                for &kh in taps[a][t] {
+                    for &kw in taps[b][u] {
+                        sums[(kh * k + kw) * 16 + column] = 1.0;
+                    }
+                }
+            }
+            Tensor::<2>::from_data(TensorData::new(sums, [k * k, 16]), device)
+        };
+        uploaded.entry(key).or_insert_with(build).clone()
+    })
 }
 
 /// [`conv2d`] as one matrix product over the input's columns.

@@ -1,11 +1,12 @@
 //! BatchNorm in training mode for the GPU path, with its own backward pass: the textbook
-//! gradients from two per-channel sums, out of the backend's tensor operations.
+//! gradients from two per-channel sums.
 //!
 //! Why: differentiated by autodiff, the composition of means, a centering, a variance and a
 //! scaling took a reduction for every broadcast operand of every operation backward, and
 //! BatchNorm was most of the ~250 reductions and ~400 small elementwise kernels of the report's
 //! DCGAN step on the H200 (cubecl's profile, 2026-12-04): launch-bound. Here each direction is
-//! four reductions (a sum over the batch, then over the pixels, per statistic) and elementwise
+//! one op for the per-channel statistics (on a GPU one kernel of our own,
+//! [`super::channel_sums`]; elsewhere burn's reductions, two per statistic) and elementwise
 //! work that burn's fusion joins into a few kernels. The CPU keeps its own kernel
 //! ([`crate::model::kernels::batch_norm`]), which the tests compare this with.
 
@@ -38,12 +39,58 @@ pub trait ComposedBatchNorm: Backend {
     ) -> Normalized<Self> {
         forward::<Self>(x, gamma, beta, epsilon).0
     }
+
+    /// The mean and biased variance per channel of `x` `[B, C, H, W]`, each `[1, C, 1, 1]`:
+    /// burn's reductions here, one kernel on a GPU ([`super::channel_sums`]).
+    #[fusion(meta = |x| (per_channel_spec(x), per_channel_spec(x)))]
+    fn channel_moments(x: FloatTensor<Self>) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let mean = channel_means::<Self>(x.clone());
+        let centered = Self::float_sub(x, mean.clone());
+        let squares = Self::float_mul(centered.clone(), centered);
+        (mean, channel_means::<Self>(squares))
+    }
+
+    /// `sum(dy)` and `sum(dy x_hat)` per channel, `x_hat = (x - mean) inverse_std`, for `dy`
+    /// and `x` `[B, C, H, W]` and the others `[1, C, 1, 1]`, as these: burn's reductions
+    /// here, one kernel on a GPU ([`super::channel_sums`]).
+    #[fusion(meta = |_dy, _x, mean, _inverse_std| (mean.clone(), mean.clone()))]
+    fn channel_gradient_sums(
+        dy: FloatTensor<Self>,
+        x: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        inverse_std: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let x_hat = Self::float_mul(Self::float_sub(x, mean), inverse_std);
+        let dy_sum = channel_sums::<Self>(dy.clone());
+        (dy_sum, channel_sums::<Self>(Self::float_mul(dy, x_hat)))
+    }
 }
 
 impl ComposedBatchNorm for Flex {}
 
 #[cfg(any(feature = "vulkan", feature = "cuda"))]
-impl ComposedBatchNorm for burn_cubecl::CubeBackend {}
+impl ComposedBatchNorm for burn_cubecl::CubeBackend {
+    fn channel_moments(x: FloatTensor<Self>) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        super::channel_sums::moments(x)
+    }
+
+    fn channel_gradient_sums(
+        dy: FloatTensor<Self>,
+        x: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        inverse_std: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        super::channel_sums::gradient_sums(dy, x, mean, inverse_std)
+    }
+}
+
+/// What a per-channel statistic of `x` `[B, C, H, W]` is to fusion: `[1, C, 1, 1]`, x's type.
+#[cfg(any(feature = "vulkan", feature = "cuda"))]
+fn per_channel_spec(
+    x: &burn::backend::fusion::custom::TensorSpec,
+) -> burn::backend::fusion::custom::TensorSpec {
+    burn::backend::fusion::custom::TensorSpec::new(Shape::new([1, x.shape[1], 1, 1]), x.dtype)
+}
 
 /// `[C]` as `[1, C, 1, 1]`, to broadcast over an NCHW tensor.
 fn per_channel<B: Backend>(t: FloatTensor<B>) -> FloatTensor<B> {
@@ -51,9 +98,15 @@ fn per_channel<B: Backend>(t: FloatTensor<B>) -> FloatTensor<B> {
     B::float_reshape(t, Shape::new([1, channels, 1, 1]))
 }
 
-/// `t` `[B, C, H, W]` reduced per channel to `[C]` by `reduce` (the backend's sum or mean
-/// along a dimension): over the batch, then over the pixels (each reduction with thousands of
-/// outputs or contiguous inputs, not one thread a channel over a strided walk).
+/// `[1, C, 1, 1]` as `[C]`.
+fn flat<B: Backend>(t: FloatTensor<B>) -> FloatTensor<B> {
+    let channels = t.shape().num_elements();
+    B::float_reshape(t, Shape::new([channels]))
+}
+
+/// `t` `[B, C, H, W]` reduced per channel to `[1, C, 1, 1]` by `reduce` (the backend's sum or
+/// mean along a dimension): over the batch, then over the pixels (each reduction with
+/// thousands of outputs or contiguous inputs, not one thread a channel over a strided walk).
 fn per_channel_reduce<B: Backend>(
     t: FloatTensor<B>,
     reduce: fn(FloatTensor<B>, usize) -> FloatTensor<B>,
@@ -61,7 +114,7 @@ fn per_channel_reduce<B: Backend>(
     let [_, channels, height, width] = t.shape().dims();
     let images = reduce(t, 0);
     let planes = B::float_reshape(images, Shape::new([channels, height * width]));
-    B::float_reshape(reduce(planes, 1), Shape::new([channels]))
+    B::float_reshape(reduce(planes, 1), Shape::new([1, channels, 1, 1]))
 }
 
 /// The sum per channel.
@@ -79,43 +132,46 @@ fn count(shape: &Shape) -> f64 {
     (shape.num_elements() / shape[1].max(1)).max(1) as f64
 }
 
-/// `1 / sqrt(variance + epsilon)`.
-fn inverse_std<B: Backend>(variance: FloatTensor<B>, epsilon: f64) -> FloatTensor<B> {
-    B::float_recip(B::float_sqrt(B::float_add_scalar(variance, epsilon.into())))
-}
-
-/// The op's output, and `1 / std` per channel (what the backward step keeps).
-fn forward<B: Backend>(
+/// The op's output, and what its backward step keeps. Every per-channel value is kept as
+/// `[1, C, 1, 1]`: each reshape between `[C]` and it ends a fusion block, and with too many
+/// blocks in a segment fusion stops short and runs the rest unfused (lavapipe's fusion log).
+fn forward<B: ComposedBatchNorm>(
     x: FloatTensor<B>,
     gamma: FloatTensor<B>,
     beta: FloatTensor<B>,
     epsilon: f64,
-) -> (Normalized<B>, FloatTensor<B>) {
-    let mean = channel_means::<B>(x.clone());
-    let centered = B::float_sub(x, per_channel::<B>(mean.clone()));
-    let squares = B::float_mul(centered.clone(), centered.clone());
-    let variance = channel_means::<B>(squares);
-    let inverse_std = inverse_std::<B>(variance.clone(), epsilon);
+) -> (Normalized<B>, Saved<B>) {
+    let (gamma, beta) = (per_channel::<B>(gamma), per_channel::<B>(beta));
+    let (mean, variance) = B::channel_moments(x.clone());
+    let inverse_std = B::float_recip(B::float_sqrt(B::float_add_scalar(
+        variance.clone(),
+        epsilon.into(),
+    )));
     let scale = B::float_mul(gamma, inverse_std.clone());
-    let output = B::float_add(
-        B::float_mul(centered, per_channel::<B>(scale)),
-        per_channel::<B>(beta),
-    );
+    let centered = B::float_sub(x.clone(), mean.clone());
+    let output = B::float_add(B::float_mul(centered, scale.clone()), beta);
+    let saved = Saved {
+        x,
+        mean: mean.clone(),
+        inverse_std,
+        scale,
+    };
     let normalized = Normalized {
         output,
-        mean,
-        variance,
+        mean: flat::<B>(mean),
+        variance: flat::<B>(variance),
     };
-    (normalized, inverse_std)
+    (normalized, saved)
 }
 
-/// What the backward step keeps: the input, gamma, the batch's mean and `1 / std`.
+/// What the backward step keeps: the input, and per channel the batch's mean, `1 / std` and
+/// `gamma / std`, each `[1, C, 1, 1]`.
 #[derive(Debug, Clone)]
 struct Saved<B: Backend> {
     x: FloatTensor<B>,
-    gamma: FloatTensor<B>,
     mean: FloatTensor<B>,
     inverse_std: FloatTensor<B>,
+    scale: FloatTensor<B>,
 }
 
 /// The gradients for the input, gamma and beta from the output's, `dy`:
@@ -123,38 +179,30 @@ struct Saved<B: Backend> {
 /// `dx = (dy - (dbeta + x_hat dgamma) / n) gamma inv`, per channel, x_hat = (x - mean) inv.
 ///
 /// `dx` is computed at full size from the per-channel sums as they come: arithmetic on the
-/// `[C]` values between the reductions and it (`dbeta / n`, `gamma inv`) was a kernel each,
-/// three a BatchNorm, where at full size it joins one fused kernel (lavapipe's profile).
-fn backward<B: Backend>(saved: Saved<B>, dy: FloatTensor<B>) -> [FloatTensor<B>; 3] {
+/// per-channel values between the reductions and it (`dbeta / n`) was a kernel each, where at
+/// full size it joins one fused kernel (lavapipe's profile).
+fn backward<B: ComposedBatchNorm>(saved: Saved<B>, dy: FloatTensor<B>) -> [FloatTensor<B>; 3] {
     let Saved {
         x,
-        gamma,
         mean,
         inverse_std,
+        scale,
     } = saved;
     let n = count(&x.shape());
-    let x_hat = B::float_mul(
-        B::float_sub(x, per_channel::<B>(mean)),
-        per_channel::<B>(inverse_std.clone()),
-    );
-    let d_beta = channel_sums::<B>(dy.clone());
-    let d_gamma = channel_sums::<B>(B::float_mul(dy.clone(), x_hat.clone()));
-    let along_x_hat = B::float_mul(x_hat, per_channel::<B>(d_gamma.clone()));
-    let correction = B::float_div_scalar(
-        B::float_add(along_x_hat, per_channel::<B>(d_beta.clone())),
-        n.into(),
-    );
-    let d_x = B::float_mul(
-        B::float_mul(B::float_sub(dy, correction), per_channel::<B>(gamma)),
-        per_channel::<B>(inverse_std),
-    );
-    [d_x, d_gamma, d_beta]
+    // the sums first: x_hat, issued after them, joins dx's fused kernel
+    let (d_beta, d_gamma) =
+        B::channel_gradient_sums(dy.clone(), x.clone(), mean.clone(), inverse_std.clone());
+    let x_hat = B::float_mul(B::float_sub(x, mean), inverse_std);
+    let along_x_hat = B::float_mul(x_hat, d_gamma.clone());
+    let correction = B::float_div_scalar(B::float_add(along_x_hat, d_beta.clone()), n.into());
+    let d_x = B::float_mul(B::float_sub(dy, correction), scale);
+    [d_x, flat::<B>(d_gamma), flat::<B>(d_beta)]
 }
 
 #[derive(Debug)]
 struct ComposedBatchNormBackward;
 
-impl<B: Backend> Backward<B, 3> for ComposedBatchNormBackward {
+impl<B: ComposedBatchNorm> Backward<B, 3> for ComposedBatchNormBackward {
     type State = Saved<B>;
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
@@ -168,16 +216,16 @@ impl<B: Backend> Backward<B, 3> for ComposedBatchNormBackward {
     }
 }
 
-/// The forward is the trait's own composition (no backend overrides it), run here to keep its
-/// `1 / std` for the backward step rather than compute it a second time.
-impl<B: Backend, C: CheckpointStrategy> ComposedBatchNorm for Autodiff<B, C> {
+/// The forward is the trait's own composition (no backend overrides it), run here to keep what
+/// the backward step needs rather than compute it a second time.
+impl<B: ComposedBatchNorm, C: CheckpointStrategy> ComposedBatchNorm for Autodiff<B, C> {
     fn composed_batch_norm_train(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         epsilon: f64,
     ) -> Normalized<Self> {
-        let (inner, inverse_std) = forward::<B>(
+        let (inner, saved) = forward::<B>(
             x.primitive().clone(),
             gamma.primitive().clone(),
             beta.primitive().clone(),
@@ -188,15 +236,7 @@ impl<B: Backend, C: CheckpointStrategy> ComposedBatchNorm for Autodiff<B, C> {
             .compute_bound()
             .stateful()
         {
-            OpsKind::Tracked(prep) => {
-                let saved = Saved {
-                    x: x.primitive().clone(),
-                    gamma: gamma.primitive().clone(),
-                    mean: inner.mean.clone(),
-                    inverse_std,
-                };
-                prep.finish(saved, inner.output)
-            }
+            OpsKind::Tracked(prep) => prep.finish(saved, inner.output),
             OpsKind::UnTracked(prep) => prep.finish(inner.output),
         };
         Normalized {

@@ -6,7 +6,8 @@
 //!
 //! - [`remap`]: a fixed rearrangement of an axis as one gather each way (im2col, and the
 //!   interleave of the upsampling convolution's phases);
-//! - [`batch_norm`]: BatchNorm in training, four reductions each way;
+//! - [`batch_norm`]: BatchNorm in training, its per-channel sums one kernel each way on a GPU
+//!   ([`channel_sums`], CubeCL kernels of our own), burn's reductions on the CPU;
 //! - [`bce`]: the binary cross-entropy of D's logits, one fused kernel and a reduction forward,
 //!   one kernel backward.
 //!
@@ -14,4 +15,6 @@
 
 pub mod batch_norm;
 pub mod bce;
+#[cfg(any(feature = "vulkan", feature = "cuda"))]
+pub mod channel_sums;
 pub mod remap;

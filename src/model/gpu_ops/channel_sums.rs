@@ -1,0 +1,207 @@
+//! BatchNorm's per-channel statistics on a GPU as one CubeCL kernel each way: a cube a
+//! channel, its units striding over that channel's values in the batch, their partial sums
+//! added in shared memory.
+//!
+//! Why: out of burn's reductions each statistic took two kernels (over the batch, then over
+//! the pixels), four a BatchNorm forward and four backward: 96 of the report's DCGAN step's
+//! 429 kernels (lavapipe). Each cube adds its values in a fixed order, so a step stays
+//! deterministic. Called through [`super::batch_norm::ComposedBatchNorm`]'s `Cube` backend;
+//! the trait's default bodies (burn's reductions) are what the CPU's tests compare. These
+//! kernels run on a GPU backend alone: `make vulkan-smoke` checks them on lavapipe, a training
+//! step against the CPU's (losses within 5e-8 over 6 steps, 2026-12-05).
+
+use burn::prelude::Shape;
+use burn_cubecl::cubecl;
+use burn_cubecl::cubecl::prelude::*;
+use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::ops::numeric::empty_device_dtype;
+use burn_cubecl::tensor::CubeTensor;
+
+/// The most units a cube: enough loads in flight for a channel of a large BatchNorm (the
+/// report's G ends in 64 channels of 64 x 28 x 28 values at batch 64).
+const MAX_UNITS: usize = 1024;
+
+/// The sum of `value` over the cube's units, returned to every unit. `partial` holds one
+/// value a unit; it is free for reuse when this returns.
+#[cube]
+fn cube_sum(partial: &mut Shared<[f32]>, value: f32) -> f32 {
+    let unit = UNIT_POS as usize;
+    partial[unit] = value;
+    sync_cube();
+    let mut active = CUBE_DIM as usize / 2;
+    while active > 0 {
+        if unit < active {
+            let other = partial[unit + active];
+            partial[unit] += other;
+        }
+        sync_cube();
+        active /= 2;
+    }
+    let total = partial[0];
+    sync_cube();
+    total
+}
+
+/// Where the `i`-th value of `channel` lies in a contiguous `[B, C, H, W]` tensor, with
+/// `plane = H W` and `channels = C`.
+#[cube]
+fn channel_offset(i: usize, plane: usize, channels: usize, channel: usize) -> usize {
+    (i / plane * channels + channel) * plane + i % plane
+}
+
+/// The mean and biased variance of channel `CUBE_POS_X` of `x` `[B, C, H, W]`, in two passes
+/// (the squares of the centered values, as the composition computes them).
+#[cube(launch)]
+fn moments_kernel(
+    x: &Tensor<f32>,
+    mean: &mut Tensor<f32>,
+    variance: &mut Tensor<f32>,
+    #[comptime] units: usize,
+) {
+    let channel = CUBE_POS_X as usize;
+    let channels = x.shape(1);
+    let plane = x.shape(2) * x.shape(3);
+    let count = x.shape(0) * plane;
+    let mut partial = Shared::<[f32]>::new_slice(units);
+
+    let mut sum = f32::new(0.0);
+    let mut i = UNIT_POS as usize;
+    while i < count {
+        sum += x[channel_offset(i, plane, channels, channel)];
+        i += units;
+    }
+    let average = cube_sum(&mut partial, sum) / f32::cast_from(count);
+
+    let mut squares = f32::new(0.0);
+    let mut i = UNIT_POS as usize;
+    while i < count {
+        let centered = x[channel_offset(i, plane, channels, channel)] - average;
+        squares += centered * centered;
+        i += units;
+    }
+    let spread = cube_sum(&mut partial, squares) / f32::cast_from(count);
+
+    if UNIT_POS == 0 {
+        mean[channel] = average;
+        variance[channel] = spread;
+    }
+}
+
+/// For channel `CUBE_POS_X`: `sum(dy)` and `sum(dy x_hat)`, `x_hat = (x - mean) inverse_std`.
+#[cube(launch)]
+fn gradient_sums_kernel(
+    dy: &Tensor<f32>,
+    x: &Tensor<f32>,
+    mean: &Tensor<f32>,
+    inverse_std: &Tensor<f32>,
+    dy_sum: &mut Tensor<f32>,
+    dy_x_hat_sum: &mut Tensor<f32>,
+    #[comptime] units: usize,
+) {
+    let channel = CUBE_POS_X as usize;
+    let channels = x.shape(1);
+    let plane = x.shape(2) * x.shape(3);
+    let count = x.shape(0) * plane;
+    let average = mean[channel];
+    let mut partial = Shared::<[f32]>::new_slice(units);
+
+    let mut gradients = f32::new(0.0);
+    let mut along_centered = f32::new(0.0);
+    let mut i = UNIT_POS as usize;
+    while i < count {
+        let at = channel_offset(i, plane, channels, channel);
+        let gradient = dy[at];
+        gradients += gradient;
+        along_centered += gradient * (x[at] - average);
+        i += units;
+    }
+    let gradients = cube_sum(&mut partial, gradients);
+    let along_centered = cube_sum(&mut partial, along_centered);
+
+    if UNIT_POS == 0 {
+        dy_sum[channel] = gradients;
+        dy_x_hat_sum[channel] = along_centered * inverse_std[channel];
+    }
+}
+
+/// Units a cube for `x` `[B, C, H, W]`: a power of two (for the tree sum), about a quarter
+/// of a channel's values, at least 32 and at most what the device allows.
+fn units(x: &CubeTensor) -> usize {
+    let per_channel = x.meta.shape().num_elements() / x.meta.shape()[1].max(1);
+    let device_most = x.client.properties().hardware.max_units_per_cube as usize;
+    let most = (per_channel / 4)
+        .clamp(32, MAX_UNITS)
+        .min(device_most.max(1));
+    1 << most.ilog2()
+}
+
+/// A `[1, C, 1, 1]` tensor for the per-channel results of `x` `[B, C, H, W]`.
+fn per_channel_output(x: &CubeTensor) -> CubeTensor {
+    check_f32(x);
+    let channels = x.meta.shape()[1];
+    empty_device_dtype(
+        x.client.clone(),
+        x.device.clone(),
+        Shape::new([1, channels, 1, 1]),
+        x.dtype,
+    )
+}
+
+/// A cube for each of `x`'s channels.
+fn cube_per_channel(x: &CubeTensor) -> CubeCount {
+    CubeCount::Static(x.meta.shape()[1] as u32, 1, 1)
+}
+
+/// The kernels read `f32`, the runner's only float type on every device.
+fn check_f32(t: &CubeTensor) {
+    assert_eq!(
+        t.dtype,
+        burn::tensor::DType::F32,
+        "BatchNorm's channel kernels read f32 tensors"
+    );
+}
+
+/// The mean and biased variance per channel of `x` `[B, C, H, W]`, each `[1, C, 1, 1]`.
+pub fn moments(x: CubeTensor) -> (CubeTensor, CubeTensor) {
+    let x = into_contiguous(x);
+    let (mean, variance) = (per_channel_output(&x), per_channel_output(&x));
+    let units = units(&x);
+    moments_kernel::launch(
+        &x.client.clone(),
+        cube_per_channel(&x),
+        CubeDim::new_1d(units as u32),
+        x.into_tensor_arg(),
+        mean.clone().into_tensor_arg(),
+        variance.clone().into_tensor_arg(),
+        units,
+    );
+    (mean, variance)
+}
+
+/// `sum(dy)` and `sum(dy x_hat)` per channel, `x_hat = (x - mean) inverse_std`, for `dy` and
+/// `x` `[B, C, H, W]` and the others `[1, C, 1, 1]`, as these.
+pub fn gradient_sums(
+    dy: CubeTensor,
+    x: CubeTensor,
+    mean: CubeTensor,
+    inverse_std: CubeTensor,
+) -> (CubeTensor, CubeTensor) {
+    let (dy, x) = (into_contiguous(dy), into_contiguous(x));
+    let (mean, inverse_std) = (into_contiguous(mean), into_contiguous(inverse_std));
+    check_f32(&dy);
+    let (dy_sum, dy_x_hat_sum) = (per_channel_output(&x), per_channel_output(&x));
+    let units = units(&x);
+    gradient_sums_kernel::launch(
+        &x.client.clone(),
+        cube_per_channel(&x),
+        CubeDim::new_1d(units as u32),
+        dy.into_tensor_arg(),
+        x.into_tensor_arg(),
+        mean.into_tensor_arg(),
+        inverse_std.into_tensor_arg(),
+        dy_sum.clone().into_tensor_arg(),
+        dy_x_hat_sum.clone().into_tensor_arg(),
+        units,
+    );
+    (dy_sum, dy_x_hat_sum)
+}
