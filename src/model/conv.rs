@@ -17,6 +17,7 @@
 use burn::nn::conv::{Conv2d, ConvTranspose2d};
 use burn::prelude::*;
 
+use super::gpu_ops::channel_bias::add_channel_bias;
 use super::gpu_ops::remap::{Map, MapKey, remap};
 use crate::backend::GpuConv;
 
@@ -57,13 +58,15 @@ pub fn transposed(conv: &ConvTranspose2d, x: Tensor<4>) -> Tensor<4> {
     }
 }
 
-/// `out` `[B, C, H, W]` plus `bias` `[C]` per channel, when given.
+/// `out` `[B, C, H, W]` plus `bias` `[C]` per channel, when given (on a GPU, an op whose
+/// backward sums the bias's gradient in one kernel: [`super::gpu_ops::channel_bias`]).
 fn with_bias(out: Tensor<4>, bias: Option<Tensor<1>>) -> Tensor<4> {
     match bias {
-        Some(bias) => {
+        Some(bias) if crate::backend::own_kernels() => {
             let c_out = bias.dims()[0];
             out + bias.reshape([1, c_out, 1, 1])
         }
+        Some(bias) => add_channel_bias(out, bias),
         None => out,
     }
 }

@@ -86,20 +86,20 @@ impl ComposedBatchNorm for burn_cubecl::CubeBackend {
 
 /// What a per-channel statistic of `x` `[B, C, H, W]` is to fusion: `[1, C, 1, 1]`, x's type.
 #[cfg(any(feature = "vulkan", feature = "cuda"))]
-fn per_channel_spec(
+pub(super) fn per_channel_spec(
     x: &burn::backend::fusion::custom::TensorSpec,
 ) -> burn::backend::fusion::custom::TensorSpec {
     burn::backend::fusion::custom::TensorSpec::new(Shape::new([1, x.shape[1], 1, 1]), x.dtype)
 }
 
 /// `[C]` as `[1, C, 1, 1]`, to broadcast over an NCHW tensor.
-fn per_channel<B: Backend>(t: FloatTensor<B>) -> FloatTensor<B> {
+pub(super) fn per_channel<B: Backend>(t: FloatTensor<B>) -> FloatTensor<B> {
     let channels = t.shape().num_elements();
     B::float_reshape(t, Shape::new([1, channels, 1, 1]))
 }
 
 /// `[1, C, 1, 1]` as `[C]`.
-fn flat<B: Backend>(t: FloatTensor<B>) -> FloatTensor<B> {
+pub(super) fn flat<B: Backend>(t: FloatTensor<B>) -> FloatTensor<B> {
     let channels = t.shape().num_elements();
     B::float_reshape(t, Shape::new([channels]))
 }
@@ -118,7 +118,7 @@ fn per_channel_reduce<B: Backend>(
 }
 
 /// The sum per channel.
-fn channel_sums<B: Backend>(t: FloatTensor<B>) -> FloatTensor<B> {
+pub(super) fn channel_sums<B: Backend>(t: FloatTensor<B>) -> FloatTensor<B> {
     per_channel_reduce::<B>(t, B::float_sum_dim)
 }
 

@@ -1,14 +1,16 @@
-//! BatchNorm's per-channel statistics on a GPU as one CubeCL kernel each way: a cube a
-//! channel, its units striding over that channel's values in the batch, their partial sums
-//! added in shared memory.
+//! Sums per channel of `[B, C, H, W]` on a GPU as CubeCL kernels of our own: BatchNorm's
+//! statistics, one kernel each way, and a convolution bias's gradient. A cube a channel, its
+//! units striding over that channel's values in the batch, their partial sums added in shared
+//! memory.
 //!
 //! Why: out of burn's reductions each statistic took two kernels (over the batch, then over
 //! the pixels), four a BatchNorm forward and four backward: 96 of the report's DCGAN step's
 //! 429 kernels (lavapipe). Each cube adds its values in a fixed order, so a step stays
-//! deterministic. Called through [`super::batch_norm::ComposedBatchNorm`]'s `Cube` backend;
-//! the trait's default bodies (burn's reductions) are what the CPU's tests compare. These
-//! kernels run on a GPU backend alone: `make vulkan-smoke` checks them on lavapipe, a training
-//! step against the CPU's (losses within 5e-8 over 6 steps, 2026-12-05).
+//! deterministic. Called through the `Cube` backend of [`super::batch_norm::ComposedBatchNorm`]
+//! and [`super::channel_bias::ChannelBias`]; the traits' default bodies (burn's reductions)
+//! are what the CPU's tests compare. These kernels run on a GPU backend alone: `make
+//! vulkan-smoke` checks them on lavapipe, a training step against the CPU's (losses within
+//! 1.4e-7 over 6 steps, 2026-12-05).
 
 use burn::prelude::Shape;
 use burn_cubecl::cubecl;
@@ -18,7 +20,7 @@ use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
 
 /// The most units a cube: enough loads in flight for a channel of a large BatchNorm (the
-/// report's G ends in 64 channels of 64 x 28 x 28 values at batch 64).
+/// report's G ends in 64 channels of 64 x 32 x 32 values at batch 64).
 const MAX_UNITS: usize = 1024;
 
 /// The sum of `value` over the cube's units, returned to every unit. `partial` holds one
@@ -42,11 +44,53 @@ fn cube_sum(partial: &mut Shared<[f32]>, value: f32) -> f32 {
     total
 }
 
-/// Where the `i`-th value of `channel` lies in a contiguous `[B, C, H, W]` tensor, with
-/// `plane = H W` and `channels = C`.
+/// Where the `i`-th value of channel `CUBE_POS_X` lies in `x`, a contiguous `[B, C, H, W]`.
 #[cube]
-fn channel_offset(i: usize, plane: usize, channels: usize, channel: usize) -> usize {
-    (i / plane * channels + channel) * plane + i % plane
+fn channel_offset(x: &Tensor<f32>, i: usize) -> usize {
+    let plane = x.shape(2) * x.shape(3);
+    (i / plane * x.shape(1) + CUBE_POS_X as usize) * plane + i % plane
+}
+
+/// The values of channel `CUBE_POS_X` of `x` `[B, C, H, W]`.
+#[cube]
+fn channel_count(x: &Tensor<f32>) -> usize {
+    x.shape(0) * x.shape(2) * x.shape(3)
+}
+
+/// This unit's share of the sum over channel `CUBE_POS_X` of `x` of `x - shift`, or of its
+/// square (`squared`): every `units`-th value from the unit's position. Four reads an
+/// iteration, independent of each other: a unit waits on memory once for four values, not
+/// once for each (a channel of the report's G has up to 65 536 values, read by 1024 units).
+#[cube]
+fn unit_sum(
+    x: &Tensor<f32>,
+    shift: f32,
+    #[comptime] squared: bool,
+    #[comptime] units: usize,
+) -> f32 {
+    let count = channel_count(x);
+    let (mut s0, mut s1, mut s2, mut s3) =
+        (f32::new(0.0), f32::new(0.0), f32::new(0.0), f32::new(0.0));
+    let mut i = UNIT_POS as usize;
+    while i + 3 * units < count {
+        s0 += term(x, i, shift, squared);
+        s1 += term(x, i + units, shift, squared);
+        s2 += term(x, i + 2 * units, shift, squared);
+        s3 += term(x, i + 3 * units, shift, squared);
+        i += 4 * units;
+    }
+    while i < count {
+        s0 += term(x, i, shift, squared);
+        i += units;
+    }
+    (s0 + s1) + (s2 + s3)
+}
+
+/// The `i`-th value of channel `CUBE_POS_X` of `x` minus `shift`, or its square.
+#[cube]
+fn term(x: &Tensor<f32>, i: usize, shift: f32, #[comptime] squared: bool) -> f32 {
+    let value = x[channel_offset(x, i)] - shift;
+    if squared { value * value } else { value }
 }
 
 /// The mean and biased variance of channel `CUBE_POS_X` of `x` `[B, C, H, W]`, in two passes
@@ -58,36 +102,20 @@ fn moments_kernel(
     variance: &mut Tensor<f32>,
     #[comptime] units: usize,
 ) {
-    let channel = CUBE_POS_X as usize;
-    let channels = x.shape(1);
-    let plane = x.shape(2) * x.shape(3);
-    let count = x.shape(0) * plane;
+    let count = f32::cast_from(channel_count(x));
     let mut partial = Shared::<[f32]>::new_slice(units);
-
-    let mut sum = f32::new(0.0);
-    let mut i = UNIT_POS as usize;
-    while i < count {
-        sum += x[channel_offset(i, plane, channels, channel)];
-        i += units;
-    }
-    let average = cube_sum(&mut partial, sum) / f32::cast_from(count);
-
-    let mut squares = f32::new(0.0);
-    let mut i = UNIT_POS as usize;
-    while i < count {
-        let centered = x[channel_offset(i, plane, channels, channel)] - average;
-        squares += centered * centered;
-        i += units;
-    }
-    let spread = cube_sum(&mut partial, squares) / f32::cast_from(count);
-
+    let sum = unit_sum(x, f32::new(0.0), false, units);
+    let average = cube_sum(&mut partial, sum) / count;
+    let squares = unit_sum(x, average, true, units);
+    let spread = cube_sum(&mut partial, squares) / count;
     if UNIT_POS == 0 {
-        mean[channel] = average;
-        variance[channel] = spread;
+        mean[CUBE_POS_X as usize] = average;
+        variance[CUBE_POS_X as usize] = spread;
     }
 }
 
 /// For channel `CUBE_POS_X`: `sum(dy)` and `sum(dy x_hat)`, `x_hat = (x - mean) inverse_std`.
+/// Two values an iteration (four reads in flight, as [`unit_sum`]).
 #[cube(launch)]
 fn gradient_sums_kernel(
     dy: &Tensor<f32>,
@@ -99,28 +127,43 @@ fn gradient_sums_kernel(
     #[comptime] units: usize,
 ) {
     let channel = CUBE_POS_X as usize;
-    let channels = x.shape(1);
-    let plane = x.shape(2) * x.shape(3);
-    let count = x.shape(0) * plane;
+    let count = channel_count(x);
     let average = mean[channel];
     let mut partial = Shared::<[f32]>::new_slice(units);
 
-    let mut gradients = f32::new(0.0);
-    let mut along_centered = f32::new(0.0);
+    let (mut gradients, mut gradients_next) = (f32::new(0.0), f32::new(0.0));
+    let (mut along_centered, mut along_centered_next) = (f32::new(0.0), f32::new(0.0));
     let mut i = UNIT_POS as usize;
-    while i < count {
-        let at = channel_offset(i, plane, channels, channel);
-        let gradient = dy[at];
+    while i + units < count {
+        let (at, next) = (channel_offset(x, i), channel_offset(x, i + units));
+        let (gradient, gradient_next) = (dy[at], dy[next]);
         gradients += gradient;
+        gradients_next += gradient_next;
         along_centered += gradient * (x[at] - average);
-        i += units;
+        along_centered_next += gradient_next * (x[next] - average);
+        i += 2 * units;
     }
-    let gradients = cube_sum(&mut partial, gradients);
-    let along_centered = cube_sum(&mut partial, along_centered);
+    if i < count {
+        let at = channel_offset(x, i);
+        gradients += dy[at];
+        along_centered += dy[at] * (x[at] - average);
+    }
+    let gradients = cube_sum(&mut partial, gradients + gradients_next);
+    let along_centered = cube_sum(&mut partial, along_centered + along_centered_next);
 
     if UNIT_POS == 0 {
         dy_sum[channel] = gradients;
         dy_x_hat_sum[channel] = along_centered * inverse_std[channel];
+    }
+}
+
+/// The sum of channel `CUBE_POS_X` of `x` `[B, C, H, W]`.
+#[cube(launch)]
+fn sum_kernel(x: &Tensor<f32>, sum: &mut Tensor<f32>, #[comptime] units: usize) {
+    let mut partial = Shared::<[f32]>::new_slice(units);
+    let total = cube_sum(&mut partial, unit_sum(x, f32::new(0.0), false, units));
+    if UNIT_POS == 0 {
+        sum[CUBE_POS_X as usize] = total;
     }
 }
 
@@ -157,8 +200,24 @@ fn check_f32(t: &CubeTensor) {
     assert_eq!(
         t.dtype,
         burn::tensor::DType::F32,
-        "BatchNorm's channel kernels read f32 tensors"
+        "the per-channel kernels read f32 tensors"
     );
+}
+
+/// The sum per channel of `x` `[B, C, H, W]`, `[1, C, 1, 1]`.
+pub fn sum(x: CubeTensor) -> CubeTensor {
+    let x = into_contiguous(x);
+    let sum = per_channel_output(&x);
+    let units = units(&x);
+    sum_kernel::launch(
+        &x.client.clone(),
+        cube_per_channel(&x),
+        CubeDim::new_1d(units as u32),
+        x.into_tensor_arg(),
+        sum.clone().into_tensor_arg(),
+        units,
+    );
+    sum
 }
 
 /// The mean and biased variance per channel of `x` `[B, C, H, W]`, each `[1, C, 1, 1]`.
