@@ -5,9 +5,16 @@
 //! Why: burn's `log_sigmoid`, differentiated by autodiff, took about twenty kernels for each
 //! of the step's three losses on a `[64, 1]` tensor (comparisons, masked fills, and a kernel
 //! for each operation of its backward), about 60 of the report's DCGAN's 550 a step on
-//! lavapipe (2026-12-04). Here the elementwise work is one fused kernel each way, and the
-//! mean a reduction. The CPU keeps burn's composition ([`crate::train::loss`]), which the
-//! tests compare this with.
+//! lavapipe (2026-12-04). Here the forward is one fused kernel and the mean a reduction, the
+//! backward one kernel of our own on a GPU. The CPU keeps burn's composition
+//! ([`crate::train::loss`]), which the tests compare this with.
+//!
+//! Why the backward is a kernel of ours: composed, it multiplied by `dy` reshaped to
+//! `[1, 1]`, which fusion put in a block of its own that the blocks around it depended on;
+//! unable to order them, fusion ran the segments holding a loss's backward unfused (`[repair]
+//! falling back to unfused stream order` in lavapipe's fusion log), D's head and BatchNorm's
+//! running statistics with them: the report's DCGAN step went from 325 kernels to 290 with
+//! this kernel (and to 270 with fusion's search narrowed, `crate::backend`).
 
 use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -31,12 +38,32 @@ pub trait LogitBce: Backend {
     fn logit_bce(logits: FloatTensor<Self>, target: f64) -> FloatTensor<Self> {
         forward::<Self>(logits, target)
     }
+
+    /// The gradient of [`logit_bce`](LogitBce::logit_bce) for the logits, from the loss's
+    /// `dy` (`[1]`): `(sigmoid(logits) - target) dy / n`, n the logits' count. One kernel on
+    /// a GPU.
+    #[fusion(meta = |logits, _target, _dy| logits.clone())]
+    fn logit_bce_gradient(
+        logits: FloatTensor<Self>,
+        target: f64,
+        dy: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        backward::<Self>(logits, target, dy)
+    }
 }
 
 impl LogitBce for Flex {}
 
 #[cfg(any(feature = "vulkan", feature = "cuda"))]
-impl LogitBce for burn_cubecl::CubeBackend {}
+impl LogitBce for burn_cubecl::CubeBackend {
+    fn logit_bce_gradient(
+        logits: FloatTensor<Self>,
+        target: f64,
+        dy: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        kernel::gradient(logits, target, dy)
+    }
+}
 
 /// `mean(softplus(x) - t x)`, with `softplus(x) = max(x, 0) + ln(1 + exp(-|x|))` (no overflow
 /// for any x) and `max(x, 0) = (x + |x|) / 2` (exact, and fused where a comparison and a masked
@@ -50,6 +77,7 @@ fn forward<B: Backend>(x: FloatTensor<B>, t: f64) -> FloatTensor<B> {
 }
 
 /// The gradient for the logits from the loss's, `dy` (`[1]`): `(sigmoid(x) - t) dy / n`.
+/// What the backends without a kernel of their own compute (the CPU's tests).
 fn backward<B: Backend>(x: FloatTensor<B>, t: f64, dy: FloatTensor<B>) -> FloatTensor<B> {
     let shape = x.shape();
     let n = shape.num_elements().max(1) as f64;
@@ -66,7 +94,7 @@ fn backward<B: Backend>(x: FloatTensor<B>, t: f64, dy: FloatTensor<B>) -> FloatT
 #[derive(Debug)]
 struct LogitBceBackward;
 
-impl<B: Backend> Backward<B, 1> for LogitBceBackward {
+impl<B: LogitBce> Backward<B, 1> for LogitBceBackward {
     /// The logits and the target.
     type State = (FloatTensor<B>, f64);
 
@@ -75,12 +103,12 @@ impl<B: Backend> Backward<B, 1> for LogitBceBackward {
         let dy = grads.consume::<B>(&ops.node);
         if let Some(node) = node {
             let (x, t) = ops.state;
-            grads.register::<B>(node.id, backward::<B>(x, t, dy));
+            grads.register::<B>(node.id, B::logit_bce_gradient(x, t, dy));
         }
     }
 }
 
-impl<B: Backend + LogitBce, C: CheckpointStrategy> LogitBce for Autodiff<B, C> {
+impl<B: LogitBce, C: CheckpointStrategy> LogitBce for Autodiff<B, C> {
     fn logit_bce(logits: FloatTensor<Self>, target: f64) -> FloatTensor<Self> {
         let loss = B::logit_bce(logits.primitive().clone(), target);
         match LogitBceBackward
@@ -91,6 +119,65 @@ impl<B: Backend + LogitBce, C: CheckpointStrategy> LogitBce for Autodiff<B, C> {
             OpsKind::Tracked(prep) => prep.finish((logits.primitive().clone(), target), loss),
             OpsKind::UnTracked(prep) => prep.finish(loss),
         }
+    }
+}
+
+/// [`LogitBce::logit_bce_gradient`] as a CubeCL kernel: a unit a logit.
+#[cfg(any(feature = "vulkan", feature = "cuda"))]
+mod kernel {
+    use burn_cubecl::cubecl;
+    use burn_cubecl::cubecl::prelude::*;
+    use burn_cubecl::kernel::into_contiguous;
+    use burn_cubecl::ops::numeric::empty_device_dtype;
+    use burn_cubecl::tensor::CubeTensor;
+
+    /// Units a cube.
+    const UNITS: usize = 256;
+
+    /// `(sigmoid(x) - target) / count * dy[0]` at each of `x`'s positions, as the composition
+    /// computes it (`exp(-x)` is infinite below x = -88, and 1 / inf is sigmoid's 0 there).
+    #[cube(launch)]
+    fn gradient_kernel(
+        x: &Tensor<f32>,
+        dy: &Tensor<f32>,
+        gradient: &mut Tensor<f32>,
+        target: f32,
+        count: f32,
+    ) {
+        let i = ABSOLUTE_POS;
+        if i < x.len() {
+            let sigmoid = f32::new(1.0) / ((-x[i]).exp() + f32::new(1.0));
+            gradient[i] = (sigmoid - target) / count * dy[0];
+        }
+    }
+
+    pub(super) fn gradient(x: CubeTensor, target: f64, dy: CubeTensor) -> CubeTensor {
+        let (x, dy) = (into_contiguous(x), into_contiguous(dy));
+        for t in [&x, &dy] {
+            assert_eq!(
+                t.dtype,
+                burn::tensor::DType::F32,
+                "the BCE kernel reads f32 tensors"
+            );
+        }
+        let count = x.meta.shape().num_elements();
+        let gradient = empty_device_dtype(
+            x.client.clone(),
+            x.device.clone(),
+            x.meta.shape().clone(),
+            x.dtype,
+        );
+        gradient_kernel::launch(
+            &x.client.clone(),
+            CubeCount::Static(count.div_ceil(UNITS).max(1) as u32, 1, 1),
+            CubeDim::new_1d(UNITS as u32),
+            x.into_tensor_arg(),
+            dy.into_tensor_arg(),
+            gradient.clone().into_tensor_arg(),
+            target as f32,
+            count.max(1) as f32,
+        );
+        gradient
     }
 }
 

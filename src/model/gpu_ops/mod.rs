@@ -11,7 +11,7 @@
 //!   ([`channel_sums`], CubeCL kernels of our own), burn's reductions on the CPU;
 //! - [`channel_bias`]: a convolution's bias, its gradient one kernel on a GPU;
 //! - [`bce`]: the binary cross-entropy of D's logits, one fused kernel and a reduction forward,
-//!   one kernel backward.
+//!   one kernel backward (of our own on a GPU).
 //!
 //! On the CPU the runner's own kernels ([`super::kernels`]) apply instead.
 
