@@ -5,8 +5,10 @@
 //! name, description, `[sweep]` and `[search]` stay its own (an experiment is what its file
 //! says it trains). `train.steps` and `train.epochs` say one thing two ways, so writing one
 //! drops the base's other; another `model.arch` takes none of the base's `[model]` (its keys
-//! are another model's). A base is a spec that works alone: it is checked as one, so its own
-//! problems are named at its own lines. Its path is relative to the spec's folder.
+//! are another model's). `unset = ["train.clip"]` drops base keys the spec wants gone (a
+//! WGAN base's clip under a BCE spec), each one the base must have. A base is a spec that
+//! works alone: it is checked as one, so its own problems are named at its own lines. Its
+//! path is relative to the spec's folder.
 
 use std::path::{Path, PathBuf};
 
@@ -73,6 +75,86 @@ pub(super) fn read_base(
         )));
     }
     Ok(Some(Layer { path: base, text }))
+}
+
+/// Removes from `base` (the base's table, read from `base_path`) the keys that `table`'s
+/// `unset` (written in `path`, whose `text` it is) names: dotted keys under the lent tables,
+/// each one the base has and `table` does not write. An `unset` without a base is an error.
+pub(super) fn unset(
+    table: &toml::Table,
+    base: Option<(&mut toml::Table, &Path)>,
+    path: &Path,
+    text: &str,
+) -> Result<(), SpecError> {
+    let Some(value) = table.get("unset") else {
+        return Ok(());
+    };
+    let invalid = |message: String| SpecError::Invalid {
+        path: path.to_path_buf(),
+        key: "unset".into(),
+        line: super::lines::line_of(text, "unset"),
+        message,
+    };
+    let Some((base, base_path)) = base else {
+        return Err(invalid(
+            "drops keys a base lends, and this spec has no `base`".into(),
+        ));
+    };
+    let keys = value.as_array().map(|keys| {
+        keys.iter()
+            .map(|key| key.as_str().map(str::to_string))
+            .collect::<Option<Vec<_>>>()
+    });
+    let Some(Some(keys)) = keys else {
+        return Err(invalid(
+            "must be a list of dotted keys, e.g. [\"train.clip\"]".into(),
+        ));
+    };
+    for (i, key) in keys.iter().enumerate() {
+        if keys[..i].contains(key) {
+            continue;
+        }
+        let parts: Vec<&str> = key.split('.').collect();
+        if parts.len() < 2 || !LENT.contains(&parts[0]) || parts.iter().any(|p| p.is_empty()) {
+            return Err(invalid(format!(
+                "`{key}`: only keys under [{}] come from a base, written dotted, e.g. \
+                 \"train.clip\"",
+                LENT.join("], [")
+            )));
+        }
+        if get(table, &parts).is_some() {
+            return Err(invalid(format!(
+                "`{key}` is written in this spec too: unset it or write it, not both"
+            )));
+        }
+        let (last, outer) = parts.split_last().expect("two parts or more");
+        let removed = (get_table_mut(base, outer)).and_then(|lent| lent.remove(*last));
+        if removed.is_none() {
+            return Err(invalid(format!(
+                "`{key}`: the base ({}, with its own bases) has no such key",
+                base_path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The value at the dotted path `parts` of `table`.
+fn get<'a>(table: &'a toml::Table, parts: &[&str]) -> Option<&'a Value> {
+    let (first, rest) = parts.split_first()?;
+    let value = table.get(*first)?;
+    match rest {
+        [] => Some(value),
+        _ => get(value.as_table()?, rest),
+    }
+}
+
+/// The table at the dotted path `parts` of `table`.
+fn get_table_mut<'a>(table: &'a mut toml::Table, parts: &[&str]) -> Option<&'a mut toml::Table> {
+    match parts.split_first() {
+        None => Some(table),
+        Some((first, rest)) => get_table_mut(table.get_mut(*first)?.as_table_mut()?, rest),
+    }
 }
 
 /// Writes `spec`'s own keys over its base's (`base`, the base's table with its own bases in,
@@ -278,6 +360,90 @@ eval_every = 400
         );
         assert!(
             e.contains("--set base=other.toml: `base` is read before"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unset_drops_a_bases_keys_and_names_what_it_cannot_drop() {
+        let wgan = "name = \"w\"\n[train]\nloss = \"wgan\"\nclip = 0.01\nlr = 5e-5\n";
+        let child =
+            "base = \"w.toml\"\nname = \"c\"\nunset = [\"train.clip\"]\n[train]\nloss = \"bce\"\n";
+        let (_dir, spec) = load(&[("c.toml", child), ("w.toml", wgan)], &[]);
+        let spec = spec.unwrap();
+        // What the same spec written out in full, without the clip, trains.
+        let flat = "name = \"c\"\n[train]\nloss = \"bce\"\nlr = 5e-5\n";
+        let flat = Spec::parse(flat, Path::new("flat.toml")).unwrap();
+        assert_eq!(spec.run_config(), flat.run_config());
+        assert_eq!(spec.unset, ["train.clip"]);
+        // Through a base between them, and a key inside a nested table of the base's.
+        let middle = "base = \"w.toml\"\nname = \"m\"\n[model]\narch = \"dcgan\"\n";
+        let child = "base = \"m.toml\"\nname = \"c\"\nunset = [\"train.clip\", \"model.arch\"]\n\
+                     [train]\nloss = \"bce\"\n";
+        let files = [("c.toml", child), ("m.toml", middle), ("w.toml", wgan)];
+        let spec = load(&files, &[]).1.unwrap();
+        assert_eq!(spec.run_config(), flat.run_config());
+
+        let err = |child: &str, sets: &[&str]| {
+            load(&[("c.toml", child), ("w.toml", wgan)], sets)
+                .1
+                .unwrap_err()
+        };
+        let with = |unset: &str| format!("base = \"w.toml\"\nname = \"c\"\nunset = {unset}\n");
+        // A key the base lacks (a typo drops nothing), at the line of `unset`.
+        let e = err(&with("[\"train.cilp\"]"), &[]);
+        assert!(
+            e.starts_with("c.toml:3: `unset` `train.cilp`: the base (w.toml"),
+            "{e}"
+        );
+        // Not a lent table, not dotted, not strings.
+        for (unset, says) in [
+            (
+                "[\"sweep.lr\"]",
+                "only keys under [data], [model], [train], [log]",
+            ),
+            ("[\"train\"]", "only keys under"),
+            ("[\"train..lr\"]", "only keys under"),
+            ("\"train.clip\"", "must be a list of dotted keys"),
+            ("[1]", "must be a list of dotted keys"),
+        ] {
+            let e = err(&with(unset), &[]);
+            assert!(
+                e.starts_with("c.toml:3: `unset`") && e.contains(says),
+                "{unset}: {e}"
+            );
+        }
+        // Named twice: dropped once.
+        let twice = with("[\"train.clip\", \"train.clip\"]") + "[train]\nloss = \"bce\"\n";
+        let spec = load(&[("c.toml", &twice), ("w.toml", wgan)], &[]).1;
+        assert_eq!(spec.unwrap().run_config(), flat.run_config());
+        // Both dropped and written.
+        let e = err(&(with("[\"train.clip\"]") + "[train]\nclip = 0.02\n"), &[]);
+        assert!(
+            e.contains("`train.clip` is written in this spec too"),
+            "{e}"
+        );
+        // Without a base.
+        let e = load(
+            &[("c.toml", "name = \"c\"\nunset = [\"train.clip\"]\n")],
+            &[],
+        )
+        .1
+        .unwrap_err();
+        assert!(
+            e.starts_with("c.toml:2: `unset` drops keys a base lends"),
+            "{e}"
+        );
+        // Read before --set, like `base`.
+        let e = err(&with("[\"train.clip\"]"), &["unset=[\"train.lr\"]"]);
+        assert!(e.contains("`unset` is read before any --set"), "{e}");
+        // A key the spec would keep wrong says how to drop it.
+        let e = err(
+            "base = \"w.toml\"\nname = \"c\"\n[train]\nloss = \"bce\"\n",
+            &[],
+        );
+        assert!(
+            e.contains("write another value in c.toml, or drop it with `unset = [\"train.clip\"]`"),
             "{e}"
         );
     }

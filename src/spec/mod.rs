@@ -80,6 +80,10 @@ pub struct Spec {
     /// file's folder); its keys are already in the tables below.
     #[serde(default, skip_serializing)]
     pub base: Option<String>,
+    /// The base's keys this spec drops (dotted, e.g. `train.clip`); already gone from the
+    /// tables below.
+    #[serde(default, skip_serializing)]
+    pub unset: Vec<String>,
     #[serde(default)]
     pub data: DataConfig,
     #[serde(default)]
@@ -141,11 +145,16 @@ impl Spec {
             text: text.to_string(),
         }];
         let chain = [chain, &[path.to_path_buf()]].concat();
-        if let Some(layer) = base::read_base(&table, path, text, &chain)? {
-            let (base_spec, base_table, base_layers) =
-                Spec::parse_layers(&layer.text, &layer.path, &[], &chain)?;
-            base::inherit(&mut table, &base_table, base_spec.model.arch());
-            layers.extend(base_layers);
+        match base::read_base(&table, path, text, &chain)? {
+            Some(layer) => {
+                let (base_spec, mut base_table, base_layers) =
+                    Spec::parse_layers(&layer.text, &layer.path, &[], &chain)?;
+                let base = Some((&mut base_table, layer.path.as_path()));
+                base::unset(&table, base, path, text)?;
+                base::inherit(&mut table, &base_table, base_spec.model.arch());
+                layers.extend(base_layers);
+            }
+            None => base::unset(&table, None, path, text)?,
         }
         // A key's problem is named in the nearest file that writes it.
         let in_file = |key: String, mut message: String| {
@@ -154,7 +163,8 @@ impl Spec {
                 .unwrap_or((0, None));
             if nearest > 0 {
                 message += &format!(
-                    " (a key {} takes from a base: it can change it, not remove it)",
+                    " (a key {0} takes from a base: write another value in {0}, or drop it \
+                     with `unset = [\"{key}\"]` at its top, before any table)",
                     path.display()
                 );
             }
@@ -187,10 +197,10 @@ impl Spec {
         };
         let mut spec = file.clone();
         for set in overrides {
-            if set.touches("base") {
+            if let Some(key) = ["base", "unset"].into_iter().find(|key| set.touches(key)) {
                 return Err(overridden(
                     set.to_string(),
-                    "`base` is read before any --set applies: write it in the file".into(),
+                    format!("`{key}` is read before any --set applies: write it in the file"),
                 ));
             }
             spec = set
