@@ -137,7 +137,7 @@ mod kernel {
     /// `(sigmoid(x) - target) / count * dy[0]` at each of `x`'s positions, as the composition
     /// computes it (`exp(-x)` is infinite below x = -88, and 1 / inf is sigmoid's 0 there).
     #[cube(launch)]
-    fn gradient_kernel(
+    fn logit_bce_gradient_kernel(
         x: &Tensor<f32>,
         dy: &Tensor<f32>,
         gradient: &mut Tensor<f32>,
@@ -167,7 +167,7 @@ mod kernel {
             x.meta.shape().clone(),
             x.dtype,
         );
-        gradient_kernel::launch(
+        logit_bce_gradient_kernel::launch(
             &x.client.clone(),
             CubeCount::Static(count.div_ceil(UNITS).max(1) as u32, 1, 1),
             CubeDim::new_1d(UNITS as u32),
