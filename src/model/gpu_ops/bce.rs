@@ -167,10 +167,11 @@ mod kernel {
             x.meta.shape().clone(),
             x.dtype,
         );
+        let (client, units) = (x.client.clone(), CubeDim::new_1d(UNITS as u32));
         logit_bce_gradient_kernel::launch(
-            &x.client.clone(),
-            CubeCount::Static(count.div_ceil(UNITS).max(1) as u32, 1, 1),
-            CubeDim::new_1d(UNITS as u32),
+            &client,
+            cubecl::calculate_cube_count_elemwise(&client, count, units),
+            units,
             x.into_tensor_arg(),
             dy.into_tensor_arg(),
             gradient.clone().into_tensor_arg(),

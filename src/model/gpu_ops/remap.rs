@@ -170,9 +170,11 @@ mod kernel {
             Shape::new([batch, channels, n]),
             dy.dtype,
         );
-        let count = CubeCount::Static((batch * channels * n).div_ceil(UNITS).max(1) as u32, 1, 1);
-        let units = CubeDim::new_1d(UNITS as u32);
         let client = dy.client.clone();
+        let units = CubeDim::new_1d(UNITS as u32);
+        // Over two grid axes where one would pass a driver's limit (65 535 cubes on some
+        // Vulkan drivers: G's last im2col at batch 64 has 65 536 cubes' worth).
+        let count = cubecl::calculate_cube_count_elemwise(&client, batch * channels * n, units);
         let (dy_arg, mask_arg, dx_arg) = (
             dy.into_tensor_arg(),
             mask.into_tensor_arg(),
