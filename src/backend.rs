@@ -160,6 +160,7 @@ fn with_fusion_blocks(config: burn::BurnConfig) -> burn::BurnConfig {
     if config.fusion().beam_search.max_blocks != burns_default {
         return config;
     }
+    // burn's config has no setter for it (its fields are private): edited as TOML.
     let Ok(toml::Value::Table(mut table)) = toml::Value::try_from(&config) else {
         return config;
     };

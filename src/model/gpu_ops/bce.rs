@@ -153,13 +153,7 @@ mod kernel {
 
     pub(super) fn gradient(x: CubeTensor, target: f64, dy: CubeTensor) -> CubeTensor {
         let (x, dy) = (into_contiguous(x), into_contiguous(dy));
-        for t in [&x, &dy] {
-            assert_eq!(
-                t.dtype,
-                burn::tensor::DType::F32,
-                "the BCE kernel reads f32 tensors"
-            );
-        }
+        super::super::check_f32(&[&x, &dy], "BCE");
         let count = x.meta.shape().num_elements();
         let gradient = empty_device_dtype(
             x.client.clone(),

@@ -180,7 +180,7 @@ fn units(x: &CubeTensor) -> usize {
 
 /// A `[1, C, 1, 1]` tensor for the per-channel results of `x` `[B, C, H, W]`.
 fn per_channel_output(x: &CubeTensor) -> CubeTensor {
-    check_f32(x);
+    super::check_f32(&[x], "per-channel");
     let channels = x.meta.shape()[1];
     empty_device_dtype(
         x.client.clone(),
@@ -193,15 +193,6 @@ fn per_channel_output(x: &CubeTensor) -> CubeTensor {
 /// A cube for each of `x`'s channels.
 fn cube_per_channel(x: &CubeTensor) -> CubeCount {
     CubeCount::Static(x.meta.shape()[1] as u32, 1, 1)
-}
-
-/// The kernels read `f32`, the runner's only float type on every device.
-fn check_f32(t: &CubeTensor) {
-    assert_eq!(
-        t.dtype,
-        burn::tensor::DType::F32,
-        "the per-channel kernels read f32 tensors"
-    );
 }
 
 /// The sum per channel of `x` `[B, C, H, W]`, `[1, C, 1, 1]`.
@@ -247,7 +238,7 @@ pub fn gradient_sums(
 ) -> (CubeTensor, CubeTensor) {
     let (dy, x) = (into_contiguous(dy), into_contiguous(x));
     let (mean, inverse_std) = (into_contiguous(mean), into_contiguous(inverse_std));
-    check_f32(&dy);
+    super::check_f32(&[&dy], "per-channel");
     let (dy_sum, dy_x_hat_sum) = (per_channel_output(&x), per_channel_output(&x));
     let units = units(&x);
     gradient_sums_kernel::launch(

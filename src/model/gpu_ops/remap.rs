@@ -159,9 +159,7 @@ mod kernel {
             into_contiguous(inverse),
             into_contiguous(mask),
         );
-        for t in [&dy, &mask] {
-            assert_eq!(t.dtype, DType::F32, "the remap kernel reads f32 tensors");
-        }
+        super::super::check_f32(&[&dy, &mask], "remap");
         let [batch, channels, _] = dy.meta.shape().dims();
         let fan = inverse.meta.shape().num_elements() / n.max(1);
         let dx = empty_device_dtype(
