@@ -30,8 +30,9 @@ step. The runner's losses must stay within FACTOR times the envelope so far (and
 FLOOR) of the reference at every step; a real difference (Adam's eps 1e-5 instead of 1e-8,
 say) leaves it at the second step. So must the networks' BatchNorm running statistics after
 the first step and after the last, which no loss shows (the largest difference over the
-largest value, within FACTOR times PyTorch float32's furthest). Prints the runner's, PyTorch float32's and float64's losses
-side by side, for each DIR in turn; exits 1 when a step or a statistic of any is out of bounds.
+largest value, within FACTOR times PyTorch float32's furthest). Prints the runner's, PyTorch
+float32's and float64's losses side by side, for each DIR in turn; exits 1 when a step or a
+statistic of any is out of bounds.
 """
 import hashlib
 import json
@@ -121,7 +122,7 @@ def nudge(net, seed):
 def train(folder, dtype, nudge_seed=None):
     """The report's loop on the runner's inputs, in `dtype` (its starting weights nudged with
     `nudge_seed`); a name for the run, each step's (D loss, G loss), and the networks' state
-    after each step, by step."""
+    after the first step and after the last, by step."""
     masks = iter(dropout_masks(folder))
     g, metadata = module(folder / "g-0.safetensors", masks)
     d, _ = module(folder / "d-0.safetensors", masks)
@@ -169,12 +170,14 @@ def train(folder, dtype, nudge_seed=None):
             d_loss.backward()
             opt_d.step()
         losses.append((d_loss.item(), g_loss.item()))
-        states[len(losses)] = {"g": clone(g.state_dict()), "d": clone(d.state_dict())}
+        if len(losses) == 1:
+            states[1] = {"g": clone(g.state_dict()), "d": clone(d.state_dict())}
     if next(masks, None) is not None:
         raise SystemExit("the runner drew more dropout masks than the report's loop uses")
     bn = f", BatchNorm eps {model['bn_eps']}" if model["arch"] == "dcgan" else ""
     steps = f", {d_steps} D steps" if d_steps > 1 else ""
     name = f"{model['arch']} ({train['optimizer']}{bn}{steps})"
+    states[len(losses)] = {"g": g.state_dict(), "d": d.state_dict()}
     return name, losses, states
 
 
