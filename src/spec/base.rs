@@ -127,9 +127,7 @@ pub(super) fn unset(
                 "`{key}` is written in this spec too: unset it or write it, not both"
             )));
         }
-        let (last, outer) = parts.split_last().expect("two parts or more");
-        let removed = (get_table_mut(base, outer)).and_then(|lent| lent.remove(*last));
-        if removed.is_none() {
+        if !super::grid::remove_path(base, key) {
             return Err(invalid(format!(
                 "`{key}`: the base ({}, with its own bases) has no such key",
                 base_path.display()
@@ -146,14 +144,6 @@ fn get<'a>(table: &'a toml::Table, parts: &[&str]) -> Option<&'a Value> {
     match rest {
         [] => Some(value),
         _ => get(value.as_table()?, rest),
-    }
-}
-
-/// The table at the dotted path `parts` of `table`.
-fn get_table_mut<'a>(table: &'a mut toml::Table, parts: &[&str]) -> Option<&'a mut toml::Table> {
-    match parts.split_first() {
-        None => Some(table),
-        Some((first, rest)) => get_table_mut(table.get_mut(*first)?.as_table_mut()?, rest),
     }
 }
 

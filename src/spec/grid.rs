@@ -103,6 +103,22 @@ pub(super) fn set_path(
     Ok(())
 }
 
+/// Removes a dotted path from a table, written either way: `"train.lr" = ...` or nested
+/// (`train.lr = ...`, a `train` table holding `lr`), and the tables it leaves empty; whether
+/// there was anything to remove.
+pub(super) fn remove_path(table: &mut toml::Table, path: &str) -> bool {
+    let mut removed = table.remove(path).is_some();
+    if let Some((head, rest)) = path.split_once('.')
+        && let Some(inner) = table.get_mut(head).and_then(toml::Value::as_table_mut)
+    {
+        removed |= remove_path(inner, rest);
+        if inner.is_empty() {
+            table.remove(head);
+        }
+    }
+    removed
+}
+
 /// The table at a dotted path, created if missing.
 pub(super) fn table_at<'a>(
     root: &'a mut toml::Table,

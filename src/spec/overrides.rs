@@ -13,7 +13,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use super::Spec;
-use super::grid::{set_path, table_at};
+use super::grid::{remove_path, set_path, table_at};
 
 /// One `--set KEY=VALUE`.
 #[derive(Debug, Clone, PartialEq)]
@@ -163,20 +163,6 @@ fn path_tables<'a>(
                 .ok_or_else(|| format!("`{prefix}` lists a value that is not a table"))
         })
         .collect()
-}
-
-/// Removes a dotted path from a table of paths, written either way: `"train.lr" = ...` or
-/// nested (`train.lr = ...`, a `train` table holding `lr`).
-fn remove_path(table: &mut toml::Table, path: &str) {
-    table.remove(path);
-    if let Some((head, rest)) = path.split_once('.')
-        && let Some(inner) = table.get_mut(head).and_then(toml::Value::as_table_mut)
-    {
-        remove_path(inner, rest);
-        if inner.is_empty() {
-            table.remove(head);
-        }
-    }
 }
 
 #[cfg(test)]
