@@ -206,8 +206,7 @@ fn pytorch_computes_the_runners_losses_step_after_step() {
     // 32) is out after the first step.
     let path = paths[0].join("losses.f32");
     let mut bytes = std::fs::read(&path).unwrap();
-    let d2 = f32::from_le_bytes(bytes[8..12].try_into().unwrap()) * (1.0 + 1e-4);
-    bytes[8..12].copy_from_slice(&d2.to_le_bytes());
+    scale_floats(&mut bytes[8..12], 1.0 + 1e-4);
     std::fs::write(&path, bytes).unwrap();
     scale_tensor(
         &paths[1].join("d-1.safetensors"),
@@ -234,10 +233,14 @@ fn scale_tensor(path: &Path, name: &str, factor: f32) {
     let mut bytes = std::fs::read(path).unwrap();
     let (header, metadata) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
     let (start, end) = metadata.info(name).unwrap().data_offsets;
-    let data = &mut bytes[8 + header + start..8 + header + end];
-    for value in data.chunks_exact_mut(4) {
+    scale_floats(&mut bytes[8 + header + start..8 + header + end], factor);
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// Multiplies the little-endian float32 values in `bytes` by `factor`, in place.
+fn scale_floats(bytes: &mut [u8], factor: f32) {
+    for value in bytes.chunks_exact_mut(4) {
         let scaled = f32::from_le_bytes(value.try_into().unwrap()) * factor;
         value.copy_from_slice(&scaled.to_le_bytes());
     }
-    std::fs::write(path, bytes).unwrap();
 }
