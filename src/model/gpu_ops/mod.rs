@@ -1,9 +1,9 @@
 //! The GPU path's own operations: compositions of the backend's tensor operations (and, for
 //! per-channel sums and some gradients, CubeCL kernels of our own) with a backward pass of
 //! their own, plugged in through burn's backend-extension API for every backend (the GPUs',
-//! and the CPU's for the tests). Each exists because autodiff's backward of the plain composition launched many
-//! times more kernels, and at batch 64 a GPU step is bound by its kernel launches (see the
-//! README's "Measured on an NVIDIA H200").
+//! and the CPU's for the tests). Each exists because autodiff's backward of the plain
+//! composition launched many times more kernels, and at batch 64 a GPU step is bound by its
+//! kernel launches (see the README's "Measured on an NVIDIA H200").
 //!
 //! - [`remap`]: a fixed rearrangement of an axis as one gather each way (im2col, and the
 //!   interleave of the upsampling convolution's phases), the backward's gather and sum one
