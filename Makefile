@@ -2,7 +2,7 @@
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/ganrunner-target
 RUNNER := $(CARGO_TARGET_DIR)/release/runner
 
-.PHONY: all build build-gpu gpu-carry vulkan-smoke data data-fashion run test test-deps test-full test-slurm bench report parity
+.PHONY: all build build-gpu gpu-carry vulkan-smoke cuda-compile data data-fashion run test test-deps test-full test-slurm bench report parity
 
 all: build
 
@@ -85,13 +85,22 @@ build-gpu:
 vulkan-smoke: data
 	bash bench/vulkan-smoke.sh
 
+# Every kernel of `--device cuda` compiled by NVRTC and assembled for an H200, without a GPU
+# (bench/cuda-compile.sh: a stand-in CUDA driver; fetches CUDA 13.0's wheels once, 136 MB).
+cuda-compile: build-gpu data
+	bash bench/cuda-compile.sh
+
 # What bench/gpu-check.sh needs on a GPU machine, compressed to travel (a device `run` carries
 # 64 MiB at most; the binary and MNIST are 108 MiB as they are): dist/carry/ holds the gzipped
-# runner, the .deb files of VULKAN_DEBS and gzipped MNIST (the runner reads .gz IDX files),
-# about 33 MiB. Then: `bash bench/gpu-check.sh` there, with dist/carry beside it.
+# runner, the .deb files of VULKAN_DEBS, gzipped MNIST (the runner reads .gz IDX files) and
+# CUDA 13.0's crt/ headers (for a machine whose CUDA headers are PyTorch's wheels, which lack
+# them), about 33 MiB. Then: `bash bench/gpu-check.sh` there, with dist/carry beside it.
 gpu-carry: build-gpu data
-	rm -rf dist/carry && mkdir -p dist/carry/mnist dist/carry/vulkan
+	rm -rf dist/carry && mkdir -p dist/carry/mnist dist/carry/vulkan dist/carry/cuda-crt
 	gzip -6 -c dist/runner-gpu > dist/carry/runner-gpu.gz
 	cp dist/vulkan/*.deb dist/carry/vulkan/
+	test -f dist/cuda-crt/nvidia/cu13/include/crt/mma.h \
+		|| bash bench/cuda-wheels.sh 13.0 dist/cuda-crt nvidia-cuda-crt
+	cp -r dist/cuda-crt/nvidia/cu13/include/crt dist/carry/cuda-crt/
 	for f in data/mnist/*-ubyte; do gzip -6 -c $$f > dist/carry/mnist/$$(basename $$f).gz; done
 	@du -sh dist/carry

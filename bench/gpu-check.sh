@@ -102,7 +102,24 @@ if [ -z "${CUDA_PATH:-}" ] && [ ! -d /usr/local/cuda ]; then
         [ -f "$dir/include/cuda_fp16.h" ] && export CUDA_PATH="$dir" && break
     done
 fi
-log "NVRTC search path: ${NVRTC_DIRS:-none found (cuda needs libnvrtc.so)}; CUDA headers: ${CUDA_PATH:-/usr/local/cuda}"
+# CUDA 13's wheels put the `crt/` headers, which mma.h includes (and so cubecl's matrix
+# products' kernels), in a wheel PyTorch does not bring (nvidia-cuda-crt): headers found
+# without them get the ones `make gpu-carry` packed, beside links to theirs.
+HEADERS=${CUDA_PATH:-/usr/local/cuda}
+CRT=${CUDA_CRT:-}
+for dir in dist/carry/cuda-crt dist/cuda-crt/nvidia/cu13/include; do
+    [ -z "$CRT" ] && [ -f "$dir/crt/mma.h" ] && CRT=$dir
+done
+if [ -d "$HEADERS/include" ] && [ ! -f "$HEADERS/include/crt/mma.h" ] && [ -n "$CRT" ]; then
+    rm -rf "$WORK/cuda" && mkdir -p "$WORK/cuda/include"
+    for entry in "$HEADERS"/include/*; do
+        [ "$(basename "$entry")" = crt ] || ln -s "$(realpath "$entry")" "$WORK/cuda/include/"
+    done
+    ln -s "$(realpath "$CRT")/crt" "$WORK/cuda/include/crt"
+    export CUDA_PATH="$WORK/cuda"
+    HEADERS="$HEADERS, with crt/ from $CRT"
+fi
+log "NVRTC search path: ${NVRTC_DIRS:-none found (cuda needs libnvrtc.so)}; CUDA headers: $HEADERS"
 log "nvidia-smi: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | head -1)"
 
 DEVICES=()

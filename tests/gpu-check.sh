@@ -14,7 +14,9 @@
 #      a scratch folder named relative to the repository);
 #   5. a device that answers the probe (the MLP GAN) but fails the report's DCGAN (here a
 #      "cuda" whose convolutions do not compile) leaves the comparisons, the FID and the
-#      profile to the next device, and the table says so.
+#      profile to the next device, and the table says so;
+#   6. CUDA headers without crt/ (PyTorch's CUDA 13 wheels) get the carried crt/ beside
+#      them, and a "cuda" whose DCGAN kernels include crt/mma.h steps every model.
 # Usage: tests/gpu-check.sh [path/to/runner]
 set -euo pipefail
 
@@ -37,8 +39,16 @@ if [ -n "\$log" ]; then
 fi
 cuda=no
 if [[ " \$* " == *" cuda "* ]]; then
-    [ "\${STANDIN_CUDA:-}" = gan-only ] || { echo "error: --device cuda: not in this stand-in" >&2; exit 1; }
-    cuda=yes
+    case "\${STANDIN_CUDA:-}" in
+        gan-only) cuda=yes;;
+        # The matrix products' kernels include crt/mma.h: the DCGANs need it, the MLP GAN not.
+        needs-crt)
+            if [[ " \$* " =~ dcgan|" train "|" eval " ]] && [ ! -f "\$CUDA_PATH/include/crt/mma.h" ]; then
+                echo "error: cuda: cannot open source file \"crt/mma.h\" (stand-in)" >&2
+                exit 101
+            fi;;
+        *) echo "error: --device cuda: not in this stand-in" >&2; exit 1;;
+    esac
 fi
 args=() dropped=no
 for arg in "\$@"; do
@@ -129,3 +139,14 @@ grep -q "^vulkan vs CPU, same seed, 3 steps: max |loss difference| 0.00e+00 at s
     && grep -q "^profile of a DCGAN step on vulkan (profile.txt)" "$WORK/table" \
     || fail "the comparisons, FID or profile did not run on vulkan: $(cat "$WORK/table")"
 echo "ok: a device that fails the DCGAN leaves the later steps to one that steps it"
+
+# CUDA headers without crt/ (as PyTorch's CUDA 13 wheels install them), crt/ carried: a cuda
+# whose DCGAN kernels include crt/mma.h steps them all, the later steps on it.
+mkdir -p "$WORK/wheel/include/cccl" "$WORK/carried/crt"
+touch "$WORK/wheel/include/cuda_fp16.h" "$WORK/carried/crt/mma.h"
+check env STANDIN_CUDA=needs-crt CUDA_PATH="$WORK/wheel" CUDA_CRT="$WORK/carried"
+grep -q "CUDA headers: $WORK/wheel, with crt/ from $WORK/carried$" "$WORK/out/log.txt" \
+    || fail "the carried crt/ was not put beside the headers: $(grep "CUDA headers" "$WORK/out/log.txt")"
+grep -q "^dcgan .* cuda " "$WORK/table" && grep -q "^cuda vs CPU, same seed, 3 steps" "$WORK/table" \
+    || fail "the cuda needing crt/ did not step the DCGAN: $(cat "$WORK/table")"
+echo "ok: CUDA headers without crt/ get the carried ones"
