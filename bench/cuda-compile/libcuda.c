@@ -1,15 +1,16 @@
 /* A stand-in CUDA driver (libcuda.so.1) for checking, on a machine without a GPU, that every
- * kernel a training step launches through `--device cuda` compiles for an H200.
+ * kernel a training step launches through `--device cuda` compiles for an H200, or for
+ * another NVIDIA GPU ($CUDA_STANDIN_SM, below).
  *
  * It answers as one H200 (compute capability 9.0, 132 SMs) would, keeps "device" memory in
  * host memory (so uploads and reads work), and runs no kernel (but the runner's device probe,
- * below). What it checks is what a real
- * driver checks before a kernel runs: cubecl has already compiled each kernel's CUDA C++ with
- * the real NVRTC; `cuModuleLoadData` here assembles that PTX for sm_90a with the real
- * nvJitLink, and `cuModuleGetFunction` finds the entry point in it. A failure returns the
- * driver's own error code (so the runner reports it as it would on the GPU) and leaves the PTX
- * and nvJitLink's log in $CUDA_COMPILE_FAILED ($CUDA_COMPILE_KEEP, if set, gets every module's
- * PTX). Counts are printed at exit.
+ * below). What it checks is what a real driver checks before a kernel runs: cubecl has
+ * already compiled each kernel's CUDA C++ with the real NVRTC for the compute capability
+ * answered; `cuModuleLoadData` here assembles that PTX for it with the real nvJitLink, and
+ * `cuModuleGetFunction` finds the entry point in it. A failure returns the driver's own error
+ * code (so the runner reports it as it would on the GPU) and leaves the PTX and nvJitLink's
+ * log in $CUDA_COMPILE_FAILED ($CUDA_COMPILE_KEEP, if set, gets every module's PTX). Counts
+ * are printed at exit.
  *
  * Built and used by bench/cuda-compile.sh. Only the calls cubecl-cuda 0.11 makes are here;
  * cudarc loads each symbol on first use, so a missing one panics with its name. */
@@ -39,11 +40,30 @@ static struct {
 } counts;
 static char handle_storage[1]; /* every context, stream and event is this address */
 
+/* The compute capability answered, as NVRTC spells it: $CUDA_STANDIN_SM, 90 (an H100 or
+ * H200) unless set; 80 an A100, 86 an RTX 30xx, 89 an L4 or RTX 40xx, 100 a B200. */
+static int sm(void) {
+    const char *value = getenv("CUDA_STANDIN_SM");
+    return value ? atoi(value) : 90;
+}
+/* The shared memory a block may opt in to on that GPU. */
+static int shared_opt_in(void) {
+    int version = sm();
+    if (version >= 90) return 232448;
+    if (version == 80 || version == 87) return 166912;
+    if (version >= 86) return 101376;
+    return version >= 75 ? 65536 : 49152;
+}
+/* The target nvJitLink assembles for: cubecl compiles for `sm_XXa` from 9.0 on. */
+static void arch_option(char *option, size_t size) {
+    snprintf(option, size, "-arch=sm_%d%s", sm(), sm() >= 90 ? "a" : "");
+}
+
 static void report(void) {
     fprintf(stderr,
-            "fake libcuda: %ld modules assembled for sm_90a (%ld refused), %ld entry points, "
+            "fake libcuda: %ld modules assembled for sm_%d (%ld refused), %ld entry points, "
             "%ld launches (not run), %ld allocations\n",
-            counts.modules, counts.modules_failed, counts.functions, counts.launches,
+            counts.modules, sm(), counts.modules_failed, counts.functions, counts.launches,
             counts.allocations);
 }
 
@@ -61,7 +81,7 @@ CUresult cuDeviceGet(CUdevice *device, int ordinal) {
 }
 CUresult cuDeviceGetName(char *name, int len, CUdevice device) {
     (void)device;
-    snprintf(name, len, "NVIDIA H200 (stand-in, bench/cuda-compile)");
+    snprintf(name, len, "NVIDIA stand-in for sm_%d (bench/cuda-compile)", sm());
     return OK;
 }
 CUresult cuDeviceGetPCIBusId(char *bus, int len, CUdevice device) {
@@ -86,7 +106,8 @@ CUresult cuMemGetInfo_v2(size_t *free_bytes, size_t *total) {
     return OK;
 }
 
-/* An H200's answers (cudaDeviceProp); anything else asked reads 0. */
+/* An H200's answers (cudaDeviceProp), but the compute capability's own; anything else asked
+ * reads 0. */
 CUresult cuDeviceGetAttribute(int *value, int attribute, CUdevice device) {
     (void)device;
     switch (attribute) {
@@ -98,9 +119,9 @@ CUresult cuDeviceGetAttribute(int *value, int attribute, CUdevice device) {
     case 8: *value = 49152; break;            /* shared memory per block */
     case 10: *value = 32; break;              /* warp size */
     case 16: *value = 132; break;             /* multiprocessors */
-    case 75: *value = 9; break;               /* compute capability major */
-    case 76: *value = 0; break;               /* minor */
-    case 97: *value = 232448; break;          /* shared memory per block, opt-in */
+    case 75: *value = sm() / 10; break;       /* compute capability major */
+    case 76: *value = sm() % 10; break;       /* minor */
+    case 97: *value = shared_opt_in(); break; /* shared memory per block, opt-in */
     case 115: *value = 1; break;              /* memory pools supported */
     default: *value = 0;
     }
@@ -232,7 +253,9 @@ static void keep_module(const char *folder_variable, const char *ptx, const char
 
 CUresult cuModuleLoadData(CUhandle *module, const void *image) {
     const char *ptx = image;
-    const char *options[] = {"-arch=sm_90a"};
+    char arch[32];
+    arch_option(arch, sizeof arch);
+    const char *options[] = {arch};
     nvJitLinkHandle link;
     if (nvJitLinkCreate(&link, 1, options) != NVJITLINK_SUCCESS) return INVALID_VALUE;
     nvJitLinkResult result = nvJitLinkAddData(link, NVJITLINK_INPUT_PTX, ptx, strlen(ptx) + 1, "kernel");
@@ -242,7 +265,7 @@ CUresult cuModuleLoadData(CUhandle *module, const void *image) {
         nvJitLinkGetErrorLogSize(link, &size);
         char *log = calloc(1, size + 1);
         nvJitLinkGetErrorLog(link, log);
-        fprintf(stderr, "fake libcuda: nvJitLink refused a module for sm_90a:\n%s\n", log);
+        fprintf(stderr, "fake libcuda: nvJitLink refused a module (%s):\n%s\n", arch, log);
         keep_module("CUDA_COMPILE_FAILED", ptx, log);
         free(log);
         nvJitLinkDestroy(&link);
@@ -281,13 +304,13 @@ CUresult cuModuleGetFunction(CUhandle *function, CUhandle module, const char *na
 CUresult cuFuncSetAttribute(CUhandle function, int attribute, int value) {
     (void)function;
     /* 8: the dynamic shared memory a launch may ask for, at most the opt-in limit */
-    return attribute == 8 && value > 232448 ? INVALID_VALUE : OK;
+    return attribute == 8 && value > shared_opt_in() ? INVALID_VALUE : OK;
 }
 CUresult cuLaunchKernel(CUhandle function, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
                         unsigned by, unsigned bz, unsigned shared, CUhandle stream, void **params,
                         void **extra) {
     (void)function, (void)gx, (void)gy, (void)gz, (void)stream, (void)extra;
-    if ((unsigned long)bx * by * bz > 1024 || shared > 232448) return INVALID_VALUE;
+    if ((unsigned long)bx * by * bz > 1024 || shared > (unsigned)shared_opt_in()) return INVALID_VALUE;
     /* The one kernel whose effect is played: the runner's device probe, its first launch,
      * `1 + 1`, which fusion compiles to writing the constant 2 to its one buffer. */
     if (counts.launches++ == 0) **(float **)params[0] = 2.0f;
