@@ -11,6 +11,7 @@
 //! loss log, stopping), the [`Observer`] that watches it, and sampling; [`Trainer`] (`trainer.rs`)
 //! is the step and the state it saves.
 
+pub mod adam;
 pub mod batches;
 pub mod checkpoint;
 pub mod ema;

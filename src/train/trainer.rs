@@ -9,6 +9,7 @@ use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer, RmsPropConfig};
 use burn::prelude::*;
 
+use super::adam::StepAdam;
 use super::batches::Batches;
 use super::checkpoint::{self, CheckpointMeta, TrainingState};
 use super::loss::{self, LossKind};
@@ -28,11 +29,17 @@ fn read_loss(loss: Tensor<1>) -> anyhow::Result<f32> {
         .map_err(|err| anyhow::anyhow!("the {} device failed: {err}", crate::backend::name()))
 }
 
+/// The run's optimizer. Adam on the GPU path is [`StepAdam`], one operation a parameter
+/// (the same arithmetic and state as burn's, whose rounding the CPU's figures are).
 fn optimizer(train: &TrainConfig) -> ModuleOptimizer {
+    let (beta_1, beta_2) = (train.betas[0] as f32, train.betas[1] as f32);
     match train.optimizer {
+        OptimizerKind::Adam if !crate::backend::own_kernels() => {
+            ModuleOptimizer::from(StepAdam::new(beta_1, beta_2, 1e-8))
+        }
         OptimizerKind::Adam => AdamConfig::new()
-            .with_beta_1(train.betas[0] as f32)
-            .with_beta_2(train.betas[1] as f32)
+            .with_beta_1(beta_1)
+            .with_beta_2(beta_2)
             .with_epsilon(1e-8)
             .init(),
         // PyTorch's RMSprop defaults: alpha 0.99, eps 1e-8, no momentum.

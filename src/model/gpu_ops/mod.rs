@@ -23,10 +23,11 @@ pub mod channel_bias;
 pub mod channel_sums;
 pub mod remap;
 
-/// The CubeCL kernels of [`channel_sums`], [`bce`] and [`remap`] read `f32`, the runner's only
-/// float type on every device; `kernels` names them in the panic.
+/// The CubeCL kernels of [`channel_sums`], [`bce`] and [`remap`] (and the GPU path's Adam,
+/// `crate::train::adam`) read `f32`, the runner's only float type on every device; `kernels`
+/// names them in the panic.
 #[cfg(any(feature = "vulkan", feature = "cuda"))]
-fn check_f32(tensors: &[&burn_cubecl::tensor::CubeTensor], kernels: &str) {
+pub(crate) fn check_f32(tensors: &[&burn_cubecl::tensor::CubeTensor], kernels: &str) {
     for t in tensors {
         assert_eq!(
             t.dtype,
