@@ -18,7 +18,8 @@
 # named): unpack the Vulkan loader; at batch 64,
 # `runner bench --device vulkan` (and cuda when this runner has it) for gan, dcgan and
 # dcgan-classic, dcgan and dcgan-classic again with burn's convolution kernels (rows
-# `vulkan+burn-conv`), the CPU (all its cores, and 2 as on the project's machines), and
+# `vulkan+burn-conv`), all three with Adam as one operation a parameter (`+step-adam`), the
+# CPU (all its cores, and 2 as on the project's machines), and
 # bench/pytorch_reference.py --device cuda when torch imports; 50 steps of the report's DCGAN
 # on the GPU (each way of convolving) and on the CPU from the same seed, losses compared; a
 # 2000-step quickstart-sized DCGAN on the GPU and its LeNet-FID; batch 256 (ours and
@@ -158,16 +159,17 @@ allow() {
 }
 FIRST_BATCH=${BATCHES%% *}
 # `bench_rows SIDE DEVICE BATCH STEPS MODEL...`: our step times as rows (SIDE ours; burn-conv
-# for GANRUNNER_GPU_CONV=burn; two-cores for 2 threads, as on this project's 2-core machines,
+# for GANRUNNER_GPU_CONV=burn; step-adam for GANRUNNER_GPU_ADAM=step; two-cores for 2 threads, as on this project's 2-core machines,
 # which the "20x our CPU step" means, beside all of this machine's cores).
 bench_rows() {
-    local side=$1 device=$2 batch=$3 steps=$4 conv=im2col threads=()
+    local side=$1 device=$2 batch=$3 steps=$4 conv=im2col adam=burn threads=()
     shift 4
     [ "$side" = burn-conv ] && conv=burn
+    [ "$side" = step-adam ] && adam=step
     [ "$side" = two-cores ] && threads=(--threads 2)
     allow 120 "bench $device batch $batch ($side)" || return 0
     log "bench $device batch $batch ($side)"
-    GANRUNNER_GPU_CONV=$conv timeout "$ALLOW" "$RUNNER" bench --device "$device" "${@/#/--model=}" \
+    GANRUNNER_GPU_CONV=$conv GANRUNNER_GPU_ADAM=$adam timeout "$ALLOW" "$RUNNER" bench --device "$device" "${@/#/--model=}" \
         "${threads[@]}" --batch "$batch" --steps "$steps" --warmup 2 --format json 2>> "$LOG" \
         | sed "s/^{/{\"side\":\"$side\",\"device\":\"$device\",/" >> "$ROWS"
 }
@@ -189,6 +191,7 @@ if step 1; then
     for device in "${DEVICES[@]}"; do
         bench_rows ours "$device" "$FIRST_BATCH" "$BENCH_STEPS" gan dcgan dcgan-classic
         bench_rows burn-conv "$device" "$FIRST_BATCH" "$BENCH_STEPS" dcgan dcgan-classic
+        bench_rows step-adam "$device" "$FIRST_BATCH" "$BENCH_STEPS" gan dcgan dcgan-classic
     done
     bench_rows ours cpu "$FIRST_BATCH" 3 gan dcgan dcgan-classic
     bench_rows two-cores cpu "$FIRST_BATCH" 3 gan dcgan dcgan-classic
@@ -307,7 +310,7 @@ for r in rows:
     if r["side"] == "pytorch" or r["device"] == "cpu":
         continue
     c, c2, t = cpu.get(key(r)), two.get(key(r)), torch.get(key(r))
-    device = r["device"] + {"burn-conv": "+burn-conv"}.get(r["side"], "")
+    device = r["device"] + {"burn-conv": "+burn-conv", "step-adam": "+step-adam"}.get(r["side"], "")
     print(f"{r['model']:<14} {r['batch']:>5} {device:<16} {r['median_ms']:7.2f} "
           f"{cell(c and c['median_ms'], '{:9.1f}')} {cell(c and c['median_ms'] / r['median_ms'], '{:8.1f}')} "
           f"{cell(c2 and c2['median_ms'], '{:9.1f}')} {cell(c2 and c2['median_ms'] / r['median_ms'], '{:7.1f}')} "

@@ -193,9 +193,16 @@ impl Executor for SlurmExecutor {
             lines.push(format!("#SBATCH --partition={partition}"));
         }
         lines.push(format!("export GANRUNNER_DEVICE={}", self.device.flag()));
-        // The tasks convolve as this sweep does, whatever the nodes' environment says.
+        // The tasks convolve (and step Adam) as this sweep does, whatever the nodes'
+        // environment says.
         let conv = crate::backend::gpu_conv();
         lines.push(format!("export GANRUNNER_GPU_CONV={}", conv.value()));
+        let adam = if crate::backend::step_adam() {
+            "step"
+        } else {
+            "burn"
+        };
+        lines.push(format!("export GANRUNNER_GPU_ADAM={adam}"));
         lines.push(format!(
             "exec {} slurm-task {} \"$SLURM_ARRAY_TASK_ID\"",
             sh_quote(&exe),

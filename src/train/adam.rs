@@ -1,13 +1,18 @@
-//! Adam for the GPU path as one operation a parameter: [`StepAdam`], a burn optimizer whose
-//! step computes what burn's `Adam` does (PyTorch's Adam, no weight decay) through one
-//! backend operation, [`AdamStep::adam_step`], one kernel of our own on a GPU.
+//! Adam for the GPU path as one operation a parameter (`GANRUNNER_GPU_ADAM=step`): [`StepAdam`],
+//! a burn optimizer whose step computes what burn's `Adam` does (PyTorch's Adam, no weight
+//! decay) through one backend operation, [`AdamStep::adam_step`], one kernel of our own on a
+//! GPU.
 //!
 //! Why: burn's Adam is thirteen tensor operations a parameter (the moments' scalings and sums,
 //! the square, the square root, the division, the update). Fused, they cost a GPU few
 //! kernels, but every operation still passes through burn's fusion on the host, and at batch
 //! 64 a GPU step is bound by that host work: the report's DCGAN's step registered about 1 480
 //! operations, of which 546 were its 42 parameters' Adam (counted in burn's fusion log against
-//! `bench/cuda-compile.sh`'s stand-in driver, 2026-12-05). Here each parameter's update is one.
+//! `bench/cuda-compile.sh`'s stand-in driver, 2026-12-05). Here each parameter's update is one
+//! (1 119 operations a step), but one kernel a parameter where fusion had made 26 kernels of
+//! the 42 updates (273 kernels a step on lavapipe, from 257), and each one a fusion segment of
+//! its own: which costs a GPU's host less is for `bench/gpu-check.sh` to time (rows
+//! `+step-adam`); until then burn's `Adam` is the default ([`crate::backend::step_adam`]).
 //!
 //! Its state is burn's [`AdamState`], so checkpoints hold the same records whichever computes
 //! the step (a CPU run resumes on a GPU and back). The CPU keeps burn's `Adam`, whose rounding

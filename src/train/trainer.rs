@@ -29,12 +29,12 @@ fn read_loss(loss: Tensor<1>) -> anyhow::Result<f32> {
         .map_err(|err| anyhow::anyhow!("the {} device failed: {err}", crate::backend::name()))
 }
 
-/// The run's optimizer. Adam on the GPU path is [`StepAdam`], one operation a parameter
-/// (the same arithmetic and state as burn's, whose rounding the CPU's figures are).
+/// The run's optimizer. Adam on the GPU path with `GANRUNNER_GPU_ADAM=step` is [`StepAdam`],
+/// one operation a parameter (burn's arithmetic and state; see [`crate::backend::step_adam`]).
 fn optimizer(train: &TrainConfig) -> ModuleOptimizer {
     let (beta_1, beta_2) = (train.betas[0] as f32, train.betas[1] as f32);
     match train.optimizer {
-        OptimizerKind::Adam if !crate::backend::own_kernels() => {
+        OptimizerKind::Adam if !crate::backend::own_kernels() && crate::backend::step_adam() => {
             ModuleOptimizer::from(StepAdam::new(beta_1, beta_2, 1e-8))
         }
         OptimizerKind::Adam => AdamConfig::new()

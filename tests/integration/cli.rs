@@ -843,6 +843,14 @@ fn a_gpu_this_build_lacks_is_an_error_not_a_cpu_run() {
             "GANRUNNER_GPU_CONV=winograd: expected im2col or burn",
         ));
     runner()
+        .args(["bench", "--steps", "1", "--model", "gan"])
+        .env("GANRUNNER_GPU_ADAM", "lamb")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "GANRUNNER_GPU_ADAM=lamb: expected burn or step",
+        ));
+    runner()
         .args([
             "bench", "--steps", "1", "--warmup", "0", "--model", "gan", "--format", "json",
         ])

@@ -1652,7 +1652,8 @@ fn slurm_sweeps_plan_submit_run_tasks_and_collect_idempotently() {
         script.contains("#SBATCH --array=0-1%1")
             && script.contains("--partition=cpu")
             && script.contains("export GANRUNNER_DEVICE=cpu\n")
-            && script.contains("export GANRUNNER_GPU_CONV=im2col\n"),
+            && script.contains("export GANRUNNER_GPU_CONV=im2col\n")
+            && script.contains("export GANRUNNER_GPU_ADAM=burn\n"),
         "{script}"
     );
     assert_eq!(
