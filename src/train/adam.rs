@@ -6,19 +6,20 @@
 //! Why: burn's Adam is thirteen tensor operations a parameter (the moments' scalings and sums,
 //! the square, the square root, the division, the update). Fused, they cost a GPU few
 //! kernels, but every operation still passes through burn's fusion on the host, and at batch
-//! 64 a GPU step is bound by that host work: the report's DCGAN's step registered about 1 480
-//! operations, of which 546 were its 42 parameters' Adam (counted in burn's fusion log against
-//! `bench/cuda-compile.sh`'s stand-in driver, 2026-12-05). Here each parameter's update is one
-//! (1 119 operations a step), but one kernel a parameter where fusion had made 26 kernels of
-//! the 42 updates (273 kernels a step on lavapipe, from 257), and each one a fusion segment of
-//! its own: which costs a GPU's host less is for `bench/gpu-check.sh` to time (rows
-//! `+step-adam`); until then burn's `Adam` is the default ([`crate::backend::step_adam`]).
+//! 64 a GPU step may be bound by that host work: the report's DCGAN's step registered about
+//! 1 480 operations, of which 546 were its 42 parameters' Adam (counted in burn's fusion log
+//! against `bench/cuda-compile.sh`'s stand-in driver, 2026-12-05). Here each parameter's
+//! update is one (1 119 operations a step), but one kernel a parameter where fusion had made
+//! about 25 kernels of the 42 updates (273 kernels a step on lavapipe, from 257), each one a
+//! fusion segment of its own: which costs a GPU's host less is for `bench/gpu-check.sh` to
+//! time (rows `+step-adam`); until then burn's `Adam` is the default
+//! ([`crate::backend::step_adam`]).
 //!
 //! Its state is burn's [`AdamState`], so checkpoints hold the same records whichever computes
 //! the step (a CPU run resumes on a GPU and back). The CPU keeps burn's `Adam`, whose rounding
 //! `make run`'s figures are; the backends without a kernel of their own (the CPU's tests, the
-//! GPU path on the CPU of `tests/parity.rs`) compose burn's operations in burn's order, to the
-//! bit what burn's `Adam` computes.
+//! GPU path on the CPU) compose burn's operations in burn's order, to the bit what burn's
+//! `Adam` computes.
 
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, Flex, backend_extension};
