@@ -38,6 +38,19 @@ struct Scalars {
     learning_rate: f32,
 }
 
+/// From the operation's arguments (f64, as burn's scalar arguments go), in their order.
+impl From<[f64; 5]> for Scalars {
+    fn from([beta_1, beta_2, scale, epsilon, learning_rate]: [f64; 5]) -> Self {
+        Self {
+            beta_1: beta_1 as f32,
+            beta_2: beta_2 as f32,
+            scale: scale as f32,
+            epsilon: epsilon as f32,
+            learning_rate: learning_rate as f32,
+        }
+    }
+}
+
 #[backend_extension(
     Flex,
     Cube: cfg(any(feature = "vulkan", feature = "cuda")),
@@ -62,13 +75,7 @@ pub trait AdamStep: Backend {
         epsilon: f64,
         learning_rate: f64,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let s = Scalars {
-            beta_1: beta_1 as f32,
-            beta_2: beta_2 as f32,
-            scale: scale as f32,
-            epsilon: epsilon as f32,
-            learning_rate: learning_rate as f32,
-        };
+        let s = Scalars::from([beta_1, beta_2, scale, epsilon, learning_rate]);
         composed::<Self>(param, grad, moment_1, moment_2, s)
     }
 }
@@ -88,13 +95,7 @@ impl AdamStep for burn_cubecl::CubeBackend {
         epsilon: f64,
         learning_rate: f64,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let s = Scalars {
-            beta_1: beta_1 as f32,
-            beta_2: beta_2 as f32,
-            scale: scale as f32,
-            epsilon: epsilon as f32,
-            learning_rate: learning_rate as f32,
-        };
+        let s = Scalars::from([beta_1, beta_2, scale, epsilon, learning_rate]);
         kernel::step(param, grad, moment_1, moment_2, s)
     }
 }
