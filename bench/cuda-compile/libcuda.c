@@ -100,11 +100,6 @@ CUresult cuDeviceTotalMem_v2(size_t *bytes, CUdevice device) {
     *bytes = 143771566080ull; /* an H200's 141 GB; only reserved, never touched */
     return OK;
 }
-CUresult cuMemGetInfo_v2(size_t *free_bytes, size_t *total) {
-    cuDeviceTotalMem_v2(total, 0);
-    *free_bytes = *total;
-    return OK;
-}
 
 /* An H200's answers (cudaDeviceProp), but the compute capability's own; anything else asked
  * reads 0. */
@@ -134,7 +129,6 @@ CUresult cuDevicePrimaryCtxRetain(CUhandle *context, CUdevice device) {
     return OK;
 }
 CUresult cuCtxSetCurrent(CUhandle context) { (void)context; return OK; }
-CUresult cuCtxSynchronize(void) { return OK; }
 CUresult cuCtxGetStreamPriorityRange(int *least, int *greatest) {
     *least = 0;
     *greatest = -5;
