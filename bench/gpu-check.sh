@@ -159,8 +159,9 @@ allow() {
 }
 FIRST_BATCH=${BATCHES%% *}
 # `bench_rows SIDE DEVICE BATCH STEPS MODEL...`: our step times as rows (SIDE ours; burn-conv
-# for GANRUNNER_GPU_CONV=burn; step-adam for GANRUNNER_GPU_ADAM=step; two-cores for 2 threads, as on this project's 2-core machines,
-# which the "20x our CPU step" means, beside all of this machine's cores).
+# for GANRUNNER_GPU_CONV=burn; step-adam for GANRUNNER_GPU_ADAM=step; two-cores for 2
+# threads, as on this project's 2-core machines, which the "20x our CPU step" means,
+# beside all of this machine's cores).
 bench_rows() {
     local side=$1 device=$2 batch=$3 steps=$4 conv=im2col adam=burn threads=()
     shift 4
@@ -169,8 +170,9 @@ bench_rows() {
     [ "$side" = two-cores ] && threads=(--threads 2)
     allow 120 "bench $device batch $batch ($side)" || return 0
     log "bench $device batch $batch ($side)"
-    GANRUNNER_GPU_CONV=$conv GANRUNNER_GPU_ADAM=$adam timeout "$ALLOW" "$RUNNER" bench --device "$device" "${@/#/--model=}" \
-        "${threads[@]}" --batch "$batch" --steps "$steps" --warmup 2 --format json 2>> "$LOG" \
+    GANRUNNER_GPU_CONV=$conv GANRUNNER_GPU_ADAM=$adam timeout "$ALLOW" "$RUNNER" bench \
+        --device "$device" "${@/#/--model=}" "${threads[@]}" --batch "$batch" --steps "$steps" \
+        --warmup 2 --format json 2>> "$LOG" \
         | sed "s/^{/{\"side\":\"$side\",\"device\":\"$device\",/" >> "$ROWS"
 }
 # `torch_rows BATCH`: PyTorch's step times on the same GPU, side by side.

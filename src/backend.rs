@@ -320,6 +320,11 @@ pub fn step_adam() -> bool {
     STEP_ADAM.load(Ordering::Relaxed)
 }
 
+/// The `GANRUNNER_GPU_ADAM` value that asks for what [`step_adam`] says.
+pub fn gpu_adam_value() -> &'static str {
+    if step_adam() { "step" } else { "burn" }
+}
+
 /// `GANRUNNER_GPU_ADAM`: `step` for [`set_step_adam`], `burn` (the default) for burn's Adam.
 /// Burn's by default: on the stand-in CUDA driver (`make cuda-compile`), the 2 cores' host
 /// stepped the report's DCGAN in 72 ms with `step` against 61-64 with burn's, though it

@@ -197,11 +197,7 @@ impl Executor for SlurmExecutor {
         // environment says.
         let conv = crate::backend::gpu_conv();
         lines.push(format!("export GANRUNNER_GPU_CONV={}", conv.value()));
-        let adam = if crate::backend::step_adam() {
-            "step"
-        } else {
-            "burn"
-        };
+        let adam = crate::backend::gpu_adam_value();
         lines.push(format!("export GANRUNNER_GPU_ADAM={adam}"));
         lines.push(format!(
             "exec {} slurm-task {} \"$SLURM_ARRAY_TASK_ID\"",
