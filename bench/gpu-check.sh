@@ -18,7 +18,8 @@
 # named): unpack the Vulkan loader; at batch 64,
 # `runner bench --device vulkan` (and cuda when this runner has it) for gan, dcgan and
 # dcgan-classic, dcgan and dcgan-classic again with burn's convolution kernels (rows
-# `vulkan+burn-conv`), all three with Adam as one operation a parameter (`+step-adam`), the
+# `vulkan+burn-conv`), all three with Adam as one operation a parameter (`+step-adam`), gan
+# and dcgan with their losses read every 10 steps rather than every step (`+read-10`), the
 # CPU (all its cores, and 2 as on the project's machines), and
 # bench/pytorch_reference.py --device cuda when torch imports; 50 steps of the report's DCGAN
 # on the GPU (each way of convolving) and on the CPU from the same seed, losses compared; a
@@ -159,20 +160,22 @@ allow() {
 }
 FIRST_BATCH=${BATCHES%% *}
 # `bench_rows SIDE DEVICE BATCH STEPS MODEL...`: our step times as rows (SIDE ours; burn-conv
-# for GANRUNNER_GPU_CONV=burn; step-adam for GANRUNNER_GPU_ADAM=step; two-cores for 2
-# threads, as on this project's 2-core machines, which the "20x our CPU step" means,
-# beside all of this machine's cores).
+# for GANRUNNER_GPU_CONV=burn; step-adam for GANRUNNER_GPU_ADAM=step; read-10 for the losses
+# read every 10 steps, the steps between queued behind each other; two-cores for 2 threads,
+# as on this project's 2-core machines, which the "20x our CPU step" means, beside
+# all of this machine's cores).
 bench_rows() {
-    local side=$1 device=$2 batch=$3 steps=$4 conv=im2col adam=burn threads=()
+    local side=$1 device=$2 batch=$3 steps=$4 conv=im2col adam=burn threads=() read=1
     shift 4
     [ "$side" = burn-conv ] && conv=burn
     [ "$side" = step-adam ] && adam=step
+    [ "$side" = read-10 ] && read=10
     [ "$side" = two-cores ] && threads=(--threads 2)
     allow 120 "bench $device batch $batch ($side)" || return 0
     log "bench $device batch $batch ($side)"
     GANRUNNER_GPU_CONV=$conv GANRUNNER_GPU_ADAM=$adam timeout "$ALLOW" "$RUNNER" bench \
         --device "$device" "${@/#/--model=}" "${threads[@]}" --batch "$batch" --steps "$steps" \
-        --warmup 2 --format json 2>> "$LOG" \
+        --read-every "$read" --warmup 2 --format json 2>> "$LOG" \
         | sed "s/^{/{\"side\":\"$side\",\"device\":\"$device\",/" >> "$ROWS"
 }
 # `torch_rows BATCH`: PyTorch's step times on the same GPU, side by side.
@@ -194,6 +197,7 @@ if step 1; then
         bench_rows ours "$device" "$FIRST_BATCH" "$BENCH_STEPS" gan dcgan dcgan-classic
         bench_rows burn-conv "$device" "$FIRST_BATCH" "$BENCH_STEPS" dcgan dcgan-classic
         bench_rows step-adam "$device" "$FIRST_BATCH" "$BENCH_STEPS" gan dcgan dcgan-classic
+        bench_rows read-10 "$device" "$FIRST_BATCH" "$BENCH_STEPS" gan dcgan
     done
     bench_rows ours cpu "$FIRST_BATCH" 3 gan dcgan dcgan-classic
     bench_rows two-cores cpu "$FIRST_BATCH" 3 gan dcgan dcgan-classic
@@ -312,7 +316,8 @@ for r in rows:
     if r["side"] == "pytorch" or r["device"] == "cpu":
         continue
     c, c2, t = cpu.get(key(r)), two.get(key(r)), torch.get(key(r))
-    device = r["device"] + {"burn-conv": "+burn-conv", "step-adam": "+step-adam"}.get(r["side"], "")
+    device = r["device"] + {"burn-conv": "+burn-conv", "step-adam": "+step-adam",
+                           "read-10": "+read-10"}.get(r["side"], "")
     print(f"{r['model']:<14} {r['batch']:>5} {device:<16} {r['median_ms']:7.2f} "
           f"{cell(c and c['median_ms'], '{:9.1f}')} {cell(c and c['median_ms'] / r['median_ms'], '{:8.1f}')} "
           f"{cell(c2 and c2['median_ms'], '{:9.1f}')} {cell(c2 and c2['median_ms'] / r['median_ms'], '{:7.1f}')} "

@@ -20,6 +20,8 @@ pub struct StepTimes {
     pub batch: usize,
     pub threads: usize,
     pub steps: usize,
+    /// Steps between reads of the losses.
+    pub read_every: usize,
     pub median_ms: f64,
     pub min_ms: f64,
     pub max_ms: f64,
@@ -78,12 +80,20 @@ pub fn peak_rss_mib() -> f64 {
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
-/// Times `steps` training steps of `model` at `batch` after `warmup` untimed ones.
+/// What `runner bench` times: `steps` steps after `warmup` untimed ones, their losses read every
+/// `read_every` steps (see [`crate::train::step_times_ms`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub warmup: usize,
+    pub steps: usize,
+    pub read_every: usize,
+}
+
+/// Times training steps of `model` at `batch` as `timing` says.
 pub fn time_steps(
     model: ModelConfig,
     batch: usize,
-    warmup: usize,
-    steps: usize,
+    timing: Timing,
     peak_gflops: f64,
 ) -> anyhow::Result<StepTimes> {
     let mut config = RunConfig {
@@ -91,7 +101,12 @@ pub fn time_steps(
         ..Default::default()
     };
     config.train.batch_size = batch;
-    let ms = crate::train::step_times_ms(&config, warmup, steps)?;
+    let Timing {
+        warmup,
+        steps,
+        read_every,
+    } = timing;
+    let ms = crate::train::step_times_ms(&config, warmup, steps, read_every)?;
     let median = ms[ms.len() / 2];
     let gflop = config.model.step_flops(batch, config.train.d_steps) as f64 / 1e9;
     let gflop_per_s = gflop / (median / 1000.0);
@@ -100,6 +115,7 @@ pub fn time_steps(
         batch,
         threads: rayon::current_num_threads(),
         steps,
+        read_every,
         median_ms: median,
         min_ms: ms[0],
         max_ms: ms[ms.len() - 1],

@@ -213,8 +213,11 @@ fn run(cli: Cli) -> Result<()> {
             select(a.device.device)?,
             &a.models,
             a.batch,
-            a.warmup,
-            a.steps,
+            ganrunner::bench::Timing {
+                warmup: a.warmup,
+                steps: a.steps,
+                read_every: a.read_every,
+            },
             a.threads,
             a.format == cli::BenchFormat::Json,
         ),

@@ -3,8 +3,8 @@
 # the CPU (and has no cuda), so every step of the check runs, at its tiny sizes, on the test
 # fixture. The check is meant for a GPU session's one call; this keeps an edit to it from
 # breaking it unseen. Checks that
-#   1. every row comes out (vulkan, vulkan+burn-conv, vulkan+step-adam), the two 3-step comparisons find the
-#      CPU's own losses (difference 0: the stand-in is the CPU) and the FID line has a number;
+#   1. every row comes out (vulkan, vulkan+burn-conv, vulkan+step-adam, vulkan+read-10), the
+#      two 3-step comparisons find the CPU's own losses (difference 0: the stand-in is the CPU) and the FID line has a number;
 #   2. what a device call would bring back from $OUT fits its limits (at most 8 files, none in
 #      a folder here): the table, the rows, the log, the compared runs' losses and the profile
 #      (the stand-in writes a profile log as cubecl's profiler would, where a cubecl.toml asks);
@@ -80,7 +80,7 @@ check() {
 
 check env
 for row in "^dcgan .* vulkan " "^dcgan-classic .* vulkan+burn-conv " "^gan .* vulkan " \
-    "^dcgan .* vulkan+step-adam "; do
+    "^dcgan .* vulkan+step-adam " "^dcgan .* vulkan+read-10 "; do
     grep -q "$row" "$WORK/table" || fail "no row matching '$row' in: $(cat "$WORK/table")"
 done
 for run in vulkan vulkan-burn-conv; do

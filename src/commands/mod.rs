@@ -394,14 +394,13 @@ pub fn bench(
     device: crate::backend::DeviceChoice,
     models: &[String],
     batch: usize,
-    warmup: usize,
-    steps: usize,
+    timing: crate::bench::Timing,
     threads: Option<usize>,
     json: bool,
 ) -> Result<()> {
     anyhow::ensure!(
-        batch > 0 && steps > 0,
-        "--batch and --steps must be at least 1"
+        batch > 0 && timing.steps > 0 && timing.read_every > 0,
+        "--batch, --steps and --read-every must be at least 1"
     );
     for model in models {
         let mut config = crate::spec::RunConfig {
@@ -439,6 +438,12 @@ pub fn bench(
             "device {}, CPU kernels {simd}; device peak (2048^3 f32 matmul, {on}): {peak:.1} GFLOP/s",
             crate::backend::name(),
         )?;
+        if timing.read_every > 1 {
+            outln!(
+                "losses read every {} steps: each step timed as its block's mean",
+                timing.read_every
+            )?;
+        }
         outln!(
             "{:<14} {:>5} {:>7} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>6} {:>8}",
             "model",
@@ -455,7 +460,7 @@ pub fn bench(
         )?;
     }
     for model in models {
-        let t = crate::bench::time_steps(model, batch, warmup, steps, peak)?;
+        let t = crate::bench::time_steps(model, batch, timing, peak)?;
         if json {
             let mut value = serde_json::to_value(&t)?;
             value["machine_peak_gflop_per_s"] = peak.into();

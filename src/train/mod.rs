@@ -133,16 +133,34 @@ pub fn training_device() -> Device {
 
 /// Milliseconds per training step of `config` (its model, batch, D steps, loss and
 /// penalties) on synthetic digits: `steps` of them (at least one), sorted, after `warmup`
-/// untimed ones.
-pub fn step_times_ms(config: &RunConfig, warmup: usize, steps: usize) -> anyhow::Result<Vec<f64>> {
+/// untimed ones. The losses are read every `read_every` steps (at least 1), and a block of
+/// steps between reads counts as that many steps of its mean time: on a GPU the steps of a
+/// block queue behind each other, where a read waits for everything queued.
+pub fn step_times_ms(
+    config: &RunConfig,
+    warmup: usize,
+    steps: usize,
+    read_every: usize,
+) -> anyhow::Result<Vec<f64>> {
     let mut trainer = warmed_up_trainer(config, warmup)?;
-    let mut ms = (0..steps.max(1) as u64)
-        .map(|i| {
-            let start = Instant::now();
-            trainer.step(warmup as u64 + 1 + i)?;
-            Ok(start.elapsed().as_secs_f64() * 1000.0)
-        })
-        .collect::<anyhow::Result<Vec<f64>>>()?;
+    let (steps, read_every) = (steps.max(1), read_every.max(1));
+    let mut ms = Vec::with_capacity(steps);
+    let mut step = warmup as u64;
+    while ms.len() < steps {
+        let block = read_every.min(steps - ms.len());
+        let start = Instant::now();
+        let queued = (0..block)
+            .map(|_| {
+                step += 1;
+                trainer.queue_step(step)
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        for losses in queued {
+            losses.read()?;
+        }
+        let each = start.elapsed().as_secs_f64() * 1000.0 / block as f64;
+        ms.extend(std::iter::repeat_n(each, block));
+    }
     ms.sort_by(f64::total_cmp);
     Ok(ms)
 }

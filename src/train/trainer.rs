@@ -29,6 +29,26 @@ fn read_loss(loss: Tensor<1>) -> anyhow::Result<f32> {
         .map_err(|err| anyhow::anyhow!("the {} device failed: {err}", crate::backend::name()))
 }
 
+/// A step's losses still on the device ([`Trainer::queue_step`]). Reading one waits for
+/// everything queued before it: on a GPU, reading every few steps rather than every step
+/// lets the next steps queue behind the running ones.
+pub struct QueuedLosses {
+    d: Tensor<1>,
+    /// The penalties' values, added to D's loss as it is logged (read during the step).
+    d_penalties: Option<f32>,
+    g: Tensor<1>,
+}
+
+impl QueuedLosses {
+    pub fn read(self) -> anyhow::Result<Losses> {
+        let d = read_loss(self.d)?;
+        Ok(Losses {
+            d: self.d_penalties.map_or(d, |values| d + values),
+            g: read_loss(self.g)?,
+        })
+    }
+}
+
 /// The run's optimizer. Adam on the GPU path with `GANRUNNER_GPU_ADAM=step` is [`StepAdam`],
 /// one operation a parameter (burn's arithmetic and state; see [`crate::backend::step_adam`]).
 fn optimizer(train: &TrainConfig) -> ModuleOptimizer {
@@ -183,6 +203,11 @@ impl Trainer {
     /// One G step and `d_steps` D steps; `step` counts from 1. A conditional model draws
     /// its fakes with the labels of the real batch they are compared with.
     pub fn step(&mut self, step: u64) -> anyhow::Result<Losses> {
+        self.queue_step(step)?.read()
+    }
+
+    /// [`Self::step`], its losses left on the device.
+    pub fn queue_step(&mut self, step: u64) -> anyhow::Result<QueuedLosses> {
         if let Some(norm) = &mut self.spectral {
             norm.iterate(&self.discriminator);
         }
@@ -251,12 +276,9 @@ impl Trainer {
                 .collect();
             drop(critic);
             // The logged D loss includes the penalties' values (not their surrogates').
-            let logged = if penalties.is_empty() {
-                None
-            } else {
-                let values = penalties.iter().map(|p| p.value as f32).sum::<f32>();
-                Some(read_loss(step_loss.clone())? + values)
-            };
+            let d_penalties = (!penalties.is_empty())
+                .then(|| penalties.iter().map(|p| p.value as f32).sum::<f32>());
+            let logged = step_loss.clone().detach();
             let step_loss = (penalties.into_iter()).fold(step_loss, |l, p| l + p.surrogate);
             let mut grads = step_loss.backward();
             let grads = GradientsParams::from_module(&mut grads, &self.discriminator);
@@ -267,14 +289,13 @@ impl Trainer {
                 let clip = train.clip.unwrap_or(DEFAULT_CLIP) as f32;
                 self.discriminator = self.discriminator.clone().map(&mut ClipWeights(clip));
             }
-            d_loss = Some(match logged {
-                Some(value) => value,
-                None => read_loss(step_loss)?,
-            });
+            d_loss = Some((logged, d_penalties));
         }
-        Ok(Losses {
-            d: d_loss.expect("d_steps >= 1"),
-            g: read_loss(g_loss)?,
+        let (d, d_penalties) = d_loss.expect("d_steps >= 1");
+        Ok(QueuedLosses {
+            d,
+            d_penalties,
+            g: g_loss.detach(),
         })
     }
 
@@ -572,6 +593,31 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// Losses left on the device for several steps ([`Trainer::queue_step`], as `runner bench
+    /// --read-every` reads them) are the losses each step reads at once: with the plain loss,
+    /// and with WGAN-GP over two D steps (D's logged loss then has the penalty's value added).
+    #[test]
+    fn losses_read_after_later_steps_are_each_steps_own() {
+        let digits = Digits::synthetic(64);
+        for penalized in [false, true] {
+            let mut config = RunConfig {
+                model: crate::model::ModelConfig::Gan(Default::default()),
+                ..Default::default()
+            };
+            config.train.batch_size = 16;
+            if penalized {
+                (config.train.loss, config.train.d_steps) = (LossKind::WganGp, 2);
+            }
+            let mut at_once = Trainer::new(&config, &digits);
+            let read: Vec<_> = (1..=4).map(|s| at_once.step(s).unwrap()).collect();
+            let mut queued = Trainer::new(&config, &digits);
+            let waiting: Vec<_> = (1..=4).map(|s| queued.queue_step(s).unwrap()).collect();
+            let later: Vec<_> = waiting.into_iter().map(|l| l.read().unwrap()).collect();
+            assert_eq!(read, later, "penalized: {penalized}");
+            assert!(read.windows(2).all(|w| w[0] != w[1]), "{read:?}");
         }
     }
 

@@ -748,6 +748,26 @@ fn bench_reports_step_times_flops_and_peak_as_json() {
     assert!(row["median_ms"].as_f64().unwrap() > 0.0);
     assert!(row["gflop_per_step"].as_f64().unwrap() > 0.1);
     assert!(row["machine_peak_gflop_per_s"].as_f64().unwrap() > 0.0);
+    assert_eq!(row["read_every"], 1);
+    // Losses read every 2 steps: 3 steps timed as a block of 2 and one of 1.
+    let out = runner()
+        .args(["bench", "--model", "gan", "--steps", "3", "--warmup", "0"])
+        .args(["--read-every", "2", "--format", "json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let row: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(
+        (row["steps"].as_u64(), row["read_every"].as_u64()),
+        (Some(3), Some(2))
+    );
+    runner()
+        .args(["bench", "--model", "gan", "--read-every", "0"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("--read-every must be at least 1"));
     runner()
         .args(["bench", "--model", "vae"])
         .assert()

@@ -356,11 +356,12 @@ pub fn estimate(
 }
 
 /// The median seconds of `steps` training steps of `config`, with `copies` runs of it
-/// training at once (each on its own thread, sharing the cores as a sweep's runs do).
+/// training at once (each on its own thread, sharing the cores as a sweep's runs do), each
+/// step's losses read as training reads them.
 fn median_step_seconds(config: &RunConfig, copies: usize, steps: usize) -> Result<f64> {
     let ms = std::thread::scope(|scope| {
         let copies: Vec<_> = (0..copies)
-            .map(|_| scope.spawn(|| crate::train::step_times_ms(config, WARMUP_STEPS, steps)))
+            .map(|_| scope.spawn(|| crate::train::step_times_ms(config, WARMUP_STEPS, steps, 1)))
             .collect();
         crate::train::joined_sorted(copies)
     })?;
