@@ -13,9 +13,10 @@
 #
 # Needs perf (Debian's linux-perf) and `make cuda-compile` run once (its CUDA wheels and
 # stand-in driver). Builds the runner with `cargo build --release --features cuda` (symbols
-# kept; 14 minutes the first time, then the runner's own crate): dist/runner-cuda-symbols. Its
-# cubecl host crates are optimized for speed, dist/runner-gpu's for size (`make build-gpu`'s 60
-# MiB limit), so the shipped runner's host may do more than this one does.
+# kept; 14 minutes the first time, then the runner's own crate; the next plain release build
+# relinks the CPU runner in its place): dist/runner-cuda-symbols. Its cubecl host crates are
+# optimized for speed, dist/runner-gpu's for size (`make build-gpu`'s 60 MiB limit); built with
+# the GPU profile's opt-levels it measured within the runs' spread (docs/gpu.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -26,6 +27,8 @@ WORK="$ROOT/dist/cuda-compile"
 CUDA="$WORK/toolkit-13.0/nvidia/cu13"
 RUNNER="$ROOT/dist/runner-cuda-symbols"
 FREQUENCY=4000
+# The step median of `runner bench --format json`'s row.
+MEDIAN="import json, sys; print(json.loads(sys.stdin.readline())['median_ms'])"
 
 command -v perf > /dev/null || { echo "no perf: apt-get install linux-perf" >&2; exit 1; }
 [ -f "$WORK/lib/libcuda.so.1" ] && [ -f "$CUDA/lib/libnvrtc.so.13" ] || {
@@ -44,8 +47,7 @@ for run in $(seq "$RUNS"); do
         (cd "$OUT" && env "$variant" perf record -q -F "$FREQUENCY" -o perf.data "$RUNNER" bench \
             --model "$MODEL" --batch "$BATCH" --steps "$STEPS" --warmup 3 --format json \
             > bench.json 2> bench.log) || { cat "$OUT/bench.log" >&2; exit 1; }
-        median=$(python3 -c "import json, sys; print(json.loads(sys.stdin.readline())['median_ms'])" \
-            < "$OUT/bench.json")
+        median=$(python3 -c "$MEDIAN" < "$OUT/bench.json")
         echo "== $MODEL, batch $BATCH, $variant (run $run): $median ms a step against the stand-in"
         python3 bench/host_profile.py "$OUT/perf.data" "$median" --frequency "$FREQUENCY" \
             --top "$TOP"

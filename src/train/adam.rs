@@ -12,9 +12,9 @@
 //! update is one (1 119 operations a step), but one kernel a parameter where fusion had made
 //! about 25 kernels of the 42 updates (273 kernels a step on lavapipe, from 257), each one a
 //! fusion segment of its own, and burn's fusion server, the host's slowest thread, did no
-//! less work a step with it (`bench/cuda-host-profile.sh`, README). So burn's `Adam` is the
-//! default ([`crate::backend::step_adam`]) until `bench/gpu-check.sh` times both on a GPU
-//! (rows `+step-adam`).
+//! less work a step with it (`bench/cuda-host-profile.sh`, docs/gpu.md). So burn's `Adam`
+//! is the default ([`crate::backend::step_adam`]) until `bench/gpu-check.sh` times both on a
+//! GPU (rows `+step-adam`).
 //!
 //! Its state is burn's [`AdamState`], so checkpoints hold the same records whichever computes
 //! the step (a CPU run resumes on a GPU and back). The CPU keeps burn's `Adam`, whose rounding

@@ -721,28 +721,23 @@ fn generate_from_nothing_is_a_clear_error() {
         .stderr(predicate::str::contains("not a checkpoint"));
 }
 
-#[test]
-fn bench_reports_step_times_flops_and_peak_as_json() {
+/// `runner bench ARGS --format json`'s one row.
+fn bench_row(args: &str) -> serde_json::Value {
     let out = runner()
-        .args([
-            "bench",
-            "--model",
-            "gan",
-            "--steps",
-            "3",
-            "--warmup",
-            "1",
-            "--threads",
-            "1",
-            "--format",
-            "json",
-        ])
+        .arg("bench")
+        .args(args.split_whitespace())
+        .args(["--format", "json"])
         .assert()
         .success()
         .get_output()
         .stdout
         .clone();
-    let row: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    serde_json::from_slice(&out).unwrap()
+}
+
+#[test]
+fn bench_reports_step_times_flops_and_peak_as_json() {
+    let row = bench_row("--model gan --steps 3 --warmup 1 --threads 1");
     assert_eq!(row["model"], "gan");
     assert_eq!(row["threads"], 1);
     assert!(row["median_ms"].as_f64().unwrap() > 0.0);
@@ -750,15 +745,7 @@ fn bench_reports_step_times_flops_and_peak_as_json() {
     assert!(row["machine_peak_gflop_per_s"].as_f64().unwrap() > 0.0);
     assert_eq!(row["read_every"], 1);
     // Losses read every 2 steps: 3 steps timed as a block of 2 and one of 1.
-    let out = runner()
-        .args(["bench", "--model", "gan", "--steps", "3", "--warmup", "0"])
-        .args(["--read-every", "2", "--format", "json"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let row: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let row = bench_row("--model gan --steps 3 --warmup 0 --read-every 2");
     assert_eq!(
         (row["steps"].as_u64(), row["read_every"].as_u64()),
         (Some(3), Some(2))
