@@ -402,6 +402,14 @@ pub fn bench(
         batch > 0 && timing.steps > 0 && timing.read_every > 0,
         "--batch, --steps and --read-every must be at least 1"
     );
+    // Each timed step keeps its time: a bench longer than this is a typo, not a measurement.
+    const MAX_STEPS: usize = 1_000_000;
+    anyhow::ensure!(
+        timing.steps <= MAX_STEPS && timing.warmup <= MAX_STEPS,
+        "--steps and --warmup must be at most {MAX_STEPS}, got {} and {}",
+        timing.steps,
+        timing.warmup
+    );
     for model in models {
         let mut config = crate::spec::RunConfig {
             model: crate::bench::report_model(model)?,

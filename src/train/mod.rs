@@ -144,7 +144,7 @@ pub fn step_times_ms(
 ) -> anyhow::Result<Vec<f64>> {
     let mut trainer = warmed_up_trainer(config, warmup)?;
     let (steps, read_every) = (steps.max(1), read_every.max(1));
-    let mut ms = Vec::with_capacity(steps);
+    let mut ms = Vec::new();
     let mut step = warmup as u64;
     while ms.len() < steps {
         let block = read_every.min(steps - ms.len());

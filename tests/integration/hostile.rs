@@ -496,6 +496,14 @@ fn absurd_values_are_refused_with_the_key_not_a_panic() {
         .assert()
         .code(1)
         .stderr(predicate::str::contains("--batch"));
+    // Absurd step counts: an error naming the flag, not an allocation that aborts.
+    runner()
+        .args(["bench", "--model", "gan", "--steps", "100000000000000"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "--steps and --warmup must be at most 1000000",
+        ));
     // Refused before the sweep announces a report or touches the database.
     let fresh = dir.path().join("fresh");
     std::fs::create_dir(&fresh).unwrap();
