@@ -19,7 +19,8 @@
 # `runner bench --device vulkan` (and cuda when this runner has it) for gan, dcgan and
 # dcgan-classic, dcgan and dcgan-classic again with burn's convolution kernels (rows
 # `vulkan+burn-conv`), all three with Adam as one operation a parameter (`+step-adam`), gan
-# and dcgan with their losses read every 10 steps rather than every step (`+read-10`), the
+# and dcgan with their losses read every 10 steps rather than every step (`+read-10`, what
+# training does with GANRUNNER_READ_EVERY=10), the
 # CPU (all its cores, and 2 as on the project's machines), and
 # bench/pytorch_reference.py --device cuda when torch imports; 50 steps of the report's DCGAN
 # on the GPU (each way of convolving) and on the CPU from the same seed, losses compared; a

@@ -5,7 +5,7 @@
 //! asked for but missing is an error, never a silent fall back to the CPU.
 
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use anyhow::{Result, bail};
 use burn::prelude::Device;
@@ -118,6 +118,7 @@ pub fn select(flag: Option<DeviceChoice>) -> Result<DeviceChoice> {
     let choice = requested(flag)?;
     set_gpu_conv(requested_gpu_conv()?);
     set_step_adam(requested_step_adam()?);
+    READ_EVERY.store(requested_read_every()?, Ordering::Relaxed);
     if !choice.compiled() {
         bail!(
             "--device {0}: this runner was built without the `{0}` feature; build one with \
@@ -335,6 +336,38 @@ fn requested_step_adam() -> Result<bool> {
         Ok("step") => Ok(true),
         Ok(value) => bail!("GANRUNNER_GPU_ADAM={value}: expected burn or step"),
     }
+}
+
+/// The most steps whose losses training leaves unread (`GANRUNNER_READ_EVERY`).
+pub const MAX_READ_EVERY: usize = 1000;
+
+/// Set by [`select`] from `GANRUNNER_READ_EVERY`.
+static READ_EVERY: AtomicUsize = AtomicUsize::new(1);
+
+/// Every how many steps training reads its losses (and at every sample, evaluation,
+/// checkpoint and stop): on a GPU, where a read waits for everything queued, the steps
+/// between reads queue behind the running ones.
+pub fn read_every() -> usize {
+    READ_EVERY.load(Ordering::Relaxed)
+}
+
+/// `GANRUNNER_READ_EVERY`: 1 to [`MAX_READ_EVERY`], default 1 (every step, as `runner bench
+/// --read-every` times it: whether a GPU's host gains from more waits for `bench/gpu-check.sh`'s
+/// `+read-10` rows; on the CPU, which computes each operation as it is asked for, it only
+/// delays the progress line).
+fn requested_read_every() -> Result<usize> {
+    let Ok(value) = std::env::var("GANRUNNER_READ_EVERY") else {
+        return Ok(1);
+    };
+    value
+        .parse::<usize>()
+        .ok()
+        .filter(|steps| (1..=MAX_READ_EVERY).contains(steps))
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "GANRUNNER_READ_EVERY={value}: expected a number of steps from 1 to {MAX_READ_EVERY}"
+            )
+        })
 }
 
 /// A short name of the backend in use, for logs and the database: the device, and on a GPU

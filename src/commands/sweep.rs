@@ -106,7 +106,8 @@ fn replicate_lines(db: &Path, experiment: &str) -> Result<Vec<String>> {
         } else {
             format!("{config}, ")
         };
-        let interval = number(i, "fid_ci95").map_or(String::new(), |h| format!(" ± {h:.3}"));
+        let interval =
+            number(i, "fid_ci95").map_or(String::new(), |h| format!(" ± {h:.3} (95% interval)"));
         Some(format!(
             "{config}final LeNet-FID {mean:.3}{interval} over {n} seeds"
         ))

@@ -193,12 +193,14 @@ impl Executor for SlurmExecutor {
             lines.push(format!("#SBATCH --partition={partition}"));
         }
         lines.push(format!("export GANRUNNER_DEVICE={}", self.device.flag()));
-        // The tasks convolve (and step Adam) as this sweep does, whatever the nodes'
-        // environment says.
+        // The tasks convolve, step Adam and read their losses as this sweep does, whatever
+        // the nodes' environment says.
         let conv = crate::backend::gpu_conv();
         lines.push(format!("export GANRUNNER_GPU_CONV={}", conv.value()));
         let adam = crate::backend::gpu_adam_value();
         lines.push(format!("export GANRUNNER_GPU_ADAM={adam}"));
+        let read_every = crate::backend::read_every();
+        lines.push(format!("export GANRUNNER_READ_EVERY={read_every}"));
         lines.push(format!(
             "exec {} slurm-task {} \"$SLURM_ARRAY_TASK_ID\"",
             sh_quote(&exe),

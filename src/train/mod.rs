@@ -565,20 +565,34 @@ fn train_unguarded(
     // The run's training time: its earlier sessions' and this one's from its first step on.
     let (before, session) = (trainer.seconds_before, Instant::now());
     let seconds = || before + session.elapsed().as_secs_f64();
-    for step in first + 1..=total {
-        let losses = trainer.step(step).with_context(|| format!("step {step}"))?;
-        outcome.steps = step;
-        outcome.last_losses = Some(losses);
-        if !(losses.d.is_finite() && losses.g.is_finite()) {
-            outcome.status = Status::Diverged { step, losses };
-            break;
-        }
-        log.push(step, losses)?;
-        observer.step(step, losses, seconds());
-        let stop = observer.should_stop();
+    // Steps whose losses are still on the device, read every `read_every` steps and before
+    // anything else looks at the run: its samples, evaluations, checkpoints and stop.
+    let read_every = crate::backend::read_every();
+    let mut unread = Vec::with_capacity(read_every);
+    'steps: for step in first + 1..=total {
+        let queued = trainer.queue_step(step);
+        unread.push((step, queued.with_context(|| format!("step {step}"))?));
         let sample_due = step.is_multiple_of(logc.sample_every) || step == total;
         let eval_due = logc.eval_samples > 0
             && ((logc.eval_every > 0 && step.is_multiple_of(logc.eval_every)) || step == total);
+        let checkpoint_due = step.is_multiple_of(logc.checkpoint_every) || step == total;
+        if unread.len() < read_every
+            && !(sample_due || eval_due || checkpoint_due || observer.should_stop())
+        {
+            continue;
+        }
+        for (at, queued) in unread.drain(..) {
+            let losses = queued.read().with_context(|| format!("step {at}"))?;
+            outcome.steps = at;
+            outcome.last_losses = Some(losses);
+            if !(losses.d.is_finite() && losses.g.is_finite()) {
+                outcome.status = Status::Diverged { step: at, losses };
+                break 'steps;
+            }
+            log.push(at, losses)?;
+            observer.step(at, losses, seconds());
+        }
+        let stop = observer.should_stop();
         let sampler = (sample_due || eval_due).then(|| trainer.sampler());
         if let Some(sampler) = sampler.as_deref().filter(|_| sample_due) {
             let path = trainer.save_sample(sampler, run_dir, step)?;
@@ -598,7 +612,7 @@ fn train_unguarded(
             }
         }
         let pruned = observer.pruned().filter(|_| step < total);
-        if step.is_multiple_of(logc.checkpoint_every) || step == total || stop || pruned.is_some() {
+        if checkpoint_due || stop || pruned.is_some() {
             log.flush()?;
             let path = trainer.save_checkpoint(run_dir, step, seconds())?;
             observer.checkpoint(step, &path);

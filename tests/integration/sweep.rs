@@ -1653,7 +1653,8 @@ fn slurm_sweeps_plan_submit_run_tasks_and_collect_idempotently() {
             && script.contains("--partition=cpu")
             && script.contains("export GANRUNNER_DEVICE=cpu\n")
             && script.contains("export GANRUNNER_GPU_CONV=im2col\n")
-            && script.contains("export GANRUNNER_GPU_ADAM=burn\n"),
+            && script.contains("export GANRUNNER_GPU_ADAM=burn\n")
+            && script.contains("export GANRUNNER_READ_EVERY=1\n"),
         "{script}"
     );
     assert_eq!(
@@ -2255,7 +2256,7 @@ fn replicates_group_by_everything_but_the_seed() {
     // the runner-up's seeds tell it apart.
     let mean_line = |group: &serde_json::Value| {
         format!(
-            "{}, final LeNet-FID {:.3} ± {:.3} over 3 seeds",
+            "{}, final LeNet-FID {:.3} ± {:.3} (95% interval) over 3 seeds",
             group["config"].as_str().unwrap(),
             group["fid_mean"].as_f64().unwrap(),
             group["fid_ci95"].as_f64().unwrap()

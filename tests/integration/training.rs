@@ -9,6 +9,7 @@ use ganrunner::train::{
     self, Observer, Status,
     rng::{Stream, rng_for},
 };
+use predicates::prelude::*;
 
 /// What `runner generate --n n --seed seed [--raw]` asks for.
 fn draw(n: usize, seed: u64, raw: bool) -> ganrunner::generate::Draw<'static> {
@@ -852,4 +853,91 @@ fn a_walk_of_the_vanilla_gan_keeps_one_dropout_mask() {
         step < apart / 4.0,
         "a step of a walk {step}, two samples {apart}"
     );
+}
+
+/// `GANRUNNER_READ_EVERY` leaves up to that many steps' losses unread (on a GPU, queued behind
+/// the running steps): the same runs come out, to the byte, as reading every step, and a run
+/// that diverges inside a block of unread steps stops at the step it diverged.
+#[test]
+fn losses_read_every_few_steps_train_the_same_runs() {
+    let model = common::tiny_models().remove(1);
+    let model = toml::to_string(&model).unwrap();
+    let sweep = |read_every: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = dir.path().join("blocks.toml");
+        // Samples, checkpoints and evaluations at steps no block of 7 ends on.
+        std::fs::write(
+            &spec,
+            format!(
+                "name = \"blocks\"\n[model]\n{model}[train]\nsteps = 24\nbatch_size = 16\n\
+                 [log]\nsample_every = 5\ncheckpoint_every = 10\nmetrics_every = 1\n\
+                 eval_every = 12\neval_samples = 100\n\
+                 [sweep]\n\"train.lr\" = [2e-4, 1e30]\n"
+            ),
+        )
+        .unwrap();
+        common::runner()
+            .current_dir(dir.path())
+            .args(["sweep", "blocks.toml", "--no-report", "--data-dir"])
+            .arg(common::fixture_dir())
+            .env("GANRUNNER_READ_EVERY", read_every)
+            .assert()
+            .success()
+            .stdout(
+                predicate::str::contains("1 finished, ")
+                    .and(predicate::str::contains("1 diverged")),
+            );
+        dir
+    };
+    let rows = |dir: &std::path::Path| {
+        let conn = common::db(dir);
+        [
+            "SELECT id || ' ' || status || ' ' || steps_done || ' ' || ifnull(error, '') FROM runs ORDER BY id",
+            "SELECT run_id || ' ' || step || ' ' || name || ' ' || value FROM metrics ORDER BY 1",
+            "SELECT run_id || ' ' || step || ' ' || metric || ' ' || value FROM evals ORDER BY 1",
+            "SELECT run_id || ' ' || step || ' ' || path FROM samples ORDER BY 1",
+            "SELECT run_id || ' ' || step || ' ' || path FROM checkpoints ORDER BY 1",
+        ]
+        .map(|sql| common::texts(&conn, sql))
+    };
+    let (every, blocks) = (sweep("1"), sweep("7"));
+    let (a, b) = (rows(every.path()), rows(blocks.path()));
+    assert!(a[1].len() > 24 && a[2].len() > 2 && a[3].len() > 5, "{a:?}");
+    assert!(
+        a[0].iter().any(|run| run.contains(" diverged ")),
+        "{:?}",
+        a[0]
+    );
+    assert_eq!(a, b, "the same rows, whenever the losses were read");
+    let run_dir = |dir: &std::path::Path| {
+        let conn = common::db(dir);
+        let path: String = conn
+            .query_row(
+                "SELECT run_dir FROM runs WHERE status = 'finished'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        dir.join(path)
+    };
+    let (a, b) = (run_dir(every.path()), run_dir(blocks.path()));
+    assert_eq!(losses_csv(&a), losses_csv(&b));
+    for step in [5, 20, 24] {
+        let png = |d: &std::path::Path| {
+            std::fs::read(d.join(format!("samples/step-{step:08}.png"))).unwrap()
+        };
+        assert!(png(&a) == png(&b), "the samples of step {step}");
+    }
+    assert_same_checkpoints(&a, &b, "read every 7 steps");
+    // Not a number of steps: an error naming the variable, before anything runs.
+    for value in ["0", "1001", "ten"] {
+        common::runner()
+            .args(["bench", "--steps", "1", "--model", "gan"])
+            .env("GANRUNNER_READ_EVERY", value)
+            .assert()
+            .code(1)
+            .stderr(predicate::str::contains(format!(
+                "GANRUNNER_READ_EVERY={value}: expected a number of steps from 1 to 1000"
+            )));
+    }
 }
