@@ -548,8 +548,9 @@ pub struct BenchArgs {
     pub steps: usize,
     #[arg(long, default_value_t = 2)]
     pub warmup: usize,
-    /// Read the losses every N steps, not every step (as training does), timing blocks of N
-    /// steps: on a GPU the steps of a block queue behind the running ones.
+    /// Read the losses every N steps, not every step, timing blocks of N steps: on a GPU the
+    /// steps of a block queue behind the running ones (training does so with
+    /// GANRUNNER_READ_EVERY=N).
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub read_every: usize,
     /// Worker threads (default: all cores).
