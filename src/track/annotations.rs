@@ -53,7 +53,8 @@ pub fn check_tag(tag: &str) -> Result<()> {
             .all(|c| c.is_alphanumeric() || "-_.:/+".contains(c));
     if !ok {
         bail!(
-            "tag `{tag}`: a tag is 1 to 64 letters, digits and `-_.:/+` (no spaces; repeat --add for several)"
+            "tag `{}`: a tag is 1 to 64 letters, digits and `-_.:/+` (no spaces; repeat --add for several)",
+            crate::console::clipped(tag)
         );
     }
     Ok(())
@@ -215,6 +216,9 @@ mod tests {
             let err = check_tag(bad).unwrap_err().to_string();
             assert!(err.contains("a tag is 1 to 64"), "{err}");
         }
+        // A pasted page is named by its start, not echoed whole.
+        let err = check_tag(&"t".repeat(100_000)).unwrap_err().to_string();
+        assert!(err.len() < 300 && err.contains("t…`"), "{err}");
     }
 
     #[test]
