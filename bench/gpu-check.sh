@@ -323,6 +323,15 @@ for r in rows:
           f"{cell(c and c['median_ms'], '{:9.1f}')} {cell(c and c['median_ms'] / r['median_ms'], '{:8.1f}')} "
           f"{cell(c2 and c2['median_ms'], '{:9.1f}')} {cell(c2 and c2['median_ms'] / r['median_ms'], '{:7.1f}')} "
           f"{cell(t and t['median_ms'], '{:9.2f}')} {cell(t and r['median_ms'] / t['median_ms'], '{:10.2f}')}")
+# Each opt-in setting against the default on the same device: what decides its default.
+setting = {"burn-conv": "GANRUNNER_GPU_CONV=burn", "step-adam": "GANRUNNER_GPU_ADAM=step",
+           "read-10": "GANRUNNER_READ_EVERY=10"}
+default = {(r["device"],) + key(r): r for r in rows if r["side"] == "ours" and r["device"] != "cpu"}
+for r in rows:
+    d = default.get((r["device"],) + key(r))
+    if r["side"] in setting and d:
+        print(f"{r['model']} batch {r['batch']} on {r['device']}, {setting[r['side']]}: "
+              f"{r['median_ms'] / d['median_ms']:.2f}x the default's step time")
 EOF
 [ -n "${NOTE:-}" ] && echo "$NOTE"
 [ -n "$SKIPPED" ] && printf '%s' "$SKIPPED"

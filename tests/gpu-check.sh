@@ -3,7 +3,8 @@
 # the CPU (and has no cuda), so every step of the check runs, at its tiny sizes, on the test
 # fixture. The check is meant for a GPU session's one call; this keeps an edit to it from
 # breaking it unseen. Checks that
-#   1. every row comes out (vulkan, vulkan+burn-conv, vulkan+step-adam, vulkan+read-10), the
+#   1. every row comes out (vulkan, vulkan+burn-conv, vulkan+step-adam, vulkan+read-10, and
+#      each setting's step time over the default's), the
 #      two 3-step comparisons find the CPU's own losses (difference 0: the stand-in is the CPU) and the FID line has a number;
 #   2. what a device call would bring back from $OUT fits its limits (at most 8 files, none in
 #      a folder here): the table, the rows, the log, the compared runs' losses and the profile
@@ -87,6 +88,8 @@ for run in vulkan vulkan-burn-conv; do
     grep -q "^$run vs CPU, same seed, 3 steps: max |loss difference| 0.00e+00 at step 1" "$WORK/table" \
         || fail "no 3-step comparison of $run with the CPU's own losses in: $(cat "$WORK/table")"
 done
+grep -q "^dcgan batch [0-9]* on vulkan, GANRUNNER_READ_EVERY=10: [0-9.]*x the default's step time" "$WORK/table" \
+    || fail "no line setting +read-10 against the default in: $(cat "$WORK/table")"
 grep -q "^quickstart-sized DCGAN, 3 steps on vulkan: [0-9]* s, LeNet-FID [0-9]" "$WORK/table" \
     || fail "no LeNet-FID line in: $(cat "$WORK/table")"
 grep -q skipped "$WORK/table" && fail "a step was skipped at the default budget: $(cat "$WORK/table")"
@@ -136,7 +139,9 @@ grep -q "^gan .* cuda " "$WORK/table" || fail "the stand-in's cuda was not timed
 grep -q "^cuda stepped no report's DCGAN at batch 16 (log.txt): the later steps ran on vulkan$" "$WORK/table" \
     || fail "the table does not say the later steps left cuda: $(cat "$WORK/table")"
 grep -q "^vulkan vs CPU, same seed, 3 steps: max |loss difference| 0.00e+00 at step 1" "$WORK/table" \
-    && grep -q "^quickstart-sized DCGAN, 3 steps on vulkan: [0-9]* s, LeNet-FID [0-9]" "$WORK/table" \
+    && grep -q "^dcgan batch [0-9]* on vulkan, GANRUNNER_READ_EVERY=10: [0-9.]*x the default's step time" "$WORK/table" \
+    || fail "no line setting +read-10 against the default in: $(cat "$WORK/table")"
+grep -q "^quickstart-sized DCGAN, 3 steps on vulkan: [0-9]* s, LeNet-FID [0-9]" "$WORK/table" \
     && grep -q "^profile of a DCGAN step on vulkan (profile.txt)" "$WORK/table" \
     || fail "the comparisons, FID or profile did not run on vulkan: $(cat "$WORK/table")"
 echo "ok: a device that fails the DCGAN leaves the later steps to one that steps it"
