@@ -107,6 +107,9 @@ train --device vulkan --out "$RUNS/vulkan"
 train --device cpu --out "$RUNS/cpu"
 log "6 steps on vulkan with burn's convolution kernels (GANRUNNER_GPU_CONV=burn)"
 GANRUNNER_GPU_CONV=burn train --device vulkan --out "$RUNS/vulkan-burn-conv"
+log "6 steps with D spectrally normalized, on vulkan and on the CPU"
+train --device vulkan --out "$RUNS/vulkan-sn" --set model.spectral_norm=true
+train --device cpu --out "$RUNS/cpu-sn" --set model.spectral_norm=true
 log "6 steps on vulkan with the losses read every 4 steps (GANRUNNER_READ_EVERY=4)"
 GANRUNNER_READ_EVERY=4 train --device vulkan --out "$RUNS/read-4"
 log "3 steps, then resumed to 6, on vulkan; and 3 on the CPU resumed on vulkan"
@@ -126,11 +129,13 @@ def losses(name):
             for r in csv.DictReader(open(f"{runs}/{name}/losses.csv"))}
 def worst(a, b):
     return max(abs(x - y) for s in a for x, y in zip(a[s], b[s]))
-vulkan, cpu, resumed, moved, burn_conv, read_4 = (
-    losses(n) for n in ("vulkan", "cpu", "resumed", "moved", "vulkan-burn-conv", "read-4"))
+vulkan, cpu, resumed, moved, burn_conv, read_4, vulkan_sn, cpu_sn = (
+    losses(n) for n in ("vulkan", "cpu", "resumed", "moved", "vulkan-burn-conv", "read-4",
+                        "vulkan-sn", "cpu-sn"))
 checks = [
     ("vulkan vs CPU, 6 steps", vulkan, cpu, 1e-3),
     ("vulkan with burn's convolutions vs CPU, 6 steps", burn_conv, cpu, 1e-3),
+    ("vulkan vs CPU, D spectrally normalized, 6 steps", vulkan_sn, cpu_sn, 1e-3),
     ("vulkan resumed at 3 vs straight", resumed, vulkan, 1e-5),
     ("vulkan, losses read every 4 steps vs every step", read_4, vulkan, 1e-5),
     ("CPU to vulkan at 3 vs CPU straight", moved, cpu, 1e-3),
