@@ -14,7 +14,8 @@
 //! weights the penalty's gradient (two more D passes, one more backward pass for g). e is
 //! chosen so that the largest perturbation is [`PERTURBATION`] in pixel units (images lie in
 //! [-1, 1]). Every D pass of one step uses the same dropout masks. The penalty's value itself
-//! is exact; tests compare the gradient with finite differences of that value.
+//! is exact; tests compare the gradient with finite differences of that value. Everything
+//! stays on the device: read back mid-step, g would make a GPU wait for everything queued.
 
 use burn::prelude::*;
 use burn::tensor::TensorData;
@@ -47,9 +48,10 @@ pub enum Penalty {
     R1 { gamma: f64 },
 }
 
-/// A penalty's value (for the logged D loss) and the surrogate that carries its gradient.
+/// A penalty's value (for the logged D loss; a constant, without autodiff) and the surrogate
+/// that carries its gradient, both `[1]` on the device.
 pub struct Penalized {
-    pub value: f64,
+    pub value: Tensor<1>,
     pub surrogate: Tensor<1>,
 }
 
@@ -85,50 +87,40 @@ impl Penalty {
         };
         // g: D's input gradient, through a copy of D cut off from the graph: this backward
         // pass must not consume the graph that D's loss (and, with spectral normalization,
-        // its weights) still needs.
+        // its weights) still needs. A constant, without autodiff.
         let x = at.clone().require_grad();
         let frozen = discriminator.clone().map(&mut Detach);
         let grads = pass(&frozen, x.clone()).backward();
-        let g: Vec<f32> = x
-            .grad(&grads)
-            .expect("D's output depends on its input")
-            .into_data()
-            .try_to_vec()
-            .expect("f32 gradients");
-        let per_image = g.len() / n;
-        let norms: Vec<f64> = g
-            .chunks(per_image)
-            .map(|gi| gi.iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt())
-            .collect();
+        let g = x.grad(&grads).expect("D's output depends on its input");
+        let dims = g.dims();
+        let g = g.reshape([n as i32, -1]);
+        let norms = g.clone().square().sum_dim(1).sqrt();
         // P = sum_i f(g_i); v_i = df/dg_i = scale_i * g_i.
-        let (value, scales): (f64, Vec<f64>) = match self {
-            Penalty::WganGp { weight } => (
-                weight * norms.iter().map(|m| (m - 1.0).powi(2)).sum::<f64>() / n as f64,
-                norms
-                    .iter()
-                    .map(|&m| weight * 2.0 * (m - 1.0) / (m.max(1e-12) * n as f64))
-                    .collect(),
-            ),
+        let (value, v) = match self {
+            Penalty::WganGp { weight } => {
+                let off = norms.clone().sub_scalar(1.0);
+                let scales =
+                    off.clone().mul_scalar(2.0 * weight / n as f64) / norms.clamp_min(1e-12);
+                (off.square().mean().mul_scalar(weight), g * scales)
+            }
             Penalty::R1 { gamma } => (
-                gamma / 2.0 * norms.iter().map(|m| m * m).sum::<f64>() / n as f64,
-                vec![gamma / n as f64; n],
+                norms.square().mean().mul_scalar(gamma / 2.0),
+                g.mul_scalar(gamma / n as f64),
             ),
         };
-        let v: Vec<f32> = g
-            .chunks(per_image)
-            .zip(&scales)
-            .flat_map(|(gi, &s)| gi.iter().map(move |&x| (x as f64 * s) as f32))
-            .collect();
-        let largest = v.iter().fold(0.0f64, |m, &x| m.max((x as f64).abs()));
-        let surrogate = if largest == 0.0 {
-            Tensor::zeros([1], &device)
-        } else {
-            let e = PERTURBATION / largest;
-            let dims = at.dims();
-            let step = Tensor::<4>::from_data(TensorData::new(v, dims), &device).mul_scalar(e);
-            (pass(discriminator, at.clone() + step.clone()) - pass(discriminator, at - step))
-                .div_scalar(2.0 * e)
-        };
+        // The perturbation e v with its largest pixel PERTURBATION. A v of zeros perturbs
+        // nothing, and the two passes then cancel exactly.
+        let e = v
+            .clone()
+            .abs()
+            .max()
+            .clamp_min(1e-30)
+            .recip()
+            .mul_scalar(PERTURBATION);
+        let step = (v * e.clone().reshape([1, 1])).reshape(dims);
+        let surrogate = (pass(discriminator, at.clone() + step.clone())
+            - pass(discriminator, at - step))
+            / e.mul_scalar(2.0);
         Penalized { value, surrogate }
     }
 }
@@ -162,6 +154,10 @@ mod tests {
         (d, images(1), images(2))
     }
 
+    fn value_of(value: Tensor<1>) -> f64 {
+        value.into_scalar::<f32>() as f64
+    }
+
     /// The penalty and its surrogate's gradient for every parameter.
     fn penalized(
         penalty: Penalty,
@@ -171,7 +167,7 @@ mod tests {
     ) -> (f64, Vec<Vec<f32>>) {
         let out = penalty.apply(d, real, fake, None, &mut rng_for(0, Stream::Step, 1));
         let grads = out.surrogate.backward();
-        (out.value, param_values(d, Some(&grads)))
+        (value_of(out.value), param_values(d, Some(&grads)))
     }
 
     #[test]
@@ -212,7 +208,7 @@ mod tests {
             for which in [0, 2, 4] {
                 let at = |h: f32| {
                     let nudged = d.clone().map(&mut Nudge::new(which, h));
-                    penalty
+                    let value = penalty
                         .apply(
                             &nudged,
                             &real,
@@ -220,7 +216,8 @@ mod tests {
                             None,
                             &mut rng_for(0, Stream::Step, 1),
                         )
-                        .value
+                        .value;
+                    value_of(value)
                 };
                 let h = 1e-2;
                 let numeric = (at(h) - at(-h)) / (2.0 * h as f64);

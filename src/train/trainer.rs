@@ -34,16 +34,13 @@ fn read_loss(loss: Tensor<1>) -> anyhow::Result<f32> {
 /// lets the next steps queue behind the running ones.
 pub struct QueuedLosses {
     d: Tensor<1>,
-    /// The penalties' values, added to D's loss as it is logged (read during the step).
-    d_penalties: Option<f32>,
     g: Tensor<1>,
 }
 
 impl QueuedLosses {
     pub fn read(self) -> anyhow::Result<Losses> {
-        let d = read_loss(self.d)?;
         Ok(Losses {
-            d: self.d_penalties.map_or(d, |values| d + values),
+            d: read_loss(self.d)?,
             g: read_loss(self.g)?,
         })
     }
@@ -276,9 +273,8 @@ impl Trainer {
                 .collect();
             drop(critic);
             // The logged D loss includes the penalties' values (not their surrogates').
-            let d_penalties = (!penalties.is_empty())
-                .then(|| penalties.iter().map(|p| p.value as f32).sum::<f32>());
-            let logged = step_loss.clone().detach();
+            let logged =
+                (penalties.iter()).fold(step_loss.clone().detach(), |l, p| l + p.value.clone());
             let step_loss = (penalties.into_iter()).fold(step_loss, |l, p| l + p.surrogate);
             let mut grads = step_loss.backward();
             let grads = GradientsParams::from_module(&mut grads, &self.discriminator);
@@ -289,12 +285,10 @@ impl Trainer {
                 let clip = train.clip.unwrap_or(DEFAULT_CLIP) as f32;
                 self.discriminator = self.discriminator.clone().map(&mut ClipWeights(clip));
             }
-            d_loss = Some((logged, d_penalties));
+            d_loss = Some(logged);
         }
-        let (d, d_penalties) = d_loss.expect("d_steps >= 1");
         Ok(QueuedLosses {
-            d,
-            d_penalties,
+            d: d_loss.expect("d_steps >= 1"),
             g: g_loss.detach(),
         })
     }
