@@ -110,6 +110,11 @@ GANRUNNER_GPU_CONV=burn train --device vulkan --out "$RUNS/vulkan-burn-conv"
 log "6 steps with D spectrally normalized, on vulkan and on the CPU"
 train --device vulkan --out "$RUNS/vulkan-sn" --set model.spectral_norm=true
 train --device cpu --out "$RUNS/cpu-sn" --set model.spectral_norm=true
+log "6 steps with WGAN-GP's and with R1's penalty, on vulkan and on the CPU"
+for penalty in train.loss=wgan-gp train.r1_gamma=10; do
+    train --device vulkan --out "$RUNS/vulkan-${penalty%%=*}" --set "$penalty"
+    train --device cpu --out "$RUNS/cpu-${penalty%%=*}" --set "$penalty"
+done
 log "6 steps on vulkan with the losses read every 4 steps (GANRUNNER_READ_EVERY=4)"
 GANRUNNER_READ_EVERY=4 train --device vulkan --out "$RUNS/read-4"
 log "3 steps, then resumed to 6, on vulkan; and 3 on the CPU resumed on vulkan"
@@ -132,10 +137,15 @@ def worst(a, b):
 vulkan, cpu, resumed, moved, burn_conv, read_4, vulkan_sn, cpu_sn = (
     losses(n) for n in ("vulkan", "cpu", "resumed", "moved", "vulkan-burn-conv", "read-4",
                         "vulkan-sn", "cpu-sn"))
+vulkan_gp, cpu_gp, vulkan_r1, cpu_r1 = (
+    losses(n) for n in ("vulkan-train.loss", "cpu-train.loss", "vulkan-train.r1_gamma",
+                        "cpu-train.r1_gamma"))
 checks = [
     ("vulkan vs CPU, 6 steps", vulkan, cpu, 1e-3),
     ("vulkan with burn's convolutions vs CPU, 6 steps", burn_conv, cpu, 1e-3),
     ("vulkan vs CPU, D spectrally normalized, 6 steps", vulkan_sn, cpu_sn, 1e-3),
+    ("vulkan vs CPU, WGAN-GP, 6 steps", vulkan_gp, cpu_gp, 1e-3),
+    ("vulkan vs CPU, R1, 6 steps", vulkan_r1, cpu_r1, 1e-3),
     ("vulkan resumed at 3 vs straight", resumed, vulkan, 1e-5),
     ("vulkan, losses read every 4 steps vs every step", read_4, vulkan, 1e-5),
     ("CPU to vulkan at 3 vs CPU straight", moved, cpu, 1e-3),
