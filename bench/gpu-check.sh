@@ -313,19 +313,19 @@ print(f"CPU: this machine's {threads} threads; 2 cores: 2 threads, as on the pro
 print(f"{'model':<14} {'batch':>5} {'device':<16} {'ours ms':>7} {'CPU ms':>9} {'CPU/GPU':>8} "
       f"{'2-core ms':>9} {'2c/GPU':>7} {'torch ms':>9} {'ours/torch':>10}")
 cell = lambda v, f: f.format(v) if v is not None else f"{'-':>{len(f.format(0.0))}}"
+# The opt-in settings the rows time beside the default (their SIDE in bench_rows).
+setting = {"burn-conv": "GANRUNNER_GPU_CONV=burn", "step-adam": "GANRUNNER_GPU_ADAM=step",
+           "read-10": "GANRUNNER_READ_EVERY=10"}
 for r in rows:
     if r["side"] == "pytorch" or r["device"] == "cpu":
         continue
     c, c2, t = cpu.get(key(r)), two.get(key(r)), torch.get(key(r))
-    device = r["device"] + {"burn-conv": "+burn-conv", "step-adam": "+step-adam",
-                           "read-10": "+read-10"}.get(r["side"], "")
+    device = r["device"] + (f"+{r['side']}" if r["side"] in setting else "")
     print(f"{r['model']:<14} {r['batch']:>5} {device:<16} {r['median_ms']:7.2f} "
           f"{cell(c and c['median_ms'], '{:9.1f}')} {cell(c and c['median_ms'] / r['median_ms'], '{:8.1f}')} "
           f"{cell(c2 and c2['median_ms'], '{:9.1f}')} {cell(c2 and c2['median_ms'] / r['median_ms'], '{:7.1f}')} "
           f"{cell(t and t['median_ms'], '{:9.2f}')} {cell(t and r['median_ms'] / t['median_ms'], '{:10.2f}')}")
 # Each opt-in setting against the default on the same device: what decides its default.
-setting = {"burn-conv": "GANRUNNER_GPU_CONV=burn", "step-adam": "GANRUNNER_GPU_ADAM=step",
-           "read-10": "GANRUNNER_READ_EVERY=10"}
 default = {(r["device"],) + key(r): r for r in rows if r["side"] == "ours" and r["device"] != "cpu"}
 for r in rows:
     d = default.get((r["device"],) + key(r))
