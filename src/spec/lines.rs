@@ -38,8 +38,8 @@ pub(super) fn toml_error(text: &str, err: &toml::de::Error) -> String {
 
 /// serde's type errors in the words of a spec's author: `expected u64` is a whole number of
 /// 0 or more, `f64` a number, a float serde writes out in full (`1e99` as a hundred digits) is
-/// shown in exponent form, and an integer too large for TOML is named as such (toml read it
-/// as an `i128` that no TOML value holds).
+/// shown in exponent form, an integer too large for TOML is named as such (toml read it
+/// as an `i128` that no TOML value holds), and a string given for a number is quoted clipped.
 pub(super) fn plain_types(message: &str) -> String {
     let mut text = message.replace(
         " as i128, expected any valid TOML value",
@@ -54,22 +54,37 @@ pub(super) fn plain_types(message: &str) -> String {
     ] {
         text = text.replace(&format!("expected {rust}"), &format!("expected {words}"));
     }
-    const FLOAT: &str = "floating point `";
-    let mut plain = String::with_capacity(text.len());
-    let mut rest = text.as_str();
-    while let Some(at) = rest.find(FLOAT) {
-        let (before, after) = rest.split_at(at + FLOAT.len());
-        plain.push_str(before);
-        let end = after.find('`').unwrap_or(after.len());
-        let written = &after[..end];
+    let text = rewrite_quoted(&text, "floating point `", '`', |written| {
         match written.parse::<f64>() {
-            Ok(value) if written.len() > 20 => plain.push_str(&format!("{value:e}")),
-            _ => plain.push_str(written),
+            Ok(value) if written.len() > 20 => format!("{value:e}"),
+            _ => written.to_string(),
         }
+    });
+    // A long string given where a number goes is quoted clipped, as every other echo of input.
+    rewrite_quoted(&text, "string \"", '"', crate::console::clipped)
+}
+
+/// `text` with what stands between each `open` and the next unescaped `close` rewritten.
+fn rewrite_quoted(text: &str, open: &str, close: char, rewrite: impl Fn(&str) -> String) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(open) {
+        let (before, after) = rest.split_at(at + open.len());
+        out.push_str(before);
+        let mut escaped = false;
+        let end = after
+            .char_indices()
+            .find(|&(_, c)| {
+                let ends = c == close && !escaped;
+                escaped = c == '\\' && !escaped;
+                ends
+            })
+            .map_or(after.len(), |(i, _)| i);
+        out.push_str(&rewrite(&after[..end]));
         rest = &after[end..];
     }
-    plain.push_str(rest);
-    plain
+    out.push_str(rest);
+    out
 }
 
 /// The line of `dotted` or, when the file writes it inside an inline table (`"train.seed" = {

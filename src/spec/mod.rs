@@ -49,7 +49,11 @@ pub enum SpecError {
         message: String,
     },
     /// A problem a `--set` brought (`set` is the argument as given).
-    #[error("{path} with --set {set}: {}", plain_types(message))]
+    #[error(
+        "{path} with --set {}: {}",
+        crate::console::clipped(set),
+        plain_types(message)
+    )]
     Override {
         path: PathBuf,
         set: String,
@@ -613,9 +617,20 @@ mod tests {
                 overridden("train.steps=2.5"),
                 "floating point `2.5`, expected",
             ),
+            // A long string (with an escaped quote inside) is quoted clipped.
+            (
+                parse(&format!(
+                    "name = \"x\"\n[train]\nlr = \"\\\"{}\"\n",
+                    "x".repeat(5_000)
+                ))
+                .unwrap_err()
+                .to_string(),
+                "string \"\\\"xxx",
+            ),
         ] {
             assert!(err.contains(says), "{err}");
             assert!(!err.contains("000000000000"), "{err}");
+            assert!(err.len() < 400, "{err}");
         }
     }
 

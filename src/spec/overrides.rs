@@ -14,6 +14,7 @@ use std::str::FromStr;
 
 use super::Spec;
 use super::grid::{remove_path, set_path, table_at};
+use crate::console::clipped;
 
 /// One `--set KEY=VALUE`.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,6 +25,10 @@ pub struct Override {
     raw: String,
 }
 
+/// Longer than any spec key (the longest, under `search.space.`, is about 50 characters):
+/// a longer key is refused before it is echoed in every message about it.
+const MAX_KEY_LEN: usize = 100;
+
 /// The tables whose keys are dotted paths of the config rather than nested tables.
 const PATH_TABLES: [&str; 2] = ["sweep", "search.space"];
 
@@ -33,8 +38,15 @@ impl FromStr for Override {
     fn from_str(arg: &str) -> Result<Override, String> {
         let (key, raw) = arg
             .split_once('=')
-            .ok_or_else(|| format!("`{arg}` is not KEY=VALUE (e.g. train.lr=1e-4)"))?;
+            .ok_or_else(|| format!("`{}` is not KEY=VALUE (e.g. train.lr=1e-4)", clipped(arg)))?;
         let key = key.trim();
+        if key.chars().count() > MAX_KEY_LEN {
+            return Err(format!(
+                "`{}` ({} characters) is longer than any spec key",
+                clipped(key),
+                key.chars().count()
+            ));
+        }
         let key_ok = key.split('.').all(|part| {
             !part.is_empty()
                 && part
@@ -43,7 +55,8 @@ impl FromStr for Override {
         });
         if !key_ok {
             return Err(format!(
-                "`{key}` is not a dotted spec key (e.g. train.lr or sweep.train.seed)"
+                "`{}` is not a dotted spec key (e.g. train.lr or sweep.train.seed)",
+                clipped(key)
             ));
         }
         let raw = raw.trim();
@@ -239,6 +252,15 @@ d_steps = [1, 2]
         for bad in ["train.lr", "=1", "train..lr=1", "train.lr x=1", ".lr=1"] {
             assert!(bad.parse::<Override>().is_err(), "{bad}");
         }
+        // A script's runaway argument comes back clipped, not whole.
+        let long_key = format!("train.{}=1", "x".repeat(100_000));
+        let err = long_key.parse::<Override>().unwrap_err();
+        assert!(
+            err.len() < 200 && err.contains("100006 characters"),
+            "{err}"
+        );
+        let no_value = "y".repeat(100_000).parse::<Override>().unwrap_err();
+        assert!(no_value.len() < 200, "{no_value}");
         // A line break could smuggle in a second key.
         let smuggled = "train.lr=1\nname = \"y\"".parse::<Override>();
         assert!(smuggled.unwrap_err().contains("one line"));

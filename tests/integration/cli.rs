@@ -522,6 +522,13 @@ fn set_changes_a_key_for_one_command_and_trains_it_as_its_own_run() {
     train(&["train.lr"])
         .failure()
         .stderr(predicate::str::contains("is not KEY=VALUE"));
+    // A script's runaway key or value is quoted clipped, once, not echoed whole.
+    let long = "x".repeat(100_000);
+    for set in [format!("train.{long}=1"), format!("train.lr={long}")] {
+        let out = train(&[&set]).failure().get_output().stderr.clone();
+        let err = String::from_utf8(out).unwrap();
+        assert!(err.contains("--set") && err.len() < 600, "{err}");
+    }
     assert!(!dir.path().join("results").exists());
 }
 
