@@ -20,7 +20,9 @@
 # dcgan-classic, dcgan and dcgan-classic again with burn's convolution kernels (rows
 # `vulkan+burn-conv`), all three with Adam as one operation a parameter (`+step-adam`), gan
 # and dcgan with their losses read every 10 steps rather than every step (`+read-10`, what
-# training does with GANRUNNER_READ_EVERY=10), the
+# training does with GANRUNNER_READ_EVERY=10), gan and dcgan as one step captured as a graph and
+# replayed (`+graph`, `runner bench --graph`: the device's share of a step, without the
+# host's per-step work), the
 # CPU (all its cores, and 2 as on the project's machines), and
 # bench/pytorch_reference.py --device cuda when torch imports; 50 steps of the report's DCGAN
 # on the GPU (each way of convolving) and on the CPU from the same seed, losses compared; a
@@ -162,21 +164,23 @@ allow() {
 FIRST_BATCH=${BATCHES%% *}
 # `bench_rows SIDE DEVICE BATCH STEPS MODEL...`: our step times as rows (SIDE ours; burn-conv
 # for GANRUNNER_GPU_CONV=burn; step-adam for GANRUNNER_GPU_ADAM=step; read-10 for the losses
-# read every 10 steps, the steps between queued behind each other; two-cores for 2 threads,
+# read every 10 steps, the steps between queued behind each other; graph for one step captured
+# as a graph and replayed; two-cores for 2 threads,
 # as on this project's 2-core machines, which the issue's "20x our CPU step" means, beside
 # all of this machine's cores).
 bench_rows() {
-    local side=$1 device=$2 batch=$3 steps=$4 conv=im2col adam=burn threads=() read=1
+    local side=$1 device=$2 batch=$3 steps=$4 conv=im2col adam=burn threads=() reads=(--read-every 1)
     shift 4
     [ "$side" = burn-conv ] && conv=burn
     [ "$side" = step-adam ] && adam=step
-    [ "$side" = read-10 ] && read=10
+    [ "$side" = read-10 ] && reads=(--read-every 10)
+    [ "$side" = graph ] && reads=(--graph)
     [ "$side" = two-cores ] && threads=(--threads 2)
     allow 120 "bench $device batch $batch ($side)" || return 0
     log "bench $device batch $batch ($side)"
     GANRUNNER_GPU_CONV=$conv GANRUNNER_GPU_ADAM=$adam timeout "$ALLOW" "$RUNNER" bench \
         --device "$device" "${@/#/--model=}" "${threads[@]}" --batch "$batch" --steps "$steps" \
-        --read-every "$read" --warmup 2 --format json 2>> "$LOG" \
+        "${reads[@]}" --warmup 2 --format json 2>> "$LOG" \
         | sed "s/^{/{\"side\":\"$side\",\"device\":\"$device\",/" >> "$ROWS"
 }
 # `torch_rows BATCH`: PyTorch's step times on the same GPU, side by side.
@@ -199,6 +203,7 @@ if step 1; then
         bench_rows burn-conv "$device" "$FIRST_BATCH" "$BENCH_STEPS" dcgan dcgan-classic
         bench_rows step-adam "$device" "$FIRST_BATCH" "$BENCH_STEPS" gan dcgan dcgan-classic
         bench_rows read-10 "$device" "$FIRST_BATCH" "$BENCH_STEPS" gan dcgan
+        bench_rows graph "$device" "$FIRST_BATCH" "$BENCH_STEPS" gan dcgan
     done
     bench_rows ours cpu "$FIRST_BATCH" 3 gan dcgan dcgan-classic
     bench_rows two-cores cpu "$FIRST_BATCH" 3 gan dcgan dcgan-classic
@@ -313,9 +318,11 @@ print(f"CPU: this machine's {threads} threads; 2 cores: 2 threads, as on the pro
 print(f"{'model':<14} {'batch':>5} {'device':<16} {'ours ms':>7} {'CPU ms':>9} {'CPU/GPU':>8} "
       f"{'2-core ms':>9} {'2c/GPU':>7} {'torch ms':>9} {'ours/torch':>10}")
 cell = lambda v, f: f.format(v) if v is not None else f"{'-':>{len(f.format(0.0))}}"
-# The opt-in settings the rows time beside the default (their SIDE in bench_rows).
+# The opt-in settings the rows time beside the default (their SIDE in bench_rows), and the
+# captured step replayed (under the default's time: what the host's work a step costs).
 setting = {"burn-conv": "GANRUNNER_GPU_CONV=burn", "step-adam": "GANRUNNER_GPU_ADAM=step",
-           "read-10": "GANRUNNER_READ_EVERY=10"}
+           "read-10": "GANRUNNER_READ_EVERY=10",
+           "graph": "one step captured as a graph and replayed (bench --graph)"}
 for r in rows:
     if r["side"] == "pytorch" or r["device"] == "cpu":
         continue

@@ -102,6 +102,9 @@ train() { "$RUNNER" train "$RUNS/tiny.toml" --data-dir "$DATA" "$@" >> "$RUNS/tr
 
 log "bench on the software GPU"
 "$RUNNER" bench --device vulkan --model gan --batch 16 --steps 5 --warmup 1 | tee "$RUNS/bench.txt"
+log "bench --graph: a step captured as a graph (wgpu's recorded commands) and replayed"
+"$RUNNER" bench --device vulkan --graph --model gan --model dcgan --batch 16 --steps 2 --warmup 1 \
+    --format json > "$RUNS/bench-graph.jsonl" 2>> "$RUNS/train.log" || true
 log "6 steps on vulkan and on the CPU, from the same seed"
 train --device vulkan --out "$RUNS/vulkan"
 train --device cpu --out "$RUNS/cpu"
@@ -127,7 +130,7 @@ log "generate and eval on vulkan"
 "$RUNNER" eval --device vulkan "$RUNS/vulkan" --samples 200 --data-dir "$DATA" --format csv > "$RUNS/eval.csv" 2>> "$RUNS/train.log"
 
 python3 - "$RUNS" <<'EOF'
-import csv, sys
+import csv, json, sys
 runs = sys.argv[1]
 def losses(name):
     return {int(r["step"]): (float(r["d_loss"]), float(r["g_loss"]))
@@ -151,6 +154,12 @@ for what, name, reference_name, tolerance in checks:
     ok = len(run) == 6 and diff <= tolerance
     failed |= not ok
     print(f"{'ok  ' if ok else 'FAIL'} {what}: max |loss difference| {diff:.1e} (tolerance {tolerance:.0e})")
+graphs = [json.loads(l) for l in open(f"{runs}/bench-graph.jsonl") if l.strip()]
+ok = [r["model"] for r in graphs if r["graph"] and r["median_ms"] > 0] == ["gan", "dcgan"]
+failed |= not ok
+print(f"{'ok  ' if ok else 'FAIL'} bench --graph on vulkan: "
+      + ", ".join(f"{r['model']} {r['median_ms']:.1f} ms a replayed step" for r in graphs)
+      + ("" if ok else f" (see {runs}/train.log)"))
 scores = list(csv.DictReader(open(f"{runs}/eval.csv")))
 ok = bool(scores) and float(scores[0]["fid"]) > 0
 failed |= not ok

@@ -22,6 +22,9 @@ pub struct StepTimes {
     pub steps: usize,
     /// Steps between reads of the losses.
     pub read_every: usize,
+    /// Whether the steps were one step captured as a device graph and replayed
+    /// ([`crate::train::graph`]).
+    pub graph: bool,
     pub median_ms: f64,
     pub min_ms: f64,
     pub max_ms: f64,
@@ -81,12 +84,14 @@ pub fn peak_rss_mib() -> f64 {
 }
 
 /// What `runner bench` times: `steps` steps after `warmup` untimed ones, their losses read every
-/// `read_every` steps (see [`crate::train::step_times_ms`]).
+/// `read_every` steps (see [`crate::train::step_times_ms`]); with `graph`, replays of the step
+/// after them captured as a device graph ([`crate::train::graph`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Timing {
     pub warmup: usize,
     pub steps: usize,
     pub read_every: usize,
+    pub graph: bool,
 }
 
 /// Times training steps of `model` at `batch` as `timing` says.
@@ -105,8 +110,13 @@ pub fn time_steps(
         warmup,
         steps,
         read_every,
+        graph,
     } = timing;
-    let ms = crate::train::step_times_ms(&config, warmup, steps, read_every)?;
+    let ms = if graph {
+        crate::train::graph::replayed_step_times_ms(&config, warmup, steps)?
+    } else {
+        crate::train::step_times_ms(&config, warmup, steps, read_every)?
+    };
     let median = ms[ms.len() / 2];
     let gflop = config.model.step_flops(batch, config.train.d_steps) as f64 / 1e9;
     let gflop_per_s = gflop / (median / 1000.0);
@@ -116,6 +126,7 @@ pub fn time_steps(
         threads: rayon::current_num_threads(),
         steps,
         read_every,
+        graph,
         median_ms: median,
         min_ms: ms[0],
         max_ms: ms[ms.len() - 1],

@@ -583,6 +583,11 @@ pub struct BenchArgs {
     /// GANRUNNER_READ_EVERY=N).
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub read_every: usize,
+    /// Time one step captured as a GPU graph (CUDA graphs; on Vulkan, recorded commands) and
+    /// replayed, its inputs and weights the same each time: what a step costs the GPU without
+    /// the host's per-step work (recording, fusing, launching). Training does not replay.
+    #[arg(long, conflicts_with = "read_every")]
+    pub graph: bool,
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,

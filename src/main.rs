@@ -217,6 +217,7 @@ fn run(cli: Cli) -> Result<()> {
                 warmup: a.warmup,
                 steps: a.steps,
                 read_every: a.read_every,
+                graph: a.graph,
             },
             a.threads,
             a.format == cli::BenchFormat::Json,

@@ -3,8 +3,8 @@
 # the CPU (and has no cuda), so every step of the check runs, at its tiny sizes, on the test
 # fixture. The check is meant for a GPU session's one call; this keeps an edit to it from
 # breaking it unseen. Checks that
-#   1. every row comes out (vulkan, vulkan+burn-conv, vulkan+step-adam, vulkan+read-10, and
-#      each setting's step time over the default's), the
+#   1. every row comes out (vulkan, vulkan+burn-conv, vulkan+step-adam, vulkan+read-10,
+#      vulkan+graph, and each setting's step time over the default's), the
 #      two 3-step comparisons find the CPU's own losses (difference 0: the stand-in is the CPU) and the FID line has a number;
 #   2. what a device call would bring back from $OUT fits its limits (at most 8 files, none in
 #      a folder here): the table, the rows, the log, the compared runs' losses and the profile
@@ -55,6 +55,8 @@ args=() dropped=no
 for arg in "\$@"; do
     case "\$arg" in
         cuda|vulkan) arg=cpu;;
+        # The CPU has nothing to capture: the stand-in times plain steps for these rows.
+        --graph) continue;;
         --model=dcgan*) [ \$cuda = yes ] && { dropped=yes; continue; };;
     esac
     args+=("\$arg")
@@ -81,7 +83,7 @@ check() {
 
 check env
 for row in "^dcgan .* vulkan " "^dcgan-classic .* vulkan+burn-conv " "^gan .* vulkan " \
-    "^dcgan .* vulkan+step-adam " "^dcgan .* vulkan+read-10 "; do
+    "^dcgan .* vulkan+step-adam " "^dcgan .* vulkan+read-10 " "^dcgan .* vulkan+graph "; do
     grep -q "$row" "$WORK/table" || fail "no row matching '$row' in: $(cat "$WORK/table")"
 done
 for run in vulkan vulkan-burn-conv; do
@@ -90,6 +92,8 @@ for run in vulkan vulkan-burn-conv; do
 done
 grep -q "^dcgan batch [0-9]* on vulkan, GANRUNNER_READ_EVERY=10: [0-9.]*x the default's step time" "$WORK/table" \
     || fail "no line setting +read-10 against the default in: $(cat "$WORK/table")"
+grep -q "^dcgan batch [0-9]* on vulkan, one step captured as a graph and replayed (bench --graph): [0-9.]*x the default's step time" "$WORK/table" \
+    || fail "no line setting +graph against the default in: $(cat "$WORK/table")"
 grep -q "^quickstart-sized DCGAN, 3 steps on vulkan: [0-9]* s, LeNet-FID [0-9]" "$WORK/table" \
     || fail "no LeNet-FID line in: $(cat "$WORK/table")"
 grep -q skipped "$WORK/table" && fail "a step was skipped at the default budget: $(cat "$WORK/table")"

@@ -402,6 +402,11 @@ pub fn bench(
         batch > 0 && timing.steps > 0 && timing.read_every > 0,
         "--batch, --steps and --read-every must be at least 1"
     );
+    anyhow::ensure!(
+        !(timing.graph && device == crate::backend::DeviceChoice::Cpu),
+        "--graph needs a GPU device (--device cuda or vulkan): the CPU computes each operation \
+         as it is asked for, with nothing to capture"
+    );
     // Each timed step keeps its time: a bench longer than this is a typo, not a measurement.
     const MAX_STEPS: usize = 1_000_000;
     anyhow::ensure!(
@@ -450,6 +455,12 @@ pub fn bench(
             outln!(
                 "losses read every {} steps: each step timed as its block's mean",
                 timing.read_every
+            )?;
+        }
+        if timing.graph {
+            outln!(
+                "one step captured as a graph and replayed, with the same weights and inputs: \
+                 the device's share of a step"
             )?;
         }
         outln!(

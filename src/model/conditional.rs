@@ -78,7 +78,7 @@ pub fn one_hot(labels: &[u8], device: &Device) -> Tensor<2> {
     for (row, &label) in labels.iter().enumerate() {
         values[row * CLASSES + label as usize] = 1.0;
     }
-    Tensor::from_data(TensorData::new(values, [labels.len(), CLASSES]), device)
+    super::uploads::upload(TensorData::new(values, [labels.len(), CLASSES]), device)
 }
 
 /// `images` `[B, C, H, W]` with the one-hot `labels` appended as constant channels when

@@ -172,7 +172,7 @@ pub fn dropout_mask<const D: usize>(
             masks.push(mask.clone());
         }
     });
-    Some(Tensor::from_data(mask, device))
+    Some(super::uploads::upload(mask, device))
 }
 
 /// `n` values, each `scale` with probability `keep` and 0 otherwise: the draws of `n`

@@ -16,6 +16,7 @@ pub mod ids;
 pub mod init;
 pub mod kernels;
 pub mod mlp;
+pub mod uploads;
 
 use burn::prelude::*;
 use rand::rngs::StdRng;

@@ -10,6 +10,7 @@ use crate::data::byte_to_unit;
 /// The training images (bytes, scaled to [-1, 1] as each batch is served: a quarter of the
 /// memory floats would take, 180 MiB less for MNIST at 32x32), their labels, and the order
 /// they are served in.
+#[derive(Clone)]
 pub struct Batches {
     pixels: Vec<u8>,
     labels: Vec<u8>,
@@ -76,7 +77,7 @@ impl Batches {
         let labels = picked.iter().map(|&i| self.labels[i as usize]).collect();
         let shape = [picked.len(), 1, self.side, self.side];
         (
-            Tensor::from_data(TensorData::new(values, shape), device),
+            crate::model::uploads::upload(TensorData::new(values, shape), device),
             labels,
         )
     }

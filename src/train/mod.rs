@@ -15,6 +15,7 @@ pub mod adam;
 pub mod batches;
 pub mod checkpoint;
 pub mod ema;
+pub mod graph;
 pub mod loss;
 pub mod penalty;
 pub mod rng;
@@ -278,7 +279,7 @@ impl Drop for StoreOnDrop<'_> {
 
 /// `n` latent vectors from N(0, 1).
 pub fn latents(rng: &mut StdRng, n: usize, latent_dim: usize, device: &Device) -> Tensor<2> {
-    Tensor::from_data(
+    crate::model::uploads::upload(
         TensorData::new(normal_values(rng, n * latent_dim), [n, latent_dim]),
         device,
     )

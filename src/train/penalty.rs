@@ -72,8 +72,9 @@ impl Penalty {
         let at = match self {
             Penalty::WganGp { .. } => {
                 let alpha: Vec<f32> = (0..n).map(|_| rng.random::<f32>()).collect();
-                let alpha = Tensor::<1>::from_data(TensorData::new(alpha, [n]), &device)
-                    .reshape([n, 1, 1, 1]);
+                let alpha =
+                    crate::model::uploads::upload::<1>(TensorData::new(alpha, [n]), &device)
+                        .reshape([n, 1, 1, 1]);
                 real.clone().detach() * alpha.clone()
                     + fake.clone().detach() * alpha.neg().add_scalar(1.0)
             }

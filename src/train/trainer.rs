@@ -32,6 +32,7 @@ fn read_loss(loss: Tensor<1>) -> anyhow::Result<f32> {
 /// A step's losses still on the device ([`Trainer::queue_step`]). Reading one waits for
 /// everything queued before it: on a GPU, reading every few steps rather than every step
 /// lets the next steps queue behind the running ones.
+#[derive(Clone)]
 pub struct QueuedLosses {
     d: Tensor<1>,
     g: Tensor<1>,
@@ -140,7 +141,9 @@ pub struct StepInputs {
     pub dropout_masks: Vec<burn::tensor::TensorData>,
 }
 
-/// A run in progress: the models, their optimizers and the data.
+/// A run in progress: the models, their optimizers and the data. (`Clone` for
+/// [`super::graph`], whose passes each step a copy of one state.)
+#[derive(Clone)]
 pub struct Trainer {
     config: RunConfig,
     device: Device,

@@ -750,7 +750,10 @@ fn bench_reports_step_times_flops_and_peak_as_json() {
     assert!(row["median_ms"].as_f64().unwrap() > 0.0);
     assert!(row["gflop_per_step"].as_f64().unwrap() > 0.1);
     assert!(row["machine_peak_gflop_per_s"].as_f64().unwrap() > 0.0);
-    assert_eq!(row["read_every"], 1);
+    assert_eq!(
+        (&row["read_every"], &row["graph"]),
+        (&1.into(), &false.into())
+    );
     // Losses read every 2 steps: 3 steps timed as a block of 2 and one of 1.
     let row = bench_row("--model gan --steps 3 --warmup 0 --read-every 2");
     assert_eq!(
@@ -762,6 +765,12 @@ fn bench_reports_step_times_flops_and_peak_as_json() {
         .assert()
         .failure()
         .stderr(predicate::str::contains("--read-every must be at least 1"));
+    // A captured step replayed is a GPU's: the CPU refuses before timing anything.
+    runner()
+        .args(["bench", "--model", "gan", "--graph"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("--graph needs a GPU device"));
     runner()
         .args(["bench", "--model", "vae"])
         .assert()
