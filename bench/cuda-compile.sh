@@ -70,6 +70,8 @@ for sm in $SMS; do
     done
     check "sm_$sm: bench, burn's convolutions" env GANRUNNER_GPU_CONV=burn "$RUNNER" bench \
         --model dcgan --model dcgan-classic --steps 1 --warmup 1
+    check "sm_$sm: bench --graph (a step captured as a CUDA graph)" "$RUNNER" bench --graph \
+        --model gan --model dcgan --steps 2 --warmup 1
     for spec in dcgan quickstart; do
         check "sm_$sm: train experiments/$spec.toml, 2 steps" "$RUNNER" train \
             "$ROOT/experiments/$spec.toml" --steps 2 --set log.eval_samples=0 --data-dir "$DATA" \

@@ -12,6 +12,11 @@
  * log in $CUDA_COMPILE_FAILED ($CUDA_COMPILE_KEEP, if set, gets every module's PTX). Counts
  * are printed at exit.
  *
+ * Graph capture (`runner bench --graph`) is played as a driver's rules have it: while a stream
+ * records, the calls that would break a recording (allocations, copies from or to the host,
+ * synchronizations) fail with CUDA's own code for it, and launches are recorded, not counted as
+ * run; a graph's replay runs nothing either.
+ *
  * Built and used by bench/cuda-compile.sh. Only the calls cubecl-cuda 0.11 makes are here;
  * cudarc loads each symbol on first use, so a missing one panics with its name. */
 #define _GNU_SOURCE
@@ -33,11 +38,23 @@ enum {
     INVALID_VALUE = 1,
     INVALID_PTX = 218,
     NOT_FOUND = 500,
+    STREAM_CAPTURE_UNSUPPORTED = 900,
+    STREAM_CAPTURE_UNMATCHED = 904,
 };
 
 static struct {
     long modules, modules_failed, functions, launches, allocations;
+    long graphs, recorded, replays, refused_in_capture;
 } counts;
+/* Whether a stream is recording a graph (one stream answers for all here). */
+static int capturing;
+/* A call that would break a recording, made while one runs: named, and refused as CUDA does. */
+static int refused_in_capture(const char *call) {
+    if (!capturing) return 0;
+    fprintf(stderr, "fake libcuda: %s while a stream records a graph: refused\n", call);
+    counts.refused_in_capture++;
+    return 1;
+}
 static char handle_storage[1]; /* every context, stream and event is this address */
 
 /* The compute capability answered, as NVRTC spells it: $CUDA_STANDIN_SM, 90 (an H100 or
@@ -62,9 +79,11 @@ static void arch_option(char *option, size_t size) {
 static void report(void) {
     fprintf(stderr,
             "fake libcuda: %ld modules assembled for sm_%d (%ld refused), %ld entry points, "
-            "%ld launches (not run), %ld allocations\n",
+            "%ld launches (not run), %ld allocations; %ld graphs captured (%ld launches recorded), "
+            "%ld replays, %ld calls refused while recording\n",
             counts.modules, sm(), counts.modules_failed, counts.functions, counts.launches,
-            counts.allocations);
+            counts.allocations, counts.graphs, counts.recorded, counts.replays,
+            counts.refused_in_capture);
 }
 
 CUresult cuInit(unsigned flags) {
@@ -144,7 +163,10 @@ CUresult cuStreamCreateWithPriority(CUhandle *stream, unsigned flags, int priori
     return cuStreamCreate(stream, flags);
 }
 CUresult cuStreamDestroy_v2(CUhandle stream) { (void)stream; return OK; }
-CUresult cuStreamSynchronize(CUhandle stream) { (void)stream; return OK; }
+CUresult cuStreamSynchronize(CUhandle stream) {
+    (void)stream;
+    return refused_in_capture("cuStreamSynchronize") ? STREAM_CAPTURE_UNSUPPORTED : OK;
+}
 CUresult cuStreamWaitEvent(CUhandle stream, CUhandle event, unsigned flags) {
     (void)stream, (void)event, (void)flags;
     return OK;
@@ -155,7 +177,10 @@ CUresult cuEventCreate(CUhandle *event, unsigned flags) {
     return OK;
 }
 CUresult cuEventRecord(CUhandle event, CUhandle stream) { (void)event, (void)stream; return OK; }
-CUresult cuEventSynchronize(CUhandle event) { (void)event; return OK; }
+CUresult cuEventSynchronize(CUhandle event) {
+    (void)event;
+    return refused_in_capture("cuEventSynchronize") ? STREAM_CAPTURE_UNSUPPORTED : OK;
+}
 CUresult cuEventDestroy_v2(CUhandle event) { (void)event; return OK; }
 CUresult cuEventElapsedTime(float *ms, CUhandle start, CUhandle end) {
     (void)start, (void)end;
@@ -165,6 +190,7 @@ CUresult cuEventElapsedTime(float *ms, CUhandle start, CUhandle end) {
 
 /* Device memory is zeroed host memory (large pools stay virtual until touched). */
 CUresult cuMemAlloc_v2(CUdeviceptr *pointer, size_t bytes) {
+    if (refused_in_capture("an allocation")) return STREAM_CAPTURE_UNSUPPORTED;
     void *memory = calloc(1, bytes ? bytes : 1);
     if (!memory) return OUT_OF_MEMORY;
     counts.allocations++;
@@ -187,11 +213,13 @@ CUresult cuMemAllocHost_v2(void **pointer, size_t bytes) {
 CUresult cuMemFreeHost(void *pointer) { free(pointer); return OK; }
 CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr to, const void *from, size_t bytes, CUhandle stream) {
     (void)stream;
+    if (refused_in_capture("a copy from the host")) return STREAM_CAPTURE_UNSUPPORTED;
     memmove((void *)(uintptr_t)to, from, bytes);
     return OK;
 }
 CUresult cuMemcpyDtoHAsync_v2(void *to, CUdeviceptr from, size_t bytes, CUhandle stream) {
     (void)stream;
+    if (refused_in_capture("a copy to the host")) return STREAM_CAPTURE_UNSUPPORTED;
     memmove(to, (const void *)(uintptr_t)from, bytes);
     return OK;
 }
@@ -220,6 +248,7 @@ typedef struct {
 /* Both sides are host memory here, whichever kind (1 host, 2 device) the copy names. */
 CUresult cuMemcpy2DAsync_v2(const Copy2d *copy, CUhandle stream) {
     (void)stream;
+    if (refused_in_capture("a pitched copy")) return STREAM_CAPTURE_UNSUPPORTED;
     const char *from = copy->src_type == 1 ? copy->src_host : (const char *)(uintptr_t)copy->src_device;
     char *to = copy->dst_type == 1 ? copy->dst_host : (char *)(uintptr_t)copy->dst_device;
     for (size_t row = 0; row < copy->height; row++)
@@ -305,11 +334,55 @@ CUresult cuLaunchKernel(CUhandle function, unsigned gx, unsigned gy, unsigned gz
                         void **extra) {
     (void)function, (void)gx, (void)gy, (void)gz, (void)stream, (void)extra;
     if ((unsigned long)bx * by * bz > 1024 || shared > (unsigned)shared_opt_in()) return INVALID_VALUE;
+    if (capturing) {
+        counts.recorded++;
+        return OK;
+    }
     /* The one kernel whose effect is played: the runner's device probe, its first launch,
      * `1 + 1`, which fusion compiles to writing the constant 2 to its one buffer. */
     if (counts.launches++ == 0) **(float **)params[0] = 2.0f;
     return OK;
 }
+
+/* Graphs: a recording holds no nodes here (no memory nodes, which cubecl refuses), and every
+ * graph and executable is the handle address. */
+CUresult cuStreamBeginCapture_v2(CUhandle stream, int mode) {
+    (void)stream, (void)mode;
+    if (capturing) return STREAM_CAPTURE_UNSUPPORTED;
+    capturing = 1;
+    return OK;
+}
+CUresult cuStreamEndCapture(CUhandle stream, CUhandle *graph) {
+    (void)stream;
+    if (!capturing) return STREAM_CAPTURE_UNMATCHED;
+    capturing = 0;
+    counts.graphs++;
+    *graph = handle_storage;
+    return OK;
+}
+CUresult cuGraphGetNodes(CUhandle graph, CUhandle *nodes, size_t *count) {
+    (void)graph, (void)nodes;
+    *count = 0;
+    return OK;
+}
+CUresult cuGraphNodeGetType(CUhandle node, int *type) {
+    (void)node;
+    *type = 0; /* a kernel */
+    return OK;
+}
+CUresult cuGraphInstantiateWithFlags(CUhandle *exec, CUhandle graph, unsigned long long flags) {
+    (void)graph, (void)flags;
+    *exec = handle_storage;
+    return OK;
+}
+CUresult cuGraphUpload(CUhandle exec, CUhandle stream) { (void)exec, (void)stream; return OK; }
+CUresult cuGraphLaunch(CUhandle exec, CUhandle stream) {
+    (void)exec, (void)stream;
+    counts.replays++;
+    return OK;
+}
+CUresult cuGraphExecDestroy(CUhandle exec) { (void)exec; return OK; }
+CUresult cuGraphDestroy(CUhandle graph) { (void)graph; return OK; }
 
 /* NVRTC 13 opens the process's libcuda for its compile cache and, finding a libcuda without
  * this call, crashes; refusing it (801, not supported) makes it compile uncached. */
