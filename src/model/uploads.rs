@@ -12,17 +12,23 @@ use std::cell::RefCell;
 
 use burn::prelude::*;
 
+/// The first pass's uploads, in order (each a `Tensor<D>`), and how many of them the current
+/// pass has taken.
+struct Record {
+    uploaded: Vec<Box<dyn Any>>,
+    taken: usize,
+}
+
 thread_local! {
-    /// While a [`Frozen`] lives on this thread: the first pass's uploads, in order, and how
-    /// many of them the current pass has taken.
-    static FROZEN: RefCell<Option<(Vec<Box<dyn Any>>, usize)>> = const { RefCell::new(None) };
+    /// While a [`Frozen`] lives on this thread, its record.
+    static FROZEN: RefCell<Option<Record>> = const { RefCell::new(None) };
 }
 
 /// `data` on `device`; while a [`Frozen`] lives on this thread, the tensor of this position in
 /// its first pass instead (a tensor of another shape there is replaced by this upload).
 pub fn upload<const D: usize>(data: TensorData, device: &Device) -> Tensor<D> {
     FROZEN.with_borrow_mut(|frozen| {
-        let Some((uploaded, taken)) = frozen else {
+        let Some(Record { uploaded, taken }) = frozen else {
             return Tensor::from_data(data, device);
         };
         let kept = (uploaded.get(*taken))
@@ -45,15 +51,18 @@ pub struct Frozen(());
 
 impl Frozen {
     pub fn start() -> Frozen {
-        FROZEN.set(Some((Vec::new(), 0)));
+        FROZEN.set(Some(Record {
+            uploaded: Vec::new(),
+            taken: 0,
+        }));
         Frozen(())
     }
 
     /// Starts a pass: its uploads are served the first pass's, from the first on.
     pub fn rewind(&self) {
         FROZEN.with_borrow_mut(|frozen| {
-            if let Some((_, taken)) = frozen {
-                *taken = 0;
+            if let Some(record) = frozen {
+                record.taken = 0;
             }
         });
     }
@@ -70,7 +79,7 @@ mod tests {
     use super::*;
 
     fn values(t: Tensor<1>) -> Vec<f32> {
-        t.into_data().to_vec().unwrap()
+        t.into_data().try_to_vec::<f32>().unwrap()
     }
 
     #[test]
