@@ -97,38 +97,8 @@ pub struct DeviceArg {
 pub struct SetArg {
     /// Change one spec key without editing the file (repeatable): train.lr=1e-4,
     /// model.arch=dcgan, sweep.train.seed=[1,2,3]. A set key that the spec sweeps is pinned.
-    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = OverrideParser)]
+    #[arg(long = "set", value_name = "KEY=VALUE")]
     pub overrides: Vec<ganrunner::spec::Override>,
-}
-
-/// Parses `--set` and reports a bad one in the parser's own words only: clap's report of a
-/// bad value starts by repeating the whole argument (a script's 100 000-character one came
-/// back whole), while `Override`'s errors quote it clipped.
-#[derive(Debug, Clone, Copy)]
-struct OverrideParser;
-
-impl clap::builder::TypedValueParser for OverrideParser {
-    type Value = ganrunner::spec::Override;
-
-    fn parse_ref(
-        &self,
-        cmd: &clap::Command,
-        arg: Option<&clap::Arg>,
-        value: &std::ffi::OsStr,
-    ) -> Result<Self::Value, clap::Error> {
-        let name = arg.map(|arg| arg.to_string()).unwrap_or_default();
-        let fail = |message: String| {
-            clap::Error::raw(
-                clap::error::ErrorKind::ValueValidation,
-                format!("{name}: {message}\n"),
-            )
-            .with_cmd(cmd)
-        };
-        let text = value
-            .to_str()
-            .ok_or_else(|| fail("the argument is not UTF-8 text".into()))?;
-        text.parse().map_err(fail)
-    }
 }
 
 #[derive(Debug, Args)]

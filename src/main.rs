@@ -35,7 +35,7 @@ fn keep_freed_memory() {
 /// Ctrl-C or SIGTERM (runs checkpointed; the same command resumes them).
 fn main() -> ExitCode {
     keep_freed_memory();
-    match utf8_arguments().and_then(|()| run(Cli::parse())) {
+    match utf8_arguments().and_then(|()| run(parsed_command_line())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             ganrunner::errln!("error: {}", ganrunner::track::error_message(&err));
@@ -62,6 +62,20 @@ fn utf8_arguments() -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The command line, or clap's usage error and exit 2. A bad value clap quotes is clipped
+/// (its report repeats the whole argument: a script's 100 000-character one came back whole),
+/// for every option at once; the parsers' own messages clip what they quote.
+fn parsed_command_line() -> Cli {
+    use clap::error::{ContextKind, ContextValue};
+    Cli::try_parse().unwrap_or_else(|mut err| {
+        if let Some(ContextValue::String(value)) = err.get(ContextKind::InvalidValue) {
+            let clipped = ganrunner::console::clipped(value);
+            err.insert(ContextKind::InvalidValue, ContextValue::String(clipped));
+        }
+        err.exit()
+    })
 }
 
 fn run(cli: Cli) -> Result<()> {

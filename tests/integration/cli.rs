@@ -532,6 +532,27 @@ fn set_changes_a_key_for_one_command_and_trains_it_as_its_own_run() {
     assert!(!dir.path().join("results").exists());
 }
 
+/// Clap's usage errors quote a bad value clipped, whichever option it was given to (its own
+/// report repeated the whole argument), and still exit 2.
+#[test]
+fn a_runaway_option_value_is_quoted_clipped() {
+    let long = "9".repeat(100_000);
+    for (command, option) in [
+        (["sweep", "x.toml"].as_slice(), "--jobs"),
+        (["train", "x.toml"].as_slice(), "--timeout"),
+        (["bench"].as_slice(), "--batch"),
+    ] {
+        let out = (runner().args(command).args([option, &long]).assert())
+            .code(2)
+            .get_output()
+            .stderr
+            .clone();
+        let err = String::from_utf8(out).unwrap();
+        let quoted = format!("invalid value '{}…' for '{option}", &long[..80]);
+        assert!(err.contains(&quoted) && err.len() < 600, "{err}");
+    }
+}
+
 /// `runner ARGS --data-dir <the fixture>` in `dir`.
 fn on_fixture(dir: &Path, args: &[&str]) -> assert_cmd::assert::Assert {
     runner()
