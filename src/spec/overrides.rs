@@ -40,11 +40,11 @@ impl FromStr for Override {
             .split_once('=')
             .ok_or_else(|| format!("`{}` is not KEY=VALUE (e.g. train.lr=1e-4)", clipped(arg)))?;
         let key = key.trim();
-        if key.chars().count() > MAX_KEY_LEN {
+        let length = key.chars().count();
+        if length > MAX_KEY_LEN {
             return Err(format!(
-                "`{}` ({} characters) is longer than any spec key",
-                clipped(key),
-                key.chars().count()
+                "`{}` ({length} characters) is longer than any spec key",
+                clipped(key)
             ));
         }
         let key_ok = key.split('.').all(|part| {
